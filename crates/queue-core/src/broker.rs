@@ -1,0 +1,135 @@
+//! The worker side of a backend: leases, heartbeats, progress and outcomes.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{JobId, JobRecord, JobStatus, LeaseToken, Outcome, Result, WorkerId};
+
+/// Hands jobs to workers under leases.
+///
+/// # Contract
+/// Every write by a lease holder carries its token; once the lease expired (even before
+/// anything reaped it) or passed to someone else, the write fails with
+/// `Error::LeaseLost` and changes nothing [`expired_holder_cannot_write`]. Case names of
+/// the conformance suite are given in brackets.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
+    /// Leases up to `req.max` due jobs: promotes delayed jobs that are due, then takes
+    /// ready jobs in strict priority order, FIFO within a priority [`priority_then_fifo`].
+    /// Each becomes `processing` with `started_at` set and progress 0. A job is held by
+    /// at most one lease [`claims_are_exclusive`]. When nothing is due, waits up to `wait`
+    /// for work (without polling) and may return empty.
+    async fn fetch(&self, req: &ClaimRequest, wait: Duration) -> Result<Vec<Lease>>;
+
+    /// Renews the leases the worker still holds and records the worker as alive. Returns
+    /// the leases that were lost and the jobs whose cancel was requested
+    /// [`cancel_running_job`], [`heartbeat_extends_lease`].
+    async fn heartbeat(&self, beat: &WorkerBeat, leases: &[LeaseRef]) -> Result<HeartbeatReply>;
+
+    /// Stores progress (never lower than what the attempt already reported
+    /// [`progress_never_goes_backwards`]) and the current step; renews the lease.
+    async fn progress(&self, lease: &LeaseRef, progress: u8, step: Option<&str>) -> Result<LeaseStatus>;
+
+    /// Ends the attempt with `outcome` (see [`Outcome`] for each case:
+    /// [`retry_with_backoff`], [`retries_exhausted_fail`], [`permanent_error_fails_at_once`],
+    /// [`partial_outcome_keeps_details`], [`release_uses_no_attempt`]), releases the unique
+    /// key when the job reached a terminal status, and, when `next` is given, leases the
+    /// next due job in the same round trip.
+    async fn finish(&self, lease: &LeaseRef, outcome: Outcome, next: Option<&ClaimRequest>) -> Result<Finished>;
+
+    /// Recovers up to `limit` jobs whose lease expired: back to `queued` at their old place
+    /// with `retry_count` + 1, or `failed` when no retries are left, or `cancelled` when a
+    /// cancel was requested [`expired_lease_requeues_in_place`].
+    async fn reap(&self, limit: usize) -> Result<Vec<JobId>>;
+
+    /// Removes a stopping worker from the registry.
+    async fn deregister(&self, worker: &WorkerId) -> Result<()>;
+}
+
+/// What a fetch asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// Who holds the leases.
+    pub worker: WorkerId,
+    /// At most this many jobs.
+    pub max: usize,
+    /// Lease duration.
+    pub lease: Duration,
+}
+
+/// A leased job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lease {
+    /// The record as of the claim (`processing`).
+    pub job: JobRecord,
+    /// The fencing token.
+    pub token: LeaseToken,
+    /// When the lease expires unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Lease {
+    /// The (id, token) pair used for writes.
+    pub fn to_ref(&self) -> LeaseRef {
+        LeaseRef {
+            job_id: self.job.job_id,
+            token: self.token.clone(),
+        }
+    }
+}
+
+/// Identifies a lease: the job and the token.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LeaseRef {
+    /// The job.
+    pub job_id: JobId,
+    /// The token.
+    pub token: LeaseToken,
+}
+
+/// A worker's heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerBeat {
+    /// Who.
+    pub worker: WorkerId,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Jobs it may run at once.
+    pub concurrency: u32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// New lease duration for every lease still held.
+    pub lease: Duration,
+    /// The heartbeat interval: the worker counts as alive for three of them.
+    pub interval: Duration,
+}
+
+/// What a heartbeat learned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    /// Leases that are no longer held: stop those jobs and do not report them.
+    pub lost: Vec<JobId>,
+    /// Jobs whose cancel was requested: stop them and finish them as cancelled.
+    pub cancel: Vec<JobId>,
+}
+
+/// The state of a lease after a progress update.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// A caller asked to cancel the job.
+    pub cancel_requested: bool,
+}
+
+/// What `finish` did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    /// The job's status after the outcome.
+    pub status: JobStatus,
+    /// The next lease, when one was asked for and a job was due.
+    pub next: Option<Lease>,
+}

@@ -1,0 +1,455 @@
+//! Configuration from the `DCS_*` environment variables, or built in code.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `DCS_REDIS_URL` | `redis://localhost:6379` | Redis URL; several comma-separated URLs (or `redis-cluster://`) name a cluster |
+//! | `DCS_QUEUE_NAME` | `ai_processing` | queue name (no `{`, `}`, `:` or whitespace) |
+//! | `DCS_QUEUE_MAX_CONCURRENCY` | `3` | jobs one worker runs at once |
+//! | `DCS_QUEUE_MAX_RETRIES` | `3` | retries after the first attempt |
+//! | `DCS_QUEUE_JOB_TIMEOUT_SECONDS` | `3600` | per-attempt timeout |
+//! | `DCS_QUEUE_RETRY_DELAY_SECONDS` | `60` | backoff base: `min(base * 2^attempt, cap)` |
+//! | `DCS_QUEUE_DEFAULT_PRIORITY` | `normal` | `high`, `normal` or `low` |
+//! | `DCS_QUEUE_RETRY_MAX_DELAY_SECONDS` | `3600` | backoff cap |
+//! | `DCS_QUEUE_RETRY_JITTER` | `0` | backoff jitter fraction, 0-1 |
+//! | `DCS_QUEUE_LEASE_SECONDS` | `30` | lease of a running job; a dead worker's job returns after it |
+//! | `DCS_QUEUE_HEARTBEAT_SECONDS` | `10` | how often a worker renews its leases |
+//! | `DCS_QUEUE_SHUTDOWN_GRACE_SECONDS` | `30` | how long running jobs may finish on shutdown |
+//! | `DCS_QUEUE_RETENTION_SECONDS` | `604800` | how long finished records are kept |
+//!
+//! ```
+//! use queue_core::QueueConfig;
+//!
+//! let cfg = QueueConfig::from_vars([("DCS_QUEUE_MAX_CONCURRENCY", "8")]).unwrap();
+//! assert_eq!(cfg.max_concurrency, 8);
+//! let err = QueueConfig::from_vars([("DCS_QUEUE_MAX_RETRIES", "many")]).unwrap_err();
+//! assert!(err.to_string().contains("DCS_QUEUE_MAX_RETRIES=\"many\""));
+//! ```
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use crate::{Error, Priority, Result, RetryPolicy};
+
+/// The queue's settings. Build with [`QueueConfig::from_env`], [`QueueConfig::from_vars`]
+/// or [`QueueConfig::builder`]; every path validates.
+#[derive(Clone, PartialEq)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// Where Redis is (redacted in `Debug`).
+    pub redis_url: RedisUrl,
+    /// The queue name.
+    pub queue_name: String,
+    /// Jobs one worker runs at once.
+    pub max_concurrency: usize,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// Per-attempt timeout.
+    pub job_timeout: Duration,
+    /// Backoff base.
+    pub retry_delay: Duration,
+    /// Backoff cap.
+    pub retry_max_delay: Duration,
+    /// Backoff jitter fraction.
+    pub retry_jitter: f64,
+    /// Priority of jobs enqueued without one.
+    pub default_priority: Priority,
+    /// Lease of a running job.
+    pub lease: Duration,
+    /// Lease renewal interval.
+    pub heartbeat: Duration,
+    /// Grace period for running jobs on shutdown.
+    pub shutdown_grace: Duration,
+    /// How long finished records are kept.
+    pub retention: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: RedisUrl::parse("redis://localhost:6379").expect("default URL is valid"),
+            queue_name: "ai_processing".to_owned(),
+            max_concurrency: 3,
+            max_retries: 3,
+            job_timeout: Duration::from_secs(3600),
+            retry_delay: Duration::from_secs(60),
+            retry_max_delay: Duration::from_secs(3600),
+            retry_jitter: 0.0,
+            default_priority: Priority::Normal,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl fmt::Debug for QueueConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueConfig")
+            .field("redis_url", &self.redis_url)
+            .field("queue_name", &self.queue_name)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("max_retries", &self.max_retries)
+            .field("job_timeout", &self.job_timeout)
+            .field("retry_delay", &self.retry_delay)
+            .field("retry_max_delay", &self.retry_max_delay)
+            .field("retry_jitter", &self.retry_jitter)
+            .field("default_priority", &self.default_priority)
+            .field("lease", &self.lease)
+            .field("heartbeat", &self.heartbeat)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+impl QueueConfig {
+    /// Reads the `DCS_*` variables of the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads `DCS_*` settings from the given pairs (other names are ignored); unset
+    /// settings keep their defaults. The error names the variable and its value.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut b = Self::builder();
+        for (key, value) in vars {
+            let (key, raw) = (key.as_ref(), value.as_ref());
+            let value = raw.trim();
+            let bad = |expected: &str| {
+                let shown = if key == "DCS_REDIS_URL" {
+                    RedisUrl::redact(value)
+                } else {
+                    value.to_owned()
+                };
+                Error::config(format!("{key}={shown:?}: expected {expected}"))
+            };
+            match key {
+                "DCS_REDIS_URL" => {
+                    b.cfg.redis_url = RedisUrl::parse(value).map_err(|e| match e {
+                        Error::Config { message } => Error::config(format!("DCS_REDIS_URL: {message}")),
+                        other => other,
+                    })?;
+                }
+                "DCS_QUEUE_NAME" => {
+                    validate_queue_name(value).map_err(|_| bad(QUEUE_NAME_RULE))?;
+                    b.cfg.queue_name = value.to_owned();
+                }
+                "DCS_QUEUE_MAX_CONCURRENCY" => {
+                    b.cfg.max_concurrency = parse_in(value, 1, 10_000).ok_or_else(|| bad("an integer from 1 to 10000"))?;
+                }
+                "DCS_QUEUE_MAX_RETRIES" => {
+                    b.cfg.max_retries = parse_in(value, 0, 1_000).ok_or_else(|| bad("an integer from 0 to 1000"))?;
+                }
+                "DCS_QUEUE_JOB_TIMEOUT_SECONDS" => b.cfg.job_timeout = secs(value, 1).ok_or_else(|| bad("a whole number of seconds, at least 1"))?,
+                "DCS_QUEUE_RETRY_DELAY_SECONDS" => b.cfg.retry_delay = secs(value, 0).ok_or_else(|| bad("a whole number of seconds"))?,
+                "DCS_QUEUE_RETRY_MAX_DELAY_SECONDS" => b.cfg.retry_max_delay = secs(value, 0).ok_or_else(|| bad("a whole number of seconds"))?,
+                "DCS_QUEUE_RETRY_JITTER" => {
+                    b.cfg.retry_jitter = value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|j| (0.0..=1.0).contains(j))
+                        .ok_or_else(|| bad("a fraction from 0 to 1"))?;
+                }
+                "DCS_QUEUE_DEFAULT_PRIORITY" => {
+                    b.cfg.default_priority = Priority::from_str(value).map_err(|_| bad("high, normal or low"))?;
+                }
+                "DCS_QUEUE_LEASE_SECONDS" => b.cfg.lease = secs(value, 1).ok_or_else(|| bad("a whole number of seconds, at least 1"))?,
+                "DCS_QUEUE_HEARTBEAT_SECONDS" => b.cfg.heartbeat = secs(value, 1).ok_or_else(|| bad("a whole number of seconds, at least 1"))?,
+                "DCS_QUEUE_SHUTDOWN_GRACE_SECONDS" => b.cfg.shutdown_grace = secs(value, 0).ok_or_else(|| bad("a whole number of seconds"))?,
+                "DCS_QUEUE_RETENTION_SECONDS" => b.cfg.retention = secs(value, 1).ok_or_else(|| bad("a whole number of seconds, at least 1"))?,
+                _ => {}
+            }
+        }
+        b.build()
+    }
+
+    /// A builder starting from the defaults.
+    pub fn builder() -> QueueConfigBuilder {
+        QueueConfigBuilder {
+            cfg: Self::default(),
+        }
+    }
+
+    /// A builder starting from this configuration.
+    pub fn to_builder(&self) -> QueueConfigBuilder {
+        QueueConfigBuilder { cfg: self.clone() }
+    }
+
+    /// The retry policy these settings describe.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            base: self.retry_delay,
+            cap: self.retry_max_delay,
+            jitter: self.retry_jitter,
+        }
+    }
+}
+
+/// Sets [`QueueConfig`] fields in code; [`QueueConfigBuilder::build`] validates them.
+#[derive(Clone, Debug)]
+pub struct QueueConfigBuilder {
+    cfg: QueueConfig,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        impl QueueConfigBuilder {
+            $($(#[$doc])* pub fn $name(mut self, value: $ty) -> Self { self.cfg.$name = value; self })*
+        }
+    };
+}
+
+setters! {
+    /// Sets the jobs one worker runs at once.
+    max_concurrency: usize;
+    /// Sets the retries after the first attempt.
+    max_retries: u32;
+    /// Sets the per-attempt timeout.
+    job_timeout: Duration;
+    /// Sets the backoff base.
+    retry_delay: Duration;
+    /// Sets the backoff cap.
+    retry_max_delay: Duration;
+    /// Sets the backoff jitter fraction.
+    retry_jitter: f64;
+    /// Sets the default priority.
+    default_priority: Priority;
+    /// Sets the lease of a running job.
+    lease: Duration;
+    /// Sets the lease renewal interval.
+    heartbeat: Duration;
+    /// Sets the shutdown grace period.
+    shutdown_grace: Duration;
+    /// Sets the retention of finished records.
+    retention: Duration;
+}
+
+impl QueueConfigBuilder {
+    /// Sets the Redis URL (validated by `build`).
+    pub fn redis_url(mut self, url: &str) -> Result<Self> {
+        self.cfg.redis_url = RedisUrl::parse(url)?;
+        Ok(self)
+    }
+
+    /// Sets the queue name (validated by `build`).
+    pub fn queue_name(mut self, name: impl Into<String>) -> Self {
+        self.cfg.queue_name = name.into();
+        self
+    }
+
+    /// Checks every field; the error names the field.
+    pub fn build(self) -> Result<QueueConfig> {
+        let c = self.cfg;
+        validate_queue_name(&c.queue_name)?;
+        if c.max_concurrency == 0 {
+            return Err(Error::config("max_concurrency must be at least 1"));
+        }
+        if c.job_timeout.is_zero() {
+            return Err(Error::config("job_timeout must be positive"));
+        }
+        if !(0.0..=1.0).contains(&c.retry_jitter) {
+            return Err(Error::config(format!("retry_jitter {} is not in 0..=1", c.retry_jitter)));
+        }
+        if c.lease < Duration::from_millis(100) {
+            return Err(Error::config("lease must be at least 100 ms"));
+        }
+        if c.heartbeat.is_zero() || c.heartbeat >= c.lease {
+            return Err(Error::config(format!(
+                "heartbeat ({:?}) must be positive and shorter than the lease ({:?})",
+                c.heartbeat, c.lease
+            )));
+        }
+        if c.retention.is_zero() {
+            return Err(Error::config("retention must be positive"));
+        }
+        Ok(c)
+    }
+}
+
+const QUEUE_NAME_RULE: &str =
+    "a queue name of 1 to 100 characters without `{`, `}`, `:` or whitespace";
+
+/// Refuses queue names that would break the Redis hash tag or the key layout.
+pub fn validate_queue_name(name: &str) -> Result<()> {
+    let bad_char = name
+        .chars()
+        .find(|c| matches!(c, '{' | '}' | ':') || c.is_whitespace() || c.is_control());
+    if name.is_empty() || name.chars().count() > 100 || bad_char.is_some() {
+        return Err(Error::config(format!("queue name {name:?}: expected {QUEUE_NAME_RULE}")));
+    }
+    Ok(())
+}
+
+fn parse_in<T: FromStr + PartialOrd>(value: &str, min: T, max: T) -> Option<T> {
+    value.parse::<T>().ok().filter(|v| *v >= min && *v <= max)
+}
+
+fn secs(value: &str, min: u64) -> Option<Duration> {
+    parse_in(value, min, 10 * 365 * 24 * 3600).map(Duration::from_secs)
+}
+
+/// A Redis URL (or a comma-separated list of cluster node URLs) whose password never
+/// shows in `Debug`, `Display` or errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// Checks the scheme of every URL in the list.
+    pub fn parse(url: &str) -> Result<Self> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(Error::config("Redis URL is empty"));
+        }
+        for part in url.split(',') {
+            let part = part.trim();
+            let scheme = part.split_once("://").map(|(s, _)| s);
+            match scheme {
+                Some("redis" | "rediss" | "redis-cluster" | "rediss-cluster" | "redis+unix" | "unix") => {}
+                _ => {
+                    return Err(Error::config(format!(
+                        "{:?} is not a Redis URL (expected redis://, rediss:// or redis-cluster://)",
+                        Self::redact(part)
+                    )));
+                }
+            }
+        }
+        Ok(Self(url.to_owned()))
+    }
+
+    /// The URL with its credentials, for the client only. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The node URLs of the list.
+    pub fn nodes(&self) -> Vec<&str> {
+        self.0.split(',').map(str::trim).collect()
+    }
+
+    /// True when the URL names a cluster (several nodes or a `*-cluster` scheme).
+    pub fn is_cluster(&self) -> bool {
+        self.nodes().len() > 1 || self.0.starts_with("redis-cluster://") || self.0.starts_with("rediss-cluster://")
+    }
+
+    /// `url` with any password replaced by `***`.
+    pub fn redact(url: &str) -> String {
+        url.split(',')
+            .map(|part| {
+                let Some((scheme, rest)) = part.split_once("://") else {
+                    return part.to_owned();
+                };
+                let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                match rest[..authority_end].rfind('@') {
+                    Some(at) => {
+                        let user = rest[..at].split(':').next().unwrap_or("");
+                        format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+                    }
+                    None => part.to_owned(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({})", Self::redact(&self.0))
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&Self::redact(&self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_story() {
+        let c = QueueConfig::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(c.redis_url.expose(), "redis://localhost:6379");
+        assert_eq!(c.queue_name, "ai_processing");
+        assert_eq!(c.max_concurrency, 3);
+        assert_eq!(c.max_retries, 3);
+        assert_eq!(c.job_timeout, Duration::from_secs(3600));
+        assert_eq!(c.retry_delay, Duration::from_secs(60));
+        assert_eq!(c.default_priority, Priority::Normal);
+        assert_eq!(c.retry_policy().backoff(0), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let c = QueueConfig::from_vars([
+            ("DCS_REDIS_URL", "redis://:pw@10.0.0.1:6380/2"),
+            ("DCS_QUEUE_NAME", "007"),
+            ("DCS_QUEUE_MAX_CONCURRENCY", "9"),
+            ("DCS_QUEUE_MAX_RETRIES", "0"),
+            ("DCS_QUEUE_JOB_TIMEOUT_SECONDS", "5"),
+            ("DCS_QUEUE_RETRY_DELAY_SECONDS", "2"),
+            ("DCS_QUEUE_DEFAULT_PRIORITY", "LOW"),
+            ("DCS_QUEUE_RETENTION_SECONDS", "60"),
+            ("OTHER", "ignored"),
+        ])
+        .unwrap();
+        assert_eq!(c.queue_name, "007");
+        assert_eq!(c.max_concurrency, 9);
+        assert_eq!(c.max_retries, 0);
+        assert_eq!(c.job_timeout, Duration::from_secs(5));
+        assert_eq!(c.retry_delay, Duration::from_secs(2));
+        assert_eq!(c.default_priority, Priority::Low);
+        assert_eq!(c.retention, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_value() {
+        for (var, value) in [
+            ("DCS_QUEUE_MAX_CONCURRENCY", "abc"),
+            ("DCS_QUEUE_MAX_CONCURRENCY", "0"),
+            ("DCS_QUEUE_MAX_CONCURRENCY", "7.6"),
+            ("DCS_QUEUE_MAX_RETRIES", "-1"),
+            ("DCS_QUEUE_JOB_TIMEOUT_SECONDS", "0"),
+            ("DCS_QUEUE_RETRY_DELAY_SECONDS", "soon"),
+            ("DCS_QUEUE_DEFAULT_PRIORITY", "urgent"),
+            ("DCS_QUEUE_NAME", "a{b}"),
+            ("DCS_QUEUE_NAME", ""),
+            ("DCS_QUEUE_RETRY_JITTER", "2"),
+        ] {
+            let err = QueueConfig::from_vars([(var, value)]).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("{var}={value:?}")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let err = QueueConfig::from_vars([("DCS_REDIS_URL", "http://u:secret@h/")]).unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(err.to_string().contains("DCS_REDIS_URL"), "{err}");
+        let url = RedisUrl::parse("rediss://user:s3cret@host:6380/0").unwrap();
+        assert_eq!(url.to_string(), "rediss://user:***@host:6380/0");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        let cfg = QueueConfig::builder().redis_url("redis://:pw@h:1,redis://:pw@h:2").unwrap().build().unwrap();
+        assert!(!format!("{cfg:?}").contains("pw@"));
+        assert!(cfg.redis_url.is_cluster());
+        assert!(!QueueConfig::default().redis_url.is_cluster());
+    }
+
+    #[test]
+    fn builder_validates() {
+        assert!(QueueConfig::builder().max_concurrency(0).build().is_err());
+        assert!(QueueConfig::builder().queue_name("a:b").build().is_err());
+        let err = QueueConfig::builder().heartbeat(Duration::from_secs(60)).build().unwrap_err();
+        assert!(err.to_string().contains("heartbeat"));
+        let c = QueueConfig::builder().max_concurrency(10).build().unwrap();
+        assert_eq!(c.max_concurrency, 10);
+    }
+}

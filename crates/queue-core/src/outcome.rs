@@ -1,0 +1,215 @@
+//! What a handler returns, and what a worker reports to the broker.
+
+use std::{fmt, time::Duration};
+
+use serde_json::Value;
+
+use crate::BoxError;
+
+/// A handler's error, typed by what should happen next.
+///
+/// Any error converts into a retryable `JobError`, so `?` works in handlers; use
+/// [`JobError::permanent`] for errors that a retry cannot fix (bad input) and
+/// [`JobError::retry_after`] when the handler knows when to come back (rate limits).
+///
+/// Like `anyhow::Error`, it does not implement `std::error::Error` (that would collide with
+/// the blanket `From`); [`JobError::source`] gives the cause.
+pub struct JobError {
+    kind: JobErrorKind,
+    source: BoxError,
+}
+
+/// How a failed attempt is treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobErrorKind {
+    /// Retry with the policy's backoff while retries are left.
+    Retry,
+    /// Retry after this delay instead of the policy's backoff.
+    RetryAfter(Duration),
+    /// Fail now; never retry.
+    Permanent,
+}
+
+impl JobError {
+    /// A retryable error (the default for `?`).
+    pub fn retry(source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: JobErrorKind::Retry,
+            source: source.into(),
+        }
+    }
+
+    /// A retryable error that asks for a specific delay.
+    pub fn retry_after(delay: Duration, source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: JobErrorKind::RetryAfter(delay),
+            source: source.into(),
+        }
+    }
+
+    /// An error no retry can fix: the job fails at once.
+    pub fn permanent(source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: JobErrorKind::Permanent,
+            source: source.into(),
+        }
+    }
+
+    /// How the failed attempt is treated.
+    pub fn kind(&self) -> JobErrorKind {
+        self.kind
+    }
+
+    /// The cause.
+    pub fn source(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
+
+    /// The cause and its sources, joined with `": "`: what the job record stores.
+    pub fn message(&self) -> String {
+        let mut out = self.source.to_string();
+        let mut next = self.source.source();
+        while let Some(err) = next {
+            out.push_str(": ");
+            out.push_str(&err.to_string());
+            next = err.source();
+        }
+        out
+    }
+}
+
+impl<E: Into<BoxError>> From<E> for JobError {
+    fn from(err: E) -> Self {
+        Self::retry(err)
+    }
+}
+
+impl fmt::Debug for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobError")
+            .field("kind", &self.kind)
+            .field("message", &self.message())
+            .finish()
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+/// A handler's successful result.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Completion {
+    /// Stored on the record as `result`.
+    pub result: Option<Value>,
+    /// When set, the job ends `partial` with this error message (non-critical steps
+    /// failed; `result` says which).
+    pub partial_error: Option<String>,
+}
+
+impl Completion {
+    /// Completed, with nothing to store.
+    pub fn done() -> Self {
+        Self::default()
+    }
+
+    /// Completed, storing `result`.
+    pub fn with_result(result: Value) -> Self {
+        Self {
+            result: Some(result),
+            partial_error: None,
+        }
+    }
+
+    /// Partial: some non-critical steps failed. `details` says which and why.
+    pub fn partial(error: impl Into<String>, details: Value) -> Self {
+        Self {
+            result: Some(details),
+            partial_error: Some(error.into()),
+        }
+    }
+}
+
+impl From<()> for Completion {
+    fn from((): ()) -> Self {
+        Self::done()
+    }
+}
+
+impl From<Value> for Completion {
+    fn from(result: Value) -> Self {
+        Self::with_result(result)
+    }
+}
+
+/// What the lease holder reports when an attempt ends.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Success.
+    Completed {
+        /// Stored as the record's `result`.
+        result: Option<Value>,
+    },
+    /// Success with non-critical steps failed.
+    Partial {
+        /// Which steps failed and why.
+        result: Option<Value>,
+        /// A one-line summary, stored as `error_message`.
+        error: String,
+    },
+    /// The attempt failed; retry after `delay`. The backend turns it into
+    /// [`Outcome::Failed`] when no retries are left, and into a cancel when a cancel was
+    /// requested.
+    Retry {
+        /// Why the attempt failed.
+        error: String,
+        /// How long to wait before the next attempt.
+        delay: Duration,
+    },
+    /// The job failed for good.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// The handler stopped because a cancel was requested.
+    Cancelled,
+    /// The worker is shutting down and hands the job back unfinished; no attempt is used.
+    Released,
+}
+
+impl Outcome {
+    /// Short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Completed { .. } => "completed",
+            Self::Partial { .. } => "partial",
+            Self::Retry { .. } => "retry",
+            Self::Failed { .. } => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Released => "released",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fails() -> Result<(), JobError> {
+        let n: Result<u8, _> = "x".parse::<u8>();
+        n?;
+        Ok(())
+    }
+
+    #[test]
+    fn question_mark_is_retryable_and_keeps_the_message() {
+        let err = fails().unwrap_err();
+        assert_eq!(err.kind(), JobErrorKind::Retry);
+        assert_eq!(err.message(), "invalid digit found in string");
+        let err = JobError::permanent("bad input");
+        assert_eq!(err.kind(), JobErrorKind::Permanent);
+        assert_eq!(err.to_string(), "bad input");
+    }
+}

@@ -1,0 +1,296 @@
+//! The job record and what a producer sends to create one.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
+
+use crate::{Error, JobId, JobStatus, Priority, Result};
+
+/// A job's input, kept as its JSON text: cheap to clone, stored as is, decoded by the
+/// handler into its own type.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Payload(Arc<str>);
+
+impl Payload {
+    /// Serializes a value.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
+        serde_json::to_string(value)
+            .map(|s| Self(s.into()))
+            .map_err(|e| Error::codec("payload could not be encoded as JSON", e))
+    }
+
+    /// Takes JSON text, checking that it parses.
+    pub fn from_json(text: impl Into<String>) -> Result<Self> {
+        let text = text.into();
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+            .map_err(|e| Error::codec("payload is not valid JSON", e))?;
+        Ok(Self(text.into()))
+    }
+
+    /// Takes JSON text that is known to be valid (it came from a store that checked it).
+    pub fn from_trusted(text: impl Into<Arc<str>>) -> Self {
+        Self(text.into())
+    }
+
+    /// Decodes into `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.0).map_err(|e| {
+            Error::codec(
+                format!("payload does not match {}", std::any::type_name::<T>()),
+                e,
+            )
+        })
+    }
+
+    /// The JSON value.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Payload {
+    fn default() -> Self {
+        Self("null".into())
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match serde_json::from_str::<&RawValue>(&self.0) {
+            Ok(raw) => raw.serialize(serializer),
+            Err(_) => serializer.serialize_none(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        Ok(Self(raw.get().into()))
+    }
+}
+
+/// Free-form metadata attached to a job.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+/// Everything the queue knows about one job. The same fields, under the same names, in
+/// every backend and on every API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job's id.
+    pub job_id: JobId,
+    /// The task (handler name) that runs it, e.g. `process_book`.
+    pub task: String,
+    /// Its input.
+    pub payload: Payload,
+    /// At most one active job exists per unique key (for books: the `book_id`).
+    pub unique_key: Option<String>,
+    /// Where it is in its life.
+    pub status: JobStatus,
+    /// How urgent it is.
+    pub priority: Priority,
+    /// 0-100; never goes backwards within an attempt.
+    pub progress: u8,
+    /// The step the handler reported last.
+    pub current_step: Option<String>,
+    /// The last error (of a failed attempt, or of the final outcome).
+    pub error_message: Option<String>,
+    /// Retries used so far (a first run is attempt 0).
+    pub retry_count: u32,
+    /// Retries allowed after the first attempt.
+    pub max_retries: u32,
+    /// The per-job timeout, when it differs from the worker's default.
+    pub timeout_ms: Option<u64>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When its current (or last) attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// While queued: the earliest time it may run (a delay or a retry backoff).
+    pub run_at: Option<DateTime<Utc>>,
+    /// Free metadata given at enqueue.
+    pub metadata: Metadata,
+    /// What the handler returned (for `partial`: which steps failed and why).
+    pub result: Option<serde_json::Value>,
+    /// The worker holding the job while it is processing.
+    pub worker_id: Option<String>,
+    /// Set when a caller asked to cancel the running job.
+    pub cancel_requested: bool,
+}
+
+impl JobRecord {
+    /// The per-job timeout, or `default` when the job has none.
+    pub fn timeout_or(&self, default: Duration) -> Duration {
+        self.timeout_ms.map(Duration::from_millis).unwrap_or(default)
+    }
+
+    /// True when a failed attempt may still be retried.
+    pub fn has_retries_left(&self) -> bool {
+        self.retry_count < self.max_retries
+    }
+}
+
+/// Options of a new job. Unset fields take the queue's defaults (see `QueueConfig`).
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct EnqueueOptions {
+    /// Refuse the job while another job with this key is queued or processing.
+    pub unique_key: Option<String>,
+    /// Priority (default: `DCS_QUEUE_DEFAULT_PRIORITY`).
+    pub priority: Option<Priority>,
+    /// Run no earlier than this long after enqueue.
+    pub delay: Option<Duration>,
+    /// Retries after the first attempt (default: `DCS_QUEUE_MAX_RETRIES`).
+    pub max_retries: Option<u32>,
+    /// Per-job timeout (default: the worker's `DCS_QUEUE_JOB_TIMEOUT_SECONDS`).
+    pub timeout: Option<Duration>,
+    /// Free metadata stored with the job.
+    pub metadata: Metadata,
+    /// Use this id instead of a fresh one (an enqueue repeated with the same id after a
+    /// timeout then returns the existing job instead of creating a second one).
+    pub job_id: Option<JobId>,
+}
+
+/// A job to enqueue: task name, payload and options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewJob {
+    /// The task (handler name).
+    pub task: String,
+    /// Its input.
+    pub payload: Payload,
+    /// Its options.
+    pub options: EnqueueOptions,
+}
+
+impl NewJob {
+    /// A job for `task` with a serializable payload.
+    pub fn new<T: Serialize + ?Sized>(task: impl Into<String>, payload: &T) -> Result<Self> {
+        Ok(Self::with_payload(task, Payload::encode(payload)?))
+    }
+
+    /// A job for `task` with an encoded payload.
+    pub fn with_payload(task: impl Into<String>, payload: Payload) -> Self {
+        Self {
+            task: task.into(),
+            payload,
+            options: EnqueueOptions::default(),
+        }
+    }
+
+    /// Sets the unique key.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.options.unique_key = Some(key.into());
+        self
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.options.priority = Some(priority);
+        self
+    }
+
+    /// Delays the first run.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.options.delay = Some(delay);
+        self
+    }
+
+    /// Sets the retry budget.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.options.max_retries = Some(retries);
+        self
+    }
+
+    /// Sets a per-job timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds one metadata entry.
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.options.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Uses a caller-chosen id.
+    pub fn job_id(mut self, id: JobId) -> Self {
+        self.options.job_id = Some(id);
+        self
+    }
+
+    /// Checks what every backend must refuse: an empty task name, an empty unique key.
+    pub fn validate(&self) -> Result<()> {
+        if self.task.trim().is_empty() {
+            return Err(Error::invalid("task name is empty"));
+        }
+        if self.task.len() > 200 {
+            return Err(Error::invalid("task name is longer than 200 bytes"));
+        }
+        if let Some(key) = &self.options.unique_key {
+            if key.is_empty() {
+                return Err(Error::invalid("unique key is empty"));
+            }
+            if key.len() > 512 {
+                return Err(Error::invalid("unique key is longer than 512 bytes"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_keeps_json_text_and_decodes() {
+        let p = Payload::encode(&serde_json::json!({"book_id": "b1", "n": 3})).unwrap();
+        assert_eq!(p.as_str(), r#"{"book_id":"b1","n":3}"#);
+        #[derive(Deserialize)]
+        struct Book {
+            book_id: String,
+        }
+        assert_eq!(p.decode::<Book>().unwrap().book_id, "b1");
+        let err = Payload::from_trusted("{}").decode::<Book>().unwrap_err();
+        assert!(err.chain().contains("missing field `book_id`"), "{}", err.chain());
+        assert!(Payload::from_json("{nope").is_err());
+    }
+
+    #[test]
+    fn record_serializes_payload_inline() {
+        let json = serde_json::json!({
+            "job_id": JobId::new(), "task": "t", "payload": {"a": [1, 2]}, "unique_key": null,
+            "status": "queued", "priority": "high", "progress": 0, "current_step": null,
+            "error_message": null, "retry_count": 0, "max_retries": 3, "timeout_ms": null,
+            "created_at": "2026-01-01T00:00:00Z", "started_at": null, "completed_at": null,
+            "run_at": null, "metadata": {}, "result": null, "worker_id": null,
+            "cancel_requested": false
+        });
+        let record: JobRecord = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(record.payload.as_str(), r#"{"a":[1,2]}"#);
+        assert_eq!(serde_json::to_value(&record).unwrap(), json);
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let job = NewJob::new("", &1).unwrap();
+        assert!(job.validate().unwrap_err().to_string().contains("task name is empty"));
+        let job = NewJob::new("t", &1).unwrap().unique_key("");
+        assert!(job.validate().unwrap_err().to_string().contains("unique key is empty"));
+    }
+}

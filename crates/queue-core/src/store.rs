@@ -1,0 +1,238 @@
+//! The producer and operator side of a backend: create, read, cancel, retry, count.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{EventStream, JobId, JobRecord, JobStatus, NewJob, Priority, Result};
+
+/// Stores job records and answers questions about them.
+///
+/// # Contract
+/// Every method is atomic with respect to every other method of [`JobStore`] and
+/// [`crate::Broker`] on the same queue, across processes. The conformance suite in
+/// `queue-testkit` checks each bullet below; the case names are given in brackets.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
+    /// Creates a job: `queued`, `progress` 0, `retry_count` 0, defaults filled from the
+    /// queue configuration.
+    ///
+    /// - A job with a delay is not claimable before it is due [`delayed_jobs_wait`].
+    /// - With a unique key held by a queued or processing job, fails with
+    ///   `Error::AlreadyExists` naming that job [`unique_key_refused_while_active`]; exactly
+    ///   one of many concurrent enqueues of one key wins [`unique_key_race_has_one_winner`].
+    /// - With `job_id` set to an existing job, returns that job unchanged (idempotent
+    ///   retry of an enqueue) [`enqueue_with_same_id_is_idempotent`].
+    async fn enqueue(&self, job: NewJob) -> Result<JobRecord>;
+
+    /// Enqueues several jobs, in order, each with the semantics of [`JobStore::enqueue`];
+    /// one refused job does not stop the others [`enqueue_many_reports_each_job`].
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>>;
+
+    /// The record, or `Error::NotFound`. A record that cannot be decoded is an
+    /// `Error::Codec` naming the field.
+    async fn get(&self, id: JobId) -> Result<JobRecord>;
+
+    /// Records matching `query`, newest first (by `created_at`, then id), paginated by an
+    /// opaque cursor [`list_by_status_and_unique_key`].
+    async fn list(&self, query: &ListQuery) -> Result<Page>;
+
+    /// Cancels a job. A queued job is removed from the queue and ends `cancelled` at once;
+    /// a processing job gets `cancel_requested` and its lease holder is told (heartbeat
+    /// reply, progress reply and a `CancelRequested` event); it then ends `cancelled` and
+    /// is never retried [`cancel_queued_job`], [`cancel_running_job`]. A finished job
+    /// gives `Error::InvalidTransition`.
+    async fn cancel(&self, id: JobId) -> Result<CancelOutcome>;
+
+    /// Re-queues a `failed`, `partial` or `cancelled` job with a fresh retry budget,
+    /// optionally at a new priority. Refused for `completed` (and active) jobs with
+    /// `Error::InvalidTransition`, and with `Error::AlreadyExists` when another job now
+    /// holds the unique key [`manual_retry`].
+    async fn retry(&self, id: JobId, priority: Option<Priority>) -> Result<JobRecord>;
+
+    /// Counts, without scanning jobs [`stats_after_mixed_run`].
+    async fn stats(&self) -> Result<QueueStats>;
+
+    /// Workers that sent a heartbeat within the liveness window (three heartbeat
+    /// intervals), with the jobs they hold.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>>;
+
+    /// Deletes up to `limit` finished records older than the retention period, from every
+    /// index; returns how many [`retention_removes_from_every_index`].
+    async fn sweep(&self, limit: usize) -> Result<usize>;
+
+    /// Ok when the backend answers.
+    async fn health(&self) -> Result<()>;
+
+    /// Events of this queue from now on: every transition of every job in order, progress
+    /// updates and cancel requests [`subscriber_sees_every_transition`].
+    async fn subscribe(&self) -> Result<EventStream>;
+}
+
+/// A listing filter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ListQuery {
+    /// Only jobs with this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs with this unique key (for books: one book's history).
+    pub unique_key: Option<String>,
+    /// Page size, 1 to 1000.
+    pub limit: usize,
+    /// Where the previous page ended.
+    pub cursor: Option<String>,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            status: None,
+            unique_key: None,
+            limit: 50,
+            cursor: None,
+        }
+    }
+}
+
+impl ListQuery {
+    /// Every job, newest first, 50 per page.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Filters by status.
+    pub fn status(mut self, status: JobStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Filters by unique key.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Sets the page size.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Continues after a previous page.
+    pub fn cursor(mut self, cursor: impl Into<String>) -> Self {
+        self.cursor = Some(cursor.into());
+        self
+    }
+
+    /// Checks the limit and decodes the cursor into (created ms, id): the position after
+    /// which the page starts.
+    pub fn position(&self) -> Result<Option<(i64, JobId)>> {
+        if !(1..=1000).contains(&self.limit) {
+            return Err(crate::Error::invalid(format!(
+                "limit {} is not in 1..=1000",
+                self.limit
+            )));
+        }
+        self.cursor.as_deref().map(decode_cursor).transpose()
+    }
+}
+
+/// The cursor that resumes after the job created at `created_ms` with id `id`.
+pub fn encode_cursor(created_ms: i64, id: JobId) -> String {
+    format!("{created_ms}.{}", id.as_uuid().simple())
+}
+
+fn decode_cursor(cursor: &str) -> Result<(i64, JobId)> {
+    let bad = || crate::Error::invalid(format!("malformed cursor `{cursor}`"));
+    let (ms, id) = cursor.split_once('.').ok_or_else(bad)?;
+    let ms = ms.parse::<i64>().map_err(|_| bad())?;
+    let id = uuid::Uuid::try_parse(id).map_err(|_| bad())?;
+    Ok((ms, JobId::from_uuid(id)))
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Page {
+    /// The records, newest first.
+    pub jobs: Vec<JobRecord>,
+    /// Pass this as the next query's cursor; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What `cancel` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// The job was queued and is now `cancelled`.
+    Cancelled,
+    /// The job is running; its lease holder was told to stop.
+    Requested,
+}
+
+/// Queue counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Retained jobs of every status.
+    pub total: u64,
+    /// Waiting to run (ready now or delayed).
+    pub queued: u64,
+    /// Running.
+    pub processing: u64,
+    /// Retained completed jobs.
+    pub completed: u64,
+    /// Retained failed jobs.
+    pub failed: u64,
+    /// Retained partial jobs.
+    pub partial: u64,
+    /// Retained cancelled jobs.
+    pub cancelled: u64,
+    /// Queued jobs waiting for a delay or a retry backoff (part of `queued`).
+    pub scheduled: u64,
+    /// Workers seen within the liveness window.
+    pub active_workers: u64,
+    /// Queued jobs ready to run now, per priority.
+    pub depth: BTreeMap<Priority, u64>,
+    /// Lifetime counters (never decremented, not affected by retention).
+    pub totals: LifetimeTotals,
+}
+
+/// Monotonic counters since the queue was created.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifetimeTotals {
+    /// Jobs enqueued.
+    pub enqueued: u64,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Jobs failed.
+    pub failed: u64,
+    /// Jobs finished partial.
+    pub partial: u64,
+    /// Jobs cancelled.
+    pub cancelled: u64,
+    /// Attempts that were retried after a failure.
+    pub retried: u64,
+    /// Jobs recovered from an expired lease.
+    pub recovered: u64,
+}
+
+/// A live worker process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Its id.
+    pub worker_id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Jobs it may run at once.
+    pub concurrency: u32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub last_seen: DateTime<Utc>,
+    /// Jobs it holds.
+    pub jobs: Vec<JobId>,
+}

@@ -1,0 +1,6 @@
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod tables;
+
+pub use backend::MemoryBackend;

@@ -1,0 +1,14 @@
+//! The conformance suite on the memory backend.
+
+use std::sync::Arc;
+
+use queue_core::ManualClock;
+use queue_memory::MemoryBackend;
+use queue_testkit::{Harness, suite_config};
+
+async fn fresh(clock: ManualClock) -> Harness {
+    let backend = MemoryBackend::with_clock(suite_config("conformance"), Arc::new(clock.clone()));
+    Harness::new(Arc::new(backend), clock)
+}
+
+queue_testkit::conformance_tests!(fresh);

@@ -1,0 +1,776 @@
+//! The cases. Each takes a fresh [`Harness`] and panics on a broken contract.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use queue_core::{
+    CancelOutcome, ClaimRequest, Error, EventKind, JobId, JobRecord, JobStatus, Lease, LeaseRef,
+    LeaseToken, ListQuery, NewJob, Outcome, Priority, WorkerBeat, WorkerId, to_millis,
+};
+use serde_json::json;
+
+use crate::Harness;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn job(n: u32) -> NewJob {
+    NewJob::new("conformance", &json!({ "n": n })).expect("encodes")
+}
+
+fn req(worker: &str, max: usize) -> ClaimRequest {
+    ClaimRequest {
+        worker: WorkerId::new(worker),
+        max,
+        lease: LEASE,
+    }
+}
+
+fn beat(worker: &str) -> WorkerBeat {
+    WorkerBeat {
+        worker: WorkerId::new(worker),
+        host: "test-host".into(),
+        pid: 42,
+        concurrency: 3,
+        started_at: queue_core::from_millis(0),
+        lease: LEASE,
+        interval: Duration::from_secs(10),
+    }
+}
+
+fn n_of(record: &JobRecord) -> u64 {
+    record.payload.to_value()["n"].as_u64().expect("conformance payload")
+}
+
+async fn enqueue(h: &Harness, job: NewJob) -> JobRecord {
+    h.backend.enqueue(job).await.expect("enqueue")
+}
+
+async fn fetch(h: &Harness, max: usize) -> Vec<Lease> {
+    h.backend.fetch(&req("w1", max), Duration::ZERO).await.expect("fetch")
+}
+
+async fn claim_one(h: &Harness) -> Lease {
+    let mut leases = fetch(h, 1).await;
+    assert_eq!(leases.len(), 1, "expected one due job");
+    leases.pop().unwrap()
+}
+
+async fn finish(h: &Harness, lease: &Lease, outcome: Outcome) -> JobStatus {
+    h.backend.finish(&lease.to_ref(), outcome, None).await.expect("finish").status
+}
+
+async fn get(h: &Harness, id: JobId) -> JobRecord {
+    h.backend.get(id).await.expect("get")
+}
+
+fn completed() -> Outcome {
+    Outcome::Completed { result: None }
+}
+
+fn retry(delay_secs: u64) -> Outcome {
+    Outcome::Retry {
+        error: "flaky".into(),
+        delay: Duration::from_secs(delay_secs),
+    }
+}
+
+/// Strict priority between levels, FIFO within one.
+pub async fn priority_then_fifo(h: &Harness) {
+    let plan = [
+        (1, Priority::Low),
+        (2, Priority::Normal),
+        (3, Priority::High),
+        (4, Priority::Normal),
+        (5, Priority::High),
+        (6, Priority::Low),
+        (7, Priority::Normal),
+    ];
+    for (n, p) in plan {
+        enqueue(h, job(n).priority(p)).await;
+    }
+    let mut order = Vec::new();
+    for lease in fetch(h, 3).await.into_iter().chain(fetch(h, 10).await) {
+        assert_eq!(lease.job.status, JobStatus::Processing);
+        order.push(n_of(&lease.job));
+    }
+    assert_eq!(order, [3, 5, 2, 4, 7, 1, 6]);
+    // A default-priority job is `normal`.
+    let r = enqueue(h, job(8)).await;
+    assert_eq!(r.priority, Priority::Normal);
+}
+
+/// A delayed job is queued but not claimable before it is due.
+pub async fn delayed_jobs_wait(h: &Harness) {
+    let delayed = enqueue(h, job(1).delay(Duration::from_secs(30))).await;
+    assert_eq!(delayed.status, JobStatus::Queued);
+    let due = delayed.run_at.expect("delayed job has run_at");
+    assert_eq!(to_millis(due) - to_millis(delayed.created_at), 30_000);
+    let now = enqueue(h, job(2)).await;
+    let first = fetch(h, 10).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].job.job_id, now.job_id);
+    let stats = h.backend.stats().await.unwrap();
+    assert_eq!((stats.queued, stats.scheduled), (1, 1));
+    h.advance(Duration::from_secs(29));
+    assert!(fetch(h, 10).await.is_empty(), "claimed 1 s early");
+    h.advance(Duration::from_secs(1));
+    let later = fetch(h, 10).await;
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].job.job_id, delayed.job_id);
+    assert_eq!(later[0].job.run_at, None);
+}
+
+/// A unique key is refused while its job is queued or processing (the error names that
+/// job) and accepted again once it ended.
+pub async fn unique_key_refused_while_active(h: &Harness) {
+    let first = enqueue(h, job(1).unique_key("book-1")).await;
+    assert_eq!(first.unique_key.as_deref(), Some("book-1"));
+    let refused = |e: Error| match e {
+        Error::AlreadyExists { unique_key, job_id } => {
+            assert_eq!(unique_key, "book-1");
+            assert_eq!(job_id, first.job_id, "error must name the active job");
+        }
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    };
+    refused(h.backend.enqueue(job(2).unique_key("book-1")).await.unwrap_err());
+    enqueue(h, job(3).unique_key("book-2")).await;
+    let lease = claim_one(h).await;
+    assert_eq!(lease.job.job_id, first.job_id);
+    refused(h.backend.enqueue(job(4).unique_key("book-1")).await.unwrap_err());
+    finish(h, &lease, completed()).await;
+    let second = enqueue(h, job(5).unique_key("book-1")).await;
+    assert_ne!(second.job_id, first.job_id);
+    // A cancelled queued job frees its key too.
+    assert_eq!(h.backend.cancel(second.job_id).await.unwrap(), CancelOutcome::Cancelled);
+    enqueue(h, job(6).unique_key("book-1")).await;
+}
+
+/// Of 50 concurrent enqueues of one key, exactly one wins; the others name the winner.
+pub async fn unique_key_race_has_one_winner(h: &Harness) {
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let backend = Arc::clone(&h.backend);
+            tokio::spawn(async move { backend.enqueue(job(n).unique_key("contested")).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut named = HashSet::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(record) => winners.push(record.job_id),
+            Err(Error::AlreadyExists { job_id, .. }) => {
+                named.insert(job_id);
+            }
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one enqueue wins");
+    assert!(named.iter().all(|id| *id == winners[0]), "losers name the winner");
+    let page = h.backend.list(&ListQuery::new().unique_key("contested")).await.unwrap();
+    assert_eq!(page.jobs.len(), 1);
+    assert_eq!(h.backend.stats().await.unwrap().total, 1);
+}
+
+/// Enqueueing again with the same job id returns the existing job.
+pub async fn enqueue_with_same_id_is_idempotent(h: &Harness) {
+    let id = JobId::new();
+    let a = enqueue(h, job(1).job_id(id)).await;
+    let b = enqueue(h, job(2).job_id(id)).await;
+    assert_eq!(a.job_id, id);
+    assert_eq!(a, b, "the second enqueue returns the first record");
+    assert_eq!(h.backend.stats().await.unwrap().total, 1);
+    assert_eq!(fetch(h, 10).await.len(), 1);
+}
+
+/// A batch reports each job; a refused job does not stop the others.
+pub async fn enqueue_many_reports_each_job(h: &Harness) {
+    let results = h
+        .backend
+        .enqueue_many(vec![job(1).unique_key("k"), job(2).unique_key("k"), job(3).priority(Priority::High)])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 3);
+    let first = results[0].as_ref().expect("first is accepted").job_id;
+    match &results[1] {
+        Err(Error::AlreadyExists { job_id, .. }) => assert_eq!(*job_id, first),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    assert!(results[2].is_ok());
+    let order: Vec<u64> = fetch(h, 10).await.iter().map(|l| n_of(&l.job)).collect();
+    assert_eq!(order, [3, 1]);
+}
+
+/// A queued (or delayed) job is removed from the queue at once and ends `cancelled`.
+pub async fn cancel_queued_job(h: &Harness) {
+    let a = enqueue(h, job(1).unique_key("k")).await;
+    let delayed = enqueue(h, job(2).delay(Duration::from_secs(5))).await;
+    assert_eq!(h.backend.cancel(a.job_id).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(h.backend.cancel(delayed.job_id).await.unwrap(), CancelOutcome::Cancelled);
+    let r = get(h, a.job_id).await;
+    assert_eq!(r.status, JobStatus::Cancelled);
+    assert!(r.completed_at.is_some());
+    h.advance(Duration::from_secs(10));
+    assert!(fetch(h, 10).await.is_empty(), "cancelled jobs are not claimable");
+    match h.backend.cancel(a.job_id).await.unwrap_err() {
+        Error::InvalidTransition { from, .. } => assert_eq!(from, JobStatus::Cancelled),
+        other => panic!("expected InvalidTransition, got {other:?}"),
+    }
+    assert!(matches!(h.backend.cancel(JobId::new()).await, Err(Error::NotFound { .. })));
+    let stats = h.backend.stats().await.unwrap();
+    assert_eq!((stats.queued, stats.cancelled, stats.scheduled), (0, 2, 0));
+    enqueue(h, job(3).unique_key("k")).await;
+}
+
+/// Cancelling a running job tells its lease holder; the job ends `cancelled`, not retried.
+pub async fn cancel_running_job(h: &Harness) {
+    let a = enqueue(h, job(1)).await;
+    let lease = claim_one(h).await;
+    assert_eq!(h.backend.cancel(a.job_id).await.unwrap(), CancelOutcome::Requested);
+    let r = get(h, a.job_id).await;
+    assert_eq!(r.status, JobStatus::Processing);
+    assert!(r.cancel_requested);
+    let reply = h.backend.heartbeat(&beat("w1"), &[lease.to_ref()]).await.unwrap();
+    assert_eq!(reply.cancel, vec![a.job_id]);
+    assert!(reply.lost.is_empty());
+    let status = h.backend.progress(&lease.to_ref(), 10, None).await.unwrap();
+    assert!(status.cancel_requested);
+    // Whatever the handler reports as a failure, a requested cancel wins: no retry.
+    assert_eq!(finish(h, &lease, retry(1)).await, JobStatus::Cancelled);
+    let r = get(h, a.job_id).await;
+    assert_eq!(r.status, JobStatus::Cancelled);
+    assert_eq!(r.retry_count, 0);
+    h.advance(Duration::from_secs(60));
+    assert!(fetch(h, 10).await.is_empty());
+    // And a holder acknowledging the cancel directly.
+    let b = enqueue(h, job(2)).await;
+    let lease = claim_one(h).await;
+    h.backend.cancel(b.job_id).await.unwrap();
+    assert_eq!(finish(h, &lease, Outcome::Cancelled).await, JobStatus::Cancelled);
+}
+
+/// A failure with retries left goes back to `queued` after the backoff, `retry_count` + 1.
+pub async fn retry_with_backoff(h: &Harness) {
+    let a = enqueue(h, job(1)).await;
+    assert_eq!(a.max_retries, 3);
+    let lease = claim_one(h).await;
+    h.backend.progress(&lease.to_ref(), 40, Some("half")).await.unwrap();
+    assert_eq!(finish(h, &lease, retry(60)).await, JobStatus::Queued);
+    let r = get(h, a.job_id).await;
+    assert_eq!(r.status, JobStatus::Queued);
+    assert_eq!(r.retry_count, 1);
+    assert_eq!(r.error_message.as_deref(), Some("flaky"));
+    assert_eq!(r.progress, 0, "a new attempt starts from 0");
+    assert!(r.run_at.is_some());
+    h.advance(Duration::from_secs(59));
+    assert!(fetch(h, 1).await.is_empty(), "backoff not respected");
+    h.advance(Duration::from_secs(1));
+    let again = claim_one(h).await;
+    assert_eq!(again.job.job_id, a.job_id);
+    assert_eq!(again.job.retry_count, 1);
+    assert_ne!(again.token, lease.token, "each attempt has its own token");
+    assert_eq!(h.backend.stats().await.unwrap().totals.retried, 1);
+}
+
+/// When the retries are used up, a retry request ends the job `failed` with its error.
+pub async fn retries_exhausted_fail(h: &Harness) {
+    let a = enqueue(h, job(1).max_retries(1)).await;
+    let lease = claim_one(h).await;
+    assert_eq!(finish(h, &lease, retry(1)).await, JobStatus::Queued);
+    h.advance(Duration::from_secs(1));
+    let lease = claim_one(h).await;
+    let last = Outcome::Retry {
+        error: "still broken".into(),
+        delay: Duration::from_secs(1),
+    };
+    assert_eq!(finish(h, &lease, last).await, JobStatus::Failed);
+    let r = get(h, a.job_id).await;
+    assert_eq!(r.status, JobStatus::Failed);
+    assert_eq!(r.retry_count, 1);
+    assert_eq!(r.error_message.as_deref(), Some("still broken"));
+    assert!(r.completed_at.is_some());
+    h.advance(Duration::from_secs(10));
+    assert!(fetch(h, 1).await.is_empty());
+}
+
+/// A permanent error fails the job at once, whatever retries are left.
+pub async fn permanent_error_fails_at_once(h: &Harness) {
+    let a = enqueue(h, job(1).max_retries(5)).await;
+    let lease = claim_one(h).await;
+    let status = finish(h, &lease, Outcome::Failed { error: "bad input".into() }).await;
+    assert_eq!(status, JobStatus::Failed);
+    let r = get(h, a.job_id).await;
+    assert_eq!((r.status, r.retry_count), (JobStatus::Failed, 0));
+    assert_eq!(r.error_message.as_deref(), Some("bad input"));
+}
+
+/// An expired lease puts the job back in its old place (counting an attempt), fails it
+/// when no retries are left, and cancels it when a cancel was requested.
+pub async fn expired_lease_requeues_in_place(h: &Harness) {
+    let a = enqueue(h, job(1)).await;
+    enqueue(h, job(2)).await;
+    enqueue(h, job(3)).await;
+    let lease = claim_one(h).await;
+    assert_eq!(lease.job.job_id, a.job_id);
+    h.advance(LEASE - Duration::from_secs(1));
+    assert!(h.backend.reap(100).await.unwrap().is_empty(), "lease not yet expired");
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.backend.reap(100).await.unwrap(), vec![a.job_id]);
+    let r = get(h, a.job_id).await;
+    assert_eq!((r.status, r.retry_count), (JobStatus::Queued, 1));
+    assert!(r.error_message.as_deref().unwrap_or("").contains("lease expired"));
+    assert_eq!(r.worker_id, None);
+    let order: Vec<u64> = fetch(h, 10).await.iter().map(|l| n_of(&l.job)).collect();
+    assert_eq!(order, [1, 2, 3], "the recovered job keeps its place");
+    assert_eq!(h.backend.stats().await.unwrap().totals.recovered, 1);
+
+    // No retries left: failed. Cancel requested: cancelled.
+    let b = enqueue(h, job(4).max_retries(0)).await;
+    let c = enqueue(h, job(5)).await;
+    let held = fetch(h, 2).await;
+    assert_eq!(held.len(), 2);
+    h.backend.cancel(c.job_id).await.unwrap();
+    h.advance(LEASE * 2);
+    let mut reaped = h.backend.reap(100).await.unwrap();
+    reaped.sort();
+    assert!(reaped.contains(&b.job_id) && reaped.contains(&c.job_id));
+    let rb = get(h, b.job_id).await;
+    assert_eq!(rb.status, JobStatus::Failed);
+    assert!(rb.error_message.unwrap().contains("lease expired"));
+    assert_eq!(get(h, c.job_id).await.status, JobStatus::Cancelled);
+}
+
+/// A holder whose lease expired (reaped or not) cannot finish, update or renew the job.
+pub async fn expired_holder_cannot_write(h: &Harness) {
+    let a = enqueue(h, job(1)).await;
+    let lease = claim_one(h).await;
+    let forged = LeaseRef {
+        job_id: a.job_id,
+        token: LeaseToken::new("forged"),
+    };
+    assert!(matches!(h.backend.progress(&forged, 5, None).await, Err(Error::LeaseLost { .. })));
+    h.advance(LEASE + Duration::from_secs(1));
+    let lost = |r: Result<_, Error>| match r {
+        Err(Error::LeaseLost { id }) => assert_eq!(id, a.job_id),
+        Err(other) => panic!("expected LeaseLost, got {other:?}"),
+        Ok(_) => panic!("expected LeaseLost, got Ok"),
+    };
+    lost(h.backend.progress(&lease.to_ref(), 50, None).await.map(|_| ()));
+    lost(h.backend.finish(&lease.to_ref(), completed(), None).await.map(|_| ()));
+    let reply = h.backend.heartbeat(&beat("w1"), &[lease.to_ref()]).await.unwrap();
+    assert_eq!(reply.lost, vec![a.job_id]);
+    let r = get(h, a.job_id).await;
+    assert_eq!((r.status, r.progress), (JobStatus::Processing, 0), "nothing changed");
+    h.backend.reap(10).await.unwrap();
+    let second = claim_one(h).await;
+    lost(h.backend.finish(&lease.to_ref(), completed(), None).await.map(|_| ()));
+    assert_eq!(finish(h, &second, completed()).await, JobStatus::Completed);
+}
+
+/// Heartbeats renew leases and register the worker.
+pub async fn heartbeat_extends_lease(h: &Harness) {
+    let a = enqueue(h, job(1)).await;
+    let lease = claim_one(h).await;
+    h.advance(Duration::from_secs(20));
+    let reply = h.backend.heartbeat(&beat("w1"), &[lease.to_ref()]).await.unwrap();
+    assert!(reply.lost.is_empty() && reply.cancel.is_empty());
+    h.advance(Duration::from_secs(20));
+    assert!(h.backend.reap(10).await.unwrap().is_empty(), "renewed lease must not expire");
+    let workers = h.backend.workers().await.unwrap();
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0].worker_id, "w1");
+    assert_eq!(workers[0].jobs, vec![a.job_id]);
+    assert_eq!((workers[0].pid, workers[0].concurrency), (42, 3));
+    assert_eq!(h.backend.stats().await.unwrap().active_workers, 1);
+    assert_eq!(finish(h, &lease, completed()).await, JobStatus::Completed);
+    h.backend.deregister(&WorkerId::new("w1")).await.unwrap();
+    assert!(h.backend.workers().await.unwrap().is_empty());
+    // A worker that stops beating drops out after three intervals.
+    h.backend.heartbeat(&beat("w2"), &[]).await.unwrap();
+    h.advance(Duration::from_secs(31));
+    assert_eq!(h.backend.stats().await.unwrap().active_workers, 0);
+}
+
+/// Progress never goes backwards within an attempt; the step is stored.
+pub async fn progress_never_goes_backwards(h: &Harness) {
+    let a = enqueue(h, job(1)).await;
+    let lease = claim_one(h).await;
+    h.backend.progress(&lease.to_ref(), 40, Some("segmentation")).await.unwrap();
+    h.backend.progress(&lease.to_ref(), 20, Some("topic_analysis")).await.unwrap();
+    let r = get(h, a.job_id).await;
+    assert_eq!(r.progress, 40);
+    assert_eq!(r.current_step.as_deref(), Some("topic_analysis"));
+    h.backend.progress(&lease.to_ref(), 55, None).await.unwrap();
+    let r = get(h, a.job_id).await;
+    assert_eq!((r.progress, r.current_step.as_deref()), (55, Some("topic_analysis")));
+    assert!(matches!(
+        h.backend.progress(&lease.to_ref(), 101, None).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+/// A partial outcome ends `partial` with its details and error.
+pub async fn partial_outcome_keeps_details(h: &Harness) {
+    let a = enqueue(h, job(1).unique_key("book-9")).await;
+    let lease = claim_one(h).await;
+    let details = json!({ "failed_steps": { "audio_generation": "espeak-ng not installed" } });
+    let status = finish(
+        h,
+        &lease,
+        Outcome::Partial {
+            result: Some(details.clone()),
+            error: "audio_generation failed".into(),
+        },
+    )
+    .await;
+    assert_eq!(status, JobStatus::Partial);
+    let r = get(h, a.job_id).await;
+    assert_eq!(r.status, JobStatus::Partial);
+    assert_eq!(r.result, Some(details));
+    assert_eq!(r.error_message.as_deref(), Some("audio_generation failed"));
+    assert_eq!(r.progress, 100);
+    assert!(r.completed_at.is_some());
+    enqueue(h, job(2).unique_key("book-9")).await;
+}
+
+/// A job handed back by a stopping worker keeps its place and uses no attempt.
+pub async fn release_uses_no_attempt(h: &Harness) {
+    let a = enqueue(h, job(1)).await;
+    enqueue(h, job(2)).await;
+    let lease = claim_one(h).await;
+    assert_eq!(finish(h, &lease, Outcome::Released).await, JobStatus::Queued);
+    let r = get(h, a.job_id).await;
+    assert_eq!((r.status, r.retry_count, r.worker_id.as_deref()), (JobStatus::Queued, 0, None));
+    let order: Vec<u64> = fetch(h, 10).await.iter().map(|l| n_of(&l.job)).collect();
+    assert_eq!(order, [1, 2]);
+}
+
+/// Stats after a run of every kind of outcome.
+pub async fn stats_after_mixed_run(h: &Harness) {
+    for (n, p) in [(1, Priority::High), (2, Priority::Normal), (3, Priority::Normal), (4, Priority::Normal)] {
+        enqueue(h, job(n).priority(p)).await;
+    }
+    let leases = fetch(h, 4).await; // 1, 2, 3, 4
+    finish(h, &leases[0], completed()).await;
+    finish(h, &leases[1], Outcome::Failed { error: "x".into() }).await;
+    finish(h, &leases[2], Outcome::Partial { result: None, error: "y".into() }).await;
+    // leases[3] stays processing.
+    let cancelled = enqueue(h, job(5)).await;
+    h.backend.cancel(cancelled.job_id).await.unwrap();
+    for (n, p) in [(6, Priority::High), (7, Priority::Low), (8, Priority::Low), (9, Priority::Normal)] {
+        enqueue(h, job(n).priority(p)).await;
+    }
+    enqueue(h, job(10).delay(Duration::from_secs(60))).await;
+    let s = h.backend.stats().await.unwrap();
+    assert_eq!(s.total, 10);
+    assert_eq!((s.queued, s.scheduled, s.processing), (5, 1, 1));
+    assert_eq!((s.completed, s.failed, s.partial, s.cancelled), (1, 1, 1, 1));
+    assert_eq!(s.depth[&Priority::High], 1);
+    assert_eq!(s.depth[&Priority::Normal], 1);
+    assert_eq!(s.depth[&Priority::Low], 2);
+    assert_eq!(s.totals.enqueued, 10);
+    assert_eq!((s.totals.completed, s.totals.failed, s.totals.partial, s.totals.cancelled), (1, 1, 1, 1));
+    assert_eq!(s.active_workers, 0);
+}
+
+/// Listing by status and by unique key, newest first, paginated without gaps or repeats.
+pub async fn list_by_status_and_unique_key(h: &Harness) {
+    let mut book1 = Vec::new();
+    for n in 0..3 {
+        let r = enqueue(h, job(n).unique_key("book-1")).await;
+        book1.push(r.job_id);
+        h.advance(Duration::from_millis(5));
+        let lease = claim_one(h).await;
+        finish(h, &lease, completed()).await;
+    }
+    let mut others = Vec::new();
+    for n in 10..14 {
+        others.push(enqueue(h, job(n).unique_key(format!("book-{n}"))).await.job_id);
+        h.advance(Duration::from_millis(5));
+    }
+    let mut all_ids: Vec<JobId> = book1.iter().chain(&others).copied().collect();
+    all_ids.reverse(); // newest first
+
+    let mut seen = Vec::new();
+    let mut query = ListQuery::new().limit(3);
+    loop {
+        let page = h.backend.list(&query).await.unwrap();
+        assert!(page.jobs.len() <= 3);
+        seen.extend(page.jobs.iter().map(|r| r.job_id));
+        match page.next_cursor {
+            Some(c) => query = query.cursor(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all_ids, "all jobs, newest first, each once");
+
+    let done = h.backend.list(&ListQuery::new().status(JobStatus::Completed)).await.unwrap();
+    let done_ids: Vec<JobId> = done.jobs.iter().map(|r| r.job_id).collect();
+    assert_eq!(done_ids, book1.iter().rev().copied().collect::<Vec<_>>());
+    assert_eq!(done.next_cursor, None);
+    let queued = h.backend.list(&ListQuery::new().status(JobStatus::Queued).limit(2)).await.unwrap();
+    assert_eq!(queued.jobs.iter().map(|r| r.job_id).collect::<Vec<_>>(), [others[3], others[2]]);
+    assert!(queued.next_cursor.is_some());
+
+    let history = h.backend.list(&ListQuery::new().unique_key("book-1").limit(2)).await.unwrap();
+    assert_eq!(history.jobs.iter().map(|r| r.job_id).collect::<Vec<_>>(), [book1[2], book1[1]]);
+    let rest = h
+        .backend
+        .list(&ListQuery::new().unique_key("book-1").limit(2).cursor(history.next_cursor.unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(rest.jobs.iter().map(|r| r.job_id).collect::<Vec<_>>(), [book1[0]]);
+    assert_eq!(rest.next_cursor, None);
+    let filtered = h
+        .backend
+        .list(&ListQuery::new().unique_key("book-10").status(JobStatus::Completed))
+        .await
+        .unwrap();
+    assert!(filtered.jobs.is_empty());
+    let none = h.backend.list(&ListQuery::new().unique_key("no-such-book")).await.unwrap();
+    assert!(none.jobs.is_empty() && none.next_cursor.is_none());
+}
+
+/// Jobs created in the same millisecond page by id, newest first, without repeats.
+pub async fn list_pages_through_ties(h: &Harness) {
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(enqueue(h, job(n)).await.job_id);
+    }
+    ids.sort();
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut query = ListQuery::new().limit(2);
+    loop {
+        let page = h.backend.list(&query).await.unwrap();
+        seen.extend(page.jobs.iter().map(|r| r.job_id));
+        match page.next_cursor {
+            Some(c) => query = query.cursor(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+}
+
+/// Retention removes finished records from every index and leaves live jobs alone.
+pub async fn retention_removes_from_every_index(h: &Harness) {
+    let done = enqueue(h, job(1).unique_key("book-r")).await;
+    let lease = claim_one(h).await;
+    finish(h, &lease, completed()).await;
+    let failed = enqueue(h, job(2)).await;
+    let lease = claim_one(h).await;
+    finish(h, &lease, Outcome::Failed { error: "x".into() }).await;
+    let cancelled = enqueue(h, job(3)).await;
+    h.backend.cancel(cancelled.job_id).await.unwrap();
+    let waiting = enqueue(h, job(4).priority(Priority::Low)).await;
+    let running = enqueue(h, job(5)).await;
+    h.advance(Duration::from_secs(1800));
+    let young = enqueue(h, job(6)).await;
+    let lease = fetch(h, 10).await; // running + young
+    assert_eq!(lease.len(), 3);
+    let young_lease = lease.iter().find(|l| l.job.job_id == young.job_id).unwrap();
+    finish(h, young_lease, completed()).await;
+    let _ = (&waiting, &running);
+    assert_eq!(h.backend.sweep(100).await.unwrap(), 0, "nothing is old enough yet");
+    h.advance(Duration::from_secs(1801));
+    assert_eq!(h.backend.sweep(100).await.unwrap(), 3);
+    for id in [done.job_id, failed.job_id, cancelled.job_id] {
+        assert!(matches!(h.backend.get(id).await, Err(Error::NotFound { .. })));
+    }
+    assert!(h.backend.list(&ListQuery::new().unique_key("book-r")).await.unwrap().jobs.is_empty());
+    assert!(h.backend.list(&ListQuery::new().status(JobStatus::Completed)).await.unwrap().jobs.len() == 1);
+    let all: HashSet<JobId> = h.backend.list(&ListQuery::new()).await.unwrap().jobs.iter().map(|r| r.job_id).collect();
+    assert_eq!(all, HashSet::from([waiting.job_id, running.job_id, young.job_id]));
+    let s = h.backend.stats().await.unwrap();
+    assert_eq!((s.total, s.completed, s.failed, s.cancelled, s.processing), (3, 1, 0, 0, 2));
+    assert_eq!(s.totals.completed, 2, "lifetime totals survive retention");
+    assert_eq!(h.backend.sweep(100).await.unwrap(), 0);
+    enqueue(h, job(7).unique_key("book-r")).await;
+}
+
+/// Manual retry of failed, partial and cancelled jobs, with a new priority; refused for
+/// completed and active jobs, and while another job holds the unique key.
+pub async fn manual_retry(h: &Harness) {
+    let a = enqueue(h, job(1).unique_key("book-m").max_retries(0)).await;
+    let lease = claim_one(h).await;
+    finish(h, &lease, retry(1)).await;
+    assert_eq!(get(h, a.job_id).await.status, JobStatus::Failed);
+    enqueue(h, job(2)).await; // normal, queued before the retry
+    let r = h.backend.retry(a.job_id, Some(Priority::High)).await.unwrap();
+    assert_eq!((r.status, r.priority, r.retry_count), (JobStatus::Queued, Priority::High, 0));
+    assert_eq!((r.error_message.as_deref(), r.completed_at, r.progress), (None, None, 0));
+    let first = claim_one(h).await;
+    assert_eq!(first.job.job_id, a.job_id, "the retried job jumps ahead at high priority");
+    assert!(matches!(h.backend.retry(a.job_id, None).await, Err(Error::InvalidTransition { .. })));
+    finish(h, &first, completed()).await;
+    match h.backend.retry(a.job_id, None).await.unwrap_err() {
+        Error::InvalidTransition { from, .. } => assert_eq!(from, JobStatus::Completed),
+        other => panic!("expected InvalidTransition, got {other:?}"),
+    }
+    // Partial and cancelled can be retried.
+    let lease = claim_one(h).await;
+    finish(h, &lease, Outcome::Partial { result: None, error: "p".into() }).await;
+    assert_eq!(h.backend.retry(lease.job.job_id, None).await.unwrap().priority, Priority::Normal);
+    let c = enqueue(h, job(3).unique_key("book-c")).await;
+    h.backend.cancel(c.job_id).await.unwrap();
+    // Someone else took the key meanwhile: refused, naming them.
+    let taker = enqueue(h, job(4).unique_key("book-c")).await;
+    match h.backend.retry(c.job_id, None).await.unwrap_err() {
+        Error::AlreadyExists { job_id, .. } => assert_eq!(job_id, taker.job_id),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    assert!(matches!(h.backend.retry(JobId::new(), None).await, Err(Error::NotFound { .. })));
+}
+
+/// A subscriber sees every transition of a job, in order, with progress and cancel requests.
+pub async fn subscriber_sees_every_transition(h: &Harness) {
+    let mut events = h.backend.subscribe().await.unwrap();
+    let a = enqueue(h, job(1)).await;
+    let lease = claim_one(h).await;
+    h.backend.progress(&lease.to_ref(), 50, Some("half")).await.unwrap();
+    finish(h, &lease, completed()).await;
+    let b = enqueue(h, job(2)).await;
+    let lease = claim_one(h).await;
+    finish(h, &lease, retry(1)).await;
+    h.advance(Duration::from_secs(1));
+    let lease = claim_one(h).await;
+    h.backend.cancel(b.job_id).await.unwrap();
+    finish(h, &lease, Outcome::Cancelled).await;
+
+    use JobStatus::*;
+    let t = |from: Option<JobStatus>, to| EventKind::Transition { from, to };
+    let want_a = vec![
+        t(None, Queued),
+        t(Some(Queued), Processing),
+        EventKind::Progress { progress: 50, step: Some("half".into()) },
+        t(Some(Processing), Completed),
+    ];
+    let want_b = vec![
+        t(None, Queued),
+        t(Some(Queued), Processing),
+        t(Some(Processing), Queued),
+        t(Some(Queued), Processing),
+        EventKind::CancelRequested,
+        t(Some(Processing), Cancelled),
+    ];
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    while got_a.len() < want_a.len() || got_b.len() < want_b.len() {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .unwrap_or_else(|_| panic!("missing events: a={got_a:?} b={got_b:?}"))
+            .expect("stream ended");
+        if event.job_id == a.job_id {
+            got_a.push(event.kind);
+        } else if event.job_id == b.job_id {
+            got_b.push(event.kind);
+        }
+    }
+    assert_eq!(got_a, want_a);
+    assert_eq!(got_b, want_b);
+}
+
+/// Concurrent fetchers never lease the same job twice.
+pub async fn claims_are_exclusive(h: &Harness) {
+    let jobs: Vec<NewJob> = (0..200).map(job).collect();
+    for r in h.backend.enqueue_many(jobs).await.unwrap() {
+        r.unwrap();
+    }
+    let fetchers: Vec<_> = (0..8)
+        .map(|w| {
+            let backend = Arc::clone(&h.backend);
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                loop {
+                    let leases = backend.fetch(&req(&format!("w{w}"), 7), Duration::ZERO).await.unwrap();
+                    if leases.is_empty() {
+                        return ids;
+                    }
+                    ids.extend(leases.into_iter().map(|l| l.job.job_id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for f in fetchers {
+        all.extend(f.await.unwrap());
+    }
+    let unique: HashSet<JobId> = all.iter().copied().collect();
+    assert_eq!(all.len(), 200);
+    assert_eq!(unique.len(), 200, "a job was leased twice");
+}
+
+/// Finishing a job can lease the next one in the same call.
+pub async fn finish_claims_next(h: &Harness) {
+    enqueue(h, job(1)).await;
+    let b = enqueue(h, job(2)).await;
+    let lease = claim_one(h).await;
+    let done = h.backend.finish(&lease.to_ref(), completed(), Some(&req("w1", 5))).await.unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    let next = done.next.expect("the next job is leased");
+    assert_eq!(next.job.job_id, b.job_id);
+    assert_eq!(next.job.status, JobStatus::Processing);
+    let done = h.backend.finish(&next.to_ref(), completed(), Some(&req("w1", 5))).await.unwrap();
+    assert!(done.next.is_none());
+}
+
+/// An idle fetch waits for work and returns as soon as a job arrives (no polling delay).
+pub async fn fetch_waits_for_work(h: &Harness) {
+    let backend = Arc::clone(&h.backend);
+    let waiter = tokio::spawn(async move { backend.fetch(&req("w1", 1), Duration::from_secs(10)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a = enqueue(h, job(1)).await;
+    let leases = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("a waiting fetch must wake up when a job is enqueued")
+        .unwrap()
+        .unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].job.job_id, a.job_id);
+    // With nothing to do, a fetch returns empty after its wait.
+    let empty = h.backend.fetch(&req("w1", 1), Duration::from_millis(20)).await.unwrap();
+    assert!(empty.is_empty());
+}
+
+/// The record of a completed job: times, worker, result, progress.
+pub async fn completed_record_fields(h: &Harness) {
+    let a = enqueue(h, job(7).meta("source", "upload").timeout(Duration::from_secs(90))).await;
+    assert_eq!(a.task, "conformance");
+    assert_eq!((a.progress, a.retry_count, a.started_at), (0, 0, None));
+    assert_eq!(a.metadata.get("source"), Some(&json!("upload")));
+    assert_eq!(a.timeout_ms, Some(90_000));
+    h.advance(Duration::from_millis(1500));
+    let lease = claim_one(h).await;
+    assert_eq!(lease.job.worker_id.as_deref(), Some("w1"));
+    assert_eq!(lease.job.started_at.map(to_millis), Some(to_millis(a.created_at) + 1500));
+    assert_eq!(to_millis(lease.expires_at), to_millis(a.created_at) + 1500 + 30_000);
+    h.advance(Duration::from_millis(500));
+    let status = finish(h, &lease, Outcome::Completed { result: Some(json!({ "words": 12 })) }).await;
+    assert_eq!(status, JobStatus::Completed);
+    let r = get(h, a.job_id).await;
+    assert_eq!(r.status, JobStatus::Completed);
+    assert_eq!(r.progress, 100);
+    assert_eq!(r.result, Some(json!({ "words": 12 })));
+    assert_eq!(r.completed_at.map(to_millis), Some(to_millis(a.created_at) + 2000));
+    assert_eq!(r.worker_id, None);
+    assert_eq!(r.payload.to_value(), json!({ "n": 7 }));
+    assert_eq!(r.created_at, a.created_at);
+}
+
+/// Bad input is refused with a clear error and changes nothing.
+pub async fn bad_input_is_refused(h: &Harness) {
+    let missing = JobId::new();
+    match h.backend.get(missing).await.unwrap_err() {
+        Error::NotFound { id } => assert_eq!(id, missing),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!(matches!(h.backend.enqueue(job(1).unique_key("")).await, Err(Error::InvalidArgument { .. })));
+    let no_task = NewJob::new(" ", &json!({})).unwrap();
+    assert!(matches!(h.backend.enqueue(no_task).await, Err(Error::InvalidArgument { .. })));
+    let bad_cursor = ListQuery::new().cursor("garbage");
+    match h.backend.list(&bad_cursor).await.unwrap_err() {
+        Error::InvalidArgument { message } => assert!(message.contains("cursor"), "{message}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    assert!(matches!(h.backend.list(&ListQuery::new().limit(0)).await, Err(Error::InvalidArgument { .. })));
+    assert_eq!(h.backend.stats().await.unwrap().total, 0);
+    h.backend.health().await.unwrap();
+}

@@ -1,0 +1,82 @@
+//! The backend conformance suite: one async function per behaviour, written once against
+//! the `JobStore` and `Broker` traits, stamped into every backend's tests by
+//! [`conformance_tests!`] (one `#[tokio::test]` per case, a fresh namespace per case).
+//!
+//! A backend's test file is one line plus a factory:
+//!
+//! ```ignore
+//! async fn fresh(clock: queue_core::ManualClock) -> queue_testkit::Harness { ... }
+//! queue_testkit::conformance_tests!(fresh);
+//! ```
+//!
+//! The factory builds the backend with [`suite_config`] and the given clock, on its own
+//! namespace, and returns a [`Harness`] whose cleanup removes the namespace.
+
+pub mod cases;
+mod harness;
+
+pub use harness::{Harness, suite_config};
+
+/// Stamps one `#[tokio::test]` per conformance case, each calling `$factory(clock)` for a
+/// fresh backend. Adding a case here adds it to every backend.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:path) => {
+        $crate::conformance_tests!(@cases $factory;
+            priority_then_fifo,
+            delayed_jobs_wait,
+            unique_key_refused_while_active,
+            unique_key_race_has_one_winner,
+            enqueue_with_same_id_is_idempotent,
+            enqueue_many_reports_each_job,
+            cancel_queued_job,
+            cancel_running_job,
+            retry_with_backoff,
+            retries_exhausted_fail,
+            permanent_error_fails_at_once,
+            expired_lease_requeues_in_place,
+            expired_holder_cannot_write,
+            heartbeat_extends_lease,
+            progress_never_goes_backwards,
+            partial_outcome_keeps_details,
+            release_uses_no_attempt,
+            stats_after_mixed_run,
+            list_by_status_and_unique_key,
+            list_pages_through_ties,
+            retention_removes_from_every_index,
+            manual_retry,
+            subscriber_sees_every_transition,
+            claims_are_exclusive,
+            finish_claims_next,
+            fetch_waits_for_work,
+            completed_record_fields,
+            bad_input_is_refused
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $factory($crate::__private::ManualClock::new()).await;
+                let result = $crate::__private::catch(async { $crate::cases::$case(&harness).await }).await;
+                harness.cleanup().await;
+                if let Err(panic) = result {
+                    ::std::panic::resume_unwind(panic);
+                }
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use queue_core::ManualClock;
+
+    /// Runs a case, catching its panic so the namespace is cleaned up before it propagates.
+    pub async fn catch<F: std::future::Future<Output = ()>>(
+        case: F,
+    ) -> Result<(), Box<dyn std::any::Any + Send>> {
+        use futures_util::FutureExt;
+        std::panic::AssertUnwindSafe(case).catch_unwind().await
+    }
+}
