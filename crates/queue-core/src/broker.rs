@@ -31,14 +31,14 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
 
     /// Stores progress (never lower than what the attempt already reported
     /// [`progress_never_goes_backwards`]) and the current step; renews the lease.
-    async fn progress(&self, lease: &LeaseRef, progress: u8, step: Option<&str>) -> Result<LeaseStatus>;
+    async fn progress(&self, lease: &LeaseRef, progress: u8, step: Option<String>) -> Result<LeaseStatus>;
 
     /// Ends the attempt with `outcome` (see [`Outcome`] for each case:
     /// [`retry_with_backoff`], [`retries_exhausted_fail`], [`permanent_error_fails_at_once`],
     /// [`partial_outcome_keeps_details`], [`release_uses_no_attempt`]), releases the unique
     /// key when the job reached a terminal status, and, when `next` is given, leases the
     /// next due job in the same round trip.
-    async fn finish(&self, lease: &LeaseRef, outcome: Outcome, next: Option<&ClaimRequest>) -> Result<Finished>;
+    async fn finish(&self, lease: &LeaseRef, outcome: Outcome, next: Option<ClaimRequest>) -> Result<Finished>;
 
     /// Recovers up to `limit` jobs whose lease expired: back to `queued` at their old place
     /// with `retry_count` + 1, or `failed` when no retries are left, or `cancelled` when a
@@ -47,7 +47,19 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
 
     /// Removes a stopping worker from the registry.
     async fn deregister(&self, worker: &WorkerId) -> Result<()>;
+
+    /// Deletes up to `limit` finished records older than the retention period, from every
+    /// index; returns how many [`retention_removes_from_every_index`].
+    async fn sweep(&self, limit: usize) -> Result<usize>;
+
+    /// Ids of running jobs whose cancel is requested from now on: the fast path that tells
+    /// a lease holder within milliseconds. Best-effort; the heartbeat reply is the durable
+    /// path [`cancel_running_job`].
+    async fn cancellations(&self) -> Result<CancelStream>;
 }
+
+/// Job ids whose cancel was requested.
+pub type CancelStream = std::pin::Pin<Box<dyn futures_core::Stream<Item = JobId> + Send>>;
 
 /// What a fetch asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -54,18 +54,18 @@ impl FromStr for JobId {
 /// Names one worker process (host, pid and a random suffix).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct WorkerId(String);
+pub struct WorkerId(std::sync::Arc<str>);
 
 impl WorkerId {
     /// Wraps a name; use [`WorkerId::generate`] for a unique one.
     pub fn new(name: impl Into<String>) -> Self {
-        Self(name.into())
+        Self(name.into().into())
     }
 
     /// `<host>-<pid>-<random>`: unique per process start.
     pub fn generate() -> Self {
         let host = hostname();
-        Self(format!(
+        Self::new(format!(
             "{host}-{}-{:06x}",
             std::process::id(),
             fastrand::u32(..0x00ff_ffff)

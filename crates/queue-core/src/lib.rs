@@ -19,7 +19,7 @@ mod store;
 pub use backend::{Backend, JobStoreExt, SharedBackend};
 #[cfg(feature = "mock")]
 pub use broker::MockBroker;
-pub use broker::{Broker, ClaimRequest, Finished, HeartbeatReply, Lease, LeaseRef, LeaseStatus, WorkerBeat};
+pub use broker::{Broker, CancelStream, ClaimRequest, Finished, HeartbeatReply, Lease, LeaseRef, LeaseStatus, WorkerBeat};
 pub use clock::{Clock, ManualClock, Millis, SharedClock, SystemClock, TokioClock, duration_ms, from_millis, to_millis};
 pub use config::{QueueConfig, QueueConfigBuilder, RedisUrl, validate_queue_name};
 pub use error::{BoxError, Error, Result};

@@ -60,10 +60,6 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// intervals), with the jobs they hold.
     async fn workers(&self) -> Result<Vec<WorkerInfo>>;
 
-    /// Deletes up to `limit` finished records older than the retention period, from every
-    /// index; returns how many [`retention_removes_from_every_index`].
-    async fn sweep(&self, limit: usize) -> Result<usize>;
-
     /// Ok when the backend answers.
     async fn health(&self) -> Result<()>;
 

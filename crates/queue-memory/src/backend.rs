@@ -9,7 +9,7 @@ use std::{
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::{
-    Broker, CancelOutcome, ClaimRequest, EventStream, Finished, HeartbeatReply, JobEvent,
+    Broker, CancelOutcome, CancelStream, ClaimRequest, EventStream, Finished, HeartbeatReply, JobEvent,
     JobId, JobRecord, JobStore, Lease, LeaseRef, LeaseStatus, ListQuery, NewJob, Outcome, Page,
     Priority, QueueConfig, QueueStats, Result, SharedClock, TokioClock, WorkerBeat, WorkerId,
     WorkerInfo, duration_ms,
@@ -31,6 +31,9 @@ struct Inner {
     tables: Mutex<Tables>,
     work: Notify,
     events: broadcast::Sender<JobEvent>,
+    /// Cancel requests only, so a worker listening for them does not make every
+    /// transition build an event.
+    cancels: broadcast::Sender<JobId>,
     clock: SharedClock,
     config: QueueConfig,
 }
@@ -49,11 +52,13 @@ impl MemoryBackend {
     /// A queue reading time from `clock`.
     pub fn with_clock(config: QueueConfig, clock: SharedClock) -> Self {
         let (events, _) = broadcast::channel(16 * 1024);
+        let (cancels, _) = broadcast::channel(1024);
         Self {
             inner: Arc::new(Inner {
                 tables: Mutex::new(Tables::default()),
                 work: Notify::new(),
                 events,
+                cancels,
                 clock,
                 config,
             }),
@@ -137,7 +142,11 @@ impl JobStore for MemoryBackend {
     }
 
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
-        self.lock().cancel(id, self.now(), self.sink())
+        let outcome = self.lock().cancel(id, self.now(), self.sink())?;
+        if outcome == CancelOutcome::Requested {
+            let _ = self.inner.cancels.send(id);
+        }
+        Ok(outcome)
     }
 
     async fn retry(&self, id: JobId, priority: Option<Priority>) -> Result<JobRecord> {
@@ -152,11 +161,6 @@ impl JobStore for MemoryBackend {
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>> {
         Ok(self.lock().workers(self.now()))
-    }
-
-    async fn sweep(&self, limit: usize) -> Result<usize> {
-        let cutoff = self.now() - duration_ms(self.inner.config.retention);
-        Ok(self.lock().sweep(limit, cutoff))
     }
 
     async fn health(&self) -> Result<()> {
@@ -200,18 +204,18 @@ impl Broker for MemoryBackend {
         Ok(self.lock().heartbeat(beat, leases, self.now()))
     }
 
-    async fn progress(&self, lease: &LeaseRef, progress: u8, step: Option<&str>) -> Result<LeaseStatus> {
-        self.lock().progress(lease, progress, step, self.now(), self.sink())
+    async fn progress(&self, lease: &LeaseRef, progress: u8, step: Option<String>) -> Result<LeaseStatus> {
+        self.lock().progress(lease, progress, step.as_deref(), self.now(), self.sink())
     }
 
-    async fn finish(&self, lease: &LeaseRef, outcome: Outcome, next: Option<&ClaimRequest>) -> Result<Finished> {
+    async fn finish(&self, lease: &LeaseRef, outcome: Outcome, next: Option<ClaimRequest>) -> Result<Finished> {
         let requeues = matches!(outcome, Outcome::Retry { .. } | Outcome::Released);
         let (status, next) = {
             let mut t = self.lock();
             let now = self.now();
             let status = t.finish(lease, outcome, now, self.sink())?;
             let next = next.and_then(|req| {
-                let one = ClaimRequest { max: 1, ..req.clone() };
+                let one = ClaimRequest { max: 1, ..req };
                 t.claim(&one, now, self.sink()).pop()
             });
             (status, next)
@@ -233,5 +237,17 @@ impl Broker for MemoryBackend {
     async fn deregister(&self, worker: &WorkerId) -> Result<()> {
         self.lock().deregister(worker.as_str());
         Ok(())
+    }
+
+    async fn sweep(&self, limit: usize) -> Result<usize> {
+        let cutoff = self.now() - duration_ms(self.inner.config.retention);
+        Ok(self.lock().sweep(limit, cutoff))
+    }
+
+    async fn cancellations(&self) -> Result<CancelStream> {
+        let rx = self.inner.cancels.subscribe();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(|item| std::future::ready(item.ok()));
+        Ok(Box::pin(stream))
     }
 }

@@ -253,7 +253,7 @@ pub async fn retry_with_backoff(h: &Harness) {
     let a = enqueue(h, job(1)).await;
     assert_eq!(a.max_retries, 3);
     let lease = claim_one(h).await;
-    h.backend.progress(&lease.to_ref(), 40, Some("half")).await.unwrap();
+    h.backend.progress(&lease.to_ref(), 40, Some("half".into())).await.unwrap();
     assert_eq!(finish(h, &lease, retry(60)).await, JobStatus::Queued);
     let r = get(h, a.job_id).await;
     assert_eq!(r.status, JobStatus::Queued);
@@ -394,8 +394,8 @@ pub async fn heartbeat_extends_lease(h: &Harness) {
 pub async fn progress_never_goes_backwards(h: &Harness) {
     let a = enqueue(h, job(1)).await;
     let lease = claim_one(h).await;
-    h.backend.progress(&lease.to_ref(), 40, Some("segmentation")).await.unwrap();
-    h.backend.progress(&lease.to_ref(), 20, Some("topic_analysis")).await.unwrap();
+    h.backend.progress(&lease.to_ref(), 40, Some("segmentation".into())).await.unwrap();
+    h.backend.progress(&lease.to_ref(), 20, Some("topic_analysis".into())).await.unwrap();
     let r = get(h, a.job_id).await;
     assert_eq!(r.progress, 40);
     assert_eq!(r.current_step.as_deref(), Some("topic_analysis"));
@@ -626,7 +626,7 @@ pub async fn subscriber_sees_every_transition(h: &Harness) {
     let mut events = h.backend.subscribe().await.unwrap();
     let a = enqueue(h, job(1)).await;
     let lease = claim_one(h).await;
-    h.backend.progress(&lease.to_ref(), 50, Some("half")).await.unwrap();
+    h.backend.progress(&lease.to_ref(), 50, Some("half".into())).await.unwrap();
     finish(h, &lease, completed()).await;
     let b = enqueue(h, job(2)).await;
     let lease = claim_one(h).await;
@@ -703,12 +703,12 @@ pub async fn finish_claims_next(h: &Harness) {
     enqueue(h, job(1)).await;
     let b = enqueue(h, job(2)).await;
     let lease = claim_one(h).await;
-    let done = h.backend.finish(&lease.to_ref(), completed(), Some(&req("w1", 5))).await.unwrap();
+    let done = h.backend.finish(&lease.to_ref(), completed(), Some(req("w1", 5))).await.unwrap();
     assert_eq!(done.status, JobStatus::Completed);
     let next = done.next.expect("the next job is leased");
     assert_eq!(next.job.job_id, b.job_id);
     assert_eq!(next.job.status, JobStatus::Processing);
-    let done = h.backend.finish(&next.to_ref(), completed(), Some(&req("w1", 5))).await.unwrap();
+    let done = h.backend.finish(&next.to_ref(), completed(), Some(req("w1", 5))).await.unwrap();
     assert!(done.next.is_none());
 }
 

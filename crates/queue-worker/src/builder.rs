@@ -1,0 +1,195 @@
+//! `WorkerBuilder`: handlers and settings.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use queue_core::{Broker, Completion, Error, Job, JobError, QueueConfig, Result, RetryPolicy, WorkerId};
+use serde::de::DeserializeOwned;
+
+use crate::{JobContext, Worker, registry::Registry};
+
+/// Settings of a worker; see [`WorkerBuilder`] for each.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) id: WorkerId,
+    pub(crate) concurrency: usize,
+    pub(crate) job_timeout: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) fetch_wait: Duration,
+    pub(crate) reap_interval: Duration,
+    pub(crate) sweep_interval: Duration,
+}
+
+/// Builds a [`Worker`]: register handlers by task name, then set limits.
+///
+/// ```
+/// use queue_core::{JobError, QueueConfig};
+/// use queue_memory::MemoryBackend;
+/// use queue_worker::Worker;
+/// use std::sync::Arc;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Resize { width: u32 }
+///
+/// let worker = Worker::builder(Arc::new(MemoryBackend::new()))
+///     .config(&QueueConfig::default())
+///     .register("resize", |input: Resize, _ctx| async move {
+///         if input.width == 0 {
+///             return Err(JobError::permanent("width must be positive"));
+///         }
+///         Ok(())
+///     })
+///     .concurrency(8)
+///     .build()
+///     .unwrap();
+/// # drop(worker);
+/// ```
+#[derive(Clone)]
+pub struct WorkerBuilder {
+    broker: Arc<dyn Broker>,
+    registry: Registry,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("tasks", &self.registry.tasks())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl WorkerBuilder {
+    pub(crate) fn new(broker: Arc<dyn Broker>) -> Self {
+        let cfg = QueueConfig::default();
+        let mut builder = Self {
+            broker,
+            registry: Registry::default(),
+            settings: Settings {
+                id: WorkerId::generate(),
+                concurrency: 0,
+                job_timeout: Duration::ZERO,
+                lease: Duration::ZERO,
+                heartbeat: Duration::ZERO,
+                shutdown_grace: Duration::ZERO,
+                retry: RetryPolicy::default(),
+                fetch_wait: Duration::from_secs(2),
+                reap_interval: Duration::ZERO,
+                sweep_interval: Duration::from_secs(60),
+            },
+        };
+        builder = builder.config(&cfg);
+        builder
+    }
+
+    /// Takes concurrency, timeout, lease, heartbeat, grace and retry policy from `cfg`.
+    pub fn config(mut self, cfg: &QueueConfig) -> Self {
+        let s = &mut self.settings;
+        s.concurrency = cfg.max_concurrency;
+        s.job_timeout = cfg.job_timeout;
+        s.lease = cfg.lease;
+        s.heartbeat = cfg.heartbeat;
+        s.shutdown_grace = cfg.shutdown_grace;
+        s.retry = cfg.retry_policy();
+        s.reap_interval = cfg.lease / 2;
+        self
+    }
+
+    /// Registers `handler` for jobs whose task is `task`; their payload is decoded into `P`.
+    /// The handler returns `Ok(())`, `Ok(Completion::...)` or a [`JobError`].
+    pub fn register<P, F, Fut, R>(mut self, task: &str, handler: F) -> Self
+    where
+        P: DeserializeOwned + Send + 'static,
+        F: Fn(P, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, JobError>> + Send + 'static,
+        R: Into<Completion>,
+    {
+        self.registry.insert(task, handler);
+        self
+    }
+
+    /// Registers `handler` for the typed job `J` (task `J::NAME`).
+    pub fn register_job<J, F, Fut, R>(self, handler: F) -> Self
+    where
+        J: Job,
+        F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, JobError>> + Send + 'static,
+        R: Into<Completion>,
+    {
+        self.register(J::NAME, handler)
+    }
+
+    /// Jobs run at once (default `DCS_QUEUE_MAX_CONCURRENCY`).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.settings.concurrency = n;
+        self
+    }
+
+    /// Per-attempt timeout for jobs without their own (default 3600 s).
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.job_timeout = timeout;
+        self
+    }
+
+    /// Lease duration (default 30 s) and heartbeat interval (default 10 s).
+    pub fn lease(mut self, lease: Duration, heartbeat: Duration) -> Self {
+        self.settings.lease = lease;
+        self.settings.heartbeat = heartbeat;
+        self.settings.reap_interval = lease / 2;
+        self
+    }
+
+    /// How long running jobs may finish after shutdown begins (default 30 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.settings.shutdown_grace = grace;
+        self
+    }
+
+    /// Backoff of failed attempts.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.settings.retry = policy;
+        self
+    }
+
+    /// The longest an idle fetch blocks before looking again (default 2 s); also bounds how
+    /// long an idle worker takes to stop fetching on shutdown.
+    pub fn fetch_wait(mut self, wait: Duration) -> Self {
+        self.settings.fetch_wait = wait;
+        self
+    }
+
+    /// How often expired leases are recovered (default lease / 2) and expired records
+    /// swept (default 60 s).
+    pub fn maintenance(mut self, reap: Duration, sweep: Duration) -> Self {
+        self.settings.reap_interval = reap;
+        self.settings.sweep_interval = sweep;
+        self
+    }
+
+    /// Names the worker (default `<host>-<pid>-<random>`).
+    pub fn worker_id(mut self, id: WorkerId) -> Self {
+        self.settings.id = id;
+        self
+    }
+
+    /// Checks the settings.
+    pub fn build(self) -> Result<Worker> {
+        let s = &self.settings;
+        if s.concurrency == 0 {
+            return Err(Error::config("worker concurrency must be at least 1"));
+        }
+        if s.heartbeat.is_zero() || s.heartbeat >= s.lease {
+            return Err(Error::config(format!(
+                "heartbeat ({:?}) must be positive and shorter than the lease ({:?})",
+                s.heartbeat, s.lease
+            )));
+        }
+        if s.job_timeout.is_zero() || s.fetch_wait.is_zero() || s.reap_interval.is_zero() || s.sweep_interval.is_zero() {
+            return Err(Error::config("job timeout, fetch wait and maintenance intervals must be positive"));
+        }
+        Ok(Worker::new(self.broker, self.registry, self.settings))
+    }
+}

@@ -1,0 +1,138 @@
+//! What a handler gets besides its payload: progress, cancellation, the record.
+
+use std::sync::{Arc, Mutex};
+
+use queue_core::{Error, JobId, JobRecord, LeaseRef, Monotonic, Stages};
+use tokio_util::sync::CancellationToken;
+
+use crate::running::{Running, StopReason};
+
+/// A running job's view of the queue. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    record: JobRecord,
+    lease: LeaseRef,
+    running: Arc<Running>,
+    broker: Arc<dyn queue_core::Broker>,
+    reported: Mutex<(Monotonic, Option<String>)>,
+}
+
+impl JobContext {
+    pub(crate) fn new(record: JobRecord, lease: LeaseRef, running: Arc<Running>, broker: Arc<dyn queue_core::Broker>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                record,
+                lease,
+                running,
+                broker,
+                reported: Mutex::new((Monotonic::default(), None)),
+            }),
+        }
+    }
+
+    /// The job's id.
+    pub fn job_id(&self) -> JobId {
+        self.inner.record.job_id
+    }
+
+    /// The record as it was when this attempt started.
+    pub fn record(&self) -> &JobRecord {
+        &self.inner.record
+    }
+
+    /// Retries used before this attempt (0 on the first run).
+    pub fn attempt(&self) -> u32 {
+        self.inner.record.retry_count
+    }
+
+    /// Reports overall progress (0-100) and the current step. Lower values than an
+    /// earlier report are ignored; unchanged reports are not sent. A lost lease or a
+    /// requested cancel stops the job (see [`JobContext::cancelled`]); other backend errors
+    /// are logged and do not fail the job.
+    pub async fn progress(&self, percent: u8, step: Option<&str>) {
+        let (value, step) = {
+            let mut reported = self.inner.reported.lock().unwrap_or_else(|p| p.into_inner());
+            let before = reported.0.get();
+            let value = reported.0.offer(percent);
+            let step_changed = step.is_some() && step != reported.1.as_deref();
+            if value == before && !step_changed && before != 0 {
+                return;
+            }
+            if step_changed {
+                reported.1 = step.map(str::to_owned);
+            }
+            (value, step)
+        };
+        match self.inner.broker.progress(&self.inner.lease, value, step.map(str::to_owned)).await {
+            Ok(status) if status.cancel_requested => self.inner.running.stop(StopReason::Cancelled),
+            Ok(_) => {}
+            Err(Error::LeaseLost { .. }) => self.inner.running.stop(StopReason::LeaseLost),
+            Err(err) => tracing::warn!(error = %err.chain(), "progress update failed"),
+        }
+    }
+
+    /// A reporter that turns stage progress into overall progress with `stages`' weights.
+    pub fn stages(&self, stages: Stages) -> StageReporter {
+        StageReporter { ctx: self.clone(), stages }
+    }
+
+    /// Resolves when the job must stop: its cancel was requested, its lease was lost, or
+    /// the worker's shutdown grace ran out. The worker also drops the handler's future
+    /// then; long blocking work should poll [`JobContext::is_cancelled`] or watch
+    /// [`JobContext::cancellation_token`].
+    pub async fn cancelled(&self) {
+        self.inner.running.token().cancelled().await;
+    }
+
+    /// True once the job must stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.running.token().is_cancelled()
+    }
+
+    /// A token that fires when the job must stop, for `spawn_blocking` work.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.inner.running.token().clone()
+    }
+}
+
+/// Reports progress by stage: `start`, then `step(done, total)` inside it, then the next.
+#[derive(Clone, Debug)]
+pub struct StageReporter {
+    ctx: JobContext,
+    stages: Stages,
+}
+
+impl StageReporter {
+    /// The stage model.
+    pub fn stages(&self) -> &Stages {
+        &self.stages
+    }
+
+    /// Marks `stage` as started (its weight not yet earned).
+    pub async fn start(&self, stage: &str) {
+        self.report(stage, 0.0).await;
+    }
+
+    /// `done` of `total` sub-steps of `stage` are finished.
+    pub async fn step(&self, stage: &str, done: usize, total: usize) {
+        let fraction = if total == 0 { 1.0 } else { done as f64 / total as f64 };
+        self.report(stage, fraction).await;
+    }
+
+    /// `stage` is finished.
+    pub async fn complete(&self, stage: &str) {
+        self.report(stage, 1.0).await;
+    }
+
+    async fn report(&self, stage: &str, fraction: f64) {
+        match self.stages.percent(stage, fraction) {
+            Some(pct) => self.ctx.progress(pct, Some(stage)).await,
+            None => tracing::warn!(stage, "progress for a stage outside the model ignored"),
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Handlers by task name, erased to one boxed closure each.
+
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
+
+use queue_core::{Completion, JobError, Payload};
+use serde::de::DeserializeOwned;
+
+use crate::JobContext;
+
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Completion, JobError>> + Send>>;
+pub(crate) type Handler = Arc<dyn Fn(Payload, JobContext) -> HandlerFuture + Send + Sync>;
+
+/// Task name -> handler.
+#[derive(Clone, Default)]
+pub(crate) struct Registry {
+    handlers: HashMap<String, Handler>,
+}
+
+impl Registry {
+    /// Registers `handler` for `task`, decoding the payload into `P` first. A payload that
+    /// does not decode fails the job permanently, naming the task and the field.
+    pub(crate) fn insert<P, F, Fut, R>(&mut self, task: &str, handler: F)
+    where
+        P: DeserializeOwned + Send + 'static,
+        F: Fn(P, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, JobError>> + Send + 'static,
+        R: Into<Completion>,
+    {
+        let name = task.to_owned();
+        let erased: Handler = Arc::new(move |payload: Payload, ctx: JobContext| {
+            match payload.decode::<P>() {
+                Ok(input) => {
+                    let fut = handler(input, ctx);
+                    Box::pin(async move { fut.await.map(Into::into) }) as HandlerFuture
+                }
+                Err(err) => {
+                    let message = format!("payload for task `{name}` could not be decoded: {}", err.chain());
+                    Box::pin(async move { Err(JobError::permanent(message)) })
+                }
+            }
+        });
+        self.handlers.insert(task.to_owned(), erased);
+    }
+
+    pub(crate) fn get(&self, task: &str) -> Option<&Handler> {
+        self.handlers.get(task)
+    }
+
+    pub(crate) fn tasks(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}

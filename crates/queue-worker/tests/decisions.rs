@@ -1,0 +1,226 @@
+//! Unit tests of the worker's decisions around a mocked `Broker`: what it reports for
+//! each kind of handler result, and how it rides out backend errors.
+
+use std::{sync::Arc, time::Duration};
+
+use queue_core::{
+    Error, Finished, JobError, JobId, JobRecord, JobStatus, Lease, LeaseToken, MockBroker,
+    Outcome, Payload, Priority, from_millis,
+};
+use queue_worker::{CancellationToken, Worker};
+use tokio::sync::mpsc;
+
+fn record(task: &str, payload: &str, retry_count: u32, max_retries: u32) -> JobRecord {
+    JobRecord {
+        job_id: JobId::new(),
+        task: task.into(),
+        payload: Payload::from_trusted(payload),
+        unique_key: None,
+        status: JobStatus::Processing,
+        priority: Priority::Normal,
+        progress: 0,
+        current_step: None,
+        error_message: None,
+        retry_count,
+        max_retries,
+        timeout_ms: None,
+        created_at: from_millis(0),
+        started_at: Some(from_millis(0)),
+        completed_at: None,
+        run_at: None,
+        metadata: Default::default(),
+        result: None,
+        worker_id: Some("w".into()),
+        cancel_requested: false,
+    }
+}
+
+/// A broker that leases `job` once, then has nothing; every `finish` outcome goes to the
+/// returned channel. `finish_errors` leading calls to `finish` fail as unavailable.
+fn broker(job: JobRecord, finish_errors: usize) -> (MockBroker, mpsc::UnboundedReceiver<Outcome>) {
+    let mut mock = MockBroker::new();
+    let mut lease = Some(Lease {
+        job,
+        token: LeaseToken::new("t"),
+        expires_at: from_millis(30_000),
+    });
+    mock.expect_fetch().returning(move |_, _| Ok(lease.take().into_iter().collect()));
+    mock.expect_heartbeat().returning(|_, _| Ok(Default::default()));
+    mock.expect_reap().returning(|_| Ok(vec![]));
+    mock.expect_sweep().returning(|_| Ok(0));
+    mock.expect_deregister().returning(|_| Ok(()));
+    mock.expect_cancellations().returning(|| Ok(Box::pin(futures_util::stream::pending())));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut failures = finish_errors;
+    mock.expect_finish().returning(move |_, outcome, _| {
+        tx.send(outcome.clone()).unwrap();
+        if failures > 0 {
+            failures -= 1;
+            return Err(Error::Unavailable {
+                backend: "mock",
+                source: "connection reset".into(),
+            });
+        }
+        Ok(Finished {
+            status: JobStatus::Completed,
+            next: None,
+        })
+    });
+    (mock, rx)
+}
+
+async fn run_with(
+    mock: MockBroker,
+    mut outcomes: mpsc::UnboundedReceiver<Outcome>,
+    expect: usize,
+    configure: impl FnOnce(queue_worker::WorkerBuilder) -> queue_worker::WorkerBuilder,
+) -> Vec<Outcome> {
+    let stop = CancellationToken::new();
+    let worker = configure(Worker::builder(Arc::new(mock)).fetch_wait(Duration::from_millis(5)))
+        .build()
+        .unwrap();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    let mut got = Vec::new();
+    while got.len() < expect {
+        let outcome = tokio::time::timeout(Duration::from_secs(10), outcomes.recv()).await;
+        got.push(outcome.expect("the worker reports an outcome").unwrap());
+    }
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    got
+}
+
+fn echo(b: queue_worker::WorkerBuilder) -> queue_worker::WorkerBuilder {
+    b.register("echo", |n: u32, _ctx| async move {
+        match n {
+            0 => Err(JobError::permanent("zero is not allowed")),
+            1 => Err(JobError::retry("flaky")),
+            2 => Err(JobError::retry_after(Duration::from_secs(5), "rate limited")),
+            3 => panic!("boom"),
+            _ => Ok(()),
+        }
+    })
+}
+
+#[tokio::test]
+async fn unknown_task_fails_permanently_and_names_it() {
+    let (mock, rx) = broker(record("nope", "1", 0, 3), 0);
+    let got = run_with(mock, rx, 1, echo).await;
+    match &got[0] {
+        Outcome::Failed { error } => {
+            assert!(error.contains("no handler registered for task `nope`"), "{error}");
+            assert!(error.contains("echo"), "lists the known tasks: {error}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn undecodable_payload_fails_permanently() {
+    let (mock, rx) = broker(record("echo", r#"{"not":"a number"}"#, 0, 3), 0);
+    let got = run_with(mock, rx, 1, echo).await;
+    match &got[0] {
+        Outcome::Failed { error } => assert!(error.contains("payload for task `echo` could not be decoded"), "{error}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn retryable_error_uses_the_backoff_of_its_attempt() {
+    let (mock, rx) = broker(record("echo", "1", 2, 3), 0);
+    let got = run_with(mock, rx, 1, echo).await;
+    assert_eq!(
+        got[0],
+        Outcome::Retry {
+            error: "flaky".into(),
+            delay: Duration::from_secs(240)
+        }
+    );
+}
+
+#[tokio::test]
+async fn retry_after_overrides_the_backoff() {
+    let (mock, rx) = broker(record("echo", "2", 0, 3), 0);
+    let got = run_with(mock, rx, 1, echo).await;
+    assert_eq!(
+        got[0],
+        Outcome::Retry {
+            error: "rate limited".into(),
+            delay: Duration::from_secs(5)
+        }
+    );
+}
+
+#[tokio::test]
+async fn exhausted_retries_fail() {
+    let (mock, rx) = broker(record("echo", "1", 3, 3), 0);
+    let got = run_with(mock, rx, 1, echo).await;
+    assert_eq!(got[0], Outcome::Failed { error: "flaky".into() });
+}
+
+#[tokio::test]
+async fn permanent_error_fails_with_retries_left() {
+    let (mock, rx) = broker(record("echo", "0", 0, 3), 0);
+    let got = run_with(mock, rx, 1, echo).await;
+    assert_eq!(got[0], Outcome::Failed { error: "zero is not allowed".into() });
+}
+
+#[tokio::test]
+async fn panic_is_a_failed_attempt() {
+    let (mock, rx) = broker(record("echo", "3", 0, 3), 0);
+    let got = run_with(mock, rx, 1, echo).await;
+    match &got[0] {
+        Outcome::Retry { error, .. } => assert!(error.contains("handler panicked: boom"), "{error}"),
+        other => panic!("expected Retry, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn timeout_is_a_failed_attempt() {
+    let (mock, rx) = broker(record("slow", "1", 0, 3), 0);
+    let got = run_with(mock, rx, 1, |b| {
+        b.job_timeout(Duration::from_millis(20)).register("slow", |_: u32, _ctx| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        })
+    })
+    .await;
+    match &got[0] {
+        Outcome::Retry { error, .. } => assert!(error.contains("timed out after 20ms"), "{error}"),
+        other => panic!("expected Retry, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn finish_is_retried_while_the_backend_is_unavailable() {
+    let (mock, rx) = broker(record("echo", "7", 0, 3), 2);
+    let got = run_with(mock, rx, 3, echo).await;
+    assert!(got.iter().all(|o| *o == Outcome::Completed { result: None }), "{got:?}");
+}
+
+#[tokio::test]
+async fn fetch_errors_do_not_stop_the_worker() {
+    let mut mock = MockBroker::new();
+    let mut calls = 0;
+    let job = record("echo", "9", 0, 3);
+    mock.expect_fetch().returning(move |_, _| {
+        calls += 1;
+        match calls {
+            1 | 2 => Err(Error::Unavailable { backend: "mock", source: "down".into() }),
+            3 => Ok(vec![Lease { job: job.clone(), token: LeaseToken::new("t"), expires_at: from_millis(1) }]),
+            _ => Ok(vec![]),
+        }
+    });
+    mock.expect_heartbeat().returning(|_, _| Ok(Default::default()));
+    mock.expect_reap().returning(|_| Ok(vec![]));
+    mock.expect_sweep().returning(|_| Ok(0));
+    mock.expect_deregister().times(1).returning(|_| Ok(()));
+    mock.expect_cancellations().returning(|| Err(Error::Unavailable { backend: "mock", source: "no pubsub".into() }));
+    let (tx, rx) = mpsc::unbounded_channel();
+    mock.expect_finish().returning(move |_, outcome, _| {
+        tx.send(outcome).unwrap();
+        Ok(Finished { status: JobStatus::Completed, next: None })
+    });
+    let got = run_with(mock, rx, 1, echo).await;
+    assert_eq!(got[0], Outcome::Completed { result: None });
+}
