@@ -4,7 +4,7 @@ use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
 
-use crate::{Broker, EnqueueOptions, Job, JobRecord, JobStore, NewJob, Payload, Result};
+use crate::{Broker, Job, JobRecord, JobStore, NewJob, Result};
 
 /// A complete backend: a [`JobStore`] and a [`Broker`] on one queue. `Display` names it
 /// for logs (credentials redacted).
@@ -19,11 +19,10 @@ pub type SharedBackend = Arc<dyn Backend>;
 /// it yourself.
 #[async_trait]
 pub trait JobStoreExt: JobStore {
-    /// Enqueues a typed job under its `Job::NAME`.
-    async fn enqueue_job<J: Job>(&self, job: &J, options: EnqueueOptions) -> Result<JobRecord> {
-        let mut new = NewJob::with_payload(J::NAME, Payload::encode(job)?);
-        new.options = options;
-        self.enqueue(new).await
+    /// Enqueues a typed job under its `Job::NAME` with the queue's defaults (use
+    /// [`NewJob::typed`] to set options).
+    async fn enqueue_job<J: Job>(&self, job: &J) -> Result<JobRecord> {
+        self.enqueue(NewJob::typed(job)?).await
     }
 }
 

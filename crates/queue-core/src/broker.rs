@@ -21,7 +21,10 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
     /// ready jobs in strict priority order, FIFO within a priority [`priority_then_fifo`].
     /// Each becomes `processing` with `started_at` set and progress 0. A job is held by
     /// at most one lease [`claims_are_exclusive`]. When nothing is due, waits up to `wait`
-    /// for work (without polling) and may return empty.
+    /// for work (without polling) and may return empty [`fetch_waits_for_work`].
+    ///
+    /// Cancel-safe: dropping the future before it completes loses no lease (a backend
+    /// hands back whatever it leased for a caller that went away).
     async fn fetch(&self, req: &ClaimRequest, wait: Duration) -> Result<Vec<Lease>>;
 
     /// Renews the leases the worker still holds and records the worker as alive. Returns

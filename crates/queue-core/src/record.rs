@@ -182,6 +182,11 @@ impl NewJob {
         Ok(Self::with_payload(task, Payload::encode(payload)?))
     }
 
+    /// A typed job under its `Job::NAME`; chain the option setters, then enqueue it.
+    pub fn typed<J: crate::Job>(job: &J) -> Result<Self> {
+        Self::new(J::NAME, job)
+    }
+
     /// A job for `task` with an encoded payload.
     pub fn with_payload(task: impl Into<String>, payload: Payload) -> Self {
         Self {

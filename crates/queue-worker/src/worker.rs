@@ -189,19 +189,10 @@ async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &Cancell
             max: held.len(),
             lease: s.lease,
         };
-        // Never drop a fetch in flight: it may have leased jobs already.
-        let fetch = shared.broker.fetch(&req, s.fetch_wait);
-        tokio::pin!(fetch);
+        // `fetch` is cancel-safe: dropping it on shutdown loses no lease.
         let result = tokio::select! {
-            result = &mut fetch => result,
-            () = shutdown.cancelled() => {
-                if let Ok(leases) = fetch.await {
-                    for lease in leases {
-                        finish(shared, &lease.to_ref(), Outcome::Released, false).await;
-                    }
-                }
-                return;
-            }
+            result = shared.broker.fetch(&req, s.fetch_wait) => result,
+            () = shutdown.cancelled() => return,
         };
         match result {
             Ok(leases) => {
