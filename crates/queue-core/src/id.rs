@@ -13,9 +13,29 @@ use crate::Error;
 pub struct JobId(Uuid);
 
 impl JobId {
-    /// A fresh, time-ordered id.
+    /// A fresh UUIDv7: the wall-clock millisecond, then a counter (so ids made by one
+    /// process are strictly increasing), then random bits. Built here rather than with
+    /// `Uuid::now_v7` to avoid a `getrandom` system call per id.
     pub fn new() -> Self {
-        Self(Uuid::now_v7())
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        let floor = now_ms << 12;
+        let mut prev = LAST.load(Ordering::Relaxed);
+        let state = loop {
+            let next = floor.max(prev + 1);
+            match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break next,
+                Err(seen) => prev = seen,
+            }
+        };
+        let (ms, counter) = (state >> 12, (state & 0xfff) as u16);
+        let random = fastrand::u64(..);
+        let mut bytes = [0u8; 16];
+        bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        bytes[6..8].copy_from_slice(&(0x7000 | counter).to_be_bytes());
+        bytes[8..].copy_from_slice(&((random >> 2) | 0x8000_0000_0000_0000).to_be_bytes());
+        Self(Uuid::from_bytes(bytes))
     }
 
     /// Wraps an existing UUID.
@@ -136,6 +156,10 @@ mod tests {
         let a = JobId::new();
         let b = JobId::new();
         assert!(a < b);
+        assert_eq!(a.as_uuid().get_version_num(), 7);
+        assert_eq!(a.as_uuid().get_variant(), uuid::Variant::RFC4122);
+        let ids: Vec<JobId> = (0..10_000).map(|_| JobId::new()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing within a process");
         assert_eq!(a.to_string().parse::<JobId>().unwrap(), a);
         let err = "nope".parse::<JobId>().unwrap_err();
         assert!(err.to_string().contains("`nope` is not a job id"));

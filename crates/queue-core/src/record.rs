@@ -266,7 +266,7 @@ mod tests {
     fn payload_keeps_json_text_and_decodes() {
         let p = Payload::encode(&serde_json::json!({"book_id": "b1", "n": 3})).unwrap();
         assert_eq!(p.as_str(), r#"{"book_id":"b1","n":3}"#);
-        #[derive(Deserialize)]
+        #[derive(Debug, Deserialize)]
         struct Book {
             book_id: String,
         }

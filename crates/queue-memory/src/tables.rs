@@ -27,9 +27,30 @@ struct Held {
     lease_ms: Millis,
 }
 
+/// Job ids are UUIDv7 with 62 random low bits: hashing them again is wasted work.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+}
+
+type IdMap<V> = HashMap<JobId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 #[derive(Default)]
 pub(crate) struct Tables {
-    jobs: HashMap<JobId, Entry>,
+    /// Boxed so growing the map moves pointers, not records.
+    jobs: IdMap<Box<Entry>>,
     ready: BTreeMap<(u8, u64), JobId>,
     ready_by_band: [u64; 3],
     delayed: BTreeSet<(Millis, u64, JobId)>,
@@ -162,7 +183,7 @@ impl Tables {
         }
         self.totals.enqueued += 1;
         let out = record.clone();
-        self.jobs.insert(id, Entry { record, created_ms: now, place, lease: None });
+        self.jobs.insert(id, Box::new(Entry { record, created_ms: now, place, lease: None }));
         emit(sink, id, now, EventKind::Transition { from: None, to: JobStatus::Queued });
         Ok((out, true))
     }
