@@ -28,7 +28,10 @@ struct Args {
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut out = Args { jobs: 200_000, samples: 1_000 };
+    let mut out = Args {
+        jobs: 200_000,
+        samples: 1_000,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_default();
@@ -56,7 +59,11 @@ async fn lifecycles(backend: SharedBackend, n: usize) -> anyhow::Result<(f64, f6
         backend.enqueue(noop(i)).await?;
     }
     let enqueue = n as f64 / t.elapsed().as_secs_f64();
-    let req = ClaimRequest { worker: WorkerId::new("bench"), max: 100, lease: Duration::from_secs(30) };
+    let req = ClaimRequest {
+        worker: WorkerId::new("bench"),
+        max: 100,
+        lease: Duration::from_secs(30),
+    };
     let t = Instant::now();
     let mut done = 0;
     while done < n {
@@ -65,7 +72,9 @@ async fn lifecycles(backend: SharedBackend, n: usize) -> anyhow::Result<(f64, f6
             bail!("queue ran dry after {done} jobs");
         }
         for lease in leases {
-            backend.finish(&lease.to_ref(), Outcome::Completed { result: None }, None).await?;
+            backend
+                .finish(&lease.to_ref(), Outcome::Completed { result: None }, None)
+                .await?;
             done += 1;
         }
     }
@@ -75,7 +84,11 @@ async fn lifecycles(backend: SharedBackend, n: usize) -> anyhow::Result<(f64, f6
 }
 
 /// `n` queued no-op jobs drained by one worker at `concurrency`.
-async fn through_worker(backend: SharedBackend, n: usize, concurrency: usize) -> anyhow::Result<f64> {
+async fn through_worker(
+    backend: SharedBackend,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
     let batch: Vec<NewJob> = (0..n).map(noop).collect();
     for chunk in batch.chunks(1000) {
         for r in backend.enqueue_many(chunk.to_vec()).await? {
@@ -133,13 +146,19 @@ async fn latency(backend: SharedBackend, samples: usize) -> anyhow::Result<(Dura
     stop.cancel();
     run.await??;
     lat.sort();
-    Ok((lat[lat.len() / 2], lat[(lat.len() * 99 / 100).min(lat.len() - 1)]))
+    Ok((
+        lat[lat.len() / 2],
+        lat[(lat.len() * 99 / 100).min(lat.len() - 1)],
+    ))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
-    println!("backend: memory; {} jobs per measurement; {} latency samples", a.jobs, a.samples);
+    println!(
+        "backend: memory; {} jobs per measurement; {} latency samples",
+        a.jobs, a.samples
+    );
     println!("(median of 3 runs each)");
     let mut runs = Vec::new();
     for _ in 0..3 {
@@ -147,16 +166,25 @@ async fn main() -> anyhow::Result<()> {
     }
     runs.sort_by(|a, b| a.2.total_cmp(&b.2));
     let (enq, cf, full) = runs[1];
-    println!("backend alone  enqueue {enq:>12.0}/s  claim+finish {cf:>12.0}/s  full lifecycle {full:>12.0}/s");
+    println!(
+        "backend alone  enqueue {enq:>12.0}/s  claim+finish {cf:>12.0}/s  full lifecycle {full:>12.0}/s"
+    );
     for c in [1, 10, 100] {
         let mut rates = Vec::new();
         for _ in 0..3 {
             rates.push(through_worker(fresh(), a.jobs, c).await?);
         }
         rates.sort_by(f64::total_cmp);
-        println!("worker         concurrency {c:>3}: {:>12.0} jobs/s", rates[1]);
+        println!(
+            "worker         concurrency {c:>3}: {:>12.0} jobs/s",
+            rates[1]
+        );
     }
     let (p50, p99) = latency(fresh(), a.samples).await?;
-    println!("idle pickup    p50 {:>8.1} µs  p99 {:>8.1} µs", p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
+    println!(
+        "idle pickup    p50 {:>8.1} µs  p99 {:>8.1} µs",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
     Ok(())
 }

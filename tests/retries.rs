@@ -6,7 +6,9 @@ use std::{
     time::Duration,
 };
 
-use queue_core::{ClaimRequest, JobError, JobStatus, JobStore, Broker, NewJob, WorkerId, to_millis};
+use queue_core::{
+    Broker, ClaimRequest, JobError, JobStatus, JobStore, NewJob, WorkerId, to_millis,
+};
 use queue_worker::Worker;
 
 use crate::support::{backend, start, wait_status};
@@ -14,24 +16,32 @@ use crate::support::{backend, start, wait_status};
 #[tokio::test(start_paused = true)]
 async fn failures_retry_with_exponential_backoff_then_succeed() {
     let store = backend();
-    let job = store.enqueue(NewJob::new("flaky", &1).unwrap()).await.unwrap();
+    let job = store
+        .enqueue(NewJob::new("flaky", &1).unwrap())
+        .await
+        .unwrap();
     let calls = Arc::new(AtomicU32::new(0));
     let c2 = Arc::clone(&calls);
-    let worker = start(Worker::builder(store.clone()).register("flaky", move |_: u32, _ctx| {
-        let calls = Arc::clone(&c2);
-        async move {
-            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
-                return Err(JobError::retry("upstream timeout"));
+    let worker = start(
+        Worker::builder(store.clone()).register("flaky", move |_: u32, _ctx| {
+            let calls = Arc::clone(&c2);
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    return Err(JobError::retry("upstream timeout"));
+                }
+                Ok(())
             }
-            Ok(())
-        }
-    }));
+        }),
+    );
     let r = wait_status(&store, job.job_id, JobStatus::Completed).await;
     assert_eq!(r.retry_count, 2);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     // Attempts at 0 s, 60 s and 60 + 120 s: the last one started 180 s after creation.
     let waited = to_millis(r.started_at.unwrap()) - to_millis(r.created_at);
-    assert!((180_000..182_000).contains(&waited), "last attempt after {waited} ms");
+    assert!(
+        (180_000..182_000).contains(&waited),
+        "last attempt after {waited} ms"
+    );
     assert_eq!(worker.shutdown().await.retried, 2);
 }
 
@@ -39,13 +49,20 @@ async fn failures_retry_with_exponential_backoff_then_succeed() {
 async fn exhausted_retries_and_timeouts_end_failed() {
     let store = backend();
     let job = store
-        .enqueue(NewJob::new("slow", &1).unwrap().max_retries(2).timeout(Duration::from_secs(5)))
+        .enqueue(
+            NewJob::new("slow", &1)
+                .unwrap()
+                .max_retries(2)
+                .timeout(Duration::from_secs(5)),
+        )
         .await
         .unwrap();
-    let worker = start(Worker::builder(store.clone()).register("slow", |_: u32, _ctx| async {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        Ok(())
-    }));
+    let worker = start(
+        Worker::builder(store.clone()).register("slow", |_: u32, _ctx| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        }),
+    );
     let r = wait_status(&store, job.job_id, JobStatus::Failed).await;
     assert_eq!(r.retry_count, 2);
     assert!(r.error_message.unwrap().contains("timed out after 5s"));
@@ -56,27 +73,43 @@ async fn exhausted_retries_and_timeouts_end_failed() {
 #[tokio::test(start_paused = true)]
 async fn a_dead_workers_job_is_recovered_and_finished_elsewhere() {
     let store = backend();
-    let job = store.enqueue(NewJob::new("work", &1).unwrap()).await.unwrap();
+    let job = store
+        .enqueue(NewJob::new("work", &1).unwrap())
+        .await
+        .unwrap();
     // A worker that leases the job and dies: it never renews nor reports.
-    let dead = ClaimRequest { worker: WorkerId::new("dead"), max: 1, lease: Duration::from_secs(30) };
+    let dead = ClaimRequest {
+        worker: WorkerId::new("dead"),
+        max: 1,
+        lease: Duration::from_secs(30),
+    };
     assert_eq!(store.fetch(&dead, Duration::ZERO).await.unwrap().len(), 1);
-    let worker = start(Worker::builder(store.clone()).register("work", |_: u32, _ctx| async { Ok(()) }));
+    let worker =
+        start(Worker::builder(store.clone()).register("work", |_: u32, _ctx| async { Ok(()) }));
     let r = wait_status(&store, job.job_id, JobStatus::Completed).await;
     assert_eq!(r.retry_count, 1, "the lost attempt counts");
     let waited = to_millis(r.completed_at.unwrap()) - to_millis(r.created_at);
-    assert!(waited < 60_000, "recovered within about a lease and a reap interval ({waited} ms)");
+    assert!(
+        waited < 60_000,
+        "recovered within about a lease and a reap interval ({waited} ms)"
+    );
     worker.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_stuck_handler_keeps_its_lease_through_heartbeats() {
     let store = backend();
-    let job = store.enqueue(NewJob::new("cpu", &1).unwrap()).await.unwrap();
+    let job = store
+        .enqueue(NewJob::new("cpu", &1).unwrap())
+        .await
+        .unwrap();
     // Runs for three lease periods; heartbeats must keep the lease alive.
-    let worker = start(Worker::builder(store.clone()).register("cpu", |_: u32, _ctx| async {
-        tokio::time::sleep(Duration::from_secs(95)).await;
-        Ok(())
-    }));
+    let worker = start(
+        Worker::builder(store.clone()).register("cpu", |_: u32, _ctx| async {
+            tokio::time::sleep(Duration::from_secs(95)).await;
+            Ok(())
+        }),
+    );
     let r = wait_status(&store, job.job_id, JobStatus::Completed).await;
     assert_eq!(r.retry_count, 0, "never recovered while alive");
     assert_eq!(store.stats().await.unwrap().totals.recovered, 0);

@@ -9,7 +9,11 @@ pub(crate) fn backend() -> Arc<MemoryBackend> {
 }
 
 /// Polls until the job satisfies `done` (paused time makes this instant).
-pub(crate) async fn wait_for(store: &MemoryBackend, id: JobId, done: impl Fn(&JobRecord) -> bool) -> JobRecord {
+pub(crate) async fn wait_for(
+    store: &MemoryBackend,
+    id: JobId,
+    done: impl Fn(&JobRecord) -> bool,
+) -> JobRecord {
     for _ in 0..100_000 {
         let record = store.get(id).await.unwrap();
         if done(&record) {
@@ -17,7 +21,10 @@ pub(crate) async fn wait_for(store: &MemoryBackend, id: JobId, done: impl Fn(&Jo
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("job {id} never reached the expected state: {:?}", store.get(id).await.unwrap());
+    panic!(
+        "job {id} never reached the expected state: {:?}",
+        store.get(id).await.unwrap()
+    );
 }
 
 pub(crate) async fn wait_status(store: &MemoryBackend, id: JobId, status: JobStatus) -> JobRecord {
@@ -39,7 +46,10 @@ impl Running {
 
 pub(crate) fn start(builder: WorkerBuilder) -> Running {
     let stop = CancellationToken::new();
-    let worker = builder.fetch_wait(Duration::from_millis(200)).build().unwrap();
+    let worker = builder
+        .fetch_wait(Duration::from_millis(200))
+        .build()
+        .unwrap();
     let handle = tokio::spawn(worker.run(stop.clone()));
     Running { stop, handle }
 }

@@ -27,7 +27,8 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use queue_core::{
-    Error, EventKind, JobId, JobRecord, JobStatus, NewJob, Priority, QueueConfig, SharedBackend, to_millis,
+    Error, EventKind, JobId, JobRecord, JobStatus, NewJob, Priority, QueueConfig, SharedBackend,
+    to_millis,
 };
 use queue_memory::MemoryBackend;
 use queue_worker::{CancellationToken, Worker};
@@ -52,8 +53,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// The backend the configuration names. This example runs on the in-memory backend.
@@ -62,7 +67,10 @@ async fn open_backend(cfg: &QueueConfig) -> anyhow::Result<SharedBackend> {
 }
 
 fn worker(backend: SharedBackend, cfg: &QueueConfig) -> anyhow::Result<Worker> {
-    Ok(Worker::builder(backend).config(cfg).register_job(process_book).build()?)
+    Ok(Worker::builder(backend)
+        .config(cfg)
+        .register_job(process_book)
+        .build()?)
 }
 
 async fn run_worker(cfg: QueueConfig) -> anyhow::Result<()> {
@@ -80,13 +88,38 @@ struct Planned {
 }
 
 fn plan() -> Vec<Planned> {
-    let book = |id: &str, job_type| ProcessBook { book_id: id.into(), publisher_id: "pub-7".into(), job_type, source: None };
+    let book = |id: &str, job_type| ProcessBook {
+        book_id: id.into(),
+        publisher_id: "pub-7".into(),
+        job_type,
+        source: None,
+    };
     vec![
-        Planned { book: book("book-001", JobType::Full), priority: Priority::Normal, note: "new upload" },
-        Planned { book: book("book-002", JobType::Full), priority: Priority::Normal, note: "new upload" },
-        Planned { book: book("book-003", JobType::VocabularyOnly), priority: Priority::Normal, note: "vocabulary only" },
-        Planned { book: book("book-004", JobType::TextOnly), priority: Priority::Low, note: "bulk import" },
-        Planned { book: book("book-005", JobType::Full), priority: Priority::High, note: "re-processing (admin)" },
+        Planned {
+            book: book("book-001", JobType::Full),
+            priority: Priority::Normal,
+            note: "new upload",
+        },
+        Planned {
+            book: book("book-002", JobType::Full),
+            priority: Priority::Normal,
+            note: "new upload",
+        },
+        Planned {
+            book: book("book-003", JobType::VocabularyOnly),
+            priority: Priority::Normal,
+            note: "vocabulary only",
+        },
+        Planned {
+            book: book("book-004", JobType::TextOnly),
+            priority: Priority::Low,
+            note: "bulk import",
+        },
+        Planned {
+            book: book("book-005", JobType::Full),
+            priority: Priority::High,
+            note: "re-processing (admin)",
+        },
     ]
 }
 
@@ -94,7 +127,10 @@ async fn demo(cfg: QueueConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     let backend = open_backend(&cfg).await?;
     let mut events = backend.subscribe().await?;
-    println!("book pipeline on {backend}, queue `{}`, concurrency {}", cfg.queue_name, cfg.max_concurrency);
+    println!(
+        "book pipeline on {backend}, queue `{}`, concurrency {}",
+        cfg.queue_name, cfg.max_concurrency
+    );
 
     let tty = std::io::stderr().is_terminal();
     let bars = MultiProgress::new();
@@ -109,15 +145,38 @@ async fn demo(cfg: QueueConfig) -> anyhow::Result<()> {
             .priority(planned.priority)
             .meta("reason", planned.note);
         let record = backend.enqueue(job).await?;
-        println!("enqueued {}  {:<9}  {:<15}  {:<6}  {}", short(record.job_id), planned.book.book_id, planned.book.job_type.as_str(), planned.priority, planned.note);
-        let bar = bars.add(ProgressBar::new(100).with_style(style.clone()).with_prefix(planned.book.book_id.clone()).with_message("queued"));
+        println!(
+            "enqueued {}  {:<9}  {:<15}  {:<6}  {}",
+            short(record.job_id),
+            planned.book.book_id,
+            planned.book.job_type.as_str(),
+            planned.priority,
+            planned.note
+        );
+        let bar = bars.add(
+            ProgressBar::new(100)
+                .with_style(style.clone())
+                .with_prefix(planned.book.book_id.clone())
+                .with_message("queued"),
+        );
         by_id.insert(record.job_id, bar);
         jobs.push(record.job_id);
     }
     // A second upload of a book that is already queued is refused, naming the active job.
-    let duplicate = ProcessBook { book_id: "book-001".into(), publisher_id: "pub-7".into(), job_type: JobType::Full, source: None };
-    match backend.enqueue(NewJob::typed(&duplicate)?.unique_key("book-001")).await {
-        Err(Error::AlreadyExists { unique_key, job_id }) => println!("refused  duplicate of {unique_key}: active job {}", short(job_id)),
+    let duplicate = ProcessBook {
+        book_id: "book-001".into(),
+        publisher_id: "pub-7".into(),
+        job_type: JobType::Full,
+        source: None,
+    };
+    match backend
+        .enqueue(NewJob::typed(&duplicate)?.unique_key("book-001"))
+        .await
+    {
+        Err(Error::AlreadyExists { unique_key, job_id }) => println!(
+            "refused  duplicate of {unique_key}: active job {}",
+            short(job_id)
+        ),
         Ok(r) => bail!("duplicate was accepted as {}", r.job_id),
         Err(e) => return Err(e.into()),
     }
@@ -132,7 +191,9 @@ async fn demo(cfg: QueueConfig) -> anyhow::Result<()> {
             event = events.next() => event.context("event stream ended")?,
             () = &mut deadline => bail!("jobs did not finish within two minutes"),
         };
-        let Some(bar) = by_id.get(&event.job_id) else { continue };
+        let Some(bar) = by_id.get(&event.job_id) else {
+            continue;
+        };
         match event.kind {
             EventKind::Progress { progress, step } => {
                 bar.set_position(u64::from(progress));
@@ -161,7 +222,11 @@ async fn demo(cfg: QueueConfig) -> anyhow::Result<()> {
         records.push(backend.get(*id).await?);
     }
     print_table(&records);
-    println!("outputs in {}; finished in {:.1?}", std::env::var("DCS_BOOK_OUTPUT_DIR").unwrap_or_else(|_| "target/book-output".into()), started.elapsed());
+    println!(
+        "outputs in {}; finished in {:.1?}",
+        std::env::var("DCS_BOOK_OUTPUT_DIR").unwrap_or_else(|_| "target/book-output".into()),
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -173,7 +238,10 @@ fn short(id: JobId) -> String {
 
 fn print_table(records: &[JobRecord]) {
     println!();
-    println!("{:<8}  {:<9}  {:<15}  {:<6}  {:<9}  {:>8}  {:>8}  {:>7}  note", "job", "book", "type", "prio", "status", "progress", "attempts", "time");
+    println!(
+        "{:<8}  {:<9}  {:<15}  {:<6}  {:<9}  {:>8}  {:>8}  {:>7}  note",
+        "job", "book", "type", "prio", "status", "progress", "attempts", "time"
+    );
     for r in records {
         let book: ProcessBook = r.payload.decode().expect("our own payload");
         let time = match (r.started_at, r.completed_at) {
@@ -182,7 +250,12 @@ fn print_table(records: &[JobRecord]) {
         };
         let note = match r.status {
             JobStatus::Partial | JobStatus::Failed => r.error_message.clone().unwrap_or_default(),
-            _ => r.metadata.get("reason").and_then(|v| v.as_str()).unwrap_or("").to_owned(),
+            _ => r
+                .metadata
+                .get("reason")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned(),
         };
         println!(
             "{:<8}  {:<9}  {:<15}  {:<6}  {:<9}  {:>7}%  {:>8}  {:>7}  {}",

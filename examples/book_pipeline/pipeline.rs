@@ -54,7 +54,13 @@ impl JobType {
 
     pub(crate) fn stages(self) -> &'static [&'static str] {
         match self {
-            Self::Full => &["text_extraction", "segmentation", "topic_analysis", "vocabulary", "audio_generation"],
+            Self::Full => &[
+                "text_extraction",
+                "segmentation",
+                "topic_analysis",
+                "vocabulary",
+                "audio_generation",
+            ],
             Self::TextOnly => &["text_extraction", "segmentation"],
             Self::VocabularyOnly => &["text_extraction", "vocabulary"],
             Self::AudioOnly => &["text_extraction", "vocabulary", "audio_generation"],
@@ -75,21 +81,35 @@ pub(crate) static BOOK_STAGES: LazyLock<Stages> = LazyLock::new(|| {
 });
 
 pub(crate) const SAMPLES: [(&str, &str); 4] = [
-    ("the-lighthouse-keeper", include_str!("samples/the-lighthouse-keeper.txt")),
+    (
+        "the-lighthouse-keeper",
+        include_str!("samples/the-lighthouse-keeper.txt"),
+    ),
     ("river-of-glass", include_str!("samples/river-of-glass.txt")),
-    ("the-clockmakers-daughter", include_str!("samples/the-clockmakers-daughter.txt")),
-    ("letters-from-the-orchard", include_str!("samples/letters-from-the-orchard.txt")),
+    (
+        "the-clockmakers-daughter",
+        include_str!("samples/the-clockmakers-daughter.txt"),
+    ),
+    (
+        "letters-from-the-orchard",
+        include_str!("samples/letters-from-the-orchard.txt"),
+    ),
 ];
 
 /// Where outputs go: `DCS_BOOK_OUTPUT_DIR`, else `target/book-output`.
 fn output_root() -> PathBuf {
-    std::env::var_os("DCS_BOOK_OUTPUT_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target/book-output"))
+    std::env::var_os("DCS_BOOK_OUTPUT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/book-output"))
 }
 
 /// Pause per sub-step so progress is visible (`DCS_BOOK_STEP_DELAY_MS`, default 40; 0 runs
 /// at full speed).
 fn step_delay() -> Duration {
-    let ms = std::env::var("DCS_BOOK_STEP_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    let ms = std::env::var("DCS_BOOK_STEP_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
     Duration::from_millis(ms)
 }
 
@@ -101,11 +121,18 @@ async fn pace() {
 }
 
 /// The handler.
-pub(crate) async fn process_book(job: ProcessBook, ctx: JobContext) -> Result<Completion, JobError> {
-    let stages = BOOK_STAGES.subset(job.job_type.stages()).map_err(JobError::permanent)?;
+pub(crate) async fn process_book(
+    job: ProcessBook,
+    ctx: JobContext,
+) -> Result<Completion, JobError> {
+    let stages = BOOK_STAGES
+        .subset(job.job_type.stages())
+        .map_err(JobError::permanent)?;
     let report = ctx.stages(stages.clone());
     let out_dir = output_root().join(sanitize(&job.book_id));
-    tokio::fs::create_dir_all(&out_dir).await.map_err(|e| JobError::retry(format!("cannot create {}: {e}", out_dir.display())))?;
+    tokio::fs::create_dir_all(&out_dir)
+        .await
+        .map_err(|e| JobError::retry(format!("cannot create {}: {e}", out_dir.display())))?;
 
     let mut failures = serde_json::Map::new();
     let mut summary = serde_json::Map::new();
@@ -119,7 +146,9 @@ pub(crate) async fn process_book(job: ProcessBook, ctx: JobContext) -> Result<Co
     let lines: Vec<&str> = raw.lines().collect();
     let chunks = lines.len().div_ceil(10).max(1);
     for (i, _) in lines.chunks(chunks).enumerate() {
-        report.step("text_extraction", i + 1, lines.len().div_ceil(chunks)).await;
+        report
+            .step("text_extraction", i + 1, lines.len().div_ceil(chunks))
+            .await;
         pace().await;
     }
     let text = text::normalise(&raw);
@@ -138,7 +167,10 @@ pub(crate) async fn process_book(job: ProcessBook, ctx: JobContext) -> Result<Co
         }
         let json = serde_json::to_string_pretty(&sections).expect("sections serialize");
         write(&out_dir.join("sections.json"), &json).await?;
-        summary.insert("sections".into(), json!(sections.iter().map(|s| &s.title).collect::<Vec<_>>()));
+        summary.insert(
+            "sections".into(),
+            json!(sections.iter().map(|s| &s.title).collect::<Vec<_>>()),
+        );
     }
 
     if stages.weight("topic_analysis").is_some() {
@@ -149,7 +181,11 @@ pub(crate) async fn process_book(job: ProcessBook, ctx: JobContext) -> Result<Co
             report.step("topic_analysis", i + 1, sections.len()).await;
             pace().await;
         }
-        write(&out_dir.join("topics.json"), &serde_json::to_string_pretty(&topics).expect("serializes")).await?;
+        write(
+            &out_dir.join("topics.json"),
+            &serde_json::to_string_pretty(&topics).expect("serializes"),
+        )
+        .await?;
         summary.insert("topics".into(), json!(topics));
     }
 
@@ -161,8 +197,15 @@ pub(crate) async fn process_book(job: ProcessBook, ctx: JobContext) -> Result<Co
             pace().await;
         }
         vocabulary = text::vocabulary(section_words.iter().flatten());
-        let tsv: String = vocabulary.iter().map(|(w, c)| format!("{w}\t{c}\n")).collect();
-        write(&out_dir.join("vocabulary.tsv"), &format!("word\tcount\n{tsv}")).await?;
+        let tsv: String = vocabulary
+            .iter()
+            .map(|(w, c)| format!("{w}\t{c}\n"))
+            .collect();
+        write(
+            &out_dir.join("vocabulary.tsv"),
+            &format!("word\tcount\n{tsv}"),
+        )
+        .await?;
         summary.insert("vocabulary_size".into(), json!(vocabulary.len()));
     }
 
@@ -179,19 +222,35 @@ pub(crate) async fn process_book(job: ProcessBook, ctx: JobContext) -> Result<Co
     if failures.is_empty() {
         Ok(Completion::with_result(summary.into()))
     } else {
-        let message = failures.iter().map(|(stage, why)| format!("{stage} failed: {}", why.as_str().unwrap_or(""))).collect::<Vec<_>>().join("; ");
+        let message = failures
+            .iter()
+            .map(|(stage, why)| format!("{stage} failed: {}", why.as_str().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join("; ");
         summary.insert("failed_steps".into(), failures.into());
         Ok(Completion::partial(message, summary.into()))
     }
 }
 
-async fn audio(report: &StageReporter, vocabulary: &[(String, usize)], out_dir: &Path) -> Result<(), String> {
+async fn audio(
+    report: &StageReporter,
+    vocabulary: &[(String, usize)],
+    out_dir: &Path,
+) -> Result<(), String> {
     report.start("audio_generation").await;
-    let words: Vec<&str> = vocabulary.iter().take(40).map(|(w, _)| w.as_str()).collect();
+    let words: Vec<&str> = vocabulary
+        .iter()
+        .take(40)
+        .map(|(w, _)| w.as_str())
+        .collect();
     let wav = out_dir.join("vocabulary.wav");
     let spoken = words.join(", ");
     let result = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("espeak-ng").arg("-w").arg(&wav).arg(&spoken).output()
+        std::process::Command::new("espeak-ng")
+            .arg("-w")
+            .arg(&wav)
+            .arg(&spoken)
+            .output()
     })
     .await
     .map_err(|e| format!("speech task failed: {e}"))?;
@@ -200,19 +259,31 @@ async fn audio(report: &StageReporter, vocabulary: &[(String, usize)], out_dir: 
             report.complete("audio_generation").await;
             Ok(())
         }
-        Ok(out) => Err(format!("espeak-ng exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("espeak-ng is not installed".into()),
+        Ok(out) => Err(format!(
+            "espeak-ng exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err("espeak-ng is not installed".into())
+        }
         Err(e) => Err(format!("espeak-ng could not start: {e}")),
     }
 }
 
 async fn read_source(job: &ProcessBook) -> Result<String, JobError> {
     match &job.source {
-        Some(path) => tokio::fs::read_to_string(path).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => JobError::permanent(format!("source file {path} does not exist")),
-            std::io::ErrorKind::InvalidData => JobError::permanent(format!("source file {path} is not UTF-8 text")),
-            _ => JobError::retry(format!("cannot read {path}: {e}")),
-        }),
+        Some(path) => tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    JobError::permanent(format!("source file {path} does not exist"))
+                }
+                std::io::ErrorKind::InvalidData => {
+                    JobError::permanent(format!("source file {path} is not UTF-8 text"))
+                }
+                _ => JobError::retry(format!("cannot read {path}: {e}")),
+            }),
         None => {
             let pick = job.book_id.bytes().map(usize::from).sum::<usize>() % SAMPLES.len();
             Ok(SAMPLES[pick].1.to_owned())
@@ -221,9 +292,19 @@ async fn read_source(job: &ProcessBook) -> Result<String, JobError> {
 }
 
 async fn write(path: &Path, content: &str) -> Result<(), JobError> {
-    tokio::fs::write(path, content).await.map_err(|e| JobError::retry(format!("cannot write {}: {e}", path.display())))
+    tokio::fs::write(path, content)
+        .await
+        .map_err(|e| JobError::retry(format!("cannot write {}: {e}", path.display())))
 }
 
 fn sanitize(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

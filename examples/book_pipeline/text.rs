@@ -5,11 +5,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// Normalises a plain-text book: no BOM, `\n` line ends, no control characters, single
 /// spaces inside lines, at most one blank line between paragraphs.
 pub(crate) fn normalise(raw: &str) -> String {
-    let raw = raw.trim_start_matches('\u{feff}').replace("\r\n", "\n").replace('\r', "\n");
+    let raw = raw
+        .trim_start_matches('\u{feff}')
+        .replace("\r\n", "\n")
+        .replace('\r', "\n");
     let mut out = String::with_capacity(raw.len());
     let mut blank = 0;
     for line in raw.lines() {
-        let clean: String = line.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+        let clean: String = line
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\t')
+            .collect();
         let words: Vec<&str> = clean.split_whitespace().collect();
         if words.is_empty() {
             blank += 1;
@@ -34,16 +40,25 @@ pub(crate) struct Section {
 /// Splits at chapter headings (`Chapter ...`, `CHAPTER ...`, `# ...`); a book without them
 /// is cut into sections of about six paragraphs.
 pub(crate) fn segment(text: &str) -> Vec<Section> {
-    let paragraphs: Vec<&str> = text.split("\n\n").map(str::trim).filter(|p| !p.is_empty()).collect();
+    let paragraphs: Vec<&str> = text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
     let is_heading = |p: &str| {
         let first = p.split_whitespace().next().unwrap_or("");
-        (first.eq_ignore_ascii_case("chapter") || p.starts_with('#')) && p.len() < 80 && !p.contains('\n')
+        (first.eq_ignore_ascii_case("chapter") || p.starts_with('#'))
+            && p.len() < 80
+            && !p.contains('\n')
     };
     let mut sections: Vec<Section> = Vec::new();
     if paragraphs.iter().any(|p| is_heading(p)) {
         for p in paragraphs {
             if is_heading(p) {
-                sections.push(Section { title: p.trim_start_matches('#').trim().to_owned(), text: String::new() });
+                sections.push(Section {
+                    title: p.trim_start_matches('#').trim().to_owned(),
+                    text: String::new(),
+                });
             } else if let Some(current) = sections.last_mut() {
                 if !current.text.is_empty() {
                     current.text.push_str("\n\n");
@@ -55,7 +70,10 @@ pub(crate) fn segment(text: &str) -> Vec<Section> {
         sections.retain(|s| !s.text.is_empty());
     } else {
         for (i, chunk) in paragraphs.chunks(6).enumerate() {
-            sections.push(Section { title: format!("Section {}", i + 1), text: chunk.join("\n\n") });
+            sections.push(Section {
+                title: format!("Section {}", i + 1),
+                text: chunk.join("\n\n"),
+            });
         }
     }
     sections
@@ -94,12 +112,19 @@ pub(crate) fn top_keywords(section_words: &[Vec<String>], index: usize, k: usize
     let mut scored: Vec<(f64, &str)> = tf
         .into_iter()
         .map(|(w, count)| {
-            let df = section_words.iter().filter(|s| s.iter().any(|x| x == w)).count() as f64;
+            let df = section_words
+                .iter()
+                .filter(|s| s.iter().any(|x| x == w))
+                .count() as f64;
             (count * (1.0 + (n / df).ln()), w)
         })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    scored.into_iter().take(k).map(|(_, w)| w.to_owned()).collect()
+    scored
+        .into_iter()
+        .take(k)
+        .map(|(_, w)| w.to_owned())
+        .collect()
 }
 
 /// Word frequencies, most frequent first (ties alphabetical).
@@ -108,7 +133,8 @@ pub(crate) fn vocabulary<'a>(words: impl IntoIterator<Item = &'a String>) -> Vec
     for w in words {
         *counts.entry(w.as_str()).or_default() += 1;
     }
-    let mut list: Vec<(String, usize)> = counts.into_iter().map(|(w, c)| (w.to_owned(), c)).collect();
+    let mut list: Vec<(String, usize)> =
+        counts.into_iter().map(|(w, c)| (w.to_owned(), c)).collect();
     list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     list
 }
@@ -119,8 +145,13 @@ mod tests {
 
     #[test]
     fn pipeline_functions_on_a_tiny_book() {
-        let book = normalise("\u{feff}Title\r\n\r\n\r\nChapter 1\r\n\r\nThe  lamp burned.\tThe lamp turned.\n\nChapter 2\n\nGlass and sand.");
-        assert_eq!(book, "Title\n\nChapter 1\n\nThe lamp burned.\tThe lamp turned.\n\nChapter 2\n\nGlass and sand.");
+        let book = normalise(
+            "\u{feff}Title\r\n\r\n\r\nChapter 1\r\n\r\nThe  lamp burned.\tThe lamp turned.\n\nChapter 2\n\nGlass and sand.",
+        );
+        assert_eq!(
+            book,
+            "Title\n\nChapter 1\n\nThe lamp burned.\tThe lamp turned.\n\nChapter 2\n\nGlass and sand."
+        );
         let sections = segment(&book);
         assert_eq!(sections.len(), 2);
         assert_eq!(sections[0].title, "Chapter 1");

@@ -12,16 +12,16 @@ use crate::{JobId, JobRecord, JobStatus, LeaseToken, Outcome, Result, WorkerId};
 /// # Contract
 /// Every write by a lease holder carries its token; once the lease expired (even before
 /// anything reaped it) or passed to someone else, the write fails with
-/// `Error::LeaseLost` and changes nothing [`expired_holder_cannot_write`]. Case names of
-/// the conformance suite are given in brackets.
+/// `Error::LeaseLost` and changes nothing (case `expired_holder_cannot_write`). Case names of
+/// the conformance suite are given in parentheses.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
     /// Leases up to `req.max` due jobs: promotes delayed jobs that are due, then takes
-    /// ready jobs in strict priority order, FIFO within a priority [`priority_then_fifo`].
+    /// ready jobs in strict priority order, FIFO within a priority (case `priority_then_fifo`).
     /// Each becomes `processing` with `started_at` set and progress 0. A job is held by
-    /// at most one lease [`claims_are_exclusive`]. When nothing is due, waits up to `wait`
-    /// for work (without polling) and may return empty [`fetch_waits_for_work`].
+    /// at most one lease (case `claims_are_exclusive`). When nothing is due, waits up to `wait`
+    /// for work (without polling) and may return empty (case `fetch_waits_for_work`).
     ///
     /// Cancel-safe: dropping the future before it completes loses no lease (a backend
     /// hands back whatever it leased for a caller that went away).
@@ -29,35 +29,45 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
 
     /// Renews the leases the worker still holds and records the worker as alive. Returns
     /// the leases that were lost and the jobs whose cancel was requested
-    /// [`cancel_running_job`], [`heartbeat_extends_lease`].
+    /// (case `cancel_running_job`), (case `heartbeat_extends_lease`).
     async fn heartbeat(&self, beat: &WorkerBeat, leases: &[LeaseRef]) -> Result<HeartbeatReply>;
 
     /// Stores progress (never lower than what the attempt already reported
-    /// [`progress_never_goes_backwards`]) and the current step; renews the lease.
-    async fn progress(&self, lease: &LeaseRef, progress: u8, step: Option<String>) -> Result<LeaseStatus>;
+    /// (case `progress_never_goes_backwards`)) and the current step; renews the lease.
+    async fn progress(
+        &self,
+        lease: &LeaseRef,
+        progress: u8,
+        step: Option<String>,
+    ) -> Result<LeaseStatus>;
 
     /// Ends the attempt with `outcome` (see [`Outcome`] for each case:
-    /// [`retry_with_backoff`], [`retries_exhausted_fail`], [`permanent_error_fails_at_once`],
-    /// [`partial_outcome_keeps_details`], [`release_uses_no_attempt`]), releases the unique
+    /// (case `retry_with_backoff`), (case `retries_exhausted_fail`), (case `permanent_error_fails_at_once`),
+    /// (case `partial_outcome_keeps_details`), (case `release_uses_no_attempt`)), releases the unique
     /// key when the job reached a terminal status, and, when `next` is given, leases the
     /// next due job in the same round trip.
-    async fn finish(&self, lease: &LeaseRef, outcome: Outcome, next: Option<ClaimRequest>) -> Result<Finished>;
+    async fn finish(
+        &self,
+        lease: &LeaseRef,
+        outcome: Outcome,
+        next: Option<ClaimRequest>,
+    ) -> Result<Finished>;
 
     /// Recovers up to `limit` jobs whose lease expired: back to `queued` at their old place
     /// with `retry_count` + 1, or `failed` when no retries are left, or `cancelled` when a
-    /// cancel was requested [`expired_lease_requeues_in_place`].
+    /// cancel was requested (case `expired_lease_requeues_in_place`).
     async fn reap(&self, limit: usize) -> Result<Vec<JobId>>;
 
     /// Removes a stopping worker from the registry.
     async fn deregister(&self, worker: &WorkerId) -> Result<()>;
 
     /// Deletes up to `limit` finished records older than the retention period, from every
-    /// index; returns how many [`retention_removes_from_every_index`].
+    /// index; returns how many (case `retention_removes_from_every_index`).
     async fn sweep(&self, limit: usize) -> Result<usize>;
 
     /// Ids of running jobs whose cancel is requested from now on: the fast path that tells
     /// a lease holder within milliseconds. Best-effort; the heartbeat reply is the durable
-    /// path [`cancel_running_job`].
+    /// path (case `cancel_running_job`).
     async fn cancellations(&self) -> Result<CancelStream>;
 }
 

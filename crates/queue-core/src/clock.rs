@@ -152,6 +152,9 @@ mod tests {
         let start = clock.now_ms();
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert_eq!(clock.now_ms() - start, 3_600_000);
-        assert_eq!(clock.instant_at(start + 5), clock.origin + Duration::from_millis(5));
+        assert_eq!(
+            clock.instant_at(start + 5),
+            clock.origin + Duration::from_millis(5)
+        );
     }
 }

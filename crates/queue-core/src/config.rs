@@ -131,7 +131,9 @@ impl QueueConfig {
             match key {
                 "DCS_REDIS_URL" => {
                     b.cfg.redis_url = RedisUrl::parse(value).map_err(|e| match e {
-                        Error::Config { message } => Error::config(format!("DCS_REDIS_URL: {message}")),
+                        Error::Config { message } => {
+                            Error::config(format!("DCS_REDIS_URL: {message}"))
+                        }
                         other => other,
                     })?;
                 }
@@ -140,14 +142,25 @@ impl QueueConfig {
                     b.cfg.queue_name = value.to_owned();
                 }
                 "DCS_QUEUE_MAX_CONCURRENCY" => {
-                    b.cfg.max_concurrency = parse_in(value, 1, 10_000).ok_or_else(|| bad("an integer from 1 to 10000"))?;
+                    b.cfg.max_concurrency = parse_in(value, 1, 10_000)
+                        .ok_or_else(|| bad("an integer from 1 to 10000"))?;
                 }
                 "DCS_QUEUE_MAX_RETRIES" => {
-                    b.cfg.max_retries = parse_in(value, 0, 1_000).ok_or_else(|| bad("an integer from 0 to 1000"))?;
+                    b.cfg.max_retries = parse_in(value, 0, 1_000)
+                        .ok_or_else(|| bad("an integer from 0 to 1000"))?;
                 }
-                "DCS_QUEUE_JOB_TIMEOUT_SECONDS" => b.cfg.job_timeout = secs(value, 1).ok_or_else(|| bad("a whole number of seconds, at least 1"))?,
-                "DCS_QUEUE_RETRY_DELAY_SECONDS" => b.cfg.retry_delay = secs(value, 0).ok_or_else(|| bad("a whole number of seconds"))?,
-                "DCS_QUEUE_RETRY_MAX_DELAY_SECONDS" => b.cfg.retry_max_delay = secs(value, 0).ok_or_else(|| bad("a whole number of seconds"))?,
+                "DCS_QUEUE_JOB_TIMEOUT_SECONDS" => {
+                    b.cfg.job_timeout = secs(value, 1)
+                        .ok_or_else(|| bad("a whole number of seconds, at least 1"))?
+                }
+                "DCS_QUEUE_RETRY_DELAY_SECONDS" => {
+                    b.cfg.retry_delay =
+                        secs(value, 0).ok_or_else(|| bad("a whole number of seconds"))?
+                }
+                "DCS_QUEUE_RETRY_MAX_DELAY_SECONDS" => {
+                    b.cfg.retry_max_delay =
+                        secs(value, 0).ok_or_else(|| bad("a whole number of seconds"))?
+                }
                 "DCS_QUEUE_RETRY_JITTER" => {
                     b.cfg.retry_jitter = value
                         .parse::<f64>()
@@ -156,12 +169,25 @@ impl QueueConfig {
                         .ok_or_else(|| bad("a fraction from 0 to 1"))?;
                 }
                 "DCS_QUEUE_DEFAULT_PRIORITY" => {
-                    b.cfg.default_priority = Priority::from_str(value).map_err(|_| bad("high, normal or low"))?;
+                    b.cfg.default_priority =
+                        Priority::from_str(value).map_err(|_| bad("high, normal or low"))?;
                 }
-                "DCS_QUEUE_LEASE_SECONDS" => b.cfg.lease = secs(value, 1).ok_or_else(|| bad("a whole number of seconds, at least 1"))?,
-                "DCS_QUEUE_HEARTBEAT_SECONDS" => b.cfg.heartbeat = secs(value, 1).ok_or_else(|| bad("a whole number of seconds, at least 1"))?,
-                "DCS_QUEUE_SHUTDOWN_GRACE_SECONDS" => b.cfg.shutdown_grace = secs(value, 0).ok_or_else(|| bad("a whole number of seconds"))?,
-                "DCS_QUEUE_RETENTION_SECONDS" => b.cfg.retention = secs(value, 1).ok_or_else(|| bad("a whole number of seconds, at least 1"))?,
+                "DCS_QUEUE_LEASE_SECONDS" => {
+                    b.cfg.lease = secs(value, 1)
+                        .ok_or_else(|| bad("a whole number of seconds, at least 1"))?
+                }
+                "DCS_QUEUE_HEARTBEAT_SECONDS" => {
+                    b.cfg.heartbeat = secs(value, 1)
+                        .ok_or_else(|| bad("a whole number of seconds, at least 1"))?
+                }
+                "DCS_QUEUE_SHUTDOWN_GRACE_SECONDS" => {
+                    b.cfg.shutdown_grace =
+                        secs(value, 0).ok_or_else(|| bad("a whole number of seconds"))?
+                }
+                "DCS_QUEUE_RETENTION_SECONDS" => {
+                    b.cfg.retention = secs(value, 1)
+                        .ok_or_else(|| bad("a whole number of seconds, at least 1"))?
+                }
                 _ => {}
             }
         }
@@ -253,7 +279,10 @@ impl QueueConfigBuilder {
             return Err(Error::config("job_timeout must be positive"));
         }
         if !(0.0..=1.0).contains(&c.retry_jitter) {
-            return Err(Error::config(format!("retry_jitter {} is not in 0..=1", c.retry_jitter)));
+            return Err(Error::config(format!(
+                "retry_jitter {} is not in 0..=1",
+                c.retry_jitter
+            )));
         }
         if c.lease < Duration::from_millis(100) {
             return Err(Error::config("lease must be at least 100 ms"));
@@ -280,7 +309,9 @@ pub fn validate_queue_name(name: &str) -> Result<()> {
         .chars()
         .find(|c| matches!(c, '{' | '}' | ':') || c.is_whitespace() || c.is_control());
     if name.is_empty() || name.chars().count() > 100 || bad_char.is_some() {
-        return Err(Error::config(format!("queue name {name:?}: expected {QUEUE_NAME_RULE}")));
+        return Err(Error::config(format!(
+            "queue name {name:?}: expected {QUEUE_NAME_RULE}"
+        )));
     }
     Ok(())
 }
@@ -309,7 +340,9 @@ impl RedisUrl {
             let part = part.trim();
             let scheme = part.split_once("://").map(|(s, _)| s);
             match scheme {
-                Some("redis" | "rediss" | "redis-cluster" | "rediss-cluster" | "redis+unix" | "unix") => {}
+                Some(
+                    "redis" | "rediss" | "redis-cluster" | "rediss-cluster" | "redis+unix" | "unix",
+                ) => {}
                 _ => {
                     return Err(Error::config(format!(
                         "{:?} is not a Redis URL (expected redis://, rediss:// or redis-cluster://)",
@@ -333,7 +366,9 @@ impl RedisUrl {
 
     /// True when the URL names a cluster (several nodes or a `*-cluster` scheme).
     pub fn is_cluster(&self) -> bool {
-        self.nodes().len() > 1 || self.0.starts_with("redis-cluster://") || self.0.starts_with("rediss-cluster://")
+        self.nodes().len() > 1
+            || self.0.starts_with("redis-cluster://")
+            || self.0.starts_with("rediss-cluster://")
     }
 
     /// `url` with any password replaced by `***`.
@@ -437,7 +472,11 @@ mod tests {
         let url = RedisUrl::parse("rediss://user:s3cret@host:6380/0").unwrap();
         assert_eq!(url.to_string(), "rediss://user:***@host:6380/0");
         assert!(!format!("{url:?}").contains("s3cret"));
-        let cfg = QueueConfig::builder().redis_url("redis://:pw@h:1,redis://:pw@h:2").unwrap().build().unwrap();
+        let cfg = QueueConfig::builder()
+            .redis_url("redis://:pw@h:1,redis://:pw@h:2")
+            .unwrap()
+            .build()
+            .unwrap();
         assert!(!format!("{cfg:?}").contains("pw@"));
         assert!(cfg.redis_url.is_cluster());
         assert!(!QueueConfig::default().redis_url.is_cluster());
@@ -447,7 +486,10 @@ mod tests {
     fn builder_validates() {
         assert!(QueueConfig::builder().max_concurrency(0).build().is_err());
         assert!(QueueConfig::builder().queue_name("a:b").build().is_err());
-        let err = QueueConfig::builder().heartbeat(Duration::from_secs(60)).build().unwrap_err();
+        let err = QueueConfig::builder()
+            .heartbeat(Duration::from_secs(60))
+            .build()
+            .unwrap_err();
         assert!(err.to_string().contains("heartbeat"));
         let c = QueueConfig::builder().max_concurrency(10).build().unwrap();
         assert_eq!(c.max_concurrency, 10);

@@ -159,7 +159,10 @@ mod tests {
         assert_eq!(a.as_uuid().get_version_num(), 7);
         assert_eq!(a.as_uuid().get_variant(), uuid::Variant::RFC4122);
         let ids: Vec<JobId> = (0..10_000).map(|_| JobId::new()).collect();
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing within a process");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "strictly increasing within a process"
+        );
         assert_eq!(a.to_string().parse::<JobId>().unwrap(), a);
         let err = "nope".parse::<JobId>().unwrap_err();
         assert!(err.to_string().contains("`nope` is not a job id"));

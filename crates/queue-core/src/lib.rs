@@ -19,8 +19,14 @@ mod store;
 pub use backend::{Backend, JobStoreExt, SharedBackend};
 #[cfg(feature = "mock")]
 pub use broker::MockBroker;
-pub use broker::{Broker, CancelStream, ClaimRequest, Finished, HeartbeatReply, Lease, LeaseRef, LeaseStatus, WorkerBeat};
-pub use clock::{Clock, ManualClock, Millis, SharedClock, SystemClock, TokioClock, duration_ms, from_millis, to_millis};
+pub use broker::{
+    Broker, CancelStream, ClaimRequest, Finished, HeartbeatReply, Lease, LeaseRef, LeaseStatus,
+    WorkerBeat,
+};
+pub use clock::{
+    Clock, ManualClock, Millis, SharedClock, SystemClock, TokioClock, duration_ms, from_millis,
+    to_millis,
+};
 pub use config::{QueueConfig, QueueConfigBuilder, RedisUrl, validate_queue_name};
 pub use error::{BoxError, Error, Result};
 pub use event::{EventKind, EventStream, JobEvent};
@@ -34,4 +40,6 @@ pub use retry::RetryPolicy;
 pub use state::{Event, InvalidTransition, JobStatus, apply};
 #[cfg(feature = "mock")]
 pub use store::MockJobStore;
-pub use store::{CancelOutcome, JobStore, LifetimeTotals, ListQuery, Page, QueueStats, WorkerInfo, encode_cursor};
+pub use store::{
+    CancelOutcome, JobStore, LifetimeTotals, ListQuery, Page, QueueStats, WorkerInfo, encode_cursor,
+};

@@ -70,16 +70,26 @@ impl Stages {
 
     /// A stage's weight, if it is part of this model.
     pub fn weight(&self, stage: &str) -> Option<u32> {
-        self.stages.iter().find(|(n, _)| n == stage).map(|(_, w)| *w)
+        self.stages
+            .iter()
+            .find(|(n, _)| n == stage)
+            .map(|(_, w)| *w)
     }
 
     /// Overall percent when `stage` is `fraction` (0.0-1.0, clamped) done and every
     /// earlier stage is done. Rounds down, so 100 means every stage is complete.
     pub fn percent(&self, stage: &str, fraction: f64) -> Option<u8> {
         let index = self.stages.iter().position(|(n, _)| n == stage)?;
-        let before: u64 = self.stages[..index].iter().map(|(_, w)| u64::from(*w)).sum();
+        let before: u64 = self.stages[..index]
+            .iter()
+            .map(|(_, w)| u64::from(*w))
+            .sum();
         let weight = f64::from(self.stages[index].1);
-        let fraction = if fraction.is_finite() { fraction.clamp(0.0, 1.0) } else { 0.0 };
+        let fraction = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let done = before as f64 + weight * fraction;
         let pct = (done * 100.0 / self.total as f64 + 1e-9).floor();
         Some(pct.clamp(0.0, 100.0) as u8)
@@ -138,8 +148,13 @@ mod tests {
 
     #[test]
     fn subsets_scale_to_100_and_keep_order() {
-        let s = book().subset(["audio_generation", "text_extraction"]).unwrap();
-        assert_eq!(s.names().collect::<Vec<_>>(), ["text_extraction", "audio_generation"]);
+        let s = book()
+            .subset(["audio_generation", "text_extraction"])
+            .unwrap();
+        assert_eq!(
+            s.names().collect::<Vec<_>>(),
+            ["text_extraction", "audio_generation"]
+        );
         assert_eq!(s.percent("text_extraction", 1.0), Some(44)); // 20 / 45
         assert_eq!(s.percent("audio_generation", 1.0), Some(100));
         assert!(book().subset(["nope"]).is_err());

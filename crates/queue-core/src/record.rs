@@ -135,7 +135,9 @@ pub struct JobRecord {
 impl JobRecord {
     /// The per-job timeout, or `default` when the job has none.
     pub fn timeout_or(&self, default: Duration) -> Duration {
-        self.timeout_ms.map(Duration::from_millis).unwrap_or(default)
+        self.timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(default)
     }
 
     /// True when a failed attempt may still be retried.
@@ -272,7 +274,11 @@ mod tests {
         }
         assert_eq!(p.decode::<Book>().unwrap().book_id, "b1");
         let err = Payload::from_trusted("{}").decode::<Book>().unwrap_err();
-        assert!(err.chain().contains("missing field `book_id`"), "{}", err.chain());
+        assert!(
+            err.chain().contains("missing field `book_id`"),
+            "{}",
+            err.chain()
+        );
         assert!(Payload::from_json("{nope").is_err());
     }
 
@@ -294,8 +300,18 @@ mod tests {
     #[test]
     fn validation_names_the_problem() {
         let job = NewJob::new("", &1).unwrap();
-        assert!(job.validate().unwrap_err().to_string().contains("task name is empty"));
+        assert!(
+            job.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("task name is empty")
+        );
         let job = NewJob::new("t", &1).unwrap().unique_key("");
-        assert!(job.validate().unwrap_err().to_string().contains("unique key is empty"));
+        assert!(
+            job.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("unique key is empty")
+        );
     }
 }

@@ -13,23 +13,23 @@ use crate::{EventStream, JobId, JobRecord, JobStatus, NewJob, Priority, Result};
 /// # Contract
 /// Every method is atomic with respect to every other method of [`JobStore`] and
 /// [`crate::Broker`] on the same queue, across processes. The conformance suite in
-/// `queue-testkit` checks each bullet below; the case names are given in brackets.
+/// `queue-testkit` checks each bullet below; the case names are given in parentheses.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// Creates a job: `queued`, `progress` 0, `retry_count` 0, defaults filled from the
     /// queue configuration.
     ///
-    /// - A job with a delay is not claimable before it is due [`delayed_jobs_wait`].
+    /// - A job with a delay is not claimable before it is due (case `delayed_jobs_wait`).
     /// - With a unique key held by a queued or processing job, fails with
-    ///   `Error::AlreadyExists` naming that job [`unique_key_refused_while_active`]; exactly
-    ///   one of many concurrent enqueues of one key wins [`unique_key_race_has_one_winner`].
+    ///   `Error::AlreadyExists` naming that job (case `unique_key_refused_while_active`); exactly
+    ///   one of many concurrent enqueues of one key wins (case `unique_key_race_has_one_winner`).
     /// - With `job_id` set to an existing job, returns that job unchanged (idempotent
-    ///   retry of an enqueue) [`enqueue_with_same_id_is_idempotent`].
+    ///   retry of an enqueue) (case `enqueue_with_same_id_is_idempotent`).
     async fn enqueue(&self, job: NewJob) -> Result<JobRecord>;
 
     /// Enqueues several jobs, in order, each with the semantics of [`JobStore::enqueue`];
-    /// one refused job does not stop the others [`enqueue_many_reports_each_job`].
+    /// one refused job does not stop the others (case `enqueue_many_reports_each_job`).
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>>;
 
     /// The record, or `Error::NotFound`. A record that cannot be decoded is an
@@ -37,23 +37,23 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     async fn get(&self, id: JobId) -> Result<JobRecord>;
 
     /// Records matching `query`, newest first (by `created_at`, then id), paginated by an
-    /// opaque cursor [`list_by_status_and_unique_key`].
+    /// opaque cursor (case `list_by_status_and_unique_key`).
     async fn list(&self, query: &ListQuery) -> Result<Page>;
 
     /// Cancels a job. A queued job is removed from the queue and ends `cancelled` at once;
     /// a processing job gets `cancel_requested` and its lease holder is told (heartbeat
     /// reply, progress reply and a `CancelRequested` event); it then ends `cancelled` and
-    /// is never retried [`cancel_queued_job`], [`cancel_running_job`]. A finished job
+    /// is never retried (case `cancel_queued_job`), (case `cancel_running_job`). A finished job
     /// gives `Error::InvalidTransition`.
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome>;
 
     /// Re-queues a `failed`, `partial` or `cancelled` job with a fresh retry budget,
     /// optionally at a new priority. Refused for `completed` (and active) jobs with
     /// `Error::InvalidTransition`, and with `Error::AlreadyExists` when another job now
-    /// holds the unique key [`manual_retry`].
+    /// holds the unique key (case `manual_retry`).
     async fn retry(&self, id: JobId, priority: Option<Priority>) -> Result<JobRecord>;
 
-    /// Counts, without scanning jobs [`stats_after_mixed_run`].
+    /// Counts, without scanning jobs (case `stats_after_mixed_run`).
     async fn stats(&self) -> Result<QueueStats>;
 
     /// Workers that sent a heartbeat within the liveness window (three heartbeat
@@ -64,7 +64,7 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     async fn health(&self) -> Result<()>;
 
     /// Events of this queue from now on: every transition of every job in order, progress
-    /// updates and cancel requests [`subscriber_sees_every_transition`].
+    /// updates and cancel requests (case `subscriber_sees_every_transition`).
     async fn subscribe(&self) -> Result<EventStream>;
 }
 

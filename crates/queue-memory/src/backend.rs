@@ -9,9 +9,9 @@ use std::{
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::{
-    Broker, CancelOutcome, CancelStream, ClaimRequest, EventStream, Finished, HeartbeatReply, JobEvent,
-    JobId, JobRecord, JobStore, Lease, LeaseRef, LeaseStatus, ListQuery, NewJob, Outcome, Page,
-    Priority, QueueConfig, QueueStats, Result, SharedClock, TokioClock, WorkerBeat, WorkerId,
+    Broker, CancelOutcome, CancelStream, ClaimRequest, EventStream, Finished, HeartbeatReply,
+    JobEvent, JobId, JobRecord, JobStore, Lease, LeaseRef, LeaseStatus, ListQuery, NewJob, Outcome,
+    Page, Priority, QueueConfig, QueueStats, Result, SharedClock, TokioClock, WorkerBeat, WorkerId,
     WorkerInfo, duration_ms,
 };
 use tokio::sync::{Notify, broadcast};
@@ -114,7 +114,9 @@ impl fmt::Display for MemoryBackend {
 #[async_trait]
 impl JobStore for MemoryBackend {
     async fn enqueue(&self, job: NewJob) -> Result<JobRecord> {
-        let (record, created) = self.lock().enqueue(job, &self.inner.config, self.now(), self.sink())?;
+        let (record, created) =
+            self.lock()
+                .enqueue(job, &self.inner.config, self.now(), self.sink())?;
         if created {
             self.inner.work.notify_waiters();
         }
@@ -126,7 +128,10 @@ impl JobStore for MemoryBackend {
         let out = {
             let mut t = self.lock();
             jobs.into_iter()
-                .map(|job| t.enqueue(job, &self.inner.config, now, self.sink()).map(|(r, _)| r))
+                .map(|job| {
+                    t.enqueue(job, &self.inner.config, now, self.sink())
+                        .map(|(r, _)| r)
+                })
                 .collect()
         };
         self.inner.work.notify_waiters();
@@ -204,11 +209,22 @@ impl Broker for MemoryBackend {
         Ok(self.lock().heartbeat(beat, leases, self.now()))
     }
 
-    async fn progress(&self, lease: &LeaseRef, progress: u8, step: Option<String>) -> Result<LeaseStatus> {
-        self.lock().progress(lease, progress, step.as_deref(), self.now(), self.sink())
+    async fn progress(
+        &self,
+        lease: &LeaseRef,
+        progress: u8,
+        step: Option<String>,
+    ) -> Result<LeaseStatus> {
+        self.lock()
+            .progress(lease, progress, step.as_deref(), self.now(), self.sink())
     }
 
-    async fn finish(&self, lease: &LeaseRef, outcome: Outcome, next: Option<ClaimRequest>) -> Result<Finished> {
+    async fn finish(
+        &self,
+        lease: &LeaseRef,
+        outcome: Outcome,
+        next: Option<ClaimRequest>,
+    ) -> Result<Finished> {
         let requeues = matches!(outcome, Outcome::Retry { .. } | Outcome::Released);
         let (status, next) = {
             let mut t = self.lock();

@@ -40,7 +40,8 @@ impl std::hash::Hasher for IdHasher {
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x517c_c1b7_2722_0a95);
         }
     }
 }
@@ -98,13 +99,24 @@ impl Tables {
 
     /// Moves a job to `to` in the status index and emits the transition.
     fn set_status(&mut self, id: JobId, to: JobStatus, now: Millis, sink: Sink<'_>) {
-        let entry = self.jobs.get_mut(&id).expect("caller checked the job exists");
+        let entry = self
+            .jobs
+            .get_mut(&id)
+            .expect("caller checked the job exists");
         let from = entry.record.status;
         let key = (entry.created_ms, id);
         self.by_status[status_index(from)].remove(&key);
         self.by_status[status_index(to)].insert(key);
         entry.record.status = to;
-        emit(sink, id, now, EventKind::Transition { from: Some(from), to });
+        emit(
+            sink,
+            id,
+            now,
+            EventKind::Transition {
+                from: Some(from),
+                to,
+            },
+        );
     }
 
     fn push_ready(&mut self, id: JobId, place: (u8, u64)) {
@@ -124,9 +136,19 @@ impl Tables {
         }
     }
 
-    pub(crate) fn enqueue(&mut self, job: NewJob, cfg: &QueueConfig, now: Millis, sink: Sink<'_>) -> Result<(JobRecord, bool)> {
+    pub(crate) fn enqueue(
+        &mut self,
+        job: NewJob,
+        cfg: &QueueConfig,
+        now: Millis,
+        sink: Sink<'_>,
+    ) -> Result<(JobRecord, bool)> {
         job.validate()?;
-        let NewJob { task, payload, options } = job;
+        let NewJob {
+            task,
+            payload,
+            options,
+        } = job;
         if let Some(id) = options.job_id
             && let Some(existing) = self.jobs.get(&id)
         {
@@ -134,7 +156,10 @@ impl Tables {
         }
         if let Some(key) = &options.unique_key
             && let Some(holder) = self.dedup.get(key)
-            && self.jobs.get(holder).is_some_and(|e| e.record.status.is_active())
+            && self
+                .jobs
+                .get(holder)
+                .is_some_and(|e| e.record.status.is_active())
         {
             return Err(Error::AlreadyExists {
                 unique_key: key.clone(),
@@ -183,13 +208,32 @@ impl Tables {
         }
         self.totals.enqueued += 1;
         let out = record.clone();
-        self.jobs.insert(id, Box::new(Entry { record, created_ms: now, place, lease: None }));
-        emit(sink, id, now, EventKind::Transition { from: None, to: JobStatus::Queued });
+        self.jobs.insert(
+            id,
+            Box::new(Entry {
+                record,
+                created_ms: now,
+                place,
+                lease: None,
+            }),
+        );
+        emit(
+            sink,
+            id,
+            now,
+            EventKind::Transition {
+                from: None,
+                to: JobStatus::Queued,
+            },
+        );
         Ok((out, true))
     }
 
     pub(crate) fn get(&self, id: JobId) -> Result<JobRecord> {
-        self.jobs.get(&id).map(|e| e.record.clone()).ok_or(Error::NotFound { id })
+        self.jobs
+            .get(&id)
+            .map(|e| e.record.clone())
+            .ok_or(Error::NotFound { id })
     }
 
     /// Promotes due delayed jobs, then leases up to `req.max` ready jobs.
@@ -199,7 +243,9 @@ impl Tables {
                 break;
             }
             self.delayed.pop_first();
-            let Some(entry) = self.jobs.get_mut(&id) else { continue };
+            let Some(entry) = self.jobs.get_mut(&id) else {
+                continue;
+            };
             entry.record.run_at = None;
             let place = (entry.record.priority.band(), seq);
             entry.place = place;
@@ -209,7 +255,9 @@ impl Tables {
         let mut out = Vec::with_capacity(req.max.min(self.ready.len()));
         while out.len() < req.max {
             let Some(id) = self.pop_ready() else { break };
-            let Some(entry) = self.jobs.get_mut(&id) else { continue };
+            let Some(entry) = self.jobs.get_mut(&id) else {
+                continue;
+            };
             let token = LeaseToken::generate();
             let expires_ms = now + lease_ms;
             let r = &mut entry.record;
@@ -217,11 +265,19 @@ impl Tables {
             r.progress = 0;
             r.current_step = None;
             r.worker_id = Some(req.worker.as_str().to_owned());
-            entry.lease = Some(Held { token: token.clone(), expires_ms, lease_ms });
+            entry.lease = Some(Held {
+                token: token.clone(),
+                expires_ms,
+                lease_ms,
+            });
             self.active.insert((expires_ms, id));
             self.set_status(id, JobStatus::Processing, now, sink);
             let job = self.jobs[&id].record.clone();
-            out.push(Lease { job, token, expires_at: from_millis(expires_ms) });
+            out.push(Lease {
+                job,
+                token,
+                expires_at: from_millis(expires_ms),
+            });
         }
         out
     }
@@ -249,8 +305,14 @@ impl Tables {
         self.active.insert((held.expires_ms, id));
     }
 
-    pub(crate) fn heartbeat(&mut self, beat: &WorkerBeat, leases: &[LeaseRef], now: Millis) -> HeartbeatReply {
-        self.workers.insert(beat.worker.as_str().to_owned(), (beat.clone(), now));
+    pub(crate) fn heartbeat(
+        &mut self,
+        beat: &WorkerBeat,
+        leases: &[LeaseRef],
+        now: Millis,
+    ) -> HeartbeatReply {
+        self.workers
+            .insert(beat.worker.as_str().to_owned(), (beat.clone(), now));
         let mut reply = HeartbeatReply::default();
         for lease in leases {
             match self.held(lease, now) {
@@ -266,7 +328,14 @@ impl Tables {
         reply
     }
 
-    pub(crate) fn progress(&mut self, lease: &LeaseRef, progress: u8, step_name: Option<&str>, now: Millis, sink: Sink<'_>) -> Result<LeaseStatus> {
+    pub(crate) fn progress(
+        &mut self,
+        lease: &LeaseRef,
+        progress: u8,
+        step_name: Option<&str>,
+        now: Millis,
+        sink: Sink<'_>,
+    ) -> Result<LeaseStatus> {
         if progress > 100 {
             return Err(Error::invalid(format!("progress {progress} is above 100")));
         }
@@ -277,21 +346,36 @@ impl Tables {
         if let Some(s) = step_name {
             r.current_step = Some(s.to_owned());
         }
-        let status = LeaseStatus { cancel_requested: r.cancel_requested };
-        let kind = EventKind::Progress { progress: r.progress, step: r.current_step.clone() };
+        let status = LeaseStatus {
+            cancel_requested: r.cancel_requested,
+        };
+        let kind = EventKind::Progress {
+            progress: r.progress,
+            step: r.current_step.clone(),
+        };
         emit(sink, lease.job_id, now, kind);
         Ok(status)
     }
 
     /// Ends a held job's attempt. The lease must already be checked.
-    fn end_attempt(&mut self, id: JobId, outcome: Outcome, now: Millis, sink: Sink<'_>) -> Result<JobStatus> {
+    fn end_attempt(
+        &mut self,
+        id: JobId,
+        outcome: Outcome,
+        now: Millis,
+        sink: Sink<'_>,
+    ) -> Result<JobStatus> {
         let entry = self.jobs.get_mut(&id).expect("held");
         let held = entry.lease.take().expect("held");
         self.active.remove(&(held.expires_ms, id));
         let r = &mut entry.record;
         // A requested cancel wins over anything but success: the job is never retried.
         let outcome = match outcome {
-            Outcome::Retry { .. } | Outcome::Failed { .. } | Outcome::Released if r.cancel_requested => Outcome::Cancelled,
+            Outcome::Retry { .. } | Outcome::Failed { .. } | Outcome::Released
+                if r.cancel_requested =>
+            {
+                Outcome::Cancelled
+            }
             Outcome::Retry { error, .. } if !r.has_retries_left() => Outcome::Failed { error },
             other => other,
         };
@@ -361,7 +445,13 @@ impl Tables {
         }
     }
 
-    pub(crate) fn finish(&mut self, lease: &LeaseRef, outcome: Outcome, now: Millis, sink: Sink<'_>) -> Result<JobStatus> {
+    pub(crate) fn finish(
+        &mut self,
+        lease: &LeaseRef,
+        outcome: Outcome,
+        now: Millis,
+        sink: Sink<'_>,
+    ) -> Result<JobStatus> {
         self.held(lease, now)?;
         self.end_attempt(lease.job_id, outcome, now, sink)
     }
@@ -369,7 +459,9 @@ impl Tables {
     pub(crate) fn reap(&mut self, limit: usize, now: Millis, sink: Sink<'_>) -> Vec<JobId> {
         let mut out = Vec::new();
         while out.len() < limit {
-            let Some(&(expires, id)) = self.active.first() else { break };
+            let Some(&(expires, id)) = self.active.first() else {
+                break;
+            };
             if expires > now {
                 break;
             }
@@ -385,12 +477,16 @@ impl Tables {
                 r.retry_count += 1;
                 r.progress = 0;
                 r.current_step = None;
-                r.error_message = Some(format!("lease expired: worker {worker} stopped renewing it"));
+                r.error_message = Some(format!(
+                    "lease expired: worker {worker} stopped renewing it"
+                ));
                 let place = entry.place;
                 self.push_ready(id, place);
                 Event::LeaseExpired
             } else {
-                r.error_message = Some(format!("lease expired: worker {worker} was lost and no retries are left"));
+                r.error_message = Some(format!(
+                    "lease expired: worker {worker} was lost and no retries are left"
+                ));
                 self.totals.failed += 1;
                 Event::Fail
             };
@@ -405,7 +501,12 @@ impl Tables {
         out
     }
 
-    pub(crate) fn cancel(&mut self, id: JobId, now: Millis, sink: Sink<'_>) -> Result<queue_core::CancelOutcome> {
+    pub(crate) fn cancel(
+        &mut self,
+        id: JobId,
+        now: Millis,
+        sink: Sink<'_>,
+    ) -> Result<queue_core::CancelOutcome> {
         let entry = self.jobs.get_mut(&id).ok_or(Error::NotFound { id })?;
         match entry.record.status {
             JobStatus::Queued => {
@@ -422,23 +523,46 @@ impl Tables {
                 emit(sink, id, now, EventKind::CancelRequested);
                 Ok(queue_core::CancelOutcome::Requested)
             }
-            from => Err(Error::InvalidTransition { id, from, event: Event::Cancel }),
+            from => Err(Error::InvalidTransition {
+                id,
+                from,
+                event: Event::Cancel,
+            }),
         }
     }
 
-    pub(crate) fn retry(&mut self, id: JobId, priority: Option<Priority>, now: Millis, sink: Sink<'_>) -> Result<JobRecord> {
+    pub(crate) fn retry(
+        &mut self,
+        id: JobId,
+        priority: Option<Priority>,
+        now: Millis,
+        sink: Sink<'_>,
+    ) -> Result<JobRecord> {
         let entry = self.jobs.get(&id).ok_or(Error::NotFound { id })?;
         step(id, entry.record.status, Event::ManualRetry)?;
         if let Some(key) = &entry.record.unique_key
             && let Some(holder) = self.dedup.get(key)
             && *holder != id
-            && self.jobs.get(holder).is_some_and(|e| e.record.status.is_active())
+            && self
+                .jobs
+                .get(holder)
+                .is_some_and(|e| e.record.status.is_active())
         {
-            return Err(Error::AlreadyExists { unique_key: key.clone(), job_id: *holder });
+            return Err(Error::AlreadyExists {
+                unique_key: key.clone(),
+                job_id: *holder,
+            });
         }
         let seq = self.next_seq();
         let entry = self.jobs.get_mut(&id).expect("checked");
-        self.finished.remove(&(entry.record.completed_at.map(queue_core::to_millis).unwrap_or_default(), id));
+        self.finished.remove(&(
+            entry
+                .record
+                .completed_at
+                .map(queue_core::to_millis)
+                .unwrap_or_default(),
+            id,
+        ));
         let r = &mut entry.record;
         if let Some(p) = priority {
             r.priority = p;
@@ -477,13 +601,18 @@ impl Tables {
         let mut jobs = Vec::with_capacity(query.limit.min(index.len()));
         let mut next_cursor = None;
         for &(ms, id) in iter {
-            let Some(entry) = self.jobs.get(&id) else { continue };
+            let Some(entry) = self.jobs.get(&id) else {
+                continue;
+            };
             if query.status.is_some_and(|s| s != entry.record.status) {
                 continue;
             }
             if jobs.len() == query.limit {
                 let last: &JobRecord = jobs.last().expect("limit is at least 1");
-                next_cursor = Some(encode_cursor(queue_core::to_millis(last.created_at), last.job_id));
+                next_cursor = Some(encode_cursor(
+                    queue_core::to_millis(last.created_at),
+                    last.job_id,
+                ));
                 break;
             }
             let _ = ms;
@@ -531,7 +660,9 @@ impl Tables {
                 jobs: self
                     .active
                     .iter()
-                    .filter(|(_, id)| self.jobs[id].record.worker_id.as_deref() == Some(beat.worker.as_str()))
+                    .filter(|(_, id)| {
+                        self.jobs[id].record.worker_id.as_deref() == Some(beat.worker.as_str())
+                    })
                     .map(|(_, id)| *id)
                     .collect(),
             })
@@ -547,12 +678,16 @@ impl Tables {
     pub(crate) fn sweep(&mut self, limit: usize, cutoff: Millis) -> usize {
         let mut removed = 0;
         while removed < limit {
-            let Some(&(finished, id)) = self.finished.first() else { break };
+            let Some(&(finished, id)) = self.finished.first() else {
+                break;
+            };
             if finished > cutoff {
                 break;
             }
             self.finished.pop_first();
-            let Some(entry) = self.jobs.remove(&id) else { continue };
+            let Some(entry) = self.jobs.remove(&id) else {
+                continue;
+            };
             let key = (entry.created_ms, id);
             self.all.remove(&key);
             self.by_status[status_index(entry.record.status)].remove(&key);

@@ -38,7 +38,9 @@ fn beat(worker: &str) -> WorkerBeat {
 }
 
 fn n_of(record: &JobRecord) -> u64 {
-    record.payload.to_value()["n"].as_u64().expect("conformance payload")
+    record.payload.to_value()["n"]
+        .as_u64()
+        .expect("conformance payload")
 }
 
 async fn enqueue(h: &Harness, job: NewJob) -> JobRecord {
@@ -46,7 +48,10 @@ async fn enqueue(h: &Harness, job: NewJob) -> JobRecord {
 }
 
 async fn fetch(h: &Harness, max: usize) -> Vec<Lease> {
-    h.backend.fetch(&req("w1", max), Duration::ZERO).await.expect("fetch")
+    h.backend
+        .fetch(&req("w1", max), Duration::ZERO)
+        .await
+        .expect("fetch")
 }
 
 async fn claim_one(h: &Harness) -> Lease {
@@ -56,7 +61,11 @@ async fn claim_one(h: &Harness) -> Lease {
 }
 
 async fn finish(h: &Harness, lease: &Lease, outcome: Outcome) -> JobStatus {
-    h.backend.finish(&lease.to_ref(), outcome, None).await.expect("finish").status
+    h.backend
+        .finish(&lease.to_ref(), outcome, None)
+        .await
+        .expect("finish")
+        .status
 }
 
 async fn get(h: &Harness, id: JobId) -> JobRecord {
@@ -132,16 +141,29 @@ pub async fn unique_key_refused_while_active(h: &Harness) {
         }
         other => panic!("expected AlreadyExists, got {other:?}"),
     };
-    refused(h.backend.enqueue(job(2).unique_key("book-1")).await.unwrap_err());
+    refused(
+        h.backend
+            .enqueue(job(2).unique_key("book-1"))
+            .await
+            .unwrap_err(),
+    );
     enqueue(h, job(3).unique_key("book-2")).await;
     let lease = claim_one(h).await;
     assert_eq!(lease.job.job_id, first.job_id);
-    refused(h.backend.enqueue(job(4).unique_key("book-1")).await.unwrap_err());
+    refused(
+        h.backend
+            .enqueue(job(4).unique_key("book-1"))
+            .await
+            .unwrap_err(),
+    );
     finish(h, &lease, completed()).await;
     let second = enqueue(h, job(5).unique_key("book-1")).await;
     assert_ne!(second.job_id, first.job_id);
     // A cancelled queued job frees its key too.
-    assert_eq!(h.backend.cancel(second.job_id).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(
+        h.backend.cancel(second.job_id).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
     enqueue(h, job(6).unique_key("book-1")).await;
 }
 
@@ -165,8 +187,15 @@ pub async fn unique_key_race_has_one_winner(h: &Harness) {
         }
     }
     assert_eq!(winners.len(), 1, "exactly one enqueue wins");
-    assert!(named.iter().all(|id| *id == winners[0]), "losers name the winner");
-    let page = h.backend.list(&ListQuery::new().unique_key("contested")).await.unwrap();
+    assert!(
+        named.iter().all(|id| *id == winners[0]),
+        "losers name the winner"
+    );
+    let page = h
+        .backend
+        .list(&ListQuery::new().unique_key("contested"))
+        .await
+        .unwrap();
     assert_eq!(page.jobs.len(), 1);
     assert_eq!(h.backend.stats().await.unwrap().total, 1);
 }
@@ -186,7 +215,11 @@ pub async fn enqueue_with_same_id_is_idempotent(h: &Harness) {
 pub async fn enqueue_many_reports_each_job(h: &Harness) {
     let results = h
         .backend
-        .enqueue_many(vec![job(1).unique_key("k"), job(2).unique_key("k"), job(3).priority(Priority::High)])
+        .enqueue_many(vec![
+            job(1).unique_key("k"),
+            job(2).unique_key("k"),
+            job(3).priority(Priority::High),
+        ])
         .await
         .unwrap();
     assert_eq!(results.len(), 3);
@@ -204,18 +237,30 @@ pub async fn enqueue_many_reports_each_job(h: &Harness) {
 pub async fn cancel_queued_job(h: &Harness) {
     let a = enqueue(h, job(1).unique_key("k")).await;
     let delayed = enqueue(h, job(2).delay(Duration::from_secs(5))).await;
-    assert_eq!(h.backend.cancel(a.job_id).await.unwrap(), CancelOutcome::Cancelled);
-    assert_eq!(h.backend.cancel(delayed.job_id).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(
+        h.backend.cancel(a.job_id).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        h.backend.cancel(delayed.job_id).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
     let r = get(h, a.job_id).await;
     assert_eq!(r.status, JobStatus::Cancelled);
     assert!(r.completed_at.is_some());
     h.advance(Duration::from_secs(10));
-    assert!(fetch(h, 10).await.is_empty(), "cancelled jobs are not claimable");
+    assert!(
+        fetch(h, 10).await.is_empty(),
+        "cancelled jobs are not claimable"
+    );
     match h.backend.cancel(a.job_id).await.unwrap_err() {
         Error::InvalidTransition { from, .. } => assert_eq!(from, JobStatus::Cancelled),
         other => panic!("expected InvalidTransition, got {other:?}"),
     }
-    assert!(matches!(h.backend.cancel(JobId::new()).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        h.backend.cancel(JobId::new()).await,
+        Err(Error::NotFound { .. })
+    ));
     let stats = h.backend.stats().await.unwrap();
     assert_eq!((stats.queued, stats.cancelled, stats.scheduled), (0, 2, 0));
     enqueue(h, job(3).unique_key("k")).await;
@@ -225,11 +270,18 @@ pub async fn cancel_queued_job(h: &Harness) {
 pub async fn cancel_running_job(h: &Harness) {
     let a = enqueue(h, job(1)).await;
     let lease = claim_one(h).await;
-    assert_eq!(h.backend.cancel(a.job_id).await.unwrap(), CancelOutcome::Requested);
+    assert_eq!(
+        h.backend.cancel(a.job_id).await.unwrap(),
+        CancelOutcome::Requested
+    );
     let r = get(h, a.job_id).await;
     assert_eq!(r.status, JobStatus::Processing);
     assert!(r.cancel_requested);
-    let reply = h.backend.heartbeat(&beat("w1"), &[lease.to_ref()]).await.unwrap();
+    let reply = h
+        .backend
+        .heartbeat(&beat("w1"), &[lease.to_ref()])
+        .await
+        .unwrap();
     assert_eq!(reply.cancel, vec![a.job_id]);
     assert!(reply.lost.is_empty());
     let status = h.backend.progress(&lease.to_ref(), 10, None).await.unwrap();
@@ -245,7 +297,10 @@ pub async fn cancel_running_job(h: &Harness) {
     let b = enqueue(h, job(2)).await;
     let lease = claim_one(h).await;
     h.backend.cancel(b.job_id).await.unwrap();
-    assert_eq!(finish(h, &lease, Outcome::Cancelled).await, JobStatus::Cancelled);
+    assert_eq!(
+        finish(h, &lease, Outcome::Cancelled).await,
+        JobStatus::Cancelled
+    );
 }
 
 /// A failure with retries left goes back to `queued` after the backoff, `retry_count` + 1.
@@ -253,7 +308,10 @@ pub async fn retry_with_backoff(h: &Harness) {
     let a = enqueue(h, job(1)).await;
     assert_eq!(a.max_retries, 3);
     let lease = claim_one(h).await;
-    h.backend.progress(&lease.to_ref(), 40, Some("half".into())).await.unwrap();
+    h.backend
+        .progress(&lease.to_ref(), 40, Some("half".into()))
+        .await
+        .unwrap();
     assert_eq!(finish(h, &lease, retry(60)).await, JobStatus::Queued);
     let r = get(h, a.job_id).await;
     assert_eq!(r.status, JobStatus::Queued);
@@ -296,7 +354,14 @@ pub async fn retries_exhausted_fail(h: &Harness) {
 pub async fn permanent_error_fails_at_once(h: &Harness) {
     let a = enqueue(h, job(1).max_retries(5)).await;
     let lease = claim_one(h).await;
-    let status = finish(h, &lease, Outcome::Failed { error: "bad input".into() }).await;
+    let status = finish(
+        h,
+        &lease,
+        Outcome::Failed {
+            error: "bad input".into(),
+        },
+    )
+    .await;
     assert_eq!(status, JobStatus::Failed);
     let r = get(h, a.job_id).await;
     assert_eq!((r.status, r.retry_count), (JobStatus::Failed, 0));
@@ -312,12 +377,20 @@ pub async fn expired_lease_requeues_in_place(h: &Harness) {
     let lease = claim_one(h).await;
     assert_eq!(lease.job.job_id, a.job_id);
     h.advance(LEASE - Duration::from_secs(1));
-    assert!(h.backend.reap(100).await.unwrap().is_empty(), "lease not yet expired");
+    assert!(
+        h.backend.reap(100).await.unwrap().is_empty(),
+        "lease not yet expired"
+    );
     h.advance(Duration::from_secs(2));
     assert_eq!(h.backend.reap(100).await.unwrap(), vec![a.job_id]);
     let r = get(h, a.job_id).await;
     assert_eq!((r.status, r.retry_count), (JobStatus::Queued, 1));
-    assert!(r.error_message.as_deref().unwrap_or("").contains("lease expired"));
+    assert!(
+        r.error_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("lease expired")
+    );
     assert_eq!(r.worker_id, None);
     let order: Vec<u64> = fetch(h, 10).await.iter().map(|l| n_of(&l.job)).collect();
     assert_eq!(order, [1, 2, 3], "the recovered job keeps its place");
@@ -347,22 +420,48 @@ pub async fn expired_holder_cannot_write(h: &Harness) {
         job_id: a.job_id,
         token: LeaseToken::new("forged"),
     };
-    assert!(matches!(h.backend.progress(&forged, 5, None).await, Err(Error::LeaseLost { .. })));
+    assert!(matches!(
+        h.backend.progress(&forged, 5, None).await,
+        Err(Error::LeaseLost { .. })
+    ));
     h.advance(LEASE + Duration::from_secs(1));
     let lost = |r: Result<_, Error>| match r {
         Err(Error::LeaseLost { id }) => assert_eq!(id, a.job_id),
         Err(other) => panic!("expected LeaseLost, got {other:?}"),
         Ok(_) => panic!("expected LeaseLost, got Ok"),
     };
-    lost(h.backend.progress(&lease.to_ref(), 50, None).await.map(|_| ()));
-    lost(h.backend.finish(&lease.to_ref(), completed(), None).await.map(|_| ()));
-    let reply = h.backend.heartbeat(&beat("w1"), &[lease.to_ref()]).await.unwrap();
+    lost(
+        h.backend
+            .progress(&lease.to_ref(), 50, None)
+            .await
+            .map(|_| ()),
+    );
+    lost(
+        h.backend
+            .finish(&lease.to_ref(), completed(), None)
+            .await
+            .map(|_| ()),
+    );
+    let reply = h
+        .backend
+        .heartbeat(&beat("w1"), &[lease.to_ref()])
+        .await
+        .unwrap();
     assert_eq!(reply.lost, vec![a.job_id]);
     let r = get(h, a.job_id).await;
-    assert_eq!((r.status, r.progress), (JobStatus::Processing, 0), "nothing changed");
+    assert_eq!(
+        (r.status, r.progress),
+        (JobStatus::Processing, 0),
+        "nothing changed"
+    );
     h.backend.reap(10).await.unwrap();
     let second = claim_one(h).await;
-    lost(h.backend.finish(&lease.to_ref(), completed(), None).await.map(|_| ()));
+    lost(
+        h.backend
+            .finish(&lease.to_ref(), completed(), None)
+            .await
+            .map(|_| ()),
+    );
     assert_eq!(finish(h, &second, completed()).await, JobStatus::Completed);
 }
 
@@ -371,10 +470,17 @@ pub async fn heartbeat_extends_lease(h: &Harness) {
     let a = enqueue(h, job(1)).await;
     let lease = claim_one(h).await;
     h.advance(Duration::from_secs(20));
-    let reply = h.backend.heartbeat(&beat("w1"), &[lease.to_ref()]).await.unwrap();
+    let reply = h
+        .backend
+        .heartbeat(&beat("w1"), &[lease.to_ref()])
+        .await
+        .unwrap();
     assert!(reply.lost.is_empty() && reply.cancel.is_empty());
     h.advance(Duration::from_secs(20));
-    assert!(h.backend.reap(10).await.unwrap().is_empty(), "renewed lease must not expire");
+    assert!(
+        h.backend.reap(10).await.unwrap().is_empty(),
+        "renewed lease must not expire"
+    );
     let workers = h.backend.workers().await.unwrap();
     assert_eq!(workers.len(), 1);
     assert_eq!(workers[0].worker_id, "w1");
@@ -394,14 +500,23 @@ pub async fn heartbeat_extends_lease(h: &Harness) {
 pub async fn progress_never_goes_backwards(h: &Harness) {
     let a = enqueue(h, job(1)).await;
     let lease = claim_one(h).await;
-    h.backend.progress(&lease.to_ref(), 40, Some("segmentation".into())).await.unwrap();
-    h.backend.progress(&lease.to_ref(), 20, Some("topic_analysis".into())).await.unwrap();
+    h.backend
+        .progress(&lease.to_ref(), 40, Some("segmentation".into()))
+        .await
+        .unwrap();
+    h.backend
+        .progress(&lease.to_ref(), 20, Some("topic_analysis".into()))
+        .await
+        .unwrap();
     let r = get(h, a.job_id).await;
     assert_eq!(r.progress, 40);
     assert_eq!(r.current_step.as_deref(), Some("topic_analysis"));
     h.backend.progress(&lease.to_ref(), 55, None).await.unwrap();
     let r = get(h, a.job_id).await;
-    assert_eq!((r.progress, r.current_step.as_deref()), (55, Some("topic_analysis")));
+    assert_eq!(
+        (r.progress, r.current_step.as_deref()),
+        (55, Some("topic_analysis"))
+    );
     assert!(matches!(
         h.backend.progress(&lease.to_ref(), 101, None).await,
         Err(Error::InvalidArgument { .. })
@@ -437,38 +552,73 @@ pub async fn release_uses_no_attempt(h: &Harness) {
     let a = enqueue(h, job(1)).await;
     enqueue(h, job(2)).await;
     let lease = claim_one(h).await;
-    assert_eq!(finish(h, &lease, Outcome::Released).await, JobStatus::Queued);
+    assert_eq!(
+        finish(h, &lease, Outcome::Released).await,
+        JobStatus::Queued
+    );
     let r = get(h, a.job_id).await;
-    assert_eq!((r.status, r.retry_count, r.worker_id.as_deref()), (JobStatus::Queued, 0, None));
+    assert_eq!(
+        (r.status, r.retry_count, r.worker_id.as_deref()),
+        (JobStatus::Queued, 0, None)
+    );
     let order: Vec<u64> = fetch(h, 10).await.iter().map(|l| n_of(&l.job)).collect();
     assert_eq!(order, [1, 2]);
 }
 
 /// Stats after a run of every kind of outcome.
 pub async fn stats_after_mixed_run(h: &Harness) {
-    for (n, p) in [(1, Priority::High), (2, Priority::Normal), (3, Priority::Normal), (4, Priority::Normal)] {
+    for (n, p) in [
+        (1, Priority::High),
+        (2, Priority::Normal),
+        (3, Priority::Normal),
+        (4, Priority::Normal),
+    ] {
         enqueue(h, job(n).priority(p)).await;
     }
     let leases = fetch(h, 4).await; // 1, 2, 3, 4
     finish(h, &leases[0], completed()).await;
     finish(h, &leases[1], Outcome::Failed { error: "x".into() }).await;
-    finish(h, &leases[2], Outcome::Partial { result: None, error: "y".into() }).await;
+    finish(
+        h,
+        &leases[2],
+        Outcome::Partial {
+            result: None,
+            error: "y".into(),
+        },
+    )
+    .await;
     // leases[3] stays processing.
     let cancelled = enqueue(h, job(5)).await;
     h.backend.cancel(cancelled.job_id).await.unwrap();
-    for (n, p) in [(6, Priority::High), (7, Priority::Low), (8, Priority::Low), (9, Priority::Normal)] {
+    for (n, p) in [
+        (6, Priority::High),
+        (7, Priority::Low),
+        (8, Priority::Low),
+        (9, Priority::Normal),
+    ] {
         enqueue(h, job(n).priority(p)).await;
     }
     enqueue(h, job(10).delay(Duration::from_secs(60))).await;
     let s = h.backend.stats().await.unwrap();
     assert_eq!(s.total, 10);
     assert_eq!((s.queued, s.scheduled, s.processing), (5, 1, 1));
-    assert_eq!((s.completed, s.failed, s.partial, s.cancelled), (1, 1, 1, 1));
+    assert_eq!(
+        (s.completed, s.failed, s.partial, s.cancelled),
+        (1, 1, 1, 1)
+    );
     assert_eq!(s.depth[&Priority::High], 1);
     assert_eq!(s.depth[&Priority::Normal], 1);
     assert_eq!(s.depth[&Priority::Low], 2);
     assert_eq!(s.totals.enqueued, 10);
-    assert_eq!((s.totals.completed, s.totals.failed, s.totals.partial, s.totals.cancelled), (1, 1, 1, 1));
+    assert_eq!(
+        (
+            s.totals.completed,
+            s.totals.failed,
+            s.totals.partial,
+            s.totals.cancelled
+        ),
+        (1, 1, 1, 1)
+    );
     assert_eq!(s.active_workers, 0);
 }
 
@@ -484,7 +634,11 @@ pub async fn list_by_status_and_unique_key(h: &Harness) {
     }
     let mut others = Vec::new();
     for n in 10..14 {
-        others.push(enqueue(h, job(n).unique_key(format!("book-{n}"))).await.job_id);
+        others.push(
+            enqueue(h, job(n).unique_key(format!("book-{n}")))
+                .await
+                .job_id,
+        );
         h.advance(Duration::from_millis(5));
     }
     let mut all_ids: Vec<JobId> = book1.iter().chain(&others).copied().collect();
@@ -503,30 +657,64 @@ pub async fn list_by_status_and_unique_key(h: &Harness) {
     }
     assert_eq!(seen, all_ids, "all jobs, newest first, each once");
 
-    let done = h.backend.list(&ListQuery::new().status(JobStatus::Completed)).await.unwrap();
+    let done = h
+        .backend
+        .list(&ListQuery::new().status(JobStatus::Completed))
+        .await
+        .unwrap();
     let done_ids: Vec<JobId> = done.jobs.iter().map(|r| r.job_id).collect();
     assert_eq!(done_ids, book1.iter().rev().copied().collect::<Vec<_>>());
     assert_eq!(done.next_cursor, None);
-    let queued = h.backend.list(&ListQuery::new().status(JobStatus::Queued).limit(2)).await.unwrap();
-    assert_eq!(queued.jobs.iter().map(|r| r.job_id).collect::<Vec<_>>(), [others[3], others[2]]);
-    assert!(queued.next_cursor.is_some());
-
-    let history = h.backend.list(&ListQuery::new().unique_key("book-1").limit(2)).await.unwrap();
-    assert_eq!(history.jobs.iter().map(|r| r.job_id).collect::<Vec<_>>(), [book1[2], book1[1]]);
-    let rest = h
+    let queued = h
         .backend
-        .list(&ListQuery::new().unique_key("book-1").limit(2).cursor(history.next_cursor.unwrap()))
+        .list(&ListQuery::new().status(JobStatus::Queued).limit(2))
         .await
         .unwrap();
-    assert_eq!(rest.jobs.iter().map(|r| r.job_id).collect::<Vec<_>>(), [book1[0]]);
+    assert_eq!(
+        queued.jobs.iter().map(|r| r.job_id).collect::<Vec<_>>(),
+        [others[3], others[2]]
+    );
+    assert!(queued.next_cursor.is_some());
+
+    let history = h
+        .backend
+        .list(&ListQuery::new().unique_key("book-1").limit(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        history.jobs.iter().map(|r| r.job_id).collect::<Vec<_>>(),
+        [book1[2], book1[1]]
+    );
+    let rest = h
+        .backend
+        .list(
+            &ListQuery::new()
+                .unique_key("book-1")
+                .limit(2)
+                .cursor(history.next_cursor.unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.jobs.iter().map(|r| r.job_id).collect::<Vec<_>>(),
+        [book1[0]]
+    );
     assert_eq!(rest.next_cursor, None);
     let filtered = h
         .backend
-        .list(&ListQuery::new().unique_key("book-10").status(JobStatus::Completed))
+        .list(
+            &ListQuery::new()
+                .unique_key("book-10")
+                .status(JobStatus::Completed),
+        )
         .await
         .unwrap();
     assert!(filtered.jobs.is_empty());
-    let none = h.backend.list(&ListQuery::new().unique_key("no-such-book")).await.unwrap();
+    let none = h
+        .backend
+        .list(&ListQuery::new().unique_key("no-such-book"))
+        .await
+        .unwrap();
     assert!(none.jobs.is_empty() && none.next_cursor.is_none());
 }
 
@@ -570,18 +758,54 @@ pub async fn retention_removes_from_every_index(h: &Harness) {
     let young_lease = lease.iter().find(|l| l.job.job_id == young.job_id).unwrap();
     finish(h, young_lease, completed()).await;
     let _ = (&waiting, &running);
-    assert_eq!(h.backend.sweep(100).await.unwrap(), 0, "nothing is old enough yet");
+    assert_eq!(
+        h.backend.sweep(100).await.unwrap(),
+        0,
+        "nothing is old enough yet"
+    );
     h.advance(Duration::from_secs(1801));
     assert_eq!(h.backend.sweep(100).await.unwrap(), 3);
     for id in [done.job_id, failed.job_id, cancelled.job_id] {
-        assert!(matches!(h.backend.get(id).await, Err(Error::NotFound { .. })));
+        assert!(matches!(
+            h.backend.get(id).await,
+            Err(Error::NotFound { .. })
+        ));
     }
-    assert!(h.backend.list(&ListQuery::new().unique_key("book-r")).await.unwrap().jobs.is_empty());
-    assert!(h.backend.list(&ListQuery::new().status(JobStatus::Completed)).await.unwrap().jobs.len() == 1);
-    let all: HashSet<JobId> = h.backend.list(&ListQuery::new()).await.unwrap().jobs.iter().map(|r| r.job_id).collect();
-    assert_eq!(all, HashSet::from([waiting.job_id, running.job_id, young.job_id]));
+    assert!(
+        h.backend
+            .list(&ListQuery::new().unique_key("book-r"))
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    assert!(
+        h.backend
+            .list(&ListQuery::new().status(JobStatus::Completed))
+            .await
+            .unwrap()
+            .jobs
+            .len()
+            == 1
+    );
+    let all: HashSet<JobId> = h
+        .backend
+        .list(&ListQuery::new())
+        .await
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|r| r.job_id)
+        .collect();
+    assert_eq!(
+        all,
+        HashSet::from([waiting.job_id, running.job_id, young.job_id])
+    );
     let s = h.backend.stats().await.unwrap();
-    assert_eq!((s.total, s.completed, s.failed, s.cancelled, s.processing), (3, 1, 0, 0, 2));
+    assert_eq!(
+        (s.total, s.completed, s.failed, s.cancelled, s.processing),
+        (3, 1, 0, 0, 2)
+    );
     assert_eq!(s.totals.completed, 2, "lifetime totals survive retention");
     assert_eq!(h.backend.sweep(100).await.unwrap(), 0);
     enqueue(h, job(7).unique_key("book-r")).await;
@@ -595,12 +819,28 @@ pub async fn manual_retry(h: &Harness) {
     finish(h, &lease, retry(1)).await;
     assert_eq!(get(h, a.job_id).await.status, JobStatus::Failed);
     enqueue(h, job(2)).await; // normal, queued before the retry
-    let r = h.backend.retry(a.job_id, Some(Priority::High)).await.unwrap();
-    assert_eq!((r.status, r.priority, r.retry_count), (JobStatus::Queued, Priority::High, 0));
-    assert_eq!((r.error_message.as_deref(), r.completed_at, r.progress), (None, None, 0));
+    let r = h
+        .backend
+        .retry(a.job_id, Some(Priority::High))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.priority, r.retry_count),
+        (JobStatus::Queued, Priority::High, 0)
+    );
+    assert_eq!(
+        (r.error_message.as_deref(), r.completed_at, r.progress),
+        (None, None, 0)
+    );
     let first = claim_one(h).await;
-    assert_eq!(first.job.job_id, a.job_id, "the retried job jumps ahead at high priority");
-    assert!(matches!(h.backend.retry(a.job_id, None).await, Err(Error::InvalidTransition { .. })));
+    assert_eq!(
+        first.job.job_id, a.job_id,
+        "the retried job jumps ahead at high priority"
+    );
+    assert!(matches!(
+        h.backend.retry(a.job_id, None).await,
+        Err(Error::InvalidTransition { .. })
+    ));
     finish(h, &first, completed()).await;
     match h.backend.retry(a.job_id, None).await.unwrap_err() {
         Error::InvalidTransition { from, .. } => assert_eq!(from, JobStatus::Completed),
@@ -608,8 +848,23 @@ pub async fn manual_retry(h: &Harness) {
     }
     // Partial and cancelled can be retried.
     let lease = claim_one(h).await;
-    finish(h, &lease, Outcome::Partial { result: None, error: "p".into() }).await;
-    assert_eq!(h.backend.retry(lease.job.job_id, None).await.unwrap().priority, Priority::Normal);
+    finish(
+        h,
+        &lease,
+        Outcome::Partial {
+            result: None,
+            error: "p".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        h.backend
+            .retry(lease.job.job_id, None)
+            .await
+            .unwrap()
+            .priority,
+        Priority::Normal
+    );
     let c = enqueue(h, job(3).unique_key("book-c")).await;
     h.backend.cancel(c.job_id).await.unwrap();
     // Someone else took the key meanwhile: refused, naming them.
@@ -618,7 +873,10 @@ pub async fn manual_retry(h: &Harness) {
         Error::AlreadyExists { job_id, .. } => assert_eq!(job_id, taker.job_id),
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
-    assert!(matches!(h.backend.retry(JobId::new(), None).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        h.backend.retry(JobId::new(), None).await,
+        Err(Error::NotFound { .. })
+    ));
 }
 
 /// A subscriber sees every transition of a job, in order, with progress and cancel requests.
@@ -626,7 +884,10 @@ pub async fn subscriber_sees_every_transition(h: &Harness) {
     let mut events = h.backend.subscribe().await.unwrap();
     let a = enqueue(h, job(1)).await;
     let lease = claim_one(h).await;
-    h.backend.progress(&lease.to_ref(), 50, Some("half".into())).await.unwrap();
+    h.backend
+        .progress(&lease.to_ref(), 50, Some("half".into()))
+        .await
+        .unwrap();
     finish(h, &lease, completed()).await;
     let b = enqueue(h, job(2)).await;
     let lease = claim_one(h).await;
@@ -641,7 +902,10 @@ pub async fn subscriber_sees_every_transition(h: &Harness) {
     let want_a = vec![
         t(None, Queued),
         t(Some(Queued), Processing),
-        EventKind::Progress { progress: 50, step: Some("half".into()) },
+        EventKind::Progress {
+            progress: 50,
+            step: Some("half".into()),
+        },
         t(Some(Processing), Completed),
     ];
     let want_b = vec![
@@ -680,7 +944,10 @@ pub async fn claims_are_exclusive(h: &Harness) {
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 loop {
-                    let leases = backend.fetch(&req(&format!("w{w}"), 7), Duration::ZERO).await.unwrap();
+                    let leases = backend
+                        .fetch(&req(&format!("w{w}"), 7), Duration::ZERO)
+                        .await
+                        .unwrap();
                     if leases.is_empty() {
                         return ids;
                     }
@@ -703,19 +970,28 @@ pub async fn finish_claims_next(h: &Harness) {
     enqueue(h, job(1)).await;
     let b = enqueue(h, job(2)).await;
     let lease = claim_one(h).await;
-    let done = h.backend.finish(&lease.to_ref(), completed(), Some(req("w1", 5))).await.unwrap();
+    let done = h
+        .backend
+        .finish(&lease.to_ref(), completed(), Some(req("w1", 5)))
+        .await
+        .unwrap();
     assert_eq!(done.status, JobStatus::Completed);
     let next = done.next.expect("the next job is leased");
     assert_eq!(next.job.job_id, b.job_id);
     assert_eq!(next.job.status, JobStatus::Processing);
-    let done = h.backend.finish(&next.to_ref(), completed(), Some(req("w1", 5))).await.unwrap();
+    let done = h
+        .backend
+        .finish(&next.to_ref(), completed(), Some(req("w1", 5)))
+        .await
+        .unwrap();
     assert!(done.next.is_none());
 }
 
 /// An idle fetch waits for work and returns as soon as a job arrives (no polling delay).
 pub async fn fetch_waits_for_work(h: &Harness) {
     let backend = Arc::clone(&h.backend);
-    let waiter = tokio::spawn(async move { backend.fetch(&req("w1", 1), Duration::from_secs(10)).await });
+    let waiter =
+        tokio::spawn(async move { backend.fetch(&req("w1", 1), Duration::from_secs(10)).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let a = enqueue(h, job(1)).await;
     let leases = tokio::time::timeout(Duration::from_secs(5), waiter)
@@ -726,13 +1002,23 @@ pub async fn fetch_waits_for_work(h: &Harness) {
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].job.job_id, a.job_id);
     // With nothing to do, a fetch returns empty after its wait.
-    let empty = h.backend.fetch(&req("w1", 1), Duration::from_millis(20)).await.unwrap();
+    let empty = h
+        .backend
+        .fetch(&req("w1", 1), Duration::from_millis(20))
+        .await
+        .unwrap();
     assert!(empty.is_empty());
 }
 
 /// The record of a completed job: times, worker, result, progress.
 pub async fn completed_record_fields(h: &Harness) {
-    let a = enqueue(h, job(7).meta("source", "upload").timeout(Duration::from_secs(90))).await;
+    let a = enqueue(
+        h,
+        job(7)
+            .meta("source", "upload")
+            .timeout(Duration::from_secs(90)),
+    )
+    .await;
     assert_eq!(a.task, "conformance");
     assert_eq!((a.progress, a.retry_count, a.started_at), (0, 0, None));
     assert_eq!(a.metadata.get("source"), Some(&json!("upload")));
@@ -740,16 +1026,32 @@ pub async fn completed_record_fields(h: &Harness) {
     h.advance(Duration::from_millis(1500));
     let lease = claim_one(h).await;
     assert_eq!(lease.job.worker_id.as_deref(), Some("w1"));
-    assert_eq!(lease.job.started_at.map(to_millis), Some(to_millis(a.created_at) + 1500));
-    assert_eq!(to_millis(lease.expires_at), to_millis(a.created_at) + 1500 + 30_000);
+    assert_eq!(
+        lease.job.started_at.map(to_millis),
+        Some(to_millis(a.created_at) + 1500)
+    );
+    assert_eq!(
+        to_millis(lease.expires_at),
+        to_millis(a.created_at) + 1500 + 30_000
+    );
     h.advance(Duration::from_millis(500));
-    let status = finish(h, &lease, Outcome::Completed { result: Some(json!({ "words": 12 })) }).await;
+    let status = finish(
+        h,
+        &lease,
+        Outcome::Completed {
+            result: Some(json!({ "words": 12 })),
+        },
+    )
+    .await;
     assert_eq!(status, JobStatus::Completed);
     let r = get(h, a.job_id).await;
     assert_eq!(r.status, JobStatus::Completed);
     assert_eq!(r.progress, 100);
     assert_eq!(r.result, Some(json!({ "words": 12 })));
-    assert_eq!(r.completed_at.map(to_millis), Some(to_millis(a.created_at) + 2000));
+    assert_eq!(
+        r.completed_at.map(to_millis),
+        Some(to_millis(a.created_at) + 2000)
+    );
     assert_eq!(r.worker_id, None);
     assert_eq!(r.payload.to_value(), json!({ "n": 7 }));
     assert_eq!(r.created_at, a.created_at);
@@ -762,15 +1064,24 @@ pub async fn bad_input_is_refused(h: &Harness) {
         Error::NotFound { id } => assert_eq!(id, missing),
         other => panic!("expected NotFound, got {other:?}"),
     }
-    assert!(matches!(h.backend.enqueue(job(1).unique_key("")).await, Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        h.backend.enqueue(job(1).unique_key("")).await,
+        Err(Error::InvalidArgument { .. })
+    ));
     let no_task = NewJob::new(" ", &json!({})).unwrap();
-    assert!(matches!(h.backend.enqueue(no_task).await, Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        h.backend.enqueue(no_task).await,
+        Err(Error::InvalidArgument { .. })
+    ));
     let bad_cursor = ListQuery::new().cursor("garbage");
     match h.backend.list(&bad_cursor).await.unwrap_err() {
         Error::InvalidArgument { message } => assert!(message.contains("cursor"), "{message}"),
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
-    assert!(matches!(h.backend.list(&ListQuery::new().limit(0)).await, Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        h.backend.list(&ListQuery::new().limit(0)).await,
+        Err(Error::InvalidArgument { .. })
+    ));
     assert_eq!(h.backend.stats().await.unwrap().total, 0);
     h.backend.health().await.unwrap();
 }

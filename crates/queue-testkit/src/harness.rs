@@ -15,7 +15,9 @@ pub struct Harness {
 
 impl fmt::Debug for Harness {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Harness").field("backend", &self.backend.to_string()).finish()
+        f.debug_struct("Harness")
+            .field("backend", &self.backend.to_string())
+            .finish()
     }
 }
 

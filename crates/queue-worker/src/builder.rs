@@ -2,7 +2,9 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use queue_core::{Broker, Completion, Error, Job, JobError, QueueConfig, Result, RetryPolicy, WorkerId};
+use queue_core::{
+    Broker, Completion, Error, Job, JobError, QueueConfig, Result, RetryPolicy, WorkerId,
+};
 use serde::de::DeserializeOwned;
 
 use crate::{JobContext, Worker, registry::Registry};
@@ -187,8 +189,14 @@ impl WorkerBuilder {
                 s.heartbeat, s.lease
             )));
         }
-        if s.job_timeout.is_zero() || s.fetch_wait.is_zero() || s.reap_interval.is_zero() || s.sweep_interval.is_zero() {
-            return Err(Error::config("job timeout, fetch wait and maintenance intervals must be positive"));
+        if s.job_timeout.is_zero()
+            || s.fetch_wait.is_zero()
+            || s.reap_interval.is_zero()
+            || s.sweep_interval.is_zero()
+        {
+            return Err(Error::config(
+                "job timeout, fetch wait and maintenance intervals must be positive",
+            ));
         }
         Ok(Worker::new(self.broker, self.registry, self.settings))
     }

@@ -23,7 +23,12 @@ struct Inner {
 }
 
 impl JobContext {
-    pub(crate) fn new(record: JobRecord, lease: LeaseRef, running: Arc<Running>, broker: Arc<dyn queue_core::Broker>) -> Self {
+    pub(crate) fn new(
+        record: JobRecord,
+        lease: LeaseRef,
+        running: Arc<Running>,
+        broker: Arc<dyn queue_core::Broker>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 record,
@@ -56,7 +61,11 @@ impl JobContext {
     /// are logged and do not fail the job.
     pub async fn progress(&self, percent: u8, step: Option<&str>) {
         let (value, step) = {
-            let mut reported = self.inner.reported.lock().unwrap_or_else(|p| p.into_inner());
+            let mut reported = self
+                .inner
+                .reported
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let before = reported.0.get();
             let value = reported.0.offer(percent);
             let step_changed = step.is_some() && step != reported.1.as_deref();
@@ -68,7 +77,12 @@ impl JobContext {
             }
             (value, step)
         };
-        match self.inner.broker.progress(&self.inner.lease, value, step.map(str::to_owned)).await {
+        match self
+            .inner
+            .broker
+            .progress(&self.inner.lease, value, step.map(str::to_owned))
+            .await
+        {
             Ok(status) if status.cancel_requested => self.inner.running.stop(StopReason::Cancelled),
             Ok(_) => {}
             Err(Error::LeaseLost { .. }) => self.inner.running.stop(StopReason::LeaseLost),
@@ -78,7 +92,10 @@ impl JobContext {
 
     /// A reporter that turns stage progress into overall progress with `stages`' weights.
     pub fn stages(&self, stages: Stages) -> StageReporter {
-        StageReporter { ctx: self.clone(), stages }
+        StageReporter {
+            ctx: self.clone(),
+            stages,
+        }
     }
 
     /// Resolves when the job must stop: its cancel was requested, its lease was lost, or
@@ -120,7 +137,11 @@ impl StageReporter {
 
     /// `done` of `total` sub-steps of `stage` are finished.
     pub async fn step(&self, stage: &str, done: usize, total: usize) {
-        let fraction = if total == 0 { 1.0 } else { done as f64 / total as f64 };
+        let fraction = if total == 0 {
+            1.0
+        } else {
+            done as f64 / total as f64
+        };
         self.report(stage, fraction).await;
     }
 

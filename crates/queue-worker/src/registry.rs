@@ -27,18 +27,22 @@ impl Registry {
         R: Into<Completion>,
     {
         let name = task.to_owned();
-        let erased: Handler = Arc::new(move |payload: Payload, ctx: JobContext| {
-            match payload.decode::<P>() {
-                Ok(input) => {
-                    let fut = handler(input, ctx);
-                    Box::pin(async move { fut.await.map(Into::into) }) as HandlerFuture
-                }
-                Err(err) => {
-                    let message = format!("payload for task `{name}` could not be decoded: {}", err.chain());
-                    Box::pin(async move { Err(JobError::permanent(message)) })
-                }
-            }
-        });
+        let erased: Handler =
+            Arc::new(
+                move |payload: Payload, ctx: JobContext| match payload.decode::<P>() {
+                    Ok(input) => {
+                        let fut = handler(input, ctx);
+                        Box::pin(async move { fut.await.map(Into::into) }) as HandlerFuture
+                    }
+                    Err(err) => {
+                        let message = format!(
+                            "payload for task `{name}` could not be decoded: {}",
+                            err.chain()
+                        );
+                        Box::pin(async move { Err(JobError::permanent(message)) })
+                    }
+                },
+            );
         self.handlers.insert(task.to_owned(), erased);
     }
 

@@ -51,7 +51,8 @@ pub(crate) struct RunningJobs {
 impl RunningJobs {
     pub(crate) fn insert(&self, lease: LeaseRef) -> Arc<Running> {
         let running = Arc::new(Running::default());
-        self.lock().insert(lease.job_id, (lease, Arc::clone(&running)));
+        self.lock()
+            .insert(lease.job_id, (lease, Arc::clone(&running)));
         running
     }
 
@@ -60,7 +61,10 @@ impl RunningJobs {
     }
 
     pub(crate) fn leases(&self) -> Vec<LeaseRef> {
-        self.lock().values().map(|(lease, _)| lease.clone()).collect()
+        self.lock()
+            .values()
+            .map(|(lease, _)| lease.clone())
+            .collect()
     }
 
     pub(crate) fn stop(&self, id: JobId, reason: StopReason) -> bool {

@@ -146,8 +146,14 @@ impl Worker {
         if !jobs.is_empty() {
             info!(running = shared.running.len(), grace = ?s.shutdown_grace, "waiting for running jobs");
         }
-        if tokio::time::timeout(s.shutdown_grace, jobs.wait()).await.is_err() {
-            warn!(running = shared.running.len(), "grace period over: handing back unfinished jobs");
+        if tokio::time::timeout(s.shutdown_grace, jobs.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                running = shared.running.len(),
+                "grace period over: handing back unfinished jobs"
+            );
             shared.running.stop_all(StopReason::Shutdown);
             jobs.wait().await;
         }
@@ -225,7 +231,11 @@ async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &Cancell
 
 /// Runs one leased job and reports its outcome; returns the next lease when the finish
 /// call leased one.
-async fn run_one(shared: &Arc<Shared>, lease: Lease, shutdown: &CancellationToken) -> Option<Lease> {
+async fn run_one(
+    shared: &Arc<Shared>,
+    lease: Lease,
+    shutdown: &CancellationToken,
+) -> Option<Lease> {
     let record = lease.job;
     let lease_ref = LeaseRef {
         job_id: record.job_id,
@@ -233,7 +243,9 @@ async fn run_one(shared: &Arc<Shared>, lease: Lease, shutdown: &CancellationToke
     };
     let span = info_span!("job", job_id = %record.job_id, task = %record.task, attempt = record.retry_count);
     let started = Instant::now();
-    let outcome = execute(shared, record, &lease_ref).instrument(span.clone()).await;
+    let outcome = execute(shared, record, &lease_ref)
+        .instrument(span.clone())
+        .await;
     shared.running.remove(lease_ref.job_id);
     let Some(outcome) = outcome else {
         shared.counts.lost.fetch_add(1, Ordering::Relaxed);
@@ -255,7 +267,9 @@ async fn run_one(shared: &Arc<Shared>, lease: Lease, shutdown: &CancellationToke
         Outcome::Partial { error, .. } => info!(error = %error, elapsed = ?started.elapsed(), "job partially completed"),
         other => debug!(outcome = other.name(), elapsed = ?started.elapsed(), "job finished"),
     });
-    finish(shared, &lease_ref, outcome, !shutdown.is_cancelled()).instrument(span).await
+    finish(shared, &lease_ref, outcome, !shutdown.is_cancelled())
+        .instrument(span)
+        .await
 }
 
 /// The handler's outcome, or `None` when the lease was lost (nothing must be reported).
@@ -270,7 +284,12 @@ async fn execute(shared: &Arc<Shared>, record: JobRecord, lease: &LeaseRef) -> O
         return Some(Outcome::Failed { error });
     };
     let timeout = record.timeout_or(shared.settings.job_timeout);
-    let ctx = JobContext::new(record.clone(), lease.clone(), Arc::clone(&running), Arc::clone(&shared.broker));
+    let ctx = JobContext::new(
+        record.clone(),
+        lease.clone(),
+        Arc::clone(&running),
+        Arc::clone(&shared.broker),
+    );
     let run = handler(record.payload.clone(), ctx);
     let guarded = AssertUnwindSafe(tokio::time::timeout(timeout, run)).catch_unwind();
     let policy = &shared.settings.retry;
@@ -304,7 +323,12 @@ async fn execute(shared: &Arc<Shared>, record: JobRecord, lease: &LeaseRef) -> O
 }
 
 /// Reports an outcome, retrying while the backend is unreachable (for up to one lease).
-async fn finish(shared: &Arc<Shared>, lease: &LeaseRef, outcome: Outcome, claim_next: bool) -> Option<Lease> {
+async fn finish(
+    shared: &Arc<Shared>,
+    lease: &LeaseRef,
+    outcome: Outcome,
+    claim_next: bool,
+) -> Option<Lease> {
     let s = &shared.settings;
     let next = claim_next.then(|| ClaimRequest {
         worker: s.id.clone(),
@@ -316,7 +340,11 @@ async fn finish(shared: &Arc<Shared>, lease: &LeaseRef, outcome: Outcome, claim_
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match shared.broker.finish(lease, outcome.clone(), next.clone()).await {
+        match shared
+            .broker
+            .finish(lease, outcome.clone(), next.clone())
+            .await
+        {
             Ok(done) => return done.next,
             Err(Error::LeaseLost { .. }) if attempts > 1 => {
                 // The earlier call most likely went through before its reply was lost.
@@ -412,7 +440,9 @@ async fn cancel_listener(shared: Arc<Shared>, stop: CancellationToken) {
                     () = stop.cancelled() => return,
                 }
             },
-            Err(err) => warn!(error = %err.chain(), "cannot listen for cancellations; heartbeats still deliver them"),
+            Err(err) => {
+                warn!(error = %err.chain(), "cannot listen for cancellations; heartbeats still deliver them")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -4,8 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use queue_core::{
-    Error, Finished, JobError, JobId, JobRecord, JobStatus, Lease, LeaseToken, MockBroker,
-    Outcome, Payload, Priority, from_millis,
+    Error, Finished, JobError, JobId, JobRecord, JobStatus, Lease, LeaseToken, MockBroker, Outcome,
+    Payload, Priority, from_millis,
 };
 use queue_worker::{CancellationToken, Worker};
 use tokio::sync::mpsc;
@@ -44,12 +44,15 @@ fn broker(job: JobRecord, finish_errors: usize) -> (MockBroker, mpsc::UnboundedR
         token: LeaseToken::new("t"),
         expires_at: from_millis(30_000),
     });
-    mock.expect_fetch().returning(move |_, _| Ok(lease.take().into_iter().collect()));
-    mock.expect_heartbeat().returning(|_, _| Ok(Default::default()));
+    mock.expect_fetch()
+        .returning(move |_, _| Ok(lease.take().into_iter().collect()));
+    mock.expect_heartbeat()
+        .returning(|_, _| Ok(Default::default()));
     mock.expect_reap().returning(|_| Ok(vec![]));
     mock.expect_sweep().returning(|_| Ok(0));
     mock.expect_deregister().returning(|_| Ok(()));
-    mock.expect_cancellations().returning(|| Ok(Box::pin(futures_util::stream::pending())));
+    mock.expect_cancellations()
+        .returning(|| Ok(Box::pin(futures_util::stream::pending())));
     let (tx, rx) = mpsc::unbounded_channel();
     let mut failures = finish_errors;
     mock.expect_finish().returning(move |_, outcome, _| {
@@ -95,7 +98,10 @@ fn echo(b: queue_worker::WorkerBuilder) -> queue_worker::WorkerBuilder {
         match n {
             0 => Err(JobError::permanent("zero is not allowed")),
             1 => Err(JobError::retry("flaky")),
-            2 => Err(JobError::retry_after(Duration::from_secs(5), "rate limited")),
+            2 => Err(JobError::retry_after(
+                Duration::from_secs(5),
+                "rate limited",
+            )),
             3 => panic!("boom"),
             _ => Ok(()),
         }
@@ -108,7 +114,10 @@ async fn unknown_task_fails_permanently_and_names_it() {
     let got = run_with(mock, rx, 1, echo).await;
     match &got[0] {
         Outcome::Failed { error } => {
-            assert!(error.contains("no handler registered for task `nope`"), "{error}");
+            assert!(
+                error.contains("no handler registered for task `nope`"),
+                "{error}"
+            );
             assert!(error.contains("echo"), "lists the known tasks: {error}");
         }
         other => panic!("expected Failed, got {other:?}"),
@@ -120,7 +129,10 @@ async fn undecodable_payload_fails_permanently() {
     let (mock, rx) = broker(record("echo", r#"{"not":"a number"}"#, 0, 3), 0);
     let got = run_with(mock, rx, 1, echo).await;
     match &got[0] {
-        Outcome::Failed { error } => assert!(error.contains("payload for task `echo` could not be decoded"), "{error}"),
+        Outcome::Failed { error } => assert!(
+            error.contains("payload for task `echo` could not be decoded"),
+            "{error}"
+        ),
         other => panic!("expected Failed, got {other:?}"),
     }
 }
@@ -155,14 +167,24 @@ async fn retry_after_overrides_the_backoff() {
 async fn exhausted_retries_fail() {
     let (mock, rx) = broker(record("echo", "1", 3, 3), 0);
     let got = run_with(mock, rx, 1, echo).await;
-    assert_eq!(got[0], Outcome::Failed { error: "flaky".into() });
+    assert_eq!(
+        got[0],
+        Outcome::Failed {
+            error: "flaky".into()
+        }
+    );
 }
 
 #[tokio::test]
 async fn permanent_error_fails_with_retries_left() {
     let (mock, rx) = broker(record("echo", "0", 0, 3), 0);
     let got = run_with(mock, rx, 1, echo).await;
-    assert_eq!(got[0], Outcome::Failed { error: "zero is not allowed".into() });
+    assert_eq!(
+        got[0],
+        Outcome::Failed {
+            error: "zero is not allowed".into()
+        }
+    );
 }
 
 #[tokio::test]
@@ -170,7 +192,9 @@ async fn panic_is_a_failed_attempt() {
     let (mock, rx) = broker(record("echo", "3", 0, 3), 0);
     let got = run_with(mock, rx, 1, echo).await;
     match &got[0] {
-        Outcome::Retry { error, .. } => assert!(error.contains("handler panicked: boom"), "{error}"),
+        Outcome::Retry { error, .. } => {
+            assert!(error.contains("handler panicked: boom"), "{error}")
+        }
         other => panic!("expected Retry, got {other:?}"),
     }
 }
@@ -179,10 +203,11 @@ async fn panic_is_a_failed_attempt() {
 async fn timeout_is_a_failed_attempt() {
     let (mock, rx) = broker(record("slow", "1", 0, 3), 0);
     let got = run_with(mock, rx, 1, |b| {
-        b.job_timeout(Duration::from_millis(20)).register("slow", |_: u32, _ctx| async {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            Ok(())
-        })
+        b.job_timeout(Duration::from_millis(20))
+            .register("slow", |_: u32, _ctx| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(())
+            })
     })
     .await;
     match &got[0] {
@@ -195,7 +220,11 @@ async fn timeout_is_a_failed_attempt() {
 async fn finish_is_retried_while_the_backend_is_unavailable() {
     let (mock, rx) = broker(record("echo", "7", 0, 3), 2);
     let got = run_with(mock, rx, 3, echo).await;
-    assert!(got.iter().all(|o| *o == Outcome::Completed { result: None }), "{got:?}");
+    assert!(
+        got.iter()
+            .all(|o| *o == Outcome::Completed { result: None }),
+        "{got:?}"
+    );
 }
 
 #[tokio::test]
@@ -206,20 +235,36 @@ async fn fetch_errors_do_not_stop_the_worker() {
     mock.expect_fetch().returning(move |_, _| {
         calls += 1;
         match calls {
-            1 | 2 => Err(Error::Unavailable { backend: "mock", source: "down".into() }),
-            3 => Ok(vec![Lease { job: job.clone(), token: LeaseToken::new("t"), expires_at: from_millis(1) }]),
+            1 | 2 => Err(Error::Unavailable {
+                backend: "mock",
+                source: "down".into(),
+            }),
+            3 => Ok(vec![Lease {
+                job: job.clone(),
+                token: LeaseToken::new("t"),
+                expires_at: from_millis(1),
+            }]),
             _ => Ok(vec![]),
         }
     });
-    mock.expect_heartbeat().returning(|_, _| Ok(Default::default()));
+    mock.expect_heartbeat()
+        .returning(|_, _| Ok(Default::default()));
     mock.expect_reap().returning(|_| Ok(vec![]));
     mock.expect_sweep().returning(|_| Ok(0));
     mock.expect_deregister().times(1).returning(|_| Ok(()));
-    mock.expect_cancellations().returning(|| Err(Error::Unavailable { backend: "mock", source: "no pubsub".into() }));
+    mock.expect_cancellations().returning(|| {
+        Err(Error::Unavailable {
+            backend: "mock",
+            source: "no pubsub".into(),
+        })
+    });
     let (tx, rx) = mpsc::unbounded_channel();
     mock.expect_finish().returning(move |_, outcome, _| {
         tx.send(outcome).unwrap();
-        Ok(Finished { status: JobStatus::Completed, next: None })
+        Ok(Finished {
+            status: JobStatus::Completed,
+            next: None,
+        })
     });
     let got = run_with(mock, rx, 1, echo).await;
     assert_eq!(got[0], Outcome::Completed { result: None });
