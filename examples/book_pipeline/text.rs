@@ -150,7 +150,7 @@ mod tests {
         );
         assert_eq!(
             book,
-            "Title\n\nChapter 1\n\nThe lamp burned.\tThe lamp turned.\n\nChapter 2\n\nGlass and sand."
+            "Title\n\nChapter 1\n\nThe lamp burned. The lamp turned.\n\nChapter 2\n\nGlass and sand."
         );
         let sections = segment(&book);
         assert_eq!(sections.len(), 2);

@@ -270,10 +270,13 @@ pub async fn cancel_queued_job(h: &Harness) {
 pub async fn cancel_running_job(h: &Harness) {
     let a = enqueue(h, job(1)).await;
     let lease = claim_one(h).await;
+    let mut pushed = h.backend.cancellations().await.unwrap();
     assert_eq!(
         h.backend.cancel(a.job_id).await.unwrap(),
         CancelOutcome::Requested
     );
+    let told = tokio::time::timeout(Duration::from_secs(5), pushed.next()).await;
+    assert_eq!(told.expect("the cancel is pushed to lease holders"), Some(a.job_id));
     let r = get(h, a.job_id).await;
     assert_eq!(r.status, JobStatus::Processing);
     assert!(r.cancel_requested);

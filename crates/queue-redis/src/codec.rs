@@ -1,0 +1,119 @@
+//! Job hashes <-> `JobRecord`. Decoding names the field that is wrong, so a corrupt record
+//! fails its job with a clear error instead of taking the worker down.
+
+use std::collections::HashMap;
+
+use queue_core::{Error, JobId, JobRecord, JobStatus, Payload, Priority, Result, from_millis};
+
+/// Fields of a job hash, as returned by HGETALL.
+pub(crate) type Fields = HashMap<String, String>;
+
+/// Decodes a hash; `key_id` is the id the key names (used when the hash lacks its own).
+pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
+    let name = f.get("job_id").cloned().or_else(|| key_id.map(|i| i.to_string())).unwrap_or_else(|| "?".into());
+    let bad = |field: &str, why: String| Error::corrupt(format!("job record {name}: field `{field}` {why}"));
+    let text = |field: &str| f.get(field).map(String::as_str);
+    let required = |field: &str| text(field).ok_or_else(|| bad(field, "is missing".into()));
+    let int = |field: &str| -> Result<Option<i64>> {
+        text(field)
+            .map(|v| v.parse::<i64>().map_err(|_| bad(field, format!("is not an integer: {v:?}"))))
+            .transpose()
+    };
+    let uint = |field: &str, max: u64| -> Result<Option<u64>> {
+        match int(field)? {
+            Some(v) if v < 0 || v as u64 > max => Err(bad(field, format!("is out of range: {v}"))),
+            other => Ok(other.map(|v| v as u64)),
+        }
+    };
+    let json = |field: &str| -> Result<Option<serde_json::Value>> {
+        text(field)
+            .map(|v| serde_json::from_str(v).map_err(|e| bad(field, format!("is not JSON: {e}"))))
+            .transpose()
+    };
+    let job_id = required("job_id")?
+        .parse::<JobId>()
+        .map_err(|_| bad("job_id", format!("is not a UUID: {:?}", f["job_id"])))?;
+    let payload = required("payload")?;
+    serde_json::from_str::<serde::de::IgnoredAny>(payload).map_err(|e| bad("payload", format!("is not JSON: {e}")))?;
+    let status = required("status")?;
+    let status = status.parse::<JobStatus>().map_err(|_| bad("status", format!("is not a status: {status:?}")))?;
+    let priority = required("priority")?;
+    let priority = priority.parse::<Priority>().map_err(|_| bad("priority", format!("is not a priority: {priority:?}")))?;
+    let metadata = match json("metadata")? {
+        None => Default::default(),
+        Some(serde_json::Value::Object(map)) => map,
+        Some(_) => return Err(bad("metadata", "is not a JSON object".into())),
+    };
+    Ok(JobRecord {
+        job_id,
+        task: required("task")?.to_owned(),
+        payload: Payload::from_trusted(payload),
+        unique_key: text("unique_key").map(str::to_owned),
+        status,
+        priority,
+        progress: uint("progress", 100)?.unwrap_or(0) as u8,
+        current_step: text("current_step").map(str::to_owned),
+        error_message: text("error_message").map(str::to_owned),
+        retry_count: uint("retry_count", u64::from(u32::MAX))?.unwrap_or(0) as u32,
+        max_retries: uint("max_retries", u64::from(u32::MAX))?.unwrap_or(0) as u32,
+        timeout_ms: uint("timeout_ms", u64::MAX)?,
+        created_at: from_millis(int("created_at")?.ok_or_else(|| bad("created_at", "is missing".into()))?),
+        started_at: int("started_at")?.map(from_millis),
+        completed_at: int("completed_at")?.map(from_millis),
+        run_at: int("run_at")?.map(from_millis),
+        metadata,
+        result: json("result")?,
+        worker_id: text("worker_id").map(str::to_owned),
+        cancel_requested: text("cancel_requested") == Some("1"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> Fields {
+        [
+            ("job_id", JobId::new().to_string()),
+            ("task", "t".into()),
+            ("payload", "{\"a\":1}".into()),
+            ("status", "queued".into()),
+            ("priority", "high".into()),
+            ("progress", "5".into()),
+            ("retry_count", "1".into()),
+            ("max_retries", "3".into()),
+            ("created_at", "1700000000000".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    #[test]
+    fn decodes_a_good_record() {
+        let r = decode(None, &good()).unwrap();
+        assert_eq!((r.status, r.priority, r.progress, r.retry_count), (JobStatus::Queued, Priority::High, 5, 1));
+        assert_eq!(r.payload.as_str(), "{\"a\":1}");
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        for (field, value, expect) in [
+            ("retry_count", Some("abc"), "field `retry_count` is not an integer: \"abc\""),
+            ("status", Some("zzz"), "field `status` is not a status"),
+            ("task", None, "field `task` is missing"),
+            ("payload", Some("{oops"), "field `payload` is not JSON"),
+            ("progress", Some("250"), "field `progress` is out of range"),
+            ("metadata", Some("[1]"), "field `metadata` is not a JSON object"),
+        ] {
+            let mut f = good();
+            match value {
+                Some(v) => f.insert(field.into(), v.into()),
+                None => f.remove(field),
+            };
+            let err = decode(None, &f).unwrap_err().to_string();
+            assert!(err.contains(expect), "{field}: {err}");
+            assert!(err.starts_with("job record "), "{err}");
+        }
+    }
+}

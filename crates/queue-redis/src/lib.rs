@@ -1,0 +1,10 @@
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod codec;
+mod conn;
+mod error;
+mod keys;
+mod scripts;
+
+pub use backend::{RedisBackend, RedisBackendBuilder};

@@ -1,0 +1,19 @@
+-- ARGV: 3 id, 4 retention_ms. Returns {'cancelled'} | {'requested'} | {'missing'} |
+-- {'invalid', status}.
+local id = ARGV[3]
+local key = jk(id)
+if not is_hash(key) then return { 'missing' } end
+local status = redis.call('HGET', key, 'status')
+if status == 'queued' then
+  redis.call('ZREM', k('ready'), id)
+  redis.call('ZREM', k('delayed'), id)
+  terminal(id, 'cancelled', tonumber(ARGV[4]))
+  move_status(id, 'queued', 'cancelled', num(redis.call('HGET', key, 'created_at'), NOW))
+  return { 'cancelled' }
+elseif status == 'processing' then
+  redis.call('HSET', key, 'cancel_requested', '1')
+  redis.call('PUBLISH', k('cancel'), id)
+  emit(id, 'cancel_requested', {})
+  return { 'requested' }
+end
+return { 'invalid', status or '' }
