@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use queue_core::{ManualClock, QueueConfig};
+use queue_core::ManualClock;
 use queue_redis::RedisBackend;
 use queue_testkit::{Harness, suite_config};
 
@@ -35,12 +35,17 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(port: u16, extra: &[&str]) -> Self {
-        require("redis-server");
         let dir = std::env::temp_dir().join(format!("dcs-redis-{port}-{}", std::process::id()));
+        Self::start_in(port, dir, extra)
+    }
+
+    /// Starts (or restarts) a server on `port` whose files live in `dir`.
+    pub fn start_in(port: u16, dir: PathBuf, extra: &[&str]) -> Self {
+        require("redis-server");
         std::fs::create_dir_all(&dir).unwrap();
         let args = extra.join(" ");
         let script = format!(
-            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --dir {dir} --daemonize no {args} >{dir}/log 2>&1 & \
+            "redis-server --port {port} --bind 127.0.0.1 --save '' --dir {dir} --daemonize no {args} >>{dir}/log 2>&1 & \
              R=$!; while kill -0 {parent} 2>/dev/null && kill -0 $R 2>/dev/null; do sleep 0.5; done; kill -9 $R 2>/dev/null",
             dir = dir.display(),
             parent = std::process::id(),
@@ -88,7 +93,7 @@ pub fn redis_url() -> String {
     URL.get_or_init(|| match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => {
-            let server = ServerProcess::start(free_port(), &[]);
+            let server = ServerProcess::start(free_port(), &["--appendonly no"]);
             let url = server.url();
             std::mem::forget(server);
             url
@@ -109,7 +114,7 @@ pub fn cluster_url() -> String {
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         for port in &ports {
             let conf = format!("nodes-{port}.conf");
-            std::mem::forget(ServerProcess::start(*port, &["--cluster-enabled yes", &format!("--cluster-config-file {conf}"), "--cluster-node-timeout 5000"]));
+            std::mem::forget(ServerProcess::start(*port, &["--appendonly no", "--cluster-enabled yes", &format!("--cluster-config-file {conf}"), "--cluster-node-timeout 5000"]));
         }
         let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut args = vec!["--cluster", "create"];
@@ -138,8 +143,7 @@ pub fn unique_queue() -> String {
 
 /// A backend on its own queue at `url`, driven by `clock` when given.
 pub async fn backend(url: &str, clock: Option<ManualClock>) -> RedisBackend {
-    let config = QueueConfig::builder().redis_url(url).unwrap().build().unwrap();
-    let config = suite_config(&unique_queue()).to_builder().redis_url(config.redis_url.expose()).unwrap().build().unwrap();
+    let config = suite_config(&unique_queue()).to_builder().redis_url(url).unwrap().build().unwrap();
     let mut builder = RedisBackend::builder(&config).key_prefix("dcs-test");
     if let Some(clock) = clock {
         builder = builder.clock(Arc::new(clock));

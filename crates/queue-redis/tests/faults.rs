@@ -1,0 +1,186 @@
+//! Fault drills against Redis servers these tests start: a restart under load, a worker
+//! that dies without shutting down, SCRIPT FLUSH under load, garbage job records.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use queue_core::{JobId, JobStatus, JobStore, NewJob, QueueConfig};
+use queue_redis::RedisBackend;
+use queue_worker::{CancellationToken, Worker, WorkerBuilder};
+use support::{ServerProcess, cli, free_port, unique_queue};
+
+fn config(url: &str) -> QueueConfig {
+    QueueConfig::builder()
+        .redis_url(url)
+        .unwrap()
+        .queue_name(unique_queue())
+        .lease(Duration::from_secs(2))
+        .heartbeat(Duration::from_millis(500))
+        .retry_delay(Duration::from_millis(100))
+        .build()
+        .unwrap()
+}
+
+fn sleeper(builder: WorkerBuilder, ms: u64) -> WorkerBuilder {
+    builder.register("sleep", move |_: u32, _ctx| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(())
+    })
+}
+
+async fn enqueue_n(backend: &RedisBackend, n: u32) -> Vec<JobId> {
+    let jobs: Vec<NewJob> = (0..n).map(|i| NewJob::new("sleep", &i).unwrap()).collect();
+    backend.enqueue_many(jobs).await.unwrap().into_iter().map(|r| r.unwrap().job_id).collect()
+}
+
+/// Waits until every job is finished; retries through backend errors (the server may be
+/// down for a moment).
+async fn wait_all_done(backend: &RedisBackend, ids: &[JobId], limit: Duration) -> Vec<JobStatus> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let mut statuses = Vec::new();
+        for id in ids {
+            match backend.get(*id).await {
+                Ok(r) => statuses.push(r.status),
+                Err(_) => break,
+            }
+        }
+        if statuses.len() == ids.len() && statuses.iter().all(|s| s.is_terminal()) {
+            return statuses;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "jobs not finished in time: {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_rides_out_a_redis_restart() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("dcs-restart-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Durable, so the restarted server has the jobs back.
+    let aof = ["--appendonly yes", "--appendfsync always"];
+    let server = ServerProcess::start_in(port, dir.clone(), &aof);
+    let cfg = config(&server.url());
+    let backend = RedisBackend::connect(&cfg).await.unwrap();
+    let ids = enqueue_n(&backend, 60).await;
+    let stop = CancellationToken::new();
+    let worker = sleeper(Worker::builder(Arc::new(backend.clone())).config(&cfg).concurrency(4).fetch_wait(Duration::from_millis(500)), 50)
+        .build()
+        .unwrap();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _server = ServerProcess::start_in(port, dir, &aof);
+    let statuses = wait_all_done(&backend, &ids, Duration::from_secs(60)).await;
+    assert!(statuses.iter().all(|s| *s == JobStatus::Completed), "{statuses:?}");
+    stop.cancel();
+    let report = run.await.unwrap().unwrap();
+    assert!(report.completed >= 60, "{report:?}");
+    let stats = backend.stats().await.unwrap();
+    assert_eq!((stats.processing, stats.queued, stats.completed), (0, 0, 60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_jobs_finish_on_another_worker() {
+    let cfg = config(&support::redis_url());
+    let backend = RedisBackend::connect(&cfg).await.unwrap();
+    let ids = enqueue_n(&backend, 12).await;
+
+    // Worker A runs on its own runtime; tearing that runtime down drops every task at
+    // once (no outcome, no release, no deregistration): a crash, as far as Redis can tell.
+    let doomed = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let a = Worker::builder(Arc::new(backend.clone())).config(&cfg).concurrency(4).register("sleep", |_: u32, _ctx| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(())
+    });
+    doomed.spawn(a.build().unwrap().run(CancellationToken::new()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while backend.stats().await.unwrap().processing < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "worker A never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held: Vec<JobId> = backend.list(&queue_core::ListQuery::new().status(JobStatus::Processing)).await.unwrap().jobs.iter().map(|r| r.job_id).collect();
+    doomed.shutdown_background();
+
+    let stop = CancellationToken::new();
+    let b = sleeper(Worker::builder(Arc::new(backend.clone())).config(&cfg).concurrency(4).fetch_wait(Duration::from_millis(500)), 10).build().unwrap();
+    let run = tokio::spawn(b.run(stop.clone()));
+    let statuses = wait_all_done(&backend, &ids, Duration::from_secs(30)).await;
+    assert!(statuses.iter().all(|s| *s == JobStatus::Completed), "{statuses:?}");
+    for id in held {
+        assert_eq!(backend.get(id).await.unwrap().retry_count, 1, "the lost attempt counts");
+    }
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    let stats = backend.stats().await.unwrap();
+    assert_eq!((stats.processing, stats.completed, stats.totals.recovered), (0, 12, 4));
+    backend.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_flush_under_load_loses_nothing() {
+    let server = ServerProcess::start(free_port(), &["--appendonly no"]);
+    let cfg = config(&server.url());
+    let backend = RedisBackend::connect(&cfg).await.unwrap();
+    let ids = enqueue_n(&backend, 400).await;
+    let stop = CancellationToken::new();
+    let worker = sleeper(Worker::builder(Arc::new(backend.clone())).config(&cfg).concurrency(8), 1).build().unwrap();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(cli(server.port, &["SCRIPT", "FLUSH"]).is_some_and(|o| o.contains("OK")));
+        // Producers keep working across the flush too.
+        enqueue_n(&backend, 1).await;
+    }
+    let statuses = wait_all_done(&backend, &ids, Duration::from_secs(60)).await;
+    assert!(statuses.iter().all(|s| *s == JobStatus::Completed));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = backend.stats().await.unwrap();
+    assert_eq!((stats.completed, stats.failed, stats.queued, stats.processing), (410, 0, 0, 0));
+    stop.cancel();
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_job_records_fail_their_job_and_nothing_else() {
+    let url = support::redis_url();
+    let cfg = config(&url);
+    let backend = RedisBackend::connect(&cfg).await.unwrap();
+    let port: u16 = url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+    let prefix = format!("dcs:{{{}}}:", cfg.queue_name);
+    let good = enqueue_n(&backend, 1).await[0];
+    let wrong_types = enqueue_n(&backend, 1).await[0];
+    let missing = enqueue_n(&backend, 1).await[0];
+    let not_a_hash = enqueue_n(&backend, 1).await[0];
+    let key = |id: JobId| format!("{prefix}job:{id}");
+    cli(port, &["HSET", &key(wrong_types), "retry_count", "abc", "max_retries", "x", "payload", "{not json"]);
+    cli(port, &["HDEL", &key(missing), "task", "created_at", "priority"]);
+    cli(port, &["DEL", &key(not_a_hash)]);
+    cli(port, &["SET", &key(not_a_hash), "garbage"]);
+    assert!(matches!(backend.get(not_a_hash).await, Err(queue_core::Error::Codec { .. })));
+    let err = backend.get(wrong_types).await.unwrap_err().to_string();
+    assert!(err.contains("field `") && err.contains(&wrong_types.to_string()), "{err}");
+
+    let stop = CancellationToken::new();
+    let worker = sleeper(Worker::builder(Arc::new(backend.clone())).config(&cfg).concurrency(2), 1).build().unwrap();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    let statuses = wait_all_done(&backend, &[good, wrong_types, missing, not_a_hash], Duration::from_secs(20)).await;
+    assert_eq!(statuses, [JobStatus::Completed, JobStatus::Failed, JobStatus::Failed, JobStatus::Failed]);
+    for id in [wrong_types, missing] {
+        let r = backend.get(id).await.unwrap();
+        let msg = r.error_message.unwrap();
+        assert!(msg.starts_with("corrupt job record") && msg.contains("field `"), "{msg}");
+    }
+    let r = backend.get(not_a_hash).await.unwrap();
+    assert!(r.error_message.unwrap().contains("stored as a string"));
+    // The worker is still alive and working.
+    let after = enqueue_n(&backend, 3).await;
+    let statuses = wait_all_done(&backend, &after, Duration::from_secs(20)).await;
+    assert!(statuses.iter().all(|s| *s == JobStatus::Completed));
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    backend.destroy().await.unwrap();
+}
