@@ -5,13 +5,23 @@
 //! non-critical: without `espeak-ng` the job ends `partial`, saying why).
 //!
 //! ```text
-//! cargo run -p queue-examples --example book_pipeline            # demo on the in-memory backend
-//! cargo run -p queue-examples --example book_pipeline -- worker  # only the worker, until SIGINT/SIGTERM
+//! cargo run -p queue-examples --example book_pipeline             # demo, in-memory backend
+//! cargo run -p queue-examples --example book_pipeline -- worker   # only the worker, until SIGINT/SIGTERM
+//! cargo run -p queue-examples --example book_pipeline -- produce  # only the producer (Redis)
 //! ```
 //!
 //! The demo enqueues the bundled sample books, one re-processing job at HIGH priority and
 //! one duplicate (refused), runs a worker with live progress bars, and prints a table of
 //! every job. Outputs go to `target/book-output/<book_id>/`.
+//!
+//! With `DCS_REDIS_URL` set, every mode runs on Redis, so the worker and the producer can
+//! be separate processes:
+//!
+//! ```text
+//! export DCS_REDIS_URL=redis://127.0.0.1:6379
+//! cargo run -p queue-examples --example book_pipeline -- worker &
+//! cargo run -p queue-examples --example book_pipeline -- produce
+//! ```
 
 mod pipeline;
 mod text;
@@ -31,6 +41,7 @@ use queue_core::{
     to_millis,
 };
 use queue_memory::MemoryBackend;
+use queue_redis::RedisBackend;
 use queue_worker::{CancellationToken, Worker};
 
 use pipeline::{JobType, ProcessBook, process_book};
@@ -42,13 +53,14 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(if command == "demo" { "warn" } else { "info" });
     let cfg = QueueConfig::from_env()?;
     match command {
-        "demo" => demo(cfg).await,
+        "demo" => demo(cfg, true).await,
+        "produce" => demo(cfg, false).await,
         "worker" => run_worker(cfg).await,
         "-h" | "--help" | "help" => {
-            println!("usage: book_pipeline [demo | worker]");
+            println!("usage: book_pipeline [demo | worker | produce]");
             Ok(())
         }
-        other => bail!("unknown command `{other}` (expected `demo` or `worker`)"),
+        other => bail!("unknown command `{other}` (expected `demo`, `worker` or `produce`)"),
     }
 }
 
@@ -61,9 +73,13 @@ fn init_tracing(default: &str) {
         .init();
 }
 
-/// The backend the configuration names. This example runs on the in-memory backend.
+/// Redis when `DCS_REDIS_URL` is set, else the in-memory backend.
 async fn open_backend(cfg: &QueueConfig) -> anyhow::Result<SharedBackend> {
-    Ok(Arc::new(MemoryBackend::with_config(cfg.clone())))
+    if std::env::var_os("DCS_REDIS_URL").is_some() {
+        Ok(Arc::new(RedisBackend::connect(cfg).await?))
+    } else {
+        Ok(Arc::new(MemoryBackend::with_config(cfg.clone())))
+    }
 }
 
 fn worker(backend: SharedBackend, cfg: &QueueConfig) -> anyhow::Result<Worker> {
@@ -123,9 +139,13 @@ fn plan() -> Vec<Planned> {
     ]
 }
 
-async fn demo(cfg: QueueConfig) -> anyhow::Result<()> {
+/// Enqueues the plan and follows it to the end; runs a worker too when `with_worker`.
+async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let backend = open_backend(&cfg).await?;
+    if !with_worker && std::env::var_os("DCS_REDIS_URL").is_none() {
+        bail!("`produce` needs a worker in another process: set DCS_REDIS_URL");
+    }
     let mut events = backend.subscribe().await?;
     println!(
         "book pipeline on {backend}, queue `{}`, concurrency {}",
@@ -182,14 +202,17 @@ async fn demo(cfg: QueueConfig) -> anyhow::Result<()> {
     }
 
     let stop = CancellationToken::new();
-    let running = tokio::spawn(worker(backend.clone(), &cfg)?.run(stop.clone()));
+    let running = match with_worker {
+        true => Some(tokio::spawn(worker(backend.clone(), &cfg)?.run(stop.clone()))),
+        false => None,
+    };
     let mut open = jobs.len();
     let deadline = tokio::time::sleep(Duration::from_secs(120));
     tokio::pin!(deadline);
     while open > 0 {
         let event = tokio::select! {
             event = events.next() => event.context("event stream ended")?,
-            () = &mut deadline => bail!("jobs did not finish within two minutes"),
+            () = &mut deadline => bail!("jobs did not finish within two minutes (is a worker running?)"),
         };
         let Some(bar) = by_id.get(&event.job_id) else {
             continue;
@@ -216,7 +239,9 @@ async fn demo(cfg: QueueConfig) -> anyhow::Result<()> {
         }
     }
     stop.cancel();
-    running.await??;
+    if let Some(running) = running {
+        running.await??;
+    }
     let mut records = Vec::new();
     for id in &jobs {
         records.push(backend.get(*id).await?);
