@@ -6,5 +6,7 @@ mod conn;
 mod error;
 mod keys;
 mod scripts;
+#[cfg(feature = "testcontainers")]
+pub mod testing;
 
 pub use backend::{RedisBackend, RedisBackendBuilder};

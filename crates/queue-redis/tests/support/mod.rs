@@ -92,6 +92,7 @@ pub fn redis_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => url,
+        _ if container_url().is_some() => container_url().unwrap(),
         _ => {
             let server = ServerProcess::start(free_port(), &["--appendonly no"]);
             let url = server.url();
@@ -100,6 +101,31 @@ pub fn redis_url() -> String {
         }
     })
     .clone()
+}
+
+/// With the `testcontainers` feature and a Docker engine: a Redis container, kept for the
+/// life of the test binary. `None` without either (the caller then spawns `redis-server`).
+#[cfg(feature = "testcontainers")]
+fn container_url() -> Option<String> {
+    static CONTAINER: OnceLock<Option<(tokio::runtime::Runtime, queue_redis::testing::RedisContainer)>> = OnceLock::new();
+    CONTAINER
+        .get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            match rt.block_on(queue_redis::testing::RedisContainer::start()) {
+                Ok(c) => Some((rt, c)),
+                Err(e) => {
+                    eprintln!("no Docker ({}): using a local redis-server", e.chain());
+                    None
+                }
+            }
+        })
+        .as_ref()
+        .map(|(_, c)| c.url().to_owned())
+}
+
+#[cfg(not(feature = "testcontainers"))]
+fn container_url() -> Option<String> {
+    None
 }
 
 /// A 3-master Redis Cluster started from `redis-server` for this test binary; its node
