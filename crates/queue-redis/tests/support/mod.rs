@@ -110,14 +110,21 @@ fn container_url() -> Option<String> {
     static CONTAINER: OnceLock<Option<(tokio::runtime::Runtime, queue_redis::testing::RedisContainer)>> = OnceLock::new();
     CONTAINER
         .get_or_init(|| {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            match rt.block_on(queue_redis::testing::RedisContainer::start()) {
-                Ok(c) => Some((rt, c)),
-                Err(e) => {
-                    eprintln!("no Docker ({}): using a local redis-server", e.chain());
-                    None
+            // Tests call this from inside their runtime: start the container on a thread
+            // (and a runtime) of its own.
+            std::thread::spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                match rt.block_on(queue_redis::testing::RedisContainer::start()) {
+                    Ok(c) => Some((rt, c)),
+                    Err(e) => {
+                        eprintln!("no Docker ({}): using a local redis-server", e.chain());
+                        None
+                    }
                 }
-            }
+            })
+            .join()
+            .ok()
+            .flatten()
         })
         .as_ref()
         .map(|(_, c)| c.url().to_owned())
