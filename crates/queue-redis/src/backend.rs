@@ -54,6 +54,7 @@ pub struct RedisBackendBuilder {
     key_prefix: String,
     clock: Option<SharedClock>,
     response_timeout: Duration,
+    functions: bool,
 }
 
 impl fmt::Debug for RedisBackendBuilder {
@@ -79,6 +80,14 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// Whether to load the scripts as a Redis Function library where the server supports
+    /// it (default `true`); `false` uses EVALSHA scripts everywhere (for servers that refuse
+    /// `FUNCTION LOAD`).
+    pub fn functions(mut self, enabled: bool) -> Self {
+        self.functions = enabled;
+        self
+    }
+
     /// How long a command may take before it fails as unavailable (default 5 s).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
@@ -91,17 +100,19 @@ impl RedisBackendBuilder {
         let keys = Keys::new(&self.key_prefix, &self.config.queue_name)?;
         let secret = error::password_of(self.config.redis_url.expose());
         let target = Target::new(&self.config.redis_url)?;
-        let conn = target
+        let mut conn = target
             .connect(self.response_timeout)
             .await
             .map_err(|e| error::map(e, secret.as_deref()))?;
+        let scripts = Scripts::load();
+        scripts.prepare(&mut conn, self.functions).await.map_err(|e| error::map(e, secret.as_deref()))?;
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 target,
                 conn,
                 blocking: Mutex::new(Vec::new()),
                 keys,
-                scripts: Scripts::load(),
+                scripts,
                 config: self.config,
                 clock: self.clock,
                 secret,
@@ -118,6 +129,7 @@ impl RedisBackend {
             key_prefix: "dcs".into(),
             clock: None,
             response_timeout: Duration::from_secs(5),
+            functions: true,
         }
     }
 
@@ -129,6 +141,11 @@ impl RedisBackend {
     /// The configuration the backend uses.
     pub fn config(&self) -> &QueueConfig {
         &self.inner.config
+    }
+
+    /// True when the scripts run as a Redis Function library, false for EVALSHA.
+    pub fn uses_functions(&self) -> bool {
+        self.inner.scripts.uses_functions()
     }
 
     /// Deletes every key of this queue (jobs, indexes, counters). Returns how many.
@@ -192,7 +209,7 @@ impl RedisBackend {
         args.push(self.now_arg());
         args.extend(extra);
         let mut conn = self.conn();
-        script.run(&mut conn, key, &args).await.map_err(|e| self.err(e))
+        self.inner.scripts.run(script, &mut conn, key, &args).await.map_err(|e| self.err(e))
     }
 
     /// Decodes leased jobs (`{id, fields}` pairs); a corrupt record fails its job at once.
@@ -378,6 +395,30 @@ impl RedisBackend {
             .collect())
     }
 
+    /// Processing jobs are indexed by lease expiry in `active` (bounded by the workers'
+    /// concurrency), so their listing is sorted here.
+    async fn list_processing(&self, limit: usize, position: Option<(Millis, JobId)>) -> Result<Page> {
+        let mut conn = self.conn();
+        let ids: Vec<String> = redis::cmd("ZRANGE").arg(self.inner.keys.active()).arg(0).arg(-1).query_async(&mut conn).await.map_err(|e| self.err(e))?;
+        let mut jobs: Vec<JobRecord> = Vec::with_capacity(ids.len());
+        for (id, fields) in ids.iter().zip(self.records(&ids).await?) {
+            match fields.map(|f| codec::decode(id.parse().ok(), &f)) {
+                Some(Ok(r)) if r.status == JobStatus::Processing => jobs.push(r),
+                Some(Err(e)) => tracing::warn!(job_id = %id, error = %e, "skipping an unreadable record in a listing"),
+                _ => {}
+            }
+        }
+        let key = |r: &JobRecord| (to_millis(r.created_at), r.job_id);
+        jobs.retain(|r| position.is_none_or(|p| key(r) < p));
+        jobs.sort_by_key(|r| std::cmp::Reverse(key(r)));
+        let next_cursor = (jobs.len() > limit).then(|| {
+            jobs.truncate(limit);
+            let last = jobs.last().expect("limit is at least 1");
+            encode_cursor(to_millis(last.created_at), last.job_id)
+        });
+        Ok(Page { jobs, next_cursor })
+    }
+
     async fn records(&self, ids: &[String]) -> Result<Vec<Option<Fields>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -448,6 +489,9 @@ impl JobStore for RedisBackend {
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         let mut position = query.position()?;
         let k = &self.inner.keys;
+        if query.status == Some(JobStatus::Processing) && query.unique_key.is_none() {
+            return self.list_processing(query.limit, position).await;
+        }
         let index = match (&query.unique_key, query.status) {
             (Some(key), _) => k.unique(key),
             (None, Some(status)) => k.status(status),
@@ -517,7 +561,9 @@ impl JobStore for RedisBackend {
         let k = &self.inner.keys;
         let mut pipe = redis::pipe();
         for status in JobStatus::ALL {
-            pipe.cmd("ZCARD").arg(k.status(status));
+            // `active` is the index of processing jobs.
+            let index = if status == JobStatus::Processing { k.active() } else { k.status(status) };
+            pipe.cmd("ZCARD").arg(index);
         }
         pipe.cmd("ZCARD").arg(k.jobs());
         pipe.cmd("ZCARD").arg(k.delayed());

@@ -52,7 +52,7 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
         status,
         priority,
         progress: uint("progress", 100)?.unwrap_or(0) as u8,
-        current_step: text("current_step").map(str::to_owned),
+        current_step: text("current_step").filter(|s| !s.is_empty()).map(str::to_owned),
         error_message: text("error_message").map(str::to_owned),
         retry_count: uint("retry_count", u64::from(u32::MAX))?.unwrap_or(0) as u32,
         max_retries: uint("max_retries", u64::from(u32::MAX))?.unwrap_or(0) as u32,

@@ -121,10 +121,22 @@ async fn a_dead_workers_jobs_finish_on_another_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_flush_under_load_loses_nothing() {
+    flush_under_load(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_flush_under_load_loses_nothing() {
+    flush_under_load(false).await;
+}
+
+/// Empties the server's script cache and function libraries ten times while a worker
+/// drains 400 jobs and a producer keeps enqueueing.
+async fn flush_under_load(functions: bool) {
     let server = ServerProcess::start(free_port(), &["--appendonly no"]);
     let cfg = config(&server.url());
-    let backend = RedisBackend::connect(&cfg).await.unwrap();
+    let backend = RedisBackend::builder(&cfg).functions(functions).build().await.unwrap();
+    assert_eq!(backend.uses_functions(), functions);
     let ids = enqueue_n(&backend, 400).await;
     let stop = CancellationToken::new();
     let worker = sleeper(Worker::builder(Arc::new(backend.clone())).config(&cfg).concurrency(8), 1).build().unwrap();
@@ -132,6 +144,7 @@ async fn script_flush_under_load_loses_nothing() {
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(cli(server.port, &["SCRIPT", "FLUSH"]).is_some_and(|o| o.contains("OK")));
+        assert!(cli(server.port, &["FUNCTION", "FLUSH"]).is_some_and(|o| o.contains("OK")));
         // Producers keep working across the flush too.
         enqueue_n(&backend, 1).await;
     }

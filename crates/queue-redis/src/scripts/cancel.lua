@@ -3,12 +3,13 @@
 local id = ARGV[3]
 local key = jk(id)
 if not is_hash(key) then return { 'missing' } end
-local status = redis.call('HGET', key, 'status')
+local v = redis.call('HMGET', key, 'status', 'unique_key', 'created_at')
+local status = v[1]
 if status == 'queued' then
   redis.call('ZREM', k('ready'), id)
   redis.call('ZREM', k('delayed'), id)
-  terminal(id, 'cancelled', tonumber(ARGV[4]))
-  move_status(id, 'queued', 'cancelled', num(redis.call('HGET', key, 'created_at'), NOW))
+  terminal(id, 'cancelled', v[2], tonumber(ARGV[4]), {})
+  move_status(id, 'queued', 'cancelled', num(v[3], NOW))
   return { 'cancelled' }
 elseif status == 'processing' then
   redis.call('HSET', key, 'cancel_requested', '1')

@@ -15,31 +15,34 @@ for i = 0, count - 1 do
   elseif uk ~= '' and is_active(holder) then
     out[#out + 1] = { 'dup', holder }
   else
-    redis.call('HSET', key, 'job_id', id, 'task', task, 'payload', payload, 'status', 'queued',
+    local fields = { 'job_id', id, 'task', task, 'payload', payload, 'status', 'queued',
       'priority', PNAME[band], 'progress', 0, 'retry_count', 0, 'max_retries', ARGV[b + 6],
-      'created_at', NOW)
-    if uk ~= '' then redis.call('HSET', key, 'unique_key', uk) end
-    if ARGV[b + 7] ~= '' then redis.call('HSET', key, 'timeout_ms', ARGV[b + 7]) end
-    if ARGV[b + 8] ~= '' then redis.call('HSET', key, 'metadata', ARGV[b + 8]) end
+      'created_at', NOW }
+    if uk ~= '' then fields[#fields + 1] = 'unique_key'; fields[#fields + 1] = uk end
+    if ARGV[b + 7] ~= '' then fields[#fields + 1] = 'timeout_ms'; fields[#fields + 1] = ARGV[b + 7] end
+    if ARGV[b + 8] ~= '' then fields[#fields + 1] = 'metadata'; fields[#fields + 1] = ARGV[b + 8] end
     if delay > 0 then
       redis.call('ZADD', k('delayed'), NOW + delay, id)
-      redis.call('HSET', key, 'run_at', NOW + delay)
+      fields[#fields + 1] = 'run_at'; fields[#fields + 1] = NOW + delay
     else
       local score = band * 1e12 + redis.call('INCR', k('seq'))
       redis.call('ZADD', k('ready'), score, id)
-      redis.call('HSET', key, 'score', score)
+      fields[#fields + 1] = 'score'; fields[#fields + 1] = score
     end
+    redis.call('HSET', key, unpack(fields))
     redis.call('ZADD', k('st:queued'), NOW, id)
     redis.call('ZADD', k('jobs'), NOW, id)
     if uk ~= '' then
       redis.call('ZADD', k('uk:' .. uk), NOW, id)
       redis.call('HSET', k('dedup'), uk, id)
     end
-    redis.call('HINCRBY', k('stats'), 'enqueued', 1)
-    emit(id, 'transition', { to = 'queued' })
+    emit_transition(id, nil, 'queued')
     created = true
     out[#out + 1] = { 'ok', id }
   end
 end
-if created then wake() end
+if created then
+  redis.call('HINCRBY', k('stats'), 'enqueued', #out)
+  wake()
+end
 return { NOW, out }

@@ -5,10 +5,11 @@ local count = tonumber(ARGV[10])
 local lost, cancel, ids = {}, {}, {}
 for i = 0, count - 1 do
   local id, token = ARGV[11 + i * 2], ARGV[12 + i * 2]
-  if held(id, token) then
+  local h = held(id, token)
+  if h then
     redis.call('ZADD', k('active'), 'XX', NOW + lease_ms, id)
     ids[#ids + 1] = id
-    if redis.call('HGET', jk(id), 'cancel_requested') == '1' then cancel[#cancel + 1] = id end
+    if h.cancel then cancel[#cancel + 1] = id end
   else
     lost[#lost + 1] = id
   end

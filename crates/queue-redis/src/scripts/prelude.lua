@@ -1,13 +1,18 @@
 -- Shared by every script. The generated tables NEXT (the state machine of queue-core),
--- VALID, TERMINAL, BAND and PNAME are prepended by scripts.rs.
--- ARGV[1] = key prefix (`<prefix>{<queue>}:`), ARGV[2] = now in ms ('' = server TIME).
-local P = ARGV[1]
-local NOW
-if ARGV[2] ~= '' then
-  NOW = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- VALID, TERMINAL, BAND and PNAME come first (scripts.rs). Loaded once as a Redis Function
+-- library, or prepended to each script for EVAL on servers without Functions.
+-- Every entry point starts with begin(ARGV): ARGV[1] = key prefix (`<prefix>{<queue>}:`),
+-- ARGV[2] = now in ms ('' = server TIME). Calls run one at a time, so P and NOW are safe.
+local P, NOW
+
+local function begin(argv)
+  P = argv[1]
+  if argv[2] ~= '' then
+    NOW = tonumber(argv[2])
+  else
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
 end
 
 local function k(name) return P .. name end
@@ -18,6 +23,14 @@ local function num(v, default)
   return n
 end
 local function is_hash(key) return redis.call('TYPE', key).ok == 'hash' end
+local function wake() redis.call('ZADD', k('marker'), 0, '0') end
+
+-- Events: ids and statuses need no escaping, so transitions are built by hand.
+local function emit_transition(id, from, to)
+  local msg = '{"job_id":"' .. id .. '","at":' .. NOW .. ',"type":"transition","to":"' .. to .. '"'
+  if from then msg = msg .. ',"from":"' .. from .. '"' end
+  redis.call('PUBLISH', k('events'), msg .. '}')
+end
 
 local function emit(id, kind, fields)
   fields.job_id = id
@@ -26,50 +39,65 @@ local function emit(id, kind, fields)
   redis.call('PUBLISH', k('events'), cjson.encode(fields))
 end
 
--- Moves `id` between status indexes (scored by creation time) and announces it.
+-- Status indexes (scored by creation time) exist for every status but `processing`,
+-- whose index is `active` itself.
 local function move_status(id, from, to, created)
   if from and VALID[from] then
-    redis.call('ZREM', k('st:' .. from), id)
+    if from ~= 'processing' then redis.call('ZREM', k('st:' .. from), id) end
   else
     from = nil
   end
-  redis.call('ZADD', k('st:' .. to), created, id)
-  redis.call('HSET', jk(id), 'status', to)
-  emit(id, 'transition', { from = from, to = to })
+  if to ~= 'processing' then redis.call('ZADD', k('st:' .. to), created, id) end
+  emit_transition(id, from, to)
 end
 
 local function is_active(id)
   if not id then return false end
-  local key = jk(id)
-  if not is_hash(key) then return false end
-  local s = redis.call('HGET', key, 'status')
-  return s == 'queued' or s == 'processing'
+  local ok, s = pcall(redis.call, 'HGET', jk(id), 'status')
+  return ok and (s == 'queued' or s == 'processing')
 end
 
--- The caller holds the lease: right token and unexpired.
+-- The fields a lease holder's write needs, or nil when the caller does not hold the
+-- lease (wrong token, expired, not a job hash).
+local LEASE_FIELDS = { 'token', 'cancel_requested', 'retry_count', 'max_retries', 'created_at', 'unique_key', 'score', 'lease_ms', 'worker_id' }
 local function held(id, token)
-  local key = jk(id)
-  if not is_hash(key) then return false end
-  if redis.call('HGET', key, 'token') ~= token then return false end
+  local ok, v = pcall(redis.call, 'HMGET', jk(id), unpack(LEASE_FIELDS))
+  if not ok or v[1] ~= token then return nil end
   local expires = redis.call('ZSCORE', k('active'), id)
-  return expires ~= false and tonumber(expires) > NOW
+  if not expires or tonumber(expires) <= NOW then return nil end
+  return {
+    cancel = v[2] == '1', retries = num(v[3], 0), max_retries = num(v[4], 0),
+    created = num(v[5], NOW), unique_key = v[6], score = v[7], lease_ms = num(v[8], 30000),
+    worker = v[9] or 'unknown',
+  }
 end
 
--- Bookkeeping of a terminal status: finished index, unique key released, safety expiry.
-local function terminal(id, to, retention_ms)
+-- Bookkeeping of a terminal status; `set` holds extra fields to write with it.
+local function terminal(id, to, unique_key, retention_ms, set)
   local key = jk(id)
-  redis.call('HSET', key, 'completed_at', NOW)
+  redis.call('HSET', key, 'status', to, 'completed_at', NOW, unpack(set))
   redis.call('HDEL', key, 'run_at', 'token', 'worker_id', 'lease_ms')
   redis.call('ZADD', k('finished'), NOW, id)
-  local uk = redis.call('HGET', key, 'unique_key')
-  if uk and redis.call('HGET', k('dedup'), uk) == id then
-    redis.call('HDEL', k('dedup'), uk)
+  if unique_key and redis.call('HGET', k('dedup'), unique_key) == id then
+    redis.call('HDEL', k('dedup'), unique_key)
   end
   redis.call('PEXPIRE', key, retention_ms + 86400000)
   redis.call('HINCRBY', k('stats'), to, 1)
 end
 
-local function wake() redis.call('ZADD', k('marker'), 0, '0') end
+-- A key that is not a hash where a job should be: replace it by a failed record saying so.
+local function fail_garbage(id, kind, retention_ms)
+  local key = jk(id)
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'job_id', id, 'task', 'unknown', 'payload', 'null', 'priority', 'normal',
+    'progress', 0, 'retry_count', 0, 'max_retries', 0, 'created_at', NOW,
+    'error_message', 'corrupt job record: stored as a ' .. kind .. ', not a hash')
+  for s, _ in pairs(VALID) do redis.call('ZREM', k('st:' .. s), id) end
+  redis.call('ZREM', k('active'), id)
+  redis.call('ZADD', k('jobs'), NOW, id)
+  terminal(id, 'failed', nil, retention_ms, {})
+  move_status(id, nil, 'failed', NOW)
+end
 
 -- Rewrites unreadable fields of a corrupt job hash with safe values (the originals of
 -- JSON fields are kept under `corrupt_<field>`), so the failed record can be read.
@@ -100,33 +128,21 @@ local function sanitize(id)
   if not redis.call('HGET', key, 'payload') then redis.call('HSET', key, 'payload', 'null') end
 end
 
--- A key that is not a hash where a job should be: replace it by a failed record saying so.
-local function fail_garbage(id, kind, retention_ms)
-  local key = jk(id)
-  redis.call('DEL', key)
-  redis.call('HSET', key, 'job_id', id, 'task', 'unknown', 'payload', 'null', 'status', 'failed',
-    'priority', 'normal', 'progress', 0, 'retry_count', 0, 'max_retries', 0, 'created_at', NOW,
-    'error_message', 'corrupt job record: stored as a ' .. kind .. ', not a hash')
-  for s, _ in pairs(VALID) do redis.call('ZREM', k('st:' .. s), id) end
-  redis.call('ZADD', k('jobs'), NOW, id)
-  terminal(id, 'failed', retention_ms)
-  redis.call('ZADD', k('st:failed'), NOW, id)
-  emit(id, 'transition', { to = 'failed' })
-end
-
--- Promotes due delayed jobs, then leases up to `max` ready jobs.
-local function claim(worker, token_base, lease_ms, max, retention_ms)
+-- Promotes due delayed jobs, then leases up to `max` ready jobs: a list of {id, fields}.
+-- `chain` re-arms the wake-up marker when work is left (not needed when a finishing
+-- worker claims its next job: it will come back by itself).
+local function claim(worker, token_base, lease_ms, max, retention_ms, chain)
   local due = redis.call('ZRANGEBYSCORE', k('delayed'), '-inf', NOW, 'LIMIT', 0, 100)
   for _, id in ipairs(due) do
     redis.call('ZREM', k('delayed'), id)
     local key = jk(id)
-    if is_hash(key) then
-      local band = BAND[redis.call('HGET', key, 'priority')] or 1
-      local score = band * 1e12 + redis.call('INCR', k('seq'))
+    local ok, prio = pcall(redis.call, 'HGET', key, 'priority')
+    if ok and prio then
+      local score = (BAND[prio] or 1) * 1e12 + redis.call('INCR', k('seq'))
       redis.call('ZADD', k('ready'), score, id)
       redis.call('HSET', key, 'score', score)
       redis.call('HDEL', key, 'run_at')
-    elseif redis.call('EXISTS', key) == 1 then
+    elseif not ok then
       fail_garbage(id, redis.call('TYPE', key).ok, retention_ms)
     end
   end
@@ -136,25 +152,21 @@ local function claim(worker, token_base, lease_ms, max, retention_ms)
     if #popped == 0 then break end
     local id = popped[1]
     local key = jk(id)
-    local kind = redis.call('TYPE', key).ok
-    if kind == 'hash' then
-      local status = redis.call('HGET', key, 'status')
-      -- A valid status other than queued is a stale index entry: drop it. An unreadable
-      -- one is claimed, so the worker fails the job with a clear error.
-      if status == 'queued' or not VALID[status] then
-        local token = token_base .. ':' .. (#out + 1)
-        redis.call('HSET', key, 'started_at', NOW, 'progress', 0, 'worker_id', worker,
-          'token', token, 'lease_ms', lease_ms)
-        redis.call('HDEL', key, 'current_step')
-        redis.call('ZADD', k('active'), NOW + lease_ms, id)
-        move_status(id, status, 'processing', num(redis.call('HGET', key, 'created_at'), NOW))
-        out[#out + 1] = { id, redis.call('HGETALL', key) }
-      end
-    elseif kind ~= 'none' then
-      fail_garbage(id, kind, retention_ms)
+    local ok, v = pcall(redis.call, 'HMGET', key, 'status', 'created_at')
+    if not ok then
+      fail_garbage(id, redis.call('TYPE', key).ok, retention_ms)
+    elseif v[1] == 'queued' or (v[1] and not VALID[v[1]]) or (not v[1] and v[2]) then
+      -- An unreadable status is claimed too, so the worker fails the job with a clear
+      -- error; a valid status other than queued is a stale index entry and is dropped.
+      local token = token_base .. ':' .. (#out + 1)
+      redis.call('HSET', key, 'status', 'processing', 'started_at', NOW, 'progress', 0,
+        'worker_id', worker, 'token', token, 'lease_ms', lease_ms, 'current_step', '')
+      redis.call('ZADD', k('active'), NOW + lease_ms, id)
+      move_status(id, v[1], 'processing', num(v[2], NOW))
+      out[#out + 1] = { id, redis.call('HGETALL', key) }
     end
   end
-  if redis.call('ZCARD', k('ready')) > 0 then wake() end
+  if chain and redis.call('ZCARD', k('ready')) > 0 then wake() end
   return out
 end
 

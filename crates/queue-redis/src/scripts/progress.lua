@@ -1,14 +1,16 @@
 -- ARGV: 3 id, 4 token, 5 percent, 6 has step ('1'/'0'), 7 step.
 -- Returns {'lost'} or {'ok', cancel requested 1/0}.
 local id = ARGV[3]
-if not held(id, ARGV[4]) then return { 'lost' } end
+local h = held(id, ARGV[4])
+if not h then return { 'lost' } end
 local key = jk(id)
 local value = math.max(num(redis.call('HGET', key, 'progress'), 0), tonumber(ARGV[5]))
 redis.call('HSET', key, 'progress', value)
 if ARGV[6] == '1' then redis.call('HSET', key, 'current_step', ARGV[7]) end
-redis.call('ZADD', k('active'), 'XX', NOW + num(redis.call('HGET', key, 'lease_ms'), 30000), id)
+redis.call('ZADD', k('active'), 'XX', NOW + h.lease_ms, id)
 local step = redis.call('HGET', key, 'current_step')
+if step == '' then step = nil end
 emit(id, 'progress', { progress = value, step = step or nil })
 local cancel = 0
-if redis.call('HGET', key, 'cancel_requested') == '1' then cancel = 1 end
+if h.cancel then cancel = 1 end
 return { 'ok', cancel }

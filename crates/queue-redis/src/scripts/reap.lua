@@ -4,30 +4,31 @@ local requeued = false
 for _, id in ipairs(ids) do
   redis.call('ZREM', k('active'), id)
   local key = jk(id)
-  if is_hash(key) then
-    local worker = redis.call('HGET', key, 'worker_id') or 'unknown'
-    local retries = num(redis.call('HGET', key, 'retry_count'), 0)
+  local ok, v = pcall(redis.call, 'HMGET', key, 'worker_id', 'retry_count', 'max_retries',
+    'cancel_requested', 'score', 'unique_key', 'created_at')
+  if ok and v[7] then
+    local worker, retries = v[1] or 'unknown', num(v[2], 0)
     local event
-    if redis.call('HGET', key, 'cancel_requested') == '1' then
+    local set = {}
+    if v[4] == '1' then
       event = 'cancel'
-    elseif retries < num(redis.call('HGET', key, 'max_retries'), 0) then
-      redis.call('HSET', key, 'retry_count', retries + 1, 'progress', 0,
-        'error_message', 'lease expired: worker ' .. worker .. ' stopped renewing it')
-      redis.call('HDEL', key, 'current_step')
-      local score = num(redis.call('HGET', key, 'score'), 1e12 + redis.call('INCR', k('seq')))
-      redis.call('ZADD', k('ready'), score, id)
+    elseif retries < num(v[3], 0) then
+      redis.call('HSET', key, 'status', 'queued', 'retry_count', retries + 1, 'progress', 0,
+        'current_step', '', 'error_message', 'lease expired: worker ' .. worker .. ' stopped renewing it')
+      redis.call('HDEL', key, 'token', 'worker_id')
+      redis.call('ZADD', k('ready'), num(v[5], 1e12 + redis.call('INCR', k('seq'))), id)
       requeued = true
       event = 'lease_expired'
     else
-      redis.call('HSET', key, 'error_message',
-        'lease expired: worker ' .. worker .. ' was lost and no retries are left')
+      set = { 'error_message', 'lease expired: worker ' .. worker .. ' was lost and no retries are left' }
       event = 'fail'
     end
-    redis.call('HDEL', key, 'token', 'worker_id')
     redis.call('HINCRBY', k('stats'), 'recovered', 1)
     local to = NEXT['processing'][event]
-    if TERMINAL[to] then terminal(id, to, tonumber(ARGV[4])) end
-    move_status(id, 'processing', to, num(redis.call('HGET', key, 'created_at'), NOW))
+    if TERMINAL[to] then terminal(id, to, v[6], tonumber(ARGV[4]), set) end
+    move_status(id, 'processing', to, num(v[7], NOW))
+  elseif not ok then
+    fail_garbage(id, redis.call('TYPE', key).ok, tonumber(ARGV[4]))
   end
 end
 if requeued then wake() end

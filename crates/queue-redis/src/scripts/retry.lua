@@ -13,7 +13,7 @@ end
 if ARGV[4] ~= '' then redis.call('HSET', key, 'priority', PNAME[tonumber(ARGV[4])]) end
 local band = BAND[redis.call('HGET', key, 'priority')] or 1
 local score = band * 1e12 + redis.call('INCR', k('seq'))
-redis.call('HSET', key, 'retry_count', 0, 'progress', 0, 'score', score)
+redis.call('HSET', key, 'status', 'queued', 'retry_count', 0, 'progress', 0, 'score', score)
 redis.call('HDEL', key, 'current_step', 'error_message', 'result', 'started_at', 'completed_at',
   'run_at', 'cancel_requested', 'token', 'worker_id')
 redis.call('PERSIST', key)

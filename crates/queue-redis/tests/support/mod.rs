@@ -176,8 +176,13 @@ pub fn unique_queue() -> String {
 
 /// A backend on its own queue at `url`, driven by `clock` when given.
 pub async fn backend(url: &str, clock: Option<ManualClock>) -> RedisBackend {
+    backend_with(url, clock, true).await
+}
+
+/// As [`backend`], choosing Functions or EVALSHA scripts.
+pub async fn backend_with(url: &str, clock: Option<ManualClock>, functions: bool) -> RedisBackend {
     let config = suite_config(&unique_queue()).to_builder().redis_url(url).unwrap().build().unwrap();
-    let mut builder = RedisBackend::builder(&config).key_prefix("dcs-test");
+    let mut builder = RedisBackend::builder(&config).key_prefix("dcs-test").functions(functions);
     if let Some(clock) = clock {
         builder = builder.clock(Arc::new(clock));
     }
@@ -186,7 +191,13 @@ pub async fn backend(url: &str, clock: Option<ManualClock>) -> RedisBackend {
 
 /// A conformance harness on `url`; its cleanup deletes every key of the queue.
 pub async fn harness(url: &str, clock: ManualClock) -> Harness {
-    let backend = backend(url, Some(clock.clone())).await;
+    harness_with(url, clock, true).await
+}
+
+/// As [`harness`], choosing Functions or EVALSHA scripts.
+pub async fn harness_with(url: &str, clock: ManualClock, functions: bool) -> Harness {
+    let backend = backend_with(url, Some(clock.clone()), functions).await;
+    assert_eq!(backend.uses_functions(), functions, "Redis 7 serves Functions");
     let cleanup = backend.clone();
     Harness::new(Arc::new(backend), clock).with_cleanup(async move {
         if let Err(e) = cleanup.destroy().await {

@@ -1,0 +1,219 @@
+//! No-op jobs through the Redis backend, measured like `../shared/bench/peers` measures
+//! arq, BullMQ and apalis, so the figures sit side by side.
+//!
+//! ```text
+//! redis-server --port 6399 --bind 127.0.0.1 --save "" --appendonly no --daemonize yes
+//! cargo run --release -p queue-examples --example bench_redis -- --url redis://127.0.0.1:6399
+//! ```
+//!
+//! Use a Redis of its own: the CPU, command and memory figures are server-wide deltas.
+//! Prints a table and one JSON line. Each phase uses a fresh queue, deleted afterwards.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use queue_core::{JobStore, NewJob, Payload, QueueConfig};
+use queue_redis::RedisBackend;
+use queue_worker::{CancellationToken, Worker};
+use tokio::sync::{Notify, mpsc};
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_owned())
+}
+
+struct Info(redis::aio::ConnectionManager);
+
+impl Info {
+    async fn field(&mut self, section: &str, key: &str) -> anyhow::Result<f64> {
+        let text: String = redis::cmd("INFO").arg(section).query_async(&mut self.0).await?;
+        let line = text.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))).with_context(|| format!("INFO has no {key}"))?;
+        Ok(line.trim().parse()?)
+    }
+    async fn cpu(&mut self) -> anyhow::Result<f64> {
+        Ok(self.field("cpu", "used_cpu_user").await? + self.field("cpu", "used_cpu_sys").await?)
+    }
+    async fn commands(&mut self) -> anyhow::Result<f64> {
+        self.field("stats", "total_commands_processed").await
+    }
+    async fn memory(&mut self) -> anyhow::Result<f64> {
+        self.field("memory", "used_memory").await
+    }
+    async fn zcard(&mut self, key: &str) -> anyhow::Result<usize> {
+        Ok(redis::cmd("ZCARD").arg(key).query_async(&mut self.0).await?)
+    }
+}
+
+async fn backend(url: &str, queue: &str) -> anyhow::Result<RedisBackend> {
+    let cfg = QueueConfig::builder().redis_url(url)?.queue_name(queue).build()?;
+    Ok(RedisBackend::connect(&cfg).await?)
+}
+
+fn noop(i: usize) -> NewJob {
+    NewJob::with_payload("noop", Payload::from_trusted(format!("{{\"i\":{i}}}")))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let url = arg("--url", "redis://127.0.0.1:6399");
+    let n: usize = arg("--n", "20000").parse()?;
+    let samples: usize = arg("--samples", "200").parse()?;
+    let inflight: usize = arg("--inflight", "50").parse()?;
+    let client = redis::Client::open(url.as_str())?;
+    let mut info = Info(client.get_connection_manager().await?);
+    let mut out = serde_json::Map::new();
+    println!("Redis backend on {}, {n} no-op jobs per phase", queue_core::RedisUrl::redact(&url));
+
+    // 1a. Sequential enqueue, then processing, at each concurrency.
+    for concurrency in [10usize, 100] {
+        let queue = format!("bench-{concurrency}-{}", std::process::id());
+        let b = backend(&url, &queue).await?;
+        let mem0 = info.memory().await?;
+        let (cpu0, cmd0) = (info.cpu().await?, info.commands().await?);
+        let t = Instant::now();
+        for i in 0..n {
+            b.enqueue(noop(i)).await?;
+        }
+        let enqueue_seq = n as f64 / t.elapsed().as_secs_f64();
+        let cmd_enq = (info.commands().await? - cmd0 - 2.0) / n as f64;
+        let cpu_enq = (info.cpu().await? - cpu0) / n as f64 * 1e6;
+        let mem_queued = (info.memory().await? - mem0) / n as f64;
+
+        let (cpu0, cmd0) = (info.cpu().await?, info.commands().await?);
+        let first: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+        let f2 = Arc::clone(&first);
+        let stop = CancellationToken::new();
+        let worker = Worker::builder(Arc::new(b.clone()))
+            .concurrency(concurrency)
+            .register("noop", move |_: serde_json::Value, _ctx| {
+                f2.get_or_init(Instant::now);
+                async { Ok(()) }
+            })
+            .build()?;
+        let run = tokio::spawn(worker.run(stop.clone()));
+        let done_key = format!("dcs:{{{queue}}}:st:completed");
+        let mut polls = 0.0;
+        let end = loop {
+            polls += 1.0;
+            if info.zcard(&done_key).await? >= n {
+                break Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let process = n as f64 / (end - *first.get().context("no job ran")?).as_secs_f64();
+        // Worker heartbeats and maintenance are part of the cost; the benchmark's own
+        // polling and INFO calls are not.
+        let cmd_proc = (info.commands().await? - cmd0 - polls - 2.0) / n as f64;
+        let cpu_proc = (info.cpu().await? - cpu0) / n as f64 * 1e6;
+        stop.cancel();
+        run.await??;
+        let mem_done = (info.memory().await? - mem0) / n as f64;
+        println!(
+            "concurrency {concurrency:>3}: enqueue {enqueue_seq:>7.0}/s  process {process:>7.0} jobs/s  \
+             cmds/enqueue {cmd_enq:.1}  cmds/processed job {cmd_proc:.1}  \
+             redis cpu/enqueue {cpu_enq:.1} µs  cpu/processed job {cpu_proc:.1} µs  \
+             bytes/queued job {mem_queued:.0}  bytes/finished job {mem_done:.0}"
+        );
+        let p = format!("c{concurrency}_");
+        for (k, v) in [
+            ("enqueue_seq_jobs_s", enqueue_seq),
+            ("process_jobs_s", process),
+            ("cmds_per_enqueue", cmd_enq),
+            ("cmds_per_processed_job", cmd_proc),
+            ("redis_cpu_us_per_enqueue", cpu_enq),
+            ("redis_cpu_us_per_processed_job", cpu_proc),
+            ("bytes_per_queued_job", mem_queued),
+            ("bytes_per_finished_job", mem_done),
+        ] {
+            out.insert(format!("{p}{k}"), serde_json::json!((v * 10.0).round() / 10.0));
+        }
+        b.destroy().await?;
+    }
+
+    // 1b. Concurrent enqueue (`inflight` in flight) and bulk enqueue (100 per call).
+    let queue = format!("bench-enq-{}", std::process::id());
+    let b = backend(&url, &queue).await?;
+    let t = Instant::now();
+    futures_util::stream::iter(0..n)
+        .for_each_concurrent(inflight, |i| {
+            let b = b.clone();
+            async move {
+                b.enqueue(noop(i)).await.expect("enqueue");
+            }
+        })
+        .await;
+    let enqueue_conc = n as f64 / t.elapsed().as_secs_f64();
+    b.destroy().await?;
+    let t = Instant::now();
+    for start in (0..n).step_by(100) {
+        let batch: Vec<NewJob> = (start..(start + 100).min(n)).map(noop).collect();
+        for r in b.enqueue_many(batch).await? {
+            r?;
+        }
+    }
+    let enqueue_bulk = n as f64 / t.elapsed().as_secs_f64();
+    b.destroy().await?;
+    println!("enqueue: {enqueue_conc:.0}/s with {inflight} in flight, {enqueue_bulk:.0}/s in batches of 100");
+    out.insert("enqueue_conc_jobs_s".into(), serde_json::json!(enqueue_conc.round()));
+    out.insert("enqueue_bulk100_jobs_s".into(), serde_json::json!(enqueue_bulk.round()));
+
+    // 3. Idle pickup: one job at a time, random gaps up to 20 ms.
+    let queue = format!("bench-lat-{}", std::process::id());
+    let b = backend(&url, &queue).await?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
+    let ready = Arc::new(Notify::new());
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(Arc::new(b.clone()))
+        .concurrency(10)
+        .register("noop", move |_: serde_json::Value, _ctx| {
+            let _ = tx.send(Instant::now());
+            async { Ok(()) }
+        })
+        .build()?;
+    let run = tokio::spawn(worker.run(stop.clone()));
+    drop(ready);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut lat = Vec::with_capacity(samples);
+    let seen = AtomicUsize::new(0);
+    for i in 0..samples {
+        tokio::time::sleep(Duration::from_micros(fastrand_u64() % 20_000)).await;
+        let t = Instant::now();
+        b.enqueue(noop(i)).await?;
+        let started = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await?.context("worker stopped")?;
+        lat.push((started - t).as_secs_f64() * 1e3);
+        seen.fetch_add(1, Ordering::Relaxed);
+    }
+    stop.cancel();
+    run.await??;
+    b.destroy().await?;
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[(((p / 100.0) * (lat.len() as f64 - 1.0)).round() as usize).min(lat.len() - 1)];
+    println!("idle pickup: p50 {:.3} ms  p99 {:.3} ms ({} samples)", pct(50.0), pct(99.0), seen.load(Ordering::Relaxed));
+    out.insert("lat_p50_ms".into(), serde_json::json!((pct(50.0) * 1000.0).round() / 1000.0));
+    out.insert("lat_p99_ms".into(), serde_json::json!((pct(99.0) * 1000.0).round() / 1000.0));
+    println!("{}", serde_json::Value::Object(out));
+    Ok(())
+}
+
+fn fastrand_u64() -> u64 {
+    use std::{
+        cell::Cell,
+        hash::{BuildHasher, RandomState},
+    };
+    thread_local!(static SEED: Cell<u64> = Cell::new(RandomState::new().hash_one(0u8) | 1));
+    SEED.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
