@@ -212,17 +212,31 @@ impl RedisBackend {
         self.inner.scripts.run(script, &mut conn, key, &args).await.map_err(|e| self.err(e))
     }
 
-    /// Decodes leased jobs (`{id, fields}` pairs); a corrupt record fails its job at once.
-    async fn leases(&self, items: Vec<Value>, now: Millis, lease: Duration) -> Vec<Lease> {
+    /// Decodes leased jobs (`{id, token, now, fields as read}`), applying the claim's
+    /// changes; a corrupt record fails its job at once.
+    async fn leases(&self, items: Vec<Value>, req: &ClaimRequest) -> Vec<Lease> {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            let mut pair = array(item).into_iter();
-            let (Some(id), Some(fields)) = (pair.next().and_then(|v| text(&v)), pair.next()) else { continue };
-            let fields = to_fields(fields);
-            let token = LeaseToken::new(fields.get("token").cloned().unwrap_or_default());
-            let key_id = id.parse::<JobId>().ok();
-            match codec::decode(key_id, &fields) {
-                Ok(job) => out.push(Lease { job, token, expires_at: from_millis(now + duration_ms(lease)) }),
+            let mut parts = array(item).into_iter();
+            let (Some(id), Some(token), Some(now), Some(fields)) = (
+                parts.next().as_ref().and_then(text),
+                parts.next().as_ref().and_then(text),
+                parts.next().as_ref().and_then(int),
+                parts.next(),
+            ) else {
+                continue;
+            };
+            let token = LeaseToken::new(token);
+            match codec::decode(id.parse::<JobId>().ok(), &to_fields(fields)) {
+                Ok(mut job) => {
+                    job.status = JobStatus::Processing;
+                    job.started_at = Some(from_millis(now));
+                    job.progress = 0;
+                    job.current_step = None;
+                    job.run_at = None;
+                    job.worker_id = Some(req.worker.as_str().to_owned());
+                    out.push(Lease { job, token, expires_at: from_millis(now + duration_ms(req.lease)) });
+                }
                 Err(err) => self.fail_corrupt(&id, token, err).await,
             }
         }
@@ -252,7 +266,7 @@ impl RedisBackend {
         let now = it.next().as_ref().and_then(int).unwrap_or_else(|| self.now_ms());
         let next_due = it.next().as_ref().and_then(int);
         let leased = it.next().map(array).unwrap_or_default();
-        let leases = self.leases(leased, now, req.lease).await;
+        let leases = self.leases(leased, req).await;
         Ok((leases, next_due, now))
     }
 
@@ -745,7 +759,7 @@ impl Broker for RedisBackend {
         }
         let status: JobStatus = status.parse()?;
         let next = match (next, it.next()) {
-            (Some(req), Some(claimed)) => self.leases(array(claimed), self.now_ms(), req.lease).await.pop(),
+            (Some(req), Some(claimed)) => self.leases(array(claimed), &req).await.pop(),
             _ => None,
         };
         Ok(Finished { status, next })

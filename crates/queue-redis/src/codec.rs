@@ -12,7 +12,8 @@ pub(crate) type Fields = HashMap<String, String>;
 pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
     let name = f.get("job_id").cloned().or_else(|| key_id.map(|i| i.to_string())).unwrap_or_else(|| "?".into());
     let bad = |field: &str, why: String| Error::corrupt(format!("job record {name}: field `{field}` {why}"));
-    let text = |field: &str| f.get(field).map(String::as_str);
+    // Cleared fields are stored empty: read them as absent.
+    let text = |field: &str| f.get(field).map(String::as_str).filter(|v| !v.is_empty());
     let required = |field: &str| text(field).ok_or_else(|| bad(field, "is missing".into()));
     let int = |field: &str| -> Result<Option<i64>> {
         text(field)
@@ -52,7 +53,7 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
         status,
         priority,
         progress: uint("progress", 100)?.unwrap_or(0) as u8,
-        current_step: text("current_step").filter(|s| !s.is_empty()).map(str::to_owned),
+        current_step: text("current_step").map(str::to_owned),
         error_message: text("error_message").map(str::to_owned),
         retry_count: uint("retry_count", u64::from(u32::MAX))?.unwrap_or(0) as u32,
         max_retries: uint("max_retries", u64::from(u32::MAX))?.unwrap_or(0) as u32,

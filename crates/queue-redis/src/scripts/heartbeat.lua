@@ -7,7 +7,7 @@ for i = 0, count - 1 do
   local id, token = ARGV[11 + i * 2], ARGV[12 + i * 2]
   local h = held(id, token)
   if h then
-    redis.call('ZADD', k('active'), 'XX', NOW + lease_ms, id)
+    extend(id, NOW + lease_ms)
     ids[#ids + 1] = id
     if h.cancel then cancel[#cancel + 1] = id end
   else

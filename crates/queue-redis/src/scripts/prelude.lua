@@ -51,20 +51,24 @@ local function move_status(id, from, to, created)
   emit_transition(id, from, to)
 end
 
+-- redis.pcall answers a wrong-type key with an error table instead of raising.
+local function failed(reply) return type(reply) == 'table' and reply.err ~= nil end
+
 local function is_active(id)
   if not id then return false end
-  local ok, s = pcall(redis.call, 'HGET', jk(id), 'status')
-  return ok and (s == 'queued' or s == 'processing')
+  local s = redis.pcall('HGET', jk(id), 'status')
+  return s == 'queued' or s == 'processing'
 end
 
 -- The fields a lease holder's write needs, or nil when the caller does not hold the
--- lease (wrong token, expired, not a job hash).
-local LEASE_FIELDS = { 'token', 'cancel_requested', 'retry_count', 'max_retries', 'created_at', 'unique_key', 'score', 'lease_ms', 'worker_id' }
+-- lease (wrong token, expired, not a job hash). `lease_expires` mirrors the job's score in
+-- `active`, so the check needs no second command.
+local LEASE_FIELDS = { 'token', 'cancel_requested', 'retry_count', 'max_retries', 'created_at',
+  'unique_key', 'score', 'lease_ms', 'worker_id', 'lease_expires' }
 local function held(id, token)
-  local ok, v = pcall(redis.call, 'HMGET', jk(id), unpack(LEASE_FIELDS))
-  if not ok or v[1] ~= token then return nil end
-  local expires = redis.call('ZSCORE', k('active'), id)
-  if not expires or tonumber(expires) <= NOW then return nil end
+  local v = redis.pcall('HMGET', jk(id), unpack(LEASE_FIELDS))
+  if failed(v) or v[1] ~= token or token == '' then return nil end
+  if num(v[10], 0) <= NOW then return nil end
   return {
     cancel = v[2] == '1', retries = num(v[3], 0), max_retries = num(v[4], 0),
     created = num(v[5], NOW), unique_key = v[6], score = v[7], lease_ms = num(v[8], 30000),
@@ -72,11 +76,18 @@ local function held(id, token)
   }
 end
 
--- Bookkeeping of a terminal status; `set` holds extra fields to write with it.
+-- Renews a lease: the `active` score and its mirror on the job.
+local function extend(id, expires)
+  redis.call('ZADD', k('active'), 'XX', expires, id)
+  redis.call('HSET', jk(id), 'lease_expires', expires)
+end
+
+-- Bookkeeping of a terminal status; `set` holds extra fields to write with it. Cleared
+-- fields are written empty (read as absent) so one HSET does it all.
 local function terminal(id, to, unique_key, retention_ms, set)
   local key = jk(id)
-  redis.call('HSET', key, 'status', to, 'completed_at', NOW, unpack(set))
-  redis.call('HDEL', key, 'run_at', 'token', 'worker_id', 'lease_ms')
+  redis.call('HSET', key, 'status', to, 'completed_at', NOW, 'run_at', '', 'token', '',
+    'worker_id', '', 'lease_ms', '', 'lease_expires', '', unpack(set))
   redis.call('ZADD', k('finished'), NOW, id)
   if unique_key and redis.call('HGET', k('dedup'), unique_key) == id then
     redis.call('HDEL', k('dedup'), unique_key)
@@ -128,7 +139,8 @@ local function sanitize(id)
   if not redis.call('HGET', key, 'payload') then redis.call('HSET', key, 'payload', 'null') end
 end
 
--- Promotes due delayed jobs, then leases up to `max` ready jobs: a list of {id, fields}.
+-- Promotes due delayed jobs, then leases up to `max` ready jobs: a list of
+-- {id, token, now, fields as read before the claim}.
 -- `chain` re-arms the wake-up marker when work is left (not needed when a finishing
 -- worker claims its next job: it will come back by itself).
 local function claim(worker, token_base, lease_ms, max, retention_ms, chain)
@@ -136,14 +148,13 @@ local function claim(worker, token_base, lease_ms, max, retention_ms, chain)
   for _, id in ipairs(due) do
     redis.call('ZREM', k('delayed'), id)
     local key = jk(id)
-    local ok, prio = pcall(redis.call, 'HGET', key, 'priority')
-    if ok and prio then
+    local prio = redis.pcall('HGET', key, 'priority')
+    if failed(prio) then
+      fail_garbage(id, redis.call('TYPE', key).ok, retention_ms)
+    elseif prio then
       local score = (BAND[prio] or 1) * 1e12 + redis.call('INCR', k('seq'))
       redis.call('ZADD', k('ready'), score, id)
-      redis.call('HSET', key, 'score', score)
-      redis.call('HDEL', key, 'run_at')
-    elseif not ok then
-      fail_garbage(id, redis.call('TYPE', key).ok, retention_ms)
+      redis.call('HSET', key, 'score', score, 'run_at', '')
     end
   end
   local out = {}
@@ -152,18 +163,27 @@ local function claim(worker, token_base, lease_ms, max, retention_ms, chain)
     if #popped == 0 then break end
     local id = popped[1]
     local key = jk(id)
-    local ok, v = pcall(redis.call, 'HMGET', key, 'status', 'created_at')
-    if not ok then
+    local fields = redis.pcall('HGETALL', key)
+    if failed(fields) then
       fail_garbage(id, redis.call('TYPE', key).ok, retention_ms)
-    elseif v[1] == 'queued' or (v[1] and not VALID[v[1]]) or (not v[1] and v[2]) then
+    elseif #fields > 0 then
+      local status, created
+      for i = 1, #fields, 2 do
+        if fields[i] == 'status' then status = fields[i + 1] elseif fields[i] == 'created_at' then created = fields[i + 1] end
+      end
       -- An unreadable status is claimed too, so the worker fails the job with a clear
       -- error; a valid status other than queued is a stale index entry and is dropped.
-      local token = token_base .. ':' .. (#out + 1)
-      redis.call('HSET', key, 'status', 'processing', 'started_at', NOW, 'progress', 0,
-        'worker_id', worker, 'token', token, 'lease_ms', lease_ms, 'current_step', '')
-      redis.call('ZADD', k('active'), NOW + lease_ms, id)
-      move_status(id, v[1], 'processing', num(v[2], NOW))
-      out[#out + 1] = { id, redis.call('HGETALL', key) }
+      if status == 'queued' or not VALID[status] then
+        local token = token_base .. ':' .. (#out + 1)
+        local expires = NOW + lease_ms
+        redis.call('HSET', key, 'status', 'processing', 'started_at', NOW, 'progress', 0,
+          'worker_id', worker, 'token', token, 'lease_ms', lease_ms, 'lease_expires', expires,
+          'current_step', '')
+        redis.call('ZADD', k('active'), expires, id)
+        move_status(id, status, 'processing', num(created, NOW))
+        -- The fields as read; the client applies the changes above (it knows them all).
+        out[#out + 1] = { id, token, NOW, fields }
+      end
     end
   end
   if chain and redis.call('ZCARD', k('ready')) > 0 then wake() end

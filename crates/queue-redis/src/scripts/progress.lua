@@ -7,7 +7,7 @@ local key = jk(id)
 local value = math.max(num(redis.call('HGET', key, 'progress'), 0), tonumber(ARGV[5]))
 redis.call('HSET', key, 'progress', value)
 if ARGV[6] == '1' then redis.call('HSET', key, 'current_step', ARGV[7]) end
-redis.call('ZADD', k('active'), 'XX', NOW + h.lease_ms, id)
+extend(id, NOW + h.lease_ms)
 local step = redis.call('HGET', key, 'current_step')
 if step == '' then step = nil end
 emit(id, 'progress', { progress = value, step = step or nil })

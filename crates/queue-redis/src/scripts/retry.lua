@@ -15,7 +15,7 @@ local band = BAND[redis.call('HGET', key, 'priority')] or 1
 local score = band * 1e12 + redis.call('INCR', k('seq'))
 redis.call('HSET', key, 'status', 'queued', 'retry_count', 0, 'progress', 0, 'score', score)
 redis.call('HDEL', key, 'current_step', 'error_message', 'result', 'started_at', 'completed_at',
-  'run_at', 'cancel_requested', 'token', 'worker_id')
+  'run_at', 'cancel_requested', 'token', 'worker_id', 'lease_ms', 'lease_expires')
 redis.call('PERSIST', key)
 redis.call('ZREM', k('finished'), id)
 redis.call('ZADD', k('ready'), score, id)
