@@ -26,15 +26,24 @@ use tokio::sync::{Notify, mpsc};
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_owned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 struct Info(redis::aio::ConnectionManager);
 
 impl Info {
     async fn field(&mut self, section: &str, key: &str) -> anyhow::Result<f64> {
-        let text: String = redis::cmd("INFO").arg(section).query_async(&mut self.0).await?;
-        let line = text.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))).with_context(|| format!("INFO has no {key}"))?;
+        let text: String = redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut self.0)
+            .await?;
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .with_context(|| format!("INFO has no {key}"))?;
         Ok(line.trim().parse()?)
     }
     async fn cpu(&mut self) -> anyhow::Result<f64> {
@@ -47,12 +56,18 @@ impl Info {
         self.field("memory", "used_memory").await
     }
     async fn zcard(&mut self, key: &str) -> anyhow::Result<usize> {
-        Ok(redis::cmd("ZCARD").arg(key).query_async(&mut self.0).await?)
+        Ok(redis::cmd("ZCARD")
+            .arg(key)
+            .query_async(&mut self.0)
+            .await?)
     }
 }
 
 async fn backend(url: &str, queue: &str) -> anyhow::Result<RedisBackend> {
-    let cfg = QueueConfig::builder().redis_url(url)?.queue_name(queue).build()?;
+    let cfg = QueueConfig::builder()
+        .redis_url(url)?
+        .queue_name(queue)
+        .build()?;
     Ok(RedisBackend::connect(&cfg).await?)
 }
 
@@ -69,7 +84,10 @@ async fn main() -> anyhow::Result<()> {
     let client = redis::Client::open(url.as_str())?;
     let mut info = Info(client.get_connection_manager().await?);
     let mut out = serde_json::Map::new();
-    println!("Redis backend on {}, {n} no-op jobs per phase", queue_core::RedisUrl::redact(&url));
+    println!(
+        "Redis backend on {}, {n} no-op jobs per phase",
+        queue_core::RedisUrl::redact(&url)
+    );
 
     // 1a. Sequential enqueue, then processing, at each concurrency.
     for concurrency in [10usize, 100] {
@@ -132,7 +150,10 @@ async fn main() -> anyhow::Result<()> {
             ("bytes_per_queued_job", mem_queued),
             ("bytes_per_finished_job", mem_done),
         ] {
-            out.insert(format!("{p}{k}"), serde_json::json!((v * 10.0).round() / 10.0));
+            out.insert(
+                format!("{p}{k}"),
+                serde_json::json!((v * 10.0).round() / 10.0),
+            );
         }
         b.destroy().await?;
     }
@@ -160,9 +181,17 @@ async fn main() -> anyhow::Result<()> {
     }
     let enqueue_bulk = n as f64 / t.elapsed().as_secs_f64();
     b.destroy().await?;
-    println!("enqueue: {enqueue_conc:.0}/s with {inflight} in flight, {enqueue_bulk:.0}/s in batches of 100");
-    out.insert("enqueue_conc_jobs_s".into(), serde_json::json!(enqueue_conc.round()));
-    out.insert("enqueue_bulk100_jobs_s".into(), serde_json::json!(enqueue_bulk.round()));
+    println!(
+        "enqueue: {enqueue_conc:.0}/s with {inflight} in flight, {enqueue_bulk:.0}/s in batches of 100"
+    );
+    out.insert(
+        "enqueue_conc_jobs_s".into(),
+        serde_json::json!(enqueue_conc.round()),
+    );
+    out.insert(
+        "enqueue_bulk100_jobs_s".into(),
+        serde_json::json!(enqueue_bulk.round()),
+    );
 
     // 3. Idle pickup: one job at a time, random gaps up to 20 ms.
     let queue = format!("bench-lat-{}", std::process::id());
@@ -186,7 +215,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_micros(fastrand_u64() % 20_000)).await;
         let t = Instant::now();
         b.enqueue(noop(i)).await?;
-        let started = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await?.context("worker stopped")?;
+        let started = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await?
+            .context("worker stopped")?;
         lat.push((started - t).as_secs_f64() * 1e3);
         seen.fetch_add(1, Ordering::Relaxed);
     }
@@ -194,10 +225,23 @@ async fn main() -> anyhow::Result<()> {
     run.await??;
     b.destroy().await?;
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat[(((p / 100.0) * (lat.len() as f64 - 1.0)).round() as usize).min(lat.len() - 1)];
-    println!("idle pickup: p50 {:.3} ms  p99 {:.3} ms ({} samples)", pct(50.0), pct(99.0), seen.load(Ordering::Relaxed));
-    out.insert("lat_p50_ms".into(), serde_json::json!((pct(50.0) * 1000.0).round() / 1000.0));
-    out.insert("lat_p99_ms".into(), serde_json::json!((pct(99.0) * 1000.0).round() / 1000.0));
+    let pct = |p: f64| {
+        lat[(((p / 100.0) * (lat.len() as f64 - 1.0)).round() as usize).min(lat.len() - 1)]
+    };
+    println!(
+        "idle pickup: p50 {:.3} ms  p99 {:.3} ms ({} samples)",
+        pct(50.0),
+        pct(99.0),
+        seen.load(Ordering::Relaxed)
+    );
+    out.insert(
+        "lat_p50_ms".into(),
+        serde_json::json!((pct(50.0) * 1000.0).round() / 1000.0),
+    );
+    out.insert(
+        "lat_p99_ms".into(),
+        serde_json::json!((pct(99.0) * 1000.0).round() / 1000.0),
+    );
     println!("{}", serde_json::Value::Object(out));
     Ok(())
 }

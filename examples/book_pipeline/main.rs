@@ -203,7 +203,9 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
 
     let stop = CancellationToken::new();
     let running = match with_worker {
-        true => Some(tokio::spawn(worker(backend.clone(), &cfg)?.run(stop.clone()))),
+        true => Some(tokio::spawn(
+            worker(backend.clone(), &cfg)?.run(stop.clone()),
+        )),
         false => None,
     };
     let mut open = jobs.len();

@@ -105,7 +105,10 @@ impl RedisBackendBuilder {
             .await
             .map_err(|e| error::map(e, secret.as_deref()))?;
         let scripts = Scripts::load();
-        scripts.prepare(&mut conn, self.functions).await.map_err(|e| error::map(e, secret.as_deref()))?;
+        scripts
+            .prepare(&mut conn, self.functions)
+            .await
+            .map_err(|e| error::map(e, secret.as_deref()))?;
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 target,
@@ -153,7 +156,10 @@ impl RedisBackend {
         let mut removed = 0;
         let pattern = self.inner.keys.pattern();
         for client in self.inner.target.node_clients() {
-            let mut conn = client.get_multiplexed_async_connection().await.map_err(|e| self.err(e))?;
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| self.err(e))?;
             let mut cursor: u64 = 0;
             loop {
                 let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -168,7 +174,11 @@ impl RedisBackend {
                 for key in &keys {
                     // One key per command: on a cluster node a multi-key UNLINK is fine
                     // (one slot), but keep it simple and slot-agnostic.
-                    let n: u64 = redis::cmd("UNLINK").arg(key).query_async(&mut conn).await.map_err(|e| self.err(e))?;
+                    let n: u64 = redis::cmd("UNLINK")
+                        .arg(key)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| self.err(e))?;
                     removed += n;
                 }
                 cursor = next;
@@ -185,7 +195,11 @@ impl RedisBackend {
     }
 
     fn now_arg(&self) -> String {
-        self.inner.clock.as_ref().map(|c| c.now_ms().to_string()).unwrap_or_default()
+        self.inner
+            .clock
+            .as_ref()
+            .map(|c| c.now_ms().to_string())
+            .unwrap_or_default()
     }
 
     fn now_ms(&self) -> Millis {
@@ -209,7 +223,11 @@ impl RedisBackend {
         args.push(self.now_arg());
         args.extend(extra);
         let mut conn = self.conn();
-        self.inner.scripts.run(script, &mut conn, key, &args).await.map_err(|e| self.err(e))
+        self.inner
+            .scripts
+            .run(script, &mut conn, key, &args)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     /// Decodes leased jobs (`{id, token, now, fields as read}`), applying the claim's
@@ -235,7 +253,11 @@ impl RedisBackend {
                     job.current_step = None;
                     job.run_at = None;
                     job.worker_id = Some(req.worker.as_str().to_owned());
-                    out.push(Lease { job, token, expires_at: from_millis(now + duration_ms(req.lease)) });
+                    out.push(Lease {
+                        job,
+                        token,
+                        expires_at: from_millis(now + duration_ms(req.lease)),
+                    });
                 }
                 Err(err) => self.fail_corrupt(&id, token, err).await,
             }
@@ -246,7 +268,19 @@ impl RedisBackend {
     async fn fail_corrupt(&self, id: &str, token: LeaseToken, err: Error) {
         let message = format!("corrupt job record: {err}");
         tracing::warn!(job_id = id, error = %message, "failing a job whose record cannot be read");
-        let args = vec![id.to_owned(), token.as_str().to_owned(), "corrupt".into(), message, String::new(), "0".into(), self.retention_ms(), "0".into(), String::new(), String::new(), "0".into()];
+        let args = vec![
+            id.to_owned(),
+            token.as_str().to_owned(),
+            "corrupt".into(),
+            message,
+            String::new(),
+            "0".into(),
+            self.retention_ms(),
+            "0".into(),
+            String::new(),
+            String::new(),
+            "0".into(),
+        ];
         let key = format!("{}job:{id}", self.inner.keys.prefix());
         if let Err(e) = self.run(&self.inner.scripts.finish, &key, args).await {
             tracing::warn!(job_id = id, error = %e.chain(), "could not fail the corrupt job; its lease will expire");
@@ -261,9 +295,16 @@ impl RedisBackend {
             req.max.to_string(),
             self.retention_ms(),
         ];
-        let reply = array(self.run(&self.inner.scripts.claim, &self.inner.keys.ready(), args).await?);
+        let reply = array(
+            self.run(&self.inner.scripts.claim, &self.inner.keys.ready(), args)
+                .await?,
+        );
         let mut it = reply.into_iter();
-        let now = it.next().as_ref().and_then(int).unwrap_or_else(|| self.now_ms());
+        let now = it
+            .next()
+            .as_ref()
+            .and_then(int)
+            .unwrap_or_else(|| self.now_ms());
         let next_due = it.next().as_ref().and_then(int);
         let leased = it.next().map(array).unwrap_or_default();
         let leases = self.leases(leased, req).await;
@@ -272,7 +313,10 @@ impl RedisBackend {
 
     /// Runs a claim on its own task, so a caller that goes away (a dropped `fetch`) cannot
     /// lose leased jobs: they are handed back instead.
-    async fn claim_detached(&self, req: &ClaimRequest) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
+    async fn claim_detached(
+        &self,
+        req: &ClaimRequest,
+    ) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
         let this = self.clone();
         let req = req.clone();
         let (tx, rx) = oneshot::channel();
@@ -284,21 +328,45 @@ impl RedisBackend {
                 }
             }
         });
-        rx.await.map_err(|_| Error::Backend { backend: "redis", message: "claim task stopped".into() })?
+        rx.await.map_err(|_| Error::Backend {
+            backend: "redis",
+            message: "claim task stopped".into(),
+        })?
     }
 
     /// Blocks on the wake-up marker for up to `timeout`, on a dedicated connection.
     async fn wait_for_work(&self, timeout: Duration) -> Result<()> {
-        let pooled = self.inner.blocking.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let pooled = self
+            .inner
+            .blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
         let mut conn = match pooled {
             Some(c) => c,
-            None => self.inner.target.connect_blocking().await.map_err(|e| self.err(e))?,
+            None => self
+                .inner
+                .target
+                .connect_blocking()
+                .await
+                .map_err(|e| self.err(e))?,
         };
-        let secs = format!("{:.3}", timeout.max(Duration::from_millis(10)).as_secs_f64());
-        let result: redis::RedisResult<Value> = redis::cmd("BZPOPMIN").arg(self.inner.keys.marker()).arg(secs).query_async(&mut conn).await;
+        let secs = format!(
+            "{:.3}",
+            timeout.max(Duration::from_millis(10)).as_secs_f64()
+        );
+        let result: redis::RedisResult<Value> = redis::cmd("BZPOPMIN")
+            .arg(self.inner.keys.marker())
+            .arg(secs)
+            .query_async(&mut conn)
+            .await;
         match result {
             Ok(_) => {
-                self.inner.blocking.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+                self.inner
+                    .blocking
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn);
                 Ok(())
             }
             // The connection is dropped: the next wait opens a fresh one.
@@ -306,10 +374,15 @@ impl RedisBackend {
         }
     }
 
-    async fn pubsub_stream(&self, channel: String) -> Result<impl futures_util::Stream<Item = String> + Send + use<>> {
+    async fn pubsub_stream(
+        &self,
+        channel: String,
+    ) -> Result<impl futures_util::Stream<Item = String> + Send + use<>> {
         let mut pubsub = self.inner.target.pubsub().await.map_err(|e| self.err(e))?;
         pubsub.subscribe(&channel).await.map_err(|e| self.err(e))?;
-        Ok(pubsub.into_on_message().filter_map(|msg| std::future::ready(msg.get_payload::<String>().ok())))
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(|msg| std::future::ready(msg.get_payload::<String>().ok())))
     }
 
     fn job_from_new(&self, job: &NewJob, id: JobId, now: Millis) -> JobRecord {
@@ -339,7 +412,11 @@ impl RedisBackend {
         }
     }
 
-    async fn enqueue_batch(&self, jobs: &[(usize, NewJob, JobId)], out: &mut [Option<Result<JobRecord>>]) -> Result<()> {
+    async fn enqueue_batch(
+        &self,
+        jobs: &[(usize, NewJob, JobId)],
+        out: &mut [Option<Result<JobRecord>>],
+    ) -> Result<()> {
         let mut args = vec![jobs.len().to_string()];
         for (_, job, id) in jobs {
             let o = &job.options;
@@ -347,15 +424,39 @@ impl RedisBackend {
             args.push(job.task.clone());
             args.push(job.payload.as_str().to_owned());
             args.push(o.unique_key.clone().unwrap_or_default());
-            args.push(o.priority.unwrap_or(self.inner.config.default_priority).band().to_string());
+            args.push(
+                o.priority
+                    .unwrap_or(self.inner.config.default_priority)
+                    .band()
+                    .to_string(),
+            );
             args.push(o.delay.map(duration_ms).unwrap_or(0).to_string());
-            args.push(o.max_retries.unwrap_or(self.inner.config.max_retries).to_string());
-            args.push(o.timeout.map(|t| duration_ms(t).to_string()).unwrap_or_default());
-            args.push(if o.metadata.is_empty() { String::new() } else { serde_json::Value::Object(o.metadata.clone()).to_string() });
+            args.push(
+                o.max_retries
+                    .unwrap_or(self.inner.config.max_retries)
+                    .to_string(),
+            );
+            args.push(
+                o.timeout
+                    .map(|t| duration_ms(t).to_string())
+                    .unwrap_or_default(),
+            );
+            args.push(if o.metadata.is_empty() {
+                String::new()
+            } else {
+                serde_json::Value::Object(o.metadata.clone()).to_string()
+            });
         }
-        let reply = array(self.run(&self.inner.scripts.enqueue, &self.inner.keys.ready(), args).await?);
+        let reply = array(
+            self.run(&self.inner.scripts.enqueue, &self.inner.keys.ready(), args)
+                .await?,
+        );
         let mut it = reply.into_iter();
-        let now = it.next().as_ref().and_then(int).unwrap_or_else(|| self.now_ms());
+        let now = it
+            .next()
+            .as_ref()
+            .and_then(int)
+            .unwrap_or_else(|| self.now_ms());
         let results = it.next().map(array).unwrap_or_default();
         for ((slot, job, id), result) in jobs.iter().zip(results) {
             let result = array(result);
@@ -368,19 +469,33 @@ impl RedisBackend {
                     unique_key: job.options.unique_key.clone().unwrap_or_default(),
                     job_id: other.parse()?,
                 }),
-                _ => Err(Error::Backend { backend: "redis", message: format!("unexpected enqueue reply {code:?}") }),
+                _ => Err(Error::Backend {
+                    backend: "redis",
+                    message: format!("unexpected enqueue reply {code:?}"),
+                }),
             });
         }
         Ok(())
     }
 
     /// Ids (with scores) of `index` after `position`, newest first.
-    async fn index_page(&self, index: &str, position: Option<(Millis, JobId)>, n: usize) -> Result<Vec<(String, Millis)>> {
+    async fn index_page(
+        &self,
+        index: &str,
+        position: Option<(Millis, JobId)>,
+        n: usize,
+    ) -> Result<Vec<(String, Millis)>> {
         let mut conn = self.conn();
         let (max, skip_ties) = match position {
             None => ("+inf".to_owned(), 0),
             Some((ms, _)) => {
-                let ties: usize = redis::cmd("ZCOUNT").arg(index).arg(ms).arg(ms).query_async(&mut conn).await.map_err(|e| self.err(e))?;
+                let ties: usize = redis::cmd("ZCOUNT")
+                    .arg(index)
+                    .arg(ms)
+                    .arg(ms)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.err(e))?;
                 (ms.to_string(), ties)
             }
         };
@@ -411,14 +526,26 @@ impl RedisBackend {
 
     /// Processing jobs are indexed by lease expiry in `active` (bounded by the workers'
     /// concurrency), so their listing is sorted here.
-    async fn list_processing(&self, limit: usize, position: Option<(Millis, JobId)>) -> Result<Page> {
+    async fn list_processing(
+        &self,
+        limit: usize,
+        position: Option<(Millis, JobId)>,
+    ) -> Result<Page> {
         let mut conn = self.conn();
-        let ids: Vec<String> = redis::cmd("ZRANGE").arg(self.inner.keys.active()).arg(0).arg(-1).query_async(&mut conn).await.map_err(|e| self.err(e))?;
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.inner.keys.active())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
         let mut jobs: Vec<JobRecord> = Vec::with_capacity(ids.len());
         for (id, fields) in ids.iter().zip(self.records(&ids).await?) {
             match fields.map(|f| codec::decode(id.parse().ok(), &f)) {
                 Some(Ok(r)) if r.status == JobStatus::Processing => jobs.push(r),
-                Some(Err(e)) => tracing::warn!(job_id = %id, error = %e, "skipping an unreadable record in a listing"),
+                Some(Err(e)) => {
+                    tracing::warn!(job_id = %id, error = %e, "skipping an unreadable record in a listing")
+                }
                 _ => {}
             }
         }
@@ -439,7 +566,8 @@ impl RedisBackend {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("HGETALL").arg(format!("{}job:{id}", self.inner.keys.prefix()));
+            pipe.cmd("HGETALL")
+                .arg(format!("{}job:{id}", self.inner.keys.prefix()));
         }
         let mut conn = self.conn();
         let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|e| self.err(e))?;
@@ -461,14 +589,21 @@ impl fmt::Debug for RedisBackend {
 
 impl fmt::Display for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisBackend({}, queue={})", self.inner.config.redis_url, self.inner.config.queue_name)
+        write!(
+            f,
+            "RedisBackend({}, queue={})",
+            self.inner.config.redis_url, self.inner.config.queue_name
+        )
     }
 }
 
 #[async_trait]
 impl JobStore for RedisBackend {
     async fn enqueue(&self, job: NewJob) -> Result<JobRecord> {
-        self.enqueue_many(vec![job]).await?.pop().expect("one result per job")
+        self.enqueue_many(vec![job])
+            .await?
+            .pop()
+            .expect("one result per job")
     }
 
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
@@ -486,16 +621,24 @@ impl JobStore for RedisBackend {
         for chunk in valid.chunks(ENQUEUE_BATCH) {
             self.enqueue_batch(chunk, &mut out).await?;
         }
-        Ok(out.into_iter().map(|r| r.expect("every job has a result")).collect())
+        Ok(out
+            .into_iter()
+            .map(|r| r.expect("every job has a result"))
+            .collect())
     }
 
     async fn get(&self, id: JobId) -> Result<JobRecord> {
         let mut conn = self.conn();
-        let fields: redis::RedisResult<Fields> = redis::cmd("HGETALL").arg(self.inner.keys.job(id)).query_async(&mut conn).await;
+        let fields: redis::RedisResult<Fields> = redis::cmd("HGETALL")
+            .arg(self.inner.keys.job(id))
+            .query_async(&mut conn)
+            .await;
         match fields {
             Ok(f) if f.is_empty() => Err(Error::NotFound { id }),
             Ok(f) => codec::decode(Some(id), &f),
-            Err(e) if e.code() == Some("WRONGTYPE") => Err(Error::corrupt(format!("job record {id} is not stored as a hash"))),
+            Err(e) if e.code() == Some("WRONGTYPE") => Err(Error::corrupt(format!(
+                "job record {id} is not stored as a hash"
+            ))),
             Err(e) => Err(self.err(e)),
         }
     }
@@ -514,7 +657,9 @@ impl JobStore for RedisBackend {
         let want = query.limit + 1;
         let mut jobs: Vec<JobRecord> = Vec::with_capacity(want);
         while jobs.len() < want {
-            let batch = self.index_page(&index, position, (want - jobs.len()).max(16)).await?;
+            let batch = self
+                .index_page(&index, position, (want - jobs.len()).max(16))
+                .await?;
             let exhausted = batch.len() < (want - jobs.len()).max(16);
             let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
             for ((id, score), fields) in batch.iter().zip(self.records(&ids).await?) {
@@ -526,7 +671,9 @@ impl JobStore for RedisBackend {
                 match codec::decode(parsed.ok(), &fields) {
                     Ok(r) if query.status.is_none_or(|s| s == r.status) => jobs.push(r),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(job_id = %id, error = %e, "skipping an unreadable record in a listing"),
+                    Err(e) => {
+                        tracing::warn!(job_id = %id, error = %e, "skipping an unreadable record in a listing")
+                    }
                 }
                 if jobs.len() == want {
                     break;
@@ -545,29 +692,55 @@ impl JobStore for RedisBackend {
     }
 
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
-        let reply = array(self.run(&self.inner.scripts.cancel, &self.inner.keys.job(id), vec![id.to_string(), self.retention_ms()]).await?);
+        let reply = array(
+            self.run(
+                &self.inner.scripts.cancel,
+                &self.inner.keys.job(id),
+                vec![id.to_string(), self.retention_ms()],
+            )
+            .await?,
+        );
         match reply.first().and_then(text).as_deref() {
             Some("cancelled") => Ok(CancelOutcome::Cancelled),
             Some("requested") => Ok(CancelOutcome::Requested),
             Some("missing") => Err(Error::NotFound { id }),
             Some("invalid") => Err(invalid(id, reply.get(1), queue_core::Event::Cancel)),
-            other => Err(Error::Backend { backend: "redis", message: format!("unexpected cancel reply {other:?}") }),
+            other => Err(Error::Backend {
+                backend: "redis",
+                message: format!("unexpected cancel reply {other:?}"),
+            }),
         }
     }
 
     async fn retry(&self, id: JobId, priority: Option<Priority>) -> Result<JobRecord> {
         let band = priority.map(|p| p.band().to_string()).unwrap_or_default();
-        let reply = array(self.run(&self.inner.scripts.retry, &self.inner.keys.job(id), vec![id.to_string(), band]).await?);
+        let reply = array(
+            self.run(
+                &self.inner.scripts.retry,
+                &self.inner.keys.job(id),
+                vec![id.to_string(), band],
+            )
+            .await?,
+        );
         match reply.first().and_then(text).as_deref() {
-            Some("ok") => codec::decode(Some(id), &to_fields(reply.into_iter().nth(1).unwrap_or(Value::Nil))),
+            Some("ok") => codec::decode(
+                Some(id),
+                &to_fields(reply.into_iter().nth(1).unwrap_or(Value::Nil)),
+            ),
             Some("missing") => Err(Error::NotFound { id }),
             Some("invalid") => Err(invalid(id, reply.get(1), queue_core::Event::ManualRetry)),
             Some("dup") => {
                 let holder = reply.get(1).and_then(text).unwrap_or_default().parse()?;
                 let key = self.get(id).await?.unique_key.unwrap_or_default();
-                Err(Error::AlreadyExists { unique_key: key, job_id: holder })
+                Err(Error::AlreadyExists {
+                    unique_key: key,
+                    job_id: holder,
+                })
             }
-            other => Err(Error::Backend { backend: "redis", message: format!("unexpected retry reply {other:?}") }),
+            other => Err(Error::Backend {
+                backend: "redis",
+                message: format!("unexpected retry reply {other:?}"),
+            }),
         }
     }
 
@@ -576,22 +749,39 @@ impl JobStore for RedisBackend {
         let mut pipe = redis::pipe();
         for status in JobStatus::ALL {
             // `active` is the index of processing jobs.
-            let index = if status == JobStatus::Processing { k.active() } else { k.status(status) };
+            let index = if status == JobStatus::Processing {
+                k.active()
+            } else {
+                k.status(status)
+            };
             pipe.cmd("ZCARD").arg(index);
         }
         pipe.cmd("ZCARD").arg(k.jobs());
         pipe.cmd("ZCARD").arg(k.delayed());
         for p in Priority::ALL {
             let lo = u64::from(p.band()) * 1_000_000_000_000;
-            pipe.cmd("ZCOUNT").arg(k.ready()).arg(lo).arg(format!("({}", lo + 1_000_000_000_000));
+            pipe.cmd("ZCOUNT")
+                .arg(k.ready())
+                .arg(lo)
+                .arg(format!("({}", lo + 1_000_000_000_000));
         }
-        pipe.cmd("ZCOUNT").arg(k.workers()).arg(self.now_ms()).arg("+inf");
+        pipe.cmd("ZCOUNT")
+            .arg(k.workers())
+            .arg(self.now_ms())
+            .arg("+inf");
         pipe.cmd("HGETALL").arg(k.stats());
         let mut conn = self.conn();
         let (counts, totals): (Vec<u64>, HashMap<String, u64>) = {
-            let mut replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|e| self.err(e))?;
-            let totals = replies.pop().map(|v| redis::from_redis_value(v).unwrap_or_default()).unwrap_or_default();
-            (replies.iter().map(|v| int(v).unwrap_or(0) as u64).collect(), totals)
+            let mut replies: Vec<Value> =
+                pipe.query_async(&mut conn).await.map_err(|e| self.err(e))?;
+            let totals = replies
+                .pop()
+                .map(|v| redis::from_redis_value(v).unwrap_or_default())
+                .unwrap_or_default();
+            (
+                replies.iter().map(|v| int(v).unwrap_or(0) as u64).collect(),
+                totals,
+            )
         };
         let t = |name: &str| totals.get(name).copied().unwrap_or(0);
         Ok(QueueStats {
@@ -603,7 +793,10 @@ impl JobStore for RedisBackend {
             cancelled: counts[5],
             total: counts[6],
             scheduled: counts[7],
-            depth: Priority::ALL.into_iter().zip(counts[8..11].iter().copied()).collect(),
+            depth: Priority::ALL
+                .into_iter()
+                .zip(counts[8..11].iter().copied())
+                .collect(),
             active_workers: counts[11],
             totals: LifetimeTotals {
                 enqueued: t("enqueued"),
@@ -648,7 +841,10 @@ impl JobStore for RedisBackend {
                     concurrency: num("concurrency") as u32,
                     started_at: from_millis(num("started_at")),
                     last_seen: from_millis(num("last_seen")),
-                    jobs: f.get("jobs").map(|j| j.split(',').filter_map(|s| s.parse().ok()).collect()).unwrap_or_default(),
+                    jobs: f
+                        .get("jobs")
+                        .map(|j| j.split(',').filter_map(|s| s.parse().ok()).collect())
+                        .unwrap_or_default(),
                 }
             })
             .collect();
@@ -658,13 +854,18 @@ impl JobStore for RedisBackend {
 
     async fn health(&self) -> Result<()> {
         let mut conn = self.conn();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| self.err(e))?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     async fn subscribe(&self) -> Result<EventStream> {
         let messages = self.pubsub_stream(self.inner.keys.events()).await?;
-        Ok(Box::pin(messages.filter_map(|m| std::future::ready(parse_event(&m)))))
+        Ok(Box::pin(
+            messages.filter_map(|m| std::future::ready(parse_event(&m))),
+        ))
     }
 }
 
@@ -701,12 +902,34 @@ impl Broker for RedisBackend {
             args.push(lease.job_id.to_string());
             args.push(lease.token.as_str().to_owned());
         }
-        let reply = array(self.run(&self.inner.scripts.heartbeat, &self.inner.keys.workers(), args).await?);
-        let ids = |v: Option<&Value>| -> Vec<JobId> { v.cloned().map(array).unwrap_or_default().iter().filter_map(|x| text(x)?.parse().ok()).collect() };
-        Ok(HeartbeatReply { lost: ids(reply.first()), cancel: ids(reply.get(1)) })
+        let reply = array(
+            self.run(
+                &self.inner.scripts.heartbeat,
+                &self.inner.keys.workers(),
+                args,
+            )
+            .await?,
+        );
+        let ids = |v: Option<&Value>| -> Vec<JobId> {
+            v.cloned()
+                .map(array)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|x| text(x)?.parse().ok())
+                .collect()
+        };
+        Ok(HeartbeatReply {
+            lost: ids(reply.first()),
+            cancel: ids(reply.get(1)),
+        })
     }
 
-    async fn progress(&self, lease: &LeaseRef, progress: u8, step: Option<String>) -> Result<LeaseStatus> {
+    async fn progress(
+        &self,
+        lease: &LeaseRef,
+        progress: u8,
+        step: Option<String>,
+    ) -> Result<LeaseStatus> {
         if progress > 100 {
             return Err(Error::invalid(format!("progress {progress} is above 100")));
         }
@@ -717,14 +940,28 @@ impl Broker for RedisBackend {
             if step.is_some() { "1" } else { "0" }.to_owned(),
             step.unwrap_or_default(),
         ];
-        let reply = array(self.run(&self.inner.scripts.progress, &self.inner.keys.job(lease.job_id), args).await?);
+        let reply = array(
+            self.run(
+                &self.inner.scripts.progress,
+                &self.inner.keys.job(lease.job_id),
+                args,
+            )
+            .await?,
+        );
         match reply.first().and_then(text).as_deref() {
-            Some("ok") => Ok(LeaseStatus { cancel_requested: reply.get(1).and_then(int) == Some(1) }),
+            Some("ok") => Ok(LeaseStatus {
+                cancel_requested: reply.get(1).and_then(int) == Some(1),
+            }),
             _ => Err(Error::LeaseLost { id: lease.job_id }),
         }
     }
 
-    async fn finish(&self, lease: &LeaseRef, outcome: Outcome, next: Option<ClaimRequest>) -> Result<Finished> {
+    async fn finish(
+        &self,
+        lease: &LeaseRef,
+        outcome: Outcome,
+        next: Option<ClaimRequest>,
+    ) -> Result<Finished> {
         let (kind, error, result, delay) = match outcome {
             Outcome::Completed { result } => ("completed", String::new(), result, Duration::ZERO),
             Outcome::Partial { result, error } => ("partial", error, result, Duration::ZERO),
@@ -751,7 +988,14 @@ impl Broker for RedisBackend {
             ]),
             None => args.extend(["0".to_owned(), String::new(), String::new(), "0".to_owned()]),
         }
-        let reply = array(self.run(&self.inner.scripts.finish, &self.inner.keys.job(lease.job_id), args).await?);
+        let reply = array(
+            self.run(
+                &self.inner.scripts.finish,
+                &self.inner.keys.job(lease.job_id),
+                args,
+            )
+            .await?,
+        );
         let mut it = reply.into_iter();
         let status = it.next().as_ref().and_then(text).unwrap_or_default();
         if status == "lost" {
@@ -766,31 +1010,58 @@ impl Broker for RedisBackend {
     }
 
     async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {
-        let reply = self.run(&self.inner.scripts.reap, &self.inner.keys.active(), vec![limit.to_string(), self.retention_ms()]).await?;
-        Ok(array(reply).iter().filter_map(|v| text(v)?.parse().ok()).collect())
+        let reply = self
+            .run(
+                &self.inner.scripts.reap,
+                &self.inner.keys.active(),
+                vec![limit.to_string(), self.retention_ms()],
+            )
+            .await?;
+        Ok(array(reply)
+            .iter()
+            .filter_map(|v| text(v)?.parse().ok())
+            .collect())
     }
 
     async fn deregister(&self, worker: &WorkerId) -> Result<()> {
         let mut conn = self.conn();
         let mut pipe = redis::pipe();
-        pipe.cmd("ZREM").arg(self.inner.keys.workers()).arg(worker.as_str()).ignore();
-        pipe.cmd("DEL").arg(self.inner.keys.worker(worker.as_str())).ignore();
-        pipe.query_async::<()>(&mut conn).await.map_err(|e| self.err(e))
+        pipe.cmd("ZREM")
+            .arg(self.inner.keys.workers())
+            .arg(worker.as_str())
+            .ignore();
+        pipe.cmd("DEL")
+            .arg(self.inner.keys.worker(worker.as_str()))
+            .ignore();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     async fn sweep(&self, limit: usize) -> Result<usize> {
-        let reply = self.run(&self.inner.scripts.sweep, &self.inner.keys.finished(), vec![self.retention_ms(), limit.to_string()]).await?;
+        let reply = self
+            .run(
+                &self.inner.scripts.sweep,
+                &self.inner.keys.finished(),
+                vec![self.retention_ms(), limit.to_string()],
+            )
+            .await?;
         Ok(int(&reply).unwrap_or(0) as usize)
     }
 
     async fn cancellations(&self) -> Result<CancelStream> {
         let messages = self.pubsub_stream(self.inner.keys.cancel()).await?;
-        Ok(Box::pin(messages.filter_map(|m| std::future::ready(m.parse::<JobId>().ok()))))
+        Ok(Box::pin(messages.filter_map(|m| {
+            std::future::ready(m.parse::<JobId>().ok())
+        })))
     }
 }
 
 fn invalid(id: JobId, status: Option<&Value>, event: queue_core::Event) -> Error {
-    match status.and_then(text).and_then(|s| s.parse::<JobStatus>().ok()) {
+    match status
+        .and_then(text)
+        .and_then(|s| s.parse::<JobStatus>().ok())
+    {
         Some(from) => Error::InvalidTransition { id, from, event },
         None => Error::corrupt(format!("job record {id}: field `status` is not a status")),
     }
@@ -806,7 +1077,11 @@ fn parse_event(message: &str) -> Option<JobEvent> {
         kind: EventKind,
     }
     let raw: Raw = serde_json::from_str(message).ok()?;
-    Some(JobEvent { job_id: raw.job_id, at: from_millis(raw.at), kind: raw.kind })
+    Some(JobEvent {
+        job_id: raw.job_id,
+        at: from_millis(raw.at),
+        kind: raw.kind,
+    })
 }
 
 fn array(v: Value) -> Vec<Value> {
@@ -838,10 +1113,16 @@ fn int(v: &Value) -> Option<i64> {
 /// A flat `[field, value, ...]` array (or a map) as fields.
 fn to_fields(v: Value) -> Fields {
     match v {
-        Value::Map(pairs) => pairs.iter().filter_map(|(k, v)| Some((text(k)?, text(v)?))).collect(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+            .collect(),
         v => {
             let items = array(v);
-            items.chunks(2).filter_map(|c| Some((text(c.first()?)?, text(c.get(1)?)?))).collect()
+            items
+                .chunks(2)
+                .filter_map(|c| Some((text(c.first()?)?, text(c.get(1)?)?)))
+                .collect()
         }
     }
 }

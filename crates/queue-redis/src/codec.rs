@@ -10,14 +10,23 @@ pub(crate) type Fields = HashMap<String, String>;
 
 /// Decodes a hash; `key_id` is the id the key names (used when the hash lacks its own).
 pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
-    let name = f.get("job_id").cloned().or_else(|| key_id.map(|i| i.to_string())).unwrap_or_else(|| "?".into());
-    let bad = |field: &str, why: String| Error::corrupt(format!("job record {name}: field `{field}` {why}"));
+    let name = f
+        .get("job_id")
+        .cloned()
+        .or_else(|| key_id.map(|i| i.to_string()))
+        .unwrap_or_else(|| "?".into());
+    let bad = |field: &str, why: String| {
+        Error::corrupt(format!("job record {name}: field `{field}` {why}"))
+    };
     // Cleared fields are stored empty: read them as absent.
     let text = |field: &str| f.get(field).map(String::as_str).filter(|v| !v.is_empty());
     let required = |field: &str| text(field).ok_or_else(|| bad(field, "is missing".into()));
     let int = |field: &str| -> Result<Option<i64>> {
         text(field)
-            .map(|v| v.parse::<i64>().map_err(|_| bad(field, format!("is not an integer: {v:?}"))))
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| bad(field, format!("is not an integer: {v:?}")))
+            })
             .transpose()
     };
     let uint = |field: &str, max: u64| -> Result<Option<u64>> {
@@ -35,11 +44,16 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
         .parse::<JobId>()
         .map_err(|_| bad("job_id", format!("is not a UUID: {:?}", f["job_id"])))?;
     let payload = required("payload")?;
-    serde_json::from_str::<serde::de::IgnoredAny>(payload).map_err(|e| bad("payload", format!("is not JSON: {e}")))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(payload)
+        .map_err(|e| bad("payload", format!("is not JSON: {e}")))?;
     let status = required("status")?;
-    let status = status.parse::<JobStatus>().map_err(|_| bad("status", format!("is not a status: {status:?}")))?;
+    let status = status
+        .parse::<JobStatus>()
+        .map_err(|_| bad("status", format!("is not a status: {status:?}")))?;
     let priority = required("priority")?;
-    let priority = priority.parse::<Priority>().map_err(|_| bad("priority", format!("is not a priority: {priority:?}")))?;
+    let priority = priority
+        .parse::<Priority>()
+        .map_err(|_| bad("priority", format!("is not a priority: {priority:?}")))?;
     let metadata = match json("metadata")? {
         None => Default::default(),
         Some(serde_json::Value::Object(map)) => map,
@@ -58,7 +72,9 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
         retry_count: uint("retry_count", u64::from(u32::MAX))?.unwrap_or(0) as u32,
         max_retries: uint("max_retries", u64::from(u32::MAX))?.unwrap_or(0) as u32,
         timeout_ms: uint("timeout_ms", u64::MAX)?,
-        created_at: from_millis(int("created_at")?.ok_or_else(|| bad("created_at", "is missing".into()))?),
+        created_at: from_millis(
+            int("created_at")?.ok_or_else(|| bad("created_at", "is missing".into()))?,
+        ),
         started_at: int("started_at")?.map(from_millis),
         completed_at: int("completed_at")?.map(from_millis),
         run_at: int("run_at")?.map(from_millis),
@@ -93,19 +109,30 @@ mod tests {
     #[test]
     fn decodes_a_good_record() {
         let r = decode(None, &good()).unwrap();
-        assert_eq!((r.status, r.priority, r.progress, r.retry_count), (JobStatus::Queued, Priority::High, 5, 1));
+        assert_eq!(
+            (r.status, r.priority, r.progress, r.retry_count),
+            (JobStatus::Queued, Priority::High, 5, 1)
+        );
         assert_eq!(r.payload.as_str(), "{\"a\":1}");
     }
 
     #[test]
     fn names_the_bad_field() {
         for (field, value, expect) in [
-            ("retry_count", Some("abc"), "field `retry_count` is not an integer: \"abc\""),
+            (
+                "retry_count",
+                Some("abc"),
+                "field `retry_count` is not an integer: \"abc\"",
+            ),
             ("status", Some("zzz"), "field `status` is not a status"),
             ("task", None, "field `task` is missing"),
             ("payload", Some("{oops"), "field `payload` is not JSON"),
             ("progress", Some("250"), "field `progress` is out of range"),
-            ("metadata", Some("[1]"), "field `metadata` is not a JSON object"),
+            (
+                "metadata",
+                Some("[1]"),
+                "field `metadata` is not a JSON object",
+            ),
         ] {
             let mut f = good();
             match value {

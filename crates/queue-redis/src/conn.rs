@@ -6,7 +6,9 @@ use std::time::Duration;
 use queue_core::{Error, RedisUrl, Result};
 use redis::{
     AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Value,
-    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSub},
+    aio::{
+        ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSub,
+    },
     cluster::{ClusterClient, ClusterClientBuilder},
     cluster_async::ClusterConnection,
 };
@@ -29,7 +31,12 @@ impl ConnectionLike for Conn {
         }
     }
 
-    fn req_packed_commands<'a>(&'a mut self, cmd: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(c) => c.req_packed_commands(cmd, offset, count),
             Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
@@ -49,7 +56,10 @@ impl ConnectionLike for Conn {
 /// How to open connections to one deployment.
 pub(crate) enum Target {
     Single(Client),
-    Cluster { nodes: Vec<String>, client: ClusterClient },
+    Cluster {
+        nodes: Vec<String>,
+        client: ClusterClient,
+    },
 }
 
 /// The longest a blocking wait asks the server for.
@@ -57,14 +67,42 @@ pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(5);
 
 impl Target {
     pub(crate) fn new(url: &RedisUrl) -> Result<Self> {
-        let bad = |e: redis::RedisError| Error::config(format!("Redis URL {url}: {}", crate::error::redact(&e.to_string(), crate::error::password_of(url.expose()).as_deref())));
+        let tls = url.nodes().iter().any(|n| n.starts_with("rediss"));
+        if tls && !cfg!(feature = "tls") {
+            return Err(Error::config(format!(
+                "{url}: rediss:// needs the `tls` feature of queue-redis"
+            )));
+        }
+        #[cfg(feature = "tls")]
+        if tls {
+            // rustls needs a process-wide crypto provider; keep one installed by the
+            // application if there is one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let bad = |e: redis::RedisError| {
+            Error::config(format!(
+                "Redis URL {url}: {}",
+                crate::error::redact(
+                    &e.to_string(),
+                    crate::error::password_of(url.expose()).as_deref()
+                )
+            ))
+        };
         if url.is_cluster() {
             let nodes: Vec<String> = url
                 .nodes()
                 .into_iter()
-                .map(|n| n.replacen("redis-cluster://", "redis://", 1).replacen("rediss-cluster://", "rediss://", 1))
+                .map(|n| {
+                    n.replacen("redis-cluster://", "redis://", 1).replacen(
+                        "rediss-cluster://",
+                        "rediss://",
+                        1,
+                    )
+                })
                 .collect();
-            let client = cluster_builder(&nodes, Duration::from_secs(5)).build().map_err(bad)?;
+            let client = cluster_builder(&nodes, Duration::from_secs(5))
+                .build()
+                .map_err(bad)?;
             Ok(Self::Cluster { nodes, client })
         } else {
             Ok(Self::Single(Client::open(url.expose()).map_err(bad)?))
@@ -79,7 +117,9 @@ impl Target {
                     .set_response_timeout(Some(response_timeout))
                     .set_connection_timeout(Some(Duration::from_secs(2)))
                     .set_max_delay(Duration::from_secs(2));
-                Ok(Conn::Single(client.get_connection_manager_with_config(cfg).await?))
+                Ok(Conn::Single(
+                    client.get_connection_manager_with_config(cfg).await?,
+                ))
             }
             Self::Cluster { client, .. } => Ok(Conn::Cluster(client.get_async_connection().await?)),
         }
@@ -95,7 +135,11 @@ impl Target {
                 let cfg = AsyncConnectionConfig::new()
                     .set_response_timeout(Some(watchdog))
                     .set_connection_timeout(Some(Duration::from_secs(2)));
-                Ok(Conn::Plain(client.get_multiplexed_async_connection_with_config(&cfg).await?))
+                Ok(Conn::Plain(
+                    client
+                        .get_multiplexed_async_connection_with_config(&cfg)
+                        .await?,
+                ))
             }
             Self::Cluster { nodes, .. } => {
                 let client = cluster_builder(nodes, watchdog).build()?;
@@ -120,7 +164,12 @@ impl Target {
                         Err(e) => last = Some(e),
                     }
                 }
-                Err(last.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no cluster node"))))
+                Err(last.unwrap_or_else(|| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "no cluster node",
+                    ))
+                }))
             }
         }
     }
@@ -129,7 +178,10 @@ impl Target {
     pub(crate) fn node_clients(&self) -> Vec<Client> {
         match self {
             Self::Single(client) => vec![client.clone()],
-            Self::Cluster { nodes, .. } => nodes.iter().filter_map(|n| Client::open(n.as_str()).ok()).collect(),
+            Self::Cluster { nodes, .. } => nodes
+                .iter()
+                .filter_map(|n| Client::open(n.as_str()).ok())
+                .collect(),
         }
     }
 }

@@ -15,7 +15,12 @@ pub(crate) fn map(err: RedisError, secret: Option<&str>) -> Error {
         || matches!(
             err.kind(),
             ErrorKind::ClusterConnectionNotFound
-                | ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::MasterDown | ServerErrorKind::ReadOnly | ServerErrorKind::TryAgain)
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                        | ServerErrorKind::TryAgain
+                )
         );
     let message = redact(&err.to_string(), secret);
     if transient {
@@ -53,9 +58,18 @@ mod tests {
 
     #[test]
     fn passwords_are_found_and_cut() {
-        assert_eq!(password_of("redis://:s3cret@h:1/0").as_deref(), Some("s3cret"));
-        assert_eq!(password_of("redis://u:p%40ss@h:1").as_deref(), Some("p%40ss"));
+        assert_eq!(
+            password_of("redis://:s3cret@h:1/0").as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(
+            password_of("redis://u:p%40ss@h:1").as_deref(),
+            Some("p%40ss")
+        );
         assert_eq!(password_of("redis://h:1"), None);
-        assert_eq!(redact("auth s3cret failed", Some("s3cret")), "auth *** failed");
+        assert_eq!(
+            redact("auth s3cret failed", Some("s3cret")),
+            "auth *** failed"
+        );
     }
 }

@@ -14,9 +14,13 @@ impl Keys {
     pub(crate) fn new(root: &str, queue: &str) -> Result<Self> {
         validate_queue_name(queue)?;
         if root.contains(['{', '}']) {
-            return Err(queue_core::Error::config(format!("key prefix {root:?} must not contain `{{` or `}}`")));
+            return Err(queue_core::Error::config(format!(
+                "key prefix {root:?} must not contain `{{` or `}}`"
+            )));
         }
-        Ok(Self { prefix: format!("{root}:{{{queue}}}:") })
+        Ok(Self {
+            prefix: format!("{root}:{{{queue}}}:"),
+        })
     }
 
     /// The common prefix, passed to every script.
@@ -93,7 +97,13 @@ mod tests {
     fn every_key_carries_the_queue_tag() {
         let k = Keys::new("dcs", "ai_processing").unwrap();
         let id = JobId::new();
-        for key in [k.job(id), k.ready(), k.status(JobStatus::Failed), k.unique("book-1"), k.worker("w")] {
+        for key in [
+            k.job(id),
+            k.ready(),
+            k.status(JobStatus::Failed),
+            k.unique("book-1"),
+            k.worker("w"),
+        ] {
             assert!(key.starts_with("dcs:{ai_processing}:"), "{key}");
         }
         assert_eq!(k.ready(), "dcs:{ai_processing}:ready");

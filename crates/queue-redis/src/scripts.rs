@@ -56,7 +56,11 @@ const BODIES: [(&str, &str); 9] = [
 
 impl Scripts {
     pub(crate) fn load() -> Self {
-        let prelude = format!("{}{}", generated_tables(), include_str!("scripts/prelude.lua"));
+        let prelude = format!(
+            "{}{}",
+            generated_tables(),
+            include_str!("scripts/prelude.lua")
+        );
         // The library name carries a hash of its code, so two versions of this crate can
         // share a server during a rolling deploy.
         let version = {
@@ -67,12 +71,20 @@ impl Scripts {
         let lib = format!("dcsq_{version}");
         let mut library = format!("#!lua name={lib}\n{prelude}\n");
         for (name, body) in BODIES {
-            let _ = write!(library, "redis.register_function('{lib}_{name}', function(KEYS, ARGV)\nbegin(ARGV)\n{body}\nend)\n");
+            let _ = write!(
+                library,
+                "redis.register_function('{lib}_{name}', function(KEYS, ARGV)\nbegin(ARGV)\n{body}\nend)\n"
+            );
         }
         let mut scripts = BODIES.iter().map(|(name, body)| {
             let code = format!("{prelude}\nbegin(ARGV)\n-- {name}\n{body}");
             let sha = redis::Script::new(&code).get_hash().to_owned();
-            Script { name, function: format!("{lib}_{name}"), code, sha }
+            Script {
+                name,
+                function: format!("{lib}_{name}"),
+                code,
+                sha,
+            }
         });
         let mut next = || scripts.next().expect("one script per body");
         Self {
@@ -92,7 +104,11 @@ impl Scripts {
 
     /// Loads the function library; without Functions (Redis < 7, or `allowed` false),
     /// scripts are used.
-    pub(crate) async fn prepare<C: ConnectionLike + Send>(&self, conn: &mut C, allowed: bool) -> RedisResult<()> {
+    pub(crate) async fn prepare<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        allowed: bool,
+    ) -> RedisResult<()> {
         if !allowed {
             return Ok(());
         }
@@ -111,17 +127,32 @@ impl Scripts {
     }
 
     async fn load_library<C: ConnectionLike + Send>(&self, conn: &mut C) -> RedisResult<()> {
-        redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(&self.library).query_async::<Value>(conn).await.map(drop)
+        redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(&self.library)
+            .query_async::<Value>(conn)
+            .await
+            .map(drop)
     }
 
     /// Runs `script` with one routing key (every key it touches shares that key's slot).
-    pub(crate) async fn run<C: ConnectionLike + Send>(&self, script: &Script, conn: &mut C, key: &str, args: &[String]) -> RedisResult<Value> {
+    pub(crate) async fn run<C: ConnectionLike + Send>(
+        &self,
+        script: &Script,
+        conn: &mut C,
+        key: &str,
+        args: &[String],
+    ) -> RedisResult<Value> {
         if self.functions.load(Ordering::Relaxed) {
             let mut fcall = redis::cmd("FCALL");
             fcall.arg(&script.function).arg(1).arg(key).arg(args);
             match fcall.query_async::<Value>(conn).await {
                 Err(err) if err.to_string().contains("Function not found") => {
-                    tracing::debug!(script = script.name, "function library missing on the server; loading it");
+                    tracing::debug!(
+                        script = script.name,
+                        "function library missing on the server; loading it"
+                    );
                     self.load_library(conn).await?;
                     fcall.query_async(conn).await
                 }
@@ -131,8 +162,13 @@ impl Scripts {
             let mut evalsha = redis::cmd("EVALSHA");
             evalsha.arg(&script.sha).arg(1).arg(key).arg(args);
             match evalsha.query_async::<Value>(conn).await {
-                Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                    tracing::debug!(script = script.name, "script not cached on the server; sending it");
+                Err(err)
+                    if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    tracing::debug!(
+                        script = script.name,
+                        "script not cached on the server; sending it"
+                    );
                     let mut eval = redis::cmd("EVAL");
                     eval.arg(&script.code).arg(1).arg(key).arg(args);
                     eval.query_async(conn).await
@@ -149,7 +185,10 @@ impl Scripts {
 }
 
 fn is_transport(err: &redis::RedisError) -> bool {
-    err.is_io_error() || err.is_connection_dropped() || err.is_timeout() || err.is_connection_refusal()
+    err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_timeout()
+        || err.is_connection_refusal()
 }
 
 /// The Lua tables: `NEXT[status][event]` from `queue_core::apply` over every pair, and the
@@ -192,14 +231,26 @@ mod tests {
     #[test]
     fn the_lua_table_is_the_state_machine() {
         let lua = generated_tables();
-        assert!(lua.contains("queued = { start = 'processing', cancel = 'cancelled', }"), "{lua}");
+        assert!(
+            lua.contains("queued = { start = 'processing', cancel = 'cancelled', }"),
+            "{lua}"
+        );
         assert!(lua.contains("completed = { }"), "{lua}");
-        assert!(lua.contains("failed = { manual_retry = 'queued', }"), "{lua}");
+        assert!(
+            lua.contains("failed = { manual_retry = 'queued', }"),
+            "{lua}"
+        );
         let scripts = Scripts::load();
         assert_ne!(scripts.claim.sha, scripts.finish.sha);
         assert_eq!(scripts.claim.sha.len(), 40);
         assert!(scripts.library.starts_with("#!lua name=dcsq_"));
-        assert!(scripts.library.contains(&format!("redis.register_function('{}'", scripts.finish.function)));
-        assert!(!scripts.uses_functions(), "scripts until the library is loaded");
+        assert!(scripts.library.contains(&format!(
+            "redis.register_function('{}'",
+            scripts.finish.function
+        )));
+        assert!(
+            !scripts.uses_functions(),
+            "scripts until the library is loaded"
+        );
     }
 }

@@ -31,7 +31,10 @@ impl RedisContainer {
             .await
             .map_err(unavailable)?;
         let host = container.get_host().await.map_err(unavailable)?;
-        let port = container.get_host_port_ipv4(6379).await.map_err(unavailable)?;
+        let port = container
+            .get_host_port_ipv4(6379)
+            .await
+            .map_err(unavailable)?;
         Ok(Self {
             _container: container,
             url: format!("redis://{host}:{port}"),

@@ -3,7 +3,9 @@
 mod support;
 
 async fn fresh(clock: queue_core::ManualClock) -> queue_testkit::Harness {
-    let url = tokio::task::spawn_blocking(support::cluster_url).await.unwrap();
+    let url = tokio::task::spawn_blocking(support::cluster_url)
+        .await
+        .unwrap();
     support::harness(&url, clock).await
 }
 

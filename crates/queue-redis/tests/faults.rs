@@ -31,7 +31,13 @@ fn sleeper(builder: WorkerBuilder, ms: u64) -> WorkerBuilder {
 
 async fn enqueue_n(backend: &RedisBackend, n: u32) -> Vec<JobId> {
     let jobs: Vec<NewJob> = (0..n).map(|i| NewJob::new("sleep", &i).unwrap()).collect();
-    backend.enqueue_many(jobs).await.unwrap().into_iter().map(|r| r.unwrap().job_id).collect()
+    backend
+        .enqueue_many(jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap().job_id)
+        .collect()
 }
 
 /// Waits until every job is finished; retries through backend errors (the server may be
@@ -49,7 +55,10 @@ async fn wait_all_done(backend: &RedisBackend, ids: &[JobId], limit: Duration) -
         if statuses.len() == ids.len() && statuses.iter().all(|s| s.is_terminal()) {
             return statuses;
         }
-        assert!(tokio::time::Instant::now() < deadline, "jobs not finished in time: {statuses:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "jobs not finished in time: {statuses:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -66,21 +75,33 @@ async fn worker_rides_out_a_redis_restart() {
     let backend = RedisBackend::connect(&cfg).await.unwrap();
     let ids = enqueue_n(&backend, 60).await;
     let stop = CancellationToken::new();
-    let worker = sleeper(Worker::builder(Arc::new(backend.clone())).config(&cfg).concurrency(4).fetch_wait(Duration::from_millis(500)), 50)
-        .build()
-        .unwrap();
+    let worker = sleeper(
+        Worker::builder(Arc::new(backend.clone()))
+            .config(&cfg)
+            .concurrency(4)
+            .fetch_wait(Duration::from_millis(500)),
+        50,
+    )
+    .build()
+    .unwrap();
     let run = tokio::spawn(worker.run(stop.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _server = ServerProcess::start_in(port, dir, &aof);
     let statuses = wait_all_done(&backend, &ids, Duration::from_secs(60)).await;
-    assert!(statuses.iter().all(|s| *s == JobStatus::Completed), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == JobStatus::Completed),
+        "{statuses:?}"
+    );
     stop.cancel();
     let report = run.await.unwrap().unwrap();
     assert!(report.completed >= 60, "{report:?}");
     let stats = backend.stats().await.unwrap();
-    assert_eq!((stats.processing, stats.queued, stats.completed), (0, 0, 60));
+    assert_eq!(
+        (stats.processing, stats.queued, stats.completed),
+        (0, 0, 60)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,32 +112,67 @@ async fn a_dead_workers_jobs_finish_on_another_worker() {
 
     // Worker A runs on its own runtime; tearing that runtime down drops every task at
     // once (no outcome, no release, no deregistration): a crash, as far as Redis can tell.
-    let doomed = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let a = Worker::builder(Arc::new(backend.clone())).config(&cfg).concurrency(4).register("sleep", |_: u32, _ctx| async {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        Ok(())
-    });
+    let doomed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = Worker::builder(Arc::new(backend.clone()))
+        .config(&cfg)
+        .concurrency(4)
+        .register("sleep", |_: u32, _ctx| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        });
     doomed.spawn(a.build().unwrap().run(CancellationToken::new()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while backend.stats().await.unwrap().processing < 4 {
-        assert!(tokio::time::Instant::now() < deadline, "worker A never started");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker A never started"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let held: Vec<JobId> = backend.list(&queue_core::ListQuery::new().status(JobStatus::Processing)).await.unwrap().jobs.iter().map(|r| r.job_id).collect();
+    let held: Vec<JobId> = backend
+        .list(&queue_core::ListQuery::new().status(JobStatus::Processing))
+        .await
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|r| r.job_id)
+        .collect();
     doomed.shutdown_background();
 
     let stop = CancellationToken::new();
-    let b = sleeper(Worker::builder(Arc::new(backend.clone())).config(&cfg).concurrency(4).fetch_wait(Duration::from_millis(500)), 10).build().unwrap();
+    let b = sleeper(
+        Worker::builder(Arc::new(backend.clone()))
+            .config(&cfg)
+            .concurrency(4)
+            .fetch_wait(Duration::from_millis(500)),
+        10,
+    )
+    .build()
+    .unwrap();
     let run = tokio::spawn(b.run(stop.clone()));
     let statuses = wait_all_done(&backend, &ids, Duration::from_secs(30)).await;
-    assert!(statuses.iter().all(|s| *s == JobStatus::Completed), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == JobStatus::Completed),
+        "{statuses:?}"
+    );
     for id in held {
-        assert_eq!(backend.get(id).await.unwrap().retry_count, 1, "the lost attempt counts");
+        assert_eq!(
+            backend.get(id).await.unwrap().retry_count,
+            1,
+            "the lost attempt counts"
+        );
     }
     stop.cancel();
     run.await.unwrap().unwrap();
     let stats = backend.stats().await.unwrap();
-    assert_eq!((stats.processing, stats.completed, stats.totals.recovered), (0, 12, 4));
+    assert_eq!(
+        (stats.processing, stats.completed, stats.totals.recovered),
+        (0, 12, 4)
+    );
     backend.destroy().await.unwrap();
 }
 
@@ -135,11 +191,22 @@ async fn script_flush_under_load_loses_nothing() {
 async fn flush_under_load(functions: bool) {
     let server = ServerProcess::start(free_port(), &["--appendonly no"]);
     let cfg = config(&server.url());
-    let backend = RedisBackend::builder(&cfg).functions(functions).build().await.unwrap();
+    let backend = RedisBackend::builder(&cfg)
+        .functions(functions)
+        .build()
+        .await
+        .unwrap();
     assert_eq!(backend.uses_functions(), functions);
     let ids = enqueue_n(&backend, 400).await;
     let stop = CancellationToken::new();
-    let worker = sleeper(Worker::builder(Arc::new(backend.clone())).config(&cfg).concurrency(8), 1).build().unwrap();
+    let worker = sleeper(
+        Worker::builder(Arc::new(backend.clone()))
+            .config(&cfg)
+            .concurrency(8),
+        1,
+    )
+    .build()
+    .unwrap();
     let run = tokio::spawn(worker.run(stop.clone()));
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -152,7 +219,15 @@ async fn flush_under_load(functions: bool) {
     assert!(statuses.iter().all(|s| *s == JobStatus::Completed));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stats = backend.stats().await.unwrap();
-    assert_eq!((stats.completed, stats.failed, stats.queued, stats.processing), (410, 0, 0, 0));
+    assert_eq!(
+        (
+            stats.completed,
+            stats.failed,
+            stats.queued,
+            stats.processing
+        ),
+        (410, 0, 0, 0)
+    );
     stop.cancel();
     run.await.unwrap().unwrap();
 }
@@ -162,30 +237,80 @@ async fn garbage_job_records_fail_their_job_and_nothing_else() {
     let url = support::redis_url();
     let cfg = config(&url);
     let backend = RedisBackend::connect(&cfg).await.unwrap();
-    let port: u16 = url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
     let prefix = format!("dcs:{{{}}}:", cfg.queue_name);
     let good = enqueue_n(&backend, 1).await[0];
     let wrong_types = enqueue_n(&backend, 1).await[0];
     let missing = enqueue_n(&backend, 1).await[0];
     let not_a_hash = enqueue_n(&backend, 1).await[0];
     let key = |id: JobId| format!("{prefix}job:{id}");
-    cli(port, &["HSET", &key(wrong_types), "retry_count", "abc", "max_retries", "x", "payload", "{not json"]);
-    cli(port, &["HDEL", &key(missing), "task", "created_at", "priority"]);
+    cli(
+        port,
+        &[
+            "HSET",
+            &key(wrong_types),
+            "retry_count",
+            "abc",
+            "max_retries",
+            "x",
+            "payload",
+            "{not json",
+        ],
+    );
+    cli(
+        port,
+        &["HDEL", &key(missing), "task", "created_at", "priority"],
+    );
     cli(port, &["DEL", &key(not_a_hash)]);
     cli(port, &["SET", &key(not_a_hash), "garbage"]);
-    assert!(matches!(backend.get(not_a_hash).await, Err(queue_core::Error::Codec { .. })));
+    assert!(matches!(
+        backend.get(not_a_hash).await,
+        Err(queue_core::Error::Codec { .. })
+    ));
     let err = backend.get(wrong_types).await.unwrap_err().to_string();
-    assert!(err.contains("field `") && err.contains(&wrong_types.to_string()), "{err}");
+    assert!(
+        err.contains("field `") && err.contains(&wrong_types.to_string()),
+        "{err}"
+    );
 
     let stop = CancellationToken::new();
-    let worker = sleeper(Worker::builder(Arc::new(backend.clone())).config(&cfg).concurrency(2), 1).build().unwrap();
+    let worker = sleeper(
+        Worker::builder(Arc::new(backend.clone()))
+            .config(&cfg)
+            .concurrency(2),
+        1,
+    )
+    .build()
+    .unwrap();
     let run = tokio::spawn(worker.run(stop.clone()));
-    let statuses = wait_all_done(&backend, &[good, wrong_types, missing, not_a_hash], Duration::from_secs(20)).await;
-    assert_eq!(statuses, [JobStatus::Completed, JobStatus::Failed, JobStatus::Failed, JobStatus::Failed]);
+    let statuses = wait_all_done(
+        &backend,
+        &[good, wrong_types, missing, not_a_hash],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        statuses,
+        [
+            JobStatus::Completed,
+            JobStatus::Failed,
+            JobStatus::Failed,
+            JobStatus::Failed
+        ]
+    );
     for id in [wrong_types, missing] {
         let r = backend.get(id).await.unwrap();
         let msg = r.error_message.unwrap();
-        assert!(msg.starts_with("corrupt job record") && msg.contains("field `"), "{msg}");
+        assert!(
+            msg.starts_with("corrupt job record") && msg.contains("field `"),
+            "{msg}"
+        );
     }
     let r = backend.get(not_a_hash).await.unwrap();
     assert!(r.error_message.unwrap().contains("stored as a string"));

@@ -276,7 +276,10 @@ pub async fn cancel_running_job(h: &Harness) {
         CancelOutcome::Requested
     );
     let told = tokio::time::timeout(Duration::from_secs(5), pushed.next()).await;
-    assert_eq!(told.expect("the cancel is pushed to lease holders"), Some(a.job_id));
+    assert_eq!(
+        told.expect("the cancel is pushed to lease holders"),
+        Some(a.job_id)
+    );
     let r = get(h, a.job_id).await;
     assert_eq!(r.status, JobStatus::Processing);
     assert!(r.cancel_requested);

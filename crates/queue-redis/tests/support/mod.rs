@@ -18,12 +18,24 @@ use queue_testkit::{Harness, suite_config};
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn require(binary: &str) {
-    let found = Command::new(binary).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    assert!(found, "`{binary}` is not installed: install redis-server and redis-tools (apt-get install redis-server redis-tools) or set REDIS_URL");
+    let found = Command::new(binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "`{binary}` is not installed: install redis-server and redis-tools (apt-get install redis-server redis-tools) or set REDIS_URL"
+    );
 }
 
 /// A redis-server process on `port`, killed when the test binary exits. Extra arguments
@@ -50,7 +62,14 @@ impl ServerProcess {
             dir = dir.display(),
             parent = std::process::id(),
         );
-        Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let server = Self { port, dir };
         server.wait_ready();
         server
@@ -68,14 +87,20 @@ impl ServerProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not start: {}", self.port, std::fs::read_to_string(self.dir.join("log")).unwrap_or_default());
+        panic!(
+            "redis-server on port {} did not start: {}",
+            self.port,
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        );
     }
 
     /// Stops the server at once (no save), as a crash would.
     pub fn kill(&self) {
         let _ = cli(self.port, &["SHUTDOWN", "NOSAVE"]);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while cli(self.port, &["PING"]).is_some_and(|o| o.contains("PONG")) && Instant::now() < deadline {
+        while cli(self.port, &["PING"]).is_some_and(|o| o.contains("PONG"))
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -83,7 +108,12 @@ impl ServerProcess {
 
 /// Runs `redis-cli -p port args...`; `None` when it could not run.
 pub fn cli(port: u16, args: &[&str]) -> Option<String> {
-    let out = Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().ok()?;
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .ok()?;
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -107,13 +137,21 @@ pub fn redis_url() -> String {
 /// life of the test binary. `None` without either (the caller then spawns `redis-server`).
 #[cfg(feature = "testcontainers")]
 fn container_url() -> Option<String> {
-    static CONTAINER: OnceLock<Option<(tokio::runtime::Runtime, queue_redis::testing::RedisContainer)>> = OnceLock::new();
+    static CONTAINER: OnceLock<
+        Option<(
+            tokio::runtime::Runtime,
+            queue_redis::testing::RedisContainer,
+        )>,
+    > = OnceLock::new();
     CONTAINER
         .get_or_init(|| {
             // Tests call this from inside their runtime: start the container on a thread
             // (and a runtime) of its own.
             std::thread::spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
                 match rt.block_on(queue_redis::testing::RedisContainer::start()) {
                     Ok(c) => Some((rt, c)),
                     Err(e) => {
@@ -147,24 +185,45 @@ pub fn cluster_url() -> String {
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         for port in &ports {
             let conf = format!("nodes-{port}.conf");
-            std::mem::forget(ServerProcess::start(*port, &["--appendonly no", "--cluster-enabled yes", &format!("--cluster-config-file {conf}"), "--cluster-node-timeout 5000"]));
+            std::mem::forget(ServerProcess::start(
+                *port,
+                &[
+                    "--appendonly no",
+                    "--cluster-enabled yes",
+                    &format!("--cluster-config-file {conf}"),
+                    "--cluster-node-timeout 5000",
+                ],
+            ));
         }
         let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut args = vec!["--cluster", "create"];
         args.extend(nodes.iter().map(String::as_str));
         args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
-        let out = Command::new("redis-cli").args(&args).output().expect("redis-cli runs");
-        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let ok = ports.iter().all(|p| cli(*p, &["CLUSTER", "INFO"]).is_some_and(|o| o.contains("cluster_state:ok")));
+            let ok = ports.iter().all(|p| {
+                cli(*p, &["CLUSTER", "INFO"]).is_some_and(|o| o.contains("cluster_state:ok"))
+            });
             if ok {
                 break;
             }
             assert!(Instant::now() < deadline, "cluster did not become ready");
             std::thread::sleep(Duration::from_millis(100));
         }
-        ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+        ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
     })
     .clone()
 }
@@ -181,8 +240,15 @@ pub async fn backend(url: &str, clock: Option<ManualClock>) -> RedisBackend {
 
 /// As [`backend`], choosing Functions or EVALSHA scripts.
 pub async fn backend_with(url: &str, clock: Option<ManualClock>, functions: bool) -> RedisBackend {
-    let config = suite_config(&unique_queue()).to_builder().redis_url(url).unwrap().build().unwrap();
-    let mut builder = RedisBackend::builder(&config).key_prefix("dcs-test").functions(functions);
+    let config = suite_config(&unique_queue())
+        .to_builder()
+        .redis_url(url)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut builder = RedisBackend::builder(&config)
+        .key_prefix("dcs-test")
+        .functions(functions);
     if let Some(clock) = clock {
         builder = builder.clock(Arc::new(clock));
     }
@@ -197,7 +263,11 @@ pub async fn harness(url: &str, clock: ManualClock) -> Harness {
 /// As [`harness`], choosing Functions or EVALSHA scripts.
 pub async fn harness_with(url: &str, clock: ManualClock, functions: bool) -> Harness {
     let backend = backend_with(url, Some(clock.clone()), functions).await;
-    assert_eq!(backend.uses_functions(), functions, "Redis 7 serves Functions");
+    assert_eq!(
+        backend.uses_functions(),
+        functions,
+        "Redis 7 serves Functions"
+    );
     let cleanup = backend.clone();
     Harness::new(Arc::new(backend), clock).with_cleanup(async move {
         if let Err(e) = cleanup.destroy().await {
