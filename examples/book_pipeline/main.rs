@@ -23,9 +23,6 @@
 //! cargo run -p queue-examples --example book_pipeline -- produce
 //! ```
 
-mod pipeline;
-mod text;
-
 use std::{
     collections::HashMap,
     io::IsTerminal,
@@ -44,7 +41,7 @@ use queue_memory::MemoryBackend;
 use queue_redis::RedisBackend;
 use queue_worker::{CancellationToken, Worker};
 
-use pipeline::{JobType, ProcessBook, process_book};
+use book_pipeline::{JobType, ProcessBook, process_book};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -58,7 +58,7 @@ pub(crate) enum Target {
     Single(Client),
     Cluster {
         nodes: Vec<String>,
-        client: ClusterClient,
+        client: Box<ClusterClient>,
     },
 }
 
@@ -100,9 +100,9 @@ impl Target {
                     )
                 })
                 .collect();
-            let client = cluster_builder(&nodes, Duration::from_secs(5))
+            let client = Box::new(cluster_builder(&nodes, Duration::from_secs(5))
                 .build()
-                .map_err(bad)?;
+                .map_err(bad)?);
             Ok(Self::Cluster { nodes, client })
         } else {
             Ok(Self::Single(Client::open(url.expose()).map_err(bad)?))

@@ -14,6 +14,7 @@
 
 pub mod cases;
 mod harness;
+pub mod servers;
 
 pub use harness::{Harness, suite_config};
 

@@ -13,15 +13,19 @@ use serde_json::json;
 
 use crate::text;
 
+
 /// The payload of `process_book`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct ProcessBook {
-    pub(crate) book_id: String,
-    pub(crate) publisher_id: String,
-    pub(crate) job_type: JobType,
+pub struct ProcessBook {
+    /// The book (also the job's unique key).
+    pub book_id: String,
+    /// Its publisher.
+    pub publisher_id: String,
+    /// Which stages run.
+    pub job_type: JobType,
     /// A plain-text file; one of the bundled samples when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) source: Option<String>,
+    pub source: Option<String>,
 }
 
 impl Job for ProcessBook {
@@ -31,7 +35,7 @@ impl Job for ProcessBook {
 /// Which stages a job runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum JobType {
+pub enum JobType {
     /// Every stage.
     Full,
     /// Text extraction and segmentation.
@@ -43,7 +47,8 @@ pub(crate) enum JobType {
 }
 
 impl JobType {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Full => "full",
             Self::TextOnly => "text_only",
@@ -52,7 +57,8 @@ impl JobType {
         }
     }
 
-    pub(crate) fn stages(self) -> &'static [&'static str] {
+    /// The stages this job type runs, in order.
+    pub fn stages(self) -> &'static [&'static str] {
         match self {
             Self::Full => &[
                 "text_extraction",
@@ -69,7 +75,7 @@ impl JobType {
 }
 
 /// The stage weights of the original story.
-pub(crate) static BOOK_STAGES: LazyLock<Stages> = LazyLock::new(|| {
+pub static BOOK_STAGES: LazyLock<Stages> = LazyLock::new(|| {
     Stages::new([
         ("text_extraction", 20),
         ("segmentation", 15),
@@ -80,7 +86,8 @@ pub(crate) static BOOK_STAGES: LazyLock<Stages> = LazyLock::new(|| {
     .expect("weights are valid")
 });
 
-pub(crate) const SAMPLES: [(&str, &str); 4] = [
+/// The bundled sample books (written for this project): (name, text).
+pub const SAMPLES: [(&str, &str); 4] = [
     (
         "the-lighthouse-keeper",
         include_str!("samples/the-lighthouse-keeper.txt"),
@@ -120,8 +127,8 @@ async fn pace() {
     }
 }
 
-/// The handler.
-pub(crate) async fn process_book(
+/// The handler of `process_book`.
+pub async fn process_book(
     job: ProcessBook,
     ctx: JobContext,
 ) -> Result<Completion, JobError> {

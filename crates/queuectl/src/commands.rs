@@ -1,0 +1,202 @@
+//! One function per command, all on the library calls the other binaries use.
+
+use std::{collections::HashMap, io::IsTerminal, sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use queue_core::{
+    CancelOutcome, EventKind, JobId, JobStatus, JobStore, ListQuery, NewJob, QueueConfig, Result,
+};
+use queue_redis::RedisBackend;
+use queue_worker::Worker;
+use serde_json::json;
+
+use crate::{Cli, Command, LogFormat, output};
+
+fn config(cli: &Cli) -> Result<QueueConfig> {
+    let mut builder = QueueConfig::from_env()?.to_builder();
+    if let Some(url) = &cli.redis_url {
+        builder = builder.redis_url(url)?;
+    }
+    if let Some(queue) = &cli.queue {
+        builder = builder.queue_name(queue);
+    }
+    builder.build()
+}
+
+pub(crate) async fn run(cli: Cli) -> Result<()> {
+    let cfg = config(&cli)?;
+    if let Command::Worker { concurrency, shutdown_grace, log_format } = &cli.command {
+        return worker(cfg, *concurrency, *shutdown_grace, *log_format).await;
+    }
+    let backend = RedisBackend::connect(&cfg).await?;
+    let json = cli.json;
+    match cli.command {
+        Command::Enqueue { task, payload, unique_key, priority, delay, max_retries } => {
+            let mut job = NewJob::with_payload(task, payload);
+            if let Some(k) = unique_key {
+                job = job.unique_key(k);
+            }
+            if let Some(p) = priority {
+                job = job.priority(p);
+            }
+            if let Some(d) = delay {
+                job = job.delay(Duration::from_secs(d));
+            }
+            if let Some(n) = max_retries {
+                job = job.max_retries(n);
+            }
+            let record = backend.enqueue(job).await?;
+            if json { output::json(&record) } else { println!("{}", record.job_id) }
+        }
+        Command::Status { job_id } => {
+            let record = backend.get(job_id).await?;
+            if json { output::json(&record) } else { output::record(&record) }
+        }
+        Command::List { status, unique_key, limit, cursor } => {
+            let mut query = ListQuery::new().limit(limit);
+            query.status = status;
+            query.unique_key = unique_key;
+            query.cursor = cursor;
+            let page = backend.list(&query).await?;
+            if json { output::json(&page) } else { output::page(&page) }
+        }
+        Command::Cancel { job_id } => {
+            let outcome = backend.cancel(job_id).await?;
+            if json {
+                output::json(&json!({ "job_id": job_id, "result": outcome }));
+            } else {
+                match outcome {
+                    CancelOutcome::Cancelled => println!("{job_id} cancelled"),
+                    CancelOutcome::Requested => println!("{job_id} is running: cancel requested, its worker stops it"),
+                }
+            }
+        }
+        Command::Retry { job_id, priority } => {
+            let record = backend.retry(job_id, priority).await?;
+            if json { output::json(&record) } else { println!("{job_id} queued again at {} priority", record.priority) }
+        }
+        Command::Stats => {
+            let stats = backend.stats().await?;
+            if json { output::json(&output::stats_json(&stats)) } else { output::stats(&stats) }
+        }
+        Command::Workers => {
+            let workers = backend.workers().await?;
+            if json { output::json(&workers) } else { output::workers(&workers) }
+        }
+        Command::Health => {
+            backend.health().await?;
+            if json { output::json(&json!({ "status": "ok" })) } else { println!("ok") }
+        }
+        Command::Watch { job_ids } => watch(&backend, job_ids, json).await?,
+        Command::Worker { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+/// Follows jobs to their end: progress bars on a terminal, one line per change otherwise.
+async fn watch(backend: &RedisBackend, mut ids: Vec<JobId>, json: bool) -> Result<()> {
+    let mut events = backend.subscribe().await?;
+    if ids.is_empty() {
+        let running = backend.list(&ListQuery::new().status(JobStatus::Processing).limit(1000)).await?;
+        ids = running.jobs.iter().map(|r| r.job_id).collect();
+        if ids.is_empty() {
+            if json { output::json(&Vec::<queue_core::JobRecord>::new()) } else { println!("no running jobs") }
+            return Ok(());
+        }
+    }
+    let bars_on = std::io::stderr().is_terminal() && !json;
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos:>3}% {msg}").expect("valid template").progress_chars("=> ");
+    let mut bars: HashMap<JobId, ProgressBar> = HashMap::new();
+    let mut open = 0;
+    for id in &ids {
+        let r = backend.get(*id).await?;
+        let bar = multi.add(ProgressBar::new(100).with_style(style.clone()).with_prefix(id.to_string()));
+        if !bars_on {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        bar.set_position(u64::from(r.progress));
+        bar.set_message(format!("{} {}", r.status, r.current_step.unwrap_or_default()));
+        if r.status.is_terminal() {
+            bar.finish();
+        } else {
+            open += 1;
+        }
+        bars.insert(*id, bar);
+    }
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    while open > 0 {
+        let id = tokio::select! {
+            event = events.next() => match event {
+                Some(e) if bars.contains_key(&e.job_id) => {
+                    if !bars_on && !json {
+                        match &e.kind {
+                            EventKind::Progress { progress, step } => println!("{} {progress}% {}", e.job_id, step.clone().unwrap_or_default()),
+                            EventKind::Transition { to, .. } => println!("{} {to}", e.job_id),
+                            EventKind::CancelRequested => println!("{} cancel requested", e.job_id),
+                        }
+                    }
+                    e.job_id
+                }
+                Some(_) => continue,
+                None => {
+                    events = backend.subscribe().await?;
+                    continue;
+                }
+            },
+            // Events are best-effort: re-read the records now and then.
+            _ = poll.tick() => {
+                for (id, bar) in &bars {
+                    if !bar.is_finished() {
+                        refresh(backend, *id, bar, &mut open).await?;
+                    }
+                }
+                continue;
+            }
+        };
+        let bar = &bars[&id];
+        if !bar.is_finished() {
+            refresh(backend, id, bar, &mut open).await?;
+        }
+    }
+    if json {
+        let mut records = Vec::new();
+        for id in &ids {
+            records.push(backend.get(*id).await?);
+        }
+        output::json(&records);
+    }
+    Ok(())
+}
+
+async fn refresh(backend: &RedisBackend, id: JobId, bar: &ProgressBar, open: &mut usize) -> Result<()> {
+    let r = backend.get(id).await?;
+    bar.set_position(u64::from(r.progress));
+    bar.set_message(format!("{} {}", r.status, r.current_step.unwrap_or_default()));
+    if r.status.is_terminal() {
+        bar.finish();
+        *open -= 1;
+    }
+    Ok(())
+}
+
+async fn worker(cfg: QueueConfig, concurrency: Option<usize>, grace: Option<u64>, format: LogFormat) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => subscriber.json().init(),
+        LogFormat::Human => subscriber.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    let backend = Arc::new(RedisBackend::connect(&cfg).await?);
+    tracing::info!(backend = %backend, "queuectl worker starting");
+    let mut builder = Worker::builder(backend).config(&cfg).register_job(book_pipeline::process_book);
+    if let Some(n) = concurrency {
+        builder = builder.concurrency(n);
+    }
+    if let Some(secs) = grace {
+        builder = builder.shutdown_grace(Duration::from_secs(secs));
+    }
+    builder.build()?.run_until_signal().await?;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! `queuectl`: operate a queue on Redis without writing Rust.
+//!
+//! Every `DCS_*` setting applies; `--redis-url` and `--queue` override `DCS_REDIS_URL` and
+//! `DCS_QUEUE_NAME`. Exit codes: 0 success, 1 backend or other failure, 2 usage, 3 job not
+//! found, 4 the unique key already has an active job, 5 the transition is not allowed.
+
+mod commands;
+mod output;
+
+use std::{process::ExitCode, str::FromStr};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use queue_core::{Error, JobId, JobStatus, Payload, Priority};
+
+/// Operate a dcs job queue on Redis.
+#[derive(Debug, Parser)]
+#[command(name = "queuectl", version)]
+pub(crate) struct Cli {
+    /// Redis URL (default: DCS_REDIS_URL, else redis://localhost:6379).
+    #[arg(long, global = true, env = "DCS_REDIS_URL", hide_env_values = true)]
+    pub(crate) redis_url: Option<String>,
+    /// Queue name (default: DCS_QUEUE_NAME, else ai_processing).
+    #[arg(long, global = true, env = "DCS_QUEUE_NAME")]
+    pub(crate) queue: Option<String>,
+    /// Print exactly one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Enqueue a job; prints its id.
+    Enqueue {
+        /// The task (handler name), e.g. process_book.
+        #[arg(long)]
+        task: String,
+        /// The payload, as JSON.
+        #[arg(long, value_parser = parse_payload)]
+        payload: Payload,
+        /// At most one active job per unique key.
+        #[arg(long)]
+        unique_key: Option<String>,
+        /// high, normal or low.
+        #[arg(long, value_parser = parse_priority)]
+        priority: Option<Priority>,
+        /// Run no earlier than this many seconds from now.
+        #[arg(long)]
+        delay: Option<u64>,
+        /// Retries after the first attempt.
+        #[arg(long)]
+        max_retries: Option<u32>,
+    },
+    /// One job's record.
+    Status {
+        /// The job id.
+        #[arg(value_parser = parse_id)]
+        job_id: JobId,
+    },
+    /// Jobs, newest first.
+    List {
+        /// Only jobs with this status.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<JobStatus>,
+        /// Only jobs with this unique key.
+        #[arg(long)]
+        unique_key: Option<String>,
+        /// Page size (1-1000).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Continue after a previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Cancel a queued or running job.
+    Cancel {
+        /// The job id.
+        #[arg(value_parser = parse_id)]
+        job_id: JobId,
+    },
+    /// Re-queue a failed, partial or cancelled job.
+    Retry {
+        /// The job id.
+        #[arg(value_parser = parse_id)]
+        job_id: JobId,
+        /// A new priority.
+        #[arg(long, value_parser = parse_priority)]
+        priority: Option<Priority>,
+    },
+    /// Queue counts.
+    Stats,
+    /// Live workers and the jobs they hold.
+    Workers,
+    /// Live progress of jobs until they end (all running jobs if none are named).
+    Watch {
+        /// Job ids.
+        #[arg(value_parser = parse_id)]
+        job_ids: Vec<JobId>,
+    },
+    /// Run the book pipeline's handlers until SIGINT/SIGTERM.
+    Worker {
+        /// Jobs at once (default DCS_QUEUE_MAX_CONCURRENCY).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Seconds running jobs may finish after SIGTERM (default DCS_QUEUE_SHUTDOWN_GRACE_SECONDS).
+        #[arg(long)]
+        shutdown_grace: Option<u64>,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
+    /// Exit 0 when the backend answers.
+    Health,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Human,
+    Json,
+}
+
+fn parse_payload(s: &str) -> Result<Payload, String> {
+    Payload::from_json(s).map_err(|e| e.chain())
+}
+
+fn parse_priority(s: &str) -> Result<Priority, String> {
+    Priority::from_str(s).map_err(|e| e.to_string())
+}
+
+fn parse_status(s: &str) -> Result<JobStatus, String> {
+    JobStatus::from_str(s).map_err(|e| e.to_string())
+}
+
+fn parse_id(s: &str) -> Result<JobId, String> {
+    JobId::from_str(s).map_err(|e| e.to_string())
+}
+
+/// The exit code of an error.
+fn exit_code(err: &Error) -> u8 {
+    match err {
+        Error::NotFound { .. } => 3,
+        Error::AlreadyExists { .. } => 4,
+        Error::InvalidTransition { .. } => 5,
+        Error::Config { .. } | Error::InvalidArgument { .. } => 2,
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help, --version
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            // One line, not clap's usage block.
+            let text = err.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: invalid arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", err.chain());
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}

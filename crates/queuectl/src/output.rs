@@ -1,0 +1,134 @@
+//! Human tables and JSON documents.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use queue_core::{JobRecord, Page, QueueStats, WorkerInfo};
+use serde_json::{Value, json};
+
+pub(crate) fn json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+}
+
+fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap_or_else(|| "-".into())
+}
+
+pub(crate) fn record(r: &JobRecord) {
+    let rows: Vec<(&str, String)> = vec![
+        ("job_id", r.job_id.to_string()),
+        ("task", r.task.clone()),
+        ("status", r.status.to_string()),
+        ("priority", r.priority.to_string()),
+        ("progress", format!("{}%", r.progress)),
+        ("current_step", r.current_step.clone().unwrap_or_else(|| "-".into())),
+        ("unique_key", r.unique_key.clone().unwrap_or_else(|| "-".into())),
+        ("retry_count", format!("{} of {}", r.retry_count, r.max_retries)),
+        ("error_message", r.error_message.clone().unwrap_or_else(|| "-".into())),
+        ("created_at", time(Some(r.created_at))),
+        ("started_at", time(r.started_at)),
+        ("completed_at", time(r.completed_at)),
+        ("run_at", time(r.run_at)),
+        ("worker_id", r.worker_id.clone().unwrap_or_else(|| "-".into())),
+        ("cancel_requested", r.cancel_requested.to_string()),
+        ("payload", r.payload.as_str().to_owned()),
+        ("result", r.result.as_ref().map(Value::to_string).unwrap_or_else(|| "-".into())),
+    ];
+    for (k, v) in rows {
+        println!("{k:<17} {v}");
+    }
+}
+
+/// Prints rows as aligned columns under a header.
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| (*h).to_owned()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+pub(crate) fn page(p: &Page) {
+    let rows: Vec<Vec<String>> = p
+        .jobs
+        .iter()
+        .map(|r| {
+            vec![
+                r.job_id.to_string(),
+                r.task.clone(),
+                r.status.to_string(),
+                r.priority.to_string(),
+                format!("{}%", r.progress),
+                r.retry_count.to_string(),
+                r.unique_key.clone().unwrap_or_else(|| "-".into()),
+                time(Some(r.created_at)),
+            ]
+        })
+        .collect();
+    table(&["JOB_ID", "TASK", "STATUS", "PRIORITY", "PROGRESS", "RETRIES", "UNIQUE_KEY", "CREATED_AT"], &rows);
+    if let Some(cursor) = &p.next_cursor {
+        println!("more: --cursor {cursor}");
+    }
+}
+
+/// The stats document: the keys the operators' contract names.
+pub(crate) fn stats_json(s: &QueueStats) -> Value {
+    let depth: serde_json::Map<String, Value> = s.depth.iter().map(|(p, n)| (p.to_string(), json!(n))).collect();
+    json!({
+        "total": s.total,
+        "queued": s.queued,
+        "processing": s.processing,
+        "completed": s.completed,
+        "failed": s.failed,
+        "partial": s.partial,
+        "cancelled": s.cancelled,
+        "active_workers": s.active_workers,
+        "depth": depth,
+        "scheduled": s.scheduled,
+        "totals": s.totals,
+    })
+}
+
+pub(crate) fn stats(s: &QueueStats) {
+    let d = |p: queue_core::Priority| s.depth.get(&p).copied().unwrap_or(0);
+    for (k, v) in [
+        ("total", s.total),
+        ("queued", s.queued),
+        ("  scheduled", s.scheduled),
+        ("  ready high", d(queue_core::Priority::High)),
+        ("  ready normal", d(queue_core::Priority::Normal)),
+        ("  ready low", d(queue_core::Priority::Low)),
+        ("processing", s.processing),
+        ("completed", s.completed),
+        ("failed", s.failed),
+        ("partial", s.partial),
+        ("cancelled", s.cancelled),
+        ("active_workers", s.active_workers),
+    ] {
+        println!("{k:<15} {v}");
+    }
+}
+
+pub(crate) fn workers(list: &[WorkerInfo]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|w| {
+            vec![
+                w.worker_id.clone(),
+                w.host.clone(),
+                w.pid.to_string(),
+                w.concurrency.to_string(),
+                time(Some(w.last_seen)),
+                w.jobs.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            ]
+        })
+        .collect();
+    table(&["WORKER_ID", "HOST", "PID", "CONCURRENCY", "LAST_SEEN", "JOBS"], &rows);
+}
