@@ -13,7 +13,6 @@ use serde_json::json;
 
 use crate::text;
 
-
 /// The payload of `process_book`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProcessBook {
@@ -128,10 +127,7 @@ async fn pace() {
 }
 
 /// The handler of `process_book`.
-pub async fn process_book(
-    job: ProcessBook,
-    ctx: JobContext,
-) -> Result<Completion, JobError> {
+pub async fn process_book(job: ProcessBook, ctx: JobContext) -> Result<Completion, JobError> {
     let stages = BOOK_STAGES
         .subset(job.job_type.stages())
         .map_err(JobError::permanent)?;

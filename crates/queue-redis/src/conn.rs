@@ -100,9 +100,11 @@ impl Target {
                     )
                 })
                 .collect();
-            let client = Box::new(cluster_builder(&nodes, Duration::from_secs(5))
-                .build()
-                .map_err(bad)?);
+            let client = Box::new(
+                cluster_builder(&nodes, Duration::from_secs(5))
+                    .build()
+                    .map_err(bad)?,
+            );
             Ok(Self::Cluster { nodes, client })
         } else {
             Ok(Self::Single(Client::open(url.expose()).map_err(bad)?))

@@ -194,4 +194,3 @@ pub fn cluster_url() -> String {
     })
     .clone()
 }
-

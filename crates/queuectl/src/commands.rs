@@ -26,13 +26,25 @@ fn config(cli: &Cli) -> Result<QueueConfig> {
 
 pub(crate) async fn run(cli: Cli) -> Result<()> {
     let cfg = config(&cli)?;
-    if let Command::Worker { concurrency, shutdown_grace, log_format } = &cli.command {
+    if let Command::Worker {
+        concurrency,
+        shutdown_grace,
+        log_format,
+    } = &cli.command
+    {
         return worker(cfg, *concurrency, *shutdown_grace, *log_format).await;
     }
     let backend = RedisBackend::connect(&cfg).await?;
     let json = cli.json;
     match cli.command {
-        Command::Enqueue { task, payload, unique_key, priority, delay, max_retries } => {
+        Command::Enqueue {
+            task,
+            payload,
+            unique_key,
+            priority,
+            delay,
+            max_retries,
+        } => {
             let mut job = NewJob::with_payload(task, payload);
             if let Some(k) = unique_key {
                 job = job.unique_key(k);
@@ -47,19 +59,36 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 job = job.max_retries(n);
             }
             let record = backend.enqueue(job).await?;
-            if json { output::json(&record) } else { println!("{}", record.job_id) }
+            if json {
+                output::json(&record)
+            } else {
+                println!("{}", record.job_id)
+            }
         }
         Command::Status { job_id } => {
             let record = backend.get(job_id).await?;
-            if json { output::json(&record) } else { output::record(&record) }
+            if json {
+                output::json(&record)
+            } else {
+                output::record(&record)
+            }
         }
-        Command::List { status, unique_key, limit, cursor } => {
+        Command::List {
+            status,
+            unique_key,
+            limit,
+            cursor,
+        } => {
             let mut query = ListQuery::new().limit(limit);
             query.status = status;
             query.unique_key = unique_key;
             query.cursor = cursor;
             let page = backend.list(&query).await?;
-            if json { output::json(&page) } else { output::page(&page) }
+            if json {
+                output::json(&page)
+            } else {
+                output::page(&page)
+            }
         }
         Command::Cancel { job_id } => {
             let outcome = backend.cancel(job_id).await?;
@@ -68,25 +97,43 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             } else {
                 match outcome {
                     CancelOutcome::Cancelled => println!("{job_id} cancelled"),
-                    CancelOutcome::Requested => println!("{job_id} is running: cancel requested, its worker stops it"),
+                    CancelOutcome::Requested => {
+                        println!("{job_id} is running: cancel requested, its worker stops it")
+                    }
                 }
             }
         }
         Command::Retry { job_id, priority } => {
             let record = backend.retry(job_id, priority).await?;
-            if json { output::json(&record) } else { println!("{job_id} queued again at {} priority", record.priority) }
+            if json {
+                output::json(&record)
+            } else {
+                println!("{job_id} queued again at {} priority", record.priority)
+            }
         }
         Command::Stats => {
             let stats = backend.stats().await?;
-            if json { output::json(&output::stats_json(&stats)) } else { output::stats(&stats) }
+            if json {
+                output::json(&output::stats_json(&stats))
+            } else {
+                output::stats(&stats)
+            }
         }
         Command::Workers => {
             let workers = backend.workers().await?;
-            if json { output::json(&workers) } else { output::workers(&workers) }
+            if json {
+                output::json(&workers)
+            } else {
+                output::workers(&workers)
+            }
         }
         Command::Health => {
             backend.health().await?;
-            if json { output::json(&json!({ "status": "ok" })) } else { println!("ok") }
+            if json {
+                output::json(&json!({ "status": "ok" }))
+            } else {
+                println!("ok")
+            }
         }
         Command::Watch { job_ids } => watch(&backend, job_ids, json).await?,
         Command::Worker { .. } => unreachable!("handled above"),
@@ -98,26 +145,42 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
 async fn watch(backend: &RedisBackend, mut ids: Vec<JobId>, json: bool) -> Result<()> {
     let mut events = backend.subscribe().await?;
     if ids.is_empty() {
-        let running = backend.list(&ListQuery::new().status(JobStatus::Processing).limit(1000)).await?;
+        let running = backend
+            .list(&ListQuery::new().status(JobStatus::Processing).limit(1000))
+            .await?;
         ids = running.jobs.iter().map(|r| r.job_id).collect();
         if ids.is_empty() {
-            if json { output::json(&Vec::<queue_core::JobRecord>::new()) } else { println!("no running jobs") }
+            if json {
+                output::json(&Vec::<queue_core::JobRecord>::new())
+            } else {
+                println!("no running jobs")
+            }
             return Ok(());
         }
     }
     let bars_on = std::io::stderr().is_terminal() && !json;
     let multi = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos:>3}% {msg}").expect("valid template").progress_chars("=> ");
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos:>3}% {msg}")
+        .expect("valid template")
+        .progress_chars("=> ");
     let mut bars: HashMap<JobId, ProgressBar> = HashMap::new();
     let mut open = 0;
     for id in &ids {
         let r = backend.get(*id).await?;
-        let bar = multi.add(ProgressBar::new(100).with_style(style.clone()).with_prefix(id.to_string()));
+        let bar = multi.add(
+            ProgressBar::new(100)
+                .with_style(style.clone())
+                .with_prefix(id.to_string()),
+        );
         if !bars_on {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
         bar.set_position(u64::from(r.progress));
-        bar.set_message(format!("{} {}", r.status, r.current_step.unwrap_or_default()));
+        bar.set_message(format!(
+            "{} {}",
+            r.status,
+            r.current_step.unwrap_or_default()
+        ));
         if r.status.is_terminal() {
             bar.finish();
         } else {
@@ -170,10 +233,19 @@ async fn watch(backend: &RedisBackend, mut ids: Vec<JobId>, json: bool) -> Resul
     Ok(())
 }
 
-async fn refresh(backend: &RedisBackend, id: JobId, bar: &ProgressBar, open: &mut usize) -> Result<()> {
+async fn refresh(
+    backend: &RedisBackend,
+    id: JobId,
+    bar: &ProgressBar,
+    open: &mut usize,
+) -> Result<()> {
     let r = backend.get(id).await?;
     bar.set_position(u64::from(r.progress));
-    bar.set_message(format!("{} {}", r.status, r.current_step.unwrap_or_default()));
+    bar.set_message(format!(
+        "{} {}",
+        r.status,
+        r.current_step.unwrap_or_default()
+    ));
     if r.status.is_terminal() {
         bar.finish();
         *open -= 1;
@@ -181,16 +253,26 @@ async fn refresh(backend: &RedisBackend, id: JobId, bar: &ProgressBar, open: &mu
     Ok(())
 }
 
-async fn worker(cfg: QueueConfig, concurrency: Option<usize>, grace: Option<u64>, format: LogFormat) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+async fn worker(
+    cfg: QueueConfig,
+    concurrency: Option<usize>,
+    grace: Option<u64>,
+    format: LogFormat,
+) -> Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => subscriber.json().init(),
         LogFormat::Human => subscriber.with_ansi(std::io::stderr().is_terminal()).init(),
     }
     let backend = Arc::new(RedisBackend::connect(&cfg).await?);
     tracing::info!(backend = %backend, "queuectl worker starting");
-    let mut builder = Worker::builder(backend).config(&cfg).register_job(book_pipeline::process_book);
+    let mut builder = Worker::builder(backend)
+        .config(&cfg)
+        .register_job(book_pipeline::process_book);
     if let Some(n) = concurrency {
         builder = builder.concurrency(n);
     }

@@ -5,11 +5,15 @@ use queue_core::{JobRecord, Page, QueueStats, WorkerInfo};
 use serde_json::{Value, json};
 
 pub(crate) fn json(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serializable")
+    );
 }
 
 fn time(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap_or_else(|| "-".into())
+    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_else(|| "-".into())
 }
 
 pub(crate) fn record(r: &JobRecord) {
@@ -19,18 +23,39 @@ pub(crate) fn record(r: &JobRecord) {
         ("status", r.status.to_string()),
         ("priority", r.priority.to_string()),
         ("progress", format!("{}%", r.progress)),
-        ("current_step", r.current_step.clone().unwrap_or_else(|| "-".into())),
-        ("unique_key", r.unique_key.clone().unwrap_or_else(|| "-".into())),
-        ("retry_count", format!("{} of {}", r.retry_count, r.max_retries)),
-        ("error_message", r.error_message.clone().unwrap_or_else(|| "-".into())),
+        (
+            "current_step",
+            r.current_step.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "unique_key",
+            r.unique_key.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "retry_count",
+            format!("{} of {}", r.retry_count, r.max_retries),
+        ),
+        (
+            "error_message",
+            r.error_message.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("created_at", time(Some(r.created_at))),
         ("started_at", time(r.started_at)),
         ("completed_at", time(r.completed_at)),
         ("run_at", time(r.run_at)),
-        ("worker_id", r.worker_id.clone().unwrap_or_else(|| "-".into())),
+        (
+            "worker_id",
+            r.worker_id.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("cancel_requested", r.cancel_requested.to_string()),
         ("payload", r.payload.as_str().to_owned()),
-        ("result", r.result.as_ref().map(Value::to_string).unwrap_or_else(|| "-".into())),
+        (
+            "result",
+            r.result
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_else(|| "-".into()),
+        ),
     ];
     for (k, v) in rows {
         println!("{k:<17} {v}");
@@ -46,7 +71,11 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(header.iter().map(|h| (*h).to_owned()).collect());
@@ -72,7 +101,19 @@ pub(crate) fn page(p: &Page) {
             ]
         })
         .collect();
-    table(&["JOB_ID", "TASK", "STATUS", "PRIORITY", "PROGRESS", "RETRIES", "UNIQUE_KEY", "CREATED_AT"], &rows);
+    table(
+        &[
+            "JOB_ID",
+            "TASK",
+            "STATUS",
+            "PRIORITY",
+            "PROGRESS",
+            "RETRIES",
+            "UNIQUE_KEY",
+            "CREATED_AT",
+        ],
+        &rows,
+    );
     if let Some(cursor) = &p.next_cursor {
         println!("more: --cursor {cursor}");
     }
@@ -80,7 +121,11 @@ pub(crate) fn page(p: &Page) {
 
 /// The stats document: the keys the operators' contract names.
 pub(crate) fn stats_json(s: &QueueStats) -> Value {
-    let depth: serde_json::Map<String, Value> = s.depth.iter().map(|(p, n)| (p.to_string(), json!(n))).collect();
+    let depth: serde_json::Map<String, Value> = s
+        .depth
+        .iter()
+        .map(|(p, n)| (p.to_string(), json!(n)))
+        .collect();
     json!({
         "total": s.total,
         "queued": s.queued,
@@ -126,9 +171,23 @@ pub(crate) fn workers(list: &[WorkerInfo]) {
                 w.pid.to_string(),
                 w.concurrency.to_string(),
                 time(Some(w.last_seen)),
-                w.jobs.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                w.jobs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
             ]
         })
         .collect();
-    table(&["WORKER_ID", "HOST", "PID", "CONCURRENCY", "LAST_SEEN", "JOBS"], &rows);
+    table(
+        &[
+            "WORKER_ID",
+            "HOST",
+            "PID",
+            "CONCURRENCY",
+            "LAST_SEEN",
+            "JOBS",
+        ],
+        &rows,
+    );
 }

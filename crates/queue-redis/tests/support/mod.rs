@@ -7,9 +7,9 @@ use std::sync::OnceLock;
 
 use queue_core::ManualClock;
 use queue_redis::RedisBackend;
-use queue_testkit::{Harness, suite_config};
 #[allow(unused_imports)]
 pub use queue_testkit::servers::*;
+use queue_testkit::{Harness, suite_config};
 
 /// With the `testcontainers` feature and a Docker engine: a Redis container, kept for the
 /// life of the test binary. `None` without either (the caller then spawns `redis-server`).
