@@ -70,7 +70,7 @@ async fn worker_rides_out_a_redis_restart() {
     let _ = std::fs::remove_dir_all(&dir);
     // Durable, so the restarted server has the jobs back.
     let aof = ["--appendonly yes", "--appendfsync always"];
-    let server = ServerProcess::start_in(port, dir.clone(), &aof);
+    let mut server = ServerProcess::start_in(port, dir.clone(), &aof);
     let cfg = config(&server.url());
     let backend = RedisBackend::connect(&cfg).await.unwrap();
     let ids = enqueue_n(&backend, 60).await;

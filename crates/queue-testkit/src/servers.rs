@@ -42,6 +42,8 @@ pub struct ServerProcess {
     pub port: u16,
     /// Its working directory (logs, AOF).
     pub dir: PathBuf,
+    /// The watchdog shell; it exits when the server or the test binary is gone.
+    watchdog: std::process::Child,
 }
 
 impl ServerProcess {
@@ -62,7 +64,7 @@ impl ServerProcess {
             dir = dir.display(),
             parent = std::process::id(),
         );
-        Command::new("sh")
+        let watchdog = Command::new("sh")
             .arg("-c")
             .arg(script)
             .stdin(Stdio::null())
@@ -70,7 +72,11 @@ impl ServerProcess {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let server = Self { port, dir };
+        let server = Self {
+            port,
+            dir,
+            watchdog,
+        };
         server.wait_ready();
         server
     }
@@ -97,7 +103,7 @@ impl ServerProcess {
     }
 
     /// Stops the server at once (no save), as a crash would.
-    pub fn kill(&self) {
+    pub fn kill(&mut self) {
         let _ = cli(self.port, &["SHUTDOWN", "NOSAVE"]);
         let deadline = Instant::now() + Duration::from_secs(5);
         while cli(self.port, &["PING"]).is_some_and(|o| o.contains("PONG"))
@@ -105,6 +111,8 @@ impl ServerProcess {
         {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The watchdog sees its server gone and exits; reap it.
+        let _ = self.watchdog.wait();
     }
 }
 
