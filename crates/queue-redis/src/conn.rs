@@ -55,7 +55,7 @@ impl ConnectionLike for Conn {
 
 /// How to open connections to one deployment.
 pub(crate) enum Target {
-    Single(Client),
+    Single(Box<Client>),
     Cluster {
         nodes: Vec<String>,
         client: Box<ClusterClient>,
@@ -107,7 +107,9 @@ impl Target {
             );
             Ok(Self::Cluster { nodes, client })
         } else {
-            Ok(Self::Single(Client::open(url.expose()).map_err(bad)?))
+            Ok(Self::Single(Box::new(
+                Client::open(url.expose()).map_err(bad)?,
+            )))
         }
     }
 
@@ -179,7 +181,7 @@ impl Target {
     /// Plain connections to every configured node (to SCAN a queue's keys).
     pub(crate) fn node_clients(&self) -> Vec<Client> {
         match self {
-            Self::Single(client) => vec![client.clone()],
+            Self::Single(client) => vec![(**client).clone()],
             Self::Cluster { nodes, .. } => nodes
                 .iter()
                 .filter_map(|n| Client::open(n.as_str()).ok())
