@@ -7,4 +7,4 @@
 mod pipeline;
 mod text;
 
-pub use pipeline::{BOOK_STAGES, JobType, ProcessBook, SAMPLES, process_book};
+pub use pipeline::{BOOK_STAGES, JobType, ProcessBook, SAMPLES, Settings, process_book, run};

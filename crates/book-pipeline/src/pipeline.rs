@@ -102,37 +102,53 @@ pub const SAMPLES: [(&str, &str); 4] = [
     ),
 ];
 
-/// Where outputs go: `DCS_BOOK_OUTPUT_DIR`, else `target/book-output`.
-fn output_root() -> PathBuf {
-    std::env::var_os("DCS_BOOK_OUTPUT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/book-output"))
+/// How the pipeline runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Pause per sub-step so progress is visible (0 runs at full speed).
+    pub step_delay: Duration,
+    /// Where outputs go (`<output_dir>/<book_id>/`).
+    pub output_dir: PathBuf,
 }
 
-/// Pause per sub-step so progress is visible (`DCS_BOOK_STEP_DELAY_MS`, default 40; 0 runs
-/// at full speed).
-fn step_delay() -> Duration {
-    let ms = std::env::var("DCS_BOOK_STEP_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
-    Duration::from_millis(ms)
-}
-
-async fn pace() {
-    let delay = step_delay();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+impl Settings {
+    /// `DCS_BOOK_STEP_DELAY_MS` (default 40) and `DCS_BOOK_OUTPUT_DIR` (default
+    /// `target/book-output`).
+    pub fn from_env() -> Self {
+        let ms = std::env::var("DCS_BOOK_STEP_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(40);
+        Self {
+            step_delay: Duration::from_millis(ms),
+            output_dir: std::env::var_os("DCS_BOOK_OUTPUT_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("target/book-output")),
+        }
     }
 }
 
-/// The handler of `process_book`.
+/// The handler of `process_book`, with [`Settings::from_env`].
 pub async fn process_book(job: ProcessBook, ctx: JobContext) -> Result<Completion, JobError> {
+    run(&Settings::from_env(), job, ctx).await
+}
+
+/// Runs one book through its stages.
+pub async fn run(
+    settings: &Settings,
+    job: ProcessBook,
+    ctx: JobContext,
+) -> Result<Completion, JobError> {
+    let pace = || async {
+        if !settings.step_delay.is_zero() {
+            tokio::time::sleep(settings.step_delay).await;
+        }
+    };
     let stages = BOOK_STAGES
         .subset(job.job_type.stages())
         .map_err(JobError::permanent)?;
     let report = ctx.stages(stages.clone());
-    let out_dir = output_root().join(sanitize(&job.book_id));
+    let out_dir = settings.output_dir.join(sanitize(&job.book_id));
     tokio::fs::create_dir_all(&out_dir)
         .await
         .map_err(|e| JobError::retry(format!("cannot create {}: {e}", out_dir.display())))?;

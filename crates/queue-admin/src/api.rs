@@ -1,0 +1,192 @@
+//! The JSON routes.
+
+use std::{collections::HashMap, convert::Infallible, str::FromStr, time::Duration};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{
+        Path, Query, State as Extract,
+        rejection::{BytesRejection, QueryRejection},
+    },
+    http::StatusCode,
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use futures_util::{Stream, StreamExt};
+use queue_core::{JobId, JobStatus, ListQuery, Metadata, NewJob, Payload, Priority};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{State, error::ApiError};
+
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+fn params(q: Params) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+}
+
+fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {} bytes", crate::MAX_BODY),
+        ),
+        other => ApiError::bad_request(format!("unreadable request body: {other}")),
+    })
+}
+
+fn job_id(raw: &str) -> Result<JobId, ApiError> {
+    JobId::from_str(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+pub(crate) async fn health(Extract(state): Extract<State>) -> Result<Json<Value>, ApiError> {
+    state.backend.health().await?;
+    Ok(Json(json!({ "status": "ok" })))
+}
+
+pub(crate) async fn stats(Extract(state): Extract<State>) -> Result<Json<Value>, ApiError> {
+    let s = state.backend.stats().await?;
+    let depth: serde_json::Map<String, Value> = s
+        .depth
+        .iter()
+        .map(|(p, n)| (p.to_string(), json!(n)))
+        .collect();
+    Ok(Json(json!({
+        "total": s.total, "queued": s.queued, "processing": s.processing, "completed": s.completed,
+        "failed": s.failed, "partial": s.partial, "cancelled": s.cancelled, "scheduled": s.scheduled,
+        "active_workers": s.active_workers, "depth": depth, "totals": s.totals,
+    })))
+}
+
+pub(crate) async fn list(
+    Extract(state): Extract<State>,
+    q: Params,
+) -> Result<Json<Value>, ApiError> {
+    let p = params(q)?;
+    let mut query = ListQuery::new();
+    for (key, value) in &p {
+        match key.as_str() {
+            "status" if !value.is_empty() => {
+                query.status = Some(
+                    JobStatus::from_str(value).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                )
+            }
+            "unique_key" if !value.is_empty() => query.unique_key = Some(value.clone()),
+            "cursor" if !value.is_empty() => query.cursor = Some(value.clone()),
+            "limit" => {
+                query.limit = value.parse().map_err(|_| {
+                    ApiError::bad_request(format!("limit `{value}` is not a number"))
+                })?
+            }
+            "status" | "unique_key" | "cursor" | "token" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`"
+                )));
+            }
+        }
+    }
+    let page = state.backend.list(&query).await?;
+    Ok(Json(serde_json::to_value(page).expect("serializable")))
+}
+
+pub(crate) async fn get(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = state.backend.get(job_id(&id)?).await?;
+    Ok(Json(serde_json::to_value(record).expect("serializable")))
+}
+
+/// The body of `POST /jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnqueueBody {
+    task: String,
+    #[serde(default)]
+    payload: Value,
+    unique_key: Option<String>,
+    priority: Option<Priority>,
+    delay_seconds: Option<u64>,
+    max_retries: Option<u32>,
+    timeout_seconds: Option<u64>,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+pub(crate) async fn enqueue(
+    Extract(state): Extract<State>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(raw)?;
+    let b: EnqueueBody = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::bad_request(format!("malformed job: {e}")))?;
+    let mut job = NewJob::with_payload(b.task, Payload::encode(&b.payload)?);
+    job.options.unique_key = b.unique_key;
+    job.options.priority = b.priority;
+    job.options.delay = b.delay_seconds.map(Duration::from_secs);
+    job.options.max_retries = b.max_retries;
+    job.options.timeout = b.timeout_seconds.map(Duration::from_secs);
+    job.options.metadata = b.metadata;
+    let record = state.backend.enqueue(job).await?;
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+pub(crate) async fn cancel(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = job_id(&id)?;
+    let outcome = state.backend.cancel(id).await?;
+    Ok(Json(json!({ "job_id": id, "result": outcome })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    priority: Option<Priority>,
+}
+
+pub(crate) async fn retry(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = job_id(&id)?;
+    let raw = body(raw)?;
+    let b: RetryBody = if raw.iter().all(u8::is_ascii_whitespace) {
+        RetryBody::default()
+    } else {
+        serde_json::from_slice(&raw)
+            .map_err(|e| ApiError::bad_request(format!("malformed retry request: {e}")))?
+    };
+    let record = state.backend.retry(id, b.priority).await?;
+    Ok(Json(serde_json::to_value(record).expect("serializable")))
+}
+
+pub(crate) async fn workers(Extract(state): Extract<State>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        serde_json::to_value(state.backend.workers().await?).expect("serializable"),
+    ))
+}
+
+/// Server-sent events: `transition`, `progress` and `cancel_requested`, each a JSON job event.
+pub(crate) async fn events(
+    Extract(state): Extract<State>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let stream = state.backend.subscribe().await?.map(|e| {
+        let name = match &e.kind {
+            queue_core::EventKind::Transition { .. } => "transition",
+            queue_core::EventKind::Progress { .. } => "progress",
+            queue_core::EventKind::CancelRequested => "cancel_requested",
+        };
+        Ok(Event::default()
+            .event(name)
+            .data(serde_json::to_string(&e).expect("serializable")))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

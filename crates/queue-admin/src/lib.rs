@@ -1,0 +1,124 @@
+//! The admin HTTP API, dashboard and Prometheus metrics of a queue, over any backend.
+//!
+//! ```no_run
+//! # async fn demo(backend: queue_core::SharedBackend) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let admin = queue_admin::Admin::new(backend, Some("s3cret".into()));
+//! admin.serve(listener, std::future::pending()).await
+//! # }
+//! ```
+
+mod api;
+mod auth;
+mod dashboard;
+mod error;
+mod metrics;
+mod openapi;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+};
+use queue_core::SharedBackend;
+
+pub use openapi::ROUTES;
+
+/// Largest request body accepted (a job's payload travels in it).
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub(crate) struct State {
+    pub(crate) backend: SharedBackend,
+    pub(crate) token: Option<Arc<str>>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+}
+
+/// An admin server for one queue.
+#[derive(Clone)]
+pub struct Admin {
+    state: State,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("backend", &self.state.backend.to_string())
+            .field("token", &self.state.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Admin {
+    /// Every route but `/health` and `/metrics` requires `token` when it is set.
+    pub fn new(backend: SharedBackend, token: Option<String>) -> Self {
+        Self {
+            state: State {
+                backend,
+                token: token.filter(|t| !t.is_empty()).map(Into::into),
+                metrics: Arc::default(),
+            },
+        }
+    }
+
+    /// The routes.
+    pub fn router(&self) -> Router {
+        let protected = Router::new()
+            .route("/", get(dashboard::page))
+            .route("/stats", get(api::stats))
+            .route("/jobs", get(api::list).post(api::enqueue))
+            .route("/jobs/{id}", get(api::get))
+            .route("/jobs/{id}/cancel", post(api::cancel))
+            .route("/jobs/{id}/retry", post(api::retry))
+            .route("/workers", get(api::workers))
+            .route("/events", get(api::events))
+            .route("/openapi.json", get(openapi::document))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                auth::require,
+            ));
+        Router::new()
+            .route("/health", get(api::health))
+            .route("/metrics", get(metrics::render))
+            .merge(protected)
+            .fallback(error::not_found)
+            .method_not_allowed_fallback(error::method_not_allowed)
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then finishes requests in flight.
+    /// Also follows the queue's events for the duration histogram of `/metrics`.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let observer = tokio::spawn(metrics::observe(
+            self.state.backend.clone(),
+            Arc::clone(&self.state.metrics),
+        ));
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        observer.abort();
+        result
+    }
+}
+
+/// Refuses to expose an unprotected admin API: a non-loopback address needs a token.
+pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> {
+    if addr.ip().is_loopback() || token.is_some_and(|t| !t.is_empty()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "refusing to listen on {addr} without DCS_ADMIN_TOKEN: set a token, or bind to 127.0.0.1"
+        ))
+    }
+}

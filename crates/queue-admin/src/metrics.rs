@@ -1,0 +1,205 @@
+//! Prometheus text at `/metrics`: counts from the backend's stats (no scan), and a job
+//! duration histogram from the events this server observes.
+
+use std::{
+    collections::HashMap,
+    fmt::Write,
+    sync::{Arc, Mutex},
+};
+
+use axum::{extract::State as Extract, http::header, response::IntoResponse};
+use futures_util::StreamExt;
+use queue_core::{EventKind, JobId, JobStatus, Priority, SharedBackend, to_millis};
+
+use crate::{State, error::ApiError};
+
+const BUCKETS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+/// Durations of attempts that ended while this server watched.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    inner: Mutex<Histogram>,
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    started: HashMap<JobId, i64>,
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Follows the queue's events: start time on `processing`, a sample on the next transition.
+pub(crate) async fn observe(backend: SharedBackend, metrics: Arc<Metrics>) {
+    loop {
+        if let Ok(mut events) = backend.subscribe().await {
+            while let Some(e) = events.next().await {
+                if let EventKind::Transition { to, .. } = e.kind {
+                    let at = to_millis(e.at);
+                    let mut h = metrics.inner.lock().unwrap_or_else(|p| p.into_inner());
+                    if to == JobStatus::Processing {
+                        if h.started.len() < 100_000 {
+                            h.started.insert(e.job_id, at);
+                        }
+                    } else if let Some(start) = h.started.remove(&e.job_id) {
+                        let secs = (at - start).max(0) as f64 / 1000.0;
+                        for (i, b) in BUCKETS.iter().enumerate() {
+                            if secs <= *b {
+                                h.counts[i] += 1;
+                            }
+                        }
+                        h.count += 1;
+                        h.sum += secs;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+pub(crate) async fn render(Extract(state): Extract<State>) -> Result<impl IntoResponse, ApiError> {
+    let s = state.backend.stats().await?;
+    let name = state.backend.to_string();
+    let queue = name
+        .split("queue=")
+        .nth(1)
+        .map(|r| r.trim_end_matches(')'))
+        .unwrap_or("default")
+        .to_owned();
+    let mut out = String::new();
+    family(
+        &mut out,
+        "dcs_queue_jobs",
+        "gauge",
+        "Retained jobs by status.",
+    );
+    for (status, n) in [
+        (JobStatus::Queued, s.queued),
+        (JobStatus::Processing, s.processing),
+        (JobStatus::Completed, s.completed),
+        (JobStatus::Failed, s.failed),
+        (JobStatus::Partial, s.partial),
+        (JobStatus::Cancelled, s.cancelled),
+    ] {
+        let _ = writeln!(
+            out,
+            "dcs_queue_jobs{{queue=\"{queue}\",status=\"{status}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "dcs_queue_depth",
+        "gauge",
+        "Jobs ready to run, by priority.",
+    );
+    for p in Priority::ALL {
+        let _ = writeln!(
+            out,
+            "dcs_queue_depth{{queue=\"{queue}\",priority=\"{p}\"}} {}",
+            s.depth.get(&p).copied().unwrap_or(0)
+        );
+    }
+    family(
+        &mut out,
+        "dcs_queue_scheduled",
+        "gauge",
+        "Queued jobs waiting for a delay or a retry backoff.",
+    );
+    let _ = writeln!(
+        out,
+        "dcs_queue_scheduled{{queue=\"{queue}\"}} {}",
+        s.scheduled
+    );
+    family(
+        &mut out,
+        "dcs_queue_active_workers",
+        "gauge",
+        "Workers seen within their liveness window.",
+    );
+    let _ = writeln!(
+        out,
+        "dcs_queue_active_workers{{queue=\"{queue}\"}} {}",
+        s.active_workers
+    );
+    let t = &s.totals;
+    family(
+        &mut out,
+        "dcs_queue_jobs_total",
+        "counter",
+        "Jobs that reached a state, since the queue was created.",
+    );
+    for (event, n) in [
+        ("enqueued", t.enqueued),
+        ("completed", t.completed),
+        ("failed", t.failed),
+        ("partial", t.partial),
+        ("cancelled", t.cancelled),
+    ] {
+        let _ = writeln!(
+            out,
+            "dcs_queue_jobs_total{{queue=\"{queue}\",event=\"{event}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "dcs_queue_retries_total",
+        "counter",
+        "Failed attempts scheduled for a retry.",
+    );
+    let _ = writeln!(
+        out,
+        "dcs_queue_retries_total{{queue=\"{queue}\"}} {}",
+        t.retried
+    );
+    family(
+        &mut out,
+        "dcs_queue_lease_recoveries_total",
+        "counter",
+        "Jobs recovered after their worker's lease expired.",
+    );
+    let _ = writeln!(
+        out,
+        "dcs_queue_lease_recoveries_total{{queue=\"{queue}\"}} {}",
+        t.recovered
+    );
+    let h = state
+        .metrics
+        .inner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    family(
+        &mut out,
+        "dcs_queue_job_duration_seconds",
+        "histogram",
+        "Attempt durations observed by this server.",
+    );
+    for (b, n) in BUCKETS.iter().zip(h.counts) {
+        let _ = writeln!(
+            out,
+            "dcs_queue_job_duration_seconds_bucket{{queue=\"{queue}\",le=\"{b}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "dcs_queue_job_duration_seconds_bucket{{queue=\"{queue}\",le=\"+Inf\"}} {}",
+        h.count
+    );
+    let _ = writeln!(
+        out,
+        "dcs_queue_job_duration_seconds_sum{{queue=\"{queue}\"}} {}",
+        h.sum
+    );
+    let _ = writeln!(
+        out,
+        "dcs_queue_job_duration_seconds_count{{queue=\"{queue}\"}} {}",
+        h.count
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}

@@ -1,0 +1,114 @@
+//! The OpenAPI document, generated from the same route list the tests walk.
+
+use axum::Json;
+use serde_json::{Value, json};
+
+/// Every route: (method, path, summary, authenticated).
+pub const ROUTES: [(&str, &str, &str, bool); 12] = [
+    ("get", "/health", "Backend health (no token needed)", false),
+    (
+        "get",
+        "/metrics",
+        "Prometheus metrics (no token needed)",
+        false,
+    ),
+    ("get", "/stats", "Queue counts", true),
+    ("get", "/jobs", "Jobs, newest first, paginated", true),
+    ("post", "/jobs", "Enqueue a job", true),
+    ("get", "/jobs/{id}", "One job's record", true),
+    (
+        "post",
+        "/jobs/{id}/cancel",
+        "Cancel a queued or running job",
+        true,
+    ),
+    (
+        "post",
+        "/jobs/{id}/retry",
+        "Re-queue a failed, partial or cancelled job",
+        true,
+    ),
+    ("get", "/workers", "Live workers", true),
+    (
+        "get",
+        "/events",
+        "Server-sent job events (transition, progress, cancel_requested)",
+        true,
+    ),
+    ("get", "/openapi.json", "This document", true),
+    ("get", "/", "The dashboard page", true),
+];
+
+fn operation(method: &str, path: &str, summary: &str, auth: bool) -> Value {
+    let mut op = json!({
+        "summary": summary,
+        "responses": {
+            "200": { "description": "OK" },
+            "400": { "description": "Bad input", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+            "401": { "description": "Missing or wrong bearer token" },
+            "404": { "description": "No such job" },
+        }
+    });
+    if path.contains("{id}") {
+        op["parameters"] = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }]);
+    }
+    if path == "/jobs" && method == "get" {
+        op["parameters"] = json!([
+            { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["queued", "processing", "completed", "failed", "partial", "cancelled"] } },
+            { "name": "unique_key", "in": "query", "schema": { "type": "string" } },
+            { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } },
+            { "name": "cursor", "in": "query", "schema": { "type": "string" } },
+        ]);
+    }
+    if path == "/jobs" && method == "post" {
+        op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/NewJob" } } } });
+        op["responses"]["201"] = json!({ "description": "Created" });
+        op["responses"]["409"] = json!({ "description": "The unique key already has an active job (its id in `job_id`)" });
+        op["responses"]["413"] = json!({ "description": "Body too large" });
+    }
+    if path.ends_with("/retry") {
+        op["requestBody"] = json!({ "required": false, "content": { "application/json": { "schema": { "type": "object", "properties": { "priority": { "type": "string", "enum": ["high", "normal", "low"] } }, "additionalProperties": false } } } });
+        op["responses"]["409"] =
+            json!({ "description": "Transition not allowed, or the unique key is taken" });
+    }
+    if path.ends_with("/cancel") {
+        op["responses"]["409"] = json!({ "description": "The job already finished" });
+    }
+    if !auth {
+        op["security"] = json!([]);
+    }
+    op
+}
+
+pub(crate) fn build() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, summary, auth) in ROUTES {
+        let entry = paths.entry(path.to_owned()).or_insert_with(|| json!({}));
+        entry[method] = operation(method, path, summary, auth);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "dcs job queue admin API", "version": env!("CARGO_PKG_VERSION") },
+        "security": [{ "bearer": [] }],
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" }, "job_id": { "type": "string" } } },
+                "NewJob": {
+                    "type": "object", "required": ["task"], "additionalProperties": false,
+                    "properties": {
+                        "task": { "type": "string" }, "payload": {}, "unique_key": { "type": "string" },
+                        "priority": { "type": "string", "enum": ["high", "normal", "low"] },
+                        "delay_seconds": { "type": "integer", "minimum": 0 }, "max_retries": { "type": "integer", "minimum": 0 },
+                        "timeout_seconds": { "type": "integer", "minimum": 1 }, "metadata": { "type": "object" }
+                    }
+                }
+            }
+        }
+    })
+}
+
+pub(crate) async fn document() -> Json<Value> {
+    Json(build())
+}

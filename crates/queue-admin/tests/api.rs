@@ -1,0 +1,365 @@
+//! The admin API over real HTTP, on the memory backend and on Redis.
+
+mod support;
+
+use std::time::Duration;
+
+use queue_admin::{ROUTES, check_bind};
+use queue_core::{QueueConfig, SharedBackend};
+use queue_memory::MemoryBackend;
+use queue_redis::RedisBackend;
+use serde_json::json;
+use support::{Server, TOKEN, shared};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn redis() -> RedisBackend {
+    let cfg = QueueConfig::builder()
+        .redis_url(&queue_testkit::servers::redis_url())
+        .unwrap()
+        .queue_name(format!("admin-{}", uuid::Uuid::new_v4().simple()))
+        .build()
+        .unwrap();
+    RedisBackend::builder(&cfg)
+        .key_prefix("dcs-test")
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Every route, the happy paths and the conflicts.
+async fn round_trip(backend: SharedBackend) {
+    let s = Server::start(backend, Some(TOKEN)).await;
+    assert_eq!(
+        s.call("GET", "/health", None, false).await.0,
+        200,
+        "health needs no token"
+    );
+    assert_eq!(
+        s.call("GET", "/stats", None, false).await.0,
+        401,
+        "stats needs the token"
+    );
+    let (status, stats) = s.json("GET", "/stats", None).await;
+    assert_eq!((status, stats["total"].as_u64()), (200, Some(0)));
+
+    let job = r#"{"task":"process_book","payload":{"book_id":"b-1","publisher_id":"p","job_type":"full"},"unique_key":"b-1"}"#;
+    let (status, created) = s.json("POST", "/jobs", Some(job)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(created["status"], "queued");
+    let (status, dup) = s.json("POST", "/jobs", Some(job)).await;
+    assert_eq!(
+        (status, dup["job_id"].as_str()),
+        (409, Some(id.as_str())),
+        "{dup}"
+    );
+    for n in 2..5 {
+        let body = json!({"task": "t", "payload": n, "priority": "low"}).to_string();
+        assert_eq!(s.json("POST", "/jobs", Some(&body)).await.0, 201);
+    }
+    let (status, record) = s.json("GET", &format!("/jobs/{id}"), None).await;
+    assert_eq!((status, record["unique_key"].as_str()), (200, Some("b-1")));
+
+    // Paging newest first.
+    let (_, page) = s.json("GET", "/jobs?limit=3", None).await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 3);
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, rest) = s
+        .json("GET", &format!("/jobs?limit=3&cursor={cursor}"), None)
+        .await;
+    let last = rest["jobs"].as_array().unwrap();
+    assert_eq!(
+        (last.len(), last[0]["job_id"].as_str()),
+        (1, Some(id.as_str()))
+    );
+    assert!(rest["next_cursor"].is_null());
+    let (_, by_book) = s
+        .json("GET", "/jobs?unique_key=b-1&status=queued", None)
+        .await;
+    assert_eq!(by_book["jobs"].as_array().unwrap().len(), 1);
+
+    // Cancel, retry with a new priority, refused transitions.
+    let (status, cancelled) = s.json("POST", &format!("/jobs/{id}/cancel"), None).await;
+    assert_eq!(
+        (status, cancelled["result"].as_str()),
+        (200, Some("cancelled"))
+    );
+    assert_eq!(
+        s.json("POST", &format!("/jobs/{id}/cancel"), None).await.0,
+        409
+    );
+    let (status, retried) = s
+        .json(
+            "POST",
+            &format!("/jobs/{id}/retry"),
+            Some(r#"{"priority":"high"}"#),
+        )
+        .await;
+    assert_eq!(
+        (
+            status,
+            retried["priority"].as_str(),
+            retried["status"].as_str()
+        ),
+        (200, Some("high"), Some("queued"))
+    );
+    let (status, refused) = s.json("POST", &format!("/jobs/{id}/retry"), None).await;
+    assert_eq!(status, 409, "{refused}");
+
+    let (status, workers) = s.json("GET", "/workers", None).await;
+    assert_eq!((status, workers.as_array().map(Vec::len)), (200, Some(0)));
+    let (status, stats) = s.json("GET", "/stats", None).await;
+    assert_eq!(
+        (
+            status,
+            stats["queued"].as_u64(),
+            stats["depth"]["high"].as_u64()
+        ),
+        (200, Some(4), Some(1))
+    );
+
+    let (status, metrics) = s.call("GET", "/metrics", None, false).await;
+    assert_eq!(status, 200);
+    for needle in [
+        "dcs_queue_jobs{",
+        "status=\"queued\"} 4",
+        "dcs_queue_depth{",
+        "dcs_queue_active_workers{",
+        "dcs_queue_retries_total{",
+        "dcs_queue_lease_recoveries_total{",
+        "dcs_queue_job_duration_seconds_bucket{",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "metrics lack {needle}:\n{metrics}"
+        );
+    }
+
+    // The OpenAPI document matches the routes.
+    let (status, doc) = s.json("GET", "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path, _, _) in ROUTES {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} undocumented"
+        );
+        if path == "/events" {
+            continue; // a stream that never ends; `events_*` cover it
+        }
+        let concrete = path.replace("{id}", &id);
+        let (status, _) = s
+            .call(&method.to_uppercase(), &concrete, Some("{}"), true)
+            .await;
+        assert_ne!(status, 404, "{method} {path} documented but not routed");
+        assert_ne!(status, 405, "{method} {path} documented but not routed");
+    }
+    let (status, page) = s.call("GET", "/", None, true).await;
+    assert!(
+        status == 200 && page.contains("<table"),
+        "dashboard: {status}"
+    );
+    s.stop().await;
+}
+
+/// Every kind of bad input is a 4xx with a JSON error naming the problem.
+async fn bad_input(backend: SharedBackend) {
+    let s = Server::start(backend, Some(TOKEN)).await;
+    let cases: Vec<(&str, String, Option<String>, u16, &str)> = vec![
+        (
+            "POST",
+            "/jobs".into(),
+            Some("{not json".into()),
+            400,
+            "malformed job",
+        ),
+        (
+            "POST",
+            "/jobs".into(),
+            Some(r#"{"payload":{}}"#.into()),
+            400,
+            "missing field `task`",
+        ),
+        (
+            "POST",
+            "/jobs".into(),
+            Some(r#"{"task":"t","priority":"urgent"}"#.into()),
+            400,
+            "unknown variant",
+        ),
+        (
+            "POST",
+            "/jobs".into(),
+            Some(r#"{"task":"t","colour":"red"}"#.into()),
+            400,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/jobs".into(),
+            Some(r#"{"task":""}"#.into()),
+            400,
+            "task name is empty",
+        ),
+        (
+            "POST",
+            "/jobs".into(),
+            Some(format!(
+                r#"{{"task":"t","payload":"{}"}}"#,
+                "x".repeat(400_000)
+            )),
+            413,
+            "larger than",
+        ),
+        (
+            "GET",
+            "/jobs?status=sleeping".into(),
+            None,
+            400,
+            "unknown status",
+        ),
+        ("GET", "/jobs?limit=abc".into(), None, 400, "limit"),
+        ("GET", "/jobs?limit=0".into(), None, 400, "limit"),
+        ("GET", "/jobs?cursor=garbage".into(), None, 400, "cursor"),
+        (
+            "GET",
+            "/jobs?colour=red".into(),
+            None,
+            400,
+            "unknown query parameter",
+        ),
+        ("GET", "/jobs/not-a-uuid".into(), None, 400, "not a job id"),
+        (
+            "GET",
+            "/jobs/0192aaaa-0000-7000-8000-000000000000".into(),
+            None,
+            404,
+            "not found",
+        ),
+        (
+            "POST",
+            "/jobs/0192aaaa-0000-7000-8000-000000000000/cancel".into(),
+            None,
+            404,
+            "not found",
+        ),
+        (
+            "POST",
+            "/jobs/0192aaaa-0000-7000-8000-000000000000/retry".into(),
+            Some(r#"{"priority":1}"#.into()),
+            400,
+            "malformed retry",
+        ),
+        ("GET", "/nowhere".into(), None, 404, "no such route"),
+        ("DELETE", "/jobs".into(), None, 405, "method not allowed"),
+    ];
+    for (method, path, body, want, needle) in cases {
+        let (status, text) = s.call(method, &path, body.as_deref(), true).await;
+        assert_eq!(status, want, "{method} {path}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{method} {path}: {msg}");
+    }
+    let (status, text) = s.call("GET", "/stats", None, false).await;
+    assert!(status == 401 && text.contains("bearer token"), "{text}");
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    stream.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
+    assert_eq!(
+        s.call("GET", &format!("/stats?token={TOKEN}"), None, false)
+            .await
+            .0,
+        200
+    );
+    s.stop().await;
+}
+
+/// `/events` streams job transitions as server-sent events.
+async fn events_stream(backend: SharedBackend) {
+    let s = Server::start(backend.clone(), Some(TOKEN)).await;
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    stream
+        .write_all(format!("GET /events?token={TOKEN} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    let job = backend
+        .enqueue(queue_core::NewJob::new("t", &1).unwrap())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen.contains(&job.job_id.to_string()) {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .expect("event arrives")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        seen.contains("event: transition") && seen.contains("\"to\":\"queued\""),
+        "{seen}"
+    );
+    drop(stream);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_memory() {
+    round_trip(shared(MemoryBackend::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_redis() {
+    let b = redis().await;
+    round_trip(shared(b.clone())).await;
+    b.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_memory() {
+    bad_input(shared(MemoryBackend::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_redis() {
+    let b = redis().await;
+    bad_input(shared(b.clone())).await;
+    b.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_memory() {
+    events_stream(shared(MemoryBackend::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_redis() {
+    let b = redis().await;
+    events_stream(shared(b.clone())).await;
+    b.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_token_no_public_address() {
+    let public = "0.0.0.0:8080".parse().unwrap();
+    let local = "127.0.0.1:8080".parse().unwrap();
+    assert!(
+        check_bind(&public, None)
+            .unwrap_err()
+            .contains("DCS_ADMIN_TOKEN")
+    );
+    assert!(check_bind(&public, Some("")).is_err());
+    assert!(check_bind(&public, Some("t")).is_ok());
+    assert!(check_bind(&local, None).is_ok());
+    // Without a token configured, routes are open (loopback only).
+    let s = Server::start(shared(MemoryBackend::new()), None).await;
+    assert_eq!(s.call("GET", "/stats", None, false).await.0, 200);
+    s.stop().await;
+}

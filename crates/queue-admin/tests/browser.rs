@@ -1,0 +1,107 @@
+//! The dashboard in headless Chromium: a book job's progress bar moves, a running job is
+//! cancelled from its button and ends `cancelled`; a screenshot is saved to
+//! `target/dashboard.png`. Needs Debian's `chromium`, Node.js and `npm install` in
+//! `tests/browser` (`.ci/run` installs them); without them the test fails under CI and
+//! says what is missing elsewhere.
+
+mod support;
+
+use std::{path::PathBuf, process::Command, sync::Arc, time::Duration};
+
+use book_pipeline::{ProcessBook, Settings};
+use queue_core::{JobStore, NewJob, QueueConfig};
+use queue_memory::MemoryBackend;
+use queue_worker::{CancellationToken, Worker};
+use support::{Server, TOKEN};
+
+fn missing_tools() -> Option<String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !PathBuf::from(&chromium).exists() {
+        return Some(format!("{chromium} (apt-get install chromium)"));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("node".into());
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Some(format!(
+            "playwright-core (cd {} && npm install)",
+            dir.display()
+        ));
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_progress_and_cancels() {
+    if let Some(missing) = missing_tools() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "browser test needs {missing}"
+        );
+        eprintln!("SKIPPED (not under CI): browser test needs {missing}");
+        return;
+    }
+    let backend = Arc::new(MemoryBackend::with_config(QueueConfig::default()));
+    let out = std::env::temp_dir().join(format!("dashboard-books-{}", std::process::id()));
+    let settings = Settings {
+        step_delay: Duration::from_millis(150),
+        output_dir: out.clone(),
+    };
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(backend.clone())
+        .concurrency(2)
+        .register_job(move |job: ProcessBook, ctx| {
+            let settings = settings.clone();
+            async move { book_pipeline::run(&settings, job, ctx).await }
+        })
+        .build()
+        .unwrap();
+    let running = tokio::spawn(worker.run(stop.clone()));
+    for book in ["book-a", "book-b", "book-c"] {
+        let job = ProcessBook {
+            book_id: book.into(),
+            publisher_id: "p".into(),
+            job_type: book_pipeline::JobType::Full,
+            source: None,
+        };
+        backend
+            .enqueue(NewJob::typed(&job).unwrap().unique_key(book))
+            .await
+            .unwrap();
+    }
+    let server = Server::start(backend.clone(), Some(TOKEN)).await;
+    let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard.png");
+    let url = format!("http://{}/?token={TOKEN}", server.addr);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&url)
+        .arg(&shot)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "browser drill failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    assert!(
+        report["after"].as_u64() > report["before"].as_u64(),
+        "{report}"
+    );
+    let cancelled: queue_core::JobId = report["cancelled"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        backend.get(cancelled).await.unwrap().status,
+        queue_core::JobStatus::Cancelled
+    );
+    assert!(shot.exists(), "screenshot saved");
+    println!("screenshot: {}", shot.display());
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(out);
+}

@@ -1,0 +1,34 @@
+// Opens the dashboard, watches a running book job's progress bar move, cancels a running
+// job and waits until its row says `cancelled`, then saves a screenshot.
+// usage: node dashboard.mjs URL SCREENSHOT_PATH
+import { chromium } from "playwright-core";
+
+const [url, shot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+  await page.goto(url);
+  const row = page.locator("tr.status-processing").first();
+  await row.waitFor({ timeout: 20000 });
+  const moving = await row.getAttribute("data-job");
+  const before = Number(await row.getAttribute("data-progress"));
+  await page.waitForFunction(([id, p]) => {
+    const tr = document.querySelector(`tr[data-job="${id}"]`);
+    return tr && Number(tr.dataset.progress) > p;
+  }, [moving, before], { timeout: 20000 });
+  const after = Number(await page.locator(`tr[data-job="${moving}"]`).getAttribute("data-progress"));
+
+  const running = page.locator("tr.status-processing").last();
+  const victim = await running.getAttribute("data-job");
+  await running.locator("button.cancel").click();
+  await page.locator(`tr[data-job="${victim}"].status-cancelled`).waitFor({ timeout: 20000 });
+  const status = await page.locator(`tr[data-job="${victim}"] td.status`).textContent();
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(JSON.stringify({ moving, before, after, cancelled: victim, status }));
+} finally {
+  await browser.close();
+}
