@@ -34,7 +34,7 @@ pub use id::{JobId, LeaseToken, WorkerId, hostname};
 pub use job::Job;
 pub use outcome::{Completion, JobError, JobErrorKind, Outcome};
 pub use priority::Priority;
-pub use progress::{Monotonic, Stages};
+pub use progress::{Monotonic, Stages, check_progress};
 pub use record::{EnqueueOptions, JobRecord, Metadata, NewJob, Payload};
 pub use retry::RetryPolicy;
 pub use state::{Event, InvalidTransition, JobStatus, apply};

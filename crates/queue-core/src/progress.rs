@@ -96,6 +96,14 @@ impl Stages {
     }
 }
 
+/// Refuses a progress above 100 (every backend's `Broker::progress` calls this).
+pub fn check_progress(progress: u8) -> crate::Result<()> {
+    if progress > 100 {
+        return Err(Error::invalid(format!("progress {progress} is above 100")));
+    }
+    Ok(())
+}
+
 /// Keeps progress from going backwards within an attempt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Monotonic(u8);

@@ -92,6 +92,15 @@ fn step(id: JobId, from: JobStatus, event: Event) -> Result<JobStatus> {
 }
 
 impl Tables {
+    /// The queued or processing job holding `key`, if any (a stale entry is ignored).
+    fn active_holder(&self, key: &str) -> Option<JobId> {
+        let holder = self.dedup.get(key)?;
+        self.jobs
+            .get(holder)
+            .is_some_and(|e| e.record.status.is_active())
+            .then_some(*holder)
+    }
+
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
@@ -155,15 +164,11 @@ impl Tables {
             return Ok((existing.record.clone(), false));
         }
         if let Some(key) = &options.unique_key
-            && let Some(holder) = self.dedup.get(key)
-            && self
-                .jobs
-                .get(holder)
-                .is_some_and(|e| e.record.status.is_active())
+            && let Some(holder) = self.active_holder(key)
         {
             return Err(Error::AlreadyExists {
                 unique_key: key.clone(),
-                job_id: *holder,
+                job_id: holder,
             });
         }
         let id = options.job_id.unwrap_or_default();
@@ -336,9 +341,7 @@ impl Tables {
         now: Millis,
         sink: Sink<'_>,
     ) -> Result<LeaseStatus> {
-        if progress > 100 {
-            return Err(Error::invalid(format!("progress {progress} is above 100")));
-        }
+        queue_core::check_progress(progress)?;
         self.held(lease, now)?;
         self.extend(lease.job_id, now, None);
         let r = &mut self.jobs.get_mut(&lease.job_id).expect("held").record;
@@ -541,16 +544,12 @@ impl Tables {
         let entry = self.jobs.get(&id).ok_or(Error::NotFound { id })?;
         step(id, entry.record.status, Event::ManualRetry)?;
         if let Some(key) = &entry.record.unique_key
-            && let Some(holder) = self.dedup.get(key)
-            && *holder != id
-            && self
-                .jobs
-                .get(holder)
-                .is_some_and(|e| e.record.status.is_active())
+            && let Some(holder) = self.active_holder(key)
+            && holder != id
         {
             return Err(Error::AlreadyExists {
                 unique_key: key.clone(),
-                job_id: *holder,
+                job_id: holder,
             });
         }
         let seq = self.next_seq();

@@ -217,6 +217,17 @@ impl RedisBackend {
         self.inner.conn.clone()
     }
 
+    /// Splits a `{now, ...}` script reply into the server's time and the rest.
+    fn stamped(&self, reply: Value) -> (Millis, std::vec::IntoIter<Value>) {
+        let mut it = array(reply).into_iter();
+        let now = it
+            .next()
+            .as_ref()
+            .and_then(int)
+            .unwrap_or_else(|| self.now_ms());
+        (now, it)
+    }
+
     async fn run(&self, script: &Script, key: &str, extra: Vec<String>) -> Result<Value> {
         let mut args = Vec::with_capacity(extra.len() + 2);
         args.push(self.inner.keys.prefix().to_owned());
@@ -295,16 +306,10 @@ impl RedisBackend {
             req.max.to_string(),
             self.retention_ms(),
         ];
-        let reply = array(
-            self.run(&self.inner.scripts.claim, &self.inner.keys.ready(), args)
-                .await?,
-        );
-        let mut it = reply.into_iter();
-        let now = it
-            .next()
-            .as_ref()
-            .and_then(int)
-            .unwrap_or_else(|| self.now_ms());
+        let reply = self
+            .run(&self.inner.scripts.claim, &self.inner.keys.ready(), args)
+            .await?;
+        let (now, mut it) = self.stamped(reply);
         let next_due = it.next().as_ref().and_then(int);
         let leased = it.next().map(array).unwrap_or_default();
         let leases = self.leases(leased, req).await;
@@ -447,16 +452,10 @@ impl RedisBackend {
                 serde_json::Value::Object(o.metadata.clone()).to_string()
             });
         }
-        let reply = array(
-            self.run(&self.inner.scripts.enqueue, &self.inner.keys.ready(), args)
-                .await?,
-        );
-        let mut it = reply.into_iter();
-        let now = it
-            .next()
-            .as_ref()
-            .and_then(int)
-            .unwrap_or_else(|| self.now_ms());
+        let reply = self
+            .run(&self.inner.scripts.enqueue, &self.inner.keys.ready(), args)
+            .await?;
+        let (now, mut it) = self.stamped(reply);
         let results = it.next().map(array).unwrap_or_default();
         for ((slot, job, id), result) in jobs.iter().zip(results) {
             let result = array(result);
@@ -930,9 +929,7 @@ impl Broker for RedisBackend {
         progress: u8,
         step: Option<String>,
     ) -> Result<LeaseStatus> {
-        if progress > 100 {
-            return Err(Error::invalid(format!("progress {progress} is above 100")));
-        }
+        queue_core::check_progress(progress)?;
         let args = vec![
             lease.job_id.to_string(),
             lease.token.as_str().to_owned(),

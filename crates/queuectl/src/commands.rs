@@ -175,15 +175,7 @@ async fn watch(backend: &RedisBackend, mut ids: Vec<JobId>, json: bool) -> Resul
         if !bars_on {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
-        bar.set_position(u64::from(r.progress));
-        bar.set_message(format!(
-            "{} {}",
-            r.status,
-            r.current_step.unwrap_or_default()
-        ));
-        if r.status.is_terminal() {
-            bar.finish();
-        } else {
+        if !show(&bar, &r) {
             open += 1;
         }
         bars.insert(*id, bar);
@@ -233,6 +225,20 @@ async fn watch(backend: &RedisBackend, mut ids: Vec<JobId>, json: bool) -> Resul
     Ok(())
 }
 
+/// Draws a record on its bar; true when the job has ended (the bar is finished).
+fn show(bar: &ProgressBar, r: &queue_core::JobRecord) -> bool {
+    bar.set_position(u64::from(r.progress));
+    bar.set_message(format!(
+        "{} {}",
+        r.status,
+        r.current_step.clone().unwrap_or_default()
+    ));
+    if r.status.is_terminal() {
+        bar.finish();
+    }
+    r.status.is_terminal()
+}
+
 async fn refresh(
     backend: &RedisBackend,
     id: JobId,
@@ -240,14 +246,7 @@ async fn refresh(
     open: &mut usize,
 ) -> Result<()> {
     let r = backend.get(id).await?;
-    bar.set_position(u64::from(r.progress));
-    bar.set_message(format!(
-        "{} {}",
-        r.status,
-        r.current_step.unwrap_or_default()
-    ));
-    if r.status.is_terminal() {
-        bar.finish();
+    if show(bar, &r) {
         *open -= 1;
     }
     Ok(())
