@@ -260,15 +260,23 @@ async fn worker(
 ) -> Result<()> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => subscriber.json().init(),
-        LogFormat::Human => subscriber.with_ansi(std::io::stderr().is_terminal()).init(),
+    // Progress bars only on a terminal; log lines are then printed above them.
+    let bars =
+        (std::io::stderr().is_terminal() && format == LogFormat::Human).then(MultiProgress::new);
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
+    match (format, &bars) {
+        (LogFormat::Json, _) => subscriber.json().with_writer(std::io::stderr).init(),
+        (LogFormat::Human, Some(multi)) => subscriber.with_writer(BarWriter(multi.clone())).init(),
+        (LogFormat::Human, None) => subscriber
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init(),
     }
     let backend = Arc::new(RedisBackend::connect(&cfg).await?);
     tracing::info!(backend = %backend, "queuectl worker starting");
+    if let Some(multi) = bars {
+        tokio::spawn(draw_running_jobs(backend.subscribe().await?, multi));
+    }
     let mut builder = Worker::builder(backend)
         .config(&cfg)
         .register_job(book_pipeline::process_book);
@@ -280,4 +288,63 @@ async fn worker(
     }
     builder.build()?.run_until_signal().await?;
     Ok(())
+}
+
+/// One bar per job that starts while this worker runs (jobs of every worker of the queue).
+async fn draw_running_jobs(mut events: queue_core::EventStream, multi: MultiProgress) {
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos:>3}% {msg}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    let mut bars: HashMap<JobId, ProgressBar> = HashMap::new();
+    while let Some(e) = events.next().await {
+        match e.kind {
+            EventKind::Transition {
+                to: JobStatus::Processing,
+                ..
+            } => {
+                let bar = multi.add(
+                    ProgressBar::new(100)
+                        .with_style(style.clone())
+                        .with_prefix(e.job_id.to_string()),
+                );
+                bars.insert(e.job_id, bar);
+            }
+            EventKind::Progress { progress, step } => {
+                if let Some(bar) = bars.get(&e.job_id) {
+                    bar.set_position(u64::from(progress));
+                    bar.set_message(step.unwrap_or_default());
+                }
+            }
+            EventKind::Transition { .. } => {
+                if let Some(bar) = bars.remove(&e.job_id) {
+                    bar.finish_and_clear();
+                    multi.remove(&bar);
+                }
+            }
+            EventKind::CancelRequested => {}
+        }
+    }
+}
+
+/// Log output that does not tear the progress bars.
+#[derive(Clone)]
+struct BarWriter(MultiProgress);
+
+impl std::io::Write for BarWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BarWriter {
+    type Writer = BarWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }
