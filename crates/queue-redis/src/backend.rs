@@ -104,6 +104,12 @@ impl RedisBackendBuilder {
             .connect(self.response_timeout)
             .await
             .map_err(|e| error::map(e, secret.as_deref()))?;
+        // A PING first, so a refused login reads as such (an unauthenticated FUNCTION LOAD
+        // is cut off by the server with a protocol error).
+        redis::cmd("PING")
+            .query_async::<Value>(&mut conn)
+            .await
+            .map_err(|e| error::map(e, secret.as_deref()))?;
         let scripts = Scripts::load();
         scripts
             .prepare(&mut conn, self.functions)

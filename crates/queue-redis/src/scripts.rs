@@ -117,7 +117,9 @@ impl Scripts {
                 self.functions.store(true, Ordering::Relaxed);
                 Ok(())
             }
-            Err(err) if is_transport(&err) => Err(err),
+            // Only a server without Functions (or a user not allowed to load them) falls back
+            // to scripts; anything else (no auth, a failing server) is the caller's problem.
+            Err(err) if !functions_refused(&err) => Err(err),
             Err(err) => {
                 tracing::info!(error = %err, "Redis Functions unavailable; using EVALSHA scripts");
                 self.functions.store(false, Ordering::Relaxed);
@@ -184,11 +186,11 @@ impl Scripts {
     }
 }
 
-fn is_transport(err: &redis::RedisError) -> bool {
-    err.is_io_error()
-        || err.is_connection_dropped()
-        || err.is_timeout()
-        || err.is_connection_refusal()
+fn functions_refused(err: &redis::RedisError) -> bool {
+    let text = err.to_string().to_ascii_lowercase();
+    err.code() == Some("NOPERM")
+        || text.contains("unknown command")
+        || text.contains("unknown subcommand")
 }
 
 /// The Lua tables: `NEXT[status][event]` from `queue_core::apply` over every pair, and the

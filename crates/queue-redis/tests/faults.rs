@@ -322,3 +322,28 @@ async fn garbage_job_records_fail_their_job_and_nothing_else() {
     run.await.unwrap().unwrap();
     backend.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_checked_and_never_shown() {
+    let server = ServerProcess::start(free_port(), &["--appendonly no", "--requirepass s3cret-pw"]);
+    let url = |auth: &str| format!("redis://{auth}127.0.0.1:{}", server.port);
+    let good = RedisBackend::connect(&config(&url(":s3cret-pw@")))
+        .await
+        .expect("right password");
+    good.enqueue(NewJob::new("t", &1).unwrap()).await.unwrap();
+    assert!(!format!("{good} {good:?}").contains("s3cret-pw"));
+    for auth in ["", ":wrong-pw@"] {
+        let err = RedisBackend::connect(&config(&url(auth)))
+            .await
+            .unwrap_err()
+            .chain();
+        assert!(
+            err.contains("NOAUTH") || err.contains("WRONGPASS") || err.contains("authentication"),
+            "{auth}: {err}"
+        );
+        assert!(
+            !err.contains("s3cret-pw") && !err.contains("wrong-pw"),
+            "{err}"
+        );
+    }
+}

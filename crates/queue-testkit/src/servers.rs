@@ -90,7 +90,9 @@ impl ServerProcess {
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if cli(self.port, &["PING"]).is_some_and(|out| out.contains("PONG")) {
+            if cli(self.port, &["PING"])
+                .is_some_and(|out| out.contains("PONG") || out.contains("NOAUTH"))
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
