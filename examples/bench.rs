@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p queue-examples --example bench                 # memory backend
 //! cargo run --release -p queue-examples --example bench -- --jobs 50000
+//! cargo run --release -p queue-examples --example bench -- --backend-only   # lifecycles only
 //! ```
 //!
 //! Prints: backend lifecycles/s (enqueue, claim, finish with no worker), jobs/s through
@@ -25,20 +26,26 @@ use queue_worker::{CancellationToken, Worker};
 struct Args {
     jobs: usize,
     samples: usize,
+    backend_only: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
     let mut out = Args {
         jobs: 200_000,
         samples: 1_000,
+        backend_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--backend-only" {
+            out.backend_only = true;
+            continue;
+        }
         let value = it.next().unwrap_or_default();
         match flag.as_str() {
             "--jobs" => out.jobs = value.parse()?,
             "--samples" => out.samples = value.parse()?,
-            other => bail!("unknown flag {other} (expected --jobs N, --samples N)"),
+            other => bail!("unknown flag {other} (expected --jobs N, --samples N, --backend-only)"),
         }
     }
     Ok(out)
@@ -169,6 +176,9 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "backend alone  enqueue {enq:>12.0}/s  claim+finish {cf:>12.0}/s  full lifecycle {full:>12.0}/s"
     );
+    if a.backend_only {
+        return Ok(());
+    }
     for c in [1, 10, 100] {
         let mut rates = Vec::new();
         for _ in 0..3 {
