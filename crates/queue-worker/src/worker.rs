@@ -204,7 +204,12 @@ async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &Cancell
             Ok(leases) => {
                 backoff = Duration::from_millis(100);
                 for lease in leases {
-                    let permit = held.pop().expect("a backend leases at most `max` jobs");
+                    let Some(permit) = held.pop() else {
+                        // A backend that leased more than asked: hand the extra job back.
+                        warn!(job_id = %lease.job.job_id, "backend leased more jobs than asked for; releasing one");
+                        finish(shared, &lease.to_ref(), Outcome::Released, false).await;
+                        continue;
+                    };
                     let shared = Arc::clone(shared);
                     let shutdown = shutdown.clone();
                     jobs.spawn(async move {
