@@ -269,3 +269,45 @@ async fn fetch_errors_do_not_stop_the_worker() {
     let got = run_with(mock, rx, 1, echo).await;
     assert_eq!(got[0], Outcome::Completed { result: None });
 }
+
+#[tokio::test]
+async fn extra_leases_are_handed_back() {
+    let mut mock = MockBroker::new();
+    let mut leases = Some(vec![
+        Lease {
+            job: record("echo", "7", 0, 3),
+            token: LeaseToken::new("a"),
+            expires_at: from_millis(1),
+        },
+        Lease {
+            job: record("echo", "8", 0, 3),
+            token: LeaseToken::new("b"),
+            expires_at: from_millis(1),
+        },
+    ]);
+    mock.expect_fetch().returning(move |req, _| {
+        assert_eq!(req.max, 1, "concurrency 1 asks for one job");
+        Ok(leases.take().unwrap_or_default())
+    });
+    mock.expect_heartbeat()
+        .returning(|_, _| Ok(Default::default()));
+    mock.expect_reap().returning(|_| Ok(vec![]));
+    mock.expect_sweep().returning(|_| Ok(0));
+    mock.expect_deregister().returning(|_| Ok(()));
+    mock.expect_cancellations()
+        .returning(|| Ok(Box::pin(futures_util::stream::pending())));
+    let (tx, rx) = mpsc::unbounded_channel();
+    mock.expect_finish().returning(move |_, outcome, _| {
+        tx.send(outcome).unwrap();
+        Ok(Finished {
+            status: JobStatus::Completed,
+            next: None,
+        })
+    });
+    let mut got = run_with(mock, rx, 2, |b| echo(b.concurrency(1))).await;
+    got.sort_by_key(|o| o.name());
+    assert_eq!(
+        got,
+        [Outcome::Completed { result: None }, Outcome::Released]
+    );
+}
