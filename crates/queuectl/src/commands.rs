@@ -272,7 +272,10 @@ async fn worker(
             .with_ansi(false)
             .init(),
     }
-    let backend = Arc::new(RedisBackend::connect(&cfg).await?);
+    let backend = tokio::select! {
+        backend = connect_patiently(&cfg) => Arc::new(backend?),
+        () = queue_worker::shutdown_signal() => return Ok(()),
+    };
     tracing::info!(backend = %backend, "queuectl worker starting");
     if let Some(multi) = bars {
         tokio::spawn(draw_running_jobs(backend.subscribe().await?, multi));
@@ -288,6 +291,22 @@ async fn worker(
     }
     builder.build()?.run_until_signal().await?;
     Ok(())
+}
+
+/// A worker waits for Redis instead of exiting: it may start before Redis (or during a
+/// restart). Configuration errors still stop it at once.
+async fn connect_patiently(cfg: &QueueConfig) -> Result<RedisBackend> {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match RedisBackend::connect(cfg).await {
+            Err(err) if err.is_retryable() => {
+                tracing::warn!(error = %err.chain(), retry_in = ?delay, "Redis is not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// One bar per job that starts while this worker runs (jobs of every worker of the queue).
