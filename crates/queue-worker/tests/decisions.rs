@@ -35,6 +35,23 @@ fn record(task: &str, payload: &str, retry_count: u32, max_retries: u32) -> JobR
     }
 }
 
+/// Heartbeats succeed; nothing to reap or sweep.
+fn expect_beats_and_maintenance(mock: &mut MockBroker) {
+    mock.expect_heartbeat()
+        .returning(|_, _| Ok(Default::default()));
+    mock.expect_reap().returning(|_| Ok(vec![]));
+    mock.expect_sweep().returning(|_| Ok(0));
+}
+
+/// Everything a worker does besides fetching and finishing: beats, maintenance,
+/// deregistration, and a cancel stream that stays silent.
+fn expect_housekeeping(mock: &mut MockBroker) {
+    expect_beats_and_maintenance(mock);
+    mock.expect_deregister().returning(|_| Ok(()));
+    mock.expect_cancellations()
+        .returning(|| Ok(Box::pin(futures_util::stream::pending())));
+}
+
 /// A broker that leases `job` once, then has nothing; every `finish` outcome goes to the
 /// returned channel. `finish_errors` leading calls to `finish` fail as unavailable.
 fn broker(job: JobRecord, finish_errors: usize) -> (MockBroker, mpsc::UnboundedReceiver<Outcome>) {
@@ -46,13 +63,7 @@ fn broker(job: JobRecord, finish_errors: usize) -> (MockBroker, mpsc::UnboundedR
     });
     mock.expect_fetch()
         .returning(move |_, _| Ok(lease.take().into_iter().collect()));
-    mock.expect_heartbeat()
-        .returning(|_, _| Ok(Default::default()));
-    mock.expect_reap().returning(|_| Ok(vec![]));
-    mock.expect_sweep().returning(|_| Ok(0));
-    mock.expect_deregister().returning(|_| Ok(()));
-    mock.expect_cancellations()
-        .returning(|| Ok(Box::pin(futures_util::stream::pending())));
+    expect_housekeeping(&mut mock);
     let (tx, rx) = mpsc::unbounded_channel();
     let mut failures = finish_errors;
     mock.expect_finish().returning(move |_, outcome, _| {
@@ -247,10 +258,7 @@ async fn fetch_errors_do_not_stop_the_worker() {
             _ => Ok(vec![]),
         }
     });
-    mock.expect_heartbeat()
-        .returning(|_, _| Ok(Default::default()));
-    mock.expect_reap().returning(|_| Ok(vec![]));
-    mock.expect_sweep().returning(|_| Ok(0));
+    expect_beats_and_maintenance(&mut mock);
     mock.expect_deregister().times(1).returning(|_| Ok(()));
     mock.expect_cancellations().returning(|| {
         Err(Error::Unavailable {
@@ -289,13 +297,7 @@ async fn extra_leases_are_handed_back() {
         assert_eq!(req.max, 1, "concurrency 1 asks for one job");
         Ok(leases.take().unwrap_or_default())
     });
-    mock.expect_heartbeat()
-        .returning(|_, _| Ok(Default::default()));
-    mock.expect_reap().returning(|_| Ok(vec![]));
-    mock.expect_sweep().returning(|_| Ok(0));
-    mock.expect_deregister().returning(|_| Ok(()));
-    mock.expect_cancellations()
-        .returning(|| Ok(Box::pin(futures_util::stream::pending())));
+    expect_housekeeping(&mut mock);
     let (tx, rx) = mpsc::unbounded_channel();
     mock.expect_finish().returning(move |_, outcome, _| {
         tx.send(outcome).unwrap();
