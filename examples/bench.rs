@@ -66,14 +66,10 @@ async fn lifecycles(backend: SharedBackend, n: usize) -> anyhow::Result<(f64, f6
         backend.enqueue(noop(i)).await?;
     }
     let enqueue = n as f64 / t.elapsed().as_secs_f64();
-    let req = ClaimRequest {
-        worker: WorkerId::new("bench"),
-        max: 100,
-        lease: Duration::from_secs(30),
-    };
     let t = Instant::now();
     let mut done = 0;
     while done < n {
+        let req = ClaimRequest::new(WorkerId::new("bench"), 100, Duration::from_secs(30));
         let leases = backend.fetch(&req, Duration::ZERO).await?;
         if leases.is_empty() {
             bail!("queue ran dry after {done} jobs");

@@ -78,11 +78,7 @@ async fn a_dead_workers_job_is_recovered_and_finished_elsewhere() {
         .await
         .unwrap();
     // A worker that leases the job and dies: it never renews nor reports.
-    let dead = ClaimRequest {
-        worker: WorkerId::new("dead"),
-        max: 1,
-        lease: Duration::from_secs(30),
-    };
+    let dead = ClaimRequest::new(WorkerId::new("dead"), 1, Duration::from_secs(30));
     assert_eq!(store.fetch(&dead, Duration::ZERO).await.unwrap().len(), 1);
     let worker =
         start(Worker::builder(store.clone()).register("work", |_: u32, _ctx| async { Ok(()) }));

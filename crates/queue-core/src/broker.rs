@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::{JobId, JobRecord, JobStatus, LeaseToken, Outcome, Result, WorkerId};
+use crate::{ClaimId, JobId, JobRecord, JobStatus, LeaseToken, Outcome, Result, WorkerId};
 
 /// Hands jobs to workers under leases.
 ///
@@ -23,12 +23,17 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
     /// at most one lease (case `claims_are_exclusive`). When nothing is due, waits up to `wait`
     /// for work (without polling) and may return empty (case `fetch_waits_for_work`).
     ///
+    /// Idempotent per request: a request sent again with the same `req.id` (its reply was
+    /// lost) returns the leases the first one took that are still held, and takes no more
+    /// (case `claim_sent_twice_takes_nothing_more`).
+    ///
     /// Cancel-safe: dropping the future before it completes loses no lease (a backend
     /// hands back whatever it leased for a caller that went away).
     async fn fetch(&self, req: &ClaimRequest, wait: Duration) -> Result<Vec<Lease>>;
 
     /// Renews the leases the worker still holds and records the worker as alive. Returns
-    /// the leases that were lost and the jobs whose cancel was requested
+    /// the leases (id and token, so a reply never touches a later attempt of the same job)
+    /// that were lost and those whose cancel was requested
     /// (case `cancel_running_job`), (case `heartbeat_extends_lease`).
     async fn heartbeat(&self, beat: &WorkerBeat, leases: &[LeaseRef]) -> Result<HeartbeatReply>;
 
@@ -41,11 +46,16 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
         step: Option<String>,
     ) -> Result<LeaseStatus>;
 
-    /// Ends the attempt with `outcome` (see [`Outcome`] for each case:
-    /// (case `retry_with_backoff`), (case `retries_exhausted_fail`), (case `permanent_error_fails_at_once`),
-    /// (case `partial_outcome_keeps_details`), (case `release_uses_no_attempt`)), releases the unique
-    /// key when the job reached a terminal status, and, when `next` is given, leases the
-    /// next due job in the same round trip.
+    /// Ends the attempt with `outcome`, turned into an event by
+    /// [`crate::rules::settle`] (a requested cancel wins over every outcome; a retry with no
+    /// retries left fails): (case `retry_with_backoff`), (case `retries_exhausted_fail`),
+    /// (case `permanent_error_fails_at_once`), (case `partial_outcome_keeps_details`),
+    /// (case `release_uses_no_attempt`), (case `cancel_wins_over_a_late_success`). Releases the
+    /// unique key when the job reached a terminal status, and, when `next` is given, leases
+    /// the next due job in the same round trip (idempotent per `next.id` like `fetch`).
+    ///
+    /// Sent again with the same lease after it was applied (its reply was lost), it answers
+    /// the status it produced instead of `LeaseLost` (case `finish_sent_twice_is_answered_once`).
     async fn finish(
         &self,
         lease: &LeaseRef,
@@ -53,16 +63,19 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
         next: Option<ClaimRequest>,
     ) -> Result<Finished>;
 
-    /// Recovers up to `limit` jobs whose lease expired: back to `queued` at their old place
-    /// with `retry_count` + 1, or `failed` when no retries are left, or `cancelled` when a
-    /// cancel was requested (case `expired_lease_requeues_in_place`).
+    /// Recovers up to `limit` jobs whose lease expired, as [`crate::rules::on_lease_expired`]
+    /// decides: back to `queued` at their old place with `retry_count` + 1, or `failed` when
+    /// no retries are left, or `cancelled` when a cancel was requested
+    /// (case `expired_lease_requeues_in_place`).
     async fn reap(&self, limit: usize) -> Result<Vec<JobId>>;
 
     /// Removes a stopping worker from the registry.
     async fn deregister(&self, worker: &WorkerId) -> Result<()>;
 
     /// Deletes up to `limit` finished records older than the retention period, from every
-    /// index; returns how many (case `retention_removes_from_every_index`).
+    /// index; returns how many. Only records that are finished and due are deleted, never a
+    /// live job (case `retention_removes_from_every_index`), (case `sweep_keeps_up_and_spares_live_jobs`).
+    /// Callers loop while it returns `limit` to keep up with any finish rate.
     async fn sweep(&self, limit: usize) -> Result<usize>;
 
     /// Ids of running jobs whose cancel is requested from now on: the fast path that tells
@@ -83,6 +96,20 @@ pub struct ClaimRequest {
     pub max: usize,
     /// Lease duration.
     pub lease: Duration,
+    /// This request's id: the same request sent again takes nothing more.
+    pub id: ClaimId,
+}
+
+impl ClaimRequest {
+    /// A new request (with a fresh id) for up to `max` jobs under `lease`.
+    pub fn new(worker: WorkerId, max: usize, lease: Duration) -> Self {
+        Self {
+            worker,
+            max,
+            lease,
+            id: ClaimId::next(),
+        }
+    }
 }
 
 /// A leased job.
@@ -134,13 +161,13 @@ pub struct WorkerBeat {
     pub interval: Duration,
 }
 
-/// What a heartbeat learned.
+/// What a heartbeat learned, lease by lease.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeartbeatReply {
-    /// Leases that are no longer held: stop those jobs and do not report them.
-    pub lost: Vec<JobId>,
-    /// Jobs whose cancel was requested: stop them and finish them as cancelled.
-    pub cancel: Vec<JobId>,
+    /// Leases that are no longer held: stop those attempts and do not report them.
+    pub lost: Vec<LeaseRef>,
+    /// Leases whose job's cancel was requested: stop them and finish them as cancelled.
+    pub cancel: Vec<LeaseRef>,
 }
 
 /// The state of a lease after a progress update.

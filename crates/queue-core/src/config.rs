@@ -15,6 +15,11 @@
 //! | `DCS_QUEUE_HEARTBEAT_SECONDS` | `10` | how often a worker renews its leases |
 //! | `DCS_QUEUE_SHUTDOWN_GRACE_SECONDS` | `30` | how long running jobs may finish on shutdown |
 //! | `DCS_QUEUE_RETENTION_SECONDS` | `604800` | how long finished records are kept |
+//! | `DCS_QUEUE_LIMIT_PAYLOAD_BYTES` | `1048576` | largest payload a job may carry |
+//! | `DCS_QUEUE_LIMIT_METADATA_BYTES` | `65536` | largest metadata a job may carry |
+//! | `DCS_QUEUE_LIMIT_DELAY_SECONDS` | `31536000` | longest delay (enqueue or retry) |
+//! | `DCS_QUEUE_LIMIT_TIMEOUT_SECONDS` | `604800` | longest per-job timeout |
+//! | `DCS_QUEUE_LIMIT_RETRIES` | `1000` | most retries a job may ask for |
 //!
 //! ```
 //! use queue_core::QueueConfig;
@@ -27,7 +32,7 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-use crate::{Error, Priority, Result, RetryPolicy};
+use crate::{Error, Limits, Priority, Result, RetryPolicy};
 
 /// The queue's settings. Build with [`QueueConfig::from_env`], [`QueueConfig::from_vars`]
 /// or [`QueueConfig::builder`]; every path validates.
@@ -60,6 +65,8 @@ pub struct QueueConfig {
     pub shutdown_grace: Duration,
     /// How long finished records are kept.
     pub retention: Duration,
+    /// Bounds on what a job may ask for.
+    pub limits: Limits,
 }
 
 impl Default for QueueConfig {
@@ -78,6 +85,7 @@ impl Default for QueueConfig {
             heartbeat: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
+            limits: Limits::default(),
         }
     }
 }
@@ -98,6 +106,7 @@ impl fmt::Debug for QueueConfig {
             .field("heartbeat", &self.heartbeat)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("retention", &self.retention)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -188,6 +197,26 @@ impl QueueConfig {
                     b.cfg.retention = secs(value, 1)
                         .ok_or_else(|| bad("a whole number of seconds, at least 1"))?
                 }
+                "DCS_QUEUE_LIMIT_PAYLOAD_BYTES" => {
+                    b.cfg.limits.payload_bytes = parse_in(value, 2, 512 * 1024 * 1024)
+                        .ok_or_else(|| bad("a number of bytes from 2 to 536870912"))?;
+                }
+                "DCS_QUEUE_LIMIT_METADATA_BYTES" => {
+                    b.cfg.limits.metadata_bytes = parse_in(value, 2, 512 * 1024 * 1024)
+                        .ok_or_else(|| bad("a number of bytes from 2 to 536870912"))?;
+                }
+                "DCS_QUEUE_LIMIT_DELAY_SECONDS" => {
+                    b.cfg.limits.delay = secs(value, 1)
+                        .ok_or_else(|| bad("a whole number of seconds, at least 1"))?
+                }
+                "DCS_QUEUE_LIMIT_TIMEOUT_SECONDS" => {
+                    b.cfg.limits.timeout = secs(value, 1)
+                        .ok_or_else(|| bad("a whole number of seconds, at least 1"))?
+                }
+                "DCS_QUEUE_LIMIT_RETRIES" => {
+                    b.cfg.limits.retries = parse_in(value, 0, 1_000_000)
+                        .ok_or_else(|| bad("an integer from 0 to 1000000"))?;
+                }
                 _ => {}
             }
         }
@@ -253,6 +282,8 @@ setters! {
     shutdown_grace: Duration;
     /// Sets the retention of finished records.
     retention: Duration;
+    /// Sets the bounds on what a job may ask for.
+    limits: Limits;
 }
 
 impl QueueConfigBuilder {
@@ -296,6 +327,18 @@ impl QueueConfigBuilder {
         if c.retention.is_zero() {
             return Err(Error::config("retention must be positive"));
         }
+        if c.max_retries > c.limits.retries {
+            return Err(Error::config(format!(
+                "max_retries ({}) is above the retries limit ({})",
+                c.max_retries, c.limits.retries
+            )));
+        }
+        if c.job_timeout > c.limits.timeout {
+            return Err(Error::config(format!(
+                "job_timeout ({:?}) is above the timeout limit ({:?})",
+                c.job_timeout, c.limits.timeout
+            )));
+        }
         Ok(c)
     }
 }
@@ -330,26 +373,15 @@ fn secs(value: &str, min: u64) -> Option<Duration> {
 pub struct RedisUrl(String);
 
 impl RedisUrl {
-    /// Checks the scheme of every URL in the list.
+    /// Checks every URL of the list: a Redis scheme, a host, a numeric port and database.
+    /// The error names the URL with its password cut out.
     pub fn parse(url: &str) -> Result<Self> {
         let url = url.trim();
         if url.is_empty() {
             return Err(Error::config("Redis URL is empty"));
         }
         for part in url.split(',') {
-            let part = part.trim();
-            let scheme = part.split_once("://").map(|(s, _)| s);
-            match scheme {
-                Some(
-                    "redis" | "rediss" | "redis-cluster" | "rediss-cluster" | "redis+unix" | "unix",
-                ) => {}
-                _ => {
-                    return Err(Error::config(format!(
-                        "{:?} is not a Redis URL (expected redis://, rediss:// or redis-cluster://)",
-                        Self::redact(part)
-                    )));
-                }
-            }
+            check_node(part.trim())?;
         }
         Ok(Self(url.to_owned()))
     }
@@ -364,6 +396,40 @@ impl RedisUrl {
         self.0.split(',').map(str::trim).collect()
     }
 
+    /// `host:port` of every node (no credentials): what an error about reaching Redis names.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes()
+            .into_iter()
+            .map(|node| match split_node(node) {
+                Some(parts) if !parts.host.is_empty() => {
+                    format!("{}:{}", parts.host, parts.port.unwrap_or("6379"))
+                }
+                _ => Self::redact(node),
+            })
+            .collect()
+    }
+
+    /// Every password the list carries (in the user part or as `?password=`), so that
+    /// messages quoting a client error can cut them out.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for node in self.nodes() {
+            if let Some(parts) = split_node(node) {
+                if let Some((_, pw)) = parts.userinfo.and_then(|u| u.split_once(':'))
+                    && !pw.is_empty()
+                {
+                    out.push(pw.to_owned());
+                }
+                for (key, value) in parts.query_pairs() {
+                    if key.eq_ignore_ascii_case("password") && !value.is_empty() {
+                        out.push(value.to_owned());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// True when the URL names a cluster (several nodes or a `*-cluster` scheme).
     pub fn is_cluster(&self) -> bool {
         self.nodes().len() > 1
@@ -371,25 +437,125 @@ impl RedisUrl {
             || self.0.starts_with("rediss-cluster://")
     }
 
-    /// `url` with any password replaced by `***`.
+    /// `url` with any password (in the user part or a `password=` query parameter)
+    /// replaced by `***`.
     pub fn redact(url: &str) -> String {
         url.split(',')
             .map(|part| {
-                let Some((scheme, rest)) = part.split_once("://") else {
+                let Some(parts) = split_node(part) else {
                     return part.to_owned();
                 };
-                let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-                match rest[..authority_end].rfind('@') {
-                    Some(at) => {
-                        let user = rest[..at].split(':').next().unwrap_or("");
-                        format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+                let mut out = format!("{}://", parts.scheme);
+                if let Some(userinfo) = parts.userinfo {
+                    match userinfo.split_once(':') {
+                        Some((user, _)) => out.push_str(&format!("{user}:***@")),
+                        None => out.push_str(&format!("{userinfo}@")),
                     }
-                    None => part.to_owned(),
                 }
+                out.push_str(parts.hostport);
+                out.push_str(parts.path);
+                if let Some(query) = parts.query {
+                    out.push('?');
+                    let pairs: Vec<String> = query
+                        .split('&')
+                        .map(|pair| match pair.split_once('=') {
+                            Some((k, _)) if k.eq_ignore_ascii_case("password") => {
+                                format!("{k}=***")
+                            }
+                            _ => pair.to_owned(),
+                        })
+                        .collect();
+                    out.push_str(&pairs.join("&"));
+                }
+                out
             })
             .collect::<Vec<_>>()
             .join(",")
     }
+}
+
+/// A node URL cut into its parts (no decoding).
+struct NodeParts<'a> {
+    scheme: &'a str,
+    userinfo: Option<&'a str>,
+    hostport: &'a str,
+    host: &'a str,
+    port: Option<&'a str>,
+    path: &'a str,
+    query: Option<&'a str>,
+}
+
+impl NodeParts<'_> {
+    fn query_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter_map(|pair| pair.split_once('='))
+    }
+}
+
+fn split_node(node: &str) -> Option<NodeParts<'_>> {
+    let (scheme, rest) = node.split_once("://")?;
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let rest = rest.split('#').next().unwrap_or("");
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let (userinfo, hostport) = match authority.rfind('@') {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+        None => (None, authority),
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let close = v6.find(']')?;
+        (&v6[..close], v6[close + 1..].strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    Some(NodeParts {
+        scheme,
+        userinfo,
+        hostport,
+        host,
+        port,
+        path,
+        query,
+    })
+}
+
+fn check_node(node: &str) -> Result<()> {
+    let shown = || RedisUrl::redact(node);
+    let bad = |why: String| Error::config(format!("{:?}: {why}", shown()));
+    let scheme = node.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some("redis+unix" | "unix") => return Ok(()),
+        Some("redis" | "rediss" | "redis-cluster" | "rediss-cluster") => {}
+        _ => {
+            return Err(bad(
+                "is not a Redis URL (expected redis://, rediss:// or redis-cluster://)".into(),
+            ));
+        }
+    }
+    let parts = split_node(node).ok_or_else(|| bad("is not a valid URL".into()))?;
+    if parts.host.is_empty() {
+        return Err(bad("has no host".into()));
+    }
+    if let Some(port) = parts.port
+        && !port.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return Err(bad(format!(
+            "port `{port}` is not a number from 1 to 65535"
+        )));
+    }
+    let db = parts.path.trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return Err(bad(format!("database `{db}` is not a number")));
+    }
+    Ok(())
 }
 
 impl fmt::Debug for RedisUrl {
@@ -480,6 +646,47 @@ mod tests {
         assert!(!format!("{cfg:?}").contains("pw@"));
         assert!(cfg.redis_url.is_cluster());
         assert!(!QueueConfig::default().redis_url.is_cluster());
+        // Every node's password, and `?password=` too.
+        let url = RedisUrl::parse(
+            "redis://:first@h:1,redis://u:second@h:2,redis://h:3/0?password=third&db=1",
+        )
+        .unwrap();
+        let shown = format!("{url} {url:?}");
+        for secret in ["first", "second", "third"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(url.secrets(), ["first", "second", "third"]);
+        assert_eq!(url.endpoints(), ["h:1", "h:2", "h:3"]);
+        assert_eq!(
+            RedisUrl::redact("redis://h:3/0?password=third&db=1"),
+            "redis://h:3/0?password=***&db=1"
+        );
+    }
+
+    #[test]
+    fn urls_are_checked_at_start_up() {
+        for (url, why) in [
+            ("redis://localhost:63x9", "port `63x9` is not a number"),
+            ("redis://:pw@localhost:99999", "port `99999`"),
+            ("redis://:pw@:6379", "has no host"),
+            ("redis://h:1/abc", "database `abc`"),
+            ("http://h:1", "is not a Redis URL"),
+        ] {
+            let err = QueueConfig::from_vars([("DCS_REDIS_URL", url)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("DCS_REDIS_URL") && err.contains(why),
+                "{url}: {err}"
+            );
+            assert!(!err.contains("pw@"), "{err}");
+        }
+        RedisUrl::parse("redis://[::1]:6380/2").unwrap();
+        RedisUrl::parse("unix:///tmp/redis.sock").unwrap();
+        assert_eq!(
+            RedisUrl::parse("redis://[::1]:6380").unwrap().endpoints(),
+            ["::1:6380"]
+        );
     }
 
     #[test]

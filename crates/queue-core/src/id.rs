@@ -118,9 +118,50 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// Names one claim request of one worker, so that a claim sent again (its reply was lost,
+/// or a cluster client re-sent it) returns the leases the first one took instead of
+/// taking more. Increasing per process (microseconds since the epoch, then +1), so a
+/// worker's requests arrive in order and a re-sent one is recognised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClaimId(u64);
+
+impl ClaimId {
+    /// The next id of this process.
+    pub fn next() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
+        let mut prev = LAST.load(Ordering::Relaxed);
+        loop {
+            let next = now_us.max(prev + 1);
+            match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Self(next),
+                Err(seen) => prev = seen,
+            }
+        }
+    }
+
+    /// Wraps a number (tests).
+    pub fn from_u64(n: u64) -> Self {
+        Self(n)
+    }
+
+    /// The number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ClaimId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// Proof of holding a job's lease. Every write by a lease holder carries it; a write
 /// with a stale token is refused with [`Error::LeaseLost`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct LeaseToken(String);
 
@@ -166,5 +207,7 @@ mod tests {
         assert_eq!(a.to_string().parse::<JobId>().unwrap(), a);
         let err = "nope".parse::<JobId>().unwrap_err();
         assert!(err.to_string().contains("`nope` is not a job id"));
+        let (a, b) = (ClaimId::next(), ClaimId::next());
+        assert!(a < b, "claim ids increase");
     }
 }

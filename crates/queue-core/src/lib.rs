@@ -8,11 +8,13 @@ mod error;
 mod event;
 mod id;
 mod job;
+mod limits;
 mod outcome;
 mod priority;
 mod progress;
 mod record;
 mod retry;
+pub mod rules;
 pub mod state;
 mod store;
 
@@ -30,8 +32,9 @@ pub use clock::{
 pub use config::{QueueConfig, QueueConfigBuilder, RedisUrl, validate_queue_name};
 pub use error::{BoxError, Error, Result};
 pub use event::{EventKind, EventStream, JobEvent};
-pub use id::{JobId, LeaseToken, WorkerId, hostname};
+pub use id::{ClaimId, JobId, LeaseToken, WorkerId, hostname};
 pub use job::Job;
+pub use limits::Limits;
 pub use outcome::{Completion, JobError, JobErrorKind, Outcome};
 pub use priority::Priority;
 pub use progress::{Monotonic, Stages, check_progress};

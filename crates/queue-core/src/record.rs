@@ -240,7 +240,8 @@ impl NewJob {
         self
     }
 
-    /// Checks what every backend must refuse: an empty task name, an empty unique key.
+    /// Checks the names every backend must refuse: an empty or long task name or unique
+    /// key. [`crate::Limits::check`] adds the bounds on sizes and times.
     pub fn validate(&self) -> Result<()> {
         if self.task.trim().is_empty() {
             return Err(Error::invalid("task name is empty"));

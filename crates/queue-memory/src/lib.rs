@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
-mod backend;
+mod broker;
+mod builder;
+mod store;
 mod tables;
 
-pub use backend::MemoryBackend;
+pub use builder::{MemoryBackend, MemoryBackendBuilder};

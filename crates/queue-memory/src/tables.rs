@@ -1,12 +1,17 @@
 //! The in-memory tables and every state change, under one lock held by the caller.
+//!
+//! Decisions come from `queue_core::rules` (what an outcome, a cancel or an expired lease
+//! becomes, what each event writes, where the job goes); this file only keeps the indexes
+//! in step with them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use queue_core::{
-    ClaimRequest, Error, Event, EventKind, HeartbeatReply, JobEvent, JobId, JobRecord, JobStatus,
-    Lease, LeaseRef, LeaseStatus, LeaseToken, LifetimeTotals, Millis, NewJob, Outcome, Page,
-    Priority, QueueConfig, QueueStats, Result, WorkerBeat, WorkerInfo, apply, duration_ms,
+    ClaimId, ClaimRequest, Error, Event, EventKind, HeartbeatReply, JobEvent, JobId, JobRecord,
+    JobStatus, Lease, LeaseRef, LeaseStatus, LeaseToken, LifetimeTotals, Millis, NewJob, Outcome,
+    Page, Priority, QueueConfig, QueueStats, Result, WorkerBeat, WorkerInfo, duration_ms,
     encode_cursor, from_millis,
+    rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
 };
 
 /// Index key ordering jobs by creation: (created ms, id).
@@ -19,12 +24,16 @@ pub(crate) struct Entry {
     /// back to where it was.
     place: (u8, u64),
     lease: Option<Held>,
+    /// The last ended attempt: its token and the status it produced (a finish sent again
+    /// gets the same answer).
+    ended: Option<(LeaseToken, JobStatus)>,
 }
 
 struct Held {
     token: LeaseToken,
     expires_ms: Millis,
     lease_ms: Millis,
+    claim: ClaimId,
 }
 
 /// Job ids are UUIDv7 with 62 random low bits: hashing them again is wasted work.
@@ -54,7 +63,8 @@ pub(crate) struct Tables {
     jobs: IdMap<Box<Entry>>,
     ready: BTreeMap<(u8, u64), JobId>,
     ready_by_band: [u64; 3],
-    delayed: BTreeSet<(Millis, u64, JobId)>,
+    /// Delayed jobs by (due, id): the order in which they join the ready jobs.
+    delayed: BTreeSet<(Millis, JobId)>,
     active: BTreeSet<(Millis, JobId)>,
     by_status: [BTreeSet<ByCreated>; 6],
     all: BTreeSet<ByCreated>,
@@ -62,6 +72,8 @@ pub(crate) struct Tables {
     dedup: HashMap<String, JobId>,
     finished: BTreeSet<(Millis, JobId)>,
     workers: HashMap<String, (WorkerBeat, Millis)>,
+    /// The last claim request of each worker: an older or equal one is a replay.
+    last_claim: HashMap<String, ClaimId>,
     totals: LifetimeTotals,
     seq: u64,
 }
@@ -83,49 +95,24 @@ fn emit(sink: Sink<'_>, job_id: JobId, now: Millis, kind: EventKind) {
     }
 }
 
-fn step(id: JobId, from: JobStatus, event: Event) -> Result<JobStatus> {
-    apply(from, event).map_err(|e| Error::InvalidTransition {
-        id,
-        from: e.from,
-        event: e.event,
-    })
+fn bump(totals: &mut LifetimeTotals, counter: &str) {
+    let n = match counter {
+        "enqueued" => &mut totals.enqueued,
+        "completed" => &mut totals.completed,
+        "failed" => &mut totals.failed,
+        "partial" => &mut totals.partial,
+        "cancelled" => &mut totals.cancelled,
+        "retried" => &mut totals.retried,
+        "recovered" => &mut totals.recovered,
+        other => unreachable!("no counter {other}"),
+    };
+    *n = n.saturating_add(1);
 }
 
 impl Tables {
-    /// The queued or processing job holding `key`, if any (a stale entry is ignored).
-    fn active_holder(&self, key: &str) -> Option<JobId> {
-        let holder = self.dedup.get(key)?;
-        self.jobs
-            .get(holder)
-            .is_some_and(|e| e.record.status.is_active())
-            .then_some(*holder)
-    }
-
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
-    }
-
-    /// Moves a job to `to` in the status index and emits the transition.
-    fn set_status(&mut self, id: JobId, to: JobStatus, now: Millis, sink: Sink<'_>) {
-        let entry = self
-            .jobs
-            .get_mut(&id)
-            .expect("caller checked the job exists");
-        let from = entry.record.status;
-        let key = (entry.created_ms, id);
-        self.by_status[status_index(from)].remove(&key);
-        self.by_status[status_index(to)].insert(key);
-        entry.record.status = to;
-        emit(
-            sink,
-            id,
-            now,
-            EventKind::Transition {
-                from: Some(from),
-                to,
-            },
-        );
     }
 
     fn push_ready(&mut self, id: JobId, place: (u8, u64)) {
@@ -139,10 +126,73 @@ impl Tables {
         Some(id)
     }
 
-    fn remove_ready(&mut self, place: (u8, u64)) {
-        if self.ready.remove(&place).is_some() {
+    fn remove_ready(&mut self, id: JobId, place: (u8, u64)) {
+        if self.ready.get(&place) == Some(&id) {
+            self.ready.remove(&place);
             self.ready_by_band[usize::from(place.0)] -= 1;
         }
+    }
+
+    /// Applies `event` to job `id`: the record (status and fields, by the rules of core),
+    /// the status index, the event, then the job's next place and counters.
+    fn transition(
+        &mut self,
+        id: JobId,
+        event: Event,
+        input: &EffectInput,
+        sink: Sink<'_>,
+    ) -> Result<JobStatus> {
+        let entry = self.jobs.get_mut(&id).ok_or(Error::NotFound { id })?;
+        let from = entry.record.status;
+        entry
+            .record
+            .apply_event(event, input)
+            .map_err(|e| Error::InvalidTransition {
+                id,
+                from: e.from,
+                event: e.event,
+            })?;
+        let to = entry.record.status;
+        let key = (entry.created_ms, id);
+        let place = entry.place;
+        let unique_key = entry.record.unique_key.clone();
+        self.by_status[status_index(from)].remove(&key);
+        self.by_status[status_index(to)].insert(key);
+        match rules::placement(event) {
+            Placement::Leased => {}
+            Placement::ReadyInPlace => self.push_ready(id, place),
+            Placement::ReadyAtBack => {
+                let seq = self.next_seq();
+                let place = (self.jobs[&id].record.priority.band(), seq);
+                self.jobs.get_mut(&id).expect("exists").place = place;
+                self.push_ready(id, place);
+            }
+            Placement::Delayed => {
+                let due = input.due.expect("a delayed event carries its due time");
+                self.delayed.insert((due, id));
+            }
+            Placement::Finished => {
+                self.finished.insert((input.now, id));
+                if let Some(key) = &unique_key
+                    && self.dedup.get(key) == Some(&id)
+                {
+                    self.dedup.remove(key);
+                }
+            }
+        }
+        if let Some(counter) = rules::counter(event) {
+            bump(&mut self.totals, counter);
+        }
+        emit(
+            sink,
+            id,
+            input.now,
+            EventKind::Transition {
+                from: Some(from),
+                to,
+            },
+        );
+        Ok(to)
     }
 
     pub(crate) fn enqueue(
@@ -152,7 +202,7 @@ impl Tables {
         now: Millis,
         sink: Sink<'_>,
     ) -> Result<(JobRecord, bool)> {
-        job.validate()?;
+        cfg.limits.check(&job)?;
         let NewJob {
             task,
             payload,
@@ -164,17 +214,17 @@ impl Tables {
             return Ok((existing.record.clone(), false));
         }
         if let Some(key) = &options.unique_key
-            && let Some(holder) = self.active_holder(key)
+            && let Some(holder) = self.dedup.get(key)
         {
             return Err(Error::AlreadyExists {
                 unique_key: key.clone(),
-                job_id: holder,
+                job_id: *holder,
             });
         }
         let id = options.job_id.unwrap_or_default();
         let priority = options.priority.unwrap_or(cfg.default_priority);
         let delay_ms = options.delay.map(duration_ms).unwrap_or(0);
-        let run_at = (delay_ms > 0).then(|| from_millis(now + delay_ms));
+        let due = (delay_ms > 0).then(|| now + delay_ms);
         let record = JobRecord {
             job_id: id,
             task,
@@ -191,18 +241,21 @@ impl Tables {
             created_at: from_millis(now),
             started_at: None,
             completed_at: None,
-            run_at,
+            run_at: due.map(from_millis),
             metadata: options.metadata,
             result: None,
             worker_id: None,
             cancel_requested: false,
         };
-        let seq = self.next_seq();
-        let place = (priority.band(), seq);
-        if delay_ms > 0 {
-            self.delayed.insert((now + delay_ms, seq, id));
-        } else {
-            self.push_ready(id, place);
+        let mut place = (priority.band(), 0);
+        match due {
+            Some(due) => {
+                self.delayed.insert((due, id));
+            }
+            None => {
+                place.1 = self.next_seq();
+                self.push_ready(id, place);
+            }
         }
         let key = (now, id);
         self.by_status[status_index(JobStatus::Queued)].insert(key);
@@ -211,7 +264,7 @@ impl Tables {
             self.by_key.entry(unique.clone()).or_default().insert(key);
             self.dedup.insert(unique.clone(), id);
         }
-        self.totals.enqueued += 1;
+        bump(&mut self.totals, "enqueued");
         let out = record.clone();
         self.jobs.insert(
             id,
@@ -220,6 +273,7 @@ impl Tables {
                 created_ms: now,
                 place,
                 lease: None,
+                ended: None,
             }),
         );
         emit(
@@ -241,65 +295,93 @@ impl Tables {
             .ok_or(Error::NotFound { id })
     }
 
-    /// Promotes due delayed jobs, then leases up to `req.max` ready jobs.
+    fn lease_of(entry: &Entry) -> Lease {
+        let held = entry.lease.as_ref().expect("leased");
+        Lease {
+            job: entry.record.clone(),
+            token: held.token.clone(),
+            expires_at: from_millis(held.expires_ms),
+        }
+    }
+
+    /// Promotes due delayed jobs, then leases up to `req.max` ready jobs. A request seen
+    /// before (same or older id of the same worker) answers the leases it took that are
+    /// still held instead.
     pub(crate) fn claim(&mut self, req: &ClaimRequest, now: Millis, sink: Sink<'_>) -> Vec<Lease> {
-        while let Some(&(due, seq, id)) = self.delayed.first() {
+        let worker = req.worker.as_str();
+        match self.last_claim.get(worker) {
+            Some(last) if req.id <= *last => {
+                let replay: Vec<Lease> = self
+                    .active
+                    .iter()
+                    .filter_map(|(_, id)| self.jobs.get(id))
+                    .filter(|e| {
+                        e.lease
+                            .as_ref()
+                            .is_some_and(|h| h.claim == req.id && h.expires_ms > now)
+                            && e.record.worker_id.as_deref() == Some(worker)
+                    })
+                    .map(|e| Self::lease_of(e))
+                    .collect();
+                if !replay.is_empty() {
+                    return replay;
+                }
+            }
+            _ => {
+                self.last_claim.insert(worker.to_owned(), req.id);
+            }
+        }
+        while let Some(&(due, id)) = self.delayed.first() {
             if due > now {
                 break;
             }
             self.delayed.pop_first();
+            let seq = self.next_seq();
             let Some(entry) = self.jobs.get_mut(&id) else {
                 continue;
             };
-            entry.record.run_at = None;
             let place = (entry.record.priority.band(), seq);
             entry.place = place;
             self.push_ready(id, place);
         }
         let lease_ms = duration_ms(req.lease);
+        let input = EffectInput {
+            now,
+            worker: Some(worker.to_owned()),
+            ..EffectInput::default()
+        };
         let mut out = Vec::with_capacity(req.max.min(self.ready.len()));
         while out.len() < req.max {
             let Some(id) = self.pop_ready() else { break };
-            let Some(entry) = self.jobs.get_mut(&id) else {
+            if self.transition(id, Event::Start, &input, sink).is_err() {
                 continue;
-            };
-            let token = LeaseToken::generate();
+            }
             let expires_ms = now + lease_ms;
-            let r = &mut entry.record;
-            r.started_at = Some(from_millis(now));
-            r.progress = 0;
-            r.current_step = None;
-            r.worker_id = Some(req.worker.as_str().to_owned());
+            let entry = self.jobs.get_mut(&id).expect("started");
             entry.lease = Some(Held {
-                token: token.clone(),
+                token: LeaseToken::generate(),
                 expires_ms,
                 lease_ms,
+                claim: req.id,
             });
             self.active.insert((expires_ms, id));
-            self.set_status(id, JobStatus::Processing, now, sink);
-            let job = self.jobs[&id].record.clone();
-            out.push(Lease {
-                job,
-                token,
-                expires_at: from_millis(expires_ms),
-            });
+            out.push(Self::lease_of(&self.jobs[&id]));
         }
         out
     }
 
     /// The earliest due time of a delayed job.
     pub(crate) fn next_due(&self) -> Option<Millis> {
-        self.delayed.first().map(|(due, _, _)| *due)
+        self.delayed.first().map(|(due, _)| *due)
     }
 
-    /// The entry when `lease` is current and unexpired.
-    fn held(&self, lease: &LeaseRef, now: Millis) -> Result<&Entry> {
-        let lost = Error::LeaseLost { id: lease.job_id };
-        let entry = self.jobs.get(&lease.job_id).ok_or(lost)?;
-        match &entry.lease {
-            Some(h) if h.token == lease.token && h.expires_ms > now => Ok(entry),
-            _ => Err(Error::LeaseLost { id: lease.job_id }),
-        }
+    /// True when `lease` is current and unexpired.
+    fn holds(&self, lease: &LeaseRef, now: Millis) -> bool {
+        self.jobs.get(&lease.job_id).is_some_and(|e| {
+            e.lease
+                .as_ref()
+                .is_some_and(|h| h.token == lease.token && h.expires_ms > now)
+        })
     }
 
     fn extend(&mut self, id: JobId, now: Millis, lease_ms: Option<Millis>) {
@@ -316,18 +398,26 @@ impl Tables {
         leases: &[LeaseRef],
         now: Millis,
     ) -> HeartbeatReply {
+        let dead: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, (b, seen))| seen + 3 * duration_ms(b.interval) < now)
+            .map(|(w, _)| w.clone())
+            .collect();
+        for w in dead {
+            self.deregister(&w);
+        }
         self.workers
             .insert(beat.worker.as_str().to_owned(), (beat.clone(), now));
         let mut reply = HeartbeatReply::default();
         for lease in leases {
-            match self.held(lease, now) {
-                Ok(entry) => {
-                    if entry.record.cancel_requested {
-                        reply.cancel.push(lease.job_id);
-                    }
-                    self.extend(lease.job_id, now, Some(duration_ms(beat.lease)));
+            if self.holds(lease, now) {
+                self.extend(lease.job_id, now, Some(duration_ms(beat.lease)));
+                if self.jobs[&lease.job_id].record.cancel_requested {
+                    reply.cancel.push(lease.clone());
                 }
-                Err(_) => reply.lost.push(lease.job_id),
+            } else {
+                reply.lost.push(lease.clone());
             }
         }
         reply
@@ -342,7 +432,9 @@ impl Tables {
         sink: Sink<'_>,
     ) -> Result<LeaseStatus> {
         queue_core::check_progress(progress)?;
-        self.held(lease, now)?;
+        if !self.holds(lease, now) {
+            return Err(Error::LeaseLost { id: lease.job_id });
+        }
         self.extend(lease.job_id, now, None);
         let r = &mut self.jobs.get_mut(&lease.job_id).expect("held").record;
         r.progress = r.progress.max(progress);
@@ -360,103 +452,47 @@ impl Tables {
         Ok(status)
     }
 
-    /// Ends a held job's attempt. The lease must already be checked.
-    fn end_attempt(
-        &mut self,
-        id: JobId,
-        outcome: Outcome,
-        now: Millis,
-        sink: Sink<'_>,
-    ) -> Result<JobStatus> {
-        let entry = self.jobs.get_mut(&id).expect("held");
-        let held = entry.lease.take().expect("held");
-        self.active.remove(&(held.expires_ms, id));
-        let r = &mut entry.record;
-        // A requested cancel wins over anything but success: the job is never retried.
-        let outcome = match outcome {
-            Outcome::Retry { .. } | Outcome::Failed { .. } | Outcome::Released
-                if r.cancel_requested =>
-            {
-                Outcome::Cancelled
-            }
-            Outcome::Retry { error, .. } if !r.has_retries_left() => Outcome::Failed { error },
-            other => other,
-        };
-        r.worker_id = None;
-        let event = match outcome {
-            Outcome::Completed { result } => {
-                r.result = result;
-                r.progress = 100;
-                r.error_message = None;
-                self.totals.completed += 1;
-                Event::Complete
-            }
-            Outcome::Partial { result, error } => {
-                r.result = result;
-                r.progress = 100;
-                r.error_message = Some(error);
-                self.totals.partial += 1;
-                Event::CompletePartial
-            }
-            Outcome::Failed { error } => {
-                r.error_message = Some(error);
-                self.totals.failed += 1;
-                Event::Fail
-            }
-            Outcome::Cancelled => {
-                self.totals.cancelled += 1;
-                Event::Cancel
-            }
-            Outcome::Retry { error, delay } => {
-                r.error_message = Some(error);
-                r.retry_count += 1;
-                r.progress = 0;
-                r.current_step = None;
-                let due = now + duration_ms(delay);
-                r.run_at = Some(from_millis(due));
-                self.totals.retried += 1;
-                let seq = self.next_seq();
-                self.delayed.insert((due, seq, id));
-                Event::Retry
-            }
-            Outcome::Released => {
-                r.progress = 0;
-                r.current_step = None;
-                let place = entry.place;
-                self.push_ready(id, place);
-                Event::Release
-            }
-        };
-        let to = step(id, JobStatus::Processing, event)?;
-        if to.is_terminal() {
-            self.terminate(id, now);
-        }
-        self.set_status(id, to, now, sink);
-        Ok(to)
-    }
-
-    /// Bookkeeping of a job reaching a terminal status.
-    fn terminate(&mut self, id: JobId, now: Millis) {
-        let entry = self.jobs.get_mut(&id).expect("exists");
-        entry.record.completed_at = Some(from_millis(now));
-        entry.record.run_at = None;
-        self.finished.insert((now, id));
-        if let Some(key) = &entry.record.unique_key
-            && self.dedup.get(key) == Some(&id)
-        {
-            self.dedup.remove(key);
-        }
-    }
-
+    /// Ends a held attempt with `outcome`, as `rules::settle` decides. A finish sent again
+    /// after it was applied answers the status it produced.
     pub(crate) fn finish(
         &mut self,
         lease: &LeaseRef,
         outcome: Outcome,
+        cfg: &QueueConfig,
         now: Millis,
         sink: Sink<'_>,
     ) -> Result<JobStatus> {
-        self.held(lease, now)?;
-        self.end_attempt(lease.job_id, outcome, now, sink)
+        let id = lease.job_id;
+        if !self.holds(lease, now) {
+            return match self.jobs.get(&id).and_then(|e| e.ended.as_ref()) {
+                Some((token, status)) if *token == lease.token => Ok(*status),
+                _ => Err(Error::LeaseLost { id }),
+            };
+        }
+        let entry = self.jobs.get_mut(&id).expect("held");
+        let held = entry.lease.take().expect("held");
+        self.active.remove(&(held.expires_ms, id));
+        let event = rules::settle(outcome.kind(), AttemptFacts::of(&entry.record));
+        let mut input = EffectInput {
+            now,
+            ..EffectInput::default()
+        };
+        match outcome {
+            Outcome::Completed { result } => input.result = result,
+            Outcome::Partial { result, error } => {
+                input.result = result;
+                input.error = Some(error);
+            }
+            Outcome::Retry { error, delay } => {
+                input.error = Some(error);
+                input.due = Some(cfg.limits.due(now, delay));
+            }
+            Outcome::Failed { error } => input.error = Some(error),
+            Outcome::Cancelled | Outcome::Released => {}
+        }
+        let status = self.transition(id, event, &input, sink)?;
+        self.jobs.get_mut(&id).expect("exists").ended = Some((held.token, status));
+        Ok(status)
     }
 
     pub(crate) fn reap(&mut self, limit: usize, now: Millis, sink: Sink<'_>) -> Vec<JobId> {
@@ -471,34 +507,17 @@ impl Tables {
             self.active.pop_first();
             let entry = self.jobs.get_mut(&id).expect("active jobs exist");
             entry.lease = None;
-            let r = &mut entry.record;
-            let worker = r.worker_id.take().unwrap_or_default();
-            let event = if r.cancel_requested {
-                self.totals.cancelled += 1;
-                Event::Cancel
-            } else if r.has_retries_left() {
-                r.retry_count += 1;
-                r.progress = 0;
-                r.current_step = None;
-                r.error_message = Some(format!(
-                    "lease expired: worker {worker} stopped renewing it"
-                ));
-                let place = entry.place;
-                self.push_ready(id, place);
-                Event::LeaseExpired
-            } else {
-                r.error_message = Some(format!(
-                    "lease expired: worker {worker} was lost and no retries are left"
-                ));
-                self.totals.failed += 1;
-                Event::Fail
+            let facts = AttemptFacts::of(&entry.record);
+            let worker = entry.record.worker_id.clone().unwrap_or_default();
+            let input = EffectInput {
+                now,
+                error: Some(rules::lease_expired_message(&worker, facts.retries_left)),
+                ..EffectInput::default()
             };
-            self.totals.recovered += 1;
-            let to = apply(JobStatus::Processing, event).expect("processing jobs accept these");
-            if to.is_terminal() {
-                self.terminate(id, now);
-            }
-            self.set_status(id, to, now, sink);
+            bump(&mut self.totals, "recovered");
+            let event = rules::on_lease_expired(facts);
+            self.transition(id, event, &input, sink)
+                .expect("a processing job accepts what its expired lease becomes");
             out.push(id);
         }
         out
@@ -511,24 +530,31 @@ impl Tables {
         sink: Sink<'_>,
     ) -> Result<queue_core::CancelOutcome> {
         let entry = self.jobs.get_mut(&id).ok_or(Error::NotFound { id })?;
-        match entry.record.status {
-            JobStatus::Queued => {
+        let r = &entry.record;
+        match rules::on_cancel(r.status, r.cancel_requested) {
+            CancelAction::Cancel => {
                 let place = entry.place;
-                self.remove_ready(place);
-                self.delayed.retain(|(_, _, d)| *d != id);
-                self.totals.cancelled += 1;
-                self.terminate(id, now);
-                self.set_status(id, JobStatus::Cancelled, now, sink);
+                let due = r.run_at.map(queue_core::to_millis);
+                self.remove_ready(id, place);
+                if let Some(due) = due {
+                    self.delayed.remove(&(due, id));
+                }
+                let input = EffectInput {
+                    now,
+                    ..EffectInput::default()
+                };
+                self.transition(id, Event::Cancel, &input, sink)?;
                 Ok(queue_core::CancelOutcome::Cancelled)
             }
-            JobStatus::Processing => {
+            CancelAction::Request => {
                 entry.record.cancel_requested = true;
                 emit(sink, id, now, EventKind::CancelRequested);
                 Ok(queue_core::CancelOutcome::Requested)
             }
-            from => Err(Error::InvalidTransition {
+            CancelAction::AlreadyRequested => Ok(queue_core::CancelOutcome::Requested),
+            CancelAction::Refuse => Err(Error::InvalidTransition {
                 id,
-                from,
+                from: r.status,
                 event: Event::Cancel,
             }),
         }
@@ -542,46 +568,38 @@ impl Tables {
         sink: Sink<'_>,
     ) -> Result<JobRecord> {
         let entry = self.jobs.get(&id).ok_or(Error::NotFound { id })?;
-        step(id, entry.record.status, Event::ManualRetry)?;
+        queue_core::apply(entry.record.status, Event::ManualRetry).map_err(|e| {
+            Error::InvalidTransition {
+                id,
+                from: e.from,
+                event: e.event,
+            }
+        })?;
         if let Some(key) = &entry.record.unique_key
-            && let Some(holder) = self.active_holder(key)
-            && holder != id
+            && let Some(holder) = self.dedup.get(key)
+            && *holder != id
         {
             return Err(Error::AlreadyExists {
                 unique_key: key.clone(),
-                job_id: holder,
+                job_id: *holder,
             });
         }
-        let seq = self.next_seq();
+        let completed = entry.record.completed_at.map(queue_core::to_millis);
         let entry = self.jobs.get_mut(&id).expect("checked");
-        self.finished.remove(&(
-            entry
-                .record
-                .completed_at
-                .map(queue_core::to_millis)
-                .unwrap_or_default(),
-            id,
-        ));
-        let r = &mut entry.record;
         if let Some(p) = priority {
-            r.priority = p;
+            entry.record.priority = p;
         }
-        r.retry_count = 0;
-        r.progress = 0;
-        r.current_step = None;
-        r.error_message = None;
-        r.result = None;
-        r.started_at = None;
-        r.completed_at = None;
-        r.run_at = None;
-        r.cancel_requested = false;
-        let place = (r.priority.band(), seq);
-        entry.place = place;
-        if let Some(key) = r.unique_key.clone() {
+        if let Some(key) = entry.record.unique_key.clone() {
             self.dedup.insert(key, id);
         }
-        self.push_ready(id, place);
-        self.set_status(id, JobStatus::Queued, now, sink);
+        if let Some(at) = completed {
+            self.finished.remove(&(at, id));
+        }
+        let input = EffectInput {
+            now,
+            ..EffectInput::default()
+        };
+        self.transition(id, Event::ManualRetry, &input, sink)?;
         Ok(self.jobs[&id].record.clone())
     }
 
@@ -599,8 +617,8 @@ impl Tables {
         };
         let mut jobs = Vec::with_capacity(query.limit.min(index.len()));
         let mut next_cursor = None;
-        for &(ms, id) in iter {
-            let Some(entry) = self.jobs.get(&id) else {
+        for (_, id) in iter {
+            let Some(entry) = self.jobs.get(id) else {
                 continue;
             };
             if query.status.is_some_and(|s| s != entry.record.status) {
@@ -614,7 +632,6 @@ impl Tables {
                 ));
                 break;
             }
-            let _ = ms;
             jobs.push(entry.record.clone());
         }
         Ok(Page { jobs, next_cursor })
@@ -649,21 +666,25 @@ impl Tables {
     pub(crate) fn workers(&self, now: Millis) -> Vec<WorkerInfo> {
         let mut out: Vec<WorkerInfo> = self
             .live_workers(now)
-            .map(|(beat, seen)| WorkerInfo {
-                worker_id: beat.worker.as_str().to_owned(),
-                host: beat.host.clone(),
-                pid: beat.pid,
-                concurrency: beat.concurrency,
-                started_at: beat.started_at,
-                last_seen: from_millis(*seen),
-                jobs: self
+            .map(|(beat, seen)| {
+                let mut jobs: Vec<JobId> = self
                     .active
                     .iter()
                     .filter(|(_, id)| {
                         self.jobs[id].record.worker_id.as_deref() == Some(beat.worker.as_str())
                     })
                     .map(|(_, id)| *id)
-                    .collect(),
+                    .collect();
+                jobs.sort();
+                WorkerInfo {
+                    worker_id: beat.worker.as_str().to_owned(),
+                    host: beat.host.clone(),
+                    pid: beat.pid,
+                    concurrency: beat.concurrency,
+                    started_at: beat.started_at,
+                    last_seen: from_millis(*seen),
+                    jobs,
+                }
             })
             .collect();
         out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
@@ -672,8 +693,10 @@ impl Tables {
 
     pub(crate) fn deregister(&mut self, worker: &str) {
         self.workers.remove(worker);
+        self.last_claim.remove(worker);
     }
 
+    /// Deletes up to `limit` finished records whose completion is at or before `cutoff`.
     pub(crate) fn sweep(&mut self, limit: usize, cutoff: Millis) -> usize {
         let mut removed = 0;
         while removed < limit {
@@ -684,9 +707,16 @@ impl Tables {
                 break;
             }
             self.finished.pop_first();
-            let Some(entry) = self.jobs.remove(&id) else {
+            // Only a finished record is ever deleted (the index cannot say otherwise,
+            // but the rule is the record's, not the index's).
+            if !self
+                .jobs
+                .get(&id)
+                .is_some_and(|e| e.record.status.is_terminal())
+            {
                 continue;
-            };
+            }
+            let entry = self.jobs.remove(&id).expect("checked");
             let key = (entry.created_ms, id);
             self.all.remove(&key);
             self.by_status[status_index(entry.record.status)].remove(&key);

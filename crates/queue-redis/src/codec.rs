@@ -1,12 +1,48 @@
 //! Job hashes <-> `JobRecord`. Decoding names the field that is wrong, so a corrupt record
 //! fails its job with a clear error instead of taking the worker down.
+//!
+//! A running job's lease lives in the `leases` hash, apart from its record: a record is
+//! read together with its lease, and the lease overlays what `Start` wrote (as decided by
+//! `queue_core::rules`, the same rule the scripts apply when the attempt ends).
 
 use std::collections::HashMap;
 
-use queue_core::{Error, JobId, JobRecord, JobStatus, Payload, Priority, Result, from_millis};
+use queue_core::{
+    Error, Event, JobId, JobRecord, JobStatus, Payload, Priority, Result, from_millis,
+    rules::{self, EffectInput},
+};
+
+use crate::wire::LeaseEntry;
 
 /// Fields of a job hash, as returned by HGETALL.
 pub(crate) type Fields = HashMap<String, String>;
+
+/// Decodes a record and, when the job is running, its lease.
+pub(crate) fn decode_leased(
+    key_id: Option<JobId>,
+    f: &Fields,
+    lease: Option<&LeaseEntry>,
+) -> Result<JobRecord> {
+    let mut record = decode(key_id, f)?;
+    if let Some(lease) = lease {
+        let deferred: Vec<_> = rules::effect(Event::Start)
+            .iter()
+            .filter(|(field, _)| !rules::PROGRESS_FIELDS.contains(field))
+            .copied()
+            .collect();
+        record.apply_effect(
+            &deferred,
+            &EffectInput {
+                now: lease.started,
+                worker: Some(lease.worker.clone()),
+                ..EffectInput::default()
+            },
+        );
+        record.status = JobStatus::Processing;
+        record.cancel_requested = lease.cancel;
+    }
+    Ok(record)
+}
 
 /// Decodes a hash; `key_id` is the id the key names (used when the hash lacks its own).
 pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {

@@ -79,13 +79,11 @@ impl Target {
             // application if there is one.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
+        let errors = crate::error::Errors::new(url);
         let bad = |e: redis::RedisError| {
             Error::config(format!(
                 "Redis URL {url}: {}",
-                crate::error::redact(
-                    &e.to_string(),
-                    crate::error::password_of(url.expose()).as_deref()
-                )
+                errors.redact(&e.to_string())
             ))
         };
         if url.is_cluster() {

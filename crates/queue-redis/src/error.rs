@@ -1,55 +1,63 @@
-//! Redis errors mapped into the queue's error, classified precisely.
+//! Redis errors mapped into the queue's error, classified precisely, naming where Redis was
+//! and never what the password is.
 
-use queue_core::Error;
+use queue_core::{Error, RedisUrl};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
-/// Maps a client error: transport trouble is `Unavailable` (retryable), anything the server
-/// refused for a reason a retry will not fix is `Backend`. `secret` (a password) is cut out
-/// of every message.
-pub(crate) fn map(err: RedisError, secret: Option<&str>) -> Error {
-    let transient = err.is_io_error()
-        || err.is_connection_dropped()
-        || err.is_timeout()
-        || err.is_connection_refusal()
-        || err.is_cluster_error()
-        || matches!(
-            err.kind(),
-            ErrorKind::ClusterConnectionNotFound
-                | ErrorKind::Server(
-                    ServerErrorKind::BusyLoading
-                        | ServerErrorKind::MasterDown
-                        | ServerErrorKind::ReadOnly
-                        | ServerErrorKind::TryAgain
-                )
-        );
-    let message = redact(&err.to_string(), secret);
-    if transient {
-        Error::Unavailable {
-            backend: "redis",
-            source: message.into(),
-        }
-    } else {
-        Error::Backend {
-            backend: "redis",
-            message,
-        }
-    }
+/// Maps client errors for one deployment: transport trouble is `Unavailable` (retryable)
+/// and names the endpoints; anything the server refused for a reason a retry will not fix
+/// is `Backend`. Every password of the URL is cut out of every message.
+#[derive(Clone, Debug)]
+pub(crate) struct Errors {
+    secrets: Vec<String>,
+    endpoints: String,
 }
 
-pub(crate) fn redact(text: &str, secret: Option<&str>) -> String {
-    match secret {
-        Some(s) if !s.is_empty() => text.replace(s, "***"),
-        _ => text.to_owned(),
+impl Errors {
+    pub(crate) fn new(url: &RedisUrl) -> Self {
+        Self {
+            secrets: url.secrets(),
+            endpoints: url.endpoints().join(","),
+        }
     }
-}
 
-/// The password of a `redis://user:password@host` URL, if any.
-pub(crate) fn password_of(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    let (_, password) = userinfo.split_once(':')?;
-    (!password.is_empty()).then(|| password.to_owned())
+    pub(crate) fn map(&self, err: RedisError) -> Error {
+        let transient = err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_timeout()
+            || err.is_connection_refusal()
+            || err.is_cluster_error()
+            || matches!(
+                err.kind(),
+                ErrorKind::ClusterConnectionNotFound
+                    | ErrorKind::Server(
+                        ServerErrorKind::BusyLoading
+                            | ServerErrorKind::MasterDown
+                            | ServerErrorKind::ReadOnly
+                            | ServerErrorKind::TryAgain
+                    )
+            );
+        let message = self.redact(&err.to_string());
+        if transient {
+            Error::Unavailable {
+                backend: "redis",
+                source: format!("{}: {message}", self.endpoints).into(),
+            }
+        } else {
+            Error::Backend {
+                backend: "redis",
+                message,
+            }
+        }
+    }
+
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in &self.secrets {
+            out = out.replace(secret.as_str(), "***");
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -57,19 +65,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_are_found_and_cut() {
+    fn every_password_is_cut_and_the_endpoint_named() {
+        let url =
+            RedisUrl::parse("redis://:s3cret@h:1,redis://u:other@h:2/0?password=third").unwrap();
+        let errors = Errors::new(&url);
         assert_eq!(
-            password_of("redis://:s3cret@h:1/0").as_deref(),
-            Some("s3cret")
+            errors.redact("auth s3cret other third failed"),
+            "auth *** *** *** failed"
         );
-        assert_eq!(
-            password_of("redis://u:p%40ss@h:1").as_deref(),
-            Some("p%40ss")
-        );
-        assert_eq!(password_of("redis://h:1"), None);
-        assert_eq!(
-            redact("auth s3cret failed", Some("s3cret")),
-            "auth *** failed"
-        );
+        let refused = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused (password s3cret)",
+        ));
+        let err = errors.map(refused);
+        assert!(err.is_retryable());
+        let chain = err.chain();
+        assert!(chain.contains("h:1,h:2"), "{chain}");
+        assert!(!chain.contains("s3cret"), "{chain}");
     }
 }

@@ -1,5 +1,6 @@
 //! The only place Redis key names are built. Every key of a queue shares the hash tag
-//! `{<queue>}`, so all of them live in one Cluster slot and multi-key scripts work.
+//! `{<queue>}`, so all of them live in one Cluster slot, and every script declares every
+//! key it touches (`Static` for the fixed ones; job, history and worker keys by name).
 
 use queue_core::{JobId, JobStatus, Result, validate_queue_name};
 
@@ -8,6 +9,73 @@ use queue_core::{JobId, JobStatus, Result, validate_queue_name};
 pub(crate) struct Keys {
     prefix: String,
 }
+
+/// A key every queue has (as opposed to one per job, unique key or worker).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Static {
+    /// `ready:<band>`: ready jobs of a priority, scored by their place (a sequence).
+    Ready(u8),
+    /// `delayed:<band>`: jobs waiting for their due time (score).
+    Delayed(u8),
+    /// `active`: running jobs by lease expiry.
+    Active,
+    /// `leases`: running job -> its lease.
+    Leases,
+    /// `claims`: worker -> the last claim request id it sent.
+    Claims,
+    /// `st:<status>`: jobs of a status (not `processing`), by creation time.
+    Status(JobStatus),
+    /// `jobs`: every retained job, by creation time.
+    Jobs,
+    /// `finished`: finished jobs by completion time (the retention sweep).
+    Finished,
+    /// `dedup`: unique key -> its active job.
+    Dedup,
+    /// `stats`: lifetime counters.
+    Stats,
+    /// `seq`: the place counter of ready jobs.
+    Seq,
+    /// `marker`: wakes blocked fetchers.
+    Marker,
+    /// `workers`: live workers by the end of their liveness window.
+    Workers,
+}
+
+impl Static {
+    /// The name a script knows the key by (`K.<name>`).
+    pub(crate) fn lua_name(self) -> String {
+        match self {
+            Self::Ready(band) => format!("ready{band}"),
+            Self::Delayed(band) => format!("delayed{band}"),
+            Self::Active => "active".into(),
+            Self::Leases => "leases".into(),
+            Self::Claims => "claims".into(),
+            Self::Status(s) => format!("st_{s}"),
+            Self::Jobs => "jobs".into(),
+            Self::Finished => "finished".into(),
+            Self::Dedup => "dedup".into(),
+            Self::Stats => "stats".into(),
+            Self::Seq => "seq".into(),
+            Self::Marker => "marker".into(),
+            Self::Workers => "workers".into(),
+        }
+    }
+
+    fn key_name(self) -> String {
+        match self {
+            Self::Ready(band) => format!("ready:{band}"),
+            Self::Delayed(band) => format!("delayed:{band}"),
+            Self::Status(s) => format!("st:{s}"),
+            other => other.lua_name(),
+        }
+    }
+}
+
+/// The three ready queues, by band.
+pub(crate) const READY: [Static; 3] = [Static::Ready(0), Static::Ready(1), Static::Ready(2)];
+/// The three delayed sets, by band.
+pub(crate) const DELAYED: [Static; 3] =
+    [Static::Delayed(0), Static::Delayed(1), Static::Delayed(2)];
 
 impl Keys {
     /// Refuses queue names that would break the hash tag (`{`, `}`) or the layout (`:`).
@@ -23,7 +91,7 @@ impl Keys {
         })
     }
 
-    /// The common prefix, passed to every script.
+    /// The common prefix (scripts build channel names from it).
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -32,41 +100,34 @@ impl Keys {
         format!("{}{name}", self.prefix)
     }
 
+    pub(crate) fn of(&self, s: Static) -> String {
+        self.key(&s.key_name())
+    }
+
     pub(crate) fn job(&self, id: JobId) -> String {
         self.key(&format!("job:{id}"))
     }
-    pub(crate) fn ready(&self) -> String {
-        self.key("ready")
-    }
-    pub(crate) fn delayed(&self) -> String {
-        self.key("delayed")
-    }
-    pub(crate) fn active(&self) -> String {
-        self.key("active")
-    }
-    pub(crate) fn status(&self, status: JobStatus) -> String {
-        self.key(&format!("st:{status}"))
-    }
-    pub(crate) fn jobs(&self) -> String {
-        self.key("jobs")
+    /// The key of a job named by a string (it may not parse as an id).
+    pub(crate) fn job_named(&self, id: &str) -> String {
+        self.key(&format!("job:{id}"))
     }
     pub(crate) fn unique(&self, key: &str) -> String {
         self.key(&format!("uk:{key}"))
-    }
-    pub(crate) fn finished(&self) -> String {
-        self.key("finished")
-    }
-    pub(crate) fn stats(&self) -> String {
-        self.key("stats")
-    }
-    pub(crate) fn workers(&self) -> String {
-        self.key("workers")
     }
     pub(crate) fn worker(&self, id: &str) -> String {
         self.key(&format!("worker:{id}"))
     }
     pub(crate) fn marker(&self) -> String {
-        self.key("marker")
+        self.of(Static::Marker)
+    }
+    pub(crate) fn active(&self) -> String {
+        self.of(Static::Active)
+    }
+    pub(crate) fn status(&self, status: JobStatus) -> String {
+        self.of(Static::Status(status))
+    }
+    pub(crate) fn jobs(&self) -> String {
+        self.of(Static::Jobs)
     }
     pub(crate) fn events(&self) -> String {
         self.key("events")
@@ -99,14 +160,16 @@ mod tests {
         let id = JobId::new();
         for key in [
             k.job(id),
-            k.ready(),
+            k.of(Static::Ready(0)),
             k.status(JobStatus::Failed),
             k.unique("book-1"),
             k.worker("w"),
+            k.of(Static::Leases),
         ] {
             assert!(key.starts_with("dcs:{ai_processing}:"), "{key}");
         }
-        assert_eq!(k.ready(), "dcs:{ai_processing}:ready");
+        assert_eq!(k.of(Static::Ready(1)), "dcs:{ai_processing}:ready:1");
+        assert_eq!(Static::Status(JobStatus::Queued).lua_name(), "st_queued");
     }
 
     #[test]

@@ -1,12 +1,16 @@
 #![doc = include_str!("../README.md")]
 
-mod backend;
+mod broker;
+mod builder;
 mod codec;
 mod conn;
 mod error;
 mod keys;
+mod pubsub;
 mod scripts;
+mod store;
 #[cfg(feature = "testcontainers")]
 pub mod testing;
+mod wire;
 
-pub use backend::{RedisBackend, RedisBackendBuilder};
+pub use builder::{RedisBackend, RedisBackendBuilder};

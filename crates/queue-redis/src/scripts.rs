@@ -1,5 +1,6 @@
-//! The Lua scripts, one per state change, with the state machine of `queue-core` compiled
-//! into their shared prelude.
+//! The Lua scripts, one per state change (and a few reads that need the server's clock or
+//! one atomic view), with every rule of `queue-core` compiled into their shared prelude as
+//! tables, and every key they touch declared.
 //!
 //! On Redis 7+ they are loaded once as a Redis Function library (`FUNCTION LOAD`, which
 //! also persists and replicates them) and called with FCALL: the prelude's tables and
@@ -7,23 +8,235 @@
 //! Redis CPU per call. A server without Functions gets the same code through EVALSHA,
 //! falling back to EVAL on NOSCRIPT. Either way a missing library or script (a restarted
 //! server, a failover, SCRIPT/FUNCTION FLUSH) is sent again and the call retried: a call
-//! that failed that way did nothing.
+//! that failed that way did nothing. Loading a library deletes this crate's older ones,
+//! so they do not pile up across deployments (a worker still on an old version reloads
+//! its own on its next call).
 
 use std::{
     fmt::Write,
     sync::atomic::{AtomicBool, Ordering},
 };
 
-use queue_core::{Event, JobStatus, Priority, apply};
+use queue_core::{
+    Event, JobStatus, Priority, apply,
+    rules::{self, AttemptFacts, OutcomeKind},
+};
 use redis::{RedisResult, Value, aio::ConnectionLike};
 
-/// One entry point: its function name and its standalone script.
+use crate::keys::{DELAYED, Keys, READY, Static};
+
+/// One entry point: its function name, its standalone script and the static keys it
+/// declares (its other keys follow them in KEYS).
 #[derive(Debug)]
 pub(crate) struct Script {
     name: &'static str,
     function: String,
     code: String,
     sha: String,
+    statics: &'static [Static],
+}
+
+use Static as S;
+
+const ST_QUEUED: Static = S::Status(JobStatus::Queued);
+const ST_DONE: [Static; 4] = [
+    S::Status(JobStatus::Completed),
+    S::Status(JobStatus::Failed),
+    S::Status(JobStatus::Partial),
+    S::Status(JobStatus::Cancelled),
+];
+
+macro_rules! keys {
+    ($($group:expr),* $(,)?) => {{
+        const fn len() -> usize { 0 $(+ $group.len())* }
+        const ALL: [Static; len()] = {
+            let mut out = [Static::Active; len()];
+            let mut i = 0;
+            $(
+                let group = $group;
+                let mut j = 0;
+                while j < group.len() {
+                    out[i] = group[j];
+                    i += 1;
+                    j += 1;
+                }
+            )*
+            let _ = i;
+            out
+        };
+        &ALL
+    }};
+}
+
+/// name, body, static keys, read only.
+type Spec = (&'static str, &'static str, &'static [Static], bool);
+
+const SPECS: [Spec; 16] = [
+    (
+        "enqueue",
+        include_str!("scripts/enqueue.lua"),
+        keys![
+            READY,
+            DELAYED,
+            [
+                ST_QUEUED,
+                S::Jobs,
+                S::Finished,
+                S::Leases,
+                S::Dedup,
+                S::Stats,
+                S::Seq,
+                S::Marker
+            ]
+        ],
+        false,
+    ),
+    (
+        "claim",
+        include_str!("scripts/claim.lua"),
+        keys![
+            READY,
+            DELAYED,
+            [
+                S::Active,
+                S::Leases,
+                S::Claims,
+                ST_QUEUED,
+                S::Seq,
+                S::Marker
+            ]
+        ],
+        false,
+    ),
+    (
+        "finish",
+        include_str!("scripts/finish.lua"),
+        keys![
+            READY,
+            DELAYED,
+            [S::Active, S::Leases, S::Claims, ST_QUEUED],
+            ST_DONE,
+            [S::Jobs, S::Finished, S::Dedup, S::Stats, S::Seq, S::Marker]
+        ],
+        false,
+    ),
+    (
+        "heartbeat",
+        include_str!("scripts/heartbeat.lua"),
+        keys![[S::Active, S::Leases, S::Claims, S::Workers]],
+        false,
+    ),
+    (
+        "progress",
+        include_str!("scripts/progress.lua"),
+        keys![[S::Active, S::Leases]],
+        false,
+    ),
+    (
+        "cancel",
+        include_str!("scripts/cancel.lua"),
+        keys![
+            READY,
+            DELAYED,
+            [
+                S::Leases,
+                ST_QUEUED,
+                S::Status(JobStatus::Cancelled),
+                S::Finished,
+                S::Dedup,
+                S::Stats
+            ]
+        ],
+        false,
+    ),
+    (
+        "retry",
+        include_str!("scripts/retry.lua"),
+        keys![
+            READY,
+            [S::Leases, ST_QUEUED],
+            ST_DONE,
+            [S::Finished, S::Dedup, S::Seq, S::Marker]
+        ],
+        false,
+    ),
+    (
+        "expired",
+        include_str!("scripts/expired.lua"),
+        keys![[S::Active]],
+        true,
+    ),
+    (
+        "reap",
+        include_str!("scripts/reap.lua"),
+        keys![
+            READY,
+            [S::Active, S::Leases, ST_QUEUED],
+            ST_DONE,
+            [S::Jobs, S::Finished, S::Dedup, S::Stats, S::Marker]
+        ],
+        false,
+    ),
+    (
+        "due",
+        include_str!("scripts/due.lua"),
+        keys![[S::Finished]],
+        true,
+    ),
+    (
+        "sweep",
+        include_str!("scripts/sweep.lua"),
+        keys![
+            [S::Finished, S::Jobs, ST_QUEUED],
+            ST_DONE,
+            [S::Dedup, S::Leases]
+        ],
+        false,
+    ),
+    (
+        "read",
+        include_str!("scripts/read.lua"),
+        keys![[S::Leases]],
+        true,
+    ),
+    (
+        "stats",
+        include_str!("scripts/stats.lua"),
+        keys![
+            [ST_QUEUED],
+            ST_DONE,
+            [S::Active, S::Jobs],
+            DELAYED,
+            READY,
+            [S::Workers, S::Stats]
+        ],
+        true,
+    ),
+    (
+        "live",
+        include_str!("scripts/live.lua"),
+        keys![[S::Workers, S::Leases]],
+        true,
+    ),
+    (
+        "deregister",
+        include_str!("scripts/deregister.lua"),
+        keys![[S::Workers, S::Claims]],
+        false,
+    ),
+    (
+        "heal",
+        include_str!("scripts/heal.lua"),
+        keys![[S::Dedup, S::Leases]],
+        false,
+    ),
+];
+
+impl Script {
+    /// How many static keys it declares: its other keys start at `KEYS[n + 1]`.
+    pub(crate) fn static_keys(&self) -> usize {
+        self.statics.len()
+    }
 }
 
 /// Every entry point, and how they are called on this server.
@@ -31,28 +244,34 @@ pub(crate) struct Script {
 pub(crate) struct Scripts {
     pub(crate) enqueue: Script,
     pub(crate) claim: Script,
+    pub(crate) finish: Script,
     pub(crate) heartbeat: Script,
     pub(crate) progress: Script,
-    pub(crate) finish: Script,
     pub(crate) cancel: Script,
     pub(crate) retry: Script,
+    pub(crate) expired: Script,
     pub(crate) reap: Script,
+    pub(crate) due: Script,
     pub(crate) sweep: Script,
+    pub(crate) read: Script,
+    pub(crate) stats: Script,
+    pub(crate) live: Script,
+    pub(crate) deregister: Script,
+    pub(crate) heal: Script,
     library: String,
+    library_name: String,
     functions: AtomicBool,
 }
 
-const BODIES: [(&str, &str); 9] = [
-    ("enqueue", include_str!("scripts/enqueue.lua")),
-    ("claim", include_str!("scripts/claim.lua")),
-    ("heartbeat", include_str!("scripts/heartbeat.lua")),
-    ("progress", include_str!("scripts/progress.lua")),
-    ("finish", include_str!("scripts/finish.lua")),
-    ("cancel", include_str!("scripts/cancel.lua")),
-    ("retry", include_str!("scripts/retry.lua")),
-    ("reap", include_str!("scripts/reap.lua")),
-    ("sweep", include_str!("scripts/sweep.lua")),
-];
+/// `local K = {name = KEYS[i], ...}` and `NS` for one entry point.
+fn header(statics: &[Static]) -> String {
+    let mut out = String::from("local K = {");
+    for (i, s) in statics.iter().enumerate() {
+        let _ = write!(out, " {} = KEYS[{}],", s.lua_name(), i + 1);
+    }
+    let _ = writeln!(out, " }}\nlocal NS = {}", statics.len());
+    out
+}
 
 impl Scripts {
     pub(crate) fn load() -> Self {
@@ -65,45 +284,66 @@ impl Scripts {
         // share a server during a rolling deploy.
         let version = {
             let mut all = prelude.clone();
-            BODIES.iter().for_each(|(_, b)| all.push_str(b));
+            SPECS.iter().for_each(|(_, b, k, _)| {
+                all.push_str(b);
+                all.push_str(&header(k));
+            });
             redis::Script::new(&all).get_hash()[..12].to_owned()
         };
-        let lib = format!("dcsq_{version}");
+        let lib = format!("{LIBRARY_PREFIX}{version}");
         let mut library = format!("#!lua name={lib}\n{prelude}\n");
-        for (name, body) in BODIES {
+        for (name, body, statics, read_only) in SPECS {
+            let flags = if read_only {
+                ", flags = { 'no-writes' }"
+            } else {
+                ""
+            };
             let _ = write!(
                 library,
-                "redis.register_function('{lib}_{name}', function(KEYS, ARGV)\nbegin(ARGV)\n{body}\nend)\n"
+                "redis.register_function{{ function_name = '{lib}_{name}', callback = function(KEYS, ARGV)\n{}begin(ARGV)\n{body}\nend{flags} }}\n",
+                header(statics)
             );
         }
-        let mut scripts = BODIES.iter().map(|(name, body)| {
-            let code = format!("{prelude}\nbegin(ARGV)\n-- {name}\n{body}");
+        let mut scripts = SPECS.iter().map(|(name, body, statics, _)| {
+            let code = format!(
+                "{prelude}\n{}begin(ARGV)\n-- {name}\n{body}",
+                header(statics)
+            );
             let sha = redis::Script::new(&code).get_hash().to_owned();
             Script {
                 name,
                 function: format!("{lib}_{name}"),
                 code,
                 sha,
+                statics,
             }
         });
-        let mut next = || scripts.next().expect("one script per body");
+        let mut next = || scripts.next().expect("one script per spec");
         Self {
             enqueue: next(),
             claim: next(),
+            finish: next(),
             heartbeat: next(),
             progress: next(),
-            finish: next(),
             cancel: next(),
             retry: next(),
+            expired: next(),
             reap: next(),
+            due: next(),
             sweep: next(),
+            read: next(),
+            stats: next(),
+            live: next(),
+            deregister: next(),
+            heal: next(),
             library,
+            library_name: lib,
             functions: AtomicBool::new(false),
         }
     }
 
-    /// Loads the function library; without Functions (Redis < 7, or `allowed` false),
-    /// scripts are used.
+    /// Loads the function library (and deletes this crate's older ones); without
+    /// Functions (Redis < 7, or `allowed` false), scripts are used.
     pub(crate) async fn prepare<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
@@ -115,6 +355,7 @@ impl Scripts {
         match self.load_library(conn).await {
             Ok(()) => {
                 self.functions.store(true, Ordering::Relaxed);
+                self.delete_old_libraries(conn).await;
                 Ok(())
             }
             // Only a server without Functions (or a user not allowed to load them) falls back
@@ -138,17 +379,47 @@ impl Scripts {
             .map(drop)
     }
 
-    /// Runs `script` with one routing key (every key it touches shares that key's slot).
+    async fn delete_old_libraries<C: ConnectionLike + Send>(&self, conn: &mut C) {
+        let listed = redis::cmd("FUNCTION")
+            .arg("LIST")
+            .arg("LIBRARYNAME")
+            .arg(format!("{LIBRARY_PREFIX}*"))
+            .query_async::<Value>(conn)
+            .await;
+        let Ok(listed) = listed else { return };
+        for name in library_names(&listed) {
+            if name != self.library_name && name.starts_with(LIBRARY_PREFIX) {
+                let deleted = redis::cmd("FUNCTION")
+                    .arg("DELETE")
+                    .arg(&name)
+                    .query_async::<Value>(conn)
+                    .await;
+                if let Err(err) = deleted {
+                    tracing::debug!(library = %name, error = %err, "could not delete an old function library");
+                }
+            }
+        }
+    }
+
+    /// Runs `script` with its static keys, then `dynamic` keys, then `args` (after the
+    /// prefix and the time every script takes first).
     pub(crate) async fn run<C: ConnectionLike + Send>(
         &self,
         script: &Script,
         conn: &mut C,
-        key: &str,
+        keys: &Keys,
+        dynamic: &[String],
         args: &[String],
     ) -> RedisResult<Value> {
+        let mut all_keys: Vec<String> = script.statics.iter().map(|s| keys.of(*s)).collect();
+        all_keys.extend_from_slice(dynamic);
         if self.functions.load(Ordering::Relaxed) {
             let mut fcall = redis::cmd("FCALL");
-            fcall.arg(&script.function).arg(1).arg(key).arg(args);
+            fcall
+                .arg(&script.function)
+                .arg(all_keys.len())
+                .arg(&all_keys)
+                .arg(args);
             match fcall.query_async::<Value>(conn).await {
                 Err(err) if err.to_string().contains("Function not found") => {
                     tracing::debug!(
@@ -162,7 +433,11 @@ impl Scripts {
             }
         } else {
             let mut evalsha = redis::cmd("EVALSHA");
-            evalsha.arg(&script.sha).arg(1).arg(key).arg(args);
+            evalsha
+                .arg(&script.sha)
+                .arg(all_keys.len())
+                .arg(&all_keys)
+                .arg(args);
             match evalsha.query_async::<Value>(conn).await {
                 Err(err)
                     if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
@@ -172,7 +447,10 @@ impl Scripts {
                         "script not cached on the server; sending it"
                     );
                     let mut eval = redis::cmd("EVAL");
-                    eval.arg(&script.code).arg(1).arg(key).arg(args);
+                    eval.arg(&script.code)
+                        .arg(all_keys.len())
+                        .arg(&all_keys)
+                        .arg(args);
                     eval.query_async(conn).await
                 }
                 other => other,
@@ -186,6 +464,34 @@ impl Scripts {
     }
 }
 
+/// Function libraries of this crate are named `dcsq_<hash of their code>`.
+const LIBRARY_PREFIX: &str = "dcsq_";
+
+fn library_names(listed: &Value) -> Vec<String> {
+    let Value::Array(libraries) = listed else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for library in libraries {
+        let pairs: Vec<(&Value, &Value)> = match library {
+            Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
+            Value::Array(items) => items
+                .chunks(2)
+                .filter_map(|c| Some((c.first()?, c.get(1)?)))
+                .collect(),
+            _ => continue,
+        };
+        for (k, v) in pairs {
+            if let (Some(k), Some(v)) = (crate::wire::text(k), crate::wire::text(v))
+                && k == "library_name"
+            {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
 fn functions_refused(err: &redis::RedisError) -> bool {
     let text = err.to_string().to_ascii_lowercase();
     err.code() == Some("NOPERM")
@@ -193,8 +499,12 @@ fn functions_refused(err: &redis::RedisError) -> bool {
         || text.contains("unknown subcommand")
 }
 
-/// The Lua tables: `NEXT[status][event]` from `queue_core::apply` over every pair, and the
-/// status and priority name sets. The rules exist once, in Rust.
+fn lua_bool(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
+/// The Lua tables: every rule of `queue_core` (`apply` over every pair, and each function
+/// of `queue_core::rules` over its whole domain). The rules exist once, in Rust.
 fn generated_tables() -> String {
     let mut lua = String::from("local NEXT = {\n");
     for from in JobStatus::ALL {
@@ -222,6 +532,82 @@ fn generated_tables() -> String {
     for p in Priority::ALL {
         let _ = write!(lua, " [{}] = '{}',", p.band(), p.as_str());
     }
+    lua.push_str(" }\nlocal EFFECT = {\n");
+    for event in Event::ALL {
+        let _ = write!(lua, "  {} = {{", event.as_str());
+        for (field, change) in rules::effect(event) {
+            let _ = write!(lua, " {{ '{}', '{}' }},", field.as_str(), change.as_str());
+        }
+        lua.push_str(" },\n");
+    }
+    lua.push_str("}\nlocal START_DEFERRED = {");
+    for (field, change) in rules::effect(Event::Start) {
+        if !rules::PROGRESS_FIELDS.contains(field) {
+            let _ = write!(lua, " {{ '{}', '{}' }},", field.as_str(), change.as_str());
+        }
+    }
+    lua.push_str(" }\nlocal SETTLE = {\n");
+    for kind in OutcomeKind::ALL {
+        let _ = write!(lua, "  {} = {{", kind.as_str());
+        for cancel in [false, true] {
+            let _ = write!(lua, " [{}] = {{", lua_bool(cancel));
+            for retries_left in [false, true] {
+                let facts = AttemptFacts {
+                    cancel_requested: cancel,
+                    retries_left,
+                };
+                let event = rules::settle(kind, facts);
+                let _ = write!(lua, " [{}] = '{}',", lua_bool(retries_left), event.as_str());
+            }
+            lua.push_str(" },");
+        }
+        lua.push_str(" },\n");
+    }
+    lua.push_str("}\nlocal EXPIRE = {");
+    for cancel in [false, true] {
+        let _ = write!(lua, " [{}] = {{", lua_bool(cancel));
+        for retries_left in [false, true] {
+            let event = rules::on_lease_expired(AttemptFacts {
+                cancel_requested: cancel,
+                retries_left,
+            });
+            let _ = write!(lua, " [{}] = '{}',", lua_bool(retries_left), event.as_str());
+        }
+        lua.push_str(" },");
+    }
+    lua.push_str(" }\nlocal CANCEL = {\n");
+    for status in JobStatus::ALL {
+        let _ = write!(lua, "  {} = {{", status.as_str());
+        for requested in [false, true] {
+            let action = rules::on_cancel(status, requested);
+            let _ = write!(lua, " [{}] = '{}',", lua_bool(requested), action.as_str());
+        }
+        lua.push_str(" },\n");
+    }
+    lua.push_str("}\nlocal PLACE = {");
+    for event in Event::ALL {
+        let _ = write!(
+            lua,
+            " {} = '{}',",
+            event.as_str(),
+            rules::placement(event).as_str()
+        );
+    }
+    lua.push_str(" }\nlocal COUNTER = {");
+    for event in Event::ALL {
+        if let Some(counter) = rules::counter(event) {
+            let _ = write!(lua, " {} = '{}',", event.as_str(), counter);
+        }
+    }
+    lua.push_str(" }\nlocal LEASE_MSG = {");
+    for retries_left in [false, true] {
+        let (before, after) = rules::lease_expired_template(retries_left);
+        let _ = write!(
+            lua,
+            " [{}] = {{ '{before}', '{after}' }},",
+            lua_bool(retries_left)
+        );
+    }
     lua.push_str(" }\n");
     lua
 }
@@ -231,28 +617,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_lua_table_is_the_state_machine() {
+    fn the_lua_tables_are_the_rules() {
         let lua = generated_tables();
-        assert!(
-            lua.contains("queued = { start = 'processing', cancel = 'cancelled', }"),
-            "{lua}"
-        );
-        assert!(lua.contains("completed = { }"), "{lua}");
-        assert!(
-            lua.contains("failed = { manual_retry = 'queued', }"),
-            "{lua}"
-        );
+        for expected in [
+            "queued = { start = 'processing', cancel = 'cancelled', }",
+            "completed = { }",
+            "failed = { manual_retry = 'queued', }",
+            // A requested cancel wins over a success; a retry without retries fails.
+            "completed = { [false] = { [false] = 'complete', [true] = 'complete', }, [true] = { [false] = 'cancel', [true] = 'cancel', }, }",
+            "retry = { [false] = { [false] = 'fail', [true] = 'retry', },",
+            "local EXPIRE = { [false] = { [false] = 'fail', [true] = 'lease_expired', }, [true] = { [false] = 'cancel', [true] = 'cancel', }, }",
+            "processing = { [false] = 'request', [true] = 'already_requested', }",
+            "queued = { [false] = 'cancel', [true] = 'cancel', }",
+            "retry = 'delayed'",
+            "lease_expired = 'ready_in_place'",
+            "complete = 'completed'",
+            "[true] = { 'lease expired: worker ', ' stopped renewing it' }",
+            "local START_DEFERRED = { { 'started_at', 'now' }, { 'run_at', 'clear' }, { 'worker_id', 'input' }, }",
+        ] {
+            assert!(lua.contains(expected), "missing {expected}\n{lua}");
+        }
         let scripts = Scripts::load();
         assert_ne!(scripts.claim.sha, scripts.finish.sha);
         assert_eq!(scripts.claim.sha.len(), 40);
         assert!(scripts.library.starts_with("#!lua name=dcsq_"));
-        assert!(scripts.library.contains(&format!(
-            "redis.register_function('{}'",
-            scripts.finish.function
-        )));
+        assert!(
+            scripts
+                .library
+                .contains(&format!("function_name = '{}'", scripts.finish.function))
+        );
         assert!(
             !scripts.uses_functions(),
             "scripts until the library is loaded"
         );
+    }
+
+    #[test]
+    fn every_key_a_script_names_is_declared() {
+        // A script may only use `K.<name>` for the static keys it declares.
+        for (name, body, statics, _) in SPECS {
+            let declared: Vec<String> = statics.iter().map(|s| s.lua_name()).collect();
+            let mut rest = body;
+            while let Some(at) = rest.find("K.") {
+                let after = &rest[at + 2..];
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                let used = &after[..end];
+                assert!(
+                    declared.iter().any(|d| d == used),
+                    "{name}.lua uses K.{used} without declaring it"
+                );
+                rest = &after[end..];
+            }
+        }
     }
 }

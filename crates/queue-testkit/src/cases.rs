@@ -18,11 +18,7 @@ fn job(n: u32) -> NewJob {
 }
 
 fn req(worker: &str, max: usize) -> ClaimRequest {
-    ClaimRequest {
-        worker: WorkerId::new(worker),
-        max,
-        lease: LEASE,
-    }
+    ClaimRequest::new(WorkerId::new(worker), max, LEASE)
 }
 
 fn beat(worker: &str) -> WorkerBeat {
@@ -159,6 +155,11 @@ pub async fn unique_key_refused_while_active(h: &Harness) {
     finish(h, &lease, completed()).await;
     let second = enqueue(h, job(5).unique_key("book-1")).await;
     assert_ne!(second.job_id, first.job_id);
+    let totals = h.backend.stats().await.unwrap().totals;
+    assert_eq!(
+        totals.enqueued, 3,
+        "refused duplicates are not counted as enqueued"
+    );
     // A cancelled queued job frees its key too.
     assert_eq!(
         h.backend.cancel(second.job_id).await.unwrap(),
@@ -288,7 +289,7 @@ pub async fn cancel_running_job(h: &Harness) {
         .heartbeat(&beat("w1"), &[lease.to_ref()])
         .await
         .unwrap();
-    assert_eq!(reply.cancel, vec![a.job_id]);
+    assert_eq!(reply.cancel, vec![lease.to_ref()]);
     assert!(reply.lost.is_empty());
     let status = h.backend.progress(&lease.to_ref(), 10, None).await.unwrap();
     assert!(status.cancel_requested);
@@ -453,7 +454,7 @@ pub async fn expired_holder_cannot_write(h: &Harness) {
         .heartbeat(&beat("w1"), &[lease.to_ref()])
         .await
         .unwrap();
-    assert_eq!(reply.lost, vec![a.job_id]);
+    assert_eq!(reply.lost, vec![lease.to_ref()]);
     let r = get(h, a.job_id).await;
     assert_eq!(
         (r.status, r.progress),
@@ -1088,6 +1089,259 @@ pub async fn bad_input_is_refused(h: &Harness) {
         h.backend.list(&ListQuery::new().limit(0)).await,
         Err(Error::InvalidArgument { .. })
     ));
-    assert_eq!(h.backend.stats().await.unwrap().total, 0);
+    // Bounds: each refusal names the field, and nothing is stored.
+    for (bad, field) in [
+        (job(2).delay(Duration::from_secs(u64::MAX)), "delay"),
+        (job(3).timeout(Duration::ZERO), "timeout"),
+        (job(4).max_retries(u32::MAX), "max_retries"),
+        (
+            NewJob::new("conformance", &"x".repeat(2 << 20)).unwrap(),
+            "payload",
+        ),
+    ] {
+        match h.backend.enqueue(bad.clone()).await.unwrap_err() {
+            Error::InvalidArgument { message } => {
+                assert!(message.starts_with(field), "{field}: {message}")
+            }
+            other => panic!("{field}: expected InvalidArgument, got {other:?}"),
+        }
+        let batch = h.backend.enqueue_many(vec![bad, job(5)]).await.unwrap();
+        assert!(matches!(batch[0], Err(Error::InvalidArgument { .. })));
+        h.backend
+            .cancel(batch[1].as_ref().unwrap().job_id)
+            .await
+            .unwrap();
+    }
+    let s = h.backend.stats().await.unwrap();
+    assert_eq!((s.total, s.queued, s.cancelled), (4, 0, 4));
     h.backend.health().await.unwrap();
+}
+
+/// A claim sent again with the same request id (its reply was lost, or a client re-sent
+/// it) answers the leases the first one took and still held, and takes nothing more.
+pub async fn claim_sent_twice_takes_nothing_more(h: &Harness) {
+    for n in 0..4 {
+        enqueue(h, job(n)).await;
+    }
+    let request = req("w1", 2);
+    let first = h.backend.fetch(&request, Duration::ZERO).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let again = h.backend.fetch(&request, Duration::ZERO).await.unwrap();
+    let tokens = |leases: &[Lease]| {
+        let mut v: Vec<(JobId, LeaseToken)> = leases
+            .iter()
+            .map(|l| (l.job.job_id, l.token.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        tokens(&again),
+        tokens(&first),
+        "the same leases, not new ones"
+    );
+    assert_eq!(h.backend.stats().await.unwrap().processing, 2);
+    // Once one of them ended, the replay answers the other only.
+    finish(h, &first[0], completed()).await;
+    let again = h.backend.fetch(&request, Duration::ZERO).await.unwrap();
+    assert_eq!(tokens(&again), tokens(&first[1..]));
+    // A new request takes new jobs.
+    assert_eq!(fetch(h, 10).await.len(), 2);
+    assert_eq!(h.backend.stats().await.unwrap().processing, 3);
+}
+
+/// A finish sent again after it was applied answers the same status (and the same next
+/// lease) instead of `LeaseLost`; a different token still gets `LeaseLost`.
+pub async fn finish_sent_twice_is_answered_once(h: &Harness) {
+    let a = enqueue(h, job(1)).await;
+    let b = enqueue(h, job(2)).await;
+    let lease = claim_one(h).await;
+    let next = req("w1", 1);
+    let first = h
+        .backend
+        .finish(&lease.to_ref(), completed(), Some(next.clone()))
+        .await
+        .unwrap();
+    assert_eq!(first.status, JobStatus::Completed);
+    let next_lease = first.next.expect("the next job is leased");
+    assert_eq!(next_lease.job.job_id, b.job_id);
+    let again = h
+        .backend
+        .finish(&lease.to_ref(), completed(), Some(next))
+        .await
+        .unwrap();
+    assert_eq!(again.status, JobStatus::Completed);
+    let replayed = again.next.expect("the same next lease");
+    assert_eq!(
+        (replayed.job.job_id, replayed.token.clone()),
+        (b.job_id, next_lease.token.clone())
+    );
+    let s = h.backend.stats().await.unwrap();
+    assert_eq!((s.completed, s.processing, s.totals.completed), (1, 1, 1));
+    let forged = LeaseRef {
+        job_id: a.job_id,
+        token: LeaseToken::new("forged"),
+    };
+    assert!(matches!(
+        h.backend.finish(&forged, completed(), None).await,
+        Err(Error::LeaseLost { .. })
+    ));
+}
+
+/// A requested cancel wins over whatever the holder reports afterwards, success included:
+/// the caller was told the job would be cancelled.
+pub async fn cancel_wins_over_a_late_success(h: &Harness) {
+    for (n, outcome) in [
+        (
+            1,
+            Outcome::Completed {
+                result: Some(json!({ "done": true })),
+            },
+        ),
+        (
+            2,
+            Outcome::Partial {
+                result: None,
+                error: "audio".into(),
+            },
+        ),
+        (3, Outcome::Released),
+        (4, Outcome::Failed { error: "x".into() }),
+    ] {
+        let a = enqueue(h, job(n).unique_key("book-c")).await;
+        let lease = claim_one(h).await;
+        assert_eq!(
+            h.backend.cancel(a.job_id).await.unwrap(),
+            CancelOutcome::Requested
+        );
+        assert_eq!(finish(h, &lease, outcome).await, JobStatus::Cancelled);
+        let r = get(h, a.job_id).await;
+        assert_eq!((r.status, r.cancel_requested), (JobStatus::Cancelled, true));
+        assert_eq!(r.result, None, "the late result is not stored");
+        assert!(r.completed_at.is_some());
+    }
+    let s = h.backend.stats().await.unwrap();
+    assert_eq!((s.cancelled, s.completed, s.queued), (4, 0, 0));
+}
+
+/// Cancelling a running job twice is answered `Requested` twice, with one
+/// `cancel_requested` event.
+pub async fn repeated_cancel_emits_one_event(h: &Harness) {
+    let mut events = h.backend.subscribe().await.unwrap();
+    let a = enqueue(h, job(1)).await;
+    let lease = claim_one(h).await;
+    for _ in 0..3 {
+        assert_eq!(
+            h.backend.cancel(a.job_id).await.unwrap(),
+            CancelOutcome::Requested
+        );
+    }
+    finish(h, &lease, Outcome::Cancelled).await;
+    let mut requests = 0;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("events arrive")
+            .expect("stream open");
+        match event.kind {
+            EventKind::CancelRequested => requests += 1,
+            EventKind::Transition {
+                to: JobStatus::Cancelled,
+                ..
+            } => break,
+            _ => {}
+        }
+    }
+    assert_eq!(requests, 1);
+}
+
+/// A heartbeat's reply names leases, not jobs: a stale lease of a job that the same worker
+/// holds again under a new lease is reported lost without touching the new one.
+pub async fn heartbeat_reply_names_leases(h: &Harness) {
+    let a = enqueue(h, job(1)).await;
+    let old = claim_one(h).await;
+    assert_eq!(finish(h, &old, retry(0)).await, JobStatus::Queued);
+    let new = claim_one(h).await;
+    assert_eq!(new.job.job_id, a.job_id);
+    let reply = h
+        .backend
+        .heartbeat(&beat("w1"), &[old.to_ref(), new.to_ref()])
+        .await
+        .unwrap();
+    assert_eq!(reply.lost, vec![old.to_ref()]);
+    assert!(reply.cancel.is_empty());
+    h.backend.cancel(a.job_id).await.unwrap();
+    let reply = h
+        .backend
+        .heartbeat(&beat("w1"), &[old.to_ref(), new.to_ref()])
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.lost, reply.cancel),
+        (vec![old.to_ref()], vec![new.to_ref()])
+    );
+}
+
+/// The sweep deletes any number of due records in bounded batches, never a live job,
+/// and an id whose record was swept starts afresh.
+pub async fn sweep_keeps_up_and_spares_live_jobs(h: &Harness) {
+    let mut ids = Vec::new();
+    for n in 0..25 {
+        let r = enqueue(h, job(n).unique_key(format!("book-{n}"))).await;
+        ids.push(r.job_id);
+    }
+    while let Some(lease) = fetch(h, 1).await.pop() {
+        finish(h, &lease, completed()).await;
+    }
+    h.advance(Duration::from_secs(3601));
+    let live = enqueue(h, job(99).unique_key("book-0")).await;
+    let mut batches = Vec::new();
+    loop {
+        let n = h.backend.sweep(10).await.unwrap();
+        batches.push(n);
+        if n < 10 {
+            break;
+        }
+    }
+    assert_eq!(batches, [10, 10, 5]);
+    let s = h.backend.stats().await.unwrap();
+    assert_eq!((s.total, s.completed, s.queued), (1, 0, 1));
+    assert_eq!(get(h, live.job_id).await.status, JobStatus::Queued);
+    // A swept id can be used again: a new job, not the old record.
+    let reused = enqueue(h, job(7).job_id(ids[3])).await;
+    assert_eq!(
+        (reused.status, reused.unique_key.as_deref()),
+        (JobStatus::Queued, None)
+    );
+    assert_eq!(n_of(&reused), 7);
+    h.advance(Duration::from_secs(7200));
+    assert_eq!(h.backend.sweep(100).await.unwrap(), 0, "live jobs stay");
+    assert_eq!(get(h, ids[3]).await.status, JobStatus::Queued);
+    let history = h
+        .backend
+        .list(&ListQuery::new().unique_key("book-3"))
+        .await
+        .unwrap();
+    assert!(
+        history.jobs.is_empty(),
+        "no index entry outlives its record"
+    );
+}
+
+/// A retry delay beyond the limit (a handler's `retry_after`) is capped, never overflows.
+pub async fn retry_after_is_capped(h: &Harness) {
+    let a = enqueue(h, job(1)).await;
+    let lease = claim_one(h).await;
+    let outcome = Outcome::Retry {
+        error: "come back much later".into(),
+        delay: Duration::MAX,
+    };
+    assert_eq!(finish(h, &lease, outcome).await, JobStatus::Queued);
+    let r = get(h, a.job_id).await;
+    let due = to_millis(r.run_at.expect("delayed"));
+    let limit = crate::suite_config("x").limits.delay;
+    assert_eq!(
+        due,
+        to_millis(lease.job.started_at.unwrap()) + limit.as_millis() as i64
+    );
 }

@@ -14,9 +14,25 @@
 
 pub mod cases;
 mod harness;
+pub mod model;
+pub mod properties;
 pub mod servers;
 
 pub use harness::{Harness, suite_config};
+pub use model::Model;
+
+/// Stamps the model-checked suite into a backend's tests: one `#[test]` that runs
+/// `DCS_MODEL_CASES` (default `$cases`) random runs of up to `$steps` steps against fresh
+/// backends from `$factory` and the reference [`Model`].
+#[macro_export]
+macro_rules! model_tests {
+    ($factory:path, $cases:expr, $steps:expr) => {
+        #[test]
+        fn matches_the_model() {
+            $crate::properties::check($factory, $crate::properties::cases($cases), $steps);
+        }
+    };
+}
 
 /// Stamps one `#[tokio::test]` per conformance case, each calling `$factory(clock)` for a
 /// fresh backend. Adding a case here adds it to every backend.
@@ -51,7 +67,14 @@ macro_rules! conformance_tests {
             finish_claims_next,
             fetch_waits_for_work,
             completed_record_fields,
-            bad_input_is_refused
+            bad_input_is_refused,
+            claim_sent_twice_takes_nothing_more,
+            finish_sent_twice_is_answered_once,
+            cancel_wins_over_a_late_success,
+            repeated_cancel_emits_one_event,
+            heartbeat_reply_names_leases,
+            sweep_keeps_up_and_spares_live_jobs,
+            retry_after_is_capped
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -97,6 +97,10 @@ impl WorkerBuilder {
         s.shutdown_grace = cfg.shutdown_grace;
         s.retry = cfg.retry_policy();
         s.reap_interval = cfg.lease / 2;
+        // Often enough that a short retention is honoured; the sweep then catches up in
+        // batches, whatever the finish rate.
+        s.sweep_interval =
+            (cfg.retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
         self
     }
 
@@ -177,9 +181,15 @@ impl WorkerBuilder {
         self
     }
 
-    /// Checks the settings.
+    /// Checks the settings. A worker without handlers is refused: it would only fail
+    /// (or bounce) every job it took.
     pub fn build(self) -> Result<Worker> {
         let s = &self.settings;
+        if self.registry.tasks().is_empty() {
+            return Err(Error::config(
+                "the worker has no handlers: register at least one task before building it",
+            ));
+        }
         if s.concurrency == 0 {
             return Err(Error::config("worker concurrency must be at least 1"));
         }

@@ -1,8 +1,12 @@
 //! What a handler gets besides its payload: progress, cancellation, the record.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use queue_core::{Error, JobId, JobRecord, LeaseRef, Monotonic, Stages};
+use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::running::{Running, StopReason};
@@ -19,6 +23,8 @@ struct Inner {
     lease: LeaseRef,
     running: Arc<Running>,
     broker: Arc<dyn queue_core::Broker>,
+    /// The lease a progress report renews.
+    lease_duration: Duration,
     reported: Mutex<(Monotonic, Option<String>)>,
 }
 
@@ -28,6 +34,7 @@ impl JobContext {
         lease: LeaseRef,
         running: Arc<Running>,
         broker: Arc<dyn queue_core::Broker>,
+        lease_duration: Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -35,6 +42,7 @@ impl JobContext {
                 lease,
                 running,
                 broker,
+                lease_duration,
                 reported: Mutex::new((Monotonic::default(), None)),
             }),
         }
@@ -77,17 +85,61 @@ impl JobContext {
             }
             (value, step)
         };
+        let sent = Instant::now();
         match self
             .inner
             .broker
             .progress(&self.inner.lease, value, step.map(str::to_owned))
             .await
         {
-            Ok(status) if status.cancel_requested => self.inner.running.stop(StopReason::Cancelled),
-            Ok(_) => {}
-            Err(Error::LeaseLost { .. }) => self.inner.running.stop(StopReason::LeaseLost),
+            Ok(status) => {
+                // A progress report renews the lease too.
+                self.inner.running.renewed(sent, self.inner.lease_duration);
+                if status.cancel_requested {
+                    self.inner.running.stop(StopReason::Cancelled);
+                }
+            }
+            Err(Error::LeaseLost { .. }) => {
+                self.inner.running.stop(StopReason::LeaseLost);
+            }
             Err(err) => tracing::warn!(error = %err.chain(), "progress update failed"),
         }
+    }
+
+    /// Runs blocking work (CPU-heavy parsing, a synchronous library) on tokio's blocking
+    /// pool, tied to this attempt: the attempt keeps its concurrency slot, and the worker
+    /// keeps renewing its lease and holds back its outcome, until `work` has really ended,
+    /// even after a timeout or a cancel. So no more bodies run than the concurrency allows
+    /// and a timed-out attempt's work never overlaps the next attempt's.
+    ///
+    /// Work started with plain `tokio::task::spawn_blocking` or `std::thread::spawn` is not
+    /// tracked: when the attempt times out the worker frees the slot while it goes on.
+    /// Long work should watch [`JobContext::cancellation_token`] and return early.
+    ///
+    /// ```
+    /// # async fn demo(ctx: queue_worker::JobContext) -> Result<(), queue_core::JobError> {
+    /// let stop = ctx.cancellation_token();
+    /// let words = ctx
+    ///     .spawn_blocking(move || {
+    ///         let mut n = 0;
+    ///         for page in 0..1000 {
+    ///             if stop.is_cancelled() {
+    ///                 break;
+    ///             }
+    ///             n += page; // parse a page
+    ///         }
+    ///         n
+    ///     })
+    ///     .await?;
+    /// # let _ = words; Ok(())
+    /// # }
+    /// ```
+    pub fn spawn_blocking<F, R>(&self, work: F) -> JoinHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.inner.running.blocking.spawn_blocking(work)
     }
 
     /// A reporter that turns stage progress into overall progress with `stages`' weights.
@@ -111,7 +163,8 @@ impl JobContext {
         self.inner.running.token().is_cancelled()
     }
 
-    /// A token that fires when the job must stop, for `spawn_blocking` work.
+    /// A token that fires when the job must stop, for blocking work (see
+    /// [`JobContext::spawn_blocking`]).
     pub fn cancellation_token(&self) -> CancellationToken {
         self.inner.running.token().clone()
     }

@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
 
+mod attempt;
 mod builder;
 mod context;
 mod registry;
 mod running;
 mod shutdown;
+mod upkeep;
 mod worker;
 
 pub use builder::WorkerBuilder;

@@ -1,30 +1,32 @@
-//! The run loop: fetch under a concurrency limit, run each job in its own task, renew
-//! leases, recover and sweep, drain on shutdown.
+//! The run loop: fetch under a concurrency limit, run each job in its own task, drain on
+//! shutdown within a bounded time.
 
 use std::{
-    panic::AssertUnwindSafe,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use futures_util::{FutureExt, StreamExt};
 use queue_core::{
-    Broker, ClaimRequest, Clock, Error, JobError, JobRecord, Lease, LeaseRef, Outcome, Result,
-    SystemClock, WorkerBeat, WorkerId, hostname,
+    Broker, ClaimRequest, Clock, Outcome, Result, SystemClock, WorkerBeat, WorkerId, hostname,
 };
 use tokio::{sync::Semaphore, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{info, warn};
 
 use crate::{
-    JobContext, WorkerBuilder,
+    attempt,
     builder::Settings,
     registry::Registry,
     running::{RunningJobs, StopReason},
+    upkeep,
 };
+
+/// After the shutdown grace, how long handing jobs back and deregistering may take
+/// before the worker stops anyway (their leases then expire on the server).
+pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(2);
 
 /// Runs jobs from a broker. Not generic: it holds `Arc<dyn Broker>`.
 #[derive(Debug)]
@@ -32,13 +34,23 @@ pub struct Worker {
     shared: Arc<Shared>,
 }
 
-struct Shared {
-    broker: Arc<dyn Broker>,
-    registry: Registry,
-    settings: Settings,
-    running: RunningJobs,
-    counts: Counts,
-    beat: WorkerBeat,
+pub(crate) struct Shared {
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) registry: Registry,
+    pub(crate) settings: Settings,
+    pub(crate) running: RunningJobs,
+    pub(crate) counts: Counts,
+    pub(crate) beat: WorkerBeat,
+    /// Set when shutdown begins: nothing the worker does may outlast it.
+    stop_by: OnceLock<Instant>,
+}
+
+impl Shared {
+    /// The latest time a backend call may end: `deadline`, or earlier once the worker is
+    /// stopping.
+    pub(crate) fn bounded(&self, deadline: Instant) -> Instant {
+        self.stop_by.get().map_or(deadline, |s| deadline.min(*s))
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -51,14 +63,28 @@ impl std::fmt::Debug for Shared {
 }
 
 #[derive(Debug, Default)]
-struct Counts {
-    completed: AtomicU64,
-    partial: AtomicU64,
-    failed: AtomicU64,
-    retried: AtomicU64,
-    cancelled: AtomicU64,
-    released: AtomicU64,
-    lost: AtomicU64,
+pub(crate) struct Counts {
+    pub(crate) completed: AtomicU64,
+    pub(crate) partial: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) released: AtomicU64,
+    pub(crate) lost: AtomicU64,
+}
+
+impl Counts {
+    pub(crate) fn count(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Outcome::Completed { .. } => &self.completed,
+            Outcome::Partial { .. } => &self.partial,
+            Outcome::Retry { .. } => &self.retried,
+            Outcome::Failed { .. } => &self.failed,
+            Outcome::Cancelled => &self.cancelled,
+            Outcome::Released => &self.released,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// What a worker did before it stopped.
@@ -76,15 +102,16 @@ pub struct WorkerReport {
     pub cancelled: u64,
     /// Jobs handed back unfinished at shutdown.
     pub released: u64,
-    /// Jobs whose lease was lost (their outcome was not reported).
+    /// Attempts stopped because their lease was lost or could not be renewed in time
+    /// (their outcome was not reported).
     pub lost: u64,
 }
 
 impl Worker {
     /// Starts building a worker on `broker` (any backend: `Arc<MemoryBackend>`,
     /// `Arc<RedisBackend>`, a `SharedBackend`).
-    pub fn builder(broker: Arc<dyn Broker>) -> WorkerBuilder {
-        WorkerBuilder::new(broker)
+    pub fn builder(broker: Arc<dyn Broker>) -> crate::WorkerBuilder {
+        crate::WorkerBuilder::new(broker)
     }
 
     pub(crate) fn new(broker: Arc<dyn Broker>, registry: Registry, settings: Settings) -> Self {
@@ -105,6 +132,7 @@ impl Worker {
                 running: RunningJobs::default(),
                 counts: Counts::default(),
                 beat,
+                stop_by: OnceLock::new(),
             }),
         }
     }
@@ -128,25 +156,40 @@ impl Worker {
 
     /// Runs until `shutdown` fires. Then it stops fetching, lets running jobs finish
     /// within the grace period, hands the rest back (no attempt used) and deregisters.
+    /// Stopping takes at most the grace period plus a couple of seconds, whatever the
+    /// backend does: what cannot be handed back by then is left to lease expiry.
     pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerReport> {
         let shared = self.shared;
         let s = &shared.settings;
         info!(worker = %s.id, tasks = ?shared.registry.tasks(), concurrency = s.concurrency, "worker started");
         let background = CancellationToken::new();
         let helpers = TaskTracker::new();
-        helpers.spawn(heartbeat_loop(Arc::clone(&shared), background.clone()));
-        helpers.spawn(maintenance_loop(Arc::clone(&shared), background.clone()));
-        helpers.spawn(cancel_listener(Arc::clone(&shared), background.clone()));
+        helpers.spawn(upkeep::heartbeat_loop(
+            Arc::clone(&shared),
+            background.clone(),
+        ));
+        helpers.spawn(upkeep::fence_loop(Arc::clone(&shared), background.clone()));
+        helpers.spawn(upkeep::maintenance_loop(
+            Arc::clone(&shared),
+            background.clone(),
+        ));
+        helpers.spawn(upkeep::cancel_listener(
+            Arc::clone(&shared),
+            background.clone(),
+        ));
         helpers.close();
 
         let jobs = TaskTracker::new();
         fetch_loop(&shared, &jobs, &shutdown).await;
 
         jobs.close();
+        let grace_end = Instant::now() + s.shutdown_grace;
+        let stop_by = grace_end + STOP_MARGIN;
+        let _ = shared.stop_by.set(stop_by);
         if !jobs.is_empty() {
             info!(running = shared.running.len(), grace = ?s.shutdown_grace, "waiting for running jobs");
         }
-        if tokio::time::timeout(s.shutdown_grace, jobs.wait())
+        if tokio::time::timeout_at(grace_end, jobs.wait())
             .await
             .is_err()
         {
@@ -155,12 +198,27 @@ impl Worker {
                 "grace period over: handing back unfinished jobs"
             );
             shared.running.stop_all(StopReason::Shutdown);
-            jobs.wait().await;
+            if tokio::time::timeout_at(stop_by, jobs.wait()).await.is_err() {
+                warn!(
+                    running = shared.running.len(),
+                    "could not hand every job back in time; their leases will expire"
+                );
+            }
         }
         background.cancel();
-        helpers.wait().await;
-        if let Err(err) = shared.broker.deregister(&s.id).await {
-            warn!(error = %err.chain(), "could not deregister the worker");
+        let _ = tokio::time::timeout_at(
+            stop_by.max(Instant::now() + Duration::from_millis(500)),
+            helpers.wait(),
+        )
+        .await;
+        let deregister = tokio::time::timeout_at(
+            stop_by.max(Instant::now() + Duration::from_millis(500)),
+            shared.broker.deregister(&s.id),
+        );
+        match deregister.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(error = %err.chain(), "could not deregister the worker"),
+            Err(_) => warn!("could not deregister the worker in time"),
         }
         let c = &shared.counts;
         let report = WorkerReport {
@@ -190,11 +248,8 @@ async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &Cancell
         while let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
             held.push(permit);
         }
-        let req = ClaimRequest {
-            worker: s.id.clone(),
-            max: held.len(),
-            lease: s.lease,
-        };
+        let req = ClaimRequest::new(s.id.clone(), held.len(), s.lease);
+        let sent = Instant::now();
         // `fetch` is cancel-safe: dropping it on shutdown loses no lease.
         let result = tokio::select! {
             result = shared.broker.fetch(&req, s.fetch_wait) => result,
@@ -207,15 +262,15 @@ async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &Cancell
                     let Some(permit) = held.pop() else {
                         // A backend that leased more than asked: hand the extra job back.
                         warn!(job_id = %lease.job.job_id, "backend leased more jobs than asked for; releasing one");
-                        finish(shared, &lease.to_ref(), Outcome::Released, false).await;
+                        attempt::report(shared, &lease.to_ref(), Outcome::Released, false).await;
                         continue;
                     };
                     let shared = Arc::clone(shared);
                     let shutdown = shutdown.clone();
                     jobs.spawn(async move {
-                        let mut lease = lease;
-                        while let Some(next) = run_one(&shared, lease, &shutdown).await {
-                            lease = next;
+                        let mut next = Some((lease, sent));
+                        while let Some((lease, sent)) = next {
+                            next = attempt::run_one(&shared, lease, sent, &shutdown).await;
                         }
                         drop(permit);
                     });
@@ -230,228 +285,6 @@ async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &Cancell
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
-        }
-    }
-}
-
-/// Runs one leased job and reports its outcome; returns the next lease when the finish
-/// call leased one.
-async fn run_one(
-    shared: &Arc<Shared>,
-    lease: Lease,
-    shutdown: &CancellationToken,
-) -> Option<Lease> {
-    let record = lease.job;
-    let lease_ref = LeaseRef {
-        job_id: record.job_id,
-        token: lease.token,
-    };
-    let span = info_span!("job", job_id = %record.job_id, task = %record.task, attempt = record.retry_count);
-    let started = Instant::now();
-    let outcome = execute(shared, record, &lease_ref)
-        .instrument(span.clone())
-        .await;
-    shared.running.remove(lease_ref.job_id);
-    let Some(outcome) = outcome else {
-        shared.counts.lost.fetch_add(1, Ordering::Relaxed);
-        span.in_scope(|| warn!("lease lost: the outcome is not reported"));
-        return None;
-    };
-    let counter = match &outcome {
-        Outcome::Completed { .. } => &shared.counts.completed,
-        Outcome::Partial { .. } => &shared.counts.partial,
-        Outcome::Retry { .. } => &shared.counts.retried,
-        Outcome::Failed { .. } => &shared.counts.failed,
-        Outcome::Cancelled => &shared.counts.cancelled,
-        Outcome::Released => &shared.counts.released,
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-    span.in_scope(|| match &outcome {
-        Outcome::Retry { error, delay } => warn!(error = %error, retry_in = ?delay, elapsed = ?started.elapsed(), "attempt failed, will retry"),
-        Outcome::Failed { error } => warn!(error = %error, elapsed = ?started.elapsed(), "job failed"),
-        Outcome::Partial { error, .. } => info!(error = %error, elapsed = ?started.elapsed(), "job partially completed"),
-        other => debug!(outcome = other.name(), elapsed = ?started.elapsed(), "job finished"),
-    });
-    finish(shared, &lease_ref, outcome, !shutdown.is_cancelled())
-        .instrument(span)
-        .await
-}
-
-/// The handler's outcome, or `None` when the lease was lost (nothing must be reported).
-async fn execute(shared: &Arc<Shared>, record: JobRecord, lease: &LeaseRef) -> Option<Outcome> {
-    let running = shared.running.insert(lease.clone());
-    let Some(handler) = shared.registry.get(&record.task) else {
-        let error = format!(
-            "no handler registered for task `{}` (this worker handles: {})",
-            record.task,
-            shared.registry.tasks().join(", ")
-        );
-        return Some(Outcome::Failed { error });
-    };
-    let timeout = record.timeout_or(shared.settings.job_timeout);
-    let ctx = JobContext::new(
-        record.clone(),
-        lease.clone(),
-        Arc::clone(&running),
-        Arc::clone(&shared.broker),
-    );
-    let run = handler(record.payload.clone(), ctx);
-    let guarded = AssertUnwindSafe(tokio::time::timeout(timeout, run)).catch_unwind();
-    let policy = &shared.settings.retry;
-    tokio::select! {
-        biased;
-        () = running.token().cancelled() => {}
-        result = guarded => {
-            return Some(match result {
-                Ok(Ok(Ok(done))) => match done.partial_error {
-                    Some(error) => Outcome::Partial { result: done.result, error },
-                    None => Outcome::Completed { result: done.result },
-                },
-                Ok(Ok(Err(err))) => policy.decide(&record, &err),
-                Ok(Err(_elapsed)) => policy.decide(&record, &JobError::retry(format!("timed out after {timeout:?}"))),
-                Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".to_owned());
-                    policy.decide(&record, &JobError::retry(format!("handler panicked: {message}")))
-                }
-            });
-        }
-    }
-    match running.reason() {
-        Some(StopReason::Cancelled) => Some(Outcome::Cancelled),
-        Some(StopReason::Shutdown) => Some(Outcome::Released),
-        Some(StopReason::LeaseLost) | None => None,
-    }
-}
-
-/// Reports an outcome, retrying while the backend is unreachable (for up to one lease).
-async fn finish(
-    shared: &Arc<Shared>,
-    lease: &LeaseRef,
-    outcome: Outcome,
-    claim_next: bool,
-) -> Option<Lease> {
-    let s = &shared.settings;
-    let next = claim_next.then(|| ClaimRequest {
-        worker: s.id.clone(),
-        max: 1,
-        lease: s.lease,
-    });
-    let deadline = Instant::now() + s.lease;
-    let mut delay = Duration::from_millis(100);
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match shared
-            .broker
-            .finish(lease, outcome.clone(), next.clone())
-            .await
-        {
-            Ok(done) => return done.next,
-            Err(Error::LeaseLost { .. }) if attempts > 1 => {
-                // The earlier call most likely went through before its reply was lost.
-                debug!("outcome already stored");
-                return None;
-            }
-            Err(Error::LeaseLost { .. }) => {
-                warn!("lease lost before the outcome was stored; the job runs again elsewhere");
-                return None;
-            }
-            Err(err) if err.is_retryable() && Instant::now() < deadline => {
-                warn!(error = %err.chain(), retry_in = ?delay, "could not store the outcome yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(err) => {
-                error!(error = %err.chain(), outcome = outcome.name(), "could not store the outcome; the lease will expire and the job run again");
-                return None;
-            }
-        }
-    }
-}
-
-async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let s = &shared.settings;
-    let mut ticks = tokio::time::interval(s.heartbeat);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_ok = Instant::now();
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            () = stop.cancelled() => return,
-        }
-        let leases = shared.running.leases();
-        match shared.broker.heartbeat(&shared.beat, &leases).await {
-            Ok(reply) => {
-                last_ok = Instant::now();
-                for id in reply.lost {
-                    shared.running.stop(id, StopReason::LeaseLost);
-                }
-                for id in reply.cancel {
-                    shared.running.stop(id, StopReason::Cancelled);
-                }
-            }
-            Err(err) => {
-                warn!(error = %err.chain(), "heartbeat failed");
-                if last_ok.elapsed() >= s.lease && shared.running.len() > 0 {
-                    // Our leases have expired by now: others may run these jobs. Stop ours.
-                    warn!("leases not renewed for a whole lease period: stopping running jobs");
-                    shared.running.stop_all(StopReason::LeaseLost);
-                }
-            }
-        }
-    }
-}
-
-async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let s = &shared.settings;
-    let mut reap = tokio::time::interval(s.reap_interval);
-    let mut sweep = tokio::time::interval(s.sweep_interval);
-    reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = reap.tick() => match shared.broker.reap(100).await {
-                Ok(ids) if !ids.is_empty() => info!(jobs = ?ids, "recovered jobs whose lease expired"),
-                Ok(_) => {}
-                Err(err) => warn!(error = %err.chain(), "recovering expired leases failed"),
-            },
-            _ = sweep.tick() => match shared.broker.sweep(500).await {
-                Ok(0) => {}
-                Ok(n) => debug!(removed = n, "swept expired records"),
-                Err(err) => warn!(error = %err.chain(), "sweeping expired records failed"),
-            },
-            () = stop.cancelled() => return,
-        }
-    }
-}
-
-async fn cancel_listener(shared: Arc<Shared>, stop: CancellationToken) {
-    loop {
-        match shared.broker.cancellations().await {
-            Ok(mut ids) => loop {
-                tokio::select! {
-                    id = ids.next() => match id {
-                        Some(id) => {
-                            if shared.running.stop(id, StopReason::Cancelled) {
-                                info!(job_id = %id, "cancel requested");
-                            }
-                        }
-                        None => break,
-                    },
-                    () = stop.cancelled() => return,
-                }
-            },
-            Err(err) => {
-                warn!(error = %err.chain(), "cannot listen for cancellations; heartbeats still deliver them")
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = stop.cancelled() => return,
         }
     }
 }

@@ -119,20 +119,63 @@ fn echo(b: queue_worker::WorkerBuilder) -> queue_worker::WorkerBuilder {
     })
 }
 
+/// During a rolling deploy a worker may not know a task yet: the job is retried with the
+/// normal backoff (another worker may know it), and fails naming the task once retries
+/// run out.
 #[tokio::test]
-async fn unknown_task_fails_permanently_and_names_it() {
-    let (mock, rx) = broker(record("nope", "1", 0, 3), 0);
+async fn unknown_task_is_retried_then_fails_naming_it() {
+    let (mock, rx) = broker(record("nope", "1", 1, 3), 0);
     let got = run_with(mock, rx, 1, echo).await;
     match &got[0] {
-        Outcome::Failed { error } => {
+        Outcome::Retry { error, delay } => {
             assert!(
                 error.contains("no handler registered for task `nope`"),
                 "{error}"
             );
             assert!(error.contains("echo"), "lists the known tasks: {error}");
+            assert_eq!(*delay, Duration::from_secs(120), "the normal backoff");
         }
+        other => panic!("expected Retry, got {other:?}"),
+    }
+    let (mock, rx) = broker(record("nope", "1", 3, 3), 0);
+    let got = run_with(mock, rx, 1, echo).await;
+    match &got[0] {
+        Outcome::Failed { error } => assert!(error.contains("task `nope`"), "{error}"),
         other => panic!("expected Failed, got {other:?}"),
     }
+}
+
+/// A handler that panics when called, before it returns a future, is a failed attempt
+/// like any panic; the worker goes on.
+#[tokio::test]
+async fn a_handler_that_panics_when_called_is_a_failed_attempt() {
+    let (mock, rx) = broker(record("eager", "1", 0, 3), 0);
+    let got = run_with(mock, rx, 1, |b| {
+        b.register("eager", |n: u32, _ctx| {
+            if n == 1 {
+                panic!("no future for you");
+            }
+            async { Ok(()) }
+        })
+    })
+    .await;
+    match &got[0] {
+        Outcome::Retry { error, .. } => {
+            assert!(
+                error.contains("handler panicked: no future for you"),
+                "{error}"
+            )
+        }
+        other => panic!("expected Retry, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_worker_without_handlers_is_refused() {
+    let err = Worker::builder(Arc::new(MockBroker::new()))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("no handlers"), "{err}");
 }
 
 #[tokio::test]
@@ -312,4 +355,143 @@ async fn extra_leases_are_handed_back() {
         got,
         [Outcome::Completed { result: None }, Outcome::Released]
     );
+}
+
+/// A worker that cannot renew its leases stops the attempt before the lease can expire on
+/// the server (measured from when the last renewal that worked was sent), and reports
+/// nothing: another worker may take the job after the expiry.
+#[tokio::test(start_paused = true)]
+async fn an_unrenewable_lease_is_given_up_before_it_can_expire() {
+    let mut mock = MockBroker::new();
+    let mut lease = Some(Lease {
+        job: record("slow", "1", 0, 3),
+        token: LeaseToken::new("t"),
+        expires_at: from_millis(30_000),
+    });
+    // After the lease, the partition: fetches fail too (and back off, so paused time
+    // moves on).
+    mock.expect_fetch()
+        .returning(move |_, _| match lease.take() {
+            Some(l) => Ok(vec![l]),
+            None => Err(Error::Unavailable {
+                backend: "mock",
+                source: "partitioned".into(),
+            }),
+        });
+    mock.expect_heartbeat().returning(|_, _| {
+        Err(Error::Unavailable {
+            backend: "mock",
+            source: "partitioned".into(),
+        })
+    });
+    mock.expect_reap().returning(|_| Ok(vec![]));
+    mock.expect_sweep().returning(|_| Ok(0));
+    mock.expect_deregister().returning(|_| Ok(()));
+    mock.expect_cancellations()
+        .returning(|| Ok(Box::pin(futures_util::stream::pending())));
+    mock.expect_finish()
+        .never()
+        .returning(|_, _, _| unreachable!("a fenced attempt reports nothing"));
+    let (tx, mut stopped) = mpsc::unbounded_channel();
+    struct Dropped(mpsc::UnboundedSender<tokio::time::Instant>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = self.0.send(tokio::time::Instant::now());
+        }
+    }
+    let lease_time = Duration::from_secs(3);
+    let worker = Worker::builder(Arc::new(mock))
+        .lease(lease_time, Duration::from_secs(1))
+        .fetch_wait(Duration::from_millis(5))
+        .register("slow", move |_: u32, _ctx| {
+            let guard = Dropped(tx.clone());
+            async move {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(guard);
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap();
+    let claimed = tokio::time::Instant::now();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    let at = stopped.recv().await.expect("the attempt is stopped");
+    let held = at - claimed;
+    assert!(
+        held < lease_time,
+        "stopped {held:?} after the claim, when the lease may already have expired"
+    );
+    stop.cancel();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.lost, 1);
+}
+
+/// With the backend gone (every call hangs), stopping still takes at most the grace
+/// period plus the stop margin.
+#[tokio::test(start_paused = true)]
+async fn shutdown_is_bounded_when_the_backend_hangs() {
+    let mut mock = MockBroker::new();
+    let mut lease = Some(Lease {
+        job: record("slow", "1", 0, 3),
+        token: LeaseToken::new("t"),
+        expires_at: from_millis(30_000),
+    });
+    mock.expect_fetch()
+        .returning(move |_, _| match lease.take() {
+            Some(l) => Ok(vec![l]),
+            None => Err(Error::Unavailable {
+                backend: "mock",
+                source: "down".into(),
+            }),
+        });
+    mock.expect_heartbeat().returning(|_, _| {
+        Err(Error::Unavailable {
+            backend: "mock",
+            source: "down".into(),
+        })
+    });
+    mock.expect_reap().returning(|_| Ok(vec![]));
+    mock.expect_sweep().returning(|_| Ok(0));
+    mock.expect_cancellations()
+        .returning(|| Ok(Box::pin(futures_util::stream::pending())));
+    // Handing the job back and deregistering never answer.
+    mock.expect_finish().returning(|_, _, _| {
+        Err(Error::Unavailable {
+            backend: "mock",
+            source: "down".into(),
+        })
+    });
+    mock.expect_deregister().returning(|_| {
+        Err(Error::Unavailable {
+            backend: "mock",
+            source: "down".into(),
+        })
+    });
+    let grace = Duration::from_secs(1);
+    let worker = Worker::builder(Arc::new(mock))
+        .shutdown_grace(grace)
+        .fetch_wait(Duration::from_millis(5))
+        .register("slow", |_: u32, _ctx| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked = tokio::time::Instant::now();
+    stop.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the worker stops")
+        .unwrap()
+        .unwrap();
+    let took = asked.elapsed();
+    assert!(
+        took <= grace + Duration::from_secs(3),
+        "stopping took {took:?}"
+    );
+    assert_eq!(report.released, 1);
 }

@@ -1,20 +1,32 @@
--- ARGV: 3 id, 4 retention_ms. Returns {'cancelled'} | {'requested'} | {'missing'} |
+-- Cancels a job, as queue_core::rules::on_cancel decides. KEYS after the statics: the
+-- job's key. ARGV: 3 id. Returns {'cancelled'} | {'requested'} | {'missing'} |
 -- {'invalid', status}.
 local id = ARGV[3]
-local key = jk(id)
-if not is_hash(key) then return { 'missing' } end
-local v = redis.call('HMGET', key, 'status', 'unique_key', 'created_at')
-local status = v[1]
-if status == 'queued' then
-  redis.call('ZREM', k('ready'), id)
-  redis.call('ZREM', k('delayed'), id)
-  terminal(id, 'cancelled', v[2], tonumber(ARGV[4]), {})
-  move_status(id, 'queued', 'cancelled', num(v[3], NOW))
+local key = KEYS[NS + 1]
+if key_type(key) ~= 'hash' then return { 'missing' } end
+local rec = facts(key)
+local l = read_lease(K, id)
+local status = rec.status
+if l then status = 'processing' end
+local action = CANCEL[status or ''] and CANCEL[status][l ~= nil and l.cancel]
+if action == 'cancel' then
+  redis.call('ZREM', ready_key(K, rec.band), id)
+  redis.call('ZREM', delayed_key(K, rec.band), id)
+  redis.call('ZREM', K.st_queued, id)
+  local set = {}
+  apply_effect('cancel', set, { now = NOW, retry_count = rec.retries })
+  set.status = 'cancelled'
+  place(K, id, 'cancel', 'cancelled', rec, {}, nil)
+  hset(key, set)
+  emit_transition(id, 'queued', 'cancelled')
   return { 'cancelled' }
-elseif status == 'processing' then
-  redis.call('HSET', key, 'cancel_requested', '1')
-  redis.call('PUBLISH', k('cancel'), id)
+elseif action == 'request' then
+  l.cancel = true
+  write_lease(K, id, l)
+  redis.call('PUBLISH', P .. 'cancel', id)
   emit(id, 'cancel_requested', {})
+  return { 'requested' }
+elseif action == 'already_requested' then
   return { 'requested' }
 end
 return { 'invalid', status or '' }

@@ -1,55 +1,51 @@
--- ARGV: 3 id, 4 token, 5 outcome (completed|partial|retry|failed|cancelled|released|corrupt),
--- 6 error, 7 result JSON ('' = none), 8 delay_ms, 9 retention_ms, 10 claim next ('1'/'0'),
--- 11 worker, 12 token base, 13 lease_ms.
--- Returns {'lost'} or {status, claimed (see claim)}.
-local id, kind, err, result = ARGV[3], ARGV[5], ARGV[6], ARGV[7]
-local retention = tonumber(ARGV[9])
-local h = held(id, ARGV[4])
-if not h then return { 'lost' } end
-local key = jk(id)
+-- Ends an attempt. KEYS after the statics: the job's key. ARGV: 3 id, 4 token, 5 outcome
+-- (completed|partial|retry|failed|cancelled|released|corrupt), 6 error, 7 result JSON
+-- ('' = none), 8 retry delay ms (already capped), 9 claim next ('1'/'0'), 10 worker,
+-- 11 claim id, 12 token base, 13 lease_ms.
+-- Returns {'lost'} or {status, claimed (as claim)}. Sent again after it was applied (the
+-- reply was lost), it answers the status it produced (and the same next lease).
+local id, token, kind = ARGV[3], ARGV[4], ARGV[5]
+local key = KEYS[NS + 1]
+local function next_lease()
+  if ARGV[9] == '1' then
+    return claim(K, ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[13]), 1, false)
+  end
+  return {}
+end
+local lease = read_lease(K, id)
+if not holds(lease, token) then
+  local ended = redis.pcall('HGET', key, 'ended')
+  if type(ended) == 'string' and token ~= '' and string.sub(ended, 1, #token + 1) == token .. '|' then
+    return { string.sub(ended, #token + 2), next_lease() }
+  end
+  return { 'lost' }
+end
+local t = key_type(key)
+if t ~= 'hash' then
+  if t == 'none' then
+    -- The record is gone: drop what points at it.
+    ended_lease(K, id)
+    for s, _ in pairs(VALID) do
+      if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
+    end
+    redis.call('ZREM', K.jobs, id)
+    return { 'failed', next_lease() }
+  end
+  fail_garbage(K, id, key, t)
+  return { 'failed', next_lease() }
+end
 if kind == 'corrupt' then
-  sanitize(id)
+  sanitize(id, key)
   kind = 'failed'
 end
-redis.call('ZREM', k('active'), id)
-if h.cancel and (kind == 'retry' or kind == 'failed' or kind == 'released') then kind = 'cancelled' end
-if kind == 'retry' and h.retries >= h.max_retries then kind = 'failed' end
-local event
-local set = {}
-if kind == 'completed' then
-  set = { 'progress', 100, 'error_message', '' }
-  if result ~= '' then set[5] = 'result'; set[6] = result end
-  event = 'complete'
-elseif kind == 'partial' then
-  set = { 'progress', 100, 'error_message', err }
-  if result ~= '' then set[5] = 'result'; set[6] = result end
-  event = 'complete_partial'
-elseif kind == 'failed' then
-  set = { 'error_message', err }
-  event = 'fail'
-elseif kind == 'cancelled' then
-  event = 'cancel'
-elseif kind == 'retry' then
-  local due = NOW + tonumber(ARGV[8])
-  redis.call('HSET', key, 'status', 'queued', 'error_message', err, 'retry_count', h.retries + 1,
-    'progress', 0, 'run_at', due, 'current_step', '', 'token', '', 'worker_id', '', 'lease_expires', '')
-  redis.call('ZADD', k('delayed'), due, id)
-  redis.call('HINCRBY', k('stats'), 'retried', 1)
-  wake()
-  event = 'retry'
-elseif kind == 'released' then
-  redis.call('HSET', key, 'status', 'queued', 'progress', 0, 'current_step', '', 'token', '',
-    'worker_id', '', 'lease_expires', '')
-  redis.call('ZADD', k('ready'), num(h.score, 1e12 + redis.call('INCR', k('seq'))), id)
-  wake()
-  event = 'release'
-else
-  return redis.error_reply('unknown outcome ' .. tostring(kind))
+local rec = facts(key)
+local event = SETTLE[kind][lease.cancel][rec.retries < rec.max_retries]
+if not event then return redis.error_reply('unknown outcome ' .. tostring(kind)) end
+local ctx = { ended = token }
+if kind == 'completed' or kind == 'partial' then
+  if ARGV[7] ~= '' then ctx.result = ARGV[7] end
 end
-local to = NEXT['processing'][event]
-if TERMINAL[to] then terminal(id, to, h.unique_key, retention, set) end
-move_status(id, 'processing', to, h.created)
-if ARGV[10] == '1' then
-  return { to, claim(ARGV[11], ARGV[12], tonumber(ARGV[13]), 1, retention, false) }
-end
-return { to, {} }
+if kind == 'partial' or kind == 'retry' or kind == 'failed' then ctx.error_message = ARGV[6] end
+if event == 'retry' then ctx.run_at = NOW + tonumber(ARGV[8]) end
+local to = end_attempt(K, id, key, lease, rec, event, ctx)
+return { to, next_lease() }

@@ -1,23 +1,28 @@
+-- Renews leases and registers the worker. KEYS after the statics: the worker's key.
 -- ARGV: 3 worker, 4 lease_ms, 5 alive_ms, 6 host, 7 pid, 8 concurrency, 9 started_at,
--- 10 count, then id, token pairs. Returns {lost ids, ids whose cancel was requested}.
+-- 10 count, then id, token pairs. Returns {positions of lost leases, positions of leases
+-- whose cancel was requested} (1-based, in the order sent).
 local worker, lease_ms, alive_ms = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local count = tonumber(ARGV[10])
-local lost, cancel, ids = {}, {}, {}
-for i = 0, count - 1 do
-  local id, token = ARGV[11 + i * 2], ARGV[12 + i * 2]
-  local h = held(id, token)
-  if h then
-    extend(id, NOW + lease_ms)
-    ids[#ids + 1] = id
-    if h.cancel then cancel[#cancel + 1] = id end
+local lost, cancel = {}, {}
+for i = 1, count do
+  local id, token = ARGV[9 + i * 2], ARGV[10 + i * 2]
+  local l = read_lease(K, id)
+  if holds(l, token) then
+    extend(K, id, l, NOW + lease_ms)
+    if l.cancel then cancel[#cancel + 1] = i end
   else
-    lost[#lost + 1] = id
+    lost[#lost + 1] = i
   end
 end
-redis.call('ZADD', k('workers'), NOW + alive_ms, worker)
-redis.call('ZREMRANGEBYSCORE', k('workers'), '-inf', '(' .. NOW)
-local wkey = k('worker:' .. worker)
+-- Workers silent for their liveness window are dead: forgotten, with their claim history.
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', K.workers, '-inf', '(' .. NOW)) do
+  redis.call('ZREM', K.workers, dead)
+  redis.call('HDEL', K.claims, dead)
+end
+redis.call('ZADD', K.workers, NOW + alive_ms, worker)
+local wkey = KEYS[NS + 1]
 redis.call('HSET', wkey, 'worker_id', worker, 'host', ARGV[6], 'pid', ARGV[7],
-  'concurrency', ARGV[8], 'started_at', ARGV[9], 'last_seen', NOW, 'jobs', table.concat(ids, ','))
+  'concurrency', ARGV[8], 'started_at', ARGV[9], 'last_seen', NOW)
 redis.call('PEXPIRE', wkey, alive_ms + 60000)
 return { lost, cancel }

@@ -1,8 +1,14 @@
--- Shared by every script. The generated tables NEXT (the state machine of queue-core),
--- VALID, TERMINAL, BAND and PNAME come first (scripts.rs). Loaded once as a Redis Function
--- library, or prepended to each script for EVAL on servers without Functions.
--- Every entry point starts with begin(ARGV): ARGV[1] = key prefix (`<prefix>{<queue>}:`),
--- ARGV[2] = now in ms ('' = server TIME). Calls run one at a time, so P and NOW are safe.
+-- Shared by every script. The tables generated from queue-core come first (scripts.rs):
+-- NEXT (the state machine), VALID, TERMINAL, BAND, PNAME, EFFECT, START_DEFERRED, SETTLE,
+-- EXPIRE, CANCEL, PLACE, COUNTER, LEASE_MSG. Each entry point then gets `K` (its declared
+-- static keys by name) and `NS` (how many there are: its other keys follow in KEYS).
+-- Every key a script touches is declared; none is built here, only channel names.
+--
+-- Every entry point starts with begin(ARGV): ARGV[1] = the queue's prefix (for channel
+-- names), ARGV[2] = now in ms ('' = server TIME). Calls run one at a time, so P and NOW
+-- are safe. Each script reads and checks everything first and writes last, and its only
+-- writes that could fail (lifetime counters) go through pcall: a script never stops half
+-- way through a transition.
 local P, NOW
 
 local function begin(argv)
@@ -15,183 +21,290 @@ local function begin(argv)
   end
 end
 
-local function k(name) return P .. name end
-local function jk(id) return P .. 'job:' .. id end
 local function num(v, default)
   local n = tonumber(v)
   if n == nil then return default end
   return n
 end
-local function is_hash(key) return redis.call('TYPE', key).ok == 'hash' end
-local function wake() redis.call('ZADD', k('marker'), 0, '0') end
+
+-- redis.pcall answers a wrong-type key with an error table instead of raising.
+local function failed(reply) return type(reply) == 'table' and reply.err ~= nil end
+
+local function key_type(key) return redis.call('TYPE', key).ok end
+
+local function wake(K) redis.call('ZADD', K.marker, 0, '0') end
+
+local function bump(K, counter, by)
+  -- A counter at its limit (or a stats key of the wrong type) must not stop a transition.
+  redis.pcall('HINCRBY', K.stats, counter, by or 1)
+end
 
 -- Events: ids and statuses need no escaping, so transitions are built by hand.
 local function emit_transition(id, from, to)
   local msg = '{"job_id":"' .. id .. '","at":' .. NOW .. ',"type":"transition","to":"' .. to .. '"'
   if from then msg = msg .. ',"from":"' .. from .. '"' end
-  redis.call('PUBLISH', k('events'), msg .. '}')
+  redis.call('PUBLISH', P .. 'events', msg .. '}')
 end
 
 local function emit(id, kind, fields)
   fields.job_id = id
   fields.at = NOW
   fields.type = kind
-  redis.call('PUBLISH', k('events'), cjson.encode(fields))
+  redis.call('PUBLISH', P .. 'events', cjson.encode(fields))
 end
 
--- Status indexes (scored by creation time) exist for every status but `processing`,
--- whose index is `active` itself.
-local function move_status(id, from, to, created)
-  if from and VALID[from] then
-    if from ~= 'processing' then redis.call('ZREM', k('st:' .. from), id) end
-  else
-    from = nil
+local function hset(key, set)
+  local args = {}
+  for f, v in pairs(set) do
+    args[#args + 1] = f
+    args[#args + 1] = v
   end
-  if to ~= 'processing' then redis.call('ZADD', k('st:' .. to), created, id) end
-  emit_transition(id, from, to)
+  if #args > 0 then redis.call('HSET', key, unpack(args)) end
 end
 
--- redis.pcall answers a wrong-type key with an error table instead of raising.
-local function failed(reply) return type(reply) == 'table' and reply.err ~= nil end
+-- Leases live in the `leases` hash, one entry per running job:
+-- token|expires|lease_ms|started|seq|cancel|claim|worker (the worker id last: it may hold
+-- anything). A job is processing exactly when it has an entry; its hash keeps the fields
+-- that outlive the attempt, and the attempt's own fields are written when it ends.
+local LEASE = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$'
 
-local function is_active(id)
-  if not id then return false end
-  local s = redis.pcall('HGET', jk(id), 'status')
-  return s == 'queued' or s == 'processing'
+local function decode_lease(v)
+  if not v then return nil end
+  local token, expires, lease_ms, started, seq, cancel, claim, worker = string.match(v, LEASE)
+  if not token then return nil end
+  return { token = token, expires = tonumber(expires), lease_ms = tonumber(lease_ms),
+    started = tonumber(started), seq = seq, cancel = cancel == '1', claim = claim, worker = worker }
 end
 
--- The fields a lease holder's write needs, or nil when the caller does not hold the
--- lease (wrong token, expired, not a job hash). `lease_expires` mirrors the job's score in
--- `active`, so the check needs no second command.
-local LEASE_FIELDS = { 'token', 'cancel_requested', 'retry_count', 'max_retries', 'created_at',
-  'unique_key', 'score', 'lease_ms', 'worker_id', 'lease_expires' }
-local function held(id, token)
-  local v = redis.pcall('HMGET', jk(id), unpack(LEASE_FIELDS))
-  if failed(v) or v[1] ~= token or token == '' then return nil end
-  if num(v[10], 0) <= NOW then return nil end
-  return {
-    cancel = v[2] == '1', retries = num(v[3], 0), max_retries = num(v[4], 0),
-    created = num(v[5], NOW), unique_key = v[6], score = v[7], lease_ms = num(v[8], 30000),
-    worker = v[9] or 'unknown',
-  }
+local function read_lease(K, id) return decode_lease(redis.call('HGET', K.leases, id)) end
+
+local function write_lease(K, id, l)
+  local cancel = '0'
+  if l.cancel then cancel = '1' end
+  redis.call('HSET', K.leases, id, table.concat({ l.token, l.expires, l.lease_ms, l.started, l.seq,
+    cancel, l.claim, l.worker }, '|'))
 end
 
--- Renews a lease: the `active` score and its mirror on the job.
-local function extend(id, expires)
-  redis.call('ZADD', k('active'), 'XX', expires, id)
-  redis.call('HSET', jk(id), 'lease_expires', expires)
+local function holds(l, token) return l ~= nil and token ~= '' and l.token == token and l.expires > NOW end
+
+local function extend(K, id, l, expires)
+  l.expires = expires
+  write_lease(K, id, l)
+  redis.call('ZADD', K.active, expires, id)
 end
 
--- Bookkeeping of a terminal status; `set` holds extra fields to write with it. Cleared
--- fields are written empty (read as absent) so one HSET does it all.
-local function terminal(id, to, unique_key, retention_ms, set)
-  local key = jk(id)
-  redis.call('HSET', key, 'status', to, 'completed_at', NOW, 'run_at', '', 'token', '',
-    'worker_id', '', 'lease_ms', '', 'lease_expires', '', unpack(set))
-  redis.call('ZADD', k('finished'), NOW, id)
-  if unique_key and redis.call('HGET', k('dedup'), unique_key) == id then
-    redis.call('HDEL', k('dedup'), unique_key)
+local function ended_lease(K, id)
+  redis.call('HDEL', K.leases, id)
+  redis.call('ZREM', K.active, id)
+end
+
+-- Effects (generated from queue_core::rules::effect): fill `set` (field -> value; '' clears).
+local function apply_effect(event, set, ctx)
+  for _, fc in ipairs(EFFECT[event]) do
+    local f, c = fc[1], fc[2]
+    if c == 'clear' then set[f] = ''
+    elseif c == 'now' then set[f] = ctx.now
+    elseif c == 'zero' then set[f] = 0
+    elseif c == 'full' then set[f] = 100
+    elseif c == 'incr' then set[f] = ctx.retry_count + 1
+    elseif c == 'input' then set[f] = ctx[f] or ''
+    end
   end
-  redis.call('PEXPIRE', key, retention_ms + 86400000)
-  redis.call('HINCRBY', k('stats'), to, 1)
+end
+
+-- What `start` wrote, written when the attempt ends (its other fields need no writing: every
+-- way into `queued` already leaves them as `start` would).
+local function materialize_start(set, lease)
+  for _, fc in ipairs(START_DEFERRED) do
+    local f, c = fc[1], fc[2]
+    if c == 'now' then set[f] = lease.started
+    elseif c == 'input' then set[f] = lease.worker
+    else set[f] = '' end
+  end
+end
+
+local function band_of(priority) return BAND[priority] or 1 end
+
+local function ready_key(K, band) return K['ready' .. band] end
+local function delayed_key(K, band) return K['delayed' .. band] end
+
+-- Status indexes (scored by creation time) exist for every status but `processing`, whose
+-- index is `active` (and the `leases` hash).
+local function status_key(K, status) return K['st_' .. status] end
+
+-- A job's place after `event` (queue_core::rules::placement) and its counters.
+-- `rec` = { created, unique_key, band }; `ctx.run_at` = the due time of a retry.
+local function place(K, id, event, to, rec, ctx, seq)
+  local where = PLACE[event]
+  if where == 'finished' then
+    redis.call('ZADD', K.finished, NOW, id)
+    redis.call('ZADD', status_key(K, to), rec.created, id)
+    if rec.unique_key and redis.call('HGET', K.dedup, rec.unique_key) == id then
+      redis.call('HDEL', K.dedup, rec.unique_key)
+    end
+  elseif where == 'delayed' then
+    redis.call('ZADD', delayed_key(K, rec.band), ctx.run_at, id)
+    redis.call('ZADD', K.st_queued, rec.created, id)
+    wake(K)
+  elseif where == 'ready_in_place' then
+    redis.call('ZADD', ready_key(K, rec.band), seq, id)
+    redis.call('ZADD', K.st_queued, rec.created, id)
+    wake(K)
+  elseif where == 'ready_at_back' then
+    redis.call('ZADD', ready_key(K, rec.band), redis.call('INCR', K.seq), id)
+    redis.call('ZADD', K.st_queued, rec.created, id)
+    wake(K)
+  end
+  if COUNTER[event] then bump(K, COUNTER[event]) end
+end
+
+-- The fields of a record that decide its transitions, read with pcall: nil when the key
+-- is not a readable job hash.
+local function facts(key)
+  local v = redis.pcall('HMGET', key, 'retry_count', 'max_retries', 'created_at', 'unique_key',
+    'priority', 'status')
+  if failed(v) then return nil end
+  local uk = v[4]
+  if uk == '' then uk = nil end
+  return { retries = num(v[1], 0), max_retries = num(v[2], 0), created = num(v[3], NOW),
+    unique_key = uk, band = band_of(v[5]), status = v[6] }
+end
+
+-- Ends a running job's attempt with `event`: the record (what `start` wrote, then what the
+-- event writes), its place, the lease gone, the event published.
+local function end_attempt(K, id, key, lease, rec, event, ctx)
+  local to = NEXT['processing'][event]
+  local set = {}
+  materialize_start(set, lease)
+  ctx.now = NOW
+  ctx.retry_count = rec.retries
+  apply_effect(event, set, ctx)
+  set.status = to
+  if lease.cancel then set.cancel_requested = '1' end
+  if ctx.ended then set.ended = ctx.ended .. '|' .. to end
+  place(K, id, event, to, rec, ctx, lease.seq)
+  ended_lease(K, id)
+  hset(key, set)
+  emit_transition(id, 'processing', to)
+  return to
 end
 
 -- A key that is not a hash where a job should be: replace it by a failed record saying so.
-local function fail_garbage(id, kind, retention_ms)
-  local key = jk(id)
+local function fail_garbage(K, id, key, kind)
   redis.call('DEL', key)
-  redis.call('HSET', key, 'job_id', id, 'task', 'unknown', 'payload', 'null', 'priority', 'normal',
-    'progress', 0, 'retry_count', 0, 'max_retries', 0, 'created_at', NOW,
-    'error_message', 'corrupt job record: stored as a ' .. kind .. ', not a hash')
-  for s, _ in pairs(VALID) do redis.call('ZREM', k('st:' .. s), id) end
-  redis.call('ZREM', k('active'), id)
-  redis.call('ZADD', k('jobs'), NOW, id)
-  terminal(id, 'failed', nil, retention_ms, {})
-  move_status(id, nil, 'failed', NOW)
+  hset(key, { job_id = id, task = 'unknown', payload = 'null', priority = 'normal', progress = 0,
+    retry_count = 0, max_retries = 0, created_at = NOW, completed_at = NOW, status = 'failed',
+    error_message = 'corrupt job record: stored as a ' .. kind .. ', not a hash' })
+  for s, _ in pairs(VALID) do
+    if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
+  end
+  ended_lease(K, id)
+  redis.call('ZADD', K.jobs, NOW, id)
+  redis.call('ZADD', K.st_failed, NOW, id)
+  redis.call('ZADD', K.finished, NOW, id)
+  bump(K, 'failed')
+  emit_transition(id, nil, 'failed')
 end
 
 -- Rewrites unreadable fields of a corrupt job hash with safe values (the originals of
 -- JSON fields are kept under `corrupt_<field>`), so the failed record can be read.
-local function sanitize(id)
-  local key = jk(id)
-  redis.call('HSET', key, 'job_id', id)
-  local p = math.floor(num(redis.call('HGET', key, 'progress'), 0))
-  redis.call('HSET', key, 'progress', math.min(math.max(p, 0), 100))
+local function sanitize(id, key)
+  local set = { job_id = id }
+  local function get(f) return redis.call('HGET', key, f) end
+  set.progress = math.min(math.max(math.floor(num(get('progress'), 0)), 0), 100)
   for _, f in ipairs({ 'retry_count', 'max_retries' }) do
-    redis.call('HSET', key, f, math.max(math.floor(num(redis.call('HGET', key, f), 0)), 0))
+    set[f] = math.max(math.floor(num(get(f), 0)), 0)
   end
-  redis.call('HSET', key, 'created_at', math.floor(num(redis.call('HGET', key, 'created_at'), NOW)))
+  set.created_at = math.floor(num(get('created_at'), NOW))
   for _, f in ipairs({ 'started_at', 'completed_at', 'run_at', 'timeout_ms' }) do
-    local v = redis.call('HGET', key, f)
-    if v and not tonumber(v) then redis.call('HDEL', key, f) end
+    local v = get(f)
+    if v and v ~= '' and not tonumber(v) then set[f] = '' end
   end
-  if not redis.call('HGET', key, 'task') then redis.call('HSET', key, 'task', 'unknown') end
-  if not BAND[redis.call('HGET', key, 'priority')] then redis.call('HSET', key, 'priority', 'normal') end
+  if not get('task') then set.task = 'unknown' end
+  if not BAND[get('priority')] then set.priority = 'normal' end
   for _, f in ipairs({ 'payload', 'metadata', 'result' }) do
-    local v = redis.call('HGET', key, f)
+    local v = get(f)
     local ok, decoded = false, nil
-    if v then ok, decoded = pcall(cjson.decode, v) end
-    if v and (not ok or (f == 'metadata' and type(decoded) ~= 'table')) then
-      redis.call('HSET', key, 'corrupt_' .. f, v)
-      redis.call('HDEL', key, f)
+    if v and v ~= '' then ok, decoded = pcall(cjson.decode, v) end
+    if v and v ~= '' and (not ok or (f == 'metadata' and type(decoded) ~= 'table')) then
+      set['corrupt_' .. f] = v
+      set[f] = ''
     end
   end
-  if not redis.call('HGET', key, 'payload') then redis.call('HSET', key, 'payload', 'null') end
+  local payload = get('payload')
+  if not payload or payload == '' or set.payload == '' then set.payload = 'null' end
+  hset(key, set)
 end
 
--- Promotes due delayed jobs, then leases up to `max` ready jobs: a list of
--- {id, token, now, fields as read before the claim}.
--- `chain` re-arms the wake-up marker when work is left (not needed when a finishing
--- worker claims its next job: it will come back by itself).
-local function claim(worker, token_base, lease_ms, max, retention_ms, chain)
-  local due = redis.call('ZRANGEBYSCORE', k('delayed'), '-inf', NOW, 'LIMIT', 0, 100)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', k('delayed'), id)
-    local key = jk(id)
-    local prio = redis.pcall('HGET', key, 'priority')
-    if failed(prio) then
-      fail_garbage(id, redis.call('TYPE', key).ok, retention_ms)
-    elseif prio then
-      local score = (BAND[prio] or 1) * 1e12 + redis.call('INCR', k('seq'))
-      redis.call('ZADD', k('ready'), score, id)
-      redis.call('HSET', key, 'score', score, 'run_at', '')
+-- Due delayed jobs join the back of their priority, in order of due time, then id.
+local function promote(K)
+  for band = 0, 2 do
+    local due = redis.call('ZRANGEBYSCORE', delayed_key(K, band), '-inf', NOW, 'LIMIT', 0, 1000)
+    for _, id in ipairs(due) do
+      redis.call('ZREM', delayed_key(K, band), id)
+      redis.call('ZADD', ready_key(K, band), redis.call('INCR', K.seq), id)
     end
   end
+end
+
+local function next_due(K)
+  local first = nil
+  for band = 0, 2 do
+    local head = redis.call('ZRANGE', delayed_key(K, band), 0, 0, 'WITHSCORES')
+    if #head > 0 then
+      local due = tonumber(head[2])
+      if not first or due < first then first = due end
+    end
+  end
+  return first or ''
+end
+
+-- Leases up to `max` ready jobs for `worker`: a list of {id, token, started, expires, cancel}.
+-- Claim ids of one worker increase; one at or below the last seen is a request sent again,
+-- answered with the leases it took that are still held (none: it claims as new).
+-- `chain` re-arms the wake-up marker when work is left.
+local function claim(K, worker, claim_id, token_base, lease_ms, max, chain)
+  local id_num = tonumber(claim_id)
+  local last = tonumber(redis.call('HGET', K.claims, worker) or '0') or 0
+  if id_num <= last then
+    local again = {}
+    local all = redis.call('HGETALL', K.leases)
+    for i = 1, #all, 2 do
+      local l = decode_lease(all[i + 1])
+      if l and l.claim == claim_id and l.worker == worker and l.expires > NOW then
+        local cancel = 0
+        if l.cancel then cancel = 1 end
+        again[#again + 1] = { all[i], l.token, l.started, l.expires, cancel }
+      end
+    end
+    if #again > 0 then return again end
+  else
+    redis.call('HSET', K.claims, worker, claim_id)
+  end
+  promote(K)
   local out = {}
-  while #out < max do
-    local popped = redis.call('ZPOPMIN', k('ready'))
-    if #popped == 0 then break end
-    local id = popped[1]
-    local key = jk(id)
-    local fields = redis.pcall('HGETALL', key)
-    if failed(fields) then
-      fail_garbage(id, redis.call('TYPE', key).ok, retention_ms)
-    elseif #fields > 0 then
-      local status, created
-      for i = 1, #fields, 2 do
-        if fields[i] == 'status' then status = fields[i + 1] elseif fields[i] == 'created_at' then created = fields[i + 1] end
-      end
-      -- An unreadable status is claimed too, so the worker fails the job with a clear
-      -- error; a valid status other than queued is a stale index entry and is dropped.
-      if status == 'queued' or not VALID[status] then
-        local token = token_base .. ':' .. (#out + 1)
-        local expires = NOW + lease_ms
-        redis.call('HSET', key, 'status', 'processing', 'started_at', NOW, 'progress', 0,
-          'worker_id', worker, 'token', token, 'lease_ms', lease_ms, 'lease_expires', expires,
-          'current_step', '')
-        redis.call('ZADD', k('active'), expires, id)
-        move_status(id, status, 'processing', num(created, NOW))
-        -- The fields as read; the client applies the changes above (it knows them all).
-        out[#out + 1] = { id, token, NOW, fields }
+  local expires = NOW + lease_ms
+  for band = 0, 2 do
+    while #out < max do
+      local popped = redis.call('ZPOPMIN', ready_key(K, band))
+      if #popped == 0 then break end
+      local id = popped[1]
+      local token = token_base .. ':' .. (#out + 1)
+      write_lease(K, id, { token = token, expires = expires, lease_ms = lease_ms, started = NOW,
+        seq = popped[2], cancel = false, claim = claim_id, worker = worker })
+      redis.call('ZADD', K.active, expires, id)
+      redis.call('ZREM', K.st_queued, id)
+      emit_transition(id, 'queued', 'processing')
+      out[#out + 1] = { id, token, NOW, expires, 0 }
+    end
+  end
+  if chain then
+    for band = 0, 2 do
+      if redis.call('ZCARD', ready_key(K, band)) > 0 then
+        wake(K)
+        break
       end
     end
   end
-  if chain and redis.call('ZCARD', k('ready')) > 0 then wake() end
   return out
-end
-
-local function next_due()
-  local first = redis.call('ZRANGE', k('delayed'), 0, 0, 'WITHSCORES')
-  if #first == 0 then return '' end
-  return first[2]
 end

@@ -1,16 +1,18 @@
--- ARGV: 3 id, 4 token, 5 percent, 6 has step ('1'/'0'), 7 step.
--- Returns {'lost'} or {'ok', cancel requested 1/0}.
+-- Progress of an attempt. KEYS after the statics: the job's key. ARGV: 3 id, 4 token,
+-- 5 percent, 6 has step ('1'/'0'), 7 step. Returns {'lost'} or {'ok', cancel requested 1/0}.
 local id = ARGV[3]
-local h = held(id, ARGV[4])
-if not h then return { 'lost' } end
-local key = jk(id)
-local value = math.max(num(redis.call('HGET', key, 'progress'), 0), tonumber(ARGV[5]))
-redis.call('HSET', key, 'progress', value)
-if ARGV[6] == '1' then redis.call('HSET', key, 'current_step', ARGV[7]) end
-extend(id, NOW + h.lease_ms)
-local step = redis.call('HGET', key, 'current_step')
+local key = KEYS[NS + 1]
+local l = read_lease(K, id)
+if not holds(l, ARGV[4]) then return { 'lost' } end
+local current = redis.pcall('HMGET', key, 'progress', 'current_step')
+if failed(current) then return { 'lost' } end
+local value = math.max(num(current[1], 0), tonumber(ARGV[5]))
+local step = current[2]
+if ARGV[6] == '1' then step = ARGV[7] end
+redis.call('HSET', key, 'progress', value, 'current_step', step or '')
+extend(K, id, l, NOW + l.lease_ms)
 if step == '' then step = nil end
-emit(id, 'progress', { progress = value, step = step or nil })
+emit(id, 'progress', { progress = value, step = step })
 local cancel = 0
-if h.cancel then cancel = 1 end
+if l.cancel then cancel = 1 end
 return { 'ok', cancel }

@@ -1,25 +1,28 @@
+-- Manual retry of a finished, unsuccessful job. KEYS after the statics: the job's key.
 -- ARGV: 3 id, 4 band ('' keeps the priority). Returns {'ok', fields} | {'missing'} |
 -- {'invalid', status} | {'dup', holder}.
 local id = ARGV[3]
-local key = jk(id)
-if not is_hash(key) then return { 'missing' } end
-local status = redis.call('HGET', key, 'status')
-if not (NEXT[status] and NEXT[status]['manual_retry']) then return { 'invalid', status or '' } end
-local uk = redis.call('HGET', key, 'unique_key')
-if uk then
-  local holder = redis.call('HGET', k('dedup'), uk)
-  if holder and holder ~= id and is_active(holder) then return { 'dup', holder } end
+local key = KEYS[NS + 1]
+if key_type(key) ~= 'hash' then return { 'missing' } end
+local rec = facts(key)
+local status = rec.status
+if redis.call('HEXISTS', K.leases, id) == 1 then status = 'processing' end
+if not (NEXT[status or ''] and NEXT[status]['manual_retry']) then return { 'invalid', status or '' } end
+if rec.unique_key then
+  local holder = redis.call('HGET', K.dedup, rec.unique_key)
+  if holder and holder ~= id then return { 'dup', holder } end
 end
-if ARGV[4] ~= '' then redis.call('HSET', key, 'priority', PNAME[tonumber(ARGV[4])]) end
-local band = BAND[redis.call('HGET', key, 'priority')] or 1
-local score = band * 1e12 + redis.call('INCR', k('seq'))
-redis.call('HSET', key, 'status', 'queued', 'retry_count', 0, 'progress', 0, 'score', score)
-redis.call('HDEL', key, 'current_step', 'error_message', 'result', 'started_at', 'completed_at',
-  'run_at', 'cancel_requested', 'token', 'worker_id', 'lease_ms', 'lease_expires')
-redis.call('PERSIST', key)
-redis.call('ZREM', k('finished'), id)
-redis.call('ZADD', k('ready'), score, id)
-if uk then redis.call('HSET', k('dedup'), uk, id) end
-move_status(id, status, 'queued', num(redis.call('HGET', key, 'created_at'), NOW))
-wake()
+local set = {}
+if ARGV[4] ~= '' then
+  rec.band = tonumber(ARGV[4])
+  set.priority = PNAME[rec.band]
+end
+apply_effect('manual_retry', set, { now = NOW, retry_count = rec.retries })
+set.status = 'queued'
+redis.call('ZREM', K.finished, id)
+redis.call('ZREM', status_key(K, status), id)
+place(K, id, 'manual_retry', 'queued', rec, {}, nil)
+if rec.unique_key then redis.call('HSET', K.dedup, rec.unique_key, id) end
+hset(key, set)
+emit_transition(id, status, 'queued')
 return { 'ok', redis.call('HGETALL', key) }

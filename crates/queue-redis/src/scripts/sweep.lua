@@ -1,18 +1,39 @@
--- ARGV: 3 retention_ms, 4 limit. Deletes finished jobs older than the retention from every
--- index; returns how many.
-local ids = redis.call('ZRANGEBYSCORE', k('finished'), '-inf', NOW - tonumber(ARGV[3]), 'LIMIT', 0,
-  tonumber(ARGV[4]))
-for _, id in ipairs(ids) do
-  local key = jk(id)
-  local uk = false
-  if is_hash(key) then uk = redis.call('HGET', key, 'unique_key') end
-  redis.call('DEL', key)
-  redis.call('ZREM', k('finished'), id)
-  redis.call('ZREM', k('jobs'), id)
-  for s, _ in pairs(VALID) do redis.call('ZREM', k('st:' .. s), id) end
-  if uk then
-    redis.call('ZREM', k('uk:' .. uk), id)
-    if redis.call('HGET', k('dedup'), uk) == id then redis.call('HDEL', k('dedup'), uk) end
+-- Deletes finished jobs older than the retention from every index. KEYS after the
+-- statics: per job its key and its unique key's history key (when it has one).
+-- ARGV: 3 retention_ms, 4 count, then per job: id, job key index, unique key ('' = none),
+-- history key index. Only a record that is finished and due is deleted; an entry whose job
+-- is live again (its id was reused) just leaves `finished`. A record whose unique key is
+-- not the one declared is skipped (read again next time). Returns how many were deleted.
+local cutoff = NOW - tonumber(ARGV[3])
+local removed = 0
+for i = 0, tonumber(ARGV[4]) - 1 do
+  local b = 5 + i * 4
+  local id, key, uk = ARGV[b], KEYS[tonumber(ARGV[b + 1])], ARGV[b + 2]
+  local at = tonumber(redis.call('ZSCORE', K.finished, id) or '')
+  if at and at <= cutoff then
+    local t = key_type(key)
+    local status, stored_uk = nil, nil
+    if t == 'hash' then
+      local v = redis.call('HMGET', key, 'status', 'unique_key')
+      status, stored_uk = v[1], v[2]
+      if stored_uk == '' then stored_uk = false end
+    end
+    local live = redis.call('HEXISTS', K.leases, id) == 1 or (status and not TERMINAL[status])
+    if live then
+      redis.call('ZREM', K.finished, id)
+    elseif (stored_uk or '') == uk then
+      redis.call('DEL', key)
+      redis.call('ZREM', K.finished, id)
+      redis.call('ZREM', K.jobs, id)
+      for s, _ in pairs(VALID) do
+        if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
+      end
+      if uk ~= '' then
+        redis.call('ZREM', KEYS[tonumber(ARGV[b + 3])], id)
+        if redis.call('HGET', K.dedup, uk) == id then redis.call('HDEL', K.dedup, uk) end
+      end
+      removed = removed + 1
+    end
   end
 end
-return #ids
+return removed

@@ -1,0 +1,654 @@
+//! Every decision about a job besides the legal transitions ([`crate::apply`]): what an
+//! outcome, an expired lease or a cancel becomes, what each event writes on the record,
+//! where the job goes next and which lifetime counter it moves.
+//!
+//! Each is a pure function over a small domain, table-tested over the whole domain. The
+//! memory backend calls them; the Redis scripts carry Lua tables generated from them
+//! (`queue-redis/src/scripts.rs`), so the rules exist once, in Rust.
+//!
+//! ```
+//! use queue_core::rules::{settle, AttemptFacts, OutcomeKind};
+//! use queue_core::Event;
+//!
+//! // A failure with retries left is retried...
+//! let facts = AttemptFacts { cancel_requested: false, retries_left: true };
+//! assert_eq!(settle(OutcomeKind::Retry, facts), Event::Retry);
+//! // ...unless a cancel was requested: the cancel wins over every outcome.
+//! let cancelled = AttemptFacts { cancel_requested: true, ..facts };
+//! assert_eq!(settle(OutcomeKind::Completed, cancelled), Event::Cancel);
+//! ```
+
+use std::fmt;
+
+use crate::{Event, JobRecord, JobStatus, Outcome, apply};
+
+/// What a lease holder reported, without its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutcomeKind {
+    /// [`Outcome::Completed`].
+    Completed,
+    /// [`Outcome::Partial`].
+    Partial,
+    /// [`Outcome::Retry`].
+    Retry,
+    /// [`Outcome::Failed`].
+    Failed,
+    /// [`Outcome::Cancelled`].
+    Cancelled,
+    /// [`Outcome::Released`].
+    Released,
+}
+
+impl OutcomeKind {
+    /// Every kind.
+    pub const ALL: [OutcomeKind; 6] = [
+        Self::Completed,
+        Self::Partial,
+        Self::Retry,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Released,
+    ];
+
+    /// The wire name (as `Outcome::name`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Partial => "partial",
+            Self::Retry => "retry",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Released => "released",
+        }
+    }
+}
+
+impl fmt::Display for OutcomeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Outcome {
+    /// The outcome's kind.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Self::Completed { .. } => OutcomeKind::Completed,
+            Self::Partial { .. } => OutcomeKind::Partial,
+            Self::Retry { .. } => OutcomeKind::Retry,
+            Self::Failed { .. } => OutcomeKind::Failed,
+            Self::Cancelled => OutcomeKind::Cancelled,
+            Self::Released => OutcomeKind::Released,
+        }
+    }
+}
+
+/// What the backend knows about a running job when its attempt ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AttemptFacts {
+    /// A caller asked to cancel the job while it ran.
+    pub cancel_requested: bool,
+    /// `retry_count < max_retries`.
+    pub retries_left: bool,
+}
+
+impl AttemptFacts {
+    /// Every combination.
+    pub const ALL: [AttemptFacts; 4] = [
+        Self::new(false, false),
+        Self::new(false, true),
+        Self::new(true, false),
+        Self::new(true, true),
+    ];
+
+    const fn new(cancel_requested: bool, retries_left: bool) -> Self {
+        Self {
+            cancel_requested,
+            retries_left,
+        }
+    }
+
+    /// The facts of `record`.
+    pub fn of(record: &JobRecord) -> Self {
+        Self {
+            cancel_requested: record.cancel_requested,
+            retries_left: record.has_retries_left(),
+        }
+    }
+}
+
+/// What an attempt's reported outcome becomes.
+///
+/// A requested cancel wins over every outcome, success included: the caller of
+/// `cancel` was told the job would end `cancelled`, so it does (the handler's result is
+/// not stored). A retry with no retries left is a failure.
+pub fn settle(kind: OutcomeKind, facts: AttemptFacts) -> Event {
+    if facts.cancel_requested {
+        return Event::Cancel;
+    }
+    match kind {
+        OutcomeKind::Completed => Event::Complete,
+        OutcomeKind::Partial => Event::CompletePartial,
+        OutcomeKind::Retry if facts.retries_left => Event::Retry,
+        OutcomeKind::Retry | OutcomeKind::Failed => Event::Fail,
+        OutcomeKind::Cancelled => Event::Cancel,
+        OutcomeKind::Released => Event::Release,
+    }
+}
+
+/// What a running job whose lease expired (its worker died or hung) becomes: back in its
+/// old place counting an attempt, failed when no retries are left, cancelled when a cancel
+/// was requested.
+pub fn on_lease_expired(facts: AttemptFacts) -> Event {
+    if facts.cancel_requested {
+        Event::Cancel
+    } else if facts.retries_left {
+        Event::LeaseExpired
+    } else {
+        Event::Fail
+    }
+}
+
+/// The error message a job gets when its lease expired.
+pub fn lease_expired_message(worker: &str, retries_left: bool) -> String {
+    let (before, after) = lease_expired_template(retries_left);
+    format!("{before}{worker}{after}")
+}
+
+/// The two halves of [`lease_expired_message`] around the worker id (the Lua scripts are
+/// generated with them).
+pub fn lease_expired_template(retries_left: bool) -> (&'static str, &'static str) {
+    if retries_left {
+        ("lease expired: worker ", " stopped renewing it")
+    } else {
+        (
+            "lease expired: worker ",
+            " was lost and no retries are left",
+        )
+    }
+}
+
+/// What a caller's cancel does to a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CancelAction {
+    /// The job is queued: it leaves the queue and is `cancelled` now (event `Cancel`).
+    Cancel,
+    /// The job is running: flag it and tell its lease holder (one `CancelRequested` event).
+    Request,
+    /// The job is running and its cancel was already requested: nothing more to do (no
+    /// second event); the caller is told it is requested.
+    AlreadyRequested,
+    /// The job is finished: refused (`InvalidTransition`).
+    Refuse,
+}
+
+impl CancelAction {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cancel => "cancel",
+            Self::Request => "request",
+            Self::AlreadyRequested => "already_requested",
+            Self::Refuse => "refuse",
+        }
+    }
+}
+
+/// What a caller's cancel does to a job in `status`.
+pub fn on_cancel(status: JobStatus, cancel_requested: bool) -> CancelAction {
+    match status {
+        JobStatus::Processing if cancel_requested => CancelAction::AlreadyRequested,
+        // A running job is stopped by its holder, who then acknowledges with `Cancel`.
+        JobStatus::Processing => CancelAction::Request,
+        status if apply(status, Event::Cancel).is_ok() => CancelAction::Cancel,
+        _ => CancelAction::Refuse,
+    }
+}
+
+/// A field of the record that events change (the status is `apply`'s business).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// `progress`.
+    Progress,
+    /// `current_step`.
+    CurrentStep,
+    /// `error_message`.
+    ErrorMessage,
+    /// `retry_count`.
+    RetryCount,
+    /// `started_at`.
+    StartedAt,
+    /// `completed_at`.
+    CompletedAt,
+    /// `run_at`.
+    RunAt,
+    /// `worker_id`.
+    WorkerId,
+    /// `result`.
+    Result,
+    /// `cancel_requested`.
+    CancelRequested,
+}
+
+impl Field {
+    /// Every field.
+    pub const ALL: [Field; 10] = [
+        Self::Progress,
+        Self::CurrentStep,
+        Self::ErrorMessage,
+        Self::RetryCount,
+        Self::StartedAt,
+        Self::CompletedAt,
+        Self::RunAt,
+        Self::WorkerId,
+        Self::Result,
+        Self::CancelRequested,
+    ];
+
+    /// The field's name on the record (and in a Redis job hash).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Progress => "progress",
+            Self::CurrentStep => "current_step",
+            Self::ErrorMessage => "error_message",
+            Self::RetryCount => "retry_count",
+            Self::StartedAt => "started_at",
+            Self::CompletedAt => "completed_at",
+            Self::RunAt => "run_at",
+            Self::WorkerId => "worker_id",
+            Self::Result => "result",
+            Self::CancelRequested => "cancel_requested",
+        }
+    }
+}
+
+/// How an event changes one field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// Unset it (`None`, `false`).
+    Clear,
+    /// The time of the event.
+    Now,
+    /// 0 (progress, retry count).
+    Zero,
+    /// 100 (progress).
+    Full,
+    /// One more (retry count).
+    Increment,
+    /// What the event carries: the error message, the result, the due time of a retry,
+    /// the worker that starts the attempt ([`EffectInput`]).
+    Input,
+}
+
+impl Change {
+    /// The wire name (used in the generated Lua).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clear => "clear",
+            Self::Now => "now",
+            Self::Zero => "zero",
+            Self::Full => "full",
+            Self::Increment => "incr",
+            Self::Input => "input",
+        }
+    }
+}
+
+/// What `event` writes on the record, besides the status; fields not listed keep their
+/// value.
+pub fn effect(event: Event) -> &'static [(Field, Change)] {
+    use Change::*;
+    use Field::*;
+    match event {
+        Event::Start => &[
+            (StartedAt, Now),
+            (Progress, Zero),
+            (CurrentStep, Clear),
+            (RunAt, Clear),
+            (WorkerId, Input),
+        ],
+        Event::Complete => &[
+            (Progress, Full),
+            (ErrorMessage, Clear),
+            (Result, Input),
+            (CompletedAt, Now),
+            (RunAt, Clear),
+            (WorkerId, Clear),
+        ],
+        Event::CompletePartial => &[
+            (Progress, Full),
+            (ErrorMessage, Input),
+            (Result, Input),
+            (CompletedAt, Now),
+            (RunAt, Clear),
+            (WorkerId, Clear),
+        ],
+        Event::Fail => &[
+            (ErrorMessage, Input),
+            (CompletedAt, Now),
+            (RunAt, Clear),
+            (WorkerId, Clear),
+        ],
+        Event::Cancel => &[(CompletedAt, Now), (RunAt, Clear), (WorkerId, Clear)],
+        Event::Retry => &[
+            (ErrorMessage, Input),
+            (RetryCount, Increment),
+            (Progress, Zero),
+            (CurrentStep, Clear),
+            (RunAt, Input),
+            (WorkerId, Clear),
+        ],
+        Event::Release => &[
+            (Progress, Zero),
+            (CurrentStep, Clear),
+            (RunAt, Clear),
+            (WorkerId, Clear),
+        ],
+        Event::LeaseExpired => &[
+            (ErrorMessage, Input),
+            (RetryCount, Increment),
+            (Progress, Zero),
+            (CurrentStep, Clear),
+            (RunAt, Clear),
+            (WorkerId, Clear),
+        ],
+        Event::ManualRetry => &[
+            (Progress, Zero),
+            (CurrentStep, Clear),
+            (ErrorMessage, Clear),
+            (Result, Clear),
+            (RetryCount, Zero),
+            (StartedAt, Clear),
+            (CompletedAt, Clear),
+            (RunAt, Clear),
+            (WorkerId, Clear),
+            (CancelRequested, Clear),
+        ],
+    }
+}
+
+/// The fields a lease holder writes during an attempt (by reporting progress). Every way
+/// into `queued` leaves them as `Start` writes them, so a backend may defer the rest of
+/// `Start`'s effect to the end of the attempt (the Redis backend keeps a running job's
+/// lease apart from its record, and writes the record when the attempt ends).
+pub const PROGRESS_FIELDS: [Field; 2] = [Field::Progress, Field::CurrentStep];
+
+/// What an event carries into its [`effect`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EffectInput {
+    /// The event's time (ms).
+    pub now: crate::Millis,
+    /// `error_message` for events that set it.
+    pub error: Option<String>,
+    /// `result` for events that set it.
+    pub result: Option<serde_json::Value>,
+    /// `run_at` (ms) of a retry.
+    pub due: Option<crate::Millis>,
+    /// `worker_id` of a start.
+    pub worker: Option<String>,
+}
+
+impl JobRecord {
+    /// Applies `event`: the status from [`apply`], the fields from [`effect`].
+    pub fn apply_event(
+        &mut self,
+        event: Event,
+        input: &EffectInput,
+    ) -> Result<(), crate::InvalidTransition> {
+        self.status = apply(self.status, event)?;
+        self.apply_effect(effect(event), input);
+        Ok(())
+    }
+
+    /// Writes `changes` on the record (the status is left alone).
+    pub fn apply_effect(&mut self, changes: &[(Field, Change)], input: &EffectInput) {
+        let now = crate::from_millis(input.now);
+        for (field, change) in changes {
+            match (field, change) {
+                (Field::Progress, Change::Zero) => self.progress = 0,
+                (Field::Progress, Change::Full) => self.progress = 100,
+                (Field::CurrentStep, _) => self.current_step = None,
+                (Field::ErrorMessage, Change::Input) => self.error_message = input.error.clone(),
+                (Field::ErrorMessage, _) => self.error_message = None,
+                (Field::RetryCount, Change::Increment) => {
+                    self.retry_count = self.retry_count.saturating_add(1)
+                }
+                (Field::RetryCount, _) => self.retry_count = 0,
+                (Field::StartedAt, Change::Now) => self.started_at = Some(now),
+                (Field::StartedAt, _) => self.started_at = None,
+                (Field::CompletedAt, Change::Now) => self.completed_at = Some(now),
+                (Field::CompletedAt, _) => self.completed_at = None,
+                (Field::RunAt, Change::Input) => self.run_at = input.due.map(crate::from_millis),
+                (Field::RunAt, _) => self.run_at = None,
+                (Field::WorkerId, Change::Input) => self.worker_id = input.worker.clone(),
+                (Field::WorkerId, _) => self.worker_id = None,
+                (Field::Result, Change::Input) => self.result = input.result.clone(),
+                (Field::Result, _) => self.result = None,
+                (Field::CancelRequested, _) => self.cancel_requested = false,
+                (Field::Progress, _) => {}
+            }
+        }
+    }
+}
+
+/// Where a job goes after an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Placement {
+    /// Held under a lease.
+    Leased,
+    /// Ready, at the place it had before it started (no queue jumping, no demotion).
+    ReadyInPlace,
+    /// Ready, behind every job of its priority.
+    ReadyAtBack,
+    /// Waiting for its `run_at`.
+    Delayed,
+    /// Finished: kept for the retention period, then swept.
+    Finished,
+}
+
+impl Placement {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Leased => "leased",
+            Self::ReadyInPlace => "ready_in_place",
+            Self::ReadyAtBack => "ready_at_back",
+            Self::Delayed => "delayed",
+            Self::Finished => "finished",
+        }
+    }
+}
+
+/// Where a job goes after `event`.
+pub fn placement(event: Event) -> Placement {
+    match event {
+        Event::Start => Placement::Leased,
+        Event::Release | Event::LeaseExpired => Placement::ReadyInPlace,
+        Event::ManualRetry => Placement::ReadyAtBack,
+        Event::Retry => Placement::Delayed,
+        Event::Complete | Event::CompletePartial | Event::Fail | Event::Cancel => {
+            Placement::Finished
+        }
+    }
+}
+
+/// The lifetime counter (`LifetimeTotals` field) an event moves, if any. A recovered
+/// lease also moves `recovered`, whatever it became.
+pub fn counter(event: Event) -> Option<&'static str> {
+    match event {
+        Event::Complete => Some("completed"),
+        Event::CompletePartial => Some("partial"),
+        Event::Fail => Some("failed"),
+        Event::Cancel => Some("cancelled"),
+        Event::Retry => Some("retried"),
+        Event::Start | Event::Release | Event::LeaseExpired | Event::ManualRetry => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settle_over_every_outcome_and_fact() {
+        use Event as E;
+        use OutcomeKind as K;
+        for facts in AttemptFacts::ALL {
+            for kind in K::ALL {
+                let got = settle(kind, facts);
+                let want = match (facts.cancel_requested, kind, facts.retries_left) {
+                    (true, _, _) => E::Cancel,
+                    (false, K::Completed, _) => E::Complete,
+                    (false, K::Partial, _) => E::CompletePartial,
+                    (false, K::Retry, true) => E::Retry,
+                    (false, K::Retry, false) | (false, K::Failed, _) => E::Fail,
+                    (false, K::Cancelled, _) => E::Cancel,
+                    (false, K::Released, _) => E::Release,
+                };
+                assert_eq!(got, want, "{kind} with {facts:?}");
+                // Whatever the outcome, a running job accepts what it becomes.
+                assert!(apply(JobStatus::Processing, got).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn an_expired_lease_over_every_fact() {
+        let got: Vec<Event> = AttemptFacts::ALL
+            .into_iter()
+            .map(on_lease_expired)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                Event::Fail,
+                Event::LeaseExpired,
+                Event::Cancel,
+                Event::Cancel
+            ]
+        );
+        assert_eq!(
+            lease_expired_message("w-1", true),
+            "lease expired: worker w-1 stopped renewing it"
+        );
+        assert!(lease_expired_message("w-1", false).ends_with("no retries are left"));
+    }
+
+    #[test]
+    fn cancel_over_every_status() {
+        for status in JobStatus::ALL {
+            for requested in [false, true] {
+                let want = match status {
+                    JobStatus::Queued => CancelAction::Cancel,
+                    JobStatus::Processing if requested => CancelAction::AlreadyRequested,
+                    JobStatus::Processing => CancelAction::Request,
+                    _ => CancelAction::Refuse,
+                };
+                assert_eq!(on_cancel(status, requested), want, "{status} {requested}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_way_back_to_queued_leaves_a_clean_attempt() {
+        // Redis does not rewrite the record when an attempt starts (the lease lives on
+        // its own), so every event that queues a job must already leave what `Start`
+        // would write: progress 0, no step, no holder.
+        for event in Event::ALL {
+            let Ok(to) =
+                apply(JobStatus::Processing, event).or_else(|_| apply(JobStatus::Failed, event))
+            else {
+                continue;
+            };
+            if to != JobStatus::Queued {
+                continue;
+            }
+            let changes = effect(event);
+            for needed in [
+                (Field::Progress, Change::Zero),
+                (Field::CurrentStep, Change::Clear),
+                (Field::WorkerId, Change::Clear),
+            ] {
+                assert!(changes.contains(&needed), "{event:?} lacks {needed:?}");
+            }
+            // ...which is what `Start` writes on them.
+            for field in PROGRESS_FIELDS {
+                let on_start = effect(Event::Start).iter().find(|(f, _)| *f == field);
+                let here = changes.iter().find(|(f, _)| *f == field);
+                assert_eq!(on_start, here, "{event:?} and start differ on {field:?}");
+            }
+        }
+        // And every end of an attempt clears the holder and the due time.
+        for event in Event::ALL {
+            if event != Event::Start && apply(JobStatus::Processing, event).is_ok() {
+                assert!(effect(event).contains(&(Field::WorkerId, Change::Clear)));
+                let due = effect(event).iter().find(|(f, _)| *f == Field::RunAt);
+                assert!(due.is_some(), "{event:?} leaves run_at alone");
+            }
+        }
+    }
+
+    #[test]
+    fn effects_write_the_record() {
+        let mut r: JobRecord = serde_json::from_value(serde_json::json!({
+            "job_id": crate::JobId::new(), "task": "t", "payload": null, "unique_key": null,
+            "status": "queued", "priority": "normal", "progress": 0, "current_step": null,
+            "error_message": "old", "retry_count": 1, "max_retries": 3, "timeout_ms": null,
+            "created_at": "2026-01-01T00:00:00Z", "started_at": null, "completed_at": null,
+            "run_at": "2026-01-01T00:00:01Z", "metadata": {}, "result": null,
+            "worker_id": null, "cancel_requested": false
+        }))
+        .unwrap();
+        let start = EffectInput {
+            now: 5_000,
+            worker: Some("w".into()),
+            ..EffectInput::default()
+        };
+        r.apply_event(Event::Start, &start).unwrap();
+        assert_eq!(r.status, JobStatus::Processing);
+        assert_eq!(r.run_at, None);
+        assert_eq!(r.worker_id.as_deref(), Some("w"));
+        assert_eq!(r.started_at.map(crate::to_millis), Some(5_000));
+        assert_eq!(
+            r.error_message.as_deref(),
+            Some("old"),
+            "kept until the end"
+        );
+        let retry = EffectInput {
+            now: 6_000,
+            error: Some("flaky".into()),
+            due: Some(9_000),
+            ..EffectInput::default()
+        };
+        r.apply_event(Event::Retry, &retry).unwrap();
+        assert_eq!(
+            (r.status, r.retry_count, r.worker_id.as_deref()),
+            (JobStatus::Queued, 2, None)
+        );
+        assert_eq!(r.run_at.map(crate::to_millis), Some(9_000));
+        assert_eq!(r.error_message.as_deref(), Some("flaky"));
+        assert!(r.apply_event(Event::Complete, &retry).is_err());
+    }
+
+    #[test]
+    fn placements_follow_the_target_status() {
+        for event in Event::ALL {
+            let target = JobStatus::ALL
+                .into_iter()
+                .find_map(|s| apply(s, event).ok())
+                .unwrap();
+            let place = placement(event);
+            match target {
+                JobStatus::Processing => assert_eq!(place, Placement::Leased),
+                JobStatus::Queued => assert!(matches!(
+                    place,
+                    Placement::ReadyInPlace | Placement::ReadyAtBack | Placement::Delayed
+                )),
+                _ => assert_eq!(place, Placement::Finished, "{event:?}"),
+            }
+            if target.is_terminal() {
+                assert!(counter(event).is_some(), "{event:?} counts");
+            }
+        }
+    }
+}

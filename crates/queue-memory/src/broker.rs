@@ -1,0 +1,108 @@
+//! `Broker` for the memory backend: claims, leases, outcomes, recovery and retention.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use queue_core::{
+    Broker, CancelStream, ClaimRequest, Finished, HeartbeatReply, JobId, Lease, LeaseRef,
+    LeaseStatus, Outcome, Result, WorkerBeat, WorkerId, duration_ms,
+};
+
+use crate::MemoryBackend;
+
+impl MemoryBackend {
+    fn claim(&self, req: &ClaimRequest) -> (Vec<Lease>, Option<i64>) {
+        let mut t = self.lock();
+        let leases = t.claim(req, self.now(), self.sink());
+        (leases, t.next_due())
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBackend {
+    async fn fetch(&self, req: &ClaimRequest, wait: Duration) -> Result<Vec<Lease>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.inner.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (leases, next_due) = self.claim(req);
+            let now = tokio::time::Instant::now();
+            if !leases.is_empty() || now >= deadline {
+                return Ok(leases);
+            }
+            let mut until = deadline;
+            if let Some(due) = next_due {
+                let in_ms = (due - self.now()).max(1) as u64;
+                until = until.min(now + Duration::from_millis(in_ms));
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    async fn heartbeat(&self, beat: &WorkerBeat, leases: &[LeaseRef]) -> Result<HeartbeatReply> {
+        Ok(self.lock().heartbeat(beat, leases, self.now()))
+    }
+
+    async fn progress(
+        &self,
+        lease: &LeaseRef,
+        progress: u8,
+        step: Option<String>,
+    ) -> Result<LeaseStatus> {
+        self.lock()
+            .progress(lease, progress, step.as_deref(), self.now(), self.sink())
+    }
+
+    async fn finish(
+        &self,
+        lease: &LeaseRef,
+        outcome: Outcome,
+        next: Option<ClaimRequest>,
+    ) -> Result<Finished> {
+        let requeues = matches!(outcome, Outcome::Retry { .. } | Outcome::Released);
+        let (status, next) = {
+            let mut t = self.lock();
+            let now = self.now();
+            let status = t.finish(lease, outcome, &self.inner.config, now, self.sink())?;
+            let next = next.and_then(|req| {
+                let one = ClaimRequest { max: 1, ..req };
+                t.claim(&one, now, self.sink()).pop()
+            });
+            (status, next)
+        };
+        if requeues {
+            self.inner.work.notify_waiters();
+        }
+        Ok(Finished { status, next })
+    }
+
+    async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {
+        let ids = self.lock().reap(limit, self.now(), self.sink());
+        if !ids.is_empty() {
+            self.inner.work.notify_waiters();
+        }
+        Ok(ids)
+    }
+
+    async fn deregister(&self, worker: &WorkerId) -> Result<()> {
+        self.lock().deregister(worker.as_str());
+        Ok(())
+    }
+
+    async fn sweep(&self, limit: usize) -> Result<usize> {
+        let cutoff = self.now() - duration_ms(self.inner.config.retention);
+        Ok(self.lock().sweep(limit, cutoff))
+    }
+
+    async fn cancellations(&self) -> Result<CancelStream> {
+        let rx = self.inner.cancels.subscribe();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(|item| std::future::ready(item.ok()));
+        Ok(Box::pin(stream))
+    }
+}

@@ -1,0 +1,135 @@
+//! `MemoryBackend` and how it is built: configuration and clock in, a queue out.
+
+use std::{
+    fmt,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use queue_core::{JobEvent, JobId, QueueConfig, SharedClock, TokioClock};
+use tokio::sync::{Notify, broadcast};
+
+use crate::tables::{Sink, Tables};
+
+/// The full queue contract in one process. Clones share the same queue.
+///
+/// Its clock defaults to [`TokioClock`], so under `tokio::time::pause()` delays, backoffs
+/// and leases elapse without real waiting.
+#[derive(Clone)]
+pub struct MemoryBackend {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    tables: Mutex<Tables>,
+    pub(crate) work: Notify,
+    pub(crate) events: broadcast::Sender<JobEvent>,
+    /// Cancel requests only, so a worker listening for them does not make every
+    /// transition build an event.
+    pub(crate) cancels: broadcast::Sender<JobId>,
+    clock: SharedClock,
+    pub(crate) config: QueueConfig,
+}
+
+/// Builds a [`MemoryBackend`]: the queue's configuration (defaults, limits, retention) and
+/// the clock it reads.
+#[derive(Clone)]
+pub struct MemoryBackendBuilder {
+    config: QueueConfig,
+    clock: Option<SharedClock>,
+}
+
+impl fmt::Debug for MemoryBackendBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBackendBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryBackendBuilder {
+    /// Reads time from `clock` (tests drive a `ManualClock`); default [`TokioClock`].
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The queue.
+    pub fn build(self) -> MemoryBackend {
+        let (events, _) = broadcast::channel(16 * 1024);
+        let (cancels, _) = broadcast::channel(1024);
+        MemoryBackend {
+            inner: Arc::new(Inner {
+                tables: Mutex::new(Tables::default()),
+                work: Notify::new(),
+                events,
+                cancels,
+                clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
+                config: self.config,
+            }),
+        }
+    }
+}
+
+impl MemoryBackend {
+    /// A builder for `config`.
+    pub fn builder(config: QueueConfig) -> MemoryBackendBuilder {
+        MemoryBackendBuilder {
+            config,
+            clock: None,
+        }
+    }
+
+    /// A queue with the default configuration.
+    pub fn new() -> Self {
+        Self::builder(QueueConfig::default()).build()
+    }
+
+    /// A queue with `config`'s defaults (priority, retries, limits, retention).
+    pub fn with_config(config: QueueConfig) -> Self {
+        Self::builder(config).build()
+    }
+
+    /// A queue reading time from `clock`.
+    pub fn with_clock(config: QueueConfig, clock: SharedClock) -> Self {
+        Self::builder(config).clock(clock).build()
+    }
+
+    /// The configuration the queue uses.
+    pub fn config(&self) -> &QueueConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Tables> {
+        // A panic while holding the lock leaves the tables as consistent as every step
+        // before it; keep serving rather than poisoning every later call.
+        self.inner.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    pub(crate) fn sink(&self) -> Sink<'_> {
+        (self.inner.events.receiver_count() > 0).then_some(&self.inner.events)
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("queue", &self.inner.config.queue_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for MemoryBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MemoryBackend(queue={})", self.inner.config.queue_name)
+    }
+}

@@ -1,0 +1,79 @@
+//! `JobStore` for the memory backend.
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use queue_core::{
+    CancelOutcome, EventStream, JobId, JobRecord, JobStore, ListQuery, NewJob, Page, Priority,
+    QueueStats, Result, WorkerInfo,
+};
+
+use crate::MemoryBackend;
+
+#[async_trait]
+impl JobStore for MemoryBackend {
+    async fn enqueue(&self, job: NewJob) -> Result<JobRecord> {
+        let (record, created) =
+            self.lock()
+                .enqueue(job, &self.inner.config, self.now(), self.sink())?;
+        if created {
+            self.inner.work.notify_waiters();
+        }
+        Ok(record)
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
+        let now = self.now();
+        let out = {
+            let mut t = self.lock();
+            jobs.into_iter()
+                .map(|job| {
+                    t.enqueue(job, &self.inner.config, now, self.sink())
+                        .map(|(r, _)| r)
+                })
+                .collect()
+        };
+        self.inner.work.notify_waiters();
+        Ok(out)
+    }
+
+    async fn get(&self, id: JobId) -> Result<JobRecord> {
+        self.lock().get(id)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        self.lock().list(query)
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
+        let outcome = self.lock().cancel(id, self.now(), self.sink())?;
+        if outcome == CancelOutcome::Requested {
+            let _ = self.inner.cancels.send(id);
+        }
+        Ok(outcome)
+    }
+
+    async fn retry(&self, id: JobId, priority: Option<Priority>) -> Result<JobRecord> {
+        let record = self.lock().retry(id, priority, self.now(), self.sink())?;
+        self.inner.work.notify_waiters();
+        Ok(record)
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        Ok(self.lock().stats(self.now()))
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        Ok(self.lock().workers(self.now()))
+    }
+
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<EventStream> {
+        let rx = self.inner.events.subscribe();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(|item| std::future::ready(item.ok()));
+        Ok(Box::pin(stream))
+    }
+}

@@ -1,0 +1,14 @@
+//! The model-checked suite on the memory backend.
+
+use std::sync::Arc;
+
+use queue_core::ManualClock;
+use queue_memory::MemoryBackend;
+use queue_testkit::{Harness, suite_config};
+
+async fn fresh(clock: ManualClock) -> Harness {
+    let backend = MemoryBackend::with_clock(suite_config("model"), Arc::new(clock.clone()));
+    Harness::new(Arc::new(backend), clock)
+}
+
+queue_testkit::model_tests!(fresh, 256, 60);

@@ -1,0 +1,375 @@
+//! `Broker` for Redis: claims (blocking wake-up, idempotent per request), leases,
+//! outcomes, recovery and retention.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use queue_core::{
+    Broker, CancelStream, ClaimId, ClaimRequest, Error, Finished, HeartbeatReply, JobId, JobStatus,
+    Lease, LeaseRef, LeaseStatus, LeaseToken, Millis, Outcome, Result, WorkerBeat, WorkerId,
+    from_millis,
+};
+use redis::Value;
+use tokio::sync::oneshot;
+
+use crate::{
+    RedisBackend, codec,
+    conn::MAX_BLOCK,
+    store::Read,
+    wire::{self, Claimed, LeaseEntry, array, int, text},
+};
+
+/// A claim that failed without an answer (a timeout, a dropped connection) may have run:
+/// it is sent again with the same request id, which answers the same leases.
+const CLAIM_TRIES: u32 = 3;
+
+impl RedisBackend {
+    /// Leases from a claim reply, with their records; a job whose record cannot be read
+    /// is failed at once, saying why.
+    async fn leases(&self, claimed: Vec<Claimed>, worker: &WorkerId) -> Result<Vec<Lease>> {
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = claimed.iter().map(|c| c.id.clone()).collect();
+        let reads = self.records(&ids).await?;
+        let mut out = Vec::with_capacity(claimed.len());
+        for (c, read) in claimed.into_iter().zip(reads) {
+            let problem = match read {
+                Read::Found(fields, stored) => {
+                    // The stored lease is fresher (a cancel may have come since the claim).
+                    let lease =
+                        stored
+                            .filter(|l| l.token == c.token.as_str())
+                            .unwrap_or(LeaseEntry {
+                                token: c.token.as_str().to_owned(),
+                                expires: c.expires,
+                                started: c.started,
+                                cancel: c.cancel,
+                                worker: worker.as_str().to_owned(),
+                            });
+                    match codec::decode_leased(c.id.parse().ok(), &fields, Some(&lease)) {
+                        Ok(job) => {
+                            out.push(Lease {
+                                job,
+                                token: c.token,
+                                expires_at: from_millis(c.expires),
+                            });
+                            continue;
+                        }
+                        Err(e) => format!("corrupt job record: {e}"),
+                    }
+                }
+                Read::Missing => "corrupt job record: it is missing".to_owned(),
+                Read::WrongType => "corrupt job record: not stored as a hash".to_owned(),
+            };
+            self.fail_corrupt(&c.id, &c.token, problem).await;
+        }
+        Ok(out)
+    }
+
+    async fn fail_corrupt(&self, id: &str, token: &LeaseToken, message: String) {
+        tracing::warn!(job_id = id, error = %message, "failing a job whose record cannot be read");
+        let key = self.inner.keys.job_named(id);
+        let args = wire::corrupt_args(id, token, message);
+        if let Err(e) = self.run(&self.inner.scripts.finish, &[key], args).await {
+            tracing::warn!(job_id = id, error = %e.chain(), "could not fail the corrupt job; its lease will expire");
+        }
+    }
+
+    async fn claim_now(&self, req: &ClaimRequest) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
+        let args = wire::claim_args(req).to_vec();
+        let mut delay = Duration::from_millis(50);
+        let mut tries = 0;
+        let reply = loop {
+            tries += 1;
+            match self.run(&self.inner.scripts.claim, &[], args.clone()).await {
+                Ok(reply) => break reply,
+                Err(e) if e.is_retryable() && tries < CLAIM_TRIES => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mut it = array(reply).into_iter();
+        let now = it
+            .next()
+            .as_ref()
+            .and_then(int)
+            .unwrap_or_else(|| self.now_ms());
+        let next_due = it.next().as_ref().and_then(int);
+        let claimed = wire::claimed(it.next().unwrap_or(Value::Nil));
+        let leases = self.leases(claimed, &req.worker).await?;
+        Ok((leases, next_due, now))
+    }
+
+    /// Runs a claim on its own task, so a caller that goes away (a dropped `fetch`) cannot
+    /// lose leased jobs: they are handed back instead.
+    async fn claim_detached(
+        &self,
+        req: &ClaimRequest,
+    ) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
+        let this = self.clone();
+        let req = req.clone();
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let result = this.claim_now(&req).await;
+            if let Err(Ok((leases, _, _))) = tx.send(result) {
+                for lease in leases {
+                    let _ = this.finish(&lease.to_ref(), Outcome::Released, None).await;
+                }
+            }
+        });
+        rx.await.map_err(|_| Error::Backend {
+            backend: "redis",
+            message: "claim task stopped".into(),
+        })?
+    }
+
+    /// Blocks on the wake-up marker for up to `timeout`, on a dedicated connection.
+    async fn wait_for_work(&self, timeout: Duration) -> Result<()> {
+        let pooled = self
+            .inner
+            .blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self
+                .inner
+                .target
+                .connect_blocking()
+                .await
+                .map_err(|e| self.err(e))?,
+        };
+        let secs = format!(
+            "{:.3}",
+            timeout.max(Duration::from_millis(10)).as_secs_f64()
+        );
+        let result: redis::RedisResult<Value> = redis::cmd("BZPOPMIN")
+            .arg(self.inner.keys.marker())
+            .arg(secs)
+            .query_async(&mut conn)
+            .await;
+        match result {
+            Ok(_) => {
+                self.inner
+                    .blocking
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn);
+                Ok(())
+            }
+            // The connection is dropped: the next wait opens a fresh one.
+            Err(e) => Err(self.err(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBackend {
+    async fn fetch(&self, req: &ClaimRequest, wait: Duration) -> Result<Vec<Lease>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut req = req.clone();
+        loop {
+            let (leases, next_due, now) = self.claim_detached(&req).await?;
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !leases.is_empty() || remaining.is_zero() {
+                return Ok(leases);
+            }
+            let mut block = remaining.min(MAX_BLOCK);
+            if let Some(due) = next_due {
+                block = block.min(Duration::from_millis((due - now).max(1) as u64));
+            }
+            self.wait_for_work(block).await?;
+            // The earlier claim took nothing: the next one is a new request.
+            req.id = ClaimId::next();
+        }
+    }
+
+    async fn heartbeat(&self, beat: &WorkerBeat, leases: &[LeaseRef]) -> Result<HeartbeatReply> {
+        let key = self.inner.keys.worker(beat.worker.as_str());
+        let reply = array(
+            self.run(
+                &self.inner.scripts.heartbeat,
+                &[key],
+                wire::heartbeat_args(beat, leases),
+            )
+            .await?,
+        );
+        let mut it = reply.into_iter();
+        let pick = |positions: Vec<usize>| -> Vec<LeaseRef> {
+            positions
+                .into_iter()
+                .filter_map(|p| leases.get(p.checked_sub(1)?).cloned())
+                .collect()
+        };
+        let lost = pick(wire::positions(it.next()));
+        let cancel = pick(wire::positions(it.next()));
+        Ok(HeartbeatReply { lost, cancel })
+    }
+
+    async fn progress(
+        &self,
+        lease: &LeaseRef,
+        progress: u8,
+        step: Option<String>,
+    ) -> Result<LeaseStatus> {
+        queue_core::check_progress(progress)?;
+        let args = vec![
+            lease.job_id.to_string(),
+            lease.token.as_str().to_owned(),
+            progress.to_string(),
+            if step.is_some() { "1" } else { "0" }.to_owned(),
+            step.unwrap_or_default(),
+        ];
+        let reply = array(
+            self.run(
+                &self.inner.scripts.progress,
+                &[self.inner.keys.job(lease.job_id)],
+                args,
+            )
+            .await?,
+        );
+        match reply.first().and_then(text).as_deref() {
+            Some("ok") => Ok(LeaseStatus {
+                cancel_requested: reply.get(1).and_then(int) == Some(1),
+            }),
+            _ => Err(Error::LeaseLost { id: lease.job_id }),
+        }
+    }
+
+    async fn finish(
+        &self,
+        lease: &LeaseRef,
+        outcome: Outcome,
+        next: Option<ClaimRequest>,
+    ) -> Result<Finished> {
+        let args = wire::finish_args(
+            lease.job_id,
+            &lease.token,
+            outcome,
+            &self.inner.config.limits,
+            next.as_ref(),
+        );
+        let reply = array(
+            self.run(
+                &self.inner.scripts.finish,
+                &[self.inner.keys.job(lease.job_id)],
+                args,
+            )
+            .await?,
+        );
+        let mut it = reply.into_iter();
+        let status = it.next().as_ref().and_then(text).unwrap_or_default();
+        if status == "lost" {
+            return Err(Error::LeaseLost { id: lease.job_id });
+        }
+        let status: JobStatus = status.parse()?;
+        let next = match next {
+            Some(req) => {
+                let claimed = wire::claimed(it.next().unwrap_or(Value::Nil));
+                self.leases(claimed, &req.worker).await?.pop()
+            }
+            None => None,
+        };
+        Ok(Finished { status, next })
+    }
+
+    async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {
+        let expired: Vec<String> = array(
+            self.run(&self.inner.scripts.expired, &[], vec![limit.to_string()])
+                .await?,
+        )
+        .iter()
+        .filter_map(text)
+        .collect();
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = expired
+            .iter()
+            .map(|id| self.inner.keys.job_named(id))
+            .collect();
+        let mut args = vec![expired.len().to_string()];
+        args.extend(expired);
+        let reply = self.run(&self.inner.scripts.reap, &keys, args).await?;
+        Ok(array(reply)
+            .iter()
+            .filter_map(|v| text(v)?.parse().ok())
+            .collect())
+    }
+
+    async fn deregister(&self, worker: &WorkerId) -> Result<()> {
+        self.run(
+            &self.inner.scripts.deregister,
+            &[self.inner.keys.worker(worker.as_str())],
+            vec![worker.as_str().to_owned()],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn sweep(&self, limit: usize) -> Result<usize> {
+        let due: Vec<String> = array(
+            self.run(
+                &self.inner.scripts.due,
+                &[],
+                vec![self.retention_ms(), limit.to_string()],
+            )
+            .await?,
+        )
+        .iter()
+        .filter_map(text)
+        .collect();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        // The unique key of each (its history index is a key the script must declare);
+        // the script checks it is still the record's.
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for id in &due {
+            pipe.cmd("HGET")
+                .arg(self.inner.keys.job_named(id))
+                .arg("unique_key");
+        }
+        let mut conn = self.conn();
+        let keys_of: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|e| self.err(e))?;
+        let first = self.inner.scripts.sweep.static_keys();
+        let mut dynamic = Vec::with_capacity(due.len() * 2);
+        let mut args = vec![self.retention_ms(), due.len().to_string()];
+        for (id, uk) in due.iter().zip(keys_of) {
+            let uk = text(&uk).unwrap_or_default();
+            dynamic.push(self.inner.keys.job_named(id));
+            let job_index = first + dynamic.len();
+            let history_index = if uk.is_empty() {
+                0
+            } else {
+                dynamic.push(self.inner.keys.unique(&uk));
+                first + dynamic.len()
+            };
+            args.extend([
+                id.clone(),
+                job_index.to_string(),
+                uk,
+                history_index.to_string(),
+            ]);
+        }
+        let reply = self.run(&self.inner.scripts.sweep, &dynamic, args).await?;
+        Ok(int(&reply).unwrap_or(0).max(0) as usize)
+    }
+
+    async fn cancellations(&self) -> Result<CancelStream> {
+        let messages = self
+            .inner
+            .subscriptions
+            .stream(&self.inner.keys.cancel())
+            .await?;
+        Ok(Box::pin(messages.filter_map(|m| {
+            std::future::ready(m.parse::<JobId>().ok())
+        })))
+    }
+}

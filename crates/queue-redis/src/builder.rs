@@ -1,0 +1,249 @@
+//! `RedisBackend` and how it is built: configuration in, connected backend out.
+
+use std::{
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use queue_core::{Clock, Error, Millis, QueueConfig, Result, SharedClock, SystemClock};
+use redis::Value;
+
+use crate::{
+    conn::{Conn, Target},
+    error::Errors,
+    keys::Keys,
+    pubsub::Subscriptions,
+    scripts::{Script, Scripts},
+};
+
+/// The Redis (standalone or Cluster) backend. Clones share connections.
+#[derive(Clone)]
+pub struct RedisBackend {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) target: Arc<Target>,
+    conn: Conn,
+    pub(crate) blocking: Mutex<Vec<Conn>>,
+    pub(crate) keys: Keys,
+    pub(crate) scripts: Scripts,
+    pub(crate) config: QueueConfig,
+    clock: Option<SharedClock>,
+    pub(crate) errors: Errors,
+    pub(crate) subscriptions: Arc<Subscriptions>,
+}
+
+/// Builds a [`RedisBackend`] from a [`QueueConfig`] (`DCS_REDIS_URL`, `DCS_QUEUE_NAME`, ...).
+#[derive(Clone)]
+pub struct RedisBackendBuilder {
+    config: QueueConfig,
+    key_prefix: String,
+    clock: Option<SharedClock>,
+    response_timeout: Duration,
+    functions: bool,
+}
+
+impl fmt::Debug for RedisBackendBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackendBuilder")
+            .field("config", &self.config)
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackendBuilder {
+    /// The first part of every key (default `dcs`): keys are `<prefix>:{<queue>}:...`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Reads time from `clock` instead of the server's `TIME` (tests drive a manual clock).
+    /// Production leaves this unset so every worker agrees on one clock.
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Whether to load the scripts as a Redis Function library where the server supports
+    /// it (default `true`); `false` uses EVALSHA scripts everywhere (for servers that refuse
+    /// `FUNCTION LOAD`).
+    pub fn functions(mut self, enabled: bool) -> Self {
+        self.functions = enabled;
+        self
+    }
+
+    /// How long a command may take before it fails as unavailable (default 5 s).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Connects. An unreachable server is `Error::Unavailable` naming its host and port; a
+    /// bad URL or queue name is `Error::Config`. Passwords never appear in either.
+    pub async fn build(self) -> Result<RedisBackend> {
+        let keys = Keys::new(&self.key_prefix, &self.config.queue_name)?;
+        let errors = Errors::new(&self.config.redis_url);
+        let target = Arc::new(Target::new(&self.config.redis_url)?);
+        let mut conn = target
+            .connect(self.response_timeout)
+            .await
+            .map_err(|e| errors.map(e))?;
+        // A PING first, so a refused login reads as such (an unauthenticated FUNCTION LOAD
+        // is cut off by the server with a protocol error).
+        redis::cmd("PING")
+            .query_async::<Value>(&mut conn)
+            .await
+            .map_err(|e| errors.map(e))?;
+        let scripts = Scripts::load();
+        scripts
+            .prepare(&mut conn, self.functions)
+            .await
+            .map_err(|e| errors.map(e))?;
+        Ok(RedisBackend {
+            inner: Arc::new(Inner {
+                subscriptions: Arc::new(Subscriptions::new(Arc::clone(&target), errors.clone())),
+                target,
+                conn,
+                blocking: Mutex::new(Vec::new()),
+                keys,
+                scripts,
+                config: self.config,
+                clock: self.clock,
+                errors,
+            }),
+        })
+    }
+}
+
+impl RedisBackend {
+    /// A builder for `config`.
+    pub fn builder(config: &QueueConfig) -> RedisBackendBuilder {
+        RedisBackendBuilder {
+            config: config.clone(),
+            key_prefix: "dcs".into(),
+            clock: None,
+            response_timeout: Duration::from_secs(5),
+            functions: true,
+        }
+    }
+
+    /// Connects with the defaults.
+    pub async fn connect(config: &QueueConfig) -> Result<Self> {
+        Self::builder(config).build().await
+    }
+
+    /// The configuration the backend uses.
+    pub fn config(&self) -> &QueueConfig {
+        &self.inner.config
+    }
+
+    /// True when the scripts run as a Redis Function library, false for EVALSHA.
+    pub fn uses_functions(&self) -> bool {
+        self.inner.scripts.uses_functions()
+    }
+
+    /// Deletes every key of this queue (jobs, indexes, counters). Returns how many.
+    pub async fn destroy(&self) -> Result<u64> {
+        let mut removed = 0;
+        let pattern = self.inner.keys.pattern();
+        for client in self.inner.target.node_clients() {
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| self.err(e))?;
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                for key in &keys {
+                    // One key per command, slot-agnostic.
+                    let n: u64 = redis::cmd("UNLINK")
+                        .arg(key)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| self.err(e))?;
+                    removed += n;
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    pub(crate) fn err(&self, e: redis::RedisError) -> Error {
+        self.inner.errors.map(e)
+    }
+
+    fn now_arg(&self) -> String {
+        self.inner
+            .clock
+            .as_ref()
+            .map(|c| c.now_ms().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Now by the client's clock (only to wait; every stored time is the server's).
+    pub(crate) fn now_ms(&self) -> Millis {
+        match &self.inner.clock {
+            Some(c) => c.now_ms(),
+            None => SystemClock.now_ms(),
+        }
+    }
+
+    pub(crate) fn retention_ms(&self) -> String {
+        queue_core::duration_ms(self.inner.config.retention).to_string()
+    }
+
+    pub(crate) fn conn(&self) -> Conn {
+        self.inner.conn.clone()
+    }
+
+    /// Runs `script` with its static keys, `dynamic` keys and `extra` arguments.
+    pub(crate) async fn run(
+        &self,
+        script: &Script,
+        dynamic: &[String],
+        extra: Vec<String>,
+    ) -> Result<Value> {
+        let mut args = Vec::with_capacity(extra.len() + 2);
+        args.push(self.inner.keys.prefix().to_owned());
+        args.push(self.now_arg());
+        args.extend(extra);
+        let mut conn = self.conn();
+        self.inner
+            .scripts
+            .run(script, &mut conn, &self.inner.keys, dynamic, &args)
+            .await
+            .map_err(|e| self.err(e))
+    }
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RedisBackend({}, queue={})",
+            self.inner.config.redis_url, self.inner.config.queue_name
+        )
+    }
+}

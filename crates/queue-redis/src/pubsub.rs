@@ -1,0 +1,140 @@
+//! Subscriptions that survive their connection: one background task per channel and
+//! backend, re-subscribing after a dropped connection or a restarted server, shared by
+//! every stream on that channel through a bounded buffer (a subscriber that falls far
+//! behind skips messages instead of growing memory). Messages published while the
+//! connection was down are lost: events are signals, records are the truth.
+
+use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
+
+use crate::{conn::Target, error::Errors};
+
+/// How many messages one channel buffers for its slowest subscriber.
+const BUFFER: usize = 4096;
+
+/// The channels a backend follows.
+pub(crate) struct Subscriptions {
+    target: Arc<Target>,
+    errors: Errors,
+    channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
+}
+
+impl Subscriptions {
+    pub(crate) fn new(target: Arc<Target>, errors: Errors) -> Self {
+        Self {
+            target,
+            errors,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Messages of `channel` from now on. The first subscription of a channel connects
+    /// (and fails when Redis cannot be reached); the connection is then kept up in the
+    /// background for as long as anyone listens.
+    pub(crate) async fn stream(
+        self: &Arc<Self>,
+        channel: &str,
+    ) -> queue_core::Result<impl Stream<Item = String> + Send + use<>> {
+        let existing = self
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(channel)
+            .filter(|tx| tx.receiver_count() > 0)
+            .map(|tx| tx.subscribe());
+        let rx = match existing {
+            Some(rx) => rx,
+            None => {
+                let pubsub = self.connect(channel).await?;
+                let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+                match channels.get(channel).filter(|tx| tx.receiver_count() > 0) {
+                    // Someone else connected meanwhile: use theirs.
+                    Some(tx) => tx.subscribe(),
+                    None => {
+                        let (tx, rx) = broadcast::channel(BUFFER);
+                        channels.insert(channel.to_owned(), tx.clone());
+                        tokio::spawn(Arc::clone(self).follow(channel.to_owned(), pubsub, tx));
+                        rx
+                    }
+                }
+            }
+        };
+        Ok(BroadcastStream::new(rx).filter_map(|m| {
+            std::future::ready(match m {
+                Ok(message) => Some(message),
+                Err(BroadcastStreamRecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "a subscriber fell behind; messages skipped");
+                    None
+                }
+            })
+        }))
+    }
+
+    async fn connect(&self, channel: &str) -> queue_core::Result<redis::aio::PubSub> {
+        let mut pubsub = self.target.pubsub().await.map_err(|e| self.errors.map(e))?;
+        pubsub
+            .subscribe(channel)
+            .await
+            .map_err(|e| self.errors.map(e))?;
+        Ok(pubsub)
+    }
+
+    /// Forwards messages until nobody listens; reconnects whenever the connection ends.
+    async fn follow(
+        self: Arc<Self>,
+        channel: String,
+        first: redis::aio::PubSub,
+        tx: broadcast::Sender<String>,
+    ) {
+        let mut pubsub = Some(first);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if let Some(conn) = pubsub.take() {
+                backoff = Duration::from_millis(100);
+                let mut messages = conn.into_on_message();
+                let mut idle = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        m = messages.next() => match m {
+                            Some(m) => {
+                                if let Ok(text) = m.get_payload::<String>() {
+                                    let _ = tx.send(text);
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = idle.tick() => {}
+                    }
+                    if tx.receiver_count() == 0 {
+                        return self.forget(&channel, &tx);
+                    }
+                }
+                tracing::warn!(%channel, "subscription connection lost; reconnecting");
+            }
+            if tx.receiver_count() == 0 {
+                return self.forget(&channel, &tx);
+            }
+            tokio::time::sleep(backoff).await;
+            match self.connect(&channel).await {
+                Ok(conn) => {
+                    tracing::info!(%channel, "subscription re-established");
+                    pubsub = Some(conn);
+                }
+                Err(err) => {
+                    tracing::debug!(%channel, error = %err.chain(), "cannot re-subscribe yet");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn forget(&self, channel: &str, tx: &broadcast::Sender<String>) {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if channels.get(channel).is_some_and(|t| t.same_channel(tx)) {
+            channels.remove(channel);
+        }
+    }
+}

@@ -1,0 +1,2 @@
+-- Read only. ARGV: 3 limit. Returns the ids whose lease expired, earliest first.
+return redis.call('ZRANGEBYSCORE', K.active, '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[3]))

@@ -1,0 +1,583 @@
+//! `JobStore` for Redis: enqueue, reads, listings, cancel, retry, counts, events.
+
+use std::{collections::HashMap, time::Duration};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use queue_core::{
+    CancelOutcome, Error, EventKind, EventStream, JobEvent, JobId, JobRecord, JobStatus, JobStore,
+    LifetimeTotals, ListQuery, Millis, NewJob, Page, Priority, QueueStats, Result, WorkerInfo,
+    encode_cursor, from_millis, to_millis,
+};
+use redis::Value;
+
+use crate::{
+    RedisBackend,
+    codec::{self, Fields},
+    wire::{self, LeaseEntry, array, int, text, to_fields},
+};
+
+/// Jobs sent per enqueue script call.
+const ENQUEUE_BATCH: usize = 500;
+/// Records read per read script call.
+const READ_BATCH: usize = 200;
+
+/// A record as the read script found it.
+pub(crate) enum Read {
+    Missing,
+    WrongType,
+    Found(Fields, Option<LeaseEntry>),
+}
+
+impl RedisBackend {
+    /// Records and leases of `ids`, read atomically per batch.
+    pub(crate) async fn records(&self, ids: &[String]) -> Result<Vec<Read>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(READ_BATCH) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|id| self.inner.keys.job_named(id))
+                .collect();
+            let mut args = vec![chunk.len().to_string()];
+            args.extend(chunk.iter().cloned());
+            let reply = self.run(&self.inner.scripts.read, &keys, args).await?;
+            for item in array(reply) {
+                let mut parts = array(item).into_iter();
+                let fields = parts.next().unwrap_or(Value::Nil);
+                let lease = parts
+                    .next()
+                    .as_ref()
+                    .and_then(text)
+                    .and_then(|l| LeaseEntry::parse(&l));
+                out.push(match &fields {
+                    Value::BulkString(b) if b == b"wrongtype" => Read::WrongType,
+                    Value::SimpleString(s) if s == "wrongtype" => Read::WrongType,
+                    _ => {
+                        let f = to_fields(fields);
+                        if f.is_empty() {
+                            Read::Missing
+                        } else {
+                            Read::Found(f, lease)
+                        }
+                    }
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn enqueue_batch(&self, jobs: &[(usize, NewJob, JobId)]) -> Result<(Millis, Vec<Value>)> {
+        let first_key = self.inner.scripts.enqueue.static_keys();
+        let (dynamic, args) =
+            wire::enqueue_args(&self.inner.keys, &self.inner.config, jobs, first_key);
+        // The ids are chosen here, so sending a batch again is harmless: a job the first
+        // call stored answers `exists` (and is returned as stored).
+        let mut delay = Duration::from_millis(50);
+        let mut tries = 0;
+        let reply = loop {
+            tries += 1;
+            match self
+                .run(&self.inner.scripts.enqueue, &dynamic, args.clone())
+                .await
+            {
+                Ok(reply) => break reply,
+                Err(e) if e.is_retryable() && tries < 3 => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mut parts = array(reply).into_iter();
+        let now = parts
+            .next()
+            .as_ref()
+            .and_then(int)
+            .unwrap_or_else(|| self.now_ms());
+        Ok((now, parts.next().map(array).unwrap_or_default()))
+    }
+
+    fn job_from_new(&self, job: &NewJob, id: JobId, now: Millis) -> JobRecord {
+        let o = &job.options;
+        let delay = o.delay.map(queue_core::duration_ms).unwrap_or(0);
+        JobRecord {
+            job_id: id,
+            task: job.task.clone(),
+            payload: job.payload.clone(),
+            unique_key: o.unique_key.clone(),
+            status: JobStatus::Queued,
+            priority: o.priority.unwrap_or(self.inner.config.default_priority),
+            progress: 0,
+            current_step: None,
+            error_message: None,
+            retry_count: 0,
+            max_retries: o.max_retries.unwrap_or(self.inner.config.max_retries),
+            timeout_ms: o.timeout.map(|t| queue_core::duration_ms(t) as u64),
+            created_at: from_millis(now),
+            started_at: None,
+            completed_at: None,
+            run_at: (delay > 0).then(|| from_millis(now + delay)),
+            metadata: o.metadata.clone(),
+            result: None,
+            worker_id: None,
+            cancel_requested: false,
+        }
+    }
+
+    /// The answer of one job of an enqueue batch. A unique key whose recorded holder is
+    /// no longer active (its record was deleted behind the queue's back) is released and
+    /// the job enqueued again.
+    async fn enqueue_result(
+        &self,
+        job: &NewJob,
+        id: JobId,
+        now: Millis,
+        code: &str,
+        other: &str,
+        healed: bool,
+    ) -> Result<JobRecord> {
+        match code {
+            "ok" => Ok(self.job_from_new(job, id, now)),
+            "exists" => self.get(id).await,
+            "stale" => Err(Error::invalid(format!(
+                "job id {id} is still in use by a deleted job's index entries; use another id"
+            ))),
+            "dup" => {
+                let holder: JobId = other.parse()?;
+                let key = job.options.unique_key.clone().unwrap_or_default();
+                if !healed && !self.is_active(holder).await? {
+                    let released = self
+                        .run(
+                            &self.inner.scripts.heal,
+                            &[self.inner.keys.job(holder)],
+                            vec![key.clone(), holder.to_string()],
+                        )
+                        .await?;
+                    if int(&released) == Some(1) {
+                        tracing::warn!(unique_key = %key, %holder, "released a unique key held by a job that is gone");
+                        let (now, results) = self.enqueue_batch(&[(0, job.clone(), id)]).await?;
+                        let result = results.into_iter().next().map(array).unwrap_or_default();
+                        let code = result.first().and_then(text).unwrap_or_default();
+                        let other = result.get(1).and_then(text).unwrap_or_default();
+                        return Box::pin(self.enqueue_result(job, id, now, &code, &other, true))
+                            .await;
+                    }
+                }
+                Err(Error::AlreadyExists {
+                    unique_key: key,
+                    job_id: holder,
+                })
+            }
+            other => Err(Error::Backend {
+                backend: "redis",
+                message: format!("unexpected enqueue reply {other:?}"),
+            }),
+        }
+    }
+
+    async fn is_active(&self, id: JobId) -> Result<bool> {
+        match self.get(id).await {
+            Ok(r) => Ok(r.status.is_active()),
+            Err(Error::NotFound { .. } | Error::Codec { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ids (with scores) of `index` after `position`, newest first.
+    async fn index_page(
+        &self,
+        index: &str,
+        position: Option<(Millis, JobId)>,
+        n: usize,
+    ) -> Result<Vec<(String, Millis)>> {
+        let mut conn = self.conn();
+        let (max, skip_ties) = match position {
+            None => ("+inf".to_owned(), 0),
+            Some((ms, _)) => {
+                let ties: usize = redis::cmd("ZCOUNT")
+                    .arg(index)
+                    .arg(ms)
+                    .arg(ms)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                (ms.to_string(), ties)
+            }
+        };
+        let raw: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(index)
+            .arg(&max)
+            .arg("-inf")
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(n + skip_ties)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let after = position.map(|(ms, id)| (ms, id.to_string()));
+        Ok(raw
+            .into_iter()
+            .map(|(id, score)| (id, score as Millis))
+            .filter(|(id, score)| match &after {
+                Some((ms, cursor)) => *score < *ms || (*score == *ms && id < cursor),
+                None => true,
+            })
+            .take(n)
+            .collect())
+    }
+
+    fn decoded(id: &str, read: Read) -> Option<JobRecord> {
+        match read {
+            Read::Found(fields, lease) => {
+                match codec::decode_leased(id.parse().ok(), &fields, lease.as_ref()) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(job_id = %id, error = %e, "skipping an unreadable record in a listing");
+                        None
+                    }
+                }
+            }
+            Read::Missing | Read::WrongType => None,
+        }
+    }
+
+    /// Processing jobs are indexed by lease expiry in `active` (bounded by the workers'
+    /// concurrency), so their listing is sorted here.
+    async fn list_processing(
+        &self,
+        limit: usize,
+        position: Option<(Millis, JobId)>,
+    ) -> Result<Page> {
+        let mut conn = self.conn();
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.inner.keys.active())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut jobs: Vec<JobRecord> = Vec::with_capacity(ids.len());
+        for (id, read) in ids.iter().zip(self.records(&ids).await?) {
+            if let Some(r) = Self::decoded(id, read).filter(|r| r.status == JobStatus::Processing) {
+                jobs.push(r);
+            }
+        }
+        let key = |r: &JobRecord| (to_millis(r.created_at), r.job_id);
+        jobs.retain(|r| position.is_none_or(|p| key(r) < p));
+        jobs.sort_by_key(|r| std::cmp::Reverse(key(r)));
+        let next_cursor = (jobs.len() > limit).then(|| {
+            jobs.truncate(limit);
+            let last = jobs.last().expect("limit is at least 1");
+            encode_cursor(to_millis(last.created_at), last.job_id)
+        });
+        Ok(Page { jobs, next_cursor })
+    }
+}
+
+#[async_trait]
+impl JobStore for RedisBackend {
+    async fn enqueue(&self, job: NewJob) -> Result<JobRecord> {
+        self.enqueue_many(vec![job])
+            .await?
+            .pop()
+            .expect("one result per job")
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
+        let mut out: Vec<Option<Result<JobRecord>>> = (0..jobs.len()).map(|_| None).collect();
+        let mut valid = Vec::with_capacity(jobs.len());
+        for (slot, job) in jobs.into_iter().enumerate() {
+            match self.inner.config.limits.check(&job) {
+                Ok(()) => {
+                    let id = job.options.job_id.unwrap_or_default();
+                    valid.push((slot, job, id));
+                }
+                Err(e) => out[slot] = Some(Err(e)),
+            }
+        }
+        for chunk in valid.chunks(ENQUEUE_BATCH) {
+            match self.enqueue_batch(chunk).await {
+                Ok((now, results)) => {
+                    for ((slot, job, id), result) in chunk.iter().zip(results) {
+                        let result = array(result);
+                        let code = result.first().and_then(text).unwrap_or_default();
+                        let other = result.get(1).and_then(text).unwrap_or_default();
+                        out[*slot] = Some(
+                            self.enqueue_result(job, *id, now, &code, &other, false)
+                                .await,
+                        );
+                    }
+                }
+                // One batch failing says nothing of the others: each of its jobs gets the
+                // error, naming its id (enqueueing it again with that id is safe).
+                Err(e) => {
+                    let why = e.chain();
+                    for (slot, _, id) in chunk {
+                        let message = format!(
+                            "job {id} may not have been stored ({why}); enqueue it again with this job_id"
+                        );
+                        out[*slot] = Some(Err(if e.is_retryable() {
+                            Error::Unavailable {
+                                backend: "redis",
+                                source: message.into(),
+                            }
+                        } else {
+                            Error::Backend {
+                                backend: "redis",
+                                message,
+                            }
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.expect("every job has a result"))
+            .collect())
+    }
+
+    async fn get(&self, id: JobId) -> Result<JobRecord> {
+        match self.records(&[id.to_string()]).await?.pop() {
+            Some(Read::Found(fields, lease)) => {
+                codec::decode_leased(Some(id), &fields, lease.as_ref())
+            }
+            Some(Read::WrongType) => Err(Error::corrupt(format!(
+                "job record {id} is not stored as a hash"
+            ))),
+            Some(Read::Missing) | None => Err(Error::NotFound { id }),
+        }
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        let mut position = query.position()?;
+        let k = &self.inner.keys;
+        if query.status == Some(JobStatus::Processing) && query.unique_key.is_none() {
+            return self.list_processing(query.limit, position).await;
+        }
+        let index = match (&query.unique_key, query.status) {
+            (Some(key), _) => k.unique(key),
+            (None, Some(status)) => k.status(status),
+            (None, None) => k.jobs(),
+        };
+        let want = query.limit + 1;
+        let mut jobs: Vec<JobRecord> = Vec::with_capacity(want);
+        while jobs.len() < want {
+            let asked = (want - jobs.len()).max(16);
+            let batch = self.index_page(&index, position, asked).await?;
+            let exhausted = batch.len() < asked;
+            let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+            for ((id, score), read) in batch.iter().zip(self.records(&ids).await?) {
+                if let Ok(pid) = id.parse::<JobId>() {
+                    position = Some((*score, pid));
+                }
+                if let Some(r) =
+                    Self::decoded(id, read).filter(|r| query.status.is_none_or(|s| s == r.status))
+                {
+                    jobs.push(r);
+                }
+                if jobs.len() == want {
+                    break;
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        let next_cursor = (jobs.len() > query.limit).then(|| {
+            jobs.truncate(query.limit);
+            let last = jobs.last().expect("limit is at least 1");
+            encode_cursor(to_millis(last.created_at), last.job_id)
+        });
+        Ok(Page { jobs, next_cursor })
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
+        let reply = array(
+            self.run(
+                &self.inner.scripts.cancel,
+                &[self.inner.keys.job(id)],
+                vec![id.to_string()],
+            )
+            .await?,
+        );
+        match reply.first().and_then(text).as_deref() {
+            Some("cancelled") => Ok(CancelOutcome::Cancelled),
+            Some("requested") => Ok(CancelOutcome::Requested),
+            Some("missing") => Err(Error::NotFound { id }),
+            Some("invalid") => Err(invalid(id, reply.get(1), queue_core::Event::Cancel)),
+            other => Err(Error::Backend {
+                backend: "redis",
+                message: format!("unexpected cancel reply {other:?}"),
+            }),
+        }
+    }
+
+    async fn retry(&self, id: JobId, priority: Option<Priority>) -> Result<JobRecord> {
+        let band = priority.map(|p| p.band().to_string()).unwrap_or_default();
+        let reply = array(
+            self.run(
+                &self.inner.scripts.retry,
+                &[self.inner.keys.job(id)],
+                vec![id.to_string(), band],
+            )
+            .await?,
+        );
+        match reply.first().and_then(text).as_deref() {
+            Some("ok") => codec::decode(
+                Some(id),
+                &to_fields(reply.into_iter().nth(1).unwrap_or(Value::Nil)),
+            ),
+            Some("missing") => Err(Error::NotFound { id }),
+            Some("invalid") => Err(invalid(id, reply.get(1), queue_core::Event::ManualRetry)),
+            Some("dup") => {
+                let holder = reply.get(1).and_then(text).unwrap_or_default().parse()?;
+                let key = self.get(id).await?.unique_key.unwrap_or_default();
+                Err(Error::AlreadyExists {
+                    unique_key: key,
+                    job_id: holder,
+                })
+            }
+            other => Err(Error::Backend {
+                backend: "redis",
+                message: format!("unexpected retry reply {other:?}"),
+            }),
+        }
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        let reply = array(self.run(&self.inner.scripts.stats, &[], Vec::new()).await?);
+        let n = |i: usize| reply.get(i).and_then(int).unwrap_or(0).max(0) as u64;
+        let totals: HashMap<String, String> =
+            reply.get(13).cloned().map(to_fields).unwrap_or_default();
+        let t = |name: &str| {
+            totals
+                .get(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(QueueStats {
+            queued: n(1),
+            processing: n(2),
+            completed: n(3),
+            failed: n(4),
+            partial: n(5),
+            cancelled: n(6),
+            total: n(7),
+            scheduled: n(8),
+            depth: Priority::ALL
+                .into_iter()
+                .map(|p| (p, n(9 + usize::from(p.band()))))
+                .collect(),
+            active_workers: n(12),
+            totals: LifetimeTotals {
+                enqueued: t("enqueued"),
+                completed: t("completed"),
+                failed: t("failed"),
+                partial: t("partial"),
+                cancelled: t("cancelled"),
+                retried: t("retried"),
+                recovered: t("recovered"),
+            },
+        })
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let mut reply =
+            array(self.run(&self.inner.scripts.live, &[], Vec::new()).await?).into_iter();
+        let _now = reply.next();
+        let ids: Vec<String> = reply
+            .next()
+            .map(array)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(text)
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut held: HashMap<String, Vec<JobId>> = HashMap::new();
+        for (job, lease) in to_fields(reply.next().unwrap_or(Value::Nil)) {
+            if let (Ok(id), Some(lease)) = (job.parse::<JobId>(), LeaseEntry::parse(&lease)) {
+                held.entry(lease.worker).or_default().push(id);
+            }
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.inner.keys.worker(id));
+        }
+        let mut conn = self.conn();
+        let infos: Vec<Fields> = pipe.query_async(&mut conn).await.map_err(|e| self.err(e))?;
+        let mut out: Vec<WorkerInfo> = ids
+            .into_iter()
+            .zip(infos)
+            .filter(|(_, f)| !f.is_empty())
+            .map(|(id, f)| {
+                let num = |name: &str| f.get(name).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+                let mut jobs = held.remove(&id).unwrap_or_default();
+                jobs.sort();
+                WorkerInfo {
+                    host: f.get("host").cloned().unwrap_or_default(),
+                    pid: num("pid") as u32,
+                    concurrency: num("concurrency") as u32,
+                    started_at: from_millis(num("started_at")),
+                    last_seen: from_millis(num("last_seen")),
+                    worker_id: id,
+                    jobs,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        Ok(out)
+    }
+
+    async fn health(&self) -> Result<()> {
+        let mut conn = self.conn();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<EventStream> {
+        let messages = self
+            .inner
+            .subscriptions
+            .stream(&self.inner.keys.events())
+            .await?;
+        Ok(Box::pin(
+            messages.filter_map(|m| std::future::ready(parse_event(&m))),
+        ))
+    }
+}
+
+pub(crate) fn invalid(id: JobId, status: Option<&Value>, event: queue_core::Event) -> Error {
+    match status
+        .and_then(text)
+        .and_then(|s| s.parse::<JobStatus>().ok())
+    {
+        Some(from) => Error::InvalidTransition { id, from, event },
+        None => Error::corrupt(format!("job record {id}: field `status` is not a status")),
+    }
+}
+
+/// An event published by a script: `{"job_id", "at", "type", ...}`.
+fn parse_event(message: &str) -> Option<JobEvent> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        job_id: JobId,
+        at: Millis,
+        #[serde(flatten)]
+        kind: EventKind,
+    }
+    let raw: Raw = serde_json::from_str(message).ok()?;
+    Some(JobEvent {
+        job_id: raw.job_id,
+        at: from_millis(raw.at),
+        kind: raw.kind,
+    })
+}

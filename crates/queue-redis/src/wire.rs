@@ -1,0 +1,297 @@
+//! The scripts' protocol, typed: what each script is sent and what it answers. One place
+//! for the positional argument lists (their order is documented at the top of each
+//! `scripts/*.lua`).
+
+use std::time::Duration;
+
+use queue_core::{
+    ClaimRequest, JobId, LeaseToken, Limits, Millis, NewJob, Outcome, QueueConfig, WorkerBeat,
+    duration_ms, to_millis,
+};
+use redis::Value;
+
+use crate::{codec::Fields, keys::Keys};
+
+/// A value as a string (bulk, simple, integer or double).
+pub(crate) fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Double(d) => Some(d.to_string()),
+        _ => None,
+    }
+}
+
+/// A value as an integer.
+pub(crate) fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::Double(d) => Some(*d as i64),
+        other => text(other)?.parse::<f64>().ok().map(|f| f as i64),
+    }
+}
+
+/// A value as a list (nil is empty).
+pub(crate) fn array(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) | Value::Set(items) => items,
+        Value::Nil => Vec::new(),
+        other => vec![other],
+    }
+}
+
+/// A flat `[field, value, ...]` array (or a map) as fields.
+pub(crate) fn to_fields(v: Value) -> Fields {
+    match v {
+        Value::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+            .collect(),
+        v => array(v)
+            .chunks(2)
+            .filter_map(|c| Some((text(c.first()?)?, text(c.get(1)?)?)))
+            .collect(),
+    }
+}
+
+/// A job's lease as the `leases` hash holds it:
+/// `token|expires|lease_ms|started|seq|cancel|claim|worker`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LeaseEntry {
+    pub(crate) token: String,
+    pub(crate) expires: Millis,
+    pub(crate) started: Millis,
+    pub(crate) cancel: bool,
+    pub(crate) worker: String,
+}
+
+impl LeaseEntry {
+    pub(crate) fn parse(raw: &str) -> Option<Self> {
+        let mut parts = raw.splitn(8, '|');
+        let token = parts.next()?.to_owned();
+        let expires = parts.next()?.parse().ok()?;
+        let _lease_ms = parts.next()?;
+        let started = parts.next()?.parse().ok()?;
+        let _seq = parts.next()?;
+        let cancel = parts.next()? == "1";
+        let _claim = parts.next()?;
+        let worker = parts.next()?.to_owned();
+        Some(Self {
+            token,
+            expires,
+            started,
+            cancel,
+            worker,
+        })
+    }
+}
+
+/// A lease a claim took: `{id, token, started, expires, cancel}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Claimed {
+    pub(crate) id: String,
+    pub(crate) token: LeaseToken,
+    pub(crate) started: Millis,
+    pub(crate) expires: Millis,
+    pub(crate) cancel: bool,
+}
+
+/// The leases of a claim reply.
+pub(crate) fn claimed(v: Value) -> Vec<Claimed> {
+    array(v)
+        .into_iter()
+        .filter_map(|item| {
+            let parts = array(item);
+            Some(Claimed {
+                id: text(parts.first()?)?,
+                token: LeaseToken::new(text(parts.get(1)?)?),
+                started: int(parts.get(2)?)?,
+                expires: int(parts.get(3)?)?,
+                cancel: int(parts.get(4)?)? == 1,
+            })
+        })
+        .collect()
+}
+
+/// The arguments of a claim (also the tail of a finish that claims the next job).
+pub(crate) fn claim_args(req: &ClaimRequest) -> [String; 5] {
+    [
+        req.worker.as_str().to_owned(),
+        req.id.to_string(),
+        LeaseToken::generate().as_str().to_owned(),
+        duration_ms(req.lease).to_string(),
+        req.max.to_string(),
+    ]
+}
+
+/// `enqueue`: the job keys (and history keys) and the argument list of a batch.
+pub(crate) fn enqueue_args(
+    keys: &Keys,
+    config: &QueueConfig,
+    jobs: &[(usize, NewJob, JobId)],
+    first_key: usize,
+) -> (Vec<String>, Vec<String>) {
+    let mut dynamic = Vec::with_capacity(jobs.len() * 2);
+    let mut args = Vec::with_capacity(1 + jobs.len() * 11);
+    args.push(jobs.len().to_string());
+    for (_, job, id) in jobs {
+        let o = &job.options;
+        dynamic.push(keys.job(*id));
+        let job_key = first_key + dynamic.len();
+        let history_key = match &o.unique_key {
+            Some(k) => {
+                dynamic.push(keys.unique(k));
+                first_key + dynamic.len()
+            }
+            None => 0,
+        };
+        args.extend([
+            id.to_string(),
+            job.task.clone(),
+            job.payload.as_str().to_owned(),
+            o.unique_key.clone().unwrap_or_default(),
+            o.priority
+                .unwrap_or(config.default_priority)
+                .band()
+                .to_string(),
+            o.delay.map(duration_ms).unwrap_or(0).to_string(),
+            o.max_retries.unwrap_or(config.max_retries).to_string(),
+            o.timeout
+                .map(|t| duration_ms(t).to_string())
+                .unwrap_or_default(),
+            if o.metadata.is_empty() {
+                String::new()
+            } else {
+                serde_json::Value::Object(o.metadata.clone()).to_string()
+            },
+            job_key.to_string(),
+            history_key.to_string(),
+        ]);
+    }
+    (dynamic, args)
+}
+
+/// `finish`: the argument list.
+pub(crate) fn finish_args(
+    lease_id: JobId,
+    token: &LeaseToken,
+    outcome: Outcome,
+    limits: &Limits,
+    next: Option<&ClaimRequest>,
+) -> Vec<String> {
+    finish_args_raw(
+        &lease_id.to_string(),
+        token,
+        outcome_parts(outcome, limits),
+        next,
+    )
+}
+
+/// The wire form of an outcome: kind, error, result JSON, capped retry delay in ms.
+pub(crate) struct OutcomeParts {
+    pub(crate) kind: &'static str,
+    pub(crate) error: String,
+    pub(crate) result: String,
+    pub(crate) delay_ms: Millis,
+}
+
+fn outcome_parts(outcome: Outcome, limits: &Limits) -> OutcomeParts {
+    let kind = outcome.kind().as_str();
+    let (error, result, delay) = match outcome {
+        Outcome::Completed { result } => (String::new(), result, Duration::ZERO),
+        Outcome::Partial { result, error } => (error, result, Duration::ZERO),
+        Outcome::Retry { error, delay } => (error, None, delay),
+        Outcome::Failed { error } => (error, None, Duration::ZERO),
+        Outcome::Cancelled | Outcome::Released => (String::new(), None, Duration::ZERO),
+    };
+    OutcomeParts {
+        kind,
+        error,
+        result: result.map(|r| r.to_string()).unwrap_or_default(),
+        delay_ms: duration_ms(limits.cap_delay(delay)),
+    }
+}
+
+/// `finish` failing a job whose record cannot be read.
+pub(crate) fn corrupt_args(id: &str, token: &LeaseToken, message: String) -> Vec<String> {
+    let parts = OutcomeParts {
+        kind: "corrupt",
+        error: message,
+        result: String::new(),
+        delay_ms: 0,
+    };
+    finish_args_raw(id, token, parts, None)
+}
+
+fn finish_args_raw(
+    id: &str,
+    token: &LeaseToken,
+    o: OutcomeParts,
+    next: Option<&ClaimRequest>,
+) -> Vec<String> {
+    let mut args = vec![
+        id.to_owned(),
+        token.as_str().to_owned(),
+        o.kind.to_owned(),
+        o.error,
+        o.result,
+        o.delay_ms.to_string(),
+    ];
+    match next {
+        Some(req) => {
+            let [worker, claim, base, lease, _max] = claim_args(req);
+            args.extend(["1".to_owned(), worker, claim, base, lease]);
+        }
+        None => args.extend([
+            "0".into(),
+            String::new(),
+            "0".into(),
+            String::new(),
+            "0".into(),
+        ]),
+    }
+    args
+}
+
+/// `heartbeat`: the argument list.
+pub(crate) fn heartbeat_args(beat: &WorkerBeat, leases: &[queue_core::LeaseRef]) -> Vec<String> {
+    let mut args = vec![
+        beat.worker.as_str().to_owned(),
+        duration_ms(beat.lease).to_string(),
+        (3 * duration_ms(beat.interval)).to_string(),
+        beat.host.clone(),
+        beat.pid.to_string(),
+        beat.concurrency.to_string(),
+        to_millis(beat.started_at).to_string(),
+        leases.len().to_string(),
+    ];
+    for lease in leases {
+        args.push(lease.job_id.to_string());
+        args.push(lease.token.as_str().to_owned());
+    }
+    args
+}
+
+/// 1-based positions in a heartbeat reply.
+pub(crate) fn positions(v: Option<Value>) -> Vec<usize> {
+    v.map(array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| usize::try_from(int(p)?).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_entries_parse_with_any_worker_id() {
+        let e = LeaseEntry::parse("t:1|2000|30000|1000|7|1|123|host|with|bars").unwrap();
+        assert_eq!(e.token, "t:1");
+        assert_eq!((e.expires, e.started, e.cancel), (2000, 1000, true));
+        assert_eq!(e.worker, "host|with|bars");
+        assert!(LeaseEntry::parse("garbage").is_none());
+    }
+}

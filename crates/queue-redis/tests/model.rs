@@ -1,0 +1,35 @@
+//! The model-checked suite on standalone Redis (Functions), through EVALSHA scripts, and on
+//! a 3-master cluster: random runs compared step by step with the reference model.
+//! `DCS_MODEL_CASES=500 cargo test -p queue-redis --test model` runs a longer budget.
+
+mod support;
+
+use queue_core::ManualClock;
+use queue_testkit::Harness;
+
+async fn standalone(clock: ManualClock) -> Harness {
+    support::harness(&support::redis_url(), clock).await
+}
+
+async fn scripts(clock: ManualClock) -> Harness {
+    support::harness_with(&support::redis_url(), clock, false).await
+}
+
+async fn cluster(clock: ManualClock) -> Harness {
+    let url = tokio::task::spawn_blocking(support::cluster_url)
+        .await
+        .unwrap();
+    support::harness(&url, clock).await
+}
+
+mod on_standalone {
+    queue_testkit::model_tests!(super::standalone, 64, 40);
+}
+
+mod on_scripts {
+    queue_testkit::model_tests!(super::scripts, 16, 40);
+}
+
+mod on_cluster {
+    queue_testkit::model_tests!(super::cluster, 24, 40);
+}

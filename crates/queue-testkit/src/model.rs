@@ -1,0 +1,686 @@
+//! The reference model: the queue of the spec, written plainly (lists and linear scans, no
+//! indexes) so that it is obviously right. The property suite (`proptest.rs`) drives a
+//! backend and this model with the same operations and compares every answer and the
+//! whole observable state after each step.
+//!
+//! It shares with the backends only the types and the validation of inputs; every rule
+//! (what an outcome, a cancel or an expired lease becomes, what a record looks like after
+//! each transition) is written here again, from `shared/SPEC.md`, on purpose: two
+//! independent versions that must agree.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use queue_core::{
+    CancelOutcome, ClaimId, ClaimRequest, Error, HeartbeatReply, JobId, JobRecord, JobStatus,
+    LeaseRef, LeaseToken, LifetimeTotals, ListQuery, Millis, NewJob, Outcome, Page, Priority,
+    QueueConfig, QueueStats, Result, WorkerBeat, WorkerInfo, duration_ms, encode_cursor,
+    from_millis, to_millis,
+};
+
+/// A job as the model keeps it.
+#[derive(Clone, Debug)]
+struct Job {
+    record: JobRecord,
+    /// Its place among ready jobs of its priority (smaller runs first).
+    place: u64,
+    /// Waiting for its due time (not yet moved among the ready jobs).
+    due: Option<Millis>,
+    lease: Option<Held>,
+    /// The last ended attempt: its token and the status it produced.
+    ended: Option<(LeaseToken, JobStatus)>,
+}
+
+#[derive(Clone, Debug)]
+struct Held {
+    token: LeaseToken,
+    expires: Millis,
+    lease_ms: Millis,
+    claim: ClaimId,
+}
+
+/// A leased job, as the model hands it out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelLease {
+    /// The record at the claim.
+    pub job: JobRecord,
+    /// The model's token.
+    pub token: LeaseToken,
+    /// When the lease expires.
+    pub expires_at: Millis,
+}
+
+/// The queue of the spec.
+#[derive(Debug)]
+pub struct Model {
+    config: QueueConfig,
+    jobs: Vec<Job>,
+    next_place: u64,
+    next_token: u64,
+    totals: LifetimeTotals,
+    workers: BTreeMap<String, (WorkerBeat, Millis)>,
+    last_claim: BTreeMap<String, ClaimId>,
+}
+
+fn not_found(id: JobId) -> Error {
+    Error::NotFound { id }
+}
+
+fn lost(id: JobId) -> Error {
+    Error::LeaseLost { id }
+}
+
+impl Model {
+    /// An empty queue with `config`'s defaults.
+    pub fn new(config: QueueConfig) -> Self {
+        Self {
+            config,
+            jobs: Vec::new(),
+            next_place: 0,
+            next_token: 0,
+            totals: LifetimeTotals::default(),
+            workers: BTreeMap::new(),
+            last_claim: BTreeMap::new(),
+        }
+    }
+
+    fn find(&self, id: JobId) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.record.job_id == id)
+    }
+
+    fn find_mut(&mut self, id: JobId) -> Option<&mut Job> {
+        self.jobs.iter_mut().find(|j| j.record.job_id == id)
+    }
+
+    fn place(&mut self) -> u64 {
+        self.next_place += 1;
+        self.next_place
+    }
+
+    /// The active (queued or processing) job holding `key`.
+    fn holder(&self, key: &str) -> Option<JobId> {
+        self.jobs
+            .iter()
+            .find(|j| {
+                j.record.unique_key.as_deref() == Some(key)
+                    && matches!(j.record.status, JobStatus::Queued | JobStatus::Processing)
+            })
+            .map(|j| j.record.job_id)
+    }
+
+    /// Enqueue one job.
+    pub fn enqueue(&mut self, job: NewJob, now: Millis) -> Result<JobRecord> {
+        self.config.limits.check(&job)?;
+        let o = job.options;
+        if let Some(id) = o.job_id
+            && let Some(existing) = self.find(id)
+        {
+            return Ok(existing.record.clone());
+        }
+        if let Some(key) = &o.unique_key
+            && let Some(holder) = self.holder(key)
+        {
+            return Err(Error::AlreadyExists {
+                unique_key: key.clone(),
+                job_id: holder,
+            });
+        }
+        let delay = o.delay.map(duration_ms).unwrap_or(0);
+        let due = (delay > 0).then_some(now + delay);
+        let record = JobRecord {
+            job_id: o.job_id.unwrap_or_default(),
+            task: job.task,
+            payload: job.payload,
+            unique_key: o.unique_key,
+            status: JobStatus::Queued,
+            priority: o.priority.unwrap_or(self.config.default_priority),
+            progress: 0,
+            current_step: None,
+            error_message: None,
+            retry_count: 0,
+            max_retries: o.max_retries.unwrap_or(self.config.max_retries),
+            timeout_ms: o.timeout.map(|t| duration_ms(t) as u64),
+            created_at: from_millis(now),
+            started_at: None,
+            completed_at: None,
+            run_at: due.map(from_millis),
+            metadata: o.metadata,
+            result: None,
+            worker_id: None,
+            cancel_requested: false,
+        };
+        let place = if due.is_some() { 0 } else { self.place() };
+        self.jobs.push(Job {
+            record: record.clone(),
+            place,
+            due,
+            lease: None,
+            ended: None,
+        });
+        self.totals.enqueued += 1;
+        Ok(record)
+    }
+
+    /// Enqueue several jobs, each on its own.
+    pub fn enqueue_many(&mut self, jobs: Vec<NewJob>, now: Millis) -> Vec<Result<JobRecord>> {
+        jobs.into_iter().map(|j| self.enqueue(j, now)).collect()
+    }
+
+    /// One record.
+    pub fn get(&self, id: JobId) -> Result<JobRecord> {
+        self.find(id)
+            .map(|j| j.record.clone())
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// A page of a listing.
+    pub fn list(&self, query: &ListQuery) -> Result<Page> {
+        let position = query.position()?;
+        let mut matching: Vec<&JobRecord> = self
+            .jobs
+            .iter()
+            .map(|j| &j.record)
+            .filter(|r| query.status.is_none_or(|s| r.status == s))
+            .filter(|r| {
+                query
+                    .unique_key
+                    .as_deref()
+                    .is_none_or(|k| r.unique_key.as_deref() == Some(k))
+            })
+            .filter(|r| position.is_none_or(|p| (to_millis(r.created_at), r.job_id) < p))
+            .collect();
+        matching.sort_by_key(|r| std::cmp::Reverse((to_millis(r.created_at), r.job_id)));
+        let more = matching.len() > query.limit;
+        matching.truncate(query.limit);
+        let next_cursor = more.then(|| {
+            let last = matching.last().expect("limit is at least 1");
+            encode_cursor(to_millis(last.created_at), last.job_id)
+        });
+        Ok(Page {
+            jobs: matching.into_iter().cloned().collect(),
+            next_cursor,
+        })
+    }
+
+    /// Counts.
+    pub fn stats(&self, now: Millis) -> QueueStats {
+        let count = |s: JobStatus| self.jobs.iter().filter(|j| j.record.status == s).count() as u64;
+        let queued = |j: &&Job| j.record.status == JobStatus::Queued;
+        QueueStats {
+            total: self.jobs.len() as u64,
+            queued: count(JobStatus::Queued),
+            processing: count(JobStatus::Processing),
+            completed: count(JobStatus::Completed),
+            failed: count(JobStatus::Failed),
+            partial: count(JobStatus::Partial),
+            cancelled: count(JobStatus::Cancelled),
+            scheduled: self
+                .jobs
+                .iter()
+                .filter(queued)
+                .filter(|j| j.due.is_some())
+                .count() as u64,
+            active_workers: self.live_workers(now).count() as u64,
+            depth: Priority::ALL
+                .into_iter()
+                .map(|p| {
+                    let n = self
+                        .jobs
+                        .iter()
+                        .filter(queued)
+                        .filter(|j| j.due.is_none() && j.record.priority == p)
+                        .count() as u64;
+                    (p, n)
+                })
+                .collect(),
+            totals: self.totals.clone(),
+        }
+    }
+
+    fn live_workers(&self, now: Millis) -> impl Iterator<Item = &(WorkerBeat, Millis)> {
+        self.workers
+            .values()
+            .filter(move |(beat, seen)| seen + 3 * duration_ms(beat.interval) >= now)
+    }
+
+    /// Live workers with the jobs they hold.
+    pub fn workers(&self, now: Millis) -> Vec<WorkerInfo> {
+        self.live_workers(now)
+            .map(|(beat, seen)| {
+                let mut jobs: Vec<JobId> = self
+                    .jobs
+                    .iter()
+                    .filter(|j| {
+                        j.record.status == JobStatus::Processing
+                            && j.record.worker_id.as_deref() == Some(beat.worker.as_str())
+                    })
+                    .map(|j| j.record.job_id)
+                    .collect();
+                jobs.sort();
+                WorkerInfo {
+                    worker_id: beat.worker.as_str().to_owned(),
+                    host: beat.host.clone(),
+                    pid: beat.pid,
+                    concurrency: beat.concurrency,
+                    started_at: beat.started_at,
+                    last_seen: from_millis(*seen),
+                    jobs,
+                }
+            })
+            .collect()
+    }
+
+    /// Claim: due delayed jobs join the back of their priority (in order of due time,
+    /// then id), then the ready jobs are taken, strict priority then FIFO. A request sent
+    /// again returns what it took the first time (still held) and takes nothing.
+    pub fn fetch(&mut self, req: &ClaimRequest, now: Millis) -> Vec<ModelLease> {
+        let worker = req.worker.as_str().to_owned();
+        if self
+            .last_claim
+            .get(&worker)
+            .is_some_and(|last| req.id <= *last)
+        {
+            let mut again: Vec<&Job> = self
+                .jobs
+                .iter()
+                .filter(|j| {
+                    j.lease
+                        .as_ref()
+                        .is_some_and(|h| h.claim == req.id && h.expires > now)
+                        && j.record.worker_id.as_deref() == Some(worker.as_str())
+                })
+                .collect();
+            if !again.is_empty() {
+                again.sort_by_key(|j| j.lease.as_ref().map(|h| h.token.as_str().to_owned()));
+                return again
+                    .into_iter()
+                    .map(|j| {
+                        let h = j.lease.as_ref().expect("filtered");
+                        ModelLease {
+                            job: j.record.clone(),
+                            token: h.token.clone(),
+                            expires_at: h.expires,
+                        }
+                    })
+                    .collect();
+            }
+        } else {
+            self.last_claim.insert(worker.clone(), req.id);
+        }
+        self.promote(now);
+        let mut out = Vec::new();
+        while out.len() < req.max {
+            let next = self
+                .jobs
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| j.record.status == JobStatus::Queued && j.due.is_none())
+                .min_by_key(|(_, j)| (j.record.priority.band(), j.place))
+                .map(|(i, _)| i);
+            let Some(i) = next else { break };
+            self.next_token += 1;
+            let token = LeaseToken::new(format!("model-{}", self.next_token));
+            let lease_ms = duration_ms(req.lease);
+            let job = &mut self.jobs[i];
+            job.lease = Some(Held {
+                token: token.clone(),
+                expires: now + lease_ms,
+                lease_ms,
+                claim: req.id,
+            });
+            let r = &mut job.record;
+            r.status = JobStatus::Processing;
+            r.started_at = Some(from_millis(now));
+            r.progress = 0;
+            r.current_step = None;
+            r.run_at = None;
+            r.worker_id = Some(worker.clone());
+            out.push(ModelLease {
+                job: r.clone(),
+                token,
+                expires_at: now + lease_ms,
+            });
+        }
+        out
+    }
+
+    fn promote(&mut self, now: Millis) {
+        let mut due: Vec<(Millis, JobId)> = self
+            .jobs
+            .iter()
+            .filter(|j| j.record.status == JobStatus::Queued)
+            .filter_map(|j| j.due.filter(|d| *d <= now).map(|d| (d, j.record.job_id)))
+            .collect();
+        due.sort();
+        for (_, id) in due {
+            let place = self.place();
+            let job = self.find_mut(id).expect("listed");
+            job.due = None;
+            job.place = place;
+        }
+    }
+
+    fn held_index(&self, lease: &LeaseRef, now: Millis) -> Option<usize> {
+        self.jobs.iter().position(|j| {
+            j.record.job_id == lease.job_id
+                && j.lease
+                    .as_ref()
+                    .is_some_and(|h| h.token == lease.token && h.expires > now)
+        })
+    }
+
+    /// Heartbeat.
+    pub fn heartbeat(
+        &mut self,
+        beat: &WorkerBeat,
+        leases: &[LeaseRef],
+        now: Millis,
+    ) -> HeartbeatReply {
+        // Workers silent for three of their intervals are dead: forgotten, with their
+        // claim history.
+        let dead: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, (b, seen))| seen + 3 * duration_ms(b.interval) < now)
+            .map(|(w, _)| w.clone())
+            .collect();
+        for w in dead {
+            self.deregister(&w);
+        }
+        self.workers
+            .insert(beat.worker.as_str().to_owned(), (beat.clone(), now));
+        let mut reply = HeartbeatReply::default();
+        for lease in leases {
+            match self.held_index(lease, now) {
+                Some(i) => {
+                    let job = &mut self.jobs[i];
+                    job.lease.as_mut().expect("held").expires = now + duration_ms(beat.lease);
+                    if job.record.cancel_requested {
+                        reply.cancel.push(lease.clone());
+                    }
+                }
+                None => reply.lost.push(lease.clone()),
+            }
+        }
+        reply
+    }
+
+    /// Progress.
+    pub fn progress(
+        &mut self,
+        lease: &LeaseRef,
+        progress: u8,
+        step: Option<String>,
+        now: Millis,
+    ) -> Result<bool> {
+        if progress > 100 {
+            return Err(Error::invalid(format!("progress {progress} is above 100")));
+        }
+        let i = self
+            .held_index(lease, now)
+            .ok_or_else(|| lost(lease.job_id))?;
+        let job = &mut self.jobs[i];
+        let h = job.lease.as_mut().expect("held");
+        h.expires = now + h.lease_ms;
+        job.record.progress = job.record.progress.max(progress);
+        if step.is_some() {
+            job.record.current_step = step;
+        }
+        Ok(job.record.cancel_requested)
+    }
+
+    /// Finish (and maybe claim the next job).
+    pub fn finish(
+        &mut self,
+        lease: &LeaseRef,
+        outcome: Outcome,
+        next: Option<&ClaimRequest>,
+        now: Millis,
+    ) -> Result<(JobStatus, Option<ModelLease>)> {
+        let Some(i) = self.held_index(lease, now) else {
+            // Sent again after it was applied: the same answer.
+            let replay = self.find(lease.job_id).and_then(|j| j.ended.clone());
+            return match replay {
+                Some((token, status)) if token == lease.token => {
+                    let next = next.and_then(|req| self.fetch(&one(req), now).pop());
+                    Ok((status, next))
+                }
+                _ => Err(lost(lease.job_id)),
+            };
+        };
+        let status = self.end(i, outcome, now);
+        self.jobs[i].ended = Some((lease.token.clone(), status));
+        let next = next.and_then(|req| self.fetch(&one(req), now).pop());
+        Ok((status, next))
+    }
+
+    /// Ends the attempt of the job at `i`; returns its new status.
+    fn end(&mut self, i: usize, outcome: Outcome, now: Millis) -> JobStatus {
+        let max_delay = self.config.limits.delay;
+        let job = &mut self.jobs[i];
+        job.lease = None;
+        job.record.worker_id = None;
+        if job.record.cancel_requested {
+            // The requested cancel wins, whatever the handler reported.
+            return self.terminal(i, JobStatus::Cancelled, now);
+        }
+        let retries_left = job.record.retry_count < job.record.max_retries;
+        let r = &mut job.record;
+        let terminal = match outcome {
+            Outcome::Completed { result } => {
+                r.progress = 100;
+                r.error_message = None;
+                r.result = result;
+                JobStatus::Completed
+            }
+            Outcome::Partial { result, error } => {
+                r.progress = 100;
+                r.error_message = Some(error);
+                r.result = result;
+                JobStatus::Partial
+            }
+            Outcome::Retry { error, delay } if retries_left => {
+                r.status = JobStatus::Queued;
+                r.error_message = Some(error);
+                r.retry_count += 1;
+                r.progress = 0;
+                r.current_step = None;
+                let due = now.saturating_add(duration_ms(delay.min(max_delay)));
+                r.run_at = Some(from_millis(due));
+                job.due = Some(due);
+                self.totals.retried += 1;
+                return JobStatus::Queued;
+            }
+            Outcome::Retry { error, .. } | Outcome::Failed { error } => {
+                r.error_message = Some(error);
+                JobStatus::Failed
+            }
+            Outcome::Cancelled => JobStatus::Cancelled,
+            Outcome::Released => {
+                // Back to the place it had, no attempt used.
+                r.status = JobStatus::Queued;
+                r.progress = 0;
+                r.current_step = None;
+                r.run_at = None;
+                return JobStatus::Queued;
+            }
+        };
+        self.terminal(i, terminal, now)
+    }
+
+    fn terminal(&mut self, i: usize, status: JobStatus, now: Millis) -> JobStatus {
+        let r = &mut self.jobs[i].record;
+        r.status = status;
+        r.completed_at = Some(from_millis(now));
+        r.run_at = None;
+        r.worker_id = None;
+        match status {
+            JobStatus::Completed => self.totals.completed += 1,
+            JobStatus::Failed => self.totals.failed += 1,
+            JobStatus::Partial => self.totals.partial += 1,
+            JobStatus::Cancelled => self.totals.cancelled += 1,
+            _ => unreachable!("not terminal"),
+        }
+        status
+    }
+
+    /// Recover expired leases, oldest expiry first.
+    pub fn reap(&mut self, limit: usize, now: Millis) -> Vec<JobId> {
+        let mut expired: Vec<(Millis, JobId)> = self
+            .jobs
+            .iter()
+            .filter_map(|j| {
+                j.lease
+                    .as_ref()
+                    .filter(|h| h.expires <= now)
+                    .map(|h| (h.expires, j.record.job_id))
+            })
+            .collect();
+        expired.sort();
+        expired.truncate(limit);
+        for (_, id) in &expired {
+            let i = self
+                .jobs
+                .iter()
+                .position(|j| j.record.job_id == *id)
+                .expect("listed");
+            self.totals.recovered += 1;
+            let job = &mut self.jobs[i];
+            job.lease = None;
+            let worker = job.record.worker_id.take().unwrap_or_default();
+            let r = &mut job.record;
+            if r.cancel_requested {
+                self.terminal(i, JobStatus::Cancelled, now);
+            } else if r.retry_count < r.max_retries {
+                r.status = JobStatus::Queued;
+                r.retry_count += 1;
+                r.progress = 0;
+                r.current_step = None;
+                r.run_at = None;
+                r.error_message = Some(format!(
+                    "lease expired: worker {worker} stopped renewing it"
+                ));
+            } else {
+                r.error_message = Some(format!(
+                    "lease expired: worker {worker} was lost and no retries are left"
+                ));
+                self.terminal(i, JobStatus::Failed, now);
+            }
+        }
+        expired.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Delete finished records older than the retention, oldest first.
+    pub fn sweep(&mut self, limit: usize, now: Millis) -> usize {
+        let cutoff = now - duration_ms(self.config.retention);
+        let mut due: Vec<(Millis, JobId)> = self
+            .jobs
+            .iter()
+            .filter(|j| j.record.status.is_terminal())
+            .filter_map(|j| {
+                j.record
+                    .completed_at
+                    .map(to_millis)
+                    .filter(|at| *at <= cutoff)
+                    .map(|at| (at, j.record.job_id))
+            })
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        self.jobs
+            .retain(|j| !due.iter().any(|(_, id)| *id == j.record.job_id));
+        due.len()
+    }
+
+    /// Cancel.
+    pub fn cancel(&mut self, id: JobId, now: Millis) -> Result<CancelOutcome> {
+        let i = self
+            .jobs
+            .iter()
+            .position(|j| j.record.job_id == id)
+            .ok_or_else(|| not_found(id))?;
+        let r = &mut self.jobs[i].record;
+        match r.status {
+            JobStatus::Queued => {
+                self.jobs[i].due = None;
+                self.terminal(i, JobStatus::Cancelled, now);
+                Ok(CancelOutcome::Cancelled)
+            }
+            JobStatus::Processing => {
+                r.cancel_requested = true;
+                Ok(CancelOutcome::Requested)
+            }
+            from => Err(Error::InvalidTransition {
+                id,
+                from,
+                event: queue_core::Event::Cancel,
+            }),
+        }
+    }
+
+    /// Manual retry.
+    pub fn retry(&mut self, id: JobId, priority: Option<Priority>) -> Result<JobRecord> {
+        let job = self.find(id).ok_or_else(|| not_found(id))?;
+        let from = job.record.status;
+        if !matches!(
+            from,
+            JobStatus::Failed | JobStatus::Partial | JobStatus::Cancelled
+        ) {
+            return Err(Error::InvalidTransition {
+                id,
+                from,
+                event: queue_core::Event::ManualRetry,
+            });
+        }
+        if let Some(key) = job.record.unique_key.clone()
+            && let Some(holder) = self.holder(&key)
+        {
+            return Err(Error::AlreadyExists {
+                unique_key: key,
+                job_id: holder,
+            });
+        }
+        let place = self.place();
+        let job = self.find_mut(id).expect("found");
+        job.place = place;
+        job.due = None;
+        let r = &mut job.record;
+        if let Some(p) = priority {
+            r.priority = p;
+        }
+        r.status = JobStatus::Queued;
+        r.progress = 0;
+        r.current_step = None;
+        r.error_message = None;
+        r.result = None;
+        r.retry_count = 0;
+        r.started_at = None;
+        r.completed_at = None;
+        r.run_at = None;
+        r.worker_id = None;
+        r.cancel_requested = false;
+        Ok(r.clone())
+    }
+
+    /// Deregister a worker: forgotten, with its claim history.
+    pub fn deregister(&mut self, worker: &str) {
+        self.workers.remove(worker);
+        self.last_claim.remove(worker);
+    }
+
+    /// Ids of every retained job.
+    pub fn ids(&self) -> Vec<JobId> {
+        self.jobs.iter().map(|j| j.record.job_id).collect()
+    }
+}
+
+fn one(req: &ClaimRequest) -> ClaimRequest {
+    ClaimRequest {
+        max: 1,
+        ..req.clone()
+    }
+}
+
+/// A lease's duration as the model sees it (whole milliseconds).
+pub fn lease_ms(lease: Duration) -> Millis {
+    duration_ms(lease)
+}

@@ -1,0 +1,720 @@
+//! The model-checked suite: random sequences of operations, run against a backend and the
+//! reference [`Model`] side by side; every answer and the whole observable state (every
+//! record, the counts, the listings, the workers) must agree after every step. A failure
+//! is shrunk by proptest to a short list of steps and printed as such.
+//!
+//! Stamped into a backend's tests by [`crate::model_tests!`]; the number of cases comes from
+//! `DCS_MODEL_CASES` (default: the macro's argument), so a longer run is one variable away:
+//!
+//! ```text
+//! DCS_MODEL_CASES=2000 cargo test -p queue-memory --test model
+//! ```
+
+use std::{fmt, future::Future, time::Duration};
+
+use proptest::{prelude::*, test_runner::TestCaseError};
+use queue_core::{
+    ClaimRequest, Error, JobId, JobRecord, JobStatus, LeaseRef, ListQuery, ManualClock, NewJob,
+    Outcome, Priority, SharedBackend, WorkerBeat, WorkerId, from_millis, to_millis,
+};
+use serde_json::json;
+
+use crate::{Harness, Model, model::ModelLease, suite_config};
+
+const JOBS: u8 = 6;
+const KEYS: u8 = 3;
+const WORKERS: u8 = 2;
+const LEASE: Duration = Duration::from_secs(30);
+
+/// One step of a run.
+#[derive(Clone)]
+pub enum Op {
+    /// Enqueue job slot `job` (the same slot twice is the same id: idempotent).
+    Enqueue {
+        /// Job slot.
+        job: u8,
+        /// Unique key slot.
+        key: Option<u8>,
+        /// Priority.
+        priority: Priority,
+        /// Delay in seconds (0: none).
+        delay: u16,
+        /// Retry budget.
+        retries: u8,
+    },
+    /// Enqueue several job slots in one call.
+    EnqueueMany(Vec<(u8, Option<u8>)>),
+    /// A worker claims up to `max` jobs.
+    Fetch {
+        /// Worker slot.
+        worker: u8,
+        /// At most this many.
+        max: u8,
+        /// A 45 s lease instead of 30 s (heartbeats renew for 30 s).
+        long: bool,
+    },
+    /// The last claim is sent again (its reply was lost).
+    FetchAgain,
+    /// A worker renews the leases it holds.
+    Heartbeat {
+        /// Worker slot.
+        worker: u8,
+    },
+    /// Progress on a lease.
+    Progress {
+        /// Lease slot.
+        lease: u8,
+        /// Percent.
+        percent: u8,
+        /// Whether a step name is sent.
+        step: bool,
+    },
+    /// A lease holder ends the attempt.
+    Finish {
+        /// Lease slot.
+        lease: u8,
+        /// 0 completed, 1 partial, 2 retry, 3 failed, 4 cancelled, 5 released.
+        outcome: u8,
+        /// Retry delay in seconds.
+        delay: u16,
+        /// Claim the next job in the same call.
+        next: bool,
+    },
+    /// The last finish is sent again (its reply was lost).
+    FinishAgain,
+    /// A caller cancels a job slot.
+    Cancel {
+        /// Job slot.
+        job: u8,
+    },
+    /// An operator retries a job slot.
+    Retry {
+        /// Job slot.
+        job: u8,
+        /// New priority.
+        priority: Option<Priority>,
+    },
+    /// Time passes.
+    Advance {
+        /// Seconds.
+        secs: u32,
+    },
+    /// Expired leases are recovered.
+    Reap,
+    /// Expired records are deleted.
+    Sweep,
+    /// A worker dies: its leases are never used again.
+    Vanish {
+        /// Worker slot.
+        worker: u8,
+    },
+    /// A worker deregisters.
+    Deregister {
+        /// Worker slot.
+        worker: u8,
+    },
+    /// Pages through every job, two at a time.
+    Pages,
+}
+
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Enqueue {
+                job,
+                key,
+                priority,
+                delay,
+                retries,
+            } => {
+                write!(f, "enqueue job#{job} {priority} retries={retries}")?;
+                if let Some(k) = key {
+                    write!(f, " key=k{k}")?;
+                }
+                if *delay > 0 {
+                    write!(f, " delay={delay}s")?;
+                }
+                Ok(())
+            }
+            Op::EnqueueMany(jobs) => {
+                write!(f, "enqueue_many")?;
+                for (job, key) in jobs {
+                    write!(f, " job#{job}")?;
+                    if let Some(k) = key {
+                        write!(f, "(k{k})")?;
+                    }
+                }
+                Ok(())
+            }
+            Op::Fetch { worker, max, long } => {
+                write!(f, "w{worker} fetch max={max}")?;
+                if *long {
+                    write!(f, " lease=45s")?;
+                }
+                Ok(())
+            }
+            Op::FetchAgain => write!(f, "the last fetch is sent again"),
+            Op::Heartbeat { worker } => write!(f, "w{worker} heartbeat"),
+            Op::Progress {
+                lease,
+                percent,
+                step,
+            } => write!(f, "progress lease#{lease} {percent}% step={step}"),
+            Op::Finish {
+                lease,
+                outcome,
+                delay,
+                next,
+            } => write!(
+                f,
+                "finish lease#{lease} {} delay={delay}s next={next}",
+                outcome_name(*outcome)
+            ),
+            Op::FinishAgain => write!(f, "the last finish is sent again"),
+            Op::Cancel { job } => write!(f, "cancel job#{job}"),
+            Op::Retry { job, priority } => write!(f, "retry job#{job} priority={priority:?}"),
+            Op::Advance { secs } => write!(f, "advance {secs}s"),
+            Op::Reap => write!(f, "reap"),
+            Op::Sweep => write!(f, "sweep"),
+            Op::Vanish { worker } => write!(f, "w{worker} vanishes"),
+            Op::Deregister { worker } => write!(f, "w{worker} deregisters"),
+            Op::Pages => write!(f, "page through every job"),
+        }
+    }
+}
+
+/// A run: printed one numbered step per line.
+#[derive(Clone)]
+pub struct Steps(pub Vec<Op>);
+
+impl fmt::Debug for Steps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} steps:", self.0.len())?;
+        for (i, op) in self.0.iter().enumerate() {
+            writeln!(f, "  {:>2}. {op:?}", i + 1)?;
+        }
+        Ok(())
+    }
+}
+
+fn outcome_name(n: u8) -> &'static str {
+    [
+        "completed",
+        "partial",
+        "retry",
+        "failed",
+        "cancelled",
+        "released",
+    ][usize::from(n % 6)]
+}
+
+fn priority() -> impl Strategy<Value = Priority> {
+    prop_oneof![
+        Just(Priority::High),
+        Just(Priority::Normal),
+        Just(Priority::Low)
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = proptest::option::of(0..KEYS);
+    prop_oneof![
+        6 => (0..JOBS, key.clone(), priority(), prop_oneof![3 => Just(0u16), 1 => 1u16..90], 0u8..3)
+            .prop_map(|(job, key, priority, delay, retries)| Op::Enqueue { job, key, priority, delay, retries }),
+        1 => proptest::collection::vec((0..JOBS, key), 1..4).prop_map(Op::EnqueueMany),
+        6 => (0..WORKERS, 1u8..4, any::<bool>()).prop_map(|(worker, max, long)| Op::Fetch { worker, max, long }),
+        1 => Just(Op::FetchAgain),
+        2 => (0..WORKERS).prop_map(|worker| Op::Heartbeat { worker }),
+        2 => (any::<u8>(), 0u8..=100, any::<bool>()).prop_map(|(lease, percent, step)| Op::Progress { lease, percent, step }),
+        7 => (any::<u8>(), 0u8..6, prop_oneof![Just(0u16), 1u16..120], any::<bool>())
+            .prop_map(|(lease, outcome, delay, next)| Op::Finish { lease, outcome, delay, next }),
+        1 => Just(Op::FinishAgain),
+        2 => (0..JOBS).prop_map(|job| Op::Cancel { job }),
+        2 => (0..JOBS, proptest::option::of(priority())).prop_map(|(job, priority)| Op::Retry { job, priority }),
+        4 => prop_oneof![Just(1u32), Just(5), Just(20), Just(31), Just(61), Just(3601)].prop_map(|secs| Op::Advance { secs }),
+        2 => Just(Op::Reap),
+        1 => Just(Op::Sweep),
+        1 => (0..WORKERS).prop_map(|worker| Op::Vanish { worker }),
+        1 => (0..WORKERS).prop_map(|worker| Op::Deregister { worker }),
+        1 => Just(Op::Pages),
+    ]
+}
+
+/// Random runs of up to `max_steps` steps.
+pub fn steps(max_steps: usize) -> impl Strategy<Value = Steps> {
+    proptest::collection::vec(op(), 1..=max_steps).prop_map(Steps)
+}
+
+/// How many cases to run: `DCS_MODEL_CASES` when set, else `default`.
+pub fn cases(default: u32) -> u32 {
+    std::env::var("DCS_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `cases` random runs against backends from `factory`, each on a fresh namespace,
+/// and panics with the shrunk failing run if a backend and the model disagree.
+pub fn check<F, Fut>(factory: F, cases: u32, max_steps: usize)
+where
+    F: Fn(ManualClock) -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let config = proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 2_000,
+        ..proptest::test_runner::Config::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(&steps(max_steps), |steps| {
+        runtime.block_on(async {
+            let clock = ManualClock::new();
+            let harness = factory(clock).await;
+            let outcome = Run::new(&harness).play(&steps.0).await;
+            harness.cleanup().await;
+            outcome.map_err(TestCaseError::fail)
+        })
+    });
+    if let Err(err) = result {
+        panic!("the backend and the model disagree\n{err}");
+    }
+}
+
+struct HeldLease {
+    worker: u8,
+    backend: LeaseRef,
+    model: LeaseRef,
+}
+
+struct Run<'a> {
+    backend: &'a SharedBackend,
+    clock: &'a ManualClock,
+    model: Model,
+    ids: Vec<JobId>,
+    leases: Vec<HeldLease>,
+    vanished: [bool; WORKERS as usize],
+    last_fetch: Option<ClaimRequest>,
+    last_finish: Option<(usize, Outcome, Option<ClaimRequest>)>,
+}
+
+type Check = Result<(), String>;
+
+fn expect_eq<T: PartialEq + fmt::Debug>(what: &str, backend: T, model: T) -> Check {
+    if backend == model {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}:\n  backend: {backend:?}\n  model:   {model:?}"
+        ))
+    }
+}
+
+/// An error as it is compared: its kind and the fields a caller acts on.
+fn norm_err(e: &Error) -> String {
+    match e {
+        Error::NotFound { id } => format!("NotFound({id})"),
+        Error::AlreadyExists { unique_key, job_id } => {
+            format!("AlreadyExists({unique_key}, {job_id})")
+        }
+        Error::InvalidTransition { id, from, event } => {
+            format!("InvalidTransition({id}, {from}, {event:?})")
+        }
+        Error::LeaseLost { id } => format!("LeaseLost({id})"),
+        Error::InvalidArgument { .. } => "InvalidArgument".into(),
+        other => format!("unexpected: {}", other.chain()),
+    }
+}
+
+fn norm<T, U>(r: &Result<T, Error>, f: impl FnOnce(&T) -> U) -> Result<U, String> {
+    r.as_ref().map(f).map_err(norm_err)
+}
+
+impl<'a> Run<'a> {
+    fn new(h: &'a Harness) -> Self {
+        let mut ids: Vec<JobId> = (0..JOBS).map(|_| JobId::new()).collect();
+        ids.sort();
+        Self {
+            backend: &h.backend,
+            clock: &h.clock,
+            model: Model::new(suite_config("model")),
+            ids,
+            leases: Vec::new(),
+            vanished: [false; WORKERS as usize],
+            last_fetch: None,
+            last_finish: None,
+        }
+    }
+
+    fn now(&self) -> i64 {
+        use queue_core::Clock;
+        self.clock.now_ms()
+    }
+
+    async fn play(mut self, steps: &[Op]) -> Check {
+        for (i, op) in steps.iter().enumerate() {
+            let at = |e: String| format!("step {} ({op:?}): {e}", i + 1);
+            self.step(op).await.map_err(at)?;
+            self.compare_state().await.map_err(at)?;
+        }
+        Ok(())
+    }
+
+    fn new_job(&self, job: u8, key: Option<u8>) -> NewJob {
+        let mut j = NewJob::new("model", &json!({ "job": job }))
+            .expect("encodes")
+            .job_id(self.ids[usize::from(job)]);
+        if let Some(k) = key {
+            j = j.unique_key(format!("k{k}"));
+        }
+        j
+    }
+
+    /// The lease slot `n` among leases of workers still alive.
+    fn lease(&self, n: u8) -> Option<usize> {
+        let live: Vec<usize> = (0..self.leases.len())
+            .filter(|i| !self.vanished[usize::from(self.leases[*i].worker)])
+            .collect();
+        (!live.is_empty()).then(|| live[usize::from(n) % live.len()])
+    }
+
+    fn worker(n: u8) -> WorkerId {
+        WorkerId::new(format!("w{n}"))
+    }
+
+    /// Adds leases the backend handed out (once each); checks them against the model's.
+    fn adopt(
+        &mut self,
+        worker: u8,
+        backend: &[queue_core::Lease],
+        model: &[ModelLease],
+        replay: bool,
+    ) -> Check {
+        let mut b: Vec<(JobRecord, i64)> = backend
+            .iter()
+            .map(|l| (l.job.clone(), to_millis(l.expires_at)))
+            .collect();
+        let mut m: Vec<(JobRecord, i64)> = model
+            .iter()
+            .map(|l| (l.job.clone(), l.expires_at))
+            .collect();
+        if replay {
+            // A replayed claim answers what it took, in no particular order.
+            b.sort_by_key(|(r, _)| r.job_id);
+            m.sort_by_key(|(r, _)| r.job_id);
+        }
+        expect_eq("leased jobs", &b, &m)?;
+        for (bl, ml) in backend.iter().zip(model) {
+            let known = self
+                .leases
+                .iter()
+                .any(|l| l.backend.token == bl.token && l.backend.job_id == bl.job.job_id);
+            if !known {
+                let ml = model
+                    .iter()
+                    .find(|m| m.job.job_id == bl.job.job_id)
+                    .unwrap_or(ml);
+                self.leases.push(HeldLease {
+                    worker,
+                    backend: bl.to_ref(),
+                    model: LeaseRef {
+                        job_id: ml.job.job_id,
+                        token: ml.token.clone(),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self, op: &Op) -> Check {
+        let now = self.now();
+        let b = self.backend;
+        match op.clone() {
+            Op::Enqueue {
+                job,
+                key,
+                priority,
+                delay,
+                retries,
+            } => {
+                let mut j = self
+                    .new_job(job, key)
+                    .priority(priority)
+                    .max_retries(u32::from(retries));
+                if delay > 0 {
+                    j = j.delay(Duration::from_secs(u64::from(delay)));
+                }
+                let got = b.enqueue(j.clone()).await;
+                let want = self.model.enqueue(j, now);
+                expect_eq(
+                    "enqueue",
+                    norm(&got, Clone::clone),
+                    norm(&want, Clone::clone),
+                )
+            }
+            Op::EnqueueMany(jobs) => {
+                let jobs: Vec<NewJob> = jobs.iter().map(|(j, k)| self.new_job(*j, *k)).collect();
+                let got = b.enqueue_many(jobs.clone()).await.map_err(|e| e.chain())?;
+                let want = self.model.enqueue_many(jobs, now);
+                let got: Vec<_> = got.iter().map(|r| norm(r, Clone::clone)).collect();
+                let want: Vec<_> = want.iter().map(|r| norm(r, Clone::clone)).collect();
+                expect_eq("enqueue_many", got, want)
+            }
+            Op::Fetch { worker, max, long } => {
+                let lease = if long { Duration::from_secs(45) } else { LEASE };
+                let req = ClaimRequest::new(Self::worker(worker), usize::from(max), lease);
+                self.fetch(worker, req, false).await
+            }
+            Op::FetchAgain => match self.last_fetch.clone() {
+                Some(req) => {
+                    let worker = req.worker.as_str()[1..].parse().expect("w<n>");
+                    self.fetch(worker, req, true).await
+                }
+                None => Ok(()),
+            },
+            Op::Heartbeat { worker } => {
+                if self.vanished[usize::from(worker)] {
+                    return Ok(());
+                }
+                let mine: Vec<usize> = (0..self.leases.len())
+                    .filter(|i| self.leases[*i].worker == worker)
+                    .collect();
+                let beat = beat(worker);
+                let sent_b: Vec<LeaseRef> = mine
+                    .iter()
+                    .map(|i| self.leases[*i].backend.clone())
+                    .collect();
+                let sent_m: Vec<LeaseRef> =
+                    mine.iter().map(|i| self.leases[*i].model.clone()).collect();
+                let got = b.heartbeat(&beat, &sent_b).await.map_err(|e| e.chain())?;
+                let want = self.model.heartbeat(&beat, &sent_m, now);
+                let slots = |refs: &[LeaseRef], sent: &[LeaseRef]| -> Vec<usize> {
+                    let mut v: Vec<usize> = refs
+                        .iter()
+                        .filter_map(|r| sent.iter().position(|s| s == r).map(|p| mine[p]))
+                        .collect();
+                    v.sort();
+                    v
+                };
+                expect_eq(
+                    "heartbeat lost",
+                    slots(&got.lost, &sent_b),
+                    slots(&want.lost, &sent_m),
+                )?;
+                expect_eq(
+                    "heartbeat cancel",
+                    slots(&got.cancel, &sent_b),
+                    slots(&want.cancel, &sent_m),
+                )
+            }
+            Op::Progress {
+                lease,
+                percent,
+                step,
+            } => {
+                let Some(i) = self.lease(lease) else {
+                    return Ok(());
+                };
+                let step = step.then(|| format!("step-{percent}"));
+                let got = b
+                    .progress(&self.leases[i].backend, percent, step.clone())
+                    .await;
+                let want = self
+                    .model
+                    .progress(&self.leases[i].model, percent, step, now);
+                expect_eq(
+                    "progress",
+                    norm(&got, |s| s.cancel_requested),
+                    norm(&want, |c| *c),
+                )
+            }
+            Op::Finish {
+                lease,
+                outcome,
+                delay,
+                next,
+            } => {
+                let Some(i) = self.lease(lease) else {
+                    return Ok(());
+                };
+                let outcome = match outcome % 6 {
+                    0 => Outcome::Completed {
+                        result: Some(json!({ "lease": i })),
+                    },
+                    1 => Outcome::Partial {
+                        result: Some(json!({ "failed": "audio" })),
+                        error: "audio failed".into(),
+                    },
+                    2 => Outcome::Retry {
+                        error: format!("flaky {i}"),
+                        delay: Duration::from_secs(u64::from(delay)),
+                    },
+                    3 => Outcome::Failed {
+                        error: "bad input".into(),
+                    },
+                    4 => Outcome::Cancelled,
+                    _ => Outcome::Released,
+                };
+                let next =
+                    next.then(|| ClaimRequest::new(Self::worker(self.leases[i].worker), 1, LEASE));
+                self.finish(i, outcome, next).await
+            }
+            Op::FinishAgain => match self.last_finish.clone() {
+                Some((i, outcome, next)) => self.finish(i, outcome, next).await,
+                None => Ok(()),
+            },
+            Op::Cancel { job } => {
+                let id = self.ids[usize::from(job)];
+                let got = b.cancel(id).await;
+                let want = self.model.cancel(id, now);
+                expect_eq("cancel", norm(&got, |o| *o), norm(&want, |o| *o))
+            }
+            Op::Retry { job, priority } => {
+                let id = self.ids[usize::from(job)];
+                let got = b.retry(id, priority).await;
+                let want = self.model.retry(id, priority);
+                expect_eq("retry", norm(&got, Clone::clone), norm(&want, Clone::clone))
+            }
+            Op::Advance { secs } => {
+                self.clock.advance(Duration::from_secs(u64::from(secs)));
+                Ok(())
+            }
+            Op::Reap => {
+                let got = b.reap(100).await.map_err(|e| e.chain())?;
+                let want = self.model.reap(100, now);
+                expect_eq("reap", got, want)
+            }
+            Op::Sweep => {
+                let got = b.sweep(100).await.map_err(|e| e.chain())?;
+                let want = self.model.sweep(100, now);
+                expect_eq("sweep", got, want)
+            }
+            Op::Vanish { worker } => {
+                self.vanished[usize::from(worker)] = true;
+                Ok(())
+            }
+            Op::Deregister { worker } => {
+                b.deregister(&Self::worker(worker))
+                    .await
+                    .map_err(|e| e.chain())?;
+                self.model.deregister(&format!("w{worker}"));
+                Ok(())
+            }
+            Op::Pages => {
+                let mut got = Vec::new();
+                let mut query = ListQuery::new().limit(2);
+                loop {
+                    let page = b.list(&query).await.map_err(|e| e.chain())?;
+                    got.extend(page.jobs.iter().map(|r| r.job_id));
+                    match page.next_cursor {
+                        Some(c) if got.len() <= usize::from(JOBS) => query = query.cursor(c),
+                        _ => break,
+                    }
+                }
+                let mut want = Vec::new();
+                let mut query = ListQuery::new().limit(2);
+                loop {
+                    let page = self.model.list(&query).map_err(|e| e.chain())?;
+                    want.extend(page.jobs.iter().map(|r| r.job_id));
+                    match page.next_cursor {
+                        Some(c) => query = query.cursor(c),
+                        None => break,
+                    }
+                }
+                expect_eq("pages", got, want)
+            }
+        }
+    }
+
+    async fn fetch(&mut self, worker: u8, req: ClaimRequest, replay: bool) -> Check {
+        if self.vanished[usize::from(worker)] {
+            return Ok(());
+        }
+        let now = self.now();
+        let got = self
+            .backend
+            .fetch(&req, Duration::ZERO)
+            .await
+            .map_err(|e| e.chain())?;
+        let want = self.model.fetch(&req, now);
+        self.last_fetch = Some(req);
+        self.adopt(worker, &got, &want, replay)
+    }
+
+    async fn finish(&mut self, i: usize, outcome: Outcome, next: Option<ClaimRequest>) -> Check {
+        let now = self.now();
+        let got = self
+            .backend
+            .finish(&self.leases[i].backend, outcome.clone(), next.clone())
+            .await;
+        let want = self
+            .model
+            .finish(&self.leases[i].model, outcome.clone(), next.as_ref(), now);
+        let worker = self.leases[i].worker;
+        self.last_finish = Some((i, outcome, next));
+        expect_eq("finish", norm(&got, |f| f.status), norm(&want, |(s, _)| *s))?;
+        if let (Ok(f), Ok((_, m))) = (&got, &want) {
+            let b: Vec<queue_core::Lease> = f.next.iter().cloned().collect();
+            let m: Vec<ModelLease> = m.iter().cloned().collect();
+            self.adopt(worker, &b, &m, false)?;
+        }
+        Ok(())
+    }
+
+    /// Everything a caller can observe, compared with the model.
+    async fn compare_state(&mut self) -> Check {
+        let now = self.now();
+        let b = self.backend;
+        for id in self.ids.clone() {
+            let got = b.get(id).await;
+            let want = self.model.get(id);
+            expect_eq(
+                &format!("record {id}"),
+                norm(&got, Clone::clone),
+                norm(&want, Clone::clone),
+            )?;
+        }
+        let got = b.stats().await.map_err(|e| e.chain())?;
+        expect_eq("stats", got, self.model.stats(now))?;
+        let mut queries = vec![ListQuery::new().limit(100)];
+        queries.extend(
+            JobStatus::ALL
+                .into_iter()
+                .map(|s| ListQuery::new().status(s).limit(100)),
+        );
+        queries.extend((0..KEYS).map(|k| ListQuery::new().unique_key(format!("k{k}")).limit(100)));
+        for query in queries {
+            let got = b.list(&query).await;
+            let want = self.model.list(&query);
+            expect_eq(
+                &format!("list {query:?}"),
+                norm(&got, |p| {
+                    p.jobs.iter().map(|r| r.job_id).collect::<Vec<_>>()
+                }),
+                norm(&want, |p| {
+                    p.jobs.iter().map(|r| r.job_id).collect::<Vec<_>>()
+                }),
+            )?;
+        }
+        let got = b.workers().await.map_err(|e| e.chain())?;
+        expect_eq("workers", got, self.model.workers(now))
+    }
+}
+
+fn beat(worker: u8) -> WorkerBeat {
+    WorkerBeat {
+        worker: WorkerId::new(format!("w{worker}")),
+        host: "model-host".into(),
+        pid: 7,
+        concurrency: 3,
+        started_at: from_millis(1_700_000_000_000),
+        lease: LEASE,
+        interval: Duration::from_secs(10),
+    }
+}

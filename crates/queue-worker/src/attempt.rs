@@ -1,0 +1,201 @@
+//! One attempt: run the handler under its timeout, turn what it did into an outcome,
+//! report it.
+
+use std::{
+    any::Any,
+    panic::AssertUnwindSafe,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use futures_util::FutureExt;
+use queue_core::{ClaimRequest, Error, JobError, JobRecord, Lease, LeaseRef, Outcome};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::{
+    JobContext,
+    running::{Running, StopReason},
+    worker::Shared,
+};
+
+/// Runs one leased job (claimed by a request sent at `sent`) and reports its outcome;
+/// returns the next lease (and when it was asked for) when the report leased one.
+pub(crate) async fn run_one(
+    shared: &Arc<Shared>,
+    lease: Lease,
+    sent: Instant,
+    shutdown: &CancellationToken,
+) -> Option<(Lease, Instant)> {
+    let record = lease.job;
+    let lease_ref = LeaseRef {
+        job_id: record.job_id,
+        token: lease.token,
+    };
+    let span = info_span!("job", job_id = %record.job_id, task = %record.task, attempt = record.retry_count);
+    let started = Instant::now();
+    // The entry stays until the outcome is stored, so heartbeats keep renewing the lease
+    // while a report is retried.
+    let running = shared
+        .running
+        .insert(lease_ref.clone(), sent + shared.settings.lease);
+    if record.cancel_requested {
+        running.stop(StopReason::Cancelled);
+    }
+    let outcome = execute(shared, &record, &lease_ref, &running)
+        .instrument(span.clone())
+        .await;
+    // Blocking work started through the context holds the slot until it has ended.
+    running.blocking.close();
+    running.blocking.wait().await;
+    let next = match outcome {
+        None => {
+            shared.counts.lost.fetch_add(1, Ordering::Relaxed);
+            span.in_scope(|| {
+                warn!("lease lost or not renewed in time: the outcome is not reported")
+            });
+            None
+        }
+        Some(outcome) => {
+            shared.counts.count(&outcome);
+            span.in_scope(|| log(&outcome, started.elapsed()));
+            let claim_next = !shutdown.is_cancelled();
+            let sent = Instant::now();
+            report(shared, &lease_ref, outcome, claim_next)
+                .instrument(span)
+                .await
+                .map(|next| (next, sent))
+        }
+    };
+    shared.running.remove(&lease_ref);
+    next
+}
+
+fn log(outcome: &Outcome, elapsed: Duration) {
+    match outcome {
+        Outcome::Retry { error, delay } => {
+            warn!(error = %error, retry_in = ?delay, ?elapsed, "attempt failed, will retry")
+        }
+        Outcome::Failed { error } => warn!(error = %error, ?elapsed, "job failed"),
+        Outcome::Partial { error, .. } => {
+            info!(error = %error, ?elapsed, "job partially completed")
+        }
+        other => debug!(outcome = other.name(), ?elapsed, "job finished"),
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// The handler's outcome, or `None` when the lease was lost (nothing must be reported).
+async fn execute(
+    shared: &Arc<Shared>,
+    record: &JobRecord,
+    lease: &LeaseRef,
+    running: &Arc<Running>,
+) -> Option<Outcome> {
+    let policy = &shared.settings.retry;
+    let Some(handler) = shared.registry.get(&record.task) else {
+        // Retried with the normal backoff: during a rolling deploy a worker that knows
+        // the task may take it.
+        let error = JobError::retry(format!(
+            "no handler registered for task `{}` (this worker handles: {})",
+            record.task,
+            shared.registry.tasks().join(", ")
+        ));
+        return Some(policy.decide(record, &error));
+    };
+    let timeout = record.timeout_or(shared.settings.job_timeout);
+    let ctx = JobContext::new(
+        record.clone(),
+        lease.clone(),
+        Arc::clone(running),
+        Arc::clone(&shared.broker),
+        shared.settings.lease,
+    );
+    // Calling the handler may panic before it returns a future, as polling it may.
+    let run = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        handler(record.payload.clone(), ctx)
+    })) {
+        Ok(run) => run,
+        Err(panic) => {
+            let error = JobError::retry(format!("handler panicked: {}", panic_message(&*panic)));
+            return Some(policy.decide(record, &error));
+        }
+    };
+    let guarded = AssertUnwindSafe(tokio::time::timeout(timeout, run)).catch_unwind();
+    tokio::select! {
+        biased;
+        () = running.token().cancelled() => {}
+        result = guarded => {
+            return Some(match result {
+                Ok(Ok(Ok(done))) => match done.partial_error {
+                    Some(error) => Outcome::Partial { result: done.result, error },
+                    None => Outcome::Completed { result: done.result },
+                },
+                Ok(Ok(Err(err))) => policy.decide(record, &err),
+                Ok(Err(_elapsed)) => policy.decide(record, &JobError::retry(format!("timed out after {timeout:?}"))),
+                Err(panic) => policy.decide(
+                    record,
+                    &JobError::retry(format!("handler panicked: {}", panic_message(&*panic))),
+                ),
+            });
+        }
+    }
+    match running.reason() {
+        Some(StopReason::Cancelled) => Some(Outcome::Cancelled),
+        Some(StopReason::Shutdown) => Some(Outcome::Released),
+        Some(StopReason::LeaseLost) | None => None,
+    }
+}
+
+/// Reports an outcome, retrying while the backend is unreachable: for up to one lease,
+/// and never past the worker's stop deadline. A report sent again after the first one
+/// was stored (its reply was lost) gets the same answer from the backend.
+pub(crate) async fn report(
+    shared: &Arc<Shared>,
+    lease: &LeaseRef,
+    outcome: Outcome,
+    claim_next: bool,
+) -> Option<Lease> {
+    let s = &shared.settings;
+    let next = claim_next.then(|| ClaimRequest::new(s.id.clone(), 1, s.lease));
+    let deadline = Instant::now() + s.lease;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let until = shared.bounded(deadline);
+        let call = shared.broker.finish(lease, outcome.clone(), next.clone());
+        let result = match tokio::time::timeout_at(until, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                error!(
+                    outcome = outcome.name(),
+                    "could not store the outcome in time; the lease will expire and the job run again"
+                );
+                return None;
+            }
+        };
+        match result {
+            Ok(done) => return done.next,
+            Err(Error::LeaseLost { .. }) => {
+                warn!("lease lost before the outcome was stored; the job runs again elsewhere");
+                return None;
+            }
+            Err(err) if err.is_retryable() && Instant::now() + delay < shared.bounded(deadline) => {
+                warn!(error = %err.chain(), retry_in = ?delay, "could not store the outcome yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => {
+                error!(error = %err.chain(), outcome = outcome.name(), "could not store the outcome; the lease will expire and the job run again");
+                return None;
+            }
+        }
+    }
+}
