@@ -4,4 +4,5 @@
 mod retries;
 mod shutdown;
 mod support;
+mod worker_faults;
 mod worker_lifecycle;

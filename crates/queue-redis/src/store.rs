@@ -142,6 +142,10 @@ impl RedisBackend {
             "stale" => Err(Error::invalid(format!(
                 "job id {id} is still in use by a deleted job's index entries; use another id"
             ))),
+            "badkey" => Err(Error::corrupt(format!(
+                "the history key of unique key `{}` is not a sorted set; job {id} was not stored",
+                job.options.unique_key.as_deref().unwrap_or_default()
+            ))),
             "dup" => {
                 let holder: JobId = other.parse()?;
                 let key = job.options.unique_key.clone().unwrap_or_default();

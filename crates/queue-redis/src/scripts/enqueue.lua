@@ -2,7 +2,8 @@
 -- when it has one. ARGV: 3 count, then per job 11 values: id, task, payload, unique_key,
 -- band, delay_ms, max_retries, timeout_ms, metadata, job key index, history key index.
 -- Returns {now, {code, id}...}: ok | exists (the id is taken: that record is kept) |
--- stale (entries of a deleted job with this id remain) | dup (the unique key's holder).
+-- stale (entries of a deleted job with this id remain) | dup (the unique key's holder) |
+-- badkey (the unique key's history key holds something else).
 local count = tonumber(ARGV[3])
 local out = {}
 local created = 0
@@ -12,7 +13,12 @@ for i = 0, count - 1 do
   local band, delay = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   local key = KEYS[tonumber(ARGV[b + 9])]
   local holder = false
-  if uk ~= '' then holder = redis.call('HGET', K.dedup, uk) end
+  local history_ok = true
+  if uk ~= '' then
+    holder = redis.call('HGET', K.dedup, uk)
+    local t = key_type(KEYS[tonumber(ARGV[b + 10])])
+    history_ok = t == 'none' or t == 'zset'
+  end
   if redis.call('EXISTS', key) == 1 then
     out[#out + 1] = { 'exists', id }
   elseif redis.call('ZSCORE', K.jobs, id) or redis.call('ZSCORE', K.finished, id)
@@ -20,6 +26,8 @@ for i = 0, count - 1 do
     out[#out + 1] = { 'stale', id }
   elseif holder then
     out[#out + 1] = { 'dup', holder }
+  elseif not history_ok then
+    out[#out + 1] = { 'badkey', id }
   else
     local fields = { job_id = id, task = task, payload = payload, status = 'queued',
       priority = PNAME[band], progress = 0, retry_count = 0, max_retries = ARGV[b + 6],

@@ -4,6 +4,9 @@
 -- whose cancel was requested} (1-based, in the order sent).
 local worker, lease_ms, alive_ms = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local count = tonumber(ARGV[10])
+local wkey = KEYS[NS + 1]
+local wtype = key_type(wkey)
+if wtype ~= 'hash' and wtype ~= 'none' then redis.call('DEL', wkey) end
 local lost, cancel = {}, {}
 for i = 1, count do
   local id, token = ARGV[9 + i * 2], ARGV[10 + i * 2]
@@ -21,7 +24,6 @@ for _, dead in ipairs(redis.call('ZRANGEBYSCORE', K.workers, '-inf', '(' .. NOW)
   redis.call('HDEL', K.claims, dead)
 end
 redis.call('ZADD', K.workers, NOW + alive_ms, worker)
-local wkey = KEYS[NS + 1]
 redis.call('HSET', wkey, 'worker_id', worker, 'host', ARGV[6], 'pid', ARGV[7],
   'concurrency', ARGV[8], 'started_at', ARGV[9], 'last_seen', NOW)
 redis.call('PEXPIRE', wkey, alive_ms + 60000)

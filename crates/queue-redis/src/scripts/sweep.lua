@@ -29,7 +29,8 @@ for i = 0, tonumber(ARGV[4]) - 1 do
         if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
       end
       if uk ~= '' then
-        redis.call('ZREM', KEYS[tonumber(ARGV[b + 3])], id)
+        local history = KEYS[tonumber(ARGV[b + 3])]
+        if key_type(history) == 'zset' then redis.call('ZREM', history, id) end
         if redis.call('HGET', K.dedup, uk) == id then redis.call('HDEL', K.dedup, uk) end
       end
       removed = removed + 1
