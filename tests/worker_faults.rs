@@ -108,7 +108,8 @@ async fn blocking_work_holds_its_slot_past_a_timeout() {
         .enqueue(NewJob::new("slow", &2).unwrap())
         .await
         .unwrap();
-    let log: Arc<Mutex<Vec<(u32, &'static str, std::time::Instant)>>> = Arc::default();
+    type Log = Vec<(u32, &'static str, std::time::Instant)>;
+    let log: Arc<Mutex<Log>> = Arc::default();
     let seen = Arc::clone(&log);
     let worker = start(
         Worker::builder(store.clone())
