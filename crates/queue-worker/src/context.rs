@@ -53,6 +53,12 @@ impl JobContext {
         self.inner.record.job_id
     }
 
+    /// This attempt's lease token: it names the attempt (the job id alone does not, as a
+    /// job may run again), so downstream writes can be keyed by it.
+    pub fn lease_token(&self) -> &queue_core::LeaseToken {
+        &self.inner.lease.token
+    }
+
     /// The record as it was when this attempt started.
     pub fn record(&self) -> &JobRecord {
         &self.inner.record

@@ -1,0 +1,239 @@
+//! The checker: reads the queue's raw Redis state and says what is lost, stranded or
+//! inconsistent between records and indexes.
+
+use std::collections::{HashMap, HashSet};
+
+use queue_core::{JobId, JobStatus};
+use serde::Serialize;
+
+/// What the final state says.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct StateReport {
+    /// Job records.
+    pub(crate) records: usize,
+    /// Jobs per status (a leased job counts as processing).
+    pub(crate) by_status: HashMap<String, usize>,
+    /// Enqueued jobs that are not finished (or missing).
+    pub(crate) lost: Vec<String>,
+    /// Jobs left queued with no entry that would let a worker claim them, or processing
+    /// with no lease.
+    pub(crate) stranded: Vec<String>,
+    /// Index entries naming a job that has no record.
+    pub(crate) dangling: Vec<String>,
+    /// Records missing from an index they belong in.
+    pub(crate) unindexed: Vec<String>,
+}
+
+impl StateReport {
+    /// True when nothing is wrong.
+    pub(crate) fn clean(&self) -> bool {
+        self.lost.is_empty()
+            && self.stranded.is_empty()
+            && self.dangling.is_empty()
+            && self.unindexed.is_empty()
+    }
+}
+
+/// Everything stored under one queue's prefix.
+#[derive(Debug, Default)]
+pub(crate) struct Dump {
+    /// `job:<id>` hashes.
+    pub(crate) jobs: HashMap<String, HashMap<String, String>>,
+    /// Sorted sets by key suffix (`ready:1`, `st:queued`, `uk:<key>`, ...): members.
+    pub(crate) zsets: HashMap<String, HashSet<String>>,
+    /// `leases`: job -> lease.
+    pub(crate) leases: HashMap<String, String>,
+    /// `dedup`: unique key -> job.
+    pub(crate) dedup: HashMap<String, String>,
+}
+
+/// Reads every key of the queue whose keys start with `prefix`, from every node.
+pub(crate) async fn dump(node_urls: &[String], prefix: &str) -> anyhow::Result<Dump> {
+    let mut out = Dump::default();
+    for url in node_urls {
+        let client = redis::Client::open(url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        // Replicas hold copies; only masters answer for their keys.
+        let role: redis::Value = redis::cmd("ROLE").query_async(&mut conn).await?;
+        if let redis::Value::Array(parts) = &role
+            && matches!(parts.first(), Some(redis::Value::BulkString(r)) if r == b"slave")
+        {
+            continue;
+        }
+        let mut cursor: u64 = 0;
+        let pattern = format!("{}*", prefix.replace('{', "\\{").replace('}', "\\}"));
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            for key in keys {
+                let name = key[prefix.len()..].to_owned();
+                let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await?;
+                match kind.as_str() {
+                    "hash" if name.starts_with("job:") => {
+                        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+                            .arg(&key)
+                            .query_async(&mut conn)
+                            .await?;
+                        out.jobs.insert(name[4..].to_owned(), fields);
+                    }
+                    "hash" if name == "leases" => {
+                        out.leases = redis::cmd("HGETALL")
+                            .arg(&key)
+                            .query_async(&mut conn)
+                            .await?;
+                    }
+                    "hash" if name == "dedup" => {
+                        out.dedup = redis::cmd("HGETALL")
+                            .arg(&key)
+                            .query_async(&mut conn)
+                            .await?;
+                    }
+                    "zset" => {
+                        let members: Vec<String> = redis::cmd("ZRANGE")
+                            .arg(&key)
+                            .arg(0)
+                            .arg(-1)
+                            .query_async(&mut conn)
+                            .await?;
+                        out.zsets.insert(name, members.into_iter().collect());
+                    }
+                    _ => {}
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks the dump: every enqueued job finished, every record in its indexes, every
+/// index entry backed by a record.
+pub(crate) fn check(dump: &Dump, enqueued: &[JobId]) -> StateReport {
+    let mut report = StateReport {
+        records: dump.jobs.len(),
+        ..StateReport::default()
+    };
+    let empty = HashSet::new();
+    let zset = |name: &str| dump.zsets.get(name).unwrap_or(&empty);
+    let status_of = |id: &str| -> Option<String> {
+        let fields = dump.jobs.get(id)?;
+        if dump.leases.contains_key(id) {
+            return Some("processing".into());
+        }
+        fields.get("status").cloned()
+    };
+    for id in enqueued {
+        let id = id.to_string();
+        let finished = status_of(&id)
+            .and_then(|s| s.parse::<JobStatus>().ok())
+            .is_some_and(|s| s.is_terminal());
+        if !finished {
+            report.lost.push(id);
+        }
+    }
+    for (name, members) in &dump.zsets {
+        let is_index = ["ready:", "delayed:", "st:", "uk:"]
+            .iter()
+            .any(|p| name.starts_with(p))
+            || ["jobs", "finished", "active"].contains(&name.as_str());
+        if !is_index {
+            continue;
+        }
+        for m in members {
+            if !dump.jobs.contains_key(m) {
+                report.dangling.push(format!("{name} -> {m}"));
+            }
+        }
+    }
+    for (id, fields) in &dump.jobs {
+        let status = status_of(id).unwrap_or_default();
+        *report.by_status.entry(status.clone()).or_default() += 1;
+        let mut missing = Vec::new();
+        if !zset("jobs").contains(id) {
+            missing.push("jobs".to_owned());
+        }
+        let band = match fields.get("priority").map(String::as_str) {
+            Some("high") => 0,
+            Some("low") => 2,
+            _ => 1,
+        };
+        match status.as_str() {
+            "processing" => {
+                if !zset("active").contains(id) {
+                    report
+                        .stranded
+                        .push(format!("{id}: processing without an active entry"));
+                }
+            }
+            "queued" => {
+                if !zset("st:queued").contains(id) {
+                    missing.push("st:queued".into());
+                }
+                let claimable = zset(&format!("ready:{band}")).contains(id)
+                    || zset(&format!("delayed:{band}")).contains(id);
+                if !claimable {
+                    report
+                        .stranded
+                        .push(format!("{id}: queued without a ready or delayed entry"));
+                }
+                if let Some(uk) = fields.get("unique_key").filter(|k| !k.is_empty())
+                    && dump.dedup.get(uk) != Some(id)
+                {
+                    missing.push(format!("dedup[{uk}]"));
+                }
+            }
+            s => {
+                if !zset(&format!("st:{s}")).contains(id) {
+                    missing.push(format!("st:{s}"));
+                }
+                if !zset("finished").contains(id) {
+                    missing.push("finished".into());
+                }
+                if let Some(uk) = fields.get("unique_key").filter(|k| !k.is_empty())
+                    && dump.dedup.get(uk) == Some(id)
+                {
+                    report
+                        .unindexed
+                        .push(format!("{id}: finished but still holds unique key {uk}"));
+                }
+            }
+        }
+        if let Some(uk) = fields.get("unique_key").filter(|k| !k.is_empty())
+            && !zset(&format!("uk:{uk}")).contains(id)
+        {
+            missing.push(format!("uk:{uk}"));
+        }
+        for m in missing {
+            report.unindexed.push(format!("{id}: not in {m}"));
+        }
+    }
+    for (uk, id) in &dump.dedup {
+        let active = status_of(id).is_some_and(|s| s == "queued" || s == "processing");
+        if !active {
+            report
+                .dangling
+                .push(format!("dedup[{uk}] -> {id} (not active)"));
+        }
+    }
+    for id in dump.leases.keys() {
+        if !zset("active").contains(id) {
+            report
+                .dangling
+                .push(format!("leases[{id}] without an active entry"));
+        }
+    }
+    report.lost.sort();
+    report.stranded.sort();
+    report.dangling.sort();
+    report.unindexed.sort();
+    report
+}

@@ -1,0 +1,615 @@
+//! The drill: a private Redis (standalone with AOF, or a cluster with replicas), worker
+//! processes behind fault-injecting proxies, producers and an operator, and faults at
+//! random until the time is up; then everything is healed, the queue drained, and the
+//! history and the final state checked.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::Stdio,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use noxious::toxic::{StreamDirection, ToxicKind};
+use queue_core::{Error, JobId, JobStatus, JobStore, ListQuery, NewJob, Priority, QueueConfig};
+use queue_redis::RedisBackend;
+use queue_worker::CancellationToken;
+use serde::Serialize;
+use tokio::process::{Child, Command};
+
+use crate::{
+    check::{self, StateReport},
+    faults::{Cluster, Proxy, Standalone},
+    history::{self, Run},
+    worker::Task,
+};
+
+/// The drill's settings.
+#[derive(Clone, Debug, clap::Args)]
+pub(crate) struct DrillArgs {
+    /// How long faults are injected.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) seconds: u64,
+    /// Worker processes.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) workers: usize,
+    /// Producer tasks.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) producers: usize,
+    /// Run on a 3-master cluster with replicas (failovers and slot migrations instead of
+    /// proxies and restarts).
+    #[arg(long)]
+    pub(crate) cluster: bool,
+    /// Seed of the random choices (printed, to replay a run's choices).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Where logs, histories and the report go (default: a new directory under the
+    /// system's temp dir).
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+    /// Longest wait for the queue to drain after the faults stop.
+    #[arg(long, default_value_t = 120)]
+    pub(crate) drain_seconds: u64,
+}
+
+/// What the drill found.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    /// The seed of the run.
+    pub(crate) seed: u64,
+    /// Where its files are.
+    pub(crate) dir: String,
+    /// Seconds of faults.
+    pub(crate) seconds: u64,
+    /// Jobs enqueued (accepted).
+    pub(crate) enqueued: usize,
+    /// Enqueues refused because the unique key was taken.
+    pub(crate) refused_duplicates: u64,
+    /// Faults injected, by kind.
+    pub(crate) faults: BTreeMap<String, u64>,
+    /// Handler executions.
+    pub(crate) executions: usize,
+    /// Jobs run more than once (after a crash, a lost lease, a retry).
+    pub(crate) rerun_jobs: usize,
+    /// Executions whose process was killed mid-way.
+    pub(crate) killed_executions: usize,
+    /// Pairs of executions of one job that overlapped in time.
+    pub(crate) double_runs: Vec<String>,
+    /// The final state.
+    pub(crate) state: StateReport,
+    /// Seconds the queue took to drain after the faults stopped.
+    pub(crate) drain_seconds: f64,
+}
+
+impl Report {
+    /// True when nothing was lost, stranded, run twice at once or left inconsistent.
+    pub(crate) fn clean(&self) -> bool {
+        self.double_runs.is_empty() && self.state.clean()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    KillWorker,
+    RestartRedis,
+    FlushScripts,
+    Latency,
+    BlackHole,
+    DropReplies,
+    Reset,
+    Failover,
+    Migrate,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Self::KillWorker => "worker SIGKILL",
+            Self::RestartRedis => "redis crash and restart",
+            Self::FlushScripts => "scripts and functions flushed",
+            Self::Latency => "latency, then reset",
+            Self::BlackHole => "black hole longer than the lease, then reset",
+            Self::DropReplies => "replies dropped, then reset",
+            Self::Reset => "connections reset",
+            Self::Failover => "master failover",
+            Self::Migrate => "slot migration",
+        }
+    }
+}
+
+enum Deployment {
+    Standalone(Standalone),
+    Cluster(Cluster),
+}
+
+struct WorkerSlot {
+    index: usize,
+    incarnation: usize,
+    child: Option<Child>,
+    /// Each incarnation's history file and, when it was killed, the time of the kill.
+    histories: Vec<(PathBuf, Option<u64>)>,
+    proxy: Option<Proxy>,
+}
+
+struct Drill {
+    args: DrillArgs,
+    dir: PathBuf,
+    queue: String,
+    deployment: Deployment,
+    exe: PathBuf,
+    slots: Vec<WorkerSlot>,
+    faults: BTreeMap<String, u64>,
+}
+
+fn rand_ms(lo: u64, hi: u64) -> Duration {
+    Duration::from_millis(fastrand::u64(lo..hi))
+}
+
+/// Runs a drill and returns its report (also written to `<dir>/report.json`).
+pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<Report> {
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
+    fastrand::seed(seed);
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("dcs-chaos-{}-{seed}", std::process::id()))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("chaos drill: seed {seed}, files in {}", dir.display());
+    let deployment = if args.cluster {
+        let d = dir.join("cluster");
+        Deployment::Cluster(
+            tokio::task::spawn_blocking(move || Cluster::start(d))
+                .await
+                .context("cluster task")??,
+        )
+    } else {
+        let d = dir.join("redis");
+        Deployment::Standalone(tokio::task::spawn_blocking(move || Standalone::start(d)).await?)
+    };
+    let drill = Drill {
+        queue: format!("chaos{}", seed % 1_000_000),
+        exe: std::env::current_exe()?,
+        slots: Vec::new(),
+        faults: BTreeMap::new(),
+        deployment,
+        dir,
+        args,
+    };
+    drill.go(seed).await
+}
+
+impl Drill {
+    fn direct_url(&self) -> String {
+        match &self.deployment {
+            Deployment::Standalone(s) => s.url(),
+            Deployment::Cluster(c) => c.url(),
+        }
+    }
+
+    fn node_urls(&self) -> Vec<String> {
+        match &self.deployment {
+            Deployment::Standalone(s) => vec![s.url()],
+            Deployment::Cluster(c) => c
+                .ports
+                .iter()
+                .map(|p| format!("redis://127.0.0.1:{p}"))
+                .collect(),
+        }
+    }
+
+    fn config(&self) -> anyhow::Result<QueueConfig> {
+        Ok(QueueConfig::builder()
+            .redis_url(&self.direct_url())?
+            .queue_name(&self.queue)
+            .retention(Duration::from_secs(3600))
+            .build()?)
+    }
+
+    async fn spawn_worker(&mut self, slot: usize) -> anyhow::Result<()> {
+        let s = &mut self.slots[slot];
+        s.incarnation += 1;
+        let history = self
+            .dir
+            .join(format!("worker-{}-{}.history", s.index, s.incarnation));
+        let log = std::fs::File::create(
+            self.dir
+                .join(format!("worker-{}-{}.log", s.index, s.incarnation)),
+        )?;
+        let url = match (&s.proxy, &self.deployment) {
+            (Some(proxy), _) => proxy.url(),
+            (None, Deployment::Cluster(c)) => c.url(),
+            (None, Deployment::Standalone(r)) => r.url(),
+        };
+        let child = Command::new(&self.exe)
+            .arg("worker")
+            .args(["--url", &url, "--queue", &self.queue])
+            .arg("--history")
+            .arg(&history)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a worker process")?;
+        s.histories.push((history, None));
+        s.child = Some(child);
+        Ok(())
+    }
+
+    async fn kill_worker(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if let Some(mut child) = s.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            if let Some(last) = s.histories.last_mut() {
+                last.1 = Some(history::now_us());
+            }
+        }
+    }
+
+    fn count(&mut self, fault: &str) {
+        *self.faults.entry(fault.to_owned()).or_default() += 1;
+    }
+
+    async fn go(mut self, seed: u64) -> anyhow::Result<Report> {
+        for index in 0..self.args.workers {
+            let proxy = match &self.deployment {
+                Deployment::Standalone(s) => Some(
+                    Proxy::start(&format!("worker-{index}"), format!("127.0.0.1:{}", s.port))
+                        .await?,
+                ),
+                Deployment::Cluster(_) => None,
+            };
+            self.slots.push(WorkerSlot {
+                index,
+                incarnation: 0,
+                child: None,
+                histories: Vec::new(),
+                proxy,
+            });
+            self.spawn_worker(index).await?;
+        }
+        let cfg = self.config()?;
+        let backend = RedisBackend::connect(&cfg).await?;
+        let stop = CancellationToken::new();
+        let enqueued: Arc<Mutex<Vec<JobId>>> = Arc::default();
+        let refused = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..self.args.producers {
+            tasks.push(tokio::spawn(produce(
+                backend.clone(),
+                stop.clone(),
+                Arc::clone(&enqueued),
+                Arc::clone(&refused),
+            )));
+        }
+        tasks.push(tokio::spawn(operate(
+            backend.clone(),
+            stop.clone(),
+            Arc::clone(&enqueued),
+        )));
+
+        let until = Instant::now() + Duration::from_secs(self.args.seconds);
+        while Instant::now() < until {
+            tokio::time::sleep(rand_ms(1500, 3500)).await;
+            if let Err(e) = self.inject().await {
+                eprintln!("a fault could not be injected: {e:#}");
+            }
+        }
+        // Heal: every proxy fresh, every worker up; stop producing.
+        for slot in 0..self.slots.len() {
+            if let Some(proxy) = self.slots[slot].proxy.as_mut() {
+                proxy.reset(Duration::ZERO).await?;
+            }
+            if self.slots[slot].child.is_none() {
+                self.spawn_worker(slot).await?;
+            }
+        }
+        stop.cancel();
+        for task in tasks {
+            let _ = task.await;
+        }
+        let drained = Instant::now();
+        let ids = enqueued.lock().unwrap().clone();
+        self.drain(&backend, &ids).await;
+        let drain_seconds = drained.elapsed().as_secs_f64();
+        for slot in 0..self.slots.len() {
+            self.stop_worker(slot).await;
+        }
+        self.report(seed, &ids, refused.load(Ordering::Relaxed), drain_seconds)
+            .await
+    }
+
+    /// One fault, chosen at random among what this deployment allows.
+    async fn inject(&mut self) -> anyhow::Result<()> {
+        let slot = fastrand::usize(..self.slots.len());
+        let roll = fastrand::u32(..100);
+        let fault = match (&self.deployment, roll) {
+            (_, 0..=19) => Fault::KillWorker,
+            (Deployment::Standalone(_), 20..=29) => Fault::RestartRedis,
+            (Deployment::Standalone(_), 30..=39) => Fault::FlushScripts,
+            (Deployment::Standalone(_), 40..=54) => Fault::Latency,
+            (Deployment::Standalone(_), 55..=69) => Fault::BlackHole,
+            (Deployment::Standalone(_), 70..=84) => Fault::DropReplies,
+            (Deployment::Standalone(_), _) => Fault::Reset,
+            (Deployment::Cluster(_), 20..=49) => Fault::Failover,
+            (Deployment::Cluster(_), 50..=84) => Fault::Migrate,
+            (Deployment::Cluster(_), _) => Fault::FlushScripts,
+        };
+        self.count(fault.name());
+        let queue_key = format!("dcs:{{{}}}:jobs", self.queue);
+        match fault {
+            Fault::KillWorker => {
+                self.kill_worker(slot).await;
+                tokio::time::sleep(rand_ms(200, 1000)).await;
+                self.spawn_worker(slot).await?;
+            }
+            Fault::RestartRedis => {
+                if let Deployment::Standalone(redis) = &mut self.deployment {
+                    redis.crash_and_restart(rand_ms(300, 1500)).await;
+                }
+            }
+            Fault::FlushScripts => match &self.deployment {
+                Deployment::Standalone(redis) => redis.flush_scripts(),
+                Deployment::Cluster(cluster) => cluster.flush_scripts(),
+            },
+            Fault::Latency => {
+                let kind = ToxicKind::Latency {
+                    latency: 400,
+                    jitter: 300,
+                };
+                self.toxic(slot, kind, true, rand_ms(1000, 3000)).await?;
+            }
+            Fault::BlackHole => {
+                let kind = ToxicKind::Timeout { timeout: 600_000 };
+                self.toxic(slot, kind, true, rand_ms(2500, 5000)).await?;
+            }
+            Fault::DropReplies => {
+                let kind = ToxicKind::Timeout { timeout: 600_000 };
+                self.toxic(slot, kind, false, rand_ms(500, 2500)).await?;
+            }
+            Fault::Reset => {
+                if let Some(proxy) = self.slots[slot].proxy.as_mut() {
+                    proxy.reset(rand_ms(100, 1000)).await?;
+                }
+            }
+            Fault::Failover => {
+                if let Deployment::Cluster(cluster) = &self.deployment {
+                    cluster.failover(cluster.slot(&queue_key)?).await?;
+                }
+            }
+            Fault::Migrate => {
+                if let Deployment::Cluster(cluster) = &self.deployment {
+                    let moved = cluster.migrate(cluster.slot(&queue_key)?).await?;
+                    *self.faults.entry("keys migrated".into()).or_default() += moved as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A toxic on one worker's proxy (both directions, or replies only) for `period`; it
+    /// ends with the proxy's connections reset, as a real network fault would.
+    async fn toxic(
+        &mut self,
+        slot: usize,
+        kind: ToxicKind,
+        both: bool,
+        period: Duration,
+    ) -> anyhow::Result<()> {
+        let Some(proxy) = self.slots[slot].proxy.as_mut() else {
+            return Ok(());
+        };
+        proxy.add("down", kind, StreamDirection::Downstream).await?;
+        if both {
+            proxy.add("up", kind, StreamDirection::Upstream).await?;
+        }
+        tokio::time::sleep(period).await;
+        proxy.reset(rand_ms(0, 300)).await
+    }
+
+    /// Waits until every enqueued job is finished (or the drain limit passes).
+    async fn drain(&self, backend: &RedisBackend, ids: &[JobId]) {
+        let deadline = Instant::now() + Duration::from_secs(self.args.drain_seconds);
+        loop {
+            if let Ok(s) = backend.stats().await
+                && s.queued == 0
+                && s.processing == 0
+            {
+                let mut all = true;
+                for id in ids.iter().rev().take(200) {
+                    if !backend.get(*id).await.is_ok_and(|r| r.status.is_terminal()) {
+                        all = false;
+                        break;
+                    }
+                }
+                if all {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                eprintln!("the queue did not drain in time");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn stop_worker(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        let Some(mut child) = s.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            if let Some(last) = s.histories.last_mut() {
+                last.1 = Some(history::now_us());
+            }
+        }
+    }
+
+    async fn report(
+        &self,
+        seed: u64,
+        enqueued: &[JobId],
+        refused: u64,
+        drain_seconds: f64,
+    ) -> anyhow::Result<Report> {
+        let mut runs: Vec<Run> = Vec::new();
+        for slot in &self.slots {
+            for (path, killed) in &slot.histories {
+                if path.exists() {
+                    runs.extend(history::read(path, *killed)?);
+                }
+            }
+        }
+        let double_runs: Vec<String> = history::overlaps(&runs)
+            .into_iter()
+            .map(|(a, b)| {
+                format!(
+                    "job {}: {} [{}..{}] and {} from {} (overlap {} µs)",
+                    a.job,
+                    a.token,
+                    a.start,
+                    a.end,
+                    b.token,
+                    b.start,
+                    a.end.saturating_sub(b.start)
+                )
+            })
+            .collect();
+        let mut per_job: std::collections::HashMap<&str, usize> = Default::default();
+        for r in &runs {
+            *per_job.entry(r.job.as_str()).or_default() += 1;
+        }
+        let prefix = format!("dcs:{{{}}}:", self.queue);
+        let dump = check::dump(&self.node_urls(), &prefix).await?;
+        let mut all: Vec<JobId> = enqueued.to_vec();
+        all.extend(dump.jobs.keys().filter_map(|k| k.parse::<JobId>().ok()));
+        all.sort();
+        all.dedup();
+        let state = check::check(&dump, &all);
+        let report = Report {
+            seed,
+            dir: self.dir.display().to_string(),
+            seconds: self.args.seconds,
+            enqueued: enqueued.len(),
+            refused_duplicates: refused,
+            faults: self.faults.clone(),
+            executions: runs.len(),
+            rerun_jobs: per_job.values().filter(|n| **n > 1).count(),
+            killed_executions: runs.iter().filter(|r| !r.finished).count(),
+            double_runs,
+            state,
+            drain_seconds,
+        };
+        std::fs::write(
+            self.dir.join("report.json"),
+            serde_json::to_string_pretty(&report)?,
+        )?;
+        Ok(report)
+    }
+}
+
+/// Enqueues a mix of jobs until stopped: quick ones (some failing), slow ones (3 %, longer
+/// than a lease), hanging ones (2 %, past their timeout), some unique, delayed or
+/// prioritised. Each
+/// job is sent again with its id until it is stored or refused, so every stored job is
+/// known.
+async fn produce(
+    backend: RedisBackend,
+    stop: CancellationToken,
+    enqueued: Arc<Mutex<Vec<JobId>>>,
+    refused: Arc<AtomicU64>,
+) {
+    while !stop.is_cancelled() {
+        let roll = fastrand::u32(..100);
+        let task = match roll {
+            0..=94 => Task {
+                ms: fastrand::u64(1..40),
+                fail: fastrand::u32(..10) == 0,
+                progress: fastrand::bool(),
+            },
+            95..=97 => Task {
+                ms: fastrand::u64(2500..4000),
+                fail: false,
+                progress: true,
+            },
+            _ => Task {
+                ms: 60_000,
+                fail: false,
+                progress: false,
+            },
+        };
+        let mut job = NewJob::new("work", &task)
+            .expect("encodes")
+            .job_id(JobId::new())
+            .priority(match fastrand::u32(..10) {
+                0 => Priority::High,
+                1..=7 => Priority::Normal,
+                _ => Priority::Low,
+            })
+            .max_retries(fastrand::u32(0..4));
+        if roll >= 98 {
+            job = job.timeout(Duration::from_millis(1500)).max_retries(1);
+        }
+        if fastrand::u32(..10) == 0 {
+            job = job.unique_key(format!("book-{}", fastrand::u32(..40)));
+        }
+        if fastrand::u32(..10) == 0 {
+            job = job.delay(rand_ms(100, 2000));
+        }
+        loop {
+            match backend.enqueue(job.clone()).await {
+                Ok(r) => {
+                    enqueued.lock().unwrap().push(r.job_id);
+                    break;
+                }
+                Err(Error::AlreadyExists { .. }) => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        tokio::time::sleep(rand_ms(3, 10)).await;
+    }
+}
+
+/// An operator: cancels recent jobs and retries failed ones, racing the workers.
+async fn operate(backend: RedisBackend, stop: CancellationToken, enqueued: Arc<Mutex<Vec<JobId>>>) {
+    while !stop.is_cancelled() {
+        tokio::time::sleep(rand_ms(150, 400)).await;
+        let pick = {
+            let ids = enqueued.lock().unwrap();
+            let recent = ids.len().saturating_sub(300);
+            (ids.len() > recent).then(|| ids[fastrand::usize(recent..ids.len())])
+        };
+        if let Some(id) = pick {
+            let _ = backend.cancel(id).await;
+        }
+        if fastrand::u32(..4) == 0
+            && let Ok(page) = backend
+                .list(&ListQuery::new().status(JobStatus::Failed).limit(10))
+                .await
+            && let Some(r) = page.jobs.first()
+        {
+            let _ = backend.retry(r.job_id, None).await;
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The chaos drill and the retention soak, short versions for CI (the same binary runs
+//! the long ones: see the README). Each runs the real `queue-chaos` binary, which starts
+//! its own Redis servers, worker processes and proxies, and fails on any lost, stranded or
+//! concurrently double-run job, any index inconsistency, or memory not returning.
+
+use std::{process::Command, sync::Mutex};
+
+/// The drills load the machine: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run(args: &[&str]) -> serde_json::Value {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let out = Command::new(env!("CARGO_BIN_EXE_queue-chaos"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the drill runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "queue-chaos {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn faults(report: &serde_json::Value) -> u64 {
+    report["faults"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "keys migrated")
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn standalone_redis_under_faults_loses_nothing() {
+    let report = run(&["drill", "--seconds", "40"]);
+    assert!(report["enqueued"].as_u64().unwrap() > 1000, "{report}");
+    assert!(faults(&report) >= 8, "{report}");
+    assert_eq!(report["double_runs"].as_array().unwrap().len(), 0);
+    assert_eq!(report["state"]["lost"].as_array().unwrap().len(), 0);
+    assert_eq!(report["state"]["stranded"].as_array().unwrap().len(), 0);
+    eprintln!("{report}");
+}
+
+#[test]
+fn cluster_failovers_and_resharding_lose_nothing() {
+    let report = run(&["drill", "--cluster", "--seconds", "25"]);
+    assert!(report["enqueued"].as_u64().unwrap() > 500, "{report}");
+    assert!(faults(&report) >= 5, "{report}");
+    assert_eq!(report["double_runs"].as_array().unwrap().len(), 0);
+    assert_eq!(report["state"]["lost"].as_array().unwrap().len(), 0);
+    eprintln!("{report}");
+}
+
+#[test]
+fn retention_gives_memory_back() {
+    let report = run(&["soak", "--jobs", "20000", "--warmup", "5000"]);
+    let keys = report["keys"].as_array().unwrap();
+    assert!(
+        keys[1].as_u64().unwrap() > 1000,
+        "the soak filled Redis: {report}"
+    );
+    assert!(
+        keys[2].as_u64().unwrap() <= keys[0].as_u64().unwrap(),
+        "{report}"
+    );
+    assert!(report["memory_ratio"].as_f64().unwrap() <= 1.05, "{report}");
+    eprintln!("{report}");
+}
