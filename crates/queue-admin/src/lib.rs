@@ -15,7 +15,11 @@ mod error;
 mod metrics;
 mod openapi;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+};
 
 use axum::{
     Router,
@@ -35,6 +39,8 @@ pub(crate) struct State {
     pub(crate) backend: SharedBackend,
     pub(crate) token: Option<Arc<str>>,
     pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) hosts: Arc<RwLock<auth::AllowedHosts>>,
+    extra_hosts: Vec<String>,
 }
 
 /// An admin server for one queue.
@@ -60,8 +66,20 @@ impl Admin {
                 backend,
                 token: token.filter(|t| !t.is_empty()).map(Into::into),
                 metrics: Arc::default(),
+                hosts: Arc::new(RwLock::new(auth::AllowedHosts::new(None, &[]))),
+                extra_hosts: Vec::new(),
             },
         }
+    }
+
+    /// Host names (`host` or `host:port`; `*` for any) that requests may address besides
+    /// this server's own address and the loopback names (`DCS_ADMIN_ALLOWED_HOSTS`): the
+    /// names a reverse proxy or a browser uses to reach it.
+    pub fn allowed_hosts(mut self, hosts: Vec<String>) -> Self {
+        *self.state.hosts.write().unwrap_or_else(|p| p.into_inner()) =
+            auth::AllowedHosts::new(None, &hosts);
+        self.state.extra_hosts = hosts;
+        self
     }
 
     /// The routes.
@@ -79,6 +97,10 @@ impl Admin {
             .route_layer(axum::middleware::from_fn_with_state(
                 self.state.clone(),
                 auth::require,
+            ))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                auth::guard,
             ));
         Router::new()
             .route("/health", get(api::health))
@@ -97,6 +119,8 @@ impl Admin {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        *self.state.hosts.write().unwrap_or_else(|p| p.into_inner()) =
+            auth::AllowedHosts::new(listener.local_addr().ok(), &self.state.extra_hosts);
         let observer = tokio::spawn(metrics::observe(
             self.state.backend.clone(),
             Arc::clone(&self.state.metrics),

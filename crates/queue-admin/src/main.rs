@@ -5,7 +5,9 @@
 //! ```
 //!
 //! Every `DCS_*` setting applies; `DCS_ADMIN_TOKEN` protects every route but `/health` and
-//! `/metrics`, and is required to listen on a non-loopback address.
+//! `/metrics`, and is required to listen on a non-loopback address;
+//! `DCS_ADMIN_ALLOWED_HOSTS` (comma-separated `host` or `host:port`) names the hosts
+//! requests may address besides this server's address and the loopback names.
 
 use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, sync::Arc};
 
@@ -69,7 +71,14 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(%addr, backend = %backend, auth = token.is_some(), "admin API listening");
-    let admin = Admin::new(Arc::new(backend), token);
+    let hosts: Vec<String> = std::env::var("DCS_ADMIN_ALLOWED_HOSTS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let admin = Admin::new(Arc::new(backend), token).allowed_hosts(hosts);
     match admin.serve(listener, queue_worker::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -201,6 +201,28 @@ async fn bad_input(backend: SharedBackend) {
             400,
             "task name is empty",
         ),
+        // Bounds, each named (the delay used to overflow the due time).
+        (
+            "POST",
+            "/jobs".into(),
+            Some(r#"{"task":"t","delay_seconds":18446744073709551615}"#.into()),
+            400,
+            "delay:",
+        ),
+        (
+            "POST",
+            "/jobs".into(),
+            Some(r#"{"task":"t","timeout_seconds":0}"#.into()),
+            400,
+            "timeout: must be at least",
+        ),
+        (
+            "POST",
+            "/jobs".into(),
+            Some(r#"{"task":"t","max_retries":5000}"#.into()),
+            400,
+            "max_retries: 5000 is above the limit",
+        ),
         (
             "POST",
             "/jobs".into(),
@@ -264,16 +286,139 @@ async fn bad_input(backend: SharedBackend) {
     let (status, text) = s.call("GET", "/stats", None, false).await;
     assert!(status == 401 && text.contains("bearer token"), "{text}");
     let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    stream.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n").await.unwrap();
+    stream
+        .write_all(
+            format!("GET /stats HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n", s.addr)
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.unwrap();
     assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
+    // The query carries the token only where a browser cannot send a header.
     assert_eq!(
         s.call("GET", &format!("/stats?token={TOKEN}"), None, false)
             .await
             .0,
-        200
+        401
     );
+    s.stop().await;
+}
+
+/// A browser on another site cannot make this server act: writes need a JSON content
+/// type and a same-origin `Origin`, every protected route needs a Host this server
+/// answers to, and the token travels in a cookie the dashboard sets.
+async fn cross_site(backend: SharedBackend, token: Option<&str>) {
+    let s = Server::start(backend.clone(), token).await;
+    let host = format!("Host: {}", s.addr);
+    let auth = token
+        .map(|t| format!("\r\nAuthorization: Bearer {t}"))
+        .unwrap_or_default();
+    let job = r#"{"task":"t","payload":1}"#;
+    // A form post (text/plain) is refused, and nothing is stored.
+    let text = s
+        .raw(
+            &format!("POST /jobs HTTP/1.1\r\n{host}\r\nContent-Type: text/plain{auth}"),
+            job,
+        )
+        .await;
+    assert!(text.starts_with("HTTP/1.1 415"), "{text}");
+    let text = s
+        .raw(&format!("POST /jobs HTTP/1.1\r\n{host}{auth}"), job)
+        .await;
+    assert!(text.starts_with("HTTP/1.1 415"), "no content type: {text}");
+    // Another site's page, even with the right content type.
+    let text = s
+        .raw(
+            &format!("POST /jobs HTTP/1.1\r\n{host}\r\nContent-Type: application/json\r\nOrigin: http://evil.example{auth}"),
+            job,
+        )
+        .await;
+    assert!(
+        text.starts_with("HTTP/1.1 403") && text.contains("origin"),
+        "{text}"
+    );
+    assert_eq!(
+        backend.stats().await.unwrap().total,
+        0,
+        "nothing was enqueued"
+    );
+    // A name re-resolved to this machine (DNS rebinding).
+    let text = s
+        .raw(
+            &format!(
+                "GET /stats HTTP/1.1\r\nHost: evil.example:{}{auth}",
+                s.addr.port()
+            ),
+            "",
+        )
+        .await;
+    assert!(
+        text.starts_with("HTTP/1.1 403") && text.contains("host"),
+        "{text}"
+    );
+    // The same page, same origin, with JSON: accepted.
+    let text = s
+        .raw(
+            &format!("POST /jobs HTTP/1.1\r\n{host}\r\nContent-Type: application/json; charset=utf-8\r\nOrigin: http://{}{auth}", s.addr),
+            job,
+        )
+        .await;
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+    // Health and metrics stay open to probes and scrapers whatever their Host.
+    let text = s
+        .raw("GET /health HTTP/1.1\r\nHost: monitor.internal", "")
+        .await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_are_refused_without_a_token() {
+    cross_site(shared(MemoryBackend::new()), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_are_refused_with_a_token() {
+    cross_site(shared(MemoryBackend::new()), Some(TOKEN)).await;
+}
+
+/// The dashboard's link carries the token once (URL-encoded); the server swaps it for an
+/// HttpOnly, SameSite cookie that then authorises the page's requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_link_sets_a_cookie() {
+    let token = "a+b/c=d&e";
+    let s = Server::start(shared(MemoryBackend::new()), Some(token)).await;
+    let host = format!("Host: {}", s.addr);
+    let text = s
+        .raw(
+            &format!("GET /?token=a%2Bb%2Fc%3Dd%26e HTTP/1.1\r\n{host}"),
+            "",
+        )
+        .await;
+    assert!(text.starts_with("HTTP/1.1 303"), "{text}");
+    let cookie = text
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("a cookie is set: {text}"));
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap();
+    let text = s
+        .raw(
+            &format!("GET /stats HTTP/1.1\r\n{host}\r\nCookie: {pair}"),
+            "",
+        )
+        .await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // The raw (undecoded) value is not the token.
+    let text = s
+        .raw(&format!("GET /?token=a+b/c=d HTTP/1.1\r\n{host}"), "")
+        .await;
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
     s.stop().await;
 }
 
@@ -282,7 +427,13 @@ async fn events_stream(backend: SharedBackend) {
     let s = Server::start(backend.clone(), Some(TOKEN)).await;
     let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     stream
-        .write_all(format!("GET /events?token={TOKEN} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .write_all(
+            format!(
+                "GET /events?token={TOKEN} HTTP/1.1\r\nHost: {}\r\n\r\n",
+                s.addr
+            )
+            .as_bytes(),
+        )
         .await
         .unwrap();
     let mut seen = String::new();

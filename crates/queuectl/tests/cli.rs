@@ -244,6 +244,25 @@ fn commands_and_exit_codes() {
         vec!["list", "--bogus-flag"],
         vec!["status", "not-an-id"],
         vec!["list", "--status", "sleeping"],
+        // Bounds: a delay past the limit (u64::MAX used to overflow), too many retries.
+        vec![
+            "enqueue",
+            "--task",
+            "t",
+            "--payload",
+            "{}",
+            "--delay",
+            "18446744073709551615",
+        ],
+        vec![
+            "enqueue",
+            "--task",
+            "t",
+            "--payload",
+            "{}",
+            "--max-retries",
+            "4000000000",
+        ],
     ] {
         let out = c.run(&args);
         assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
@@ -255,6 +274,20 @@ fn commands_and_exit_codes() {
         );
     }
     assert_eq!(code(&c.run(&["list", "--limit", "0"])), 2);
+    let out = c.run(&[
+        "enqueue",
+        "--task",
+        "t",
+        "--payload",
+        "{}",
+        "--delay",
+        "99999999999",
+    ]);
+    assert!(
+        stderr(&out).contains("delay: 99999999999 s is above the limit"),
+        "{}",
+        stderr(&out)
+    );
 
     // Unreachable Redis: 1, a clear line, no password.
     let out = Command::new(env!("CARGO_BIN_EXE_queuectl"))

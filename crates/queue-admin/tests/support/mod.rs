@@ -82,6 +82,20 @@ impl Server {
         (status, body)
     }
 
+    /// Sends `head` (request line and headers, without the blank line) and `body`; returns
+    /// the whole response text.
+    pub async fn raw(&self, head: &str, body: &str) -> String {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        let req = format!(
+            "{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        String::from_utf8_lossy(&raw).into_owned()
+    }
+
     pub async fn json(
         &self,
         method: &str,
