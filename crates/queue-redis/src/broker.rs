@@ -20,10 +20,6 @@ use crate::{
     wire::{self, Claimed, LeaseEntry, array, int, text},
 };
 
-/// A claim that failed without an answer (a timeout, a dropped connection) may have run:
-/// it is sent again with the same request id, which answers the same leases.
-const CLAIM_TRIES: u32 = 3;
-
 impl RedisBackend {
     /// Leases from a claim reply, with their records; a job whose record cannot be read
     /// is failed at once, saying why.
@@ -79,19 +75,9 @@ impl RedisBackend {
 
     async fn claim_now(&self, req: &ClaimRequest) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
         let args = wire::claim_args(req).to_vec();
-        let mut delay = Duration::from_millis(50);
-        let mut tries = 0;
-        let reply = loop {
-            tries += 1;
-            match self.run(&self.inner.scripts.claim, &[], args.clone()).await {
-                Ok(reply) => break reply,
-                Err(e) if e.is_retryable() && tries < CLAIM_TRIES => {
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let reply = self
+            .run_again_if_unanswered(&self.inner.scripts.claim, &[], args)
+            .await?;
         let mut it = array(reply).into_iter();
         let now = it
             .next()

@@ -212,6 +212,29 @@ impl RedisBackend {
         self.inner.conn.clone()
     }
 
+    /// Runs `script` like [`RedisBackend::run`], sending it again (up to three tries, 50 ms
+    /// then 200 ms apart) when a try failed without an answer. Only for scripts that answer
+    /// the same when sent again: enqueue (ids chosen by the client), claim (a request id).
+    pub(crate) async fn run_again_if_unanswered(
+        &self,
+        script: &Script,
+        dynamic: &[String],
+        extra: Vec<String>,
+    ) -> Result<Value> {
+        let mut delay = Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.run(script, dynamic, extra.clone()).await {
+                Err(e) if e.is_retryable() && tries < 3 => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Runs `script` with its static keys, `dynamic` keys and `extra` arguments.
     pub(crate) async fn run(
         &self,

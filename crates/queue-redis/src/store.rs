@@ -1,6 +1,6 @@
 //! `JobStore` for Redis: enqueue, reads, listings, cancel, retry, counts, events.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -72,22 +72,9 @@ impl RedisBackend {
             wire::enqueue_args(&self.inner.keys, &self.inner.config, jobs, first_key);
         // The ids are chosen here, so sending a batch again is harmless: a job the first
         // call stored answers `exists` (and is returned as stored).
-        let mut delay = Duration::from_millis(50);
-        let mut tries = 0;
-        let reply = loop {
-            tries += 1;
-            match self
-                .run(&self.inner.scripts.enqueue, &dynamic, args.clone())
-                .await
-            {
-                Ok(reply) => break reply,
-                Err(e) if e.is_retryable() && tries < 3 => {
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let reply = self
+            .run_again_if_unanswered(&self.inner.scripts.enqueue, &dynamic, args)
+            .await?;
         let mut parts = array(reply).into_iter();
         let now = parts
             .next()

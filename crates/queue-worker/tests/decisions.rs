@@ -357,38 +357,39 @@ async fn extra_leases_are_handed_back() {
     );
 }
 
-/// A worker that cannot renew its leases stops the attempt before the lease can expire on
-/// the server (measured from when the last renewal that worked was sent), and reports
-/// nothing: another worker may take the job after the expiry.
-#[tokio::test(start_paused = true)]
-async fn an_unrenewable_lease_is_given_up_before_it_can_expire() {
+/// A broker that leases one slow job, then cannot be reached: fetches and heartbeats fail
+/// as unavailable (and back off, so paused time moves on); nothing to reap or sweep.
+fn cut_off_after_one_lease() -> MockBroker {
+    let down = || Error::Unavailable {
+        backend: "mock",
+        source: "down".into(),
+    };
     let mut mock = MockBroker::new();
     let mut lease = Some(Lease {
         job: record("slow", "1", 0, 3),
         token: LeaseToken::new("t"),
         expires_at: from_millis(30_000),
     });
-    // After the lease, the partition: fetches fail too (and back off, so paused time
-    // moves on).
     mock.expect_fetch()
         .returning(move |_, _| match lease.take() {
             Some(l) => Ok(vec![l]),
-            None => Err(Error::Unavailable {
-                backend: "mock",
-                source: "partitioned".into(),
-            }),
+            None => Err(down()),
         });
-    mock.expect_heartbeat().returning(|_, _| {
-        Err(Error::Unavailable {
-            backend: "mock",
-            source: "partitioned".into(),
-        })
-    });
+    mock.expect_heartbeat().returning(move |_, _| Err(down()));
     mock.expect_reap().returning(|_| Ok(vec![]));
     mock.expect_sweep().returning(|_| Ok(0));
-    mock.expect_deregister().returning(|_| Ok(()));
     mock.expect_cancellations()
         .returning(|| Ok(Box::pin(futures_util::stream::pending())));
+    mock
+}
+
+/// A worker that cannot renew its leases stops the attempt before the lease can expire on
+/// the server (measured from when the last renewal that worked was sent), and reports
+/// nothing: another worker may take the job after the expiry.
+#[tokio::test(start_paused = true)]
+async fn an_unrenewable_lease_is_given_up_before_it_can_expire() {
+    let mut mock = cut_off_after_one_lease();
+    mock.expect_deregister().returning(|_| Ok(()));
     mock.expect_finish()
         .never()
         .returning(|_, _, _| unreachable!("a fenced attempt reports nothing"));
@@ -431,31 +432,8 @@ async fn an_unrenewable_lease_is_given_up_before_it_can_expire() {
 /// period plus the stop margin.
 #[tokio::test(start_paused = true)]
 async fn shutdown_is_bounded_when_the_backend_hangs() {
-    let mut mock = MockBroker::new();
-    let mut lease = Some(Lease {
-        job: record("slow", "1", 0, 3),
-        token: LeaseToken::new("t"),
-        expires_at: from_millis(30_000),
-    });
-    mock.expect_fetch()
-        .returning(move |_, _| match lease.take() {
-            Some(l) => Ok(vec![l]),
-            None => Err(Error::Unavailable {
-                backend: "mock",
-                source: "down".into(),
-            }),
-        });
-    mock.expect_heartbeat().returning(|_, _| {
-        Err(Error::Unavailable {
-            backend: "mock",
-            source: "down".into(),
-        })
-    });
-    mock.expect_reap().returning(|_| Ok(vec![]));
-    mock.expect_sweep().returning(|_| Ok(0));
-    mock.expect_cancellations()
-        .returning(|| Ok(Box::pin(futures_util::stream::pending())));
-    // Handing the job back and deregistering never answer.
+    let mut mock = cut_off_after_one_lease();
+    // Handing the job back and deregistering fail too.
     mock.expect_finish().returning(|_, _, _| {
         Err(Error::Unavailable {
             backend: "mock",
