@@ -98,7 +98,7 @@ impl RedisBackendBuilder {
             .query_async::<Value>(&mut conn)
             .await
             .map_err(|e| errors.map(e))?;
-        let scripts = Scripts::load();
+        let scripts = Scripts::load(&keys);
         scripts
             .prepare(&mut conn, self.functions)
             .await
@@ -249,7 +249,7 @@ impl RedisBackend {
         let mut conn = self.conn();
         self.inner
             .scripts
-            .run(script, &mut conn, &self.inner.keys, dynamic, &args)
+            .run(script, &mut conn, dynamic, &args)
             .await
             .map_err(|e| self.err(e))
     }

@@ -39,6 +39,8 @@ pub(crate) enum Static {
     Marker,
     /// `workers`: live workers by the end of their liveness window.
     Workers,
+    /// `due`: a lower bound of the earliest due time of a delayed job (`none`: no such job).
+    Due,
 }
 
 impl Static {
@@ -58,6 +60,7 @@ impl Static {
             Self::Seq => "seq".into(),
             Self::Marker => "marker".into(),
             Self::Workers => "workers".into(),
+            Self::Due => "due".into(),
         }
     }
 

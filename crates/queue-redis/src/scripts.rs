@@ -34,6 +34,8 @@ pub(crate) struct Script {
     code: String,
     sha: String,
     statics: &'static [Static],
+    /// The static keys' names for this backend's queue, built once.
+    static_keys: Vec<String>,
 }
 
 use Static as S;
@@ -86,7 +88,8 @@ const SPECS: [Spec; 16] = [
                 S::Dedup,
                 S::Stats,
                 S::Seq,
-                S::Marker
+                S::Marker,
+                S::Due
             ]
         ],
         false,
@@ -103,7 +106,8 @@ const SPECS: [Spec; 16] = [
                 S::Claims,
                 ST_QUEUED,
                 S::Seq,
-                S::Marker
+                S::Marker,
+                S::Due
             ]
         ],
         false,
@@ -116,7 +120,15 @@ const SPECS: [Spec; 16] = [
             DELAYED,
             [S::Active, S::Leases, S::Claims, ST_QUEUED],
             ST_DONE,
-            [S::Jobs, S::Finished, S::Dedup, S::Stats, S::Seq, S::Marker]
+            [
+                S::Jobs,
+                S::Finished,
+                S::Dedup,
+                S::Stats,
+                S::Seq,
+                S::Marker,
+                S::Due
+            ]
         ],
         false,
     ),
@@ -263,18 +275,19 @@ pub(crate) struct Scripts {
     functions: AtomicBool,
 }
 
-/// `local K = {name = KEYS[i], ...}` and `NS` for one entry point.
+/// `local K = {name = KEYS[i], ...}` and `NS` for one entry point. Naming a key the entry
+/// point did not declare raises an error (before any write: every script reads first).
 fn header(statics: &[Static]) -> String {
-    let mut out = String::from("local K = {");
+    let mut out = String::from("local K = setmetatable({");
     for (i, s) in statics.iter().enumerate() {
         let _ = write!(out, " {} = KEYS[{}],", s.lua_name(), i + 1);
     }
-    let _ = writeln!(out, " }}\nlocal NS = {}", statics.len());
+    let _ = writeln!(out, " }}, UNDECLARED)\nlocal NS = {}", statics.len());
     out
 }
 
 impl Scripts {
-    pub(crate) fn load() -> Self {
+    pub(crate) fn load(keys: &Keys) -> Self {
         let prelude = format!(
             "{}{}",
             generated_tables(),
@@ -316,6 +329,7 @@ impl Scripts {
                 code,
                 sha,
                 statics,
+                static_keys: statics.iter().map(|s| keys.of(*s)).collect(),
             }
         });
         let mut next = || scripts.next().expect("one script per spec");
@@ -407,18 +421,17 @@ impl Scripts {
         &self,
         script: &Script,
         conn: &mut C,
-        keys: &Keys,
         dynamic: &[String],
         args: &[String],
     ) -> RedisResult<Value> {
-        let mut all_keys: Vec<String> = script.statics.iter().map(|s| keys.of(*s)).collect();
-        all_keys.extend_from_slice(dynamic);
+        let numkeys = script.static_keys.len() + dynamic.len();
         if self.functions.load(Ordering::Relaxed) {
             let mut fcall = redis::cmd("FCALL");
             fcall
                 .arg(&script.function)
-                .arg(all_keys.len())
-                .arg(&all_keys)
+                .arg(numkeys)
+                .arg(&script.static_keys)
+                .arg(dynamic)
                 .arg(args);
             match fcall.query_async::<Value>(conn).await {
                 Err(err) if err.to_string().contains("Function not found") => {
@@ -435,8 +448,9 @@ impl Scripts {
             let mut evalsha = redis::cmd("EVALSHA");
             evalsha
                 .arg(&script.sha)
-                .arg(all_keys.len())
-                .arg(&all_keys)
+                .arg(numkeys)
+                .arg(&script.static_keys)
+                .arg(dynamic)
                 .arg(args);
             match evalsha.query_async::<Value>(conn).await {
                 Err(err)
@@ -448,8 +462,9 @@ impl Scripts {
                     );
                     let mut eval = redis::cmd("EVAL");
                     eval.arg(&script.code)
-                        .arg(all_keys.len())
-                        .arg(&all_keys)
+                        .arg(numkeys)
+                        .arg(&script.static_keys)
+                        .arg(dynamic)
                         .arg(args);
                     eval.query_async(conn).await
                 }
@@ -637,7 +652,7 @@ mod tests {
         ] {
             assert!(lua.contains(expected), "missing {expected}\n{lua}");
         }
-        let scripts = Scripts::load();
+        let scripts = Scripts::load(&Keys::new("dcs", "q").unwrap());
         assert_ne!(scripts.claim.sha, scripts.finish.sha);
         assert_eq!(scripts.claim.sha.len(), 40);
         assert!(scripts.library.starts_with("#!lua name=dcsq_"));

@@ -133,7 +133,7 @@ pub(crate) fn enqueue_args(
     first_key: usize,
 ) -> (Vec<String>, Vec<String>) {
     let mut dynamic = Vec::with_capacity(jobs.len() * 2);
-    let mut args = Vec::with_capacity(1 + jobs.len() * 11);
+    let mut args = Vec::with_capacity(1 + jobs.len() * 12);
     args.push(jobs.len().to_string());
     for (_, job, id) in jobs {
         let o = &job.options;
@@ -167,6 +167,7 @@ pub(crate) fn enqueue_args(
             },
             job_key.to_string(),
             history_key.to_string(),
+            if o.job_id.is_some() { "1" } else { "0" }.to_owned(),
         ]);
     }
     (dynamic, args)

@@ -1,6 +1,7 @@
 -- Creates jobs. KEYS after the statics: each job's key, and its unique key's history key
--- when it has one. ARGV: 3 count, then per job 11 values: id, task, payload, unique_key,
--- band, delay_ms, max_retries, timeout_ms, metadata, job key index, history key index.
+-- when it has one. ARGV: 3 count, then per job 12 values: id, task, payload, unique_key,
+-- band, delay_ms, max_retries, timeout_ms, metadata, job key index, history key index,
+-- '1' when the caller chose the id (only such an id can meet leftovers of an old job).
 -- Returns {now, {code, id}...}: ok | exists (the id is taken: that record is kept) |
 -- stale (entries of a deleted job with this id remain) | dup (the unique key's holder) |
 -- badkey (the unique key's history key holds something else).
@@ -8,7 +9,7 @@ local count = tonumber(ARGV[3])
 local out = {}
 local created = 0
 for i = 0, count - 1 do
-  local b = 4 + i * 11
+  local b = 4 + i * 12
   local id, task, payload, uk = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local band, delay = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   local key = KEYS[tonumber(ARGV[b + 9])]
@@ -21,8 +22,8 @@ for i = 0, count - 1 do
   end
   if redis.call('EXISTS', key) == 1 then
     out[#out + 1] = { 'exists', id }
-  elseif redis.call('ZSCORE', K.jobs, id) or redis.call('ZSCORE', K.finished, id)
-      or redis.call('HEXISTS', K.leases, id) == 1 then
+  elseif ARGV[b + 11] == '1' and (redis.call('ZSCORE', K.jobs, id)
+      or redis.call('ZSCORE', K.finished, id) or redis.call('HEXISTS', K.leases, id) == 1) then
     out[#out + 1] = { 'stale', id }
   elseif holder then
     out[#out + 1] = { 'dup', holder }
@@ -36,7 +37,7 @@ for i = 0, count - 1 do
     if ARGV[b + 7] ~= '' then fields.timeout_ms = ARGV[b + 7] end
     if ARGV[b + 8] ~= '' then fields.metadata = ARGV[b + 8] end
     if delay > 0 then
-      redis.call('ZADD', delayed_key(K, band), NOW + delay, id)
+      schedule(K, band, NOW + delay, id)
       fields.run_at = NOW + delay
     else
       redis.call('ZADD', ready_key(K, band), redis.call('INCR', K.seq), id)

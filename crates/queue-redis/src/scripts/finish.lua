@@ -20,25 +20,24 @@ if not holds(lease, token) then
   end
   return { 'lost' }
 end
-local t = key_type(key)
-if t ~= 'hash' then
-  if t == 'none' then
-    -- The record is gone: drop what points at it.
-    ended_lease(K, id)
-    for s, _ in pairs(VALID) do
-      if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
-    end
-    redis.call('ZREM', K.jobs, id)
-    return { 'failed', next_lease() }
+local rec = facts(key)
+if not rec then
+  fail_garbage(K, id, key, key_type(key))
+  return { 'failed', next_lease() }
+elseif not rec.exists then
+  -- The record is gone: drop what points at it.
+  ended_lease(K, id)
+  for s, _ in pairs(VALID) do
+    if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
   end
-  fail_garbage(K, id, key, t)
+  redis.call('ZREM', K.jobs, id)
   return { 'failed', next_lease() }
 end
 if kind == 'corrupt' then
   sanitize(id, key)
   kind = 'failed'
+  rec = facts(key)
 end
-local rec = facts(key)
 local event = SETTLE[kind][lease.cancel][rec.retries < rec.max_retries]
 if not event then return redis.error_reply('unknown outcome ' .. tostring(kind)) end
 local ctx = { ended = token }

@@ -11,6 +11,9 @@
 -- way through a transition.
 local P, NOW
 
+-- Every entry point's `K` has this metatable: a key it did not declare is an error.
+local UNDECLARED = { __index = function(_, name) error('script uses the undeclared key ' .. name) end }
+
 local function begin(argv)
   P = argv[1]
   if argv[2] ~= '' then
@@ -132,6 +135,13 @@ local function delayed_key(K, band) return K['delayed' .. band] end
 -- index is `active` (and the `leases` hash).
 local function status_key(K, status) return K['st_' .. status] end
 
+-- Puts a job among the delayed ones and lowers the due hint if it is now the earliest.
+local function schedule(K, band, due, id)
+  redis.call('ZADD', delayed_key(K, band), due, id)
+  local hint = tonumber(redis.call('GET', K.due))
+  if not hint or due < hint then redis.call('SET', K.due, due) end
+end
+
 -- A job's place after `event` (queue_core::rules::placement) and its counters.
 -- `rec` = { created, unique_key, band }; `ctx.run_at` = the due time of a retry.
 local function place(K, id, event, to, rec, ctx, seq)
@@ -143,7 +153,7 @@ local function place(K, id, event, to, rec, ctx, seq)
       redis.call('HDEL', K.dedup, rec.unique_key)
     end
   elseif where == 'delayed' then
-    redis.call('ZADD', delayed_key(K, rec.band), ctx.run_at, id)
+    schedule(K, rec.band, ctx.run_at, id)
     redis.call('ZADD', K.st_queued, rec.created, id)
     wake(K)
   elseif where == 'ready_in_place' then
@@ -159,14 +169,15 @@ local function place(K, id, event, to, rec, ctx, seq)
 end
 
 -- The fields of a record that decide its transitions, read with pcall: nil when the key
--- is not a readable job hash.
+-- is not a job hash; `exists` false when there is no such key.
 local function facts(key)
   local v = redis.pcall('HMGET', key, 'retry_count', 'max_retries', 'created_at', 'unique_key',
     'priority', 'status')
   if failed(v) then return nil end
   local uk = v[4]
   if uk == '' then uk = nil end
-  return { retries = num(v[1], 0), max_retries = num(v[2], 0), created = num(v[3], NOW),
+  return { exists = (v[1] or v[2] or v[3] or v[4] or v[5] or v[6]) and true or false,
+    retries = num(v[1], 0), max_retries = num(v[2], 0), created = num(v[3], NOW),
     unique_key = uk, band = band_of(v[5]), status = v[6] }
 end
 
@@ -236,27 +247,29 @@ local function sanitize(id, key)
   hset(key, set)
 end
 
--- Due delayed jobs join the back of their priority, in order of due time, then id.
+-- Due delayed jobs join the back of their priority, in order of due time, then id. `due`
+-- holds a lower bound of the earliest due time ('none': no delayed job), so a claim looks
+-- at the delayed sets only when one may be due; a missing hint is rebuilt.
 local function promote(K)
+  local hint = redis.call('GET', K.due)
+  if hint == 'none' or (tonumber(hint) and tonumber(hint) > NOW) then return end
+  local first = nil
   for band = 0, 2 do
     local due = redis.call('ZRANGEBYSCORE', delayed_key(K, band), '-inf', NOW, 'LIMIT', 0, 1000)
     for _, id in ipairs(due) do
       redis.call('ZREM', delayed_key(K, band), id)
       redis.call('ZADD', ready_key(K, band), redis.call('INCR', K.seq), id)
     end
+    local head = redis.call('ZRANGE', delayed_key(K, band), 0, 0, 'WITHSCORES')
+    if #head > 0 and (not first or tonumber(head[2]) < first) then first = tonumber(head[2]) end
   end
+  redis.call('SET', K.due, first or 'none')
 end
 
 local function next_due(K)
-  local first = nil
-  for band = 0, 2 do
-    local head = redis.call('ZRANGE', delayed_key(K, band), 0, 0, 'WITHSCORES')
-    if #head > 0 then
-      local due = tonumber(head[2])
-      if not first or due < first then first = due end
-    end
-  end
-  return first or ''
+  local hint = redis.call('GET', K.due)
+  if hint == 'none' or not hint then return '' end
+  return hint
 end
 
 -- Leases up to `max` ready jobs for `worker`: a list of {id, token, started, expires, cancel}.

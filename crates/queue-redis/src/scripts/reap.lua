@@ -8,10 +8,8 @@ for i = 1, tonumber(ARGV[3]) do
   local l = read_lease(K, id)
   local score = redis.call('ZSCORE', K.active, id)
   if l and l.expires <= NOW then
-    local t = key_type(key)
-    local rec = nil
-    if t == 'hash' then rec = facts(key) end
-    if rec then
+    local rec = facts(key)
+    if rec and rec.exists then
       local retries_left = rec.retries < rec.max_retries
       local event = EXPIRE[l.cancel][retries_left]
       local msg = LEASE_MSG[retries_left]
@@ -19,10 +17,10 @@ for i = 1, tonumber(ARGV[3]) do
       if worker == '' then worker = 'unknown' end
       bump(K, 'recovered')
       end_attempt(K, id, key, l, rec, event, { error_message = msg[1] .. worker .. msg[2] })
-    elseif t == 'none' then
+    elseif rec then
       ended_lease(K, id)
     else
-      fail_garbage(K, id, key, t)
+      fail_garbage(K, id, key, key_type(key))
     end
     out[#out + 1] = id
   elseif not l and score then
