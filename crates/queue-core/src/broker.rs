@@ -24,8 +24,9 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
     /// for work (without polling) and may return empty (case `fetch_waits_for_work`).
     ///
     /// Idempotent per request: a request sent again with the same `req.id` (its reply was
-    /// lost) returns the leases the first one took that are still held, and takes no more
-    /// (case `claim_sent_twice_takes_nothing_more`).
+    /// lost) returns the leases the first one took that are still held (oldest first, at
+    /// most `req.max`), and takes no more (case `claim_sent_twice_takes_nothing_more`). A
+    /// worker's request history is forgotten when it deregisters or is found dead.
     ///
     /// Cancel-safe: dropping the future before it completes loses no lease (a backend
     /// hands back whatever it leased for a caller that went away).

@@ -306,12 +306,12 @@ impl Tables {
 
     /// Promotes due delayed jobs, then leases up to `req.max` ready jobs. A request seen
     /// before (same or older id of the same worker) answers the leases it took that are
-    /// still held instead.
+    /// still held instead (oldest first, at most `req.max`).
     pub(crate) fn claim(&mut self, req: &ClaimRequest, now: Millis, sink: Sink<'_>) -> Vec<Lease> {
         let worker = req.worker.as_str();
         match self.last_claim.get(worker) {
             Some(last) if req.id <= *last => {
-                let replay: Vec<Lease> = self
+                let mut replay: Vec<Lease> = self
                     .active
                     .iter()
                     .filter_map(|(_, id)| self.jobs.get(id))
@@ -324,6 +324,9 @@ impl Tables {
                     .map(|e| Self::lease_of(e))
                     .collect();
                 if !replay.is_empty() {
+                    // Oldest first, at most what the request asked for.
+                    replay.sort_by_key(|l| (l.job.started_at, l.job.job_id));
+                    replay.truncate(req.max);
                     return replay;
                 }
             }

@@ -274,7 +274,9 @@ async fn a_failed_batch_is_reported_job_by_job() {
         .trim()
         .parse()
         .unwrap();
-    // Room for the first batch of 500 jobs of ~4 KiB, not for the second.
+    // A batch of 500 jobs of ~4 KiB is a 2 MiB request, counted while it is read. The
+    // first starts at used + 2 MiB (below the limit), stores about 2.5 MiB; the second
+    // would start at used + 4.5 MiB (above it) and is refused before it runs.
     let limit = (used + 3 * 1024 * 1024).to_string();
     support::cli(server.port, &["CONFIG", "SET", "maxmemory", &limit]);
     let payload = "x".repeat(4096);

@@ -1150,6 +1150,29 @@ pub async fn claim_sent_twice_takes_nothing_more(h: &Harness) {
     assert_eq!(h.backend.stats().await.unwrap().processing, 3);
 }
 
+/// A worker's request history is forgotten when it deregisters; an old request id it then
+/// sends again may have claimed twice. Sent again once more, it answers deterministically:
+/// what it holds, oldest first, at most what it asks for (found by the model check).
+pub async fn claim_replay_answers_oldest_first(h: &Harness) {
+    let a = enqueue(h, job(1)).await;
+    let b = enqueue(h, job(2)).await;
+    let request = req("w1", 1);
+    let first = h.backend.fetch(&request, Duration::ZERO).await.unwrap();
+    assert_eq!(first[0].job.job_id, a.job_id);
+    h.backend.deregister(&WorkerId::new("w1")).await.unwrap();
+    h.advance(Duration::from_secs(1));
+    let again = h.backend.fetch(&request, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        again[0].job.job_id, b.job_id,
+        "history forgotten: a new claim"
+    );
+    for _ in 0..3 {
+        let replay = h.backend.fetch(&request, Duration::ZERO).await.unwrap();
+        assert_eq!(replay.len(), 1, "at most what it asks for");
+        assert_eq!(replay[0].token, first[0].token, "the oldest lease");
+    }
+}
+
 /// A finish sent again after it was applied answers the same status (and the same next
 /// lease) instead of `LeaseLost`; a different token still gets `LeaseLost`.
 pub async fn finish_sent_twice_is_answered_once(h: &Harness) {

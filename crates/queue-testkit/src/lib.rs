@@ -69,6 +69,7 @@ macro_rules! conformance_tests {
             completed_record_fields,
             bad_input_is_refused,
             claim_sent_twice_takes_nothing_more,
+            claim_replay_answers_oldest_first,
             finish_sent_twice_is_answered_once,
             cancel_wins_over_a_late_success,
             repeated_cancel_emits_one_event,

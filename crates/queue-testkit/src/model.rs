@@ -271,7 +271,8 @@ impl Model {
 
     /// Claim: due delayed jobs join the back of their priority (in order of due time,
     /// then id), then the ready jobs are taken, strict priority then FIFO. A request sent
-    /// again returns what it took the first time (still held) and takes nothing.
+    /// again returns what it took the first time that is still held (oldest first, at most
+    /// what it asks for) and takes nothing.
     pub fn fetch(&mut self, req: &ClaimRequest, now: Millis) -> Vec<ModelLease> {
         let worker = req.worker.as_str().to_owned();
         if self
@@ -290,7 +291,9 @@ impl Model {
                 })
                 .collect();
             if !again.is_empty() {
-                again.sort_by_key(|j| j.lease.as_ref().map(|h| h.token.as_str().to_owned()));
+                // Oldest first, at most what the request asked for.
+                again.sort_by_key(|j| (j.record.started_at, j.record.job_id));
+                again.truncate(req.max);
                 return again
                     .into_iter()
                     .map(|j| {

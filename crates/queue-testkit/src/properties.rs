@@ -286,6 +286,20 @@ where
     }
 }
 
+/// Runs one given sequence (a counterexample to study, typed from a failure's step list)
+/// against a fresh backend; run it many times to tell a deterministic disagreement from
+/// one that depends on random tokens or timing.
+pub async fn replay<F, Fut>(factory: F, steps: &[Op]) -> Result<(), String>
+where
+    F: Fn(ManualClock) -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    let harness = factory(ManualClock::new()).await;
+    let outcome = Run::new(&harness).play(steps).await;
+    harness.cleanup().await;
+    outcome
+}
+
 struct HeldLease {
     worker: u8,
     backend: LeaseRef,

@@ -274,7 +274,8 @@ end
 
 -- Leases up to `max` ready jobs for `worker`: a list of {id, token, started, expires, cancel}.
 -- Claim ids of one worker increase; one at or below the last seen is a request sent again,
--- answered with the leases it took that are still held (none: it claims as new).
+-- answered with the leases it took that are still held, oldest first, at most `max`
+-- (none: it claims as new).
 -- `chain` re-arms the wake-up marker when work is left.
 local function claim(K, worker, claim_id, token_base, lease_ms, max, chain)
   local id_num = tonumber(claim_id)
@@ -290,7 +291,15 @@ local function claim(K, worker, claim_id, token_base, lease_ms, max, chain)
         again[#again + 1] = { all[i], l.token, l.started, l.expires, cancel }
       end
     end
-    if #again > 0 then return again end
+    if #again > 0 then
+      -- Oldest first (start, then id), at most what the request asks for.
+      table.sort(again, function(a, b)
+        if a[3] ~= b[3] then return a[3] < b[3] end
+        return a[1] < b[1]
+      end)
+      while #again > max do table.remove(again) end
+      return again
+    end
   else
     redis.call('HSET', K.claims, worker, claim_id)
   end
