@@ -8,7 +8,7 @@
 //! each transition) is written here again, from `shared/SPEC.md`, on purpose: two
 //! independent versions that must agree.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use queue_core::{
     CancelOutcome, ClaimId, ClaimRequest, Error, HeartbeatReply, JobId, JobRecord, JobStatus,
@@ -681,9 +681,4 @@ fn one(req: &ClaimRequest) -> ClaimRequest {
         max: 1,
         ..req.clone()
     }
-}
-
-/// A lease's duration as the model sees it (whole milliseconds).
-pub fn lease_ms(lease: Duration) -> Millis {
-    duration_ms(lease)
 }

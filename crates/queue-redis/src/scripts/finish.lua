@@ -38,8 +38,9 @@ if kind == 'corrupt' then
   kind = 'failed'
   rec = facts(key)
 end
-local event = SETTLE[kind][lease.cancel][rec.retries < rec.max_retries]
-if not event then return redis.error_reply('unknown outcome ' .. tostring(kind)) end
+local settle = SETTLE[kind]
+if not settle then return redis.error_reply('unknown outcome ' .. tostring(kind)) end
+local event = settle[lease.cancel][rec.retries < rec.max_retries]
 local ctx = { ended = token }
 if kind == 'completed' or kind == 'partial' then
   if ARGV[7] ~= '' then ctx.result = ARGV[7] end
