@@ -58,18 +58,31 @@ async fn dashboard_shows_progress_and_cancels() {
         .build()
         .unwrap();
     let running = tokio::spawn(worker.run(stop.clone()));
-    for book in ["book-a", "book-b", "book-c"] {
-        let job = ProcessBook {
-            book_id: book.into(),
-            publisher_id: "p".into(),
-            job_type: book_pipeline::JobType::Full,
-            source: None,
-        };
-        backend
-            .enqueue(NewJob::typed(&job).unwrap().unique_key(book))
-            .await
-            .unwrap();
-    }
+    // Books keep coming while the browser works (its first start on a fresh machine can
+    // take many seconds), so there is always one running to watch and one to cancel.
+    let producer = {
+        let backend = backend.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            for n in 0..120 {
+                let book = format!("book-{n:03}");
+                let job = ProcessBook {
+                    book_id: book.clone(),
+                    publisher_id: "p".into(),
+                    job_type: book_pipeline::JobType::Full,
+                    source: None,
+                };
+                backend
+                    .enqueue(NewJob::typed(&job).unwrap().unique_key(book))
+                    .await
+                    .unwrap();
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(700)) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        })
+    };
     let server = Server::start(backend.clone(), Some(TOKEN)).await;
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard.png");
     let url = format!("http://{}/?token={TOKEN}", server.addr);
@@ -101,6 +114,7 @@ async fn dashboard_shows_progress_and_cancels() {
     assert!(shot.exists(), "screenshot saved");
     println!("screenshot: {}", shot.display());
     stop.cancel();
+    producer.await.unwrap();
     running.await.unwrap().unwrap();
     server.stop().await;
     let _ = std::fs::remove_dir_all(out);
