@@ -8,8 +8,8 @@ use std::{
 
 use async_trait::async_trait;
 use queue_core::{
-    Broker, CancelStream, ClaimRequest, Finished, HeartbeatReply, JobId, JobStatus, JobStore,
-    Lease, LeaseRef, LeaseStatus, NewJob, Outcome, Result, WorkerBeat, WorkerId,
+    Broker, CancelStream, ClaimRequest, Ending, FinishedMany, HeartbeatReply, JobId, JobStatus,
+    JobStore, Lease, LeaseRef, LeaseStatus, NewJob, Result, WorkerBeat, WorkerId,
 };
 use queue_memory::MemoryBackend;
 use queue_worker::Worker;
@@ -42,13 +42,12 @@ impl Broker for LateClaims {
     async fn progress(&self, lease: &LeaseRef, p: u8, step: Option<String>) -> Result<LeaseStatus> {
         self.inner.progress(lease, p, step).await
     }
-    async fn finish(
+    async fn finish_many(
         &self,
-        lease: &LeaseRef,
-        outcome: Outcome,
+        endings: Vec<Ending>,
         next: Option<ClaimRequest>,
-    ) -> Result<Finished> {
-        self.inner.finish(lease, outcome, next).await
+    ) -> Result<FinishedMany> {
+        self.inner.finish_many(endings, next).await
     }
     async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {
         self.inner.reap(limit).await

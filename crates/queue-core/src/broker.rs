@@ -62,7 +62,34 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
         lease: &LeaseRef,
         outcome: Outcome,
         next: Option<ClaimRequest>,
-    ) -> Result<Finished>;
+    ) -> Result<Finished> {
+        let mut done = self
+            .finish_many(
+                vec![Ending {
+                    lease: lease.clone(),
+                    outcome,
+                }],
+                next,
+            )
+            .await?;
+        let status = done.statuses.pop().expect("one status per ending")?;
+        Ok(Finished {
+            status,
+            next: done.next.pop(),
+        })
+    }
+
+    /// Ends several attempts in one round trip, each exactly as [`Broker::finish`] would
+    /// (its own answer, `LeaseLost` included, in the order given), then, when `next` is
+    /// given and at least one ending was accepted, leases up to `next.max` due jobs
+    /// (case `finish_many_ends_each_and_claims_next`).
+    /// Sent again with the same endings and request (its reply was lost), it answers the
+    /// same. Workers report outcomes in groups with it; [`Broker::finish`] is one ending.
+    async fn finish_many(
+        &self,
+        endings: Vec<Ending>,
+        next: Option<ClaimRequest>,
+    ) -> Result<FinishedMany>;
 
     /// Recovers up to `limit` jobs whose lease expired, as [`crate::rules::on_lease_expired`]
     /// decides: back to `queued` at their old place with `retry_count` + 1, or `failed` when
@@ -176,6 +203,34 @@ pub struct HeartbeatReply {
 pub struct LeaseStatus {
     /// A caller asked to cancel the job.
     pub cancel_requested: bool,
+}
+
+/// One attempt's end, as [`Broker::finish_many`] takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ending {
+    /// The attempt.
+    pub lease: LeaseRef,
+    /// What it came to.
+    pub outcome: Outcome,
+}
+
+impl Ending {
+    /// Hands a leased job back unrun: it keeps its place and no attempt is used.
+    pub fn handed_back(lease: &Lease) -> Self {
+        Self {
+            lease: lease.to_ref(),
+            outcome: Outcome::Released,
+        }
+    }
+}
+
+/// What `finish_many` did.
+#[derive(Debug)]
+pub struct FinishedMany {
+    /// Each ending's status after its outcome (or why it was refused), in order.
+    pub statuses: Vec<Result<JobStatus>>,
+    /// The leases taken for `next`, oldest claim first.
+    pub next: Vec<Lease>,
 }
 
 /// What `finish` did.

@@ -22,8 +22,8 @@ pub use backend::{Backend, JobStoreExt, SharedBackend};
 #[cfg(feature = "mock")]
 pub use broker::MockBroker;
 pub use broker::{
-    Broker, CancelStream, ClaimRequest, Finished, HeartbeatReply, Lease, LeaseRef, LeaseStatus,
-    WorkerBeat,
+    Broker, CancelStream, ClaimRequest, Ending, Finished, FinishedMany, HeartbeatReply, Lease,
+    LeaseRef, LeaseStatus, WorkerBeat,
 };
 pub use clock::{
     Clock, ManualClock, Millis, SharedClock, SystemClock, TokioClock, duration_ms, from_millis,

@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::{
-    Broker, CancelStream, ClaimRequest, Finished, HeartbeatReply, JobId, Lease, LeaseRef,
-    LeaseStatus, Outcome, Result, WorkerBeat, WorkerId, duration_ms,
+    Broker, CancelStream, ClaimRequest, Ending, FinishedMany, HeartbeatReply, JobId, Lease,
+    LeaseRef, LeaseStatus, Outcome, Result, WorkerBeat, WorkerId, duration_ms,
 };
 
 use crate::MemoryBackend;
@@ -58,27 +58,32 @@ impl Broker for MemoryBackend {
             .progress(lease, progress, step.as_deref(), self.now(), self.sink())
     }
 
-    async fn finish(
+    async fn finish_many(
         &self,
-        lease: &LeaseRef,
-        outcome: Outcome,
+        endings: Vec<Ending>,
         next: Option<ClaimRequest>,
-    ) -> Result<Finished> {
-        let requeues = matches!(outcome, Outcome::Retry { .. } | Outcome::Released);
-        let (status, next) = {
+    ) -> Result<FinishedMany> {
+        let requeues = endings
+            .iter()
+            .any(|e| matches!(e.outcome, Outcome::Retry { .. } | Outcome::Released));
+        let done = {
             let mut t = self.lock();
             let now = self.now();
-            let status = t.finish(lease, outcome, &self.inner.config, now, self.sink())?;
-            let next = next.and_then(|req| {
-                let one = ClaimRequest { max: 1, ..req };
-                t.claim(&one, now, self.sink()).pop()
-            });
-            (status, next)
+            let statuses: Vec<Result<_>> = endings
+                .into_iter()
+                .map(|e| t.finish(&e.lease, e.outcome, &self.inner.config, now, self.sink()))
+                .collect();
+            // Only a call that ended something claims more.
+            let next = next
+                .filter(|_| statuses.iter().any(Result::is_ok))
+                .map(|req| t.claim(&req, now, self.sink()))
+                .unwrap_or_default();
+            FinishedMany { statuses, next }
         };
         if requeues {
             self.inner.work.notify_waiters();
         }
-        Ok(Finished { status, next })
+        Ok(done)
     }
 
     async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::{
-    Broker, CancelStream, ClaimId, ClaimRequest, Error, Finished, HeartbeatReply, JobId, JobStatus,
-    Lease, LeaseRef, LeaseStatus, LeaseToken, Millis, Outcome, Result, WorkerBeat, WorkerId,
-    from_millis,
+    Broker, CancelStream, ClaimId, ClaimRequest, Ending, Error, FinishedMany, HeartbeatReply,
+    JobId, JobStatus, Lease, LeaseRef, LeaseStatus, LeaseToken, Millis, Result, WorkerBeat,
+    WorkerId, from_millis,
 };
 use redis::Value;
 use tokio::sync::oneshot;
@@ -107,9 +107,8 @@ impl RedisBackend {
         tokio::spawn(async move {
             let result = this.claim_now(&req).await;
             if let Err(Ok((leases, _, _))) = tx.send(result) {
-                for lease in leases {
-                    let _ = this.finish(&lease.to_ref(), Outcome::Released, None).await;
-                }
+                let endings = leases.iter().map(Ending::handed_back).collect();
+                let _ = this.finish_many(endings, None).await;
             }
         });
         rx.await.map_err(|_| Error::Backend {
@@ -232,41 +231,51 @@ impl Broker for RedisBackend {
         }
     }
 
-    async fn finish(
+    async fn finish_many(
         &self,
-        lease: &LeaseRef,
-        outcome: Outcome,
+        endings: Vec<Ending>,
         next: Option<ClaimRequest>,
-    ) -> Result<Finished> {
-        let args = wire::finish_args(
-            lease.job_id,
-            &lease.token,
-            outcome,
-            &self.inner.config.limits,
-            next.as_ref(),
-        );
-        let reply = array(
-            self.run(
-                &self.inner.scripts.finish,
-                &[self.inner.keys.job(lease.job_id)],
-                args,
-            )
-            .await?,
-        );
-        let mut it = reply.into_iter();
-        let status = it.next().as_ref().and_then(text).unwrap_or_default();
-        if status == "lost" {
-            return Err(Error::LeaseLost { id: lease.job_id });
+    ) -> Result<FinishedMany> {
+        if endings.is_empty() {
+            return Ok(FinishedMany {
+                statuses: Vec::new(),
+                next: Vec::new(),
+            });
         }
-        let status: JobStatus = status.parse()?;
+        let keys: Vec<String> = endings
+            .iter()
+            .map(|e| self.inner.keys.job(e.lease.job_id))
+            .collect();
+        let args = wire::finish_args(&endings, &self.inner.config.limits, next.as_ref());
+        let (statuses, claimed) =
+            wire::finished(self.run(&self.inner.scripts.finish, &keys, args).await?);
+        if statuses.len() != endings.len() {
+            return Err(Error::Backend {
+                backend: "redis",
+                message: format!(
+                    "finish answered {} statuses for {} endings",
+                    statuses.len(),
+                    endings.len()
+                ),
+            });
+        }
+        let statuses = endings
+            .iter()
+            .zip(statuses)
+            .map(|(e, status)| match status.as_str() {
+                "lost" => Err(Error::LeaseLost { id: e.lease.job_id }),
+                s if s.starts_with('!') => Err(Error::Backend {
+                    backend: "redis",
+                    message: format!("finish of job {}: {}", e.lease.job_id, &s[1..]),
+                }),
+                s => s.parse::<JobStatus>(),
+            })
+            .collect();
         let next = match next {
-            Some(req) => {
-                let claimed = wire::claimed(it.next().unwrap_or(Value::Nil));
-                self.leases(claimed, &req.worker).await?.pop()
-            }
-            None => None,
+            Some(req) => self.leases(claimed, &req.worker).await?,
+            None => Vec::new(),
         };
-        Ok(Finished { status, next })
+        Ok(FinishedMany { statuses, next })
     }
 
     async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {
@@ -357,7 +366,7 @@ impl Broker for RedisBackend {
         let messages = self
             .inner
             .subscriptions
-            .stream(&self.inner.keys.cancel())
+            .stream(&self.inner.keys.cancel(), None)
             .await?;
         Ok(Box::pin(messages.filter_map(|m| {
             std::future::ready(m.parse::<JobId>().ok())

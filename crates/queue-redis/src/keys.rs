@@ -41,6 +41,8 @@ pub(crate) enum Static {
     Workers,
     /// `due`: a lower bound of the earliest due time of a delayed job (`none`: no such job).
     Due,
+    /// `subs`: present while someone follows the events channel (scripts publish only then).
+    Subs,
 }
 
 impl Static {
@@ -61,6 +63,7 @@ impl Static {
             Self::Marker => "marker".into(),
             Self::Workers => "workers".into(),
             Self::Due => "due".into(),
+            Self::Subs => "subs".into(),
         }
     }
 

@@ -10,10 +10,38 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
-use crate::{conn::Target, error::Errors};
+use crate::{
+    conn::{Conn, Target},
+    error::Errors,
+};
 
 /// How many messages one channel buffers for its slowest subscriber.
 const BUFFER: usize = 4096;
+
+/// How long a presence key outlives its last renewal, and how often it is renewed.
+const PRESENCE_TTL: Duration = Duration::from_secs(15);
+const PRESENCE_RENEW: Duration = Duration::from_secs(5);
+
+/// A key kept alive while a channel is followed, so publishers can skip the work of a
+/// message nobody hears (the scripts publish events only while `subs` exists).
+#[derive(Clone)]
+pub(crate) struct Presence {
+    pub(crate) key: String,
+    pub(crate) conn: Conn,
+}
+
+impl Presence {
+    async fn renew(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(&self.key)
+            .arg(1)
+            .arg("PX")
+            .arg(PRESENCE_TTL.as_millis() as u64)
+            .query_async(&mut conn)
+            .await
+    }
+}
 
 /// The channels a backend follows.
 pub(crate) struct Subscriptions {
@@ -33,10 +61,12 @@ impl Subscriptions {
 
     /// Messages of `channel` from now on. The first subscription of a channel connects
     /// (and fails when Redis cannot be reached); the connection is then kept up in the
-    /// background for as long as anyone listens.
+    /// background for as long as anyone listens, and `presence` (if any) with it: its key
+    /// exists before this returns.
     pub(crate) async fn stream(
         self: &Arc<Self>,
         channel: &str,
+        presence: Option<Presence>,
     ) -> queue_core::Result<impl Stream<Item = String> + Send + use<>> {
         let existing = self
             .channels
@@ -49,6 +79,9 @@ impl Subscriptions {
             Some(rx) => rx,
             None => {
                 let pubsub = self.connect(channel).await?;
+                if let Some(p) = &presence {
+                    p.renew().await.map_err(|e| self.errors.map(e))?;
+                }
                 let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
                 match channels.get(channel).filter(|tx| tx.receiver_count() > 0) {
                     // Someone else connected meanwhile: use theirs.
@@ -56,7 +89,12 @@ impl Subscriptions {
                     None => {
                         let (tx, rx) = broadcast::channel(BUFFER);
                         channels.insert(channel.to_owned(), tx.clone());
-                        tokio::spawn(Arc::clone(self).follow(channel.to_owned(), pubsub, tx));
+                        tokio::spawn(Arc::clone(self).follow(
+                            channel.to_owned(),
+                            pubsub,
+                            tx,
+                            presence,
+                        ));
                         rx
                     }
                 }
@@ -88,6 +126,7 @@ impl Subscriptions {
         channel: String,
         first: redis::aio::PubSub,
         tx: broadcast::Sender<String>,
+        presence: Option<Presence>,
     ) {
         let mut pubsub = Some(first);
         let mut backoff = Duration::from_millis(100);
@@ -95,7 +134,7 @@ impl Subscriptions {
             if let Some(conn) = pubsub.take() {
                 backoff = Duration::from_millis(100);
                 let mut messages = conn.into_on_message();
-                let mut idle = tokio::time::interval(Duration::from_secs(5));
+                let mut idle = tokio::time::interval(PRESENCE_RENEW);
                 loop {
                     tokio::select! {
                         m = messages.next() => match m {
@@ -106,7 +145,17 @@ impl Subscriptions {
                             }
                             None => break,
                         },
-                        _ = idle.tick() => {}
+                        _ = idle.tick() => {
+                            if let Some(p) = &presence {
+                                // Renewed off this loop, so a slow reply delays no message.
+                                let p = p.clone();
+                                tokio::spawn(async move {
+                                    if let Err(e) = p.renew().await {
+                                        tracing::debug!(kind = ?e.kind(), "cannot renew the subscription's presence yet");
+                                    }
+                                });
+                            }
+                        }
                     }
                     if tx.receiver_count() == 0 {
                         return self.forget(&channel, &tx);

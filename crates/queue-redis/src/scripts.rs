@@ -89,7 +89,8 @@ const SPECS: [Spec; 16] = [
                 S::Stats,
                 S::Seq,
                 S::Marker,
-                S::Due
+                S::Due,
+                S::Subs
             ]
         ],
         false,
@@ -107,7 +108,8 @@ const SPECS: [Spec; 16] = [
                 ST_QUEUED,
                 S::Seq,
                 S::Marker,
-                S::Due
+                S::Due,
+                S::Subs
             ]
         ],
         false,
@@ -127,7 +129,8 @@ const SPECS: [Spec; 16] = [
                 S::Stats,
                 S::Seq,
                 S::Marker,
-                S::Due
+                S::Due,
+                S::Subs
             ]
         ],
         false,
@@ -141,7 +144,7 @@ const SPECS: [Spec; 16] = [
     (
         "progress",
         include_str!("scripts/progress.lua"),
-        keys![[S::Active, S::Leases]],
+        keys![[S::Active, S::Leases, S::Subs]],
         false,
     ),
     (
@@ -156,7 +159,8 @@ const SPECS: [Spec; 16] = [
                 S::Status(JobStatus::Cancelled),
                 S::Finished,
                 S::Dedup,
-                S::Stats
+                S::Stats,
+                S::Subs
             ]
         ],
         false,
@@ -168,7 +172,7 @@ const SPECS: [Spec; 16] = [
             READY,
             [S::Leases, ST_QUEUED],
             ST_DONE,
-            [S::Finished, S::Dedup, S::Seq, S::Marker]
+            [S::Finished, S::Dedup, S::Seq, S::Marker, S::Subs]
         ],
         false,
     ),
@@ -185,7 +189,7 @@ const SPECS: [Spec; 16] = [
             READY,
             [S::Active, S::Leases, ST_QUEUED],
             ST_DONE,
-            [S::Jobs, S::Finished, S::Dedup, S::Stats, S::Marker]
+            [S::Jobs, S::Finished, S::Dedup, S::Stats, S::Marker, S::Subs]
         ],
         false,
     ),
@@ -286,6 +290,16 @@ fn header(statics: &[Static]) -> String {
     out
 }
 
+/// An entry point's body; one that writes sends its deferred writes (`flush`) once the
+/// body has answered.
+fn wrapped(body: &str, read_only: bool) -> String {
+    if read_only {
+        body.to_owned()
+    } else {
+        format!("local reply = (function()\n{body}\nend)()\nflush(K)\nreturn reply")
+    }
+}
+
 impl Scripts {
     pub(crate) fn load(keys: &Keys) -> Self {
         let prelude = format!(
@@ -297,8 +311,8 @@ impl Scripts {
         // share a server during a rolling deploy.
         let version = {
             let mut all = prelude.clone();
-            SPECS.iter().for_each(|(_, b, k, _)| {
-                all.push_str(b);
+            SPECS.iter().for_each(|(_, b, k, ro)| {
+                all.push_str(&wrapped(b, *ro));
                 all.push_str(&header(k));
             });
             redis::Script::new(&all).get_hash()[..12].to_owned()
@@ -313,14 +327,16 @@ impl Scripts {
             };
             let _ = write!(
                 library,
-                "redis.register_function{{ function_name = '{lib}_{name}', callback = function(KEYS, ARGV)\n{}begin(ARGV)\n{body}\nend{flags} }}\n",
-                header(statics)
+                "redis.register_function{{ function_name = '{lib}_{name}', callback = function(KEYS, ARGV)\n{}begin(ARGV)\n{}\nend{flags} }}\n",
+                header(statics),
+                wrapped(body, read_only)
             );
         }
-        let mut scripts = SPECS.iter().map(|(name, body, statics, _)| {
+        let mut scripts = SPECS.iter().map(|(name, body, statics, read_only)| {
             let code = format!(
-                "{prelude}\n{}begin(ARGV)\n-- {name}\n{body}",
-                header(statics)
+                "{prelude}\n{}begin(ARGV)\n-- {name}\n{}",
+                header(statics),
+                wrapped(body, *read_only)
             );
             let sha = redis::Script::new(&code).get_hash().to_owned();
             Script {

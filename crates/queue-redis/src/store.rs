@@ -14,6 +14,8 @@ use redis::Value;
 use crate::{
     RedisBackend,
     codec::{self, Fields},
+    keys::Static,
+    pubsub::Presence,
     wire::{self, LeaseEntry, array, int, text, to_fields},
 };
 
@@ -538,7 +540,13 @@ impl JobStore for RedisBackend {
         let messages = self
             .inner
             .subscriptions
-            .stream(&self.inner.keys.events())
+            .stream(
+                &self.inner.keys.events(),
+                Some(Presence {
+                    key: self.inner.keys.of(Static::Subs),
+                    conn: self.conn(),
+                }),
+            )
             .await?;
         Ok(Box::pin(
             messages.filter_map(|m| std::future::ready(parse_event(&m))),

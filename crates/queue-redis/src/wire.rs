@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use queue_core::{
-    ClaimRequest, JobId, LeaseToken, Limits, Millis, NewJob, Outcome, QueueConfig, WorkerBeat,
-    duration_ms, to_millis,
+    ClaimRequest, Ending, JobId, LeaseToken, Limits, Millis, NewJob, Outcome, QueueConfig,
+    WorkerBeat, duration_ms, to_millis,
 };
 use redis::Value;
 
@@ -173,18 +173,21 @@ pub(crate) fn enqueue_args(
     (dynamic, args)
 }
 
-/// `finish`: the argument list.
+/// `finish`: the argument list of a group of endings (the job keys are sent in the same
+/// order).
 pub(crate) fn finish_args(
-    lease_id: JobId,
-    token: &LeaseToken,
-    outcome: Outcome,
+    endings: &[Ending],
     limits: &Limits,
     next: Option<&ClaimRequest>,
 ) -> Vec<String> {
     finish_args_raw(
-        &lease_id.to_string(),
-        token,
-        outcome_parts(outcome, limits),
+        endings.iter().map(|e| {
+            (
+                e.lease.job_id.to_string(),
+                &e.lease.token,
+                outcome_parts(e.outcome.clone(), limits),
+            )
+        }),
         next,
     )
 }
@@ -222,27 +225,19 @@ pub(crate) fn corrupt_args(id: &str, token: &LeaseToken, message: String) -> Vec
         result: String::new(),
         delay_ms: 0,
     };
-    finish_args_raw(id, token, parts, None)
+    finish_args_raw(std::iter::once((id.to_owned(), token, parts)), None)
 }
 
-fn finish_args_raw(
-    id: &str,
-    token: &LeaseToken,
-    o: OutcomeParts,
+fn finish_args_raw<'a>(
+    endings: impl ExactSizeIterator<Item = (String, &'a LeaseToken, OutcomeParts)>,
     next: Option<&ClaimRequest>,
 ) -> Vec<String> {
-    let mut args = vec![
-        id.to_owned(),
-        token.as_str().to_owned(),
-        o.kind.to_owned(),
-        o.error,
-        o.result,
-        o.delay_ms.to_string(),
-    ];
+    let mut args = Vec::with_capacity(7 + endings.len() * 6);
+    args.push(endings.len().to_string());
     match next {
         Some(req) => {
-            let [worker, claim, base, lease, _max] = claim_args(req);
-            args.extend(["1".to_owned(), worker, claim, base, lease]);
+            args.push("1".into());
+            args.extend(claim_args(req));
         }
         None => args.extend([
             "0".into(),
@@ -250,9 +245,34 @@ fn finish_args_raw(
             "0".into(),
             String::new(),
             "0".into(),
+            "0".into(),
         ]),
     }
+    for (id, token, o) in endings {
+        args.extend([
+            id,
+            token.as_str().to_owned(),
+            o.kind.to_owned(),
+            o.error,
+            o.result,
+            o.delay_ms.to_string(),
+        ]);
+    }
     args
+}
+
+/// What `finish` answered: each ending's status (`lost`, or `!<why>` for a refusal), and
+/// the leases it claimed.
+pub(crate) fn finished(reply: Value) -> (Vec<String>, Vec<Claimed>) {
+    let mut it = array(reply).into_iter();
+    let statuses = it
+        .next()
+        .map(array)
+        .unwrap_or_default()
+        .iter()
+        .map(|v| text(v).unwrap_or_default())
+        .collect();
+    (statuses, claimed(it.next().unwrap_or(Value::Nil)))
 }
 
 /// `heartbeat`: the argument list.

@@ -994,6 +994,66 @@ pub async fn finish_claims_next(h: &Harness) {
     assert!(done.next.is_none());
 }
 
+/// Several attempts end in one call, each answered on its own, and up to `max` next jobs
+/// are leased; sent again, the call answers the same.
+pub async fn finish_many_ends_each_and_claims_next(h: &Harness) {
+    for n in 0..6 {
+        enqueue(h, job(n)).await;
+    }
+    let leases = fetch(h, 3).await;
+    let forged = LeaseRef {
+        job_id: leases[2].job.job_id,
+        token: LeaseToken::new("forged"),
+    };
+    let endings = vec![
+        queue_core::Ending {
+            lease: leases[0].to_ref(),
+            outcome: completed(),
+        },
+        queue_core::Ending {
+            lease: leases[1].to_ref(),
+            outcome: retry(10),
+        },
+        queue_core::Ending {
+            lease: forged,
+            outcome: completed(),
+        },
+    ];
+    let next = req("w1", 2);
+    let done = h
+        .backend
+        .finish_many(endings.clone(), Some(next.clone()))
+        .await
+        .unwrap();
+    let statuses: Vec<_> = done
+        .statuses
+        .iter()
+        .map(|r| r.as_ref().map(|s| *s).map_err(|e| e.to_string()))
+        .collect();
+    assert_eq!(statuses[0], Ok(JobStatus::Completed));
+    assert_eq!(statuses[1], Ok(JobStatus::Queued));
+    assert!(
+        matches!(&done.statuses[2], Err(Error::LeaseLost { .. })),
+        "{:?}",
+        statuses[2]
+    );
+    let took: Vec<u64> = done.next.iter().map(|l| n_of(&l.job)).collect();
+    assert_eq!(took, [3, 4], "up to max, in order");
+    let again = h.backend.finish_many(endings, Some(next)).await.unwrap();
+    assert_eq!(
+        again
+            .statuses
+            .iter()
+            .map(|r| r.as_ref().ok().copied())
+            .collect::<Vec<_>>(),
+        [Some(JobStatus::Completed), Some(JobStatus::Queued), None]
+    );
+    let tokens = |l: &[Lease]| l.iter().map(|l| l.token.clone()).collect::<Vec<_>>();
+    assert_eq!(tokens(&again.next), tokens(&done.next), "the same leases");
+    let s = h.backend.stats().await.unwrap();
+    assert_eq!((s.completed, s.processing, s.totals.completed), (1, 3, 1));
+}
+
 /// An idle fetch waits for work and returns as soon as a job arrives (no polling delay).
 pub async fn fetch_waits_for_work(h: &Harness) {
     let backend = Arc::clone(&h.backend);

@@ -65,6 +65,7 @@ macro_rules! conformance_tests {
             subscriber_sees_every_transition,
             claims_are_exclusive,
             finish_claims_next,
+            finish_many_ends_each_and_claims_next,
             fetch_waits_for_work,
             completed_record_fields,
             bad_input_is_refused,

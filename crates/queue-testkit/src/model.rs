@@ -456,6 +456,28 @@ impl Model {
         Ok((status, next))
     }
 
+    /// Several finishes, each on its own, then one claim of up to `next.max`.
+    pub fn finish_many(
+        &mut self,
+        endings: &[(LeaseRef, Outcome)],
+        next: Option<&ClaimRequest>,
+        now: Millis,
+    ) -> (Vec<Result<JobStatus>>, Vec<ModelLease>) {
+        let statuses: Vec<Result<JobStatus>> = endings
+            .iter()
+            .map(|(lease, outcome)| {
+                self.finish(lease, outcome.clone(), None, now)
+                    .map(|(status, _)| status)
+            })
+            .collect();
+        // Only a call that ended something claims more.
+        let leases = next
+            .filter(|_| statuses.iter().any(Result::is_ok))
+            .map(|req| self.fetch(req, now))
+            .unwrap_or_default();
+        (statuses, leases)
+    }
+
     /// Ends the attempt of the job at `i`; returns its new status.
     fn end(&mut self, i: usize, outcome: Outcome, now: Millis) -> JobStatus {
         let max_delay = self.config.limits.delay;

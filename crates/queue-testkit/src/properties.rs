@@ -14,8 +14,8 @@ use std::{fmt, future::Future, time::Duration};
 
 use proptest::{prelude::*, test_runner::TestCaseError};
 use queue_core::{
-    ClaimRequest, Error, JobId, JobRecord, JobStatus, LeaseRef, ListQuery, ManualClock, NewJob,
-    Outcome, Priority, SharedBackend, WorkerBeat, WorkerId, from_millis, to_millis,
+    ClaimRequest, Ending, Error, JobId, JobRecord, JobStatus, LeaseRef, ListQuery, ManualClock,
+    NewJob, Outcome, Priority, SharedBackend, WorkerBeat, WorkerId, from_millis, to_millis,
 };
 use serde_json::json;
 
@@ -82,6 +82,15 @@ pub enum Op {
     },
     /// The last finish is sent again (its reply was lost).
     FinishAgain,
+    /// Several leases end in one call, which may claim up to `next` jobs.
+    FinishMany {
+        /// Lease slots and outcomes (as `Finish`).
+        endings: Vec<(u8, u8)>,
+        /// Claim up to this many next jobs (0: none).
+        next: u8,
+    },
+    /// The last `FinishMany` is sent again (its reply was lost).
+    FinishManyAgain,
     /// A caller cancels a job slot.
     Cancel {
         /// Job slot.
@@ -171,6 +180,14 @@ impl fmt::Debug for Op {
                 outcome_name(*outcome)
             ),
             Op::FinishAgain => write!(f, "the last finish is sent again"),
+            Op::FinishMany { endings, next } => {
+                write!(f, "finish_many")?;
+                for (lease, outcome) in endings {
+                    write!(f, " lease#{lease}:{}", outcome_name(*outcome))?;
+                }
+                write!(f, " next={next}")
+            }
+            Op::FinishManyAgain => write!(f, "the last finish_many is sent again"),
             Op::Cancel { job } => write!(f, "cancel job#{job}"),
             Op::Retry { job, priority } => write!(f, "retry job#{job} priority={priority:?}"),
             Op::Advance { secs } => write!(f, "advance {secs}s"),
@@ -229,6 +246,9 @@ fn op() -> impl Strategy<Value = Op> {
         7 => (any::<u8>(), 0u8..6, prop_oneof![Just(0u16), 1u16..120], any::<bool>())
             .prop_map(|(lease, outcome, delay, next)| Op::Finish { lease, outcome, delay, next }),
         1 => Just(Op::FinishAgain),
+        3 => (proptest::collection::vec((any::<u8>(), 0u8..6), 1..4), 0u8..3)
+            .prop_map(|(endings, next)| Op::FinishMany { endings, next }),
+        1 => Just(Op::FinishManyAgain),
         2 => (0..JOBS).prop_map(|job| Op::Cancel { job }),
         2 => (0..JOBS, proptest::option::of(priority())).prop_map(|(job, priority)| Op::Retry { job, priority }),
         4 => prop_oneof![Just(1u32), Just(5), Just(20), Just(31), Just(61), Just(3601)].prop_map(|secs| Op::Advance { secs }),
@@ -315,7 +335,11 @@ struct Run<'a> {
     vanished: [bool; WORKERS as usize],
     last_fetch: Option<ClaimRequest>,
     last_finish: Option<(usize, Outcome, Option<ClaimRequest>)>,
+    last_finish_many: Option<SentGroup>,
 }
+
+/// A `finish_many` as sent: (held lease index, outcome) pairs, the worker, the claim.
+type SentGroup = (Vec<(usize, Outcome)>, u8, Option<ClaimRequest>);
 
 type Check = Result<(), String>;
 
@@ -362,6 +386,7 @@ impl<'a> Run<'a> {
             vanished: [false; WORKERS as usize],
             last_fetch: None,
             last_finish: None,
+            last_finish_many: None,
         }
     }
 
@@ -557,30 +582,33 @@ impl<'a> Run<'a> {
                 let Some(i) = self.lease(lease) else {
                     return Ok(());
                 };
-                let outcome = match outcome % 6 {
-                    0 => Outcome::Completed {
-                        result: Some(json!({ "lease": i })),
-                    },
-                    1 => Outcome::Partial {
-                        result: Some(json!({ "failed": "audio" })),
-                        error: "audio failed".into(),
-                    },
-                    2 => Outcome::Retry {
-                        error: format!("flaky {i}"),
-                        delay: Duration::from_secs(u64::from(delay)),
-                    },
-                    3 => Outcome::Failed {
-                        error: "bad input".into(),
-                    },
-                    4 => Outcome::Cancelled,
-                    _ => Outcome::Released,
-                };
+                let outcome = outcome_of(outcome, i, delay);
                 let next =
                     next.then(|| ClaimRequest::new(Self::worker(self.leases[i].worker), 1, LEASE));
                 self.finish(i, outcome, next).await
             }
             Op::FinishAgain => match self.last_finish.clone() {
                 Some((i, outcome, next)) => self.finish(i, outcome, next).await,
+                None => Ok(()),
+            },
+            Op::FinishMany { endings, next } => {
+                let endings: Vec<(usize, Outcome)> = endings
+                    .iter()
+                    .filter_map(|(lease, outcome)| {
+                        let i = self.lease(*lease)?;
+                        Some((i, outcome_of(*outcome, i, 5)))
+                    })
+                    .collect();
+                if endings.is_empty() {
+                    return Ok(());
+                }
+                let worker = self.leases[endings[0].0].worker;
+                let req = (next > 0)
+                    .then(|| ClaimRequest::new(Self::worker(worker), usize::from(next), LEASE));
+                self.finish_many(endings, worker, req).await
+            }
+            Op::FinishManyAgain => match self.last_finish_many.clone() {
+                Some((endings, worker, req)) => self.finish_many(endings, worker, req).await,
                 None => Ok(()),
             },
             Op::Cancel { job } => {
@@ -681,6 +709,37 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    async fn finish_many(
+        &mut self,
+        endings: Vec<(usize, Outcome)>,
+        worker: u8,
+        next: Option<ClaimRequest>,
+    ) -> Check {
+        let now = self.now();
+        let backend_endings: Vec<Ending> = endings
+            .iter()
+            .map(|(i, outcome)| Ending {
+                lease: self.leases[*i].backend.clone(),
+                outcome: outcome.clone(),
+            })
+            .collect();
+        let model_endings: Vec<(LeaseRef, Outcome)> = endings
+            .iter()
+            .map(|(i, outcome)| (self.leases[*i].model.clone(), outcome.clone()))
+            .collect();
+        let got = self
+            .backend
+            .finish_many(backend_endings, next.clone())
+            .await
+            .map_err(|e| e.chain())?;
+        let (want, leases) = self.model.finish_many(&model_endings, next.as_ref(), now);
+        self.last_finish_many = Some((endings, worker, next));
+        let got_statuses: Vec<_> = got.statuses.iter().map(|r| norm(r, |s| *s)).collect();
+        let want_statuses: Vec<_> = want.iter().map(|r| norm(r, |s| *s)).collect();
+        expect_eq("finish_many", got_statuses, want_statuses)?;
+        self.adopt(worker, &got.next, &leases, false)
+    }
+
     /// Everything a caller can observe, compared with the model.
     async fn compare_state(&mut self) -> Check {
         let now = self.now();
@@ -718,6 +777,27 @@ impl<'a> Run<'a> {
         }
         let got = b.workers().await.map_err(|e| e.chain())?;
         expect_eq("workers", got, self.model.workers(now))
+    }
+}
+
+fn outcome_of(n: u8, lease: usize, delay: u16) -> Outcome {
+    match n % 6 {
+        0 => Outcome::Completed {
+            result: Some(json!({ "lease": lease })),
+        },
+        1 => Outcome::Partial {
+            result: Some(json!({ "failed": "audio" })),
+            error: "audio failed".into(),
+        },
+        2 => Outcome::Retry {
+            error: format!("flaky {lease}"),
+            delay: Duration::from_secs(u64::from(delay)),
+        },
+        3 => Outcome::Failed {
+            error: "bad input".into(),
+        },
+        4 => Outcome::Cancelled,
+        _ => Outcome::Released,
     }
 }
 

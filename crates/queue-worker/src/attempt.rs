@@ -9,13 +9,14 @@ use std::{
 };
 
 use futures_util::FutureExt;
-use queue_core::{ClaimRequest, Error, JobError, JobRecord, Lease, LeaseRef, Outcome};
-use tokio::time::Instant;
+use queue_core::{JobError, JobRecord, Lease, LeaseRef, Outcome};
+use tokio::{sync::oneshot, time::Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 
 use crate::{
     JobContext,
+    reporter::{Next, Report},
     running::{Running, StopReason},
     worker::Shared,
 };
@@ -61,11 +62,9 @@ pub(crate) async fn run_one(
             shared.counts.count(&outcome);
             span.in_scope(|| log(&outcome, started.elapsed()));
             let claim_next = !shutdown.is_cancelled();
-            let sent = Instant::now();
             report(shared, &lease_ref, outcome, claim_next)
                 .instrument(span)
                 .await
-                .map(|next| (next, sent))
         }
     };
     shared.running.remove(&lease_ref);
@@ -155,47 +154,30 @@ async fn execute(
     }
 }
 
-/// Reports an outcome, retrying while the backend is unreachable: for up to one lease,
-/// and never past the worker's stop deadline. A report sent again after the first one
-/// was stored (its reply was lost) gets the same answer from the backend.
+/// Reports an outcome through the worker's reporter (which groups it with others and
+/// retries while the backend is unreachable); returns the slot's next lease when
+/// `claim_next` and one was due.
 pub(crate) async fn report(
     shared: &Arc<Shared>,
     lease: &LeaseRef,
     outcome: Outcome,
     claim_next: bool,
-) -> Option<Lease> {
-    let s = &shared.settings;
-    let next = claim_next.then(|| ClaimRequest::new(s.id.clone(), 1, s.lease));
-    let deadline = Instant::now() + s.lease;
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let until = shared.bounded(deadline);
-        let call = shared.broker.finish(lease, outcome.clone(), next.clone());
-        let result = match tokio::time::timeout_at(until, call).await {
-            Ok(result) => result,
-            Err(_) => {
-                error!(
-                    outcome = outcome.name(),
-                    "could not store the outcome in time; the lease will expire and the job run again"
-                );
-                return None;
-            }
-        };
-        match result {
-            Ok(done) => return done.next,
-            Err(Error::LeaseLost { .. }) => {
-                warn!("lease lost before the outcome was stored; the job runs again elsewhere");
-                return None;
-            }
-            Err(err) if err.is_retryable() && Instant::now() + delay < shared.bounded(deadline) => {
-                warn!(error = %err.chain(), retry_in = ?delay, "could not store the outcome yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(err) => {
-                error!(error = %err.chain(), outcome = outcome.name(), "could not store the outcome; the lease will expire and the job run again");
-                return None;
-            }
-        }
+) -> Next {
+    let (reply, answer) = oneshot::channel();
+    let report = Report {
+        lease: lease.clone(),
+        outcome,
+        claim_next,
+        span: Span::current(),
+        reply,
+    };
+    if shared.reports.send(report).is_err() {
+        error!(
+            "the worker no longer reports outcomes; the lease will expire and the job run again"
+        );
+        return None;
     }
+    // A reporter that stopped without answering (the worker's stop deadline passed) has
+    // logged why.
+    answer.await.unwrap_or(None)
 }

@@ -4,6 +4,7 @@ mod attempt;
 mod builder;
 mod context;
 mod registry;
+mod reporter;
 mod running;
 mod shutdown;
 mod upkeep;

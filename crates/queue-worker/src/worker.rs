@@ -12,7 +12,10 @@ use std::{
 use queue_core::{
     Broker, ClaimRequest, Clock, Outcome, Result, SystemClock, WorkerBeat, WorkerId, hostname,
 };
-use tokio::{sync::Semaphore, time::Instant};
+use tokio::{
+    sync::{Semaphore, mpsc},
+    time::Instant,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
@@ -20,6 +23,7 @@ use crate::{
     attempt,
     builder::Settings,
     registry::Registry,
+    reporter::{self, Report},
     running::{RunningJobs, StopReason},
     upkeep,
 };
@@ -32,6 +36,7 @@ pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Worker {
     shared: Arc<Shared>,
+    reports: mpsc::UnboundedReceiver<Report>,
 }
 
 pub(crate) struct Shared {
@@ -41,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) running: RunningJobs,
     pub(crate) counts: Counts,
     pub(crate) beat: WorkerBeat,
+    /// Outcomes to store (see `reporter`).
+    pub(crate) reports: mpsc::UnboundedSender<Report>,
     /// Set when shutdown begins: nothing the worker does may outlast it.
     stop_by: OnceLock<Instant>,
 }
@@ -124,6 +131,7 @@ impl Worker {
             lease: settings.lease,
             interval: settings.heartbeat,
         };
+        let (tx, reports) = mpsc::unbounded_channel();
         Self {
             shared: Arc::new(Shared {
                 broker,
@@ -132,8 +140,10 @@ impl Worker {
                 running: RunningJobs::default(),
                 counts: Counts::default(),
                 beat,
+                reports: tx,
                 stop_by: OnceLock::new(),
             }),
+            reports,
         }
     }
 
@@ -175,6 +185,11 @@ impl Worker {
         ));
         helpers.spawn(upkeep::cancel_listener(
             Arc::clone(&shared),
+            background.clone(),
+        ));
+        helpers.spawn(reporter::reporter_loop(
+            Arc::clone(&shared),
+            self.reports,
             background.clone(),
         ));
         helpers.close();

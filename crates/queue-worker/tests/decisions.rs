@@ -4,8 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use queue_core::{
-    Error, Finished, JobError, JobId, JobRecord, JobStatus, Lease, LeaseToken, MockBroker, Outcome,
-    Payload, Priority, from_millis,
+    Ending, Error, FinishedMany, JobError, JobId, JobRecord, JobStatus, Lease, LeaseToken,
+    MockBroker, Outcome, Payload, Priority, from_millis,
 };
 use queue_worker::{CancellationToken, Worker};
 use tokio::sync::mpsc;
@@ -32,6 +32,14 @@ fn record(task: &str, payload: &str, retry_count: u32, max_retries: u32) -> JobR
         result: None,
         worker_id: Some("w".into()),
         cancel_requested: false,
+    }
+}
+
+/// Every ending of a group accepted as completed; nothing claimed.
+fn completed(endings: &[Ending]) -> FinishedMany {
+    FinishedMany {
+        statuses: endings.iter().map(|_| Ok(JobStatus::Completed)).collect(),
+        next: Vec::new(),
     }
 }
 
@@ -66,8 +74,10 @@ fn broker(job: JobRecord, finish_errors: usize) -> (MockBroker, mpsc::UnboundedR
     expect_housekeeping(&mut mock);
     let (tx, rx) = mpsc::unbounded_channel();
     let mut failures = finish_errors;
-    mock.expect_finish().returning(move |_, outcome, _| {
-        tx.send(outcome.clone()).unwrap();
+    mock.expect_finish_many().returning(move |endings, _| {
+        for e in &endings {
+            tx.send(e.outcome.clone()).unwrap();
+        }
         if failures > 0 {
             failures -= 1;
             return Err(Error::Unavailable {
@@ -75,10 +85,7 @@ fn broker(job: JobRecord, finish_errors: usize) -> (MockBroker, mpsc::UnboundedR
                 source: "connection reset".into(),
             });
         }
-        Ok(Finished {
-            status: JobStatus::Completed,
-            next: None,
-        })
+        Ok(completed(&endings))
     });
     (mock, rx)
 }
@@ -310,12 +317,11 @@ async fn fetch_errors_do_not_stop_the_worker() {
         })
     });
     let (tx, rx) = mpsc::unbounded_channel();
-    mock.expect_finish().returning(move |_, outcome, _| {
-        tx.send(outcome).unwrap();
-        Ok(Finished {
-            status: JobStatus::Completed,
-            next: None,
-        })
+    mock.expect_finish_many().returning(move |endings, _| {
+        for e in &endings {
+            tx.send(e.outcome.clone()).unwrap();
+        }
+        Ok(completed(&endings))
     });
     let got = run_with(mock, rx, 1, echo).await;
     assert_eq!(got[0], Outcome::Completed { result: None });
@@ -342,12 +348,11 @@ async fn extra_leases_are_handed_back() {
     });
     expect_housekeeping(&mut mock);
     let (tx, rx) = mpsc::unbounded_channel();
-    mock.expect_finish().returning(move |_, outcome, _| {
-        tx.send(outcome).unwrap();
-        Ok(Finished {
-            status: JobStatus::Completed,
-            next: None,
-        })
+    mock.expect_finish_many().returning(move |endings, _| {
+        for e in &endings {
+            tx.send(e.outcome.clone()).unwrap();
+        }
+        Ok(completed(&endings))
     });
     let mut got = run_with(mock, rx, 2, |b| echo(b.concurrency(1))).await;
     got.sort_by_key(|o| o.name());
@@ -390,9 +395,9 @@ fn cut_off_after_one_lease() -> MockBroker {
 async fn an_unrenewable_lease_is_given_up_before_it_can_expire() {
     let mut mock = cut_off_after_one_lease();
     mock.expect_deregister().returning(|_| Ok(()));
-    mock.expect_finish()
+    mock.expect_finish_many()
         .never()
-        .returning(|_, _, _| unreachable!("a fenced attempt reports nothing"));
+        .returning(|_, _| unreachable!("a fenced attempt reports nothing"));
     let (tx, mut stopped) = mpsc::unbounded_channel();
     struct Dropped(mpsc::UnboundedSender<tokio::time::Instant>);
     impl Drop for Dropped {
@@ -434,7 +439,7 @@ async fn an_unrenewable_lease_is_given_up_before_it_can_expire() {
 async fn shutdown_is_bounded_when_the_backend_hangs() {
     let mut mock = cut_off_after_one_lease();
     // Handing the job back and deregistering fail too.
-    mock.expect_finish().returning(|_, _, _| {
+    mock.expect_finish_many().returning(|_, _| {
         Err(Error::Unavailable {
             backend: "mock",
             source: "down".into(),

@@ -18,13 +18,13 @@ if action == 'cancel' then
   set.status = 'cancelled'
   place(K, id, 'cancel', 'cancelled', rec, {}, nil)
   hset(key, set)
-  emit_transition(id, 'queued', 'cancelled')
+  emit_transition(K, id, 'queued', 'cancelled')
   return { 'cancelled' }
 elseif action == 'request' then
   l.cancel = true
   write_lease(K, id, l)
   redis.call('PUBLISH', P .. 'cancel', id)
-  emit(id, 'cancel_requested', {})
+  emit(K, id, 'cancel_requested', {})
   return { 'requested' }
 elseif action == 'already_requested' then
   return { 'requested' }

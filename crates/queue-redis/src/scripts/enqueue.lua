@@ -8,6 +8,8 @@
 local count = tonumber(ARGV[3])
 local out = {}
 local created = 0
+-- Ready jobs get their places in one INCRBY once all are known (in order).
+local ready = {}
 for i = 0, count - 1 do
   local b = 4 + i * 12
   local id, task, payload, uk = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
@@ -40,22 +42,26 @@ for i = 0, count - 1 do
       schedule(K, band, NOW + delay, id)
       fields.run_at = NOW + delay
     else
-      redis.call('ZADD', ready_key(K, band), redis.call('INCR', K.seq), id)
+      ready[#ready + 1] = { band, id }
     end
     hset(key, fields)
-    redis.call('ZADD', K.st_queued, NOW, id)
-    redis.call('ZADD', K.jobs, NOW, id)
+    later_zadd(K.st_queued, NOW, id)
+    later_zadd(K.jobs, NOW, id)
     if uk ~= '' then
       redis.call('ZADD', KEYS[tonumber(ARGV[b + 10])], NOW, id)
       redis.call('HSET', K.dedup, uk, id)
     end
-    emit_transition(id, nil, 'queued')
+    emit_transition(K, id, nil, 'queued')
     created = created + 1
     out[#out + 1] = { 'ok', id }
   end
 end
+if #ready > 0 then
+  local first = redis.call('INCRBY', K.seq, #ready) - #ready
+  for i, r in ipairs(ready) do later_zadd(ready_key(K, r[1]), first + i, r[2]) end
+end
 if created > 0 then
-  bump(K, 'enqueued', created)
-  wake(K)
+  bump('enqueued', created)
+  wake()
 end
 return { NOW, out }

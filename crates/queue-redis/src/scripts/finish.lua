@@ -1,51 +1,70 @@
--- Ends an attempt. KEYS after the statics: the job's key. ARGV: 3 id, 4 token, 5 outcome
--- (completed|partial|retry|failed|cancelled|released|corrupt), 6 error, 7 result JSON
--- ('' = none), 8 retry delay ms (already capped), 9 claim next ('1'/'0'), 10 worker,
--- 11 claim id, 12 token base, 13 lease_ms.
--- Returns {'lost'} or {status, claimed (as claim)}. Sent again after it was applied (the
--- reply was lost), it answers the status it produced (and the same next lease).
-local id, token, kind = ARGV[3], ARGV[4], ARGV[5]
-local key = KEYS[NS + 1]
-local function next_lease()
-  if ARGV[9] == '1' then
-    return claim(K, ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[13]), 1, false)
+-- Ends attempts, each as queue_core::rules::settle decides, then maybe claims more.
+-- KEYS after the statics: each ending's job key. ARGV: 3 count, 4 claim next ('1'/'0'),
+-- 5 worker, 6 claim id, 7 token base, 8 lease_ms, 9 max, then per ending 6 values: id,
+-- token, outcome (completed|partial|retry|failed|cancelled|released|corrupt), error,
+-- result JSON ('' = none), retry delay ms (already capped).
+-- Returns {{status | 'lost' | '!<why>'...}, claimed (as claim)}: the next jobs are claimed
+-- only when at least one ending was accepted. Sent again after it was applied (the reply
+-- was lost), each ending answers the status it produced (and the claim the same leases).
+local count = tonumber(ARGV[3])
+local statuses = {}
+-- Ends within this call (their lease removal is deferred to the flush).
+local ended_here = {}
+
+local function finish_one(id, token, kind, error_message, result, delay_ms, key)
+  local lease = nil
+  if not ended_here[id] then lease = read_lease(K, id) end
+  if not holds(lease, token) then
+    local ended = redis.pcall('HGET', key, 'ended')
+    if type(ended) == 'string' and token ~= '' and string.sub(ended, 1, #token + 1) == token .. '|' then
+      return string.sub(ended, #token + 2)
+    end
+    return 'lost'
   end
-  return {}
-end
-local lease = read_lease(K, id)
-if not holds(lease, token) then
-  local ended = redis.pcall('HGET', key, 'ended')
-  if type(ended) == 'string' and token ~= '' and string.sub(ended, 1, #token + 1) == token .. '|' then
-    return { string.sub(ended, #token + 2), next_lease() }
+  local settle = SETTLE[kind]
+  if kind == 'corrupt' then settle = SETTLE['failed'] end
+  if not settle then return '!unknown outcome ' .. tostring(kind) end
+  ended_here[id] = true
+  local rec = facts(key)
+  if not rec then
+    fail_garbage(K, id, key, key_type(key))
+    return 'failed'
+  elseif not rec.exists then
+    -- The record is gone: drop what points at it.
+    ended_lease(K, id)
+    for s, _ in pairs(VALID) do
+      if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
+    end
+    redis.call('ZREM', K.jobs, id)
+    return 'failed'
   end
-  return { 'lost' }
-end
-local rec = facts(key)
-if not rec then
-  fail_garbage(K, id, key, key_type(key))
-  return { 'failed', next_lease() }
-elseif not rec.exists then
-  -- The record is gone: drop what points at it.
-  ended_lease(K, id)
-  for s, _ in pairs(VALID) do
-    if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
+  if kind == 'corrupt' then
+    sanitize(id, key)
+    kind = 'failed'
+    rec = facts(key)
   end
-  redis.call('ZREM', K.jobs, id)
-  return { 'failed', next_lease() }
+  local event = settle[lease.cancel][rec.retries < rec.max_retries]
+  local ctx = { ended = token }
+  if kind == 'completed' or kind == 'partial' then
+    if result ~= '' then ctx.result = result end
+  end
+  if kind == 'partial' or kind == 'retry' or kind == 'failed' then ctx.error_message = error_message end
+  if event == 'retry' then ctx.run_at = NOW + tonumber(delay_ms) end
+  return end_attempt(K, id, key, lease, rec, event, ctx)
 end
-if kind == 'corrupt' then
-  sanitize(id, key)
-  kind = 'failed'
-  rec = facts(key)
+
+local accepted = false
+for i = 0, count - 1 do
+  local b = 10 + i * 6
+  local status = finish_one(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4],
+    ARGV[b + 5], KEYS[NS + 1 + i])
+  if status ~= 'lost' and string.sub(status, 1, 1) ~= '!' then accepted = true end
+  statuses[#statuses + 1] = status
 end
-local settle = SETTLE[kind]
-if not settle then return redis.error_reply('unknown outcome ' .. tostring(kind)) end
-local event = settle[lease.cancel][rec.retries < rec.max_retries]
-local ctx = { ended = token }
-if kind == 'completed' or kind == 'partial' then
-  if ARGV[7] ~= '' then ctx.result = ARGV[7] end
+local claimed = {}
+if accepted and ARGV[4] == '1' then
+  -- What the endings requeued is in place before anything is claimed.
+  flush(K)
+  claimed = claim(K, ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), false)
 end
-if kind == 'partial' or kind == 'retry' or kind == 'failed' then ctx.error_message = ARGV[6] end
-if event == 'retry' then ctx.run_at = NOW + tonumber(ARGV[8]) end
-local to = end_attempt(K, id, key, lease, rec, event, ctx)
-return { to, next_lease() }
+return { statuses, claimed }

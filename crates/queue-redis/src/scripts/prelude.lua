@@ -5,17 +5,23 @@
 -- Every key a script touches is declared; none is built here, only channel names.
 --
 -- Every entry point starts with begin(ARGV): ARGV[1] = the queue's prefix (for channel
--- names), ARGV[2] = now in ms ('' = server TIME). Calls run one at a time, so P and NOW
+-- names), ARGV[2] = now in ms ('' = server TIME). Calls run one at a time, so P, NOW and B
 -- are safe. Each script reads and checks everything first and writes last, and its only
 -- writes that could fail (lifetime counters) go through pcall: a script never stops half
 -- way through a transition.
-local P, NOW
+--
+-- Writes that the jobs of one call share (index entries, lease removals, counters, unique
+-- key releases) are collected in B and sent by flush(K) as one command per key when the
+-- entry point returns (scripts.rs wraps every body so), which is what makes a batch of
+-- jobs cost little more than one.
+local P, NOW, B
 
 -- Every entry point's `K` has this metatable: a key it did not declare is an error.
 local UNDECLARED = { __index = function(_, name) error('script uses the undeclared key ' .. name) end }
 
 local function begin(argv)
   P = argv[1]
+  B = { zadd = {}, zrem = {}, hdel = {}, counters = {}, release = {}, wake = false, events = nil }
   if argv[2] ~= '' then
     NOW = tonumber(argv[2])
   else
@@ -35,21 +41,62 @@ local function failed(reply) return type(reply) == 'table' and reply.err ~= nil 
 
 local function key_type(key) return redis.call('TYPE', key).ok end
 
-local function wake(K) redis.call('ZADD', K.marker, 0, '0') end
+local function wake() B.wake = true end
 
-local function bump(K, counter, by)
-  -- A counter at its limit (or a stats key of the wrong type) must not stop a transition.
-  redis.pcall('HINCRBY', K.stats, counter, by or 1)
+-- Deferred writes (see B above).
+local function push(t, key, ...)
+  local list = t[key]
+  if not list then
+    list = {}
+    t[key] = list
+  end
+  for _, v in ipairs({ ... }) do list[#list + 1] = v end
+end
+local function later_zadd(key, score, member) push(B.zadd, key, score, member) end
+local function later_zrem(key, member) push(B.zrem, key, member) end
+local function later_hdel(key, field) push(B.hdel, key, field) end
+local function bump(counter, by) B.counters[counter] = (B.counters[counter] or 0) + (by or 1) end
+-- Releases `unique_key` if `id` still holds it.
+local function later_release(unique_key, id) B.release[#B.release + 1] = { unique_key, id } end
+
+local function flush(K)
+  for key, members in pairs(B.zrem) do redis.call('ZREM', key, unpack(members)) end
+  for key, fields in pairs(B.hdel) do redis.call('HDEL', key, unpack(fields)) end
+  for key, pairs_ in pairs(B.zadd) do redis.call('ZADD', key, unpack(pairs_)) end
+  if #B.release > 0 then
+    local keys = {}
+    for i, r in ipairs(B.release) do keys[i] = r[1] end
+    local holders = redis.call('HMGET', K.dedup, unpack(keys))
+    local gone = {}
+    for i, r in ipairs(B.release) do
+      if holders[i] == r[2] then gone[#gone + 1] = r[1] end
+    end
+    if #gone > 0 then redis.call('HDEL', K.dedup, unpack(gone)) end
+  end
+  for counter, by in pairs(B.counters) do
+    -- A counter at its limit (or a stats key of the wrong type) must not stop a transition.
+    redis.pcall('HINCRBY', K.stats, counter, by)
+  end
+  if B.wake then redis.call('ZADD', K.marker, 0, '0') end
+  B.zadd, B.zrem, B.hdel, B.counters, B.release, B.wake = {}, {}, {}, {}, {}, false
+end
+
+-- Events go out only while someone listens: subscribers keep the `subs` key alive.
+local function events_on(K)
+  if B.events == nil then B.events = redis.call('EXISTS', K.subs) == 1 end
+  return B.events
 end
 
 -- Events: ids and statuses need no escaping, so transitions are built by hand.
-local function emit_transition(id, from, to)
+local function emit_transition(K, id, from, to)
+  if not events_on(K) then return end
   local msg = '{"job_id":"' .. id .. '","at":' .. NOW .. ',"type":"transition","to":"' .. to .. '"'
   if from then msg = msg .. ',"from":"' .. from .. '"' end
   redis.call('PUBLISH', P .. 'events', msg .. '}')
 end
 
-local function emit(id, kind, fields)
+local function emit(K, id, kind, fields)
+  if not events_on(K) then return end
   fields.job_id = id
   fields.at = NOW
   fields.type = kind
@@ -81,14 +128,16 @@ end
 
 local function read_lease(K, id) return decode_lease(redis.call('HGET', K.leases, id)) end
 
-local function write_lease(K, id, l)
-  local cancel = '0'
-  if l.cancel then cancel = '1' end
-  redis.call('HSET', K.leases, id, table.concat({ l.token, l.expires, l.lease_ms, l.started, l.seq,
-    cancel, l.claim, l.worker }, '|'))
-end
+local encode_lease
+local function write_lease(K, id, l) redis.call('HSET', K.leases, id, encode_lease(l)) end
 
 local function holds(l, token) return l ~= nil and token ~= '' and l.token == token and l.expires > NOW end
+
+encode_lease = function(l)
+  local cancel = '0'
+  if l.cancel then cancel = '1' end
+  return table.concat({ l.token, l.expires, l.lease_ms, l.started, l.seq, cancel, l.claim, l.worker }, '|')
+end
 
 local function extend(K, id, l, expires)
   l.expires = expires
@@ -97,8 +146,8 @@ local function extend(K, id, l, expires)
 end
 
 local function ended_lease(K, id)
-  redis.call('HDEL', K.leases, id)
-  redis.call('ZREM', K.active, id)
+  later_hdel(K.leases, id)
+  later_zrem(K.active, id)
 end
 
 -- Effects (generated from queue_core::rules::effect): fill `set` (field -> value; '' clears).
@@ -147,25 +196,23 @@ end
 local function place(K, id, event, to, rec, ctx, seq)
   local where = PLACE[event]
   if where == 'finished' then
-    redis.call('ZADD', K.finished, NOW, id)
-    redis.call('ZADD', status_key(K, to), rec.created, id)
-    if rec.unique_key and redis.call('HGET', K.dedup, rec.unique_key) == id then
-      redis.call('HDEL', K.dedup, rec.unique_key)
-    end
+    later_zadd(K.finished, NOW, id)
+    later_zadd(status_key(K, to), rec.created, id)
+    if rec.unique_key then later_release(rec.unique_key, id) end
   elseif where == 'delayed' then
     schedule(K, rec.band, ctx.run_at, id)
-    redis.call('ZADD', K.st_queued, rec.created, id)
-    wake(K)
+    later_zadd(K.st_queued, rec.created, id)
+    wake()
   elseif where == 'ready_in_place' then
-    redis.call('ZADD', ready_key(K, rec.band), seq, id)
-    redis.call('ZADD', K.st_queued, rec.created, id)
-    wake(K)
+    later_zadd(ready_key(K, rec.band), seq, id)
+    later_zadd(K.st_queued, rec.created, id)
+    wake()
   elseif where == 'ready_at_back' then
-    redis.call('ZADD', ready_key(K, rec.band), redis.call('INCR', K.seq), id)
-    redis.call('ZADD', K.st_queued, rec.created, id)
-    wake(K)
+    later_zadd(ready_key(K, rec.band), redis.call('INCR', K.seq), id)
+    later_zadd(K.st_queued, rec.created, id)
+    wake()
   end
-  if COUNTER[event] then bump(K, COUNTER[event]) end
+  if COUNTER[event] then bump(COUNTER[event]) end
 end
 
 -- The fields of a record that decide its transitions, read with pcall: nil when the key
@@ -196,7 +243,7 @@ local function end_attempt(K, id, key, lease, rec, event, ctx)
   place(K, id, event, to, rec, ctx, lease.seq)
   ended_lease(K, id)
   hset(key, set)
-  emit_transition(id, 'processing', to)
+  emit_transition(K, id, 'processing', to)
   return to
 end
 
@@ -213,8 +260,8 @@ local function fail_garbage(K, id, key, kind)
   redis.call('ZADD', K.jobs, NOW, id)
   redis.call('ZADD', K.st_failed, NOW, id)
   redis.call('ZADD', K.finished, NOW, id)
-  bump(K, 'failed')
-  emit_transition(id, nil, 'failed')
+  bump('failed')
+  emit_transition(K, id, nil, 'failed')
 end
 
 -- Rewrites unreadable fields of a corrupt job hash with safe values (the originals of
@@ -304,29 +351,30 @@ local function claim(K, worker, claim_id, token_base, lease_ms, max, chain)
     redis.call('HSET', K.claims, worker, claim_id)
   end
   promote(K)
-  local out = {}
+  local out, leases, active, ids = {}, {}, {}, {}
   local expires = NOW + lease_ms
   for band = 0, 2 do
-    while #out < max do
-      local popped = redis.call('ZPOPMIN', ready_key(K, band))
-      if #popped == 0 then break end
-      local id = popped[1]
+    if #out >= max then break end
+    local popped = redis.call('ZPOPMIN', ready_key(K, band), max - #out)
+    for j = 1, #popped, 2 do
+      local id = popped[j]
       local token = token_base .. ':' .. (#out + 1)
-      write_lease(K, id, { token = token, expires = expires, lease_ms = lease_ms, started = NOW,
-        seq = popped[2], cancel = false, claim = claim_id, worker = worker })
-      redis.call('ZADD', K.active, expires, id)
-      redis.call('ZREM', K.st_queued, id)
-      emit_transition(id, 'queued', 'processing')
+      leases[#leases + 1] = id
+      leases[#leases + 1] = encode_lease({ token = token, expires = expires, lease_ms = lease_ms,
+        started = NOW, seq = popped[j + 1], cancel = false, claim = claim_id, worker = worker })
+      active[#active + 1] = expires
+      active[#active + 1] = id
+      ids[#ids + 1] = id
+      emit_transition(K, id, 'queued', 'processing')
       out[#out + 1] = { id, token, NOW, expires, 0 }
     end
   end
-  if chain then
-    for band = 0, 2 do
-      if redis.call('ZCARD', ready_key(K, band)) > 0 then
-        wake(K)
-        break
-      end
-    end
+  if #out > 0 then
+    redis.call('HSET', K.leases, unpack(leases))
+    redis.call('ZADD', K.active, unpack(active))
+    redis.call('ZREM', K.st_queued, unpack(ids))
   end
+  -- All it could take, and maybe more left: let another fetcher look.
+  if chain and #out == max then wake() end
   return out
 end

@@ -12,7 +12,7 @@ if ARGV[6] == '1' then step = ARGV[7] end
 redis.call('HSET', key, 'progress', value, 'current_step', step or '')
 extend(K, id, l, NOW + l.lease_ms)
 if step == '' then step = nil end
-emit(id, 'progress', { progress = value, step = step })
+emit(K, id, 'progress', { progress = value, step = step })
 local cancel = 0
 if l.cancel then cancel = 1 end
 return { 'ok', cancel }

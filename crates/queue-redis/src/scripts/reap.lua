@@ -13,7 +13,7 @@ for i = 1, tonumber(ARGV[3]) do
       local retries_left = rec.retries < rec.max_retries
       local event = EXPIRE[l.cancel][retries_left]
       local msg = LEASE_MSG[retries_left]
-      bump(K, 'recovered')
+      bump('recovered')
       end_attempt(K, id, key, l, rec, event, { error_message = msg[1] .. l.worker .. msg[2] })
     elseif rec then
       ended_lease(K, id)

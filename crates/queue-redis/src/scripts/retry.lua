@@ -24,5 +24,5 @@ redis.call('ZREM', status_key(K, status), id)
 place(K, id, 'manual_retry', 'queued', rec, {}, nil)
 if rec.unique_key then redis.call('HSET', K.dedup, rec.unique_key, id) end
 hset(key, set)
-emit_transition(id, status, 'queued')
+emit_transition(K, id, status, 'queued')
 return { 'ok', redis.call('HGETALL', key) }

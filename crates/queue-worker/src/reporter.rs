@@ -1,0 +1,166 @@
+//! Outcomes reach the backend in groups (group commit): one task sends them with
+//! [`Broker::finish_many`], a few calls in flight at once. While every call is in flight,
+//! the outcomes that arrive meanwhile wait and leave together in the next call, so a busy
+//! worker sends one call for many jobs and an idle one sends each outcome at once.
+//! Each call also claims one job for every attempt whose slot wants another.
+
+use std::{sync::Arc, time::Duration};
+
+use queue_core::{ClaimRequest, Ending, Error, Lease, LeaseRef, Outcome};
+use tokio::{
+    sync::{Semaphore, mpsc, oneshot},
+    time::Instant,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{Span, error, warn};
+
+use crate::worker::Shared;
+
+/// The most endings one call carries.
+const GROUP: usize = 128;
+/// Calls in flight at once.
+const IN_FLIGHT: usize = 4;
+
+/// The next lease an attempt's slot got, and when the request that leased it was sent.
+pub(crate) type Next = Option<(Lease, Instant)>;
+
+/// One outcome to store.
+pub(crate) struct Report {
+    pub(crate) lease: LeaseRef,
+    pub(crate) outcome: Outcome,
+    /// The slot wants another job.
+    pub(crate) claim_next: bool,
+    /// Where the attempt's messages go.
+    pub(crate) span: Span,
+    pub(crate) reply: oneshot::Sender<Next>,
+}
+
+/// Sends reports until `stop` (the worker stops it once no attempt can report any more).
+pub(crate) async fn reporter_loop(
+    shared: Arc<Shared>,
+    mut reports: mpsc::UnboundedReceiver<Report>,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let calls = TaskTracker::new();
+    loop {
+        let first = tokio::select! {
+            report = reports.recv() => match report {
+                Some(report) => report,
+                None => break,
+            },
+            () = stop.cancelled() => break,
+        };
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("never closed"),
+            () = stop.cancelled() => break,
+        };
+        // Whatever arrived while every call was in flight goes with this one.
+        let mut group = vec![first];
+        while group.len() < GROUP {
+            match reports.try_recv() {
+                Ok(report) => group.push(report),
+                Err(_) => break,
+            }
+        }
+        let shared = Arc::clone(&shared);
+        calls.spawn(async move {
+            send(&shared, group).await;
+            drop(slot);
+        });
+    }
+    calls.close();
+    calls.wait().await;
+}
+
+/// Stores a group of outcomes, retrying the same call (same endings, same claim request:
+/// a call sent again after it was applied gets the same answer) while the backend is
+/// unreachable: for up to one lease, and never past the worker's stop deadline.
+async fn send(shared: &Arc<Shared>, group: Vec<Report>) {
+    let s = &shared.settings;
+    let wanted = group.iter().filter(|r| r.claim_next).count();
+    let next = (wanted > 0).then(|| ClaimRequest::new(s.id.clone(), wanted, s.lease));
+    let endings: Vec<Ending> = group
+        .iter()
+        .map(|r| Ending {
+            lease: r.lease.clone(),
+            outcome: r.outcome.clone(),
+        })
+        .collect();
+    // Leases the call takes expire one lease after the first try was sent at the latest.
+    let sent = Instant::now();
+    let deadline = sent + s.lease;
+    let mut delay = Duration::from_millis(100);
+    let done = loop {
+        let until = shared.bounded(deadline);
+        let call = shared.broker.finish_many(endings.clone(), next.clone());
+        let result = match tokio::time::timeout_at(until, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                for r in &group {
+                    r.span.in_scope(|| {
+                        error!(
+                            outcome = r.outcome.name(),
+                            "could not store the outcome in time; the lease will expire and the job run again"
+                        )
+                    });
+                }
+                return;
+            }
+        };
+        match result {
+            Ok(done) => break done,
+            Err(err) if err.is_retryable() && Instant::now() + delay < shared.bounded(deadline) => {
+                warn!(error = %err.chain(), outcomes = group.len(), retry_in = ?delay, "could not store outcomes yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => {
+                for r in &group {
+                    r.span.in_scope(|| {
+                        error!(error = %err.chain(), outcome = r.outcome.name(), "could not store the outcome; the lease will expire and the job run again")
+                    });
+                }
+                return;
+            }
+        }
+    };
+    let mut leases = done.next.into_iter();
+    for (r, status) in group.into_iter().zip(done.statuses) {
+        match status {
+            Ok(_) => {}
+            Err(Error::LeaseLost { .. }) => r.span.in_scope(|| {
+                warn!("lease lost before the outcome was stored; the job runs again elsewhere")
+            }),
+            Err(err) => r.span.in_scope(|| {
+                error!(error = %err.chain(), outcome = r.outcome.name(), "the outcome was refused; the lease will expire and the job run again")
+            }),
+        }
+        let next = if r.claim_next { leases.next() } else { None };
+        if let Err(Some((lease, _))) = r.reply.send(next.map(|l| (l, sent))) {
+            // The attempt is gone: hand its next job back.
+            hand_back(shared, vec![lease]).await;
+        }
+    }
+    let extra: Vec<Lease> = leases.collect();
+    if !extra.is_empty() {
+        warn!(
+            count = extra.len(),
+            "backend leased more jobs than asked for; handing them back"
+        );
+        hand_back(shared, extra).await;
+    }
+}
+
+/// Hands leased jobs back unrun (no attempt used).
+async fn hand_back(shared: &Arc<Shared>, leases: Vec<Lease>) {
+    let endings = leases.iter().map(Ending::handed_back).collect();
+    let until = shared.bounded(Instant::now() + shared.settings.lease);
+    match tokio::time::timeout_at(until, shared.broker.finish_many(endings, None)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => {
+            warn!(error = %err.chain(), "could not hand jobs back; their leases will expire")
+        }
+        Err(_) => warn!("could not hand jobs back in time; their leases will expire"),
+    }
+}
