@@ -44,7 +44,8 @@ pub(crate) fn decode_leased(
     Ok(record)
 }
 
-/// Decodes a hash; `key_id` is the id the key names (used when the hash lacks its own).
+/// Decodes a hash; `key_id` is the id the key names (the record's id; a hash written by an
+/// older version also holds it as `job_id`).
 pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
     let name = f
         .get("job_id")
@@ -76,9 +77,14 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
             .map(|v| serde_json::from_str(v).map_err(|e| bad(field, format!("is not JSON: {e}"))))
             .transpose()
     };
-    let job_id = required("job_id")?
-        .parse::<JobId>()
-        .map_err(|_| bad("job_id", format!("is not a UUID: {:?}", f["job_id"])))?;
+    // The id is the key's; a hash may also hold it (records written before 0.2 do).
+    let job_id = match (text("job_id"), key_id) {
+        (Some(v), _) => v
+            .parse::<JobId>()
+            .map_err(|_| bad("job_id", format!("is not a UUID: {v:?}")))?,
+        (None, Some(id)) => id,
+        (None, None) => return Err(bad("job_id", "is missing".into())),
+    };
     let payload = required("payload")?;
     serde_json::from_str::<serde::de::IgnoredAny>(payload)
         .map_err(|e| bad("payload", format!("is not JSON: {e}")))?;
@@ -150,6 +156,19 @@ mod tests {
             (JobStatus::Queued, Priority::High, 5, 1)
         );
         assert_eq!(r.payload.as_str(), "{\"a\":1}");
+    }
+
+    #[test]
+    fn the_id_is_the_keys_when_the_hash_has_none() {
+        let mut f = good();
+        let kept = f.remove("job_id").unwrap().parse::<JobId>().unwrap();
+        let key_id = JobId::new();
+        assert_eq!(decode(Some(key_id), &f).unwrap().job_id, key_id);
+        let err = decode(None, &f).unwrap_err().to_string();
+        assert!(err.contains("field `job_id` is missing"), "{err}");
+        // An older record's own id still reads.
+        f.insert("job_id".into(), kept.to_string());
+        assert_eq!(decode(Some(key_id), &f).unwrap().job_id, kept);
     }
 
     #[test]

@@ -17,7 +17,7 @@ if action == 'cancel' then
   apply_effect('cancel', set, { now = NOW, retry_count = rec.retries })
   set.status = 'cancelled'
   place(K, id, 'cancel', 'cancelled', rec, {}, nil)
-  hset(key, set)
+  hset(key, set, rec.present)
   emit_transition(K, id, 'queued', 'cancelled')
   return { 'cancelled' }
 elseif action == 'request' then

@@ -32,7 +32,7 @@ for i = 0, count - 1 do
   elseif not history_ok then
     out[#out + 1] = { 'badkey', id }
   else
-    local fields = { job_id = id, task = task, payload = payload, status = 'queued',
+    local fields = { task = task, payload = payload, status = 'queued',
       priority = PNAME[band], progress = 0, retry_count = 0, max_retries = ARGV[b + 6],
       created_at = NOW }
     if uk ~= '' then fields.unique_key = uk end

@@ -103,13 +103,43 @@ local function emit(K, id, kind, fields)
   redis.call('PUBLISH', P .. 'events', cjson.encode(fields))
 end
 
-local function hset(key, set)
-  local args = {}
+-- Writes `set` (field -> value) to a job hash; an empty value removes its field (a record
+-- keeps no empty fields). `present` (from facts) names the fields the hash may hold: only
+-- those are removed, so a first attempt's ending costs no HDEL. Without it every emptied
+-- field is removed.
+local function hset(key, set, present)
+  local args, gone = {}, {}
   for f, v in pairs(set) do
-    args[#args + 1] = f
-    args[#args + 1] = v
+    if v ~= '' then
+      args[#args + 1] = f
+      args[#args + 1] = v
+    elseif not present or present[f] then
+      gone[#gone + 1] = f
+    end
   end
   if #args > 0 then redis.call('HSET', key, unpack(args)) end
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+end
+
+-- The fields an effect may empty (generated rules: a `clear`, or an `input` with no value),
+-- worked out on first use (a function library cannot call `pairs` while it loads).
+local CLEARABLE
+local function clearable()
+  if CLEARABLE then return CLEARABLE end
+  local list, seen = {}, {}
+  local function add(effects)
+    for _, fc in ipairs(effects) do
+      if (fc[2] == 'clear' or fc[2] == 'input') and not seen[fc[1]] then
+        seen[fc[1]] = true
+        list[#list + 1] = fc[1]
+      end
+    end
+  end
+  for _, effects in pairs(EFFECT) do add(effects) end
+  add(START_DEFERRED)
+  table.sort(list)
+  CLEARABLE = list
+  return list
 end
 
 -- Leases live in the `leases` hash, one entry per running job:
@@ -217,15 +247,21 @@ end
 
 -- The fields of a record that decide its transitions, read with pcall: nil when the key
 -- is not a job hash; `exists` false when there is no such key.
+-- `present`: which of the clearable() fields the hash holds.
 local function facts(key)
+  local fields = clearable()
   local v = redis.pcall('HMGET', key, 'retry_count', 'max_retries', 'created_at', 'unique_key',
-    'priority', 'status')
+    'priority', 'status', unpack(fields))
   if failed(v) then return nil end
   local uk = v[4]
   if uk == '' then uk = nil end
+  local present = {}
+  for i, f in ipairs(fields) do
+    if v[6 + i] then present[f] = true end
+  end
   return { exists = (v[1] or v[2] or v[3] or v[4] or v[5] or v[6]) and true or false,
     retries = num(v[1], 0), max_retries = num(v[2], 0), created = num(v[3], NOW),
-    unique_key = uk, band = band_of(v[5]), status = v[6] }
+    unique_key = uk, band = band_of(v[5]), status = v[6], present = present }
 end
 
 -- Ends a running job's attempt with `event`: the record (what `start` wrote, then what the
@@ -242,7 +278,7 @@ local function end_attempt(K, id, key, lease, rec, event, ctx)
   if ctx.ended then set.ended = ctx.ended .. '|' .. to end
   place(K, id, event, to, rec, ctx, lease.seq)
   ended_lease(K, id)
-  hset(key, set)
+  hset(key, set, rec.present)
   emit_transition(K, id, 'processing', to)
   return to
 end
@@ -250,7 +286,7 @@ end
 -- A key that is not a hash where a job should be: replace it by a failed record saying so.
 local function fail_garbage(K, id, key, kind)
   redis.call('DEL', key)
-  hset(key, { job_id = id, task = 'unknown', payload = 'null', priority = 'normal', progress = 0,
+  hset(key, { task = 'unknown', payload = 'null', priority = 'normal', progress = 0,
     retry_count = 0, max_retries = 0, created_at = NOW, completed_at = NOW, status = 'failed',
     error_message = 'corrupt job record: stored as a ' .. kind .. ', not a hash' })
   for s, _ in pairs(VALID) do
@@ -267,7 +303,7 @@ end
 -- Rewrites unreadable fields of a corrupt job hash with safe values (the originals of
 -- JSON fields are kept under `corrupt_<field>`), so the failed record can be read.
 local function sanitize(id, key)
-  local set = { job_id = id }
+  local set = {}
   local function get(f) return redis.call('HGET', key, f) end
   set.progress = math.min(math.max(math.floor(num(get('progress'), 0)), 0), 100)
   for _, f in ipairs({ 'retry_count', 'max_retries' }) do

@@ -23,6 +23,6 @@ redis.call('ZREM', K.finished, id)
 redis.call('ZREM', status_key(K, status), id)
 place(K, id, 'manual_retry', 'queued', rec, {}, nil)
 if rec.unique_key then redis.call('HSET', K.dedup, rec.unique_key, id) end
-hset(key, set)
+hset(key, set, rec.present)
 emit_transition(K, id, status, 'queued')
 return { 'ok', redis.call('HGETALL', key) }
