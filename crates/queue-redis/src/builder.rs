@@ -33,6 +33,7 @@ pub(crate) struct Inner {
     clock: Option<SharedClock>,
     pub(crate) errors: Errors,
     pub(crate) subscriptions: Arc<Subscriptions>,
+    pub(crate) coalesced: crate::store::Coalesced,
 }
 
 /// Builds a [`RedisBackend`] from a [`QueueConfig`] (`DCS_REDIS_URL`, `DCS_QUEUE_NAME`, ...).
@@ -114,6 +115,7 @@ impl RedisBackendBuilder {
                 config: self.config,
                 clock: self.clock,
                 errors,
+                coalesced: Default::default(),
             }),
         })
     }

@@ -10,6 +10,7 @@ use queue_core::{
     encode_cursor, from_millis, to_millis,
 };
 use redis::Value;
+use tokio::sync::oneshot;
 
 use crate::{
     RedisBackend,
@@ -270,13 +271,112 @@ impl RedisBackend {
     }
 }
 
+/// Single enqueues sent as one batch (group commit): a call goes out at once when fewer
+/// than [`ENQUEUE_SENDS`] batches are on their way, and otherwise joins the next batch,
+/// which leaves as soon as one of them is answered. One caller alone waits one round
+/// trip, as before; many callers share round trips and scripts.
+#[derive(Default)]
+pub(crate) struct Coalesced {
+    state: std::sync::Mutex<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    jobs: Vec<(NewJob, oneshot::Sender<Result<JobRecord>>)>,
+    /// Batches on their way (sender tasks running).
+    sending: usize,
+}
+
+/// Batches of single enqueues on their way at once.
+const ENQUEUE_SENDS: usize = 4;
+/// Single enqueues per batch.
+const COALESCED_BATCH: usize = 100;
+
+impl RedisBackend {
+    /// A task that sends waiting single enqueues until none is left.
+    fn spawn_sender(&self) {
+        /// Gives the sender's slot back if the task is dropped (its runtime stopped): a
+        /// later enqueue then sends what it left waiting.
+        struct Slot(Option<RedisBackend>);
+        impl Drop for Slot {
+            fn drop(&mut self) {
+                if let Some(b) = self.0.take() {
+                    let mut w = b.inner.coalesced.state.lock().expect("enqueue queue lock");
+                    w.sending -= 1;
+                }
+            }
+        }
+        let mut slot = Slot(Some(self.clone()));
+        tokio::spawn(async move {
+            loop {
+                let this = slot.0.clone().expect("the slot is held while sending");
+                let batch = {
+                    let mut w = this
+                        .inner
+                        .coalesced
+                        .state
+                        .lock()
+                        .expect("enqueue queue lock");
+                    if w.jobs.is_empty() {
+                        // Under the lock: a caller who comes after sees the free slot.
+                        w.sending -= 1;
+                        drop(slot.0.take());
+                        return;
+                    }
+                    let n = w.jobs.len().min(COALESCED_BATCH);
+                    w.jobs.drain(..n).collect::<Vec<_>>()
+                };
+                let (jobs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                match this.enqueue_many(jobs).await {
+                    Ok(results) => {
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Err(e) => {
+                        let why = e.chain();
+                        for reply in replies {
+                            let _ = reply.send(Err(Error::Backend {
+                                backend: "redis",
+                                message: format!("enqueue: {why}"),
+                            }));
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
 #[async_trait]
 impl JobStore for RedisBackend {
     async fn enqueue(&self, job: NewJob) -> Result<JobRecord> {
-        self.enqueue_many(vec![job])
-            .await?
-            .pop()
-            .expect("one result per job")
+        let (reply, answer) = oneshot::channel();
+        let send = {
+            let mut w = self
+                .inner
+                .coalesced
+                .state
+                .lock()
+                .expect("enqueue queue lock");
+            w.jobs.push((job, reply));
+            let free = w.sending < ENQUEUE_SENDS;
+            if free {
+                w.sending += 1;
+            }
+            free
+        };
+        if send {
+            self.spawn_sender();
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::Unavailable {
+                backend: "redis",
+                source: "the enqueue stopped before Redis answered (its runtime shut down); \
+                         the job may or may not be stored"
+                    .into(),
+            })
+        })
     }
 
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {

@@ -201,6 +201,52 @@ pub async fn unique_key_race_has_one_winner(h: &Harness) {
     assert_eq!(h.backend.stats().await.unwrap().total, 1);
 }
 
+/// Many enqueues at once (which a backend may send together) each get their own answer:
+/// their own record, or the refusal of their own bad input; two with one chosen id get
+/// the same record.
+pub async fn concurrent_enqueues_each_get_their_own_answer(h: &Harness) {
+    let shared = JobId::new();
+    let tasks: Vec<_> = (0..200u32)
+        .map(|n| {
+            let backend = Arc::clone(&h.backend);
+            let new = match n % 10 {
+                3 => job(n).unique_key(""),
+                7 => job(n).job_id(shared),
+                _ => job(n).priority(Priority::High),
+            };
+            tokio::spawn(async move { (n, backend.enqueue(new).await) })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    let mut holders = Vec::new();
+    for task in tasks {
+        let (n, result) = task.await.unwrap();
+        match (n % 10, result) {
+            (3, Err(Error::InvalidArgument { message })) => {
+                assert!(message.contains("unique"), "{message}")
+            }
+            (3, other) => panic!("job {n}: expected InvalidArgument, got {other:?}"),
+            (7, Ok(record)) => {
+                assert_eq!(record.job_id, shared);
+                holders.push(n_of(&record));
+            }
+            (_, Ok(record)) => {
+                assert_eq!(n_of(&record), u64::from(n), "job {n} got another's record");
+                assert_eq!(record.priority, Priority::High);
+                assert!(ids.insert(record.job_id), "job {n}: id given twice");
+            }
+            (_, Err(e)) => panic!("job {n}: {e:?}"),
+        }
+    }
+    assert_eq!(holders.len(), 20);
+    assert!(
+        holders.windows(2).all(|w| w[0] == w[1]),
+        "one chosen id, one record: {holders:?}"
+    );
+    assert_eq!(h.backend.stats().await.unwrap().total, 161);
+    assert_eq!(fetch(h, 500).await.len(), 161);
+}
+
 /// Enqueueing again with the same job id returns the existing job.
 pub async fn enqueue_with_same_id_is_idempotent(h: &Harness) {
     let id = JobId::new();

@@ -45,6 +45,7 @@ macro_rules! conformance_tests {
             unique_key_refused_while_active,
             unique_key_race_has_one_winner,
             enqueue_with_same_id_is_idempotent,
+            concurrent_enqueues_each_get_their_own_answer,
             enqueue_many_reports_each_job,
             cancel_queued_job,
             cancel_running_job,
