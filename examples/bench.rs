@@ -6,7 +6,8 @@
 //! cargo run --release -p queue-examples --example bench -- --backend-only   # lifecycles only
 //! ```
 //!
-//! Prints: backend lifecycles/s (enqueue, claim, finish with no worker), jobs/s through
+//! Prints: backend lifecycles/s (enqueue one by one, claim 100 and end them in one
+//! `finish_many`, with no worker), jobs/s through
 //! the worker at concurrency 1, 10 and 100, and enqueue-to-start latency (p50/p99) with
 //! an idle worker.
 
@@ -19,7 +20,9 @@ use std::{
 };
 
 use anyhow::bail;
-use queue_core::{ClaimRequest, NewJob, Outcome, Payload, QueueConfig, SharedBackend, WorkerId};
+use queue_core::{
+    ClaimRequest, Ending, NewJob, Outcome, Payload, QueueConfig, SharedBackend, WorkerId,
+};
 use queue_memory::MemoryBackend;
 use queue_worker::{CancellationToken, Worker};
 
@@ -74,11 +77,17 @@ async fn lifecycles(backend: SharedBackend, n: usize) -> anyhow::Result<(f64, f6
         if leases.is_empty() {
             bail!("queue ran dry after {done} jobs");
         }
-        for lease in leases {
-            backend
-                .finish(&lease.to_ref(), Outcome::Completed { result: None }, None)
-                .await?;
-            done += 1;
+        // Ended together, as the worker reports them.
+        let endings: Vec<Ending> = leases
+            .iter()
+            .map(|lease| Ending {
+                lease: lease.to_ref(),
+                outcome: Outcome::Completed { result: None },
+            })
+            .collect();
+        done += endings.len();
+        for status in backend.finish_many(endings, None).await?.statuses {
+            status?;
         }
     }
     let claim_finish = n as f64 / t.elapsed().as_secs_f64();

@@ -8,6 +8,9 @@
 //!
 //! Use a Redis of its own: the CPU, command and memory figures are server-wide deltas.
 //! Prints a table and one JSON line. Each phase uses a fresh queue, deleted afterwards.
+//! The backlog phase queues `--backlog` jobs (default 10⁶, about 0.75 GB of Redis memory;
+//! `--backlog 0` skips it) and compares the processing rate, `stats` and the first page of
+//! `list` with the same on a queue of 1,000.
 
 use std::{
     sync::{
@@ -19,7 +22,7 @@ use std::{
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use queue_core::{JobStore, NewJob, Payload, QueueConfig};
+use queue_core::{JobStatus, JobStore, ListQuery, NewJob, Payload, QueueConfig};
 use queue_redis::RedisBackend;
 use queue_worker::{CancellationToken, Worker};
 use tokio::sync::{Notify, mpsc};
@@ -242,8 +245,132 @@ async fn main() -> anyhow::Result<()> {
         "lat_p99_ms".into(),
         serde_json::json!((pct(99.0) * 1000.0).round() / 1000.0),
     );
+    // 4. Flat under backlog: the same work with 1,000 and with `--backlog` jobs queued.
+    let backlog: usize = arg("--backlog", "1000000").parse()?;
+    if backlog > 1000 {
+        let mut rows = Vec::new();
+        for size in [1000, backlog] {
+            let queue = format!("bench-backlog-{size}-{}", std::process::id());
+            let b = backend(&url, &queue).await?;
+            let mem0 = info.memory().await?;
+            prefill(&b, size).await?;
+            let mem = (info.memory().await? - mem0) / size as f64;
+            let stats_ms = median_ms(50, || async { b.stats().await.map(drop) }).await?;
+            let list_ms = median_ms(50, || async {
+                b.list(&ListQuery::new().limit(20)).await.map(drop)
+            })
+            .await?;
+            let list_queued_ms = median_ms(50, || async {
+                b.list(&ListQuery::new().status(JobStatus::Queued).limit(20))
+                    .await
+                    .map(drop)
+            })
+            .await?;
+            // The rate is taken over `n` jobs; the small queue gets them on top of its 1,000.
+            let count = if size < n {
+                prefill(&b, n).await?;
+                n
+            } else {
+                n.min(size)
+            };
+            let rate = process(&b, &mut info, &queue, count, 100).await?;
+            println!(
+                "backlog {size:>8}: process {rate:>7.0} jobs/s (c100, {count} jobs)  stats {stats_ms:.3} ms  \
+                 first page {list_ms:.3} ms  first queued page {list_queued_ms:.3} ms  bytes/queued job {mem:.0}"
+            );
+            rows.push((rate, stats_ms, list_ms));
+            for (k, v) in [
+                ("process_jobs_s", rate),
+                ("stats_ms", stats_ms),
+                ("list_first_page_ms", list_ms),
+                ("list_queued_first_page_ms", list_queued_ms),
+                ("bytes_per_queued_job", mem),
+            ] {
+                out.insert(
+                    format!("backlog{size}_{k}"),
+                    serde_json::json!((v * 1000.0).round() / 1000.0),
+                );
+            }
+            b.destroy().await?;
+        }
+        let (small, large) = (rows[0], rows[1]);
+        println!(
+            "backlog {backlog} vs 1000: process {:.2}x  stats {:.2}x  first page {:.2}x",
+            large.0 / small.0,
+            large.1 / small.1,
+            large.2 / small.2
+        );
+    }
     println!("{}", serde_json::Value::Object(out));
     Ok(())
+}
+
+/// Enqueues `count` no-op jobs in batches of 500, four batches in flight.
+async fn prefill(b: &RedisBackend, count: usize) -> anyhow::Result<()> {
+    let batches: Vec<Vec<NewJob>> = (0..count)
+        .collect::<Vec<_>>()
+        .chunks(500)
+        .map(|c| c.iter().map(|&i| noop(i)).collect())
+        .collect();
+    let mut calls = futures_util::stream::iter(batches)
+        .map(|batch| {
+            let b = b.clone();
+            async move { b.enqueue_many(batch).await }
+        })
+        .buffer_unordered(4);
+    while let Some(results) = calls.next().await {
+        for r in results? {
+            r?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a worker until `count` jobs completed; the rate from its first job on.
+async fn process(
+    b: &RedisBackend,
+    info: &mut Info,
+    queue: &str,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let first: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+    let f2 = Arc::clone(&first);
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(Arc::new(b.clone()))
+        .concurrency(concurrency)
+        .register("noop", move |_: serde_json::Value, _ctx| {
+            f2.get_or_init(Instant::now);
+            async { Ok(()) }
+        })
+        .build()?;
+    let run = tokio::spawn(worker.run(stop.clone()));
+    let done_key = format!("dcs:{{{queue}}}:st:completed");
+    let end = loop {
+        if info.zcard(&done_key).await? >= count {
+            break Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    stop.cancel();
+    run.await??;
+    Ok(count as f64 / (end - *first.get().context("no job ran")?).as_secs_f64())
+}
+
+/// The median time of `runs` calls, in ms.
+async fn median_ms<F, Fut>(runs: usize, mut call: F) -> anyhow::Result<f64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = queue_core::Result<()>>,
+{
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        call().await?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 fn fastrand_u64() -> u64 {

@@ -168,14 +168,15 @@ impl RedisBackend {
                     .query_async(&mut conn)
                     .await
                     .map_err(|e| self.err(e))?;
-                for key in &keys {
-                    // One key per command, slot-agnostic.
-                    let n: u64 = redis::cmd("UNLINK")
-                        .arg(key)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(|e| self.err(e))?;
-                    removed += n;
+                if !keys.is_empty() {
+                    // One key per command (slot-agnostic), one round trip per page.
+                    let mut pipe = redis::pipe();
+                    for key in &keys {
+                        pipe.cmd("UNLINK").arg(key);
+                    }
+                    let counts: Vec<u64> =
+                        pipe.query_async(&mut conn).await.map_err(|e| self.err(e))?;
+                    removed += counts.iter().sum::<u64>();
                 }
                 cursor = next;
                 if cursor == 0 {
