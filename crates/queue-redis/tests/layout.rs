@@ -1,0 +1,127 @@
+//! What the Redis backend stores and sends, checked on the raw keys: records keep no empty
+//! fields, and events are published only while someone follows them.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use queue_core::{Broker, ClaimRequest, JobStore, NewJob, Outcome, WorkerId};
+use redis::AsyncCommands;
+
+fn req() -> ClaimRequest {
+    ClaimRequest::new(WorkerId::new("w1"), 1, Duration::from_secs(30))
+}
+
+/// A finished record holds no empty field and no copy of its id; a field an attempt set
+/// (here the error of a retried attempt) is removed when a later one clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_keep_no_empty_fields() {
+    let url = support::redis_url();
+    let backend = support::backend(&url, None).await;
+    let mut raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let id = backend
+        .enqueue(NewJob::new("t", &1).unwrap().max_retries(2))
+        .await
+        .unwrap()
+        .job_id;
+    let key = format!("dcs-test:{{{}}}:job:{id}", backend.config().queue_name);
+
+    let lease = backend
+        .fetch(&req(), Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
+    let retry = Outcome::Retry {
+        error: "flaky".into(),
+        delay: Duration::ZERO,
+    };
+    backend.finish(&lease.to_ref(), retry, None).await.unwrap();
+    let fields: Vec<(String, String)> = raw.hgetall(&key).await.unwrap();
+    assert!(
+        fields
+            .iter()
+            .any(|(f, v)| f == "error_message" && v == "flaky"),
+        "{fields:?}"
+    );
+
+    let lease = backend
+        .fetch(&req(), Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
+    let done = Outcome::Completed { result: None };
+    backend.finish(&lease.to_ref(), done, None).await.unwrap();
+    let fields: Vec<(String, String)> = raw.hgetall(&key).await.unwrap();
+    for (field, value) in &fields {
+        assert!(
+            !value.is_empty(),
+            "field {field} is stored empty: {fields:?}"
+        );
+        assert!(
+            !["job_id", "error_message", "worker_id", "run_at", "result"].contains(&field.as_str()),
+            "field {field} should not be stored: {fields:?}"
+        );
+    }
+    let record = backend.get(id).await.unwrap();
+    assert_eq!((record.job_id, record.retry_count), (id, 1));
+    assert_eq!(record.error_message, None);
+    backend.destroy().await.unwrap();
+}
+
+/// Nobody subscribed: no event is published (a raw listener hears nothing). A subscriber
+/// marks its presence, with an expiry it keeps renewing, and then hears every transition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_published_only_while_someone_follows_them() {
+    let url = support::redis_url();
+    let backend = support::backend(&url, None).await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let prefix = format!("dcs-test:{{{}}}:", backend.config().queue_name);
+    let mut listener = client.get_async_pubsub().await.unwrap();
+    listener.subscribe(format!("{prefix}events")).await.unwrap();
+    let mut heard = listener.into_on_message();
+
+    backend
+        .enqueue(NewJob::new("t", &1).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), heard.next())
+            .await
+            .is_err(),
+        "an event was published with nobody subscribed"
+    );
+    let present: bool = raw.exists(format!("{prefix}subs")).await.unwrap();
+    assert!(!present);
+
+    let mut events = backend.subscribe().await.unwrap();
+    let ttl: i64 = raw.pttl(format!("{prefix}subs")).await.unwrap();
+    assert!(ttl > 0 && ttl <= 15_000, "presence expiry {ttl} ms");
+    let id = backend
+        .enqueue(NewJob::new("t", &2).unwrap())
+        .await
+        .unwrap()
+        .job_id;
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("the subscriber hears the enqueue")
+        .expect("open");
+    assert_eq!(event.job_id, id);
+    let message = tokio::time::timeout(Duration::from_secs(5), heard.next())
+        .await
+        .expect("the raw listener hears it too")
+        .expect("open");
+    assert!(
+        message
+            .get_payload::<String>()
+            .unwrap()
+            .contains(&id.to_string())
+    );
+    drop(events);
+    backend.destroy().await.unwrap();
+}
