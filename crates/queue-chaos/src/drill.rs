@@ -55,6 +55,10 @@ pub(crate) struct DrillArgs {
     /// Longest wait for the queue to drain after the faults stop.
     #[arg(long, default_value_t = 120)]
     pub(crate) drain_seconds: u64,
+    /// Keep injecting past `--seconds` until this many faults were injected (a loaded
+    /// machine injects fewer per second: failovers take longer), for at most 3x as long.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) min_faults: u64,
 }
 
 /// What the drill found.
@@ -295,8 +299,12 @@ impl Drill {
             Arc::clone(&enqueued),
         )));
 
-        let until = Instant::now() + Duration::from_secs(self.args.seconds);
-        while Instant::now() < until {
+        let started = Instant::now();
+        let until = started + Duration::from_secs(self.args.seconds);
+        let at_most = started + Duration::from_secs(self.args.seconds * 3);
+        while Instant::now() < until
+            || (self.injected() < self.args.min_faults && Instant::now() < at_most)
+        {
             tokio::time::sleep(rand_ms(1500, 3500)).await;
             if let Err(e) = self.inject().await {
                 eprintln!("a fault could not be injected: {e:#}");
@@ -324,6 +332,15 @@ impl Drill {
         }
         self.report(seed, &ids, refused.load(Ordering::Relaxed), drain_seconds)
             .await
+    }
+
+    /// Faults injected so far (keys moved by a slot migration are not faults of their own).
+    fn injected(&self) -> u64 {
+        self.faults
+            .iter()
+            .filter(|(k, _)| k.as_str() != "keys migrated")
+            .map(|(_, v)| v)
+            .sum()
     }
 
     /// One fault, chosen at random among what this deployment allows.
