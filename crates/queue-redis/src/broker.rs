@@ -20,47 +20,33 @@ use crate::{
 };
 
 impl RedisBackend {
-    /// Leases from a claim reply, with their records (read in one pipelined round trip: the
-    /// lease is the one the claim just wrote; a cancel arriving meanwhile comes by push or
-    /// heartbeat); a job whose record cannot be read is failed at once, saying why.
+    /// Leases from a claim reply, with the records the claim read (the lease is the one
+    /// the claim just wrote; a cancel arriving meanwhile comes by push or heartbeat); a job
+    /// whose record cannot be read is failed at once, saying why.
     async fn leases(&self, claimed: Vec<Claimed>, worker: &WorkerId) -> Result<Vec<Lease>> {
-        if claimed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for c in &claimed {
-            pipe.cmd("HGETALL").arg(self.inner.keys.job_named(&c.id));
-        }
-        let mut conn = self.conn();
-        let records: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|e| self.err(e))?;
         let mut out = Vec::with_capacity(claimed.len());
-        for (c, record) in claimed.into_iter().zip(records) {
-            let problem = match record {
-                Value::ServerError(_) => "corrupt job record: not stored as a hash".to_owned(),
-                record => {
-                    let fields = wire::to_fields(record);
-                    if fields.is_empty() {
-                        "corrupt job record: it is missing".to_owned()
-                    } else {
-                        let lease = LeaseEntry {
-                            token: c.token.as_str().to_owned(),
-                            expires: c.expires,
-                            started: c.started,
-                            cancel: c.cancel,
-                            worker: worker.as_str().to_owned(),
-                        };
-                        match codec::decode_leased(c.id.parse().ok(), &fields, Some(&lease)) {
-                            Ok(job) => {
-                                out.push(Lease {
-                                    job,
-                                    token: c.token,
-                                    expires_at: from_millis(c.expires),
-                                });
-                                continue;
-                            }
-                            Err(e) => format!("corrupt job record: {e}"),
+        for c in claimed {
+            let problem = match &c.record {
+                None => "corrupt job record: not stored as a hash".to_owned(),
+                Some(fields) if fields.is_empty() => "corrupt job record: it is missing".to_owned(),
+                Some(fields) => {
+                    let lease = LeaseEntry {
+                        token: c.token.as_str().to_owned(),
+                        expires: c.expires,
+                        started: c.started,
+                        cancel: c.cancel,
+                        worker: worker.as_str().to_owned(),
+                    };
+                    match codec::decode_leased(c.id.parse().ok(), fields, Some(&lease)) {
+                        Ok(job) => {
+                            out.push(Lease {
+                                job,
+                                token: c.token,
+                                expires_at: from_millis(c.expires),
+                            });
+                            continue;
                         }
+                        Err(e) => format!("corrupt job record: {e}"),
                     }
                 }
             };

@@ -95,6 +95,9 @@ pub(crate) struct Claimed {
     pub(crate) started: Millis,
     pub(crate) expires: Millis,
     pub(crate) cancel: bool,
+    /// The job's record as the claim read it: its fields, or `None` when the key holds
+    /// something other than a hash.
+    pub(crate) record: Option<Fields>,
 }
 
 /// The leases of a claim reply.
@@ -102,13 +105,18 @@ pub(crate) fn claimed(v: Value) -> Vec<Claimed> {
     array(v)
         .into_iter()
         .filter_map(|item| {
-            let parts = array(item);
+            let mut parts = array(item).into_iter();
+            let mut next = || parts.next();
             Some(Claimed {
-                id: text(parts.first()?)?,
-                token: LeaseToken::new(text(parts.get(1)?)?),
-                started: int(parts.get(2)?)?,
-                expires: int(parts.get(3)?)?,
-                cancel: int(parts.get(4)?)? == 1,
+                id: text(&next()?)?,
+                token: LeaseToken::new(text(&next()?)?),
+                started: int(&next()?)?,
+                expires: int(&next()?)?,
+                cancel: int(&next()?)? == 1,
+                record: match next()? {
+                    v @ Value::Array(_) => Some(to_fields(v)),
+                    _ => None,
+                },
             })
         })
         .collect()

@@ -2,7 +2,8 @@
 -- NEXT (the state machine), VALID, TERMINAL, BAND, PNAME, EFFECT, START_DEFERRED, SETTLE,
 -- EXPIRE, CANCEL, PLACE, COUNTER, LEASE_MSG. Each entry point then gets `K` (its declared
 -- static keys by name) and `NS` (how many there are: its other keys follow in KEYS).
--- Every key a script touches is declared; none is built here, only channel names.
+-- Every key a script touches is declared; none is built here but channel names and the
+-- records a claim returns (with_records).
 --
 -- Every entry point starts with begin(ARGV): ARGV[1] = the queue's prefix (for channel
 -- names), ARGV[2] = now in ms ('' = server TIME). Calls run one at a time, so P, NOW and B
@@ -355,7 +356,21 @@ local function next_due(K)
   return hint
 end
 
--- Leases up to `max` ready jobs for `worker`: a list of {id, token, started, expires, cancel}.
+-- The record of each claimed job goes back with its lease (the worker needs it to run the
+-- job: no second round trip). Claimed ids are known only here, so this is the one place a
+-- script builds a key: `P .. 'job:' .. id` (keys.rs `job`), the queue's hash tag and so the
+-- same Cluster slot as every declared key. A key that is not a hash answers 'wrongtype'.
+local function with_records(claimed)
+  for _, c in ipairs(claimed) do
+    local fields = redis.pcall('HGETALL', P .. 'job:' .. c[1])
+    if failed(fields) then fields = 'wrongtype' end
+    c[6] = fields
+  end
+  return claimed
+end
+
+-- Leases up to `max` ready jobs for `worker`: a list of {id, token, started, expires, cancel,
+-- record fields}.
 -- Claim ids of one worker increase; one at or below the last seen is a request sent again,
 -- answered with the leases it took that are still held, oldest first, at most `max`
 -- (none: it claims as new).
@@ -381,7 +396,7 @@ local function claim(K, worker, claim_id, token_base, lease_ms, max, chain)
         return a[1] < b[1]
       end)
       while #again > max do table.remove(again) end
-      return again
+      return with_records(again)
     end
   else
     redis.call('HSET', K.claims, worker, claim_id)
@@ -412,5 +427,5 @@ local function claim(K, worker, claim_id, token_base, lease_ms, max, chain)
   end
   -- All it could take, and maybe more left: let another fetcher look.
   if chain and #out == max then wake() end
-  return out
+  return with_records(out)
 end
