@@ -44,18 +44,33 @@ local function key_type(key) return redis.call('TYPE', key).ok end
 
 local function wake() B.wake = true end
 
--- Deferred writes (see B above).
-local function push(t, key, ...)
-  local list = t[key]
+-- Deferred writes (see B above). Written out per kind: these run for every job.
+local function later_zadd(key, score, member)
+  local list = B.zadd[key]
   if not list then
     list = {}
-    t[key] = list
+    B.zadd[key] = list
   end
-  for _, v in ipairs({ ... }) do list[#list + 1] = v end
+  local n = #list
+  list[n + 1] = score
+  list[n + 2] = member
 end
-local function later_zadd(key, score, member) push(B.zadd, key, score, member) end
-local function later_zrem(key, member) push(B.zrem, key, member) end
-local function later_hdel(key, field) push(B.hdel, key, field) end
+local function later_zrem(key, member)
+  local list = B.zrem[key]
+  if not list then
+    list = {}
+    B.zrem[key] = list
+  end
+  list[#list + 1] = member
+end
+local function later_hdel(key, field)
+  local list = B.hdel[key]
+  if not list then
+    list = {}
+    B.hdel[key] = list
+  end
+  list[#list + 1] = field
+end
 local function bump(counter, by) B.counters[counter] = (B.counters[counter] or 0) + (by or 1) end
 -- Releases `unique_key` if `id` still holds it.
 local function later_release(unique_key, id) B.release[#B.release + 1] = { unique_key, id } end
@@ -164,10 +179,15 @@ local function write_lease(K, id, l) redis.call('HSET', K.leases, id, encode_lea
 
 local function holds(l, token) return l ~= nil and token ~= '' and l.token == token and l.expires > NOW end
 
+local function lease_string(token, expires, lease_ms, started, seq, cancel, claim, worker)
+  local c = '0'
+  if cancel then c = '1' end
+  return token .. '|' .. expires .. '|' .. lease_ms .. '|' .. started .. '|' .. seq .. '|' .. c
+    .. '|' .. claim .. '|' .. worker
+end
+
 encode_lease = function(l)
-  local cancel = '0'
-  if l.cancel then cancel = '1' end
-  return table.concat({ l.token, l.expires, l.lease_ms, l.started, l.seq, cancel, l.claim, l.worker }, '|')
+  return lease_string(l.token, l.expires, l.lease_ms, l.started, l.seq, l.cancel, l.claim, l.worker)
 end
 
 local function extend(K, id, l, expires)
@@ -208,12 +228,22 @@ end
 
 local function band_of(priority) return BAND[priority] or 1 end
 
-local function ready_key(K, band) return K['ready' .. band] end
-local function delayed_key(K, band) return K['delayed' .. band] end
+local READY_NAME = { [0] = 'ready0', [1] = 'ready1', [2] = 'ready2' }
+local DELAYED_NAME = { [0] = 'delayed0', [1] = 'delayed1', [2] = 'delayed2' }
+local function ready_key(K, band) return K[READY_NAME[band] or ('ready' .. band)] end
+local function delayed_key(K, band) return K[DELAYED_NAME[band] or ('delayed' .. band)] end
 
 -- Status indexes (scored by creation time) exist for every status but `processing`, whose
--- index is `active` (and the `leases` hash).
-local function status_key(K, status) return K['st_' .. status] end
+-- index is `active` (and the `leases` hash). Names are kept, not built per job.
+local STATUS_NAME = {}
+local function status_key(K, status)
+  local name = STATUS_NAME[status]
+  if not name then
+    name = 'st_' .. status
+    STATUS_NAME[status] = name
+  end
+  return K[name]
+end
 
 -- Puts a job among the delayed ones and lowers the due hint if it is now the earliest.
 local function schedule(K, band, due, id)
@@ -411,8 +441,8 @@ local function claim(K, worker, claim_id, token_base, lease_ms, max, chain)
       local id = popped[j]
       local token = token_base .. ':' .. (#out + 1)
       leases[#leases + 1] = id
-      leases[#leases + 1] = encode_lease({ token = token, expires = expires, lease_ms = lease_ms,
-        started = NOW, seq = popped[j + 1], cancel = false, claim = claim_id, worker = worker })
+      leases[#leases + 1] = lease_string(token, expires, lease_ms, NOW, popped[j + 1], false,
+        claim_id, worker)
       active[#active + 1] = expires
       active[#active + 1] = id
       ids[#ids + 1] = id
