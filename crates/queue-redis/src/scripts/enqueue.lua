@@ -32,19 +32,20 @@ for i = 0, count - 1 do
   elseif not history_ok then
     out[#out + 1] = { 'badkey', id }
   else
-    local fields = { task = task, payload = payload, status = 'queued',
-      priority = PNAME[band], progress = 0, retry_count = 0, max_retries = ARGV[b + 6],
-      created_at = NOW }
-    if uk ~= '' then fields.unique_key = uk end
-    if ARGV[b + 7] ~= '' then fields.timeout_ms = ARGV[b + 7] end
-    if ARGV[b + 8] ~= '' then fields.metadata = ARGV[b + 8] end
+    -- The HSET arguments are built directly (this runs for every job).
+    local fields = { 'task', task, 'payload', payload, 'status', 'queued', 'priority', PNAME[band],
+      'progress', 0, 'retry_count', 0, 'max_retries', ARGV[b + 6], 'created_at', NOW }
+    local n = 16
+    if uk ~= '' then fields[n + 1], fields[n + 2], n = 'unique_key', uk, n + 2 end
+    if ARGV[b + 7] ~= '' then fields[n + 1], fields[n + 2], n = 'timeout_ms', ARGV[b + 7], n + 2 end
+    if ARGV[b + 8] ~= '' then fields[n + 1], fields[n + 2], n = 'metadata', ARGV[b + 8], n + 2 end
     if delay > 0 then
       schedule(K, band, NOW + delay, id)
-      fields.run_at = NOW + delay
+      fields[n + 1], fields[n + 2], n = 'run_at', NOW + delay, n + 2
     else
       ready[#ready + 1] = { band, id }
     end
-    hset(key, fields)
+    redis.call('HSET', key, unpack(fields))
     later_zadd(K.st_queued, NOW, id)
     later_zadd(K.jobs, NOW, id)
     if uk ~= '' then
