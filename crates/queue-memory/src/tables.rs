@@ -442,7 +442,8 @@ impl Tables {
         let r = &mut self.jobs.get_mut(&lease.job_id).expect("held").record;
         r.progress = r.progress.max(progress);
         if let Some(s) = step_name {
-            r.current_step = Some(s.to_owned());
+            // An empty step name clears the step.
+            r.current_step = (!s.is_empty()).then(|| s.to_owned());
         }
         let status = LeaseStatus {
             cancel_requested: r.cancel_requested,

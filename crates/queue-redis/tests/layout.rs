@@ -54,6 +54,29 @@ async fn records_keep_no_empty_fields() {
         .await
         .unwrap()
         .remove(0);
+    // Progress with a step, then with an empty one: the step is removed, not stored empty.
+    backend
+        .progress(&lease.to_ref(), 10, Some("parsing".into()))
+        .await
+        .unwrap();
+    let fields: Vec<(String, String)> = raw.hgetall(&key).await.unwrap();
+    assert!(
+        fields
+            .iter()
+            .any(|(f, v)| f == "current_step" && v == "parsing"),
+        "{fields:?}"
+    );
+    backend
+        .progress(&lease.to_ref(), 20, Some(String::new()))
+        .await
+        .unwrap();
+    let fields: Vec<(String, String)> = raw.hgetall(&key).await.unwrap();
+    assert!(
+        fields
+            .iter()
+            .all(|(f, v)| f != "current_step" && !v.is_empty()),
+        "{fields:?}"
+    );
     let done = Outcome::Completed { result: None };
     backend.finish(&lease.to_ref(), done, None).await.unwrap();
     let fields: Vec<(String, String)> = raw.hgetall(&key).await.unwrap();
@@ -63,7 +86,15 @@ async fn records_keep_no_empty_fields() {
             "field {field} is stored empty: {fields:?}"
         );
         assert!(
-            !["job_id", "error_message", "worker_id", "run_at", "result"].contains(&field.as_str()),
+            ![
+                "job_id",
+                "error_message",
+                "worker_id",
+                "run_at",
+                "result",
+                "current_step"
+            ]
+            .contains(&field.as_str()),
             "field {field} should not be stored: {fields:?}"
         );
     }

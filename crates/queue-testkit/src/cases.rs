@@ -549,7 +549,7 @@ pub async fn heartbeat_extends_lease(h: &Harness) {
     assert_eq!(h.backend.stats().await.unwrap().active_workers, 0);
 }
 
-/// Progress never goes backwards within an attempt; the step is stored.
+/// Progress never goes backwards within an attempt; the step is stored (an empty one clears it).
 pub async fn progress_never_goes_backwards(h: &Harness) {
     let a = enqueue(h, job(1)).await;
     let lease = claim_one(h).await;
@@ -570,6 +570,13 @@ pub async fn progress_never_goes_backwards(h: &Harness) {
         (r.progress, r.current_step.as_deref()),
         (55, Some("topic_analysis"))
     );
+    // An empty step name clears the step.
+    h.backend
+        .progress(&lease.to_ref(), 60, Some(String::new()))
+        .await
+        .unwrap();
+    let r = get(h, a.job_id).await;
+    assert_eq!((r.progress, r.current_step.as_deref()), (60, None));
     assert!(matches!(
         h.backend.progress(&lease.to_ref(), 101, None).await,
         Err(Error::InvalidArgument { .. })

@@ -426,7 +426,8 @@ impl Model {
         h.expires = now + h.lease_ms;
         job.record.progress = job.record.progress.max(progress);
         if step.is_some() {
-            job.record.current_step = step;
+            // An empty step name clears the step.
+            job.record.current_step = step.filter(|s| !s.is_empty());
         }
         Ok(job.record.cancel_requested)
     }

@@ -9,7 +9,13 @@ if failed(current) then return { 'lost' } end
 local value = math.max(num(current[1], 0), tonumber(ARGV[5]))
 local step = current[2]
 if ARGV[6] == '1' then step = ARGV[7] end
-redis.call('HSET', key, 'progress', value, 'current_step', step or '')
+if step and step ~= '' then
+  redis.call('HSET', key, 'progress', value, 'current_step', step)
+else
+  -- No step: none is stored (a record keeps no empty field).
+  redis.call('HSET', key, 'progress', value)
+  if current[2] then redis.call('HDEL', key, 'current_step') end
+end
 extend(K, id, l, NOW + l.lease_ms)
 if step == '' then step = nil end
 emit(K, id, 'progress', { progress = value, step = step })
