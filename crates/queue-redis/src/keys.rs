@@ -23,9 +23,12 @@ pub(crate) enum Static {
     Leases,
     /// `claims`: worker -> the last claim request id it sent.
     Claims,
-    /// `st:<status>`: jobs of a status (not `processing`), by creation time.
+    /// `st:<status>`: jobs of a status, by creation time, for the queued and the finished
+    /// statuses; `st:queued` holds every job not finished (running ones too, told apart by
+    /// their lease), so together they list every retained job.
     Status(JobStatus),
-    /// `jobs`: every retained job, by creation time.
+    /// `jobs`: written by versions before 0.2 (every job by creation time); only the sweep
+    /// still removes its entries, so it empties as those jobs go.
     Jobs,
     /// `finished`: finished jobs by completion time (the retention sweep).
     Finished,
@@ -131,9 +134,6 @@ impl Keys {
     }
     pub(crate) fn status(&self, status: JobStatus) -> String {
         self.of(Static::Status(status))
-    }
-    pub(crate) fn jobs(&self) -> String {
-        self.of(Static::Jobs)
     }
     pub(crate) fn events(&self) -> String {
         self.key("events")

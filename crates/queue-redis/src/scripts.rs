@@ -41,6 +41,8 @@ pub(crate) struct Script {
 use Static as S;
 
 const ST_QUEUED: Static = S::Status(JobStatus::Queued);
+/// For an entry point that takes all its keys by name.
+const NO_KEYS: [Static; 0] = [];
 const ST_DONE: [Static; 4] = [
     S::Status(JobStatus::Completed),
     S::Status(JobStatus::Failed),
@@ -73,7 +75,7 @@ macro_rules! keys {
 /// name, body, static keys, read only.
 type Spec = (&'static str, &'static str, &'static [Static], bool);
 
-const SPECS: [Spec; 16] = [
+const SPECS: [Spec; 17] = [
     (
         "enqueue",
         include_str!("scripts/enqueue.lua"),
@@ -82,7 +84,6 @@ const SPECS: [Spec; 16] = [
             DELAYED,
             [
                 ST_QUEUED,
-                S::Jobs,
                 S::Finished,
                 S::Leases,
                 S::Dedup,
@@ -105,7 +106,6 @@ const SPECS: [Spec; 16] = [
                 S::Active,
                 S::Leases,
                 S::Claims,
-                ST_QUEUED,
                 S::Seq,
                 S::Marker,
                 S::Due,
@@ -123,7 +123,6 @@ const SPECS: [Spec; 16] = [
             [S::Active, S::Leases, S::Claims, ST_QUEUED],
             ST_DONE,
             [
-                S::Jobs,
                 S::Finished,
                 S::Dedup,
                 S::Stats,
@@ -189,7 +188,7 @@ const SPECS: [Spec; 16] = [
             READY,
             [S::Active, S::Leases, ST_QUEUED],
             ST_DONE,
-            [S::Jobs, S::Finished, S::Dedup, S::Stats, S::Marker, S::Subs]
+            [S::Finished, S::Dedup, S::Stats, S::Marker, S::Subs]
         ],
         false,
     ),
@@ -210,6 +209,12 @@ const SPECS: [Spec; 16] = [
         false,
     ),
     (
+        "page",
+        include_str!("scripts/page.lua"),
+        keys![NO_KEYS],
+        true,
+    ),
+    (
         "read",
         include_str!("scripts/read.lua"),
         keys![[S::Leases]],
@@ -221,7 +226,7 @@ const SPECS: [Spec; 16] = [
         keys![
             [ST_QUEUED],
             ST_DONE,
-            [S::Active, S::Jobs],
+            [S::Active, S::Leases],
             DELAYED,
             READY,
             [S::Workers, S::Stats]
@@ -269,6 +274,7 @@ pub(crate) struct Scripts {
     pub(crate) reap: Script,
     pub(crate) due: Script,
     pub(crate) sweep: Script,
+    pub(crate) page: Script,
     pub(crate) read: Script,
     pub(crate) stats: Script,
     pub(crate) live: Script,
@@ -361,6 +367,7 @@ impl Scripts {
             reap: next(),
             due: next(),
             sweep: next(),
+            page: next(),
             read: next(),
             stats: next(),
             live: next(),

@@ -177,49 +177,29 @@ impl RedisBackend {
         }
     }
 
-    /// Ids (with scores) of `index` after `position`, newest first.
+    /// Ids (with scores) of `indexes` merged, after `position`, newest first (one atomic
+    /// read, `page.lua`).
     async fn index_page(
         &self,
-        index: &str,
+        indexes: &[String],
         position: Option<(Millis, JobId)>,
         n: usize,
     ) -> Result<Vec<(String, Millis)>> {
-        let mut conn = self.conn();
-        let (max, skip_ties) = match position {
-            None => ("+inf".to_owned(), 0),
-            Some((ms, _)) => {
-                let ties: usize = redis::cmd("ZCOUNT")
-                    .arg(index)
-                    .arg(ms)
-                    .arg(ms)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.err(e))?;
-                (ms.to_string(), ties)
-            }
+        let (at, after) = match position {
+            Some((ms, id)) => (ms.to_string(), id.to_string()),
+            None => (String::new(), String::new()),
         };
-        let raw: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(index)
-            .arg(&max)
-            .arg("-inf")
-            .arg("BYSCORE")
-            .arg("REV")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(n + skip_ties)
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        let after = position.map(|(ms, id)| (ms, id.to_string()));
-        Ok(raw
-            .into_iter()
-            .map(|(id, score)| (id, score as Millis))
-            .filter(|(id, score)| match &after {
-                Some((ms, cursor)) => *score < *ms || (*score == *ms && id < cursor),
-                None => true,
-            })
-            .take(n)
+        let reply = self
+            .run(
+                &self.inner.scripts.page,
+                indexes,
+                vec![at, after, n.to_string()],
+            )
+            .await?;
+        let flat = array(reply);
+        Ok(flat
+            .chunks(2)
+            .filter_map(|pair| Some((text(pair.first()?)?, int(pair.get(1)?)?)))
             .collect())
     }
 
@@ -451,16 +431,22 @@ impl JobStore for RedisBackend {
         if query.status == Some(JobStatus::Processing) && query.unique_key.is_none() {
             return self.list_processing(query.limit, position).await;
         }
-        let index = match (&query.unique_key, query.status) {
-            (Some(key), _) => k.unique(key),
-            (None, Some(status)) => k.status(status),
-            (None, None) => k.jobs(),
+        // `st:queued` holds every job not finished (running ones too: the status filter
+        // below tells them apart); without a filter, every job is the status indexes merged.
+        let indexes: Vec<String> = match (&query.unique_key, query.status) {
+            (Some(key), _) => vec![k.unique(key)],
+            (None, Some(status)) => vec![k.status(status)],
+            (None, None) => JobStatus::ALL
+                .iter()
+                .filter(|s| **s != JobStatus::Processing)
+                .map(|s| k.status(*s))
+                .collect(),
         };
         let want = query.limit + 1;
         let mut jobs: Vec<JobRecord> = Vec::with_capacity(want);
         while jobs.len() < want {
             let asked = (want - jobs.len()).max(16);
-            let batch = self.index_page(&index, position, asked).await?;
+            let batch = self.index_page(&indexes, position, asked).await?;
             let exhausted = batch.len() < asked;
             let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
             for ((id, score), read) in batch.iter().zip(self.records(&ids).await?) {

@@ -3,7 +3,7 @@
 -- band, delay_ms, max_retries, timeout_ms, metadata, job key index, history key index,
 -- '1' when the caller chose the id (only such an id can meet leftovers of an old job).
 -- Returns {now, {code, id}...}: ok | exists (the id is taken: that record is kept) |
--- stale (entries of a deleted job with this id remain) | dup (the unique key's holder) |
+-- stale (entries of a deleted job with this id remain: queued, running or finished) | dup (the unique key's holder) |
 -- badkey (the unique key's history key holds something else).
 local count = tonumber(ARGV[3])
 local out = {}
@@ -24,7 +24,7 @@ for i = 0, count - 1 do
   end
   if redis.call('EXISTS', key) == 1 then
     out[#out + 1] = { 'exists', id }
-  elseif ARGV[b + 11] == '1' and (redis.call('ZSCORE', K.jobs, id)
+  elseif ARGV[b + 11] == '1' and (redis.call('ZSCORE', K.st_queued, id)
       or redis.call('ZSCORE', K.finished, id) or redis.call('HEXISTS', K.leases, id) == 1) then
     out[#out + 1] = { 'stale', id }
   elseif holder then
@@ -47,7 +47,6 @@ for i = 0, count - 1 do
     end
     redis.call('HSET', key, unpack(fields))
     later_zadd(K.st_queued, NOW, id)
-    later_zadd(K.jobs, NOW, id)
     if uk ~= '' then
       redis.call('ZADD', KEYS[tonumber(ARGV[b + 10])], NOW, id)
       redis.call('HSET', K.dedup, uk, id)

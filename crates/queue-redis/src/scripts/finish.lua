@@ -35,7 +35,6 @@ local function finish_one(id, token, kind, error_message, result, delay_ms, key)
     for s, _ in pairs(VALID) do
       if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
     end
-    redis.call('ZREM', K.jobs, id)
     return 'failed'
   end
   if kind == 'corrupt' then

@@ -233,8 +233,10 @@ local DELAYED_NAME = { [0] = 'delayed0', [1] = 'delayed1', [2] = 'delayed2' }
 local function ready_key(K, band) return K[READY_NAME[band] or ('ready' .. band)] end
 local function delayed_key(K, band) return K[DELAYED_NAME[band] or ('delayed' .. band)] end
 
--- Status indexes (scored by creation time) exist for every status but `processing`, whose
--- index is `active` (and the `leases` hash). Names are kept, not built per job.
+-- Status indexes (scored by creation time), together listing every retained job: one per
+-- finished status, and `st_queued` for every job not finished, queued or running (a running
+-- job is told apart by its lease: `leases`, and `active` by lease expiry), so a claim moves
+-- no index entry. Names are kept, not built per job.
 local STATUS_NAME = {}
 local function status_key(K, status)
   local name = STATUS_NAME[status]
@@ -258,6 +260,7 @@ local function place(K, id, event, to, rec, ctx, seq)
   local where = PLACE[event]
   if where == 'finished' then
     later_zadd(K.finished, NOW, id)
+    later_zrem(K.st_queued, id)
     later_zadd(status_key(K, to), rec.created, id)
     if rec.unique_key then later_release(rec.unique_key, id) end
   elseif where == 'delayed' then
@@ -324,7 +327,6 @@ local function fail_garbage(K, id, key, kind)
     if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
   end
   ended_lease(K, id)
-  redis.call('ZADD', K.jobs, NOW, id)
   redis.call('ZADD', K.st_failed, NOW, id)
   redis.call('ZADD', K.finished, NOW, id)
   bump('failed')
@@ -432,7 +434,7 @@ local function claim(K, worker, claim_id, token_base, lease_ms, max, chain)
     redis.call('HSET', K.claims, worker, claim_id)
   end
   promote(K)
-  local out, leases, active, ids = {}, {}, {}, {}
+  local out, leases, active = {}, {}, {}
   local expires = NOW + lease_ms
   for band = 0, 2 do
     if #out >= max then break end
@@ -445,7 +447,6 @@ local function claim(K, worker, claim_id, token_base, lease_ms, max, chain)
         claim_id, worker)
       active[#active + 1] = expires
       active[#active + 1] = id
-      ids[#ids + 1] = id
       emit_transition(K, id, 'queued', 'processing')
       out[#out + 1] = { id, token, NOW, expires, 0 }
     end
@@ -453,7 +454,6 @@ local function claim(K, worker, claim_id, token_base, lease_ms, max, chain)
   if #out > 0 then
     redis.call('HSET', K.leases, unpack(leases))
     redis.call('ZADD', K.active, unpack(active))
-    redis.call('ZREM', K.st_queued, unpack(ids))
   end
   -- All it could take, and maybe more left: let another fetcher look.
   if chain and #out == max then wake() end

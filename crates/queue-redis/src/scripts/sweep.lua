@@ -24,6 +24,7 @@ for i = 0, tonumber(ARGV[4]) - 1 do
     elseif (stored_uk or '') == uk then
       redis.call('DEL', key)
       redis.call('ZREM', K.finished, id)
+      -- `jobs` is written no more (before 0.2 it listed every job): emptied as jobs go.
       redis.call('ZREM', K.jobs, id)
       for s, _ in pairs(VALID) do
         if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
