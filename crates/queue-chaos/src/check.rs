@@ -158,8 +158,20 @@ pub(crate) fn check(dump: &Dump, enqueued: &[JobId]) -> StateReport {
         let status = status_of(id).unwrap_or_default();
         *report.by_status.entry(status.clone()).or_default() += 1;
         let mut missing = Vec::new();
-        if !zset("jobs").contains(id) {
-            missing.push("jobs".to_owned());
+        // Exactly one status index: `st:queued` for a job not finished (running too), its
+        // own for a finished one.
+        let own = if status == "processing" {
+            "st:queued".to_owned()
+        } else {
+            format!("st:{status}")
+        };
+        for other in JobStatus::ALL {
+            let name = format!("st:{other}");
+            if name != own && zset(&name).contains(id) {
+                report
+                    .unindexed
+                    .push(format!("{id}: {status} but also in {name}"));
+            }
         }
         let band = match fields.get("priority").map(String::as_str) {
             Some("high") => 0,
@@ -168,6 +180,9 @@ pub(crate) fn check(dump: &Dump, enqueued: &[JobId]) -> StateReport {
         };
         match status.as_str() {
             "processing" => {
+                if !zset("st:queued").contains(id) {
+                    missing.push("st:queued".into());
+                }
                 if !zset("active").contains(id) {
                     report
                         .stranded

@@ -360,7 +360,7 @@ impl Drill {
             (Deployment::Cluster(_), _) => Fault::FlushScripts,
         };
         self.count(fault.name());
-        let queue_key = format!("dcs:{{{}}}:jobs", self.queue);
+        let queue_key = format!("dcs:{{{}}}:st:queued", self.queue);
         match fault {
             Fault::KillWorker => {
                 self.kill_worker(slot).await;
