@@ -18,8 +18,11 @@ use crate::worker::Shared;
 
 /// The most endings one call carries.
 const GROUP: usize = 128;
-/// Calls in flight at once.
-const IN_FLIGHT: usize = 4;
+/// Calls in flight at once. Two keep Redis busy while a reply travels and let groups
+/// grow: measured on one host, concurrency 10 ran 17.7k-19.5k jobs/s with 2 against
+/// 16.5k-16.9k with 4 (fewer, larger calls cost Redis less per job); concurrency 100 did
+/// not move beyond noise.
+const IN_FLIGHT: usize = 2;
 
 /// The next lease an attempt's slot got, and when the request that leased it was sent.
 pub(crate) type Next = Option<(Lease, Instant)>;
