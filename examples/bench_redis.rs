@@ -109,34 +109,11 @@ async fn main() -> anyhow::Result<()> {
         let cpu_enq = (info.cpu().await? - cpu0) / n as f64 * 1e6;
         let mem_queued = (info.memory().await? - mem0) / n as f64;
 
-        let (cpu0, cmd0) = (info.cpu().await?, info.commands().await?);
-        let first: Arc<std::sync::OnceLock<Instant>> = Arc::default();
-        let f2 = Arc::clone(&first);
-        let stop = CancellationToken::new();
-        let worker = Worker::builder(Arc::new(b.clone()))
-            .concurrency(concurrency)
-            .register("noop", move |_: serde_json::Value, _ctx| {
-                f2.get_or_init(Instant::now);
-                async { Ok(()) }
-            })
-            .build()?;
-        let run = tokio::spawn(worker.run(stop.clone()));
-        let done_key = format!("dcs:{{{queue}}}:st:completed");
-        let mut polls = 0.0;
-        let end = loop {
-            polls += 1.0;
-            if info.zcard(&done_key).await? >= n {
-                break Instant::now();
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
-        let process = n as f64 / (end - *first.get().context("no job ran")?).as_secs_f64();
-        // Worker heartbeats and maintenance are part of the cost; the benchmark's own
-        // polling and INFO calls are not.
-        let cmd_proc = (info.commands().await? - cmd0 - polls - 2.0) / n as f64;
-        let cpu_proc = (info.cpu().await? - cpu0) / n as f64 * 1e6;
-        stop.cancel();
-        run.await??;
+        let Processed {
+            rate: process,
+            cmds: cmd_proc,
+            cpu_us: cpu_proc,
+        } = run_worker(&b, &mut info, &queue, n, concurrency).await?;
         let mem_done = (info.memory().await? - mem0) / n as f64;
         println!(
             "concurrency {concurrency:>3}: enqueue {enqueue_seq:>7.0}/s  process {process:>7.0} jobs/s  \
@@ -275,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 n.min(size)
             };
-            let rate = process(&b, &mut info, &queue, count, 100).await?;
+            let rate = run_worker(&b, &mut info, &queue, count, 100).await?.rate;
             println!(
                 "backlog {size:>8}: process {rate:>7.0} jobs/s (c100, {count} jobs)  stats {stats_ms:.3} ms  \
                  first page {list_ms:.3} ms  first queued page {list_queued_ms:.3} ms  bytes/queued job {mem:.0}"
@@ -458,14 +435,26 @@ async fn prefill(b: &RedisBackend, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a worker until `count` jobs completed; the rate from its first job on.
-async fn process(
+/// What one worker run measured.
+struct Processed {
+    /// Jobs per second from the first job on.
+    rate: f64,
+    /// Redis commands per job (worker heartbeats and maintenance included; the
+    /// benchmark's own polling and INFO calls not).
+    cmds: f64,
+    /// Redis CPU µs per job.
+    cpu_us: f64,
+}
+
+/// Runs a worker until `count` jobs completed.
+async fn run_worker(
     b: &RedisBackend,
     info: &mut Info,
     queue: &str,
     count: usize,
     concurrency: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Processed> {
+    let (cpu0, cmd0) = (info.cpu().await?, info.commands().await?);
     let first: Arc<std::sync::OnceLock<Instant>> = Arc::default();
     let f2 = Arc::clone(&first);
     let stop = CancellationToken::new();
@@ -478,15 +467,21 @@ async fn process(
         .build()?;
     let run = tokio::spawn(worker.run(stop.clone()));
     let done_key = format!("dcs:{{{queue}}}:st:completed");
+    let mut polls = 0.0;
     let end = loop {
+        polls += 1.0;
         if info.zcard(&done_key).await? >= count {
             break Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
+    let n = count as f64;
+    let cmds = (info.commands().await? - cmd0 - polls - 2.0) / n;
+    let cpu_us = (info.cpu().await? - cpu0) / n * 1e6;
     stop.cancel();
     run.await??;
-    Ok(count as f64 / (end - *first.get().context("no job ran")?).as_secs_f64())
+    let rate = n / (end - *first.get().context("no job ran")?).as_secs_f64();
+    Ok(Processed { rate, cmds, cpu_us })
 }
 
 /// The median time of `runs` calls, in ms.

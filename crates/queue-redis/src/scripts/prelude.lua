@@ -55,22 +55,17 @@ local function later_zadd(key, score, member)
   list[n + 1] = score
   list[n + 2] = member
 end
-local function later_zrem(key, member)
-  local list = B.zrem[key]
+-- Appends one value to the list of `key` in the deferred table `t`.
+local function later_one(t, key, value)
+  local list = t[key]
   if not list then
     list = {}
-    B.zrem[key] = list
+    t[key] = list
   end
-  list[#list + 1] = member
+  list[#list + 1] = value
 end
-local function later_hdel(key, field)
-  local list = B.hdel[key]
-  if not list then
-    list = {}
-    B.hdel[key] = list
-  end
-  list[#list + 1] = field
-end
+local function later_zrem(key, member) later_one(B.zrem, key, member) end
+local function later_hdel(key, field) later_one(B.hdel, key, field) end
 local function bump(counter, by) B.counters[counter] = (B.counters[counter] or 0) + (by or 1) end
 -- Releases `unique_key` if `id` still holds it.
 local function later_release(unique_key, id) B.release[#B.release + 1] = { unique_key, id } end
