@@ -20,9 +20,8 @@ use std::{
 };
 
 use anyhow::bail;
-use queue_core::{
-    ClaimRequest, Ending, NewJob, Outcome, Payload, QueueConfig, SharedBackend, WorkerId,
-};
+use queue_core::backend::{ClaimRequest, Ending, Outcome};
+use queue_core::{NewJob, Payload, QueueConfig, SharedBackend, WorkerId};
 use queue_memory::MemoryBackend;
 use queue_worker::{CancellationToken, Worker};
 

@@ -6,9 +6,8 @@ use std::{
     time::Duration,
 };
 
-use queue_core::{
-    Broker, ClaimRequest, JobError, JobStatus, JobStore, NewJob, WorkerId, to_millis,
-};
+use queue_core::backend::{Broker, ClaimRequest, to_millis};
+use queue_core::{JobError, JobStatus, JobStore, NewJob, WorkerId};
 use queue_worker::Worker;
 
 use crate::support::{backend, start, wait_status};

@@ -7,10 +7,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use queue_core::{
-    Broker, CancelStream, ClaimRequest, Ending, FinishedMany, HeartbeatReply, JobId, JobStatus,
-    JobStore, Lease, LeaseRef, LeaseStatus, NewJob, Result, WorkerBeat, WorkerId,
+use queue_core::backend::{
+    Broker, CancelStream, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease, LeaseRef,
+    LeaseStatus, WorkerBeat,
 };
+use queue_core::{JobId, JobStatus, JobStore, NewJob, Result, WorkerId};
 use queue_memory::MemoryBackend;
 use queue_worker::Worker;
 use tokio::sync::Notify;

@@ -33,9 +33,9 @@ use std::{
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use queue_core::backend::to_millis;
 use queue_core::{
     Error, EventKind, JobId, JobRecord, JobStatus, NewJob, Priority, QueueConfig, SharedBackend,
-    to_millis,
 };
 use queue_memory::MemoryBackend;
 use queue_redis::RedisBackend;

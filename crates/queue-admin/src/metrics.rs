@@ -9,7 +9,8 @@ use std::{
 
 use axum::{extract::State as Extract, http::header, response::IntoResponse};
 use futures_util::StreamExt;
-use queue_core::{EventKind, JobId, JobStatus, Priority, SharedBackend, to_millis};
+use queue_core::backend::to_millis;
+use queue_core::{EventKind, JobId, JobStatus, Priority, SharedBackend};
 
 use crate::{State, error::ApiError};
 

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn redis() -> RedisBackend {
     let cfg = QueueConfig::builder()
-        .redis_url(&queue_testkit::servers::redis_url())
+        .redis_url(&queue_redis::testing::redis_url())
         .unwrap()
         .queue_name(format!("admin-{}", uuid::Uuid::new_v4().simple()))
         .build()

@@ -12,7 +12,7 @@ use noxious::{
     socket::TcpListener,
     toxic::{StreamDirection, Toxic, ToxicEvent, ToxicEventKind, ToxicEventResult, ToxicKind},
 };
-use queue_testkit::servers::{ServerProcess, cli, free_port};
+use queue_redis::testing::{RedisServer, cli, free_port};
 
 /// A proxy in front of Redis for one worker process.
 pub(crate) struct Proxy {
@@ -128,7 +128,7 @@ pub(crate) struct Standalone {
     /// Its port.
     pub(crate) port: u16,
     dir: PathBuf,
-    server: Option<ServerProcess>,
+    server: Option<RedisServer>,
 }
 
 const AOF: [&str; 2] = ["--appendonly yes", "--appendfsync always"];
@@ -137,7 +137,7 @@ impl Standalone {
     /// Starts it, keeping its files in `dir`.
     pub(crate) fn start(dir: PathBuf) -> Self {
         let port = free_port();
-        let server = ServerProcess::start_in(port, dir.clone(), &AOF);
+        let server = RedisServer::start_in(port, dir.clone(), &AOF);
         Self {
             port,
             dir,
@@ -164,7 +164,7 @@ impl Standalone {
         }
         tokio::time::sleep(down).await;
         let (port, dir) = (self.port, self.dir.clone());
-        let server = tokio::task::spawn_blocking(move || ServerProcess::start_in(port, dir, &AOF))
+        let server = tokio::task::spawn_blocking(move || RedisServer::start_in(port, dir, &AOF))
             .await
             .expect("redis-server restarts");
         self.server = Some(server);
@@ -181,7 +181,7 @@ impl Standalone {
 pub(crate) struct Cluster {
     /// Every node's port.
     pub(crate) ports: Vec<u16>,
-    _servers: Vec<ServerProcess>,
+    _servers: Vec<RedisServer>,
 }
 
 /// One line of `CLUSTER NODES`.
@@ -201,7 +201,7 @@ impl Cluster {
         let mut servers = Vec::new();
         for port in &ports {
             let conf = format!("--cluster-config-file nodes-{port}.conf");
-            servers.push(ServerProcess::start_in(
+            servers.push(RedisServer::start_in(
                 *port,
                 dir.join(port.to_string()),
                 &[

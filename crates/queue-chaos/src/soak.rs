@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use queue_core::{JobStore, NewJob, QueueConfig};
 use queue_redis::RedisBackend;
-use queue_testkit::servers::{ServerProcess, cli, free_port};
+use queue_redis::testing::{RedisServer, cli, free_port};
 use queue_worker::{CancellationToken, Worker};
 use serde::Serialize;
 
@@ -73,7 +73,7 @@ fn info(port: u16) -> (u64, u64) {
 pub(crate) async fn run(args: SoakArgs) -> anyhow::Result<SoakReport> {
     // The slowlog keeps the arguments of up to 128 slow commands (our batches of 500 jobs
     // are among them): a bounded diagnostic of Redis, not queue data, so it is off here.
-    let server = ServerProcess::start(free_port(), &["--appendonly no", "--slowlog-max-len 0"]);
+    let server = RedisServer::start(free_port(), &["--appendonly no", "--slowlog-max-len 0"]);
     let cfg = QueueConfig::builder()
         .redis_url(&server.url())?
         .queue_name("soak")

@@ -5,7 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::{ClaimId, JobId, JobRecord, JobStatus, LeaseToken, Outcome, Result, WorkerId};
+use crate::backend::{ClaimId, Outcome};
+use crate::{JobId, JobRecord, JobStatus, LeaseToken, Result, WorkerId};
 
 /// Hands jobs to workers under leases.
 ///
@@ -48,7 +49,7 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
     ) -> Result<LeaseStatus>;
 
     /// Ends the attempt with `outcome`, turned into an event by
-    /// [`crate::rules::settle`] (a requested cancel wins over every outcome; a retry with no
+    /// [`crate::backend::rules::settle`] (a requested cancel wins over every outcome; a retry with no
     /// retries left fails): (case `retry_with_backoff`), (case `retries_exhausted_fail`),
     /// (case `permanent_error_fails_at_once`), (case `partial_outcome_keeps_details`),
     /// (case `release_uses_no_attempt`), (case `cancel_wins_over_a_late_success`). Releases the
@@ -91,7 +92,7 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
         next: Option<ClaimRequest>,
     ) -> Result<FinishedMany>;
 
-    /// Recovers up to `limit` jobs whose lease expired, as [`crate::rules::on_lease_expired`]
+    /// Recovers up to `limit` jobs whose lease expired, as [`crate::backend::rules::on_lease_expired`]
     /// decides: back to `queued` at their old place with `retry_count` + 1, or `failed` when
     /// no retries are left, or `cancelled` when a cancel was requested
     /// (case `expired_lease_requeues_in_place`).

@@ -1,6 +1,7 @@
 //! The one public error type of the queue.
 
-use crate::{JobId, JobStatus, state::Event};
+use crate::backend::state::Event;
+use crate::{JobId, JobStatus};
 
 /// A boxed error from a lower layer (a Redis client, a codec).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-mod backend;
 mod broker;
 mod clock;
 mod config;
@@ -14,35 +13,57 @@ mod priority;
 mod progress;
 mod record;
 mod retry;
-pub mod rules;
-pub mod state;
+mod rules;
+mod state;
 mod store;
+mod umbrella;
 
-pub use backend::{Backend, JobStoreExt, SharedBackend};
-#[cfg(feature = "mock")]
-pub use broker::MockBroker;
-pub use broker::{
-    Broker, CancelStream, ClaimRequest, Ending, Finished, FinishedMany, HeartbeatReply, Lease,
-    LeaseRef, LeaseStatus, WorkerBeat,
-};
-pub use clock::{
-    Clock, ManualClock, Millis, SharedClock, SystemClock, TokioClock, duration_ms, from_millis,
-    to_millis,
-};
-pub use config::{QueueConfig, QueueConfigBuilder, RedisUrl, validate_queue_name};
+// Producers, operators and handler authors: the job, the store, the errors.
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use config::{QueueConfig, QueueConfigBuilder, RedisUrl};
 pub use error::{BoxError, Error, Result};
 pub use event::{EventKind, EventStream, JobEvent};
-pub use id::{ClaimId, JobId, LeaseToken, WorkerId, hostname};
+pub use id::{JobId, LeaseToken, WorkerId};
 pub use job::Job;
 pub use limits::Limits;
-pub use outcome::{Completion, JobError, JobErrorKind, Outcome};
+pub use outcome::{Completion, JobError, JobErrorKind};
 pub use priority::Priority;
-pub use progress::{Monotonic, Stages, check_progress};
+pub use progress::Stages;
 pub use record::{EnqueueOptions, JobRecord, Metadata, NewJob, Payload};
 pub use retry::RetryPolicy;
-pub use state::{Event, InvalidTransition, JobStatus, apply};
+pub use state::JobStatus;
 #[cfg(feature = "mock")]
 pub use store::MockJobStore;
-pub use store::{
-    CancelOutcome, JobStore, LifetimeTotals, ListQuery, Page, QueueStats, WorkerInfo, encode_cursor,
-};
+pub use store::{CancelOutcome, JobStore, LifetimeTotals, ListQuery, Page, QueueStats, WorkerInfo};
+pub use umbrella::{Backend, JobStoreExt, SharedBackend};
+
+/// For backend implementers and the worker runtime: the [`Broker`](backend::Broker) trait
+/// a worker drives, the state machine and every other rule about a job (backends call
+/// them, the Redis scripts are generated from them), and the helpers a backend needs
+/// (time conversion, cursor encoding, validation).
+pub mod backend {
+    #[cfg(feature = "mock")]
+    pub use crate::broker::MockBroker;
+    pub use crate::broker::{
+        Broker, CancelStream, ClaimRequest, Ending, Finished, FinishedMany, HeartbeatReply, Lease,
+        LeaseRef, LeaseStatus, WorkerBeat,
+    };
+    pub use crate::clock::{Millis, TokioClock, duration_ms, from_millis, to_millis};
+    pub use crate::config::validate_queue_name;
+    pub use crate::id::{ClaimId, hostname};
+    pub use crate::outcome::Outcome;
+    pub use crate::progress::{Monotonic, check_progress};
+    pub use crate::state::{Event, InvalidTransition, apply};
+    pub use crate::store::encode_cursor;
+
+    /// Every decision about a job besides the transitions, as pure functions (the Redis
+    /// scripts' tables are generated from them).
+    pub mod rules {
+        pub use crate::rules::*;
+    }
+
+    /// The state machine: one pure `apply(status, event)`.
+    pub mod state {
+        pub use crate::state::*;
+    }
+}

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use crate::{Error, Millis, NewJob, Result, duration_ms};
+use crate::backend::{Millis, duration_ms};
+use crate::{Error, NewJob, Result};
 
 /// Bounds on a job's size and times (configurable; `DCS_QUEUE_LIMIT_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

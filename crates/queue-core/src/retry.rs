@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::{JobError, JobRecord, Outcome, outcome::JobErrorKind};
+use crate::backend::Outcome;
+use crate::{JobError, JobRecord, outcome::JobErrorKind};
 
 /// `delay(attempt) = min(base * 2^attempt, cap)`, optionally spread by ±`jitter`.
 ///

@@ -1,4 +1,4 @@
-//! Every decision about a job besides the legal transitions ([`crate::apply`]): what an
+//! Every decision about a job besides the legal transitions ([`crate::backend::apply`]): what an
 //! outcome, an expired lease or a cancel becomes, what each event writes on the record,
 //! where the job goes next and which lifetime counter it moves.
 //!
@@ -7,7 +7,7 @@
 //! (`queue-redis/src/scripts.rs`), so the rules exist once, in Rust.
 //!
 //! ```
-//! use queue_core::rules::{settle, AttemptFacts, OutcomeKind};
+//! use queue_core::backend::rules::{settle, AttemptFacts, OutcomeKind};
 //! use queue_core::Event;
 //!
 //! // A failure with retries left is retried...
@@ -20,7 +20,8 @@
 
 use std::fmt;
 
-use crate::{Event, JobRecord, JobStatus, Outcome, apply};
+use crate::backend::{Event, Outcome, apply};
+use crate::{JobRecord, JobStatus};
 
 /// What a lease holder reported, without its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -377,13 +378,13 @@ pub const PROGRESS_FIELDS: [Field; 2] = [Field::Progress, Field::CurrentStep];
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EffectInput {
     /// The event's time (ms).
-    pub now: crate::Millis,
+    pub now: crate::backend::Millis,
     /// `error_message` for events that set it.
     pub error: Option<String>,
     /// `result` for events that set it.
     pub result: Option<serde_json::Value>,
     /// `run_at` (ms) of a retry.
-    pub due: Option<crate::Millis>,
+    pub due: Option<crate::backend::Millis>,
     /// `worker_id` of a start.
     pub worker: Option<String>,
 }
@@ -394,7 +395,7 @@ impl JobRecord {
         &mut self,
         event: Event,
         input: &EffectInput,
-    ) -> Result<(), crate::InvalidTransition> {
+    ) -> Result<(), crate::backend::InvalidTransition> {
         self.status = apply(self.status, event)?;
         self.apply_effect(effect(event), input);
         Ok(())
@@ -402,7 +403,7 @@ impl JobRecord {
 
     /// Writes `changes` on the record (the status is left alone).
     pub fn apply_effect(&mut self, changes: &[(Field, Change)], input: &EffectInput) {
-        let now = crate::from_millis(input.now);
+        let now = crate::backend::from_millis(input.now);
         for (field, change) in changes {
             match (field, change) {
                 (Field::Progress, Change::Zero) => self.progress = 0,
@@ -418,7 +419,9 @@ impl JobRecord {
                 (Field::StartedAt, _) => self.started_at = None,
                 (Field::CompletedAt, Change::Now) => self.completed_at = Some(now),
                 (Field::CompletedAt, _) => self.completed_at = None,
-                (Field::RunAt, Change::Input) => self.run_at = input.due.map(crate::from_millis),
+                (Field::RunAt, Change::Input) => {
+                    self.run_at = input.due.map(crate::backend::from_millis)
+                }
                 (Field::RunAt, _) => self.run_at = None,
                 (Field::WorkerId, Change::Input) => self.worker_id = input.worker.clone(),
                 (Field::WorkerId, _) => self.worker_id = None,
@@ -608,7 +611,7 @@ mod tests {
         assert_eq!(r.status, JobStatus::Processing);
         assert_eq!(r.run_at, None);
         assert_eq!(r.worker_id.as_deref(), Some("w"));
-        assert_eq!(r.started_at.map(crate::to_millis), Some(5_000));
+        assert_eq!(r.started_at.map(crate::backend::to_millis), Some(5_000));
         assert_eq!(
             r.error_message.as_deref(),
             Some("old"),
@@ -625,7 +628,7 @@ mod tests {
             (r.status, r.retry_count, r.worker_id.as_deref()),
             (JobStatus::Queued, 2, None)
         );
-        assert_eq!(r.run_at.map(crate::to_millis), Some(9_000));
+        assert_eq!(r.run_at.map(crate::backend::to_millis), Some(9_000));
         assert_eq!(r.error_message.as_deref(), Some("flaky"));
         assert!(r.apply_event(Event::Complete, &retry).is_err());
     }

@@ -12,7 +12,7 @@ use crate::{EventStream, JobId, JobRecord, JobStatus, NewJob, Priority, Result};
 ///
 /// # Contract
 /// Every method is atomic with respect to every other method of [`JobStore`] and
-/// [`crate::Broker`] on the same queue, across processes. The conformance suite in
+/// [`crate::backend::Broker`] on the same queue, across processes. The conformance suite in
 /// `queue-testkit` checks each bullet below; the case names are given in parentheses.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]

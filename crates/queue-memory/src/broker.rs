@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use queue_core::{
-    Broker, CancelStream, ClaimRequest, Ending, FinishedMany, HeartbeatReply, JobId, Lease,
-    LeaseRef, LeaseStatus, Outcome, Result, WorkerBeat, WorkerId, duration_ms,
+use queue_core::backend::{
+    Broker, CancelStream, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease, LeaseRef,
+    LeaseStatus, Outcome, WorkerBeat, duration_ms,
 };
+use queue_core::{JobId, Result, WorkerId};
 
 use crate::MemoryBackend;
 

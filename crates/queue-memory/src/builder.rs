@@ -5,7 +5,8 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use queue_core::{JobEvent, JobId, QueueConfig, SharedClock, TokioClock};
+use queue_core::backend::TokioClock;
+use queue_core::{JobEvent, JobId, QueueConfig, SharedClock};
 use tokio::sync::{Notify, broadcast};
 
 use crate::tables::{Sink, Tables};

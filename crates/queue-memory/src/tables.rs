@@ -1,17 +1,19 @@
 //! The in-memory tables and every state change, under one lock held by the caller.
 //!
-//! Decisions come from `queue_core::rules` (what an outcome, a cancel or an expired lease
+//! Decisions come from `queue_core::backend::rules` (what an outcome, a cancel or an expired lease
 //! becomes, what each event writes, where the job goes); this file only keeps the indexes
 //! in step with them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use queue_core::{
-    ClaimId, ClaimRequest, Error, Event, EventKind, HeartbeatReply, JobEvent, JobId, JobRecord,
-    JobStatus, Lease, LeaseRef, LeaseStatus, LeaseToken, LifetimeTotals, Millis, NewJob, Outcome,
-    Page, Priority, QueueConfig, QueueStats, Result, WorkerBeat, WorkerInfo, duration_ms,
-    encode_cursor, from_millis,
+use queue_core::backend::{
+    ClaimId, ClaimRequest, Event, HeartbeatReply, Lease, LeaseRef, LeaseStatus, Millis, Outcome,
+    WorkerBeat, duration_ms, encode_cursor, from_millis,
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
+};
+use queue_core::{
+    Error, EventKind, JobEvent, JobId, JobRecord, JobStatus, LeaseToken, LifetimeTotals, NewJob,
+    Page, Priority, QueueConfig, QueueStats, Result, WorkerInfo,
 };
 
 /// Index key ordering jobs by creation: (created ms, id).
@@ -434,7 +436,7 @@ impl Tables {
         now: Millis,
         sink: Sink<'_>,
     ) -> Result<LeaseStatus> {
-        queue_core::check_progress(progress)?;
+        queue_core::backend::check_progress(progress)?;
         if !self.holds(lease, now) {
             return Err(Error::LeaseLost { id: lease.job_id });
         }
@@ -538,7 +540,7 @@ impl Tables {
         match rules::on_cancel(r.status, r.cancel_requested) {
             CancelAction::Cancel => {
                 let place = entry.place;
-                let due = r.run_at.map(queue_core::to_millis);
+                let due = r.run_at.map(queue_core::backend::to_millis);
                 self.remove_ready(id, place);
                 if let Some(due) = due {
                     self.delayed.remove(&(due, id));
@@ -572,7 +574,7 @@ impl Tables {
         sink: Sink<'_>,
     ) -> Result<JobRecord> {
         let entry = self.jobs.get(&id).ok_or(Error::NotFound { id })?;
-        queue_core::apply(entry.record.status, Event::ManualRetry).map_err(|e| {
+        queue_core::backend::apply(entry.record.status, Event::ManualRetry).map_err(|e| {
             Error::InvalidTransition {
                 id,
                 from: e.from,
@@ -588,7 +590,10 @@ impl Tables {
                 job_id: *holder,
             });
         }
-        let completed = entry.record.completed_at.map(queue_core::to_millis);
+        let completed = entry
+            .record
+            .completed_at
+            .map(queue_core::backend::to_millis);
         let entry = self.jobs.get_mut(&id).expect("checked");
         if let Some(p) = priority {
             entry.record.priority = p;
@@ -631,7 +636,7 @@ impl Tables {
             if jobs.len() == query.limit {
                 let last: &JobRecord = jobs.last().expect("limit is at least 1");
                 next_cursor = Some(encode_cursor(
-                    queue_core::to_millis(last.created_at),
+                    queue_core::backend::to_millis(last.created_at),
                     last.job_id,
                 ));
                 break;

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use queue_core::{
-    Broker, CancelStream, ClaimId, ClaimRequest, Ending, Error, FinishedMany, HeartbeatReply,
-    JobId, JobStatus, Lease, LeaseRef, LeaseStatus, LeaseToken, Millis, Result, WorkerBeat,
-    WorkerId, from_millis,
+use queue_core::backend::{
+    Broker, CancelStream, ClaimId, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease,
+    LeaseRef, LeaseStatus, Millis, WorkerBeat, from_millis,
 };
+use queue_core::{Error, JobId, JobStatus, LeaseToken, Result, WorkerId};
 use redis::Value;
 use tokio::sync::oneshot;
 
@@ -193,7 +193,7 @@ impl Broker for RedisBackend {
         progress: u8,
         step: Option<String>,
     ) -> Result<LeaseStatus> {
-        queue_core::check_progress(progress)?;
+        queue_core::backend::check_progress(progress)?;
         let args = vec![
             lease.job_id.to_string(),
             lease.token.as_str().to_owned(),

@@ -6,7 +6,8 @@ use std::{
     time::Duration,
 };
 
-use queue_core::{Clock, Error, Millis, QueueConfig, Result, SharedClock, SystemClock};
+use queue_core::backend::Millis;
+use queue_core::{Clock, Error, QueueConfig, Result, SharedClock, SystemClock};
 use redis::Value;
 
 use crate::{
@@ -208,7 +209,7 @@ impl RedisBackend {
     }
 
     pub(crate) fn retention_ms(&self) -> String {
-        queue_core::duration_ms(self.inner.config.retention).to_string()
+        queue_core::backend::duration_ms(self.inner.config.retention).to_string()
     }
 
     pub(crate) fn conn(&self) -> Conn {

@@ -3,14 +3,15 @@
 //!
 //! A running job's lease lives in the `leases` hash, apart from its record: a record is
 //! read together with its lease, and the lease overlays what `Start` wrote (as decided by
-//! `queue_core::rules`, the same rule the scripts apply when the attempt ends).
+//! `queue_core::backend::rules`, the same rule the scripts apply when the attempt ends).
 
 use std::collections::HashMap;
 
-use queue_core::{
-    Error, Event, JobId, JobRecord, JobStatus, Payload, Priority, Result, from_millis,
+use queue_core::backend::{
+    Event, from_millis,
     rules::{self, EffectInput},
 };
+use queue_core::{Error, JobId, JobRecord, JobStatus, Payload, Priority, Result};
 
 use crate::wire::LeaseEntry;
 

@@ -2,7 +2,8 @@
 //! `{<queue>}`, so all of them live in one Cluster slot, and every script declares every
 //! key it touches (`Static` for the fixed ones; job, history and worker keys by name).
 
-use queue_core::{JobId, JobStatus, Result, validate_queue_name};
+use queue_core::backend::validate_queue_name;
+use queue_core::{JobId, JobStatus, Result};
 
 /// Key names of one queue: `<root>:{<queue>}:<name>`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,8 @@ mod keys;
 mod pubsub;
 mod scripts;
 mod store;
-#[cfg(feature = "testcontainers")]
+#[cfg(feature = "test-utils")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
 pub mod testing;
 mod wire;
 

@@ -17,10 +17,11 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
 };
 
-use queue_core::{
-    Event, JobStatus, Priority, apply,
+use queue_core::backend::{
+    Event, apply,
     rules::{self, AttemptFacts, OutcomeKind},
 };
+use queue_core::{JobStatus, Priority};
 use redis::{RedisResult, Value, aio::ConnectionLike};
 
 use crate::keys::{DELAYED, Keys, READY, Static};
@@ -542,7 +543,7 @@ fn lua_bool(b: bool) -> &'static str {
 }
 
 /// The Lua tables: every rule of `queue_core` (`apply` over every pair, and each function
-/// of `queue_core::rules` over its whole domain). The rules exist once, in Rust.
+/// of `queue_core::backend::rules` over its whole domain). The rules exist once, in Rust.
 fn generated_tables() -> String {
     let mut lua = String::from("local NEXT = {\n");
     for from in JobStatus::ALL {

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use queue_core::backend::{Millis, encode_cursor, from_millis, to_millis};
 use queue_core::{
     CancelOutcome, Error, EventKind, EventStream, JobEvent, JobId, JobRecord, JobStatus, JobStore,
-    LifetimeTotals, ListQuery, Millis, NewJob, Page, Priority, QueueStats, Result, WorkerInfo,
-    encode_cursor, from_millis, to_millis,
+    LifetimeTotals, ListQuery, NewJob, Page, Priority, QueueStats, Result, WorkerInfo,
 };
 use redis::Value;
 use tokio::sync::oneshot;
@@ -89,7 +89,7 @@ impl RedisBackend {
 
     fn job_from_new(&self, job: &NewJob, id: JobId, now: Millis) -> JobRecord {
         let o = &job.options;
-        let delay = o.delay.map(queue_core::duration_ms).unwrap_or(0);
+        let delay = o.delay.map(queue_core::backend::duration_ms).unwrap_or(0);
         JobRecord {
             job_id: id,
             task: job.task.clone(),
@@ -102,7 +102,9 @@ impl RedisBackend {
             error_message: None,
             retry_count: 0,
             max_retries: o.max_retries.unwrap_or(self.inner.config.max_retries),
-            timeout_ms: o.timeout.map(|t| queue_core::duration_ms(t) as u64),
+            timeout_ms: o
+                .timeout
+                .map(|t| queue_core::backend::duration_ms(t) as u64),
             created_at: from_millis(now),
             started_at: None,
             completed_at: None,
@@ -488,7 +490,11 @@ impl JobStore for RedisBackend {
             Some("cancelled") => Ok(CancelOutcome::Cancelled),
             Some("requested") => Ok(CancelOutcome::Requested),
             Some("missing") => Err(Error::NotFound { id }),
-            Some("invalid") => Err(invalid(id, reply.get(1), queue_core::Event::Cancel)),
+            Some("invalid") => Err(invalid(
+                id,
+                reply.get(1),
+                queue_core::backend::Event::Cancel,
+            )),
             other => Err(Error::Backend {
                 backend: "redis",
                 message: format!("unexpected cancel reply {other:?}"),
@@ -512,7 +518,11 @@ impl JobStore for RedisBackend {
                 &to_fields(reply.into_iter().nth(1).unwrap_or(Value::Nil)),
             ),
             Some("missing") => Err(Error::NotFound { id }),
-            Some("invalid") => Err(invalid(id, reply.get(1), queue_core::Event::ManualRetry)),
+            Some("invalid") => Err(invalid(
+                id,
+                reply.get(1),
+                queue_core::backend::Event::ManualRetry,
+            )),
             Some("dup") => {
                 let holder = reply.get(1).and_then(text).unwrap_or_default().parse()?;
                 let key = self.get(id).await?.unique_key.unwrap_or_default();
@@ -641,7 +651,11 @@ impl JobStore for RedisBackend {
     }
 }
 
-pub(crate) fn invalid(id: JobId, status: Option<&Value>, event: queue_core::Event) -> Error {
+pub(crate) fn invalid(
+    id: JobId,
+    status: Option<&Value>,
+    event: queue_core::backend::Event,
+) -> Error {
     match status
         .and_then(text)
         .and_then(|s| s.parse::<JobStatus>().ok())

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use queue_core::{
-    ClaimRequest, Ending, JobId, LeaseToken, Limits, Millis, NewJob, Outcome, QueueConfig,
-    WorkerBeat, duration_ms, to_millis,
+use queue_core::backend::{
+    ClaimRequest, Ending, Millis, Outcome, WorkerBeat, duration_ms, to_millis,
 };
+use queue_core::{JobId, LeaseToken, Limits, NewJob, QueueConfig};
 use redis::Value;
 
 use crate::{codec::Fields, keys::Keys};
@@ -284,7 +284,10 @@ pub(crate) fn finished(reply: Value) -> (Vec<String>, Vec<Claimed>) {
 }
 
 /// `heartbeat`: the argument list.
-pub(crate) fn heartbeat_args(beat: &WorkerBeat, leases: &[queue_core::LeaseRef]) -> Vec<String> {
+pub(crate) fn heartbeat_args(
+    beat: &WorkerBeat,
+    leases: &[queue_core::backend::LeaseRef],
+) -> Vec<String> {
     let mut args = vec![
         beat.worker.as_str().to_owned(),
         duration_ms(beat.lease).to_string(),

@@ -7,14 +7,15 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
+use queue_core::backend::{Broker, ClaimRequest, Outcome};
 use queue_core::{
-    Broker, ClaimRequest, Error, JobId, JobStatus, JobStore, ListQuery, ManualClock, NewJob,
-    Outcome, Priority, QueueConfig, WorkerId,
+    Error, JobId, JobStatus, JobStore, ListQuery, ManualClock, NewJob, Priority, QueueConfig,
+    WorkerId,
 };
 use queue_redis::RedisBackend;
 use queue_worker::{CancellationToken, Worker};
 use redis::AsyncCommands;
-use support::{ServerProcess, free_port, unique_queue};
+use support::{RedisServer, free_port, unique_queue};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -198,7 +199,7 @@ async fn priority_holds_after_a_trillion_enqueues() {
 /// Defect 16: a subscription whose connection is killed comes back by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_come_back_after_their_connection_is_killed() {
-    let server = ServerProcess::start(free_port(), &["--appendonly no"]);
+    let server = RedisServer::start(free_port(), &["--appendonly no"]);
     let backend = support::backend(&server.url(), None).await;
     let mut events = backend.subscribe().await.unwrap();
     backend.enqueue(job(0)).await.unwrap();
@@ -243,7 +244,7 @@ async fn connection_errors_name_the_endpoint() {
 /// Defect 20: loading this version's function library deletes older versions of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_function_libraries_do_not_pile_up() {
-    let server = ServerProcess::start(free_port(), &["--appendonly no"]);
+    let server = RedisServer::start(free_port(), &["--appendonly no"]);
     let old = "#!lua name=dcsq_0ld0ld0ld0ld\nredis.register_function('dcsq_0ld_f', function() return 1 end)";
     assert!(
         support::cli(server.port, &["FUNCTION", "LOAD", old])
@@ -261,7 +262,7 @@ async fn old_function_libraries_do_not_pile_up() {
 /// failed batch gets its own error naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_batch_is_reported_job_by_job() {
-    let server = ServerProcess::start(
+    let server = RedisServer::start(
         free_port(),
         &["--appendonly no", "--maxmemory-policy noeviction"],
     );
@@ -301,7 +302,7 @@ async fn a_failed_batch_is_reported_job_by_job() {
 /// plus a small margin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_with_redis_gone_is_bounded() {
-    let mut server = ServerProcess::start(free_port(), &["--appendonly no"]);
+    let mut server = RedisServer::start(free_port(), &["--appendonly no"]);
     let cfg = QueueConfig::builder()
         .redis_url(&server.url())
         .unwrap()

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use queue_core::{JobId, JobStatus, JobStore, NewJob, QueueConfig};
 use queue_redis::RedisBackend;
 use queue_worker::{CancellationToken, Worker, WorkerBuilder};
-use support::{ServerProcess, cli, free_port, unique_queue};
+use support::{RedisServer, cli, free_port, unique_queue};
 
 fn config(url: &str) -> QueueConfig {
     QueueConfig::builder()
@@ -70,7 +70,7 @@ async fn worker_rides_out_a_redis_restart() {
     let _ = std::fs::remove_dir_all(&dir);
     // Durable, so the restarted server has the jobs back.
     let aof = ["--appendonly yes", "--appendfsync always"];
-    let mut server = ServerProcess::start_in(port, dir.clone(), &aof);
+    let mut server = RedisServer::start_in(port, dir.clone(), &aof);
     let cfg = config(&server.url());
     let backend = RedisBackend::connect(&cfg).await.unwrap();
     let ids = enqueue_n(&backend, 60).await;
@@ -88,7 +88,7 @@ async fn worker_rides_out_a_redis_restart() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _server = ServerProcess::start_in(port, dir, &aof);
+    let _server = RedisServer::start_in(port, dir, &aof);
     let statuses = wait_all_done(&backend, &ids, Duration::from_secs(60)).await;
     assert!(
         statuses.iter().all(|s| *s == JobStatus::Completed),
@@ -189,7 +189,7 @@ async fn script_flush_under_load_loses_nothing() {
 /// Empties the server's script cache and function libraries ten times while a worker
 /// drains 400 jobs and a producer keeps enqueueing.
 async fn flush_under_load(functions: bool) {
-    let server = ServerProcess::start(free_port(), &["--appendonly no"]);
+    let server = RedisServer::start(free_port(), &["--appendonly no"]);
     let cfg = config(&server.url());
     let backend = RedisBackend::builder(&cfg)
         .functions(functions)
@@ -325,7 +325,7 @@ async fn garbage_job_records_fail_their_job_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_checked_and_never_shown() {
-    let server = ServerProcess::start(free_port(), &["--appendonly no", "--requirepass s3cret-pw"]);
+    let server = RedisServer::start(free_port(), &["--appendonly no", "--requirepass s3cret-pw"]);
     let url = |auth: &str| format!("redis://{auth}127.0.0.1:{}", server.port);
     let good = RedisBackend::connect(&config(&url(":s3cret-pw@")))
         .await

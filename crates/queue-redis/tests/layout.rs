@@ -6,7 +6,8 @@ mod support;
 use std::{collections::HashMap, time::Duration};
 
 use futures_util::StreamExt;
-use queue_core::{Broker, ClaimRequest, JobStore, NewJob, Outcome, WorkerId};
+use queue_core::backend::{Broker, ClaimRequest, Outcome};
+use queue_core::{JobStore, NewJob, WorkerId};
 use redis::AsyncCommands;
 
 fn req() -> ClaimRequest {

@@ -3,9 +3,10 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
+use queue_core::backend::{ClaimRequest, Lease, LeaseRef, Outcome, WorkerBeat, to_millis};
 use queue_core::{
-    CancelOutcome, ClaimRequest, Error, EventKind, JobId, JobRecord, JobStatus, Lease, LeaseRef,
-    LeaseToken, ListQuery, NewJob, Outcome, Priority, WorkerBeat, WorkerId, to_millis,
+    CancelOutcome, Error, EventKind, JobId, JobRecord, JobStatus, LeaseToken, ListQuery, NewJob,
+    Priority, WorkerId,
 };
 use serde_json::json;
 
@@ -27,7 +28,7 @@ fn beat(worker: &str) -> WorkerBeat {
         host: "test-host".into(),
         pid: 42,
         concurrency: 3,
-        started_at: queue_core::from_millis(0),
+        started_at: queue_core::backend::from_millis(0),
         lease: LEASE,
         interval: Duration::from_secs(10),
     }
@@ -1059,15 +1060,15 @@ pub async fn finish_many_ends_each_and_claims_next(h: &Harness) {
         token: LeaseToken::new("forged"),
     };
     let endings = vec![
-        queue_core::Ending {
+        queue_core::backend::Ending {
             lease: leases[0].to_ref(),
             outcome: completed(),
         },
-        queue_core::Ending {
+        queue_core::backend::Ending {
             lease: leases[1].to_ref(),
             outcome: retry(10),
         },
-        queue_core::Ending {
+        queue_core::backend::Ending {
             lease: forged,
             outcome: completed(),
         },

@@ -16,7 +16,6 @@ pub mod cases;
 mod harness;
 pub mod model;
 pub mod properties;
-pub mod servers;
 
 pub use harness::{Harness, suite_config};
 pub use model::Model;

@@ -10,11 +10,13 @@
 
 use std::collections::BTreeMap;
 
+use queue_core::backend::{
+    ClaimId, ClaimRequest, HeartbeatReply, LeaseRef, Millis, Outcome, WorkerBeat, duration_ms,
+    encode_cursor, from_millis, to_millis,
+};
 use queue_core::{
-    CancelOutcome, ClaimId, ClaimRequest, Error, HeartbeatReply, JobId, JobRecord, JobStatus,
-    LeaseRef, LeaseToken, LifetimeTotals, ListQuery, Millis, NewJob, Outcome, Page, Priority,
-    QueueConfig, QueueStats, Result, WorkerBeat, WorkerInfo, duration_ms, encode_cursor,
-    from_millis, to_millis,
+    CancelOutcome, Error, JobId, JobRecord, JobStatus, LeaseToken, LifetimeTotals, ListQuery,
+    NewJob, Page, Priority, QueueConfig, QueueStats, Result, WorkerInfo,
 };
 
 /// A job as the model keeps it.
@@ -638,7 +640,7 @@ impl Model {
             from => Err(Error::InvalidTransition {
                 id,
                 from,
-                event: queue_core::Event::Cancel,
+                event: queue_core::backend::Event::Cancel,
             }),
         }
     }
@@ -654,7 +656,7 @@ impl Model {
             return Err(Error::InvalidTransition {
                 id,
                 from,
-                event: queue_core::Event::ManualRetry,
+                event: queue_core::backend::Event::ManualRetry,
             });
         }
         if let Some(key) = job.record.unique_key.clone()

@@ -13,9 +13,12 @@
 use std::{fmt, future::Future, time::Duration};
 
 use proptest::{prelude::*, test_runner::TestCaseError};
+use queue_core::backend::{
+    ClaimRequest, Ending, LeaseRef, Outcome, WorkerBeat, from_millis, to_millis,
+};
 use queue_core::{
-    ClaimRequest, Ending, Error, JobId, JobRecord, JobStatus, LeaseRef, ListQuery, ManualClock,
-    NewJob, Outcome, Priority, SharedBackend, WorkerBeat, WorkerId, from_millis, to_millis,
+    Error, JobId, JobRecord, JobStatus, ListQuery, ManualClock, NewJob, Priority, SharedBackend,
+    WorkerId,
 };
 use serde_json::json;
 
@@ -430,7 +433,7 @@ impl<'a> Run<'a> {
     fn adopt(
         &mut self,
         worker: u8,
-        backend: &[queue_core::Lease],
+        backend: &[queue_core::backend::Lease],
         model: &[ModelLease],
         replay: bool,
     ) -> Check {
@@ -702,7 +705,7 @@ impl<'a> Run<'a> {
         self.last_finish = Some((i, outcome, next));
         expect_eq("finish", norm(&got, |f| f.status), norm(&want, |(s, _)| *s))?;
         if let (Ok(f), Ok((_, m))) = (&got, &want) {
-            let b: Vec<queue_core::Lease> = f.next.iter().cloned().collect();
+            let b: Vec<queue_core::backend::Lease> = f.next.iter().cloned().collect();
             let m: Vec<ModelLease> = m.iter().cloned().collect();
             self.adopt(worker, &b, &m, false)?;
         }

@@ -9,7 +9,8 @@ use std::{
 };
 
 use futures_util::FutureExt;
-use queue_core::{JobError, JobRecord, Lease, LeaseRef, Outcome};
+use queue_core::backend::{Lease, LeaseRef, Outcome};
+use queue_core::{JobError, JobRecord};
 use tokio::{sync::oneshot, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, error, info, info_span, warn};

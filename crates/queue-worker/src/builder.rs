@@ -2,9 +2,8 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use queue_core::{
-    Broker, Completion, Error, Job, JobError, QueueConfig, Result, RetryPolicy, WorkerId,
-};
+use queue_core::backend::Broker;
+use queue_core::{Completion, Error, Job, JobError, QueueConfig, Result, RetryPolicy, WorkerId};
 use serde::de::DeserializeOwned;
 
 use crate::{JobContext, Worker, registry::Registry};

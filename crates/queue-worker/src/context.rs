@@ -5,7 +5,8 @@ use std::{
     time::Duration,
 };
 
-use queue_core::{Error, JobId, JobRecord, LeaseRef, Monotonic, Stages};
+use queue_core::backend::{LeaseRef, Monotonic};
+use queue_core::{Error, JobId, JobRecord, Stages};
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +23,7 @@ struct Inner {
     record: JobRecord,
     lease: LeaseRef,
     running: Arc<Running>,
-    broker: Arc<dyn queue_core::Broker>,
+    broker: Arc<dyn queue_core::backend::Broker>,
     /// The lease a progress report renews.
     lease_duration: Duration,
     reported: Mutex<(Monotonic, Option<String>)>,
@@ -33,7 +34,7 @@ impl JobContext {
         record: JobRecord,
         lease: LeaseRef,
         running: Arc<Running>,
-        broker: Arc<dyn queue_core::Broker>,
+        broker: Arc<dyn queue_core::backend::Broker>,
         lease_duration: Duration,
     ) -> Self {
         Self {

@@ -11,7 +11,13 @@ mod upkeep;
 mod worker;
 
 pub use builder::WorkerBuilder;
+// Everything a handler author names, so that this crate (or the facade's prelude) is the
+// only import a worker needs.
 pub use context::{JobContext, StageReporter};
+pub use queue_core::{
+    Completion, Error, Job, JobError, JobErrorKind, JobId, JobRecord, LeaseToken, QueueConfig,
+    Result, RetryPolicy, Stages,
+};
 pub use shutdown::shutdown_signal;
 pub use tokio_util::sync::CancellationToken;
 pub use worker::{Worker, WorkerReport};

@@ -6,7 +6,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use queue_core::{ClaimRequest, Ending, Error, Lease, LeaseRef, Outcome};
+use queue_core::Error;
+use queue_core::backend::{ClaimRequest, Ending, Lease, LeaseRef, Outcome};
 use tokio::{
     sync::{Semaphore, mpsc, oneshot},
     time::Instant,

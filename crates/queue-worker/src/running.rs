@@ -7,7 +7,8 @@ use std::{
     time::Duration,
 };
 
-use queue_core::{JobId, LeaseRef};
+use queue_core::JobId;
+use queue_core::backend::LeaseRef;
 use tokio::{sync::Notify, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 

@@ -9,9 +9,8 @@ use std::{
     time::Duration,
 };
 
-use queue_core::{
-    Broker, ClaimRequest, Clock, Outcome, Result, SystemClock, WorkerBeat, WorkerId, hostname,
-};
+use queue_core::backend::{Broker, ClaimRequest, Outcome, WorkerBeat, hostname};
+use queue_core::{Clock, Result, SystemClock, WorkerId};
 use tokio::{
     sync::{Semaphore, mpsc},
     time::Instant,

@@ -3,10 +3,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use queue_core::{
-    Ending, Error, FinishedMany, JobError, JobId, JobRecord, JobStatus, Lease, LeaseToken,
-    MockBroker, Outcome, Payload, Priority, from_millis,
-};
+use queue_core::backend::{Ending, FinishedMany, Lease, MockBroker, Outcome, from_millis};
+use queue_core::{Error, JobError, JobId, JobRecord, JobStatus, LeaseToken, Payload, Priority};
 use queue_worker::{CancellationToken, Worker};
 use tokio::sync::mpsc;
 

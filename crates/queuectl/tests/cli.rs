@@ -8,7 +8,7 @@ use std::{
 };
 
 use queue_core::{JobRecord, JobStatus, Priority};
-use queue_testkit::servers::redis_url;
+use queue_redis::testing::redis_url;
 use serde_json::Value;
 
 struct Ctl {

@@ -1,65 +1,18 @@
-//! Backends and harnesses on the test Redis servers of `queue_testkit::servers`.
+//! Backends and harnesses on the test Redis servers of `queue_redis::testing` (the same
+//! fixtures users get with the `test-utils` feature).
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
-#[cfg(feature = "testcontainers")]
-use std::sync::OnceLock;
 
 use queue_core::ManualClock;
 use queue_redis::RedisBackend;
 #[allow(unused_imports)]
-pub use queue_testkit::servers::*;
+pub use queue_redis::testing::{self, *};
 use queue_testkit::{Harness, suite_config};
-
-/// With the `testcontainers` feature and a Docker engine: a Redis container, kept for the
-/// life of the test binary. `None` without either (the caller then spawns `redis-server`).
-#[cfg(feature = "testcontainers")]
-fn container_url() -> Option<String> {
-    static CONTAINER: OnceLock<
-        Option<(
-            tokio::runtime::Runtime,
-            queue_redis::testing::RedisContainer,
-        )>,
-    > = OnceLock::new();
-    CONTAINER
-        .get_or_init(|| {
-            // Tests call this from inside their runtime: start the container on a thread
-            // (and a runtime) of its own.
-            std::thread::spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .ok()?;
-                match rt.block_on(queue_redis::testing::RedisContainer::start()) {
-                    Ok(c) => Some((rt, c)),
-                    Err(e) => {
-                        eprintln!("no Docker ({}): using a local redis-server", e.chain());
-                        None
-                    }
-                }
-            })
-            .join()
-            .ok()
-            .flatten()
-        })
-        .as_ref()
-        .map(|(_, c)| c.url().to_owned())
-}
-
-#[cfg(not(feature = "testcontainers"))]
-fn container_url() -> Option<String> {
-    None
-}
-
-/// The standalone Redis: `REDIS_URL`, a container (feature `testcontainers`), or a
-/// spawned `redis-server`.
-pub fn redis_url() -> String {
-    queue_testkit::servers::redis_url_or(container_url)
-}
 
 /// A queue name of its own for one test.
 pub fn unique_queue() -> String {
-    format!("t-{}", uuid::Uuid::new_v4().simple())
+    testing::unique_queue_name()
 }
 
 /// A backend on its own queue at `url`, driven by `clock` when given.
@@ -76,7 +29,7 @@ pub async fn backend_with(url: &str, clock: Option<ManualClock>, functions: bool
         .build()
         .unwrap();
     let mut builder = RedisBackend::builder(&config)
-        .key_prefix("dcs-test")
+        .key_prefix(testing::TEST_KEY_PREFIX)
         .functions(functions);
     if let Some(clock) = clock {
         builder = builder.clock(Arc::new(clock));

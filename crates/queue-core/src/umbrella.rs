@@ -4,7 +4,8 @@ use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
 
-use crate::{Broker, Job, JobRecord, JobStore, NewJob, Result};
+use crate::backend::Broker;
+use crate::{Job, JobRecord, JobStore, NewJob, Result};
 
 /// A complete backend: a [`JobStore`] and a [`Broker`] on one queue. `Display` names it
 /// for logs (credentials redacted).

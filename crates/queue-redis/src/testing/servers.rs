@@ -1,4 +1,4 @@
-//! Redis servers for tests: `REDIS_URL` when set, else a private `redis-server` started by
+//! Throwaway Redis servers: `REDIS_URL` when set, else a private `redis-server` started by
 //! the test binary (and a 3-master cluster, started the same way). Servers die with the
 //! test binary (a shell watchdog kills them when its parent is gone). A missing
 //! `redis-server` fails the test loudly, never skips it.
@@ -37,7 +37,7 @@ pub fn require(binary: &str) {
 /// A redis-server process on `port`, killed when the test binary exits. Extra arguments
 /// are appended to the command line.
 #[derive(Debug)]
-pub struct ServerProcess {
+pub struct RedisServer {
     /// Its port.
     pub port: u16,
     /// Its working directory (logs, AOF).
@@ -46,7 +46,7 @@ pub struct ServerProcess {
     watchdog: std::process::Child,
 }
 
-impl ServerProcess {
+impl RedisServer {
     /// Starts a server on `port` in a fresh temporary directory.
     pub fn start(port: u16, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("dcs-redis-{port}-{}", std::process::id()));
@@ -136,7 +136,7 @@ pub fn redis_url_or(alternative: impl FnOnce() -> Option<String>) -> String {
     URL.get_or_init(|| match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => alternative().unwrap_or_else(|| {
-            let server = ServerProcess::start(free_port(), &["--appendonly no"]);
+            let server = RedisServer::start(free_port(), &["--appendonly no"]);
             let url = server.url();
             std::mem::forget(server);
             url
@@ -145,9 +145,10 @@ pub fn redis_url_or(alternative: impl FnOnce() -> Option<String>) -> String {
     .clone()
 }
 
-/// The standalone Redis for this test binary: `REDIS_URL`, else a spawned `redis-server`.
+/// The standalone Redis for this test binary: `REDIS_URL`, else (feature `testcontainers`,
+/// with a Docker engine) a Redis container, else a spawned `redis-server`.
 pub fn redis_url() -> String {
-    redis_url_or(|| None)
+    redis_url_or(super::container_url)
 }
 
 /// A 3-master Redis Cluster started from `redis-server` for this test binary; its node
@@ -162,7 +163,7 @@ pub fn cluster_url() -> String {
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         for port in &ports {
             let conf = format!("nodes-{port}.conf");
-            std::mem::forget(ServerProcess::start(
+            std::mem::forget(RedisServer::start(
                 *port,
                 &[
                     "--appendonly no",

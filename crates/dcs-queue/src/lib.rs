@@ -1,0 +1,125 @@
+//! A background job queue for Rust that stays correct when workers crash.
+//!
+//! Producers enqueue jobs from any process; workers in others run them with leases and
+//! heartbeats, retries with exponential backoff, priorities, unique keys, cancellation of
+//! running jobs and stage-weighted progress. Redis (and Redis Cluster) in production; an
+//! in-memory backend with the same behaviour for tests. This crate is the one dependency a
+//! user needs; the layers underneath (`queue-core`, `queue-memory`, `queue-redis`,
+//! `queue-worker`) are re-exported by audience:
+//!
+//! | who | where |
+//! |---|---|
+//! | producers and operators | the crate root: [`NewJob`], [`JobStore`], [`JobRecord`], [`Error`], ... |
+//! | handler authors | [`prelude`], or [`worker`] alone |
+//! | backends | [`memory`] (feature `memory`, default), [`redis`] (feature `redis`) |
+//! | backend implementers | [`backend`]: the `Broker` trait, the state machine, the rules and their helpers |
+//!
+//! # Features
+//!
+//! - `memory` (default): [`memory::MemoryBackend`].
+//! - `redis`: [`redis::RedisBackend`], standalone or Cluster.
+//! - `tls`: `rediss://` URLs (rustls); implies `redis`.
+//! - `test-utils`: `redis::testing`, throwaway `redis-server` processes and a unique,
+//!   self-cleaning queue per test, for your own integration tests; implies `redis`.
+//! - `testcontainers`: `redis::testing::RedisContainer` (Redis in Docker); implies `test-utils`.
+//! - `mock`: `MockJobStore` and `backend::MockBroker` (mockall) for unit tests.
+//!
+//! # A producer and a worker
+//!
+//! ```
+//! use std::sync::Arc;
+//! use dcs_queue::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Book { title: String, pages: u32 }
+//!
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! let backend = Arc::new(MemoryBackend::new()); // or RedisBackend::from_env().await?
+//!
+//! // Producer: any process holding a backend.
+//! let job = backend
+//!     .enqueue(NewJob::new("process_book", &Book { title: "Dune".into(), pages: 412 })?
+//!         .unique_key("book-42")
+//!         .priority(Priority::High))
+//!     .await?;
+//! assert_eq!(job.status, JobStatus::Queued);
+//!
+//! // Worker: a handler per task name, with a typed payload.
+//! let stop = CancellationToken::new();
+//! let worker = Worker::builder(backend.clone())
+//!     .register("process_book", |book: Book, ctx: JobContext| async move {
+//!         ctx.progress(20, Some("text_extraction")).await;
+//!         if book.pages == 0 {
+//!             return Err(JobError::permanent("empty book")); // no retry
+//!         }
+//!         Ok(())
+//!     })
+//!     .build()?;
+//! let running = tokio::spawn(worker.run(stop.clone())); // or .run_until_signal()
+//!
+//! while !backend.get(job.job_id).await?.status.is_terminal() {
+//!     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+//! }
+//! assert_eq!(backend.get(job.job_id).await?.status, JobStatus::Completed);
+//! stop.cancel();
+//! running.await??;
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The README's examples are compiled (and run) as tests of this crate.
+#[cfg(all(doctest, feature = "redis"))]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(feature = "mock")]
+pub use queue_core::MockJobStore;
+pub use queue_core::{
+    Backend, BoxError, CancelOutcome, Clock, Completion, EnqueueOptions, Error, EventKind,
+    EventStream, Job, JobError, JobErrorKind, JobEvent, JobId, JobRecord, JobStatus, JobStore,
+    JobStoreExt, LifetimeTotals, Limits, ListQuery, ManualClock, Metadata, NewJob, Page, Payload,
+    Priority, QueueConfig, QueueConfigBuilder, QueueStats, Result, RetryPolicy, SharedBackend,
+    SharedClock, Stages, SystemClock, WorkerInfo,
+};
+pub use queue_worker::{CancellationToken, JobContext, Worker, WorkerBuilder, WorkerReport};
+
+/// The worker runtime: handlers, concurrency, leases, retries, graceful shutdown.
+pub mod worker {
+    pub use queue_worker::*;
+}
+
+/// The in-memory backend: one process, the same behaviour as Redis.
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub mod memory {
+    pub use queue_memory::*;
+}
+
+/// The Redis and Redis Cluster backend.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis {
+    pub use queue_redis::*;
+}
+
+/// For backend implementers and tools built on the traits: the `Broker` trait a worker
+/// drives, the state machine, every rule about a job, and their helpers.
+pub mod backend {
+    pub use queue_core::backend::*;
+}
+
+/// What a producer or a handler author names, in one import: `use dcs_queue::prelude::*;`.
+pub mod prelude {
+    #[cfg(feature = "memory")]
+    pub use crate::memory::MemoryBackend;
+    #[cfg(feature = "redis")]
+    pub use crate::redis::RedisBackend;
+    pub use queue_core::{
+        Completion, Job, JobError, JobId, JobRecord, JobStatus, JobStore, JobStoreExt, NewJob,
+        Priority, QueueConfig, Stages,
+    };
+    pub use queue_worker::{CancellationToken, JobContext, Worker};
+}
