@@ -84,7 +84,9 @@ pub use queue_core::{
     Priority, QueueConfig, QueueConfigBuilder, QueueStats, Result, RetryPolicy, SharedBackend,
     SharedClock, Stages, SystemClock, WorkerInfo,
 };
-pub use queue_worker::{CancellationToken, JobContext, Worker, WorkerBuilder, WorkerReport};
+pub use queue_worker::{
+    CancellationToken, JobContext, Worker, WorkerBuilder, WorkerConfig, WorkerReport,
+};
 
 /// The worker runtime: handlers, concurrency, leases, retries, graceful shutdown.
 pub mod worker {
@@ -121,5 +123,5 @@ pub mod prelude {
         Completion, Job, JobError, JobId, JobRecord, JobStatus, JobStore, JobStoreExt, NewJob,
         Priority, QueueConfig, Stages,
     };
-    pub use queue_worker::{CancellationToken, JobContext, Worker};
+    pub use queue_worker::{CancellationToken, JobContext, Worker, WorkerConfig};
 }

@@ -6,7 +6,7 @@ use std::{
 };
 
 use queue_core::backend::TokioClock;
-use queue_core::{JobEvent, JobId, QueueConfig, SharedClock};
+use queue_core::{JobEvent, JobId, QueueConfig, Result, SharedClock};
 use tokio::sync::{Notify, broadcast};
 
 use crate::tables::{Sink, Tables};
@@ -83,6 +83,12 @@ impl MemoryBackend {
     /// A queue with the default configuration.
     pub fn new() -> Self {
         Self::builder(QueueConfig::default()).build()
+    }
+
+    /// A queue configured by the `DCS_QUEUE_*` variables (see [`QueueConfig::from_env`]); a
+    /// bad value is an error naming the variable.
+    pub fn from_env() -> Result<Self> {
+        Ok(Self::with_config(QueueConfig::from_env()?))
     }
 
     /// A queue with `config`'s defaults (priority, retries, limits, retention).

@@ -134,6 +134,13 @@ impl RedisBackend {
         }
     }
 
+    /// Connects to `DCS_REDIS_URL` with the queue the `DCS_QUEUE_*` variables describe (see
+    /// [`QueueConfig::from_env`]); a bad value is an error naming the variable, and the URL's
+    /// password never appears in an error.
+    pub async fn from_env() -> Result<Self> {
+        Self::connect(&QueueConfig::from_env()?).await
+    }
+
     /// Connects with the defaults.
     pub async fn connect(config: &QueueConfig) -> Result<Self> {
         Self::builder(config).build().await

@@ -4,9 +4,16 @@
 //!
 //! A backend's test file is one line plus a factory:
 //!
-//! ```ignore
-//! async fn fresh(clock: queue_core::ManualClock) -> queue_testkit::Harness { ... }
+//! ```no_run
+//! use queue_core::ManualClock;
+//! use queue_testkit::Harness;
+//!
+//! async fn fresh(clock: ManualClock) -> Harness {
+//!     // Your backend, built with `suite_config(..)` and `clock`, on a namespace of its own.
+//!     unimplemented!("connect the backend under test")
+//! }
 //! queue_testkit::conformance_tests!(fresh);
+//! # fn main() {}
 //! ```
 //!
 //! The factory builds the backend with [`suite_config`] and the given clock, on its own

@@ -41,7 +41,7 @@ pub(crate) async fn run_one(
     // while a report is retried.
     let running = shared
         .running
-        .insert(lease_ref.clone(), sent + shared.settings.lease);
+        .insert(lease_ref.clone(), sent + shared.settings.config.lease);
     if record.cancel_requested {
         running.stop(StopReason::Cancelled);
     }
@@ -100,7 +100,7 @@ async fn execute(
     lease: &LeaseRef,
     running: &Arc<Running>,
 ) -> Option<Outcome> {
-    let policy = &shared.settings.retry;
+    let policy = &shared.settings.config.retry;
     let Some(handler) = shared.registry.get(&record.task) else {
         // Retried with the normal backoff: during a rolling deploy a worker that knows
         // the task may take it.
@@ -111,13 +111,13 @@ async fn execute(
         ));
         return Some(policy.decide(record, &error));
     };
-    let timeout = record.timeout_or(shared.settings.job_timeout);
+    let timeout = record.timeout_or(shared.settings.config.job_timeout);
     let ctx = JobContext::new(
         record.clone(),
         lease.clone(),
         Arc::clone(running),
         Arc::clone(&shared.broker),
-        shared.settings.lease,
+        shared.settings.config.lease,
     );
     // Calling the handler may panic before it returns a future, as polling it may.
     let run = match std::panic::catch_unwind(AssertUnwindSafe(|| {

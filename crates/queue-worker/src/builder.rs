@@ -3,24 +3,18 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use queue_core::backend::Broker;
-use queue_core::{Completion, Error, Job, JobError, QueueConfig, Result, RetryPolicy, WorkerId};
+use queue_core::{Completion, Error, Job, JobError, Result, RetryPolicy, WorkerId};
+#[cfg(doc)]
+use queue_core::QueueConfig;
 use serde::de::DeserializeOwned;
 
-use crate::{JobContext, Worker, registry::Registry};
+use crate::{JobContext, Worker, WorkerConfig, registry::Registry};
 
-/// Settings of a worker; see [`WorkerBuilder`] for each.
+/// What a worker is built with.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) id: WorkerId,
-    pub(crate) concurrency: usize,
-    pub(crate) job_timeout: Duration,
-    pub(crate) lease: Duration,
-    pub(crate) heartbeat: Duration,
-    pub(crate) shutdown_grace: Duration,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) fetch_wait: Duration,
-    pub(crate) reap_interval: Duration,
-    pub(crate) sweep_interval: Duration,
+    pub(crate) config: WorkerConfig,
 }
 
 /// Builds a [`Worker`]: register handlers by task name, then set limits.
@@ -65,41 +59,21 @@ impl std::fmt::Debug for WorkerBuilder {
 
 impl WorkerBuilder {
     pub(crate) fn new(broker: Arc<dyn Broker>) -> Self {
-        let cfg = QueueConfig::default();
-        let mut builder = Self {
+        Self {
             broker,
             registry: Registry::default(),
             settings: Settings {
                 id: WorkerId::generate(),
-                concurrency: 0,
-                job_timeout: Duration::ZERO,
-                lease: Duration::ZERO,
-                heartbeat: Duration::ZERO,
-                shutdown_grace: Duration::ZERO,
-                retry: RetryPolicy::default(),
-                fetch_wait: Duration::from_secs(2),
-                reap_interval: Duration::ZERO,
-                sweep_interval: Duration::from_secs(60),
+                config: WorkerConfig::default(),
             },
-        };
-        builder = builder.config(&cfg);
-        builder
+        }
     }
 
-    /// Takes concurrency, timeout, lease, heartbeat, grace and retry policy from `cfg`.
-    pub fn config(mut self, cfg: &QueueConfig) -> Self {
-        let s = &mut self.settings;
-        s.concurrency = cfg.max_concurrency;
-        s.job_timeout = cfg.job_timeout;
-        s.lease = cfg.lease;
-        s.heartbeat = cfg.heartbeat;
-        s.shutdown_grace = cfg.shutdown_grace;
-        s.retry = cfg.retry_policy();
-        s.reap_interval = cfg.lease / 2;
-        // Often enough that a short retention is honoured; the sweep then catches up in
-        // batches, whatever the finish rate.
-        s.sweep_interval =
-            (cfg.retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    /// Takes every setting from `config`: a [`WorkerConfig`], or a [`QueueConfig`]
+    /// (`&QueueConfig::from_env()?`) for its concurrency, timeout, lease, heartbeat, grace
+    /// and retry policy.
+    pub fn config(mut self, config: impl Into<WorkerConfig>) -> Self {
+        self.settings.config = config.into();
         self
     }
 
@@ -129,48 +103,48 @@ impl WorkerBuilder {
 
     /// Jobs run at once (default `DCS_QUEUE_MAX_CONCURRENCY`).
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.settings.concurrency = n;
+        self.settings.config.concurrency = n;
         self
     }
 
     /// Per-attempt timeout for jobs without their own (default 3600 s).
     pub fn job_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.job_timeout = timeout;
+        self.settings.config.job_timeout = timeout;
         self
     }
 
     /// Lease duration (default 30 s) and heartbeat interval (default 10 s).
     pub fn lease(mut self, lease: Duration, heartbeat: Duration) -> Self {
-        self.settings.lease = lease;
-        self.settings.heartbeat = heartbeat;
-        self.settings.reap_interval = lease / 2;
+        self.settings.config.lease = lease;
+        self.settings.config.heartbeat = heartbeat;
+        self.settings.config.reap_interval = lease / 2;
         self
     }
 
     /// How long running jobs may finish after shutdown begins (default 30 s).
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
-        self.settings.shutdown_grace = grace;
+        self.settings.config.shutdown_grace = grace;
         self
     }
 
     /// Backoff of failed attempts.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.settings.retry = policy;
+        self.settings.config.retry = policy;
         self
     }
 
     /// The longest an idle fetch blocks before looking again (default 2 s); also bounds how
     /// long an idle worker takes to stop fetching on shutdown.
     pub fn fetch_wait(mut self, wait: Duration) -> Self {
-        self.settings.fetch_wait = wait;
+        self.settings.config.fetch_wait = wait;
         self
     }
 
     /// How often expired leases are recovered (default lease / 2) and expired records
     /// swept (default 60 s).
     pub fn maintenance(mut self, reap: Duration, sweep: Duration) -> Self {
-        self.settings.reap_interval = reap;
-        self.settings.sweep_interval = sweep;
+        self.settings.config.reap_interval = reap;
+        self.settings.config.sweep_interval = sweep;
         self
     }
 
@@ -183,30 +157,12 @@ impl WorkerBuilder {
     /// Checks the settings. A worker without handlers is refused: it would only fail
     /// (or bounce) every job it took.
     pub fn build(self) -> Result<Worker> {
-        let s = &self.settings;
         if self.registry.tasks().is_empty() {
             return Err(Error::config(
                 "the worker has no handlers: register at least one task before building it",
             ));
         }
-        if s.concurrency == 0 {
-            return Err(Error::config("worker concurrency must be at least 1"));
-        }
-        if s.heartbeat.is_zero() || s.heartbeat >= s.lease {
-            return Err(Error::config(format!(
-                "heartbeat ({:?}) must be positive and shorter than the lease ({:?})",
-                s.heartbeat, s.lease
-            )));
-        }
-        if s.job_timeout.is_zero()
-            || s.fetch_wait.is_zero()
-            || s.reap_interval.is_zero()
-            || s.sweep_interval.is_zero()
-        {
-            return Err(Error::config(
-                "job timeout, fetch wait and maintenance intervals must be positive",
-            ));
-        }
+        self.settings.config.validate()?;
         Ok(Worker::new(self.broker, self.registry, self.settings))
     }
 }

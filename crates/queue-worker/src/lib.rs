@@ -2,6 +2,7 @@
 
 mod attempt;
 mod builder;
+mod config;
 mod context;
 mod registry;
 mod reporter;
@@ -11,6 +12,7 @@ mod upkeep;
 mod worker;
 
 pub use builder::WorkerBuilder;
+pub use config::WorkerConfig;
 // Everything a handler author names, so that this crate (or the facade's prelude) is the
 // only import a worker needs.
 pub use context::{JobContext, StageReporter};

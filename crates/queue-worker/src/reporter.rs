@@ -83,7 +83,7 @@ pub(crate) async fn reporter_loop(
 async fn send(shared: &Arc<Shared>, group: Vec<Report>) {
     let s = &shared.settings;
     let wanted = group.iter().filter(|r| r.claim_next).count();
-    let next = (wanted > 0).then(|| ClaimRequest::new(s.id.clone(), wanted, s.lease));
+    let next = (wanted > 0).then(|| ClaimRequest::new(s.id.clone(), wanted, s.config.lease));
     let endings: Vec<Ending> = group
         .iter()
         .map(|r| Ending {
@@ -93,7 +93,7 @@ async fn send(shared: &Arc<Shared>, group: Vec<Report>) {
         .collect();
     // Leases the call takes expire one lease after the first try was sent at the latest.
     let sent = Instant::now();
-    let deadline = sent + s.lease;
+    let deadline = sent + s.config.lease;
     let mut delay = Duration::from_millis(100);
     let done = loop {
         let until = shared.bounded(deadline);
@@ -159,7 +159,7 @@ async fn send(shared: &Arc<Shared>, group: Vec<Report>) {
 /// Hands leased jobs back unrun (no attempt used).
 async fn hand_back(shared: &Arc<Shared>, leases: Vec<Lease>) {
     let endings = leases.iter().map(Ending::handed_back).collect();
-    let until = shared.bounded(Instant::now() + shared.settings.lease);
+    let until = shared.bounded(Instant::now() + shared.settings.config.lease);
     match tokio::time::timeout_at(until, shared.broker.finish_many(endings, None)).await {
         Ok(Ok(_)) => {}
         Ok(Err(err)) => {

@@ -15,7 +15,7 @@ use crate::{running::StopReason, worker::Shared};
 /// attempt of the same job.
 pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
     let s = &shared.settings;
-    let mut ticks = tokio::time::interval(s.heartbeat);
+    let mut ticks = tokio::time::interval(s.config.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -35,7 +35,7 @@ pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken)
                     if !reply.lost.contains(lease)
                         && let Some(running) = shared.running.get(lease)
                     {
-                        running.renewed(sent, s.lease);
+                        running.renewed(sent, s.config.lease);
                     }
                 }
                 for lease in &reply.lost {
@@ -62,7 +62,7 @@ pub(crate) fn fence_margin(lease: Duration) -> Duration {
 /// succeeded (Redis unreachable, a partition): measured from when the last successful
 /// renewal was sent, so the attempt has stopped before another worker can take the job.
 pub(crate) async fn fence_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let margin = fence_margin(shared.settings.lease);
+    let margin = fence_margin(shared.settings.config.lease);
     let mut ticks = tokio::time::interval(margin / 2);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -83,8 +83,8 @@ pub(crate) async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToke
     const REAP_BATCH: usize = 100;
     const SWEEP_BATCH: usize = 500;
     let s = &shared.settings;
-    let mut reap = tokio::time::interval(s.reap_interval);
-    let mut sweep = tokio::time::interval(s.sweep_interval);
+    let mut reap = tokio::time::interval(s.config.reap_interval);
+    let mut sweep = tokio::time::interval(s.config.sweep_interval);
     reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -125,10 +125,10 @@ impl Worker {
             worker: settings.id.clone(),
             host: hostname(),
             pid: std::process::id(),
-            concurrency: u32::try_from(settings.concurrency).unwrap_or(u32::MAX),
+            concurrency: u32::try_from(settings.config.concurrency).unwrap_or(u32::MAX),
             started_at: SystemClock.now(),
-            lease: settings.lease,
-            interval: settings.heartbeat,
+            lease: settings.config.lease,
+            interval: settings.config.heartbeat,
         };
         let (tx, reports) = mpsc::unbounded_channel();
         Self {
@@ -170,7 +170,7 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerReport> {
         let shared = self.shared;
         let s = &shared.settings;
-        info!(worker = %s.id, tasks = ?shared.registry.tasks(), concurrency = s.concurrency, "worker started");
+        info!(worker = %s.id, tasks = ?shared.registry.tasks(), concurrency = s.config.concurrency, "worker started");
         let background = CancellationToken::new();
         let helpers = TaskTracker::new();
         helpers.spawn(upkeep::heartbeat_loop(
@@ -197,11 +197,11 @@ impl Worker {
         fetch_loop(&shared, &jobs, &shutdown).await;
 
         jobs.close();
-        let grace_end = Instant::now() + s.shutdown_grace;
+        let grace_end = Instant::now() + s.config.shutdown_grace;
         let stop_by = grace_end + STOP_MARGIN;
         let _ = shared.stop_by.set(stop_by);
         if !jobs.is_empty() {
-            info!(running = shared.running.len(), grace = ?s.shutdown_grace, "waiting for running jobs");
+            info!(running = shared.running.len(), grace = ?s.config.shutdown_grace, "waiting for running jobs");
         }
         if tokio::time::timeout_at(grace_end, jobs.wait())
             .await
@@ -251,7 +251,7 @@ impl Worker {
 
 async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &CancellationToken) {
     let s = &shared.settings;
-    let permits = Arc::new(Semaphore::new(s.concurrency));
+    let permits = Arc::new(Semaphore::new(s.config.concurrency));
     let mut backoff = Duration::from_millis(100);
     loop {
         let first = tokio::select! {
@@ -262,11 +262,11 @@ async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &Cancell
         while let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
             held.push(permit);
         }
-        let req = ClaimRequest::new(s.id.clone(), held.len(), s.lease);
+        let req = ClaimRequest::new(s.id.clone(), held.len(), s.config.lease);
         let sent = Instant::now();
         // `fetch` is cancel-safe: dropping it on shutdown loses no lease.
         let result = tokio::select! {
-            result = shared.broker.fetch(&req, s.fetch_wait) => result,
+            result = shared.broker.fetch(&req, s.config.fetch_wait) => result,
             () = shutdown.cancelled() => return,
         };
         match result {

@@ -1,0 +1,152 @@
+//! `WorkerConfig`: how a worker runs, from the `DCS_QUEUE_*` variables or set in code.
+
+use std::time::Duration;
+
+use queue_core::{Error, QueueConfig, Result, RetryPolicy};
+
+/// How a worker runs. [`WorkerConfig::from_env`] reads the same `DCS_QUEUE_*` variables as
+/// [`QueueConfig::from_env`] (a bad value is an error naming the variable); every field can
+/// also be set in code, or one at a time on the [`WorkerBuilder`](crate::WorkerBuilder).
+///
+/// ```
+/// use std::time::Duration;
+/// use queue_worker::WorkerConfig;
+///
+/// let mut config = WorkerConfig::default();          // the documented defaults
+/// config.concurrency = 8;
+/// config.job_timeout = Duration::from_secs(600);
+/// assert!(config.validate().is_ok());
+///
+/// config.heartbeat = config.lease;                   // a heartbeat must beat within the lease
+/// assert!(config.validate().unwrap_err().to_string().contains("heartbeat"));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// Jobs run at once (`DCS_QUEUE_MAX_CONCURRENCY`, default 3).
+    pub concurrency: usize,
+    /// Per-attempt timeout of jobs without their own (`DCS_QUEUE_JOB_TIMEOUT_SECONDS`, 3600 s).
+    pub job_timeout: Duration,
+    /// Lease of a running job (`DCS_QUEUE_LEASE_SECONDS`, 30 s): a dead worker's job runs
+    /// again after it.
+    pub lease: Duration,
+    /// How often leases are renewed (`DCS_QUEUE_HEARTBEAT_SECONDS`, 10 s); below the lease.
+    pub heartbeat: Duration,
+    /// How long running jobs may finish once shutdown begins
+    /// (`DCS_QUEUE_SHUTDOWN_GRACE_SECONDS`, 30 s).
+    pub shutdown_grace: Duration,
+    /// Backoff of failed attempts (`DCS_QUEUE_RETRY_*`).
+    pub retry: RetryPolicy,
+    /// The longest an idle fetch blocks before looking again (2 s); also bounds how long an
+    /// idle worker takes to stop fetching on shutdown.
+    pub fetch_wait: Duration,
+    /// How often expired leases are recovered (lease / 2).
+    pub reap_interval: Duration,
+    /// How often expired finished records are swept (retention / 10, between 1 and 60 s).
+    pub sweep_interval: Duration,
+}
+
+impl WorkerConfig {
+    /// Reads the `DCS_QUEUE_*` variables of the process environment.
+    pub fn from_env() -> Result<Self> {
+        Ok(Self::from(&QueueConfig::from_env()?))
+    }
+
+    /// Checks the settings together: positive durations, at least one job at once, and a
+    /// heartbeat shorter than the lease.
+    pub fn validate(&self) -> Result<()> {
+        if self.concurrency == 0 {
+            return Err(Error::config("worker concurrency must be at least 1"));
+        }
+        if self.heartbeat.is_zero() || self.heartbeat >= self.lease {
+            return Err(Error::config(format!(
+                "heartbeat ({:?}) must be positive and shorter than the lease ({:?})",
+                self.heartbeat, self.lease
+            )));
+        }
+        if self.job_timeout.is_zero()
+            || self.fetch_wait.is_zero()
+            || self.reap_interval.is_zero()
+            || self.sweep_interval.is_zero()
+        {
+            return Err(Error::config(
+                "job timeout, fetch wait and maintenance intervals must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self::from(&QueueConfig::default())
+    }
+}
+
+impl From<&QueueConfig> for WorkerConfig {
+    fn from(cfg: &QueueConfig) -> Self {
+        Self {
+            concurrency: cfg.max_concurrency,
+            job_timeout: cfg.job_timeout,
+            lease: cfg.lease,
+            heartbeat: cfg.heartbeat,
+            shutdown_grace: cfg.shutdown_grace,
+            retry: cfg.retry_policy(),
+            fetch_wait: Duration::from_secs(2),
+            reap_interval: cfg.lease / 2,
+            // Often enough that a short retention is honoured; the sweep then catches up in
+            // batches, whatever the finish rate.
+            sweep_interval: (cfg.retention / 10)
+                .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        }
+    }
+}
+
+impl From<QueueConfig> for WorkerConfig {
+    fn from(cfg: QueueConfig) -> Self {
+        Self::from(&cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_env_names_the_bad_variable() {
+        let cfg = QueueConfig::from_vars([("DCS_QUEUE_LEASE_SECONDS", "soon")]);
+        assert!(cfg.unwrap_err().to_string().contains("DCS_QUEUE_LEASE_SECONDS"));
+        let cfg = QueueConfig::from_vars([
+            ("DCS_QUEUE_MAX_CONCURRENCY", "12"),
+            ("DCS_QUEUE_LEASE_SECONDS", "40"),
+            ("DCS_QUEUE_HEARTBEAT_SECONDS", "5"),
+            ("DCS_QUEUE_RETENTION_SECONDS", "20"),
+        ])
+        .unwrap();
+        let worker = WorkerConfig::from(&cfg);
+        assert_eq!(worker.concurrency, 12);
+        assert_eq!(worker.lease, Duration::from_secs(40));
+        assert_eq!(worker.heartbeat, Duration::from_secs(5));
+        assert_eq!(worker.reap_interval, Duration::from_secs(20));
+        assert_eq!(worker.sweep_interval, Duration::from_secs(2));
+        assert!(worker.validate().is_ok());
+    }
+
+    #[test]
+    fn validate_refuses_each_bad_setting() {
+        let ok = WorkerConfig::default();
+        assert!(ok.validate().is_ok());
+        let cases: [(&str, fn(&mut WorkerConfig)); 4] = [
+            ("concurrency", |c| c.concurrency = 0),
+            ("heartbeat", |c| c.heartbeat = c.lease),
+            ("heartbeat", |c| c.heartbeat = Duration::ZERO),
+            ("job timeout", |c| c.job_timeout = Duration::ZERO),
+        ];
+        for (named, break_it) in cases {
+            let mut bad = ok.clone();
+            break_it(&mut bad);
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains(named), "{err}");
+        }
+    }
+}

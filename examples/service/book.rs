@@ -1,0 +1,23 @@
+//! The job the producer, the worker and the web service share: one book to process.
+
+use serde::{Deserialize, Serialize};
+
+/// What a producer enqueues and the worker's handler decodes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ProcessBook {
+    /// The book's id; also the job's unique key (one active job per book).
+    pub(crate) book_id: String,
+    /// Its title.
+    pub(crate) title: String,
+    /// How long each of its three stages takes, in milliseconds (a stand-in for real work).
+    #[serde(default = "default_stage_ms")]
+    pub(crate) stage_ms: u64,
+}
+
+fn default_stage_ms() -> u64 {
+    200
+}
+
+impl dcs_queue::Job for ProcessBook {
+    const NAME: &'static str = "process_book";
+}
