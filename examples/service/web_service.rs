@@ -37,7 +37,11 @@ async fn submit(State(queue): State<Queue>, Json(book): Json<ProcessBook>) -> Re
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     match queue.enqueue(job).await {
-        Ok(record) => (StatusCode::ACCEPTED, Json(json!({ "job_id": record.job_id }))).into_response(),
+        Ok(record) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "job_id": record.job_id })),
+        )
+            .into_response(),
         Err(Error::AlreadyExists { job_id, .. }) => (
             StatusCode::CONFLICT,
             Json(json!({ "error": "this book already has an active job", "job_id": job_id })),
@@ -50,7 +54,11 @@ async fn submit(State(queue): State<Queue>, Json(book): Json<ProcessBook>) -> Re
 
 async fn status(State(queue): State<Queue>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<JobId>() else {
-        return (StatusCode::BAD_REQUEST, Json(json!({ "error": "not a job id" }))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "not a job id" })),
+        )
+            .into_response();
     };
     match queue.get(id).await {
         Ok(job) => Json(json!({
@@ -74,7 +82,9 @@ fn error(code: StatusCode, e: &Error) -> Response {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let bind = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3000".into());
+    let bind = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:3000".into());
     let queue: Queue = Arc::new(RedisBackend::from_env().await?);
     let app = Router::new()
         .route("/books", post(submit))

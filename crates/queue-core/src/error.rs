@@ -63,8 +63,11 @@ pub enum Error {
         backend: &'static str,
         /// What failed.
         message: String,
+        /// The backend's own error, when there is one (credentials cut out).
+        #[source]
+        source: Option<BoxError>,
     },
-    /// A payload or a stored record could not be encoded or decoded.
+    /// A payload or a value could not be encoded or decoded.
     #[error("{context}")]
     Codec {
         /// What was being encoded or decoded, and what is wrong with it.
@@ -72,6 +75,14 @@ pub enum Error {
         /// The underlying codec error, when there is one.
         #[source]
         source: Option<BoxError>,
+    },
+    /// What the backend holds is not what the queue wrote: a stored record with a missing
+    /// or malformed field, a key of the wrong type. The job it belongs to fails (or is
+    /// skipped by listings); the worker and the other jobs go on.
+    #[error("corrupt data: {context}")]
+    Corrupt {
+        /// Which record or key, and what is wrong with it.
+        context: String,
     },
     /// A configuration value is invalid; the message names the variable (or builder field)
     /// and the value.
@@ -102,10 +113,18 @@ impl Error {
         }
     }
 
-    /// Builds a [`Error::Codec`] without a source.
+    /// Builds a [`Error::Corrupt`].
     pub fn corrupt(context: impl Into<String>) -> Self {
-        Self::Codec {
+        Self::Corrupt {
             context: context.into(),
+        }
+    }
+
+    /// Builds a [`Error::Backend`] without a source.
+    pub fn backend(backend: &'static str, message: impl Into<String>) -> Self {
+        Self::Backend {
+            backend,
+            message: message.into(),
             source: None,
         }
     }
@@ -153,5 +172,29 @@ mod tests {
         assert_eq!(err.chain(), "redis is unavailable: connection refused");
         assert!(err.is_retryable());
         assert!(!Error::invalid("x").is_retryable());
+    }
+
+    #[test]
+    fn each_constructor_builds_its_own_variant() {
+        assert!(matches!(
+            Error::corrupt("job x: field `status`"),
+            Error::Corrupt { .. }
+        ));
+        assert!(matches!(
+            Error::codec("payload", std::fmt::Error),
+            Error::Codec {
+                source: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(Error::config("x"), Error::Config { .. }));
+        assert!(matches!(Error::invalid("x"), Error::InvalidArgument { .. }));
+        let err = Error::backend("redis", "script failed");
+        assert!(matches!(err, Error::Backend { source: None, .. }));
+        assert_eq!(err.to_string(), "redis failed: script failed");
+        assert_eq!(
+            Error::corrupt("job x: field `status` is not a status").to_string(),
+            "corrupt data: job x: field `status` is not a status"
+        );
     }
 }

@@ -97,10 +97,8 @@ impl RedisBackend {
                 let _ = this.finish_many(endings, None).await;
             }
         });
-        rx.await.map_err(|_| Error::Backend {
-            backend: "redis",
-            message: "claim task stopped".into(),
-        })?
+        rx.await
+            .map_err(|_| Error::backend("redis", "claim task stopped"))?
     }
 
     /// Blocks on the wake-up marker for up to `timeout`, on a dedicated connection.
@@ -236,24 +234,24 @@ impl Broker for RedisBackend {
         let (statuses, claimed) =
             wire::finished(self.run(&self.inner.scripts.finish, &keys, args).await?);
         if statuses.len() != endings.len() {
-            return Err(Error::Backend {
-                backend: "redis",
-                message: format!(
+            return Err(Error::backend(
+                "redis",
+                format!(
                     "finish answered {} statuses for {} endings",
                     statuses.len(),
                     endings.len()
                 ),
-            });
+            ));
         }
         let statuses = endings
             .iter()
             .zip(statuses)
             .map(|(e, status)| match status.as_str() {
                 "lost" => Err(Error::LeaseLost { id: e.lease.job_id }),
-                s if s.starts_with('!') => Err(Error::Backend {
-                    backend: "redis",
-                    message: format!("finish of job {}: {}", e.lease.job_id, &s[1..]),
-                }),
+                s if s.starts_with('!') => Err(Error::backend(
+                    "redis",
+                    format!("finish of job {}: {}", e.lease.job_id, &s[1..]),
+                )),
                 s => s.parse::<JobStatus>(),
             })
             .collect();

@@ -4,6 +4,29 @@
 use queue_core::{Error, RedisUrl};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
+/// What Redis answered when it refused a command: the source of an [`Error::Backend`]
+/// (find it with `std::error::Error::source` and `downcast_ref`). Passwords are cut out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerError {
+    code: Option<String>,
+    message: String,
+}
+
+impl ServerError {
+    /// The error code Redis sent (`NOSCRIPT`, `WRONGTYPE`, `ERR`...), when it sent one.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
 /// Maps client errors for one deployment: transport trouble is `Unavailable` (retryable)
 /// and names the endpoints; anything the server refused for a reason a retry will not fix
 /// is `Backend`. Every password of the URL is cut out of every message.
@@ -44,9 +67,17 @@ impl Errors {
                 source: format!("{}: {message}", self.endpoints).into(),
             }
         } else {
+            let source = ServerError {
+                code: err.code().map(str::to_owned),
+                message,
+            };
             Error::Backend {
                 backend: "redis",
-                message,
+                message: match &source.code {
+                    Some(code) => format!("the server refused the command ({code})"),
+                    None => "the command failed".to_owned(),
+                },
+                source: Some(Box::new(source)),
             }
         }
     }

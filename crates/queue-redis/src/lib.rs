@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod broker;
 mod builder;
@@ -15,3 +16,4 @@ pub mod testing;
 mod wire;
 
 pub use builder::{RedisBackend, RedisBackendBuilder};
+pub use error::ServerError;

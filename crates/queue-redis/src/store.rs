@@ -1,6 +1,6 @@
 //! `JobStore` for Redis: enqueue, reads, listings, cancel, retry, counts, events.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -164,17 +164,17 @@ impl RedisBackend {
                     job_id: holder,
                 })
             }
-            other => Err(Error::Backend {
-                backend: "redis",
-                message: format!("unexpected enqueue reply {other:?}"),
-            }),
+            other => Err(Error::backend(
+                "redis",
+                format!("unexpected enqueue reply {other:?}"),
+            )),
         }
     }
 
     async fn is_active(&self, id: JobId) -> Result<bool> {
         match self.get(id).await {
             Ok(r) => Ok(r.status.is_active()),
-            Err(Error::NotFound { .. } | Error::Codec { .. }) => Ok(false),
+            Err(Error::NotFound { .. } | Error::Corrupt { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -317,12 +317,9 @@ impl RedisBackend {
                         }
                     }
                     Err(e) => {
-                        let why = e.chain();
+                        let e = Arc::new(e);
                         for reply in replies {
-                            let _ = reply.send(Err(Error::Backend {
-                                backend: "redis",
-                                message: format!("enqueue: {why}"),
-                            }));
+                            let _ = reply.send(Err(shared_failure(&e, "enqueue failed".into())));
                         }
                     }
                 }
@@ -390,22 +387,12 @@ impl JobStore for RedisBackend {
                 // One batch failing says nothing of the others: each of its jobs gets the
                 // error, naming its id (enqueueing it again with that id is safe).
                 Err(e) => {
-                    let why = e.chain();
+                    let e = Arc::new(e);
                     for (slot, _, id) in chunk {
                         let message = format!(
-                            "job {id} may not have been stored ({why}); enqueue it again with this job_id"
+                            "job {id} may not have been stored; enqueue it again with this job_id"
                         );
-                        out[*slot] = Some(Err(if e.is_retryable() {
-                            Error::Unavailable {
-                                backend: "redis",
-                                source: message.into(),
-                            }
-                        } else {
-                            Error::Backend {
-                                backend: "redis",
-                                message,
-                            }
-                        }));
+                        out[*slot] = Some(Err(shared_failure(&e, message)));
                     }
                 }
             }
@@ -495,10 +482,10 @@ impl JobStore for RedisBackend {
                 reply.get(1),
                 queue_core::backend::Event::Cancel,
             )),
-            other => Err(Error::Backend {
-                backend: "redis",
-                message: format!("unexpected cancel reply {other:?}"),
-            }),
+            other => Err(Error::backend(
+                "redis",
+                format!("unexpected cancel reply {other:?}"),
+            )),
         }
     }
 
@@ -531,10 +518,10 @@ impl JobStore for RedisBackend {
                     job_id: holder,
                 })
             }
-            other => Err(Error::Backend {
-                backend: "redis",
-                message: format!("unexpected retry reply {other:?}"),
-            }),
+            other => Err(Error::backend(
+                "redis",
+                format!("unexpected retry reply {other:?}"),
+            )),
         }
     }
 
@@ -680,4 +667,38 @@ fn parse_event(message: &str) -> Option<JobEvent> {
         at: from_millis(raw.at),
         kind: raw.kind,
     })
+}
+
+/// One failure shared by every job of a batch: each caller gets its own error saying what
+/// it means for its job, with the batch's error as the source (kept whole, not as text).
+fn shared_failure(cause: &Arc<Error>, message: String) -> Error {
+    let source = Box::new(SharedError(cause.clone()));
+    if cause.is_retryable() {
+        Error::Unavailable {
+            backend: "redis",
+            source: format!("{message}: {}", cause.chain()).into(),
+        }
+    } else {
+        Error::Backend {
+            backend: "redis",
+            message,
+            source: Some(source),
+        }
+    }
+}
+
+/// An [`Error`] several callers hold as their source.
+#[derive(Debug)]
+struct SharedError(Arc<Error>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }

@@ -271,7 +271,7 @@ async fn garbage_job_records_fail_their_job_and_nothing_else() {
     cli(port, &["SET", &key(not_a_hash), "garbage"]);
     assert!(matches!(
         backend.get(not_a_hash).await,
-        Err(queue_core::Error::Codec { .. })
+        Err(queue_core::Error::Corrupt { .. })
     ));
     let err = backend.get(wrong_types).await.unwrap_err().to_string();
     assert!(
@@ -346,4 +346,54 @@ async fn credentials_are_checked_and_never_shown() {
             "{err}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_command_keeps_the_servers_answer_as_its_source() {
+    let url = support::redis_url();
+    let cfg = config(&url);
+    let backend = RedisBackend::connect(&cfg).await.unwrap();
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    // The priority index an enqueue writes to, replaced by a string: the script's write is
+    // refused by the server (WRONGTYPE), a fault no retry will fix.
+    let prefix = format!("dcs:{{{}}}:", cfg.queue_name);
+    let ready: Vec<String> = (0..3).map(|p| format!("{prefix}ready:{p}")).collect();
+    for key in &ready {
+        cli(port, &["SET", key, "garbage"]);
+    }
+    let err = backend
+        .enqueue(NewJob::new("t", &1).unwrap())
+        .await
+        .unwrap_err();
+    for key in &ready {
+        cli(port, &["DEL", key]);
+    }
+    backend.destroy().await.unwrap();
+    assert!(!err.is_retryable(), "{}", err.chain());
+    let queue_core::Error::Backend { ref message, .. } = err else {
+        panic!("expected Error::Backend, got {}", err.chain());
+    };
+    // The server's answer is kept whole in the source chain, for `downcast_ref`.
+    let mut source = std::error::Error::source(&err);
+    let server = loop {
+        let Some(s) = source else {
+            panic!("no ServerError in the chain: {}", err.chain());
+        };
+        if let Some(server) = s.downcast_ref::<queue_redis::ServerError>() {
+            break server;
+        }
+        source = s.source();
+    };
+    assert!(server.to_string().contains("WRONGTYPE"), "{}", err.chain());
+    assert!(
+        !message.contains("WRONGTYPE Operation"),
+        "the message does not repeat its source"
+    );
+    assert!(server.code().is_some(), "{}", err.chain());
 }

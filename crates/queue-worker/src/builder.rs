@@ -2,10 +2,10 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use queue_core::backend::Broker;
-use queue_core::{Completion, Error, Job, JobError, Result, RetryPolicy, WorkerId};
 #[cfg(doc)]
 use queue_core::QueueConfig;
+use queue_core::backend::Broker;
+use queue_core::{Completion, Error, Job, JobError, Result, RetryPolicy, WorkerId};
 use serde::de::DeserializeOwned;
 
 use crate::{JobContext, Worker, WorkerConfig, registry::Registry};

@@ -115,7 +115,11 @@ mod tests {
     #[test]
     fn from_env_names_the_bad_variable() {
         let cfg = QueueConfig::from_vars([("DCS_QUEUE_LEASE_SECONDS", "soon")]);
-        assert!(cfg.unwrap_err().to_string().contains("DCS_QUEUE_LEASE_SECONDS"));
+        assert!(
+            cfg.unwrap_err()
+                .to_string()
+                .contains("DCS_QUEUE_LEASE_SECONDS")
+        );
         let cfg = QueueConfig::from_vars([
             ("DCS_QUEUE_MAX_CONCURRENCY", "12"),
             ("DCS_QUEUE_LEASE_SECONDS", "40"),
@@ -136,7 +140,8 @@ mod tests {
     fn validate_refuses_each_bad_setting() {
         let ok = WorkerConfig::default();
         assert!(ok.validate().is_ok());
-        let cases: [(&str, fn(&mut WorkerConfig)); 4] = [
+        type Break = fn(&mut WorkerConfig);
+        let cases: [(&str, Break); 4] = [
             ("concurrency", |c| c.concurrency = 0),
             ("heartbeat", |c| c.heartbeat = c.lease),
             ("heartbeat", |c| c.heartbeat = Duration::ZERO),
