@@ -22,6 +22,10 @@
 //! - `test-utils`: `redis::testing`, throwaway `redis-server` processes and a unique,
 //!   self-cleaning queue per test, for your own integration tests; implies `redis`.
 //! - `testcontainers`: `redis::testing::RedisContainer` (Redis in Docker); implies `test-utils`.
+//! - `opentelemetry`: a job carries the trace context it was enqueued in (the current
+//!   `tracing` span, through `tracing-opentelemetry`), and the worker's `job` span continues
+//!   it, so a request and the job it caused show as one trace. Set a global propagator
+//!   (`opentelemetry::global::set_text_map_propagator`) in both processes.
 //! - `mock`: `MockJobStore` and `backend::MockBroker` (mockall) for unit tests.
 //!
 //! # A producer and a worker
@@ -70,8 +74,9 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-// The README's examples are compiled (and run) as tests of this crate.
-#[cfg(all(doctest, feature = "redis"))]
+// The README's examples are compiled (and run) as tests of this crate (with `test-utils`,
+// which `cargo test --workspace` turns on through `examples/`).
+#[cfg(all(doctest, feature = "test-utils"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 

@@ -16,6 +16,7 @@ mod retry;
 mod rules;
 mod state;
 mod store;
+mod trace;
 mod umbrella;
 
 // Producers, operators and handler authors: the job, the store, the errors.
@@ -55,6 +56,7 @@ pub mod backend {
     pub use crate::progress::{Monotonic, check_progress};
     pub use crate::state::{Event, InvalidTransition, apply};
     pub use crate::store::encode_cursor;
+    pub use crate::trace::{TRACE_CONTEXT_KEY, trace_carrier};
 
     /// Every decision about a job besides the transitions, as pure functions (the Redis
     /// scripts' tables are generated from them).

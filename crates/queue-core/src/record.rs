@@ -189,12 +189,21 @@ impl NewJob {
         Self::new(J::NAME, job)
     }
 
-    /// A job for `task` with an encoded payload.
+    /// A job for `task` with an encoded payload. With the `opentelemetry` feature, the
+    /// current trace context goes with it (see [`crate::backend::TRACE_CONTEXT_KEY`]).
     pub fn with_payload(task: impl Into<String>, payload: Payload) -> Self {
+        #[allow(unused_mut)]
+        let mut options = EnqueueOptions::default();
+        #[cfg(feature = "opentelemetry")]
+        if let Some(carrier) = crate::trace::current_carrier() {
+            options
+                .metadata
+                .insert(crate::trace::TRACE_CONTEXT_KEY.into(), carrier);
+        }
         Self {
             task: task.into(),
             payload,
-            options: EnqueueOptions::default(),
+            options,
         }
     }
 

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use queue_core::backend::rules::{settle, AttemptFacts, OutcomeKind};
-//! use queue_core::Event;
+//! use queue_core::backend::Event;
 //!
 //! // A failure with retries left is retried...
 //! let facts = AttemptFacts { cancel_requested: false, retries_left: true };

@@ -197,7 +197,7 @@ mod tests {
             };
             let err = decode(None, &f).unwrap_err().to_string();
             assert!(err.contains(expect), "{field}: {err}");
-            assert!(err.starts_with("job record "), "{err}");
+            assert!(err.starts_with("corrupt data: job record "), "{err}");
         }
     }
 }

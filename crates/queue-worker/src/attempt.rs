@@ -36,6 +36,8 @@ pub(crate) async fn run_one(
         token: lease.token,
     };
     let span = info_span!("job", job_id = %record.job_id, task = %record.task, attempt = record.retry_count);
+    #[cfg(feature = "opentelemetry")]
+    continue_trace(&span, &record.metadata);
     let started = Instant::now();
     // The entry stays until the outcome is stored, so heartbeats keep renewing the lease
     // while a report is retried.
@@ -181,4 +183,15 @@ pub(crate) async fn report(
     // A reporter that stopped without answering (the worker's stop deadline passed) has
     // logged why.
     answer.await.unwrap_or(None)
+}
+
+/// Makes `span` a child of the trace the job was enqueued in, when it carries one.
+#[cfg(feature = "opentelemetry")]
+fn continue_trace(span: &tracing::Span, metadata: &queue_core::Metadata) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if let Some(carrier) = queue_core::backend::trace_carrier(metadata) {
+        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+        // Fails only when no OpenTelemetry layer is installed: nothing to continue then.
+        let _ = span.set_parent(parent);
+    }
 }
