@@ -13,7 +13,7 @@ use std::{
 use async_trait::async_trait;
 use queue_core::backend::{
     Broker, CancelStream, ClaimId, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease,
-    LeaseRef, LeaseStatus, WorkerBeat,
+    LeaseRef, ProgressReply, WorkerBeat,
 };
 use queue_core::{Error, JobId, JobStatus, JobStore, NewJob, Result, WorkerId};
 use queue_memory::MemoryBackend;
@@ -57,7 +57,12 @@ impl Broker for SlowFinishes {
     async fn heartbeat(&self, beat: &WorkerBeat, leases: &[LeaseRef]) -> Result<HeartbeatReply> {
         self.inner.heartbeat(beat, leases).await
     }
-    async fn progress(&self, lease: &LeaseRef, p: u8, step: Option<String>) -> Result<LeaseStatus> {
+    async fn progress(
+        &self,
+        lease: &LeaseRef,
+        p: u8,
+        step: Option<String>,
+    ) -> Result<ProgressReply> {
         self.inner.progress(lease, p, step).await
     }
     async fn finish_many(

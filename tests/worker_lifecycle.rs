@@ -32,7 +32,7 @@ async fn jobs_complete_with_progress_and_results() {
                 report.complete("read").await;
                 let words = input["words"].as_array().cloned().unwrap_or_default();
                 for i in 0..words.len() {
-                    report.step("count", i + 1, words.len()).await;
+                    report.progress("count", i + 1, words.len()).await;
                 }
                 Ok::<_, JobError>(Completion::with_result(json!({"count": words.len()})))
             }

@@ -38,7 +38,7 @@ use queue_core::{
     Error, EventKind, JobId, JobRecord, JobStatus, NewJob, Priority, QueueConfig, SharedBackend,
 };
 use queue_memory::MemoryBackend;
-use queue_redis::RedisBackend;
+use queue_redis::{RedisBackend, RedisConfig};
 use queue_worker::{CancellationToken, Worker};
 
 use book_pipeline::{JobType, ProcessBook, process_book};
@@ -73,7 +73,12 @@ fn init_tracing(default: &str) {
 /// Redis when `DCS_REDIS_URL` is set, else the in-memory backend.
 async fn open_backend(cfg: &QueueConfig) -> anyhow::Result<SharedBackend> {
     if std::env::var_os("DCS_REDIS_URL").is_some() {
-        Ok(Arc::new(RedisBackend::connect(cfg).await?))
+        Ok(Arc::new(
+            RedisBackend::builder(cfg)
+                .redis(RedisConfig::from_env()?.with_url(cfg.redis_url.clone()))
+                .build()
+                .await?,
+        ))
     } else {
         Ok(Arc::new(MemoryBackend::with_config(cfg.clone())))
     }

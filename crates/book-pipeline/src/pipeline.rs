@@ -166,7 +166,7 @@ pub async fn run(
     let chunks = lines.len().div_ceil(10).max(1);
     for (i, _) in lines.chunks(chunks).enumerate() {
         report
-            .step("text_extraction", i + 1, lines.len().div_ceil(chunks))
+            .progress("text_extraction", i + 1, lines.len().div_ceil(chunks))
             .await;
         pace().await;
     }
@@ -181,7 +181,7 @@ pub async fn run(
     if stages.weight("segmentation").is_some() {
         report.start("segmentation").await;
         for i in 0..sections.len() {
-            report.step("segmentation", i + 1, sections.len()).await;
+            report.progress("segmentation", i + 1, sections.len()).await;
             pace().await;
         }
         let json = serde_json::to_string_pretty(&sections).expect("sections serialize");
@@ -197,7 +197,9 @@ pub async fn run(
         let mut topics = Vec::new();
         for (i, section) in sections.iter().enumerate() {
             topics.push(json!({"section": section.title, "keywords": text::top_keywords(&section_words, i, 5)}));
-            report.step("topic_analysis", i + 1, sections.len()).await;
+            report
+                .progress("topic_analysis", i + 1, sections.len())
+                .await;
             pace().await;
         }
         write(
@@ -212,7 +214,9 @@ pub async fn run(
     if stages.weight("vocabulary").is_some() {
         report.start("vocabulary").await;
         for (i, _) in section_words.iter().enumerate() {
-            report.step("vocabulary", i + 1, section_words.len()).await;
+            report
+                .progress("vocabulary", i + 1, section_words.len())
+                .await;
             pace().await;
         }
         vocabulary = text::vocabulary(section_words.iter().flatten());

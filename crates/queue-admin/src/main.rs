@@ -56,7 +56,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let backend = match RedisBackend::connect(&cfg).await {
+    let backend = match connect(&cfg).await {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {}", e.chain());
@@ -86,4 +86,13 @@ async fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The backend on `cfg`'s queue and URL, with the other `DCS_REDIS_*` settings (key prefix,
+/// timeout) of the environment.
+async fn connect(cfg: &queue_core::QueueConfig) -> queue_core::Result<RedisBackend> {
+    RedisBackend::builder(cfg)
+        .redis(queue_redis::RedisConfig::from_env()?.with_url(cfg.redis_url.clone()))
+        .build()
+        .await
 }

@@ -46,7 +46,7 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
         lease: &LeaseRef,
         progress: u8,
         step: Option<String>,
-    ) -> Result<LeaseStatus>;
+    ) -> Result<ProgressReply>;
 
     /// Ends the attempt with `outcome`, turned into an event by
     /// [`crate::backend::rules::settle`] (a requested cancel wins over every outcome; a retry with no
@@ -201,7 +201,7 @@ pub struct HeartbeatReply {
 
 /// The state of a lease after a progress update.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LeaseStatus {
+pub struct ProgressReply {
     /// A caller asked to cancel the job.
     pub cancel_requested: bool,
 }

@@ -47,7 +47,7 @@ pub mod backend {
     pub use crate::broker::MockBroker;
     pub use crate::broker::{
         Broker, CancelStream, ClaimRequest, Ending, Finished, FinishedMany, HeartbeatReply, Lease,
-        LeaseRef, LeaseStatus, WorkerBeat,
+        LeaseRef, ProgressReply, WorkerBeat,
     };
     pub use crate::clock::{Millis, TokioClock, duration_ms, from_millis, to_millis};
     pub use crate::config::validate_queue_name;

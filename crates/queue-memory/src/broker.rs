@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
     Broker, CancelStream, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease, LeaseRef,
-    LeaseStatus, Outcome, WorkerBeat, duration_ms,
+    Outcome, ProgressReply, WorkerBeat, duration_ms,
 };
 use queue_core::{JobId, Result, WorkerId};
 
@@ -15,7 +15,7 @@ use crate::MemoryBackend;
 impl MemoryBackend {
     fn claim(&self, req: &ClaimRequest) -> (Vec<Lease>, Option<i64>) {
         let mut t = self.lock();
-        let leases = t.claim(req, self.now(), self.sink());
+        let leases = t.claim(req, self.now(), self.events());
         (leases, t.next_due())
     }
 }
@@ -54,9 +54,9 @@ impl Broker for MemoryBackend {
         lease: &LeaseRef,
         progress: u8,
         step: Option<String>,
-    ) -> Result<LeaseStatus> {
+    ) -> Result<ProgressReply> {
         self.lock()
-            .progress(lease, progress, step.as_deref(), self.now(), self.sink())
+            .progress(lease, progress, step.as_deref(), self.now(), self.events())
     }
 
     async fn finish_many(
@@ -72,12 +72,12 @@ impl Broker for MemoryBackend {
             let now = self.now();
             let statuses: Vec<Result<_>> = endings
                 .into_iter()
-                .map(|e| t.finish(&e.lease, e.outcome, &self.inner.config, now, self.sink()))
+                .map(|e| t.finish(&e.lease, e.outcome, &self.inner.config, now, self.events()))
                 .collect();
             // Only a call that ended something claims more.
             let next = next
                 .filter(|_| statuses.iter().any(Result::is_ok))
-                .map(|req| t.claim(&req, now, self.sink()))
+                .map(|req| t.claim(&req, now, self.events()))
                 .unwrap_or_default();
             FinishedMany { statuses, next }
         };
@@ -88,7 +88,7 @@ impl Broker for MemoryBackend {
     }
 
     async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {
-        let ids = self.lock().reap(limit, self.now(), self.sink());
+        let ids = self.lock().reap(limit, self.now(), self.events());
         if !ids.is_empty() {
             self.inner.work.notify_waiters();
         }

@@ -9,7 +9,7 @@ use queue_core::backend::TokioClock;
 use queue_core::{JobEvent, JobId, QueueConfig, Result, SharedClock};
 use tokio::sync::{Notify, broadcast};
 
-use crate::tables::{Sink, Tables};
+use crate::tables::{EventSender, Tables};
 
 /// The full queue contract in one process. Clones share the same queue.
 ///
@@ -116,7 +116,7 @@ impl MemoryBackend {
         self.inner.clock.now_ms()
     }
 
-    pub(crate) fn sink(&self) -> Sink<'_> {
+    pub(crate) fn events(&self) -> EventSender<'_> {
         (self.inner.events.receiver_count() > 0).then_some(&self.inner.events)
     }
 }

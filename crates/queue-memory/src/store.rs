@@ -14,7 +14,7 @@ impl JobStore for MemoryBackend {
     async fn enqueue(&self, job: NewJob) -> Result<JobRecord> {
         let (record, created) =
             self.lock()
-                .enqueue(job, &self.inner.config, self.now(), self.sink())?;
+                .enqueue(job, &self.inner.config, self.now(), self.events())?;
         if created {
             self.inner.work.notify_waiters();
         }
@@ -27,7 +27,7 @@ impl JobStore for MemoryBackend {
             let mut t = self.lock();
             jobs.into_iter()
                 .map(|job| {
-                    t.enqueue(job, &self.inner.config, now, self.sink())
+                    t.enqueue(job, &self.inner.config, now, self.events())
                         .map(|(r, _)| r)
                 })
                 .collect()
@@ -45,7 +45,7 @@ impl JobStore for MemoryBackend {
     }
 
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
-        let outcome = self.lock().cancel(id, self.now(), self.sink())?;
+        let outcome = self.lock().cancel(id, self.now(), self.events())?;
         if outcome == CancelOutcome::Requested {
             let _ = self.inner.cancels.send(id);
         }
@@ -53,7 +53,7 @@ impl JobStore for MemoryBackend {
     }
 
     async fn retry(&self, id: JobId, priority: Option<Priority>) -> Result<JobRecord> {
-        let record = self.lock().retry(id, priority, self.now(), self.sink())?;
+        let record = self.lock().retry(id, priority, self.now(), self.events())?;
         self.inner.work.notify_waiters();
         Ok(record)
     }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use queue_core::backend::{
-    ClaimId, ClaimRequest, Event, HeartbeatReply, Lease, LeaseRef, LeaseStatus, Millis, Outcome,
+    ClaimId, ClaimRequest, Event, HeartbeatReply, Lease, LeaseRef, Millis, Outcome, ProgressReply,
     WorkerBeat, duration_ms, encode_cursor, from_millis,
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
 };
@@ -22,16 +22,16 @@ type ByCreated = (Millis, JobId);
 pub(crate) struct Entry {
     record: JobRecord,
     created_ms: Millis,
-    /// The job's place in `ready`; kept while it runs so a recovered or released job goes
+    /// The job's ready_position in `ready`; kept while it runs so a recovered or released job goes
     /// back to where it was.
-    place: (u8, u64),
-    lease: Option<Held>,
+    ready_position: (u8, u64),
+    lease: Option<ActiveLease>,
     /// The last ended attempt: its token and the status it produced (a finish sent again
     /// gets the same answer).
     ended: Option<(LeaseToken, JobStatus)>,
 }
 
-struct Held {
+struct ActiveLease {
     token: LeaseToken,
     expires_ms: Millis,
     lease_ms: Millis,
@@ -81,14 +81,14 @@ pub(crate) struct Tables {
 }
 
 /// Where `emit` sends events; `None` when nobody listens (no event is built).
-pub(crate) type Sink<'a> = Option<&'a tokio::sync::broadcast::Sender<JobEvent>>;
+pub(crate) type EventSender<'a> = Option<&'a tokio::sync::broadcast::Sender<JobEvent>>;
 
 fn status_index(status: JobStatus) -> usize {
     status as usize
 }
 
-fn emit(sink: Sink<'_>, job_id: JobId, now: Millis, kind: EventKind) {
-    if let Some(tx) = sink {
+fn emit(events: EventSender<'_>, job_id: JobId, now: Millis, kind: EventKind) {
+    if let Some(tx) = events {
         let _ = tx.send(JobEvent {
             job_id,
             at: from_millis(now),
@@ -117,32 +117,32 @@ impl Tables {
         self.seq
     }
 
-    fn push_ready(&mut self, id: JobId, place: (u8, u64)) {
-        self.ready.insert(place, id);
-        self.ready_by_band[usize::from(place.0)] += 1;
+    fn push_ready(&mut self, id: JobId, ready_position: (u8, u64)) {
+        self.ready.insert(ready_position, id);
+        self.ready_by_band[usize::from(ready_position.0)] += 1;
     }
 
     fn pop_ready(&mut self) -> Option<JobId> {
-        let (place, id) = self.ready.pop_first()?;
-        self.ready_by_band[usize::from(place.0)] -= 1;
+        let (ready_position, id) = self.ready.pop_first()?;
+        self.ready_by_band[usize::from(ready_position.0)] -= 1;
         Some(id)
     }
 
-    fn remove_ready(&mut self, id: JobId, place: (u8, u64)) {
-        if self.ready.get(&place) == Some(&id) {
-            self.ready.remove(&place);
-            self.ready_by_band[usize::from(place.0)] -= 1;
+    fn remove_ready(&mut self, id: JobId, ready_position: (u8, u64)) {
+        if self.ready.get(&ready_position) == Some(&id) {
+            self.ready.remove(&ready_position);
+            self.ready_by_band[usize::from(ready_position.0)] -= 1;
         }
     }
 
     /// Applies `event` to job `id`: the record (status and fields, by the rules of core),
-    /// the status index, the event, then the job's next place and counters.
+    /// the status index, the event, then the job's next ready_position and counters.
     fn transition(
         &mut self,
         id: JobId,
         event: Event,
         input: &EffectInput,
-        sink: Sink<'_>,
+        events: EventSender<'_>,
     ) -> Result<JobStatus> {
         let entry = self.jobs.get_mut(&id).ok_or(Error::NotFound { id })?;
         let from = entry.record.status;
@@ -156,18 +156,18 @@ impl Tables {
             })?;
         let to = entry.record.status;
         let key = (entry.created_ms, id);
-        let place = entry.place;
+        let ready_position = entry.ready_position;
         let unique_key = entry.record.unique_key.clone();
         self.by_status[status_index(from)].remove(&key);
         self.by_status[status_index(to)].insert(key);
         match rules::placement(event) {
             Placement::Leased => {}
-            Placement::ReadyInPlace => self.push_ready(id, place),
+            Placement::ReadyInPlace => self.push_ready(id, ready_position),
             Placement::ReadyAtBack => {
                 let seq = self.next_seq();
-                let place = (self.jobs[&id].record.priority.band(), seq);
-                self.jobs.get_mut(&id).expect("exists").place = place;
-                self.push_ready(id, place);
+                let ready_position = (self.jobs[&id].record.priority.band(), seq);
+                self.jobs.get_mut(&id).expect("exists").ready_position = ready_position;
+                self.push_ready(id, ready_position);
             }
             Placement::Delayed => {
                 let due = input.due.expect("a delayed event carries its due time");
@@ -186,7 +186,7 @@ impl Tables {
             bump(&mut self.totals, counter);
         }
         emit(
-            sink,
+            events,
             id,
             input.now,
             EventKind::Transition {
@@ -202,7 +202,7 @@ impl Tables {
         job: NewJob,
         cfg: &QueueConfig,
         now: Millis,
-        sink: Sink<'_>,
+        events: EventSender<'_>,
     ) -> Result<(JobRecord, bool)> {
         cfg.limits.check(&job)?;
         let NewJob {
@@ -249,14 +249,14 @@ impl Tables {
             worker_id: None,
             cancel_requested: false,
         };
-        let mut place = (priority.band(), 0);
+        let mut ready_position = (priority.band(), 0);
         match due {
             Some(due) => {
                 self.delayed.insert((due, id));
             }
             None => {
-                place.1 = self.next_seq();
-                self.push_ready(id, place);
+                ready_position.1 = self.next_seq();
+                self.push_ready(id, ready_position);
             }
         }
         let key = (now, id);
@@ -273,13 +273,13 @@ impl Tables {
             Box::new(Entry {
                 record,
                 created_ms: now,
-                place,
+                ready_position,
                 lease: None,
                 ended: None,
             }),
         );
         emit(
-            sink,
+            events,
             id,
             now,
             EventKind::Transition {
@@ -309,7 +309,12 @@ impl Tables {
     /// Promotes due delayed jobs, then leases up to `req.max` ready jobs. A request seen
     /// before (same or older id of the same worker) answers the leases it took that are
     /// still held instead (oldest first, at most `req.max`).
-    pub(crate) fn claim(&mut self, req: &ClaimRequest, now: Millis, sink: Sink<'_>) -> Vec<Lease> {
+    pub(crate) fn claim(
+        &mut self,
+        req: &ClaimRequest,
+        now: Millis,
+        events: EventSender<'_>,
+    ) -> Vec<Lease> {
         let worker = req.worker.as_str();
         match self.last_claim.get(worker) {
             Some(last) if req.id <= *last => {
@@ -345,9 +350,9 @@ impl Tables {
             let Some(entry) = self.jobs.get_mut(&id) else {
                 continue;
             };
-            let place = (entry.record.priority.band(), seq);
-            entry.place = place;
-            self.push_ready(id, place);
+            let ready_position = (entry.record.priority.band(), seq);
+            entry.ready_position = ready_position;
+            self.push_ready(id, ready_position);
         }
         let lease_ms = duration_ms(req.lease);
         let input = EffectInput {
@@ -358,12 +363,12 @@ impl Tables {
         let mut out = Vec::with_capacity(req.max.min(self.ready.len()));
         while out.len() < req.max {
             let Some(id) = self.pop_ready() else { break };
-            if self.transition(id, Event::Start, &input, sink).is_err() {
+            if self.transition(id, Event::Start, &input, events).is_err() {
                 continue;
             }
             let expires_ms = now + lease_ms;
             let entry = self.jobs.get_mut(&id).expect("started");
-            entry.lease = Some(Held {
+            entry.lease = Some(ActiveLease {
                 token: LeaseToken::generate(),
                 expires_ms,
                 lease_ms,
@@ -434,8 +439,8 @@ impl Tables {
         progress: u8,
         step_name: Option<&str>,
         now: Millis,
-        sink: Sink<'_>,
-    ) -> Result<LeaseStatus> {
+        events: EventSender<'_>,
+    ) -> Result<ProgressReply> {
         queue_core::backend::check_progress(progress)?;
         if !self.holds(lease, now) {
             return Err(Error::LeaseLost { id: lease.job_id });
@@ -447,14 +452,14 @@ impl Tables {
             // An empty step name clears the step.
             r.current_step = (!s.is_empty()).then(|| s.to_owned());
         }
-        let status = LeaseStatus {
+        let status = ProgressReply {
             cancel_requested: r.cancel_requested,
         };
         let kind = EventKind::Progress {
             progress: r.progress,
             step: r.current_step.clone(),
         };
-        emit(sink, lease.job_id, now, kind);
+        emit(events, lease.job_id, now, kind);
         Ok(status)
     }
 
@@ -466,7 +471,7 @@ impl Tables {
         outcome: Outcome,
         cfg: &QueueConfig,
         now: Millis,
-        sink: Sink<'_>,
+        events: EventSender<'_>,
     ) -> Result<JobStatus> {
         let id = lease.job_id;
         if !self.holds(lease, now) {
@@ -496,12 +501,17 @@ impl Tables {
             Outcome::Failed { error } => input.error = Some(error),
             Outcome::Cancelled | Outcome::Released => {}
         }
-        let status = self.transition(id, event, &input, sink)?;
+        let status = self.transition(id, event, &input, events)?;
         self.jobs.get_mut(&id).expect("exists").ended = Some((held.token, status));
         Ok(status)
     }
 
-    pub(crate) fn reap(&mut self, limit: usize, now: Millis, sink: Sink<'_>) -> Vec<JobId> {
+    pub(crate) fn reap(
+        &mut self,
+        limit: usize,
+        now: Millis,
+        events: EventSender<'_>,
+    ) -> Vec<JobId> {
         let mut out = Vec::new();
         while out.len() < limit {
             let Some(&(expires, id)) = self.active.first() else {
@@ -522,7 +532,7 @@ impl Tables {
             };
             bump(&mut self.totals, "recovered");
             let event = rules::on_lease_expired(facts);
-            self.transition(id, event, &input, sink)
+            self.transition(id, event, &input, events)
                 .expect("a processing job accepts what its expired lease becomes");
             out.push(id);
         }
@@ -533,15 +543,15 @@ impl Tables {
         &mut self,
         id: JobId,
         now: Millis,
-        sink: Sink<'_>,
+        events: EventSender<'_>,
     ) -> Result<queue_core::CancelOutcome> {
         let entry = self.jobs.get_mut(&id).ok_or(Error::NotFound { id })?;
         let r = &entry.record;
         match rules::on_cancel(r.status, r.cancel_requested) {
             CancelAction::Cancel => {
-                let place = entry.place;
+                let ready_position = entry.ready_position;
                 let due = r.run_at.map(queue_core::backend::to_millis);
-                self.remove_ready(id, place);
+                self.remove_ready(id, ready_position);
                 if let Some(due) = due {
                     self.delayed.remove(&(due, id));
                 }
@@ -549,12 +559,12 @@ impl Tables {
                     now,
                     ..EffectInput::default()
                 };
-                self.transition(id, Event::Cancel, &input, sink)?;
+                self.transition(id, Event::Cancel, &input, events)?;
                 Ok(queue_core::CancelOutcome::Cancelled)
             }
             CancelAction::Request => {
                 entry.record.cancel_requested = true;
-                emit(sink, id, now, EventKind::CancelRequested);
+                emit(events, id, now, EventKind::CancelRequested);
                 Ok(queue_core::CancelOutcome::Requested)
             }
             CancelAction::AlreadyRequested => Ok(queue_core::CancelOutcome::Requested),
@@ -571,7 +581,7 @@ impl Tables {
         id: JobId,
         priority: Option<Priority>,
         now: Millis,
-        sink: Sink<'_>,
+        events: EventSender<'_>,
     ) -> Result<JobRecord> {
         let entry = self.jobs.get(&id).ok_or(Error::NotFound { id })?;
         queue_core::backend::apply(entry.record.status, Event::ManualRetry).map_err(|e| {
@@ -608,7 +618,7 @@ impl Tables {
             now,
             ..EffectInput::default()
         };
-        self.transition(id, Event::ManualRetry, &input, sink)?;
+        self.transition(id, Event::ManualRetry, &input, events)?;
         Ok(self.jobs[&id].record.clone())
     }
 

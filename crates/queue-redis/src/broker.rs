@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
     Broker, CancelStream, ClaimId, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease,
-    LeaseRef, LeaseStatus, Millis, WorkerBeat, from_millis,
+    LeaseRef, Millis, ProgressReply, WorkerBeat, from_millis,
 };
 use queue_core::{Error, JobId, JobStatus, LeaseToken, Result, WorkerId};
 use redis::Value;
@@ -113,7 +113,7 @@ impl RedisBackend {
             Some(c) => c,
             None => self
                 .inner
-                .target
+                .deployment
                 .connect_blocking()
                 .await
                 .map_err(|e| self.err(e))?,
@@ -190,7 +190,7 @@ impl Broker for RedisBackend {
         lease: &LeaseRef,
         progress: u8,
         step: Option<String>,
-    ) -> Result<LeaseStatus> {
+    ) -> Result<ProgressReply> {
         queue_core::backend::check_progress(progress)?;
         let args = vec![
             lease.job_id.to_string(),
@@ -208,7 +208,7 @@ impl Broker for RedisBackend {
             .await?,
         );
         match reply.first().and_then(text).as_deref() {
-            Some("ok") => Ok(LeaseStatus {
+            Some("ok") => Ok(ProgressReply {
                 cancel_requested: reply.get(1).and_then(int) == Some(1),
             }),
             _ => Err(Error::LeaseLost { id: lease.job_id }),

@@ -11,7 +11,8 @@ use queue_core::{Clock, Error, QueueConfig, Result, SharedClock, SystemClock};
 use redis::Value;
 
 use crate::{
-    conn::{Conn, Target},
+    RedisConfig,
+    conn::{Conn, Deployment},
     error::Errors,
     keys::Keys,
     pubsub::Subscriptions,
@@ -25,7 +26,7 @@ pub struct RedisBackend {
 }
 
 pub(crate) struct Inner {
-    pub(crate) target: Arc<Target>,
+    pub(crate) deployment: Arc<Deployment>,
     conn: Conn,
     pub(crate) blocking: Mutex<Vec<Conn>>,
     pub(crate) keys: Keys,
@@ -37,29 +38,35 @@ pub(crate) struct Inner {
     pub(crate) coalesced: crate::store::Coalesced,
 }
 
-/// Builds a [`RedisBackend`] from a [`QueueConfig`] (`DCS_REDIS_URL`, `DCS_QUEUE_NAME`, ...).
+/// Builds a [`RedisBackend`] from a [`QueueConfig`] (the queue: `DCS_QUEUE_*`) and a
+/// [`RedisConfig`] (where Redis is: `DCS_REDIS_*`).
 #[derive(Clone)]
 pub struct RedisBackendBuilder {
     config: QueueConfig,
-    key_prefix: String,
+    redis: RedisConfig,
     clock: Option<SharedClock>,
-    response_timeout: Duration,
-    functions: bool,
 }
 
 impl fmt::Debug for RedisBackendBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackendBuilder")
             .field("config", &self.config)
-            .field("key_prefix", &self.key_prefix)
+            .field("redis", &self.redis)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisBackendBuilder {
+    /// Where Redis is and how to talk to it (replaces the URL of the [`QueueConfig`] and
+    /// every setting below).
+    pub fn redis(mut self, redis: RedisConfig) -> Self {
+        self.redis = redis;
+        self
+    }
+
     /// The first part of every key (default `dcs`): keys are `<prefix>:{<queue>}:...`.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.key_prefix = prefix.into();
+        self.redis.key_prefix = prefix.into();
         self
     }
 
@@ -74,24 +81,24 @@ impl RedisBackendBuilder {
     /// it (default `true`); `false` uses EVALSHA scripts everywhere (for servers that refuse
     /// `FUNCTION LOAD`).
     pub fn functions(mut self, enabled: bool) -> Self {
-        self.functions = enabled;
+        self.redis.functions = enabled;
         self
     }
 
     /// How long a command may take before it fails as unavailable (default 5 s).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
+        self.redis.response_timeout = timeout;
         self
     }
 
     /// Connects. An unreachable server is `Error::Unavailable` naming its host and port; a
     /// bad URL or queue name is `Error::Config`. Passwords never appear in either.
     pub async fn build(self) -> Result<RedisBackend> {
-        let keys = Keys::new(&self.key_prefix, &self.config.queue_name)?;
-        let errors = Errors::new(&self.config.redis_url);
-        let target = Arc::new(Target::new(&self.config.redis_url)?);
-        let mut conn = target
-            .connect(self.response_timeout)
+        let keys = Keys::new(&self.redis.key_prefix, &self.config.queue_name)?;
+        let errors = Errors::new(&self.redis.url);
+        let deployment = Arc::new(Deployment::new(&self.redis.url)?);
+        let mut conn = deployment
+            .connect(self.redis.response_timeout)
             .await
             .map_err(|e| errors.map(e))?;
         // A PING first, so a refused login reads as such (an unauthenticated FUNCTION LOAD
@@ -102,13 +109,16 @@ impl RedisBackendBuilder {
             .map_err(|e| errors.map(e))?;
         let scripts = Scripts::load(&keys);
         scripts
-            .prepare(&mut conn, self.functions)
+            .prepare(&mut conn, self.redis.functions)
             .await
             .map_err(|e| errors.map(e))?;
         Ok(RedisBackend {
             inner: Arc::new(Inner {
-                subscriptions: Arc::new(Subscriptions::new(Arc::clone(&target), errors.clone())),
-                target,
+                subscriptions: Arc::new(Subscriptions::new(
+                    Arc::clone(&deployment),
+                    errors.clone(),
+                )),
+                deployment,
                 conn,
                 blocking: Mutex::new(Vec::new()),
                 keys,
@@ -127,18 +137,19 @@ impl RedisBackend {
     pub fn builder(config: &QueueConfig) -> RedisBackendBuilder {
         RedisBackendBuilder {
             config: config.clone(),
-            key_prefix: "dcs".into(),
+            redis: RedisConfig::from(config),
             clock: None,
-            response_timeout: Duration::from_secs(5),
-            functions: true,
         }
     }
 
-    /// Connects to `DCS_REDIS_URL` with the queue the `DCS_QUEUE_*` variables describe (see
-    /// [`QueueConfig::from_env`]); a bad value is an error naming the variable, and the URL's
+    /// Connects to Redis as the `DCS_REDIS_*` variables say ([`RedisConfig::from_env`]) with
+    /// the queue the `DCS_QUEUE_*` variables describe ([`QueueConfig::from_env`]); a bad value is an error naming the variable, and the URL's
     /// password never appears in an error.
     pub async fn from_env() -> Result<Self> {
-        Self::connect(&QueueConfig::from_env()?).await
+        Self::builder(&QueueConfig::from_env()?)
+            .redis(RedisConfig::from_env()?)
+            .build()
+            .await
     }
 
     /// Connects with the defaults.
@@ -160,7 +171,7 @@ impl RedisBackend {
     pub async fn destroy(&self) -> Result<u64> {
         let mut removed = 0;
         let pattern = self.inner.keys.pattern();
-        for client in self.inner.target.node_clients() {
+        for client in self.inner.deployment.node_clients() {
             let mut conn = client
                 .get_multiplexed_async_connection()
                 .await

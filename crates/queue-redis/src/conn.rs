@@ -54,7 +54,7 @@ impl ConnectionLike for Conn {
 }
 
 /// How to open connections to one deployment.
-pub(crate) enum Target {
+pub(crate) enum Deployment {
     Single(Box<Client>),
     Cluster {
         nodes: Vec<String>,
@@ -65,7 +65,7 @@ pub(crate) enum Target {
 /// The longest a blocking wait asks the server for.
 pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(5);
 
-impl Target {
+impl Deployment {
     pub(crate) fn new(url: &RedisUrl) -> Result<Self> {
         let tls = url.nodes().iter().any(|n| n.starts_with("rediss"));
         if tls && !cfg!(feature = "tls") {

@@ -4,6 +4,7 @@
 mod broker;
 mod builder;
 mod codec;
+mod config;
 mod conn;
 mod error;
 mod keys;
@@ -16,4 +17,5 @@ pub mod testing;
 mod wire;
 
 pub use builder::{RedisBackend, RedisBackendBuilder};
+pub use config::RedisConfig;
 pub use error::ServerError;

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
 use crate::{
-    conn::{Conn, Target},
+    conn::{Conn, Deployment},
     error::Errors,
 };
 
@@ -45,15 +45,15 @@ impl Presence {
 
 /// The channels a backend follows.
 pub(crate) struct Subscriptions {
-    target: Arc<Target>,
+    deployment: Arc<Deployment>,
     errors: Errors,
     channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
 }
 
 impl Subscriptions {
-    pub(crate) fn new(target: Arc<Target>, errors: Errors) -> Self {
+    pub(crate) fn new(deployment: Arc<Deployment>, errors: Errors) -> Self {
         Self {
-            target,
+            deployment,
             errors,
             channels: Mutex::new(HashMap::new()),
         }
@@ -112,7 +112,11 @@ impl Subscriptions {
     }
 
     async fn connect(&self, channel: &str) -> queue_core::Result<redis::aio::PubSub> {
-        let mut pubsub = self.target.pubsub().await.map_err(|e| self.errors.map(e))?;
+        let mut pubsub = self
+            .deployment
+            .pubsub()
+            .await
+            .map_err(|e| self.errors.map(e))?;
         pubsub
             .subscribe(channel)
             .await

@@ -286,14 +286,14 @@ pub(crate) struct Scripts {
     functions: AtomicBool,
 }
 
-/// `local K = {name = KEYS[i], ...}` and `NS` for one entry point. Naming a key the entry
+/// `local KEY = {name = KEYS[i], ...}` and `NSTATIC` for one entry point. Naming a key the entry
 /// point did not declare raises an error (before any write: every script reads first).
 fn header(statics: &[Static]) -> String {
-    let mut out = String::from("local K = setmetatable({");
+    let mut out = String::from("local KEY = setmetatable({");
     for (i, s) in statics.iter().enumerate() {
         let _ = write!(out, " {} = KEYS[{}],", s.lua_name(), i + 1);
     }
-    let _ = writeln!(out, " }}, UNDECLARED)\nlocal NS = {}", statics.len());
+    let _ = writeln!(out, " }}, UNDECLARED)\nlocal NSTATIC = {}", statics.len());
     out
 }
 
@@ -303,7 +303,7 @@ fn wrapped(body: &str, read_only: bool) -> String {
     if read_only {
         body.to_owned()
     } else {
-        format!("local reply = (function()\n{body}\nend)()\nflush(K)\nreturn reply")
+        format!("local reply = (function()\n{body}\nend)()\nflush(KEY)\nreturn reply")
     }
 }
 
@@ -693,19 +693,19 @@ mod tests {
 
     #[test]
     fn every_key_a_script_names_is_declared() {
-        // A script may only use `K.<name>` for the static keys it declares.
+        // A script may only use `KEY.<name>` for the static keys it declares.
         for (name, body, statics, _) in SPECS {
             let declared: Vec<String> = statics.iter().map(|s| s.lua_name()).collect();
             let mut rest = body;
-            while let Some(at) = rest.find("K.") {
-                let after = &rest[at + 2..];
+            while let Some(at) = rest.find("KEY.") {
+                let after = &rest[at + 4..];
                 let end = after
                     .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                     .unwrap_or(after.len());
                 let used = &after[..end];
                 assert!(
                     declared.iter().any(|d| d == used),
-                    "{name}.lua uses K.{used} without declaring it"
+                    "{name}.lua uses KEY.{used} without declaring it"
                 );
                 rest = &after[end..];
             }

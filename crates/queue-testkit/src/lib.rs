@@ -1,5 +1,5 @@
 //! The backend conformance suite: one async function per behaviour, written once against
-//! the `JobStore` and `Broker` traits, stamped into every backend's tests by
+//! the `JobStore` and `Broker` traits, expanded into every backend's tests by
 //! [`conformance_tests!`] (one `#[tokio::test]` per case, a fresh namespace per case).
 //!
 //! A backend's test file is one line plus a factory:

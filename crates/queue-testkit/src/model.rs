@@ -27,13 +27,14 @@ struct Job {
     place: u64,
     /// Waiting for its due time (not yet moved among the ready jobs).
     due: Option<Millis>,
-    lease: Option<Held>,
+    lease: Option<HeldBy>,
     /// The last ended attempt: its token and the status it produced.
     ended: Option<(LeaseToken, JobStatus)>,
 }
 
+/// Who holds a running job in the model: the lease's token, expiry and claim.
 #[derive(Clone, Debug)]
-struct Held {
+struct HeldBy {
     token: LeaseToken,
     expires: Millis,
     lease_ms: Millis,
@@ -326,7 +327,7 @@ impl Model {
             let token = LeaseToken::new(format!("model-{}", self.next_token));
             let lease_ms = duration_ms(req.lease);
             let job = &mut self.jobs[i];
-            job.lease = Some(Held {
+            job.lease = Some(HeldBy {
                 token: token.clone(),
                 expires: now + lease_ms,
                 lease_ms,

@@ -177,7 +177,7 @@ impl JobContext {
     }
 }
 
-/// Reports progress by stage: `start`, then `step(done, total)` inside it, then the next.
+/// Reports progress by stage: `start`, then `progress(stage, done, total)` inside it, then the next.
 #[derive(Clone, Debug)]
 pub struct StageReporter {
     ctx: JobContext,
@@ -196,7 +196,7 @@ impl StageReporter {
     }
 
     /// `done` of `total` sub-steps of `stage` are finished.
-    pub async fn step(&self, stage: &str, done: usize, total: usize) {
+    pub async fn progress(&self, stage: &str, done: usize, total: usize) {
         let fraction = if total == 0 {
             1.0
         } else {

@@ -7,7 +7,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use queue_core::{
     CancelOutcome, EventKind, JobId, JobStatus, JobStore, ListQuery, NewJob, QueueConfig, Result,
 };
-use queue_redis::RedisBackend;
+use queue_redis::{RedisBackend, RedisConfig};
 use queue_worker::Worker;
 use serde_json::json;
 
@@ -34,7 +34,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     {
         return worker(cfg, *concurrency, *shutdown_grace, *log_format).await;
     }
-    let backend = RedisBackend::connect(&cfg).await?;
+    let backend = redis_backend(&cfg).await?;
     let json = cli.json;
     match cli.command {
         Command::Enqueue {
@@ -293,12 +293,21 @@ async fn worker(
     Ok(())
 }
 
+/// The backend on `cfg`'s queue and URL (`--redis-url` or `DCS_REDIS_URL`), with the other
+/// `DCS_REDIS_*` settings (key prefix, timeout) of the environment.
+async fn redis_backend(cfg: &QueueConfig) -> Result<RedisBackend> {
+    RedisBackend::builder(cfg)
+        .redis(RedisConfig::from_env()?.with_url(cfg.redis_url.clone()))
+        .build()
+        .await
+}
+
 /// A worker waits for Redis instead of exiting: it may start before Redis (or during a
 /// restart). Configuration errors still stop it at once.
 async fn connect_patiently(cfg: &QueueConfig) -> Result<RedisBackend> {
     let mut delay = Duration::from_millis(250);
     loop {
-        match RedisBackend::connect(cfg).await {
+        match redis_backend(cfg).await {
             Err(err) if err.is_retryable() => {
                 tracing::warn!(error = %err.chain(), retry_in = ?delay, "Redis is not reachable yet");
                 tokio::time::sleep(delay).await;

@@ -382,3 +382,48 @@ fn a_killed_worker_loses_no_book() {
     assert!(b.wait().unwrap().success());
     c.cleanup();
 }
+
+#[test]
+fn the_key_prefix_comes_from_dcs_redis_key_prefix() {
+    let ctl = Ctl::new();
+    let keys = |prefix: &str| -> String {
+        let out = Command::new("redis-cli")
+            .args(["-u", &ctl.url, "--scan", "--pattern"])
+            .arg(format!("{prefix}:{{{}}}:*", ctl.queue))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = ctl
+        .command()
+        .env("DCS_REDIS_KEY_PREFIX", "tenant-a")
+        .args(["enqueue", "--task", "t", "--payload", "{}"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(keys("tenant-a").contains(&id), "the job is under tenant-a");
+    assert!(keys("dcs").is_empty(), "nothing under the default prefix");
+    // Without the variable, the default prefix: this queue has no job there.
+    assert_eq!(code(&ctl.run(&["status", &id])), 3);
+    let bad = ctl
+        .command()
+        .env("DCS_REDIS_KEY_PREFIX", "a{b}")
+        .arg("stats")
+        .output()
+        .unwrap();
+    assert_eq!(code(&bad), 2, "a configuration error: {}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("DCS_REDIS_KEY_PREFIX"),
+        "{}",
+        stderr(&bad)
+    );
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "redis-cli -u {} --scan --pattern 'tenant-a:{{{}}}:*' | xargs -r redis-cli -u {} del >/dev/null",
+            ctl.url, ctl.queue, ctl.url
+        ))
+        .status();
+    ctl.cleanup();
+}

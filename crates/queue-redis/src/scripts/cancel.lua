@@ -2,29 +2,29 @@
 -- job's key. ARGV: 3 id. Returns {'cancelled'} | {'requested'} | {'missing'} |
 -- {'invalid', status}.
 local id = ARGV[3]
-local key = KEYS[NS + 1]
+local key = KEYS[NSTATIC + 1]
 if key_type(key) ~= 'hash' then return { 'missing' } end
 local rec = facts(key)
-local l = read_lease(K, id)
+local l = read_lease(KEY, id)
 local status = rec.status
 if l then status = 'processing' end
 local action = CANCEL[status or ''] and CANCEL[status][l ~= nil and l.cancel]
 if action == 'cancel' then
-  redis.call('ZREM', ready_key(K, rec.band), id)
-  redis.call('ZREM', delayed_key(K, rec.band), id)
-  redis.call('ZREM', K.st_queued, id)
+  redis.call('ZREM', ready_key(KEY, rec.band), id)
+  redis.call('ZREM', delayed_key(KEY, rec.band), id)
+  redis.call('ZREM', KEY.st_queued, id)
   local set = {}
   apply_effect('cancel', set, { now = NOW, retry_count = rec.retries })
   set.status = 'cancelled'
-  place(K, id, 'cancel', 'cancelled', rec, {}, nil)
+  place(KEY, id, 'cancel', 'cancelled', rec, {}, nil)
   hset(key, set, rec.present)
-  emit_transition(K, id, 'queued', 'cancelled')
+  emit_transition(KEY, id, 'queued', 'cancelled')
   return { 'cancelled' }
 elseif action == 'request' then
   l.cancel = true
-  write_lease(K, id, l)
-  redis.call('PUBLISH', P .. 'cancel', id)
-  emit(K, id, 'cancel_requested', {})
+  write_lease(KEY, id, l)
+  redis.call('PUBLISH', PREFIX .. 'cancel', id)
+  emit(KEY, id, 'cancel_requested', {})
   return { 'requested' }
 elseif action == 'already_requested' then
   return { 'requested' }

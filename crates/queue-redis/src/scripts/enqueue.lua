@@ -18,14 +18,14 @@ for i = 0, count - 1 do
   local holder = false
   local history_ok = true
   if uk ~= '' then
-    holder = redis.call('HGET', K.dedup, uk)
+    holder = redis.call('HGET', KEY.dedup, uk)
     local t = key_type(KEYS[tonumber(ARGV[b + 10])])
     history_ok = t == 'none' or t == 'zset'
   end
   if redis.call('EXISTS', key) == 1 then
     out[#out + 1] = { 'exists', id }
-  elseif ARGV[b + 11] == '1' and (redis.call('ZSCORE', K.st_queued, id)
-      or redis.call('ZSCORE', K.finished, id) or redis.call('HEXISTS', K.leases, id) == 1) then
+  elseif ARGV[b + 11] == '1' and (redis.call('ZSCORE', KEY.st_queued, id)
+      or redis.call('ZSCORE', KEY.finished, id) or redis.call('HEXISTS', KEY.leases, id) == 1) then
     out[#out + 1] = { 'stale', id }
   elseif holder then
     out[#out + 1] = { 'dup', holder }
@@ -40,25 +40,25 @@ for i = 0, count - 1 do
     if ARGV[b + 7] ~= '' then fields[n + 1], fields[n + 2], n = 'timeout_ms', ARGV[b + 7], n + 2 end
     if ARGV[b + 8] ~= '' then fields[n + 1], fields[n + 2], n = 'metadata', ARGV[b + 8], n + 2 end
     if delay > 0 then
-      schedule(K, band, NOW + delay, id)
+      schedule(KEY, band, NOW + delay, id)
       fields[n + 1], fields[n + 2], n = 'run_at', NOW + delay, n + 2
     else
       ready[#ready + 1] = { band, id }
     end
     redis.call('HSET', key, unpack(fields))
-    later_zadd(K.st_queued, NOW, id)
+    later_zadd(KEY.st_queued, NOW, id)
     if uk ~= '' then
       redis.call('ZADD', KEYS[tonumber(ARGV[b + 10])], NOW, id)
-      redis.call('HSET', K.dedup, uk, id)
+      redis.call('HSET', KEY.dedup, uk, id)
     end
-    emit_transition(K, id, nil, 'queued')
+    emit_transition(KEY, id, nil, 'queued')
     created = created + 1
     out[#out + 1] = { 'ok', id }
   end
 end
 if #ready > 0 then
-  local first = redis.call('INCRBY', K.seq, #ready) - #ready
-  for i, r in ipairs(ready) do later_zadd(ready_key(K, r[1]), first + i, r[2]) end
+  local first = redis.call('INCRBY', KEY.seq, #ready) - #ready
+  for i, r in ipairs(ready) do later_zadd(ready_key(KEY, r[1]), first + i, r[2]) end
 end
 if created > 0 then
   bump('enqueued', created)

@@ -13,7 +13,7 @@ local ended_here = {}
 
 local function finish_one(id, token, kind, error_message, result, delay_ms, key)
   local lease = nil
-  if not ended_here[id] then lease = read_lease(K, id) end
+  if not ended_here[id] then lease = read_lease(KEY, id) end
   if not holds(lease, token) then
     local ended = redis.pcall('HGET', key, 'ended')
     if type(ended) == 'string' and token ~= '' and string.sub(ended, 1, #token + 1) == token .. '|' then
@@ -27,13 +27,13 @@ local function finish_one(id, token, kind, error_message, result, delay_ms, key)
   ended_here[id] = true
   local rec = facts(key)
   if not rec then
-    fail_garbage(K, id, key, key_type(key))
+    fail_garbage(KEY, id, key, key_type(key))
     return 'failed'
   elseif not rec.exists then
     -- The record is gone: drop what points at it.
-    ended_lease(K, id)
+    ended_lease(KEY, id)
     for s, _ in pairs(VALID) do
-      if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
+      if s ~= 'processing' then redis.call('ZREM', status_key(KEY, s), id) end
     end
     return 'failed'
   end
@@ -49,21 +49,21 @@ local function finish_one(id, token, kind, error_message, result, delay_ms, key)
   end
   if kind == 'partial' or kind == 'retry' or kind == 'failed' then ctx.error_message = error_message end
   if event == 'retry' then ctx.run_at = NOW + tonumber(delay_ms) end
-  return end_attempt(K, id, key, lease, rec, event, ctx)
+  return end_attempt(KEY, id, key, lease, rec, event, ctx)
 end
 
 local accepted = false
 for i = 0, count - 1 do
   local b = 10 + i * 6
   local status = finish_one(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4],
-    ARGV[b + 5], KEYS[NS + 1 + i])
+    ARGV[b + 5], KEYS[NSTATIC + 1 + i])
   if status ~= 'lost' and string.sub(status, 1, 1) ~= '!' then accepted = true end
   statuses[#statuses + 1] = status
 end
 local claimed = {}
 if accepted and ARGV[4] == '1' then
   -- What the endings requeued is in place before anything is claimed.
-  flush(K)
-  claimed = claim(K, ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), false)
+  flush(KEY)
+  claimed = claim(KEY, ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), false)
 end
 return { statuses, claimed }

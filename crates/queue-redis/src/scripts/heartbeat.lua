@@ -4,26 +4,26 @@
 -- whose cancel was requested} (1-based, in the order sent).
 local worker, lease_ms, alive_ms = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local count = tonumber(ARGV[10])
-local wkey = KEYS[NS + 1]
+local wkey = KEYS[NSTATIC + 1]
 local wtype = key_type(wkey)
 if wtype ~= 'hash' and wtype ~= 'none' then redis.call('DEL', wkey) end
 local lost, cancel = {}, {}
 for i = 1, count do
   local id, token = ARGV[9 + i * 2], ARGV[10 + i * 2]
-  local l = read_lease(K, id)
+  local l = read_lease(KEY, id)
   if holds(l, token) then
-    extend(K, id, l, NOW + lease_ms)
+    extend(KEY, id, l, NOW + lease_ms)
     if l.cancel then cancel[#cancel + 1] = i end
   else
     lost[#lost + 1] = i
   end
 end
 -- Workers silent for their liveness window are dead: forgotten, with their claim history.
-for _, dead in ipairs(redis.call('ZRANGEBYSCORE', K.workers, '-inf', '(' .. NOW)) do
-  redis.call('ZREM', K.workers, dead)
-  redis.call('HDEL', K.claims, dead)
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEY.workers, '-inf', '(' .. NOW)) do
+  redis.call('ZREM', KEY.workers, dead)
+  redis.call('HDEL', KEY.claims, dead)
 end
-redis.call('ZADD', K.workers, NOW + alive_ms, worker)
+redis.call('ZADD', KEY.workers, NOW + alive_ms, worker)
 redis.call('HSET', wkey, 'worker_id', worker, 'host', ARGV[6], 'pid', ARGV[7],
   'concurrency', ARGV[8], 'started_at', ARGV[9], 'last_seen', NOW)
 redis.call('PEXPIRE', wkey, alive_ms + 60000)

@@ -1,3 +1,3 @@
 -- Read only. Returns {now, ids of workers seen within their liveness window, leases
 -- (HGETALL)}.
-return { NOW, redis.call('ZRANGEBYSCORE', K.workers, NOW, '+inf'), redis.call('HGETALL', K.leases) }
+return { NOW, redis.call('ZRANGEBYSCORE', KEY.workers, NOW, '+inf'), redis.call('HGETALL', KEY.leases) }

@@ -1,28 +1,28 @@
 -- Shared by every script. The tables generated from queue-core come first (scripts.rs):
 -- NEXT (the state machine), VALID, TERMINAL, BAND, PNAME, EFFECT, START_DEFERRED, SETTLE,
--- EXPIRE, CANCEL, PLACE, COUNTER, LEASE_MSG. Each entry point then gets `K` (its declared
--- static keys by name) and `NS` (how many there are: its other keys follow in KEYS).
+-- EXPIRE, CANCEL, PLACE, COUNTER, LEASE_MSG. Each entry point then gets `KEY` (its declared
+-- static keys by name) and `NSTATIC` (how many there are: its other keys follow in KEYS).
 -- Every key a script touches is declared; none is built here but channel names and the
 -- records a claim returns (with_records).
 --
 -- Every entry point starts with begin(ARGV): ARGV[1] = the queue's prefix (for channel
--- names), ARGV[2] = now in ms ('' = server TIME). Calls run one at a time, so P, NOW and B
+-- names), ARGV[2] = now in ms ('' = server TIME). Calls run one at a time, so PREFIX, NOW and PENDING
 -- are safe. Each script reads and checks everything first and writes last, and its only
 -- writes that could fail (lifetime counters) go through pcall: a script never stops half
 -- way through a transition.
 --
 -- Writes that the jobs of one call share (index entries, lease removals, counters, unique
--- key releases) are collected in B and sent by flush(K) as one command per key when the
+-- key releases) are collected in PENDING and sent by flush(KEY) as one command per key when the
 -- entry point returns (scripts.rs wraps every body so), which is what makes a batch of
 -- jobs cost little more than one.
-local P, NOW, B
+local PREFIX, NOW, PENDING
 
--- Every entry point's `K` has this metatable: a key it did not declare is an error.
+-- Every entry point's `KEY` has this metatable: a key it did not declare is an error.
 local UNDECLARED = { __index = function(_, name) error('script uses the undeclared key ' .. name) end }
 
 local function begin(argv)
-  P = argv[1]
-  B = { zadd = {}, zrem = {}, hdel = {}, counters = {}, release = {}, wake = false, events = nil }
+  PREFIX = argv[1]
+  PENDING = { zadd = {}, zrem = {}, hdel = {}, counters = {}, release = {}, wake = false, events = nil }
   if argv[2] ~= '' then
     NOW = tonumber(argv[2])
   else
@@ -42,14 +42,14 @@ local function failed(reply) return type(reply) == 'table' and reply.err ~= nil 
 
 local function key_type(key) return redis.call('TYPE', key).ok end
 
-local function wake() B.wake = true end
+local function wake() PENDING.wake = true end
 
--- Deferred writes (see B above). Written out per kind: these run for every job.
+-- Deferred writes (see PENDING above). Written out per kind: these run for every job.
 local function later_zadd(key, score, member)
-  local list = B.zadd[key]
+  local list = PENDING.zadd[key]
   if not list then
     list = {}
-    B.zadd[key] = list
+    PENDING.zadd[key] = list
   end
   local n = #list
   list[n + 1] = score
@@ -64,54 +64,54 @@ local function later_one(t, key, value)
   end
   list[#list + 1] = value
 end
-local function later_zrem(key, member) later_one(B.zrem, key, member) end
-local function later_hdel(key, field) later_one(B.hdel, key, field) end
-local function bump(counter, by) B.counters[counter] = (B.counters[counter] or 0) + (by or 1) end
+local function later_zrem(key, member) later_one(PENDING.zrem, key, member) end
+local function later_hdel(key, field) later_one(PENDING.hdel, key, field) end
+local function bump(counter, by) PENDING.counters[counter] = (PENDING.counters[counter] or 0) + (by or 1) end
 -- Releases `unique_key` if `id` still holds it.
-local function later_release(unique_key, id) B.release[#B.release + 1] = { unique_key, id } end
+local function later_release(unique_key, id) PENDING.release[#PENDING.release + 1] = { unique_key, id } end
 
-local function flush(K)
-  for key, members in pairs(B.zrem) do redis.call('ZREM', key, unpack(members)) end
-  for key, fields in pairs(B.hdel) do redis.call('HDEL', key, unpack(fields)) end
-  for key, pairs_ in pairs(B.zadd) do redis.call('ZADD', key, unpack(pairs_)) end
-  if #B.release > 0 then
+local function flush(KEY)
+  for key, members in pairs(PENDING.zrem) do redis.call('ZREM', key, unpack(members)) end
+  for key, fields in pairs(PENDING.hdel) do redis.call('HDEL', key, unpack(fields)) end
+  for key, pairs_ in pairs(PENDING.zadd) do redis.call('ZADD', key, unpack(pairs_)) end
+  if #PENDING.release > 0 then
     local keys = {}
-    for i, r in ipairs(B.release) do keys[i] = r[1] end
-    local holders = redis.call('HMGET', K.dedup, unpack(keys))
+    for i, r in ipairs(PENDING.release) do keys[i] = r[1] end
+    local holders = redis.call('HMGET', KEY.dedup, unpack(keys))
     local gone = {}
-    for i, r in ipairs(B.release) do
+    for i, r in ipairs(PENDING.release) do
       if holders[i] == r[2] then gone[#gone + 1] = r[1] end
     end
-    if #gone > 0 then redis.call('HDEL', K.dedup, unpack(gone)) end
+    if #gone > 0 then redis.call('HDEL', KEY.dedup, unpack(gone)) end
   end
-  for counter, by in pairs(B.counters) do
+  for counter, by in pairs(PENDING.counters) do
     -- A counter at its limit (or a stats key of the wrong type) must not stop a transition.
-    redis.pcall('HINCRBY', K.stats, counter, by)
+    redis.pcall('HINCRBY', KEY.stats, counter, by)
   end
-  if B.wake then redis.call('ZADD', K.marker, 0, '0') end
-  B.zadd, B.zrem, B.hdel, B.counters, B.release, B.wake = {}, {}, {}, {}, {}, false
+  if PENDING.wake then redis.call('ZADD', KEY.marker, 0, '0') end
+  PENDING.zadd, PENDING.zrem, PENDING.hdel, PENDING.counters, PENDING.release, PENDING.wake = {}, {}, {}, {}, {}, false
 end
 
 -- Events go out only while someone listens: subscribers keep the `subs` key alive.
-local function events_on(K)
-  if B.events == nil then B.events = redis.call('EXISTS', K.subs) == 1 end
-  return B.events
+local function events_on(KEY)
+  if PENDING.events == nil then PENDING.events = redis.call('EXISTS', KEY.subs) == 1 end
+  return PENDING.events
 end
 
 -- Events: ids and statuses need no escaping, so transitions are built by hand.
-local function emit_transition(K, id, from, to)
-  if not events_on(K) then return end
+local function emit_transition(KEY, id, from, to)
+  if not events_on(KEY) then return end
   local msg = '{"job_id":"' .. id .. '","at":' .. NOW .. ',"type":"transition","to":"' .. to .. '"'
   if from then msg = msg .. ',"from":"' .. from .. '"' end
-  redis.call('PUBLISH', P .. 'events', msg .. '}')
+  redis.call('PUBLISH', PREFIX .. 'events', msg .. '}')
 end
 
-local function emit(K, id, kind, fields)
-  if not events_on(K) then return end
+local function emit(KEY, id, kind, fields)
+  if not events_on(KEY) then return end
   fields.job_id = id
   fields.at = NOW
   fields.type = kind
-  redis.call('PUBLISH', P .. 'events', cjson.encode(fields))
+  redis.call('PUBLISH', PREFIX .. 'events', cjson.encode(fields))
 end
 
 -- Writes `set` (field -> value) to a job hash; an empty value removes its field (a record
@@ -167,10 +167,10 @@ local function decode_lease(v)
     started = tonumber(started), seq = seq, cancel = cancel == '1', claim = claim, worker = worker }
 end
 
-local function read_lease(K, id) return decode_lease(redis.call('HGET', K.leases, id)) end
+local function read_lease(KEY, id) return decode_lease(redis.call('HGET', KEY.leases, id)) end
 
 local encode_lease
-local function write_lease(K, id, l) redis.call('HSET', K.leases, id, encode_lease(l)) end
+local function write_lease(KEY, id, l) redis.call('HSET', KEY.leases, id, encode_lease(l)) end
 
 local function holds(l, token) return l ~= nil and token ~= '' and l.token == token and l.expires > NOW end
 
@@ -185,15 +185,15 @@ encode_lease = function(l)
   return lease_string(l.token, l.expires, l.lease_ms, l.started, l.seq, l.cancel, l.claim, l.worker)
 end
 
-local function extend(K, id, l, expires)
+local function extend(KEY, id, l, expires)
   l.expires = expires
-  write_lease(K, id, l)
-  redis.call('ZADD', K.active, expires, id)
+  write_lease(KEY, id, l)
+  redis.call('ZADD', KEY.active, expires, id)
 end
 
-local function ended_lease(K, id)
-  later_hdel(K.leases, id)
-  later_zrem(K.active, id)
+local function ended_lease(KEY, id)
+  later_hdel(KEY.leases, id)
+  later_zrem(KEY.active, id)
 end
 
 -- Effects (generated from queue_core::rules::effect): fill `set` (field -> value; '' clears).
@@ -225,50 +225,50 @@ local function band_of(priority) return BAND[priority] or 1 end
 
 local READY_NAME = { [0] = 'ready0', [1] = 'ready1', [2] = 'ready2' }
 local DELAYED_NAME = { [0] = 'delayed0', [1] = 'delayed1', [2] = 'delayed2' }
-local function ready_key(K, band) return K[READY_NAME[band] or ('ready' .. band)] end
-local function delayed_key(K, band) return K[DELAYED_NAME[band] or ('delayed' .. band)] end
+local function ready_key(KEY, band) return KEY[READY_NAME[band] or ('ready' .. band)] end
+local function delayed_key(KEY, band) return KEY[DELAYED_NAME[band] or ('delayed' .. band)] end
 
 -- Status indexes (scored by creation time), together listing every retained job: one per
 -- finished status, and `st_queued` for every job not finished, queued or running (a running
 -- job is told apart by its lease: `leases`, and `active` by lease expiry), so a claim moves
 -- no index entry. Names are kept, not built per job.
 local STATUS_NAME = {}
-local function status_key(K, status)
+local function status_key(KEY, status)
   local name = STATUS_NAME[status]
   if not name then
     name = 'st_' .. status
     STATUS_NAME[status] = name
   end
-  return K[name]
+  return KEY[name]
 end
 
 -- Puts a job among the delayed ones and lowers the due hint if it is now the earliest.
-local function schedule(K, band, due, id)
-  redis.call('ZADD', delayed_key(K, band), due, id)
-  local hint = tonumber(redis.call('GET', K.due))
-  if not hint or due < hint then redis.call('SET', K.due, due) end
+local function schedule(KEY, band, due, id)
+  redis.call('ZADD', delayed_key(KEY, band), due, id)
+  local hint = tonumber(redis.call('GET', KEY.due))
+  if not hint or due < hint then redis.call('SET', KEY.due, due) end
 end
 
 -- A job's place after `event` (queue_core::rules::placement) and its counters.
 -- `rec` = { created, unique_key, band }; `ctx.run_at` = the due time of a retry.
-local function place(K, id, event, to, rec, ctx, seq)
+local function place(KEY, id, event, to, rec, ctx, seq)
   local where = PLACE[event]
   if where == 'finished' then
-    later_zadd(K.finished, NOW, id)
-    later_zrem(K.st_queued, id)
-    later_zadd(status_key(K, to), rec.created, id)
+    later_zadd(KEY.finished, NOW, id)
+    later_zrem(KEY.st_queued, id)
+    later_zadd(status_key(KEY, to), rec.created, id)
     if rec.unique_key then later_release(rec.unique_key, id) end
   elseif where == 'delayed' then
-    schedule(K, rec.band, ctx.run_at, id)
-    later_zadd(K.st_queued, rec.created, id)
+    schedule(KEY, rec.band, ctx.run_at, id)
+    later_zadd(KEY.st_queued, rec.created, id)
     wake()
   elseif where == 'ready_in_place' then
-    later_zadd(ready_key(K, rec.band), seq, id)
-    later_zadd(K.st_queued, rec.created, id)
+    later_zadd(ready_key(KEY, rec.band), seq, id)
+    later_zadd(KEY.st_queued, rec.created, id)
     wake()
   elseif where == 'ready_at_back' then
-    later_zadd(ready_key(K, rec.band), redis.call('INCR', K.seq), id)
-    later_zadd(K.st_queued, rec.created, id)
+    later_zadd(ready_key(KEY, rec.band), redis.call('INCR', KEY.seq), id)
+    later_zadd(KEY.st_queued, rec.created, id)
     wake()
   end
   if COUNTER[event] then bump(COUNTER[event]) end
@@ -295,7 +295,7 @@ end
 
 -- Ends a running job's attempt with `event`: the record (what `start` wrote, then what the
 -- event writes), its place, the lease gone, the event published.
-local function end_attempt(K, id, key, lease, rec, event, ctx)
+local function end_attempt(KEY, id, key, lease, rec, event, ctx)
   local to = NEXT['processing'][event]
   local set = {}
   materialize_start(set, lease)
@@ -305,27 +305,27 @@ local function end_attempt(K, id, key, lease, rec, event, ctx)
   set.status = to
   if lease.cancel then set.cancel_requested = '1' end
   if ctx.ended then set.ended = ctx.ended .. '|' .. to end
-  place(K, id, event, to, rec, ctx, lease.seq)
-  ended_lease(K, id)
+  place(KEY, id, event, to, rec, ctx, lease.seq)
+  ended_lease(KEY, id)
   hset(key, set, rec.present)
-  emit_transition(K, id, 'processing', to)
+  emit_transition(KEY, id, 'processing', to)
   return to
 end
 
 -- A key that is not a hash where a job should be: replace it by a failed record saying so.
-local function fail_garbage(K, id, key, kind)
+local function fail_garbage(KEY, id, key, kind)
   redis.call('DEL', key)
   hset(key, { task = 'unknown', payload = 'null', priority = 'normal', progress = 0,
     retry_count = 0, max_retries = 0, created_at = NOW, completed_at = NOW, status = 'failed',
     error_message = 'corrupt job record: stored as a ' .. kind .. ', not a hash' })
   for s, _ in pairs(VALID) do
-    if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
+    if s ~= 'processing' then redis.call('ZREM', status_key(KEY, s), id) end
   end
-  ended_lease(K, id)
-  redis.call('ZADD', K.st_failed, NOW, id)
-  redis.call('ZADD', K.finished, NOW, id)
+  ended_lease(KEY, id)
+  redis.call('ZADD', KEY.st_failed, NOW, id)
+  redis.call('ZADD', KEY.finished, NOW, id)
   bump('failed')
-  emit_transition(K, id, nil, 'failed')
+  emit_transition(KEY, id, nil, 'failed')
 end
 
 -- Rewrites unreadable fields of a corrupt job hash with safe values (the originals of
@@ -361,35 +361,35 @@ end
 -- Due delayed jobs join the back of their priority, in order of due time, then id. `due`
 -- holds a lower bound of the earliest due time ('none': no delayed job), so a claim looks
 -- at the delayed sets only when one may be due; a missing hint is rebuilt.
-local function promote(K)
-  local hint = redis.call('GET', K.due)
+local function promote(KEY)
+  local hint = redis.call('GET', KEY.due)
   if hint == 'none' or (tonumber(hint) and tonumber(hint) > NOW) then return end
   local first = nil
   for band = 0, 2 do
-    local due = redis.call('ZRANGEBYSCORE', delayed_key(K, band), '-inf', NOW, 'LIMIT', 0, 1000)
+    local due = redis.call('ZRANGEBYSCORE', delayed_key(KEY, band), '-inf', NOW, 'LIMIT', 0, 1000)
     for _, id in ipairs(due) do
-      redis.call('ZREM', delayed_key(K, band), id)
-      redis.call('ZADD', ready_key(K, band), redis.call('INCR', K.seq), id)
+      redis.call('ZREM', delayed_key(KEY, band), id)
+      redis.call('ZADD', ready_key(KEY, band), redis.call('INCR', KEY.seq), id)
     end
-    local head = redis.call('ZRANGE', delayed_key(K, band), 0, 0, 'WITHSCORES')
+    local head = redis.call('ZRANGE', delayed_key(KEY, band), 0, 0, 'WITHSCORES')
     if #head > 0 and (not first or tonumber(head[2]) < first) then first = tonumber(head[2]) end
   end
-  redis.call('SET', K.due, first or 'none')
+  redis.call('SET', KEY.due, first or 'none')
 end
 
-local function next_due(K)
-  local hint = redis.call('GET', K.due)
+local function next_due(KEY)
+  local hint = redis.call('GET', KEY.due)
   if hint == 'none' or not hint then return '' end
   return hint
 end
 
 -- The record of each claimed job goes back with its lease (the worker needs it to run the
 -- job: no second round trip). Claimed ids are known only here, so this is the one place a
--- script builds a key: `P .. 'job:' .. id` (keys.rs `job`), the queue's hash tag and so the
+-- script builds a key: `PREFIX .. 'job:' .. id` (keys.rs `job`), the queue's hash tag and so the
 -- same Cluster slot as every declared key. A key that is not a hash answers 'wrongtype'.
 local function with_records(claimed)
   for _, c in ipairs(claimed) do
-    local fields = redis.pcall('HGETALL', P .. 'job:' .. c[1])
+    local fields = redis.pcall('HGETALL', PREFIX .. 'job:' .. c[1])
     if failed(fields) then fields = 'wrongtype' end
     c[6] = fields
   end
@@ -402,12 +402,12 @@ end
 -- answered with the leases it took that are still held, oldest first, at most `max`
 -- (none: it claims as new).
 -- `chain` re-arms the wake-up marker when work is left.
-local function claim(K, worker, claim_id, token_base, lease_ms, max, chain)
+local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
   local id_num = tonumber(claim_id)
-  local last = tonumber(redis.call('HGET', K.claims, worker) or '0') or 0
+  local last = tonumber(redis.call('HGET', KEY.claims, worker) or '0') or 0
   if id_num <= last then
     local again = {}
-    local all = redis.call('HGETALL', K.leases)
+    local all = redis.call('HGETALL', KEY.leases)
     for i = 1, #all, 2 do
       local l = decode_lease(all[i + 1])
       if l and l.claim == claim_id and l.worker == worker and l.expires > NOW then
@@ -426,14 +426,14 @@ local function claim(K, worker, claim_id, token_base, lease_ms, max, chain)
       return with_records(again)
     end
   else
-    redis.call('HSET', K.claims, worker, claim_id)
+    redis.call('HSET', KEY.claims, worker, claim_id)
   end
-  promote(K)
+  promote(KEY)
   local out, leases, active = {}, {}, {}
   local expires = NOW + lease_ms
   for band = 0, 2 do
     if #out >= max then break end
-    local popped = redis.call('ZPOPMIN', ready_key(K, band), max - #out)
+    local popped = redis.call('ZPOPMIN', ready_key(KEY, band), max - #out)
     for j = 1, #popped, 2 do
       local id = popped[j]
       local token = token_base .. ':' .. (#out + 1)
@@ -442,13 +442,13 @@ local function claim(K, worker, claim_id, token_base, lease_ms, max, chain)
         claim_id, worker)
       active[#active + 1] = expires
       active[#active + 1] = id
-      emit_transition(K, id, 'queued', 'processing')
+      emit_transition(KEY, id, 'queued', 'processing')
       out[#out + 1] = { id, token, NOW, expires, 0 }
     end
   end
   if #out > 0 then
-    redis.call('HSET', K.leases, unpack(leases))
-    redis.call('ZADD', K.active, unpack(active))
+    redis.call('HSET', KEY.leases, unpack(leases))
+    redis.call('ZADD', KEY.active, unpack(active))
   end
   -- All it could take, and maybe more left: let another fetcher look.
   if chain and #out == max then wake() end

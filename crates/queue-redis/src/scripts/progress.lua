@@ -1,8 +1,8 @@
 -- Progress of an attempt. KEYS after the statics: the job's key. ARGV: 3 id, 4 token,
 -- 5 percent, 6 has step ('1'/'0'), 7 step. Returns {'lost'} or {'ok', cancel requested 1/0}.
 local id = ARGV[3]
-local key = KEYS[NS + 1]
-local l = read_lease(K, id)
+local key = KEYS[NSTATIC + 1]
+local l = read_lease(KEY, id)
 if not holds(l, ARGV[4]) then return { 'lost' } end
 local current = redis.pcall('HMGET', key, 'progress', 'current_step')
 if failed(current) then return { 'lost' } end
@@ -16,9 +16,9 @@ else
   redis.call('HSET', key, 'progress', value)
   if current[2] then redis.call('HDEL', key, 'current_step') end
 end
-extend(K, id, l, NOW + l.lease_ms)
+extend(KEY, id, l, NOW + l.lease_ms)
 if step == '' then step = nil end
-emit(K, id, 'progress', { progress = value, step = step })
+emit(KEY, id, 'progress', { progress = value, step = step })
 local cancel = 0
 if l.cancel then cancel = 1 end
 return { 'ok', cancel }

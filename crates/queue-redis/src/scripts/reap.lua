@@ -4,9 +4,9 @@
 local out = {}
 for i = 1, tonumber(ARGV[3]) do
   local id = ARGV[3 + i]
-  local key = KEYS[NS + i]
-  local l = read_lease(K, id)
-  local score = redis.call('ZSCORE', K.active, id)
+  local key = KEYS[NSTATIC + i]
+  local l = read_lease(KEY, id)
+  local score = redis.call('ZSCORE', KEY.active, id)
   if l and l.expires <= NOW then
     local rec = facts(key)
     if rec and rec.exists then
@@ -14,16 +14,16 @@ for i = 1, tonumber(ARGV[3]) do
       local event = EXPIRE[l.cancel][retries_left]
       local msg = LEASE_MSG[retries_left]
       bump('recovered')
-      end_attempt(K, id, key, l, rec, event, { error_message = msg[1] .. l.worker .. msg[2] })
+      end_attempt(KEY, id, key, l, rec, event, { error_message = msg[1] .. l.worker .. msg[2] })
     elseif rec then
-      ended_lease(K, id)
+      ended_lease(KEY, id)
     else
-      fail_garbage(K, id, key, key_type(key))
+      fail_garbage(KEY, id, key, key_type(key))
     end
     out[#out + 1] = id
   elseif not l and score then
     -- An index entry without a lease: nothing holds the job.
-    redis.call('ZREM', K.active, id)
+    redis.call('ZREM', KEY.active, id)
   end
 end
 return out

@@ -9,7 +9,7 @@ local removed = 0
 for i = 0, tonumber(ARGV[4]) - 1 do
   local b = 5 + i * 4
   local id, key, uk = ARGV[b], KEYS[tonumber(ARGV[b + 1])], ARGV[b + 2]
-  local at = tonumber(redis.call('ZSCORE', K.finished, id) or '')
+  local at = tonumber(redis.call('ZSCORE', KEY.finished, id) or '')
   if at and at <= cutoff then
     local t = key_type(key)
     local status, stored_uk = nil, nil
@@ -18,21 +18,21 @@ for i = 0, tonumber(ARGV[4]) - 1 do
       status, stored_uk = v[1], v[2]
       if stored_uk == '' then stored_uk = false end
     end
-    local live = redis.call('HEXISTS', K.leases, id) == 1 or (status and not TERMINAL[status])
+    local live = redis.call('HEXISTS', KEY.leases, id) == 1 or (status and not TERMINAL[status])
     if live then
-      redis.call('ZREM', K.finished, id)
+      redis.call('ZREM', KEY.finished, id)
     elseif (stored_uk or '') == uk then
       redis.call('DEL', key)
-      redis.call('ZREM', K.finished, id)
+      redis.call('ZREM', KEY.finished, id)
       -- `jobs` is written no more (before 0.2 it listed every job): emptied as jobs go.
-      redis.call('ZREM', K.jobs, id)
+      redis.call('ZREM', KEY.jobs, id)
       for s, _ in pairs(VALID) do
-        if s ~= 'processing' then redis.call('ZREM', status_key(K, s), id) end
+        if s ~= 'processing' then redis.call('ZREM', status_key(KEY, s), id) end
       end
       if uk ~= '' then
         local history = KEYS[tonumber(ARGV[b + 3])]
         if key_type(history) == 'zset' then redis.call('ZREM', history, id) end
-        if redis.call('HGET', K.dedup, uk) == id then redis.call('HDEL', K.dedup, uk) end
+        if redis.call('HGET', KEY.dedup, uk) == id then redis.call('HDEL', KEY.dedup, uk) end
       end
       removed = removed + 1
     end
