@@ -11,13 +11,13 @@
 //! |---|---|
 //! | producers and operators | the crate root: [`NewJob`], [`JobStore`], [`JobRecord`], [`Error`], ... |
 //! | handler authors | [`prelude`], or [`worker`] alone |
-//! | backends | [`memory`] (feature `memory`, default), [`redis`] (feature `redis`) |
+//! | backends | `memory` (feature `memory`, default), `redis` (feature `redis`) |
 //! | backend implementers | [`backend`]: the `Broker` trait, the state machine, the rules and their helpers |
 //!
 //! # Features
 //!
-//! - `memory` (default): [`memory::MemoryBackend`].
-//! - `redis`: [`redis::RedisBackend`], standalone or Cluster.
+//! - `memory` (default): `memory::MemoryBackend`.
+//! - `redis`: `redis::RedisBackend`, standalone or Cluster.
 //! - `tls`: `rediss://` URLs (rustls); implies `redis`.
 //! - `test-utils`: `redis::testing`, throwaway `redis-server` processes and a unique,
 //!   self-cleaning queue per test, for your own integration tests; implies `redis`.

@@ -33,7 +33,7 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>>;
 
     /// The record, or `Error::NotFound`. A record that cannot be decoded is an
-    /// `Error::Codec` naming the field.
+    /// `Error::Corrupt` naming the field.
     async fn get(&self, id: JobId) -> Result<JobRecord>;
 
     /// Records matching `query`, newest first (by `created_at`, then id), paginated by an

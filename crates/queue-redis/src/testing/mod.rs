@@ -4,7 +4,7 @@
 //! - [`redis_url`]: `REDIS_URL` when set, else a private `redis-server` started from the
 //!   installed binary for the life of the test binary (never skipped: a missing binary fails
 //!   loudly, naming what to install). [`cluster_url`] does the same for a 3-master cluster
-//!   (`REDIS_CLUSTER_URL`). With the `testcontainers` feature, [`RedisContainer`] runs one
+//!   (`REDIS_CLUSTER_URL`). With the `testcontainers` feature, `RedisContainer` runs one
 //!   in Docker, and [`redis_url_or`] lets you prefer it.
 //! - [`TestQueue`]: a [`RedisBackend`] on a queue name no other test uses, under the key
 //!   prefix `dcs-test`; its keys are deleted when it is dropped (or by
