@@ -49,17 +49,8 @@ pub(crate) async fn health(Extract(state): Extract<State>) -> Result<Json<Value>
 }
 
 pub(crate) async fn stats(Extract(state): Extract<State>) -> Result<Json<Value>, ApiError> {
-    let s = state.backend.stats().await?;
-    let depth: serde_json::Map<String, Value> = s
-        .depth
-        .iter()
-        .map(|(p, n)| (p.to_string(), json!(n)))
-        .collect();
-    Ok(Json(json!({
-        "total": s.total, "queued": s.queued, "processing": s.processing, "completed": s.completed,
-        "failed": s.failed, "partial": s.partial, "cancelled": s.cancelled, "scheduled": s.scheduled,
-        "active_workers": s.active_workers, "depth": depth, "totals": s.totals,
-    })))
+    // `QueueStats` serializes as the API documents it (depth keyed by priority name).
+    Ok(Json(json!(state.backend.stats().await?)))
 }
 
 pub(crate) async fn list(
@@ -143,6 +134,18 @@ pub(crate) async fn cancel(
     let id = job_id(&id)?;
     let outcome = state.backend.cancel(id).await?;
     Ok(Json(json!({ "job_id": id, "result": outcome })))
+}
+
+/// `POST /queue/pause`: no job starts until resumed; running jobs finish.
+pub(crate) async fn pause(Extract(state): Extract<State>) -> Result<Json<Value>, ApiError> {
+    state.backend.pause().await?;
+    Ok(Json(json!({ "paused": true })))
+}
+
+/// `POST /queue/resume`: waiting workers start jobs again at once.
+pub(crate) async fn resume(Extract(state): Extract<State>) -> Result<Json<Value>, ApiError> {
+    state.backend.resume().await?;
+    Ok(Json(json!({ "paused": false })))
 }
 
 #[derive(Debug, Default, Deserialize)]

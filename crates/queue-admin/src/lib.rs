@@ -92,6 +92,8 @@ impl Admin {
             .route("/jobs/{id}/cancel", post(api::cancel))
             .route("/jobs/{id}/retry", post(api::retry))
             .route("/workers", get(api::workers))
+            .route("/queue/pause", post(api::pause))
+            .route("/queue/resume", post(api::resume))
             .route("/events", get(api::events))
             .route("/openapi.json", get(openapi::document))
             .route_layer(axum::middleware::from_fn_with_state(

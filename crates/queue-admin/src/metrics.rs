@@ -120,6 +120,17 @@ pub(crate) async fn render(Extract(state): Extract<State>) -> Result<impl IntoRe
     );
     family(
         &mut out,
+        "dcs_queue_paused",
+        "gauge",
+        "1 while the queue is paused (no job starts).",
+    );
+    let _ = writeln!(
+        out,
+        "dcs_queue_paused{{queue=\"{queue}\"}} {}",
+        u8::from(s.paused)
+    );
+    family(
+        &mut out,
         "dcs_queue_active_workers",
         "gauge",
         "Workers seen within their liveness window.",

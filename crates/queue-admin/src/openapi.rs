@@ -4,7 +4,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// Every route: (method, path, summary, authenticated).
-pub const ROUTES: [(&str, &str, &str, bool); 12] = [
+pub const ROUTES: [(&str, &str, &str, bool); 14] = [
     ("get", "/health", "Backend health (no token needed)", false),
     (
         "get",
@@ -29,6 +29,13 @@ pub const ROUTES: [(&str, &str, &str, bool); 12] = [
         true,
     ),
     ("get", "/workers", "Live workers", true),
+    (
+        "post",
+        "/queue/pause",
+        "Pause the queue: no job starts until resumed",
+        true,
+    ),
+    ("post", "/queue/resume", "Resume a paused queue", true),
     (
         "get",
         "/events",

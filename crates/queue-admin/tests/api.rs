@@ -117,9 +117,27 @@ async fn round_trip(backend: SharedBackend) {
         ),
         (200, Some(4), Some(1))
     );
+    assert_eq!(stats["paused"], false);
+
+    // Pause and resume the queue.
+    let (status, paused) = s.json("POST", "/queue/pause", None).await;
+    assert_eq!((status, paused["paused"].as_bool()), (200, Some(true)));
+    assert_eq!(s.json("GET", "/stats", None).await.1["paused"], true);
+    let (_, metrics) = s.call("GET", "/metrics", None, false).await;
+    let paused_line = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("dcs_queue_paused{"))
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    };
+    assert_eq!(paused_line(&metrics).as_deref(), Some("1"), "{metrics}");
+    let (status, resumed) = s.json("POST", "/queue/resume", None).await;
+    assert_eq!((status, resumed["paused"].as_bool()), (200, Some(false)));
+    assert_eq!(s.json("GET", "/stats", None).await.1["paused"], false);
 
     let (status, metrics) = s.call("GET", "/metrics", None, false).await;
     assert_eq!(status, 200);
+    assert_eq!(paused_line(&metrics).as_deref(), Some("0"), "{metrics}");
     for needle in [
         "dcs_queue_jobs{",
         "status=\"queued\"} 4",

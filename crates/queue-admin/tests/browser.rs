@@ -111,6 +111,12 @@ async fn dashboard_shows_progress_and_cancels() {
         backend.get(cancelled).await.unwrap().status,
         queue_core::JobStatus::Cancelled
     );
+    assert_eq!(
+        (report["paused"].as_bool(), report["resumed"].as_bool()),
+        (Some(true), Some(true)),
+        "the pause button pauses and resumes: {report}"
+    );
+    assert!(!backend.stats().await.unwrap().paused);
     assert!(shot.exists(), "screenshot saved");
     println!("screenshot: {}", shot.display());
     stop.cancel();

@@ -56,6 +56,17 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// Counts, without scanning jobs (case `stats_after_mixed_run`).
     async fn stats(&self) -> Result<QueueStats>;
 
+    /// Pauses the queue: from now on no job starts (claims answer nothing and a waiting
+    /// fetch keeps waiting); queued jobs stay queued, running jobs run on and finish,
+    /// enqueues, cancels and retries work as usual, and an expired lease still returns its
+    /// job to the queue. Idempotent; survives restarts (it is stored with the queue);
+    /// `stats().paused` reports it (case `pause_stops_starts_until_resume`).
+    async fn pause(&self) -> Result<()>;
+
+    /// Resumes a paused queue: waiting fetches wake at once, without polling (case
+    /// `resume_wakes_a_waiting_fetch`). Idempotent.
+    async fn resume(&self) -> Result<()>;
+
     /// Workers that sent a heartbeat within the liveness window (three heartbeat
     /// intervals), with the jobs they hold.
     async fn workers(&self) -> Result<Vec<WorkerInfo>>;
@@ -193,6 +204,9 @@ pub struct QueueStats {
     pub depth: BTreeMap<Priority, u64>,
     /// Lifetime counters (never decremented, not affected by retention).
     pub totals: LifetimeTotals,
+    /// The queue is paused: no job starts until it is resumed.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Monotonic counters since the queue was created.

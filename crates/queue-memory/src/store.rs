@@ -62,6 +62,17 @@ impl JobStore for MemoryBackend {
         Ok(self.lock().stats(self.now()))
     }
 
+    async fn pause(&self) -> Result<()> {
+        self.lock().set_paused(true);
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<()> {
+        self.lock().set_paused(false);
+        self.inner.work.notify_waiters();
+        Ok(())
+    }
+
     async fn workers(&self) -> Result<Vec<WorkerInfo>> {
         Ok(self.lock().workers(self.now()))
     }

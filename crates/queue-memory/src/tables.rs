@@ -78,6 +78,8 @@ pub(crate) struct Tables {
     last_claim: HashMap<String, ClaimId>,
     totals: LifetimeTotals,
     seq: u64,
+    /// No job starts while set (`JobStore::pause`).
+    paused: bool,
 }
 
 /// Where `emit` sends events; `None` when nobody listens (no event is built).
@@ -353,6 +355,9 @@ impl Tables {
             let ready_position = (entry.record.priority.band(), seq);
             entry.ready_position = ready_position;
             self.push_ready(id, ready_position);
+        }
+        if self.paused {
+            return Vec::new();
         }
         let lease_ms = duration_ms(req.lease);
         let input = EffectInput {
@@ -656,6 +661,11 @@ impl Tables {
         Ok(Page { jobs, next_cursor })
     }
 
+    /// Pauses (`true`) or resumes the queue.
+    pub(crate) fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
     pub(crate) fn stats(&self, now: Millis) -> QueueStats {
         let count = |s: JobStatus| self.by_status[status_index(s)].len() as u64;
         QueueStats {
@@ -673,6 +683,7 @@ impl Tables {
                 .map(|p| (p, self.ready_by_band[usize::from(p.band())]))
                 .collect(),
             totals: self.totals.clone(),
+            paused: self.paused,
         }
     }
 

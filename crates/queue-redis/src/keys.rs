@@ -47,6 +47,8 @@ pub(crate) enum Static {
     Due,
     /// `subs`: present while someone follows the events channel (scripts publish only then).
     Subs,
+    /// `meta`: the queue's settings that scripts read (`paused`).
+    Meta,
 }
 
 impl Static {
@@ -68,6 +70,7 @@ impl Static {
             Self::Workers => "workers".into(),
             Self::Due => "due".into(),
             Self::Subs => "subs".into(),
+            Self::Meta => "meta".into(),
         }
     }
 

@@ -76,7 +76,7 @@ macro_rules! keys {
 /// name, body, static keys, read only.
 type Spec = (&'static str, &'static str, &'static [Static], bool);
 
-const SPECS: [Spec; 17] = [
+const SPECS: [Spec; 18] = [
     (
         "enqueue",
         include_str!("scripts/enqueue.lua"),
@@ -110,7 +110,8 @@ const SPECS: [Spec; 17] = [
                 S::Seq,
                 S::Marker,
                 S::Due,
-                S::Subs
+                S::Subs,
+                S::Meta
             ]
         ],
         false,
@@ -130,7 +131,8 @@ const SPECS: [Spec; 17] = [
                 S::Seq,
                 S::Marker,
                 S::Due,
-                S::Subs
+                S::Subs,
+                S::Meta
             ]
         ],
         false,
@@ -230,7 +232,7 @@ const SPECS: [Spec; 17] = [
             [S::Active, S::Leases],
             DELAYED,
             READY,
-            [S::Workers, S::Stats]
+            [S::Workers, S::Stats, S::Meta]
         ],
         true,
     ),
@@ -250,6 +252,12 @@ const SPECS: [Spec; 17] = [
         "heal",
         include_str!("scripts/heal.lua"),
         keys![[S::Dedup, S::Leases]],
+        false,
+    ),
+    (
+        "pause",
+        include_str!("scripts/pause.lua"),
+        keys![[S::Meta, S::Marker]],
         false,
     ),
 ];
@@ -281,6 +289,7 @@ pub(crate) struct Scripts {
     pub(crate) live: Script,
     pub(crate) deregister: Script,
     pub(crate) heal: Script,
+    pub(crate) pause: Script,
     library: String,
     library_name: String,
     functions: AtomicBool,
@@ -374,6 +383,7 @@ impl Scripts {
             live: next(),
             deregister: next(),
             heal: next(),
+            pause: next(),
             library,
             library_name: lib,
             functions: AtomicBool::new(false),

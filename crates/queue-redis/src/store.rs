@@ -550,6 +550,7 @@ impl JobStore for RedisBackend {
                 .map(|p| (p, n(9 + usize::from(p.band()))))
                 .collect(),
             active_workers: n(12),
+            paused: n(14) == 1,
             totals: LifetimeTotals {
                 enqueued: t("enqueued"),
                 completed: t("completed"),
@@ -560,6 +561,18 @@ impl JobStore for RedisBackend {
                 recovered: t("recovered"),
             },
         })
+    }
+
+    async fn pause(&self) -> Result<()> {
+        self.run(&self.inner.scripts.pause, &[], vec!["1".into()])
+            .await
+            .map(drop)
+    }
+
+    async fn resume(&self) -> Result<()> {
+        self.run(&self.inner.scripts.pause, &[], vec!["0".into()])
+            .await
+            .map(drop)
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>> {

@@ -83,7 +83,10 @@ macro_rules! conformance_tests {
             repeated_cancel_emits_one_event,
             heartbeat_reply_names_leases,
             sweep_keeps_up_and_spares_live_jobs,
-            retry_after_is_capped
+            retry_after_is_capped,
+            pause_stops_starts_until_resume,
+            pause_keeps_recovered_jobs_queued,
+            resume_wakes_a_waiting_fetch
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

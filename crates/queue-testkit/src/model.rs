@@ -62,6 +62,7 @@ pub struct Model {
     totals: LifetimeTotals,
     workers: BTreeMap<String, (WorkerBeat, Millis)>,
     last_claim: BTreeMap<String, ClaimId>,
+    paused: bool,
 }
 
 fn not_found(id: JobId) -> Error {
@@ -83,6 +84,7 @@ impl Model {
             totals: LifetimeTotals::default(),
             workers: BTreeMap::new(),
             last_claim: BTreeMap::new(),
+            paused: false,
         }
     }
 
@@ -97,6 +99,11 @@ impl Model {
     fn place(&mut self) -> u64 {
         self.next_place += 1;
         self.next_place
+    }
+
+    /// Pauses (`true`) or resumes the queue: while paused, claims take nothing new.
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
     }
 
     /// The active (queued or processing) job holding `key`.
@@ -236,6 +243,7 @@ impl Model {
                 })
                 .collect(),
             totals: self.totals.clone(),
+            paused: self.paused,
         }
     }
 
@@ -275,7 +283,7 @@ impl Model {
     /// Claim: due delayed jobs join the back of their priority (in order of due time,
     /// then id), then the ready jobs are taken, strict priority then FIFO. A request sent
     /// again returns what it took the first time that is still held (oldest first, at most
-    /// what it asks for) and takes nothing.
+    /// what it asks for) and takes nothing. A paused queue takes nothing new.
     pub fn fetch(&mut self, req: &ClaimRequest, now: Millis) -> Vec<ModelLease> {
         let worker = req.worker.as_str().to_owned();
         if self
@@ -314,7 +322,8 @@ impl Model {
         }
         self.promote(now);
         let mut out = Vec::new();
-        while out.len() < req.max {
+        // Paused: nothing starts (the replay above still answers).
+        while !self.paused && out.len() < req.max {
             let next = self
                 .jobs
                 .iter()

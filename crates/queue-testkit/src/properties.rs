@@ -127,6 +127,10 @@ pub enum Op {
     },
     /// Pages through every job, two at a time.
     Pages,
+    /// An operator pauses the queue.
+    Pause,
+    /// An operator resumes the queue.
+    Resume,
 }
 
 impl fmt::Debug for Op {
@@ -199,6 +203,8 @@ impl fmt::Debug for Op {
             Op::Vanish { worker } => write!(f, "w{worker} vanishes"),
             Op::Deregister { worker } => write!(f, "w{worker} deregisters"),
             Op::Pages => write!(f, "page through every job"),
+            Op::Pause => write!(f, "pause the queue"),
+            Op::Resume => write!(f, "resume the queue"),
         }
     }
 }
@@ -260,6 +266,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..WORKERS).prop_map(|worker| Op::Vanish { worker }),
         1 => (0..WORKERS).prop_map(|worker| Op::Deregister { worker }),
         1 => Just(Op::Pages),
+        1 => Just(Op::Pause),
+        2 => Just(Op::Resume),
     ]
 }
 
@@ -642,6 +650,16 @@ impl<'a> Run<'a> {
             }
             Op::Vanish { worker } => {
                 self.vanished[usize::from(worker)] = true;
+                Ok(())
+            }
+            Op::Pause => {
+                b.pause().await.map_err(|e| e.chain())?;
+                self.model.set_paused(true);
+                Ok(())
+            }
+            Op::Resume => {
+                b.resume().await.map_err(|e| e.chain())?;
+                self.model.set_paused(false);
                 Ok(())
             }
             Op::Deregister { worker } => {

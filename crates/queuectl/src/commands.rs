@@ -114,9 +114,23 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Stats => {
             let stats = backend.stats().await?;
             if json {
-                output::json(&output::stats_json(&stats))
+                output::json(&stats)
             } else {
                 output::stats(&stats)
+            }
+        }
+        Command::Pause | Command::Resume => {
+            let pause = matches!(cli.command, Command::Pause);
+            if pause {
+                backend.pause().await?;
+            } else {
+                backend.resume().await?;
+            }
+            let state = if pause { "paused" } else { "running" };
+            if json {
+                output::json(&json!({ "queue": cfg.queue_name, "state": state }))
+            } else {
+                println!("{}: {state}", cfg.queue_name)
             }
         }
         Command::Workers => {

@@ -88,8 +88,12 @@ pub(crate) enum Command {
         #[arg(long, value_parser = parse_priority)]
         priority: Option<Priority>,
     },
-    /// Queue counts.
+    /// Queue counts (and whether the queue is paused).
     Stats,
+    /// Pause the queue: no job starts until `resume`; running jobs finish, enqueues go on.
+    Pause,
+    /// Resume a paused queue; waiting workers start jobs at once.
+    Resume,
     /// Live workers and the jobs they hold.
     Workers,
     /// Live progress of jobs until they end (all running jobs if none are named).

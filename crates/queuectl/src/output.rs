@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use queue_core::{JobRecord, Page, QueueStats, WorkerInfo};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub(crate) fn json(value: &impl serde::Serialize) {
     println!(
@@ -120,27 +120,6 @@ pub(crate) fn page(p: &Page) {
 }
 
 /// The stats document: the keys the operators' contract names.
-pub(crate) fn stats_json(s: &QueueStats) -> Value {
-    let depth: serde_json::Map<String, Value> = s
-        .depth
-        .iter()
-        .map(|(p, n)| (p.to_string(), json!(n)))
-        .collect();
-    json!({
-        "total": s.total,
-        "queued": s.queued,
-        "processing": s.processing,
-        "completed": s.completed,
-        "failed": s.failed,
-        "partial": s.partial,
-        "cancelled": s.cancelled,
-        "active_workers": s.active_workers,
-        "depth": depth,
-        "scheduled": s.scheduled,
-        "totals": s.totals,
-    })
-}
-
 pub(crate) fn stats(s: &QueueStats) {
     let d = |p: queue_core::Priority| s.depth.get(&p).copied().unwrap_or(0);
     for (k, v) in [
@@ -158,6 +137,12 @@ pub(crate) fn stats(s: &QueueStats) {
         ("active_workers", s.active_workers),
     ] {
         println!("{k:<15} {v}");
+    }
+    if s.paused {
+        println!(
+            "{:<15} yes (no job starts until `queuectl resume`)",
+            "paused"
+        );
     }
 }
 

@@ -1,5 +1,5 @@
 // Opens the dashboard, watches a running book job's progress bar move, cancels a running
-// job and waits until its row says `cancelled`, then saves a screenshot.
+// job and waits until its row says `cancelled`, pauses the queue (screenshot) and resumes it.
 // usage: node dashboard.mjs URL SCREENSHOT_PATH
 import { chromium } from "playwright-core";
 
@@ -27,8 +27,16 @@ try {
   await running.locator("button.cancel").click();
   await page.locator(`tr[data-job="${victim}"].status-cancelled`).waitFor({ timeout: 20000 });
   const status = await page.locator(`tr[data-job="${victim}"] td.status`).textContent();
+
+  // Pause the queue from its button: the badge shows and the API says so; then resume.
+  await page.locator("#pause").click();
+  await page.locator("#paused").waitFor({ state: "visible", timeout: 10000 });
+  const paused = (await page.evaluate(() => fetch("/stats").then((r) => r.json()))).paused;
   await page.screenshot({ path: shot, fullPage: true });
-  console.log(JSON.stringify({ moving, before, after, cancelled: victim, status }));
+  await page.locator("#pause").click();
+  await page.locator("#paused").waitFor({ state: "hidden", timeout: 10000 });
+  const resumed = !(await page.evaluate(() => fetch("/stats").then((r) => r.json()))).paused;
+  console.log(JSON.stringify({ moving, before, after, cancelled: victim, status, paused, resumed }));
 } finally {
   await browser.close();
 }

@@ -429,6 +429,8 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
     redis.call('HSET', KEY.claims, worker, claim_id)
   end
   promote(KEY)
+  -- A paused queue starts nothing (a replay above still answers what was taken before).
+  if redis.call('HEXISTS', KEY.meta, 'paused') == 1 then return with_records({}) end
   local out, leases, active = {}, {}, {}
   local expires = NOW + lease_ms
   for band = 0, 2 do
