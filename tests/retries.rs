@@ -110,3 +110,41 @@ async fn a_stuck_handler_keeps_its_lease_through_heartbeats() {
     assert_eq!(store.stats().await.unwrap().totals.recovered, 0);
     worker.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_snoozed_job_runs_again_later_without_using_an_attempt() {
+    let store = backend();
+    // No retries at all: snoozing must not spend any.
+    let job = store
+        .enqueue(NewJob::new("rate_limited", &1).unwrap().max_retries(0))
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c2 = Arc::clone(&calls);
+    let worker = start(Worker::builder(store.clone()).register(
+        "rate_limited",
+        move |_: u32, _ctx| {
+            let calls = Arc::clone(&c2);
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    // The provider said 429, Retry-After: 90.
+                    return Err(JobError::snooze(Duration::from_secs(90)));
+                }
+                Ok(())
+            }
+        },
+    ));
+    let r = wait_status(&store, job.job_id, JobStatus::Completed).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(r.retry_count, 0, "snoozes use no attempt");
+    let waited = to_millis(r.started_at.unwrap()) - to_millis(r.created_at);
+    assert!(
+        (180_000..185_000).contains(&waited),
+        "two snoozes of 90 s before the last start: {waited} ms"
+    );
+    let report = worker.shutdown().await;
+    assert_eq!(
+        (report.snoozed, report.completed, report.retried),
+        (2, 1, 0)
+    );
+}

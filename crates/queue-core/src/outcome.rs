@@ -28,6 +28,9 @@ pub enum JobErrorKind {
     RetryAfter(Duration),
     /// Fail now; never retry.
     Permanent,
+    /// Not now: run again after this delay, without using an attempt (a provider's 429
+    /// with `Retry-After`, a dependency not ready yet).
+    Snooze(Duration),
 }
 
 impl JobError {
@@ -52,6 +55,16 @@ impl JobError {
         Self {
             kind: JobErrorKind::Permanent,
             source: source.into(),
+        }
+    }
+
+    /// Not now: the job goes back to waiting and runs again after `delay` (capped by the
+    /// delay limit) without using an attempt, however often it snoozes. A requested cancel
+    /// still wins.
+    pub fn snooze(delay: Duration) -> Self {
+        Self {
+            kind: JobErrorKind::Snooze(delay),
+            source: format!("snoozed for {delay:?}").into(),
         }
     }
 
@@ -177,6 +190,12 @@ pub enum Outcome {
     Cancelled,
     /// The worker is shutting down and hands the job back unfinished; no attempt is used.
     Released,
+    /// The handler said "not now": back to waiting until `delay` has passed, no attempt
+    /// used (a requested cancel still wins).
+    Snoozed {
+        /// How long to wait before the job may start again.
+        delay: Duration,
+    },
 }
 
 impl Outcome {
@@ -189,6 +208,7 @@ impl Outcome {
             Self::Failed { .. } => "failed",
             Self::Cancelled => "cancelled",
             Self::Released => "released",
+            Self::Snoozed { .. } => "snoozed",
         }
     }
 }

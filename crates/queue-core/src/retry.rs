@@ -49,11 +49,12 @@ impl RetryPolicy {
     }
 
     /// What a failed attempt of `record` becomes: a retry while retries are left and the
-    /// error allows it, otherwise a failure.
+    /// error allows it, otherwise a failure; a snooze whatever the retries.
     pub fn decide(&self, record: &JobRecord, error: &JobError) -> Outcome {
         let message = error.message();
         let delay = match error.kind() {
             JobErrorKind::Permanent => return Outcome::Failed { error: message },
+            JobErrorKind::Snooze(delay) => return Outcome::Snoozed { delay },
             JobErrorKind::RetryAfter(delay) => delay,
             JobErrorKind::Retry => self.delay(record.retry_count),
         };

@@ -38,17 +38,20 @@ pub enum OutcomeKind {
     Cancelled,
     /// [`Outcome::Released`].
     Released,
+    /// [`Outcome::Snoozed`].
+    Snoozed,
 }
 
 impl OutcomeKind {
     /// Every kind.
-    pub const ALL: [OutcomeKind; 6] = [
+    pub const ALL: [OutcomeKind; 7] = [
         Self::Completed,
         Self::Partial,
         Self::Retry,
         Self::Failed,
         Self::Cancelled,
         Self::Released,
+        Self::Snoozed,
     ];
 
     /// The wire name (as `Outcome::name`).
@@ -60,6 +63,7 @@ impl OutcomeKind {
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::Released => "released",
+            Self::Snoozed => "snoozed",
         }
     }
 }
@@ -80,6 +84,7 @@ impl Outcome {
             Self::Failed { .. } => OutcomeKind::Failed,
             Self::Cancelled => OutcomeKind::Cancelled,
             Self::Released => OutcomeKind::Released,
+            Self::Snoozed { .. } => OutcomeKind::Snoozed,
         }
     }
 }
@@ -122,7 +127,8 @@ impl AttemptFacts {
 ///
 /// A requested cancel wins over every outcome, success included: the caller of
 /// `cancel` was told the job would end `cancelled`, so it does (the handler's result is
-/// not stored). A retry with no retries left is a failure.
+/// not stored). A retry with no retries left is a failure; a snooze uses no attempt, so it
+/// never fails a job.
 pub fn settle(kind: OutcomeKind, facts: AttemptFacts) -> Event {
     if facts.cancel_requested {
         return Event::Cancel;
@@ -134,6 +140,7 @@ pub fn settle(kind: OutcomeKind, facts: AttemptFacts) -> Event {
         OutcomeKind::Retry | OutcomeKind::Failed => Event::Fail,
         OutcomeKind::Cancelled => Event::Cancel,
         OutcomeKind::Released => Event::Release,
+        OutcomeKind::Snoozed => Event::Snooze,
     }
 }
 
@@ -345,6 +352,12 @@ pub fn effect(event: Event) -> &'static [(Field, Change)] {
             (RunAt, Clear),
             (WorkerId, Clear),
         ],
+        Event::Snooze => &[
+            (Progress, Zero),
+            (CurrentStep, Clear),
+            (RunAt, Input),
+            (WorkerId, Clear),
+        ],
         Event::LeaseExpired => &[
             (ErrorMessage, Input),
             (RetryCount, Increment),
@@ -383,7 +396,7 @@ pub struct EffectInput {
     pub error: Option<String>,
     /// `result` for events that set it.
     pub result: Option<serde_json::Value>,
-    /// `run_at` (ms) of a retry.
+    /// `run_at` (ms) of a retry or a snooze.
     pub due: Option<crate::backend::Millis>,
     /// `worker_id` of a start.
     pub worker: Option<String>,
@@ -468,7 +481,7 @@ pub fn placement(event: Event) -> Placement {
         Event::Start => Placement::Leased,
         Event::Release | Event::LeaseExpired => Placement::ReadyInPlace,
         Event::ManualRetry => Placement::ReadyAtBack,
-        Event::Retry => Placement::Delayed,
+        Event::Retry | Event::Snooze => Placement::Delayed,
         Event::Complete | Event::CompletePartial | Event::Fail | Event::Cancel => {
             Placement::Finished
         }
@@ -484,7 +497,11 @@ pub fn counter(event: Event) -> Option<&'static str> {
         Event::Fail => Some("failed"),
         Event::Cancel => Some("cancelled"),
         Event::Retry => Some("retried"),
-        Event::Start | Event::Release | Event::LeaseExpired | Event::ManualRetry => None,
+        Event::Start
+        | Event::Release
+        | Event::Snooze
+        | Event::LeaseExpired
+        | Event::ManualRetry => None,
     }
 }
 
@@ -507,6 +524,7 @@ mod tests {
                     (false, K::Retry, false) | (false, K::Failed, _) => E::Fail,
                     (false, K::Cancelled, _) => E::Cancel,
                     (false, K::Released, _) => E::Release,
+                    (false, K::Snoozed, _) => E::Snooze,
                 };
                 assert_eq!(got, want, "{kind} with {facts:?}");
                 // Whatever the outcome, a running job accepts what it becomes.

@@ -110,6 +110,8 @@ pub enum Event {
     Retry,
     /// A worker shutting down handed the job back unfinished (no attempt used).
     Release,
+    /// The handler said "not now": the job waits until its `run_at`, no attempt used.
+    Snooze,
     /// The lease expired: the worker died or hung (counts as an attempt).
     LeaseExpired,
     /// Cancelled by a caller (queued), or acknowledged by the lease holder (processing).
@@ -120,13 +122,14 @@ pub enum Event {
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 10] = [
         Self::Start,
         Self::Complete,
         Self::CompletePartial,
         Self::Fail,
         Self::Retry,
         Self::Release,
+        Self::Snooze,
         Self::LeaseExpired,
         Self::Cancel,
         Self::ManualRetry,
@@ -141,6 +144,7 @@ impl Event {
             Self::Fail => "fail",
             Self::Retry => "retry",
             Self::Release => "release",
+            Self::Snooze => "snooze",
             Self::LeaseExpired => "lease_expired",
             Self::Cancel => "cancel",
             Self::ManualRetry => "manual_retry",
@@ -158,6 +162,7 @@ impl fmt::Display for Event {
             Self::Fail => "fail",
             Self::Retry => "retry",
             Self::Release => "release",
+            Self::Snooze => "snooze",
             Self::LeaseExpired => "expire the lease of",
             Self::Cancel => "cancel",
             Self::ManualRetry => "manually retry",
@@ -186,7 +191,7 @@ pub fn apply(from: JobStatus, event: Event) -> Result<JobStatus, InvalidTransiti
         (S::Processing, E::CompletePartial) => S::Partial,
         (S::Processing, E::Fail) => S::Failed,
         (S::Processing, E::Cancel) => S::Cancelled,
-        (S::Processing, E::Retry | E::Release | E::LeaseExpired) => S::Queued,
+        (S::Processing, E::Retry | E::Release | E::Snooze | E::LeaseExpired) => S::Queued,
         (S::Failed | S::Partial | S::Cancelled, E::ManualRetry) => S::Queued,
         _ => return Err(InvalidTransition { from, event }),
     };
@@ -211,6 +216,7 @@ mod tests {
             (S::Processing, E::Cancel, S::Cancelled),
             (S::Processing, E::Retry, S::Queued),
             (S::Processing, E::Release, S::Queued),
+            (S::Processing, E::Snooze, S::Queued),
             (S::Processing, E::LeaseExpired, S::Queued),
             (S::Failed, E::ManualRetry, S::Queued),
             (S::Partial, E::ManualRetry, S::Queued),
@@ -233,7 +239,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 54);
+        assert_eq!(checked, 60);
     }
 
     #[test]

@@ -504,6 +504,7 @@ impl Tables {
                 input.due = Some(cfg.limits.due(now, delay));
             }
             Outcome::Failed { error } => input.error = Some(error),
+            Outcome::Snoozed { delay } => input.due = Some(cfg.limits.due(now, delay)),
             Outcome::Cancelled | Outcome::Released => {}
         }
         let status = self.transition(id, event, &input, events)?;

@@ -200,7 +200,7 @@ pub(crate) fn finish_args(
     )
 }
 
-/// The wire form of an outcome: kind, error, result JSON, capped retry delay in ms.
+/// The wire form of an outcome: kind, error, result JSON, capped retry or snooze delay in ms.
 pub(crate) struct OutcomeParts {
     pub(crate) kind: &'static str,
     pub(crate) error: String,
@@ -215,6 +215,7 @@ fn outcome_parts(outcome: Outcome, limits: &Limits) -> OutcomeParts {
         Outcome::Partial { result, error } => (error, result, Duration::ZERO),
         Outcome::Retry { error, delay } => (error, None, delay),
         Outcome::Failed { error } => (error, None, Duration::ZERO),
+        Outcome::Snoozed { delay } => (String::new(), None, delay),
         Outcome::Cancelled | Outcome::Released => (String::new(), None, Duration::ZERO),
     };
     OutcomeParts {

@@ -5,8 +5,8 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use futures_util::StreamExt;
 use queue_core::backend::{ClaimRequest, Lease, LeaseRef, Outcome, WorkerBeat, to_millis};
 use queue_core::{
-    CancelOutcome, Error, EventKind, JobId, JobRecord, JobStatus, LeaseToken, ListQuery, NewJob,
-    Priority, WorkerId,
+    CancelOutcome, Clock, Error, EventKind, JobId, JobRecord, JobStatus, LeaseToken, ListQuery,
+    NewJob, Priority, WorkerId,
 };
 use serde_json::json;
 
@@ -1561,4 +1561,58 @@ pub async fn resume_wakes_a_waiting_fetch(h: &Harness) {
         .unwrap();
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].job.job_id, a.job_id);
+}
+
+/// "Not now": a snoozed job waits its delay, then runs again, without using an attempt,
+/// however often it snoozes (a job with no retries left snoozes too); a requested cancel
+/// still wins; the delay is capped by the delay limit.
+pub async fn snooze_uses_no_attempt(h: &Harness) {
+    let a = enqueue(h, job(1).max_retries(0)).await;
+    for round in 0..3 {
+        let lease = claim_one(h).await;
+        assert_eq!(lease.job.job_id, a.job_id);
+        let status = finish(
+            h,
+            &lease,
+            Outcome::Snoozed {
+                delay: Duration::from_secs(30),
+            },
+        )
+        .await;
+        assert_eq!(status, JobStatus::Queued, "round {round}");
+        let r = get(h, a.job_id).await;
+        assert_eq!(
+            (r.status, r.retry_count, r.worker_id.as_deref(), r.progress),
+            (JobStatus::Queued, 0, None, 0),
+            "round {round}"
+        );
+        let due = to_millis(r.run_at.expect("a due time"));
+        assert_eq!(due, h.clock.now_ms() + 30_000, "round {round}");
+        assert_eq!(h.backend.stats().await.unwrap().scheduled, 1);
+        h.advance(Duration::from_secs(29));
+        assert!(fetch(h, 10).await.is_empty(), "not before its delay");
+        h.advance(Duration::from_secs(1));
+    }
+    // After three snoozes it still has its whole (empty) retry budget: it completes.
+    let lease = claim_one(h).await;
+    assert_eq!(finish(h, &lease, completed()).await, JobStatus::Completed);
+    let totals = h.backend.stats().await.unwrap().totals;
+    assert_eq!((totals.retried, totals.completed), (0, 1));
+
+    // A requested cancel wins over a snooze.
+    let b = enqueue(h, job(2)).await;
+    let lease = claim_one(h).await;
+    assert_eq!(
+        h.backend.cancel(b.job_id).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    let status = finish(
+        h,
+        &lease,
+        Outcome::Snoozed {
+            delay: Duration::from_secs(5),
+        },
+    )
+    .await;
+    assert_eq!(status, JobStatus::Cancelled);
 }

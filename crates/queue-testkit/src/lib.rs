@@ -86,7 +86,8 @@ macro_rules! conformance_tests {
             retry_after_is_capped,
             pause_stops_starts_until_resume,
             pause_keeps_recovered_jobs_queued,
-            resume_wakes_a_waiting_fetch
+            resume_wakes_a_waiting_fetch,
+            snooze_uses_no_attempt
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -533,6 +533,16 @@ impl Model {
                 JobStatus::Failed
             }
             Outcome::Cancelled => JobStatus::Cancelled,
+            Outcome::Snoozed { delay } => {
+                // Waits like a retry, but uses no attempt and keeps the last error.
+                r.status = JobStatus::Queued;
+                r.progress = 0;
+                r.current_step = None;
+                let due = now.saturating_add(duration_ms(delay.min(max_delay)));
+                r.run_at = Some(from_millis(due));
+                job.due = Some(due);
+                return JobStatus::Queued;
+            }
             Outcome::Released => {
                 // Back to the place it had, no attempt used.
                 r.status = JobStatus::Queued;

@@ -80,6 +80,7 @@ fn log(outcome: &Outcome, elapsed: Duration) {
             warn!(error = %error, retry_in = ?delay, ?elapsed, "attempt failed, will retry")
         }
         Outcome::Failed { error } => warn!(error = %error, ?elapsed, "job failed"),
+        Outcome::Snoozed { delay } => info!(run_in = ?delay, ?elapsed, "job snoozed"),
         Outcome::Partial { error, .. } => {
             info!(error = %error, ?elapsed, "job partially completed")
         }

@@ -76,6 +76,7 @@ pub(crate) struct Counts {
     pub(crate) retried: AtomicU64,
     pub(crate) cancelled: AtomicU64,
     pub(crate) released: AtomicU64,
+    pub(crate) snoozed: AtomicU64,
     pub(crate) lost: AtomicU64,
 }
 
@@ -88,6 +89,7 @@ impl Counts {
             Outcome::Failed { .. } => &self.failed,
             Outcome::Cancelled => &self.cancelled,
             Outcome::Released => &self.released,
+            Outcome::Snoozed { .. } => &self.snoozed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -108,6 +110,8 @@ pub struct WorkerReport {
     pub cancelled: u64,
     /// Jobs handed back unfinished at shutdown.
     pub released: u64,
+    /// Jobs whose handler snoozed them (back to waiting, no attempt used).
+    pub snoozed: u64,
     /// Attempts stopped because their lease was lost or could not be renewed in time
     /// (their outcome was not reported).
     pub lost: u64,
@@ -242,6 +246,7 @@ impl Worker {
             retried: c.retried.load(Ordering::Relaxed),
             cancelled: c.cancelled.load(Ordering::Relaxed),
             released: c.released.load(Ordering::Relaxed),
+            snoozed: c.snoozed.load(Ordering::Relaxed),
             lost: c.lost.load(Ordering::Relaxed),
         };
         info!(?report, "worker stopped");

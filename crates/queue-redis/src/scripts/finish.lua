@@ -1,8 +1,8 @@
 -- Ends attempts, each as queue_core::rules::settle decides, then maybe claims more.
 -- KEYS after the statics: each ending's job key. ARGV: 3 count, 4 claim next ('1'/'0'),
 -- 5 worker, 6 claim id, 7 token base, 8 lease_ms, 9 max, then per ending 6 values: id,
--- token, outcome (completed|partial|retry|failed|cancelled|released|corrupt), error,
--- result JSON ('' = none), retry delay ms (already capped).
+-- token, outcome (completed|partial|retry|failed|cancelled|released|snoozed|corrupt), error,
+-- result JSON ('' = none), retry or snooze delay ms (already capped).
 -- Returns {{status | 'lost' | '!<why>'...}, claimed (as claim)}: the next jobs are claimed
 -- only when at least one ending was accepted. Sent again after it was applied (the reply
 -- was lost), each ending answers the status it produced (and the claim the same leases).
@@ -48,7 +48,9 @@ local function finish_one(id, token, kind, error_message, result, delay_ms, key)
     if result ~= '' then ctx.result = result end
   end
   if kind == 'partial' or kind == 'retry' or kind == 'failed' then ctx.error_message = error_message end
-  if event == 'retry' then ctx.run_at = NOW + tonumber(delay_ms) end
+  -- The due time of the events whose effect takes one (a retry, a snooze); the others
+  -- ignore it.
+  ctx.run_at = NOW + (tonumber(delay_ms) or 0)
   return end_attempt(KEY, id, key, lease, rec, event, ctx)
 end
 
