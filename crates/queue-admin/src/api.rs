@@ -148,6 +148,41 @@ pub(crate) async fn resume(Extract(state): Extract<State>) -> Result<Json<Value>
     Ok(Json(json!({ "paused": false })))
 }
 
+/// `POST /queue/rate_limit` with `{"max": N, "per_seconds": S}` sets the limit;
+/// `{"max": null}` (or `{}`) removes it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitBody {
+    max: Option<u32>,
+    per_seconds: Option<f64>,
+}
+
+pub(crate) async fn rate_limit(
+    Extract(state): Extract<State>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let raw = body(raw)?;
+    let b: RateLimitBody = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::bad_request(format!("malformed rate limit request: {e}")))?;
+    let limit = match b.max {
+        None => None,
+        Some(max) => {
+            let per = b.per_seconds.unwrap_or(60.0);
+            if !(per.is_finite() && per > 0.0) {
+                return Err(ApiError::bad_request(format!(
+                    "per_seconds: {per} is not a positive number"
+                )));
+            }
+            Some(queue_core::RateLimit::new(
+                max,
+                std::time::Duration::from_secs_f64(per.min(1e9)),
+            )?)
+        }
+    };
+    state.backend.set_rate_limit(limit).await?;
+    Ok(Json(json!({ "rate_limit": limit })))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RetryBody {

@@ -94,6 +94,7 @@ impl Admin {
             .route("/workers", get(api::workers))
             .route("/queue/pause", post(api::pause))
             .route("/queue/resume", post(api::resume))
+            .route("/queue/rate_limit", post(api::rate_limit))
             .route("/events", get(api::events))
             .route("/openapi.json", get(openapi::document))
             .route_layer(axum::middleware::from_fn_with_state(

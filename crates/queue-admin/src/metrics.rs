@@ -131,6 +131,26 @@ pub(crate) async fn render(Extract(state): Extract<State>) -> Result<impl IntoRe
     );
     family(
         &mut out,
+        "dcs_queue_rate_limit_max",
+        "gauge",
+        "Starts allowed per rate limit window (absent without a limit).",
+    );
+    family(
+        &mut out,
+        "dcs_queue_rate_limit_window_seconds",
+        "gauge",
+        "The rate limit's window (absent without a limit).",
+    );
+    if let Some(limit) = s.rate_limit {
+        let _ = writeln!(
+            out,
+            "dcs_queue_rate_limit_max{{queue=\"{queue}\"}} {}\ndcs_queue_rate_limit_window_seconds{{queue=\"{queue}\"}} {}",
+            limit.max,
+            limit.per.as_secs_f64()
+        );
+    }
+    family(
+        &mut out,
         "dcs_queue_active_workers",
         "gauge",
         "Workers seen within their liveness window.",

@@ -4,7 +4,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// Every route: (method, path, summary, authenticated).
-pub const ROUTES: [(&str, &str, &str, bool); 14] = [
+pub const ROUTES: [(&str, &str, &str, bool); 15] = [
     ("get", "/health", "Backend health (no token needed)", false),
     (
         "get",
@@ -36,6 +36,12 @@ pub const ROUTES: [(&str, &str, &str, bool); 14] = [
         true,
     ),
     ("post", "/queue/resume", "Resume a paused queue", true),
+    (
+        "post",
+        "/queue/rate_limit",
+        "Set ({max, per_seconds}) or remove ({max: null}) the queue's rate limit",
+        true,
+    ),
     (
         "get",
         "/events",

@@ -131,6 +131,39 @@ async fn round_trip(backend: SharedBackend) {
             .map(|l| l.rsplit(' ').next().unwrap().to_owned())
     };
     assert_eq!(paused_line(&metrics).as_deref(), Some("1"), "{metrics}");
+    // Rate limit: set, shown, bad input refused, removed.
+    let (status, set) = s
+        .json(
+            "POST",
+            "/queue/rate_limit",
+            Some(r#"{"max": 5, "per_seconds": 2}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["rate_limit"], json!({"max": 5, "per": 2000}));
+    assert_eq!(
+        s.json("GET", "/stats", None).await.1["rate_limit"]["max"],
+        5
+    );
+    let (_, metrics) = s.call("GET", "/metrics", None, false).await;
+    assert!(
+        metrics.contains("dcs_queue_rate_limit_window_seconds{"),
+        "{metrics}"
+    );
+    for bad in [
+        r#"{"max": 0}"#,
+        r#"{"max": 5, "per_seconds": -1}"#,
+        r#"{"maxx": 1}"#,
+    ] {
+        let (status, body) = s.json("POST", "/queue/rate_limit", Some(bad)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, removed) = s
+        .json("POST", "/queue/rate_limit", Some(r#"{"max": null}"#))
+        .await;
+    assert_eq!((status, removed["rate_limit"].is_null()), (200, true));
+    assert!(s.json("GET", "/stats", None).await.1["rate_limit"].is_null());
+
     let (status, resumed) = s.json("POST", "/queue/resume", None).await;
     assert_eq!((status, resumed["paused"].as_bool()), (200, Some(false)));
     assert_eq!(s.json("GET", "/stats", None).await.1["paused"], false);

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{EventStream, JobId, JobRecord, JobStatus, NewJob, Priority, Result};
+use crate::{EventStream, JobId, JobRecord, JobStatus, NewJob, Priority, RateLimit, Result};
 
 /// Stores job records and answers questions about them.
 ///
@@ -66,6 +66,14 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// Resumes a paused queue: waiting fetches wake at once, without polling (case
     /// `resume_wakes_a_waiting_fetch`). Idempotent.
     async fn resume(&self) -> Result<()>;
+
+    /// Sets (or with `None` removes) the queue's rate limit: at most `max` jobs start in any
+    /// window of `per`, whatever the number of workers (case
+    /// `rate_limit_holds_over_many_windows`). A held-back job stays queued without using an
+    /// attempt and starts as soon as the window allows: a waiting fetch wakes then, without
+    /// polling (case `a_rate_limited_fetch_wakes_when_the_window_allows`). Stored with the
+    /// queue; `stats().rate_limit` reports it.
+    async fn set_rate_limit(&self, limit: Option<RateLimit>) -> Result<()>;
 
     /// Workers that sent a heartbeat within the liveness window (three heartbeat
     /// intervals), with the jobs they hold.
@@ -207,6 +215,9 @@ pub struct QueueStats {
     /// The queue is paused: no job starts until it is resumed.
     #[serde(default)]
     pub paused: bool,
+    /// The queue's rate limit, when it has one.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Monotonic counters since the queue was created.

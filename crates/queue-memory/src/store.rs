@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::{
     CancelOutcome, EventStream, JobId, JobRecord, JobStore, ListQuery, NewJob, Page, Priority,
-    QueueStats, Result, WorkerInfo,
+    QueueStats, RateLimit, Result, WorkerInfo,
 };
 
 use crate::MemoryBackend;
@@ -69,6 +69,15 @@ impl JobStore for MemoryBackend {
 
     async fn resume(&self) -> Result<()> {
         self.lock().set_paused(false);
+        self.inner.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn set_rate_limit(&self, limit: Option<RateLimit>) -> Result<()> {
+        if let Some(limit) = &limit {
+            limit.check()?;
+        }
+        self.lock().set_rate_limit(limit);
         self.inner.work.notify_waiters();
         Ok(())
     }

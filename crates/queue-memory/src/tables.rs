@@ -4,7 +4,7 @@
 //! becomes, what each event writes, where the job goes); this file only keeps the indexes
 //! in step with them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use queue_core::backend::{
     ClaimId, ClaimRequest, Event, HeartbeatReply, Lease, LeaseRef, Millis, Outcome, ProgressReply,
@@ -13,7 +13,7 @@ use queue_core::backend::{
 };
 use queue_core::{
     Error, EventKind, JobEvent, JobId, JobRecord, JobStatus, LeaseToken, LifetimeTotals, NewJob,
-    Page, Priority, QueueConfig, QueueStats, Result, WorkerInfo,
+    Page, Priority, QueueConfig, QueueStats, RateLimit, Result, WorkerInfo,
 };
 
 /// Index key ordering jobs by creation: (created ms, id).
@@ -80,6 +80,9 @@ pub(crate) struct Tables {
     seq: u64,
     /// No job starts while set (`JobStore::pause`).
     paused: bool,
+    /// The rate limit, and the start times within its window (oldest first).
+    rate: Option<RateLimit>,
+    starts: VecDeque<Millis>,
 }
 
 /// Where `emit` sends events; `None` when nobody listens (no event is built).
@@ -359,14 +362,22 @@ impl Tables {
         if self.paused {
             return Vec::new();
         }
+        let mut max = req.max;
+        if let Some(limit) = self.rate {
+            let floor = limit.window_floor(now);
+            while self.starts.front().is_some_and(|t| *t <= floor) {
+                self.starts.pop_front();
+            }
+            max = max.min(limit.room(self.starts.len()));
+        }
         let lease_ms = duration_ms(req.lease);
         let input = EffectInput {
             now,
             worker: Some(worker.to_owned()),
             ..EffectInput::default()
         };
-        let mut out = Vec::with_capacity(req.max.min(self.ready.len()));
-        while out.len() < req.max {
+        let mut out = Vec::with_capacity(max.min(self.ready.len()));
+        while out.len() < max {
             let Some(id) = self.pop_ready() else { break };
             if self.transition(id, Event::Start, &input, events).is_err() {
                 continue;
@@ -381,8 +392,34 @@ impl Tables {
             });
             self.active.insert((expires_ms, id));
             out.push(Self::lease_of(&self.jobs[&id]));
+            if self.rate.is_some() {
+                self.starts.push_back(now);
+            }
         }
         out
+    }
+
+    /// When a fetch that took nothing should look again: the earliest due time of a
+    /// delayed job, or when the rate limit next allows a start.
+    pub(crate) fn next_wake(&self) -> Option<Millis> {
+        let rate_next = match (self.rate, self.starts.front()) {
+            (Some(limit), Some(oldest)) if limit.room(self.starts.len()) == 0 => {
+                Some(limit.next_start(*oldest))
+            }
+            _ => None,
+        };
+        match (self.next_due(), rate_next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Sets or removes the rate limit (the start log goes with a removed one).
+    pub(crate) fn set_rate_limit(&mut self, limit: Option<RateLimit>) {
+        if limit.is_none() {
+            self.starts.clear();
+        }
+        self.rate = limit;
     }
 
     /// The earliest due time of a delayed job.
@@ -685,6 +722,7 @@ impl Tables {
                 .collect(),
             totals: self.totals.clone(),
             paused: self.paused,
+            rate_limit: self.rate,
         }
     }
 

@@ -47,8 +47,11 @@ pub(crate) enum Static {
     Due,
     /// `subs`: present while someone follows the events channel (scripts publish only then).
     Subs,
-    /// `meta`: the queue's settings that scripts read (`paused`).
+    /// `meta`: the queue's settings that scripts read (`paused`, `rate_max`, `rate_per_ms`).
     Meta,
+    /// `rate`: the starts within the rate limit's window (token -> start ms), while a limit
+    /// is set.
+    Rate,
 }
 
 impl Static {
@@ -71,6 +74,7 @@ impl Static {
             Self::Due => "due".into(),
             Self::Subs => "subs".into(),
             Self::Meta => "meta".into(),
+            Self::Rate => "rate".into(),
         }
     }
 

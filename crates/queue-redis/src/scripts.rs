@@ -76,7 +76,7 @@ macro_rules! keys {
 /// name, body, static keys, read only.
 type Spec = (&'static str, &'static str, &'static [Static], bool);
 
-const SPECS: [Spec; 18] = [
+const SPECS: [Spec; 19] = [
     (
         "enqueue",
         include_str!("scripts/enqueue.lua"),
@@ -111,7 +111,8 @@ const SPECS: [Spec; 18] = [
                 S::Marker,
                 S::Due,
                 S::Subs,
-                S::Meta
+                S::Meta,
+                S::Rate
             ]
         ],
         false,
@@ -132,7 +133,8 @@ const SPECS: [Spec; 18] = [
                 S::Marker,
                 S::Due,
                 S::Subs,
-                S::Meta
+                S::Meta,
+                S::Rate
             ]
         ],
         false,
@@ -260,6 +262,12 @@ const SPECS: [Spec; 18] = [
         keys![[S::Meta, S::Marker]],
         false,
     ),
+    (
+        "limit",
+        include_str!("scripts/limit.lua"),
+        keys![[S::Meta, S::Rate, S::Marker]],
+        false,
+    ),
 ];
 
 impl Script {
@@ -290,6 +298,7 @@ pub(crate) struct Scripts {
     pub(crate) deregister: Script,
     pub(crate) heal: Script,
     pub(crate) pause: Script,
+    pub(crate) limit: Script,
     library: String,
     library_name: String,
     functions: AtomicBool,
@@ -384,6 +393,7 @@ impl Scripts {
             deregister: next(),
             heal: next(),
             pause: next(),
+            limit: next(),
             library,
             library_name: lib,
             functions: AtomicBool::new(false),

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use queue_core::backend::{Millis, encode_cursor, from_millis, to_millis};
 use queue_core::{
     CancelOutcome, Error, EventKind, EventStream, JobEvent, JobId, JobRecord, JobStatus, JobStore,
-    LifetimeTotals, ListQuery, NewJob, Page, Priority, QueueStats, Result, WorkerInfo,
+    LifetimeTotals, ListQuery, NewJob, Page, Priority, QueueStats, RateLimit, Result, WorkerInfo,
 };
 use redis::Value;
 use tokio::sync::oneshot;
@@ -551,6 +551,16 @@ impl JobStore for RedisBackend {
                 .collect(),
             active_workers: n(12),
             paused: n(14) == 1,
+            rate_limit: match (
+                reply.get(15).and_then(text).and_then(|v| v.parse().ok()),
+                reply.get(16).and_then(text).and_then(|v| v.parse().ok()),
+            ) {
+                (Some(max), Some(per_ms)) => Some(RateLimit {
+                    max,
+                    per: std::time::Duration::from_millis(per_ms),
+                }),
+                _ => None,
+            },
             totals: LifetimeTotals {
                 enqueued: t("enqueued"),
                 completed: t("completed"),
@@ -571,6 +581,19 @@ impl JobStore for RedisBackend {
 
     async fn resume(&self) -> Result<()> {
         self.run(&self.inner.scripts.pause, &[], vec!["0".into()])
+            .await
+            .map(drop)
+    }
+
+    async fn set_rate_limit(&self, limit: Option<RateLimit>) -> Result<()> {
+        let args = match limit {
+            Some(limit) => {
+                limit.check()?;
+                vec![limit.max.to_string(), limit.per_ms().to_string()]
+            }
+            None => vec![String::new(), String::new()],
+        };
+        self.run(&self.inner.scripts.limit, &[], args)
             .await
             .map(drop)
     }

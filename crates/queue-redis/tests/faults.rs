@@ -397,3 +397,63 @@ async fn a_refused_command_keeps_the_servers_answer_as_its_source() {
     );
     assert!(server.code().is_some(), "{}", err.chain());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_rate_limit_survive_a_redis_restart() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("dcs-flow-restart-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let aof = ["--appendonly yes", "--appendfsync always"];
+    let mut server = RedisServer::start_in(port, dir.clone(), &aof);
+    let cfg = config(&server.url());
+    let backend = RedisBackend::connect(&cfg).await.unwrap();
+    let limit = queue_core::RateLimit::new(2, Duration::from_secs(3600)).unwrap();
+    backend.set_rate_limit(Some(limit)).await.unwrap();
+    enqueue_n(&backend, 5).await;
+    let req = || {
+        queue_core::backend::ClaimRequest::new(
+            queue_core::WorkerId::new("w"),
+            10,
+            Duration::from_secs(30),
+        )
+    };
+    use queue_core::backend::Broker;
+    assert_eq!(
+        backend.fetch(&req(), Duration::ZERO).await.unwrap().len(),
+        2
+    );
+    backend.pause().await.unwrap();
+
+    server.kill();
+    let _server = RedisServer::start_in(port, dir, &aof);
+    let stats = loop {
+        match backend.stats().await {
+            Ok(stats) => break stats,
+            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{}", e.chain()),
+        }
+    };
+    assert!(stats.paused, "still paused after the restart");
+    assert_eq!(stats.rate_limit, Some(limit));
+    assert!(
+        backend
+            .fetch(&req(), Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    backend.resume().await.unwrap();
+    // The window's two starts survived too: nothing more starts within the hour.
+    assert!(
+        backend
+            .fetch(&req(), Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    backend.set_rate_limit(None).await.unwrap();
+    assert_eq!(
+        backend.fetch(&req(), Duration::ZERO).await.unwrap().len(),
+        3
+    );
+}

@@ -1616,3 +1616,75 @@ pub async fn snooze_uses_no_attempt(h: &Harness) {
     .await;
     assert_eq!(status, JobStatus::Cancelled);
 }
+
+/// At most `max` starts in any window, over many windows and every way a job starts (a
+/// fetch or a finish's next claim); held-back jobs start as the window slides; removing
+/// the limit lets everything start.
+pub async fn rate_limit_holds_over_many_windows(h: &Harness) {
+    let limit = queue_core::RateLimit::new(3, Duration::from_secs(10)).unwrap();
+    h.backend.set_rate_limit(Some(limit)).await.unwrap();
+    assert_eq!(h.backend.stats().await.unwrap().rate_limit, Some(limit));
+    for n in 0..40 {
+        enqueue(h, job(n)).await;
+    }
+    let mut starts: Vec<i64> = Vec::new();
+    let mut held: Vec<Lease> = Vec::new();
+    for _second in 0..100 {
+        let now = h.clock.now_ms();
+        // Finish one held job asking for the next, then fetch more.
+        if let Some(lease) = held.pop() {
+            let done = h
+                .backend
+                .finish(&lease.to_ref(), completed(), Some(req("w1", 2)))
+                .await
+                .unwrap();
+            starts.extend(done.next.iter().map(|_| now));
+            held.extend(done.next);
+        }
+        let got = fetch(h, 10).await;
+        starts.extend(got.iter().map(|_| now));
+        held.extend(got);
+        h.advance(Duration::from_secs(1));
+    }
+    for (i, start) in starts.iter().enumerate() {
+        let in_window = starts[i..].iter().filter(|t| **t < start + 10_000).count();
+        assert!(
+            in_window <= 3,
+            "{in_window} starts in the 10 s from {start}: {starts:?}"
+        );
+    }
+    assert_eq!(
+        starts.len(),
+        30,
+        "the limit allows 3 per 10 s over 100 s: {starts:?}"
+    );
+    let stats = h.backend.stats().await.unwrap();
+    assert_eq!(stats.queued, 10, "the rest wait, none lost");
+    h.backend.set_rate_limit(None).await.unwrap();
+    assert_eq!(h.backend.stats().await.unwrap().rate_limit, None);
+    assert_eq!(fetch(h, 20).await.len(), 10, "no limit: everything starts");
+}
+
+/// A fetch held back by the limit wakes as soon as the window allows, without polling.
+pub async fn a_rate_limited_fetch_wakes_when_the_window_allows(h: &Harness) {
+    let limit = queue_core::RateLimit::new(1, Duration::from_millis(400)).unwrap();
+    h.backend.set_rate_limit(Some(limit)).await.unwrap();
+    enqueue(h, job(1)).await;
+    let b = enqueue(h, job(2)).await;
+    assert_eq!(fetch(h, 10).await.len(), 1, "one start per window");
+    let backend = Arc::clone(&h.backend);
+    let waiter =
+        tokio::spawn(async move { backend.fetch(&req("w2", 1), Duration::from_secs(20)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "held back by the limit");
+    // The window slides on the backend's clock; the fetch was told when to look again
+    // (a fetch that slept for its whole wait would take 20 s).
+    h.advance(Duration::from_millis(400));
+    let leases = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the fetch must wake when the window allows")
+        .unwrap()
+        .unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].job.job_id, b.job_id);
+}

@@ -87,7 +87,9 @@ macro_rules! conformance_tests {
             pause_stops_starts_until_resume,
             pause_keeps_recovered_jobs_queued,
             resume_wakes_a_waiting_fetch,
-            snooze_uses_no_attempt
+            snooze_uses_no_attempt,
+            rate_limit_holds_over_many_windows,
+            a_rate_limited_fetch_wakes_when_the_window_allows
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

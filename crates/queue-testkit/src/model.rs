@@ -63,6 +63,9 @@ pub struct Model {
     workers: BTreeMap<String, (WorkerBeat, Millis)>,
     last_claim: BTreeMap<String, ClaimId>,
     paused: bool,
+    /// The rate limit (max, window ms) and every start since it was set.
+    rate: Option<(usize, Millis)>,
+    starts: Vec<Millis>,
 }
 
 fn not_found(id: JobId) -> Error {
@@ -85,6 +88,8 @@ impl Model {
             workers: BTreeMap::new(),
             last_claim: BTreeMap::new(),
             paused: false,
+            rate: None,
+            starts: Vec::new(),
         }
     }
 
@@ -99,6 +104,16 @@ impl Model {
     fn place(&mut self) -> u64 {
         self.next_place += 1;
         self.next_place
+    }
+
+    /// Sets or removes the rate limit: at most `max` starts in any window of `per`. Starts
+    /// are counted while a limit is set (a changed limit counts the earlier ones too); a
+    /// removed limit forgets them.
+    pub fn set_rate_limit(&mut self, limit: Option<queue_core::RateLimit>) {
+        self.rate = limit.map(|l| (l.max as usize, duration_ms(l.per)));
+        if limit.is_none() {
+            self.starts.clear();
+        }
     }
 
     /// Pauses (`true`) or resumes the queue: while paused, claims take nothing new.
@@ -244,6 +259,10 @@ impl Model {
                 .collect(),
             totals: self.totals.clone(),
             paused: self.paused,
+            rate_limit: self.rate.map(|(max, per)| queue_core::RateLimit {
+                max: max as u32,
+                per: std::time::Duration::from_millis(per as u64),
+            }),
         }
     }
 
@@ -322,8 +341,14 @@ impl Model {
         }
         self.promote(now);
         let mut out = Vec::new();
-        // Paused: nothing starts (the replay above still answers).
-        while !self.paused && out.len() < req.max {
+        // Paused: nothing starts (the replay above still answers). Rate limited: no more
+        // than the starts left in the window that ends now.
+        let mut max = req.max;
+        if let Some((limit, per)) = self.rate {
+            let recent = self.starts.iter().filter(|t| **t > now - per).count();
+            max = max.min(limit.saturating_sub(recent));
+        }
+        while !self.paused && out.len() < max {
             let next = self
                 .jobs
                 .iter()
@@ -354,6 +379,9 @@ impl Model {
                 token,
                 expires_at: now + lease_ms,
             });
+            if self.rate.is_some() {
+                self.starts.push(now);
+            }
         }
         out
     }

@@ -131,6 +131,14 @@ pub enum Op {
     Pause,
     /// An operator resumes the queue.
     Resume,
+    /// An operator sets (`max` > 0: `max` starts per `secs`) or removes (`max` 0) the rate
+    /// limit.
+    RateLimit {
+        /// Starts per window; 0 removes the limit.
+        max: u8,
+        /// The window in seconds.
+        secs: u8,
+    },
 }
 
 impl fmt::Debug for Op {
@@ -205,6 +213,8 @@ impl fmt::Debug for Op {
             Op::Pages => write!(f, "page through every job"),
             Op::Pause => write!(f, "pause the queue"),
             Op::Resume => write!(f, "resume the queue"),
+            Op::RateLimit { max: 0, .. } => write!(f, "remove the rate limit"),
+            Op::RateLimit { max, secs } => write!(f, "rate limit {max} per {secs}s"),
         }
     }
 }
@@ -269,6 +279,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Pages),
         1 => Just(Op::Pause),
         2 => Just(Op::Resume),
+        1 => (0u8..4, 1u8..40).prop_map(|(max, secs)| Op::RateLimit { max, secs }),
     ]
 }
 
@@ -661,6 +672,15 @@ impl<'a> Run<'a> {
             Op::Resume => {
                 b.resume().await.map_err(|e| e.chain())?;
                 self.model.set_paused(false);
+                Ok(())
+            }
+            Op::RateLimit { max, secs } => {
+                let limit = (max > 0).then(|| queue_core::RateLimit {
+                    max: u32::from(max),
+                    per: Duration::from_secs(u64::from(secs)),
+                });
+                b.set_rate_limit(limit).await.map_err(|e| e.chain())?;
+                self.model.set_rate_limit(limit);
                 Ok(())
             }
             Op::Deregister { worker } => {

@@ -133,6 +133,31 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 println!("{}: {state}", cfg.queue_name)
             }
         }
+        Command::Limit { max, per, off } => {
+            let limit = match (max, off) {
+                (Some(max), false) => {
+                    if !(per.is_finite() && per > 0.0) {
+                        return Err(queue_core::Error::invalid(format!(
+                            "--per: {per} is not a positive number of seconds"
+                        )));
+                    }
+                    Some(queue_core::RateLimit::new(
+                        max,
+                        Duration::from_secs_f64(per),
+                    )?)
+                }
+                _ => None,
+            };
+            backend.set_rate_limit(limit).await?;
+            if json {
+                output::json(&json!({ "queue": cfg.queue_name, "rate_limit": limit }))
+            } else {
+                match limit {
+                    Some(limit) => println!("{}: at most {limit}", cfg.queue_name),
+                    None => println!("{}: no rate limit", cfg.queue_name),
+                }
+            }
+        }
         Command::Workers => {
             let workers = backend.workers().await?;
             if json {

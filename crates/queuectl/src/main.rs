@@ -94,6 +94,19 @@ pub(crate) enum Command {
     Pause,
     /// Resume a paused queue; waiting workers start jobs at once.
     Resume,
+    /// Set the queue's rate limit (at most MAX starts per SECONDS, across all workers), or
+    /// remove it with --off.
+    Limit {
+        /// Starts allowed per window.
+        #[arg(long, required_unless_present = "off")]
+        max: Option<u32>,
+        /// The window, in seconds (fractions allowed).
+        #[arg(long, default_value_t = 60.0)]
+        per: f64,
+        /// Remove the limit.
+        #[arg(long, conflicts_with = "max")]
+        off: bool,
+    },
     /// Live workers and the jobs they hold.
     Workers,
     /// Live progress of jobs until they end (all running jobs if none are named).

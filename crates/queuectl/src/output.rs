@@ -144,6 +144,9 @@ pub(crate) fn stats(s: &QueueStats) {
             "paused"
         );
     }
+    if let Some(limit) = s.rate_limit {
+        println!("{:<15} {limit}", "rate limit");
+    }
 }
 
 pub(crate) fn workers(list: &[WorkerInfo]) {

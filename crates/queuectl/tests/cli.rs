@@ -457,3 +457,28 @@ fn pause_and_resume_the_queue() {
     assert!(worker.wait().unwrap().success());
     ctl.cleanup();
 }
+
+#[test]
+fn rate_limit_is_set_shown_and_removed() {
+    let ctl = Ctl::new();
+    assert!(ctl.json(&["stats"])["rate_limit"].is_null());
+    let set = ctl.json(&["limit", "--max", "2", "--per", "3600"]);
+    assert_eq!(
+        set["rate_limit"],
+        serde_json::json!({"max": 2, "per": 3_600_000})
+    );
+    assert_eq!(ctl.json(&["stats"])["rate_limit"]["max"], 2);
+    assert!(
+        ctl.ok(&["stats"]).contains("rate limit"),
+        "the table says so"
+    );
+    let bad = ctl.run(&["limit", "--max", "0"]);
+    assert_ne!(code(&bad), 0);
+    assert!(stderr(&bad).contains("max"), "{}", stderr(&bad));
+    let bad = ctl.run(&["limit", "--max", "3", "--per", "0"]);
+    assert_ne!(code(&bad), 0);
+    assert!(stderr(&bad).contains("--per"), "{}", stderr(&bad));
+    assert!(ctl.json(&["limit", "--off"])["rate_limit"].is_null());
+    assert!(ctl.json(&["stats"])["rate_limit"].is_null());
+    ctl.cleanup();
+}

@@ -1,4 +1,9 @@
 -- Leases up to `max` jobs. ARGV: 3 worker, 4 claim id, 5 token base, 6 lease_ms, 7 max.
--- Returns {now, next delayed due ('' if none), {{id, token, started, expires, cancel}...}}.
+-- Returns {now, when to look again ('' if no delayed job and no rate limit holds back),
+-- {{id, token, started, expires, cancel}...}}.
 local leased = claim(KEY, ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), true)
-return { NOW, next_due(KEY), leased }
+-- When to look again if nothing was taken: a delayed job's due time, or when the rate
+-- limit next allows a start, whichever comes first.
+local due = next_due(KEY)
+if RATE_NEXT and (due == '' or RATE_NEXT < tonumber(due)) then due = RATE_NEXT end
+return { NOW, due, leased }

@@ -16,11 +16,14 @@
 -- entry point returns (scripts.rs wraps every body so), which is what makes a batch of
 -- jobs cost little more than one.
 local PREFIX, NOW, PENDING
+-- When the rate limit next allows a start, after a claim it held back (else nil).
+local RATE_NEXT
 
 -- Every entry point's `KEY` has this metatable: a key it did not declare is an error.
 local UNDECLARED = { __index = function(_, name) error('script uses the undeclared key ' .. name) end }
 
 local function begin(argv)
+  RATE_NEXT = nil
   PREFIX = argv[1]
   PENDING = { zadd = {}, zrem = {}, hdel = {}, counters = {}, release = {}, wake = false, events = nil }
   if argv[2] ~= '' then
@@ -430,7 +433,22 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
   end
   promote(KEY)
   -- A paused queue starts nothing (a replay above still answers what was taken before).
-  if redis.call('HEXISTS', KEY.meta, 'paused') == 1 then return with_records({}) end
+  local meta = redis.call('HMGET', KEY.meta, 'paused', 'rate_max', 'rate_per_ms')
+  if meta[1] then return with_records({}) end
+  -- Rate limited: no more than the starts left in the window that ends now (starts at or
+  -- before NOW - window no longer count; queue_core::RateLimit).
+  local want = max
+  local rate_max, rate_per = tonumber(meta[2]), tonumber(meta[3])
+  if rate_max and rate_per then
+    redis.call('ZREMRANGEBYSCORE', KEY.rate, '-inf', NOW - rate_per)
+    local room = rate_max - redis.call('ZCARD', KEY.rate)
+    if room < max then max = math.max(room, 0) end
+    if max == 0 then
+      local oldest = redis.call('ZRANGE', KEY.rate, 0, 0, 'WITHSCORES')
+      if oldest[2] then RATE_NEXT = tonumber(oldest[2]) + rate_per end
+      return with_records({})
+    end
+  end
   local out, leases, active = {}, {}, {}
   local expires = NOW + lease_ms
   for band = 0, 2 do
@@ -451,8 +469,16 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
   if #out > 0 then
     redis.call('HSET', KEY.leases, unpack(leases))
     redis.call('ZADD', KEY.active, unpack(active))
+    if rate_max and rate_per then
+      local log = {}
+      for _, c in ipairs(out) do
+        log[#log + 1] = NOW
+        log[#log + 1] = c[2]
+      end
+      redis.call('ZADD', KEY.rate, unpack(log))
+    end
   end
-  -- All it could take, and maybe more left: let another fetcher look.
-  if chain and #out == max then wake() end
+  -- All it asked for, and maybe more left: let another fetcher look.
+  if chain and #out == want then wake() end
   return with_records(out)
 end
