@@ -8,6 +8,9 @@
 //!
 //! Use a Redis of its own: the CPU, command and memory figures are server-wide deltas.
 //! Prints a table and one JSON line. Each phase uses a fresh queue, deleted afterwards.
+//! The rate-limit phase (`--rate-limit N`, default 5000 starts per second; 0 skips it)
+//! processes the jobs under that limit and prints the rate held and the busiest 1 s window.
+//!
 //! The backlog phase queues `--backlog` jobs (default 10⁶, about 0.75 GB of Redis memory;
 //! `--backlog 0` skips it) and compares the processing rate, `stats` and the first page of
 //! `list` with the same on a queue of 1,000. It ends with a line per target of issue 9,
@@ -26,7 +29,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use queue_core::{JobStatus, JobStore, ListQuery, NewJob, Payload, QueueConfig};
 use queue_redis::RedisBackend;
-use queue_worker::{CancellationToken, Worker};
+use queue_worker::{CancellationToken, JobContext, Worker};
 use tokio::sync::{Notify, mpsc};
 
 fn arg(name: &str, default: &str) -> String {
@@ -280,9 +283,82 @@ async fn main() -> anyhow::Result<()> {
             large.2 / small.2
         );
     }
+    // 5. A rate limit in force: `--rate-limit` starts per second (0 skips), `n` jobs queued.
+    let per_second: u32 = arg("--rate-limit", "5000").parse()?;
+    if per_second > 0 {
+        let queue = format!("bench-rate-{}", std::process::id());
+        let b = backend(&url, &queue).await?;
+        prefill(&b, n).await?;
+        let limit = queue_core::RateLimit::new(per_second, Duration::from_secs(1))?;
+        b.set_rate_limit(Some(limit)).await?;
+        let starts = rate_limited_starts(&b, &queue, n).await?;
+        b.destroy().await?;
+        let (first, last) = (starts[0], starts[starts.len() - 1]);
+        // The guarantee: at most `per_second` starts in any 1 s window (claim times on the
+        // Redis clock, as the limit counts them).
+        let mut busiest = 0;
+        let mut lo = 0;
+        for hi in 0..starts.len() {
+            while starts[hi] - starts[lo] >= 1.0 {
+                lo += 1;
+            }
+            busiest = busiest.max(hi - lo + 1);
+        }
+        // The rate held: starts per window over the whole windows of the run.
+        let windows = (last - first).floor().max(1.0);
+        let held = starts.iter().filter(|t| **t - first < windows).count() as f64 / windows;
+        println!(
+            "rate limit {per_second}/s: {held:.0} starts/s held over {windows:.0} windows \
+             ({:.3}x the limit), busiest 1 s window {busiest} starts",
+            held / f64::from(per_second)
+        );
+        out.insert("rate_limit_per_s".into(), serde_json::json!(per_second));
+        out.insert(
+            "rate_limit_held_per_s".into(),
+            serde_json::json!(held.round()),
+        );
+        out.insert(
+            "rate_limit_busiest_window".into(),
+            serde_json::json!(busiest),
+        );
+    }
     targets(&out, &arg("--peer", ""))?;
     println!("{}", serde_json::Value::Object(out));
     Ok(())
+}
+
+/// Runs a worker (concurrency 100) until `count` jobs completed; the seconds since its
+/// start at which each handler started, sorted.
+async fn rate_limited_starts(
+    b: &RedisBackend,
+    queue: &str,
+    count: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let starts: Arc<std::sync::Mutex<Vec<f64>>> = Arc::default();
+    let s2 = Arc::clone(&starts);
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(Arc::new(b.clone()))
+        .concurrency(100)
+        .register("noop", move |_: serde_json::Value, ctx: JobContext| {
+            // The claim's time on the Redis clock: what the limit is kept against.
+            let started = ctx.record().started_at.expect("a running job has started");
+            let at = started.timestamp_millis() as f64 / 1e3;
+            s2.lock().unwrap().push(at);
+            async { Ok(()) }
+        })
+        .build()?;
+    let run = tokio::spawn(worker.run(stop.clone()));
+    let client = redis::Client::open(arg("--url", "redis://127.0.0.1:6399").as_str())?;
+    let mut info = Info(client.get_connection_manager().await?);
+    let done_key = format!("dcs:{{{queue}}}:st:completed");
+    while info.zcard(&done_key).await? < count {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    run.await??;
+    let mut starts = std::mem::take(&mut *starts.lock().unwrap());
+    starts.sort_by(f64::total_cmp);
+    Ok(starts)
 }
 
 /// Prints a line per target of issue 9, met or not. Targets relative to a peer need its
