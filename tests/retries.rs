@@ -148,3 +148,41 @@ async fn a_snoozed_job_runs_again_later_without_using_an_attempt() {
         (2, 1, 0)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_handler_holds_every_start_of_the_queue() {
+    let store = backend();
+    let first = store
+        .enqueue(NewJob::new("call_provider", &1).unwrap())
+        .await
+        .unwrap();
+    let second = store
+        .enqueue(NewJob::new("call_provider", &2).unwrap())
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c2 = Arc::clone(&calls);
+    let worker = start(Worker::builder(store.clone()).concurrency(1).register(
+        "call_provider",
+        move |_: u32, _ctx| {
+            let calls = Arc::clone(&c2);
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // The provider said 429, Retry-After: 30.
+                    return Err(JobError::rate_limited(Duration::from_secs(30)));
+                }
+                Ok(())
+            }
+        },
+    ));
+    let a = wait_status(&store, first.job_id, JobStatus::Completed).await;
+    let b = wait_status(&store, second.job_id, JobStatus::Completed).await;
+    assert_eq!((a.retry_count, b.retry_count), (0, 0));
+    // Nothing started during the 30 s hold: the second job waited although it was ready.
+    let waited = to_millis(b.started_at.unwrap()) - to_millis(first.created_at);
+    assert!(
+        waited >= 30_000,
+        "the second job started {waited} ms after the 429"
+    );
+    assert_eq!(worker.shutdown().await.snoozed, 1);
+}

@@ -31,6 +31,9 @@ pub enum JobErrorKind {
     /// Not now: run again after this delay, without using an attempt (a provider's 429
     /// with `Retry-After`, a dependency not ready yet).
     Snooze(Duration),
+    /// A limit outside the queue was hit (a provider's 429): snooze this job and hold every
+    /// start of the queue, for every worker, for this long.
+    RateLimited(Duration),
 }
 
 impl JobError {
@@ -65,6 +68,16 @@ impl JobError {
         Self {
             kind: JobErrorKind::Snooze(delay),
             source: format!("snoozed for {delay:?}").into(),
+        }
+    }
+
+    /// A limit outside the queue was hit (a provider answered 429 with `Retry-After`): the
+    /// job snoozes for `retry_after` (no attempt used) and no job of the queue starts on any
+    /// worker until then, so nobody else hammers the provider in the meantime.
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        Self {
+            kind: JobErrorKind::RateLimited(retry_after),
+            source: format!("rate limited: retry after {retry_after:?}").into(),
         }
     }
 
@@ -196,6 +209,12 @@ pub enum Outcome {
         /// How long to wait before the job may start again.
         delay: Duration,
     },
+    /// As [`Outcome::Snoozed`], and no job of the queue starts, on any worker, until the
+    /// delay has passed (a provider's 429).
+    RateLimited {
+        /// How long to wait before the job, and any job of the queue, may start again.
+        retry_after: Duration,
+    },
 }
 
 impl Outcome {
@@ -209,6 +228,7 @@ impl Outcome {
             Self::Cancelled => "cancelled",
             Self::Released => "released",
             Self::Snoozed { .. } => "snoozed",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 }

@@ -55,6 +55,9 @@ impl RetryPolicy {
         let delay = match error.kind() {
             JobErrorKind::Permanent => return Outcome::Failed { error: message },
             JobErrorKind::Snooze(delay) => return Outcome::Snoozed { delay },
+            JobErrorKind::RateLimited(retry_after) => {
+                return Outcome::RateLimited { retry_after };
+            }
             JobErrorKind::RetryAfter(delay) => delay,
             JobErrorKind::Retry => self.delay(record.retry_count),
         };

@@ -40,11 +40,13 @@ pub enum OutcomeKind {
     Released,
     /// [`Outcome::Snoozed`].
     Snoozed,
+    /// [`Outcome::RateLimited`].
+    RateLimited,
 }
 
 impl OutcomeKind {
     /// Every kind.
-    pub const ALL: [OutcomeKind; 7] = [
+    pub const ALL: [OutcomeKind; 8] = [
         Self::Completed,
         Self::Partial,
         Self::Retry,
@@ -52,6 +54,7 @@ impl OutcomeKind {
         Self::Cancelled,
         Self::Released,
         Self::Snoozed,
+        Self::RateLimited,
     ];
 
     /// The wire name (as `Outcome::name`).
@@ -64,6 +67,7 @@ impl OutcomeKind {
             Self::Cancelled => "cancelled",
             Self::Released => "released",
             Self::Snoozed => "snoozed",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -85,6 +89,7 @@ impl Outcome {
             Self::Cancelled => OutcomeKind::Cancelled,
             Self::Released => OutcomeKind::Released,
             Self::Snoozed { .. } => OutcomeKind::Snoozed,
+            Self::RateLimited { .. } => OutcomeKind::RateLimited,
         }
     }
 }
@@ -123,6 +128,13 @@ impl AttemptFacts {
     }
 }
 
+/// Whether an outcome holds every start of the queue until its delay has passed (applied
+/// whatever the job became: a requested cancel ends the job, the provider's limit still
+/// stands).
+pub fn holds_queue(kind: OutcomeKind) -> bool {
+    kind == OutcomeKind::RateLimited
+}
+
 /// What an attempt's reported outcome becomes.
 ///
 /// A requested cancel wins over every outcome, success included: the caller of
@@ -140,7 +152,7 @@ pub fn settle(kind: OutcomeKind, facts: AttemptFacts) -> Event {
         OutcomeKind::Retry | OutcomeKind::Failed => Event::Fail,
         OutcomeKind::Cancelled => Event::Cancel,
         OutcomeKind::Released => Event::Release,
-        OutcomeKind::Snoozed => Event::Snooze,
+        OutcomeKind::Snoozed | OutcomeKind::RateLimited => Event::Snooze,
     }
 }
 
@@ -524,7 +536,7 @@ mod tests {
                     (false, K::Retry, false) | (false, K::Failed, _) => E::Fail,
                     (false, K::Cancelled, _) => E::Cancel,
                     (false, K::Released, _) => E::Release,
-                    (false, K::Snoozed, _) => E::Snooze,
+                    (false, K::Snoozed | K::RateLimited, _) => E::Snooze,
                 };
                 assert_eq!(got, want, "{kind} with {facts:?}");
                 // Whatever the outcome, a running job accepts what it becomes.

@@ -218,6 +218,10 @@ pub struct QueueStats {
     /// The queue's rate limit, when it has one.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// No job starts before this time: a handler reported a limit hit
+    /// (`JobError::rate_limited`). Only while it is in the future.
+    #[serde(default)]
+    pub held_until: Option<DateTime<Utc>>,
 }
 
 /// Monotonic counters since the queue was created.

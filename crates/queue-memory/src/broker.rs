@@ -16,7 +16,7 @@ impl MemoryBackend {
     fn claim(&self, req: &ClaimRequest) -> (Vec<Lease>, Option<i64>) {
         let mut t = self.lock();
         let leases = t.claim(req, self.now(), self.events());
-        (leases, t.next_wake())
+        (leases, t.next_wake(self.now()))
     }
 }
 

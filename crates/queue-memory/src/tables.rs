@@ -83,6 +83,8 @@ pub(crate) struct Tables {
     /// The rate limit, and the start times within its window (oldest first).
     rate: Option<RateLimit>,
     starts: VecDeque<Millis>,
+    /// No job starts before this time (a handler hit a limit outside the queue).
+    held_until: Millis,
 }
 
 /// Where `emit` sends events; `None` when nobody listens (no event is built).
@@ -359,7 +361,7 @@ impl Tables {
             entry.ready_position = ready_position;
             self.push_ready(id, ready_position);
         }
-        if self.paused {
+        if self.paused || now < self.held_until {
             return Vec::new();
         }
         let mut max = req.max;
@@ -399,10 +401,11 @@ impl Tables {
         out
     }
 
-    /// When a fetch that took nothing should look again: the earliest due time of a
-    /// delayed job, or when the rate limit next allows a start.
-    pub(crate) fn next_wake(&self) -> Option<Millis> {
+    /// When a fetch that took nothing at `now` should look again: the earliest due time of
+    /// a delayed job, or when a hold ends or the rate limit next allows a start.
+    pub(crate) fn next_wake(&self, now: Millis) -> Option<Millis> {
         let rate_next = match (self.rate, self.starts.front()) {
+            _ if now < self.held_until => Some(self.held_until),
             (Some(limit), Some(oldest)) if limit.room(self.starts.len()) == 0 => {
                 Some(limit.next_start(*oldest))
             }
@@ -526,6 +529,7 @@ impl Tables {
         let held = entry.lease.take().expect("held");
         self.active.remove(&(held.expires_ms, id));
         let event = rules::settle(outcome.kind(), AttemptFacts::of(&entry.record));
+        let holds_queue = rules::holds_queue(outcome.kind());
         let mut input = EffectInput {
             now,
             ..EffectInput::default()
@@ -541,8 +545,15 @@ impl Tables {
                 input.due = Some(cfg.limits.due(now, delay));
             }
             Outcome::Failed { error } => input.error = Some(error),
-            Outcome::Snoozed { delay } => input.due = Some(cfg.limits.due(now, delay)),
+            Outcome::Snoozed { delay }
+            | Outcome::RateLimited {
+                retry_after: delay, ..
+            } => input.due = Some(cfg.limits.due(now, delay)),
             Outcome::Cancelled | Outcome::Released => {}
+        }
+        if holds_queue {
+            // Whatever the job became, the limit it hit stands for the whole queue.
+            self.held_until = self.held_until.max(input.due.unwrap_or(now));
         }
         let status = self.transition(id, event, &input, events)?;
         self.jobs.get_mut(&id).expect("exists").ended = Some((held.token, status));
@@ -723,6 +734,7 @@ impl Tables {
             totals: self.totals.clone(),
             paused: self.paused,
             rate_limit: self.rate,
+            held_until: (self.held_until > now).then(|| from_millis(self.held_until)),
         }
     }
 

@@ -622,7 +622,13 @@ fn generated_tables() -> String {
         }
         lua.push_str(" },\n");
     }
-    lua.push_str("}\nlocal EXPIRE = {");
+    lua.push_str("}\nlocal HOLDS_QUEUE = {");
+    for kind in OutcomeKind::ALL {
+        if rules::holds_queue(kind) {
+            let _ = write!(lua, " {} = true,", kind.as_str());
+        }
+    }
+    lua.push_str(" }\nlocal EXPIRE = {");
     for cancel in [false, true] {
         let _ = write!(lua, " [{}] = {{", lua_bool(cancel));
         for retries_left in [false, true] {
@@ -685,6 +691,10 @@ mod tests {
             // A requested cancel wins over a success; a retry without retries fails.
             "completed = { [false] = { [false] = 'complete', [true] = 'complete', }, [true] = { [false] = 'cancel', [true] = 'cancel', }, }",
             "retry = { [false] = { [false] = 'fail', [true] = 'retry', },",
+            // A snooze and a rate-limited job use no attempt; only the latter holds the queue.
+            "snoozed = { [false] = { [false] = 'snooze', [true] = 'snooze', },",
+            "rate_limited = { [false] = { [false] = 'snooze', [true] = 'snooze', },",
+            "local HOLDS_QUEUE = { rate_limited = true, }",
             "local EXPIRE = { [false] = { [false] = 'fail', [true] = 'lease_expired', }, [true] = { [false] = 'cancel', [true] = 'cancel', }, }",
             "processing = { [false] = 'request', [true] = 'already_requested', }",
             "queued = { [false] = 'cancel', [true] = 'cancel', }",

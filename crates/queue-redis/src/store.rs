@@ -561,6 +561,11 @@ impl JobStore for RedisBackend {
                 }),
                 _ => None,
             },
+            held_until: reply
+                .get(17)
+                .and_then(int)
+                .filter(|until| *until > n(0) as i64)
+                .map(queue_core::backend::from_millis),
             totals: LifetimeTotals {
                 enqueued: t("enqueued"),
                 completed: t("completed"),

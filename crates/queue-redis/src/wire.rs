@@ -216,6 +216,7 @@ fn outcome_parts(outcome: Outcome, limits: &Limits) -> OutcomeParts {
         Outcome::Retry { error, delay } => (error, None, delay),
         Outcome::Failed { error } => (error, None, Duration::ZERO),
         Outcome::Snoozed { delay } => (String::new(), None, delay),
+        Outcome::RateLimited { retry_after } => (String::new(), None, retry_after),
         Outcome::Cancelled | Outcome::Released => (String::new(), None, Duration::ZERO),
     };
     OutcomeParts {

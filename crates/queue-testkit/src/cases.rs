@@ -1688,3 +1688,50 @@ pub async fn a_rate_limited_fetch_wakes_when_the_window_allows(h: &Harness) {
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].job.job_id, b.job_id);
 }
+
+/// A handler that hit a limit outside the queue (a provider's 429) snoozes its job and
+/// holds every start of the queue until the delay has passed, for every worker.
+pub async fn a_rate_limited_job_holds_the_queue(h: &Harness) {
+    let a = enqueue(h, job(1)).await;
+    enqueue(h, job(2)).await;
+    let c = enqueue(h, job(3)).await;
+    let leases = fetch(h, 2).await;
+    assert_eq!(leases.len(), 2);
+    let t0 = h.clock.now_ms();
+    let status = finish(
+        h,
+        &leases[0],
+        Outcome::RateLimited {
+            retry_after: Duration::from_secs(60),
+        },
+    )
+    .await;
+    assert_eq!(status, JobStatus::Queued);
+    let r = get(h, a.job_id).await;
+    assert_eq!(
+        (r.status, r.retry_count),
+        (JobStatus::Queued, 0),
+        "no attempt used"
+    );
+    let stats = h.backend.stats().await.unwrap();
+    assert_eq!(stats.held_until.map(to_millis), Some(t0 + 60_000));
+    assert!(fetch(h, 10).await.is_empty(), "held: nothing starts");
+    // The other running job finishes; its finish starts nothing either.
+    let done = h
+        .backend
+        .finish(&leases[1].to_ref(), completed(), Some(req("w1", 5)))
+        .await
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    assert!(done.next.is_none(), "held: no next job");
+    h.advance(Duration::from_secs(59));
+    assert!(fetch(h, 10).await.is_empty(), "held until 60 s");
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.backend.stats().await.unwrap().held_until, None);
+    let order: Vec<JobId> = fetch(h, 10).await.iter().map(|l| l.job.job_id).collect();
+    assert_eq!(
+        order,
+        vec![c.job_id, a.job_id],
+        "the ready job, then the snoozed one"
+    );
+}

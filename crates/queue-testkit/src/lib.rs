@@ -89,7 +89,8 @@ macro_rules! conformance_tests {
             resume_wakes_a_waiting_fetch,
             snooze_uses_no_attempt,
             rate_limit_holds_over_many_windows,
-            a_rate_limited_fetch_wakes_when_the_window_allows
+            a_rate_limited_fetch_wakes_when_the_window_allows,
+            a_rate_limited_job_holds_the_queue
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -66,6 +66,8 @@ pub struct Model {
     /// The rate limit (max, window ms) and every start since it was set.
     rate: Option<(usize, Millis)>,
     starts: Vec<Millis>,
+    /// No job starts before this time (a handler reported a rate limit).
+    held_until: Millis,
 }
 
 fn not_found(id: JobId) -> Error {
@@ -90,6 +92,7 @@ impl Model {
             paused: false,
             rate: None,
             starts: Vec::new(),
+            held_until: 0,
         }
     }
 
@@ -259,6 +262,7 @@ impl Model {
                 .collect(),
             totals: self.totals.clone(),
             paused: self.paused,
+            held_until: (self.held_until > now).then(|| from_millis(self.held_until)),
             rate_limit: self.rate.map(|(max, per)| queue_core::RateLimit {
                 max: max as u32,
                 per: std::time::Duration::from_millis(per as u64),
@@ -344,6 +348,9 @@ impl Model {
         // Paused: nothing starts (the replay above still answers). Rate limited: no more
         // than the starts left in the window that ends now.
         let mut max = req.max;
+        if now < self.held_until {
+            max = 0;
+        }
         if let Some((limit, per)) = self.rate {
             let recent = self.starts.iter().filter(|t| **t > now - per).count();
             max = max.min(limit.saturating_sub(recent));
@@ -522,6 +529,11 @@ impl Model {
     /// Ends the attempt of the job at `i`; returns its new status.
     fn end(&mut self, i: usize, outcome: Outcome, now: Millis) -> JobStatus {
         let max_delay = self.config.limits.delay;
+        if let Outcome::RateLimited { retry_after } = &outcome {
+            // The limit stands for the whole queue, whatever this job becomes.
+            let until = now.saturating_add(duration_ms((*retry_after).min(max_delay)));
+            self.held_until = self.held_until.max(until);
+        }
         let job = &mut self.jobs[i];
         job.lease = None;
         job.record.worker_id = None;
@@ -561,7 +573,7 @@ impl Model {
                 JobStatus::Failed
             }
             Outcome::Cancelled => JobStatus::Cancelled,
-            Outcome::Snoozed { delay } => {
+            Outcome::Snoozed { delay } | Outcome::RateLimited { retry_after: delay } => {
                 // Waits like a retry, but uses no attempt and keeps the last error.
                 r.status = JobStatus::Queued;
                 r.progress = 0;

@@ -76,7 +76,7 @@ pub enum Op {
     Finish {
         /// Lease slot.
         lease: u8,
-        /// 0 completed, 1 partial, 2 retry, 3 failed, 4 cancelled, 5 released, 6 snoozed.
+        /// 0 completed, 1 partial, 2 retry, 3 failed, 4 cancelled, 5 released, 6 snoozed, 7 rate limited.
         outcome: u8,
         /// Retry delay in seconds.
         delay: u16,
@@ -242,7 +242,8 @@ fn outcome_name(n: u8) -> &'static str {
         "cancelled",
         "released",
         "snoozed",
-    ][usize::from(n % 7)]
+        "rate_limited",
+    ][usize::from(n % 8)]
 }
 
 fn priority() -> impl Strategy<Value = Priority> {
@@ -263,10 +264,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::FetchAgain),
         2 => (0..WORKERS).prop_map(|worker| Op::Heartbeat { worker }),
         2 => (any::<u8>(), 0u8..=100, any::<bool>()).prop_map(|(lease, percent, step)| Op::Progress { lease, percent, step }),
-        7 => (any::<u8>(), 0u8..7, prop_oneof![Just(0u16), 1u16..120], any::<bool>())
+        7 => (any::<u8>(), 0u8..8, prop_oneof![Just(0u16), 1u16..120], any::<bool>())
             .prop_map(|(lease, outcome, delay, next)| Op::Finish { lease, outcome, delay, next }),
         1 => Just(Op::FinishAgain),
-        3 => (proptest::collection::vec((any::<u8>(), 0u8..7), 1..4), 0u8..3)
+        3 => (proptest::collection::vec((any::<u8>(), 0u8..8), 1..4), 0u8..3)
             .prop_map(|(endings, next)| Op::FinishMany { endings, next }),
         1 => Just(Op::FinishManyAgain),
         2 => (0..JOBS).prop_map(|job| Op::Cancel { job }),
@@ -823,7 +824,7 @@ impl<'a> Run<'a> {
 }
 
 fn outcome_of(n: u8, lease: usize, delay: u16) -> Outcome {
-    match n % 7 {
+    match n % 8 {
         0 => Outcome::Completed {
             result: Some(json!({ "lease": lease })),
         },
@@ -840,8 +841,11 @@ fn outcome_of(n: u8, lease: usize, delay: u16) -> Outcome {
         },
         4 => Outcome::Cancelled,
         5 => Outcome::Released,
-        _ => Outcome::Snoozed {
+        6 => Outcome::Snoozed {
             delay: Duration::from_secs(u64::from(delay)),
+        },
+        _ => Outcome::RateLimited {
+            retry_after: Duration::from_secs(u64::from(delay)),
         },
     }
 }

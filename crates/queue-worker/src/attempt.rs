@@ -81,6 +81,11 @@ fn log(outcome: &Outcome, elapsed: Duration) {
         }
         Outcome::Failed { error } => warn!(error = %error, ?elapsed, "job failed"),
         Outcome::Snoozed { delay } => info!(run_in = ?delay, ?elapsed, "job snoozed"),
+        Outcome::RateLimited { retry_after } => warn!(
+            hold = ?retry_after,
+            ?elapsed,
+            "rate limited: the job snoozes and the queue holds its starts"
+        ),
         Outcome::Partial { error, .. } => {
             info!(error = %error, ?elapsed, "job partially completed")
         }

@@ -89,7 +89,7 @@ impl Counts {
             Outcome::Failed { .. } => &self.failed,
             Outcome::Cancelled => &self.cancelled,
             Outcome::Released => &self.released,
-            Outcome::Snoozed { .. } => &self.snoozed,
+            Outcome::Snoozed { .. } | Outcome::RateLimited { .. } => &self.snoozed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -110,7 +110,8 @@ pub struct WorkerReport {
     pub cancelled: u64,
     /// Jobs handed back unfinished at shutdown.
     pub released: u64,
-    /// Jobs whose handler snoozed them (back to waiting, no attempt used).
+    /// Jobs whose handler snoozed them, or reported a rate limit (back to waiting, no
+    /// attempt used).
     pub snoozed: u64,
     /// Attempts stopped because their lease was lost or could not be renewed in time
     /// (their outcome was not reported).

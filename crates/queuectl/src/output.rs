@@ -147,6 +147,12 @@ pub(crate) fn stats(s: &QueueStats) {
     if let Some(limit) = s.rate_limit {
         println!("{:<15} {limit}", "rate limit");
     }
+    if let Some(until) = s.held_until {
+        println!(
+            "{:<15} until {until} (a handler reported a rate limit)",
+            "held"
+        );
+    }
 }
 
 pub(crate) fn workers(list: &[WorkerInfo]) {

@@ -1,7 +1,8 @@
 -- Ends attempts, each as queue_core::rules::settle decides, then maybe claims more.
 -- KEYS after the statics: each ending's job key. ARGV: 3 count, 4 claim next ('1'/'0'),
 -- 5 worker, 6 claim id, 7 token base, 8 lease_ms, 9 max, then per ending 6 values: id,
--- token, outcome (completed|partial|retry|failed|cancelled|released|snoozed|corrupt), error,
+-- token, outcome (completed|partial|retry|failed|cancelled|released|snoozed|rate_limited|
+-- corrupt), error,
 -- result JSON ('' = none), retry or snooze delay ms (already capped).
 -- Returns {{status | 'lost' | '!<why>'...}, claimed (as claim)}: the next jobs are claimed
 -- only when at least one ending was accepted. Sent again after it was applied (the reply
@@ -43,6 +44,13 @@ local function finish_one(id, token, kind, error_message, result, delay_ms, key)
     rec = facts(key)
   end
   local event = settle[lease.cancel][rec.retries < rec.max_retries]
+  -- A limit outside the queue was hit: no job starts before the delay has passed, whatever
+  -- this job became (queue_core::rules::holds_queue).
+  if HOLDS_QUEUE[kind] then
+    local until_ms = NOW + (tonumber(delay_ms) or 0)
+    local held = tonumber(redis.call('HGET', KEY.meta, 'held_until') or '0') or 0
+    if until_ms > held then redis.call('HSET', KEY.meta, 'held_until', until_ms) end
+  end
   local ctx = { ended = token }
   if kind == 'completed' or kind == 'partial' then
     if result ~= '' then ctx.result = result end

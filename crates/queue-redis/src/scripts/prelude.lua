@@ -1,6 +1,6 @@
 -- Shared by every script. The tables generated from queue-core come first (scripts.rs):
 -- NEXT (the state machine), VALID, TERMINAL, BAND, PNAME, EFFECT, START_DEFERRED, SETTLE,
--- EXPIRE, CANCEL, PLACE, COUNTER, LEASE_MSG. Each entry point then gets `KEY` (its declared
+-- HOLDS_QUEUE, EXPIRE, CANCEL, PLACE, COUNTER, LEASE_MSG. Each entry point then gets `KEY` (its declared
 -- static keys by name) and `NSTATIC` (how many there are: its other keys follow in KEYS).
 -- Every key a script touches is declared; none is built here but channel names and the
 -- records a claim returns (with_records).
@@ -16,7 +16,7 @@
 -- entry point returns (scripts.rs wraps every body so), which is what makes a batch of
 -- jobs cost little more than one.
 local PREFIX, NOW, PENDING
--- When the rate limit next allows a start, after a claim it held back (else nil).
+-- When the rate limit (or a hold) next allows a start, after a claim it held back (else nil).
 local RATE_NEXT
 
 -- Every entry point's `KEY` has this metatable: a key it did not declare is an error.
@@ -433,8 +433,14 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
   end
   promote(KEY)
   -- A paused queue starts nothing (a replay above still answers what was taken before).
-  local meta = redis.call('HMGET', KEY.meta, 'paused', 'rate_max', 'rate_per_ms')
+  local meta = redis.call('HMGET', KEY.meta, 'paused', 'rate_max', 'rate_per_ms', 'held_until')
   if meta[1] then return with_records({}) end
+  -- Held after a handler hit a limit outside the queue: nothing starts until then.
+  local held = tonumber(meta[4])
+  if held and NOW < held then
+    RATE_NEXT = held
+    return with_records({})
+  end
   -- Rate limited: no more than the starts left in the window that ends now (starts at or
   -- before NOW - window no longer count; queue_core::RateLimit).
   local want = max

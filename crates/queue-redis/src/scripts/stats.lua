@@ -1,5 +1,5 @@
 -- Read only. Returns {now, queued, processing, completed, failed, partial, cancelled, total,
--- scheduled, ready per band (3), live workers, lifetime counters (HGETALL), paused (0/1), rate limit max and window ms (or false)}.
+-- scheduled, ready per band (3), live workers, lifetime counters (HGETALL), paused (0/1), rate limit max and window ms (or false), held until ms (or false)}.
 local function card(key) return redis.call('ZCARD', key) end
 local scheduled = card(KEY.delayed0) + card(KEY.delayed1) + card(KEY.delayed2)
 -- `st_queued` holds every job not finished: the running ones (a lease each) are not queued.
@@ -11,4 +11,5 @@ return { NOW, queued, card(KEY.active), done[1], done[2], done[3], done[4], tota
   card(KEY.ready0),
   card(KEY.ready1), card(KEY.ready2), redis.call('ZCOUNT', KEY.workers, NOW, '+inf'),
   redis.call('HGETALL', KEY.stats), redis.call('HEXISTS', KEY.meta, 'paused'),
-  redis.call('HGET', KEY.meta, 'rate_max'), redis.call('HGET', KEY.meta, 'rate_per_ms') }
+  redis.call('HGET', KEY.meta, 'rate_max'), redis.call('HGET', KEY.meta, 'rate_per_ms'),
+  redis.call('HGET', KEY.meta, 'held_until') }
