@@ -5,6 +5,7 @@ mod clock;
 mod config;
 mod error;
 mod event;
+mod group;
 mod id;
 mod job;
 mod limits;
@@ -25,6 +26,7 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{QueueConfig, QueueConfigBuilder, RedisUrl};
 pub use error::{BoxError, Error, Result};
 pub use event::{EventKind, EventStream, JobEvent};
+pub use group::GroupStats;
 pub use id::{JobId, LeaseToken, WorkerId};
 pub use job::Job;
 pub use limits::Limits;
@@ -53,6 +55,10 @@ pub mod backend {
     };
     pub use crate::clock::{Millis, TokioClock, duration_ms, from_millis, to_millis};
     pub use crate::config::validate_queue_name;
+    pub use crate::group::{
+        MAX_GROUP_BYTES, check_group_concurrency, check_group_name, group_admits,
+        ungrouped_goes_first,
+    };
     pub use crate::id::{ClaimId, hostname};
     pub use crate::outcome::Outcome;
     pub use crate::progress::{Monotonic, check_progress};

@@ -130,6 +130,10 @@ pub struct JobRecord {
     pub worker_id: Option<String>,
     /// Set when a caller asked to cancel the running job.
     pub cancel_requested: bool,
+    /// The job's group (for books: the publisher): ready jobs of one priority are served
+    /// round-robin across groups, and a group can be paused or limited on its own.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 impl JobRecord {
@@ -165,6 +169,8 @@ pub struct EnqueueOptions {
     /// Use this id instead of a fresh one (an enqueue repeated with the same id after a
     /// timeout then returns the existing job instead of creating a second one).
     pub job_id: Option<JobId>,
+    /// The job's group (see [`JobRecord::group`]).
+    pub group: Option<String>,
 }
 
 /// A job to enqueue: task name, payload and options.
@@ -249,6 +255,15 @@ impl NewJob {
         self
     }
 
+    /// Puts the job in a group (for books: the publisher's id). Within a priority, ready
+    /// jobs are served round-robin across groups, so one group's backlog does not hold back
+    /// the others; a group can be paused or given a concurrency limit of its own
+    /// ([`crate::JobStore::set_group_concurrency`]).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.options.group = Some(group.into());
+        self
+    }
+
     /// Checks the names every backend must refuse: an empty or long task name or unique
     /// key. [`crate::Limits::check`] adds the bounds on sizes and times.
     pub fn validate(&self) -> Result<()> {
@@ -265,6 +280,9 @@ impl NewJob {
             if key.len() > 512 {
                 return Err(Error::invalid("unique key is longer than 512 bytes"));
             }
+        }
+        if let Some(group) = &self.options.group {
+            crate::group::check_group_name(group)?;
         }
         Ok(())
     }
@@ -300,7 +318,7 @@ mod tests {
             "error_message": null, "retry_count": 0, "max_retries": 3, "timeout_ms": null,
             "created_at": "2026-01-01T00:00:00Z", "started_at": null, "completed_at": null,
             "run_at": null, "metadata": {}, "result": null, "worker_id": null,
-            "cancel_requested": false
+            "cancel_requested": false, "group": "p1"
         });
         let record: JobRecord = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(record.payload.as_str(), r#"{"a":[1,2]}"#);

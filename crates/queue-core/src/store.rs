@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{EventStream, JobId, JobRecord, JobStatus, NewJob, Priority, RateLimit, Result};
+use crate::{
+    EventStream, GroupStats, JobId, JobRecord, JobStatus, NewJob, Priority, RateLimit, Result,
+};
 
 /// Stores job records and answers questions about them.
 ///
@@ -74,6 +76,25 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// polling (case `a_rate_limited_fetch_wakes_when_the_window_allows`). Stored with the
     /// queue; `stats().rate_limit` reports it.
     async fn set_rate_limit(&self, limit: Option<RateLimit>) -> Result<()>;
+
+    /// Pauses one group: none of its jobs starts until [`JobStore::resume_group`]; its
+    /// queued jobs stay queued, its running jobs finish, every other group runs on (case
+    /// `pause_group_stops_only_that_group`). Idempotent; stored with the queue.
+    async fn pause_group(&self, group: &str) -> Result<()>;
+
+    /// Resumes a paused group; waiting fetches wake at once. Idempotent.
+    async fn resume_group(&self, group: &str) -> Result<()>;
+
+    /// Sets (or with `None` removes) a group's concurrency limit: at most `limit` of its
+    /// jobs run at once across all workers, checked inside the claim (case
+    /// `group_concurrency_holds_under_racing_fetches`); a slot is given back on every way
+    /// a job stops running: an outcome, a cancel, an expired lease (case
+    /// `group_slot_comes_back_on_every_ending`). Stored with the queue.
+    async fn set_group_concurrency(&self, group: &str, limit: Option<u32>) -> Result<()>;
+
+    /// One group's ready and running counts and settings, without scanning jobs (a group
+    /// nobody used answers zeros).
+    async fn group(&self, group: &str) -> Result<GroupStats>;
 
     /// Workers that sent a heartbeat within the liveness window (three heartbeat
     /// intervals), with the jobs they hold.

@@ -79,9 +79,10 @@ impl Broker for MemoryBackend {
                 .filter(|_| statuses.iter().any(Result::is_ok))
                 .map(|req| t.claim(&req, now, self.events()))
                 .unwrap_or_default();
-            FinishedMany { statuses, next }
+            (FinishedMany { statuses, next }, t.take_lane_opened())
         };
-        if requeues {
+        let (done, opened) = done;
+        if requeues || opened {
             self.inner.work.notify_waiters();
         }
         Ok(done)

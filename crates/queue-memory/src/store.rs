@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use queue_core::backend::{check_group_concurrency, check_group_name};
 use queue_core::{
-    CancelOutcome, EventStream, JobId, JobRecord, JobStore, ListQuery, NewJob, Page, Priority,
+    CancelOutcome, EventStream, GroupStats, JobId, JobRecord, JobStore, ListQuery, NewJob, Page, Priority,
     QueueStats, RateLimit, Result, WorkerInfo,
 };
 
@@ -80,6 +81,32 @@ impl JobStore for MemoryBackend {
         self.lock().set_rate_limit(limit);
         self.inner.work.notify_waiters();
         Ok(())
+    }
+
+    async fn pause_group(&self, group: &str) -> Result<()> {
+        check_group_name(group)?;
+        self.lock().set_group_paused(group, true);
+        Ok(())
+    }
+
+    async fn resume_group(&self, group: &str) -> Result<()> {
+        check_group_name(group)?;
+        self.lock().set_group_paused(group, false);
+        self.inner.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn set_group_concurrency(&self, group: &str, limit: Option<u32>) -> Result<()> {
+        check_group_name(group)?;
+        check_group_concurrency(limit)?;
+        self.lock().set_group_concurrency(group, limit);
+        self.inner.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn group(&self, group: &str) -> Result<GroupStats> {
+        check_group_name(group)?;
+        Ok(self.lock().group(group))
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>> {

@@ -12,8 +12,9 @@ use queue_core::backend::{
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
 };
 use queue_core::{
-    Error, EventKind, JobEvent, JobId, JobRecord, JobStatus, LeaseToken, LifetimeTotals, NewJob,
-    Page, Priority, QueueConfig, QueueStats, RateLimit, Result, WorkerInfo,
+    Error, EventKind, GroupStats, JobEvent, JobId, JobRecord, JobStatus, LeaseToken,
+    LifetimeTotals, NewJob, Page, Priority, QueueConfig, QueueStats, RateLimit, Result,
+    WorkerInfo,
 };
 
 /// Index key ordering jobs by creation: (created ms, id).
@@ -59,12 +60,57 @@ impl std::hash::Hasher for IdHasher {
 
 type IdMap<V> = HashMap<JobId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
+/// One group's ready jobs, running count and settings (`queue_core::backend` group rules).
+/// Dropped when it has nothing left to remember.
+#[derive(Default)]
+struct GroupState {
+    /// Its ready jobs by (band, seq).
+    ready: BTreeMap<(u8, u64), JobId>,
+    running: u64,
+    paused: bool,
+    concurrency: Option<u32>,
+    /// Its lane's ticket per band, while it has one (see `Tables::lanes`).
+    lane: [Option<u64>; 3],
+}
+
+impl GroupState {
+    fn admits(&self) -> bool {
+        queue_core::backend::group_admits(self.paused, self.running, self.concurrency)
+    }
+
+    fn has_ready(&self, band: u8) -> bool {
+        self.ready.range((band, 0)..=(band, u64::MAX)).next().is_some()
+    }
+
+    fn forgettable(&self) -> bool {
+        self.ready.is_empty()
+            && self.running == 0
+            && !self.paused
+            && self.concurrency.is_none()
+            && self.lane.iter().all(Option::is_none)
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Tables {
     /// Boxed so growing the map moves pointers, not records.
     jobs: IdMap<Box<Entry>>,
+    /// Ready jobs without a group, by (band, seq).
     ready: BTreeMap<(u8, u64), JobId>,
+    /// Ready jobs of every lane, per band.
     ready_by_band: [u64; 3],
+    /// Groups with ready or running jobs or settings.
+    groups: HashMap<String, GroupState>,
+    /// Per band, the groups that have ready jobs there and admit a start, by (ticket,
+    /// name): the first is served next (unless the jobs without a group go first).
+    lanes: [BTreeSet<(u64, String)>; 3],
+    /// Raised by every start; a served lane takes its new value.
+    tick: u64,
+    /// The ticket of the last start of a job without a group, per band.
+    ungrouped_ticket: [u64; 3],
+    /// A group's lane opened since the last `take_lane_opened` (waiting fetches may
+    /// start its jobs now).
+    lane_opened: bool,
     /// Delayed jobs by (due, id): the order in which they join the ready jobs.
     delayed: BTreeSet<(Millis, JobId)>,
     active: BTreeSet<(Millis, JobId)>,
@@ -125,21 +171,162 @@ impl Tables {
     }
 
     fn push_ready(&mut self, id: JobId, ready_position: (u8, u64)) {
-        self.ready.insert(ready_position, id);
         self.ready_by_band[usize::from(ready_position.0)] += 1;
+        match self.jobs.get(&id).and_then(|e| e.record.group.clone()) {
+            None => {
+                self.ready.insert(ready_position, id);
+            }
+            Some(group) => {
+                self.groups
+                    .entry(group.clone())
+                    .or_default()
+                    .ready
+                    .insert(ready_position, id);
+                self.refresh_group(&group);
+            }
+        }
     }
 
-    fn pop_ready(&mut self) -> Option<JobId> {
-        let (ready_position, id) = self.ready.pop_first()?;
-        self.ready_by_band[usize::from(ready_position.0)] -= 1;
+    /// Takes the next ready job of `band` (`queue_core::backend` group rules: the lane with
+    /// the lowest ticket, the jobs without a group first on a tie), stamping its lane with
+    /// a new ticket.
+    fn pop_ready(&mut self, band: u8) -> Option<JobId> {
+        let b = usize::from(band);
+        let ungrouped = self
+            .ready
+            .range((band, 0)..=(band, u64::MAX))
+            .next()
+            .map(|(p, _)| *p);
+        let lane = self.lanes[b].first().cloned();
+        let take_ungrouped = match (ungrouped, &lane) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(_), Some((ticket, _))) => {
+                queue_core::backend::ungrouped_goes_first(self.ungrouped_ticket[b], *ticket)
+            }
+        };
+        self.tick += 1;
+        self.ready_by_band[b] -= 1;
+        if take_ungrouped {
+            self.ungrouped_ticket[b] = self.tick;
+            return self.ready.remove(&ungrouped.expect("checked"));
+        }
+        let (ticket, group) = lane.expect("checked");
+        self.lanes[b].remove(&(ticket, group.clone()));
+        let state = self.groups.get_mut(&group).expect("a lane's group exists");
+        state.lane[b] = None;
+        let first = *state
+            .ready
+            .range((band, 0)..=(band, u64::MAX))
+            .next()
+            .expect("a lane has ready jobs")
+            .0;
+        let id = state.ready.remove(&first).expect("listed");
+        state.running += 1;
+        self.refresh_group(&group);
         Some(id)
     }
 
     fn remove_ready(&mut self, id: JobId, ready_position: (u8, u64)) {
-        if self.ready.get(&ready_position) == Some(&id) {
-            self.ready.remove(&ready_position);
+        let group = self.jobs.get(&id).and_then(|e| e.record.group.clone());
+        let removed = match &group {
+            None => {
+                let here = self.ready.get(&ready_position) == Some(&id);
+                if here {
+                    self.ready.remove(&ready_position);
+                }
+                here
+            }
+            Some(g) => {
+                let state = self.groups.get_mut(g);
+                let here = state
+                    .as_ref()
+                    .is_some_and(|s| s.ready.get(&ready_position) == Some(&id));
+                if here {
+                    state.expect("checked").ready.remove(&ready_position);
+                    self.refresh_group(g);
+                }
+                here
+            }
+        };
+        if removed {
             self.ready_by_band[usize::from(ready_position.0)] -= 1;
         }
+    }
+
+    /// A running job of `group` stopped: its slot is free again.
+    fn release_group_slot(&mut self, group: Option<&str>) {
+        if let Some(g) = group
+            && let Some(state) = self.groups.get_mut(g)
+        {
+            state.running = state.running.saturating_sub(1);
+            self.refresh_group(g);
+        }
+    }
+
+    /// Gives `group` a lane in each band where it has ready jobs and admits a start (a new
+    /// lane gets the current ticket), takes away the others, and forgets the group when
+    /// nothing is left to remember.
+    fn refresh_group(&mut self, group: &str) {
+        let Some(state) = self.groups.get_mut(group) else {
+            return;
+        };
+        let admits = state.admits();
+        for band in 0..3u8 {
+            let b = usize::from(band);
+            let wanted = admits && state.has_ready(band);
+            match (state.lane[b], wanted) {
+                (None, true) => {
+                    self.lane_opened = true;
+                    state.lane[b] = Some(self.tick);
+                    self.lanes[b].insert((self.tick, group.to_owned()));
+                }
+                (Some(ticket), false) => {
+                    state.lane[b] = None;
+                    self.lanes[b].remove(&(ticket, group.to_owned()));
+                }
+                _ => {}
+            }
+        }
+        if state.forgettable() {
+            self.groups.remove(group);
+        }
+    }
+
+    /// True when a group's lane opened since the last call (a freed slot, for example).
+    pub(crate) fn take_lane_opened(&mut self) -> bool {
+        std::mem::take(&mut self.lane_opened)
+    }
+
+    /// Pauses or resumes a group.
+    pub(crate) fn set_group_paused(&mut self, group: &str, paused: bool) {
+        if !paused && !self.groups.contains_key(group) {
+            return;
+        }
+        self.groups.entry(group.to_owned()).or_default().paused = paused;
+        self.refresh_group(group);
+    }
+
+    /// Sets or removes a group's concurrency limit.
+    pub(crate) fn set_group_concurrency(&mut self, group: &str, limit: Option<u32>) {
+        if limit.is_none() && !self.groups.contains_key(group) {
+            return;
+        }
+        self.groups.entry(group.to_owned()).or_default().concurrency = limit;
+        self.refresh_group(group);
+    }
+
+    /// One group's counts and settings.
+    pub(crate) fn group(&self, group: &str) -> GroupStats {
+        let mut stats = GroupStats::new(group);
+        if let Some(state) = self.groups.get(group) {
+            stats.ready = state.ready.len() as u64;
+            stats.running = state.running;
+            stats.paused = state.paused;
+            stats.concurrency = state.concurrency;
+        }
+        stats
     }
 
     /// Applies `event` to job `id`: the record (status and fields, by the rules of core),
@@ -255,17 +442,19 @@ impl Tables {
             result: None,
             worker_id: None,
             cancel_requested: false,
+            group: options.group,
         };
         let mut ready_position = (priority.band(), 0);
-        match due {
+        let ready = match due {
             Some(due) => {
                 self.delayed.insert((due, id));
+                false
             }
             None => {
                 ready_position.1 = self.next_seq();
-                self.push_ready(id, ready_position);
+                true
             }
-        }
+        };
         let key = (now, id);
         self.by_status[status_index(JobStatus::Queued)].insert(key);
         self.all.insert(key);
@@ -285,6 +474,9 @@ impl Tables {
                 ended: None,
             }),
         );
+        if ready {
+            self.push_ready(id, ready_position);
+        }
         emit(
             events,
             id,
@@ -378,9 +570,13 @@ impl Tables {
             worker: Some(worker.to_owned()),
             ..EffectInput::default()
         };
-        let mut out = Vec::with_capacity(max.min(self.ready.len()));
-        while out.len() < max {
-            let Some(id) = self.pop_ready() else { break };
+        let mut out = Vec::with_capacity(max.min(self.ready_by_band.iter().sum::<u64>() as usize));
+        let mut band = 0u8;
+        while out.len() < max && band < 3 {
+            let Some(id) = self.pop_ready(band) else {
+                band += 1;
+                continue;
+            };
             if self.transition(id, Event::Start, &input, events).is_err() {
                 continue;
             }
@@ -527,7 +723,10 @@ impl Tables {
         }
         let entry = self.jobs.get_mut(&id).expect("held");
         let held = entry.lease.take().expect("held");
+        let group = entry.record.group.clone();
         self.active.remove(&(held.expires_ms, id));
+        self.release_group_slot(group.as_deref());
+        let entry = self.jobs.get_mut(&id).expect("held");
         let event = rules::settle(outcome.kind(), AttemptFacts::of(&entry.record));
         let holds_queue = rules::holds_queue(outcome.kind());
         let mut input = EffectInput {
@@ -577,6 +776,9 @@ impl Tables {
             self.active.pop_first();
             let entry = self.jobs.get_mut(&id).expect("active jobs exist");
             entry.lease = None;
+            let group = entry.record.group.clone();
+            self.release_group_slot(group.as_deref());
+            let entry = &self.jobs[&id];
             let facts = AttemptFacts::of(&entry.record);
             let worker = entry.record.worker_id.clone().unwrap_or_default();
             let input = EffectInput {

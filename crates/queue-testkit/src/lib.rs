@@ -90,7 +90,11 @@ macro_rules! conformance_tests {
             snooze_uses_no_attempt,
             rate_limit_holds_over_many_windows,
             a_rate_limited_fetch_wakes_when_the_window_allows,
-            a_rate_limited_job_holds_the_queue
+            a_rate_limited_job_holds_the_queue,
+            groups_share_fairly,
+            group_concurrency_holds_under_racing_fetches,
+            group_slot_comes_back_on_every_ending,
+            pause_group_stops_only_that_group
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -68,6 +68,15 @@ pub struct Model {
     starts: Vec<Millis>,
     /// No job starts before this time (a handler reported a rate limit).
     held_until: Millis,
+    /// Group settings: paused, concurrency limit.
+    group_settings: BTreeMap<String, (bool, Option<u32>)>,
+    /// The lanes of groups, by (band, group), with their tickets: a group has a lane in a
+    /// band while it has ready jobs there and admits a start.
+    lanes: BTreeMap<(u8, String), u64>,
+    /// Raised by every start.
+    tick: u64,
+    /// The ticket of the last start of a job without a group, per band.
+    ungrouped_ticket: [u64; 3],
 }
 
 fn not_found(id: JobId) -> Error {
@@ -93,7 +102,81 @@ impl Model {
             rate: None,
             starts: Vec::new(),
             held_until: 0,
+            group_settings: BTreeMap::new(),
+            lanes: BTreeMap::new(),
+            tick: 0,
+            ungrouped_ticket: [0; 3],
         }
+    }
+
+    /// Pauses or resumes a group.
+    pub fn set_group_paused(&mut self, group: &str, paused: bool) {
+        self.group_settings.entry(group.to_owned()).or_default().0 = paused;
+        self.refresh_lanes();
+    }
+
+    /// Sets or removes a group's concurrency limit.
+    pub fn set_group_concurrency(&mut self, group: &str, limit: Option<u32>) {
+        self.group_settings.entry(group.to_owned()).or_default().1 = limit;
+        self.refresh_lanes();
+    }
+
+    fn ready_in(&self, group: Option<&str>, band: u8) -> impl Iterator<Item = &Job> {
+        self.jobs.iter().filter(move |j| {
+            j.record.status == JobStatus::Queued
+                && j.due.is_none()
+                && j.record.group.as_deref() == group
+                && j.record.priority.band() == band
+        })
+    }
+
+    fn running_in(&self, group: &str) -> u64 {
+        self.jobs
+            .iter()
+            .filter(|j| {
+                j.record.status == JobStatus::Processing && j.record.group.as_deref() == Some(group)
+            })
+            .count() as u64
+    }
+
+    fn admits(&self, group: &str) -> bool {
+        let (paused, limit) = self.group_settings.get(group).copied().unwrap_or_default();
+        !paused && limit.is_none_or(|max| self.running_in(group) < u64::from(max))
+    }
+
+    /// Gives each group a lane (at the current ticket) in every band where it has ready
+    /// jobs and admits a start, and takes away the others.
+    fn refresh_lanes(&mut self) {
+        let mut groups: Vec<String> = self
+            .jobs
+            .iter()
+            .filter_map(|j| j.record.group.clone())
+            .collect();
+        groups.extend(self.lanes.keys().map(|(_, g)| g.clone()));
+        groups.sort();
+        groups.dedup();
+        for g in groups {
+            for band in 0..3u8 {
+                let wanted = self.admits(&g) && self.ready_in(Some(&g), band).next().is_some();
+                let key = (band, g.clone());
+                if !wanted {
+                    self.lanes.remove(&key);
+                } else if !self.lanes.contains_key(&key) {
+                    self.lanes.insert(key, self.tick);
+                }
+            }
+        }
+    }
+
+    /// One group's counts and settings.
+    pub fn group(&self, group: &str) -> queue_core::GroupStats {
+        let (paused, concurrency) = self.group_settings.get(group).copied().unwrap_or_default();
+        let mut stats = queue_core::GroupStats::new(group);
+        stats.ready = (0..3).map(|b| self.ready_in(Some(group), b).count() as u64).sum();
+        stats.running = self.running_in(group);
+        stats.paused = paused;
+        stats.concurrency = concurrency;
+        stats
     }
 
     fn find(&self, id: JobId) -> Option<&Job> {
@@ -175,6 +258,7 @@ impl Model {
             result: None,
             worker_id: None,
             cancel_requested: false,
+            group: o.group,
         };
         let place = if due.is_some() { 0 } else { self.place() };
         self.jobs.push(Job {
@@ -185,6 +269,7 @@ impl Model {
             ended: None,
         });
         self.totals.enqueued += 1;
+        self.refresh_lanes();
         Ok(record)
     }
 
@@ -355,15 +440,9 @@ impl Model {
             let recent = self.starts.iter().filter(|t| **t > now - per).count();
             max = max.min(limit.saturating_sub(recent));
         }
+        self.refresh_lanes();
         while !self.paused && out.len() < max {
-            let next = self
-                .jobs
-                .iter()
-                .enumerate()
-                .filter(|(_, j)| j.record.status == JobStatus::Queued && j.due.is_none())
-                .min_by_key(|(_, j)| (j.record.priority.band(), j.place))
-                .map(|(i, _)| i);
-            let Some(i) = next else { break };
+            let Some(i) = self.next_job() else { break };
             self.next_token += 1;
             let token = LeaseToken::new(format!("model-{}", self.next_token));
             let lease_ms = duration_ms(req.lease);
@@ -389,8 +468,52 @@ impl Model {
             if self.rate.is_some() {
                 self.starts.push(now);
             }
+            self.refresh_lanes();
         }
         out
+    }
+
+    /// The next job to start, stamping its lane: in the highest band with ready jobs, the
+    /// lane with the lowest ticket (jobs without a group first on a tie, then groups by
+    /// name), then that lane's first job.
+    fn next_job(&mut self) -> Option<usize> {
+        for band in 0..3u8 {
+            let mut lanes: Vec<(u64, Option<String>)> = self
+                .lanes
+                .iter()
+                .filter(|((b, _), _)| *b == band)
+                .map(|((_, g), t)| (*t, Some(g.clone())))
+                .collect();
+            if self.ready_in(None, band).next().is_some() {
+                lanes.push((self.ungrouped_ticket[usize::from(band)], None));
+            }
+            // `None` sorts before every group name.
+            let Some((_, lane)) = lanes.into_iter().min() else {
+                continue;
+            };
+            let i = self
+                .jobs
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| {
+                    j.record.status == JobStatus::Queued
+                        && j.due.is_none()
+                        && j.record.group == lane
+                        && j.record.priority.band() == band
+                })
+                .min_by_key(|(_, j)| j.place)
+                .map(|(i, _)| i)
+                .expect("a lane has a ready job");
+            self.tick += 1;
+            match lane {
+                None => self.ungrouped_ticket[usize::from(band)] = self.tick,
+                Some(g) => {
+                    self.lanes.remove(&(band, g));
+                }
+            }
+            return Some(i);
+        }
+        None
     }
 
     fn promote(&mut self, now: Millis) {
@@ -499,6 +622,7 @@ impl Model {
             };
         };
         let status = self.end(i, outcome, now);
+        self.refresh_lanes();
         self.jobs[i].ended = Some((lease.token.clone(), status));
         let next = next.and_then(|req| self.fetch(&one(req), now).pop());
         Ok((status, next))
@@ -654,6 +778,7 @@ impl Model {
                 self.terminal(i, JobStatus::Failed, now);
             }
         }
+        self.refresh_lanes();
         expired.into_iter().map(|(_, id)| id).collect()
     }
 
@@ -691,6 +816,7 @@ impl Model {
             JobStatus::Queued => {
                 self.jobs[i].due = None;
                 self.terminal(i, JobStatus::Cancelled, now);
+                self.refresh_lanes();
                 Ok(CancelOutcome::Cancelled)
             }
             JobStatus::Processing => {
@@ -746,7 +872,9 @@ impl Model {
         r.run_at = None;
         r.worker_id = None;
         r.cancel_requested = false;
-        Ok(r.clone())
+        let record = r.clone();
+        self.refresh_lanes();
+        Ok(record)
     }
 
     /// Deregister a worker: forgotten, with its claim history.

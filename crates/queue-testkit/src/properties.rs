@@ -139,6 +139,30 @@ pub enum Op {
         /// The window in seconds.
         secs: u8,
     },
+    /// An operator pauses (`true`) or resumes a group.
+    PauseGroup {
+        /// Group slot.
+        group: u8,
+        /// Pause or resume.
+        paused: bool,
+    },
+    /// An operator sets (`max` > 0) or removes (`max` 0) a group's concurrency limit.
+    GroupLimit {
+        /// Group slot.
+        group: u8,
+        /// Jobs of the group running at once; 0 removes the limit.
+        max: u8,
+    },
+}
+
+/// The groups of the run, by slot; job slots take turns: no group, `a`, `b`.
+const GROUPS: [&str; 2] = ["a", "b"];
+
+fn group_of(job: u8) -> Option<&'static str> {
+    match job % 3 {
+        0 => None,
+        n => Some(GROUPS[usize::from(n - 1)]),
+    }
 }
 
 impl fmt::Debug for Op {
@@ -215,6 +239,16 @@ impl fmt::Debug for Op {
             Op::Resume => write!(f, "resume the queue"),
             Op::RateLimit { max: 0, .. } => write!(f, "remove the rate limit"),
             Op::RateLimit { max, secs } => write!(f, "rate limit {max} per {secs}s"),
+            Op::PauseGroup { group, paused } => {
+                let verb = if *paused { "pause" } else { "resume" };
+                write!(f, "{verb} group {}", GROUPS[usize::from(*group)])
+            }
+            Op::GroupLimit { group, max: 0 } => {
+                write!(f, "no concurrency limit for group {}", GROUPS[usize::from(*group)])
+            }
+            Op::GroupLimit { group, max } => {
+                write!(f, "group {} runs at most {max}", GROUPS[usize::from(*group)])
+            }
         }
     }
 }
@@ -281,6 +315,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Pause),
         2 => Just(Op::Resume),
         1 => (0u8..4, 1u8..40).prop_map(|(max, secs)| Op::RateLimit { max, secs }),
+        2 => (0u8..2, any::<bool>()).prop_map(|(group, paused)| Op::PauseGroup { group, paused }),
+        2 => (0u8..2, 0u8..3).prop_map(|(group, max)| Op::GroupLimit { group, max }),
     ]
 }
 
@@ -434,6 +470,9 @@ impl<'a> Run<'a> {
             .job_id(self.ids[usize::from(job)]);
         if let Some(k) = key {
             j = j.unique_key(format!("k{k}"));
+        }
+        if let Some(g) = group_of(job) {
+            j = j.group(g);
         }
         j
     }
@@ -684,6 +723,25 @@ impl<'a> Run<'a> {
                 self.model.set_rate_limit(limit);
                 Ok(())
             }
+            Op::PauseGroup { group, paused } => {
+                let g = GROUPS[usize::from(group)];
+                if paused {
+                    b.pause_group(g).await.map_err(|e| e.chain())?;
+                } else {
+                    b.resume_group(g).await.map_err(|e| e.chain())?;
+                }
+                self.model.set_group_paused(g, paused);
+                Ok(())
+            }
+            Op::GroupLimit { group, max } => {
+                let g = GROUPS[usize::from(group)];
+                let limit = (max > 0).then_some(u32::from(max));
+                b.set_group_concurrency(g, limit)
+                    .await
+                    .map_err(|e| e.chain())?;
+                self.model.set_group_concurrency(g, limit);
+                Ok(())
+            }
             Op::Deregister { worker } => {
                 b.deregister(&Self::worker(worker))
                     .await
@@ -817,6 +875,10 @@ impl<'a> Run<'a> {
                     p.jobs.iter().map(|r| r.job_id).collect::<Vec<_>>()
                 }),
             )?;
+        }
+        for g in GROUPS {
+            let got = b.group(g).await.map_err(|e| e.chain())?;
+            expect_eq(&format!("group {g}"), got, self.model.group(g))?;
         }
         let got = b.workers().await.map_err(|e| e.chain())?;
         expect_eq("workers", got, self.model.workers(now))

@@ -1,0 +1,112 @@
+//! Groups: fair share between the producers of one queue, and limits per group.
+//!
+//! A job may carry a group key ([`crate::NewJob::group`]; for books the publisher). Within
+//! one priority, the ready jobs form *lanes*: one per group with ready jobs, plus one for
+//! the jobs without a group. The queue keeps a ticket counter that every start raises by
+//! one. Each start serves the lane with the lowest ticket and stamps that lane with the new
+//! ticket; a group's lane that appears (its first ready job of that priority, or the group
+//! admits starts again) gets the current ticket; the lane of jobs without a group keeps
+//! the ticket of its last start (0 at first). On a tie the lane without a group goes
+//! first, then groups by name ([`ungrouped_goes_first`]). The lane's first job starts
+//! (FIFO; a job returned by an expired lease keeps its place as before). So the lanes take
+//! turns: a group with 10,000 queued jobs and a group with 3 both progress, and a queue
+//! without groups runs exactly as before, strict priority then FIFO. Priorities stay
+//! strict: every lane of a higher priority is served before any lane of a lower one.
+//!
+//! A group that is paused, or that runs as many jobs as its concurrency limit allows,
+//! has no lane until that changes ([`group_admits`]); its jobs stay queued. The choice
+//! costs the same with 1 or 10,000 groups: lanes are kept ordered by ticket, nothing is
+//! scanned.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The longest group key, in bytes.
+pub const MAX_GROUP_BYTES: usize = 128;
+
+/// Checks a group key: 1 to 128 bytes, no control characters and no `|` (the Redis
+/// backend keeps the group in its lease entries, which `|` separates).
+///
+/// ```
+/// use queue_core::backend::check_group_name;
+///
+/// assert!(check_group_name("publisher-42").is_ok());
+/// assert!(check_group_name("").is_err());
+/// assert!(check_group_name("a|b").is_err());
+/// ```
+pub fn check_group_name(group: &str) -> Result<()> {
+    if group.is_empty() {
+        return Err(Error::invalid("group is empty"));
+    }
+    if group.len() > MAX_GROUP_BYTES {
+        return Err(Error::invalid(format!(
+            "group is longer than {MAX_GROUP_BYTES} bytes"
+        )));
+    }
+    if group.chars().any(|c| c.is_control() || c == '|') {
+        return Err(Error::invalid(format!(
+            "group `{}` holds a control character or `|`",
+            group.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a group concurrency limit: 1 to 1,000,000 (`None` removes the limit).
+pub fn check_group_concurrency(limit: Option<u32>) -> Result<()> {
+    match limit {
+        Some(n) if !(1..=1_000_000).contains(&n) => Err(Error::invalid(format!(
+            "group concurrency: {n} is not between 1 and 1000000"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// True when a group may start one more job: it is not paused and runs fewer jobs than
+/// its concurrency limit. A limit lowered below what runs stops nothing: running jobs
+/// finish, and starts resume once fewer than the limit run.
+///
+/// ```
+/// use queue_core::backend::group_admits;
+///
+/// assert!(group_admits(false, 1, Some(2)));
+/// assert!(!group_admits(false, 2, Some(2)));
+/// assert!(!group_admits(true, 0, None));
+/// ```
+pub fn group_admits(paused: bool, running: u64, concurrency: Option<u32>) -> bool {
+    !paused && concurrency.is_none_or(|max| running < u64::from(max))
+}
+
+/// Whether the lane of jobs without a group (last started at ticket `ungrouped`) serves
+/// the next start rather than the group lane with the lowest ticket (`group`): the lower
+/// ticket goes first, and on a tie the jobs without a group.
+pub fn ungrouped_goes_first(ungrouped: u64, group: u64) -> bool {
+    ungrouped <= group
+}
+
+/// One group's state, as operators see it (`JobStore::group`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct GroupStats {
+    /// The group key.
+    pub group: String,
+    /// Its jobs ready to run now (every priority; delayed ones not counted).
+    pub ready: u64,
+    /// Its jobs running now.
+    pub running: u64,
+    /// The group is paused: none of its jobs starts until it is resumed.
+    pub paused: bool,
+    /// At most this many of its jobs run at once, across all workers.
+    pub concurrency: Option<u32>,
+}
+
+impl GroupStats {
+    /// A group with nothing ready or running and no settings.
+    pub fn new(group: impl Into<String>) -> Self {
+        Self {
+            group: group.into(),
+            ..Self::default()
+        }
+    }
+}
