@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{check_group_concurrency, check_group_name};
 use queue_core::{
-    CancelOutcome, EventStream, GroupStats, JobId, JobRecord, JobStore, ListQuery, NewJob, Page, Priority,
-    QueueStats, RateLimit, Result, WorkerInfo,
+    CancelOutcome, EventStream, GroupStats, JobId, JobRecord, JobStore, ListQuery, NewJob, Page,
+    Priority, QueueStats, RateLimit, Result, WorkerInfo,
 };
 
 use crate::MemoryBackend;

@@ -13,8 +13,7 @@ use queue_core::backend::{
 };
 use queue_core::{
     Error, EventKind, GroupStats, JobEvent, JobId, JobRecord, JobStatus, LeaseToken,
-    LifetimeTotals, NewJob, Page, Priority, QueueConfig, QueueStats, RateLimit, Result,
-    WorkerInfo,
+    LifetimeTotals, NewJob, Page, Priority, QueueConfig, QueueStats, RateLimit, Result, WorkerInfo,
 };
 
 /// Index key ordering jobs by creation: (created ms, id).
@@ -79,7 +78,10 @@ impl GroupState {
     }
 
     fn has_ready(&self, band: u8) -> bool {
-        self.ready.range((band, 0)..=(band, u64::MAX)).next().is_some()
+        self.ready
+            .range((band, 0)..=(band, u64::MAX))
+            .next()
+            .is_some()
     }
 
     fn forgettable(&self) -> bool {

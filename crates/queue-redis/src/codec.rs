@@ -125,6 +125,7 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
         result: json("result")?,
         worker_id: text("worker_id").map(str::to_owned),
         cancel_requested: text("cancel_requested") == Some("1"),
+        group: text("group").map(str::to_owned),
     })
 }
 

@@ -52,6 +52,14 @@ pub(crate) enum Static {
     /// `rate`: the starts within the rate limit's window (token -> start ms), while a limit
     /// is set.
     Rate,
+    /// `lanes:<band>`: the groups with ready jobs of a band that admit a start, by lane
+    /// ticket (the lowest is served next).
+    Lanes(u8),
+    /// `groups`: per group `run:<g>` (running), `max:<g>` (concurrency limit), `pause:<g>`;
+    /// per band `ready:<band>` (ready jobs of groups).
+    Groups,
+    /// `gdelayed`: delayed jobs of groups, by due time.
+    GroupDelayed,
 }
 
 impl Static {
@@ -75,6 +83,9 @@ impl Static {
             Self::Subs => "subs".into(),
             Self::Meta => "meta".into(),
             Self::Rate => "rate".into(),
+            Self::Lanes(band) => format!("lanes{band}"),
+            Self::Groups => "groups".into(),
+            Self::GroupDelayed => "gdelayed".into(),
         }
     }
 
@@ -83,6 +94,7 @@ impl Static {
             Self::Ready(band) => format!("ready:{band}"),
             Self::Delayed(band) => format!("delayed:{band}"),
             Self::Status(s) => format!("st:{s}"),
+            Self::Lanes(band) => format!("lanes:{band}"),
             other => other.lua_name(),
         }
     }
@@ -90,6 +102,8 @@ impl Static {
 
 /// The three ready queues, by band.
 pub(crate) const READY: [Static; 3] = [Static::Ready(0), Static::Ready(1), Static::Ready(2)];
+/// The three lane sets, by band.
+pub(crate) const LANES: [Static; 3] = [Static::Lanes(0), Static::Lanes(1), Static::Lanes(2)];
 /// The three delayed sets, by band.
 pub(crate) const DELAYED: [Static; 3] =
     [Static::Delayed(0), Static::Delayed(1), Static::Delayed(2)];
@@ -130,6 +144,12 @@ impl Keys {
     }
     pub(crate) fn unique(&self, key: &str) -> String {
         self.key(&format!("uk:{key}"))
+    }
+    /// The ready jobs of `group` in `band` (built by the scripts as well: prelude.lua
+    /// `group_ready_key`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn group_ready(&self, band: u8, group: &str) -> String {
+        self.key(&format!("gq:{band}:{group}"))
     }
     pub(crate) fn worker(&self, id: &str) -> String {
         self.key(&format!("worker:{id}"))
@@ -178,6 +198,7 @@ mod tests {
             k.status(JobStatus::Failed),
             k.unique("book-1"),
             k.worker("w"),
+            k.group_ready(1, "publisher-1"),
             k.of(Static::Leases),
         ] {
             assert!(key.starts_with("dcs:{ai_processing}:"), "{key}");

@@ -76,13 +76,24 @@ macro_rules! keys {
 /// name, body, static keys, read only.
 type Spec = (&'static str, &'static str, &'static [Static], bool);
 
-const SPECS: [Spec; 19] = [
+/// What the group rules touch (lanes, group counters, delayed jobs of groups, the ticket).
+const GROUPS: [Static; 6] = [
+    crate::keys::LANES[0],
+    crate::keys::LANES[1],
+    crate::keys::LANES[2],
+    S::Groups,
+    S::GroupDelayed,
+    S::Meta,
+];
+
+const SPECS: [Spec; 21] = [
     (
         "enqueue",
         include_str!("scripts/enqueue.lua"),
         keys![
             READY,
             DELAYED,
+            GROUPS,
             [
                 ST_QUEUED,
                 S::Finished,
@@ -103,6 +114,7 @@ const SPECS: [Spec; 19] = [
         keys![
             READY,
             DELAYED,
+            GROUPS,
             [
                 S::Active,
                 S::Leases,
@@ -111,7 +123,6 @@ const SPECS: [Spec; 19] = [
                 S::Marker,
                 S::Due,
                 S::Subs,
-                S::Meta,
                 S::Rate
             ]
         ],
@@ -123,6 +134,7 @@ const SPECS: [Spec; 19] = [
         keys![
             READY,
             DELAYED,
+            GROUPS,
             [S::Active, S::Leases, S::Claims, ST_QUEUED],
             ST_DONE,
             [
@@ -133,7 +145,6 @@ const SPECS: [Spec; 19] = [
                 S::Marker,
                 S::Due,
                 S::Subs,
-                S::Meta,
                 S::Rate
             ]
         ],
@@ -157,6 +168,7 @@ const SPECS: [Spec; 19] = [
         keys![
             READY,
             DELAYED,
+            GROUPS,
             [
                 S::Leases,
                 ST_QUEUED,
@@ -174,6 +186,7 @@ const SPECS: [Spec; 19] = [
         include_str!("scripts/retry.lua"),
         keys![
             READY,
+            GROUPS,
             [S::Leases, ST_QUEUED],
             ST_DONE,
             [S::Finished, S::Dedup, S::Seq, S::Marker, S::Subs]
@@ -191,6 +204,7 @@ const SPECS: [Spec; 19] = [
         include_str!("scripts/reap.lua"),
         keys![
             READY,
+            GROUPS,
             [S::Active, S::Leases, ST_QUEUED],
             ST_DONE,
             [S::Finished, S::Dedup, S::Stats, S::Marker, S::Subs]
@@ -234,7 +248,8 @@ const SPECS: [Spec; 19] = [
             [S::Active, S::Leases],
             DELAYED,
             READY,
-            [S::Workers, S::Stats, S::Meta]
+            [S::Workers, S::Stats],
+            GROUPS
         ],
         true,
     ),
@@ -268,6 +283,18 @@ const SPECS: [Spec; 19] = [
         keys![[S::Meta, S::Rate, S::Marker]],
         false,
     ),
+    (
+        "group",
+        include_str!("scripts/group.lua"),
+        keys![GROUPS, [S::Marker]],
+        false,
+    ),
+    (
+        "group_read",
+        include_str!("scripts/group_read.lua"),
+        keys![[S::Groups]],
+        true,
+    ),
 ];
 
 impl Script {
@@ -299,6 +326,8 @@ pub(crate) struct Scripts {
     pub(crate) heal: Script,
     pub(crate) pause: Script,
     pub(crate) limit: Script,
+    pub(crate) group: Script,
+    pub(crate) group_read: Script,
     library: String,
     library_name: String,
     functions: AtomicBool,
@@ -394,6 +423,8 @@ impl Scripts {
             heal: next(),
             pause: next(),
             limit: next(),
+            group: next(),
+            group_read: next(),
             library,
             library_name: lib,
             functions: AtomicBool::new(false),

@@ -4,10 +4,13 @@ use std::{collections::HashMap, sync::Arc};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use queue_core::backend::{Millis, encode_cursor, from_millis, to_millis};
+use queue_core::backend::{
+    Millis, check_group_concurrency, check_group_name, encode_cursor, from_millis, to_millis,
+};
 use queue_core::{
-    CancelOutcome, Error, EventKind, EventStream, JobEvent, JobId, JobRecord, JobStatus, JobStore,
-    LifetimeTotals, ListQuery, NewJob, Page, Priority, QueueStats, RateLimit, Result, WorkerInfo,
+    CancelOutcome, Error, EventKind, EventStream, GroupStats, JobEvent, JobId, JobRecord,
+    JobStatus, JobStore, LifetimeTotals, ListQuery, NewJob, Page, Priority, QueueStats, RateLimit,
+    Result, WorkerInfo,
 };
 use redis::Value;
 use tokio::sync::oneshot;
@@ -87,6 +90,18 @@ impl RedisBackend {
         Ok((now, parts.next().map(array).unwrap_or_default()))
     }
 
+    /// Changes one group's settings (`scripts/group.lua`).
+    async fn set_group(&self, group: &str, what: &str, value: String) -> Result<()> {
+        check_group_name(group)?;
+        self.run(
+            &self.inner.scripts.group,
+            &[],
+            vec![group.to_owned(), what.to_owned(), value],
+        )
+        .await
+        .map(drop)
+    }
+
     fn job_from_new(&self, job: &NewJob, id: JobId, now: Millis) -> JobRecord {
         let o = &job.options;
         let delay = o.delay.map(queue_core::backend::duration_ms).unwrap_or(0);
@@ -113,6 +128,7 @@ impl RedisBackend {
             result: None,
             worker_id: None,
             cancel_requested: false,
+            group: o.group.clone(),
         }
     }
 
@@ -601,6 +617,38 @@ impl JobStore for RedisBackend {
         self.run(&self.inner.scripts.limit, &[], args)
             .await
             .map(drop)
+    }
+
+    async fn pause_group(&self, group: &str) -> Result<()> {
+        self.set_group(group, "pause", String::new()).await
+    }
+
+    async fn resume_group(&self, group: &str) -> Result<()> {
+        self.set_group(group, "resume", String::new()).await
+    }
+
+    async fn set_group_concurrency(&self, group: &str, limit: Option<u32>) -> Result<()> {
+        check_group_concurrency(limit)?;
+        let limit = limit.map(|n| n.to_string()).unwrap_or_default();
+        self.set_group(group, "limit", limit).await
+    }
+
+    async fn group(&self, group: &str) -> Result<GroupStats> {
+        check_group_name(group)?;
+        let reply = array(
+            self.run(&self.inner.scripts.group_read, &[], vec![group.to_owned()])
+                .await?,
+        );
+        let n = |i: usize| reply.get(i).and_then(int).unwrap_or(0).max(0) as u64;
+        let mut stats = GroupStats::new(group);
+        stats.ready = n(0);
+        stats.running = n(1);
+        stats.paused = n(2) == 1;
+        stats.concurrency = reply
+            .get(3)
+            .and_then(int)
+            .and_then(|v| u32::try_from(v).ok());
+        Ok(stats)
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>> {

@@ -74,7 +74,8 @@ impl LeaseEntry {
         let _lease_ms = parts.next()?;
         let started = parts.next()?.parse().ok()?;
         let _seq = parts.next()?;
-        let cancel = parts.next()? == "1";
+        // '0' or '1', then the job's group when it has one.
+        let cancel = parts.next()?.starts_with('1');
         let _claim = parts.next()?;
         let worker = parts.next()?.to_owned();
         Some(Self {
@@ -141,7 +142,7 @@ pub(crate) fn enqueue_args(
     first_key: usize,
 ) -> (Vec<String>, Vec<String>) {
     let mut dynamic = Vec::with_capacity(jobs.len() * 2);
-    let mut args = Vec::with_capacity(1 + jobs.len() * 12);
+    let mut args = Vec::with_capacity(1 + jobs.len() * 13);
     args.push(jobs.len().to_string());
     for (_, job, id) in jobs {
         let o = &job.options;
@@ -176,6 +177,7 @@ pub(crate) fn enqueue_args(
             job_key.to_string(),
             history_key.to_string(),
             if o.job_id.is_some() { "1" } else { "0" }.to_owned(),
+            o.group.clone().unwrap_or_default(),
         ]);
     }
     (dynamic, args)

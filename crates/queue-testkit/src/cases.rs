@@ -1911,7 +1911,10 @@ pub async fn pause_group_stops_only_that_group(h: &Harness) {
     let b1 = enqueue(h, in_group(4, "b")).await;
     let u1 = enqueue(h, job(5)).await;
     h.backend.pause_group("a").await.expect("pause a group");
-    h.backend.pause_group("a").await.expect("pausing twice is fine");
+    h.backend
+        .pause_group("a")
+        .await
+        .expect("pausing twice is fine");
     let a = h.backend.group("a").await.unwrap();
     assert_eq!((a.paused, a.ready, a.running), (true, 2, 1));
     let ids: Vec<JobId> = fetch(h, 10).await.iter().map(|l| l.job.job_id).collect();
@@ -1924,7 +1927,10 @@ pub async fn pause_group_stops_only_that_group(h: &Harness) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!waiter.is_finished(), "group `a` is paused");
     h.backend.resume_group("a").await.expect("resume");
-    h.backend.resume_group("a").await.expect("resuming twice is fine");
+    h.backend
+        .resume_group("a")
+        .await
+        .expect("resuming twice is fine");
     let ids: Vec<JobId> = tokio::time::timeout(Duration::from_secs(3), waiter)
         .await
         .expect("resuming a group wakes a waiting fetch")
@@ -1938,7 +1944,10 @@ pub async fn pause_group_stops_only_that_group(h: &Harness) {
     // Bad group keys are refused, naming the problem.
     for bad in ["", "a|b", "tab\there"] {
         let err = h.backend.pause_group(bad).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument { .. }), "{bad:?}: {err}");
+        assert!(
+            matches!(err, Error::InvalidArgument { .. }),
+            "{bad:?}: {err}"
+        );
         let err = h.backend.enqueue(job(9).group(bad)).await.unwrap_err();
         assert!(err.to_string().contains("group"), "{bad:?}: {err}");
     }

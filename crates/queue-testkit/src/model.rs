@@ -172,7 +172,9 @@ impl Model {
     pub fn group(&self, group: &str) -> queue_core::GroupStats {
         let (paused, concurrency) = self.group_settings.get(group).copied().unwrap_or_default();
         let mut stats = queue_core::GroupStats::new(group);
-        stats.ready = (0..3).map(|b| self.ready_in(Some(group), b).count() as u64).sum();
+        stats.ready = (0..3)
+            .map(|b| self.ready_in(Some(group), b).count() as u64)
+            .sum();
         stats.running = self.running_in(group);
         stats.paused = paused;
         stats.concurrency = concurrency;
@@ -193,8 +195,9 @@ impl Model {
     }
 
     /// Sets or removes the rate limit: at most `max` starts in any window of `per`. Starts
-    /// are counted while a limit is set (a changed limit counts the earlier ones too); a
-    /// removed limit forgets them.
+    /// are counted while a limit is set; each claim forgets those that have left the
+    /// window, and a changed limit counts the ones still kept; a removed limit forgets
+    /// them all.
     pub fn set_rate_limit(&mut self, limit: Option<queue_core::RateLimit>) {
         self.rate = limit.map(|l| (l.max as usize, duration_ms(l.per)));
         if limit.is_none() {
@@ -437,7 +440,12 @@ impl Model {
             max = 0;
         }
         if let Some((limit, per)) = self.rate {
-            let recent = self.starts.iter().filter(|t| **t > now - per).count();
+            // A claim that may start jobs forgets the starts that have left the window
+            // (a wider limit set later does not bring them back).
+            if !self.paused && now >= self.held_until {
+                self.starts.retain(|t| *t > now - per);
+            }
+            let recent = self.starts.len();
             max = max.min(limit.saturating_sub(recent));
         }
         self.refresh_lanes();

@@ -244,10 +244,18 @@ impl fmt::Debug for Op {
                 write!(f, "{verb} group {}", GROUPS[usize::from(*group)])
             }
             Op::GroupLimit { group, max: 0 } => {
-                write!(f, "no concurrency limit for group {}", GROUPS[usize::from(*group)])
+                write!(
+                    f,
+                    "no concurrency limit for group {}",
+                    GROUPS[usize::from(*group)]
+                )
             }
             Op::GroupLimit { group, max } => {
-                write!(f, "group {} runs at most {max}", GROUPS[usize::from(*group)])
+                write!(
+                    f,
+                    "group {} runs at most {max}",
+                    GROUPS[usize::from(*group)]
+                )
             }
         }
     }

@@ -10,8 +10,13 @@ local status = rec.status
 if l then status = 'processing' end
 local action = CANCEL[status or ''] and CANCEL[status][l ~= nil and l.cancel]
 if action == 'cancel' then
-  redis.call('ZREM', ready_key(KEY, rec.band), id)
-  redis.call('ZREM', delayed_key(KEY, rec.band), id)
+  if rec.group then
+    remove_group_ready(KEY, rec.band, rec.group, id)
+    redis.call('ZREM', KEY.gdelayed, id)
+  else
+    redis.call('ZREM', ready_key(KEY, rec.band), id)
+    redis.call('ZREM', delayed_key(KEY, rec.band), id)
+  end
   redis.call('ZREM', KEY.st_queued, id)
   local set = {}
   apply_effect('cancel', set, { now = NOW, retry_count = rec.retries })

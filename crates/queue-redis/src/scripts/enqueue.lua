@@ -11,10 +11,12 @@ local created = 0
 -- Ready jobs get their places in one INCRBY once all are known (in order).
 local ready = {}
 for i = 0, count - 1 do
-  local b = 4 + i * 12
+  local b = 4 + i * 13
   local id, task, payload, uk = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local band, delay = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   local key = KEYS[tonumber(ARGV[b + 9])]
+  local group = ARGV[b + 12]
+  if group == '' then group = nil end
   local holder = false
   local history_ok = true
   if uk ~= '' then
@@ -39,11 +41,12 @@ for i = 0, count - 1 do
     if uk ~= '' then fields[n + 1], fields[n + 2], n = 'unique_key', uk, n + 2 end
     if ARGV[b + 7] ~= '' then fields[n + 1], fields[n + 2], n = 'timeout_ms', ARGV[b + 7], n + 2 end
     if ARGV[b + 8] ~= '' then fields[n + 1], fields[n + 2], n = 'metadata', ARGV[b + 8], n + 2 end
+    if group then fields[n + 1], fields[n + 2], n = 'group', group, n + 2 end
     if delay > 0 then
-      schedule(KEY, band, NOW + delay, id)
+      schedule(KEY, band, NOW + delay, id, group)
       fields[n + 1], fields[n + 2], n = 'run_at', NOW + delay, n + 2
     else
-      ready[#ready + 1] = { band, id }
+      ready[#ready + 1] = { band, id, group }
     end
     redis.call('HSET', key, unpack(fields))
     later_zadd(KEY.st_queued, NOW, id)
@@ -58,7 +61,13 @@ for i = 0, count - 1 do
 end
 if #ready > 0 then
   local first = redis.call('INCRBY', KEY.seq, #ready) - #ready
-  for i, r in ipairs(ready) do later_zadd(ready_key(KEY, r[1]), first + i, r[2]) end
+  for i, r in ipairs(ready) do
+    if r[3] then
+      push_group_ready(KEY, r[1], r[3], first + i, r[2])
+    else
+      later_zadd(ready_key(KEY, r[1]), first + i, r[2])
+    end
+  end
 end
 if created > 0 then
   bump('enqueued', created)

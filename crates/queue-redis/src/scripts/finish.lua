@@ -28,10 +28,11 @@ local function finish_one(id, token, kind, error_message, result, delay_ms, key)
   ended_here[id] = true
   local rec = facts(key)
   if not rec then
-    fail_garbage(KEY, id, key, key_type(key))
+    fail_garbage(KEY, id, key, key_type(key), lease.group)
     return 'failed'
   elseif not rec.exists then
     -- The record is gone: drop what points at it.
+    release_group_slot(KEY, lease.group)
     ended_lease(KEY, id)
     for s, _ in pairs(VALID) do
       if s ~= 'processing' then redis.call('ZREM', status_key(KEY, s), id) end

@@ -18,12 +18,16 @@
 local PREFIX, NOW, PENDING
 -- When the rate limit (or a hold) next allows a start, after a claim it held back (else nil).
 local RATE_NEXT
+-- The lane ticket counter (`meta.tick`, queue_core::backend group rules), read once per call
+-- and written back by the claim that raises it.
+local TICK
 
 -- Every entry point's `KEY` has this metatable: a key it did not declare is an error.
 local UNDECLARED = { __index = function(_, name) error('script uses the undeclared key ' .. name) end }
 
 local function begin(argv)
   RATE_NEXT = nil
+  TICK = nil
   PREFIX = argv[1]
   PENDING = { zadd = {}, zrem = {}, hdel = {}, counters = {}, release = {}, wake = false, events = nil }
   if argv[2] ~= '' then
@@ -158,16 +162,22 @@ end
 
 -- Leases live in the `leases` hash, one entry per running job:
 -- token|expires|lease_ms|started|seq|cancel|claim|worker (the worker id last: it may hold
--- anything). A job is processing exactly when it has an entry; its hash keeps the fields
--- that outlive the attempt, and the attempt's own fields are written when it ends.
+-- anything). `cancel` is '0' or '1', followed by the job's group when it has one (a group
+-- holds no '|'), so the group's slot is given back however the attempt ends, even when
+-- the record is damaged. A job is processing exactly when it has an entry; its hash keeps
+-- the fields that outlive the attempt, and the attempt's own fields are written when it
+-- ends.
 local LEASE = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$'
 
 local function decode_lease(v)
   if not v then return nil end
   local token, expires, lease_ms, started, seq, cancel, claim, worker = string.match(v, LEASE)
   if not token then return nil end
+  local group = string.sub(cancel, 2)
+  if group == '' then group = nil end
   return { token = token, expires = tonumber(expires), lease_ms = tonumber(lease_ms),
-    started = tonumber(started), seq = seq, cancel = cancel == '1', claim = claim, worker = worker }
+    started = tonumber(started), seq = seq, cancel = string.sub(cancel, 1, 1) == '1',
+    claim = claim, worker = worker, group = group }
 end
 
 local function read_lease(KEY, id) return decode_lease(redis.call('HGET', KEY.leases, id)) end
@@ -177,15 +187,16 @@ local function write_lease(KEY, id, l) redis.call('HSET', KEY.leases, id, encode
 
 local function holds(l, token) return l ~= nil and token ~= '' and l.token == token and l.expires > NOW end
 
-local function lease_string(token, expires, lease_ms, started, seq, cancel, claim, worker)
+local function lease_string(token, expires, lease_ms, started, seq, cancel, group, claim, worker)
   local c = '0'
   if cancel then c = '1' end
   return token .. '|' .. expires .. '|' .. lease_ms .. '|' .. started .. '|' .. seq .. '|' .. c
-    .. '|' .. claim .. '|' .. worker
+    .. (group or '') .. '|' .. claim .. '|' .. worker
 end
 
 encode_lease = function(l)
-  return lease_string(l.token, l.expires, l.lease_ms, l.started, l.seq, l.cancel, l.claim, l.worker)
+  return lease_string(l.token, l.expires, l.lease_ms, l.started, l.seq, l.cancel, l.group,
+    l.claim, l.worker)
 end
 
 local function extend(KEY, id, l, expires)
@@ -228,8 +239,73 @@ local function band_of(priority) return BAND[priority] or 1 end
 
 local READY_NAME = { [0] = 'ready0', [1] = 'ready1', [2] = 'ready2' }
 local DELAYED_NAME = { [0] = 'delayed0', [1] = 'delayed1', [2] = 'delayed2' }
+local LANES_NAME = { [0] = 'lanes0', [1] = 'lanes1', [2] = 'lanes2' }
 local function ready_key(KEY, band) return KEY[READY_NAME[band] or ('ready' .. band)] end
 local function delayed_key(KEY, band) return KEY[DELAYED_NAME[band] or ('delayed' .. band)] end
+local function lanes_key(KEY, band) return KEY[LANES_NAME[band] or ('lanes' .. band)] end
+
+-- Groups (queue_core::backend group rules). A group's ready jobs of a band wait in their
+-- own sorted set (scored by place, like `ready<band>`); `lanes<band>` holds, by ticket,
+-- the groups that have ready jobs there and admit a start; the `groups` hash keeps per
+-- group `run:<g>` (running), `max:<g>` (concurrency limit), `pause:<g>`, and per band
+-- `ready:<band>` (grouped ready jobs, for stats). A group's ready set is the other key a
+-- script builds besides job records (keys.rs `group_ready`): it carries the queue's hash
+-- tag, so it lives in the same Cluster slot as every declared key.
+local function group_ready_key(band, group) return PREFIX .. 'gq:' .. band .. ':' .. group end
+
+local function current_tick(KEY)
+  if not TICK then TICK = tonumber(redis.call('HGET', KEY.meta, 'tick') or '0') or 0 end
+  return TICK
+end
+
+-- queue_core::backend::group_admits: not paused, and fewer running than its limit.
+local function group_admits(KEY, group)
+  local v = redis.call('HMGET', KEY.groups, 'run:' .. group, 'max:' .. group, 'pause:' .. group)
+  local max = tonumber(v[2])
+  return not v[3] and (not max or num(v[1], 0) < max), num(v[1], 0), max
+end
+
+-- Gives `group` a lane (at the current ticket) in each band where it has ready jobs and
+-- admits a start, and takes away the others; a new lane wakes the blocked fetchers.
+local function refresh_group(KEY, group)
+  local admits = group_admits(KEY, group)
+  for band = 0, 2 do
+    local lanes = lanes_key(KEY, band)
+    if admits and redis.call('EXISTS', group_ready_key(band, group)) == 1 then
+      if redis.call('ZADD', lanes, 'NX', current_tick(KEY), group) == 1 then wake() end
+    else
+      redis.call('ZREM', lanes, group)
+    end
+  end
+end
+
+-- Puts a ready job of `group` at `seq` in its band, opening the group's lane there if it
+-- admits a start.
+local function push_group_ready(KEY, band, group, seq, id)
+  redis.call('ZADD', group_ready_key(band, group), seq, id)
+  redis.call('HINCRBY', KEY.groups, 'ready:' .. band, 1)
+  if group_admits(KEY, group) then
+    if redis.call('ZADD', lanes_key(KEY, band), 'NX', current_tick(KEY), group) == 1 then wake() end
+  end
+end
+
+-- Takes a queued job of `group` out of its band's ready set (a cancel); closes the lane
+-- when it was the last. Returns true when it was there.
+local function remove_group_ready(KEY, band, group, id)
+  local q = group_ready_key(band, group)
+  if redis.call('ZREM', q, id) == 0 then return false end
+  redis.call('HINCRBY', KEY.groups, 'ready:' .. band, -1)
+  if redis.call('EXISTS', q) == 0 then redis.call('ZREM', lanes_key(KEY, band), group) end
+  return true
+end
+
+-- A running job of `group` stopped: its slot is free again.
+local function release_group_slot(KEY, group)
+  if not group then return end
+  local field = 'run:' .. group
+  if redis.call('HINCRBY', KEY.groups, field, -1) <= 0 then redis.call('HDEL', KEY.groups, field) end
+  refresh_group(KEY, group)
+end
 
 -- Status indexes (scored by creation time), together listing every retained job: one per
 -- finished status, and `st_queued` for every job not finished, queued or running (a running
@@ -245,15 +321,20 @@ local function status_key(KEY, status)
   return KEY[name]
 end
 
--- Puts a job among the delayed ones and lowers the due hint if it is now the earliest.
-local function schedule(KEY, band, due, id)
-  redis.call('ZADD', delayed_key(KEY, band), due, id)
+-- Puts a job among the delayed ones (those of a group in `gdelayed`) and lowers the due
+-- hint if it is now the earliest.
+local function schedule(KEY, band, due, id, group)
+  if group then
+    redis.call('ZADD', KEY.gdelayed, due, id)
+  else
+    redis.call('ZADD', delayed_key(KEY, band), due, id)
+  end
   local hint = tonumber(redis.call('GET', KEY.due))
   if not hint or due < hint then redis.call('SET', KEY.due, due) end
 end
 
 -- A job's place after `event` (queue_core::rules::placement) and its counters.
--- `rec` = { created, unique_key, band }; `ctx.run_at` = the due time of a retry.
+-- `rec` = { created, unique_key, band, group }; `ctx.run_at` = the due time of a retry.
 local function place(KEY, id, event, to, rec, ctx, seq)
   local where = PLACE[event]
   if where == 'finished' then
@@ -262,15 +343,16 @@ local function place(KEY, id, event, to, rec, ctx, seq)
     later_zadd(status_key(KEY, to), rec.created, id)
     if rec.unique_key then later_release(rec.unique_key, id) end
   elseif where == 'delayed' then
-    schedule(KEY, rec.band, ctx.run_at, id)
+    schedule(KEY, rec.band, ctx.run_at, id, rec.group)
     later_zadd(KEY.st_queued, rec.created, id)
     wake()
-  elseif where == 'ready_in_place' then
-    later_zadd(ready_key(KEY, rec.band), seq, id)
-    later_zadd(KEY.st_queued, rec.created, id)
-    wake()
-  elseif where == 'ready_at_back' then
-    later_zadd(ready_key(KEY, rec.band), redis.call('INCR', KEY.seq), id)
+  elseif where == 'ready_in_place' or where == 'ready_at_back' then
+    if where == 'ready_at_back' then seq = redis.call('INCR', KEY.seq) end
+    if rec.group then
+      push_group_ready(KEY, rec.band, rec.group, seq, id)
+    else
+      later_zadd(ready_key(KEY, rec.band), seq, id)
+    end
     later_zadd(KEY.st_queued, rec.created, id)
     wake()
   end
@@ -283,17 +365,19 @@ end
 local function facts(key)
   local fields = clearable()
   local v = redis.pcall('HMGET', key, 'retry_count', 'max_retries', 'created_at', 'unique_key',
-    'priority', 'status', unpack(fields))
+    'priority', 'status', 'group', unpack(fields))
   if failed(v) then return nil end
   local uk = v[4]
   if uk == '' then uk = nil end
+  local group = v[7]
+  if group == '' then group = nil end
   local present = {}
   for i, f in ipairs(fields) do
-    if v[6 + i] then present[f] = true end
+    if v[7 + i] then present[f] = true end
   end
   return { exists = (v[1] or v[2] or v[3] or v[4] or v[5] or v[6]) and true or false,
     retries = num(v[1], 0), max_retries = num(v[2], 0), created = num(v[3], NOW),
-    unique_key = uk, band = band_of(v[5]), status = v[6], present = present }
+    unique_key = uk, band = band_of(v[5]), status = v[6], group = group, present = present }
 end
 
 -- Ends a running job's attempt with `event`: the record (what `start` wrote, then what the
@@ -308,6 +392,7 @@ local function end_attempt(KEY, id, key, lease, rec, event, ctx)
   set.status = to
   if lease.cancel then set.cancel_requested = '1' end
   if ctx.ended then set.ended = ctx.ended .. '|' .. to end
+  release_group_slot(KEY, lease.group)
   place(KEY, id, event, to, rec, ctx, lease.seq)
   ended_lease(KEY, id)
   hset(key, set, rec.present)
@@ -316,7 +401,9 @@ local function end_attempt(KEY, id, key, lease, rec, event, ctx)
 end
 
 -- A key that is not a hash where a job should be: replace it by a failed record saying so.
-local function fail_garbage(KEY, id, key, kind)
+-- `group`: the group of its lease, when it was running (its slot comes back).
+local function fail_garbage(KEY, id, key, kind, group)
+  release_group_slot(KEY, group)
   redis.call('DEL', key)
   hset(key, { task = 'unknown', payload = 'null', priority = 'normal', progress = 0,
     retry_count = 0, max_retries = 0, created_at = NOW, completed_at = NOW, status = 'failed',
@@ -377,6 +464,20 @@ local function promote(KEY)
     local head = redis.call('ZRANGE', delayed_key(KEY, band), 0, 0, 'WITHSCORES')
     if #head > 0 and (not first or tonumber(head[2]) < first) then first = tonumber(head[2]) end
   end
+  -- Jobs of groups, in the same order, each to its group's ready set.
+  local due = redis.call('ZRANGEBYSCORE', KEY.gdelayed, '-inf', NOW, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', KEY.gdelayed, id)
+    local v = redis.pcall('HMGET', PREFIX .. 'job:' .. id, 'group', 'priority')
+    if not failed(v) and v[1] then
+      push_group_ready(KEY, band_of(v[2]), v[1], redis.call('INCR', KEY.seq), id)
+    else
+      -- Damaged or gone: among the ready jobs without a group, where the claim fails it.
+      redis.call('ZADD', ready_key(KEY, 1), redis.call('INCR', KEY.seq), id)
+    end
+  end
+  local head = redis.call('ZRANGE', KEY.gdelayed, 0, 0, 'WITHSCORES')
+  if #head > 0 and (not first or tonumber(head[2]) < first) then first = tonumber(head[2]) end
   redis.call('SET', KEY.due, first or 'none')
 end
 
@@ -457,21 +558,79 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
   end
   local out, leases, active = {}, {}, {}
   local expires = NOW + lease_ms
+  local function take(id, seq, group)
+    local token = token_base .. ':' .. (#out + 1)
+    leases[#leases + 1] = id
+    leases[#leases + 1] = lease_string(token, expires, lease_ms, NOW, seq, false, group,
+      claim_id, worker)
+    active[#active + 1] = expires
+    active[#active + 1] = id
+    emit_transition(KEY, id, 'queued', 'processing')
+    out[#out + 1] = { id, token, NOW, expires, 0 }
+  end
+  -- queue_core::backend group rules: per band, the lane with the lowest ticket starts its
+  -- first job and takes the next ticket; the jobs without a group win a tie.
+  local tickets = nil
   for band = 0, 2 do
     if #out >= max then break end
-    local popped = redis.call('ZPOPMIN', ready_key(KEY, band), max - #out)
-    for j = 1, #popped, 2 do
-      local id = popped[j]
-      local token = token_base .. ':' .. (#out + 1)
-      leases[#leases + 1] = id
-      leases[#leases + 1] = lease_string(token, expires, lease_ms, NOW, popped[j + 1], false,
-        claim_id, worker)
-      active[#active + 1] = expires
-      active[#active + 1] = id
-      emit_transition(KEY, id, 'queued', 'processing')
-      out[#out + 1] = { id, token, NOW, expires, 0 }
+    local ready, lanes = ready_key(KEY, band), lanes_key(KEY, band)
+    if redis.call('EXISTS', lanes) == 0 then
+      -- No group has a lane here: today's pop, in one call.
+      local popped = redis.call('ZPOPMIN', ready, max - #out)
+      if #popped > 0 then
+        TICK = current_tick(KEY) + #popped / 2
+        tickets = tickets or {}
+        tickets[#tickets + 1] = 'ut' .. band
+        tickets[#tickets + 1] = TICK
+        for j = 1, #popped, 2 do take(popped[j], popped[j + 1], nil) end
+      end
+    else
+      local waiting = redis.call('ZCARD', ready)
+      local ut = tonumber(redis.call('HGET', KEY.meta, 'ut' .. band) or '0') or 0
+      local served_ungrouped = false
+      while #out < max do
+        local head = redis.call('ZRANGE', lanes, 0, 0, 'WITHSCORES')
+        if #head == 0 and waiting == 0 then break end
+        current_tick(KEY)
+        if waiting > 0 and (#head == 0 or ut <= tonumber(head[2])) then
+          local popped = redis.call('ZPOPMIN', ready, 1)
+          waiting = waiting - 1
+          TICK = TICK + 1
+          ut = TICK
+          served_ungrouped = true
+          take(popped[1], popped[2], nil)
+        else
+          local group = head[1]
+          local q = group_ready_key(band, group)
+          local popped = redis.call('ZPOPMIN', q, 1)
+          if #popped == 0 then
+            -- A lane left without jobs (it cannot be, but must not stop the claim).
+            redis.call('ZREM', lanes, group)
+          else
+          TICK = TICK + 1
+          local _, running, limit = group_admits(KEY, group)
+          redis.call('HINCRBY', KEY.groups, 'run:' .. group, 1)
+          redis.call('HINCRBY', KEY.groups, 'ready:' .. band, -1)
+          take(popped[1], popped[2], group)
+          if limit and running + 1 >= limit then
+            -- At its limit: no lane anywhere until a slot comes back.
+            for b = 0, 2 do redis.call('ZREM', lanes_key(KEY, b), group) end
+          elseif redis.call('EXISTS', q) == 1 then
+            redis.call('ZADD', lanes, TICK, group)
+          else
+            redis.call('ZREM', lanes, group)
+          end
+          end
+        end
+      end
+      if served_ungrouped then
+        tickets = tickets or {}
+        tickets[#tickets + 1] = 'ut' .. band
+        tickets[#tickets + 1] = ut
+      end
     end
   end
+  if #out > 0 then redis.call('HSET', KEY.meta, 'tick', TICK, unpack(tickets or {})) end
   if #out > 0 then
     redis.call('HSET', KEY.leases, unpack(leases))
     redis.call('ZADD', KEY.active, unpack(active))

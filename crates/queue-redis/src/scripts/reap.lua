@@ -16,9 +16,10 @@ for i = 1, tonumber(ARGV[3]) do
       bump('recovered')
       end_attempt(KEY, id, key, l, rec, event, { error_message = msg[1] .. l.worker .. msg[2] })
     elseif rec then
+      release_group_slot(KEY, l.group)
       ended_lease(KEY, id)
     else
-      fail_garbage(KEY, id, key, key_type(key))
+      fail_garbage(KEY, id, key, key_type(key), l.group)
     end
     out[#out + 1] = id
   elseif not l and score then

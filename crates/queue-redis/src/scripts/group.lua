@@ -1,0 +1,15 @@
+-- Changes one group's settings (queue_core::backend group rules). ARGV: 3 group, 4 what
+-- ('pause', 'resume' or 'limit'), 5 the concurrency limit ('' removes it). The group's
+-- lanes follow at once; a lane the change opens wakes the blocked fetchers. Returns 1.
+local group, what = ARGV[3], ARGV[4]
+if what == 'pause' then
+  redis.call('HSET', KEY.groups, 'pause:' .. group, '1')
+elseif what == 'resume' then
+  redis.call('HDEL', KEY.groups, 'pause:' .. group)
+elseif ARGV[5] == '' then
+  redis.call('HDEL', KEY.groups, 'max:' .. group)
+else
+  redis.call('HSET', KEY.groups, 'max:' .. group, ARGV[5])
+end
+refresh_group(KEY, group)
+return 1
