@@ -107,6 +107,7 @@ struct EnqueueBody {
     timeout_seconds: Option<u64>,
     #[serde(default)]
     metadata: Metadata,
+    group: Option<String>,
 }
 
 pub(crate) async fn enqueue(
@@ -123,6 +124,7 @@ pub(crate) async fn enqueue(
     job.options.max_retries = b.max_retries;
     job.options.timeout = b.timeout_seconds.map(Duration::from_secs);
     job.options.metadata = b.metadata;
+    job.options.group = b.group;
     let record = state.backend.enqueue(job).await?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
@@ -181,6 +183,52 @@ pub(crate) async fn rate_limit(
     };
     state.backend.set_rate_limit(limit).await?;
     Ok(Json(json!({ "rate_limit": limit })))
+}
+
+/// `GET /groups/{group}`: the group's ready and running counts and settings.
+pub(crate) async fn group(
+    Extract(state): Extract<State>,
+    Path(group): Path<String>,
+) -> Result<Json<queue_core::GroupStats>, ApiError> {
+    Ok(Json(state.backend.group(&group).await?))
+}
+
+/// `POST /groups/{group}/pause`: none of the group's jobs starts until it is resumed.
+pub(crate) async fn pause_group(
+    Extract(state): Extract<State>,
+    Path(group): Path<String>,
+) -> Result<Json<queue_core::GroupStats>, ApiError> {
+    state.backend.pause_group(&group).await?;
+    Ok(Json(state.backend.group(&group).await?))
+}
+
+/// `POST /groups/{group}/resume`.
+pub(crate) async fn resume_group(
+    Extract(state): Extract<State>,
+    Path(group): Path<String>,
+) -> Result<Json<queue_core::GroupStats>, ApiError> {
+    state.backend.resume_group(&group).await?;
+    Ok(Json(state.backend.group(&group).await?))
+}
+
+/// `POST /groups/{group}/concurrency` with `{"max": N}` sets the group's concurrency
+/// limit; `{"max": null}` (or `{}`) removes it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConcurrencyBody {
+    max: Option<u32>,
+}
+
+pub(crate) async fn group_concurrency(
+    Extract(state): Extract<State>,
+    Path(group): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<queue_core::GroupStats>, ApiError> {
+    let raw = body(raw)?;
+    let b: ConcurrencyBody = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::bad_request(format!("malformed concurrency request: {e}")))?;
+    state.backend.set_group_concurrency(&group, b.max).await?;
+    Ok(Json(state.backend.group(&group).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -95,6 +95,10 @@ impl Admin {
             .route("/queue/pause", post(api::pause))
             .route("/queue/resume", post(api::resume))
             .route("/queue/rate_limit", post(api::rate_limit))
+            .route("/groups/{group}", get(api::group))
+            .route("/groups/{group}/pause", post(api::pause_group))
+            .route("/groups/{group}/resume", post(api::resume_group))
+            .route("/groups/{group}/concurrency", post(api::group_concurrency))
             .route("/events", get(api::events))
             .route("/openapi.json", get(openapi::document))
             .route_layer(axum::middleware::from_fn_with_state(

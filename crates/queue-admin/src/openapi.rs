@@ -4,7 +4,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// Every route: (method, path, summary, authenticated).
-pub const ROUTES: [(&str, &str, &str, bool); 15] = [
+pub const ROUTES: [(&str, &str, &str, bool); 19] = [
     ("get", "/health", "Backend health (no token needed)", false),
     (
         "get",
@@ -44,6 +44,30 @@ pub const ROUTES: [(&str, &str, &str, bool); 15] = [
     ),
     (
         "get",
+        "/groups/{group}",
+        "One group's ready and running jobs, paused state and concurrency limit",
+        true,
+    ),
+    (
+        "post",
+        "/groups/{group}/pause",
+        "Pause one group: none of its jobs starts until resumed",
+        true,
+    ),
+    (
+        "post",
+        "/groups/{group}/resume",
+        "Resume a paused group",
+        true,
+    ),
+    (
+        "post",
+        "/groups/{group}/concurrency",
+        "Set ({max}) or remove ({max: null}) a group's concurrency limit",
+        true,
+    ),
+    (
+        "get",
         "/events",
         "Server-sent job events (transition, progress, cancel_requested)",
         true,
@@ -64,6 +88,12 @@ fn operation(method: &str, path: &str, summary: &str, auth: bool) -> Value {
     });
     if path.contains("{id}") {
         op["parameters"] = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }]);
+    }
+    if path.contains("{group}") {
+        op["parameters"] = json!([{ "name": "group", "in": "path", "required": true, "schema": { "type": "string", "maxLength": 128 } }]);
+    }
+    if path.ends_with("/concurrency") {
+        op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "max": { "type": "integer", "minimum": 1, "nullable": true } }, "additionalProperties": false } } } });
     }
     if path == "/jobs" && method == "get" {
         op["parameters"] = json!([
@@ -114,7 +144,8 @@ pub(crate) fn build() -> Value {
                         "task": { "type": "string" }, "payload": {}, "unique_key": { "type": "string" },
                         "priority": { "type": "string", "enum": ["high", "normal", "low"] },
                         "delay_seconds": { "type": "integer", "minimum": 0 }, "max_retries": { "type": "integer", "minimum": 0 },
-                        "timeout_seconds": { "type": "integer", "minimum": 1 }, "metadata": { "type": "object" }
+                        "timeout_seconds": { "type": "integer", "minimum": 1 }, "metadata": { "type": "object" },
+                        "group": { "type": "string", "maxLength": 128 }
                     }
                 }
             }

@@ -164,6 +164,44 @@ async fn round_trip(backend: SharedBackend) {
     assert_eq!((status, removed["rate_limit"].is_null()), (200, true));
     assert!(s.json("GET", "/stats", None).await.1["rate_limit"].is_null());
 
+    // Groups: enqueue into one, read it, limit it, pause and resume it, bad names refused.
+    let (status, job) = s
+        .json(
+            "POST",
+            "/jobs",
+            Some(r#"{"task": "t", "payload": {}, "group": "publisher-1"}"#),
+        )
+        .await;
+    assert_eq!((status, job["group"].as_str()), (201, Some("publisher-1")));
+    let (status, g) = s.json("GET", "/groups/publisher-1", None).await;
+    assert_eq!((status, g["ready"].as_u64()), (200, Some(1)), "{g}");
+    let (status, g) = s
+        .json(
+            "POST",
+            "/groups/publisher-1/concurrency",
+            Some(r#"{"max": 2}"#),
+        )
+        .await;
+    assert_eq!((status, g["concurrency"].as_u64()), (200, Some(2)), "{g}");
+    let (_, g) = s.json("POST", "/groups/publisher-1/pause", None).await;
+    assert_eq!(g["paused"], true);
+    let (_, g) = s.json("POST", "/groups/publisher-1/resume", None).await;
+    assert_eq!(g["paused"], false);
+    let (_, g) = s
+        .json("POST", "/groups/publisher-1/concurrency", Some("{}"))
+        .await;
+    assert!(g["concurrency"].is_null(), "{g}");
+    let (status, body) = s
+        .json(
+            "POST",
+            "/groups/publisher-1/concurrency",
+            Some(r#"{"max": 0}"#),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = s.json("GET", "/groups/a%7Cb", None).await;
+    assert_eq!(status, 400, "{body}");
+
     let (status, resumed) = s.json("POST", "/queue/resume", None).await;
     assert_eq!((status, resumed["paused"].as_bool()), (200, Some(false)));
     assert_eq!(s.json("GET", "/stats", None).await.1["paused"], false);
@@ -173,7 +211,7 @@ async fn round_trip(backend: SharedBackend) {
     assert_eq!(paused_line(&metrics).as_deref(), Some("0"), "{metrics}");
     for needle in [
         "dcs_queue_jobs{",
-        "status=\"queued\"} 4",
+        "status=\"queued\"} 5",
         "dcs_queue_depth{",
         "dcs_queue_active_workers{",
         "dcs_queue_retries_total{",

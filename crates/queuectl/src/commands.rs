@@ -44,8 +44,12 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             priority,
             delay,
             max_retries,
+            group,
         } => {
             let mut job = NewJob::with_payload(task, payload);
+            if let Some(g) = group {
+                job = job.group(g);
+            }
             if let Some(k) = unique_key {
                 job = job.unique_key(k);
             }
@@ -119,18 +123,39 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 output::stats(&stats)
             }
         }
-        Command::Pause | Command::Resume => {
-            let pause = matches!(cli.command, Command::Pause);
-            if pause {
-                backend.pause().await?;
-            } else {
-                backend.resume().await?;
+        Command::Pause { ref group } | Command::Resume { ref group } => {
+            let pause = matches!(cli.command, Command::Pause { .. });
+            let group = group.clone();
+            match (&group, pause) {
+                (Some(g), true) => backend.pause_group(g).await?,
+                (Some(g), false) => backend.resume_group(g).await?,
+                (None, true) => backend.pause().await?,
+                (None, false) => backend.resume().await?,
             }
             let state = if pause { "paused" } else { "running" };
+            let what = match &group {
+                Some(g) => format!("{} group {g}", cfg.queue_name),
+                None => cfg.queue_name.clone(),
+            };
             if json {
-                output::json(&json!({ "queue": cfg.queue_name, "state": state }))
+                output::json(&json!({ "queue": cfg.queue_name, "group": group, "state": state }))
             } else {
-                println!("{}: {state}", cfg.queue_name)
+                println!("{what}: {state}")
+            }
+        }
+        Command::Group {
+            name,
+            concurrency,
+            unlimited,
+        } => {
+            if concurrency.is_some() || unlimited {
+                backend.set_group_concurrency(&name, concurrency).await?;
+            }
+            let stats = backend.group(&name).await?;
+            if json {
+                output::json(&stats)
+            } else {
+                output::group(&stats)
             }
         }
         Command::Limit { max, per, off } => {

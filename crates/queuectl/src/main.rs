@@ -51,6 +51,9 @@ pub(crate) enum Command {
         /// Retries after the first attempt.
         #[arg(long)]
         max_retries: Option<u32>,
+        /// The job's group (e.g. the publisher): groups share the workers round-robin.
+        #[arg(long)]
+        group: Option<String>,
     },
     /// One job's record.
     Status {
@@ -90,10 +93,32 @@ pub(crate) enum Command {
     },
     /// Queue counts (and whether the queue is paused).
     Stats,
-    /// Pause the queue: no job starts until `resume`; running jobs finish, enqueues go on.
-    Pause,
-    /// Resume a paused queue; waiting workers start jobs at once.
-    Resume,
+    /// Pause the queue (or one group): no job starts until `resume`; running jobs finish,
+    /// enqueues go on.
+    Pause {
+        /// Pause only this group.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Resume a paused queue (or group); waiting workers start jobs at once.
+    Resume {
+        /// Resume only this group.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// One group's ready and running jobs and settings; sets its concurrency limit with
+    /// --concurrency (at most N of its jobs run at once, across all workers) or removes
+    /// it with --unlimited.
+    Group {
+        /// The group.
+        name: String,
+        /// At most this many of its jobs run at once.
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Remove its concurrency limit.
+        #[arg(long, conflicts_with = "concurrency")]
+        unlimited: bool,
+    },
     /// Set the queue's rate limit (at most MAX starts per SECONDS, across all workers), or
     /// remove it with --off.
     Limit {

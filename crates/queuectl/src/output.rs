@@ -31,6 +31,7 @@ pub(crate) fn record(r: &JobRecord) {
             "unique_key",
             r.unique_key.clone().unwrap_or_else(|| "-".into()),
         ),
+        ("group", r.group.clone().unwrap_or_else(|| "-".into())),
         (
             "retry_count",
             format!("{} of {}", r.retry_count, r.max_retries),
@@ -184,4 +185,16 @@ pub(crate) fn workers(list: &[WorkerInfo]) {
         ],
         &rows,
     );
+}
+
+pub(crate) fn group(g: &queue_core::GroupStats) {
+    println!("{:<15} {}", "group", g.group);
+    println!("{:<15} {}", "ready", g.ready);
+    println!("{:<15} {}", "running", g.running);
+    let limit = g
+        .concurrency
+        .map(|n| format!("{n} at once"))
+        .unwrap_or_else(|| "none".into());
+    println!("{:<15} {limit}", "concurrency");
+    println!("{:<15} {}", "paused", if g.paused { "yes" } else { "no" });
 }

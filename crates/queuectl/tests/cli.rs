@@ -482,3 +482,41 @@ fn rate_limit_is_set_shown_and_removed() {
     assert!(ctl.json(&["stats"])["rate_limit"].is_null());
     ctl.cleanup();
 }
+
+#[test]
+fn groups_are_shown_paused_and_limited() {
+    let ctl = Ctl::new();
+    let id = ctl.ok(&[
+        "enqueue",
+        "--task",
+        "noop",
+        "--payload",
+        "{}",
+        "--group",
+        "publisher-7",
+    ]);
+    assert_eq!(ctl.json(&["status", id.trim()])["group"], "publisher-7");
+    let g = ctl.json(&["group", "publisher-7"]);
+    assert_eq!(
+        (g["ready"].as_u64(), g["running"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert!(g["concurrency"].is_null());
+    let g = ctl.json(&["group", "publisher-7", "--concurrency", "2"]);
+    assert_eq!(g["concurrency"], 2);
+    assert!(ctl.ok(&["group", "publisher-7"]).contains("2 at once"));
+    let paused = ctl.json(&["pause", "--group", "publisher-7"]);
+    assert_eq!(
+        (paused["group"].as_str(), paused["state"].as_str()),
+        (Some("publisher-7"), Some("paused"))
+    );
+    assert_eq!(ctl.json(&["group", "publisher-7"])["paused"], true);
+    assert_eq!(ctl.json(&["stats"])["paused"], false, "only the group");
+    ctl.json(&["resume", "--group", "publisher-7"]);
+    assert_eq!(ctl.json(&["group", "publisher-7"])["paused"], false);
+    assert!(ctl.json(&["group", "publisher-7", "--unlimited"])["concurrency"].is_null());
+    let bad = ctl.run(&["group", "a|b"]);
+    assert_ne!(code(&bad), 0);
+    assert!(stderr(&bad).contains("group"), "{}", stderr(&bad));
+    ctl.cleanup();
+}
