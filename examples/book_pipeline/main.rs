@@ -10,9 +10,15 @@
 //! cargo run -p queue-examples --example book_pipeline -- produce  # only the producer (Redis)
 //! ```
 //!
-//! The demo enqueues the bundled sample books, one re-processing job at HIGH priority and
-//! one duplicate (refused), runs a worker with live progress bars, and prints a table of
-//! every job. Outputs go to `target/book-output/<book_id>/`.
+//! The demo enqueues a bulk import of eight books from one publisher, then single uploads
+//! of two other publishers, one re-processing job at HIGH priority and one duplicate
+//! (refused), runs a worker with live progress bars, and prints a table of every job in
+//! the order they started. Each job's group is its `publisher_id`: the publishers take
+//! turns, so the single uploads start right away instead of waiting behind the import, and
+//! at most `DCS_BOOK_PUBLISHER_CONCURRENCY` (default 2) books of one publisher run at once.
+//! `DCS_BOOK_RATE_PER_MINUTE` (unset: no limit) caps how many books start per minute
+//! across all workers (the AI stages' provider quota). Outputs go to
+//! `target/book-output/<book_id>/`.
 //!
 //! With `DCS_REDIS_URL` set, every mode runs on Redis, so the worker and the producer can
 //! be separate processes:
@@ -106,39 +112,66 @@ struct Planned {
 }
 
 fn plan() -> Vec<Planned> {
-    let book = |id: &str, job_type| ProcessBook {
+    let book = |id: &str, publisher: &str, job_type| ProcessBook {
         book_id: id.into(),
-        publisher_id: "pub-7".into(),
+        publisher_id: publisher.into(),
         job_type,
         source: None,
     };
-    vec![
+    // The bulk import is enqueued first: without groups it would run before everything
+    // else of its priority.
+    let mut plan: Vec<Planned> = (1..=8)
+        .map(|n| Planned {
+            book: book(&format!("book-1{n:02}"), "pub-bulk", JobType::TextOnly),
+            priority: Priority::Normal,
+            note: "bulk import",
+        })
+        .collect();
+    plan.extend([
         Planned {
-            book: book("book-001", JobType::Full),
+            book: book("book-001", "pub-7", JobType::Full),
             priority: Priority::Normal,
             note: "new upload",
         },
         Planned {
-            book: book("book-002", JobType::Full),
-            priority: Priority::Normal,
-            note: "new upload",
-        },
-        Planned {
-            book: book("book-003", JobType::VocabularyOnly),
+            book: book("book-002", "pub-9", JobType::VocabularyOnly),
             priority: Priority::Normal,
             note: "vocabulary only",
         },
         Planned {
-            book: book("book-004", JobType::TextOnly),
-            priority: Priority::Low,
-            note: "bulk import",
-        },
-        Planned {
-            book: book("book-005", JobType::Full),
+            book: book("book-003", "pub-7", JobType::Full),
             priority: Priority::High,
             note: "re-processing (admin)",
         },
-    ]
+    ]);
+    plan
+}
+
+/// Per publisher, at most this many books run at once (`DCS_BOOK_PUBLISHER_CONCURRENCY`,
+/// default 2); books start at most `DCS_BOOK_RATE_PER_MINUTE` times a minute when set.
+async fn apply_limits(backend: &SharedBackend, publishers: &[String]) -> anyhow::Result<()> {
+    let per_publisher: u32 = match std::env::var("DCS_BOOK_PUBLISHER_CONCURRENCY") {
+        Ok(v) => v.trim().parse().with_context(|| {
+            format!("DCS_BOOK_PUBLISHER_CONCURRENCY: {v:?} is not a positive integer")
+        })?,
+        Err(_) => 2,
+    };
+    for publisher in publishers {
+        backend
+            .set_group_concurrency(publisher, Some(per_publisher))
+            .await
+            .context("DCS_BOOK_PUBLISHER_CONCURRENCY")?;
+    }
+    if let Ok(v) = std::env::var("DCS_BOOK_RATE_PER_MINUTE") {
+        let max: u32 = v.trim().parse().with_context(|| {
+            format!("DCS_BOOK_RATE_PER_MINUTE: {v:?} is not a positive integer")
+        })?;
+        let limit = queue_core::RateLimit::new(max, Duration::from_secs(60))
+            .context("DCS_BOOK_RATE_PER_MINUTE")?;
+        backend.set_rate_limit(Some(limit)).await?;
+    }
+    println!("at most {per_publisher} books of one publisher at once");
+    Ok(())
 }
 
 /// Enqueues the plan and follows it to the end; runs a worker too when `with_worker`.
@@ -161,16 +194,23 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
         .progress_chars("=> ");
     let mut jobs: Vec<JobId> = Vec::new();
     let mut by_id: HashMap<JobId, ProgressBar> = HashMap::new();
-    for planned in plan() {
+    let plan = plan();
+    let mut publishers: Vec<String> = plan.iter().map(|p| p.book.publisher_id.clone()).collect();
+    publishers.sort();
+    publishers.dedup();
+    apply_limits(&backend, &publishers).await?;
+    for planned in plan {
         let job = NewJob::typed(&planned.book)?
             .unique_key(&planned.book.book_id)
+            .group(&planned.book.publisher_id)
             .priority(planned.priority)
             .meta("reason", planned.note);
         let record = backend.enqueue(job).await?;
         println!(
-            "enqueued {}  {:<9}  {:<15}  {:<6}  {}",
+            "enqueued {}  {:<9}  {:<8}  {:<15}  {:<6}  {}",
             short(record.job_id),
             planned.book.book_id,
+            planned.book.publisher_id,
             planned.book.job_type.as_str(),
             planned.priority,
             planned.note
@@ -250,6 +290,9 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
     for id in &jobs {
         records.push(backend.get(*id).await?);
     }
+    // In the order they started (then enqueued): the single uploads of the other
+    // publishers start among the first, next to the import.
+    records.sort_by_key(|r| (r.started_at, r.created_at, r.job_id));
     print_table(&records);
     println!(
         "outputs in {}; finished in {:.1?}",
@@ -268,8 +311,8 @@ fn short(id: JobId) -> String {
 fn print_table(records: &[JobRecord]) {
     println!();
     println!(
-        "{:<8}  {:<9}  {:<15}  {:<6}  {:<9}  {:>8}  {:>8}  {:>7}  note",
-        "job", "book", "type", "prio", "status", "progress", "attempts", "time"
+        "{:<8}  {:<9}  {:<9}  {:<15}  {:<6}  {:<9}  {:>8}  {:>8}  {:>7}  note",
+        "job", "book", "publisher", "type", "prio", "status", "progress", "attempts", "time"
     );
     for r in records {
         let book: ProcessBook = r.payload.decode().expect("our own payload");
@@ -287,9 +330,10 @@ fn print_table(records: &[JobRecord]) {
                 .to_owned(),
         };
         println!(
-            "{:<8}  {:<9}  {:<15}  {:<6}  {:<9}  {:>7}%  {:>8}  {:>7}  {}",
+            "{:<8}  {:<9}  {:<9}  {:<15}  {:<6}  {:<9}  {:>7}%  {:>8}  {:>7}  {}",
             short(r.job_id),
             book.book_id,
+            book.publisher_id,
             book.job_type.as_str(),
             r.priority,
             r.status,
