@@ -10,6 +10,8 @@
 //! Prints a table and one JSON line. Each phase uses a fresh queue, deleted afterwards.
 //! The rate-limit phase (`--rate-limit N`, default 5000 starts per second; 0 skips it)
 //! processes the jobs under that limit and prints the rate held and the busiest 1 s window.
+//! The groups phase (`--groups 1,10000`, the default) spreads the jobs over that many
+//! groups and prints the processing rate next to the rate without groups.
 //!
 //! The backlog phase queues `--backlog` jobs (default 10⁶, about 0.75 GB of Redis memory;
 //! `--backlog 0` skips it) and compares the processing rate, `stats` and the first page of
@@ -322,6 +324,34 @@ async fn main() -> anyhow::Result<()> {
             serde_json::json!(busiest),
         );
     }
+    // 6. Groups: `n` jobs spread round-robin over G groups (`--groups`, default 1 and
+    // 10,000; empty skips), processed at concurrency 100, next to the same without groups.
+    let groups = arg("--groups", "1,10000");
+    for g in groups.split(',').filter(|g| !g.is_empty()) {
+        let g: usize = g.trim().parse().context("--groups: a list of numbers")?;
+        let queue = format!("bench-groups-{g}-{}", std::process::id());
+        let b = backend(&url, &queue).await?;
+        prefill_with(&b, n, |i| noop(i).group(format!("publisher-{}", i % g))).await?;
+        let Processed { rate, cmds, cpu_us } = run_worker(&b, &mut info, &queue, n, 100).await?;
+        b.destroy().await?;
+        let plain = out
+            .get("c100_process_jobs_s")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN);
+        println!(
+            "{g:>6} groups: process {rate:>7.0} jobs/s (c100, {:.2}x without groups)  \
+             cmds/processed job {cmds:.1}  redis cpu/processed job {cpu_us:.1} µs",
+            rate / plain
+        );
+        out.insert(
+            format!("groups{g}_process_jobs_s"),
+            serde_json::json!(rate.round()),
+        );
+        out.insert(
+            format!("groups{g}_redis_cpu_us_per_processed_job"),
+            serde_json::json!((cpu_us * 10.0).round() / 10.0),
+        );
+    }
     targets(&out, &arg("--peer", ""))?;
     println!("{}", serde_json::Value::Object(out));
     Ok(())
@@ -492,10 +522,19 @@ fn targets(
 
 /// Enqueues `count` no-op jobs in batches of 500, four batches in flight.
 async fn prefill(b: &RedisBackend, count: usize) -> anyhow::Result<()> {
+    prefill_with(b, count, noop).await
+}
+
+/// Enqueues `count` jobs made by `job` in batches of 500, four batches in flight.
+async fn prefill_with(
+    b: &RedisBackend,
+    count: usize,
+    job: impl Fn(usize) -> NewJob,
+) -> anyhow::Result<()> {
     let batches: Vec<Vec<NewJob>> = (0..count)
         .collect::<Vec<_>>()
         .chunks(500)
-        .map(|c| c.iter().map(|&i| noop(i)).collect())
+        .map(|c| c.iter().map(|&i| job(i)).collect())
         .collect();
     let mut calls = futures_util::stream::iter(batches)
         .map(|batch| {

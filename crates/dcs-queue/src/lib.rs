@@ -84,10 +84,10 @@ struct ReadmeDoctests;
 pub use queue_core::MockJobStore;
 pub use queue_core::{
     Backend, BoxError, CancelOutcome, Clock, Completion, EnqueueOptions, Error, EventKind,
-    EventStream, Job, JobError, JobErrorKind, JobEvent, JobId, JobRecord, JobStatus, JobStore,
-    JobStoreExt, LifetimeTotals, Limits, ListQuery, ManualClock, Metadata, NewJob, Page, Payload,
-    Priority, QueueConfig, QueueConfigBuilder, QueueStats, Result, RetryPolicy, SharedBackend,
-    SharedClock, Stages, SystemClock, WorkerInfo,
+    EventStream, GroupStats, Job, JobError, JobErrorKind, JobEvent, JobId, JobRecord, JobStatus,
+    JobStore, JobStoreExt, LifetimeTotals, Limits, ListQuery, ManualClock, Metadata, NewJob, Page,
+    Payload, Priority, QueueConfig, QueueConfigBuilder, QueueStats, RateLimit, Result, RetryPolicy,
+    SharedBackend, SharedClock, Stages, SystemClock, WorkerInfo,
 };
 pub use queue_worker::{
     CancellationToken, JobContext, Worker, WorkerBuilder, WorkerConfig, WorkerReport,

@@ -457,3 +457,61 @@ async fn pause_and_rate_limit_survive_a_redis_restart() {
         3
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_limits_and_slots_survive_a_redis_restart() {
+    use queue_core::backend::{Broker, ClaimRequest, Outcome};
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("dcs-group-restart-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let aof = ["--appendonly yes", "--appendfsync always"];
+    let mut server = RedisServer::start_in(port, dir.clone(), &aof);
+    let cfg = config(&server.url());
+    let backend = RedisBackend::connect(&cfg).await.unwrap();
+    backend.set_group_concurrency("g", Some(1)).await.unwrap();
+    backend.pause_group("h").await.unwrap();
+    let job = |n: u32, g: &str| NewJob::new("t", &n).unwrap().group(g);
+    let g1 = backend.enqueue(job(1, "g")).await.unwrap();
+    let g2 = backend.enqueue(job(2, "g")).await.unwrap();
+    let h1 = backend.enqueue(job(3, "h")).await.unwrap();
+    let req = || ClaimRequest::new(queue_core::WorkerId::new("w"), 10, Duration::from_secs(60));
+    let leases = backend.fetch(&req(), Duration::ZERO).await.unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].job.job_id, g1.job_id);
+
+    server.kill();
+    let _server = RedisServer::start_in(port, dir, &aof);
+    let g = loop {
+        match backend.group("g").await {
+            Ok(g) => break g,
+            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{}", e.chain()),
+        }
+    };
+    assert_eq!((g.ready, g.running, g.concurrency), (1, 1, Some(1)));
+    assert!(backend.group("h").await.unwrap().paused);
+    assert!(
+        backend
+            .fetch(&req(), Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty(),
+        "g is at its limit and h is paused, after the restart too"
+    );
+    // The running job's ending gives its slot back; the next job of g starts.
+    let done = backend
+        .finish(
+            &leases[0].to_ref(),
+            Outcome::Completed { result: None },
+            Some(req()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    let next: Vec<JobId> = done.next.iter().map(|l| l.job.job_id).collect();
+    assert_eq!(next, vec![g2.job_id]);
+    backend.resume_group("h").await.unwrap();
+    let last = backend.fetch(&req(), Duration::ZERO).await.unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].job.job_id, h1.job_id);
+}

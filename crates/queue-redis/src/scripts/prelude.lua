@@ -29,7 +29,8 @@ local function begin(argv)
   RATE_NEXT = nil
   TICK = nil
   PREFIX = argv[1]
-  PENDING = { zadd = {}, zrem = {}, hdel = {}, counters = {}, release = {}, wake = false, events = nil }
+  PENDING = { zadd = {}, zrem = {}, hdel = {}, counters = {}, release = {}, wake = false,
+    events = nil, gready = {} }
   if argv[2] ~= '' then
     NOW = tonumber(argv[2])
   else
@@ -74,6 +75,8 @@ end
 local function later_zrem(key, member) later_one(PENDING.zrem, key, member) end
 local function later_hdel(key, field) later_one(PENDING.hdel, key, field) end
 local function bump(counter, by) PENDING.counters[counter] = (PENDING.counters[counter] or 0) + (by or 1) end
+-- Moves the count of grouped ready jobs of `band` (the `groups` hash, `ready:<band>`).
+local function later_group_ready(band, by) PENDING.gready[band] = (PENDING.gready[band] or 0) + by end
 -- Releases `unique_key` if `id` still holds it.
 local function later_release(unique_key, id) PENDING.release[#PENDING.release + 1] = { unique_key, id } end
 
@@ -95,8 +98,12 @@ local function flush(KEY)
     -- A counter at its limit (or a stats key of the wrong type) must not stop a transition.
     redis.pcall('HINCRBY', KEY.stats, counter, by)
   end
+  for band, by in pairs(PENDING.gready) do
+    if by ~= 0 then redis.call('HINCRBY', KEY.groups, 'ready:' .. band, by) end
+  end
   if PENDING.wake then redis.call('ZADD', KEY.marker, 0, '0') end
   PENDING.zadd, PENDING.zrem, PENDING.hdel, PENDING.counters, PENDING.release, PENDING.wake = {}, {}, {}, {}, {}, false
+  PENDING.gready = {}
 end
 
 -- Events go out only while someone listens: subscribers keep the `subs` key alive.
@@ -283,7 +290,7 @@ end
 -- admits a start.
 local function push_group_ready(KEY, band, group, seq, id)
   redis.call('ZADD', group_ready_key(band, group), seq, id)
-  redis.call('HINCRBY', KEY.groups, 'ready:' .. band, 1)
+  later_group_ready(band, 1)
   if group_admits(KEY, group) then
     if redis.call('ZADD', lanes_key(KEY, band), 'NX', current_tick(KEY), group) == 1 then wake() end
   end
@@ -294,17 +301,19 @@ end
 local function remove_group_ready(KEY, band, group, id)
   local q = group_ready_key(band, group)
   if redis.call('ZREM', q, id) == 0 then return false end
-  redis.call('HINCRBY', KEY.groups, 'ready:' .. band, -1)
+  later_group_ready(band, -1)
   if redis.call('EXISTS', q) == 0 then redis.call('ZREM', lanes_key(KEY, band), group) end
   return true
 end
 
--- A running job of `group` stopped: its slot is free again.
+-- A running job of `group` stopped: its slot is free again. Its lanes change only when
+-- this slot takes it back under its limit (else it admitted starts before, or is paused).
 local function release_group_slot(KEY, group)
   if not group then return end
   local field = 'run:' .. group
+  local admitted = group_admits(KEY, group)
   if redis.call('HINCRBY', KEY.groups, field, -1) <= 0 then redis.call('HDEL', KEY.groups, field) end
-  refresh_group(KEY, group)
+  if not admitted then refresh_group(KEY, group) end
 end
 
 -- Status indexes (scored by creation time), together listing every retained job: one per
@@ -589,7 +598,9 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
       local ut = tonumber(redis.call('HGET', KEY.meta, 'ut' .. band) or '0') or 0
       local served_ungrouped = false
       while #out < max do
-        local head = redis.call('ZRANGE', lanes, 0, 0, 'WITHSCORES')
+        -- The first two lanes: with one lane alone (and no job without a group waiting),
+        -- every start of this claim goes to it, so they are taken in one call.
+        local head = redis.call('ZRANGE', lanes, 0, 1, 'WITHSCORES')
         if #head == 0 and waiting == 0 then break end
         current_tick(KEY)
         if waiting > 0 and (#head == 0 or ut <= tonumber(head[2])) then
@@ -602,24 +613,30 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
         else
           local group = head[1]
           local q = group_ready_key(band, group)
-          local popped = redis.call('ZPOPMIN', q, 1)
-          if #popped == 0 then
+          local _, running, limit = group_admits(KEY, group)
+          local n = 1
+          if #head == 2 and waiting == 0 then
+            n = max - #out
+            if limit then n = math.min(n, limit - running) end
+          end
+          local popped = redis.call('ZPOPMIN', q, math.max(n, 1))
+          local took = #popped / 2
+          if took == 0 then
             -- A lane left without jobs (it cannot be, but must not stop the claim).
             redis.call('ZREM', lanes, group)
           else
-          TICK = TICK + 1
-          local _, running, limit = group_admits(KEY, group)
-          redis.call('HINCRBY', KEY.groups, 'run:' .. group, 1)
-          redis.call('HINCRBY', KEY.groups, 'ready:' .. band, -1)
-          take(popped[1], popped[2], group)
-          if limit and running + 1 >= limit then
-            -- At its limit: no lane anywhere until a slot comes back.
-            for b = 0, 2 do redis.call('ZREM', lanes_key(KEY, b), group) end
-          elseif redis.call('EXISTS', q) == 1 then
-            redis.call('ZADD', lanes, TICK, group)
-          else
-            redis.call('ZREM', lanes, group)
-          end
+            TICK = TICK + took
+            redis.call('HINCRBY', KEY.groups, 'run:' .. group, took)
+            later_group_ready(band, -took)
+            for j = 1, #popped, 2 do take(popped[j], popped[j + 1], group) end
+            if limit and running + took >= limit then
+              -- At its limit: no lane anywhere until a slot comes back.
+              for b = 0, 2 do redis.call('ZREM', lanes_key(KEY, b), group) end
+            elseif redis.call('EXISTS', q) == 1 then
+              redis.call('ZADD', lanes, TICK, group)
+            else
+              redis.call('ZREM', lanes, group)
+            end
           end
         end
       end
