@@ -194,11 +194,20 @@ impl Tables {
     /// a new ticket.
     fn pop_ready(&mut self, band: u8) -> Option<JobId> {
         let b = usize::from(band);
+        // Bands are served in order, so a job without a group of this band comes first.
         let ungrouped = self
             .ready
-            .range((band, 0)..=(band, u64::MAX))
-            .next()
-            .map(|(p, _)| *p);
+            .first_key_value()
+            .map(|(p, _)| *p)
+            .filter(|p| p.0 == band);
+        if self.lanes[b].is_empty() {
+            ungrouped?;
+            let (_, id) = self.ready.pop_first().expect("checked");
+            self.tick += 1;
+            self.ready_by_band[b] -= 1;
+            self.ungrouped_ticket[b] = self.tick;
+            return Some(id);
+        }
         let lane = self.lanes[b].first().cloned();
         let take_ungrouped = match (ungrouped, &lane) {
             (None, None) => return None,
