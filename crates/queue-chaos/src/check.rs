@@ -45,6 +45,8 @@ pub(crate) struct Dump {
     pub(crate) leases: HashMap<String, String>,
     /// `dedup`: unique key -> job.
     pub(crate) dedup: HashMap<String, String>,
+    /// `groups`: per group counters and settings (`run:<g>`, `max:<g>`, ...).
+    pub(crate) groups: HashMap<String, String>,
 }
 
 /// Reads every key of the queue whose keys start with `prefix`, from every node.
@@ -84,6 +86,12 @@ pub(crate) async fn dump(node_urls: &[String], prefix: &str) -> anyhow::Result<D
                     }
                     "hash" if name == "leases" => {
                         out.leases = redis::cmd("HGETALL")
+                            .arg(&key)
+                            .query_async(&mut conn)
+                            .await?;
+                    }
+                    "hash" if name == "groups" => {
+                        out.groups = redis::cmd("HGETALL")
                             .arg(&key)
                             .query_async(&mut conn)
                             .await?;
@@ -141,10 +149,10 @@ pub(crate) fn check(dump: &Dump, enqueued: &[JobId]) -> StateReport {
         }
     }
     for (name, members) in &dump.zsets {
-        let is_index = ["ready:", "delayed:", "st:", "uk:"]
+        let is_index = ["ready:", "delayed:", "st:", "uk:", "gq:"]
             .iter()
             .any(|p| name.starts_with(p))
-            || ["jobs", "finished", "active"].contains(&name.as_str());
+            || ["jobs", "finished", "active", "gdelayed"].contains(&name.as_str());
         if !is_index {
             continue;
         }
@@ -193,8 +201,18 @@ pub(crate) fn check(dump: &Dump, enqueued: &[JobId]) -> StateReport {
                 if !zset("st:queued").contains(id) {
                     missing.push("st:queued".into());
                 }
-                let claimable = zset(&format!("ready:{band}")).contains(id)
-                    || zset(&format!("delayed:{band}")).contains(id);
+                let claimable = match fields.get("group").filter(|g| !g.is_empty()) {
+                    // A group's ready set, and its lane unless the group does not admit
+                    // a start now (a lost lane would strand them: they end up unfinished).
+                    Some(g) => {
+                        zset(&format!("gq:{band}:{g}")).contains(id)
+                            || zset("gdelayed").contains(id)
+                    }
+                    None => {
+                        zset(&format!("ready:{band}")).contains(id)
+                            || zset(&format!("delayed:{band}")).contains(id)
+                    }
+                };
                 if !claimable {
                     report
                         .stranded
@@ -229,6 +247,33 @@ pub(crate) fn check(dump: &Dump, enqueued: &[JobId]) -> StateReport {
         }
         for m in missing {
             report.unindexed.push(format!("{id}: not in {m}"));
+        }
+    }
+    // Each group's running count is its number of leases (the lease keeps the group after
+    // the cancel flag): a count above it is a slot that never came back.
+    let mut leased: HashMap<&str, i64> = HashMap::new();
+    for lease in dump.leases.values() {
+        let group = lease.split('|').nth(5).map(|c| c.get(1..).unwrap_or(""));
+        if let Some(g) = group.filter(|g| !g.is_empty()) {
+            *leased.entry(g).or_default() += 1;
+        }
+    }
+    for (field, value) in &dump.groups {
+        if let Some(g) = field.strip_prefix("run:") {
+            let running: i64 = value.parse().unwrap_or(-1);
+            let held = leased.get(g).copied().unwrap_or(0);
+            if running != held {
+                report.stranded.push(format!(
+                    "group {g}: {running} running counted, {held} leases held"
+                ));
+            }
+        }
+    }
+    for (g, held) in leased {
+        if !dump.groups.contains_key(&format!("run:{g}")) {
+            report
+                .stranded
+                .push(format!("group {g}: {held} leases held, none counted"));
         }
     }
     for (uk, id) in &dump.dedup {
