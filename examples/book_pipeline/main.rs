@@ -17,7 +17,8 @@
 //! turns, so the single uploads start right away instead of waiting behind the import, and
 //! at most `DCS_BOOK_PUBLISHER_CONCURRENCY` (default 2) books of one publisher run at once.
 //! `DCS_BOOK_RATE_PER_MINUTE` (unset: no limit) caps how many books start per minute
-//! across all workers (the AI stages' provider quota). Outputs go to
+//! across all workers (the AI stages' provider quota), and
+//! `DCS_BOOK_PUBLISHER_RATE_PER_MINUTE` how many of one publisher. Outputs go to
 //! `target/book-output/<book_id>/`.
 //!
 //! With `DCS_REDIS_URL` set, every mode runs on Redis, so the worker and the producer can
@@ -148,7 +149,8 @@ fn plan() -> Vec<Planned> {
 }
 
 /// Per publisher, at most this many books run at once (`DCS_BOOK_PUBLISHER_CONCURRENCY`,
-/// default 2); books start at most `DCS_BOOK_RATE_PER_MINUTE` times a minute when set.
+/// default 2); books start at most `DCS_BOOK_RATE_PER_MINUTE` times a minute when set, and
+/// at most `DCS_BOOK_PUBLISHER_RATE_PER_MINUTE` times a minute per publisher.
 async fn apply_limits(backend: &SharedBackend, publishers: &[String]) -> anyhow::Result<()> {
     let per_publisher: u32 = match std::env::var("DCS_BOOK_PUBLISHER_CONCURRENCY") {
         Ok(v) => v.trim().parse().with_context(|| {
@@ -161,6 +163,16 @@ async fn apply_limits(backend: &SharedBackend, publishers: &[String]) -> anyhow:
             .set_group_concurrency(publisher, Some(per_publisher))
             .await
             .context("DCS_BOOK_PUBLISHER_CONCURRENCY")?;
+    }
+    if let Ok(v) = std::env::var("DCS_BOOK_PUBLISHER_RATE_PER_MINUTE") {
+        let max: u32 = v.trim().parse().with_context(|| {
+            format!("DCS_BOOK_PUBLISHER_RATE_PER_MINUTE: {v:?} is not a positive integer")
+        })?;
+        let limit = queue_core::RateLimit::new(max, Duration::from_secs(60))
+            .context("DCS_BOOK_PUBLISHER_RATE_PER_MINUTE")?;
+        for publisher in publishers {
+            backend.set_group_rate_limit(publisher, Some(limit)).await?;
+        }
     }
     if let Ok(v) = std::env::var("DCS_BOOK_RATE_PER_MINUTE") {
         let max: u32 = v.trim().parse().with_context(|| {

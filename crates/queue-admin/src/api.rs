@@ -166,23 +166,26 @@ pub(crate) async fn rate_limit(
     let raw = body(raw)?;
     let b: RateLimitBody = serde_json::from_slice(&raw)
         .map_err(|e| ApiError::bad_request(format!("malformed rate limit request: {e}")))?;
-    let limit = match b.max {
-        None => None,
-        Some(max) => {
-            let per = b.per_seconds.unwrap_or(60.0);
-            if !(per.is_finite() && per > 0.0) {
-                return Err(ApiError::bad_request(format!(
-                    "per_seconds: {per} is not a positive number"
-                )));
-            }
-            Some(queue_core::RateLimit::new(
-                max,
-                std::time::Duration::from_secs_f64(per.min(1e9)),
-            )?)
-        }
-    };
+    let limit = rate_limit_of(&b)?;
     state.backend.set_rate_limit(limit).await?;
     Ok(Json(json!({ "rate_limit": limit })))
+}
+
+/// The limit a rate limit request asks for (`None`: remove it).
+fn rate_limit_of(b: &RateLimitBody) -> Result<Option<queue_core::RateLimit>, ApiError> {
+    let Some(max) = b.max else {
+        return Ok(None);
+    };
+    let per = b.per_seconds.unwrap_or(60.0);
+    if !(per.is_finite() && per > 0.0) {
+        return Err(ApiError::bad_request(format!(
+            "per_seconds: {per} is not a positive number"
+        )));
+    }
+    Ok(Some(queue_core::RateLimit::new(
+        max,
+        std::time::Duration::from_secs_f64(per.min(1e9)),
+    )?))
 }
 
 /// `GET /groups/{group}`: the group's ready and running counts and settings.
@@ -228,6 +231,21 @@ pub(crate) async fn group_concurrency(
     let b: ConcurrencyBody = serde_json::from_slice(&raw)
         .map_err(|e| ApiError::bad_request(format!("malformed concurrency request: {e}")))?;
     state.backend.set_group_concurrency(&group, b.max).await?;
+    Ok(Json(state.backend.group(&group).await?))
+}
+
+/// `POST /groups/{group}/rate_limit` with `{"max": N, "per_seconds": S}` sets the group's
+/// rate limit; `{"max": null}` (or `{}`) removes it.
+pub(crate) async fn group_rate_limit(
+    Extract(state): Extract<State>,
+    Path(group): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<queue_core::GroupStats>, ApiError> {
+    let raw = body(raw)?;
+    let b: RateLimitBody = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::bad_request(format!("malformed rate limit request: {e}")))?;
+    let limit = rate_limit_of(&b)?;
+    state.backend.set_group_rate_limit(&group, limit).await?;
     Ok(Json(state.backend.group(&group).await?))
 }
 

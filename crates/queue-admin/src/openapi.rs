@@ -4,7 +4,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// Every route: (method, path, summary, authenticated).
-pub const ROUTES: [(&str, &str, &str, bool); 19] = [
+pub const ROUTES: [(&str, &str, &str, bool); 20] = [
     ("get", "/health", "Backend health (no token needed)", false),
     (
         "get",
@@ -64,6 +64,12 @@ pub const ROUTES: [(&str, &str, &str, bool); 19] = [
         "post",
         "/groups/{group}/concurrency",
         "Set ({max}) or remove ({max: null}) a group's concurrency limit",
+        true,
+    ),
+    (
+        "post",
+        "/groups/{group}/rate_limit",
+        "Set ({max, per_seconds}) or remove ({max: null}) a group's rate limit",
         true,
     ),
     (

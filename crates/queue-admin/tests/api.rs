@@ -199,6 +199,19 @@ async fn round_trip(backend: SharedBackend) {
         )
         .await;
     assert_eq!(status, 400, "{body}");
+    let (status, g) = s
+        .json(
+            "POST",
+            "/groups/publisher-1/rate_limit",
+            Some(r#"{"max": 3, "per_seconds": 60}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{g}");
+    assert_eq!(g["rate_limit"], json!({"max": 3, "per": 60000}));
+    let (_, g) = s
+        .json("POST", "/groups/publisher-1/rate_limit", Some("{}"))
+        .await;
+    assert!(g["rate_limit"].is_null(), "{g}");
     let (status, body) = s.json("GET", "/groups/a%7Cb", None).await;
     assert_eq!(status, 400, "{body}");
 

@@ -85,6 +85,19 @@ pub fn ungrouped_goes_first(ungrouped: u64, group: u64) -> bool {
     ungrouped <= group
 }
 
+/// True when a group under `limit` may start one more job at `now`, given its starts
+/// (`starts_in_window`: those after `limit.window_floor(now)`), and it is not held by a
+/// handler's rate-limit report until `held_until`.
+pub fn group_rate_admits(
+    limit: Option<crate::RateLimit>,
+    starts_in_window: usize,
+    held_until: Option<crate::backend::Millis>,
+    now: crate::backend::Millis,
+) -> bool {
+    held_until.is_none_or(|until| now >= until)
+        && limit.is_none_or(|l| l.room(starts_in_window) > 0)
+}
+
 /// One group's state, as operators see it (`JobStore::group`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -99,6 +112,13 @@ pub struct GroupStats {
     pub paused: bool,
     /// At most this many of its jobs run at once, across all workers.
     pub concurrency: Option<u32>,
+    /// At most this many of its jobs start per window, across all workers.
+    #[serde(default)]
+    pub rate_limit: Option<crate::RateLimit>,
+    /// None of its jobs starts before this time: one of its handlers reported a limit hit
+    /// (`JobError::rate_limited`). Only while it is in the future.
+    #[serde(default)]
+    pub held_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl GroupStats {

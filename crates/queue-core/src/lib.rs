@@ -57,7 +57,7 @@ pub mod backend {
     pub use crate::config::validate_queue_name;
     pub use crate::group::{
         MAX_GROUP_BYTES, check_group_concurrency, check_group_name, group_admits,
-        ungrouped_goes_first,
+        group_rate_admits, ungrouped_goes_first,
     };
     pub use crate::id::{ClaimId, hostname};
     pub use crate::outcome::Outcome;

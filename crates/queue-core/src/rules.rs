@@ -130,7 +130,8 @@ impl AttemptFacts {
 
 /// Whether an outcome holds every start of the queue until its delay has passed (applied
 /// whatever the job became: a requested cancel ends the job, the provider's limit still
-/// stands).
+/// stands). For a job in a group, only the starts of its group are held (the limit is the
+/// group's: a publisher's quota), whatever the other groups do.
 pub fn holds_queue(kind: OutcomeKind) -> bool {
     kind == OutcomeKind::RateLimited
 }

@@ -92,6 +92,16 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// `group_slot_comes_back_on_every_ending`). Stored with the queue.
     async fn set_group_concurrency(&self, group: &str, limit: Option<u32>) -> Result<()>;
 
+    /// Sets (or with `None` removes) a group's rate limit: at most `max` of its jobs start
+    /// in any window of `per`, across all workers (case `group_rate_limit_holds_and_wakes`);
+    /// the others run on. A held-back job waits without using an attempt and starts as soon
+    /// as the window allows (a waiting fetch wakes then). Stored with the queue.
+    async fn set_group_rate_limit(
+        &self,
+        group: &str,
+        limit: Option<crate::RateLimit>,
+    ) -> Result<()>;
+
     /// One group's ready and running counts and settings, without scanning jobs (a group
     /// nobody used answers zeros).
     async fn group(&self, group: &str) -> Result<GroupStats>;

@@ -85,13 +85,13 @@ impl JobStore for MemoryBackend {
 
     async fn pause_group(&self, group: &str) -> Result<()> {
         check_group_name(group)?;
-        self.lock().set_group_paused(group, true);
+        self.lock().at(self.now()).set_group_paused(group, true);
         Ok(())
     }
 
     async fn resume_group(&self, group: &str) -> Result<()> {
         check_group_name(group)?;
-        self.lock().set_group_paused(group, false);
+        self.lock().at(self.now()).set_group_paused(group, false);
         self.inner.work.notify_waiters();
         Ok(())
     }
@@ -99,14 +99,28 @@ impl JobStore for MemoryBackend {
     async fn set_group_concurrency(&self, group: &str, limit: Option<u32>) -> Result<()> {
         check_group_name(group)?;
         check_group_concurrency(limit)?;
-        self.lock().set_group_concurrency(group, limit);
+        self.lock()
+            .at(self.now())
+            .set_group_concurrency(group, limit);
+        self.inner.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn set_group_rate_limit(&self, group: &str, limit: Option<RateLimit>) -> Result<()> {
+        check_group_name(group)?;
+        if let Some(limit) = &limit {
+            limit.check()?;
+        }
+        self.lock()
+            .at(self.now())
+            .set_group_rate_limit(group, limit);
         self.inner.work.notify_waiters();
         Ok(())
     }
 
     async fn group(&self, group: &str) -> Result<GroupStats> {
         check_group_name(group)?;
-        Ok(self.lock().group(group))
+        Ok(self.lock().at(self.now()).group(group))
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>> {

@@ -68,13 +68,50 @@ struct GroupState {
     running: u64,
     paused: bool,
     concurrency: Option<u32>,
+    /// Its rate limit, and its starts since (pruned at each start to the window).
+    rate: Option<RateLimit>,
+    starts: VecDeque<Millis>,
+    /// None of its jobs starts before this time (a handler reported a limit hit).
+    held_until: Millis,
     /// Its lane's ticket per band, while it has one (see `Tables::lanes`).
     lane: [Option<u64>; 3],
 }
 
 impl GroupState {
-    fn admits(&self) -> bool {
+    fn starts_in_window(&self, now: Millis) -> usize {
+        match self.rate {
+            Some(limit) => {
+                let floor = limit.window_floor(now);
+                self.starts.iter().filter(|t| **t > floor).count()
+            }
+            None => 0,
+        }
+    }
+
+    fn admits(&self, now: Millis) -> bool {
         queue_core::backend::group_admits(self.paused, self.running, self.concurrency)
+            && queue_core::backend::group_rate_admits(
+                self.rate,
+                self.starts_in_window(now),
+                (self.held_until > 0).then_some(self.held_until),
+                now,
+            )
+    }
+
+    /// When a group that does not admit a start now may again by the passing of time (its
+    /// rate window or a hold), if that is what holds it back.
+    fn admits_again_at(&self, now: Millis) -> Option<Millis> {
+        if now < self.held_until {
+            return Some(self.held_until);
+        }
+        let limit = self.rate?;
+        let floor = limit.window_floor(now);
+        let in_window: Vec<Millis> = self.starts.iter().copied().filter(|t| *t > floor).collect();
+        (limit.room(in_window.len()) == 0).then(|| {
+            // The window frees a start when enough of its oldest starts leave it.
+            let excess = in_window.len() - limit.max as usize;
+            limit.next_start(in_window[excess])
+        })
     }
 
     fn has_ready(&self, band: u8) -> bool {
@@ -89,6 +126,8 @@ impl GroupState {
             && self.running == 0
             && !self.paused
             && self.concurrency.is_none()
+            && self.rate.is_none()
+            && self.held_until == 0
             && self.lane.iter().all(Option::is_none)
     }
 }
@@ -113,6 +152,11 @@ pub(crate) struct Tables {
     /// A group's lane opened since the last `take_lane_opened` (waiting fetches may
     /// start its jobs now).
     lane_opened: bool,
+    /// Groups held back only by time (a rate window or a hold), by when they may start
+    /// again: a claim from then on looks at them again.
+    timed_groups: BTreeSet<(Millis, String)>,
+    /// The time of the operation under way (group admission depends on it).
+    now: Millis,
     /// Delayed jobs by (due, id): the order in which they join the ready jobs.
     delayed: BTreeSet<(Millis, JobId)>,
     active: BTreeSet<(Millis, JobId)>,
@@ -235,6 +279,13 @@ impl Tables {
             .0;
         let id = state.ready.remove(&first).expect("listed");
         state.running += 1;
+        if let Some(limit) = state.rate {
+            let floor = limit.window_floor(self.now);
+            while state.starts.front().is_some_and(|t| *t <= floor) {
+                state.starts.pop_front();
+            }
+            state.starts.push_back(self.now);
+        }
         self.refresh_group(&group);
         Some(id)
     }
@@ -283,7 +334,13 @@ impl Tables {
         let Some(state) = self.groups.get_mut(group) else {
             return;
         };
-        let admits = state.admits();
+        let admits = state.admits(self.now);
+        if !admits
+            && !state.ready.is_empty()
+            && let Some(at) = state.admits_again_at(self.now)
+        {
+            self.timed_groups.insert((at, group.to_owned()));
+        }
         for band in 0..3u8 {
             let b = usize::from(band);
             let wanted = admits && state.has_ready(band);
@@ -308,6 +365,36 @@ impl Tables {
     /// True when a group's lane opened since the last call (a freed slot, for example).
     pub(crate) fn take_lane_opened(&mut self) -> bool {
         std::mem::take(&mut self.lane_opened)
+    }
+
+    /// Sets the time of the operation under way.
+    pub(crate) fn at(&mut self, now: Millis) -> &mut Self {
+        self.now = now;
+        self
+    }
+
+    /// Groups held back only by time whose time has come get their lanes.
+    fn wake_timed_groups(&mut self) {
+        while let Some((at, group)) = self.timed_groups.first().cloned() {
+            if at > self.now {
+                break;
+            }
+            self.timed_groups.pop_first();
+            self.refresh_group(&group);
+        }
+    }
+
+    /// Sets or removes a group's rate limit (its start log goes with a removed one).
+    pub(crate) fn set_group_rate_limit(&mut self, group: &str, limit: Option<RateLimit>) {
+        if limit.is_none() && !self.groups.contains_key(group) {
+            return;
+        }
+        let state = self.groups.entry(group.to_owned()).or_default();
+        if limit.is_none() {
+            state.starts.clear();
+        }
+        state.rate = limit;
+        self.refresh_group(group);
     }
 
     /// Pauses or resumes a group.
@@ -336,6 +423,8 @@ impl Tables {
             stats.running = state.running;
             stats.paused = state.paused;
             stats.concurrency = state.concurrency;
+            stats.rate_limit = state.rate;
+            stats.held_until = (state.held_until > self.now).then(|| from_millis(state.held_until));
         }
         stats
     }
@@ -409,6 +498,7 @@ impl Tables {
         now: Millis,
         events: EventSender<'_>,
     ) -> Result<(JobRecord, bool)> {
+        self.now = now;
         cfg.limits.check(&job)?;
         let NewJob {
             task,
@@ -564,6 +654,8 @@ impl Tables {
             entry.ready_position = ready_position;
             self.push_ready(id, ready_position);
         }
+        self.now = now;
+        self.wake_timed_groups();
         if self.paused || now < self.held_until {
             return Vec::new();
         }
@@ -618,10 +710,11 @@ impl Tables {
             }
             _ => None,
         };
-        match (self.next_due(), rate_next) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let group_next = self.timed_groups.first().map(|(at, _)| *at);
+        [self.next_due(), rate_next, group_next]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Sets or removes the rate limit (the start log goes with a removed one).
@@ -725,6 +818,7 @@ impl Tables {
         now: Millis,
         events: EventSender<'_>,
     ) -> Result<JobStatus> {
+        self.now = now;
         let id = lease.job_id;
         if !self.holds(lease, now) {
             return match self.jobs.get(&id).and_then(|e| e.ended.as_ref()) {
@@ -762,8 +856,17 @@ impl Tables {
             Outcome::Cancelled | Outcome::Released => {}
         }
         if holds_queue {
-            // Whatever the job became, the limit it hit stands for the whole queue.
-            self.held_until = self.held_until.max(input.due.unwrap_or(now));
+            // Whatever the job became, the limit it hit stands: for its group when it has
+            // one, else for the whole queue.
+            let until = input.due.unwrap_or(now);
+            match &group {
+                Some(g) => {
+                    let state = self.groups.entry(g.clone()).or_default();
+                    state.held_until = state.held_until.max(until);
+                    self.refresh_group(g);
+                }
+                None => self.held_until = self.held_until.max(until),
+            }
         }
         let status = self.transition(id, event, &input, events)?;
         self.jobs.get_mut(&id).expect("exists").ended = Some((held.token, status));
@@ -776,6 +879,7 @@ impl Tables {
         now: Millis,
         events: EventSender<'_>,
     ) -> Vec<JobId> {
+        self.now = now;
         let mut out = Vec::new();
         while out.len() < limit {
             let Some(&(expires, id)) = self.active.first() else {
@@ -812,6 +916,7 @@ impl Tables {
         now: Millis,
         events: EventSender<'_>,
     ) -> Result<queue_core::CancelOutcome> {
+        self.now = now;
         let entry = self.jobs.get_mut(&id).ok_or(Error::NotFound { id })?;
         let r = &entry.record;
         match rules::on_cancel(r.status, r.cancel_requested) {
@@ -850,6 +955,7 @@ impl Tables {
         now: Millis,
         events: EventSender<'_>,
     ) -> Result<JobRecord> {
+        self.now = now;
         let entry = self.jobs.get(&id).ok_or(Error::NotFound { id })?;
         queue_core::backend::apply(entry.record.status, Event::ManualRetry).map_err(|e| {
             Error::InvalidTransition {

@@ -60,6 +60,9 @@ pub(crate) enum Static {
     Groups,
     /// `gdelayed`: delayed jobs of groups, by due time.
     GroupDelayed,
+    /// `gheld`: groups with waiting jobs held back by time (a rate window, a hold), by when
+    /// a claim should look at them again.
+    GroupHeld,
 }
 
 impl Static {
@@ -86,6 +89,7 @@ impl Static {
             Self::Lanes(band) => format!("lanes{band}"),
             Self::Groups => "groups".into(),
             Self::GroupDelayed => "gdelayed".into(),
+            Self::GroupHeld => "gheld".into(),
         }
     }
 

@@ -77,12 +77,13 @@ macro_rules! keys {
 type Spec = (&'static str, &'static str, &'static [Static], bool);
 
 /// What the group rules touch (lanes, group counters, delayed jobs of groups, the ticket).
-const GROUPS: [Static; 6] = [
+const GROUPS: [Static; 7] = [
     crate::keys::LANES[0],
     crate::keys::LANES[1],
     crate::keys::LANES[2],
     S::Groups,
     S::GroupDelayed,
+    S::GroupHeld,
     S::Meta,
 ];
 

@@ -633,6 +633,24 @@ impl JobStore for RedisBackend {
         self.set_group(group, "limit", limit).await
     }
 
+    async fn set_group_rate_limit(&self, group: &str, limit: Option<RateLimit>) -> Result<()> {
+        check_group_name(group)?;
+        let (max, per) = match limit {
+            Some(limit) => {
+                limit.check()?;
+                (limit.max.to_string(), limit.per_ms().to_string())
+            }
+            None => (String::new(), String::new()),
+        };
+        self.run(
+            &self.inner.scripts.group,
+            &[],
+            vec![group.to_owned(), "rate".into(), max, per],
+        )
+        .await
+        .map(drop)
+    }
+
     async fn group(&self, group: &str) -> Result<GroupStats> {
         check_group_name(group)?;
         let reply = array(
@@ -648,6 +666,17 @@ impl JobStore for RedisBackend {
             .get(3)
             .and_then(int)
             .and_then(|v| u32::try_from(v).ok());
+        stats.rate_limit = match (reply.get(4).and_then(int), reply.get(5).and_then(int)) {
+            (Some(max), Some(per)) if max > 0 && per > 0 => Some(RateLimit {
+                max: max as u32,
+                per: std::time::Duration::from_millis(per as u64),
+            }),
+            _ => None,
+        };
+        stats.held_until = reply
+            .get(6)
+            .and_then(int)
+            .map(queue_core::backend::from_millis);
         Ok(stats)
     }
 

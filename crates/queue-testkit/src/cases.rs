@@ -1952,3 +1952,94 @@ pub async fn pause_group_stops_only_that_group(h: &Harness) {
         assert!(err.to_string().contains("group"), "{bad:?}: {err}");
     }
 }
+
+/// A group's rate limit holds its starts to the limit in every window, whatever the
+/// number of fetches, while other groups run on; a fetch held back by it wakes as soon as
+/// the window allows, without polling.
+pub async fn group_rate_limit_holds_and_wakes(h: &Harness) {
+    let limit = queue_core::RateLimit::new(2, Duration::from_secs(10)).unwrap();
+    h.backend
+        .set_group_rate_limit("g", Some(limit))
+        .await
+        .expect("set the limit");
+    assert_eq!(h.backend.group("g").await.unwrap().rate_limit, Some(limit));
+    for n in 0..7 {
+        enqueue(h, in_group(n, "g")).await;
+    }
+    for n in 10..13 {
+        enqueue(h, in_group(n, "h")).await;
+    }
+    let first = fetch(h, 10).await;
+    let in_g = first
+        .iter()
+        .filter(|l| l.job.group.as_deref() == Some("g"))
+        .count();
+    assert_eq!((in_g, first.len()), (2, 5), "two of g, every job of h");
+    assert!(fetch(h, 10).await.is_empty(), "g's window is full");
+    h.advance(Duration::from_secs(9));
+    assert!(fetch(h, 10).await.is_empty(), "still within the window");
+    let backend = Arc::clone(&h.backend);
+    let waiter =
+        tokio::spawn(async move { backend.fetch(&req("w2", 10), Duration::from_secs(30)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "held back by the group's limit");
+    h.advance(Duration::from_secs(1));
+    let woke = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the fetch must wake when the group's window allows")
+        .unwrap()
+        .unwrap();
+    assert_eq!(woke.len(), 2, "the next two of g");
+    // Over many windows: never more than two starts of g in any 10 s.
+    let mut starts = vec![0i64; 0];
+    for _ in 0..30 {
+        let now = h.clock.now_ms();
+        starts.extend(fetch(h, 10).await.iter().map(|_| now));
+        h.advance(Duration::from_secs(3));
+    }
+    for (i, t) in starts.iter().enumerate() {
+        let in_window = starts[i..].iter().filter(|u| **u < t + 10_000).count();
+        assert!(in_window <= 2, "{starts:?}");
+    }
+    assert_eq!(starts.len(), 3, "the last three of g");
+    h.backend.set_group_rate_limit("g", None).await.unwrap();
+    assert_eq!(h.backend.group("g").await.unwrap().rate_limit, None);
+}
+
+/// A handler of a job in a group that reports a limit hit holds that group's starts until
+/// then, on every worker; other groups and jobs without a group run on.
+pub async fn a_rate_limited_job_holds_only_its_group(h: &Harness) {
+    let a = enqueue(h, in_group(1, "g")).await;
+    let b = enqueue(h, in_group(2, "g")).await;
+    let lease = claim_one(h).await;
+    assert_eq!(lease.job.job_id, a.job_id);
+    let t0 = h.clock.now_ms();
+    let status = finish(
+        h,
+        &lease,
+        Outcome::RateLimited {
+            retry_after: Duration::from_secs(60),
+        },
+    )
+    .await;
+    assert_eq!(status, JobStatus::Queued);
+    let g = h.backend.group("g").await.unwrap();
+    assert_eq!(g.held_until.map(to_millis), Some(t0 + 60_000));
+    assert_eq!(
+        h.backend.stats().await.unwrap().held_until,
+        None,
+        "not the queue"
+    );
+    let other = enqueue(h, in_group(3, "other")).await;
+    let plain = enqueue(h, job(4)).await;
+    let mut ids: Vec<JobId> = fetch(h, 10).await.iter().map(|l| l.job.job_id).collect();
+    ids.sort();
+    let mut want = vec![other.job_id, plain.job_id];
+    want.sort();
+    assert_eq!(ids, want, "only group g waits");
+    h.advance(Duration::from_secs(60));
+    let ids: Vec<JobId> = fetch(h, 10).await.iter().map(|l| l.job.job_id).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&a.job_id) && ids.contains(&b.job_id));
+    assert_eq!(h.backend.group("g").await.unwrap().held_until, None);
+}

@@ -94,7 +94,9 @@ macro_rules! conformance_tests {
             groups_share_fairly,
             group_concurrency_holds_under_racing_fetches,
             group_slot_comes_back_on_every_ending,
-            pause_group_stops_only_that_group
+            pause_group_stops_only_that_group,
+            group_rate_limit_holds_and_wakes,
+            a_rate_limited_job_holds_only_its_group
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -41,6 +41,17 @@ struct HeldBy {
     claim: ClaimId,
 }
 
+/// One group's settings and rate state in the model.
+#[derive(Clone, Debug, Default)]
+struct GroupSet {
+    paused: bool,
+    concurrency: Option<u32>,
+    rate: Option<queue_core::RateLimit>,
+    /// Its starts while it has a rate limit (each start forgets those out of the window).
+    starts: Vec<Millis>,
+    held_until: Millis,
+}
+
 /// A leased job, as the model hands it out.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelLease {
@@ -68,8 +79,10 @@ pub struct Model {
     starts: Vec<Millis>,
     /// No job starts before this time (a handler reported a rate limit).
     held_until: Millis,
-    /// Group settings: paused, concurrency limit.
-    group_settings: BTreeMap<String, (bool, Option<u32>)>,
+    /// Group settings and rate state.
+    group_settings: BTreeMap<String, GroupSet>,
+    /// The time of the operation under way.
+    now: Millis,
     /// The lanes of groups, by (band, group), with their tickets: a group has a lane in a
     /// band while it has ready jobs there and admits a start.
     lanes: BTreeMap<(u8, String), u64>,
@@ -103,6 +116,7 @@ impl Model {
             starts: Vec::new(),
             held_until: 0,
             group_settings: BTreeMap::new(),
+            now: 0,
             lanes: BTreeMap::new(),
             tick: 0,
             ungrouped_ticket: [0; 3],
@@ -110,14 +124,38 @@ impl Model {
     }
 
     /// Pauses or resumes a group.
-    pub fn set_group_paused(&mut self, group: &str, paused: bool) {
-        self.group_settings.entry(group.to_owned()).or_default().0 = paused;
+    pub fn set_group_paused(&mut self, group: &str, paused: bool, now: Millis) {
+        self.now = now;
+        self.group_settings
+            .entry(group.to_owned())
+            .or_default()
+            .paused = paused;
         self.refresh_lanes();
     }
 
     /// Sets or removes a group's concurrency limit.
-    pub fn set_group_concurrency(&mut self, group: &str, limit: Option<u32>) {
-        self.group_settings.entry(group.to_owned()).or_default().1 = limit;
+    pub fn set_group_concurrency(&mut self, group: &str, limit: Option<u32>, now: Millis) {
+        self.now = now;
+        self.group_settings
+            .entry(group.to_owned())
+            .or_default()
+            .concurrency = limit;
+        self.refresh_lanes();
+    }
+
+    /// Sets or removes a group's rate limit (a removed one forgets the starts).
+    pub fn set_group_rate_limit(
+        &mut self,
+        group: &str,
+        limit: Option<queue_core::RateLimit>,
+        now: Millis,
+    ) {
+        self.now = now;
+        let set = self.group_settings.entry(group.to_owned()).or_default();
+        set.rate = limit;
+        if limit.is_none() {
+            set.starts.clear();
+        }
         self.refresh_lanes();
     }
 
@@ -140,8 +178,20 @@ impl Model {
     }
 
     fn admits(&self, group: &str) -> bool {
-        let (paused, limit) = self.group_settings.get(group).copied().unwrap_or_default();
-        !paused && limit.is_none_or(|max| self.running_in(group) < u64::from(max))
+        let set = self.group_settings.get(group).cloned().unwrap_or_default();
+        let now = self.now;
+        let in_window = set.rate.map_or(0, |l| {
+            set.starts
+                .iter()
+                .filter(|t| **t > now - duration_ms(l.per))
+                .count()
+        });
+        !set.paused
+            && set
+                .concurrency
+                .is_none_or(|max| self.running_in(group) < u64::from(max))
+            && now >= set.held_until
+            && set.rate.is_none_or(|l| in_window < l.max as usize)
     }
 
     /// Gives each group a lane (at the current ticket) in every band where it has ready
@@ -169,15 +219,17 @@ impl Model {
     }
 
     /// One group's counts and settings.
-    pub fn group(&self, group: &str) -> queue_core::GroupStats {
-        let (paused, concurrency) = self.group_settings.get(group).copied().unwrap_or_default();
+    pub fn group(&self, group: &str, now: Millis) -> queue_core::GroupStats {
+        let set = self.group_settings.get(group).cloned().unwrap_or_default();
         let mut stats = queue_core::GroupStats::new(group);
         stats.ready = (0..3)
             .map(|b| self.ready_in(Some(group), b).count() as u64)
             .sum();
         stats.running = self.running_in(group);
-        stats.paused = paused;
-        stats.concurrency = concurrency;
+        stats.paused = set.paused;
+        stats.concurrency = set.concurrency;
+        stats.rate_limit = set.rate;
+        stats.held_until = (set.held_until > now).then(|| from_millis(set.held_until));
         stats
     }
 
@@ -223,6 +275,7 @@ impl Model {
 
     /// Enqueue one job.
     pub fn enqueue(&mut self, job: NewJob, now: Millis) -> Result<JobRecord> {
+        self.now = now;
         self.config.limits.check(&job)?;
         let o = job.options;
         if let Some(id) = o.job_id
@@ -396,6 +449,7 @@ impl Model {
     /// again returns what it took the first time that is still held (oldest first, at most
     /// what it asks for) and takes nothing. A paused queue takes nothing new.
     pub fn fetch(&mut self, req: &ClaimRequest, now: Millis) -> Vec<ModelLease> {
+        self.now = now;
         let worker = req.worker.as_str().to_owned();
         if self
             .last_claim
@@ -516,6 +570,13 @@ impl Model {
             match lane {
                 None => self.ungrouped_ticket[usize::from(band)] = self.tick,
                 Some(g) => {
+                    let now = self.now;
+                    if let Some(set) = self.group_settings.get_mut(&g)
+                        && let Some(limit) = set.rate
+                    {
+                        set.starts.retain(|t| *t > now - duration_ms(limit.per));
+                        set.starts.push(now);
+                    }
                     self.lanes.remove(&(band, g));
                 }
             }
@@ -618,6 +679,7 @@ impl Model {
         next: Option<&ClaimRequest>,
         now: Millis,
     ) -> Result<(JobStatus, Option<ModelLease>)> {
+        self.now = now;
         let Some(i) = self.held_index(lease, now) else {
             // Sent again after it was applied: the same answer.
             let replay = self.find(lease.job_id).and_then(|j| j.ended.clone());
@@ -662,9 +724,16 @@ impl Model {
     fn end(&mut self, i: usize, outcome: Outcome, now: Millis) -> JobStatus {
         let max_delay = self.config.limits.delay;
         if let Outcome::RateLimited { retry_after } = &outcome {
-            // The limit stands for the whole queue, whatever this job becomes.
+            // The limit stands, whatever this job becomes: for its group when it has one,
+            // else for the whole queue.
             let until = now.saturating_add(duration_ms((*retry_after).min(max_delay)));
-            self.held_until = self.held_until.max(until);
+            match self.jobs[i].record.group.clone() {
+                Some(g) => {
+                    let set = self.group_settings.entry(g).or_default();
+                    set.held_until = set.held_until.max(until);
+                }
+                None => self.held_until = self.held_until.max(until),
+            }
         }
         let job = &mut self.jobs[i];
         job.lease = None;
@@ -745,6 +814,7 @@ impl Model {
 
     /// Recover expired leases, oldest expiry first.
     pub fn reap(&mut self, limit: usize, now: Millis) -> Vec<JobId> {
+        self.now = now;
         let mut expired: Vec<(Millis, JobId)> = self
             .jobs
             .iter()
@@ -814,6 +884,7 @@ impl Model {
 
     /// Cancel.
     pub fn cancel(&mut self, id: JobId, now: Millis) -> Result<CancelOutcome> {
+        self.now = now;
         let i = self
             .jobs
             .iter()
@@ -840,7 +911,13 @@ impl Model {
     }
 
     /// Manual retry.
-    pub fn retry(&mut self, id: JobId, priority: Option<Priority>) -> Result<JobRecord> {
+    pub fn retry(
+        &mut self,
+        id: JobId,
+        priority: Option<Priority>,
+        now: Millis,
+    ) -> Result<JobRecord> {
+        self.now = now;
         let job = self.find(id).ok_or_else(|| not_found(id))?;
         let from = job.record.status;
         if !matches!(

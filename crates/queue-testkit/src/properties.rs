@@ -146,6 +146,16 @@ pub enum Op {
         /// Pause or resume.
         paused: bool,
     },
+    /// An operator sets (`max` > 0: `max` starts per `secs`) or removes (`max` 0) a group's
+    /// rate limit.
+    GroupRate {
+        /// Group slot.
+        group: u8,
+        /// Starts per window; 0 removes the limit.
+        max: u8,
+        /// The window in seconds.
+        secs: u8,
+    },
     /// An operator sets (`max` > 0) or removes (`max` 0) a group's concurrency limit.
     GroupLimit {
         /// Group slot.
@@ -243,6 +253,14 @@ impl fmt::Debug for Op {
                 let verb = if *paused { "pause" } else { "resume" };
                 write!(f, "{verb} group {}", GROUPS[usize::from(*group)])
             }
+            Op::GroupRate { group, max: 0, .. } => {
+                write!(f, "no rate limit for group {}", GROUPS[usize::from(*group)])
+            }
+            Op::GroupRate { group, max, secs } => write!(
+                f,
+                "group {} starts at most {max} per {secs}s",
+                GROUPS[usize::from(*group)]
+            ),
             Op::GroupLimit { group, max: 0 } => {
                 write!(
                     f,
@@ -325,6 +343,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..4, 1u8..40).prop_map(|(max, secs)| Op::RateLimit { max, secs }),
         2 => (0u8..2, any::<bool>()).prop_map(|(group, paused)| Op::PauseGroup { group, paused }),
         2 => (0u8..2, 0u8..3).prop_map(|(group, max)| Op::GroupLimit { group, max }),
+        2 => (0u8..2, 0u8..3, 1u8..40).prop_map(|(group, max, secs)| Op::GroupRate { group, max, secs }),
     ]
 }
 
@@ -691,7 +710,7 @@ impl<'a> Run<'a> {
             Op::Retry { job, priority } => {
                 let id = self.ids[usize::from(job)];
                 let got = b.retry(id, priority).await;
-                let want = self.model.retry(id, priority);
+                let want = self.model.retry(id, priority, now);
                 expect_eq("retry", norm(&got, Clone::clone), norm(&want, Clone::clone))
             }
             Op::Advance { secs } => {
@@ -738,7 +757,7 @@ impl<'a> Run<'a> {
                 } else {
                     b.resume_group(g).await.map_err(|e| e.chain())?;
                 }
-                self.model.set_group_paused(g, paused);
+                self.model.set_group_paused(g, paused, now);
                 Ok(())
             }
             Op::GroupLimit { group, max } => {
@@ -747,7 +766,19 @@ impl<'a> Run<'a> {
                 b.set_group_concurrency(g, limit)
                     .await
                     .map_err(|e| e.chain())?;
-                self.model.set_group_concurrency(g, limit);
+                self.model.set_group_concurrency(g, limit, now);
+                Ok(())
+            }
+            Op::GroupRate { group, max, secs } => {
+                let g = GROUPS[usize::from(group)];
+                let limit = (max > 0).then(|| queue_core::RateLimit {
+                    max: u32::from(max),
+                    per: Duration::from_secs(u64::from(secs)),
+                });
+                b.set_group_rate_limit(g, limit)
+                    .await
+                    .map_err(|e| e.chain())?;
+                self.model.set_group_rate_limit(g, limit, now);
                 Ok(())
             }
             Op::Deregister { worker } => {
@@ -886,7 +917,7 @@ impl<'a> Run<'a> {
         }
         for g in GROUPS {
             let got = b.group(g).await.map_err(|e| e.chain())?;
-            expect_eq(&format!("group {g}"), got, self.model.group(g))?;
+            expect_eq(&format!("group {g}"), got, self.model.group(g, now))?;
         }
         let got = b.workers().await.map_err(|e| e.chain())?;
         expect_eq("workers", got, self.model.workers(now))

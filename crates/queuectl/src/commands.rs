@@ -147,9 +147,23 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             name,
             concurrency,
             unlimited,
+            rate,
+            per,
+            no_rate,
         } => {
             if concurrency.is_some() || unlimited {
                 backend.set_group_concurrency(&name, concurrency).await?;
+            }
+            if let Some(max) = rate {
+                if !(per.is_finite() && per > 0.0) {
+                    return Err(queue_core::Error::invalid(format!(
+                        "--per: {per} is not a positive number of seconds"
+                    )));
+                }
+                let limit = queue_core::RateLimit::new(max, Duration::from_secs_f64(per))?;
+                backend.set_group_rate_limit(&name, Some(limit)).await?;
+            } else if no_rate {
+                backend.set_group_rate_limit(&name, None).await?;
             }
             let stats = backend.group(&name).await?;
             if json {

@@ -108,7 +108,7 @@ pub(crate) enum Command {
     },
     /// One group's ready and running jobs and settings; sets its concurrency limit with
     /// --concurrency (at most N of its jobs run at once, across all workers) or removes
-    /// it with --unlimited.
+    /// it with --unlimited, and its rate limit with --rate N [--per SECONDS] or --no-rate.
     Group {
         /// The group.
         name: String,
@@ -118,6 +118,15 @@ pub(crate) enum Command {
         /// Remove its concurrency limit.
         #[arg(long, conflicts_with = "concurrency")]
         unlimited: bool,
+        /// At most this many of its jobs start per --per seconds.
+        #[arg(long)]
+        rate: Option<u32>,
+        /// The rate window, in seconds (fractions allowed).
+        #[arg(long, default_value_t = 60.0)]
+        per: f64,
+        /// Remove its rate limit.
+        #[arg(long, conflicts_with = "rate")]
+        no_rate: bool,
     },
     /// Set the queue's rate limit (at most MAX starts per SECONDS, across all workers), or
     /// remove it with --off.

@@ -196,5 +196,14 @@ pub(crate) fn group(g: &queue_core::GroupStats) {
         .map(|n| format!("{n} at once"))
         .unwrap_or_else(|| "none".into());
     println!("{:<15} {limit}", "concurrency");
+    if let Some(rate) = g.rate_limit {
+        println!("{:<15} {rate}", "rate limit");
+    }
+    if let Some(until) = g.held_until {
+        println!(
+            "{:<15} until {until} (a handler reported a limit hit)",
+            "held"
+        );
+    }
     println!("{:<15} {}", "paused", if g.paused { "yes" } else { "no" });
 }

@@ -515,6 +515,13 @@ fn groups_are_shown_paused_and_limited() {
     ctl.json(&["resume", "--group", "publisher-7"]);
     assert_eq!(ctl.json(&["group", "publisher-7"])["paused"], false);
     assert!(ctl.json(&["group", "publisher-7", "--unlimited"])["concurrency"].is_null());
+    let g = ctl.json(&["group", "publisher-7", "--rate", "10", "--per", "60"]);
+    assert_eq!(
+        g["rate_limit"],
+        serde_json::json!({"max": 10, "per": 60_000})
+    );
+    assert!(ctl.ok(&["group", "publisher-7"]).contains("rate limit"));
+    assert!(ctl.json(&["group", "publisher-7", "--no-rate"])["rate_limit"].is_null());
     let bad = ctl.run(&["group", "a|b"]);
     assert_ne!(code(&bad), 0);
     assert!(stderr(&bad).contains("group"), "{}", stderr(&bad));

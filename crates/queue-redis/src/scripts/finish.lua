@@ -48,9 +48,13 @@ local function finish_one(id, token, kind, error_message, result, delay_ms, key)
   -- A limit outside the queue was hit: no job starts before the delay has passed, whatever
   -- this job became (queue_core::rules::holds_queue).
   if HOLDS_QUEUE[kind] then
+    -- For a job in a group, only its group is held (the end of the attempt below then
+    -- closes the group's lanes and notes when to look again).
     local until_ms = NOW + (tonumber(delay_ms) or 0)
-    local held = tonumber(redis.call('HGET', KEY.meta, 'held_until') or '0') or 0
-    if until_ms > held then redis.call('HSET', KEY.meta, 'held_until', until_ms) end
+    local hash, field = KEY.meta, 'held_until'
+    if rec.group then hash, field = KEY.groups, 'held:' .. rec.group end
+    local held = tonumber(redis.call('HGET', hash, field) or '0') or 0
+    if until_ms > held then redis.call('HSET', hash, field, until_ms) end
   end
   local ctx = { ended = token }
   if kind == 'completed' or kind == 'partial' then

@@ -265,25 +265,67 @@ local function current_tick(KEY)
   return TICK
 end
 
--- queue_core::backend::group_admits: not paused, and fewer running than its limit.
+local function group_rate_key(group) return PREFIX .. 'grate:' .. group end
+
+-- queue_core::backend::{group_admits, group_rate_admits}: not paused, fewer running than
+-- its concurrency limit, not held, and room in its rate window. Returns admits, running,
+-- the concurrency limit, the rate room (nil without a rate limit), and when time alone
+-- may let it start again (nil if not held back by time).
 local function group_admits(KEY, group)
-  local v = redis.call('HMGET', KEY.groups, 'run:' .. group, 'max:' .. group, 'pause:' .. group)
-  local max = tonumber(v[2])
-  return not v[3] and (not max or num(v[1], 0) < max), num(v[1], 0), max
+  local v = redis.call('HMGET', KEY.groups, 'run:' .. group, 'max:' .. group, 'pause:' .. group,
+    'rmax:' .. group, 'rper:' .. group, 'held:' .. group)
+  local running, max = num(v[1], 0), tonumber(v[2])
+  local ok = not v[3] and (not max or running < max)
+  local room, again = nil, nil
+  local held = tonumber(v[6])
+  if held and NOW < held then
+    ok, again = false, held
+  end
+  local rmax, rper = tonumber(v[4]), tonumber(v[5])
+  if rmax and rper then
+    local floor = NOW - rper
+    room = rmax - redis.call('ZCOUNT', group_rate_key(group), '(' .. floor, '+inf')
+    if room <= 0 then
+      ok = false
+      -- Its earliest start in the window leaving it may make room (looked at again then).
+      local first = redis.call('ZRANGEBYSCORE', group_rate_key(group), '(' .. floor, '+inf',
+        'WITHSCORES', 'LIMIT', 0, 1)
+      if first[2] then again = math.max(again or 0, tonumber(first[2]) + rper) end
+    end
+  end
+  return ok, running, max, room, again
+end
+
+-- A group held back by time (a rate window, a hold) with jobs waiting: the claims from
+-- `again` on look at it again (`gheld`).
+local function note_timed(KEY, group, again)
+  if again then redis.call('ZADD', KEY.gheld, again, group) end
 end
 
 -- Gives `group` a lane (at the current ticket) in each band where it has ready jobs and
 -- admits a start, and takes away the others; a new lane wakes the blocked fetchers.
 local function refresh_group(KEY, group)
-  local admits = group_admits(KEY, group)
+  local admits, _, _, _, again = group_admits(KEY, group)
+  local waiting = false
   for band = 0, 2 do
     local lanes = lanes_key(KEY, band)
-    if admits and redis.call('EXISTS', group_ready_key(band, group)) == 1 then
+    local has = redis.call('EXISTS', group_ready_key(band, group)) == 1
+    waiting = waiting or has
+    if admits and has then
       if redis.call('ZADD', lanes, 'NX', current_tick(KEY), group) == 1 then wake() end
     else
       redis.call('ZREM', lanes, group)
     end
   end
+  if not admits and waiting then note_timed(KEY, group, again) end
+end
+
+-- Groups held back by time whose time has come get their lanes (at a claim).
+local function wake_timed_groups(KEY)
+  local due = redis.call('ZRANGEBYSCORE', KEY.gheld, '-inf', NOW)
+  if #due == 0 then return end
+  redis.call('ZREMRANGEBYSCORE', KEY.gheld, '-inf', NOW)
+  for _, group in ipairs(due) do refresh_group(KEY, group) end
 end
 
 -- Puts a ready job of `group` at `seq` in its band, opening the group's lane there if it
@@ -291,8 +333,11 @@ end
 local function push_group_ready(KEY, band, group, seq, id)
   redis.call('ZADD', group_ready_key(band, group), seq, id)
   later_group_ready(band, 1)
-  if group_admits(KEY, group) then
+  local admits, _, _, _, again = group_admits(KEY, group)
+  if admits then
     if redis.call('ZADD', lanes_key(KEY, band), 'NX', current_tick(KEY), group) == 1 then wake() end
+  else
+    note_timed(KEY, group, again)
   end
 end
 
@@ -542,6 +587,7 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
     redis.call('HSET', KEY.claims, worker, claim_id)
   end
   promote(KEY)
+  wake_timed_groups(KEY)
   -- A paused queue starts nothing (a replay above still answers what was taken before).
   local meta = redis.call('HMGET', KEY.meta, 'paused', 'rate_max', 'rate_per_ms', 'held_until')
   if meta[1] then return with_records({}) end
@@ -613,11 +659,12 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
         else
           local group = head[1]
           local q = group_ready_key(band, group)
-          local _, running, limit = group_admits(KEY, group)
+          local _, running, limit, room = group_admits(KEY, group)
           local n = 1
           if #head == 2 and waiting == 0 then
             n = max - #out
             if limit then n = math.min(n, limit - running) end
+            if room then n = math.min(n, room) end
           end
           local popped = redis.call('ZPOPMIN', q, math.max(n, 1))
           local took = #popped / 2
@@ -628,10 +675,28 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
             TICK = TICK + took
             redis.call('HINCRBY', KEY.groups, 'run:' .. group, took)
             later_group_ready(band, -took)
+            local first_token = #out + 1
             for j = 1, #popped, 2 do take(popped[j], popped[j + 1], group) end
-            if limit and running + took >= limit then
-              -- At its limit: no lane anywhere until a slot comes back.
+            if room then
+              -- Its rate log: forget the starts out of the window, add these.
+              local log = group_rate_key(group)
+              local rper = tonumber(redis.call('HGET', KEY.groups, 'rper:' .. group))
+              redis.call('ZREMRANGEBYSCORE', log, '-inf', NOW - rper)
+              local entries = {}
+              for k = first_token, #out do
+                entries[#entries + 1] = NOW
+                entries[#entries + 1] = out[k][2]
+              end
+              redis.call('ZADD', log, unpack(entries))
+            end
+            if (limit and running + took >= limit) or (room and room - took <= 0) then
+              -- At a limit: no lane anywhere until a slot comes back or time passes.
               for b = 0, 2 do redis.call('ZREM', lanes_key(KEY, b), group) end
+              local _, _, _, _, again = group_admits(KEY, group)
+              if redis.call('EXISTS', group_ready_key(0, group), group_ready_key(1, group),
+                  group_ready_key(2, group)) > 0 then
+                note_timed(KEY, group, again)
+              end
             elseif redis.call('EXISTS', q) == 1 then
               redis.call('ZADD', lanes, TICK, group)
             else
