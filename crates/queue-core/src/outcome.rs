@@ -72,8 +72,9 @@ impl JobError {
     }
 
     /// A limit outside the queue was hit (a provider answered 429 with `Retry-After`): the
-    /// job snoozes for `retry_after` (no attempt used) and no job of the queue starts on any
-    /// worker until then, so nobody else hammers the provider in the meantime.
+    /// job snoozes for `retry_after` (no attempt used) and no job of its group (of the
+    /// whole queue, for a job without a group) starts on any worker until then, so nobody
+    /// else hammers the provider with that quota in the meantime.
     pub fn rate_limited(retry_after: Duration) -> Self {
         Self {
             kind: JobErrorKind::RateLimited(retry_after),

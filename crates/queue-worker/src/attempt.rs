@@ -84,7 +84,7 @@ fn log(outcome: &Outcome, elapsed: Duration) {
         Outcome::RateLimited { retry_after } => warn!(
             hold = ?retry_after,
             ?elapsed,
-            "rate limited: the job snoozes and the queue holds its starts"
+            "rate limited: the job snoozes and its group (or the queue) holds its starts"
         ),
         Outcome::Partial { error, .. } => {
             info!(error = %error, ?elapsed, "job partially completed")
