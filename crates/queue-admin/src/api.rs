@@ -188,6 +188,31 @@ fn rate_limit_of(b: &RateLimitBody) -> Result<Option<queue_core::RateLimit>, Api
     )?))
 }
 
+/// `GET /groups?limit=N`: the groups with unfinished jobs, the `limit` (default 50)
+/// busiest in full and the rest summed (`JobStore::groups`).
+pub(crate) async fn groups(
+    Extract(state): Extract<State>,
+    q: Params,
+) -> Result<Json<Value>, ApiError> {
+    let mut limit = 50;
+    for (key, value) in &params(q)? {
+        match key.as_str() {
+            "limit" => {
+                limit = value.parse().map_err(|_| {
+                    ApiError::bad_request(format!("limit `{value}` is not a number"))
+                })?
+            }
+            "token" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`"
+                )));
+            }
+        }
+    }
+    Ok(Json(json!(state.backend.groups(limit).await?)))
+}
+
 /// `GET /groups/{group}`: the group's ready and running counts and settings.
 pub(crate) async fn group(
     Extract(state): Extract<State>,

@@ -95,6 +95,7 @@ impl Admin {
             .route("/queue/pause", post(api::pause))
             .route("/queue/resume", post(api::resume))
             .route("/queue/rate_limit", post(api::rate_limit))
+            .route("/groups", get(api::groups))
             .route("/groups/{group}", get(api::group))
             .route("/groups/{group}/pause", post(api::pause_group))
             .route("/groups/{group}/resume", post(api::resume_group))

@@ -61,6 +61,89 @@ pub(crate) async fn observe(backend: SharedBackend, metrics: Arc<Metrics>) {
     }
 }
 
+/// Groups with a series of their own; the others are summed (bounded cardinality).
+pub(crate) const METRIC_GROUPS: usize = 20;
+
+/// A label value in the text format: `\`, `"` and line breaks escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Per group series for the busiest [`METRIC_GROUPS`] groups, and the rest summed.
+fn groups(out: &mut String, queue: &str, list: &queue_core::GroupList) {
+    family(
+        out,
+        "dcs_queue_groups",
+        "gauge",
+        "Groups with unfinished jobs.",
+    );
+    let _ = writeln!(
+        out,
+        "dcs_queue_groups{{queue=\"{queue}\"}} {}",
+        list.groups.len() as u64 + list.other_groups
+    );
+    family(
+        out,
+        "dcs_queue_group_jobs",
+        "gauge",
+        "Unfinished jobs of the busiest groups: ready, running, or waiting (delayed or in a retry backoff).",
+    );
+    for g in &list.groups {
+        let group = label(&g.group);
+        let waiting = g.unfinished.saturating_sub(g.ready + g.running);
+        for (state, n) in [
+            ("ready", g.ready),
+            ("running", g.running),
+            ("waiting", waiting),
+        ] {
+            let _ = writeln!(
+                out,
+                "dcs_queue_group_jobs{{queue=\"{queue}\",group=\"{group}\",state=\"{state}\"}} {n}"
+            );
+        }
+    }
+    family(
+        out,
+        "dcs_queue_other_groups_jobs",
+        "gauge",
+        "Unfinished jobs of the groups without series of their own.",
+    );
+    let _ = writeln!(
+        out,
+        "dcs_queue_other_groups_jobs{{queue=\"{queue}\"}} {}",
+        list.other_unfinished
+    );
+    family(
+        out,
+        "dcs_queue_group_paused",
+        "gauge",
+        "1 while a group (of the busiest) is paused.",
+    );
+    family(
+        out,
+        "dcs_queue_group_concurrency_limit",
+        "gauge",
+        "A group's concurrency limit (of the busiest; absent without a limit).",
+    );
+    for g in &list.groups {
+        let group = label(&g.group);
+        let _ = writeln!(
+            out,
+            "dcs_queue_group_paused{{queue=\"{queue}\",group=\"{group}\"}} {}",
+            u8::from(g.paused)
+        );
+        if let Some(max) = g.concurrency {
+            let _ = writeln!(
+                out,
+                "dcs_queue_group_concurrency_limit{{queue=\"{queue}\",group=\"{group}\"}} {max}"
+            );
+        }
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -200,6 +283,11 @@ pub(crate) async fn render(Extract(state): Extract<State>) -> Result<impl IntoRe
         out,
         "dcs_queue_lease_recoveries_total{{queue=\"{queue}\"}} {}",
         t.recovered
+    );
+    groups(
+        &mut out,
+        &queue,
+        &state.backend.groups(METRIC_GROUPS).await?,
     );
     let h = state
         .metrics

@@ -4,7 +4,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// Every route: (method, path, summary, authenticated).
-pub const ROUTES: [(&str, &str, &str, bool); 20] = [
+pub const ROUTES: [(&str, &str, &str, bool); 21] = [
     ("get", "/health", "Backend health (no token needed)", false),
     (
         "get",
@@ -40,6 +40,12 @@ pub const ROUTES: [(&str, &str, &str, bool); 20] = [
         "post",
         "/queue/rate_limit",
         "Set ({max, per_seconds}) or remove ({max: null}) the queue's rate limit",
+        true,
+    ),
+    (
+        "get",
+        "/groups",
+        "The groups with unfinished jobs, busiest first (`limit`, default 50), the rest summed",
         true,
     ),
     (
@@ -107,6 +113,11 @@ fn operation(method: &str, path: &str, summary: &str, auth: bool) -> Value {
             { "name": "unique_key", "in": "query", "schema": { "type": "string" } },
             { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } },
             { "name": "cursor", "in": "query", "schema": { "type": "string" } },
+        ]);
+    }
+    if path == "/groups" {
+        op["parameters"] = json!([
+            { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 1000, "default": 50 } },
         ]);
     }
     if path == "/jobs" && method == "post" {

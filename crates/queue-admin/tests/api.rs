@@ -214,6 +214,44 @@ async fn round_trip(backend: SharedBackend) {
     assert!(g["rate_limit"].is_null(), "{g}");
     let (status, body) = s.json("GET", "/groups/a%7Cb", None).await;
     assert_eq!(status, 400, "{body}");
+    // The listing: the busiest groups first, the rest summed; shown in the metrics.
+    for group in ["publisher-2", "publisher-2", "say \"hi\""] {
+        let body = json!({"task": "t", "payload": {}, "group": group}).to_string();
+        let (status, job) = s.json("POST", "/jobs", Some(&body)).await;
+        assert_eq!(status, 201, "{job}");
+    }
+    let (status, list) = s.json("GET", "/groups?limit=1", None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["groups"][0]["group"], "publisher-2", "{list}");
+    assert_eq!(list["groups"][0]["unfinished"], 2, "{list}");
+    assert_eq!(
+        (
+            list["other_groups"].as_u64(),
+            list["other_unfinished"].as_u64()
+        ),
+        (Some(2), Some(2)),
+        "{list}"
+    );
+    let (status, list) = s.json("GET", "/groups", None).await;
+    assert_eq!(
+        (status, list["groups"].as_array().map(Vec::len)),
+        (200, Some(3)),
+        "{list}"
+    );
+    for bad in ["/groups?limit=x", "/groups?limit=1001", "/groups?nope=1"] {
+        let (status, body) = s.json("GET", bad, None).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (_, metrics) = s.call("GET", "/metrics", None, false).await;
+    for needle in [
+        "dcs_queue_groups{queue=",
+        "group=\"publisher-2\",state=\"ready\"} 2",
+        "group=\"say \\\"hi\\\"\",state=\"ready\"} 1",
+        "dcs_queue_other_groups_jobs{",
+        "dcs_queue_group_paused{",
+    ] {
+        assert!(metrics.contains(needle), "{needle} in {metrics}");
+    }
 
     let (status, resumed) = s.json("POST", "/queue/resume", None).await;
     assert_eq!((status, resumed["paused"].as_bool()), (200, Some(false)));
@@ -224,7 +262,7 @@ async fn round_trip(backend: SharedBackend) {
     assert_eq!(paused_line(&metrics).as_deref(), Some("0"), "{metrics}");
     for needle in [
         "dcs_queue_jobs{",
-        "status=\"queued\"} 5",
+        "status=\"queued\"} 8",
         "dcs_queue_depth{",
         "dcs_queue_active_workers{",
         "dcs_queue_retries_total{",

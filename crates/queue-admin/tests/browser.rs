@@ -73,7 +73,7 @@ async fn dashboard_shows_progress_and_cancels() {
                     source: None,
                 };
                 backend
-                    .enqueue(NewJob::typed(&job).unwrap().unique_key(book))
+                    .enqueue(NewJob::typed(&job).unwrap().unique_key(book).group("p"))
                     .await
                     .unwrap();
                 tokio::select! {
@@ -117,6 +117,15 @@ async fn dashboard_shows_progress_and_cancels() {
         "the pause button pauses and resumes: {report}"
     );
     assert!(!backend.stats().await.unwrap().paused);
+    assert_eq!(
+        (
+            report["groupPaused"].as_bool(),
+            report["groupResumed"].as_bool()
+        ),
+        (Some(true), Some(true)),
+        "the groups panel pauses and resumes a group: {report}"
+    );
+    assert!(!backend.group("p").await.unwrap().paused);
     assert!(shot.exists(), "screenshot saved");
     println!("screenshot: {}", shot.display());
     stop.cancel();

@@ -98,6 +98,51 @@ pub fn group_rate_admits(
         && limit.is_none_or(|l| l.room(starts_in_window) > 0)
 }
 
+/// How a transition from `from` (`None`: the job is new) to `to` moves its group's count
+/// of unfinished jobs (queued, delayed or running): `+1` into it, `-1` out of it, `0`
+/// within. The backends keep that count per group so that `JobStore::groups` lists the
+/// busiest groups without scanning jobs.
+///
+/// ```
+/// use queue_core::JobStatus;
+/// use queue_core::backend::unfinished_change;
+///
+/// assert_eq!(unfinished_change(None, JobStatus::Queued), 1);
+/// assert_eq!(unfinished_change(Some(JobStatus::Queued), JobStatus::Processing), 0);
+/// assert_eq!(unfinished_change(Some(JobStatus::Processing), JobStatus::Failed), -1);
+/// assert_eq!(unfinished_change(Some(JobStatus::Failed), JobStatus::Queued), 1);
+/// ```
+pub fn unfinished_change(from: Option<crate::JobStatus>, to: crate::JobStatus) -> i64 {
+    let counts = |s: crate::JobStatus| i64::from(!s.is_terminal());
+    counts(to) - from.map_or(0, counts)
+}
+
+/// The most groups `JobStore::groups` lists in one answer.
+pub const MAX_GROUPS_LISTED: usize = 1_000;
+
+/// Checks how many groups a listing may show in full: at most [`MAX_GROUPS_LISTED`].
+pub fn check_groups_limit(limit: usize) -> Result<()> {
+    if limit > MAX_GROUPS_LISTED {
+        return Err(Error::invalid(format!(
+            "groups limit: {limit} is above {MAX_GROUPS_LISTED}"
+        )));
+    }
+    Ok(())
+}
+
+/// The groups with unfinished jobs, busiest first (`JobStore::groups`): the first `limit`
+/// in full, the rest summed, so a metric per group stays bounded (top N plus "other").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct GroupList {
+    /// The groups with the most unfinished jobs (ties by name), at most the limit asked.
+    pub groups: Vec<GroupStats>,
+    /// How many other groups have unfinished jobs.
+    pub other_groups: u64,
+    /// Their unfinished jobs, together.
+    pub other_unfinished: u64,
+}
+
 /// One group's state, as operators see it (`JobStore::group`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -108,6 +153,9 @@ pub struct GroupStats {
     pub ready: u64,
     /// Its jobs running now.
     pub running: u64,
+    /// Its jobs not finished: ready, delayed (or waiting for a retry) and running.
+    #[serde(default)]
+    pub unfinished: u64,
     /// The group is paused: none of its jobs starts until it is resumed.
     pub paused: bool,
     /// At most this many of its jobs run at once, across all workers.

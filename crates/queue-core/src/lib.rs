@@ -26,7 +26,7 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{QueueConfig, QueueConfigBuilder, RedisUrl};
 pub use error::{BoxError, Error, Result};
 pub use event::{EventKind, EventStream, JobEvent};
-pub use group::GroupStats;
+pub use group::{GroupList, GroupStats};
 pub use id::{JobId, LeaseToken, WorkerId};
 pub use job::Job;
 pub use limits::Limits;
@@ -56,8 +56,9 @@ pub mod backend {
     pub use crate::clock::{Millis, TokioClock, duration_ms, from_millis, to_millis};
     pub use crate::config::validate_queue_name;
     pub use crate::group::{
-        MAX_GROUP_BYTES, check_group_concurrency, check_group_name, group_admits,
-        group_rate_admits, ungrouped_goes_first,
+        MAX_GROUP_BYTES, MAX_GROUPS_LISTED, check_group_concurrency, check_group_name,
+        check_groups_limit, group_admits, group_rate_admits, unfinished_change,
+        ungrouped_goes_first,
     };
     pub use crate::id::{ClaimId, hostname};
     pub use crate::outcome::Outcome;

@@ -106,6 +106,14 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// nobody used answers zeros).
     async fn group(&self, group: &str) -> Result<GroupStats>;
 
+    /// The groups with unfinished jobs, the `limit` busiest in full (most unfinished jobs
+    /// first, ties by name) and the rest summed (case `groups_list_the_busiest_first`).
+    /// Costs O(limit), whatever the number of groups or jobs: the backends keep each
+    /// group's count of unfinished jobs as jobs move. `limit` is at most
+    /// [`crate::backend::MAX_GROUPS_LISTED`]. A group with settings but no unfinished job
+    /// is not listed (ask [`JobStore::group`]).
+    async fn groups(&self, limit: usize) -> Result<crate::GroupList>;
+
     /// Workers that sent a heartbeat within the liveness window (three heartbeat
     /// intervals), with the jobs they hold.
     async fn workers(&self) -> Result<Vec<WorkerInfo>>;

@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use queue_core::backend::{check_group_concurrency, check_group_name};
+use queue_core::backend::{check_group_concurrency, check_group_name, check_groups_limit};
 use queue_core::{
-    CancelOutcome, EventStream, GroupStats, JobId, JobRecord, JobStore, ListQuery, NewJob, Page,
-    Priority, QueueStats, RateLimit, Result, WorkerInfo,
+    CancelOutcome, EventStream, GroupList, GroupStats, JobId, JobRecord, JobStore, ListQuery,
+    NewJob, Page, Priority, QueueStats, RateLimit, Result, WorkerInfo,
 };
 
 use crate::MemoryBackend;
@@ -121,6 +121,11 @@ impl JobStore for MemoryBackend {
     async fn group(&self, group: &str) -> Result<GroupStats> {
         check_group_name(group)?;
         Ok(self.lock().at(self.now()).group(group))
+    }
+
+    async fn groups(&self, limit: usize) -> Result<GroupList> {
+        check_groups_limit(limit)?;
+        Ok(self.lock().at(self.now()).groups(limit))
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>> {

@@ -10,9 +10,10 @@ use queue_core::backend::{
     ClaimId, ClaimRequest, Event, HeartbeatReply, Lease, LeaseRef, Millis, Outcome, ProgressReply,
     WorkerBeat, duration_ms, encode_cursor, from_millis,
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
+    unfinished_change,
 };
 use queue_core::{
-    Error, EventKind, GroupStats, JobEvent, JobId, JobRecord, JobStatus, LeaseToken,
+    Error, EventKind, GroupList, GroupStats, JobEvent, JobId, JobRecord, JobStatus, LeaseToken,
     LifetimeTotals, NewJob, Page, Priority, QueueConfig, QueueStats, RateLimit, Result, WorkerInfo,
 };
 
@@ -66,6 +67,8 @@ struct GroupState {
     /// Its ready jobs by (band, seq).
     ready: BTreeMap<(u8, u64), JobId>,
     running: u64,
+    /// Its jobs not finished (`queue_core::backend::unfinished_change`).
+    unfinished: u64,
     paused: bool,
     concurrency: Option<u32>,
     /// Its rate limit, and its starts since (pruned at each start to the window).
@@ -124,6 +127,7 @@ impl GroupState {
     fn forgettable(&self) -> bool {
         self.ready.is_empty()
             && self.running == 0
+            && self.unfinished == 0
             && !self.paused
             && self.concurrency.is_none()
             && self.rate.is_none()
@@ -421,12 +425,49 @@ impl Tables {
         if let Some(state) = self.groups.get(group) {
             stats.ready = state.ready.len() as u64;
             stats.running = state.running;
+            stats.unfinished = state.unfinished;
             stats.paused = state.paused;
             stats.concurrency = state.concurrency;
             stats.rate_limit = state.rate;
             stats.held_until = (state.held_until > self.now).then(|| from_millis(state.held_until));
         }
         stats
+    }
+
+    /// The groups with unfinished jobs, the `limit` busiest in full.
+    pub(crate) fn groups(&self, limit: usize) -> GroupList {
+        let mut busy: Vec<(u64, &str)> = self
+            .groups
+            .iter()
+            .filter(|(_, s)| s.unfinished > 0)
+            .map(|(g, s)| (s.unfinished, g.as_str()))
+            .collect();
+        busy.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let mut list = GroupList::default();
+        for (i, (n, g)) in busy.into_iter().enumerate() {
+            if i < limit {
+                list.groups.push(self.group(g));
+            } else {
+                list.other_groups += 1;
+                list.other_unfinished += n;
+            }
+        }
+        list
+    }
+
+    /// Moves `group`'s count of unfinished jobs by `change`.
+    fn count_unfinished(&mut self, group: &str, change: i64) {
+        if change == 0 {
+            return;
+        }
+        if !self.groups.contains_key(group) {
+            self.groups.insert(group.to_owned(), GroupState::default());
+        }
+        let state = self.groups.get_mut(group).expect("inserted above");
+        state.unfinished = state.unfinished.saturating_add_signed(change);
+        if state.forgettable() {
+            self.groups.remove(group);
+        }
     }
 
     /// Applies `event` to job `id`: the record (status and fields, by the rules of core),
@@ -449,6 +490,13 @@ impl Tables {
                 event: e.event,
             })?;
         let to = entry.record.status;
+        let change = unfinished_change(Some(from), to);
+        if change != 0
+            && let Some(group) = entry.record.group.clone()
+        {
+            self.count_unfinished(&group, change);
+        }
+        let entry = &self.jobs[&id];
         let key = (entry.created_ms, id);
         let ready_position = entry.ready_position;
         let unique_key = entry.record.unique_key.clone();
@@ -564,6 +612,9 @@ impl Tables {
             self.dedup.insert(unique.clone(), id);
         }
         bump(&mut self.totals, "enqueued");
+        if let Some(group) = &record.group {
+            self.count_unfinished(group, unfinished_change(None, JobStatus::Queued));
+        }
         let out = record.clone();
         self.jobs.insert(
             id,

@@ -63,6 +63,9 @@ pub(crate) enum Static {
     /// `gheld`: groups with waiting jobs held back by time (a rate window, a hold), by when
     /// a claim should look at them again.
     GroupHeld,
+    /// `gload`: groups with unfinished jobs, scored by minus their count (the busiest
+    /// first, ties by name), for `JobStore::groups`.
+    GroupLoad,
 }
 
 impl Static {
@@ -90,6 +93,7 @@ impl Static {
             Self::Groups => "groups".into(),
             Self::GroupDelayed => "gdelayed".into(),
             Self::GroupHeld => "gheld".into(),
+            Self::GroupLoad => "gload".into(),
         }
     }
 

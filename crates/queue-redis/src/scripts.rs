@@ -20,6 +20,7 @@ use std::{
 use queue_core::backend::{
     Event, apply,
     rules::{self, AttemptFacts, OutcomeKind},
+    unfinished_change,
 };
 use queue_core::{JobStatus, Priority};
 use redis::{RedisResult, Value, aio::ConnectionLike};
@@ -77,17 +78,18 @@ macro_rules! keys {
 type Spec = (&'static str, &'static str, &'static [Static], bool);
 
 /// What the group rules touch (lanes, group counters, delayed jobs of groups, the ticket).
-const GROUPS: [Static; 7] = [
+const GROUPS: [Static; 8] = [
     crate::keys::LANES[0],
     crate::keys::LANES[1],
     crate::keys::LANES[2],
     S::Groups,
     S::GroupDelayed,
     S::GroupHeld,
+    S::GroupLoad,
     S::Meta,
 ];
 
-const SPECS: [Spec; 21] = [
+const SPECS: [Spec; 22] = [
     (
         "enqueue",
         include_str!("scripts/enqueue.lua"),
@@ -293,7 +295,13 @@ const SPECS: [Spec; 21] = [
     (
         "group_read",
         include_str!("scripts/group_read.lua"),
-        keys![[S::Groups]],
+        keys![[S::Groups, S::GroupLoad]],
+        true,
+    ),
+    (
+        "groups",
+        include_str!("scripts/groups.lua"),
+        keys![[S::Groups, S::GroupLoad]],
         true,
     ),
 ];
@@ -329,6 +337,7 @@ pub(crate) struct Scripts {
     pub(crate) limit: Script,
     pub(crate) group: Script,
     pub(crate) group_read: Script,
+    pub(crate) groups: Script,
     library: String,
     library_name: String,
     functions: AtomicBool,
@@ -426,6 +435,7 @@ impl Scripts {
             limit: next(),
             group: next(),
             group_read: next(),
+            groups: next(),
             library,
             library_name: lib,
             functions: AtomicBool::new(false),
@@ -594,6 +604,15 @@ fn lua_bool(b: bool) -> &'static str {
     if b { "true" } else { "false" }
 }
 
+/// How `event` moves a group's count of unfinished jobs, from any status it applies to.
+fn event_unfinished_change(event: Event) -> Option<i64> {
+    JobStatus::ALL.into_iter().find_map(|from| {
+        apply(from, event)
+            .ok()
+            .map(|to| unfinished_change(Some(from), to))
+    })
+}
+
 /// The Lua tables: every rule of `queue_core` (`apply` over every pair, and each function
 /// of `queue_core::backend::rules` over its whole domain). The rules exist once, in Rust.
 fn generated_tables() -> String {
@@ -696,6 +715,18 @@ fn generated_tables() -> String {
             let _ = write!(lua, " {} = '{}',", event.as_str(), counter);
         }
     }
+    // Per event (the same from every status it applies to: `unfinished_changes_by_event`),
+    // and `new` for an enqueue.
+    let _ = write!(
+        lua,
+        " }}\nlocal UNFINISHED_CHANGE = {{ new = {},",
+        unfinished_change(None, JobStatus::Queued)
+    );
+    for event in Event::ALL {
+        if let Some(change) = event_unfinished_change(event).filter(|c| *c != 0) {
+            let _ = write!(lua, " {} = {change},", event.as_str());
+        }
+    }
     lua.push_str(" }\nlocal LEASE_MSG = {");
     for retries_left in [false, true] {
         let (before, after) = rules::lease_expired_template(retries_left);
@@ -712,6 +743,29 @@ fn generated_tables() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unfinished_changes_by_event() {
+        // The Lua table keeps one change per event: it must not depend on the status.
+        for event in Event::ALL {
+            let changes: std::collections::BTreeSet<i64> = JobStatus::ALL
+                .into_iter()
+                .filter_map(|from| {
+                    apply(from, event)
+                        .ok()
+                        .map(|to| unfinished_change(Some(from), to))
+                })
+                .collect();
+            assert!(
+                changes.len() <= 1,
+                "{event:?} moves the count by {changes:?}"
+            );
+        }
+        let lua = generated_tables();
+        assert!(lua.contains("local UNFINISHED_CHANGE = { new = 1,"));
+        assert!(lua.contains(" fail = -1,"));
+        assert!(lua.contains(" manual_retry = 1,"));
+    }
 
     #[test]
     fn the_lua_tables_are_the_rules() {

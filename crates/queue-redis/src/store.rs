@@ -5,12 +5,13 @@ use std::{collections::HashMap, sync::Arc};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
-    Millis, check_group_concurrency, check_group_name, encode_cursor, from_millis, to_millis,
+    Millis, check_group_concurrency, check_group_name, check_groups_limit, encode_cursor,
+    from_millis, to_millis,
 };
 use queue_core::{
-    CancelOutcome, Error, EventKind, EventStream, GroupStats, JobEvent, JobId, JobRecord,
-    JobStatus, JobStore, LifetimeTotals, ListQuery, NewJob, Page, Priority, QueueStats, RateLimit,
-    Result, WorkerInfo,
+    CancelOutcome, Error, EventKind, EventStream, GroupList, GroupStats, JobEvent, JobId,
+    JobRecord, JobStatus, JobStore, LifetimeTotals, ListQuery, NewJob, Page, Priority, QueueStats,
+    RateLimit, Result, WorkerInfo,
 };
 use redis::Value;
 use tokio::sync::oneshot;
@@ -657,27 +658,31 @@ impl JobStore for RedisBackend {
             self.run(&self.inner.scripts.group_read, &[], vec![group.to_owned()])
                 .await?,
         );
+        Ok(group_stats(group, &reply))
+    }
+
+    async fn groups(&self, limit: usize) -> Result<GroupList> {
+        check_groups_limit(limit)?;
+        let reply = array(
+            self.run(&self.inner.scripts.groups, &[], vec![limit.to_string()])
+                .await?,
+        );
         let n = |i: usize| reply.get(i).and_then(int).unwrap_or(0).max(0) as u64;
-        let mut stats = GroupStats::new(group);
-        stats.ready = n(0);
-        stats.running = n(1);
-        stats.paused = n(2) == 1;
-        stats.concurrency = reply
-            .get(3)
-            .and_then(int)
-            .and_then(|v| u32::try_from(v).ok());
-        stats.rate_limit = match (reply.get(4).and_then(int), reply.get(5).and_then(int)) {
-            (Some(max), Some(per)) if max > 0 && per > 0 => Some(RateLimit {
-                max: max as u32,
-                per: std::time::Duration::from_millis(per as u64),
-            }),
-            _ => None,
-        };
-        stats.held_until = reply
-            .get(6)
-            .and_then(int)
-            .map(queue_core::backend::from_millis);
-        Ok(stats)
+        let (total, count) = (n(0), n(1));
+        let mut list = GroupList::default();
+        for entry in reply.into_iter().skip(2).map(array) {
+            let mut entry = entry.into_iter();
+            let (Some(group), Some(stats)) = (entry.next(), entry.next()) else {
+                continue;
+            };
+            if let Some(group) = text(&group) {
+                list.groups.push(group_stats(&group, &array(stats)));
+            }
+        }
+        let shown: u64 = list.groups.iter().map(|g| g.unfinished).sum();
+        list.other_groups = count.saturating_sub(list.groups.len() as u64);
+        list.other_unfinished = total.saturating_sub(shown);
+        Ok(list)
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>> {
@@ -819,4 +824,31 @@ impl std::error::Error for SharedError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source()
     }
+}
+
+/// A group's stats from `group_stats` in the scripts: {ready, running, paused, limit, rate
+/// max, rate window, held until, unfinished}.
+fn group_stats(group: &str, reply: &[Value]) -> GroupStats {
+    let n = |i: usize| reply.get(i).and_then(int).unwrap_or(0).max(0) as u64;
+    let mut stats = GroupStats::new(group);
+    stats.ready = n(0);
+    stats.running = n(1);
+    stats.paused = n(2) == 1;
+    stats.concurrency = reply
+        .get(3)
+        .and_then(int)
+        .and_then(|v| u32::try_from(v).ok());
+    stats.rate_limit = match (reply.get(4).and_then(int), reply.get(5).and_then(int)) {
+        (Some(max), Some(per)) if max > 0 && per > 0 => Some(RateLimit {
+            max: max as u32,
+            per: std::time::Duration::from_millis(per as u64),
+        }),
+        _ => None,
+    };
+    stats.held_until = reply
+        .get(6)
+        .and_then(int)
+        .map(queue_core::backend::from_millis);
+    stats.unfinished = n(7);
+    stats
 }

@@ -1953,6 +1953,112 @@ pub async fn pause_group_stops_only_that_group(h: &Harness) {
     }
 }
 
+/// `groups` lists the groups with unfinished jobs (queued, delayed, waiting for a retry or
+/// running), the busiest first and ties by name, and sums the rest; the counts follow every
+/// way a job enters or leaves the unfinished set (enqueue, an ending, a retry from
+/// `failed`, a cancel); a group with nothing unfinished is not listed.
+pub async fn groups_list_the_busiest_first(h: &Harness) {
+    use std::collections::BTreeMap;
+    let shown = |list: &queue_core::GroupList| -> Vec<(String, u64)> {
+        list.groups
+            .iter()
+            .map(|g| (g.group.clone(), g.unfinished))
+            .collect()
+    };
+    let empty = h.backend.groups(10).await.expect("list groups");
+    assert!(empty.groups.is_empty());
+    assert_eq!((empty.other_groups, empty.other_unfinished), (0, 0));
+    for n in 1..=3 {
+        enqueue(h, in_group(n, "a")).await;
+    }
+    enqueue(h, in_group(4, "b").delay(Duration::from_secs(60))).await;
+    enqueue(h, in_group(5, "c")).await;
+    enqueue(h, in_group(6, "c")).await;
+    enqueue(h, job(7)).await;
+    let list = h.backend.groups(10).await.unwrap();
+    let want = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+        v.iter().map(|(g, n)| ((*g).to_owned(), *n)).collect()
+    };
+    assert_eq!(shown(&list), want(&[("a", 3), ("c", 2), ("b", 1)]));
+    let b = &list.groups[2];
+    assert_eq!((b.ready, b.running), (0, 0), "b's job is delayed");
+    assert_eq!(list.groups[0].ready, 3);
+    let top = h.backend.groups(1).await.unwrap();
+    assert_eq!(shown(&top), want(&[("a", 3)]));
+    assert_eq!((top.other_groups, top.other_unfinished), (2, 3));
+    let none = h.backend.groups(0).await.unwrap();
+    assert!(none.groups.is_empty());
+    assert_eq!((none.other_groups, none.other_unfinished), (3, 6));
+    // Running jobs still count; endings, retries and cancels move the counts.
+    let leases: BTreeMap<u64, Lease> = fetch(h, 10)
+        .await
+        .into_iter()
+        .map(|l| (n_of(&l.job), l))
+        .collect();
+    assert_eq!(leases.len(), 6);
+    let running = h.backend.groups(10).await.unwrap();
+    assert_eq!(shown(&running), want(&[("a", 3), ("c", 2), ("b", 1)]));
+    assert_eq!(running.groups[0].running, 3);
+    assert_eq!(
+        finish(h, &leases[&1], completed()).await,
+        JobStatus::Completed
+    );
+    assert_eq!(finish(h, &leases[&2], retry(30)).await, JobStatus::Queued);
+    let failed = Outcome::Failed { error: "no".into() };
+    assert_eq!(
+        finish(h, &leases[&5], failed.clone()).await,
+        JobStatus::Failed
+    );
+    assert_eq!(finish(h, &leases[&6], failed).await, JobStatus::Failed);
+    assert_eq!(
+        finish(h, &leases[&7], completed()).await,
+        JobStatus::Completed
+    );
+    let list = h.backend.groups(10).await.unwrap();
+    assert_eq!(
+        shown(&list),
+        want(&[("a", 2), ("b", 1)]),
+        "c has nothing left"
+    );
+    assert_eq!(h.backend.group("a").await.unwrap().unfinished, 2);
+    assert_eq!(h.backend.group("c").await.unwrap().unfinished, 0);
+    let b_job = h
+        .backend
+        .list(&ListQuery::new().status(JobStatus::Queued).limit(10))
+        .await
+        .unwrap()
+        .jobs
+        .into_iter()
+        .find(|j| j.group.as_deref() == Some("b"))
+        .expect("b's delayed job is queued");
+    assert_eq!(
+        h.backend.cancel(b_job.job_id).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    h.backend
+        .retry(leases[&5].job.job_id, None)
+        .await
+        .expect("retry a failed job");
+    h.backend
+        .cancel(leases[&3].job.job_id)
+        .await
+        .expect("request a cancel");
+    assert_eq!(
+        finish(h, &leases[&3], Outcome::Cancelled).await,
+        JobStatus::Cancelled
+    );
+    let list = h.backend.groups(10).await.unwrap();
+    assert_eq!(shown(&list), want(&[("a", 1), ("c", 1)]));
+    assert_eq!(list.groups[1].ready, 1, "c's retried job is ready");
+    let err = h
+        .backend
+        .groups(queue_core::backend::MAX_GROUPS_LISTED + 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    assert!(err.to_string().contains("groups limit"), "{err}");
+}
+
 /// A group's rate limit holds its starts to the limit in every window, whatever the
 /// number of fetches, while other groups run on; a fetch held back by it wakes as soon as
 /// the window allows, without polling.

@@ -226,11 +226,48 @@ impl Model {
             .map(|b| self.ready_in(Some(group), b).count() as u64)
             .sum();
         stats.running = self.running_in(group);
+        stats.unfinished = self
+            .jobs
+            .iter()
+            .filter(|j| j.record.group.as_deref() == Some(group) && !j.record.status.is_terminal())
+            .count() as u64;
         stats.paused = set.paused;
         stats.concurrency = set.concurrency;
         stats.rate_limit = set.rate;
         stats.held_until = (set.held_until > now).then(|| from_millis(set.held_until));
         stats
+    }
+
+    /// The groups with unfinished jobs, the `limit` busiest in full (most first, ties by
+    /// name), the rest summed.
+    pub fn groups(&self, limit: usize, now: Millis) -> queue_core::GroupList {
+        let mut names: Vec<String> = self
+            .jobs
+            .iter()
+            .filter_map(|j| j.record.group.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut busy: Vec<queue_core::GroupStats> = names
+            .iter()
+            .map(|g| self.group(g, now))
+            .filter(|s| s.unfinished > 0)
+            .collect();
+        busy.sort_by(|a, b| {
+            b.unfinished
+                .cmp(&a.unfinished)
+                .then_with(|| a.group.cmp(&b.group))
+        });
+        let mut list = queue_core::GroupList::default();
+        for (i, stats) in busy.into_iter().enumerate() {
+            if i < limit {
+                list.groups.push(stats);
+            } else {
+                list.other_groups += 1;
+                list.other_unfinished += stats.unfinished;
+            }
+        }
+        list
     }
 
     fn find(&self, id: JobId) -> Option<&Job> {

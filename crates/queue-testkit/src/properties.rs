@@ -919,6 +919,14 @@ impl<'a> Run<'a> {
             let got = b.group(g).await.map_err(|e| e.chain())?;
             expect_eq(&format!("group {g}"), got, self.model.group(g, now))?;
         }
+        for limit in [0, 1, 10] {
+            let got = b.groups(limit).await.map_err(|e| e.chain())?;
+            expect_eq(
+                &format!("groups({limit})"),
+                got,
+                self.model.groups(limit, now),
+            )?;
+        }
         let got = b.workers().await.map_err(|e| e.chain())?;
         expect_eq("workers", got, self.model.workers(now))
     }

@@ -143,6 +143,14 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 println!("{what}: {state}")
             }
         }
+        Command::Groups { limit } => {
+            let list = backend.groups(limit).await?;
+            if json {
+                output::json(&list)
+            } else {
+                output::groups(&list)
+            }
+        }
         Command::Group {
             name,
             concurrency,

@@ -106,6 +106,12 @@ pub(crate) enum Command {
         #[arg(long)]
         group: Option<String>,
     },
+    /// The groups with unfinished jobs, the busiest first (the rest summed).
+    Groups {
+        /// Groups shown in full (at most 1000).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// One group's ready and running jobs and settings; sets its concurrency limit with
     /// --concurrency (at most N of its jobs run at once, across all workers) or removes
     /// it with --unlimited, and its rate limit with --rate N [--per SECONDS] or --no-rate.

@@ -187,10 +187,53 @@ pub(crate) fn workers(list: &[WorkerInfo]) {
     );
 }
 
+pub(crate) fn groups(list: &queue_core::GroupList) {
+    if list.groups.is_empty() && list.other_groups == 0 {
+        println!("no group has unfinished jobs");
+        return;
+    }
+    println!(
+        "{:<32} {:>10} {:>8} {:>8} {:>8}  limits",
+        "GROUP", "UNFINISHED", "READY", "RUNNING", "WAITING"
+    );
+    for g in &list.groups {
+        let mut limits = Vec::new();
+        if g.paused {
+            limits.push("paused".to_owned());
+        }
+        if let Some(n) = g.concurrency {
+            limits.push(format!("{n} at once"));
+        }
+        if let Some(rate) = g.rate_limit {
+            limits.push(rate.to_string());
+        }
+        if g.held_until.is_some() {
+            limits.push("held".to_owned());
+        }
+        println!(
+            "{:<32} {:>10} {:>8} {:>8} {:>8}  {}",
+            g.group,
+            g.unfinished,
+            g.ready,
+            g.running,
+            g.unfinished.saturating_sub(g.ready + g.running),
+            limits.join(", ")
+        );
+    }
+    if list.other_groups > 0 {
+        println!(
+            "{:<32} {:>10}",
+            format!("({} other groups)", list.other_groups),
+            list.other_unfinished
+        );
+    }
+}
+
 pub(crate) fn group(g: &queue_core::GroupStats) {
     println!("{:<15} {}", "group", g.group);
     println!("{:<15} {}", "ready", g.ready);
     println!("{:<15} {}", "running", g.running);
+    println!("{:<15} {}", "unfinished", g.unfinished);
     let limit = g
         .concurrency
         .map(|n| format!("{n} at once"))

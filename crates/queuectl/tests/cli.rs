@@ -522,6 +522,43 @@ fn groups_are_shown_paused_and_limited() {
     );
     assert!(ctl.ok(&["group", "publisher-7"]).contains("rate limit"));
     assert!(ctl.json(&["group", "publisher-7", "--no-rate"])["rate_limit"].is_null());
+    ctl.ok(&[
+        "enqueue",
+        "--task",
+        "noop",
+        "--payload",
+        "{}",
+        "--group",
+        "publisher-8",
+    ]);
+    ctl.ok(&[
+        "enqueue",
+        "--task",
+        "noop",
+        "--payload",
+        "{}",
+        "--group",
+        "publisher-8",
+    ]);
+    let list = ctl.json(&["groups", "--limit", "1"]);
+    assert_eq!(list["groups"][0]["group"], "publisher-8", "{list}");
+    assert_eq!(list["groups"][0]["unfinished"], 2, "{list}");
+    assert_eq!(
+        (
+            list["other_groups"].as_u64(),
+            list["other_unfinished"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let table = ctl.ok(&["groups"]);
+    assert!(
+        table.contains("publisher-8") && table.contains("publisher-7"),
+        "{table}"
+    );
+    assert!(table.contains("UNFINISHED"), "{table}");
+    let bad = ctl.run(&["groups", "--limit", "5000"]);
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("groups limit"), "{}", stderr(&bad));
     let bad = ctl.run(&["group", "a|b"]);
     assert_ne!(code(&bad), 0);
     assert!(stderr(&bad).contains("group"), "{}", stderr(&bad));

@@ -1,5 +1,6 @@
 // Opens the dashboard, watches a running book job's progress bar move, cancels a running
-// job and waits until its row says `cancelled`, pauses the queue (screenshot) and resumes it.
+// job and waits until its row says `cancelled`, pauses the queue (screenshot) and resumes it,
+// then pauses and resumes the books' publisher group from the groups panel (screenshot).
 // usage: node dashboard.mjs URL SCREENSHOT_PATH
 import { chromium } from "playwright-core";
 
@@ -22,12 +23,14 @@ try {
   }, [moving, before], { timeout: 20000 });
   const after = Number(await page.locator(`tr[data-job="${moving}"]`).getAttribute("data-progress"));
 
+  console.error("step: cancel a running job");
   const running = page.locator("tr.status-processing").last();
   const victim = await running.getAttribute("data-job");
   await running.locator("button.cancel").click();
   await page.locator(`tr[data-job="${victim}"].status-cancelled`).waitFor({ timeout: 20000 });
   const status = await page.locator(`tr[data-job="${victim}"] td.status`).textContent();
 
+  console.error("step: pause the queue");
   // Pause the queue from its button: the badge shows and the API says so; then resume.
   await page.locator("#pause").click();
   await page.locator("#paused").waitFor({ state: "visible", timeout: 10000 });
@@ -36,7 +39,19 @@ try {
   await page.locator("#pause").click();
   await page.locator("#paused").waitFor({ state: "hidden", timeout: 10000 });
   const resumed = !(await page.evaluate(() => fetch("/stats").then((r) => r.json()))).paused;
-  console.log(JSON.stringify({ moving, before, after, cancelled: victim, status, paused, resumed }));
+
+  console.error("step: pause a group");
+  // The groups panel lists the publisher's group; its button pauses and resumes only it.
+  const group = page.locator('#groups tr[data-group="p"]');
+  await group.waitFor({ timeout: 10000 });
+  await group.locator("button.toggle").click();
+  await page.locator('#groups tr[data-group="p"] td.limits', { hasText: "paused" }).waitFor({ timeout: 10000 });
+  const groupPaused = (await page.evaluate(() => fetch("/groups/p").then((r) => r.json()))).paused;
+  await page.screenshot({ path: shot.replace(/\.png$/, "-groups.png"), fullPage: true });
+  await page.locator('#groups tr[data-group="p"] button.toggle').click();
+  await page.locator('#groups tr[data-group="p"] button.toggle', { hasText: "Pause" }).waitFor({ timeout: 10000 });
+  const groupResumed = !(await page.evaluate(() => fetch("/groups/p").then((r) => r.json()))).paused;
+  console.log(JSON.stringify({ moving, before, after, cancelled: victim, status, paused, resumed, groupPaused, groupResumed }));
 } finally {
   await browser.close();
 }

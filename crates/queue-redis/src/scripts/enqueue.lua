@@ -41,7 +41,10 @@ for i = 0, count - 1 do
     if uk ~= '' then fields[n + 1], fields[n + 2], n = 'unique_key', uk, n + 2 end
     if ARGV[b + 7] ~= '' then fields[n + 1], fields[n + 2], n = 'timeout_ms', ARGV[b + 7], n + 2 end
     if ARGV[b + 8] ~= '' then fields[n + 1], fields[n + 2], n = 'metadata', ARGV[b + 8], n + 2 end
-    if group then fields[n + 1], fields[n + 2], n = 'group', group, n + 2 end
+    if group then
+      fields[n + 1], fields[n + 2], n = 'group', group, n + 2
+      later_group_load(group, UNFINISHED_CHANGE.new)
+    end
     if delay > 0 then
       schedule(KEY, band, NOW + delay, id, group)
       fields[n + 1], fields[n + 2], n = 'run_at', NOW + delay, n + 2

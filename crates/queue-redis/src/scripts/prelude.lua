@@ -30,7 +30,7 @@ local function begin(argv)
   TICK = nil
   PREFIX = argv[1]
   PENDING = { zadd = {}, zrem = {}, hdel = {}, counters = {}, release = {}, wake = false,
-    events = nil, gready = {} }
+    events = nil, gready = {}, gload = {} }
   if argv[2] ~= '' then
     NOW = tonumber(argv[2])
   else
@@ -77,6 +77,8 @@ local function later_hdel(key, field) later_one(PENDING.hdel, key, field) end
 local function bump(counter, by) PENDING.counters[counter] = (PENDING.counters[counter] or 0) + (by or 1) end
 -- Moves the count of grouped ready jobs of `band` (the `groups` hash, `ready:<band>`).
 local function later_group_ready(band, by) PENDING.gready[band] = (PENDING.gready[band] or 0) + by end
+-- Moves `group`'s count of unfinished jobs (queue_core::backend::unfinished_change; `gload`).
+local function later_group_load(group, by) PENDING.gload[group] = (PENDING.gload[group] or 0) + by end
 -- Releases `unique_key` if `id` still holds it.
 local function later_release(unique_key, id) PENDING.release[#PENDING.release + 1] = { unique_key, id } end
 
@@ -101,9 +103,23 @@ local function flush(KEY)
   for band, by in pairs(PENDING.gready) do
     if by ~= 0 then redis.call('HINCRBY', KEY.groups, 'ready:' .. band, by) end
   end
+  local load = 0
+  for group, by in pairs(PENDING.gload) do
+    if by ~= 0 then
+      load = load + by
+      if tonumber(redis.call('ZINCRBY', KEY.gload, -by, group)) >= 0 then
+        redis.call('ZREM', KEY.gload, group)
+      end
+    end
+  end
+  if load ~= 0 then
+    if redis.call('HINCRBY', KEY.groups, 'unfinished', load) <= 0 then
+      redis.call('HDEL', KEY.groups, 'unfinished')
+    end
+  end
   if PENDING.wake then redis.call('ZADD', KEY.marker, 0, '0') end
   PENDING.zadd, PENDING.zrem, PENDING.hdel, PENDING.counters, PENDING.release, PENDING.wake = {}, {}, {}, {}, {}, false
-  PENDING.gready = {}
+  PENDING.gready, PENDING.gload = {}, {}
 end
 
 -- Events go out only while someone listens: subscribers keep the `subs` key alive.
@@ -296,6 +312,22 @@ local function group_admits(KEY, group)
   return ok, running, max, room, again
 end
 
+-- One group's counts and settings, for operators: {ready, running, paused (0/1),
+-- concurrency limit or false, rate max or false, rate window ms or false, held until ms or
+-- false, unfinished}.
+local function group_stats(KEY, group)
+  local ready = 0
+  for band = 0, 2 do ready = ready + redis.call('ZCARD', group_ready_key(band, group)) end
+  local v = redis.call('HMGET', KEY.groups, 'run:' .. group, 'pause:' .. group, 'max:' .. group,
+    'rmax:' .. group, 'rper:' .. group, 'held:' .. group)
+  local paused = 0
+  if v[2] then paused = 1 end
+  local held = v[6]
+  if held and tonumber(held) <= NOW then held = false end
+  local unfinished = -num(redis.call('ZSCORE', KEY.gload, group), 0)
+  return { ready, num(v[1], 0), paused, v[3], v[4], v[5], held, unfinished }
+end
+
 -- A group held back by time (a rate window, a hold) with jobs waiting: the claims from
 -- `again` on look at it again (`gheld`).
 local function note_timed(KEY, group, again)
@@ -411,6 +443,7 @@ local function place(KEY, id, event, to, rec, ctx, seq)
     wake()
   end
   if COUNTER[event] then bump(COUNTER[event]) end
+  if rec.group and UNFINISHED_CHANGE[event] then later_group_load(rec.group, UNFINISHED_CHANGE[event]) end
 end
 
 -- The fields of a record that decide its transitions, read with pcall: nil when the key
@@ -458,6 +491,7 @@ end
 -- `group`: the group of its lease, when it was running (its slot comes back).
 local function fail_garbage(KEY, id, key, kind, group)
   release_group_slot(KEY, group)
+  if group then later_group_load(group, UNFINISHED_CHANGE.fail) end
   redis.call('DEL', key)
   hset(key, { task = 'unknown', payload = 'null', priority = 'normal', progress = 0,
     retry_count = 0, max_retries = 0, created_at = NOW, completed_at = NOW, status = 'failed',
