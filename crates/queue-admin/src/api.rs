@@ -108,6 +108,7 @@ struct EnqueueBody {
     #[serde(default)]
     metadata: Metadata,
     group: Option<String>,
+    cost: Option<u32>,
 }
 
 pub(crate) async fn enqueue(
@@ -125,6 +126,7 @@ pub(crate) async fn enqueue(
     job.options.timeout = b.timeout_seconds.map(Duration::from_secs);
     job.options.metadata = b.metadata;
     job.options.group = b.group;
+    job.options.cost = b.cost;
     let record = state.backend.enqueue(job).await?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }

@@ -162,7 +162,8 @@ pub(crate) fn build() -> Value {
                         "priority": { "type": "string", "enum": ["high", "normal", "low"] },
                         "delay_seconds": { "type": "integer", "minimum": 0 }, "max_retries": { "type": "integer", "minimum": 0 },
                         "timeout_seconds": { "type": "integer", "minimum": 1 }, "metadata": { "type": "object" },
-                        "group": { "type": "string", "maxLength": 128 }
+                        "group": { "type": "string", "maxLength": 128 },
+                        "cost": { "type": "integer", "minimum": 1, "maximum": 1000000, "description": "What a start counts against rate limits (default 1)" }
                     }
                 }
             }

@@ -220,6 +220,30 @@ async fn round_trip(backend: SharedBackend) {
         let (status, job) = s.json("POST", "/jobs", Some(&body)).await;
         assert_eq!(status, 201, "{job}");
     }
+    let (status, costly) = s
+        .json(
+            "POST",
+            "/jobs",
+            Some(r#"{"task": "t", "payload": {}, "cost": 500}"#),
+        )
+        .await;
+    assert_eq!(
+        (status, costly["cost"].as_u64()),
+        (201, Some(500)),
+        "{costly}"
+    );
+    let (status, body) = s
+        .json(
+            "POST",
+            "/jobs",
+            Some(r#"{"task": "t", "payload": {}, "cost": 0}"#),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("cost"),
+        "{body}"
+    );
     let (status, list) = s.json("GET", "/groups?limit=1", None).await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["groups"][0]["group"], "publisher-2", "{list}");
@@ -262,7 +286,7 @@ async fn round_trip(backend: SharedBackend) {
     assert_eq!(paused_line(&metrics).as_deref(), Some("0"), "{metrics}");
     for needle in [
         "dcs_queue_jobs{",
-        "status=\"queued\"} 8",
+        "status=\"queued\"} 9",
         "dcs_queue_depth{",
         "dcs_queue_active_workers{",
         "dcs_queue_retries_total{",

@@ -47,6 +47,8 @@ pub(crate) struct Dump {
     pub(crate) dedup: HashMap<String, String>,
     /// `groups`: per group counters and settings (`run:<g>`, `max:<g>`, ...).
     pub(crate) groups: HashMap<String, String>,
+    /// `gload`: group -> its count of unfinished jobs (stored as minus the count).
+    pub(crate) unfinished: HashMap<String, i64>,
 }
 
 /// Reads every key of the queue whose keys start with `prefix`, from every node.
@@ -101,6 +103,16 @@ pub(crate) async fn dump(node_urls: &[String], prefix: &str) -> anyhow::Result<D
                             .arg(&key)
                             .query_async(&mut conn)
                             .await?;
+                    }
+                    "zset" if name == "gload" => {
+                        let scored: Vec<(String, i64)> = redis::cmd("ZRANGE")
+                            .arg(&key)
+                            .arg(0)
+                            .arg(-1)
+                            .arg("WITHSCORES")
+                            .query_async(&mut conn)
+                            .await?;
+                        out.unfinished = scored.into_iter().map(|(g, s)| (g, -s)).collect();
                     }
                     "zset" => {
                         let members: Vec<String> = redis::cmd("ZRANGE")
@@ -274,6 +286,30 @@ pub(crate) fn check(dump: &Dump, enqueued: &[JobId]) -> StateReport {
             report
                 .stranded
                 .push(format!("group {g}: {held} leases held, none counted"));
+        }
+    }
+    // Each group's count of unfinished jobs (what `groups` lists) is its number of records
+    // queued or running.
+    let mut unfinished: HashMap<&str, i64> = HashMap::new();
+    for (id, fields) in &dump.jobs {
+        let active = status_of(id).is_some_and(|s| s == "queued" || s == "processing");
+        if let Some(g) = fields.get("group").filter(|g| !g.is_empty() && active) {
+            *unfinished.entry(g.as_str()).or_default() += 1;
+        }
+    }
+    for (g, counted) in &dump.unfinished {
+        let held = unfinished.get(g.as_str()).copied().unwrap_or(0);
+        if *counted != held {
+            report.unindexed.push(format!(
+                "group {g}: {counted} unfinished counted, {held} records unfinished"
+            ));
+        }
+    }
+    for (g, held) in &unfinished {
+        if !dump.unfinished.contains_key(*g) {
+            report.unindexed.push(format!(
+                "group {g}: {held} records unfinished, none counted"
+            ));
         }
     }
     for (uk, id) in &dump.dedup {

@@ -85,17 +85,29 @@ pub fn ungrouped_goes_first(ungrouped: u64, group: u64) -> bool {
     ungrouped <= group
 }
 
-/// True when a group under `limit` may start one more job at `now`, given its starts
-/// (`starts_in_window`: those after `limit.window_floor(now)`), and it is not held by a
-/// handler's rate-limit report until `held_until`.
+/// True when a group under `limit` may start its next job (of `next_cost`: its first of
+/// the highest priority) at `now`, with `used` counted in the window ending now (the
+/// costs of its starts after `limit.window_floor(now)`; see [`crate::RateLimit::admits`]),
+/// and it is not held by a handler's rate-limit report until `held_until`. A group whose
+/// next job does not fit waits as a whole (a cheaper job behind it does not overtake it).
+///
+/// ```
+/// use std::time::Duration;
+/// use queue_core::{RateLimit, backend::group_rate_admits};
+///
+/// let limit = Some(RateLimit::new(10, Duration::from_secs(60)).unwrap());
+/// assert!(group_rate_admits(limit, 7, 3, None, 0));
+/// assert!(!group_rate_admits(limit, 8, 3, None, 0));
+/// assert!(!group_rate_admits(None, 0, 1, Some(5), 4));
+/// ```
 pub fn group_rate_admits(
     limit: Option<crate::RateLimit>,
-    starts_in_window: usize,
+    used: u64,
+    next_cost: u32,
     held_until: Option<crate::backend::Millis>,
     now: crate::backend::Millis,
 ) -> bool {
-    held_until.is_none_or(|until| now >= until)
-        && limit.is_none_or(|l| l.room(starts_in_window) > 0)
+    held_until.is_none_or(|until| now >= until) && limit.is_none_or(|l| l.admits(used, next_cost))
 }
 
 /// How a transition from `from` (`None`: the job is new) to `to` moves its group's count

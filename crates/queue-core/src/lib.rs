@@ -63,6 +63,7 @@ pub mod backend {
     pub use crate::id::{ClaimId, hostname};
     pub use crate::outcome::Outcome;
     pub use crate::progress::{Monotonic, check_progress};
+    pub use crate::rate::{MAX_COST, check_cost};
     pub use crate::state::{Event, InvalidTransition, apply};
     pub use crate::store::encode_cursor;
     pub use crate::trace::{TRACE_CONTEXT_KEY, trace_carrier};

@@ -81,9 +81,28 @@ impl RateLimit {
         now - self.per_ms()
     }
 
-    /// How many jobs may start at `now` with `recent` starts in the window.
-    pub fn room(&self, recent: usize) -> usize {
-        (self.max as usize).saturating_sub(recent)
+    /// How many jobs of cost 1 may start with `used` (the costs of the starts in the
+    /// window) used.
+    pub fn room(&self, used: usize) -> usize {
+        (self.max as usize).saturating_sub(used)
+    }
+
+    /// Whether a job of `cost` may start with `used` already counted in the window: when it
+    /// fits in what is left, or when the window is empty (a job costing more than the whole
+    /// window starts alone; otherwise it could never start).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use queue_core::RateLimit;
+    ///
+    /// let limit = RateLimit::new(10, Duration::from_secs(60)).unwrap();
+    /// assert!(limit.admits(7, 3));
+    /// assert!(!limit.admits(8, 3));
+    /// assert!(limit.admits(0, 50));
+    /// assert!(!limit.admits(1, 50));
+    /// ```
+    pub fn admits(&self, used: u64, cost: u32) -> bool {
+        used == 0 || used + u64::from(cost) <= u64::from(self.max)
     }
 
     /// When the next start is allowed, with the window full and its oldest start at
@@ -91,6 +110,19 @@ impl RateLimit {
     pub fn next_start(&self, oldest: Millis) -> Millis {
         oldest + self.per_ms()
     }
+}
+
+/// The most a job may cost (see `NewJob::cost`).
+pub const MAX_COST: u32 = 1_000_000;
+
+/// Checks a job's cost: 1 to [`MAX_COST`].
+pub fn check_cost(cost: u32) -> Result<()> {
+    if !(1..=MAX_COST).contains(&cost) {
+        return Err(Error::invalid(format!(
+            "cost: {cost} is not between 1 and {MAX_COST}"
+        )));
+    }
+    Ok(())
 }
 
 impl fmt::Display for RateLimit {

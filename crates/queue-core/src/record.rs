@@ -134,6 +134,10 @@ pub struct JobRecord {
     /// round-robin across groups, and a group can be paused or limited on its own.
     #[serde(default)]
     pub group: Option<String>,
+    /// What one start of the job counts against a rate limit (`None`: 1), for example the
+    /// tokens an LLM call will use: see [`NewJob::cost`].
+    #[serde(default)]
+    pub cost: Option<u32>,
 }
 
 impl JobRecord {
@@ -171,6 +175,8 @@ pub struct EnqueueOptions {
     pub job_id: Option<JobId>,
     /// The job's group (see [`JobRecord::group`]).
     pub group: Option<String>,
+    /// What a start counts against the rate limits (see [`NewJob::cost`]; default 1).
+    pub cost: Option<u32>,
 }
 
 /// A job to enqueue: task name, payload and options.
@@ -264,6 +270,16 @@ impl NewJob {
         self
     }
 
+    /// What one start of this job counts against the queue's and its group's rate limits
+    /// (default 1; 1 to 1,000,000), for example the tokens an LLM call will use with a limit
+    /// of tokens per minute. A job starts only when its cost fits in what is left of the
+    /// window; a job costing more than a whole window starts alone, in an empty window.
+    /// Concurrency limits count jobs, not cost.
+    pub fn cost(mut self, cost: u32) -> Self {
+        self.options.cost = Some(cost);
+        self
+    }
+
     /// Checks the names every backend must refuse: an empty or long task name or unique
     /// key. [`crate::Limits::check`] adds the bounds on sizes and times.
     pub fn validate(&self) -> Result<()> {
@@ -283,6 +299,9 @@ impl NewJob {
         }
         if let Some(group) = &self.options.group {
             crate::group::check_group_name(group)?;
+        }
+        if let Some(cost) = self.options.cost {
+            crate::rate::check_cost(cost)?;
         }
         Ok(())
     }
@@ -318,7 +337,7 @@ mod tests {
             "error_message": null, "retry_count": 0, "max_retries": 3, "timeout_ms": null,
             "created_at": "2026-01-01T00:00:00Z", "started_at": null, "completed_at": null,
             "run_at": null, "metadata": {}, "result": null, "worker_id": null,
-            "cancel_requested": false, "group": "p1"
+            "cancel_requested": false, "group": "p1", "cost": 7
         });
         let record: JobRecord = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(record.payload.as_str(), r#"{"a":[1,2]}"#);

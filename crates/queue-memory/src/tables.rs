@@ -60,12 +60,80 @@ impl std::hash::Hasher for IdHasher {
 
 type IdMap<V> = HashMap<JobId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
+/// What `Tables::pop_ready` found.
+enum Pop {
+    /// This job (with its cost) is taken.
+    Job(JobId, u32),
+    /// Nothing ready in the band.
+    Empty,
+    /// The next job's cost does not fit the queue's rate limit: nothing starts.
+    Blocked,
+}
+
+/// The starts within a rate limit's window, oldest first, with their costs
+/// (`queue_core::RateLimit::admits`).
+#[derive(Default)]
+struct StartLog {
+    starts: VecDeque<(Millis, u32)>,
+    /// The sum of the costs in `starts`.
+    used: u64,
+}
+
+impl StartLog {
+    /// Forgets the starts at or before `floor` (out of the window).
+    fn prune(&mut self, floor: Millis) {
+        while let Some(&(at, cost)) = self.starts.front() {
+            if at > floor {
+                break;
+            }
+            self.starts.pop_front();
+            self.used -= u64::from(cost);
+        }
+    }
+
+    /// The costs counted in the window of `limit` at `now`.
+    fn used(&self, limit: RateLimit, now: Millis) -> u64 {
+        let floor = limit.window_floor(now);
+        let gone: u64 = self
+            .starts
+            .iter()
+            .take_while(|(at, _)| *at <= floor)
+            .map(|(_, c)| u64::from(*c))
+            .sum();
+        self.used - gone
+    }
+
+    fn push(&mut self, now: Millis, cost: u32) {
+        self.starts.push_back((now, cost));
+        self.used += u64::from(cost);
+    }
+
+    /// When a job of `cost` that `limit` does not admit at `now` will be admitted: once
+    /// enough of the oldest starts leave the window.
+    fn admits_at(&self, limit: RateLimit, now: Millis, cost: u32) -> Option<Millis> {
+        let floor = limit.window_floor(now);
+        let mut used = self.used(limit, now);
+        for &(at, c) in self.starts.iter().skip_while(|(at, _)| *at <= floor) {
+            used -= u64::from(c);
+            if limit.admits(used, cost) {
+                return Some(limit.next_start(at));
+            }
+        }
+        None
+    }
+
+    fn clear(&mut self) {
+        self.starts.clear();
+        self.used = 0;
+    }
+}
+
 /// One group's ready jobs, running count and settings (`queue_core::backend` group rules).
 /// Dropped when it has nothing left to remember.
 #[derive(Default)]
 struct GroupState {
-    /// Its ready jobs by (band, seq).
-    ready: BTreeMap<(u8, u64), JobId>,
+    /// Its ready jobs by (band, seq), with their costs.
+    ready: BTreeMap<(u8, u64), (JobId, u32)>,
     running: u64,
     /// Its jobs not finished (`queue_core::backend::unfinished_change`).
     unfinished: u64,
@@ -73,7 +141,7 @@ struct GroupState {
     concurrency: Option<u32>,
     /// Its rate limit, and its starts since (pruned at each start to the window).
     rate: Option<RateLimit>,
-    starts: VecDeque<Millis>,
+    starts: StartLog,
     /// None of its jobs starts before this time (a handler reported a limit hit).
     held_until: Millis,
     /// Its lane's ticket per band, while it has one (see `Tables::lanes`).
@@ -81,21 +149,17 @@ struct GroupState {
 }
 
 impl GroupState {
-    fn starts_in_window(&self, now: Millis) -> usize {
-        match self.rate {
-            Some(limit) => {
-                let floor = limit.window_floor(now);
-                self.starts.iter().filter(|t| **t > floor).count()
-            }
-            None => 0,
-        }
+    /// The cost of the job it would start next (its first of the highest priority).
+    fn next_cost(&self) -> u32 {
+        self.ready.first_key_value().map_or(1, |(_, (_, c))| *c)
     }
 
     fn admits(&self, now: Millis) -> bool {
         queue_core::backend::group_admits(self.paused, self.running, self.concurrency)
             && queue_core::backend::group_rate_admits(
                 self.rate,
-                self.starts_in_window(now),
+                self.rate.map_or(0, |l| self.starts.used(l, now)),
+                self.next_cost(),
                 (self.held_until > 0).then_some(self.held_until),
                 now,
             )
@@ -108,13 +172,11 @@ impl GroupState {
             return Some(self.held_until);
         }
         let limit = self.rate?;
-        let floor = limit.window_floor(now);
-        let in_window: Vec<Millis> = self.starts.iter().copied().filter(|t| *t > floor).collect();
-        (limit.room(in_window.len()) == 0).then(|| {
-            // The window frees a start when enough of its oldest starts leave it.
-            let excess = in_window.len() - limit.max as usize;
-            limit.next_start(in_window[excess])
-        })
+        let cost = self.next_cost();
+        if limit.admits(self.starts.used(limit, now), cost) {
+            return None;
+        }
+        self.starts.admits_at(limit, now, cost)
     }
 
     fn has_ready(&self, band: u8) -> bool {
@@ -176,9 +238,12 @@ pub(crate) struct Tables {
     seq: u64,
     /// No job starts while set (`JobStore::pause`).
     paused: bool,
-    /// The rate limit, and the start times within its window (oldest first).
+    /// The rate limit, and the starts within its window (oldest first).
     rate: Option<RateLimit>,
-    starts: VecDeque<Millis>,
+    starts: StartLog,
+    /// The last claim stopped at the rate limit with jobs waiting (a fetch looks again
+    /// when the oldest start leaves the window).
+    rate_blocked: bool,
     /// No job starts before this time (a handler hit a limit outside the queue).
     held_until: Millis,
 }
@@ -227,11 +292,12 @@ impl Tables {
                 self.ready.insert(ready_position, id);
             }
             Some(group) => {
+                let cost = self.jobs[&id].record.cost.unwrap_or(1);
                 self.groups
                     .entry(group.clone())
                     .or_default()
                     .ready
-                    .insert(ready_position, id);
+                    .insert(ready_position, (id, cost));
                 self.refresh_group(&group);
             }
         }
@@ -239,59 +305,58 @@ impl Tables {
 
     /// Takes the next ready job of `band` (`queue_core::backend` group rules: the lane with
     /// the lowest ticket, the jobs without a group first on a tie), stamping its lane with
-    /// a new ticket.
-    fn pop_ready(&mut self, band: u8) -> Option<JobId> {
+    /// a new ticket, if `fits` its cost (the queue's rate limit); else takes nothing.
+    fn pop_ready(&mut self, band: u8, fits: impl Fn(u32) -> bool) -> Pop {
         let b = usize::from(band);
         // Bands are served in order, so a job without a group of this band comes first.
         let ungrouped = self
             .ready
             .first_key_value()
-            .map(|(p, _)| *p)
-            .filter(|p| p.0 == band);
-        if self.lanes[b].is_empty() {
-            ungrouped?;
-            let (_, id) = self.ready.pop_first().expect("checked");
-            self.tick += 1;
-            self.ready_by_band[b] -= 1;
-            self.ungrouped_ticket[b] = self.tick;
-            return Some(id);
-        }
+            .map(|(p, id)| (*p, *id))
+            .filter(|(p, _)| p.0 == band);
         let lane = self.lanes[b].first().cloned();
         let take_ungrouped = match (ungrouped, &lane) {
-            (None, None) => return None,
+            (None, None) => return Pop::Empty,
             (Some(_), None) => true,
             (None, Some(_)) => false,
             (Some(_), Some((ticket, _))) => {
                 queue_core::backend::ungrouped_goes_first(self.ungrouped_ticket[b], *ticket)
             }
         };
-        self.tick += 1;
-        self.ready_by_band[b] -= 1;
         if take_ungrouped {
+            let (place, id) = ungrouped.expect("checked");
+            let cost = self.jobs.get(&id).and_then(|e| e.record.cost).unwrap_or(1);
+            if !fits(cost) {
+                return Pop::Blocked;
+            }
+            self.ready.remove(&place);
+            self.tick += 1;
+            self.ready_by_band[b] -= 1;
             self.ungrouped_ticket[b] = self.tick;
-            return self.ready.remove(&ungrouped.expect("checked"));
+            return Pop::Job(id, cost);
         }
         let (ticket, group) = lane.expect("checked");
-        self.lanes[b].remove(&(ticket, group.clone()));
         let state = self.groups.get_mut(&group).expect("a lane's group exists");
-        state.lane[b] = None;
-        let first = *state
+        let (&first, &(id, cost)) = state
             .ready
             .range((band, 0)..=(band, u64::MAX))
             .next()
-            .expect("a lane has ready jobs")
-            .0;
-        let id = state.ready.remove(&first).expect("listed");
+            .expect("a lane has ready jobs");
+        if !fits(cost) {
+            return Pop::Blocked;
+        }
+        state.ready.remove(&first);
+        state.lane[b] = None;
         state.running += 1;
         if let Some(limit) = state.rate {
-            let floor = limit.window_floor(self.now);
-            while state.starts.front().is_some_and(|t| *t <= floor) {
-                state.starts.pop_front();
-            }
-            state.starts.push_back(self.now);
+            state.starts.prune(limit.window_floor(self.now));
+            state.starts.push(self.now, cost);
         }
+        self.lanes[b].remove(&(ticket, group.clone()));
+        self.tick += 1;
+        self.ready_by_band[b] -= 1;
         self.refresh_group(&group);
-        Some(id)
+        Pop::Job(id, cost)
     }
 
     fn remove_ready(&mut self, id: JobId, ready_position: (u8, u64)) {
@@ -308,7 +373,7 @@ impl Tables {
                 let state = self.groups.get_mut(g);
                 let here = state
                     .as_ref()
-                    .is_some_and(|s| s.ready.get(&ready_position) == Some(&id));
+                    .is_some_and(|s| s.ready.get(&ready_position).map(|r| r.0) == Some(id));
                 if here {
                     state.expect("checked").ready.remove(&ready_position);
                     self.refresh_group(g);
@@ -592,6 +657,7 @@ impl Tables {
             worker_id: None,
             cancel_requested: false,
             group: options.group,
+            cost: options.cost.filter(|c| *c != 1),
         };
         let mut ready_position = (priority.band(), 0);
         let ready = match due {
@@ -711,12 +777,16 @@ impl Tables {
             return Vec::new();
         }
         let mut max = req.max;
+        self.rate_blocked = false;
+        let mut used = 0;
         if let Some(limit) = self.rate {
-            let floor = limit.window_floor(now);
-            while self.starts.front().is_some_and(|t| *t <= floor) {
-                self.starts.pop_front();
+            self.starts.prune(limit.window_floor(now));
+            used = self.starts.used;
+            max = max.min(limit.room(used as usize));
+            if max == 0 {
+                self.rate_blocked = true;
+                return Vec::new();
             }
-            max = max.min(limit.room(self.starts.len()));
         }
         let lease_ms = duration_ms(req.lease);
         let input = EffectInput {
@@ -727,9 +797,23 @@ impl Tables {
         let mut out = Vec::with_capacity(max.min(self.ready_by_band.iter().sum::<u64>() as usize));
         let mut band = 0u8;
         while out.len() < max && band < 3 {
-            let Some(id) = self.pop_ready(band) else {
-                band += 1;
-                continue;
+            let rate = self.rate;
+            let id = match self.pop_ready(band, |cost| rate.is_none_or(|l| l.admits(used, cost))) {
+                Pop::Job(id, cost) => {
+                    if rate.is_some() {
+                        used += u64::from(cost);
+                        self.starts.push(now, cost);
+                    }
+                    id
+                }
+                Pop::Empty => {
+                    band += 1;
+                    continue;
+                }
+                Pop::Blocked => {
+                    self.rate_blocked = true;
+                    break;
+                }
             };
             if self.transition(id, Event::Start, &input, events).is_err() {
                 continue;
@@ -744,9 +828,6 @@ impl Tables {
             });
             self.active.insert((expires_ms, id));
             out.push(Self::lease_of(&self.jobs[&id]));
-            if self.rate.is_some() {
-                self.starts.push_back(now);
-            }
         }
         out
     }
@@ -754,9 +835,9 @@ impl Tables {
     /// When a fetch that took nothing at `now` should look again: the earliest due time of
     /// a delayed job, or when a hold ends or the rate limit next allows a start.
     pub(crate) fn next_wake(&self, now: Millis) -> Option<Millis> {
-        let rate_next = match (self.rate, self.starts.front()) {
+        let rate_next = match (self.rate, self.starts.starts.front()) {
             _ if now < self.held_until => Some(self.held_until),
-            (Some(limit), Some(oldest)) if limit.room(self.starts.len()) == 0 => {
+            (Some(limit), Some((oldest, _))) if self.rate_blocked => {
                 Some(limit.next_start(*oldest))
             }
             _ => None,

@@ -126,6 +126,9 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
         worker_id: text("worker_id").map(str::to_owned),
         cancel_requested: text("cancel_requested") == Some("1"),
         group: text("group").map(str::to_owned),
+        cost: uint("cost", u64::from(queue_core::backend::MAX_COST))?
+            .filter(|c| *c > 1)
+            .map(|c| c as u32),
     })
 }
 

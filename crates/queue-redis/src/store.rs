@@ -130,6 +130,7 @@ impl RedisBackend {
             worker_id: None,
             cancel_requested: false,
             group: o.group.clone(),
+            cost: o.cost.filter(|c| *c != 1),
         }
     }
 

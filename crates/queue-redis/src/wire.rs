@@ -142,7 +142,7 @@ pub(crate) fn enqueue_args(
     first_key: usize,
 ) -> (Vec<String>, Vec<String>) {
     let mut dynamic = Vec::with_capacity(jobs.len() * 2);
-    let mut args = Vec::with_capacity(1 + jobs.len() * 13);
+    let mut args = Vec::with_capacity(1 + jobs.len() * 14);
     args.push(jobs.len().to_string());
     for (_, job, id) in jobs {
         let o = &job.options;
@@ -178,6 +178,10 @@ pub(crate) fn enqueue_args(
             history_key.to_string(),
             if o.job_id.is_some() { "1" } else { "0" }.to_owned(),
             o.group.clone().unwrap_or_default(),
+            o.cost
+                .filter(|c| *c != 1)
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
         ]);
     }
     (dynamic, args)

@@ -2112,6 +2112,111 @@ pub async fn group_rate_limit_holds_and_wakes(h: &Harness) {
     assert_eq!(h.backend.group("g").await.unwrap().rate_limit, None);
 }
 
+/// A job's cost counts against the queue's and its group's rate limits: a job starts only
+/// when its cost fits what is left of the window (a cheaper job behind it does not
+/// overtake it), a job costing more than a whole window starts alone in an empty one, and
+/// a fetch held back by a cost wakes when the window has room for it.
+pub async fn job_cost_counts_against_rate_limits(h: &Harness) {
+    let ids = |leases: &[Lease]| -> Vec<u64> { leases.iter().map(|l| n_of(&l.job)).collect() };
+    for bad in [0, queue_core::backend::MAX_COST + 1] {
+        let err = h.backend.enqueue(job(0).cost(bad)).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+        assert!(err.to_string().contains("cost"), "{err}");
+    }
+    let limit = queue_core::RateLimit::new(10, Duration::from_secs(10)).unwrap();
+    h.backend.set_rate_limit(Some(limit)).await.unwrap();
+    let a = enqueue(h, job(1).cost(6)).await;
+    assert_eq!(a.cost, Some(6));
+    assert_eq!(get(h, a.job_id).await.cost, Some(6));
+    enqueue(h, job(2).cost(5)).await;
+    let c = enqueue(h, job(3)).await;
+    assert_eq!(c.cost, None, "cost 1 is the default");
+    assert_eq!(
+        ids(&fetch(h, 10).await),
+        vec![1],
+        "5 more do not fit after 6"
+    );
+    assert!(
+        fetch(h, 10).await.is_empty(),
+        "job 3 does not overtake job 2"
+    );
+    h.advance(Duration::from_secs(10));
+    assert_eq!(
+        ids(&fetch(h, 10).await),
+        vec![2, 3],
+        "5 + 1 fit a fresh window"
+    );
+    // More than a whole window: it waits for an empty window, then starts alone.
+    enqueue(h, job(4).cost(25)).await;
+    enqueue(h, job(5)).await;
+    assert!(fetch(h, 10).await.is_empty());
+    h.advance(Duration::from_secs(10));
+    assert_eq!(
+        ids(&fetch(h, 10).await),
+        vec![4],
+        "alone in an empty window"
+    );
+    h.advance(Duration::from_secs(9));
+    assert!(
+        fetch(h, 10).await.is_empty(),
+        "25 counted for the whole window"
+    );
+    let backend = Arc::clone(&h.backend);
+    let waiter =
+        tokio::spawn(async move { backend.fetch(&req("w2", 10), Duration::from_secs(30)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "held back by the cost in the window");
+    h.advance(Duration::from_secs(1));
+    let woke = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the fetch must wake when the window has room")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(&woke), vec![5]);
+    h.backend.set_rate_limit(None).await.unwrap();
+    // A group's limit: its next job waits for room; others run on.
+    let glimit = queue_core::RateLimit::new(4, Duration::from_secs(10)).unwrap();
+    h.backend
+        .set_group_rate_limit("g", Some(glimit))
+        .await
+        .unwrap();
+    enqueue(h, in_group(6, "g").cost(3)).await;
+    enqueue(h, in_group(7, "g").cost(2)).await;
+    enqueue(h, in_group(8, "g")).await;
+    enqueue(h, job(9)).await;
+    let mut first = ids(&fetch(h, 10).await);
+    first.sort_unstable();
+    assert_eq!(first, vec![6, 9], "3 + 2 > 4: job 7 waits, job 8 behind it");
+    h.advance(Duration::from_secs(10));
+    assert_eq!(ids(&fetch(h, 10).await), vec![7, 8], "2 + 1 fit");
+    assert!(fetch(h, 10).await.is_empty());
+    // Over many windows: the costs started in any 10 s stay within the limit.
+    for n in 10..20 {
+        enqueue(h, in_group(n, "g").cost(1 + n % 3)).await;
+    }
+    let mut starts: Vec<(i64, u32)> = Vec::new();
+    for _ in 0..40 {
+        let now = h.clock.now_ms();
+        starts.extend(
+            fetch(h, 10)
+                .await
+                .iter()
+                .map(|l| (now, l.job.cost.unwrap_or(1))),
+        );
+        h.advance(Duration::from_secs(2));
+    }
+    assert_eq!(starts.len(), 10, "every job of g started: {starts:?}");
+    for (i, (t, _)) in starts.iter().enumerate() {
+        let in_window: u32 = starts[i..]
+            .iter()
+            .filter(|(u, _)| *u < t + 10_000)
+            .map(|(_, c)| c)
+            .sum();
+        assert!(in_window <= 4, "{starts:?}");
+    }
+    h.backend.set_group_rate_limit("g", None).await.unwrap();
+}
+
 /// A handler of a job in a group that reports a limit hit holds that group's starts until
 /// then, on every worker; other groups and jobs without a group run on.
 pub async fn a_rate_limited_job_holds_only_its_group(h: &Harness) {

@@ -47,8 +47,9 @@ struct GroupSet {
     paused: bool,
     concurrency: Option<u32>,
     rate: Option<queue_core::RateLimit>,
-    /// Its starts while it has a rate limit (each start forgets those out of the window).
-    starts: Vec<Millis>,
+    /// Its starts while it has a rate limit, with their costs (each start forgets those
+    /// out of the window).
+    starts: Vec<(Millis, u32)>,
     held_until: Millis,
 }
 
@@ -74,9 +75,9 @@ pub struct Model {
     workers: BTreeMap<String, (WorkerBeat, Millis)>,
     last_claim: BTreeMap<String, ClaimId>,
     paused: bool,
-    /// The rate limit (max, window ms) and every start since it was set.
-    rate: Option<(usize, Millis)>,
-    starts: Vec<Millis>,
+    /// The rate limit (max, window ms) and every start since it was set, with its cost.
+    rate: Option<(u64, Millis)>,
+    starts: Vec<(Millis, u32)>,
     /// No job starts before this time (a handler reported a rate limit).
     held_until: Millis,
     /// Group settings and rate state.
@@ -90,6 +91,26 @@ pub struct Model {
     tick: u64,
     /// The ticket of the last start of a job without a group, per band.
     ungrouped_ticket: [u64; 3],
+}
+
+/// What a job's start counts against rate limits.
+fn cost_of(job: &Job) -> u32 {
+    job.record.cost.unwrap_or(1)
+}
+
+/// The costs of the starts after `floor`.
+fn used_since(starts: &[(Millis, u32)], floor: Millis) -> u64 {
+    starts
+        .iter()
+        .filter(|(t, _)| *t > floor)
+        .map(|(_, c)| u64::from(*c))
+        .sum()
+}
+
+/// A start of `cost` fits a limit of `max` with `used` in the window: it fits what is left,
+/// or the window is empty.
+fn fits(max: u64, used: u64, cost: u32) -> bool {
+    used == 0 || used + u64::from(cost) <= max
 }
 
 fn not_found(id: JobId) -> Error {
@@ -180,18 +201,22 @@ impl Model {
     fn admits(&self, group: &str) -> bool {
         let set = self.group_settings.get(group).cloned().unwrap_or_default();
         let now = self.now;
-        let in_window = set.rate.map_or(0, |l| {
-            set.starts
-                .iter()
-                .filter(|t| **t > now - duration_ms(l.per))
-                .count()
-        });
+        // Its next job: the first of its highest priority with ready jobs.
+        let next_cost = (0..3u8)
+            .find_map(|b| self.ready_in(Some(group), b).min_by_key(|j| j.place))
+            .map_or(1, cost_of);
         !set.paused
             && set
                 .concurrency
                 .is_none_or(|max| self.running_in(group) < u64::from(max))
             && now >= set.held_until
-            && set.rate.is_none_or(|l| in_window < l.max as usize)
+            && set.rate.is_none_or(|l| {
+                fits(
+                    u64::from(l.max),
+                    used_since(&set.starts, now - duration_ms(l.per)),
+                    next_cost,
+                )
+            })
     }
 
     /// Gives each group a lane (at the current ticket) in every band where it has ready
@@ -288,7 +313,7 @@ impl Model {
     /// window, and a changed limit counts the ones still kept; a removed limit forgets
     /// them all.
     pub fn set_rate_limit(&mut self, limit: Option<queue_core::RateLimit>) {
-        self.rate = limit.map(|l| (l.max as usize, duration_ms(l.per)));
+        self.rate = limit.map(|l| (u64::from(l.max), duration_ms(l.per)));
         if limit.is_none() {
             self.starts.clear();
         }
@@ -352,6 +377,7 @@ impl Model {
             worker_id: None,
             cancel_requested: false,
             group: o.group,
+            cost: o.cost.filter(|c| *c != 1),
         };
         let place = if due.is_some() { 0 } else { self.place() };
         self.jobs.push(Job {
@@ -530,18 +556,32 @@ impl Model {
         if now < self.held_until {
             max = 0;
         }
+        let mut used = 0;
         if let Some((limit, per)) = self.rate {
             // A claim that may start jobs forgets the starts that have left the window
             // (a wider limit set later does not bring them back).
             if !self.paused && now >= self.held_until {
-                self.starts.retain(|t| *t > now - per);
+                self.starts.retain(|(t, _)| *t > now - per);
             }
-            let recent = self.starts.len();
-            max = max.min(limit.saturating_sub(recent));
+            used = used_since(&self.starts, now - per);
+            max = max.min(limit.saturating_sub(used) as usize);
         }
         self.refresh_lanes();
         while !self.paused && out.len() < max {
-            let Some(i) = self.next_job() else { break };
+            let Some((i, band, lane)) = self.next_job() else {
+                break;
+            };
+            // Under the queue's rate limit the next job's cost must fit; else nothing more
+            // starts (a cheaper job behind it does not overtake it).
+            let cost = cost_of(&self.jobs[i]);
+            if let Some((limit, _)) = self.rate {
+                if !fits(limit, used, cost) {
+                    break;
+                }
+                used += u64::from(cost);
+                self.starts.push((now, cost));
+            }
+            self.stamp(band, lane, cost);
             self.next_token += 1;
             let token = LeaseToken::new(format!("model-{}", self.next_token));
             let lease_ms = duration_ms(req.lease);
@@ -564,18 +604,15 @@ impl Model {
                 token,
                 expires_at: now + lease_ms,
             });
-            if self.rate.is_some() {
-                self.starts.push(now);
-            }
             self.refresh_lanes();
         }
         out
     }
 
-    /// The next job to start, stamping its lane: in the highest band with ready jobs, the
-    /// lane with the lowest ticket (jobs without a group first on a tie, then groups by
+    /// The next job to start, with its band and lane: in the highest band with ready jobs,
+    /// the lane with the lowest ticket (jobs without a group first on a tie, then groups by
     /// name), then that lane's first job.
-    fn next_job(&mut self) -> Option<usize> {
+    fn next_job(&self) -> Option<(usize, u8, Option<String>)> {
         for band in 0..3u8 {
             let mut lanes: Vec<(u64, Option<String>)> = self
                 .lanes
@@ -603,23 +640,29 @@ impl Model {
                 .min_by_key(|(_, j)| j.place)
                 .map(|(i, _)| i)
                 .expect("a lane has a ready job");
-            self.tick += 1;
-            match lane {
-                None => self.ungrouped_ticket[usize::from(band)] = self.tick,
-                Some(g) => {
-                    let now = self.now;
-                    if let Some(set) = self.group_settings.get_mut(&g)
-                        && let Some(limit) = set.rate
-                    {
-                        set.starts.retain(|t| *t > now - duration_ms(limit.per));
-                        set.starts.push(now);
-                    }
-                    self.lanes.remove(&(band, g));
-                }
-            }
-            return Some(i);
+            return Some((i, band, lane));
         }
         None
+    }
+
+    /// A start from `lane` of `band` (of `cost`): the lane takes the next ticket, a
+    /// group's rate log the start.
+    fn stamp(&mut self, band: u8, lane: Option<String>, cost: u32) {
+        self.tick += 1;
+        match lane {
+            None => self.ungrouped_ticket[usize::from(band)] = self.tick,
+            Some(g) => {
+                let now = self.now;
+                if let Some(set) = self.group_settings.get_mut(&g)
+                    && let Some(limit) = set.rate
+                {
+                    set.starts
+                        .retain(|(t, _)| *t > now - duration_ms(limit.per));
+                    set.starts.push((now, cost));
+                }
+                self.lanes.remove(&(band, g));
+            }
+        }
     }
 
     fn promote(&mut self, now: Millis) {

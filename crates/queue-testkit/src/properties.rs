@@ -175,6 +175,12 @@ fn group_of(job: u8) -> Option<&'static str> {
     }
 }
 
+/// The cost against rate limits of a job slot's jobs (`NewJob::cost`): slots take turns
+/// 1, 2, 1, 3, so with limits of 1 to 3 a cost fits, waits for room, or exceeds a window.
+fn cost_of(job: u8) -> u32 {
+    [1, 2, 1, 3][usize::from(job % 4)]
+}
+
 impl fmt::Debug for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -500,6 +506,9 @@ impl<'a> Run<'a> {
         }
         if let Some(g) = group_of(job) {
             j = j.group(g);
+        }
+        if cost_of(job) > 1 {
+            j = j.cost(cost_of(job));
         }
         j
     }

@@ -31,6 +31,7 @@ fn record(task: &str, payload: &str, retry_count: u32, max_retries: u32) -> JobR
         worker_id: Some("w".into()),
         cancel_requested: false,
         group: None,
+        cost: None,
     }
 }
 

@@ -45,10 +45,14 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             delay,
             max_retries,
             group,
+            cost,
         } => {
             let mut job = NewJob::with_payload(task, payload);
             if let Some(g) = group {
                 job = job.group(g);
+            }
+            if let Some(c) = cost {
+                job = job.cost(c);
             }
             if let Some(k) = unique_key {
                 job = job.unique_key(k);

@@ -54,6 +54,9 @@ pub(crate) enum Command {
         /// The job's group (e.g. the publisher): groups share the workers round-robin.
         #[arg(long)]
         group: Option<String>,
+        /// What a start counts against rate limits (default 1), e.g. an LLM call's tokens.
+        #[arg(long)]
+        cost: Option<u32>,
     },
     /// One job's record.
     Status {

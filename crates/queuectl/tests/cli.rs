@@ -522,24 +522,20 @@ fn groups_are_shown_paused_and_limited() {
     );
     assert!(ctl.ok(&["group", "publisher-7"]).contains("rate limit"));
     assert!(ctl.json(&["group", "publisher-7", "--no-rate"])["rate_limit"].is_null());
-    ctl.ok(&[
-        "enqueue",
-        "--task",
-        "noop",
-        "--payload",
-        "{}",
-        "--group",
-        "publisher-8",
-    ]);
-    ctl.ok(&[
-        "enqueue",
-        "--task",
-        "noop",
-        "--payload",
-        "{}",
-        "--group",
-        "publisher-8",
-    ]);
+    let enqueue = |extra: &[&str]| {
+        let mut args = vec!["enqueue", "--task", "noop", "--payload", "{}"];
+        args.extend_from_slice(extra);
+        ctl.run(&args)
+    };
+    for _ in 0..2 {
+        assert_eq!(code(&enqueue(&["--group", "publisher-8"])), 0);
+    }
+    let costly = enqueue(&["--cost", "40"]);
+    let costly = String::from_utf8_lossy(&costly.stdout).trim().to_owned();
+    assert_eq!(ctl.json(&["status", &costly])["cost"], 40);
+    let bad = enqueue(&["--cost", "0"]);
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("cost"), "{}", stderr(&bad));
     let list = ctl.json(&["groups", "--limit", "1"]);
     assert_eq!(list["groups"][0]["group"], "publisher-8", "{list}");
     assert_eq!(list["groups"][0]["unfinished"], 2, "{list}");

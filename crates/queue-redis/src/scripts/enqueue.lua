@@ -1,7 +1,8 @@
 -- Creates jobs. KEYS after the statics: each job's key, and its unique key's history key
--- when it has one. ARGV: 3 count, then per job 12 values: id, task, payload, unique_key,
+-- when it has one. ARGV: 3 count, then per job 14 values: id, task, payload, unique_key,
 -- band, delay_ms, max_retries, timeout_ms, metadata, job key index, history key index,
--- '1' when the caller chose the id (only such an id can meet leftovers of an old job).
+-- '1' when the caller chose the id (only such an id can meet leftovers of an old job),
+-- group ('' without), cost ('' for 1).
 -- Returns {now, {code, id}...}: ok | exists (the id is taken: that record is kept) |
 -- stale (entries of a deleted job with this id remain: queued, running or finished) | dup (the unique key's holder) |
 -- badkey (the unique key's history key holds something else).
@@ -11,7 +12,7 @@ local created = 0
 -- Ready jobs get their places in one INCRBY once all are known (in order).
 local ready = {}
 for i = 0, count - 1 do
-  local b = 4 + i * 13
+  local b = 4 + i * 14
   local id, task, payload, uk = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local band, delay = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   local key = KEYS[tonumber(ARGV[b + 9])]
@@ -41,6 +42,7 @@ for i = 0, count - 1 do
     if uk ~= '' then fields[n + 1], fields[n + 2], n = 'unique_key', uk, n + 2 end
     if ARGV[b + 7] ~= '' then fields[n + 1], fields[n + 2], n = 'timeout_ms', ARGV[b + 7], n + 2 end
     if ARGV[b + 8] ~= '' then fields[n + 1], fields[n + 2], n = 'metadata', ARGV[b + 8], n + 2 end
+    if ARGV[b + 13] ~= '' then fields[n + 1], fields[n + 2], n = 'cost', ARGV[b + 13], n + 2 end
     if group then
       fields[n + 1], fields[n + 2], n = 'group', group, n + 2
       later_group_load(group, UNFINISHED_CHANGE.new)

@@ -8,7 +8,7 @@ if what == 'pause' then
 elseif what == 'resume' then
   redis.call('HDEL', KEY.groups, 'pause:' .. group)
 elseif what == 'rate' and ARGV[5] == '' then
-  redis.call('HDEL', KEY.groups, 'rmax:' .. group, 'rper:' .. group)
+  redis.call('HDEL', KEY.groups, 'rmax:' .. group, 'rper:' .. group, 'rx:' .. group)
   redis.call('DEL', group_rate_key(group))
 elseif what == 'rate' then
   redis.call('HSET', KEY.groups, 'rmax:' .. group, ARGV[5], 'rper:' .. group, ARGV[6])

@@ -2,7 +2,7 @@
 -- ''; the start log goes with it). Wakes the blocked fetchers: a looser limit may let them
 -- start jobs now. Returns 1.
 if ARGV[3] == '' then
-  redis.call('HDEL', KEY.meta, 'rate_max', 'rate_per_ms')
+  redis.call('HDEL', KEY.meta, 'rate_max', 'rate_per_ms', 'rate_extra')
   redis.call('DEL', KEY.rate)
 else
   redis.call('HSET', KEY.meta, 'rate_max', ARGV[3], 'rate_per_ms', ARGV[4])

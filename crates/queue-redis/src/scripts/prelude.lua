@@ -283,33 +283,104 @@ end
 
 local function group_rate_key(group) return PREFIX .. 'grate:' .. group end
 
+-- A job's cost against the rate limits (queue_core NewJob::cost; absent: 1). A claim reads
+-- it only while a rate limit applies.
+local function job_cost(id)
+  local c = redis.pcall('HGET', PREFIX .. 'job:' .. id, 'cost')
+  return (not failed(c) and tonumber(c)) or 1
+end
+
+-- Start logs of rate limits (zsets: start ms by lease token). A start costing c > 1 is the
+-- member `token#c`, and `c - 1` is added to the log's `extra` (a field of hash `h`), so
+-- the costs in the window are a count plus extra: no scan of the window. Starts leave
+-- the log only at a start (`log_prune`), as in the memory backend and the model: a wider
+-- limit set later counts them again while they are in its window.
+-- The extra cost of the starts at or before `floor` (those still logged).
+local function log_expired_extra(log, floor, extra)
+  local gone = 0
+  if extra > 0 then
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, '-inf', floor)) do
+      local c = tonumber(string.match(m, '#(%d+)$'))
+      if c then gone = gone + c - 1 end
+    end
+  end
+  return gone
+end
+
+-- The costs of the starts after `floor`.
+local function log_used(log, floor, h, field)
+  local extra = tonumber(redis.call('HGET', h, field) or '0') or 0
+  return redis.call('ZCOUNT', log, '(' .. floor, '+inf') + extra - log_expired_extra(log, floor, extra)
+end
+
+-- Forgets the starts at or before `floor`.
+local function log_prune(log, floor, h, field)
+  local extra = tonumber(redis.call('HGET', h, field) or '0') or 0
+  if extra > 0 then
+    extra = extra - log_expired_extra(log, floor, extra)
+    if extra > 0 then redis.call('HSET', h, field, extra) else redis.call('HDEL', h, field) end
+  end
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', floor)
+end
+
+-- Adds starts {token, cost}... at NOW to a start log.
+local function log_add(log, starts, h, field)
+  local args, extra = {}, 0
+  for _, s in ipairs(starts) do
+    args[#args + 1] = NOW
+    if s[2] > 1 then
+      args[#args + 1] = s[1] .. '#' .. s[2]
+      extra = extra + s[2] - 1
+    else
+      args[#args + 1] = s[1]
+    end
+  end
+  if #args > 0 then redis.call('ZADD', log, unpack(args)) end
+  if extra > 0 then redis.call('HINCRBY', h, field, extra) end
+end
+
+-- queue_core::RateLimit::admits: a job of `cost` fits what is left of the window, or the
+-- window is empty.
+local function rate_admits(max, used, cost) return used == 0 or used + cost <= max end
+
+-- The first job of a group's highest priority with ready jobs (what it starts next).
+local function group_head(group)
+  for band = 0, 2 do
+    local head = redis.call('ZRANGE', group_ready_key(band, group), 0, 0)
+    if head[1] then return head[1] end
+  end
+  return nil
+end
+
 -- queue_core::backend::{group_admits, group_rate_admits}: not paused, fewer running than
--- its concurrency limit, not held, and room in its rate window. Returns admits, running,
--- the concurrency limit, the rate room (nil without a rate limit), and when time alone
--- may let it start again (nil if not held back by time).
+-- its concurrency limit, not held, and its next job's cost fits its rate window. Returns
+-- admits, running, the concurrency limit, whether a rate limit applies, and when time
+-- alone may let it start again (nil if not held back by time).
 local function group_admits(KEY, group)
   local v = redis.call('HMGET', KEY.groups, 'run:' .. group, 'max:' .. group, 'pause:' .. group,
     'rmax:' .. group, 'rper:' .. group, 'held:' .. group)
   local running, max = num(v[1], 0), tonumber(v[2])
   local ok = not v[3] and (not max or running < max)
-  local room, again = nil, nil
+  local limited, again = false, nil
   local held = tonumber(v[6])
   if held and NOW < held then
     ok, again = false, held
   end
   local rmax, rper = tonumber(v[4]), tonumber(v[5])
   if rmax and rper then
+    limited = true
     local floor = NOW - rper
-    room = rmax - redis.call('ZCOUNT', group_rate_key(group), '(' .. floor, '+inf')
-    if room <= 0 then
+    local log = group_rate_key(group)
+    local used = log_used(log, floor, KEY.groups, 'rx:' .. group)
+    local head = group_head(group)
+    if used > 0 and head and not rate_admits(rmax, used, job_cost(head)) then
       ok = false
       -- Its earliest start in the window leaving it may make room (looked at again then).
-      local first = redis.call('ZRANGEBYSCORE', group_rate_key(group), '(' .. floor, '+inf',
-        'WITHSCORES', 'LIMIT', 0, 1)
+      local first = redis.call('ZRANGEBYSCORE', log, '(' .. floor, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
       if first[2] then again = math.max(again or 0, tonumber(first[2]) + rper) end
     end
   end
-  return ok, running, max, room, again
+  return ok, running, max, limited, again
 end
 
 -- One group's counts and settings, for operators: {ready, running, paused (0/1),
@@ -365,8 +436,11 @@ end
 local function push_group_ready(KEY, band, group, seq, id)
   redis.call('ZADD', group_ready_key(band, group), seq, id)
   later_group_ready(band, 1)
-  local admits, _, _, _, again = group_admits(KEY, group)
-  if admits then
+  local admits, _, _, limited, again = group_admits(KEY, group)
+  if limited then
+    -- Its next job may have changed, and with it whether its cost fits: every band follows.
+    refresh_group(KEY, group)
+  elseif admits then
     if redis.call('ZADD', lanes_key(KEY, band), 'NX', current_tick(KEY), group) == 1 then wake() end
   else
     note_timed(KEY, group, again)
@@ -379,7 +453,12 @@ local function remove_group_ready(KEY, band, group, id)
   local q = group_ready_key(band, group)
   if redis.call('ZREM', q, id) == 0 then return false end
   later_group_ready(band, -1)
-  if redis.call('EXISTS', q) == 0 then redis.call('ZREM', lanes_key(KEY, band), group) end
+  if redis.call('HEXISTS', KEY.groups, 'rmax:' .. group) == 1 then
+    -- Its next job may have changed, and with it whether its cost fits.
+    refresh_group(KEY, group)
+  elseif redis.call('EXISTS', q) == 0 then
+    redis.call('ZREM', lanes_key(KEY, band), group)
+  end
   return true
 end
 
@@ -631,19 +710,40 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
     RATE_NEXT = held
     return with_records({})
   end
-  -- Rate limited: no more than the starts left in the window that ends now (starts at or
-  -- before NOW - window no longer count; queue_core::RateLimit).
+  -- Rate limited: each start's cost must fit what is left of the window that ends now
+  -- (starts at or before NOW - window no longer count; queue_core::RateLimit::admits).
   local want = max
   local rate_max, rate_per = tonumber(meta[2]), tonumber(meta[3])
-  if rate_max and rate_per then
-    redis.call('ZREMRANGEBYSCORE', KEY.rate, '-inf', NOW - rate_per)
-    local room = rate_max - redis.call('ZCARD', KEY.rate)
+  local limited = rate_max and rate_per
+  local used = 0
+  local function stop_at_limit()
+    local oldest = redis.call('ZRANGE', KEY.rate, 0, 0, 'WITHSCORES')
+    if oldest[2] then RATE_NEXT = tonumber(oldest[2]) + rate_per end
+  end
+  if limited then
+    log_prune(KEY.rate, NOW - rate_per, KEY.meta, 'rate_extra')
+    used = log_used(KEY.rate, NOW - rate_per, KEY.meta, 'rate_extra')
+    local room = rate_max - used
     if room < max then max = math.max(room, 0) end
     if max == 0 then
-      local oldest = redis.call('ZRANGE', KEY.rate, 0, 0, 'WITHSCORES')
-      if oldest[2] then RATE_NEXT = tonumber(oldest[2]) + rate_per end
+      stop_at_limit()
       return with_records({})
     end
+  end
+  -- Whether the queue's limit lets job `id` start now (its cost counted if so).
+  local blocked = false
+  local costs = {}
+  local function fits(id)
+    if not limited then return true end
+    local c = job_cost(id)
+    if not rate_admits(rate_max, used, c) then
+      blocked = true
+      stop_at_limit()
+      return false
+    end
+    used = used + c
+    costs[#costs + 1] = c
+    return true
   end
   local out, leases, active = {}, {}, {}
   local expires = NOW + lease_ms
@@ -661,11 +761,24 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
   -- first job and takes the next ticket; the jobs without a group win a tie.
   local tickets = nil
   for band = 0, 2 do
-    if #out >= max then break end
+    if #out >= max or blocked then break end
     local ready, lanes = ready_key(KEY, band), lanes_key(KEY, band)
     if redis.call('EXISTS', lanes) == 0 then
-      -- No group has a lane here: today's pop, in one call.
-      local popped = redis.call('ZPOPMIN', ready, max - #out)
+      -- No group has a lane here: today's pop, in one call (one by one under a rate
+      -- limit: each cost must fit).
+      local popped
+      if limited then
+        popped = {}
+        while #out + #popped / 2 < max do
+          local head = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+          if #head == 0 or not fits(head[1]) then break end
+          redis.call('ZREM', ready, head[1])
+          popped[#popped + 1] = head[1]
+          popped[#popped + 1] = head[2]
+        end
+      else
+        popped = redis.call('ZPOPMIN', ready, max - #out)
+      end
       if #popped > 0 then
         TICK = current_tick(KEY) + #popped / 2
         tickets = tickets or {}
@@ -677,30 +790,40 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
       local waiting = redis.call('ZCARD', ready)
       local ut = tonumber(redis.call('HGET', KEY.meta, 'ut' .. band) or '0') or 0
       local served_ungrouped = false
-      while #out < max do
+      while #out < max and not blocked do
         -- The first two lanes: with one lane alone (and no job without a group waiting),
         -- every start of this claim goes to it, so they are taken in one call.
         local head = redis.call('ZRANGE', lanes, 0, 1, 'WITHSCORES')
         if #head == 0 and waiting == 0 then break end
         current_tick(KEY)
         if waiting > 0 and (#head == 0 or ut <= tonumber(head[2])) then
-          local popped = redis.call('ZPOPMIN', ready, 1)
+          local first = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+          if not fits(first[1]) then break end
+          redis.call('ZREM', ready, first[1])
           waiting = waiting - 1
           TICK = TICK + 1
           ut = TICK
           served_ungrouped = true
-          take(popped[1], popped[2], nil)
+          take(first[1], first[2], nil)
         else
           local group = head[1]
           local q = group_ready_key(band, group)
-          local _, running, limit, room = group_admits(KEY, group)
-          local n = 1
-          if #head == 2 and waiting == 0 then
-            n = max - #out
-            if limit then n = math.min(n, limit - running) end
-            if room then n = math.min(n, room) end
+          local _, running, limit, group_limited = group_admits(KEY, group)
+          local popped
+          if limited or group_limited then
+            -- One at a time: each cost must fit.
+            local first = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+            if first[1] and not fits(first[1]) then break end
+            if first[1] then redis.call('ZREM', q, first[1]) end
+            popped = first
+          else
+            local n = 1
+            if #head == 2 and waiting == 0 then
+              n = max - #out
+              if limit then n = math.min(n, limit - running) end
+            end
+            popped = redis.call('ZPOPMIN', q, math.max(n, 1))
           end
-          local popped = redis.call('ZPOPMIN', q, math.max(n, 1))
           local took = #popped / 2
           if took == 0 then
             -- A lane left without jobs (it cannot be, but must not stop the claim).
@@ -709,28 +832,17 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
             TICK = TICK + took
             redis.call('HINCRBY', KEY.groups, 'run:' .. group, took)
             later_group_ready(band, -took)
-            local first_token = #out + 1
             for j = 1, #popped, 2 do take(popped[j], popped[j + 1], group) end
-            if room then
-              -- Its rate log: forget the starts out of the window, add these.
-              local log = group_rate_key(group)
-              local rper = tonumber(redis.call('HGET', KEY.groups, 'rper:' .. group))
-              redis.call('ZREMRANGEBYSCORE', log, '-inf', NOW - rper)
-              local entries = {}
-              for k = first_token, #out do
-                entries[#entries + 1] = NOW
-                entries[#entries + 1] = out[k][2]
-              end
-              redis.call('ZADD', log, unpack(entries))
-            end
-            if (limit and running + took >= limit) or (room and room - took <= 0) then
-              -- At a limit: no lane anywhere until a slot comes back or time passes.
+            if group_limited then
+              -- Its rate log, then its lanes as its next job's cost allows.
+              local log, rper = group_rate_key(group), tonumber(redis.call('HGET', KEY.groups, 'rper:' .. group))
+              log_prune(log, NOW - rper, KEY.groups, 'rx:' .. group)
+              log_add(log, { { out[#out][2], job_cost(popped[1]) } }, KEY.groups, 'rx:' .. group)
+              if redis.call('EXISTS', q) == 1 then redis.call('ZADD', lanes, TICK, group) end
+              refresh_group(KEY, group)
+            elseif limit and running + took >= limit then
+              -- At a limit: no lane anywhere until a slot comes back.
               for b = 0, 2 do redis.call('ZREM', lanes_key(KEY, b), group) end
-              local _, _, _, _, again = group_admits(KEY, group)
-              if redis.call('EXISTS', group_ready_key(0, group), group_ready_key(1, group),
-                  group_ready_key(2, group)) > 0 then
-                note_timed(KEY, group, again)
-              end
             elseif redis.call('EXISTS', q) == 1 then
               redis.call('ZADD', lanes, TICK, group)
             else
@@ -750,13 +862,10 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
   if #out > 0 then
     redis.call('HSET', KEY.leases, unpack(leases))
     redis.call('ZADD', KEY.active, unpack(active))
-    if rate_max and rate_per then
-      local log = {}
-      for _, c in ipairs(out) do
-        log[#log + 1] = NOW
-        log[#log + 1] = c[2]
-      end
-      redis.call('ZADD', KEY.rate, unpack(log))
+    if limited then
+      local starts = {}
+      for i, c in ipairs(out) do starts[i] = { c[2], costs[i] } end
+      log_add(KEY.rate, starts, KEY.meta, 'rate_extra')
     end
   end
   -- All it asked for, and maybe more left: let another fetcher look.
