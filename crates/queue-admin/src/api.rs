@@ -39,6 +39,15 @@ fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
+/// A JSON request body of type `T`; `what` names it in the error.
+fn json_body<T: serde::de::DeserializeOwned>(
+    raw: Result<Bytes, BytesRejection>,
+    what: &str,
+) -> Result<T, ApiError> {
+    serde_json::from_slice(&body(raw)?)
+        .map_err(|e| ApiError::bad_request(format!("malformed {what}: {e}")))
+}
+
 fn job_id(raw: &str) -> Result<JobId, ApiError> {
     JobId::from_str(raw).map_err(|e| ApiError::bad_request(e.to_string()))
 }
@@ -115,9 +124,7 @@ pub(crate) async fn enqueue(
     Extract(state): Extract<State>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let raw = body(raw)?;
-    let b: EnqueueBody = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::bad_request(format!("malformed job: {e}")))?;
+    let b: EnqueueBody = json_body(raw, "job")?;
     let mut job = NewJob::with_payload(b.task, Payload::encode(&b.payload)?);
     job.options.unique_key = b.unique_key;
     job.options.priority = b.priority;
@@ -165,9 +172,7 @@ pub(crate) async fn rate_limit(
     Extract(state): Extract<State>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let raw = body(raw)?;
-    let b: RateLimitBody = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::bad_request(format!("malformed rate limit request: {e}")))?;
+    let b: RateLimitBody = json_body(raw, "rate limit request")?;
     let limit = rate_limit_of(&b)?;
     state.backend.set_rate_limit(limit).await?;
     Ok(Json(json!({ "rate_limit": limit })))
@@ -241,6 +246,24 @@ pub(crate) async fn resume_group(
     Ok(Json(state.backend.group(&group).await?))
 }
 
+/// `POST /groups/{group}/weight` with `{"weight": N}` sets the group's weight in the fair
+/// share (1 to 1000); `{"weight": null}` (or `{}`) removes it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightBody {
+    weight: Option<u32>,
+}
+
+pub(crate) async fn group_weight(
+    Extract(state): Extract<State>,
+    Path(group): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<queue_core::GroupStats>, ApiError> {
+    let b: WeightBody = json_body(raw, "weight request")?;
+    state.backend.set_group_weight(&group, b.weight).await?;
+    Ok(Json(state.backend.group(&group).await?))
+}
+
 /// `POST /groups/{group}/concurrency` with `{"max": N}` sets the group's concurrency
 /// limit; `{"max": null}` (or `{}`) removes it.
 #[derive(Debug, Default, Deserialize)]
@@ -254,9 +277,7 @@ pub(crate) async fn group_concurrency(
     Path(group): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<queue_core::GroupStats>, ApiError> {
-    let raw = body(raw)?;
-    let b: ConcurrencyBody = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::bad_request(format!("malformed concurrency request: {e}")))?;
+    let b: ConcurrencyBody = json_body(raw, "concurrency request")?;
     state.backend.set_group_concurrency(&group, b.max).await?;
     Ok(Json(state.backend.group(&group).await?))
 }
@@ -268,9 +289,7 @@ pub(crate) async fn group_rate_limit(
     Path(group): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<queue_core::GroupStats>, ApiError> {
-    let raw = body(raw)?;
-    let b: RateLimitBody = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::bad_request(format!("malformed rate limit request: {e}")))?;
+    let b: RateLimitBody = json_body(raw, "rate limit request")?;
     let limit = rate_limit_of(&b)?;
     state.backend.set_group_rate_limit(&group, limit).await?;
     Ok(Json(state.backend.group(&group).await?))

@@ -100,6 +100,7 @@ impl Admin {
             .route("/groups/{group}/pause", post(api::pause_group))
             .route("/groups/{group}/resume", post(api::resume_group))
             .route("/groups/{group}/concurrency", post(api::group_concurrency))
+            .route("/groups/{group}/weight", post(api::group_weight))
             .route("/groups/{group}/rate_limit", post(api::group_rate_limit))
             .route("/events", get(api::events))
             .route("/openapi.json", get(openapi::document))

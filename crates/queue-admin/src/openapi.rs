@@ -4,7 +4,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// Every route: (method, path, summary, authenticated).
-pub const ROUTES: [(&str, &str, &str, bool); 21] = [
+pub const ROUTES: [(&str, &str, &str, bool); 22] = [
     ("get", "/health", "Backend health (no token needed)", false),
     (
         "get",
@@ -74,6 +74,12 @@ pub const ROUTES: [(&str, &str, &str, bool); 21] = [
     ),
     (
         "post",
+        "/groups/{group}/weight",
+        "Set ({weight}: starts in a row per turn) or remove ({weight: null}) a group's weight",
+        true,
+    ),
+    (
+        "post",
         "/groups/{group}/rate_limit",
         "Set ({max, per_seconds}) or remove ({max: null}) a group's rate limit",
         true,
@@ -103,6 +109,9 @@ fn operation(method: &str, path: &str, summary: &str, auth: bool) -> Value {
     }
     if path.contains("{group}") {
         op["parameters"] = json!([{ "name": "group", "in": "path", "required": true, "schema": { "type": "string", "maxLength": 128 } }]);
+    }
+    if path.ends_with("/weight") {
+        op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "weight": { "type": "integer", "minimum": 1, "maximum": 1000, "nullable": true } }, "additionalProperties": false } } } });
     }
     if path.ends_with("/concurrency") {
         op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "max": { "type": "integer", "minimum": 1, "nullable": true } }, "additionalProperties": false } } } });

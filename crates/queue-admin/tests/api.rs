@@ -183,6 +183,26 @@ async fn round_trip(backend: SharedBackend) {
         )
         .await;
     assert_eq!((status, g["concurrency"].as_u64()), (200, Some(2)), "{g}");
+    let (status, g) = s
+        .json(
+            "POST",
+            "/groups/publisher-1/weight",
+            Some(r#"{"weight": 3}"#),
+        )
+        .await;
+    assert_eq!((status, g["weight"].as_u64()), (200, Some(3)), "{g}");
+    let (status, body) = s
+        .json(
+            "POST",
+            "/groups/publisher-1/weight",
+            Some(r#"{"weight": 0}"#),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (_, g) = s
+        .json("POST", "/groups/publisher-1/weight", Some("{}"))
+        .await;
+    assert!(g["weight"].is_null(), "{g}");
     let (_, g) = s.json("POST", "/groups/publisher-1/pause", None).await;
     assert_eq!(g["paused"], true);
     let (_, g) = s.json("POST", "/groups/publisher-1/resume", None).await;

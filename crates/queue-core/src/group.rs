@@ -13,6 +13,11 @@
 //! without groups runs exactly as before, strict priority then FIFO. Priorities stay
 //! strict: every lane of a higher priority is served before any lane of a lower one.
 //!
+//! A group may have a weight `w` ([`crate::JobStore::set_group_weight`]; default 1): its
+//! lane then keeps its ticket for `w` starts in a row before it takes a new one
+//! ([`weighted_turn`]), so it gets `w` starts for every one of a group of weight 1
+//! (weighted round-robin). The count of starts within the turn is kept per group.
+//!
 //! A group that is paused, or that runs as many jobs as its concurrency limit allows,
 //! has no lane until that changes ([`group_admits`]); its jobs stay queued. The choice
 //! costs the same with 1 or 10,000 groups: lanes are kept ordered by ticket, nothing is
@@ -60,6 +65,41 @@ pub fn check_group_concurrency(limit: Option<u32>) -> Result<()> {
             "group concurrency: {n} is not between 1 and 1000000"
         ))),
         _ => Ok(()),
+    }
+}
+
+/// The heaviest weight a group may have.
+pub const MAX_GROUP_WEIGHT: u32 = 1_000;
+
+/// Checks a group's weight: 1 to [`MAX_GROUP_WEIGHT`] (`None` removes it: weight 1).
+pub fn check_group_weight(weight: Option<u32>) -> Result<()> {
+    match weight {
+        Some(w) if !(1..=MAX_GROUP_WEIGHT).contains(&w) => Err(Error::invalid(format!(
+            "group weight: {w} is not between 1 and {MAX_GROUP_WEIGHT}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A start of a group with `turn` starts already in its current turn and weight `weight`:
+/// the group's count after this start, and whether its lane takes a new ticket now (the
+/// turn is over: `weight` starts in a row) or keeps its ticket (it is served again next).
+///
+/// ```
+/// use queue_core::backend::weighted_turn;
+///
+/// assert_eq!(weighted_turn(0, None), (0, true)); // weight 1: a new ticket every start
+/// assert_eq!(weighted_turn(0, Some(3)), (1, false));
+/// assert_eq!(weighted_turn(1, Some(3)), (2, false));
+/// assert_eq!(weighted_turn(2, Some(3)), (0, true));
+/// assert_eq!(weighted_turn(5, Some(2)), (0, true)); // a weight lowered mid-turn
+/// ```
+pub fn weighted_turn(turn: u32, weight: Option<u32>) -> (u32, bool) {
+    let next = turn.saturating_add(1);
+    if next >= weight.unwrap_or(1) {
+        (0, true)
+    } else {
+        (next, false)
     }
 }
 
@@ -172,6 +212,9 @@ pub struct GroupStats {
     pub paused: bool,
     /// At most this many of its jobs run at once, across all workers.
     pub concurrency: Option<u32>,
+    /// Its weight in the fair share (`None`: 1): this many starts in a row per turn.
+    #[serde(default)]
+    pub weight: Option<u32>,
     /// At most this many of its jobs start per window, across all workers.
     #[serde(default)]
     pub rate_limit: Option<crate::RateLimit>,

@@ -56,9 +56,9 @@ pub mod backend {
     pub use crate::clock::{Millis, TokioClock, duration_ms, from_millis, to_millis};
     pub use crate::config::validate_queue_name;
     pub use crate::group::{
-        MAX_GROUP_BYTES, MAX_GROUPS_LISTED, check_group_concurrency, check_group_name,
-        check_groups_limit, group_admits, group_rate_admits, unfinished_change,
-        ungrouped_goes_first,
+        MAX_GROUP_BYTES, MAX_GROUP_WEIGHT, MAX_GROUPS_LISTED, check_group_concurrency,
+        check_group_name, check_group_weight, check_groups_limit, group_admits, group_rate_admits,
+        unfinished_change, ungrouped_goes_first, weighted_turn,
     };
     pub use crate::id::{ClaimId, hostname};
     pub use crate::outcome::Outcome;

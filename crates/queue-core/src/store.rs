@@ -92,6 +92,12 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// `group_slot_comes_back_on_every_ending`). Stored with the queue.
     async fn set_group_concurrency(&self, group: &str, limit: Option<u32>) -> Result<()>;
 
+    /// Sets (or with `None` removes) a group's weight in the fair share, 1 to 1,000: within
+    /// a priority its lane is served `weight` times in a row per turn, so it gets that many
+    /// starts for each start of a group of weight 1 (case
+    /// `weighted_groups_share_in_proportion`). Stored with the queue.
+    async fn set_group_weight(&self, group: &str, weight: Option<u32>) -> Result<()>;
+
     /// Sets (or with `None` removes) a group's rate limit: at most `max` of its jobs start
     /// in any window of `per`, across all workers (case `group_rate_limit_holds_and_wakes`);
     /// the others run on. A held-back job waits without using an attempt and starts as soon

@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use queue_core::backend::{check_group_concurrency, check_group_name, check_groups_limit};
+use queue_core::backend::{
+    check_group_concurrency, check_group_name, check_group_weight, check_groups_limit,
+};
 use queue_core::{
     CancelOutcome, EventStream, GroupList, GroupStats, JobId, JobRecord, JobStore, ListQuery,
     NewJob, Page, Priority, QueueStats, RateLimit, Result, WorkerInfo,
@@ -92,6 +94,14 @@ impl JobStore for MemoryBackend {
     async fn resume_group(&self, group: &str) -> Result<()> {
         check_group_name(group)?;
         self.lock().at(self.now()).set_group_paused(group, false);
+        self.inner.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn set_group_weight(&self, group: &str, weight: Option<u32>) -> Result<()> {
+        check_group_name(group)?;
+        check_group_weight(weight)?;
+        self.lock().at(self.now()).set_group_weight(group, weight);
         self.inner.work.notify_waiters();
         Ok(())
     }

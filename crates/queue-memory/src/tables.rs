@@ -10,7 +10,7 @@ use queue_core::backend::{
     ClaimId, ClaimRequest, Event, HeartbeatReply, Lease, LeaseRef, Millis, Outcome, ProgressReply,
     WorkerBeat, duration_ms, encode_cursor, from_millis,
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
-    unfinished_change,
+    unfinished_change, weighted_turn,
 };
 use queue_core::{
     Error, EventKind, GroupList, GroupStats, JobEvent, JobId, JobRecord, JobStatus, LeaseToken,
@@ -139,6 +139,9 @@ struct GroupState {
     unfinished: u64,
     paused: bool,
     concurrency: Option<u32>,
+    /// Its weight, and its starts in the current turn (`queue_core::backend::weighted_turn`).
+    weight: Option<u32>,
+    turn: u32,
     /// Its rate limit, and its starts since (pruned at each start to the window).
     rate: Option<RateLimit>,
     starts: StartLog,
@@ -192,6 +195,7 @@ impl GroupState {
             && self.unfinished == 0
             && !self.paused
             && self.concurrency.is_none()
+            && self.weight.is_none()
             && self.rate.is_none()
             && self.held_until == 0
             && self.lane.iter().all(Option::is_none)
@@ -346,13 +350,19 @@ impl Tables {
             return Pop::Blocked;
         }
         state.ready.remove(&first);
-        state.lane[b] = None;
+        let (turn, new_ticket) = weighted_turn(state.turn, state.weight);
+        state.turn = turn;
+        if new_ticket {
+            state.lane[b] = None;
+        }
         state.running += 1;
         if let Some(limit) = state.rate {
             state.starts.prune(limit.window_floor(self.now));
             state.starts.push(self.now, cost);
         }
-        self.lanes[b].remove(&(ticket, group.clone()));
+        if new_ticket {
+            self.lanes[b].remove(&(ticket, group.clone()));
+        }
         self.tick += 1;
         self.ready_by_band[b] -= 1;
         self.refresh_group(&group);
@@ -475,6 +485,19 @@ impl Tables {
         self.refresh_group(group);
     }
 
+    /// Sets or removes a group's weight (a removed one ends its turn).
+    pub(crate) fn set_group_weight(&mut self, group: &str, weight: Option<u32>) {
+        if weight.is_none() && !self.groups.contains_key(group) {
+            return;
+        }
+        let state = self.groups.entry(group.to_owned()).or_default();
+        state.weight = weight;
+        if weight.is_none() {
+            state.turn = 0;
+        }
+        self.refresh_group(group);
+    }
+
     /// Sets or removes a group's concurrency limit.
     pub(crate) fn set_group_concurrency(&mut self, group: &str, limit: Option<u32>) {
         if limit.is_none() && !self.groups.contains_key(group) {
@@ -493,6 +516,7 @@ impl Tables {
             stats.unfinished = state.unfinished;
             stats.paused = state.paused;
             stats.concurrency = state.concurrency;
+            stats.weight = state.weight;
             stats.rate_limit = state.rate;
             stats.held_until = (state.held_until > self.now).then(|| from_millis(state.held_until));
         }

@@ -5,8 +5,8 @@ use std::{collections::HashMap, sync::Arc};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
-    Millis, check_group_concurrency, check_group_name, check_groups_limit, encode_cursor,
-    from_millis, to_millis,
+    Millis, check_group_concurrency, check_group_name, check_group_weight, check_groups_limit,
+    encode_cursor, from_millis, to_millis,
 };
 use queue_core::{
     CancelOutcome, Error, EventKind, EventStream, GroupList, GroupStats, JobEvent, JobId,
@@ -629,6 +629,12 @@ impl JobStore for RedisBackend {
         self.set_group(group, "resume", String::new()).await
     }
 
+    async fn set_group_weight(&self, group: &str, weight: Option<u32>) -> Result<()> {
+        check_group_weight(weight)?;
+        let weight = weight.map(|n| n.to_string()).unwrap_or_default();
+        self.set_group(group, "weight", weight).await
+    }
+
     async fn set_group_concurrency(&self, group: &str, limit: Option<u32>) -> Result<()> {
         check_group_concurrency(limit)?;
         let limit = limit.map(|n| n.to_string()).unwrap_or_default();
@@ -851,5 +857,9 @@ fn group_stats(group: &str, reply: &[Value]) -> GroupStats {
         .and_then(int)
         .map(queue_core::backend::from_millis);
     stats.unfinished = n(7);
+    stats.weight = reply
+        .get(8)
+        .and_then(int)
+        .and_then(|v| u32::try_from(v).ok());
     stats
 }

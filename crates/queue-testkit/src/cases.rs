@@ -1953,6 +1953,41 @@ pub async fn pause_group_stops_only_that_group(h: &Harness) {
     }
 }
 
+/// A group's weight: within a priority its lane is served `weight` times in a row per
+/// turn, so a group of weight 3 gets three starts for each start of a group of weight 1,
+/// in one batch fetch as in single ones; without the weight they alternate again.
+pub async fn weighted_groups_share_in_proportion(h: &Harness) {
+    for bad in [0, queue_core::backend::MAX_GROUP_WEIGHT + 1] {
+        let err = h
+            .backend
+            .set_group_weight("a", Some(bad))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+        assert!(err.to_string().contains("weight"), "{err}");
+    }
+    h.backend.set_group_weight("a", Some(3)).await.unwrap();
+    assert_eq!(h.backend.group("a").await.unwrap().weight, Some(3));
+    for n in 0..12 {
+        enqueue(h, in_group(n, "a")).await;
+    }
+    for n in 100..106 {
+        enqueue(h, in_group(n, "b")).await;
+    }
+    let group_of = |l: &Lease| l.job.group.clone().unwrap_or_default();
+    let mut singles = String::new();
+    for _ in 0..8 {
+        singles += &group_of(&claim_one(h).await);
+    }
+    assert_eq!(singles, "aaabaaab", "three of a for each of b");
+    let batch: String = fetch(h, 4).await.iter().map(group_of).collect();
+    assert_eq!(batch, "aaab", "a batch follows the same turns");
+    h.backend.set_group_weight("a", None).await.unwrap();
+    assert_eq!(h.backend.group("a").await.unwrap().weight, None);
+    let rest: String = fetch(h, 10).await.iter().map(group_of).collect();
+    assert_eq!(rest, "ababab", "without the weight, turns of one each");
+}
+
 /// `groups` lists the groups with unfinished jobs (queued, delayed, waiting for a retry or
 /// running), the busiest first and ties by name, and sums the rest; the counts follow every
 /// way a job enters or leaves the unfinished set (enqueue, an ending, a retry from

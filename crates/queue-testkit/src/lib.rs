@@ -96,6 +96,7 @@ macro_rules! conformance_tests {
             group_slot_comes_back_on_every_ending,
             pause_group_stops_only_that_group,
             groups_list_the_busiest_first,
+            weighted_groups_share_in_proportion,
             job_cost_counts_against_rate_limits,
             group_rate_limit_holds_and_wakes,
             a_rate_limited_job_holds_only_its_group

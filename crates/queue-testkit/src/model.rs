@@ -46,6 +46,10 @@ struct HeldBy {
 struct GroupSet {
     paused: bool,
     concurrency: Option<u32>,
+    /// Its weight, and its starts in the current turn: its lane keeps its ticket until
+    /// `weight` starts in a row.
+    weight: Option<u32>,
+    turn: u32,
     rate: Option<queue_core::RateLimit>,
     /// Its starts while it has a rate limit, with their costs (each start forgets those
     /// out of the window).
@@ -164,6 +168,17 @@ impl Model {
         self.refresh_lanes();
     }
 
+    /// Sets or removes a group's weight (a removed one ends its turn).
+    pub fn set_group_weight(&mut self, group: &str, weight: Option<u32>, now: Millis) {
+        self.now = now;
+        let set = self.group_settings.entry(group.to_owned()).or_default();
+        set.weight = weight;
+        if weight.is_none() {
+            set.turn = 0;
+        }
+        self.refresh_lanes();
+    }
+
     /// Sets or removes a group's rate limit (a removed one forgets the starts).
     pub fn set_group_rate_limit(
         &mut self,
@@ -258,6 +273,7 @@ impl Model {
             .count() as u64;
         stats.paused = set.paused;
         stats.concurrency = set.concurrency;
+        stats.weight = set.weight;
         stats.rate_limit = set.rate;
         stats.held_until = (set.held_until > now).then(|| from_millis(set.held_until));
         stats
@@ -653,14 +669,23 @@ impl Model {
             None => self.ungrouped_ticket[usize::from(band)] = self.tick,
             Some(g) => {
                 let now = self.now;
-                if let Some(set) = self.group_settings.get_mut(&g)
-                    && let Some(limit) = set.rate
-                {
-                    set.starts
-                        .retain(|(t, _)| *t > now - duration_ms(limit.per));
-                    set.starts.push((now, cost));
+                let mut turn_over = true;
+                if let Some(set) = self.group_settings.get_mut(&g) {
+                    if let Some(limit) = set.rate {
+                        set.starts
+                            .retain(|(t, _)| *t > now - duration_ms(limit.per));
+                        set.starts.push((now, cost));
+                    }
+                    // A weighted group keeps its ticket for `weight` starts in a row.
+                    set.turn += 1;
+                    turn_over = set.turn >= set.weight.unwrap_or(1);
+                    if turn_over {
+                        set.turn = 0;
+                    }
                 }
-                self.lanes.remove(&(band, g));
+                if turn_over {
+                    self.lanes.remove(&(band, g));
+                }
             }
         }
     }

@@ -163,6 +163,13 @@ pub enum Op {
         /// Jobs of the group running at once; 0 removes the limit.
         max: u8,
     },
+    /// An operator sets (`weight` > 0) or removes (`weight` 0) a group's weight.
+    GroupWeight {
+        /// Group slot.
+        group: u8,
+        /// Starts in a row per turn; 0 removes the weight.
+        weight: u8,
+    },
 }
 
 /// The groups of the run, by slot; job slots take turns: no group, `a`, `b`.
@@ -281,6 +288,12 @@ impl fmt::Debug for Op {
                     GROUPS[usize::from(*group)]
                 )
             }
+            Op::GroupWeight { group, weight: 0 } => {
+                write!(f, "no weight for group {}", GROUPS[usize::from(*group)])
+            }
+            Op::GroupWeight { group, weight } => {
+                write!(f, "group {} weighs {weight}", GROUPS[usize::from(*group)])
+            }
         }
     }
 }
@@ -349,6 +362,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..4, 1u8..40).prop_map(|(max, secs)| Op::RateLimit { max, secs }),
         2 => (0u8..2, any::<bool>()).prop_map(|(group, paused)| Op::PauseGroup { group, paused }),
         2 => (0u8..2, 0u8..3).prop_map(|(group, max)| Op::GroupLimit { group, max }),
+        2 => (0u8..2, 0u8..4).prop_map(|(group, weight)| Op::GroupWeight { group, weight }),
         2 => (0u8..2, 0u8..3, 1u8..40).prop_map(|(group, max, secs)| Op::GroupRate { group, max, secs }),
     ]
 }
@@ -776,6 +790,13 @@ impl<'a> Run<'a> {
                     .await
                     .map_err(|e| e.chain())?;
                 self.model.set_group_concurrency(g, limit, now);
+                Ok(())
+            }
+            Op::GroupWeight { group, weight } => {
+                let g = GROUPS[usize::from(group)];
+                let weight = (weight > 0).then_some(u32::from(weight));
+                b.set_group_weight(g, weight).await.map_err(|e| e.chain())?;
+                self.model.set_group_weight(g, weight, now);
                 Ok(())
             }
             Op::GroupRate { group, max, secs } => {

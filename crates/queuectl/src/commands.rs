@@ -159,12 +159,18 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             name,
             concurrency,
             unlimited,
+            weight,
             rate,
             per,
             no_rate,
         } => {
             if concurrency.is_some() || unlimited {
                 backend.set_group_concurrency(&name, concurrency).await?;
+            }
+            if let Some(w) = weight {
+                backend
+                    .set_group_weight(&name, (w != 1).then_some(w))
+                    .await?;
             }
             if let Some(max) = rate {
                 if !(per.is_finite() && per > 0.0) {

@@ -127,6 +127,9 @@ pub(crate) enum Command {
         /// Remove its concurrency limit.
         #[arg(long, conflicts_with = "concurrency")]
         unlimited: bool,
+        /// Its weight in the fair share: this many starts in a row per turn (1 removes it).
+        #[arg(long)]
+        weight: Option<u32>,
         /// At most this many of its jobs start per --per seconds.
         #[arg(long)]
         rate: Option<u32>,

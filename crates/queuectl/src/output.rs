@@ -204,6 +204,9 @@ pub(crate) fn groups(list: &queue_core::GroupList) {
         if let Some(n) = g.concurrency {
             limits.push(format!("{n} at once"));
         }
+        if let Some(w) = g.weight {
+            limits.push(format!("weight {w}"));
+        }
         if let Some(rate) = g.rate_limit {
             limits.push(rate.to_string());
         }
@@ -239,6 +242,7 @@ pub(crate) fn group(g: &queue_core::GroupStats) {
         .map(|n| format!("{n} at once"))
         .unwrap_or_else(|| "none".into());
     println!("{:<15} {limit}", "concurrency");
+    println!("{:<15} {}", "weight", g.weight.unwrap_or(1));
     if let Some(rate) = g.rate_limit {
         println!("{:<15} {rate}", "rate limit");
     }

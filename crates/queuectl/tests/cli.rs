@@ -515,6 +515,15 @@ fn groups_are_shown_paused_and_limited() {
     ctl.json(&["resume", "--group", "publisher-7"]);
     assert_eq!(ctl.json(&["group", "publisher-7"])["paused"], false);
     assert!(ctl.json(&["group", "publisher-7", "--unlimited"])["concurrency"].is_null());
+    assert_eq!(
+        ctl.json(&["group", "publisher-7", "--weight", "4"])["weight"],
+        4
+    );
+    assert!(ctl.ok(&["groups"]).contains("weight 4"));
+    assert!(ctl.json(&["group", "publisher-7", "--weight", "1"])["weight"].is_null());
+    let bad = ctl.run(&["group", "publisher-7", "--weight", "0"]);
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("weight"), "{}", stderr(&bad));
     let g = ctl.json(&["group", "publisher-7", "--rate", "10", "--per", "60"]);
     assert_eq!(
         g["rate_limit"],

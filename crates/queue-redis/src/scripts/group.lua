@@ -1,5 +1,5 @@
 -- Changes one group's settings (queue_core::backend group rules). ARGV: 3 group, 4 what
--- ('pause', 'resume', 'limit' or 'rate'), 5 the concurrency limit or the rate limit's max
+-- ('pause', 'resume', 'limit', 'weight' or 'rate'), 5 the concurrency limit or the rate limit's max
 -- ('' removes it), 6 the rate window in ms. The group's
 -- lanes follow at once; a lane the change opens wakes the blocked fetchers. Returns 1.
 local group, what = ARGV[3], ARGV[4]
@@ -10,6 +10,10 @@ elseif what == 'resume' then
 elseif what == 'rate' and ARGV[5] == '' then
   redis.call('HDEL', KEY.groups, 'rmax:' .. group, 'rper:' .. group, 'rx:' .. group)
   redis.call('DEL', group_rate_key(group))
+elseif what == 'weight' and ARGV[5] == '' then
+  redis.call('HDEL', KEY.groups, 'w:' .. group, 'turn:' .. group)
+elseif what == 'weight' then
+  redis.call('HSET', KEY.groups, 'w:' .. group, ARGV[5])
 elseif what == 'rate' then
   redis.call('HSET', KEY.groups, 'rmax:' .. group, ARGV[5], 'rper:' .. group, ARGV[6])
 elseif ARGV[5] == '' then

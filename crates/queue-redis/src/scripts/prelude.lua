@@ -354,11 +354,11 @@ end
 
 -- queue_core::backend::{group_admits, group_rate_admits}: not paused, fewer running than
 -- its concurrency limit, not held, and its next job's cost fits its rate window. Returns
--- admits, running, the concurrency limit, whether a rate limit applies, and when time
--- alone may let it start again (nil if not held back by time).
+-- admits, running, the concurrency limit, whether a rate limit applies, when time alone
+-- may let it start again (nil if not held back by time), and its weight (nil: 1).
 local function group_admits(KEY, group)
   local v = redis.call('HMGET', KEY.groups, 'run:' .. group, 'max:' .. group, 'pause:' .. group,
-    'rmax:' .. group, 'rper:' .. group, 'held:' .. group)
+    'rmax:' .. group, 'rper:' .. group, 'held:' .. group, 'w:' .. group)
   local running, max = num(v[1], 0), tonumber(v[2])
   local ok = not v[3] and (not max or running < max)
   local limited, again = false, nil
@@ -380,7 +380,20 @@ local function group_admits(KEY, group)
       if first[2] then again = math.max(again or 0, tonumber(first[2]) + rper) end
     end
   end
-  return ok, running, max, limited, again
+  return ok, running, max, limited, again, tonumber(v[7])
+end
+
+-- queue_core::backend::weighted_turn: a start of `group` (of weight `weight`) counts in its
+-- turn; true when its lane takes a new ticket now (the turn is over).
+local function weighted_turn(KEY, group, weight)
+  if not weight then return true end
+  local turn = num(redis.call('HGET', KEY.groups, 'turn:' .. group), 0) + 1
+  if turn >= weight then
+    redis.call('HDEL', KEY.groups, 'turn:' .. group)
+    return true
+  end
+  redis.call('HSET', KEY.groups, 'turn:' .. group, turn)
+  return false
 end
 
 -- One group's counts and settings, for operators: {ready, running, paused (0/1),
@@ -390,13 +403,13 @@ local function group_stats(KEY, group)
   local ready = 0
   for band = 0, 2 do ready = ready + redis.call('ZCARD', group_ready_key(band, group)) end
   local v = redis.call('HMGET', KEY.groups, 'run:' .. group, 'pause:' .. group, 'max:' .. group,
-    'rmax:' .. group, 'rper:' .. group, 'held:' .. group)
+    'rmax:' .. group, 'rper:' .. group, 'held:' .. group, 'w:' .. group)
   local paused = 0
   if v[2] then paused = 1 end
   local held = v[6]
   if held and tonumber(held) <= NOW then held = false end
   local unfinished = -num(redis.call('ZSCORE', KEY.gload, group), 0)
-  return { ready, num(v[1], 0), paused, v[3], v[4], v[5], held, unfinished }
+  return { ready, num(v[1], 0), paused, v[3], v[4], v[5], held, unfinished, v[7] }
 end
 
 -- A group held back by time (a rate window, a hold) with jobs waiting: the claims from
@@ -808,10 +821,10 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
         else
           local group = head[1]
           local q = group_ready_key(band, group)
-          local _, running, limit, group_limited = group_admits(KEY, group)
+          local _, running, limit, group_limited, _, weight = group_admits(KEY, group)
           local popped
-          if limited or group_limited then
-            -- One at a time: each cost must fit.
+          if limited or group_limited or weight then
+            -- One at a time: each cost must fit, each start counts in a weighted turn.
             local first = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
             if first[1] and not fits(first[1]) then break end
             if first[1] then redis.call('ZREM', q, first[1]) end
@@ -833,20 +846,22 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
             redis.call('HINCRBY', KEY.groups, 'run:' .. group, took)
             later_group_ready(band, -took)
             for j = 1, #popped, 2 do take(popped[j], popped[j + 1], group) end
+            -- Its lane takes the new ticket, or keeps its own within a weighted turn.
+            local stamp = weighted_turn(KEY, group, weight)
             if group_limited then
               -- Its rate log, then its lanes as its next job's cost allows.
               local log, rper = group_rate_key(group), tonumber(redis.call('HGET', KEY.groups, 'rper:' .. group))
               log_prune(log, NOW - rper, KEY.groups, 'rx:' .. group)
               log_add(log, { { out[#out][2], job_cost(popped[1]) } }, KEY.groups, 'rx:' .. group)
-              if redis.call('EXISTS', q) == 1 then redis.call('ZADD', lanes, TICK, group) end
+              if stamp and redis.call('EXISTS', q) == 1 then redis.call('ZADD', lanes, TICK, group) end
               refresh_group(KEY, group)
             elseif limit and running + took >= limit then
               -- At a limit: no lane anywhere until a slot comes back.
               for b = 0, 2 do redis.call('ZREM', lanes_key(KEY, b), group) end
-            elseif redis.call('EXISTS', q) == 1 then
-              redis.call('ZADD', lanes, TICK, group)
-            else
+            elseif redis.call('EXISTS', q) == 0 then
               redis.call('ZREM', lanes, group)
+            elseif stamp then
+              redis.call('ZADD', lanes, TICK, group)
             end
           end
         end
