@@ -94,11 +94,44 @@ pub(crate) async fn list(
     Ok(Json(serde_json::to_value(page).expect("serializable")))
 }
 
+/// The longest `GET /jobs/{id}?wait=` long-poll, in seconds.
+const MAX_WAIT_SECONDS: f64 = 60.0;
+
+/// `GET /jobs/{id}`, and with `?wait=SECONDS` (up to 60) a long-poll: it answers when the job
+/// is finished or the time has passed, with the record then (`JobStore::wait`).
 pub(crate) async fn get(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
+    q: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let record = state.backend.get(job_id(&id)?).await?;
+    let id = job_id(&id)?;
+    let mut wait = None;
+    for (key, value) in &params(q)? {
+        match key.as_str() {
+            "wait" => {
+                let secs: f64 = value
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && (0.0..=MAX_WAIT_SECONDS).contains(s))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "wait `{value}` is not a number of seconds from 0 to {MAX_WAIT_SECONDS}"
+                        ))
+                    })?;
+                wait = Some(Duration::from_secs_f64(secs));
+            }
+            "token" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`"
+                )));
+            }
+        }
+    }
+    let record = match wait {
+        Some(wait) => state.backend.wait(id, wait).await?,
+        None => state.backend.get(id).await?,
+    };
     Ok(Json(serde_json::to_value(record).expect("serializable")))
 }
 

@@ -15,7 +15,12 @@ pub const ROUTES: [(&str, &str, &str, bool); 22] = [
     ("get", "/stats", "Queue counts", true),
     ("get", "/jobs", "Jobs, newest first, paginated", true),
     ("post", "/jobs", "Enqueue a job", true),
-    ("get", "/jobs/{id}", "One job's record", true),
+    (
+        "get",
+        "/jobs/{id}",
+        "One job's record; with ?wait=SECONDS (up to 60) when it is finished or the time has passed",
+        true,
+    ),
     (
         "post",
         "/jobs/{id}/cancel",
@@ -106,6 +111,12 @@ fn operation(method: &str, path: &str, summary: &str, auth: bool) -> Value {
     });
     if path.contains("{id}") {
         op["parameters"] = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }]);
+    }
+    if path == "/jobs/{id}" && method == "get" {
+        op["parameters"] = json!([
+            { "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } },
+            { "name": "wait", "in": "query", "schema": { "type": "number", "minimum": 0, "maximum": 60 } },
+        ]);
     }
     if path.contains("{group}") {
         op["parameters"] = json!([{ "name": "group", "in": "path", "required": true, "schema": { "type": "string", "maxLength": 128 } }]);

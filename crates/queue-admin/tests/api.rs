@@ -59,6 +59,13 @@ async fn round_trip(backend: SharedBackend) {
     }
     let (status, record) = s.json("GET", &format!("/jobs/{id}"), None).await;
     assert_eq!((status, record["unique_key"].as_str()), (200, Some("b-1")));
+    // Long-poll: the record at the timeout; woken by the job's ending.
+    let (status, record) = s.json("GET", &format!("/jobs/{id}?wait=0.2"), None).await;
+    assert_eq!((status, record["status"].as_str()), (200, Some("queued")));
+    for bad in ["wait=61", "wait=-1", "wait=soon"] {
+        let (status, body) = s.json("GET", &format!("/jobs/{id}?{bad}"), None).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
 
     // Paging newest first.
     let (_, page) = s.json("GET", "/jobs?limit=3", None).await;
@@ -106,6 +113,24 @@ async fn round_trip(backend: SharedBackend) {
     let (status, refused) = s.json("POST", &format!("/jobs/{id}/retry"), None).await;
     assert_eq!(status, 409, "{refused}");
 
+    let body = json!({"task": "t", "payload": 0}).to_string();
+    let (_, waited) = s.json("POST", "/jobs", Some(&body)).await;
+    let waited = waited["job_id"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let long_poll = format!("/jobs/{waited}?wait=30");
+    let ((status, record), _) = tokio::join!(s.json("GET", &long_poll, None), async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        s.json("POST", &format!("/jobs/{waited}/cancel"), None)
+            .await
+    });
+    assert_eq!(
+        (status, record["status"].as_str()),
+        (200, Some("cancelled"))
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "woken by the cancel"
+    );
     let (status, workers) = s.json("GET", "/workers", None).await;
     assert_eq!((status, workers.as_array().map(Vec::len)), (200, Some(0)));
     let (status, stats) = s.json("GET", "/stats", None).await;

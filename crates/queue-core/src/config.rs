@@ -17,6 +17,7 @@
 //! | `DCS_QUEUE_RETENTION_SECONDS` | `604800` | how long finished records are kept |
 //! | `DCS_QUEUE_LIMIT_PAYLOAD_BYTES` | `1048576` | largest payload a job may carry |
 //! | `DCS_QUEUE_LIMIT_METADATA_BYTES` | `65536` | largest metadata a job may carry |
+//! | `DCS_QUEUE_LIMIT_RESULT_BYTES` | `1048576` | largest result a job may store (a larger one fails the job) |
 //! | `DCS_QUEUE_LIMIT_DELAY_SECONDS` | `31536000` | longest delay (enqueue or retry) |
 //! | `DCS_QUEUE_LIMIT_TIMEOUT_SECONDS` | `604800` | longest per-job timeout |
 //! | `DCS_QUEUE_LIMIT_RETRIES` | `1000` | most retries a job may ask for |
@@ -199,6 +200,10 @@ impl QueueConfig {
                 }
                 "DCS_QUEUE_LIMIT_PAYLOAD_BYTES" => {
                     b.cfg.limits.payload_bytes = parse_in(value, 2, 512 * 1024 * 1024)
+                        .ok_or_else(|| bad("a number of bytes from 2 to 536870912"))?;
+                }
+                "DCS_QUEUE_LIMIT_RESULT_BYTES" => {
+                    b.cfg.limits.result_bytes = parse_in(value, 2, 512 * 1024 * 1024)
                         .ok_or_else(|| bad("a number of bytes from 2 to 536870912"))?;
                 }
                 "DCS_QUEUE_LIMIT_METADATA_BYTES" => {

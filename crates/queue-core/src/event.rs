@@ -20,6 +20,13 @@ pub struct JobEvent {
     pub kind: EventKind,
 }
 
+impl JobEvent {
+    /// True for a transition to a finished status (completed, failed, partial, cancelled).
+    pub fn ends_a_job(&self) -> bool {
+        matches!(self.kind, EventKind::Transition { to, .. } if to.is_terminal())
+    }
+}
+
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -39,7 +39,9 @@ pub use retry::RetryPolicy;
 pub use state::JobStatus;
 #[cfg(feature = "mock")]
 pub use store::MockJobStore;
-pub use store::{CancelOutcome, JobStore, LifetimeTotals, ListQuery, Page, QueueStats, WorkerInfo};
+pub use store::{
+    CancelOutcome, JobStore, LifetimeTotals, ListQuery, Page, QueueStats, WAIT_RECHECK, WorkerInfo,
+};
 pub use umbrella::{Backend, JobStoreExt, SharedBackend};
 
 /// For backend implementers and the worker runtime: the [`Broker`](backend::Broker) trait

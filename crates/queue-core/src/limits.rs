@@ -15,6 +15,9 @@ pub struct Limits {
     pub payload_bytes: usize,
     /// Largest metadata, in bytes of JSON (`DCS_QUEUE_LIMIT_METADATA_BYTES`, 64 KiB).
     pub metadata_bytes: usize,
+    /// Largest result a handler may store, in bytes of JSON
+    /// (`DCS_QUEUE_LIMIT_RESULT_BYTES`, 1 MiB): a larger one fails the job saying so.
+    pub result_bytes: usize,
     /// Longest delay, of an enqueue or a retry (`DCS_QUEUE_LIMIT_DELAY_SECONDS`, 365 days).
     pub delay: Duration,
     /// Longest per-job timeout (`DCS_QUEUE_LIMIT_TIMEOUT_SECONDS`, 7 days).
@@ -28,6 +31,7 @@ impl Default for Limits {
         Self {
             payload_bytes: 1024 * 1024,
             metadata_bytes: 64 * 1024,
+            result_bytes: 1024 * 1024,
             delay: Duration::from_secs(365 * 24 * 3600),
             timeout: Duration::from_secs(7 * 24 * 3600),
             retries: 1000,
@@ -36,6 +40,42 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// An outcome storing a result larger than `result_bytes` becomes `Failed`, saying how
+    /// large it was (nothing of it is stored, and no retry would make it smaller); every
+    /// other outcome is kept. Backends apply this to every outcome they store.
+    ///
+    /// ```
+    /// use queue_core::Limits;
+    /// use queue_core::backend::Outcome;
+    ///
+    /// let limits = Limits::default();
+    /// let big = Outcome::Completed { result: Some(serde_json::json!("x".repeat(2 << 20))) };
+    /// assert!(matches!(limits.check_result(big), Outcome::Failed { error } if error.contains("result")));
+    /// let small = Outcome::Completed { result: Some(serde_json::json!({"pages": 3})) };
+    /// assert_eq!(limits.check_result(small.clone()), small);
+    /// ```
+    pub fn check_result(&self, outcome: crate::backend::Outcome) -> crate::backend::Outcome {
+        use crate::backend::Outcome;
+        let result = match &outcome {
+            Outcome::Completed { result } | Outcome::Partial { result, .. } => result.as_ref(),
+            _ => None,
+        };
+        let size = result.map_or(0, |r| {
+            serde_json::to_string(r)
+                .map(|s| s.len())
+                .unwrap_or(usize::MAX)
+        });
+        if size <= self.result_bytes {
+            return outcome;
+        }
+        Outcome::Failed {
+            error: format!(
+                "result: {size} bytes is above the limit of {} bytes (DCS_QUEUE_LIMIT_RESULT_BYTES)",
+                self.result_bytes
+            ),
+        }
+    }
+
     /// Checks everything a backend must refuse in a new job; the error names the field.
     pub fn check(&self, job: &NewJob) -> Result<()> {
         job.validate()?;

@@ -130,6 +130,53 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// Events of this queue from now on: every transition of every job in order, progress
     /// updates and cancel requests (case `subscriber_sees_every_transition`).
     async fn subscribe(&self) -> Result<EventStream>;
+
+    /// Waits until job `id` is finished (completed, failed, partial or cancelled) or
+    /// `timeout` has passed, and returns its record then: its status says which. Works from
+    /// any process and does not poll: it follows the queue's events (a job that ends while
+    /// the waiter is connected wakes it within milliseconds; case
+    /// `wait_returns_when_the_job_ends`), and reads the record again every
+    /// [`WAIT_RECHECK`] in case an event was lost with a connection. An unknown id fails
+    /// with `Error::NotFound`.
+    async fn wait(&self, id: JobId, timeout: std::time::Duration) -> Result<JobRecord> {
+        wait_until_finished(self, id, timeout).await
+    }
+}
+
+/// How often [`JobStore::wait`] reads the record again besides following events (a lost
+/// event delays a waiter by at most this long).
+pub const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`JobStore::wait`] for every backend: subscribe first, then read, then follow the
+/// events until the job's transition to a terminal status.
+async fn wait_until_finished<S: JobStore + ?Sized>(
+    store: &S,
+    id: JobId,
+    timeout: std::time::Duration,
+) -> Result<JobRecord> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut events = store.subscribe().await?;
+    loop {
+        let record = store.get(id).await?;
+        let now = tokio::time::Instant::now();
+        if record.status.is_terminal() || now >= deadline {
+            return Ok(record);
+        }
+        let until = deadline.min(now + WAIT_RECHECK);
+        loop {
+            let next = std::future::poll_fn(|cx| events.as_mut().poll_next(cx));
+            match tokio::time::timeout_at(until, next).await {
+                Ok(Some(e)) if e.job_id == id && e.ends_a_job() => break,
+                Ok(Some(_)) => {}
+                // The event stream ended (a backend shutting down): follow a new one.
+                Ok(None) => {
+                    events = store.subscribe().await?;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
 }
 
 /// A listing filter.

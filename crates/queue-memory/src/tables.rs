@@ -975,6 +975,7 @@ impl Tables {
         events: EventSender<'_>,
     ) -> Result<JobStatus> {
         self.now = now;
+        let outcome = cfg.limits.check_result(outcome);
         let id = lease.job_id;
         if !self.holds(lease, now) {
             return match self.jobs.get(&id).and_then(|e| e.ended.as_ref()) {

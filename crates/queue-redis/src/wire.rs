@@ -215,6 +215,7 @@ pub(crate) struct OutcomeParts {
 }
 
 fn outcome_parts(outcome: Outcome, limits: &Limits) -> OutcomeParts {
+    let outcome = limits.check_result(outcome);
     let kind = outcome.kind().as_str();
     let (error, result, delay) = match outcome {
         Outcome::Completed { result } => (String::new(), result, Duration::ZERO),

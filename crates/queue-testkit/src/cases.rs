@@ -1953,6 +1953,132 @@ pub async fn pause_group_stops_only_that_group(h: &Harness) {
     }
 }
 
+/// A handler's result is stored with the record (a partial one too); a result above
+/// `Limits::result_bytes` is not stored and the job fails saying why.
+pub async fn results_round_trip_and_size_limit(h: &Harness) {
+    for n in 1..=3 {
+        enqueue(h, job(n)).await;
+    }
+    let leases = fetch(h, 3).await;
+    let result = json!({ "pages": 320, "chapters": ["one", "two"] });
+    let status = finish(
+        h,
+        &leases[0],
+        Outcome::Completed {
+            result: Some(result.clone()),
+        },
+    )
+    .await;
+    assert_eq!(status, JobStatus::Completed);
+    assert_eq!(get(h, leases[0].job.job_id).await.result, Some(result));
+    let details = json!({ "failed_steps": ["cover"] });
+    let status = finish(
+        h,
+        &leases[1],
+        Outcome::Partial {
+            result: Some(details.clone()),
+            error: "cover failed".into(),
+        },
+    )
+    .await;
+    assert_eq!(status, JobStatus::Partial);
+    assert_eq!(get(h, leases[1].job.job_id).await.result, Some(details));
+    let limit = queue_core::Limits::default().result_bytes;
+    let huge = json!("x".repeat(limit + 1));
+    let status = finish(h, &leases[2], Outcome::Completed { result: Some(huge) }).await;
+    assert_eq!(
+        status,
+        JobStatus::Failed,
+        "a result above the limit fails the job"
+    );
+    let record = get(h, leases[2].job.job_id).await;
+    assert_eq!(record.result, None, "nothing of it is stored");
+    let error = record.error_message.unwrap_or_default();
+    assert!(
+        error.contains("result") && error.contains("DCS_QUEUE_LIMIT_RESULT_BYTES"),
+        "{error}"
+    );
+}
+
+/// `wait` returns a job's record once it is finished, woken by the job's ending (well
+/// within `WAIT_RECHECK`, so not by polling), at once for a finished job, and the record
+/// as it is when the timeout passes; an unknown id is `NotFound`.
+pub async fn wait_returns_when_the_job_ends(h: &Harness) {
+    let err = h
+        .backend
+        .wait(JobId::new(), Duration::from_millis(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    let a = enqueue(h, job(1)).await;
+    let timed_out = h
+        .backend
+        .wait(a.job_id, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(
+        timed_out.status,
+        JobStatus::Queued,
+        "the record at the timeout"
+    );
+    let spawn_wait = |id: JobId| {
+        let backend = Arc::clone(&h.backend);
+        tokio::spawn(async move { backend.wait(id, Duration::from_secs(120)).await })
+    };
+    let waiter = spawn_wait(a.job_id);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let lease = claim_one(h).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "running is not finished");
+    let result = json!({ "pages": 3 });
+    let status = finish(
+        h,
+        &lease,
+        Outcome::Completed {
+            result: Some(result.clone()),
+        },
+    )
+    .await;
+    assert_eq!(status, JobStatus::Completed);
+    assert!(queue_core::WAIT_RECHECK >= Duration::from_secs(5));
+    let done = tokio::time::timeout(Duration::from_secs(3), waiter)
+        .await
+        .expect("the ending wakes the waiter, well before a recheck")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (done.status, done.result),
+        (JobStatus::Completed, Some(result))
+    );
+    let again = tokio::time::timeout(
+        Duration::from_secs(3),
+        h.backend.wait(a.job_id, Duration::from_secs(120)),
+    )
+    .await
+    .expect("a finished job answers at once")
+    .unwrap();
+    assert_eq!(again.status, JobStatus::Completed);
+    // A cancel of a queued job ends it too; waiters of other jobs are not woken by it.
+    let b = enqueue(h, job(2)).await;
+    let c = enqueue(h, job(3)).await;
+    let waiter_b = spawn_wait(b.job_id);
+    let waiter_c = spawn_wait(c.job_id);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        h.backend.cancel(b.job_id).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let cancelled = tokio::time::timeout(Duration::from_secs(3), waiter_b)
+        .await
+        .expect("a cancel wakes the waiter")
+        .unwrap()
+        .unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter_c.is_finished(), "job 3 is still queued");
+    waiter_c.abort();
+}
+
 /// A group's weight: within a priority its lane is served `weight` times in a row per
 /// turn, so a group of weight 3 gets three starts for each start of a group of weight 1,
 /// in one batch fetch as in single ones; without the weight they alternate again.

@@ -97,6 +97,8 @@ macro_rules! conformance_tests {
             pause_group_stops_only_that_group,
             groups_list_the_busiest_first,
             weighted_groups_share_in_proportion,
+            wait_returns_when_the_job_ends,
+            results_round_trip_and_size_limit,
             job_cost_counts_against_rate_limits,
             group_rate_limit_holds_and_wakes,
             a_rate_limited_job_holds_only_its_group

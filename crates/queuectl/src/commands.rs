@@ -73,12 +73,32 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 println!("{}", record.job_id)
             }
         }
-        Command::Status { job_id } => {
-            let record = backend.get(job_id).await?;
+        Command::Status { job_id, wait } => {
+            let record = match wait {
+                None => backend.get(job_id).await?,
+                Some(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => {
+                    backend.wait(job_id, Duration::from_secs_f64(secs)).await?
+                }
+                Some(secs) => {
+                    return Err(queue_core::Error::invalid(format!(
+                        "--wait: {secs} is not a number of seconds from 0 to 86400"
+                    )));
+                }
+            };
             if json {
                 output::json(&record)
             } else {
                 output::record(&record)
+            }
+            if wait.is_some() && !record.status.is_terminal() {
+                // Waited, and the job has not finished: the record is printed, exit 7.
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                eprintln!(
+                    "error: job {job_id} did not finish in time (it is {})",
+                    record.status
+                );
+                std::process::exit(7);
             }
         }
         Command::List {

@@ -2,7 +2,8 @@
 //!
 //! Every `DCS_*` setting applies; `--redis-url` and `--queue` override `DCS_REDIS_URL` and
 //! `DCS_QUEUE_NAME`. Exit codes: 0 success, 1 backend or other failure, 2 usage, 3 job not
-//! found, 4 the unique key already has an active job, 5 the transition is not allowed.
+//! found, 4 the unique key already has an active job, 5 the transition is not allowed, 7
+//! `status --wait` timed out before the job finished.
 
 mod commands;
 mod output;
@@ -63,6 +64,10 @@ pub(crate) enum Command {
         /// The job id.
         #[arg(value_parser = parse_id)]
         job_id: JobId,
+        /// Wait up to this many seconds for the job to finish (no polling); the record is
+        /// printed then, finished or not (exit 0 only when it finished).
+        #[arg(long)]
+        wait: Option<f64>,
     },
     /// Jobs, newest first.
     List {

@@ -166,7 +166,6 @@ fn commands_and_exit_codes() {
         c.ok(&["status", &ids[0]])
             .contains("status            queued")
     );
-
     // Paging: newest first, no gaps, no repeats.
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -308,6 +307,16 @@ fn commands_and_exit_codes() {
         (after["total"].as_u64(), after["queued"].as_u64()),
         (Some(5), Some(5))
     );
+    // --wait: the record at the timeout and exit 7; a finished job answers at once.
+    let waited = c.run(&["status", &ids[0], "--wait", "0.2", "--json"]);
+    assert_eq!(code(&waited), 7, "{}", stderr(&waited));
+    assert!(String::from_utf8_lossy(&waited.stdout).contains("\"queued\""));
+    let gone = c.book("book-waited", "text_only");
+    c.ok(&["cancel", &gone]);
+    let waited = c.run(&["status", &gone, "--wait", "30", "--json"]);
+    assert_eq!(code(&waited), 0, "{}", stderr(&waited));
+    assert!(String::from_utf8_lossy(&waited.stdout).contains("\"cancelled\""));
+    assert_eq!(code(&c.run(&["status", &gone, "--wait", "-1"])), 2);
     c.cleanup();
 }
 
