@@ -152,6 +152,36 @@ impl JobRecord {
     pub fn has_retries_left(&self) -> bool {
         self.retry_count < self.max_retries
     }
+
+    /// The stored result decoded as `T` (`None` when the job stored none); an error names
+    /// the job and what did not match.
+    ///
+    /// ```
+    /// # fn main() -> queue_core::Result<()> {
+    /// # let mut record: queue_core::JobRecord = serde_json::from_value(serde_json::json!({
+    /// #   "job_id": queue_core::JobId::new(), "task": "t", "payload": null, "unique_key": null,
+    /// #   "status": "completed", "priority": "normal", "progress": 100, "current_step": null,
+    /// #   "error_message": null, "retry_count": 0, "max_retries": 3, "timeout_ms": null,
+    /// #   "created_at": "2026-01-01T00:00:00Z", "started_at": null, "completed_at": null,
+    /// #   "run_at": null, "metadata": {}, "worker_id": null, "cancel_requested": false,
+    /// #   "result": {"pages": 320}
+    /// # })).unwrap();
+    /// #[derive(serde::Deserialize)]
+    /// struct Counted { pages: u32 }
+    ///
+    /// let counted: Option<Counted> = record.result_as()?;
+    /// assert_eq!(counted.map(|c| c.pages), Some(320));
+    /// # Ok(()) }
+    /// ```
+    pub fn result_as<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.result
+            .clone()
+            .map(|r| {
+                serde_json::from_value(r)
+                    .map_err(|e| Error::codec(format!("result of job {}", self.job_id), e))
+            })
+            .transpose()
+    }
 }
 
 /// Options of a new job. Unset fields take the queue's defaults (see `QueueConfig`).
@@ -342,6 +372,28 @@ mod tests {
         let record: JobRecord = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(record.payload.as_str(), r#"{"a":[1,2]}"#);
         assert_eq!(serde_json::to_value(&record).unwrap(), json);
+    }
+
+    #[test]
+    fn result_as_decodes_or_names_the_job() {
+        let mut record: JobRecord = serde_json::from_value(serde_json::json!({
+            "job_id": JobId::new(), "task": "t", "payload": null, "unique_key": null,
+            "status": "completed", "priority": "high", "progress": 100, "current_step": null,
+            "error_message": null, "retry_count": 0, "max_retries": 3, "timeout_ms": null,
+            "created_at": "2026-01-01T00:00:00Z", "started_at": null, "completed_at": null,
+            "run_at": null, "metadata": {}, "result": null, "worker_id": null,
+            "cancel_requested": false
+        }))
+        .unwrap();
+        assert_eq!(record.result_as::<u32>().unwrap(), None);
+        record.result = Some(serde_json::json!(7));
+        assert_eq!(record.result_as::<u32>().unwrap(), Some(7));
+        let err = record.result_as::<String>().unwrap_err();
+        assert!(
+            err.chain().contains(&record.job_id.to_string()),
+            "{}",
+            err.chain()
+        );
     }
 
     #[test]
