@@ -150,6 +150,25 @@ impl Completion {
         }
     }
 
+    /// Completed, storing `value` serialized (read it back with
+    /// [`crate::JobRecord::result_as`]). A value that cannot be serialized is a permanent
+    /// failure of the job, naming why.
+    ///
+    /// ```
+    /// use queue_core::Completion;
+    ///
+    /// #[derive(serde::Serialize)]
+    /// struct Counted { pages: u32 }
+    ///
+    /// let done = Completion::with(&Counted { pages: 320 }).unwrap();
+    /// assert_eq!(done.result, Some(serde_json::json!({"pages": 320})));
+    /// ```
+    pub fn with<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, JobError> {
+        serde_json::to_value(value)
+            .map(Self::with_result)
+            .map_err(|e| JobError::permanent(format!("result does not serialize: {e}")))
+    }
+
     /// Partial: some non-critical steps failed. `details` says which and why.
     pub fn partial(error: impl Into<String>, details: Value) -> Self {
         Self {
