@@ -470,14 +470,21 @@ async fn group_limits_and_slots_survive_a_redis_restart() {
     let backend = RedisBackend::connect(&cfg).await.unwrap();
     backend.set_group_concurrency("g", Some(1)).await.unwrap();
     backend.pause_group("h").await.unwrap();
+    backend.set_group_weight("g", Some(2)).await.unwrap();
+    let hour = queue_core::RateLimit::new(5, Duration::from_secs(3600)).unwrap();
+    backend.set_group_rate_limit("r", Some(hour)).await.unwrap();
     let job = |n: u32, g: &str| NewJob::new("t", &n).unwrap().group(g);
     let g1 = backend.enqueue(job(1, "g")).await.unwrap();
     let g2 = backend.enqueue(job(2, "g")).await.unwrap();
     let h1 = backend.enqueue(job(3, "h")).await.unwrap();
+    // Group r: 4 of its 5 an hour used by a costly start; the next (cost 2) must wait.
+    let r1 = backend.enqueue(job(4, "r").cost(4)).await.unwrap();
+    backend.enqueue(job(5, "r").cost(2)).await.unwrap();
     let req = || ClaimRequest::new(queue_core::WorkerId::new("w"), 10, Duration::from_secs(60));
-    let leases = backend.fetch(&req(), Duration::ZERO).await.unwrap();
-    assert_eq!(leases.len(), 1);
-    assert_eq!(leases[0].job.job_id, g1.job_id);
+    let mut leases = backend.fetch(&req(), Duration::ZERO).await.unwrap();
+    leases.sort_by_key(|l| l.job.group.clone());
+    let started: Vec<JobId> = leases.iter().map(|l| l.job.job_id).collect();
+    assert_eq!(started, vec![g1.job_id, r1.job_id]);
 
     server.kill();
     let _server = RedisServer::start_in(port, dir, &aof);
@@ -489,14 +496,17 @@ async fn group_limits_and_slots_survive_a_redis_restart() {
         }
     };
     assert_eq!((g.ready, g.running, g.concurrency), (1, 1, Some(1)));
+    assert_eq!((g.weight, g.unfinished), (Some(2), 2));
     assert!(backend.group("h").await.unwrap().paused);
+    let r = backend.group("r").await.unwrap();
+    assert_eq!((r.rate_limit, r.unfinished), (Some(hour), 2));
     assert!(
         backend
             .fetch(&req(), Duration::ZERO)
             .await
             .unwrap()
             .is_empty(),
-        "g is at its limit and h is paused, after the restart too"
+        "g is at its limit, h is paused and r's window has no room for a cost of 2, after the restart too"
     );
     // The running job's ending gives its slot back; the next job of g starts.
     let done = backend
