@@ -525,3 +525,58 @@ async fn group_limits_and_slots_survive_a_redis_restart() {
     assert_eq!(last.len(), 1);
     assert_eq!(last[0].job.job_id, h1.job_id);
 }
+
+/// `wait` from another process (a second backend, its own connections) survives a Redis
+/// restart while it waits: its subscription comes back and the job's ending wakes it
+/// (at the latest at the re-read every `WAIT_RECHECK`).
+#[tokio::test]
+async fn a_waiter_in_another_process_rides_out_a_redis_restart() {
+    use queue_core::backend::{Broker, ClaimRequest, Outcome};
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("dcs-wait-restart-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let aof = ["--appendonly yes", "--appendfsync always"];
+    let mut server = RedisServer::start_in(port, dir.clone(), &aof);
+    let cfg = config(&server.url());
+    let producer = RedisBackend::connect(&cfg).await.unwrap();
+    let waiter_side = RedisBackend::connect(&cfg).await.unwrap();
+    let job = producer
+        .enqueue(NewJob::new("t", &1).unwrap())
+        .await
+        .unwrap();
+    let id = job.job_id;
+    let started = std::time::Instant::now();
+    let waiter = tokio::spawn(async move { waiter_side.wait(id, Duration::from_secs(60)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    let _server = RedisServer::start_in(port, dir, &aof);
+    let req = || ClaimRequest::new(queue_core::WorkerId::new("w"), 1, Duration::from_secs(60));
+    let lease = loop {
+        match producer.fetch(&req(), Duration::ZERO).await {
+            Ok(mut leases) if !leases.is_empty() => break leases.remove(0),
+            Ok(_) => panic!("the job survives the restart (AOF)"),
+            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{}", e.chain()),
+        }
+    };
+    assert!(!waiter.is_finished(), "the job is running, not finished");
+    let done = producer
+        .finish(
+            &lease.to_ref(),
+            Outcome::Completed {
+                result: Some(serde_json::json!({"pages": 3})),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    let record = tokio::time::timeout(queue_core::WAIT_RECHECK * 2, waiter)
+        .await
+        .expect("the waiter wakes after the restart")
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, JobStatus::Completed);
+    assert_eq!(record.result, Some(serde_json::json!({"pages": 3})));
+    println!("waiter woke {:?} after it started", started.elapsed());
+}
