@@ -72,76 +72,68 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A gauge family: its header, then its samples (labels inside the braces, value), so
+/// every family's samples stay together as the text format requires.
+fn gauge(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
+    family(out, name, "gauge", help);
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
 /// Per group series for the busiest [`METRIC_GROUPS`] groups, and the rest summed.
 fn groups(out: &mut String, queue: &str, list: &queue_core::GroupList) {
-    family(
+    let queue_only = format!("queue=\"{queue}\"");
+    let of =
+        |g: &queue_core::GroupStats| format!("queue=\"{queue}\",group=\"{}\"", label(&g.group));
+    gauge(
         out,
         "dcs_queue_groups",
-        "gauge",
         "Groups with unfinished jobs.",
+        [(
+            queue_only.clone(),
+            list.groups.len() as u64 + list.other_groups,
+        )],
     );
-    let _ = writeln!(
-        out,
-        "dcs_queue_groups{{queue=\"{queue}\"}} {}",
-        list.groups.len() as u64 + list.other_groups
-    );
-    family(
+    gauge(
         out,
         "dcs_queue_group_jobs",
-        "gauge",
         "Unfinished jobs of the busiest groups: ready, running, or waiting (delayed or in a retry backoff).",
+        list.groups.iter().flat_map(|g| {
+            let waiting = g.unfinished.saturating_sub(g.ready + g.running);
+            [
+                ("ready", g.ready),
+                ("running", g.running),
+                ("waiting", waiting),
+            ]
+            .map(|(state, n)| (format!("{},state=\"{state}\"", of(g)), n))
+        }),
     );
-    for g in &list.groups {
-        let group = label(&g.group);
-        let waiting = g.unfinished.saturating_sub(g.ready + g.running);
-        for (state, n) in [
-            ("ready", g.ready),
-            ("running", g.running),
-            ("waiting", waiting),
-        ] {
-            let _ = writeln!(
-                out,
-                "dcs_queue_group_jobs{{queue=\"{queue}\",group=\"{group}\",state=\"{state}\"}} {n}"
-            );
-        }
-    }
-    family(
+    gauge(
         out,
         "dcs_queue_other_groups_jobs",
-        "gauge",
         "Unfinished jobs of the groups without series of their own.",
+        [(queue_only, list.other_unfinished)],
     );
-    let _ = writeln!(
-        out,
-        "dcs_queue_other_groups_jobs{{queue=\"{queue}\"}} {}",
-        list.other_unfinished
-    );
-    family(
+    gauge(
         out,
         "dcs_queue_group_paused",
-        "gauge",
         "1 while a group (of the busiest) is paused.",
+        list.groups.iter().map(|g| (of(g), u64::from(g.paused))),
     );
-    family(
+    gauge(
         out,
         "dcs_queue_group_concurrency_limit",
-        "gauge",
         "A group's concurrency limit (of the busiest; absent without a limit).",
+        list.groups
+            .iter()
+            .filter_map(|g| g.concurrency.map(|max| (of(g), u64::from(max)))),
     );
-    for g in &list.groups {
-        let group = label(&g.group);
-        let _ = writeln!(
-            out,
-            "dcs_queue_group_paused{{queue=\"{queue}\",group=\"{group}\"}} {}",
-            u8::from(g.paused)
-        );
-        if let Some(max) = g.concurrency {
-            let _ = writeln!(
-                out,
-                "dcs_queue_group_concurrency_limit{{queue=\"{queue}\",group=\"{group}\"}} {max}"
-            );
-        }
-    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -311,8 +311,30 @@ async fn round_trip(backend: SharedBackend) {
         let (status, body) = s.json("GET", bad, None).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
+    let (status, _) = s
+        .json(
+            "POST",
+            "/groups/publisher-2/concurrency",
+            Some(r#"{"max": 1}"#),
+        )
+        .await;
+    assert_eq!(status, 200);
     let (_, metrics) = s.call("GET", "/metrics", None, false).await;
+    // Each family's samples follow its own `# TYPE` line (the text format).
+    let mut family = "";
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            family = rest.split(' ').next().unwrap();
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let name = line.split('{').next().unwrap();
+            assert!(
+                name.starts_with(family),
+                "{name} under {family}:\n{metrics}"
+            );
+        }
+    }
     for needle in [
+        "dcs_queue_group_concurrency_limit{queue=",
         "dcs_queue_groups{queue=",
         "group=\"publisher-2\",state=\"ready\"} 2",
         "group=\"say \\\"hi\\\"\",state=\"ready\"} 1",
