@@ -313,7 +313,7 @@ local function log_used(log, floor, h, field)
   return redis.call('ZCOUNT', log, '(' .. floor, '+inf') + extra - log_expired_extra(log, floor, extra)
 end
 
--- Forgets the starts at or before `floor`.
+-- Forgets the starts at or before `floor`; returns the costs left in the window.
 local function log_prune(log, floor, h, field)
   local extra = tonumber(redis.call('HGET', h, field) or '0') or 0
   if extra > 0 then
@@ -321,6 +321,7 @@ local function log_prune(log, floor, h, field)
     if extra > 0 then redis.call('HSET', h, field, extra) else redis.call('HDEL', h, field) end
   end
   redis.call('ZREMRANGEBYSCORE', log, '-inf', floor)
+  return redis.call('ZCARD', log) + math.max(extra, 0)
 end
 
 -- Adds starts {token, cost}... at NOW to a start log.
@@ -372,8 +373,8 @@ local function group_admits(KEY, group)
     local floor = NOW - rper
     local log = group_rate_key(group)
     local used = log_used(log, floor, KEY.groups, 'rx:' .. group)
-    local head = group_head(group)
-    if used > 0 and head and not rate_admits(rmax, used, job_cost(head)) then
+    local head = used > 0 and group_head(group)
+    if head and not rate_admits(rmax, used, job_cost(head)) then
       ok = false
       -- Its earliest start in the window leaving it may make room (looked at again then).
       local first = redis.call('ZRANGEBYSCORE', log, '(' .. floor, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
@@ -734,8 +735,7 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
     if oldest[2] then RATE_NEXT = tonumber(oldest[2]) + rate_per end
   end
   if limited then
-    log_prune(KEY.rate, NOW - rate_per, KEY.meta, 'rate_extra')
-    used = log_used(KEY.rate, NOW - rate_per, KEY.meta, 'rate_extra')
+    used = log_prune(KEY.rate, NOW - rate_per, KEY.meta, 'rate_extra')
     local room = rate_max - used
     if room < max then max = math.max(room, 0) end
     if max == 0 then
