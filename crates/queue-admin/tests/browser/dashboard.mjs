@@ -24,11 +24,25 @@ try {
   const after = Number(await page.locator(`tr[data-job="${moving}"]`).getAttribute("data-progress"));
 
   console.error("step: cancel a running job");
-  const running = page.locator("tr.status-processing").last();
-  const victim = await running.getAttribute("data-job");
-  await running.locator("button.cancel").click();
-  await page.locator(`tr[data-job="${victim}"].status-cancelled`).waitFor({ timeout: 20000 });
-  const status = await page.locator(`tr[data-job="${victim}"] td.status`).textContent();
+  // A running book may finish before the click lands (a slow machine): then its button is
+  // disabled or the cancel comes too late, and another running book is taken.
+  let victim = null;
+  let status = null;
+  for (let attempt = 0; attempt < 20 && status !== "cancelled"; attempt++) {
+    const row = page.locator("tr.status-processing").last();
+    await row.waitFor({ timeout: 20000 });
+    victim = await row.getAttribute("data-job");
+    try {
+      await page.locator(`tr[data-job="${victim}"] button.cancel`).click({ timeout: 2000 });
+    } catch (e) {
+      continue;
+    }
+    await page.waitForFunction((id) => {
+      const tr = document.querySelector(`tr[data-job="${id}"]`);
+      return tr && !tr.className.match(/status-(queued|processing)/);
+    }, victim, { timeout: 20000 });
+    status = await page.locator(`tr[data-job="${victim}"] td.status`).textContent();
+  }
 
   console.error("step: pause the queue");
   // Pause the queue from its button: the badge shows and the API says so; then resume.
