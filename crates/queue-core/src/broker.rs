@@ -111,6 +111,10 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
     /// a lease holder within milliseconds. Best-effort; the heartbeat reply is the durable
     /// path (case `cancel_running_job`).
     async fn cancellations(&self) -> Result<CancelStream>;
+
+    /// A parent's children, oldest first, as [`crate::JobStore::children`] answers: what a
+    /// running parent's handler reads (`JobContext::children`).
+    async fn children_of(&self, parent: JobId) -> Result<Vec<JobRecord>>;
 }
 
 /// Job ids whose cancel was requested.

@@ -5,6 +5,7 @@ mod clock;
 mod config;
 mod error;
 mod event;
+mod flow;
 mod group;
 mod id;
 mod job;
@@ -26,6 +27,7 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{QueueConfig, QueueConfigBuilder, RedisUrl};
 pub use error::{BoxError, Error, Result};
 pub use event::{EventKind, EventStream, JobEvent};
+pub use flow::{ChildCounts, ChildPolicy, Flow};
 pub use group::{GroupList, GroupStats};
 pub use id::{JobId, LeaseToken, WorkerId};
 pub use job::Job;
@@ -57,6 +59,11 @@ pub mod backend {
     };
     pub use crate::clock::{Millis, TokioClock, duration_ms, from_millis, to_millis};
     pub use crate::config::validate_queue_name;
+    pub use crate::flow::{
+        CHILD_FAILED_PREFIX, FlatJob, MAX_FLOW_DEPTH, MAX_FLOW_JOBS, ParentAction, Reopen,
+        accepts_children, child_failed_message, is_child_failure, on_child_ended,
+        on_child_reopened, waits_on_children,
+    };
     pub use crate::group::{
         MAX_GROUP_BYTES, MAX_GROUP_WEIGHT, MAX_GROUPS_LISTED, check_group_concurrency,
         check_group_name, check_group_weight, check_groups_limit, group_admits, group_rate_admits,

@@ -138,9 +138,43 @@ pub struct JobRecord {
     /// tokens an LLM call will use: see [`NewJob::cost`].
     #[serde(default)]
     pub cost: Option<u32>,
+    /// The job's parent in a flow (a child ends before its parent starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<JobId>,
+    /// For a child: what its failure does to its parent (`None`: the default,
+    /// [`crate::ChildPolicy::FailParent`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_policy: Option<crate::ChildPolicy>,
+    /// For a parent: its children's counts; while `waiting` is above 0 the job is queued
+    /// but does not start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children: Option<crate::ChildCounts>,
 }
 
 impl JobRecord {
+    /// Queued and waiting on unfinished children (not claimable yet).
+    pub fn waits_on_children(&self) -> bool {
+        self.status == JobStatus::Queued && crate::flow::waits_on_children(self.children.as_ref())
+    }
+
+    /// Shows a parent's progress while it waits on its children: the share of them that
+    /// ended ([`crate::ChildCounts::progress`]). Backends call this on every record they
+    /// hand out; a job that started keeps its own progress.
+    pub fn show_flow_progress(&mut self) {
+        if self.waits_on_children()
+            || (self.status == JobStatus::Queued && self.started_at.is_none())
+        {
+            if let Some(counts) = &self.children {
+                self.progress = counts.progress();
+            }
+        }
+    }
+
+    /// The policy this job's failure applies to its parent.
+    pub fn policy(&self) -> crate::ChildPolicy {
+        self.child_policy.unwrap_or_default()
+    }
+
     /// The per-job timeout, or `default` when the job has none.
     pub fn timeout_or(&self, default: Duration) -> Duration {
         self.timeout_ms

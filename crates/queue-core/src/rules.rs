@@ -351,6 +351,12 @@ pub fn effect(event: Event) -> &'static [(Field, Change)] {
             (WorkerId, Clear),
         ],
         Event::Cancel => &[(CompletedAt, Now), (RunAt, Clear), (WorkerId, Clear)],
+        Event::ChildFailed => &[
+            (ErrorMessage, Input),
+            (CompletedAt, Now),
+            (RunAt, Clear),
+            (WorkerId, Clear),
+        ],
         Event::Retry => &[
             (ErrorMessage, Input),
             (RetryCount, Increment),
@@ -495,9 +501,11 @@ pub fn placement(event: Event) -> Placement {
         Event::Release | Event::LeaseExpired => Placement::ReadyInPlace,
         Event::ManualRetry => Placement::ReadyAtBack,
         Event::Retry | Event::Snooze => Placement::Delayed,
-        Event::Complete | Event::CompletePartial | Event::Fail | Event::Cancel => {
-            Placement::Finished
-        }
+        Event::Complete
+        | Event::CompletePartial
+        | Event::Fail
+        | Event::Cancel
+        | Event::ChildFailed => Placement::Finished,
     }
 }
 
@@ -507,7 +515,7 @@ pub fn counter(event: Event) -> Option<&'static str> {
     match event {
         Event::Complete => Some("completed"),
         Event::CompletePartial => Some("partial"),
-        Event::Fail => Some("failed"),
+        Event::Fail | Event::ChildFailed => Some("failed"),
         Event::Cancel => Some("cancelled"),
         Event::Retry => Some("retried"),
         Event::Start

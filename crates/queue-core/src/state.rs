@@ -8,7 +8,8 @@
 //!   │                   ├── retry (retries left) ──▶ queued
 //!   │                   ├── release (graceful shutdown) ──▶ queued
 //!   │                   └── lease_expired (worker died) ──▶ queued
-//!   └── cancel ──▶ cancelled
+//!   ├── cancel ──▶ cancelled
+//!   └── child_failed (a child of a waiting parent failed it) ──▶ failed
 //! failed | partial | cancelled ──manual_retry──▶ queued
 //! ```
 //!
@@ -118,11 +119,14 @@ pub enum Event {
     Cancel,
     /// An operator re-queued a finished, unsuccessful job.
     ManualRetry,
+    /// A child of this queued parent failed under `ChildPolicy::FailParent`: the parent
+    /// fails without running.
+    ChildFailed,
 }
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 10] = [
+    pub const ALL: [Event; 11] = [
         Self::Start,
         Self::Complete,
         Self::CompletePartial,
@@ -133,6 +137,7 @@ impl Event {
         Self::LeaseExpired,
         Self::Cancel,
         Self::ManualRetry,
+        Self::ChildFailed,
     ];
 
     /// The wire name.
@@ -148,6 +153,7 @@ impl Event {
             Self::LeaseExpired => "lease_expired",
             Self::Cancel => "cancel",
             Self::ManualRetry => "manual_retry",
+            Self::ChildFailed => "child_failed",
         }
     }
 }
@@ -166,6 +172,7 @@ impl fmt::Display for Event {
             Self::LeaseExpired => "expire the lease of",
             Self::Cancel => "cancel",
             Self::ManualRetry => "manually retry",
+            Self::ChildFailed => "fail on a child's failure",
         })
     }
 }
@@ -187,6 +194,7 @@ pub fn apply(from: JobStatus, event: Event) -> Result<JobStatus, InvalidTransiti
     let next = match (from, event) {
         (S::Queued, E::Start) => S::Processing,
         (S::Queued, E::Cancel) => S::Cancelled,
+        (S::Queued, E::ChildFailed) => S::Failed,
         (S::Processing, E::Complete) => S::Completed,
         (S::Processing, E::CompletePartial) => S::Partial,
         (S::Processing, E::Fail) => S::Failed,
@@ -210,6 +218,7 @@ mod tests {
         let allowed: &[(S, E, S)] = &[
             (S::Queued, E::Start, S::Processing),
             (S::Queued, E::Cancel, S::Cancelled),
+            (S::Queued, E::ChildFailed, S::Failed),
             (S::Processing, E::Complete, S::Completed),
             (S::Processing, E::CompletePartial, S::Partial),
             (S::Processing, E::Fail, S::Failed),
@@ -239,7 +248,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 60);
+        assert_eq!(checked, 66);
     }
 
     #[test]

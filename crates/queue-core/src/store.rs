@@ -30,6 +30,31 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     ///   retry of an enqueue) (case `enqueue_with_same_id_is_idempotent`).
     async fn enqueue(&self, job: NewJob) -> Result<JobRecord>;
 
+    /// Enqueues a job with its children (any depth) in one atomic step: every job of the
+    /// flow is created, or none (a unique key held by an active job, or taken twice in the
+    /// flow, refuses the whole flow). A parent stays queued but does not start until every
+    /// child ended; each child's [`crate::ChildPolicy`] says what its failure does (case
+    /// `a_flow_releases_its_parent_once`, case `flow_failure_policies`). Returns the root's
+    /// record; with the root's `job_id` set to an existing job, returns that job and
+    /// creates nothing. See [`crate::Flow`].
+    async fn enqueue_flow(&self, flow: crate::Flow) -> Result<JobRecord>;
+
+    /// Adds children to a queued job (a batch's callback, or any parent that has not
+    /// started), atomically with the same checks as [`JobStore::enqueue_flow`]: it then
+    /// waits on them too. Works from inside a running child (a batch member adding
+    /// members). Refused for a job that is not queued (it started or ended) with
+    /// `Error::InvalidArgument` (case `a_batch_takes_members_while_it_waits`). Returns the
+    /// new direct children's records.
+    async fn add_children(
+        &self,
+        parent: JobId,
+        children: Vec<crate::Flow>,
+    ) -> Result<Vec<JobRecord>>;
+
+    /// A parent's children, oldest first (at most [`crate::backend::MAX_FLOW_JOBS`]); a child
+    /// whose record retention removed is left out. An unknown parent is `Error::NotFound`.
+    async fn children(&self, parent: JobId) -> Result<Vec<JobRecord>>;
+
     /// Enqueues several jobs, in order, each with the semantics of [`JobStore::enqueue`];
     /// one refused job does not stop the others (case `enqueue_many_reports_each_job`).
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>>;
@@ -187,6 +212,9 @@ pub struct ListQuery {
     pub status: Option<JobStatus>,
     /// Only jobs with this unique key (for books: one book's history).
     pub unique_key: Option<String>,
+    /// Only queued jobs waiting on their children (flows, batches).
+    #[serde(default)]
+    pub waiting_on_children: bool,
     /// Page size, 1 to 1000.
     pub limit: usize,
     /// Where the previous page ended.
@@ -198,6 +226,7 @@ impl Default for ListQuery {
         Self {
             status: None,
             unique_key: None,
+            waiting_on_children: false,
             limit: 50,
             cursor: None,
         }
@@ -219,6 +248,12 @@ impl ListQuery {
     /// Filters by unique key.
     pub fn unique_key(mut self, key: impl Into<String>) -> Self {
         self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Only queued jobs waiting on their children.
+    pub fn waiting_on_children(mut self) -> Self {
+        self.waiting_on_children = true;
         self
     }
 
@@ -298,6 +333,9 @@ pub struct QueueStats {
     pub cancelled: u64,
     /// Queued jobs waiting for a delay or a retry backoff (part of `queued`).
     pub scheduled: u64,
+    /// Queued jobs waiting on their children (part of `queued`).
+    #[serde(default)]
+    pub waiting_on_children: u64,
     /// Workers seen within the liveness window.
     pub active_workers: u64,
     /// Queued jobs ready to run now, per priority.

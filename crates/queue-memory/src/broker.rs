@@ -8,7 +8,7 @@ use queue_core::backend::{
     Broker, CancelStream, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease, LeaseRef,
     Outcome, ProgressReply, WorkerBeat, duration_ms,
 };
-use queue_core::{JobId, Result, WorkerId};
+use queue_core::{JobId, JobRecord, Result, WorkerId};
 
 use crate::MemoryBackend;
 
@@ -104,6 +104,10 @@ impl Broker for MemoryBackend {
     async fn sweep(&self, limit: usize) -> Result<usize> {
         let cutoff = self.now() - duration_ms(self.inner.config.retention);
         Ok(self.lock().sweep(limit, cutoff))
+    }
+
+    async fn children_of(&self, parent: JobId) -> Result<Vec<JobRecord>> {
+        self.lock().children(parent)
     }
 
     async fn cancellations(&self) -> Result<CancelStream> {

@@ -3,10 +3,11 @@
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
-    check_group_concurrency, check_group_name, check_group_weight, check_groups_limit,
+    MAX_FLOW_JOBS, check_group_concurrency, check_group_name, check_group_weight,
+    check_groups_limit,
 };
 use queue_core::{
-    CancelOutcome, EventStream, GroupList, GroupStats, JobId, JobRecord, JobStore, ListQuery,
+    CancelOutcome, EventStream, Flow, GroupList, GroupStats, JobId, JobRecord, JobStore, ListQuery,
     NewJob, Page, Priority, QueueStats, RateLimit, Result, WorkerInfo,
 };
 
@@ -39,6 +40,45 @@ impl JobStore for MemoryBackend {
         Ok(out)
     }
 
+    async fn enqueue_flow(&self, flow: Flow) -> Result<JobRecord> {
+        let jobs = flow.flatten()?;
+        let mut out =
+            self.lock()
+                .enqueue_flow(jobs, None, &self.inner.config, self.now(), self.events())?;
+        self.inner.work.notify_waiters();
+        Ok(out.remove(0))
+    }
+
+    async fn add_children(&self, parent: JobId, children: Vec<Flow>) -> Result<Vec<JobRecord>> {
+        let mut jobs = Vec::new();
+        for child in children {
+            let base = jobs.len();
+            for mut flat in child.flatten()? {
+                flat.parent = flat.parent.map(|i| i + base);
+                jobs.push(flat);
+            }
+        }
+        if jobs.len() > MAX_FLOW_JOBS {
+            return Err(queue_core::Error::invalid(format!(
+                "{} jobs to add, above the limit of {MAX_FLOW_JOBS}",
+                jobs.len()
+            )));
+        }
+        let out = self.lock().enqueue_flow(
+            jobs,
+            Some(parent),
+            &self.inner.config,
+            self.now(),
+            self.events(),
+        )?;
+        self.inner.work.notify_waiters();
+        Ok(out)
+    }
+
+    async fn children(&self, parent: JobId) -> Result<Vec<JobRecord>> {
+        self.lock().children(parent)
+    }
+
     async fn get(&self, id: JobId) -> Result<JobRecord> {
         self.lock().get(id)
     }
@@ -48,9 +88,20 @@ impl JobStore for MemoryBackend {
     }
 
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
-        let outcome = self.lock().cancel(id, self.now(), self.events())?;
+        let (outcome, requested, opened) = {
+            let mut t = self.lock();
+            let outcome = t.cancel(id, self.now(), self.events())?;
+            (outcome, t.take_cancel_requests(), t.take_lane_opened())
+        };
         if outcome == CancelOutcome::Requested {
             let _ = self.inner.cancels.send(id);
+        }
+        for child in requested {
+            let _ = self.inner.cancels.send(child);
+        }
+        if opened {
+            // A cancelled child released its parent.
+            self.inner.work.notify_waiters();
         }
         Ok(outcome)
     }

@@ -7,14 +7,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use queue_core::backend::{
-    ClaimId, ClaimRequest, Event, HeartbeatReply, Lease, LeaseRef, Millis, Outcome, ProgressReply,
-    WorkerBeat, duration_ms, encode_cursor, from_millis,
+    ClaimId, ClaimRequest, Event, FlatJob, HeartbeatReply, Lease, LeaseRef, Millis, Outcome,
+    ParentAction, ProgressReply, Reopen, WorkerBeat, accepts_children, child_failed_message,
+    duration_ms, encode_cursor, from_millis, on_child_ended, on_child_reopened,
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
     unfinished_change, weighted_turn,
 };
 use queue_core::{
-    Error, EventKind, GroupList, GroupStats, JobEvent, JobId, JobRecord, JobStatus, LeaseToken,
-    LifetimeTotals, NewJob, Page, Priority, QueueConfig, QueueStats, RateLimit, Result, WorkerInfo,
+    ChildCounts, ChildPolicy, Error, EventKind, GroupList, GroupStats, JobEvent, JobId, JobRecord,
+    JobStatus, LeaseToken, LifetimeTotals, NewJob, Page, Priority, QueueConfig, QueueStats,
+    RateLimit, Result, WorkerInfo,
 };
 
 /// Index key ordering jobs by creation: (created ms, id).
@@ -250,6 +252,13 @@ pub(crate) struct Tables {
     rate_blocked: bool,
     /// No job starts before this time (a handler hit a limit outside the queue).
     held_until: Millis,
+    /// Each parent's children, by creation.
+    kids: IdMap<BTreeSet<ByCreated>>,
+    /// Queued parents waiting on their children (not ready, not delayed).
+    waiting: BTreeSet<ByCreated>,
+    /// Running children whose cancel a parent's cancel requested (see
+    /// `take_cancel_requests`).
+    cancel_requested: Vec<JobId>,
 }
 
 /// Where `emit` sends events; `None` when nobody listens (no event is built).
@@ -267,6 +276,13 @@ fn emit(events: EventSender<'_>, job_id: JobId, now: Millis, kind: EventKind) {
             kind,
         });
     }
+}
+
+/// A record as readers see it: a parent waiting on its children shows their progress.
+fn shown(record: &JobRecord) -> JobRecord {
+    let mut out = record.clone();
+    out.show_flow_progress();
+    out
 }
 
 fn bump(totals: &mut LifetimeTotals, counter: &str) {
@@ -589,9 +605,18 @@ impl Tables {
         let key = (entry.created_ms, id);
         let ready_position = entry.ready_position;
         let unique_key = entry.record.unique_key.clone();
+        let parent = entry.record.parent;
+        let policy = entry.record.policy();
+        let waits = entry.record.waits_on_children();
+        if entry.record.children.is_some() && from == JobStatus::Queued {
+            self.waiting.remove(&key);
+        }
         self.by_status[status_index(from)].remove(&key);
         self.by_status[status_index(to)].insert(key);
         match rules::placement(event) {
+            Placement::ReadyInPlace | Placement::ReadyAtBack | Placement::Delayed if waits => {
+                self.waiting.insert(key);
+            }
             Placement::Leased => {}
             Placement::ReadyInPlace => self.push_ready(id, ready_position),
             Placement::ReadyAtBack => {
@@ -625,6 +650,13 @@ impl Tables {
                 to,
             },
         );
+        if let Some(parent) = parent {
+            if to.is_terminal() && from.is_active() {
+                self.child_ended(parent, id, to, policy, events);
+            } else if from.is_terminal() && to.is_active() {
+                self.child_reopened(parent, from, events);
+            }
+        }
         Ok(to)
     }
 
@@ -637,17 +669,19 @@ impl Tables {
     ) -> Result<(JobRecord, bool)> {
         self.now = now;
         cfg.limits.check(&job)?;
-        let NewJob {
-            task,
-            payload,
-            options,
-        } = job;
-        if let Some(id) = options.job_id
+        if let Some(id) = job.options.job_id
             && let Some(existing) = self.jobs.get(&id)
         {
             return Ok((existing.record.clone(), false));
         }
-        if let Some(key) = &options.unique_key
+        self.check_key_free(&job)?;
+        let record = self.insert_job(job, cfg, now, None, ChildPolicy::default(), 0, events);
+        Ok((record, true))
+    }
+
+    /// Refuses a job whose unique key an active job holds.
+    fn check_key_free(&self, job: &NewJob) -> Result<()> {
+        if let Some(key) = &job.options.unique_key
             && let Some(holder) = self.dedup.get(key)
         {
             return Err(Error::AlreadyExists {
@@ -655,10 +689,130 @@ impl Tables {
                 job_id: *holder,
             });
         }
+        Ok(())
+    }
+
+    /// Checks every job of a flattened flow (limits, ids, unique keys) before any is
+    /// created: a flow is created whole or not at all.
+    fn check_flow(&self, jobs: &[FlatJob], cfg: &QueueConfig) -> Result<()> {
+        for flat in jobs {
+            cfg.limits.check(&flat.job)?;
+            if let Some(id) = flat.job.options.job_id
+                && self.jobs.contains_key(&id)
+            {
+                return Err(Error::invalid(format!(
+                    "job id {id} of the flow is taken by an existing job"
+                )));
+            }
+            self.check_key_free(&flat.job)?;
+        }
+        Ok(())
+    }
+
+    /// Creates a flow (`parent` None) or adds children to `parent`: every job of `jobs`,
+    /// parents before their children. Returns the records of the jobs without a parent in
+    /// `jobs` (the root, or the new direct children of `parent`).
+    pub(crate) fn enqueue_flow(
+        &mut self,
+        jobs: Vec<FlatJob>,
+        parent: Option<JobId>,
+        cfg: &QueueConfig,
+        now: Millis,
+        events: EventSender<'_>,
+    ) -> Result<Vec<JobRecord>> {
+        self.now = now;
+        if parent.is_none()
+            && let Some(id) = jobs.first().and_then(|f| f.job.options.job_id)
+            && let Some(existing) = self.jobs.get(&id)
+        {
+            return Ok(vec![existing.record.clone()]);
+        }
+        if let Some(p) = parent {
+            let entry = self.jobs.get(&p).ok_or(Error::NotFound { id: p })?;
+            if !accepts_children(entry.record.status) {
+                return Err(Error::invalid(format!(
+                    "job {p} is {}: children can be added only while it is queued",
+                    entry.record.status
+                )));
+            }
+        }
+        self.check_flow(&jobs, cfg)?;
+        if let Some(p) = parent {
+            let added = jobs.iter().filter(|f| f.parent.is_none()).count();
+            self.hold_for_children(p, added as u32);
+        }
+        let mut ids = Vec::with_capacity(jobs.len());
+        let mut out = Vec::new();
+        for flat in jobs {
+            let up = flat.parent.map(|i| ids[i]).or(parent);
+            let record = self.insert_job(
+                flat.job,
+                cfg,
+                now,
+                up,
+                flat.policy,
+                flat.children as u32,
+                events,
+            );
+            ids.push(record.job_id);
+            if flat.parent.is_none() {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `parent` gets `n` more unfinished children: it waits on them (leaving the ready or
+    /// delayed jobs if it was there).
+    fn hold_for_children(&mut self, parent: JobId, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let entry = self.jobs.get_mut(&parent).expect("checked by the caller");
+        let counts = entry
+            .record
+            .children
+            .get_or_insert_with(ChildCounts::default);
+        let was_waiting = counts.waiting > 0;
+        counts.waiting += n;
+        if was_waiting || entry.record.status != JobStatus::Queued {
+            return;
+        }
+        let ready_position = entry.ready_position;
+        let due = entry.record.run_at.map(queue_core::backend::to_millis);
+        let key = (entry.created_ms, parent);
+        self.remove_ready(parent, ready_position);
+        if let Some(due) = due {
+            self.delayed.remove(&(due, parent));
+        }
+        self.waiting.insert(key);
+    }
+
+    /// Creates one job: its record, indexes and place (waiting when it has children).
+    #[allow(clippy::too_many_arguments)]
+    fn insert_job(
+        &mut self,
+        job: NewJob,
+        cfg: &QueueConfig,
+        now: Millis,
+        parent: Option<JobId>,
+        policy: ChildPolicy,
+        children: u32,
+        events: EventSender<'_>,
+    ) -> JobRecord {
+        let NewJob {
+            task,
+            payload,
+            options,
+        } = job;
         let id = options.job_id.unwrap_or_default();
         let priority = options.priority.unwrap_or(cfg.default_priority);
         let delay_ms = options.delay.map(duration_ms).unwrap_or(0);
         let due = (delay_ms > 0).then(|| now + delay_ms);
+        let counts = (children > 0).then(|| ChildCounts {
+            waiting: children,
+            ..ChildCounts::default()
+        });
         let record = JobRecord {
             job_id: id,
             task,
@@ -682,24 +836,30 @@ impl Tables {
             cancel_requested: false,
             group: options.group,
             cost: options.cost.filter(|c| *c != 1),
-        };
-        let mut ready_position = (priority.band(), 0);
-        let ready = match due {
-            Some(due) => {
-                self.delayed.insert((due, id));
-                false
-            }
-            None => {
-                ready_position.1 = self.next_seq();
-                true
-            }
+            parent,
+            child_policy: parent.and((policy != ChildPolicy::default()).then_some(policy)),
+            children: counts,
         };
         let key = (now, id);
+        let mut ready_position = (priority.band(), 0);
+        let ready = if children > 0 {
+            self.waiting.insert(key);
+            false
+        } else if let Some(due) = due {
+            self.delayed.insert((due, id));
+            false
+        } else {
+            ready_position.1 = self.next_seq();
+            true
+        };
         self.by_status[status_index(JobStatus::Queued)].insert(key);
         self.all.insert(key);
         if let Some(unique) = &record.unique_key {
             self.by_key.entry(unique.clone()).or_default().insert(key);
             self.dedup.insert(unique.clone(), id);
+        }
+        if let Some(p) = parent {
+            self.kids.entry(p).or_default().insert(key);
         }
         bump(&mut self.totals, "enqueued");
         if let Some(group) = &record.group {
@@ -728,13 +888,109 @@ impl Tables {
                 to: JobStatus::Queued,
             },
         );
-        Ok((out, true))
+        out
+    }
+
+    /// A parent's children, oldest first.
+    pub(crate) fn children(&self, parent: JobId) -> Result<Vec<JobRecord>> {
+        if !self.jobs.contains_key(&parent) {
+            return Err(Error::NotFound { id: parent });
+        }
+        Ok(self
+            .kids
+            .get(&parent)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, id)| self.jobs.get(id).map(|e| shown(&e.record)))
+            .collect())
+    }
+
+    /// Child `child` of `parent` ended `status`: the parent's counts, then what
+    /// `on_child_ended` says (release it, or fail it).
+    fn child_ended(
+        &mut self,
+        parent: JobId,
+        child: JobId,
+        status: JobStatus,
+        policy: ChildPolicy,
+        events: EventSender<'_>,
+    ) {
+        let now = self.now;
+        let Some(entry) = self.jobs.get_mut(&parent) else {
+            return; // retention removed the parent
+        };
+        let counts = entry
+            .record
+            .children
+            .get_or_insert_with(ChildCounts::default);
+        counts.waiting = counts.waiting.saturating_sub(1);
+        *counts.of(status) += 1;
+        match on_child_ended(policy, status, entry.record.status, counts.waiting) {
+            ParentAction::Count => {}
+            ParentAction::Release => {
+                let key = (entry.created_ms, parent);
+                let due = entry
+                    .record
+                    .run_at
+                    .map(queue_core::backend::to_millis)
+                    .filter(|due| *due > now);
+                self.waiting.remove(&key);
+                match due {
+                    Some(due) => {
+                        self.delayed.insert((due, parent));
+                    }
+                    None => {
+                        let seq = self.next_seq();
+                        let entry = self.jobs.get_mut(&parent).expect("exists");
+                        entry.ready_position = (entry.record.priority.band(), seq);
+                        let position = entry.ready_position;
+                        self.push_ready(parent, position);
+                        self.lane_opened = true;
+                    }
+                }
+            }
+            ParentAction::Fail => {
+                let input = EffectInput {
+                    now,
+                    error: Some(child_failed_message(child, status)),
+                    ..EffectInput::default()
+                };
+                self.transition(parent, Event::ChildFailed, &input, events)
+                    .expect("a queued parent accepts child_failed");
+            }
+        }
+    }
+
+    /// Child `child` of `parent`, which had ended `was`, is queued again (a manual retry):
+    /// the parent's counts, then what `on_child_reopened` says.
+    fn child_reopened(&mut self, parent: JobId, was: JobStatus, events: EventSender<'_>) {
+        let Some(entry) = self.jobs.get_mut(&parent) else {
+            return;
+        };
+        let counts = entry
+            .record
+            .children
+            .get_or_insert_with(ChildCounts::default);
+        let count = counts.of(was);
+        *count = count.saturating_sub(1);
+        let action = on_child_reopened(entry.record.status, entry.record.started_at.is_some());
+        match action {
+            Reopen::Count => entry.record.children.as_mut().expect("set").waiting += 1,
+            Reopen::Hold => self.hold_for_children(parent, 1),
+            Reopen::Requeue => {
+                entry.record.children.as_mut().expect("set").waiting += 1;
+                // The parent cannot come back while another job holds its unique key: it
+                // stays failed, and its counts say the child runs again.
+                let now = self.now;
+                let _ = self.reopen(parent, None, now, events);
+            }
+        }
     }
 
     pub(crate) fn get(&self, id: JobId) -> Result<JobRecord> {
         self.jobs
             .get(&id)
-            .map(|e| e.record.clone())
+            .map(|e| shown(&e.record))
             .ok_or(Error::NotFound { id })
     }
 
@@ -1089,6 +1345,7 @@ impl Tables {
                     ..EffectInput::default()
                 };
                 self.transition(id, Event::Cancel, &input, events)?;
+                self.cancel_children(id, now, events);
                 Ok(queue_core::CancelOutcome::Cancelled)
             }
             CancelAction::Request => {
@@ -1105,6 +1362,34 @@ impl Tables {
         }
     }
 
+    /// Cancels every unfinished child of `parent` (and theirs): queued ones end
+    /// `cancelled`, running ones are asked to stop. Returns the running ones asked.
+    fn cancel_children(&mut self, parent: JobId, now: Millis, events: EventSender<'_>) {
+        let kids: Vec<JobId> = self
+            .kids
+            .get(&parent)
+            .into_iter()
+            .flatten()
+            .map(|(_, id)| *id)
+            .collect();
+        for kid in kids {
+            if self
+                .jobs
+                .get(&kid)
+                .is_some_and(|e| e.record.status.is_active())
+                && let Ok(queue_core::CancelOutcome::Requested) = self.cancel(kid, now, events)
+            {
+                self.cancel_requested.push(kid);
+            }
+        }
+    }
+
+    /// The running jobs whose cancel a cascade requested since the last call (the caller
+    /// tells their holders).
+    pub(crate) fn take_cancel_requests(&mut self) -> Vec<JobId> {
+        std::mem::take(&mut self.cancel_requested)
+    }
+
     pub(crate) fn retry(
         &mut self,
         id: JobId,
@@ -1113,6 +1398,19 @@ impl Tables {
         events: EventSender<'_>,
     ) -> Result<JobRecord> {
         self.now = now;
+        self.reopen(id, priority, now, events)?;
+        Ok(shown(&self.jobs[&id].record))
+    }
+
+    /// A manual retry: checks, then `Event::ManualRetry` (a parent with unfinished
+    /// children waits on them again).
+    fn reopen(
+        &mut self,
+        id: JobId,
+        priority: Option<Priority>,
+        now: Millis,
+        events: EventSender<'_>,
+    ) -> Result<()> {
         let entry = self.jobs.get(&id).ok_or(Error::NotFound { id })?;
         queue_core::backend::apply(entry.record.status, Event::ManualRetry).map_err(|e| {
             Error::InvalidTransition {
@@ -1149,13 +1447,14 @@ impl Tables {
             ..EffectInput::default()
         };
         self.transition(id, Event::ManualRetry, &input, events)?;
-        Ok(self.jobs[&id].record.clone())
+        Ok(())
     }
 
     pub(crate) fn list(&self, query: &queue_core::ListQuery) -> Result<Page> {
         let position = query.position()?;
         let empty = BTreeSet::new();
         let index = match (&query.unique_key, query.status) {
+            _ if query.waiting_on_children => &self.waiting,
             (Some(key), _) => self.by_key.get(key).unwrap_or(&empty),
             (None, Some(status)) => &self.by_status[status_index(status)],
             (None, None) => &self.all,
@@ -1170,7 +1469,12 @@ impl Tables {
             let Some(entry) = self.jobs.get(id) else {
                 continue;
             };
-            if query.status.is_some_and(|s| s != entry.record.status) {
+            if query.status.is_some_and(|s| s != entry.record.status)
+                || query
+                    .unique_key
+                    .as_ref()
+                    .is_some_and(|k| entry.record.unique_key.as_ref() != Some(k))
+            {
                 continue;
             }
             if jobs.len() == query.limit {
@@ -1181,7 +1485,7 @@ impl Tables {
                 ));
                 break;
             }
-            jobs.push(entry.record.clone());
+            jobs.push(shown(&entry.record));
         }
         Ok(Page { jobs, next_cursor })
     }
@@ -1202,6 +1506,7 @@ impl Tables {
             partial: count(JobStatus::Partial),
             cancelled: count(JobStatus::Cancelled),
             scheduled: self.delayed.len() as u64,
+            waiting_on_children: self.waiting.len() as u64,
             active_workers: self.live_workers(now).count() as u64,
             depth: Priority::ALL
                 .into_iter()
@@ -1275,6 +1580,12 @@ impl Tables {
             }
             let entry = self.jobs.remove(&id).expect("checked");
             let key = (entry.created_ms, id);
+            self.kids.remove(&id);
+            if let Some(parent) = entry.record.parent
+                && let Some(kids) = self.kids.get_mut(&parent)
+            {
+                kids.remove(&key);
+            }
             self.all.remove(&key);
             self.by_status[status_index(entry.record.status)].remove(&key);
             if let Some(unique) = &entry.record.unique_key {

@@ -101,7 +101,11 @@ macro_rules! conformance_tests {
             results_round_trip_and_size_limit,
             job_cost_counts_against_rate_limits,
             group_rate_limit_holds_and_wakes,
-            a_rate_limited_job_holds_only_its_group
+            a_rate_limited_job_holds_only_its_group,
+            a_flow_releases_its_parent_once,
+            flow_failure_policies,
+            cancel_and_retry_inside_a_flow,
+            a_batch_takes_members_while_it_waits
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -394,6 +394,9 @@ impl Model {
             cancel_requested: false,
             group: o.group,
             cost: o.cost.filter(|c| *c != 1),
+            parent: None,
+            child_policy: None,
+            children: None,
         };
         let place = if due.is_some() { 0 } else { self.place() };
         self.jobs.push(Job {
@@ -467,6 +470,7 @@ impl Model {
                 .filter(queued)
                 .filter(|j| j.due.is_some())
                 .count() as u64,
+            waiting_on_children: 0,
             active_workers: self.live_workers(now).count() as u64,
             depth: Priority::ALL
                 .into_iter()
