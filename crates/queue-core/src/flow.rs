@@ -264,12 +264,23 @@ pub fn waits_on_children(counts: Option<&ChildCounts>) -> bool {
 }
 
 /// The message of a parent failed by a child.
+///
+/// ```
+/// use queue_core::{JobId, JobStatus};
+/// use queue_core::backend::child_failed_message;
+///
+/// let id = JobId::new();
+/// assert_eq!(child_failed_message(id, JobStatus::Failed), format!("child {id} ended failed"));
+/// ```
 pub fn child_failed_message(child: crate::JobId, status: JobStatus) -> String {
-    format!("child {child} ended {status}")
+    let (before, between) = child_failed_template();
+    format!("{before}{child}{between}{status}")
 }
 
-/// The first part of [`child_failed_message`], before the child's id (for the Lua).
-pub const CHILD_FAILED_PREFIX: &str = "child ";
+/// [`child_failed_message`] around the child's id and its status (the Lua builds it so).
+pub fn child_failed_template() -> (&'static str, &'static str) {
+    ("child ", " ended ")
+}
 
 /// A job with its children: enqueue it with [`crate::JobStore::enqueue_flow`].
 ///

@@ -60,8 +60,8 @@ pub mod backend {
     pub use crate::clock::{Millis, TokioClock, duration_ms, from_millis, to_millis};
     pub use crate::config::validate_queue_name;
     pub use crate::flow::{
-        CHILD_FAILED_PREFIX, FlatJob, MAX_FLOW_DEPTH, MAX_FLOW_JOBS, ParentAction, Reopen,
-        accepts_children, child_failed_message, is_child_failure, on_child_ended,
+        FlatJob, MAX_FLOW_DEPTH, MAX_FLOW_JOBS, ParentAction, Reopen, accepts_children,
+        child_failed_message, child_failed_template, is_child_failure, on_child_ended,
         on_child_reopened, waits_on_children,
     };
     pub use crate::group::{

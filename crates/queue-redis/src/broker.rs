@@ -346,6 +346,10 @@ impl Broker for RedisBackend {
         Ok(int(&reply).unwrap_or(0).max(0) as usize)
     }
 
+    async fn children_of(&self, parent: JobId) -> Result<Vec<queue_core::JobRecord>> {
+        self.children_records(parent).await
+    }
+
     async fn cancellations(&self) -> Result<CancelStream> {
         let messages = self
             .inner

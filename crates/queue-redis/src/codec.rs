@@ -42,6 +42,7 @@ pub(crate) fn decode_leased(
         record.status = JobStatus::Processing;
         record.cancel_requested = lease.cancel;
     }
+    record.show_flow_progress();
     Ok(record)
 }
 
@@ -102,6 +103,30 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
         Some(serde_json::Value::Object(map)) => map,
         Some(_) => return Err(bad("metadata", "is not a JSON object".into())),
     };
+    let count =
+        |field: &str| -> Result<u32> { Ok(uint(field, u64::from(u32::MAX))?.unwrap_or(0) as u32) };
+    let children = match text("kids_waiting") {
+        None => None,
+        Some(_) => Some(queue_core::ChildCounts {
+            waiting: count("kids_waiting")?,
+            completed: count("kids_completed")?,
+            failed: count("kids_failed")?,
+            partial: count("kids_partial")?,
+            cancelled: count("kids_cancelled")?,
+        }),
+    };
+    let parent = text("parent")
+        .map(|v| {
+            v.parse::<JobId>()
+                .map_err(|_| bad("parent", format!("is not a UUID: {v:?}")))
+        })
+        .transpose()?;
+    let child_policy = text("policy")
+        .map(|v| {
+            queue_core::ChildPolicy::parse(v)
+                .map_err(|_| bad("policy", format!("is not a child policy: {v:?}")))
+        })
+        .transpose()?;
     Ok(JobRecord {
         job_id,
         task: required("task")?.to_owned(),
@@ -129,6 +154,9 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
         cost: uint("cost", u64::from(queue_core::backend::MAX_COST))?
             .filter(|c| *c > 1)
             .map(|c| c as u32),
+        parent,
+        child_policy,
+        children,
     })
 }
 

@@ -66,6 +66,9 @@ pub(crate) enum Static {
     /// `gload`: groups with unfinished jobs, scored by minus their count (the busiest
     /// first, ties by name), for `JobStore::groups`.
     GroupLoad,
+    /// `waiting`: queued parents waiting on their children (flows, batches), by creation
+    /// time: not ready, not delayed; `ListQuery::waiting_on_children` lists them.
+    Waiting,
 }
 
 impl Static {
@@ -94,6 +97,7 @@ impl Static {
             Self::GroupDelayed => "gdelayed".into(),
             Self::GroupHeld => "gheld".into(),
             Self::GroupLoad => "gload".into(),
+            Self::Waiting => "waiting".into(),
         }
     }
 
@@ -158,6 +162,11 @@ impl Keys {
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn group_ready(&self, band: u8, group: &str) -> String {
         self.key(&format!("gq:{band}:{group}"))
+    }
+    /// A parent's children by creation time (built by the scripts as well: prelude.lua
+    /// `kids_key`).
+    pub(crate) fn kids(&self, id: JobId) -> String {
+        self.key(&format!("kids:{id}"))
     }
     pub(crate) fn worker(&self, id: &str) -> String {
         self.key(&format!("worker:{id}"))

@@ -18,11 +18,11 @@ use std::{
 };
 
 use queue_core::backend::{
-    Event, apply,
+    Event, accepts_children, apply, child_failed_template, on_child_ended, on_child_reopened,
     rules::{self, AttemptFacts, OutcomeKind},
     unfinished_change,
 };
-use queue_core::{JobStatus, Priority};
+use queue_core::{ChildPolicy, JobStatus, Priority};
 use redis::{RedisResult, Value, aio::ConnectionLike};
 
 use crate::keys::{DELAYED, Keys, READY, Static};
@@ -89,26 +89,24 @@ const GROUPS: [Static; 8] = [
     S::Meta,
 ];
 
-const SPECS: [Spec; 22] = [
+/// What a flow's bookkeeping touches when a job ends, is cancelled or is retried: its parent
+/// released (ready or delayed), failed (finished, its unique key released) or held again.
+const FLOW: [Static; 8] = [
+    S::Waiting,
+    S::Seq,
+    S::Marker,
+    S::Due,
+    S::Finished,
+    S::Dedup,
+    S::Stats,
+    S::Subs,
+];
+
+const SPECS: [Spec; 23] = [
     (
         "enqueue",
         include_str!("scripts/enqueue.lua"),
-        keys![
-            READY,
-            DELAYED,
-            GROUPS,
-            [
-                ST_QUEUED,
-                S::Finished,
-                S::Leases,
-                S::Dedup,
-                S::Stats,
-                S::Seq,
-                S::Marker,
-                S::Due,
-                S::Subs
-            ]
-        ],
+        keys![READY, DELAYED, GROUPS, FLOW, [ST_QUEUED, S::Leases]],
         false,
     ),
     (
@@ -138,18 +136,10 @@ const SPECS: [Spec; 22] = [
             READY,
             DELAYED,
             GROUPS,
+            FLOW,
             [S::Active, S::Leases, S::Claims, ST_QUEUED],
             ST_DONE,
-            [
-                S::Finished,
-                S::Dedup,
-                S::Stats,
-                S::Seq,
-                S::Marker,
-                S::Due,
-                S::Subs,
-                S::Rate
-            ]
+            [S::Rate]
         ],
         false,
     ),
@@ -172,15 +162,9 @@ const SPECS: [Spec; 22] = [
             READY,
             DELAYED,
             GROUPS,
-            [
-                S::Leases,
-                ST_QUEUED,
-                S::Status(JobStatus::Cancelled),
-                S::Finished,
-                S::Dedup,
-                S::Stats,
-                S::Subs
-            ]
+            FLOW,
+            [S::Leases, ST_QUEUED],
+            ST_DONE
         ],
         false,
     ),
@@ -189,10 +173,11 @@ const SPECS: [Spec; 22] = [
         include_str!("scripts/retry.lua"),
         keys![
             READY,
+            DELAYED,
             GROUPS,
+            FLOW,
             [S::Leases, ST_QUEUED],
-            ST_DONE,
-            [S::Finished, S::Dedup, S::Seq, S::Marker, S::Subs]
+            ST_DONE
         ],
         false,
     ),
@@ -207,10 +192,11 @@ const SPECS: [Spec; 22] = [
         include_str!("scripts/reap.lua"),
         keys![
             READY,
+            DELAYED,
             GROUPS,
+            FLOW,
             [S::Active, S::Leases, ST_QUEUED],
-            ST_DONE,
-            [S::Finished, S::Dedup, S::Stats, S::Marker, S::Subs]
+            ST_DONE
         ],
         false,
     ),
@@ -251,7 +237,7 @@ const SPECS: [Spec; 22] = [
             [S::Active, S::Leases],
             DELAYED,
             READY,
-            [S::Workers, S::Stats],
+            [S::Workers, S::Stats, S::Waiting],
             GROUPS
         ],
         true,
@@ -304,6 +290,12 @@ const SPECS: [Spec; 22] = [
         keys![[S::Groups, S::GroupLoad]],
         true,
     ),
+    (
+        "flow",
+        include_str!("scripts/flow.lua"),
+        keys![READY, DELAYED, GROUPS, FLOW, [ST_QUEUED, S::Leases]],
+        false,
+    ),
 ];
 
 impl Script {
@@ -338,6 +330,7 @@ pub(crate) struct Scripts {
     pub(crate) group: Script,
     pub(crate) group_read: Script,
     pub(crate) groups: Script,
+    pub(crate) flow: Script,
     library: String,
     library_name: String,
     functions: AtomicBool,
@@ -436,6 +429,7 @@ impl Scripts {
             group: next(),
             group_read: next(),
             groups: next(),
+            flow: next(),
             library,
             library_name: lib,
             functions: AtomicBool::new(false),
@@ -727,7 +721,44 @@ fn generated_tables() -> String {
             let _ = write!(lua, " {} = {change},", event.as_str());
         }
     }
-    lua.push_str(" }\nlocal LEASE_MSG = {");
+    // Flows: queue_core::backend::{on_child_ended, on_child_reopened, accepts_children}.
+    lua.push_str(" }\nlocal CHILD_POLICY = { [''] = 'fail_parent',");
+    for policy in ChildPolicy::ALL {
+        let _ = write!(lua, " ['{0}'] = '{0}',", policy.as_str());
+    }
+    lua.push_str(" }\nlocal CHILD_ENDED = {\n");
+    for policy in ChildPolicy::ALL {
+        let _ = write!(lua, "  ['{}'] = {{", policy.as_str());
+        for child in JobStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+            let _ = write!(lua, " {} = {{", child.as_str());
+            for parent in JobStatus::ALL {
+                let _ = write!(lua, " {} = {{", parent.as_str());
+                for last in [false, true] {
+                    let action = on_child_ended(policy, child, parent, u32::from(!last));
+                    let _ = write!(lua, " [{}] = '{}',", lua_bool(last), action.as_str());
+                }
+                lua.push_str(" },");
+            }
+            lua.push_str(" },");
+        }
+        lua.push_str(" },\n");
+    }
+    lua.push_str("}\nlocal REOPEN = {");
+    for parent in JobStatus::ALL {
+        let _ = write!(lua, " {} = {{", parent.as_str());
+        for started in [false, true] {
+            let action = on_child_reopened(parent, started);
+            let _ = write!(lua, " [{}] = '{}',", lua_bool(started), action.as_str());
+        }
+        lua.push_str(" },");
+    }
+    lua.push_str(" }\nlocal ACCEPTS_CHILDREN = {");
+    for status in JobStatus::ALL.into_iter().filter(|s| accepts_children(*s)) {
+        let _ = write!(lua, " {} = true,", status.as_str());
+    }
+    let (before, between) = child_failed_template();
+    let _ = write!(lua, " }}\nlocal CHILD_MSG = {{ '{before}', '{between}' }}");
+    lua.push_str("\nlocal LEASE_MSG = {");
     for retries_left in [false, true] {
         let (before, after) = rules::lease_expired_template(retries_left);
         let _ = write!(
@@ -771,7 +802,7 @@ mod tests {
     fn the_lua_tables_are_the_rules() {
         let lua = generated_tables();
         for expected in [
-            "queued = { start = 'processing', cancel = 'cancelled', }",
+            "queued = { start = 'processing', cancel = 'cancelled', child_failed = 'failed', }",
             "completed = { }",
             "failed = { manual_retry = 'queued', }",
             // A requested cancel wins over a success; a retry without retries fails.
@@ -789,6 +820,14 @@ mod tests {
             "complete = 'completed'",
             "[true] = { 'lease expired: worker ', ' stopped renewing it' }",
             "local START_DEFERRED = { { 'started_at', 'now' }, { 'run_at', 'clear' }, { 'worker_id', 'input' }, }",
+            // Flows: a failed child fails its waiting parent under fail_parent only; the
+            // last child releases it; a finished parent only counts.
+            "['fail_parent'] = { completed = { queued = { [false] = 'count', [true] = 'release', },",
+            "failed = { queued = { [false] = 'fail', [true] = 'fail', },",
+            "cancelled = { queued = { [false] = 'fail', [true] = 'fail', }",
+            "local REOPEN = { queued = { [false] = 'hold', [true] = 'hold', }, processing = { [false] = 'count', [true] = 'count', }, completed = { [false] = 'count', [true] = 'count', }, failed = { [false] = 'requeue', [true] = 'count', },",
+            "local ACCEPTS_CHILDREN = { queued = true, }",
+            "local CHILD_MSG = { 'child ', ' ended ' }",
         ] {
             assert!(lua.contains(expected), "missing {expected}\n{lua}");
         }

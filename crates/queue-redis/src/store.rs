@@ -5,13 +5,13 @@ use std::{collections::HashMap, sync::Arc};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
-    Millis, check_group_concurrency, check_group_name, check_group_weight, check_groups_limit,
-    encode_cursor, from_millis, to_millis,
+    FlatJob, MAX_FLOW_JOBS, Millis, check_group_concurrency, check_group_name, check_group_weight,
+    check_groups_limit, encode_cursor, from_millis, to_millis,
 };
 use queue_core::{
-    CancelOutcome, Error, EventKind, EventStream, GroupList, GroupStats, JobEvent, JobId,
-    JobRecord, JobStatus, JobStore, LifetimeTotals, ListQuery, NewJob, Page, Priority, QueueStats,
-    RateLimit, Result, WorkerInfo,
+    CancelOutcome, ChildCounts, ChildPolicy, Error, EventKind, EventStream, Flow, GroupList,
+    GroupStats, JobEvent, JobId, JobRecord, JobStatus, JobStore, LifetimeTotals, ListQuery, NewJob,
+    Page, Priority, QueueStats, RateLimit, Result, WorkerInfo,
 };
 use redis::Value;
 use tokio::sync::oneshot;
@@ -91,6 +91,132 @@ impl RedisBackend {
         Ok((now, parts.next().map(array).unwrap_or_default()))
     }
 
+    /// Creates a flattened flow (`target` None) or adds children to `target`
+    /// (`scripts/flow.lua`): all or nothing. Returns the records of the top jobs (the
+    /// root, or the new direct children of `target`).
+    async fn enqueue_flat(
+        &self,
+        jobs: Vec<FlatJob>,
+        target: Option<JobId>,
+    ) -> Result<Vec<JobRecord>> {
+        for flat in &jobs {
+            self.inner.config.limits.check(&flat.job)?;
+        }
+        let jobs: Vec<(FlatJob, JobId)> = jobs
+            .into_iter()
+            .map(|f| {
+                let id = f.job.options.job_id.unwrap_or_default();
+                (f, id)
+            })
+            .collect();
+        let mut healed = false;
+        loop {
+            let first_key = self.inner.scripts.flow.static_keys();
+            let (dynamic, args) = wire::flow_args(
+                &self.inner.keys,
+                &self.inner.config,
+                &jobs,
+                target,
+                first_key,
+            );
+            // A new flow's ids are chosen here: sent again, it answers `exists` for its
+            // root. Children added to a job are not sent again (a second call would be
+            // refused for the first call's children).
+            let reply = match target {
+                None => {
+                    self.run_again_if_unanswered(&self.inner.scripts.flow, &dynamic, args)
+                        .await?
+                }
+                Some(_) => self.run(&self.inner.scripts.flow, &dynamic, args).await?,
+            };
+            let mut parts = array(reply).into_iter();
+            let now = parts
+                .next()
+                .as_ref()
+                .and_then(int)
+                .unwrap_or_else(|| self.now_ms());
+            let answer = parts.next().map(array).unwrap_or_default();
+            let code = answer.first().and_then(text).unwrap_or_default();
+            match code.as_str() {
+                "ok" => {
+                    return Ok(jobs
+                        .iter()
+                        .filter(|(f, _)| f.parent.is_none())
+                        .map(|(f, id)| {
+                            let mut r = self.job_from_new(&f.job, *id, now);
+                            r.parent = f.parent.map(|i| jobs[i].1).or(target);
+                            r.child_policy = r
+                                .parent
+                                .and((f.policy != ChildPolicy::default()).then_some(f.policy));
+                            r.children = (f.children > 0).then(|| ChildCounts {
+                                waiting: f.children as u32,
+                                ..ChildCounts::default()
+                            });
+                            r
+                        })
+                        .collect());
+                }
+                "exists" => return Ok(vec![self.get(jobs[0].1).await?]),
+                "missing" => {
+                    return Err(Error::NotFound {
+                        id: target.expect("only a target can be missing"),
+                    });
+                }
+                "refused" => {
+                    let status = answer.get(1).and_then(text).unwrap_or_default();
+                    return Err(Error::invalid(format!(
+                        "job {} is {status}: children can be added only while it is queued",
+                        target.expect("only a target is refused")
+                    )));
+                }
+                _ => {}
+            }
+            // Job number `code` was refused: {number, {code, other}}.
+            let index = code.parse::<usize>().unwrap_or(1).saturating_sub(1);
+            let refusal = answer.get(1).cloned().map(array).unwrap_or_default();
+            let why = refusal.first().and_then(text).unwrap_or_default();
+            let other = refusal.get(1).and_then(text).unwrap_or_default();
+            let (job, id) = jobs
+                .get(index)
+                .map(|(f, id)| (&f.job, *id))
+                .ok_or_else(|| {
+                    Error::backend("redis", format!("unexpected flow reply {code:?}"))
+                })?;
+            match why.as_str() {
+                "exists" => {
+                    return Err(Error::invalid(format!(
+                        "job id {id} of the flow is taken by an existing job"
+                    )));
+                }
+                "dup" => {
+                    let holder: JobId = other.parse()?;
+                    let key = job.options.unique_key.clone().unwrap_or_default();
+                    if !healed && !self.is_active(holder).await? {
+                        // The recorded holder is gone: release the key, send the flow again.
+                        self.run(
+                            &self.inner.scripts.heal,
+                            &[self.inner.keys.job(holder)],
+                            vec![key.clone(), holder.to_string()],
+                        )
+                        .await?;
+                        healed = true;
+                        continue;
+                    }
+                    return Err(Error::AlreadyExists {
+                        unique_key: key,
+                        job_id: holder,
+                    });
+                }
+                _ => {
+                    return self
+                        .enqueue_result(job, id, now, &why, &other, true)
+                        .await
+                        .map(|_| Vec::new());
+                }
+            }
+        }
+    }
+
     /// Changes one group's settings (`scripts/group.lua`).
     async fn set_group(&self, group: &str, what: &str, value: String) -> Result<()> {
         check_group_name(group)?;
@@ -131,6 +257,9 @@ impl RedisBackend {
             cancel_requested: false,
             group: o.group.clone(),
             cost: o.cost.filter(|c| *c != 1),
+            parent: None,
+            child_policy: None,
+            children: None,
         }
     }
 
@@ -236,6 +365,30 @@ impl RedisBackend {
             }
             Read::Missing | Read::WrongType => None,
         }
+    }
+
+    /// A parent's children, oldest first (`kids:<id>`, then their records).
+    pub(crate) async fn children_records(&self, parent: JobId) -> Result<Vec<JobRecord>> {
+        let mut conn = self.conn();
+        let (exists, ids): (bool, Vec<String>) = redis::pipe()
+            .cmd("EXISTS")
+            .arg(self.inner.keys.job(parent))
+            .cmd("ZRANGE")
+            .arg(self.inner.keys.kids(parent))
+            .arg(0)
+            .arg(MAX_FLOW_JOBS - 1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        if !exists {
+            return Err(Error::NotFound { id: parent });
+        }
+        let reads = self.records(&ids).await?;
+        Ok(ids
+            .iter()
+            .zip(reads)
+            .filter_map(|(id, read)| Self::decoded(id, read))
+            .collect())
     }
 
     /// Processing jobs are indexed by lease expiry in `active` (bounded by the workers'
@@ -421,6 +574,35 @@ impl JobStore for RedisBackend {
             .collect())
     }
 
+    async fn enqueue_flow(&self, flow: Flow) -> Result<JobRecord> {
+        let jobs = flow.flatten()?;
+        let mut top = self.enqueue_flat(jobs, None).await?;
+        top.pop()
+            .ok_or_else(|| Error::backend("redis", "a flow answered no root"))
+    }
+
+    async fn add_children(&self, parent: JobId, children: Vec<Flow>) -> Result<Vec<JobRecord>> {
+        let mut jobs: Vec<FlatJob> = Vec::new();
+        for child in children {
+            let base = jobs.len();
+            for mut flat in child.flatten()? {
+                flat.parent = flat.parent.map(|i| i + base);
+                jobs.push(flat);
+            }
+        }
+        if jobs.len() > MAX_FLOW_JOBS {
+            return Err(Error::invalid(format!(
+                "{} jobs to add, above the limit of {MAX_FLOW_JOBS}",
+                jobs.len()
+            )));
+        }
+        self.enqueue_flat(jobs, Some(parent)).await
+    }
+
+    async fn children(&self, parent: JobId) -> Result<Vec<JobRecord>> {
+        self.children_records(parent).await
+    }
+
     async fn get(&self, id: JobId) -> Result<JobRecord> {
         match self.records(&[id.to_string()]).await?.pop() {
             Some(Read::Found(fields, lease)) => {
@@ -442,6 +624,7 @@ impl JobStore for RedisBackend {
         // `st:queued` holds every job not finished (running ones too: the status filter
         // below tells them apart); without a filter, every job is the status indexes merged.
         let indexes: Vec<String> = match (&query.unique_key, query.status) {
+            _ if query.waiting_on_children => vec![k.of(Static::Waiting)],
             (Some(key), _) => vec![k.unique(key)],
             (None, Some(status)) => vec![k.status(status)],
             (None, None) => JobStatus::ALL
@@ -461,9 +644,14 @@ impl JobStore for RedisBackend {
                 if let Ok(pid) = id.parse::<JobId>() {
                     position = Some((*score, pid));
                 }
-                if let Some(r) =
-                    Self::decoded(id, read).filter(|r| query.status.is_none_or(|s| s == r.status))
-                {
+                if let Some(r) = Self::decoded(id, read).filter(|r| {
+                    query.status.is_none_or(|s| s == r.status)
+                        && query
+                            .unique_key
+                            .as_ref()
+                            .is_none_or(|k| r.unique_key.as_ref() == Some(k))
+                        && (!query.waiting_on_children || r.waits_on_children())
+                }) {
                     jobs.push(r);
                 }
                 if jobs.len() == want {
@@ -563,6 +751,7 @@ impl JobStore for RedisBackend {
             cancelled: n(6),
             total: n(7),
             scheduled: n(8),
+            waiting_on_children: n(18),
             depth: Priority::ALL
                 .into_iter()
                 .map(|p| (p, n(9 + usize::from(p.band()))))

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use queue_core::backend::{
-    ClaimRequest, Ending, Millis, Outcome, WorkerBeat, duration_ms, to_millis,
+    ClaimRequest, Ending, FlatJob, Millis, Outcome, WorkerBeat, duration_ms, to_millis,
 };
-use queue_core::{JobId, LeaseToken, Limits, NewJob, QueueConfig};
+use queue_core::{ChildPolicy, JobId, LeaseToken, Limits, NewJob, QueueConfig};
 use redis::Value;
 
 use crate::{codec::Fields, keys::Keys};
@@ -145,46 +145,100 @@ pub(crate) fn enqueue_args(
     let mut args = Vec::with_capacity(1 + jobs.len() * 14);
     args.push(jobs.len().to_string());
     for (_, job, id) in jobs {
-        let o = &job.options;
-        dynamic.push(keys.job(*id));
-        let job_key = first_key + dynamic.len();
-        let history_key = match &o.unique_key {
-            Some(k) => {
-                dynamic.push(keys.unique(k));
-                first_key + dynamic.len()
-            }
-            None => 0,
-        };
+        job_args(keys, config, job, *id, first_key, &mut dynamic, &mut args);
+    }
+    (dynamic, args)
+}
+
+/// `flow`: the arguments of a flow (`target` None) or of children added to `target`: per
+/// job the 14 values of an enqueue, then its parent's 1-based number in `jobs` ('' for a
+/// top job), its policy ('' for the default) and how many children it has.
+pub(crate) fn flow_args(
+    keys: &Keys,
+    config: &QueueConfig,
+    jobs: &[(FlatJob, JobId)],
+    target: Option<JobId>,
+    first_key: usize,
+) -> (Vec<String>, Vec<String>) {
+    let mut dynamic = Vec::with_capacity(1 + jobs.len() * 2);
+    let mut args = Vec::with_capacity(2 + jobs.len() * 17);
+    args.push(jobs.len().to_string());
+    args.push(target.map(|t| t.to_string()).unwrap_or_default());
+    if let Some(t) = target {
+        dynamic.push(keys.job(t));
+    }
+    for (flat, id) in jobs {
+        job_args(
+            keys,
+            config,
+            &flat.job,
+            *id,
+            first_key,
+            &mut dynamic,
+            &mut args,
+        );
         args.extend([
-            id.to_string(),
-            job.task.clone(),
-            job.payload.as_str().to_owned(),
-            o.unique_key.clone().unwrap_or_default(),
-            o.priority
-                .unwrap_or(config.default_priority)
-                .band()
-                .to_string(),
-            o.delay.map(duration_ms).unwrap_or(0).to_string(),
-            o.max_retries.unwrap_or(config.max_retries).to_string(),
-            o.timeout
-                .map(|t| duration_ms(t).to_string())
-                .unwrap_or_default(),
-            if o.metadata.is_empty() {
+            flat.parent.map(|i| (i + 1).to_string()).unwrap_or_default(),
+            if flat.policy == ChildPolicy::default() {
                 String::new()
             } else {
-                serde_json::Value::Object(o.metadata.clone()).to_string()
+                flat.policy.as_str().to_owned()
             },
-            job_key.to_string(),
-            history_key.to_string(),
-            if o.job_id.is_some() { "1" } else { "0" }.to_owned(),
-            o.group.clone().unwrap_or_default(),
-            o.cost
-                .filter(|c| *c != 1)
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
+            flat.children.to_string(),
         ]);
     }
     (dynamic, args)
+}
+
+/// The 14 values `check_new` and `create_new` (prelude.lua) read for one job; its keys are
+/// pushed on `dynamic` (which starts at KEYS[first_key + 1]).
+fn job_args(
+    keys: &Keys,
+    config: &QueueConfig,
+    job: &NewJob,
+    id: JobId,
+    first_key: usize,
+    dynamic: &mut Vec<String>,
+    args: &mut Vec<String>,
+) {
+    let o = &job.options;
+    dynamic.push(keys.job(id));
+    let job_key = first_key + dynamic.len();
+    let history_key = match &o.unique_key {
+        Some(k) => {
+            dynamic.push(keys.unique(k));
+            first_key + dynamic.len()
+        }
+        None => 0,
+    };
+    args.extend([
+        id.to_string(),
+        job.task.clone(),
+        job.payload.as_str().to_owned(),
+        o.unique_key.clone().unwrap_or_default(),
+        o.priority
+            .unwrap_or(config.default_priority)
+            .band()
+            .to_string(),
+        o.delay.map(duration_ms).unwrap_or(0).to_string(),
+        o.max_retries.unwrap_or(config.max_retries).to_string(),
+        o.timeout
+            .map(|t| duration_ms(t).to_string())
+            .unwrap_or_default(),
+        if o.metadata.is_empty() {
+            String::new()
+        } else {
+            serde_json::Value::Object(o.metadata.clone()).to_string()
+        },
+        job_key.to_string(),
+        history_key.to_string(),
+        if o.job_id.is_some() { "1" } else { "0" }.to_owned(),
+        o.group.clone().unwrap_or_default(),
+        o.cost
+            .filter(|c| *c != 1)
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+    ]);
 }
 
 /// `finish`: the argument list of a group of endings (the job keys are sent in the same

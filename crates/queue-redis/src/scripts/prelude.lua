@@ -512,11 +512,21 @@ local function schedule(KEY, band, due, id, group)
   if not hint or due < hint then redis.call('SET', KEY.due, due) end
 end
 
--- A job's place after `event` (queue_core::rules::placement) and its counters.
--- `rec` = { created, unique_key, band, group }; `ctx.run_at` = the due time of a retry.
+local function job_key(id) return PREFIX .. 'job:' .. id end
+-- A parent's children by creation (keys.rs `kids`).
+local function kids_key(id) return PREFIX .. 'kids:' .. id end
+-- Defined below (they place the parent, which may be a child too).
+local child_ended, child_reopened
+
+-- A job's place after `event` (queue_core::rules::placement) and its counters, then what
+-- that does to its parent (a flow). `rec` = facts(); `ctx.run_at` = the due time of a retry.
+-- A queued parent with unfinished children waits in `waiting` instead of being ready.
 local function place(KEY, id, event, to, rec, ctx, seq)
   local where = PLACE[event]
-  if where == 'finished' then
+  if where ~= 'finished' and where ~= 'leased' and rec.waiting > 0 then
+    later_zadd(KEY.waiting, rec.created, id)
+    later_zadd(KEY.st_queued, rec.created, id)
+  elseif where == 'finished' then
     later_zadd(KEY.finished, NOW, id)
     later_zrem(KEY.st_queued, id)
     later_zadd(status_key(KEY, to), rec.created, id)
@@ -537,6 +547,13 @@ local function place(KEY, id, event, to, rec, ctx, seq)
   end
   if COUNTER[event] then bump(COUNTER[event]) end
   if rec.group and UNFINISHED_CHANGE[event] then later_group_load(rec.group, UNFINISHED_CHANGE[event]) end
+  if rec.parent then
+    if where == 'finished' then
+      child_ended(KEY, rec.parent, id, to, rec.policy)
+    elseif event == 'manual_retry' then
+      child_reopened(KEY, rec.parent, rec.status)
+    end
+  end
 end
 
 -- The fields of a record that decide its transitions, read with pcall: nil when the key
@@ -545,19 +562,23 @@ end
 local function facts(key)
   local fields = clearable()
   local v = redis.pcall('HMGET', key, 'retry_count', 'max_retries', 'created_at', 'unique_key',
-    'priority', 'status', 'group', unpack(fields))
+    'priority', 'status', 'group', 'parent', 'policy', 'kids_waiting', 'started_at', unpack(fields))
   if failed(v) then return nil end
   local uk = v[4]
   if uk == '' then uk = nil end
   local group = v[7]
   if group == '' then group = nil end
+  local parent = v[8]
+  if parent == '' then parent = nil end
   local present = {}
   for i, f in ipairs(fields) do
-    if v[7 + i] then present[f] = true end
+    if v[11 + i] then present[f] = true end
   end
   return { exists = (v[1] or v[2] or v[3] or v[4] or v[5] or v[6]) and true or false,
     retries = num(v[1], 0), max_retries = num(v[2], 0), created = num(v[3], NOW),
-    unique_key = uk, band = band_of(v[5]), status = v[6], group = group, present = present }
+    unique_key = uk, band = band_of(v[5]), status = v[6], group = group, present = present,
+    parent = parent, policy = CHILD_POLICY[v[9] or ''] or 'fail_parent', waiting = num(v[10], 0),
+    started = (v[11] or '') ~= '' }
 end
 
 -- Ends a running job's attempt with `event`: the record (what `start` wrote, then what the
@@ -578,6 +599,254 @@ local function end_attempt(KEY, id, key, lease, rec, event, ctx)
   hset(key, set, rec.present)
   emit_transition(KEY, id, 'processing', to)
   return to
+end
+
+-- A manual retry of `id` (its record `key`, `rec` = facts, `status` its finished status):
+-- `{'ok'}` | `{'dup', holder}` (another job holds its unique key). `band` changes the
+-- priority (nil keeps it). Checked by the caller: the state machine allows it.
+local function manual_retry(KEY, id, key, rec, status, band)
+  if rec.unique_key then
+    local holder = redis.call('HGET', KEY.dedup, rec.unique_key)
+    if holder and holder ~= id then return { 'dup', holder } end
+  end
+  local set = {}
+  if band then
+    rec.band = band
+    set.priority = PNAME[band]
+  end
+  apply_effect('manual_retry', set, { now = NOW, retry_count = rec.retries })
+  set.status = 'queued'
+  redis.call('ZREM', KEY.finished, id)
+  redis.call('ZREM', status_key(KEY, status), id)
+  place(KEY, id, 'manual_retry', 'queued', rec, {}, nil)
+  if rec.unique_key then redis.call('HSET', KEY.dedup, rec.unique_key, id) end
+  hset(key, set, rec.present)
+  emit_transition(KEY, id, status, 'queued')
+  return { 'ok' }
+end
+
+-- Takes a queued job out of the ready, delayed and waiting sets.
+local function unqueue(KEY, id, rec)
+  if rec.group then
+    remove_group_ready(KEY, rec.band, rec.group, id)
+    redis.call('ZREM', KEY.gdelayed, id)
+  else
+    redis.call('ZREM', ready_key(KEY, rec.band), id)
+    redis.call('ZREM', delayed_key(KEY, rec.band), id)
+  end
+  if rec.waiting > 0 then redis.call('ZREM', KEY.waiting, id) end
+end
+
+-- The status a job is in: its record's, or processing while it holds a lease.
+local function current_status(KEY, id, rec)
+  if redis.call('HEXISTS', KEY.leases, id) == 1 then return 'processing' end
+  return rec.status
+end
+
+-- `parent` gets `n` more unfinished children: a queued parent that waited on none leaves
+-- the ready (or delayed) jobs and waits.
+local function hold(KEY, parent, pkey, prec, n)
+  local waiting = redis.call('HINCRBY', pkey, 'kids_waiting', n)
+  if waiting == n and current_status(KEY, parent, prec) == 'queued' then
+    prec.waiting = 0
+    unqueue(KEY, parent, prec)
+    redis.call('ZADD', KEY.waiting, prec.created, parent)
+  end
+end
+
+-- Child `child` of `parent` ended `to` under `policy`: the parent's counts, then what
+-- queue_core::backend::on_child_ended decides (table CHILD_ENDED): release it to the back of
+-- its priority (or its due time), or fail it (`child_failed`, placed like any ending).
+child_ended = function(KEY, parent, child, to, policy)
+  local pkey = job_key(parent)
+  if key_type(pkey) ~= 'hash' then return end -- retention removed it
+  local prec = facts(pkey)
+  local waiting = redis.call('HINCRBY', pkey, 'kids_waiting', -1)
+  if waiting < 0 then
+    waiting = 0
+    redis.call('HSET', pkey, 'kids_waiting', 0)
+  end
+  redis.call('HINCRBY', pkey, 'kids_' .. to, 1)
+  local action = CHILD_ENDED[policy][to][current_status(KEY, parent, prec) or ''][waiting == 0]
+  if action == 'release' then
+    redis.call('ZREM', KEY.waiting, parent)
+    local due = tonumber(redis.call('HGET', pkey, 'run_at') or '')
+    if due and due > NOW then
+      schedule(KEY, prec.band, due, parent, prec.group)
+    else
+      local seq = redis.call('INCR', KEY.seq)
+      if prec.group then
+        push_group_ready(KEY, prec.band, prec.group, seq, parent)
+      else
+        later_zadd(ready_key(KEY, prec.band), seq, parent)
+      end
+    end
+    wake()
+  elseif action == 'fail' then
+    redis.call('ZREM', KEY.waiting, parent)
+    prec.waiting = 0
+    local set = {}
+    apply_effect('child_failed', set, { now = NOW, retry_count = prec.retries,
+      error_message = CHILD_MSG[1] .. child .. CHILD_MSG[2] .. to })
+    set.status = 'failed'
+    place(KEY, parent, 'child_failed', 'failed', prec, {}, nil)
+    hset(pkey, set, prec.present)
+    emit_transition(KEY, parent, 'queued', 'failed')
+  end
+end
+
+-- A child of `parent` that had ended `was` is queued again (a manual retry): the parent's
+-- counts, then what queue_core::backend::on_child_reopened decides (table REOPEN): it waits
+-- again (leaving the ready jobs), or, failed by a child without running, it is retried.
+child_reopened = function(KEY, parent, was)
+  local pkey = job_key(parent)
+  if key_type(pkey) ~= 'hash' then return end
+  local prec = facts(pkey)
+  if redis.call('HINCRBY', pkey, 'kids_' .. was, -1) < 0 then redis.call('HSET', pkey, 'kids_' .. was, 0) end
+  local status = current_status(KEY, parent, prec) or ''
+  local action = REOPEN[status] and REOPEN[status][prec.started] or 'count'
+  if action == 'hold' then
+    hold(KEY, parent, pkey, prec, 1)
+  else
+    local waiting = redis.call('HINCRBY', pkey, 'kids_waiting', 1)
+    if action == 'requeue' then
+      prec.waiting = waiting
+      manual_retry(KEY, parent, pkey, prec, status, nil)
+    end
+  end
+end
+
+-- One job of an enqueue (`enqueue.lua`, `flow.lua`): ARGV from `b` holds id, task, payload,
+-- unique_key, band, delay_ms, max_retries, timeout_ms, metadata, job key index, history key
+-- index, '1' when the caller chose the id, group ('' without), cost ('' for 1).
+-- Returns nil when it may be created, else its answer: {'exists', id} (the id is taken:
+-- that record is kept) | {'stale', id} (entries of a deleted job with this id remain) |
+-- {'dup', holder} (the unique key's holder) | {'badkey', id} (the unique key's history key
+-- holds something else).
+local function check_new(KEY, KEYS, ARGV, b)
+  local id, uk = ARGV[b], ARGV[b + 3]
+  local key = KEYS[tonumber(ARGV[b + 9])]
+  if redis.call('EXISTS', key) == 1 then return { 'exists', id } end
+  if ARGV[b + 11] == '1' and (redis.call('ZSCORE', KEY.st_queued, id)
+      or redis.call('ZSCORE', KEY.finished, id) or redis.call('HEXISTS', KEY.leases, id) == 1) then
+    return { 'stale', id }
+  end
+  if uk ~= '' then
+    local holder = redis.call('HGET', KEY.dedup, uk)
+    if holder then return { 'dup', holder } end
+    local t = key_type(KEYS[tonumber(ARGV[b + 10])])
+    if t ~= 'none' and t ~= 'zset' then return { 'badkey', id } end
+  end
+  return nil
+end
+
+-- Creates the job of ARGV from `b` (checked by check_new). `parent`: its parent's id (nil
+-- without), `policy`: what its failure does to the parent ('' = fail_parent), `kids`: how
+-- many children it waits on (it waits in `waiting`, not ready). Returns {band, id, group}
+-- when it is ready now (the caller gives the ready jobs their places), else nil.
+local function create_new(KEY, KEYS, ARGV, b, parent, policy, kids)
+  local id, task, payload, uk = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local band, delay = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
+  local key = KEYS[tonumber(ARGV[b + 9])]
+  local group = ARGV[b + 12]
+  if group == '' then group = nil end
+  -- The HSET arguments are built directly (this runs for every job).
+  local fields = { 'task', task, 'payload', payload, 'status', 'queued', 'priority', PNAME[band],
+    'progress', 0, 'retry_count', 0, 'max_retries', ARGV[b + 6], 'created_at', NOW }
+  local n = 16
+  if uk ~= '' then fields[n + 1], fields[n + 2], n = 'unique_key', uk, n + 2 end
+  if ARGV[b + 7] ~= '' then fields[n + 1], fields[n + 2], n = 'timeout_ms', ARGV[b + 7], n + 2 end
+  if ARGV[b + 8] ~= '' then fields[n + 1], fields[n + 2], n = 'metadata', ARGV[b + 8], n + 2 end
+  if ARGV[b + 13] ~= '' then fields[n + 1], fields[n + 2], n = 'cost', ARGV[b + 13], n + 2 end
+  if group then
+    fields[n + 1], fields[n + 2], n = 'group', group, n + 2
+    later_group_load(group, UNFINISHED_CHANGE.new)
+  end
+  if parent then
+    fields[n + 1], fields[n + 2], n = 'parent', parent, n + 2
+    if policy ~= '' then fields[n + 1], fields[n + 2], n = 'policy', policy, n + 2 end
+    redis.call('ZADD', kids_key(parent), NOW, id)
+  end
+  local ready = nil
+  if delay > 0 then fields[n + 1], fields[n + 2], n = 'run_at', NOW + delay, n + 2 end
+  if kids and kids > 0 then
+    fields[n + 1], fields[n + 2], n = 'kids_waiting', kids, n + 2
+    later_zadd(KEY.waiting, NOW, id)
+  elseif delay > 0 then
+    schedule(KEY, band, NOW + delay, id, group)
+  else
+    ready = { band, id, group }
+  end
+  redis.call('HSET', key, unpack(fields))
+  later_zadd(KEY.st_queued, NOW, id)
+  if uk ~= '' then
+    redis.call('ZADD', KEYS[tonumber(ARGV[b + 10])], NOW, id)
+    redis.call('HSET', KEY.dedup, uk, id)
+  end
+  emit_transition(KEY, id, nil, 'queued')
+  return ready
+end
+
+-- Gives the ready jobs of one enqueue their places (one INCRBY, in order) and counts them.
+local function place_new(KEY, ready, created)
+  if #ready > 0 then
+    local first = redis.call('INCRBY', KEY.seq, #ready) - #ready
+    for i, r in ipairs(ready) do
+      if r[3] then
+        push_group_ready(KEY, r[1], r[3], first + i, r[2])
+      else
+        later_zadd(ready_key(KEY, r[1]), first + i, r[2])
+      end
+    end
+  end
+  if created > 0 then
+    bump('enqueued', created)
+    wake()
+  end
+end
+
+-- Cancels job `id` (record `key`) as queue_core::rules::on_cancel decides: {'cancelled'} |
+-- {'requested'} | {'missing'} | {'invalid', status}. A cancelled parent's unfinished
+-- children are cancelled too (theirs as well; running ones are asked to stop).
+local function cancel_job(KEY, id, key)
+  if key_type(key) ~= 'hash' then return { 'missing' } end
+  local rec = facts(key)
+  local l = read_lease(KEY, id)
+  local status = rec.status
+  if l then status = 'processing' end
+  local action = CANCEL[status or ''] and CANCEL[status][l ~= nil and l.cancel]
+  if action == 'cancel' then
+    unqueue(KEY, id, rec)
+    redis.call('ZREM', KEY.st_queued, id)
+    rec.waiting = 0
+    local set = {}
+    apply_effect('cancel', set, { now = NOW, retry_count = rec.retries })
+    set.status = 'cancelled'
+    place(KEY, id, 'cancel', 'cancelled', rec, {}, nil)
+    hset(key, set, rec.present)
+    emit_transition(KEY, id, 'queued', 'cancelled')
+    return { 'cancelled' }
+  elseif action == 'request' then
+    l.cancel = true
+    write_lease(KEY, id, l)
+    redis.call('PUBLISH', PREFIX .. 'cancel', id)
+    emit(KEY, id, 'cancel_requested', {})
+    return { 'requested' }
+  elseif action == 'already_requested' then
+    return { 'requested' }
+  end
+  return { 'invalid', status or '' }
+end
+
+-- Cancels the unfinished children of a cancelled parent, and theirs.
+local function cancel_children(KEY, id)
+  local stack = { id }
+  while #stack > 0 do
+    local parent = table.remove(stack)
+    for _, kid in ipairs(redis.call('ZRANGE', kids_key(parent), 0, -1)) do
+      if cancel_job(KEY, kid, job_key(kid))[1] == 'cancelled' then stack[#stack + 1] = kid end
+    end
+  end
 end
 
 -- A key that is not a hash where a job should be: replace it by a failed record saying so.

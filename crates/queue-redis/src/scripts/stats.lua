@@ -1,5 +1,5 @@
 -- Read only. Returns {now, queued, processing, completed, failed, partial, cancelled, total,
--- scheduled, ready per band (3), live workers, lifetime counters (HGETALL), paused (0/1), rate limit max and window ms (or false), held until ms (or false)}.
+-- scheduled, ready per band (3), live workers, lifetime counters (HGETALL), paused (0/1), rate limit max and window ms (or false), held until ms (or false), parents waiting on children}.
 local function card(key) return redis.call('ZCARD', key) end
 local scheduled = card(KEY.delayed0) + card(KEY.delayed1) + card(KEY.delayed2) + card(KEY.gdelayed)
 -- Ready jobs of groups wait in their groups' sets, counted per band in `groups`.
@@ -14,4 +14,4 @@ return { NOW, queued, card(KEY.active), done[1], done[2], done[3], done[4], tota
   ready(0), ready(1), ready(2), redis.call('ZCOUNT', KEY.workers, NOW, '+inf'),
   redis.call('HGETALL', KEY.stats), redis.call('HEXISTS', KEY.meta, 'paused'),
   redis.call('HGET', KEY.meta, 'rate_max'), redis.call('HGET', KEY.meta, 'rate_per_ms'),
-  redis.call('HGET', KEY.meta, 'held_until') }
+  redis.call('HGET', KEY.meta, 'held_until'), card(KEY.waiting) }

@@ -12,10 +12,10 @@ for i = 0, tonumber(ARGV[4]) - 1 do
   local at = tonumber(redis.call('ZSCORE', KEY.finished, id) or '')
   if at and at <= cutoff then
     local t = key_type(key)
-    local status, stored_uk = nil, nil
+    local status, stored_uk, parent = nil, nil, nil
     if t == 'hash' then
-      local v = redis.call('HMGET', key, 'status', 'unique_key')
-      status, stored_uk = v[1], v[2]
+      local v = redis.call('HMGET', key, 'status', 'unique_key', 'parent')
+      status, stored_uk, parent = v[1], v[2], v[3]
       if stored_uk == '' then stored_uk = false end
     end
     local live = redis.call('HEXISTS', KEY.leases, id) == 1 or (status and not TERMINAL[status])
@@ -24,6 +24,9 @@ for i = 0, tonumber(ARGV[4]) - 1 do
     elseif (stored_uk or '') == uk then
       redis.call('DEL', key)
       redis.call('ZREM', KEY.finished, id)
+      -- A flow's index entries: its own children's list, its place in its parent's.
+      redis.call('DEL', kids_key(id))
+      if parent and parent ~= '' then redis.call('ZREM', kids_key(parent), id) end
       -- `jobs` is written no more (before 0.2 it listed every job): emptied as jobs go.
       redis.call('ZREM', KEY.jobs, id)
       for s, _ in pairs(VALID) do

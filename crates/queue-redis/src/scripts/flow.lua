@@ -1,0 +1,40 @@
+-- Creates a flow whole (ARGV 4 = '') or adds children to a queued job (ARGV 4 = its id),
+-- atomically: every job is checked first, and one refusal creates nothing. KEYS after the
+-- statics: the target's key (when adding), then each job's key and history key as in
+-- enqueue.lua. ARGV: 3 count, 4 target id, then per job the 14 values of check_new and 3
+-- more: its parent ('' = the flow's root, or a direct child of the target; else the
+-- 1-based number of its parent in this call, which comes before it), its policy ('' =
+-- fail_parent), how many children it has.
+-- Returns {now, answer}: {'ok'} | {'exists', id} (the root's id is taken: nothing created) |
+-- {'missing'} | {'refused', status} (the target is not queued) | {i, check_new's answer}
+-- (job i was refused).
+local count = tonumber(ARGV[3])
+local target = ARGV[4]
+if target == '' then target = nil end
+local function base(i) return 5 + i * 17 end
+local tkey, trec
+if target then
+  tkey = KEYS[NSTATIC + 1]
+  if key_type(tkey) ~= 'hash' then return { NOW, { 'missing' } } end
+  trec = facts(tkey)
+  local status = current_status(KEY, target, trec) or ''
+  if not ACCEPTS_CHILDREN[status] then return { NOW, { 'refused', status } } end
+elseif redis.call('EXISTS', KEYS[tonumber(ARGV[base(0) + 9])]) == 1 then
+  return { NOW, { 'exists', ARGV[base(0)] } }
+end
+for i = 0, count - 1 do
+  local refused = check_new(KEY, KEYS, ARGV, base(i))
+  if refused then return { NOW, { i + 1, refused } } end
+end
+local ready = {}
+local top = 0
+for i = 0, count - 1 do
+  local b = base(i)
+  local up = ARGV[b + 14]
+  local parent = target
+  if up ~= '' then parent = ARGV[base(tonumber(up) - 1)] else top = top + 1 end
+  ready[#ready + 1] = create_new(KEY, KEYS, ARGV, b, parent, ARGV[b + 15], tonumber(ARGV[b + 16]))
+end
+if target then hold(KEY, target, tkey, trec, top) end
+place_new(KEY, ready, count)
+return { NOW, { 'ok' } }
