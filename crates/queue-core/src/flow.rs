@@ -258,6 +258,16 @@ pub fn accepts_children(status: JobStatus) -> bool {
     status == JobStatus::Queued
 }
 
+/// Whether the job created at `parent_created` (ms) under the id a child names is that
+/// child's parent: a parent is created no later than its children, so a job created later
+/// under a reused id (its parent was deleted by retention) is not affected by the child.
+pub fn is_parent_of(
+    parent_created: crate::backend::Millis,
+    child_created: crate::backend::Millis,
+) -> bool {
+    parent_created <= child_created
+}
+
 /// Whether a queued job waits on its children (not claimable).
 pub fn waits_on_children(counts: Option<&ChildCounts>) -> bool {
     counts.is_some_and(|c| c.waiting > 0)

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use queue_core::backend::{
     ClaimId, ClaimRequest, Event, FlatJob, HeartbeatReply, Lease, LeaseRef, Millis, Outcome,
     ParentAction, ProgressReply, Reopen, WorkerBeat, accepts_children, child_failed_message,
-    duration_ms, encode_cursor, from_millis, on_child_ended, on_child_reopened,
+    duration_ms, encode_cursor, from_millis, is_parent_of, on_child_ended, on_child_reopened,
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
     unfinished_change, weighted_turn,
 };
@@ -654,7 +654,7 @@ impl Tables {
             if to.is_terminal() && from.is_active() {
                 self.child_ended(parent, id, to, policy, events);
             } else if from.is_terminal() && to.is_active() {
-                self.child_reopened(parent, from, events);
+                self.child_reopened(parent, id, from, events);
             }
         }
         Ok(to)
@@ -672,7 +672,7 @@ impl Tables {
         if let Some(id) = job.options.job_id
             && let Some(existing) = self.jobs.get(&id)
         {
-            return Ok((existing.record.clone(), false));
+            return Ok((shown(&existing.record), false));
         }
         self.check_key_free(&job)?;
         let record = self.insert_job(job, cfg, now, None, ChildPolicy::default(), 0, events);
@@ -725,7 +725,7 @@ impl Tables {
             && let Some(id) = jobs.first().and_then(|f| f.job.options.job_id)
             && let Some(existing) = self.jobs.get(&id)
         {
-            return Ok(vec![existing.record.clone()]);
+            return Ok(vec![shown(&existing.record)]);
         }
         if let Some(p) = parent {
             let entry = self.jobs.get(&p).ok_or(Error::NotFound { id: p })?;
@@ -916,7 +916,12 @@ impl Tables {
         events: EventSender<'_>,
     ) {
         let now = self.now;
-        let Some(entry) = self.jobs.get_mut(&parent) else {
+        let child_created = self.jobs[&child].created_ms;
+        let Some(entry) = self
+            .jobs
+            .get_mut(&parent)
+            .filter(|e| is_parent_of(e.created_ms, child_created))
+        else {
             return; // retention removed the parent
         };
         let counts = entry
@@ -963,8 +968,19 @@ impl Tables {
 
     /// Child `child` of `parent`, which had ended `was`, is queued again (a manual retry):
     /// the parent's counts, then what `on_child_reopened` says.
-    fn child_reopened(&mut self, parent: JobId, was: JobStatus, events: EventSender<'_>) {
-        let Some(entry) = self.jobs.get_mut(&parent) else {
+    fn child_reopened(
+        &mut self,
+        parent: JobId,
+        child: JobId,
+        was: JobStatus,
+        events: EventSender<'_>,
+    ) {
+        let child_created = self.jobs[&child].created_ms;
+        let Some(entry) = self
+            .jobs
+            .get_mut(&parent)
+            .filter(|e| is_parent_of(e.created_ms, child_created))
+        else {
             return;
         };
         let counts = entry

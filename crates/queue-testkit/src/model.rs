@@ -30,6 +30,8 @@ struct Job {
     lease: Option<HeldBy>,
     /// The last ended attempt: its token and the status it produced.
     ended: Option<(LeaseToken, JobStatus)>,
+    /// It was created with children or was given some: it has child counts.
+    is_parent: bool,
 }
 
 /// Who holds a running job in the model: the lease's token, expiry and claim.
@@ -95,6 +97,9 @@ pub struct Model {
     tick: u64,
     /// The ticket of the last start of a job without a group, per band.
     ungrouped_ticket: [u64; 3],
+    /// Per parent, the final statuses of its children that retention deleted (they still
+    /// count).
+    swept_children: BTreeMap<JobId, Vec<JobStatus>>,
 }
 
 /// What a job's start counts against rate limits.
@@ -145,7 +150,218 @@ impl Model {
             lanes: BTreeMap::new(),
             tick: 0,
             ungrouped_ticket: [0; 3],
+            swept_children: BTreeMap::new(),
         }
+    }
+
+    /// Whether the job at `c` is a child of the job at `p`: it names it, and was created no
+    /// earlier (a job created later under a reused id is not the parent).
+    fn is_child_of(&self, c: usize, p: usize) -> bool {
+        let (child, parent) = (&self.jobs[c].record, &self.jobs[p].record);
+        child.parent == Some(parent.job_id) && child.created_at >= parent.created_at
+    }
+
+    /// The children of the job at `p`, oldest first.
+    fn children_of(&self, p: usize) -> Vec<usize> {
+        let mut kids: Vec<usize> = (0..self.jobs.len())
+            .filter(|c| self.is_child_of(*c, p))
+            .collect();
+        kids.sort_by_key(|c| (self.jobs[*c].record.created_at, self.jobs[*c].record.job_id));
+        kids
+    }
+
+    /// The parent of the job at `c`, when it is still there.
+    fn parent_of(&self, c: usize) -> Option<usize> {
+        (0..self.jobs.len()).find(|p| self.is_child_of(c, *p))
+    }
+
+    /// The child counts of the job at `p`: its children now, and those retention deleted.
+    fn counts(&self, p: usize) -> queue_core::ChildCounts {
+        let mut counts = queue_core::ChildCounts::default();
+        let swept = self
+            .swept_children
+            .get(&self.jobs[p].record.job_id)
+            .into_iter()
+            .flatten()
+            .copied();
+        for status in self
+            .children_of(p)
+            .into_iter()
+            .map(|c| self.jobs[c].record.status)
+            .chain(swept)
+        {
+            match status {
+                JobStatus::Queued | JobStatus::Processing => counts.waiting += 1,
+                JobStatus::Completed => counts.completed += 1,
+                JobStatus::Failed => counts.failed += 1,
+                JobStatus::Partial => counts.partial += 1,
+                JobStatus::Cancelled => counts.cancelled += 1,
+            }
+        }
+        counts
+    }
+
+    /// The job at `i` is queued and waits on an unfinished child.
+    fn waits(&self, i: usize) -> bool {
+        let job = &self.jobs[i];
+        job.is_parent
+            && job.record.status == JobStatus::Queued
+            && self
+                .children_of(i)
+                .into_iter()
+                .any(|c| self.jobs[c].record.status.is_active())
+    }
+
+    /// The job at `i` as a reader sees it: a parent with its counts, and while it waits (or
+    /// has not run) the share of its children that ended as its progress.
+    fn view(&self, i: usize) -> JobRecord {
+        let job = &self.jobs[i];
+        let mut r = job.record.clone();
+        if job.is_parent {
+            let counts = self.counts(i);
+            let total = counts.waiting
+                + counts.completed
+                + counts.failed
+                + counts.partial
+                + counts.cancelled;
+            if r.status == JobStatus::Queued && (counts.waiting > 0 || r.started_at.is_none()) {
+                r.progress = if total == 0 {
+                    0
+                } else {
+                    (u64::from(total - counts.waiting) * 100 / u64::from(total)).min(99) as u8
+                };
+            }
+            r.children = Some(counts);
+        }
+        r
+    }
+
+    /// The job at `c` just ended (`status`): its parent, when it waits, fails at once if the
+    /// child failed (failed or cancelled) and its policy is to fail the parent, else it is
+    /// released once no child is unfinished (at the back of its priority, or at its due
+    /// time).
+    fn child_ended(&mut self, c: usize, status: JobStatus, now: Millis) {
+        let Some(p) = self.parent_of(c) else {
+            return;
+        };
+        if self.jobs[p].record.status != JobStatus::Queued {
+            return;
+        }
+        let policy = self.jobs[c].record.child_policy.unwrap_or_default();
+        if policy == queue_core::ChildPolicy::FailParent
+            && matches!(status, JobStatus::Failed | JobStatus::Cancelled)
+        {
+            let child = self.jobs[c].record.job_id;
+            self.jobs[p].record.error_message = Some(format!("child {child} ended {status}"));
+            self.jobs[p].due = None;
+            self.terminal(p, JobStatus::Failed, now);
+        } else if !self.waits(p) {
+            match self.jobs[p].due {
+                Some(due) if due > now => {}
+                _ => {
+                    let place = self.place();
+                    self.jobs[p].due = None;
+                    self.jobs[p].place = place;
+                }
+            }
+        }
+    }
+
+    /// The job at `c` was retried by hand: a parent that failed because of a child without
+    /// running is retried too (unless another job holds its unique key); a queued parent
+    /// waits for it again by itself.
+    fn child_reopened(&mut self, c: usize, now: Millis) {
+        let Some(p) = self.parent_of(c) else {
+            return;
+        };
+        let r = &self.jobs[p].record;
+        if r.status == JobStatus::Failed && r.started_at.is_none() {
+            let _ = self.retry(r.job_id, None, now);
+        }
+    }
+
+    /// Creates a flow (`target` None: `jobs[0]` is its root) or adds children to `target`,
+    /// all or nothing.
+    pub fn enqueue_flow(
+        &mut self,
+        jobs: Vec<queue_core::backend::FlatJob>,
+        target: Option<JobId>,
+        now: Millis,
+    ) -> Result<Vec<JobRecord>> {
+        self.now = now;
+        match target {
+            None => {
+                if let Some(i) = jobs
+                    .first()
+                    .and_then(|f| f.job.options.job_id)
+                    .and_then(|id| self.jobs.iter().position(|j| j.record.job_id == id))
+                {
+                    return Ok(vec![self.view(i)]);
+                }
+            }
+            Some(t) => {
+                let job = self.find(t).ok_or_else(|| not_found(t))?;
+                if job.record.status != JobStatus::Queued {
+                    return Err(Error::invalid(
+                        "children can be added only while it is queued",
+                    ));
+                }
+            }
+        }
+        for flat in &jobs {
+            self.config.limits.check(&flat.job)?;
+            if let Some(id) = flat.job.options.job_id
+                && self.find(id).is_some()
+            {
+                return Err(Error::invalid(format!("job id {id} is taken")));
+            }
+            if let Some(key) = &flat.job.options.unique_key
+                && let Some(holder) = self.holder(key)
+            {
+                return Err(Error::AlreadyExists {
+                    unique_key: key.clone(),
+                    job_id: holder,
+                });
+            }
+        }
+        if let Some(t) = target
+            && !jobs.is_empty()
+        {
+            self.find_mut(t).expect("checked").is_parent = true;
+        }
+        let mut ids = Vec::new();
+        let mut top = Vec::new();
+        for flat in jobs {
+            let parent = flat.parent.map(|i| ids[i]).or(target);
+            let mut record = self.enqueue(flat.job, now)?;
+            let i = self.jobs.len() - 1;
+            record.parent = parent;
+            record.child_policy = parent
+                .and((flat.policy != queue_core::ChildPolicy::default()).then_some(flat.policy));
+            self.jobs[i].record.parent = record.parent;
+            self.jobs[i].record.child_policy = record.child_policy;
+            self.jobs[i].is_parent = flat.children > 0;
+            ids.push(record.job_id);
+            if flat.parent.is_none() {
+                top.push(i);
+            }
+        }
+        self.refresh_lanes();
+        Ok(top.into_iter().map(|i| self.view(i)).collect())
+    }
+
+    /// A parent's children, oldest first.
+    pub fn children(&self, id: JobId) -> Result<Vec<JobRecord>> {
+        let p = self
+            .jobs
+            .iter()
+            .position(|j| j.record.job_id == id)
+            .ok_or_else(|| not_found(id))?;
+        Ok(self
+            .children_of(p)
+            .into_iter()
+            .map(|c| self.view(c))
+            .collect())
     }
 
     /// Pauses or resumes a group.
@@ -196,11 +412,13 @@ impl Model {
     }
 
     fn ready_in(&self, group: Option<&str>, band: u8) -> impl Iterator<Item = &Job> {
-        self.jobs.iter().filter(move |j| {
-            j.record.status == JobStatus::Queued
+        self.jobs.iter().enumerate().filter_map(move |(i, j)| {
+            (j.record.status == JobStatus::Queued
                 && j.due.is_none()
                 && j.record.group.as_deref() == group
                 && j.record.priority.band() == band
+                && !self.waits(i))
+            .then_some(j)
         })
     }
 
@@ -357,9 +575,9 @@ impl Model {
         self.config.limits.check(&job)?;
         let o = job.options;
         if let Some(id) = o.job_id
-            && let Some(existing) = self.find(id)
+            && let Some(i) = self.jobs.iter().position(|j| j.record.job_id == id)
         {
-            return Ok(existing.record.clone());
+            return Ok(self.view(i));
         }
         if let Some(key) = &o.unique_key
             && let Some(holder) = self.holder(key)
@@ -405,6 +623,7 @@ impl Model {
             due,
             lease: None,
             ended: None,
+            is_parent: false,
         });
         self.totals.enqueued += 1;
         self.refresh_lanes();
@@ -418,18 +637,22 @@ impl Model {
 
     /// One record.
     pub fn get(&self, id: JobId) -> Result<JobRecord> {
-        self.find(id)
-            .map(|j| j.record.clone())
+        self.jobs
+            .iter()
+            .position(|j| j.record.job_id == id)
+            .map(|i| self.view(i))
             .ok_or_else(|| not_found(id))
     }
 
     /// A page of a listing.
     pub fn list(&self, query: &ListQuery) -> Result<Page> {
         let position = query.position()?;
-        let mut matching: Vec<&JobRecord> = self
-            .jobs
+        let views: Vec<JobRecord> = (0..self.jobs.len())
+            .filter(|i| !query.waiting_on_children || self.waits(*i))
+            .map(|i| self.view(i))
+            .collect();
+        let mut matching: Vec<&JobRecord> = views
             .iter()
-            .map(|j| &j.record)
             .filter(|r| query.status.is_none_or(|s| r.status == s))
             .filter(|r| {
                 query
@@ -455,7 +678,7 @@ impl Model {
     /// Counts.
     pub fn stats(&self, now: Millis) -> QueueStats {
         let count = |s: JobStatus| self.jobs.iter().filter(|j| j.record.status == s).count() as u64;
-        let queued = |j: &&Job| j.record.status == JobStatus::Queued;
+        let queued = |j: &Job| j.record.status == JobStatus::Queued;
         QueueStats {
             total: self.jobs.len() as u64,
             queued: count(JobStatus::Queued),
@@ -467,10 +690,11 @@ impl Model {
             scheduled: self
                 .jobs
                 .iter()
-                .filter(queued)
-                .filter(|j| j.due.is_some())
+                .enumerate()
+                .filter(|(i, j)| queued(j) && !self.waits(*i))
+                .filter(|(_, j)| j.due.is_some())
                 .count() as u64,
-            waiting_on_children: 0,
+            waiting_on_children: (0..self.jobs.len()).filter(|i| self.waits(*i)).count() as u64,
             active_workers: self.live_workers(now).count() as u64,
             depth: Priority::ALL
                 .into_iter()
@@ -478,8 +702,9 @@ impl Model {
                     let n = self
                         .jobs
                         .iter()
-                        .filter(queued)
-                        .filter(|j| j.due.is_none() && j.record.priority == p)
+                        .enumerate()
+                        .filter(|(i, j)| queued(j) && !self.waits(*i))
+                        .filter(|(_, j)| j.due.is_none() && j.record.priority == p)
                         .count() as u64;
                     (p, n)
                 })
@@ -557,8 +782,13 @@ impl Model {
                     .into_iter()
                     .map(|j| {
                         let h = j.lease.as_ref().expect("filtered");
+                        let i = self
+                            .jobs
+                            .iter()
+                            .position(|k| k.record.job_id == j.record.job_id)
+                            .expect("held");
                         ModelLease {
-                            job: j.record.clone(),
+                            job: self.view(i),
                             token: h.token.clone(),
                             expires_at: h.expires,
                         }
@@ -620,7 +850,7 @@ impl Model {
             r.run_at = None;
             r.worker_id = Some(worker.clone());
             out.push(ModelLease {
-                job: r.clone(),
+                job: self.view(i),
                 token,
                 expires_at: now + lease_ms,
             });
@@ -651,11 +881,12 @@ impl Model {
                 .jobs
                 .iter()
                 .enumerate()
-                .filter(|(_, j)| {
+                .filter(|(i, j)| {
                     j.record.status == JobStatus::Queued
                         && j.due.is_none()
                         && j.record.group == lane
                         && j.record.priority.band() == band
+                        && !self.waits(*i)
                 })
                 .min_by_key(|(_, j)| j.place)
                 .map(|(i, _)| i)
@@ -698,8 +929,9 @@ impl Model {
         let mut due: Vec<(Millis, JobId)> = self
             .jobs
             .iter()
-            .filter(|j| j.record.status == JobStatus::Queued)
-            .filter_map(|j| j.due.filter(|d| *d <= now).map(|d| (d, j.record.job_id)))
+            .enumerate()
+            .filter(|(i, j)| j.record.status == JobStatus::Queued && !self.waits(*i))
+            .filter_map(|(_, j)| j.due.filter(|d| *d <= now).map(|d| (d, j.record.job_id)))
             .collect();
         due.sort();
         for (_, id) in due {
@@ -918,6 +1150,7 @@ impl Model {
             JobStatus::Cancelled => self.totals.cancelled += 1,
             _ => unreachable!("not terminal"),
         }
+        self.child_ended(i, status, now);
         status
     }
 
@@ -986,6 +1219,20 @@ impl Model {
             .collect();
         due.sort();
         due.truncate(limit);
+        for (_, id) in &due {
+            let c = self
+                .jobs
+                .iter()
+                .position(|j| j.record.job_id == *id)
+                .expect("listed");
+            // A deleted child still counts for its parent; a deleted parent's count goes.
+            if let Some(p) = self.parent_of(c) {
+                let parent = self.jobs[p].record.job_id;
+                let status = self.jobs[c].record.status;
+                self.swept_children.entry(parent).or_default().push(status);
+            }
+            self.swept_children.remove(id);
+        }
         self.jobs
             .retain(|j| !due.iter().any(|(_, id)| *id == j.record.job_id));
         due.len()
@@ -1004,6 +1251,16 @@ impl Model {
             JobStatus::Queued => {
                 self.jobs[i].due = None;
                 self.terminal(i, JobStatus::Cancelled, now);
+                // Its unfinished children are cancelled too (and theirs).
+                let kids: Vec<JobId> = self
+                    .children_of(i)
+                    .into_iter()
+                    .filter(|c| self.jobs[*c].record.status.is_active())
+                    .map(|c| self.jobs[c].record.job_id)
+                    .collect();
+                for kid in kids {
+                    let _ = self.cancel(kid, now);
+                }
                 self.refresh_lanes();
                 Ok(CancelOutcome::Cancelled)
             }
@@ -1066,9 +1323,14 @@ impl Model {
         r.run_at = None;
         r.worker_id = None;
         r.cancel_requested = false;
-        let record = r.clone();
+        let i = self
+            .jobs
+            .iter()
+            .position(|j| j.record.job_id == id)
+            .expect("found");
+        self.child_reopened(i, now);
         self.refresh_lanes();
-        Ok(record)
+        Ok(self.view(i))
     }
 
     /// Deregister a worker: forgotten, with its claim history.

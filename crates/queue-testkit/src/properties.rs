@@ -17,8 +17,8 @@ use queue_core::backend::{
     ClaimRequest, Ending, LeaseRef, Outcome, WorkerBeat, from_millis, to_millis,
 };
 use queue_core::{
-    Error, JobId, JobRecord, JobStatus, ListQuery, ManualClock, NewJob, Priority, SharedBackend,
-    WorkerId,
+    Error, Flow, JobId, JobRecord, JobStatus, ListQuery, ManualClock, NewJob, Priority,
+    SharedBackend, WorkerId,
 };
 use serde_json::json;
 
@@ -170,6 +170,30 @@ pub enum Op {
         /// Starts in a row per turn; 0 removes the weight.
         weight: u8,
     },
+    /// A flow: job slot `root` with children (slot, policy 0 fail_parent / 1 ignore / 2
+    /// continue); `nested` makes the last child a child of the first. Slots already used
+    /// in the flow are skipped.
+    EnqueueFlow {
+        /// The root's slot.
+        root: u8,
+        /// The root's unique key slot.
+        key: Option<u8>,
+        /// Children: (slot, policy).
+        kids: Vec<(u8, u8)>,
+        /// The last child goes under the first.
+        nested: bool,
+    },
+    /// Children (slot, policy) added to job slot `parent`.
+    AddChildren {
+        /// The parent's slot.
+        parent: u8,
+        /// Children: (slot, policy).
+        kids: Vec<(u8, u8)>,
+    },
+}
+
+fn policy_of(n: u8) -> queue_core::ChildPolicy {
+    queue_core::ChildPolicy::ALL[usize::from(n % 3)]
 }
 
 /// The groups of the run, by slot; job slots take turns: no group, `a`, `b`.
@@ -294,6 +318,32 @@ impl fmt::Debug for Op {
             Op::GroupWeight { group, weight } => {
                 write!(f, "group {} weighs {weight}", GROUPS[usize::from(*group)])
             }
+            Op::EnqueueFlow {
+                root,
+                key,
+                kids,
+                nested,
+            } => {
+                write!(f, "flow job#{root}")?;
+                if let Some(k) = key {
+                    write!(f, "(k{k})")?;
+                }
+                write!(f, " children")?;
+                for (kid, policy) in kids {
+                    write!(f, " job#{kid}:{}", policy_of(*policy).as_str())?;
+                }
+                if *nested {
+                    write!(f, " (the last under the first)")?;
+                }
+                Ok(())
+            }
+            Op::AddChildren { parent, kids } => {
+                write!(f, "add to job#{parent}")?;
+                for (kid, policy) in kids {
+                    write!(f, " job#{kid}:{}", policy_of(*policy).as_str())?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -364,6 +414,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..2, 0u8..3).prop_map(|(group, max)| Op::GroupLimit { group, max }),
         2 => (0u8..2, 0u8..4).prop_map(|(group, weight)| Op::GroupWeight { group, weight }),
         2 => (0u8..2, 0u8..3, 1u8..40).prop_map(|(group, max, secs)| Op::GroupRate { group, max, secs }),
+        3 => (0..JOBS, proptest::option::of(0..KEYS), proptest::collection::vec((0..JOBS, 0u8..3), 1..4), any::<bool>())
+            .prop_map(|(root, key, kids, nested)| Op::EnqueueFlow { root, key, kids, nested }),
+        1 => (0..JOBS, proptest::collection::vec((0..JOBS, 0u8..3), 1..3))
+            .prop_map(|(parent, kids)| Op::AddChildren { parent, kids }),
     ]
 }
 
@@ -606,6 +660,65 @@ impl<'a> Run<'a> {
                 let want = self.model.enqueue(j, now);
                 expect_eq(
                     "enqueue",
+                    norm(&got, Clone::clone),
+                    norm(&want, Clone::clone),
+                )
+            }
+            Op::EnqueueFlow {
+                root,
+                key,
+                kids,
+                nested,
+            } => {
+                let mut used = vec![root];
+                let kids: Vec<(u8, u8)> = kids
+                    .into_iter()
+                    .filter(|(k, _)| {
+                        let new = !used.contains(k);
+                        used.push(*k);
+                        new
+                    })
+                    .collect();
+                let child = |(slot, policy): (u8, u8)| {
+                    Flow::new(self.new_job(slot, None)).on_failure(policy_of(policy))
+                };
+                let mut children: Vec<Flow> = kids.iter().copied().map(child).collect();
+                if nested && children.len() > 1 {
+                    let last = children.pop().expect("two or more");
+                    children[0].children.push(last);
+                }
+                let flow = Flow::new(self.new_job(root, key)).children(children);
+                let got = b.enqueue_flow(flow.clone()).await;
+                let flat = flow.flatten().map_err(|e| e.chain())?;
+                let want = self.model.enqueue_flow(flat, None, now);
+                expect_eq(
+                    "enqueue_flow",
+                    norm(&got, Clone::clone),
+                    norm(&want, |v| v[0].clone()),
+                )
+            }
+            Op::AddChildren { parent, kids } => {
+                let mut used = vec![parent];
+                let flows: Vec<Flow> = kids
+                    .into_iter()
+                    .filter(|(k, _)| {
+                        let new = !used.contains(k);
+                        used.push(*k);
+                        new
+                    })
+                    .map(|(slot, policy)| {
+                        Flow::new(self.new_job(slot, None)).on_failure(policy_of(policy))
+                    })
+                    .collect();
+                let id = self.ids[usize::from(parent)];
+                let got = b.add_children(id, flows.clone()).await;
+                let flat: Vec<_> = flows
+                    .into_iter()
+                    .flat_map(|f| f.flatten().expect("one job each"))
+                    .collect();
+                let want = self.model.enqueue_flow(flat, Some(id), now);
+                expect_eq(
+                    "add_children",
                     norm(&got, Clone::clone),
                     norm(&want, Clone::clone),
                 )
@@ -922,6 +1035,14 @@ impl<'a> Run<'a> {
                 norm(&got, Clone::clone),
                 norm(&want, Clone::clone),
             )?;
+            if want.as_ref().is_ok_and(|r| r.children.is_some()) {
+                let ids = |r: &Vec<JobRecord>| r.iter().map(|k| k.job_id).collect::<Vec<_>>();
+                expect_eq(
+                    &format!("children of {id}"),
+                    norm(&b.children(id).await, ids),
+                    norm(&self.model.children(id), ids),
+                )?;
+            }
         }
         let got = b.stats().await.map_err(|e| e.chain())?;
         expect_eq("stats", got, self.model.stats(now))?;
@@ -932,6 +1053,7 @@ impl<'a> Run<'a> {
                 .map(|s| ListQuery::new().status(s).limit(100)),
         );
         queries.extend((0..KEYS).map(|k| ListQuery::new().unique_key(format!("k{k}")).limit(100)));
+        queries.push(ListQuery::new().waiting_on_children().limit(100));
         for query in queries {
             let got = b.list(&query).await;
             let want = self.model.list(&query);

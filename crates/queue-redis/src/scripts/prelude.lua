@@ -549,9 +549,9 @@ local function place(KEY, id, event, to, rec, ctx, seq)
   if rec.group and UNFINISHED_CHANGE[event] then later_group_load(rec.group, UNFINISHED_CHANGE[event]) end
   if rec.parent then
     if where == 'finished' then
-      child_ended(KEY, rec.parent, id, to, rec.policy)
+      child_ended(KEY, rec.parent, id, to, rec.policy, rec.created)
     elseif event == 'manual_retry' then
-      child_reopened(KEY, rec.parent, rec.status)
+      child_reopened(KEY, rec.parent, rec.status, rec.created)
     end
   end
 end
@@ -657,10 +657,12 @@ end
 -- Child `child` of `parent` ended `to` under `policy`: the parent's counts, then what
 -- queue_core::backend::on_child_ended decides (table CHILD_ENDED): release it to the back of
 -- its priority (or its due time), or fail it (`child_failed`, placed like any ending).
-child_ended = function(KEY, parent, child, to, policy)
+child_ended = function(KEY, parent, child, to, policy, child_created)
   local pkey = job_key(parent)
   if key_type(pkey) ~= 'hash' then return end -- retention removed it
   local prec = facts(pkey)
+  -- A job created later under the parent's id is not the parent (queue_core is_parent_of).
+  if prec.created > child_created then return end
   local waiting = redis.call('HINCRBY', pkey, 'kids_waiting', -1)
   if waiting < 0 then
     waiting = 0
@@ -698,10 +700,11 @@ end
 -- A child of `parent` that had ended `was` is queued again (a manual retry): the parent's
 -- counts, then what queue_core::backend::on_child_reopened decides (table REOPEN): it waits
 -- again (leaving the ready jobs), or, failed by a child without running, it is retried.
-child_reopened = function(KEY, parent, was)
+child_reopened = function(KEY, parent, was, child_created)
   local pkey = job_key(parent)
   if key_type(pkey) ~= 'hash' then return end
   local prec = facts(pkey)
+  if prec.created > child_created then return end
   if redis.call('HINCRBY', pkey, 'kids_' .. was, -1) < 0 then redis.call('HSET', pkey, 'kids_' .. was, 0) end
   local status = current_status(KEY, parent, prec) or ''
   local action = REOPEN[status] and REOPEN[status][prec.started] or 'count'
