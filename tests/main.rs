@@ -1,6 +1,7 @@
 //! End-to-end flows: the worker runtime on the memory backend, under tokio's paused clock
 //! where time matters (backoffs and leases take no real time).
 
+mod flows;
 mod reporting;
 mod retries;
 mod shutdown;

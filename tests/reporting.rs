@@ -100,6 +100,10 @@ impl Broker for SlowFinishes {
     async fn cancellations(&self) -> Result<CancelStream> {
         self.inner.cancellations().await
     }
+
+    async fn children_of(&self, parent: JobId) -> Result<Vec<queue_core::JobRecord>> {
+        self.inner.children_of(parent).await
+    }
 }
 
 async fn enqueue(store: &MemoryBackend, n: usize) -> Vec<JobId> {

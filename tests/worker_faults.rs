@@ -67,6 +67,10 @@ impl Broker for LateClaims {
     async fn cancellations(&self) -> Result<CancelStream> {
         self.inner.cancellations().await
     }
+
+    async fn children_of(&self, parent: JobId) -> Result<Vec<queue_core::JobRecord>> {
+        self.inner.children_of(parent).await
+    }
 }
 
 /// A cancel pushed before the worker has even seen its claim still stops the job within

@@ -65,6 +65,46 @@ impl JobContext {
         &self.inner.record
     }
 
+    /// A parent's children (a flow, a batch), oldest first, as they ended: their statuses,
+    /// results and errors. A child whose failure its policy says to ignore
+    /// ([`queue_core::ChildPolicy::Ignore`]) is left out. Empty for a job without children.
+    pub async fn children(&self) -> queue_core::Result<Vec<JobRecord>> {
+        if self.inner.record.children.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut kids = self.inner.broker.children_of(self.job_id()).await?;
+        kids.retain(|k| k.policy().shows(k.status));
+        Ok(kids)
+    }
+
+    /// The results of this parent's children that completed (or ended partial), decoded
+    /// as `T`, oldest first, with their ids; a child that stored no result is left out.
+    ///
+    /// ```no_run
+    /// # async fn merge(ctx: queue_worker::JobContext) -> queue_core::Result<()> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Chapter { words: u64 }
+    ///
+    /// let chapters: Vec<_> = ctx.child_results::<Chapter>().await?;
+    /// let words: u64 = chapters.iter().map(|(_, c)| c.words).sum();
+    /// # let _ = words; Ok(()) }
+    /// ```
+    pub async fn child_results<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> queue_core::Result<Vec<(JobId, T)>> {
+        let mut out = Vec::new();
+        for kid in self.children().await? {
+            if matches!(
+                kid.status,
+                queue_core::JobStatus::Completed | queue_core::JobStatus::Partial
+            ) && let Some(result) = kid.result_as::<T>()?
+            {
+                out.push((kid.job_id, result));
+            }
+        }
+        Ok(out)
+    }
+
     /// Retries used before this attempt (0 on the first run).
     pub fn attempt(&self) -> u32 {
         self.inner.record.retry_count
