@@ -16,7 +16,10 @@ use axum::{
     },
 };
 use futures_util::{Stream, StreamExt};
-use queue_core::{JobId, JobStatus, ListQuery, Metadata, NewJob, Payload, Priority};
+use queue_core::{
+    ChildPolicy, Flow, JobId, JobStatus, JobStoreExt, ListQuery, Metadata, NewJob, Payload,
+    Priority,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -77,6 +80,17 @@ pub(crate) async fn list(
             }
             "unique_key" if !value.is_empty() => query.unique_key = Some(value.clone()),
             "cursor" if !value.is_empty() => query.cursor = Some(value.clone()),
+            "waiting_on_children" => {
+                query.waiting_on_children = match value.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" | "" => false,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "waiting_on_children `{other}` is not true or false"
+                        )));
+                    }
+                }
+            }
             "limit" => {
                 query.limit = value.parse().map_err(|_| {
                     ApiError::bad_request(format!("limit `{value}` is not a number"))
@@ -151,24 +165,122 @@ struct EnqueueBody {
     metadata: Metadata,
     group: Option<String>,
     cost: Option<u32>,
+    /// Children: the job becomes a flow's parent, created with them in one step.
+    #[serde(default)]
+    children: Vec<EnqueueBody>,
+    /// For a child: what its failure does to its parent.
+    on_failure: Option<ChildPolicy>,
 }
 
+impl EnqueueBody {
+    /// The flow this body describes (a job without children is a flow of one).
+    fn into_flow(self) -> Result<Flow, ApiError> {
+        let mut job = NewJob::with_payload(self.task, Payload::encode(&self.payload)?);
+        job.options.unique_key = self.unique_key;
+        job.options.priority = self.priority;
+        job.options.delay = self.delay_seconds.map(Duration::from_secs);
+        job.options.max_retries = self.max_retries;
+        job.options.timeout = self.timeout_seconds.map(Duration::from_secs);
+        job.options.metadata = self.metadata;
+        job.options.group = self.group;
+        job.options.cost = self.cost;
+        let children = self
+            .children
+            .into_iter()
+            .map(EnqueueBody::into_flow)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Flow::new(job)
+            .on_failure(self.on_failure.unwrap_or_default())
+            .children(children))
+    }
+}
+
+/// `POST /jobs`: one job, or with `children` a flow (every job created, or none).
 pub(crate) async fn enqueue(
     Extract(state): Extract<State>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let b: EnqueueBody = json_body(raw, "job")?;
-    let mut job = NewJob::with_payload(b.task, Payload::encode(&b.payload)?);
-    job.options.unique_key = b.unique_key;
-    job.options.priority = b.priority;
-    job.options.delay = b.delay_seconds.map(Duration::from_secs);
-    job.options.max_retries = b.max_retries;
-    job.options.timeout = b.timeout_seconds.map(Duration::from_secs);
-    job.options.metadata = b.metadata;
-    job.options.group = b.group;
-    job.options.cost = b.cost;
-    let record = state.backend.enqueue(job).await?;
+    let flow = b.into_flow()?;
+    let record = if flow.children.is_empty() {
+        state.backend.enqueue(flow.job).await?
+    } else {
+        state.backend.enqueue_flow(flow).await?
+    };
     Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+/// The body of `POST /jobs/{id}/children`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChildrenBody {
+    children: Vec<EnqueueBody>,
+}
+
+/// `POST /jobs/{id}/children`: adds children to a queued job (a batch's callback), which
+/// then waits on them too.
+pub(crate) async fn add_children(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    let b: ChildrenBody = json_body(raw, "children")?;
+    if b.children.is_empty() {
+        return Err(ApiError::bad_request("children is empty"));
+    }
+    let flows = b
+        .children
+        .into_iter()
+        .map(EnqueueBody::into_flow)
+        .collect::<Result<Vec<_>, _>>()?;
+    let records = state.backend.add_children(id, flows).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "children": records }))).into_response())
+}
+
+/// The most jobs `GET /jobs/{id}/flow` reads.
+const MAX_TREE: usize = 1000;
+
+/// `GET /jobs/{id}/flow?limit=N`: the job with its descendants, each with its status and
+/// progress (at most N jobs, 1 to 1000, default 200; the rest counted as `truncated`).
+pub(crate) async fn flow(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+    q: Params,
+) -> Result<Json<Value>, ApiError> {
+    let id = job_id(&id)?;
+    let mut limit = 200;
+    for (key, value) in &params(q)? {
+        match key.as_str() {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_TREE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("limit `{value}` is not in 1..={MAX_TREE}"))
+                    })?;
+            }
+            "token" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`"
+                )));
+            }
+        }
+    }
+    let tree = state.backend.flow_tree(id, limit).await?;
+    Ok(Json(serde_json::to_value(tree).expect("serializable")))
+}
+
+/// `GET /jobs/{id}/children`: a parent's children, oldest first.
+pub(crate) async fn children(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = job_id(&id)?;
+    let kids = state.backend.children(id).await?;
+    Ok(Json(json!({ "children": kids })))
 }
 
 pub(crate) async fn cancel(

@@ -91,6 +91,11 @@ impl Admin {
             .route("/jobs/{id}", get(api::get))
             .route("/jobs/{id}/cancel", post(api::cancel))
             .route("/jobs/{id}/retry", post(api::retry))
+            .route(
+                "/jobs/{id}/children",
+                get(api::children).post(api::add_children),
+            )
+            .route("/jobs/{id}/flow", get(api::flow))
             .route("/workers", get(api::workers))
             .route("/queue/pause", post(api::pause))
             .route("/queue/resume", post(api::resume))

@@ -4,7 +4,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// Every route: (method, path, summary, authenticated).
-pub const ROUTES: [(&str, &str, &str, bool); 22] = [
+pub const ROUTES: [(&str, &str, &str, bool); 25] = [
     ("get", "/health", "Backend health (no token needed)", false),
     (
         "get",
@@ -14,7 +14,12 @@ pub const ROUTES: [(&str, &str, &str, bool); 22] = [
     ),
     ("get", "/stats", "Queue counts", true),
     ("get", "/jobs", "Jobs, newest first, paginated", true),
-    ("post", "/jobs", "Enqueue a job", true),
+    (
+        "post",
+        "/jobs",
+        "Enqueue a job; with `children` (each with `on_failure`: fail_parent, ignore or continue) a flow, created whole or not at all",
+        true,
+    ),
     (
         "get",
         "/jobs/{id}",
@@ -31,6 +36,24 @@ pub const ROUTES: [(&str, &str, &str, bool); 22] = [
         "post",
         "/jobs/{id}/retry",
         "Re-queue a failed, partial or cancelled job",
+        true,
+    ),
+    (
+        "get",
+        "/jobs/{id}/children",
+        "A parent's children, oldest first",
+        true,
+    ),
+    (
+        "post",
+        "/jobs/{id}/children",
+        "Add children ({children: [...]}) to a queued job (a batch's callback)",
+        true,
+    ),
+    (
+        "get",
+        "/jobs/{id}/flow",
+        "The job with its descendants (`limit` jobs, default 200), each with status and progress",
         true,
     ),
     ("get", "/workers", "Live workers", true),

@@ -421,6 +421,38 @@ impl Flow {
     }
 }
 
+/// A job and its descendants as they stand ([`crate::JobStoreExt::flow_tree`]): what the
+/// CLI, the admin API and the dashboard show.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowTree {
+    /// The job.
+    pub job: crate::JobRecord,
+    /// Its children's trees, oldest first.
+    pub children: Vec<FlowTree>,
+    /// Descendants left out because the tree reached its size limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub truncated: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl FlowTree {
+    /// Every job of the tree, depth first, with its depth (the root is 0).
+    pub fn walk(&self) -> Vec<(usize, &crate::JobRecord)> {
+        let mut out = Vec::new();
+        let mut stack = vec![(0, self)];
+        while let Some((depth, tree)) = stack.pop() {
+            out.push((depth, &tree.job));
+            for child in tree.children.iter().rev() {
+                stack.push((depth + 1, child));
+            }
+        }
+        out
+    }
+}
+
 /// One job of a flattened [`Flow`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlatJob {

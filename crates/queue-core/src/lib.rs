@@ -27,7 +27,7 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{QueueConfig, QueueConfigBuilder, RedisUrl};
 pub use error::{BoxError, Error, Result};
 pub use event::{EventKind, EventStream, JobEvent};
-pub use flow::{ChildCounts, ChildPolicy, Flow};
+pub use flow::{ChildCounts, ChildPolicy, Flow, FlowTree};
 pub use group::{GroupList, GroupStats};
 pub use id::{JobId, LeaseToken, WorkerId};
 pub use job::Job;

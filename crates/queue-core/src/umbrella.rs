@@ -25,6 +25,56 @@ pub trait JobStoreExt: JobStore {
     async fn enqueue_job<J: Job>(&self, job: &J) -> Result<JobRecord> {
         self.enqueue(NewJob::typed(job)?).await
     }
+
+    /// Job `id` with its descendants (a flow's tree, or a batch), each with its status and
+    /// progress; at most `limit` jobs are read (the rest are counted in `truncated`), one
+    /// `children` call per parent.
+    async fn flow_tree(&self, id: crate::JobId, limit: usize) -> Result<crate::FlowTree> {
+        let root = self.get(id).await?;
+        let mut read = 1usize;
+        // Breadth first, so a truncated tree keeps its upper levels.
+        let mut nodes = vec![(root, None::<usize>, 0u32)];
+        let mut next = 0;
+        while next < nodes.len() {
+            if nodes[next].0.children.is_some() {
+                let id = nodes[next].0.job_id;
+                for kid in self.children(id).await? {
+                    if read >= limit {
+                        nodes[next].2 += 1;
+                        continue;
+                    }
+                    read += 1;
+                    nodes.push((kid, Some(next), 0));
+                }
+            }
+            next += 1;
+        }
+        // Built bottom up: every child comes after its parent.
+        let mut built: Vec<Option<crate::FlowTree>> = nodes
+            .iter()
+            .map(|(job, _, truncated)| {
+                Some(crate::FlowTree {
+                    job: job.clone(),
+                    children: Vec::new(),
+                    truncated: *truncated,
+                })
+            })
+            .collect();
+        // Children arrive last first: each node's list is turned round once it is complete.
+        for i in (1..nodes.len()).rev() {
+            let mut tree = built[i].take().expect("built once");
+            tree.children.reverse();
+            let parent = nodes[i].1.expect("only the root has no parent");
+            built[parent]
+                .as_mut()
+                .expect("a parent comes first")
+                .children
+                .push(tree);
+        }
+        let mut root = built[0].take().expect("the root");
+        root.children.reverse();
+        Ok(root)
+    }
 }
 
 impl<T: JobStore + ?Sized> JobStoreExt for T {}
