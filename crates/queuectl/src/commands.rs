@@ -5,7 +5,8 @@ use std::{collections::HashMap, io::IsTerminal, sync::Arc, time::Duration};
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use queue_core::{
-    CancelOutcome, EventKind, JobId, JobStatus, JobStore, ListQuery, NewJob, QueueConfig, Result,
+    CancelOutcome, EventKind, Flow, JobId, JobStatus, JobStore, JobStoreExt, ListQuery, NewJob,
+    QueueConfig, Result,
 };
 use queue_redis::{RedisBackend, RedisConfig};
 use queue_worker::Worker;
@@ -46,6 +47,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             max_retries,
             group,
             cost,
+            children,
+            on_child_failure,
         } => {
             let mut job = NewJob::with_payload(task, payload);
             if let Some(g) = group {
@@ -66,7 +69,14 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             if let Some(n) = max_retries {
                 job = job.max_retries(n);
             }
-            let record = backend.enqueue(job).await?;
+            let record = if children.is_empty() {
+                backend.enqueue(job).await?
+            } else {
+                let kids = children.into_iter().map(|(task, payload)| {
+                    Flow::new(NewJob::with_payload(task, payload)).on_failure(on_child_failure)
+                });
+                backend.enqueue_flow(Flow::new(job).children(kids)).await?
+            };
             if json {
                 output::json(&record)
             } else {
@@ -106,16 +116,31 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             unique_key,
             limit,
             cursor,
+            waiting_on_children,
         } => {
             let mut query = ListQuery::new().limit(limit);
             query.status = status;
             query.unique_key = unique_key;
             query.cursor = cursor;
+            query.waiting_on_children = waiting_on_children;
             let page = backend.list(&query).await?;
             if json {
                 output::json(&page)
             } else {
                 output::page(&page)
+            }
+        }
+        Command::Flow { job_id, limit } => {
+            if !(1..=10_000).contains(&limit) {
+                return Err(queue_core::Error::invalid(format!(
+                    "--limit: {limit} is not in 1..=10000"
+                )));
+            }
+            let tree = backend.flow_tree(job_id, limit).await?;
+            if json {
+                output::json(&tree)
+            } else {
+                output::tree(&tree)
             }
         }
         Command::Cancel { job_id } => {

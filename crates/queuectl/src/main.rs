@@ -11,7 +11,7 @@ mod output;
 use std::{process::ExitCode, str::FromStr};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use queue_core::{Error, JobId, JobStatus, Payload, Priority};
+use queue_core::{ChildPolicy, Error, JobId, JobStatus, Payload, Priority};
 
 /// Operate a dcs job queue on Redis.
 #[derive(Debug, Parser)]
@@ -58,6 +58,23 @@ pub(crate) enum Command {
         /// What a start counts against rate limits (default 1), e.g. an LLM call's tokens.
         #[arg(long)]
         cost: Option<u32>,
+        /// A child, as TASK:JSON (repeat it): the job then runs once every child ended,
+        /// all created in one step (a flow).
+        #[arg(long = "child", value_parser = parse_child)]
+        children: Vec<(String, Payload)>,
+        /// What a child's failure does to the job: fail_parent (default), ignore or
+        /// continue.
+        #[arg(long, value_parser = parse_policy, default_value = "fail_parent")]
+        on_child_failure: ChildPolicy,
+    },
+    /// A job with its descendants (a flow, a batch) as a tree: status, progress, task, id.
+    Flow {
+        /// The job id.
+        #[arg(value_parser = parse_id)]
+        job_id: JobId,
+        /// Read at most this many jobs.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
     },
     /// One job's record.
     Status {
@@ -83,6 +100,9 @@ pub(crate) enum Command {
         /// Continue after a previous page.
         #[arg(long)]
         cursor: Option<String>,
+        /// Only queued jobs waiting on their children.
+        #[arg(long)]
+        waiting_on_children: bool,
     },
     /// Cancel a queued or running job.
     Cancel {
@@ -190,6 +210,20 @@ pub(crate) enum LogFormat {
 
 fn parse_payload(s: &str) -> Result<Payload, String> {
     Payload::from_json(s).map_err(|e| e.chain())
+}
+
+fn parse_child(s: &str) -> Result<(String, Payload), String> {
+    let (task, payload) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not TASK:JSON"))?;
+    if task.is_empty() {
+        return Err(format!("`{s}` has no task before `:`"));
+    }
+    Ok((task.to_owned(), parse_payload(payload)?))
+}
+
+fn parse_policy(s: &str) -> Result<ChildPolicy, String> {
+    ChildPolicy::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_priority(s: &str) -> Result<Priority, String> {

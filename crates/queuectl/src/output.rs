@@ -49,6 +49,16 @@ pub(crate) fn record(r: &JobRecord) {
             r.worker_id.clone().unwrap_or_else(|| "-".into()),
         ),
         ("cancel_requested", r.cancel_requested.to_string()),
+        (
+            "parent",
+            r.parent
+                .map(|p| format!("{p} (on failure: {})", r.policy().as_str()))
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "children",
+            r.children.map(counts).unwrap_or_else(|| "-".into()),
+        ),
         ("payload", r.payload.as_str().to_owned()),
         (
             "result",
@@ -60,6 +70,45 @@ pub(crate) fn record(r: &JobRecord) {
     ];
     for (k, v) in rows {
         println!("{k:<17} {v}");
+    }
+}
+
+/// A parent's child counts in one line.
+fn counts(c: queue_core::ChildCounts) -> String {
+    format!(
+        "{} waiting, {} completed, {} failed, {} partial, {} cancelled",
+        c.waiting, c.completed, c.failed, c.partial, c.cancelled
+    )
+}
+
+/// A flow as an indented tree: status, progress, task, id, and a parent's counts.
+pub(crate) fn tree(t: &queue_core::FlowTree) {
+    for (depth, r) in t.walk() {
+        let waits = if r.waits_on_children() {
+            " (waits on children)"
+        } else {
+            ""
+        };
+        let kids = r
+            .children
+            .map(|c| format!("  [{}]", counts(c)))
+            .unwrap_or_default();
+        println!(
+            "{:indent$}{:<10} {:>3}%  {}  {}{waits}{kids}",
+            "",
+            r.status.as_str(),
+            r.progress,
+            r.task,
+            r.job_id,
+            indent = depth * 2
+        );
+    }
+    fn truncated(t: &queue_core::FlowTree) -> u32 {
+        t.truncated + t.children.iter().map(truncated).sum::<u32>()
+    }
+    let left = truncated(t);
+    if left > 0 {
+        println!("... and {left} more (raise --limit)");
     }
 }
 
@@ -127,6 +176,7 @@ pub(crate) fn stats(s: &QueueStats) {
         ("total", s.total),
         ("queued", s.queued),
         ("  scheduled", s.scheduled),
+        ("  on children", s.waiting_on_children),
         ("  ready high", d(queue_core::Priority::High)),
         ("  ready normal", d(queue_core::Priority::Normal)),
         ("  ready low", d(queue_core::Priority::Low)),

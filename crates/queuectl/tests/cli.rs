@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use queue_core::{JobRecord, JobStatus, Priority};
+use queue_core::{JobId, JobRecord, JobStatus, Priority};
 use queue_redis::testing::redis_url;
 use serde_json::Value;
 
@@ -576,5 +576,53 @@ fn groups_are_shown_paused_and_limited() {
     let bad = ctl.run(&["group", "a|b"]);
     assert_ne!(code(&bad), 0);
     assert!(stderr(&bad).contains("group"), "{}", stderr(&bad));
+    ctl.cleanup();
+}
+
+#[test]
+fn a_flow_is_enqueued_shown_as_a_tree_and_listed() {
+    let ctl = Ctl::new();
+    let id = ctl.ok(&[
+        "enqueue",
+        "--task",
+        "merge",
+        "--payload",
+        r#"{"book":"b-3"}"#,
+        "--child",
+        r#"chapter:{"n":1}"#,
+        "--child",
+        r#"chapter:{"n":2}"#,
+        "--on-child-failure",
+        "continue",
+    ]);
+    let id = id.trim();
+    let record = ctl.json(&["status", id]);
+    assert_eq!(record["children"]["waiting"], 2, "{record}");
+    let tree = ctl.ok(&["flow", id]);
+    let lines: Vec<&str> = tree.lines().collect();
+    assert_eq!(lines.len(), 3, "{tree}");
+    assert!(lines[0].starts_with("queued") && lines[0].contains("(waits on children)"));
+    assert!(
+        lines[1].starts_with("  queued") && lines[1].contains("chapter"),
+        "{tree}"
+    );
+    let json = ctl.json(&["flow", id]);
+    assert_eq!(json["children"][1]["job"]["child_policy"], "continue");
+    let waiting = ctl.json(&["list", "--waiting-on-children"]);
+    assert_eq!(waiting["jobs"][0]["job_id"], id);
+    assert!(ctl.ok(&["stats"]).contains("on children"));
+    let bad = ctl.run(&[
+        "enqueue",
+        "--task",
+        "t",
+        "--payload",
+        "{}",
+        "--child",
+        "nojson",
+    ]);
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("TASK:JSON"), "{}", stderr(&bad));
+    let missing = ctl.run(&["flow", &JobId::new().to_string()]);
+    assert_eq!(code(&missing), 3, "{}", stderr(&missing));
     ctl.cleanup();
 }
