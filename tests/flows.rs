@@ -26,7 +26,7 @@ async fn a_merge_reads_its_chapters_results() {
                 if n == 99 {
                     return Err(JobError::permanent("no such chapter"));
                 }
-                Ok::<_, JobError>(Completion::with(&json!({ "words": n * 100 }))?)
+                Completion::with(&json!({ "words": n * 100 }))
             })
             .register("merge", |_input: serde_json::Value, ctx| async move {
                 #[derive(serde::Deserialize)]
@@ -39,9 +39,7 @@ async fn a_merge_reads_its_chapters_results() {
                     .await
                     .map_err(JobError::retry)?;
                 let words: u64 = chapters.iter().map(|(_, c)| c.words).sum();
-                Ok::<_, JobError>(Completion::with(
-                    &json!({ "words": words, "children_seen": seen.len() }),
-                )?)
+                Completion::with(&json!({ "words": words, "children_seen": seen.len() }))
             }),
     );
     let done = wait_status(&store, merge.job_id, JobStatus::Completed).await;
@@ -76,7 +74,7 @@ async fn a_batch_callback_runs_once_with_counts() {
             .concurrency(8)
             .register("member", |input: serde_json::Value, _ctx| async move {
                 tokio::time::sleep(Duration::from_millis(5)).await;
-                if input["n"].as_u64().unwrap() % 7 == 0 {
+                if input["n"].as_u64().unwrap().is_multiple_of(7) {
                     return Err(JobError::permanent("bad page"));
                 }
                 Ok::<_, JobError>(Completion::done())
@@ -86,11 +84,11 @@ async fn a_batch_callback_runs_once_with_counts() {
                 async move {
                     seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let counts = ctx.record().children.unwrap();
-                    Ok::<_, JobError>(Completion::with(&json!({
+                    Completion::with(&json!({
                         "batch": counts.batch_status(),
                         "failed": counts.failed,
                         "completed": counts.completed,
-                    }))?)
+                    }))
                 }
             }),
     );
@@ -101,4 +99,46 @@ async fn a_batch_callback_runs_once_with_counts() {
     );
     worker.shutdown().await;
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chapters_book_is_split_and_merged() {
+    let store = backend();
+    let out = std::env::temp_dir().join(format!("chapters-{}", queue_core::JobId::new()));
+    let settings = book_pipeline::Settings {
+        step_delay: Duration::ZERO,
+        output_dir: out.clone(),
+    };
+    let book = book_pipeline::ProcessBook {
+        book_id: "book-ch".into(),
+        publisher_id: "pub-1".into(),
+        job_type: book_pipeline::JobType::Chapters,
+        source: None,
+    };
+    let flow = book_pipeline::chapters_flow(&book).await.unwrap();
+    let chapters = flow.children.len();
+    assert!(chapters >= 3, "the sample has chapters: {chapters}");
+    let root = store.enqueue_flow(flow).await.unwrap();
+    let (s1, s2) = (settings.clone(), settings.clone());
+    let worker = start(
+        Worker::builder(store.clone())
+            .concurrency(4)
+            .register_job(move |job, ctx| {
+                let s = s1.clone();
+                async move { book_pipeline::run(&s, job, ctx).await }
+            })
+            .register_job(move |job, ctx| {
+                let s = s2.clone();
+                async move { book_pipeline::run_chapter(&s, job, ctx).await }
+            }),
+    );
+    let done = wait_status(&store, root.job_id, JobStatus::Completed).await;
+    worker.shutdown().await;
+    let result = done.result.unwrap();
+    assert_eq!(result["chapters"], chapters);
+    assert!(result["words"].as_u64().unwrap() > 20, "{result}");
+    let outline = std::fs::read_to_string(out.join("book-ch").join("chapters.json")).unwrap();
+    let outline: serde_json::Value = serde_json::from_str(&outline).unwrap();
+    assert_eq!(outline.as_array().unwrap().len(), chapters);
+    let _ = std::fs::remove_dir_all(out);
 }

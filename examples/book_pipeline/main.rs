@@ -13,7 +13,9 @@
 //! The demo enqueues a bulk import of eight books from one publisher, then single uploads
 //! of two other publishers, one re-processing job at HIGH priority and one duplicate
 //! (refused), runs a worker with live progress bars, and prints a table of every job in
-//! the order they started. Each job's group is its `publisher_id`: the publishers take
+//! the order they started. Book `book-004` is of type `chapters`: a flow of one
+//! `process_chapter` job per chapter, run in parallel, merged by the book's job once they
+//! all ended (its bar moves as chapters finish). Each job's group is its `publisher_id`: the publishers take
 //! turns, so the single uploads start right away instead of waiting behind the import, and
 //! at most `DCS_BOOK_PUBLISHER_CONCURRENCY` (default 2) books of one publisher run at once.
 //! `DCS_BOOK_RATE_PER_MINUTE` (unset: no limit) caps how many books start per minute
@@ -48,7 +50,7 @@ use queue_memory::MemoryBackend;
 use queue_redis::{RedisBackend, RedisConfig};
 use queue_worker::{CancellationToken, Worker};
 
-use book_pipeline::{JobType, ProcessBook, process_book};
+use book_pipeline::{JobType, ProcessBook, chapters_flow, process_book, process_chapter};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -95,6 +97,7 @@ fn worker(backend: SharedBackend, cfg: &QueueConfig) -> anyhow::Result<Worker> {
     Ok(Worker::builder(backend)
         .config(cfg)
         .register_job(process_book)
+        .register_job(process_chapter)
         .build()?)
 }
 
@@ -143,6 +146,11 @@ fn plan() -> Vec<Planned> {
             book: book("book-003", "pub-7", JobType::Full),
             priority: Priority::High,
             note: "re-processing (admin)",
+        },
+        Planned {
+            book: book("book-004", "pub-9", JobType::Chapters),
+            priority: Priority::Normal,
+            note: "split into chapters",
         },
     ]);
     plan
@@ -211,13 +219,29 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
     publishers.sort();
     publishers.dedup();
     apply_limits(&backend, &publishers).await?;
+    // A chapter's job -> its book's job (the book's bar follows its chapters).
+    let mut book_of: HashMap<JobId, JobId> = HashMap::new();
     for planned in plan {
-        let job = NewJob::typed(&planned.book)?
-            .unique_key(&planned.book.book_id)
-            .group(&planned.book.publisher_id)
-            .priority(planned.priority)
-            .meta("reason", planned.note);
-        let record = backend.enqueue(job).await?;
+        let record = if planned.book.job_type == JobType::Chapters {
+            // A flow: one job per chapter, then the book's own job merges them.
+            let mut flow = chapters_flow(&planned.book).await?;
+            flow.job = flow
+                .job
+                .priority(planned.priority)
+                .meta("reason", planned.note);
+            let record = backend.enqueue_flow(flow).await?;
+            for chapter in backend.children(record.job_id).await? {
+                book_of.insert(chapter.job_id, record.job_id);
+            }
+            record
+        } else {
+            let job = NewJob::typed(&planned.book)?
+                .unique_key(&planned.book.book_id)
+                .group(&planned.book.publisher_id)
+                .priority(planned.priority)
+                .meta("reason", planned.note);
+            backend.enqueue(job).await?
+        };
         println!(
             "enqueued {}  {:<9}  {:<8}  {:<15}  {:<6}  {}",
             short(record.job_id),
@@ -270,6 +294,19 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
             event = events.next() => event.context("event stream ended")?,
             () = &mut deadline => bail!("jobs did not finish within two minutes (is a worker running?)"),
         };
+        if let (Some(book), EventKind::Transition { to, .. }) =
+            (book_of.get(&event.job_id), &event.kind)
+        {
+            // A chapter ended: its book's progress is the share of chapters done.
+            if to.is_terminal() {
+                let record = backend.get(*book).await?;
+                if let (Some(bar), Some(counts)) = (by_id.get(book), record.children) {
+                    bar.set_position(u64::from(record.progress));
+                    bar.set_message(format!("chapters {}/{}", counts.finished(), counts.total()));
+                }
+            }
+            continue;
+        }
         let Some(bar) = by_id.get(&event.job_id) else {
             continue;
         };

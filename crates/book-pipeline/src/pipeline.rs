@@ -43,6 +43,9 @@ pub enum JobType {
     VocabularyOnly,
     /// Audio for the vocabulary (and what it needs).
     AudioOnly,
+    /// Split into one `process_chapter` job per chapter, run in parallel, merged by this
+    /// job once they all ended (a flow: see [`crate::chapters_flow`]).
+    Chapters,
 }
 
 impl JobType {
@@ -53,6 +56,7 @@ impl JobType {
             Self::TextOnly => "text_only",
             Self::VocabularyOnly => "vocabulary_only",
             Self::AudioOnly => "audio_only",
+            Self::Chapters => "chapters",
         }
     }
 
@@ -69,6 +73,7 @@ impl JobType {
             Self::TextOnly => &["text_extraction", "segmentation"],
             Self::VocabularyOnly => &["text_extraction", "vocabulary"],
             Self::AudioOnly => &["text_extraction", "vocabulary", "audio_generation"],
+            Self::Chapters => &["merge"],
         }
     }
 }
@@ -112,6 +117,22 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Waits the step delay (so progress is visible).
+    pub(crate) async fn pace(&self) {
+        if !self.step_delay.is_zero() {
+            tokio::time::sleep(self.step_delay).await;
+        }
+    }
+
+    /// `<output_dir>/<book_id>/`, created.
+    pub(crate) async fn book_dir(&self, book_id: &str) -> Result<PathBuf, JobError> {
+        let out_dir = self.output_dir.join(sanitize(book_id));
+        tokio::fs::create_dir_all(&out_dir)
+            .await
+            .map_err(|e| JobError::retry(format!("cannot create {}: {e}", out_dir.display())))?;
+        Ok(out_dir)
+    }
+
     /// `DCS_BOOK_STEP_DELAY_MS` (default 40) and `DCS_BOOK_OUTPUT_DIR` (default
     /// `target/book-output`).
     pub fn from_env() -> Self {
@@ -139,19 +160,15 @@ pub async fn run(
     job: ProcessBook,
     ctx: JobContext,
 ) -> Result<Completion, JobError> {
-    let pace = || async {
-        if !settings.step_delay.is_zero() {
-            tokio::time::sleep(settings.step_delay).await;
-        }
-    };
+    if job.job_type == JobType::Chapters {
+        return crate::chapters::merge(settings, &job, &ctx).await;
+    }
+    let pace = || settings.pace();
     let stages = BOOK_STAGES
         .subset(job.job_type.stages())
         .map_err(JobError::permanent)?;
     let report = ctx.stages(stages.clone());
-    let out_dir = settings.output_dir.join(sanitize(&job.book_id));
-    tokio::fs::create_dir_all(&out_dir)
-        .await
-        .map_err(|e| JobError::retry(format!("cannot create {}: {e}", out_dir.display())))?;
+    let out_dir = settings.book_dir(&job.book_id).await?;
 
     let mut failures = serde_json::Map::new();
     let mut summary = serde_json::Map::new();
@@ -294,7 +311,7 @@ async fn audio(
     }
 }
 
-async fn read_source(job: &ProcessBook) -> Result<String, JobError> {
+pub(crate) async fn read_source(job: &ProcessBook) -> Result<String, JobError> {
     match &job.source {
         Some(path) => tokio::fs::read_to_string(path)
             .await
@@ -314,7 +331,7 @@ async fn read_source(job: &ProcessBook) -> Result<String, JobError> {
     }
 }
 
-async fn write(path: &Path, content: &str) -> Result<(), JobError> {
+pub(crate) async fn write(path: &Path, content: &str) -> Result<(), JobError> {
     tokio::fs::write(path, content)
         .await
         .map_err(|e| JobError::retry(format!("cannot write {}: {e}", path.display())))

@@ -161,12 +161,11 @@ impl JobRecord {
     /// ended ([`crate::ChildCounts::progress`]). Backends call this on every record they
     /// hand out; a job that started keeps its own progress.
     pub fn show_flow_progress(&mut self) {
-        if self.waits_on_children()
-            || (self.status == JobStatus::Queued && self.started_at.is_none())
+        if (self.waits_on_children()
+            || (self.status == JobStatus::Queued && self.started_at.is_none()))
+            && let Some(counts) = &self.children
         {
-            if let Some(counts) = &self.children {
-                self.progress = counts.progress();
-            }
+            self.progress = counts.progress();
         }
     }
 

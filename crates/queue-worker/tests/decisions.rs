@@ -32,6 +32,9 @@ fn record(task: &str, payload: &str, retry_count: u32, max_retries: u32) -> JobR
         cancel_requested: false,
         group: None,
         cost: None,
+        parent: None,
+        child_policy: None,
+        children: None,
     }
 }
 

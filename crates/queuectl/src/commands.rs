@@ -423,7 +423,8 @@ async fn worker(
     }
     let mut builder = Worker::builder(backend)
         .config(&cfg)
-        .register_job(book_pipeline::process_book);
+        .register_job(book_pipeline::process_book)
+        .register_job(book_pipeline::process_chapter);
     if let Some(n) = concurrency {
         builder = builder.concurrency(n);
     }
