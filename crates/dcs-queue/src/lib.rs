@@ -83,11 +83,12 @@ struct ReadmeDoctests;
 #[cfg(feature = "mock")]
 pub use queue_core::MockJobStore;
 pub use queue_core::{
-    Backend, BoxError, CancelOutcome, Clock, Completion, EnqueueOptions, Error, EventKind,
-    EventStream, GroupStats, Job, JobError, JobErrorKind, JobEvent, JobId, JobRecord, JobStatus,
-    JobStore, JobStoreExt, LifetimeTotals, Limits, ListQuery, ManualClock, Metadata, NewJob, Page,
-    Payload, Priority, QueueConfig, QueueConfigBuilder, QueueStats, RateLimit, Result, RetryPolicy,
-    SharedBackend, SharedClock, Stages, SystemClock, WorkerInfo,
+    Backend, BoxError, CancelOutcome, ChildCounts, ChildPolicy, Clock, Completion, EnqueueOptions,
+    Error, EventKind, EventStream, Flow, FlowTree, GroupList, GroupStats, Job, JobError,
+    JobErrorKind, JobEvent, JobId, JobRecord, JobStatus, JobStore, JobStoreExt, LifetimeTotals,
+    Limits, ListQuery, ManualClock, Metadata, NewJob, Page, Payload, Priority, QueueConfig,
+    QueueConfigBuilder, QueueStats, RateLimit, Result, RetryPolicy, SharedBackend, SharedClock,
+    Stages, SystemClock, WorkerInfo,
 };
 pub use queue_worker::{
     CancellationToken, JobContext, Worker, WorkerBuilder, WorkerConfig, WorkerReport,
@@ -125,8 +126,8 @@ pub mod prelude {
     #[cfg(feature = "redis")]
     pub use crate::redis::RedisBackend;
     pub use queue_core::{
-        Completion, Job, JobError, JobId, JobRecord, JobStatus, JobStore, JobStoreExt, NewJob,
-        Priority, QueueConfig, Stages,
+        ChildPolicy, Completion, Flow, Job, JobError, JobId, JobRecord, JobStatus, JobStore,
+        JobStoreExt, NewJob, Priority, QueueConfig, Stages,
     };
     pub use queue_worker::{CancellationToken, JobContext, Worker, WorkerConfig};
 }

@@ -580,3 +580,98 @@ async fn a_waiter_in_another_process_rides_out_a_redis_restart() {
     assert_eq!(record.result, Some(serde_json::json!({"pages": 3})));
     println!("waiter woke {:?} after it started", started.elapsed());
 }
+
+/// A flow across a Redis restart (AOF): the parent still waits, its counts and children
+/// survive, a child finishing after the restart is counted, and the last one releases the
+/// parent exactly once; a worker killed mid-child does not release the parent early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_survives_a_redis_restart() {
+    use queue_core::backend::{Broker, ClaimRequest, Outcome};
+    use queue_core::{ChildPolicy, Flow};
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("dcs-flow-restart-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let aof = ["--appendonly yes", "--appendfsync always"];
+    let mut server = RedisServer::start_in(port, dir.clone(), &aof);
+    let cfg = config(&server.url());
+    let backend = RedisBackend::connect(&cfg).await.unwrap();
+    let job = |n: u32| NewJob::new("t", &n).unwrap();
+    let parent = backend
+        .enqueue_flow(
+            Flow::new(job(0))
+                .children((1..=3).map(|n| Flow::new(job(n))))
+                .child(Flow::new(job(4).max_retries(0)).on_failure(ChildPolicy::Continue)),
+        )
+        .await
+        .unwrap();
+    let req = |w: &str| ClaimRequest::new(queue_core::WorkerId::new(w), 10, Duration::from_secs(2));
+    let leases = backend.fetch(&req("w1"), Duration::ZERO).await.unwrap();
+    assert_eq!(leases.len(), 4, "the children, not the parent");
+    let by_n = |n: u64| {
+        leases
+            .iter()
+            .find(|l| l.job.payload.to_value() == serde_json::json!(n))
+            .unwrap()
+            .clone()
+    };
+    backend
+        .finish(&by_n(1).to_ref(), Outcome::Completed { result: None }, None)
+        .await
+        .unwrap();
+
+    server.kill();
+    let _server = RedisServer::start_in(port, dir, &aof);
+    let record = loop {
+        match backend.get(parent.job_id).await {
+            Ok(r) => break r,
+            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{}", e.chain()),
+        }
+    };
+    let counts = record.children.unwrap();
+    assert_eq!((counts.waiting, counts.completed), (3, 1));
+    assert_eq!(backend.stats().await.unwrap().waiting_on_children, 1);
+    backend
+        .finish(&by_n(2).to_ref(), Outcome::Completed { result: None }, None)
+        .await
+        .unwrap();
+    // Worker w1 dies holding children 3 and 4: their leases expire; 3 goes back to the
+    // queue (the parent keeps waiting), 4 had no retries left and fails (continue).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut reaped = backend.reap(10).await.unwrap();
+    reaped.sort();
+    assert_eq!(reaped.len(), 2);
+    let record = backend.get(parent.job_id).await.unwrap();
+    assert!(
+        record.waits_on_children(),
+        "a crashed child does not release its parent"
+    );
+    let counts = record.children.unwrap();
+    assert_eq!((counts.waiting, counts.failed), (1, 1));
+    let again = backend.fetch(&req("w2"), Duration::ZERO).await.unwrap();
+    assert_eq!(again.len(), 1, "child 3, not the parent");
+    assert_eq!(again[0].job.payload.to_value(), serde_json::json!(3));
+    let done = backend
+        .finish(
+            &again[0].to_ref(),
+            Outcome::Completed { result: None },
+            Some(req("w2")),
+        )
+        .await
+        .unwrap();
+    let next: Vec<JobId> = done.next.iter().map(|l| l.job.job_id).collect();
+    assert_eq!(
+        next,
+        vec![parent.job_id],
+        "released by the last child, once"
+    );
+    assert!(
+        backend
+            .fetch(&req("w3"), Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let kids = backend.children(parent.job_id).await.unwrap();
+    assert_eq!(kids.len(), 4);
+}
