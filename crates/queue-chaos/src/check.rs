@@ -161,10 +161,10 @@ pub(crate) fn check(dump: &Dump, enqueued: &[JobId]) -> StateReport {
         }
     }
     for (name, members) in &dump.zsets {
-        let is_index = ["ready:", "delayed:", "st:", "uk:", "gq:"]
+        let is_index = ["ready:", "delayed:", "st:", "uk:", "gq:", "kids:"]
             .iter()
             .any(|p| name.starts_with(p))
-            || ["jobs", "finished", "active", "gdelayed"].contains(&name.as_str());
+            || ["jobs", "finished", "active", "gdelayed", "waiting"].contains(&name.as_str());
         if !is_index {
             continue;
         }
@@ -213,7 +213,13 @@ pub(crate) fn check(dump: &Dump, enqueued: &[JobId]) -> StateReport {
                 if !zset("st:queued").contains(id) {
                     missing.push("st:queued".into());
                 }
+                let waits = fields
+                    .get("kids_waiting")
+                    .and_then(|w| w.parse::<i64>().ok())
+                    .is_some_and(|w| w > 0);
                 let claimable = match fields.get("group").filter(|g| !g.is_empty()) {
+                    // A parent waiting on its children is in `waiting` (and nowhere else).
+                    _ if waits => zset("waiting").contains(id),
                     // A group's ready set, and its lane unless the group does not admit
                     // a start now (a lost lane would strand them: they end up unfinished).
                     Some(g) => {
@@ -309,6 +315,39 @@ pub(crate) fn check(dump: &Dump, enqueued: &[JobId]) -> StateReport {
         if !dump.unfinished.contains_key(*g) {
             report.unindexed.push(format!(
                 "group {g}: {held} records unfinished, none counted"
+            ));
+        }
+    }
+    // A parent's count of unfinished children is its number of child records queued or
+    // running (a finished parent keeps counting: a retried child counts again).
+    let mut children_active: HashMap<&str, i64> = HashMap::new();
+    for (id, fields) in &dump.jobs {
+        let active = status_of(id).is_some_and(|s| s == "queued" || s == "processing");
+        if let Some(p) = fields.get("parent").filter(|p| !p.is_empty() && active) {
+            *children_active.entry(p.as_str()).or_default() += 1;
+        }
+    }
+    for (id, fields) in &dump.jobs {
+        let Some(counted) = fields.get("kids_waiting") else {
+            continue;
+        };
+        let counted: i64 = counted.parse().unwrap_or(-1);
+        let held = children_active.get(id.as_str()).copied().unwrap_or(0);
+        if counted != held {
+            report.unindexed.push(format!(
+                "parent {id}: {counted} children waiting counted, {held} unfinished"
+            ));
+        }
+    }
+    for (id, fields) in &dump.jobs {
+        let waits = fields
+            .get("kids_waiting")
+            .and_then(|w| w.parse::<i64>().ok())
+            .is_some_and(|w| w > 0);
+        let queued = status_of(id).as_deref() == Some("queued");
+        if zset("waiting").contains(id) && !(waits && queued) {
+            report.unindexed.push(format!(
+                "{id}: in `waiting` but not a queued parent with children"
             ));
         }
     }

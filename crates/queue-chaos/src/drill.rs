@@ -16,7 +16,9 @@ use std::{
 
 use anyhow::Context;
 use noxious::toxic::{StreamDirection, ToxicKind};
-use queue_core::{Error, JobId, JobStatus, JobStore, ListQuery, NewJob, Priority, QueueConfig};
+use queue_core::{
+    ChildPolicy, Error, Flow, JobId, JobStatus, JobStore, ListQuery, NewJob, Priority, QueueConfig,
+};
 use queue_redis::RedisBackend;
 use queue_worker::CancellationToken;
 use serde::Serialize;
@@ -598,6 +600,44 @@ async fn produce(
         }
         if fastrand::bool() {
             job = job.group(publisher(fastrand::u32(..5)));
+        }
+        if fastrand::u32(..25) == 0 {
+            // A flow: the job waits on 1 to 4 quick children (ids chosen here, so every
+            // job of it is known), each with a random failure policy.
+            let kids: Vec<Flow> = (0..fastrand::usize(1..5))
+                .map(|_| {
+                    let task = Task {
+                        ms: fastrand::u64(1..40),
+                        fail: fastrand::u32(..5) == 0,
+                        progress: false,
+                    };
+                    let child = NewJob::new("work", &task)
+                        .expect("encodes")
+                        .job_id(JobId::new())
+                        .max_retries(fastrand::u32(0..3));
+                    Flow::new(child).on_failure(ChildPolicy::ALL[fastrand::usize(..3)])
+                })
+                .collect();
+            let ids: Vec<JobId> = std::iter::once(&job)
+                .chain(kids.iter().map(|k| &k.job))
+                .filter_map(|j| j.options.job_id)
+                .collect();
+            let flow = Flow::new(job.clone()).children(kids);
+            loop {
+                match backend.enqueue_flow(flow.clone()).await {
+                    Ok(_) => {
+                        enqueued.lock().unwrap().extend(ids);
+                        break;
+                    }
+                    Err(Error::AlreadyExists { .. }) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            tokio::time::sleep(rand_ms(3, 10)).await;
+            continue;
         }
         loop {
             match backend.enqueue(job.clone()).await {
