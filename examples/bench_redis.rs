@@ -18,6 +18,8 @@
 //! `list` with the same on a queue of 1,000. It ends with a line per target of issue 9,
 //! met or not; `--peer FILE` (the JSON lines of the peers' bullmq-rs benchmark at
 //! concurrency 10 and 100) supplies the figures the relative targets compare with.
+//! The flows phase (`--flows F`, default 100; 0 skips) enqueues F flows of 1 parent + 100
+//! children and prints their cost per job next to plain jobs.
 
 use std::{
     sync::{
@@ -351,6 +353,53 @@ async fn main() -> anyhow::Result<()> {
             format!("groups{g}_redis_cpu_us_per_processed_job"),
             serde_json::json!((cpu_us * 10.0).round() / 10.0),
         );
+    }
+    // 7. Flows: `--flows F` flows of 1 parent + 100 children (default 100; 0 skips), each
+    // enqueued in one call, then processed at concurrency 100: the cost per job of a flow
+    // next to the same number of plain jobs.
+    let flows: usize = arg("--flows", "100").parse()?;
+    if flows > 0 {
+        let queue = format!("bench-flows-{}", std::process::id());
+        let b = backend(&url, &queue).await?;
+        let jobs = flows * 101;
+        let (cpu0, cmd0) = (info.cpu().await?, info.commands().await?);
+        let mem0 = info.memory().await?;
+        let t = Instant::now();
+        for f in 0..flows {
+            let children = (0..100).map(|c| queue_core::Flow::new(noop(f * 100 + c)));
+            b.enqueue_flow(queue_core::Flow::new(noop(f)).children(children))
+                .await?;
+        }
+        let enqueue = jobs as f64 / t.elapsed().as_secs_f64();
+        let cmd_enq = (info.commands().await? - cmd0 - 2.0) / jobs as f64;
+        let cpu_enq = (info.cpu().await? - cpu0) / jobs as f64 * 1e6;
+        let mem_queued = (info.memory().await? - mem0) / jobs as f64;
+        let Processed { rate, cmds, cpu_us } = run_worker(&b, &mut info, &queue, jobs, 100).await?;
+        let mem_done = (info.memory().await? - mem0) / jobs as f64;
+        b.destroy().await?;
+        let plain_cpu = out
+            .get("c100_redis_cpu_us_per_processed_job")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN);
+        println!(
+            "flows of 1+100 ({flows} flows, {jobs} jobs): enqueue {enqueue:>7.0} jobs/s              (cmds/job {cmd_enq:.2}, redis cpu/job {cpu_enq:.1} µs)  process {rate:>7.0} jobs/s              (c100, cmds/job {cmds:.1}, redis cpu/job {cpu_us:.1} µs, {:.2}x a plain job)               bytes/queued job {mem_queued:.0}  bytes/finished job {mem_done:.0}",
+            cpu_us / plain_cpu
+        );
+        for (k, v) in [
+            ("enqueue_jobs_s", enqueue),
+            ("cmds_per_enqueued_job", cmd_enq),
+            ("redis_cpu_us_per_enqueued_job", cpu_enq),
+            ("process_jobs_s", rate),
+            ("cmds_per_processed_job", cmds),
+            ("redis_cpu_us_per_processed_job", cpu_us),
+            ("bytes_per_queued_job", mem_queued),
+            ("bytes_per_finished_job", mem_done),
+        ] {
+            out.insert(
+                format!("flow101_{k}"),
+                serde_json::json!((v * 10.0).round() / 10.0),
+            );
+        }
     }
     targets(&out, &arg("--peer", ""))?;
     println!("{}", serde_json::Value::Object(out));

@@ -49,11 +49,26 @@ async fn dashboard_shows_progress_and_cancels() {
         output_dir: out.clone(),
     };
     let stop = CancellationToken::new();
+    // A book split into chapters (a flow): the dashboard shows its tree.
+    let chapters = ProcessBook {
+        book_id: "book-chapters".into(),
+        publisher_id: "p".into(),
+        job_type: book_pipeline::JobType::Chapters,
+        source: None,
+    };
+    let flow = book_pipeline::chapters_flow(&chapters).await.unwrap();
+    let chapter_count = flow.children.len();
+    let flow_parent = backend.enqueue_flow(flow).await.unwrap();
+    let chapter_settings = settings.clone();
     let worker = Worker::builder(backend.clone())
         .concurrency(2)
         .register_job(move |job: ProcessBook, ctx| {
             let settings = settings.clone();
             async move { book_pipeline::run(&settings, job, ctx).await }
+        })
+        .register_job(move |job, ctx| {
+            let settings = chapter_settings.clone();
+            async move { book_pipeline::run_chapter(&settings, job, ctx).await }
         })
         .build()
         .unwrap();
@@ -105,6 +120,14 @@ async fn dashboard_shows_progress_and_cancels() {
     assert!(
         report["after"].as_u64() > report["before"].as_u64(),
         "{report}"
+    );
+    assert_eq!(
+        (report["flowId"].as_str(), report["flowChildren"].as_u64()),
+        (
+            Some(flow_parent.job_id.to_string().as_str()),
+            Some(chapter_count as u64)
+        ),
+        "the flow's tree lists its chapters, completed: {report}"
     );
     let cancelled: queue_core::JobId = report["cancelled"].as_str().unwrap().parse().unwrap();
     assert_eq!(

@@ -23,6 +23,21 @@ try {
   }, [moving, before], { timeout: 20000 });
   const after = Number(await page.locator(`tr[data-job="${moving}"]`).getAttribute("data-progress"));
 
+  console.error("step: open a flow");
+  // The chapters book's row has a Flow button; its tree lists the chapters and follows them
+  // until every one is completed.
+  const parentRow = page.locator("tr:has(button.tree:not([hidden]))").first();
+  await parentRow.waitFor({ timeout: 20000 });
+  const flowId = await parentRow.getAttribute("data-job");
+  await parentRow.locator("button.tree").click();
+  await page.locator(`tr.flow[data-flow="${flowId}"] li[data-job]`).first().waitFor({ timeout: 10000 });
+  await page.waitForFunction((id) => {
+    const items = [...document.querySelectorAll(`tr.flow[data-flow="${id}"] li[data-job]`)];
+    return items.length > 0 && items.every((li) => li.querySelector(".st").textContent === "completed");
+  }, flowId, { timeout: 60000 });
+  const flowChildren = await page.locator(`tr.flow[data-flow="${flowId}"] li[data-job]`).count();
+  await page.screenshot({ path: shot.replace(/\.png$/, "-flow.png"), fullPage: true });
+
   console.error("step: cancel a running job");
   // A running book may finish before the click lands (a slow machine): then its button is
   // disabled or the cancel comes too late, and another running book is taken.
@@ -65,7 +80,7 @@ try {
   await page.locator('#groups tr[data-group="p"] button.toggle').click();
   await page.locator('#groups tr[data-group="p"] button.toggle', { hasText: "Pause" }).waitFor({ timeout: 10000 });
   const groupResumed = !(await page.evaluate(() => fetch("/groups/p").then((r) => r.json()))).paused;
-  console.log(JSON.stringify({ moving, before, after, cancelled: victim, status, paused, resumed, groupPaused, groupResumed }));
+  console.log(JSON.stringify({ moving, before, after, flowId, flowChildren, cancelled: victim, status, paused, resumed, groupPaused, groupResumed }));
 } finally {
   await browser.close();
 }
