@@ -659,8 +659,9 @@ end
 -- its priority (or its due time), or fail it (`child_failed`, placed like any ending).
 child_ended = function(KEY, parent, child, to, policy, child_created)
   local pkey = job_key(parent)
-  if key_type(pkey) ~= 'hash' then return end -- retention removed it
   local prec = facts(pkey)
+  -- Gone (retention removed it) or not a job hash: nothing to count.
+  if not prec or not prec.exists then return end
   -- A job created later under the parent's id is not the parent (queue_core is_parent_of).
   if prec.created > child_created then return end
   local waiting = redis.call('HINCRBY', pkey, 'kids_waiting', -1)
@@ -702,9 +703,8 @@ end
 -- again (leaving the ready jobs), or, failed by a child without running, it is retried.
 child_reopened = function(KEY, parent, was, child_created)
   local pkey = job_key(parent)
-  if key_type(pkey) ~= 'hash' then return end
   local prec = facts(pkey)
-  if prec.created > child_created then return end
+  if not prec or not prec.exists or prec.created > child_created then return end
   if redis.call('HINCRBY', pkey, 'kids_' .. was, -1) < 0 then redis.call('HSET', pkey, 'kids_' .. was, 0) end
   local status = current_status(KEY, parent, prec) or ''
   local action = REOPEN[status] and REOPEN[status][prec.started] or 'count'
