@@ -268,6 +268,22 @@ pub fn is_parent_of(
     parent_created <= child_created
 }
 
+/// Whether retention keeps a finished child now: while its parent is unfinished (queued or
+/// running), whose handler will read the child's result. A kept child's retention starts
+/// again from the sweep that kept it.
+///
+/// ```
+/// use queue_core::JobStatus;
+/// use queue_core::backend::retention_keeps_child;
+///
+/// assert!(retention_keeps_child(Some(JobStatus::Queued)));
+/// assert!(!retention_keeps_child(Some(JobStatus::Completed)));
+/// assert!(!retention_keeps_child(None), "no parent, or it is gone");
+/// ```
+pub fn retention_keeps_child(parent: Option<JobStatus>) -> bool {
+    parent.is_some_and(JobStatus::is_active)
+}
+
 /// Whether a queued job waits on its children (not claimable).
 pub fn waits_on_children(counts: Option<&ChildCounts>) -> bool {
     counts.is_some_and(|c| c.waiting > 0)

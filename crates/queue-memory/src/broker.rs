@@ -102,8 +102,9 @@ impl Broker for MemoryBackend {
     }
 
     async fn sweep(&self, limit: usize) -> Result<usize> {
-        let cutoff = self.now() - duration_ms(self.inner.config.retention);
-        Ok(self.lock().sweep(limit, cutoff))
+        let now = self.now();
+        let cutoff = now - duration_ms(self.inner.config.retention);
+        Ok(self.lock().sweep(limit, cutoff, now))
     }
 
     async fn children_of(&self, parent: JobId) -> Result<Vec<JobRecord>> {

@@ -10,6 +10,7 @@ use queue_core::backend::{
     ClaimId, ClaimRequest, Event, FlatJob, HeartbeatReply, Lease, LeaseRef, Millis, Outcome,
     ParentAction, ProgressReply, Reopen, WorkerBeat, accepts_children, child_failed_message,
     duration_ms, encode_cursor, from_millis, is_parent_of, on_child_ended, on_child_reopened,
+    retention_keeps_child,
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
     unfinished_change, weighted_turn,
 };
@@ -32,6 +33,9 @@ pub(crate) struct Entry {
     /// The last ended attempt: its token and the status it produced (a finish sent again
     /// gets the same answer).
     ended: Option<(LeaseToken, JobStatus)>,
+    /// Its time in `finished` while it is finished (its completion, or when retention last
+    /// kept it for its unfinished parent).
+    finished_ms: Option<Millis>,
 }
 
 struct ActiveLease {
@@ -631,6 +635,7 @@ impl Tables {
             }
             Placement::Finished => {
                 self.finished.insert((input.now, id));
+                self.jobs.get_mut(&id).expect("exists").finished_ms = Some(input.now);
                 if let Some(key) = &unique_key
                     && self.dedup.get(key) == Some(&id)
                 {
@@ -874,6 +879,7 @@ impl Tables {
                 ready_position,
                 lease: None,
                 ended: None,
+                finished_ms: None,
             }),
         );
         if ready {
@@ -1444,11 +1450,9 @@ impl Tables {
                 job_id: *holder,
             });
         }
-        let completed = entry
-            .record
-            .completed_at
-            .map(queue_core::backend::to_millis);
+        let completed = entry.finished_ms;
         let entry = self.jobs.get_mut(&id).expect("checked");
+        entry.finished_ms = None;
         if let Some(p) = priority {
             entry.record.priority = p;
         }
@@ -1574,9 +1578,11 @@ impl Tables {
         self.last_claim.remove(worker);
     }
 
-    /// Deletes up to `limit` finished records whose completion is at or before `cutoff`.
-    pub(crate) fn sweep(&mut self, limit: usize, cutoff: Millis) -> usize {
+    /// Deletes up to `limit` finished records whose completion is at or before `cutoff`; a
+    /// child whose parent is unfinished is kept, its retention started again at `now`.
+    pub(crate) fn sweep(&mut self, limit: usize, cutoff: Millis, now: Millis) -> usize {
         let mut removed = 0;
+        let mut kept = Vec::new();
         while removed < limit {
             let Some(&(finished, id)) = self.finished.first() else {
                 break;
@@ -1592,6 +1598,17 @@ impl Tables {
                 .get(&id)
                 .is_some_and(|e| e.record.status.is_terminal())
             {
+                continue;
+            }
+            let entry = &self.jobs[&id];
+            let parent = entry
+                .record
+                .parent
+                .and_then(|p| self.jobs.get(&p))
+                .filter(|p| is_parent_of(p.created_ms, entry.created_ms))
+                .map(|p| p.record.status);
+            if retention_keeps_child(parent) {
+                kept.push(id);
                 continue;
             }
             let entry = self.jobs.remove(&id).expect("checked");
@@ -1616,6 +1633,10 @@ impl Tables {
                 }
             }
             removed += 1;
+        }
+        for id in kept {
+            self.finished.insert((now, id));
+            self.jobs.get_mut(&id).expect("kept").finished_ms = Some(now);
         }
         removed
     }

@@ -19,6 +19,7 @@ use std::{
 
 use queue_core::backend::{
     Event, accepts_children, apply, child_failed_template, on_child_ended, on_child_reopened,
+    retention_keeps_child,
     rules::{self, AttemptFacts, OutcomeKind},
     unfinished_change,
 };
@@ -752,6 +753,13 @@ fn generated_tables() -> String {
         }
         lua.push_str(" },");
     }
+    lua.push_str(" }\nlocal KEEPS_CHILD = {");
+    for status in JobStatus::ALL
+        .into_iter()
+        .filter(|s| retention_keeps_child(Some(*s)))
+    {
+        let _ = write!(lua, " {} = true,", status.as_str());
+    }
     lua.push_str(" }\nlocal ACCEPTS_CHILDREN = {");
     for status in JobStatus::ALL.into_iter().filter(|s| accepts_children(*s)) {
         let _ = write!(lua, " {} = true,", status.as_str());
@@ -827,6 +835,7 @@ mod tests {
             "cancelled = { queued = { [false] = 'fail', [true] = 'fail', }",
             "local REOPEN = { queued = { [false] = 'hold', [true] = 'hold', }, processing = { [false] = 'count', [true] = 'count', }, completed = { [false] = 'count', [true] = 'count', }, failed = { [false] = 'requeue', [true] = 'count', },",
             "local ACCEPTS_CHILDREN = { queued = true, }",
+            "local KEEPS_CHILD = { queued = true, processing = true, }",
             "local CHILD_MSG = { 'child ', ' ended ' }",
         ] {
             assert!(lua.contains(expected), "missing {expected}\n{lua}");

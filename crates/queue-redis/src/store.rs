@@ -706,9 +706,10 @@ impl JobStore for RedisBackend {
             .await?,
         );
         match reply.first().and_then(text).as_deref() {
-            Some("ok") => codec::decode(
+            Some("ok") => codec::decode_leased(
                 Some(id),
                 &to_fields(reply.into_iter().nth(1).unwrap_or(Value::Nil)),
+                None,
             ),
             Some("missing") => Err(Error::NotFound { id }),
             Some("invalid") => Err(invalid(

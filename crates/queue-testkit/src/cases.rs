@@ -2816,3 +2816,44 @@ pub async fn a_batch_takes_members_while_it_waits(h: &Harness) {
         finish(h, &got[0], completed()).await;
     }
 }
+
+/// Retention keeps a finished child while its parent is unfinished (the parent's handler
+/// will read it), its retention counted again from then; once the parent ended, the whole
+/// flow goes.
+pub async fn retention_keeps_a_waiting_parents_children(h: &Harness) {
+    let root = enqueue_flow(h, flow(0).child(flow(1)).child(flow(2))).await;
+    let plain = enqueue(h, job(3)).await;
+    for n in [1, 3] {
+        let lease = claim_n(h, n).await;
+        let result = Some(json!({ "n": n }));
+        finish(h, &lease, Outcome::Completed { result }).await;
+    }
+    h.advance(Duration::from_secs(3601));
+    assert_eq!(h.backend.sweep(100).await.unwrap(), 1, "only the plain job");
+    assert!(matches!(
+        h.backend.get(plain.job_id).await,
+        Err(Error::NotFound { .. })
+    ));
+    let kids = h.backend.children(root.job_id).await.unwrap();
+    assert_eq!(kids.len(), 2, "the finished child is kept");
+    assert_eq!(kids[0].result, Some(json!({ "n": 1 })));
+    h.advance(Duration::from_secs(600));
+    let two = claim_n(h, 2).await;
+    finish(h, &two, completed()).await;
+    let parent = claim_n(h, 0).await;
+    let seen = h.backend.children_of(root.job_id).await.unwrap();
+    assert_eq!(seen.len(), 2, "the parent reads both");
+    finish(h, &parent, completed()).await;
+    // Child 1 was kept at the last sweep, ten minutes before child 2 and the parent ended.
+    h.advance(Duration::from_secs(1800));
+    assert_eq!(h.backend.sweep(100).await.unwrap(), 0);
+    h.advance(Duration::from_secs(1201));
+    assert_eq!(
+        h.backend.sweep(100).await.unwrap(),
+        1,
+        "the kept child, its hour over"
+    );
+    h.advance(Duration::from_secs(600));
+    assert_eq!(h.backend.sweep(100).await.unwrap(), 2);
+    assert_eq!(h.backend.stats().await.unwrap().total, 0);
+}

@@ -105,7 +105,8 @@ macro_rules! conformance_tests {
             a_flow_releases_its_parent_once,
             flow_failure_policies,
             cancel_and_retry_inside_a_flow,
-            a_batch_takes_members_while_it_waits
+            a_batch_takes_members_while_it_waits,
+            retention_keeps_a_waiting_parents_children
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

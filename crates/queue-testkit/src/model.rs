@@ -32,6 +32,9 @@ struct Job {
     ended: Option<(LeaseToken, JobStatus)>,
     /// It was created with children or was given some: it has child counts.
     is_parent: bool,
+    /// When retention last kept it (a finished child of an unfinished parent): its
+    /// retention counts from then.
+    kept: Option<Millis>,
 }
 
 /// Who holds a running job in the model: the lease's token, expiry and claim.
@@ -624,6 +627,7 @@ impl Model {
             lease: None,
             ended: None,
             is_parent: false,
+            kept: None,
         });
         self.totals.enqueued += 1;
         self.refresh_lanes();
@@ -1138,6 +1142,7 @@ impl Model {
     }
 
     fn terminal(&mut self, i: usize, status: JobStatus, now: Millis) -> JobStatus {
+        self.jobs[i].kept = None;
         let r = &mut self.jobs[i].record;
         r.status = status;
         r.completed_at = Some(from_millis(now));
@@ -1202,7 +1207,8 @@ impl Model {
         expired.into_iter().map(|(_, id)| id).collect()
     }
 
-    /// Delete finished records older than the retention, oldest first.
+    /// Delete finished records older than the retention, oldest first; a child whose
+    /// parent is unfinished is kept instead, its retention counted again from now.
     pub fn sweep(&mut self, limit: usize, now: Millis) -> usize {
         let cutoff = now - duration_ms(self.config.retention);
         let mut due: Vec<(Millis, JobId)> = self
@@ -1210,15 +1216,26 @@ impl Model {
             .iter()
             .filter(|j| j.record.status.is_terminal())
             .filter_map(|j| {
-                j.record
-                    .completed_at
-                    .map(to_millis)
+                j.kept
+                    .or(j.record.completed_at.map(to_millis))
                     .filter(|at| *at <= cutoff)
                     .map(|at| (at, j.record.job_id))
             })
             .collect();
         due.sort();
         due.truncate(limit);
+        let (kept, due): (Vec<_>, Vec<_>) = due.into_iter().partition(|(_, id)| {
+            let c = self
+                .jobs
+                .iter()
+                .position(|j| j.record.job_id == *id)
+                .expect("listed");
+            self.parent_of(c)
+                .is_some_and(|p| self.jobs[p].record.status.is_active())
+        });
+        for (_, id) in &kept {
+            self.find_mut(*id).expect("listed").kept = Some(now);
+        }
         for (_, id) in &due {
             let c = self
                 .jobs

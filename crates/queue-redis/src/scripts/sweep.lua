@@ -12,14 +12,26 @@ for i = 0, tonumber(ARGV[4]) - 1 do
   local at = tonumber(redis.call('ZSCORE', KEY.finished, id) or '')
   if at and at <= cutoff then
     local t = key_type(key)
-    local status, stored_uk, parent = nil, nil, nil
+    local status, stored_uk, parent, created = nil, nil, nil, nil
     if t == 'hash' then
-      local v = redis.call('HMGET', key, 'status', 'unique_key', 'parent')
-      status, stored_uk, parent = v[1], v[2], v[3]
+      local v = redis.call('HMGET', key, 'status', 'unique_key', 'parent', 'created_at')
+      status, stored_uk, parent, created = v[1], v[2], v[3], num(v[4], 0)
       if stored_uk == '' then stored_uk = false end
+      if parent == '' then parent = nil end
     end
     local live = redis.call('HEXISTS', KEY.leases, id) == 1 or (status and not TERMINAL[status])
-    if live then
+    -- A child of an unfinished parent is kept (its parent will read its result), its
+    -- retention started again (queue_core::backend::retention_keeps_child).
+    local kept = false
+    if not live and parent then
+      local p = facts(job_key(parent))
+      if p and p.exists and p.created <= created then
+        kept = KEEPS_CHILD[current_status(KEY, parent, p) or ''] or false
+      end
+    end
+    if kept then
+      redis.call('ZADD', KEY.finished, NOW, id)
+    elseif live then
       redis.call('ZREM', KEY.finished, id)
     elseif (stored_uk or '') == uk then
       redis.call('DEL', key)
