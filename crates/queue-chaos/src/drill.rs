@@ -54,7 +54,8 @@ pub(crate) struct DrillArgs {
     /// system's temp dir).
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
-    /// Longest wait for the queue to drain after the faults stop.
+    /// After the faults stop, how long the drain may go without a job finishing before
+    /// what is left counts as lost.
     #[arg(long, default_value_t = 120)]
     pub(crate) drain_seconds: u64,
     /// Keep injecting past `--seconds` until this many faults were injected (a loaded
@@ -438,27 +439,39 @@ impl Drill {
         proxy.reset(rand_ms(0, 300)).await
     }
 
-    /// Waits until every enqueued job is finished (or the drain limit passes).
+    /// Waits until every enqueued job is finished, for as long as the queue keeps draining:
+    /// it gives up (and the report says what is left) once its count of unfinished jobs
+    /// has not gone down for `--drain-seconds`. A long run leaves a long backlog (the
+    /// first publisher runs two jobs at a time), so a fixed limit would call a slow drain
+    /// a loss; a stalled one is what the drill is looking for.
     async fn drain(&self, backend: &RedisBackend, ids: &[JobId]) {
-        let deadline = Instant::now() + Duration::from_secs(self.args.drain_seconds);
+        let stall = Duration::from_secs(self.args.drain_seconds);
+        let mut fewest = u64::MAX;
+        let mut progressed = Instant::now();
         loop {
-            if let Ok(s) = backend.stats().await
-                && s.queued == 0
-                && s.processing == 0
-            {
-                let mut all = true;
-                for id in ids.iter().rev().take(200) {
-                    if !backend.get(*id).await.is_ok_and(|r| r.status.is_terminal()) {
-                        all = false;
-                        break;
+            if let Ok(s) = backend.stats().await {
+                let left = s.queued + s.processing;
+                if left < fewest {
+                    fewest = left;
+                    progressed = Instant::now();
+                }
+                if left == 0 {
+                    let mut all = true;
+                    for id in ids.iter().rev().take(200) {
+                        if !backend.get(*id).await.is_ok_and(|r| r.status.is_terminal()) {
+                            all = false;
+                            break;
+                        }
+                    }
+                    if all {
+                        return;
                     }
                 }
-                if all {
-                    return;
-                }
             }
-            if Instant::now() > deadline {
-                eprintln!("the queue did not drain in time");
+            if progressed.elapsed() > stall {
+                eprintln!(
+                    "the queue stopped draining: {fewest} jobs unfinished, none finished for {stall:?}"
+                );
                 return;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -1385,7 +1385,7 @@ impl Tables {
     }
 
     /// Cancels every unfinished child of `parent` (and theirs): queued ones end
-    /// `cancelled`, running ones are asked to stop. Returns the running ones asked.
+    /// `cancelled`, running ones are asked to stop (noted for `take_cancel_requests`).
     fn cancel_children(&mut self, parent: JobId, now: Millis, events: EventSender<'_>) {
         let kids: Vec<JobId> = self
             .kids
