@@ -389,52 +389,73 @@ impl Flow {
     /// its parent's index in that order and its policy. Fails, naming the problem, when the
     /// flow is too large or too deep, or when two of its jobs share an id or a unique key.
     pub fn flatten(self) -> Result<Vec<FlatJob>> {
-        if self.len() > MAX_FLOW_JOBS {
-            return Err(Error::invalid(format!(
-                "a flow holds {} jobs, above the limit of {MAX_FLOW_JOBS}",
-                self.len()
-            )));
-        }
-        if self.depth() > MAX_FLOW_DEPTH {
-            return Err(Error::invalid(format!(
-                "a flow nests {} deep, above the limit of {MAX_FLOW_DEPTH}",
-                self.depth()
-            )));
-        }
-        let mut out = Vec::with_capacity(self.len());
-        let mut stack = vec![(self, None)];
-        while let Some((flow, parent)) = stack.pop() {
-            let index = out.len();
-            out.push(FlatJob {
-                job: flow.job,
-                parent,
-                policy: flow.policy,
-                children: flow.children.len(),
-            });
-            for child in flow.children.into_iter().rev() {
-                stack.push((child, Some(index)));
-            }
-        }
-        let mut keys = std::collections::HashSet::new();
-        let mut ids = std::collections::HashSet::new();
-        for flat in &out {
-            if let Some(key) = &flat.job.options.unique_key
-                && !keys.insert(key.as_str())
-            {
-                return Err(Error::invalid(format!(
-                    "two jobs of the flow have the unique key `{key}`"
-                )));
-            }
-            if let Some(id) = flat.job.options.job_id
-                && !ids.insert(id)
-            {
-                return Err(Error::invalid(format!(
-                    "two jobs of the flow have the id {id}"
-                )));
-            }
-        }
-        Ok(out)
+        flatten_all(vec![self])
     }
+}
+
+/// Several flows flattened into one list, as [`Flow::flatten`] does for one (the roots have
+/// no parent index): what [`crate::JobStore::add_children`] creates in one step. The
+/// bounds and the checks for a shared id or unique key hold across all of them.
+///
+/// ```
+/// use queue_core::{Flow, NewJob};
+/// use queue_core::backend::flatten_all;
+///
+/// # fn main() -> queue_core::Result<()> {
+/// let chapter = |n: u32| Flow::new(NewJob::new("chapter", &n).unwrap().unique_key(format!("c{n}")));
+/// let flat = flatten_all(vec![chapter(1), chapter(2).child(chapter(3))])?;
+/// let parents: Vec<_> = flat.iter().map(|f| f.parent).collect();
+/// assert_eq!(parents, [None, None, Some(1)]);
+/// assert!(flatten_all(vec![chapter(1), chapter(1)]).is_err(), "one unique key twice");
+/// # Ok(()) }
+/// ```
+pub fn flatten_all(flows: Vec<Flow>) -> Result<Vec<FlatJob>> {
+    let len: usize = flows.iter().map(Flow::len).sum();
+    if len > MAX_FLOW_JOBS {
+        return Err(Error::invalid(format!(
+            "a flow holds {len} jobs, above the limit of {MAX_FLOW_JOBS}"
+        )));
+    }
+    let depth = flows.iter().map(Flow::depth).max().unwrap_or(0);
+    if depth > MAX_FLOW_DEPTH {
+        return Err(Error::invalid(format!(
+            "a flow nests {depth} deep, above the limit of {MAX_FLOW_DEPTH}"
+        )));
+    }
+    let mut out = Vec::with_capacity(len);
+    let mut stack: Vec<(Flow, Option<usize>)> =
+        flows.into_iter().rev().map(|f| (f, None)).collect();
+    while let Some((flow, parent)) = stack.pop() {
+        let index = out.len();
+        out.push(FlatJob {
+            job: flow.job,
+            parent,
+            policy: flow.policy,
+            children: flow.children.len(),
+        });
+        for child in flow.children.into_iter().rev() {
+            stack.push((child, Some(index)));
+        }
+    }
+    let mut keys = std::collections::HashSet::new();
+    let mut ids = std::collections::HashSet::new();
+    for flat in &out {
+        if let Some(key) = &flat.job.options.unique_key
+            && !keys.insert(key.as_str())
+        {
+            return Err(Error::invalid(format!(
+                "two jobs of the flow have the unique key `{key}`"
+            )));
+        }
+        if let Some(id) = flat.job.options.job_id
+            && !ids.insert(id)
+        {
+            return Err(Error::invalid(format!(
+                "two jobs of the flow have the id {id}"
+            )));
+        }
+    }
+    Ok(out)
 }
 
 /// A job and its descendants as they stand ([`crate::JobStoreExt::flow_tree`]): what the

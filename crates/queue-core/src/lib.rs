@@ -61,7 +61,7 @@ pub mod backend {
     pub use crate::config::validate_queue_name;
     pub use crate::flow::{
         FlatJob, MAX_FLOW_DEPTH, MAX_FLOW_JOBS, ParentAction, Reopen, accepts_children,
-        child_failed_message, child_failed_template, is_child_failure, is_parent_of,
+        child_failed_message, child_failed_template, flatten_all, is_child_failure, is_parent_of,
         on_child_ended, on_child_reopened, retention_keeps_child, waits_on_children,
     };
     pub use crate::group::{

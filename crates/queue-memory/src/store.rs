@@ -3,8 +3,7 @@
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
-    MAX_FLOW_JOBS, check_group_concurrency, check_group_name, check_group_weight,
-    check_groups_limit,
+    check_group_concurrency, check_group_name, check_group_weight, check_groups_limit, flatten_all,
 };
 use queue_core::{
     CancelOutcome, EventStream, Flow, GroupList, GroupStats, JobId, JobRecord, JobStore, ListQuery,
@@ -50,20 +49,7 @@ impl JobStore for MemoryBackend {
     }
 
     async fn add_children(&self, parent: JobId, children: Vec<Flow>) -> Result<Vec<JobRecord>> {
-        let mut jobs = Vec::new();
-        for child in children {
-            let base = jobs.len();
-            for mut flat in child.flatten()? {
-                flat.parent = flat.parent.map(|i| i + base);
-                jobs.push(flat);
-            }
-        }
-        if jobs.len() > MAX_FLOW_JOBS {
-            return Err(queue_core::Error::invalid(format!(
-                "{} jobs to add, above the limit of {MAX_FLOW_JOBS}",
-                jobs.len()
-            )));
-        }
+        let jobs = flatten_all(children)?;
         let out = self.lock().enqueue_flow(
             jobs,
             Some(parent),

@@ -911,6 +911,16 @@ impl Tables {
             .collect())
     }
 
+    /// The entry of `parent`, when it is still `child`'s parent (`is_parent_of`: a job
+    /// created later under a reused id is not).
+    fn parent_entry(&mut self, parent: JobId, child: JobId) -> Option<&mut Entry> {
+        let child_created = self.jobs[&child].created_ms;
+        self.jobs
+            .get_mut(&parent)
+            .map(|e| &mut **e)
+            .filter(|e| is_parent_of(e.created_ms, child_created))
+    }
+
     /// Child `child` of `parent` ended `status`: the parent's counts, then what
     /// `on_child_ended` says (release it, or fail it).
     fn child_ended(
@@ -922,12 +932,7 @@ impl Tables {
         events: EventSender<'_>,
     ) {
         let now = self.now;
-        let child_created = self.jobs[&child].created_ms;
-        let Some(entry) = self
-            .jobs
-            .get_mut(&parent)
-            .filter(|e| is_parent_of(e.created_ms, child_created))
-        else {
+        let Some(entry) = self.parent_entry(parent, child) else {
             return; // retention removed the parent
         };
         let counts = entry
@@ -981,12 +986,7 @@ impl Tables {
         was: JobStatus,
         events: EventSender<'_>,
     ) {
-        let child_created = self.jobs[&child].created_ms;
-        let Some(entry) = self
-            .jobs
-            .get_mut(&parent)
-            .filter(|e| is_parent_of(e.created_ms, child_created))
-        else {
+        let Some(entry) = self.parent_entry(parent, child) else {
             return;
         };
         let counts = entry

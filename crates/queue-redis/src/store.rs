@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
     FlatJob, MAX_FLOW_JOBS, Millis, check_group_concurrency, check_group_name, check_group_weight,
-    check_groups_limit, encode_cursor, from_millis, to_millis,
+    check_groups_limit, encode_cursor, flatten_all, from_millis, to_millis,
 };
 use queue_core::{
     CancelOutcome, ChildCounts, ChildPolicy, Error, EventKind, EventStream, Flow, GroupList,
@@ -582,20 +582,7 @@ impl JobStore for RedisBackend {
     }
 
     async fn add_children(&self, parent: JobId, children: Vec<Flow>) -> Result<Vec<JobRecord>> {
-        let mut jobs: Vec<FlatJob> = Vec::new();
-        for child in children {
-            let base = jobs.len();
-            for mut flat in child.flatten()? {
-                flat.parent = flat.parent.map(|i| i + base);
-                jobs.push(flat);
-            }
-        }
-        if jobs.len() > MAX_FLOW_JOBS {
-            return Err(Error::invalid(format!(
-                "{} jobs to add, above the limit of {MAX_FLOW_JOBS}",
-                jobs.len()
-            )));
-        }
+        let jobs = flatten_all(children)?;
         self.enqueue_flat(jobs, Some(parent)).await
     }
 

@@ -2753,6 +2753,15 @@ pub async fn a_batch_takes_members_while_it_waits(h: &Harness) {
     assert_eq!(added.len(), 1);
     assert_eq!(added[0].parent, Some(batch.job_id));
     assert_eq!(get(h, batch.job_id).await.children.unwrap().waiting, 3);
+    // Children added together are checked together: one unique key twice refuses them all.
+    let twice = |n: u32| Flow::new(job(n).unique_key("page-9"));
+    let err = h
+        .backend
+        .add_children(batch.job_id, vec![twice(7), twice(8)])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`page-9`"), "{err}");
+    assert_eq!(get(h, batch.job_id).await.children.unwrap().waiting, 3);
     finish(h, &one, Outcome::Failed { error: "x".into() }).await;
     for n in [2, 3] {
         let lease = claim_n(h, n).await;

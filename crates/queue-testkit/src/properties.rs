@@ -712,10 +712,7 @@ impl<'a> Run<'a> {
                     .collect();
                 let id = self.ids[usize::from(parent)];
                 let got = b.add_children(id, flows.clone()).await;
-                let flat: Vec<_> = flows
-                    .into_iter()
-                    .flat_map(|f| f.flatten().expect("one job each"))
-                    .collect();
+                let flat = queue_core::backend::flatten_all(flows).map_err(|e| e.chain())?;
                 let want = self.model.enqueue_flow(flat, Some(id), now);
                 expect_eq(
                     "add_children",
