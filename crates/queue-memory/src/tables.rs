@@ -742,10 +742,7 @@ impl Tables {
             }
         }
         self.check_flow(&jobs, cfg)?;
-        if let Some(p) = parent {
-            let added = jobs.iter().filter(|f| f.parent.is_none()).count();
-            self.hold_for_children(p, added as u32);
-        }
+        let added = jobs.iter().filter(|f| f.parent.is_none()).count() as u32;
         let mut ids = Vec::with_capacity(jobs.len());
         let mut out = Vec::new();
         for flat in jobs {
@@ -763,6 +760,12 @@ impl Tables {
             if flat.parent.is_none() {
                 out.push(record);
             }
+        }
+        // Held once its new children are ready: a group whose ready job becomes a parent
+        // and that gains a ready child meanwhile keeps its lane (and its turn), as if in
+        // one step.
+        if let Some(p) = parent {
+            self.hold_for_children(p, added);
         }
         Ok(out)
     }

@@ -35,6 +35,8 @@ for i = 0, count - 1 do
   if up ~= '' then parent = ARGV[base(tonumber(up) - 1)] else top = top + 1 end
   ready[#ready + 1] = create_new(KEY, KEYS, ARGV, b, parent, ARGV[b + 15], tonumber(ARGV[b + 16]))
 end
-if target and top > 0 then hold(KEY, target, tkey, trec, top) end
+-- The new jobs take their places first, then the target is held: a group whose ready job
+-- becomes a parent and gains a ready child keeps its lane (and its turn).
 place_new(KEY, ready, count)
+if target and top > 0 then hold(KEY, target, tkey, trec, top) end
 return { NOW, { 'ok' } }
