@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::backend::{ClaimId, Outcome};
+use crate::schedule::{ScheduleRead, ScheduleWrite, ScheduleWritten, StoredSchedules};
 use crate::{JobId, JobRecord, JobStatus, LeaseToken, Result, WorkerId};
 
 /// Hands jobs to workers under leases.
@@ -115,6 +116,15 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
     /// A parent's children, oldest first, as [`crate::JobStore::children`] answers: what a
     /// running parent's handler reads (`JobContext::children`).
     async fn children_of(&self, parent: JobId) -> Result<Vec<JobRecord>>;
+
+    /// Stored schedules, with the backend's now: the read half of every schedule change
+    /// (see [`crate::Schedules`], which is how to use schedules).
+    async fn read_schedules(&self, read: &ScheduleRead) -> Result<StoredSchedules>;
+
+    /// The write half: one compare-and-set of a schedule's stored form, with the jobs of
+    /// its ticks created in the same atomic step; nothing happens when the stored form is
+    /// not `write.expected` (case `a_tick_enqueues_exactly_once`).
+    async fn write_schedule(&self, write: ScheduleWrite) -> Result<ScheduleWritten>;
 }
 
 /// Job ids whose cancel was requested.

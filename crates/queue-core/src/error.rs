@@ -22,6 +22,12 @@ pub enum Error {
         /// The id that was looked up.
         id: JobId,
     },
+    /// No schedule of this name exists.
+    #[error("schedule `{name}` not found")]
+    ScheduleNotFound {
+        /// The name that was looked up.
+        name: String,
+    },
     /// The unique key already has an active (queued or processing) job.
     #[error("unique key `{unique_key}` already has an active job: {job_id}")]
     AlreadyExists {

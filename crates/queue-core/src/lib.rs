@@ -17,6 +17,7 @@ mod rate;
 mod record;
 mod retry;
 mod rules;
+mod schedule;
 mod state;
 mod store;
 mod trace;
@@ -38,6 +39,9 @@ pub use progress::Stages;
 pub use rate::RateLimit;
 pub use record::{EnqueueOptions, JobRecord, Metadata, NewJob, Payload};
 pub use retry::RetryPolicy;
+pub use schedule::{
+    Cadence, MissedTicks, Schedule, ScheduleRecord, ScheduledJob, Schedules, TickReport,
+};
 pub use state::JobStatus;
 #[cfg(feature = "mock")]
 pub use store::MockJobStore;
@@ -73,6 +77,11 @@ pub mod backend {
     pub use crate::outcome::Outcome;
     pub use crate::progress::{Monotonic, check_progress};
     pub use crate::rate::{MAX_COST, check_cost};
+    pub use crate::schedule::{
+        DEFAULT_GRACE, Firing, MAX_CATCH_UP, MAX_SCHEDULE_NAME_BYTES, MIN_INTERVAL, SCHEDULE_POLL,
+        SCHEDULES_PER_READ, ScheduleRead, ScheduleWrite, ScheduleWritten, StoredSchedules,
+        check_schedule_name, tick_job_id,
+    };
     pub use crate::state::{Event, InvalidTransition, apply};
     pub use crate::store::encode_cursor;
     pub use crate::trace::{TRACE_CONTEXT_KEY, trace_carrier};

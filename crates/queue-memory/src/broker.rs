@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
     Broker, CancelStream, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease, LeaseRef,
-    Outcome, ProgressReply, WorkerBeat, duration_ms,
+    Outcome, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten, StoredSchedules,
+    WorkerBeat, duration_ms,
 };
 use queue_core::{JobId, JobRecord, Result, WorkerId};
 
@@ -109,6 +110,21 @@ impl Broker for MemoryBackend {
 
     async fn children_of(&self, parent: JobId) -> Result<Vec<JobRecord>> {
         self.lock().children(parent)
+    }
+
+    async fn read_schedules(&self, read: &ScheduleRead) -> Result<StoredSchedules> {
+        Ok(self.lock().read_schedules(read, self.now()))
+    }
+
+    async fn write_schedule(&self, write: ScheduleWrite) -> Result<ScheduleWritten> {
+        let creates = !write.jobs.is_empty();
+        let written =
+            self.lock()
+                .write_schedule(write, &self.inner.config, self.now(), self.events());
+        if creates {
+            self.inner.work.notify_waiters();
+        }
+        Ok(written)
     }
 
     async fn cancellations(&self) -> Result<CancelStream> {

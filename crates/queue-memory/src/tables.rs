@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use queue_core::backend::{
     ClaimId, ClaimRequest, Event, FlatJob, HeartbeatReply, Lease, LeaseRef, Millis, Outcome,
-    ParentAction, ProgressReply, Reopen, WorkerBeat, accepts_children, child_failed_message,
-    duration_ms, encode_cursor, from_millis, is_parent_of, on_child_ended, on_child_reopened,
+    ParentAction, ProgressReply, Reopen, ScheduleRead, ScheduleWrite, ScheduleWritten,
+    StoredSchedules, WorkerBeat, accepts_children, child_failed_message, duration_ms,
+    encode_cursor, from_millis, is_parent_of, on_child_ended, on_child_reopened,
     retention_keeps_child,
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
     unfinished_change, weighted_turn,
@@ -263,6 +264,8 @@ pub(crate) struct Tables {
     /// Running children whose cancel a parent's cancel requested (see
     /// `take_cancel_requests`).
     cancel_requested: Vec<JobId>,
+    /// Schedules: name -> (stored form, next run).
+    schedules: BTreeMap<String, (String, Option<Millis>)>,
 }
 
 /// Where `emit` sends events; `None` when nobody listens (no event is built).
@@ -304,6 +307,69 @@ fn bump(totals: &mut LifetimeTotals, counter: &str) {
 }
 
 impl Tables {
+    /// The stored schedules a read asks for, with the earliest next run of all.
+    pub(crate) fn read_schedules(&self, read: &ScheduleRead, now: Millis) -> StoredSchedules {
+        let pick: Vec<(String, String)> = match read {
+            ScheduleRead::All => self
+                .schedules
+                .iter()
+                .map(|(n, (t, _))| (n.clone(), t.clone()))
+                .collect(),
+            ScheduleRead::One(name) => self
+                .schedules
+                .get(name)
+                .map(|(t, _)| (name.clone(), t.clone()))
+                .into_iter()
+                .collect(),
+            ScheduleRead::Due { limit } => {
+                let mut due: Vec<(Millis, &String)> = self
+                    .schedules
+                    .iter()
+                    .filter_map(|(n, (_, next))| next.filter(|&t| t <= now).map(|t| (t, n)))
+                    .collect();
+                due.sort();
+                due.into_iter()
+                    .take(*limit)
+                    .map(|(_, n)| (n.clone(), self.schedules[n].0.clone()))
+                    .collect()
+            }
+        };
+        StoredSchedules {
+            now_ms: now,
+            schedules: pick,
+            next_due_ms: self.schedules.values().filter_map(|(_, next)| *next).min(),
+        }
+    }
+
+    /// One compare-and-set of a schedule with its jobs (see `Broker::write_schedule`).
+    pub(crate) fn write_schedule(
+        &mut self,
+        write: ScheduleWrite,
+        cfg: &QueueConfig,
+        now: Millis,
+        events: EventSender<'_>,
+    ) -> ScheduleWritten {
+        let held = self.schedules.get(&write.name).map(|(t, _)| t);
+        if held != write.expected.as_ref() {
+            return ScheduleWritten::Conflict;
+        }
+        match write.new {
+            Some(new) => {
+                self.schedules.insert(write.name, new);
+            }
+            None => {
+                self.schedules.remove(&write.name);
+            }
+        }
+        ScheduleWritten::Applied(
+            write
+                .jobs
+                .into_iter()
+                .map(|job| self.enqueue(job, cfg, now, events).map(|(r, _)| r.job_id))
+                .collect(),
+        )
+    }
+
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq

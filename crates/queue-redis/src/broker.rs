@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
     Broker, CancelStream, ClaimId, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease,
-    LeaseRef, Millis, ProgressReply, WorkerBeat, from_millis,
+    LeaseRef, Millis, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten, StoredSchedules,
+    WorkerBeat, from_millis,
 };
 use queue_core::{Error, JobId, JobStatus, LeaseToken, Result, WorkerId};
 use redis::Value;
@@ -348,6 +349,109 @@ impl Broker for RedisBackend {
 
     async fn children_of(&self, parent: JobId) -> Result<Vec<queue_core::JobRecord>> {
         self.children_records(parent).await
+    }
+
+    async fn read_schedules(&self, read: &ScheduleRead) -> Result<StoredSchedules> {
+        let args = match read {
+            ScheduleRead::All => vec!["all".to_owned(), String::new()],
+            ScheduleRead::Due { limit } => vec!["due".to_owned(), limit.to_string()],
+            ScheduleRead::One(name) => vec!["one".to_owned(), name.clone()],
+        };
+        let reply = self
+            .run(&self.inner.scripts.schedule_read, &[], args)
+            .await?;
+        let mut parts = array(reply).into_iter();
+        let now_ms = parts
+            .next()
+            .as_ref()
+            .and_then(int)
+            .unwrap_or_else(|| self.now_ms());
+        let next_due_ms = parts.next().as_ref().and_then(text).and_then(|t| {
+            // A score comes back as text, possibly in float notation.
+            t.parse::<f64>().ok().map(|f| f as Millis)
+        });
+        let schedules = parts
+            .next()
+            .map(array)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|pair| {
+                let mut pair = array(pair).into_iter();
+                Some((text(&pair.next()?)?, text(&pair.next()?)?))
+            })
+            .collect();
+        Ok(StoredSchedules {
+            now_ms,
+            schedules,
+            next_due_ms,
+        })
+    }
+
+    async fn write_schedule(&self, write: ScheduleWrite) -> Result<ScheduleWritten> {
+        // A job past the queue's limits is refused on its own, like an enqueue; the write
+        // and the other jobs go on.
+        let mut results: Vec<Option<Result<JobId>>> = Vec::with_capacity(write.jobs.len());
+        let mut sent = Vec::new();
+        for job in write.jobs {
+            match self.inner.config.limits.check(&job) {
+                Ok(()) => {
+                    let id = job.options.job_id.unwrap_or_default();
+                    sent.push((results.len(), job, id));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let first_key = self.inner.scripts.schedule.static_keys();
+        let (dynamic, mut job_args) =
+            wire::enqueue_args(&self.inner.keys, &self.inner.config, &sent, first_key);
+        let mut args = vec![
+            write.name,
+            write.expected.unwrap_or_default(),
+            write.new.as_ref().map(|n| n.0.clone()).unwrap_or_default(),
+            write
+                .new
+                .as_ref()
+                .and_then(|n| n.1)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+        ];
+        args.append(&mut job_args);
+        // Not sent again when the reply is lost: the write may have applied, and sent
+        // again it would answer `conflict`; the caller reads the schedule again instead.
+        let reply = self
+            .run(&self.inner.scripts.schedule, &dynamic, args)
+            .await?;
+        let mut parts = array(reply).into_iter();
+        let now = parts
+            .next()
+            .as_ref()
+            .and_then(int)
+            .unwrap_or_else(|| self.now_ms());
+        if parts.next().as_ref().and_then(text).as_deref() != Some("ok") {
+            return Ok(ScheduleWritten::Conflict);
+        }
+        let answers = parts.next().map(array).unwrap_or_default();
+        for ((slot, job, id), answer) in sent.iter().zip(answers) {
+            let answer = array(answer);
+            let code = answer.first().and_then(text).unwrap_or_default();
+            let other = answer.get(1).and_then(text).unwrap_or_default();
+            results[*slot] = Some(
+                self.enqueue_result(job, *id, now, &code, &other, true)
+                    .await
+                    .map(|r| r.job_id),
+            );
+        }
+        Ok(ScheduleWritten::Applied(
+            results
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| {
+                        Err(Error::backend("redis", "no answer for a scheduled job"))
+                    })
+                })
+                .collect(),
+        ))
     }
 
     async fn cancellations(&self) -> Result<CancelStream> {

@@ -69,6 +69,11 @@ pub(crate) enum Static {
     /// `waiting`: queued parents waiting on their children (flows, batches), by creation
     /// time: not ready, not delayed; `ListQuery::waiting_on_children` lists them.
     Waiting,
+    /// `schedules`: schedule name -> its stored form (JSON, compared byte for byte by the
+    /// compare-and-set of every change).
+    Schedules,
+    /// `sdue`: schedules by next run (paused ones and those without a next tick are absent).
+    ScheduleDue,
 }
 
 impl Static {
@@ -98,6 +103,8 @@ impl Static {
             Self::GroupHeld => "gheld".into(),
             Self::GroupLoad => "gload".into(),
             Self::Waiting => "waiting".into(),
+            Self::Schedules => "schedules".into(),
+            Self::ScheduleDue => "sdue".into(),
         }
     }
 

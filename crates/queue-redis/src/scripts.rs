@@ -103,7 +103,7 @@ const FLOW: [Static; 8] = [
     S::Subs,
 ];
 
-const SPECS: [Spec; 23] = [
+const SPECS: [Spec; 25] = [
     (
         "enqueue",
         include_str!("scripts/enqueue.lua"),
@@ -297,6 +297,24 @@ const SPECS: [Spec; 23] = [
         keys![READY, DELAYED, GROUPS, FLOW, [ST_QUEUED, S::Leases]],
         false,
     ),
+    (
+        "schedule",
+        include_str!("scripts/schedule.lua"),
+        keys![
+            READY,
+            DELAYED,
+            GROUPS,
+            FLOW,
+            [ST_QUEUED, S::Leases, S::Schedules, S::ScheduleDue]
+        ],
+        false,
+    ),
+    (
+        "schedule_read",
+        include_str!("scripts/schedule_read.lua"),
+        keys![[S::Schedules, S::ScheduleDue]],
+        true,
+    ),
 ];
 
 impl Script {
@@ -332,6 +350,8 @@ pub(crate) struct Scripts {
     pub(crate) group_read: Script,
     pub(crate) groups: Script,
     pub(crate) flow: Script,
+    pub(crate) schedule: Script,
+    pub(crate) schedule_read: Script,
     library: String,
     library_name: String,
     functions: AtomicBool,
@@ -431,6 +451,8 @@ impl Scripts {
             group_read: next(),
             groups: next(),
             flow: next(),
+            schedule: next(),
+            schedule_read: next(),
             library,
             library_name: lib,
             functions: AtomicBool::new(false),

@@ -266,7 +266,7 @@ impl RedisBackend {
     /// The answer of one job of an enqueue batch. A unique key whose recorded holder is
     /// no longer active (its record was deleted behind the queue's back) is released and
     /// the job enqueued again.
-    async fn enqueue_result(
+    pub(crate) async fn enqueue_result(
         &self,
         job: &NewJob,
         id: JobId,

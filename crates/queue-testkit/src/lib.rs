@@ -106,7 +106,11 @@ macro_rules! conformance_tests {
             flow_failure_policies,
             cancel_and_retry_inside_a_flow,
             a_batch_takes_members_while_it_waits,
-            retention_keeps_a_waiting_parents_children
+            retention_keeps_a_waiting_parents_children,
+            a_tick_enqueues_exactly_once,
+            missed_ticks_follow_the_policy,
+            cron_schedules_keep_their_time_zone,
+            schedules_are_managed
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

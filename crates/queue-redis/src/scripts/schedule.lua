@@ -1,0 +1,38 @@
+-- One compare-and-set of a schedule, with the jobs of its ticks (queue_core::Schedules
+-- decides both). ARGV: 3 name, 4 the stored form the writer read ('' = absent), 5 the new
+-- stored form ('' = delete), 6 its next run in ms ('' = none), 7 job count, then per job
+-- the 14 values of check_new (keys as in enqueue.lua). Returns {now, 'conflict'} when the
+-- schedule is not what the writer read (nothing written), else {now, 'ok', {code, id}...}
+-- with each job's answer as enqueue.lua gives it.
+local name = ARGV[3]
+local held = redis.call('HGET', KEY.schedules, name)
+if not held then held = '' end
+if held ~= ARGV[4] then return { NOW, 'conflict' } end
+if ARGV[5] == '' then
+  redis.call('HDEL', KEY.schedules, name)
+  redis.call('ZREM', KEY.sdue, name)
+else
+  redis.call('HSET', KEY.schedules, name, ARGV[5])
+  if ARGV[6] == '' then
+    redis.call('ZREM', KEY.sdue, name)
+  else
+    redis.call('ZADD', KEY.sdue, tonumber(ARGV[6]), name)
+  end
+end
+local count = tonumber(ARGV[7])
+local out = {}
+local ready = {}
+local created = 0
+for i = 0, count - 1 do
+  local b = 8 + i * 14
+  local refused = check_new(KEY, KEYS, ARGV, b)
+  if refused then
+    out[#out + 1] = refused
+  else
+    ready[#ready + 1] = create_new(KEY, KEYS, ARGV, b, nil, '', 0)
+    created = created + 1
+    out[#out + 1] = { 'ok', ARGV[b] }
+  end
+end
+place_new(KEY, ready, created)
+return { NOW, 'ok', out }
