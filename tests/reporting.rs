@@ -104,6 +104,20 @@ impl Broker for SlowFinishes {
     async fn children_of(&self, parent: JobId) -> Result<Vec<queue_core::JobRecord>> {
         self.inner.children_of(parent).await
     }
+
+    async fn read_schedules(
+        &self,
+        read: &queue_core::backend::ScheduleRead,
+    ) -> Result<queue_core::backend::StoredSchedules> {
+        self.inner.read_schedules(read).await
+    }
+
+    async fn write_schedule(
+        &self,
+        write: queue_core::backend::ScheduleWrite,
+    ) -> Result<queue_core::backend::ScheduleWritten> {
+        self.inner.write_schedule(write).await
+    }
 }
 
 async fn enqueue(store: &MemoryBackend, n: usize) -> Vec<JobId> {

@@ -71,6 +71,20 @@ impl Broker for LateClaims {
     async fn children_of(&self, parent: JobId) -> Result<Vec<queue_core::JobRecord>> {
         self.inner.children_of(parent).await
     }
+
+    async fn read_schedules(
+        &self,
+        read: &queue_core::backend::ScheduleRead,
+    ) -> Result<queue_core::backend::StoredSchedules> {
+        self.inner.read_schedules(read).await
+    }
+
+    async fn write_schedule(
+        &self,
+        write: queue_core::backend::ScheduleWrite,
+    ) -> Result<queue_core::backend::ScheduleWritten> {
+        self.inner.write_schedule(write).await
+    }
 }
 
 /// A cancel pushed before the worker has even seen its claim still stops the job within

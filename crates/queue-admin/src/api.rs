@@ -18,7 +18,7 @@ use axum::{
 use futures_util::{Stream, StreamExt};
 use queue_core::{
     ChildPolicy, Flow, JobId, JobStatus, JobStoreExt, ListQuery, Metadata, NewJob, Payload,
-    Priority,
+    Priority, Schedules,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -484,4 +484,74 @@ pub(crate) async fn events(
             .data(serde_json::to_string(&e).expect("serializable")))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// `GET /schedules`: every job schedule with its next run.
+pub(crate) async fn schedules(
+    Extract(state): Extract<State>,
+) -> Result<Json<Vec<queue_core::ScheduleRecord>>, ApiError> {
+    Ok(Json(state.backend.schedules().await?))
+}
+
+/// `GET /schedules/{name}`.
+pub(crate) async fn schedule(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+) -> Result<Json<queue_core::ScheduleRecord>, ApiError> {
+    Ok(Json(state.backend.schedule(&name).await?))
+}
+
+/// `PUT /schedules/{name}` with a schedule as `GET` shows it (`cadence`, `job`, and
+/// optionally `missed`, `grace_ms`, `paused`; `name` may be left out): creates it, or
+/// changes the one of that name.
+pub(crate) async fn put_schedule(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<queue_core::ScheduleRecord>, ApiError> {
+    let mut value: Value = json_body(raw, "schedule")?;
+    let Some(fields) = value.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "malformed schedule: not a JSON object",
+        ));
+    };
+    match fields.get("name") {
+        None => {
+            fields.insert("name".into(), Value::String(name.clone()));
+        }
+        Some(Value::String(n)) if *n == name => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "schedule name {other} does not match the path's `{name}`"
+            )));
+        }
+    }
+    let schedule: queue_core::Schedule = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("malformed schedule: {e}")))?;
+    Ok(Json(state.backend.put_schedule(schedule).await?))
+}
+
+/// `DELETE /schedules/{name}`: the jobs it enqueued stay.
+pub(crate) async fn delete_schedule(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.backend.delete_schedule(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /schedules/{name}/pause`.
+pub(crate) async fn pause_schedule(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+) -> Result<Json<queue_core::ScheduleRecord>, ApiError> {
+    Ok(Json(state.backend.pause_schedule(&name).await?))
+}
+
+/// `POST /schedules/{name}/resume`: from the next tick after now.
+pub(crate) async fn resume_schedule(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+) -> Result<Json<queue_core::ScheduleRecord>, ApiError> {
+    Ok(Json(state.backend.resume_schedule(&name).await?))
 }

@@ -38,7 +38,9 @@ impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         let message = err.chain();
         match err {
-            Error::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, message),
+            Error::NotFound { .. } | Error::ScheduleNotFound { .. } => {
+                Self::new(StatusCode::NOT_FOUND, message)
+            }
             Error::AlreadyExists { job_id, .. } => Self {
                 status: StatusCode::CONFLICT,
                 message,

@@ -107,6 +107,15 @@ impl Admin {
             .route("/groups/{group}/concurrency", post(api::group_concurrency))
             .route("/groups/{group}/weight", post(api::group_weight))
             .route("/groups/{group}/rate_limit", post(api::group_rate_limit))
+            .route("/schedules", get(api::schedules))
+            .route(
+                "/schedules/{name}",
+                get(api::schedule)
+                    .put(api::put_schedule)
+                    .delete(api::delete_schedule),
+            )
+            .route("/schedules/{name}/pause", post(api::pause_schedule))
+            .route("/schedules/{name}/resume", post(api::resume_schedule))
             .route("/events", get(api::events))
             .route("/openapi.json", get(openapi::document))
             .route_layer(axum::middleware::from_fn_with_state(

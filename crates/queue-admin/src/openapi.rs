@@ -4,7 +4,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// Every route: (method, path, summary, authenticated).
-pub const ROUTES: [(&str, &str, &str, bool); 25] = [
+pub const ROUTES: [(&str, &str, &str, bool); 31] = [
     ("get", "/health", "Backend health (no token needed)", false),
     (
         "get",
@@ -114,6 +114,37 @@ pub const ROUTES: [(&str, &str, &str, bool); 25] = [
     ),
     (
         "get",
+        "/schedules",
+        "Every job schedule with its next run",
+        true,
+    ),
+    ("get", "/schedules/{name}", "One job schedule", true),
+    (
+        "put",
+        "/schedules/{name}",
+        "Create or change a job schedule (cron in a time zone, or every N ms): each tick enqueues exactly one job",
+        true,
+    ),
+    (
+        "delete",
+        "/schedules/{name}",
+        "Delete a job schedule (its jobs stay)",
+        true,
+    ),
+    (
+        "post",
+        "/schedules/{name}/pause",
+        "Pause a job schedule",
+        true,
+    ),
+    (
+        "post",
+        "/schedules/{name}/resume",
+        "Resume a job schedule from its next tick after now",
+        true,
+    ),
+    (
+        "get",
         "/events",
         "Server-sent job events (transition, progress, cancel_requested)",
         true,
@@ -143,6 +174,16 @@ fn operation(method: &str, path: &str, summary: &str, auth: bool) -> Value {
     }
     if path.contains("{group}") {
         op["parameters"] = json!([{ "name": "group", "in": "path", "required": true, "schema": { "type": "string", "maxLength": 128 } }]);
+    }
+    if path.contains("{name}") {
+        op["parameters"] = json!([{ "name": "name", "in": "path", "required": true, "schema": { "type": "string", "maxLength": 128 } }]);
+        op["responses"]["404"] = json!({ "description": "No such schedule" });
+    }
+    if path == "/schedules/{name}" && method == "put" {
+        op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Schedule" } } } });
+    }
+    if method == "delete" {
+        op["responses"]["204"] = json!({ "description": "Deleted" });
     }
     if path.ends_with("/weight") {
         op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "weight": { "type": "integer", "minimum": 1, "maximum": 1000, "nullable": true } }, "additionalProperties": false } } } });
@@ -198,6 +239,24 @@ pub(crate) fn build() -> Value {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
             "schemas": {
                 "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" }, "job_id": { "type": "string" } } },
+                "Schedule": {
+                    "type": "object", "required": ["cadence", "job"],
+                    "properties": {
+                        "name": { "type": "string", "description": "Optional; must match the path" },
+                        "cadence": { "oneOf": [
+                            { "type": "object", "required": ["kind", "expr"], "properties": { "kind": { "enum": ["cron"] }, "expr": { "type": "string", "example": "0 2 * * *" }, "tz": { "type": "string", "default": "UTC", "example": "Europe/Berlin" } } },
+                            { "type": "object", "required": ["kind", "every_ms"], "properties": { "kind": { "enum": ["every"] }, "every_ms": { "type": "integer", "minimum": 1000 } } }
+                        ] },
+                        "job": { "type": "object", "required": ["task"], "properties": {
+                            "task": { "type": "string" }, "payload": {}, "priority": { "type": "string", "enum": ["high", "normal", "low"] },
+                            "max_retries": { "type": "integer", "minimum": 0 }, "timeout_ms": { "type": "integer", "minimum": 1 },
+                            "metadata": { "type": "object" }, "group": { "type": "string" }, "cost": { "type": "integer", "minimum": 1 }
+                        } },
+                        "missed": { "type": "object", "properties": { "policy": { "enum": ["skip", "run_once", "run_each"] }, "max": { "type": "integer", "minimum": 1, "maximum": 1000 } }, "description": "Ticks later than the grace: skipped, one run for the latest (default), or each of the latest `max`" },
+                        "grace_ms": { "type": "integer", "minimum": 1000, "default": 60000 },
+                        "paused": { "type": "boolean", "default": false }
+                    }
+                },
                 "NewJob": {
                     "type": "object", "required": ["task"], "additionalProperties": false,
                     "properties": {

@@ -315,7 +315,8 @@ impl FromStr for MissedTicks {
 pub struct ScheduledJob {
     /// The task (handler name).
     pub task: String,
-    /// Its input.
+    /// Its input (default `null`).
+    #[serde(default)]
     pub payload: Payload,
     /// Priority (default: the queue's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -730,7 +731,7 @@ pub enum ScheduleWritten {
 }
 
 /// What one pass of [`Schedules::run_due_schedules`] did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TickReport {
     /// Per schedule that fired: its name and the jobs its ticks created.
     pub fired: Vec<(String, Vec<JobId>)>,
@@ -740,6 +741,8 @@ pub struct TickReport {
     pub errors: Vec<(String, Error)>,
     /// The earliest next run of any schedule after this pass.
     pub next_due: Option<DateTime<Utc>>,
+    /// The backend's now when the pass read the schedules.
+    pub now: DateTime<Utc>,
 }
 
 /// What [`Schedules::change_schedule`] may do.
@@ -829,8 +832,11 @@ pub trait Schedules: crate::backend::Broker {
             })
             .await?;
         let mut report = TickReport {
+            fired: Vec::new(),
+            conflicts: 0,
+            errors: Vec::new(),
             next_due: snap.next_due_ms.map(from_millis),
-            ..TickReport::default()
+            now: from_millis(snap.now_ms),
         };
         for (name, text) in snap.schedules {
             let firing =

@@ -148,6 +148,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Whether this worker fires due job schedules (default true; each tick runs once
+    /// however many workers do).
+    pub fn schedules(mut self, fire: bool) -> Self {
+        self.settings.config.schedules = fire;
+        self
+    }
+
     /// Names the worker (default `<host>-<pid>-<random>`).
     pub fn worker_id(mut self, id: WorkerId) -> Self {
         self.settings.id = id;

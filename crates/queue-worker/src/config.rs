@@ -44,6 +44,9 @@ pub struct WorkerConfig {
     pub reap_interval: Duration,
     /// How often expired finished records are swept (retention / 10, between 1 and 60 s).
     pub sweep_interval: Duration,
+    /// Fires due job schedules (default true): every worker may, and each tick still
+    /// enqueues exactly one job (see `queue_core::Schedules`).
+    pub schedules: bool,
 }
 
 impl WorkerConfig {
@@ -98,6 +101,7 @@ impl From<&QueueConfig> for WorkerConfig {
             // batches, whatever the finish rate.
             sweep_interval: (cfg.retention / 10)
                 .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            schedules: true,
         }
     }
 }

@@ -138,6 +138,46 @@ pub(crate) async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToke
     }
 }
 
+/// Fires due job schedules: at the earliest next run the backend knows of, and at least
+/// every `SCHEDULE_POLL` (a schedule created elsewhere is seen within that). Every worker
+/// runs this; the compare-and-set in the backend makes each tick enqueue one job.
+pub(crate) async fn schedule_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    use queue_core::Schedules;
+    use queue_core::backend::SCHEDULE_POLL;
+    loop {
+        let pass = tokio::select! {
+            r = shared.broker.run_due_schedules() => r,
+            () = stop.cancelled() => return,
+        };
+        let wait = match pass {
+            Ok(report) => {
+                for (name, jobs) in &report.fired {
+                    if !jobs.is_empty() {
+                        info!(schedule = %name, jobs = ?jobs, "schedule ticked");
+                    }
+                }
+                for (name, err) in &report.errors {
+                    warn!(schedule = %name, error = %err.chain(), "schedule could not fire");
+                }
+                report
+                    .next_due
+                    .and_then(|due| (due - report.now).to_std().ok())
+                    .map_or(SCHEDULE_POLL, |until| until.min(SCHEDULE_POLL))
+            }
+            Err(err) => {
+                warn!(error = %err.chain(), "reading due schedules failed");
+                SCHEDULE_POLL
+            }
+        };
+        // Workers started together spread their reads.
+        let jitter = Duration::from_millis(fastrand::u64(0..50));
+        tokio::select! {
+            () = tokio::time::sleep(wait + jitter) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
 /// Follows the backend's cancel push: stops the job at once when it runs here, and
 /// remembers it a moment otherwise (it may have been claimed an instant ago).
 pub(crate) async fn cancel_listener(shared: Arc<Shared>, stop: CancellationToken) {

@@ -187,6 +187,12 @@ impl Worker {
             Arc::clone(&shared),
             background.clone(),
         ));
+        if shared.settings.config.schedules {
+            helpers.spawn(upkeep::schedule_loop(
+                Arc::clone(&shared),
+                background.clone(),
+            ));
+        }
         helpers.spawn(upkeep::cancel_listener(
             Arc::clone(&shared),
             background.clone(),

@@ -52,6 +52,8 @@ fn expect_beats_and_maintenance(mock: &mut MockBroker) {
         .returning(|_, _| Ok(Default::default()));
     mock.expect_reap().returning(|_| Ok(vec![]));
     mock.expect_sweep().returning(|_| Ok(0));
+    mock.expect_read_schedules()
+        .returning(|_| Ok(Default::default()));
 }
 
 /// Everything a worker does besides fetching and finishing: beats, maintenance,

@@ -1,8 +1,8 @@
 //! `queuectl`: operate a queue on Redis without writing Rust.
 //!
 //! Every `DCS_*` setting applies; `--redis-url` and `--queue` override `DCS_REDIS_URL` and
-//! `DCS_QUEUE_NAME`. Exit codes: 0 success, 1 backend or other failure, 2 usage, 3 job not
-//! found, 4 the unique key already has an active job, 5 the transition is not allowed, 7
+//! `DCS_QUEUE_NAME`. Exit codes: 0 success, 1 backend or other failure, 2 usage, 3 job (or
+//! schedule) not found, 4 the unique key already has an active job, 5 the transition is not allowed, 7
 //! `status --wait` timed out before the job finished.
 
 mod commands;
@@ -11,7 +11,7 @@ mod output;
 use std::{process::ExitCode, str::FromStr};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use queue_core::{ChildPolicy, Error, JobId, JobStatus, Payload, Priority};
+use queue_core::{ChildPolicy, Error, JobId, JobStatus, MissedTicks, Payload, Priority};
 
 /// Operate a dcs job queue on Redis.
 #[derive(Debug, Parser)]
@@ -198,8 +198,81 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Human)]
         log_format: LogFormat,
     },
+    /// Job schedulers: each tick of a schedule enqueues exactly one job, however many
+    /// workers run (every worker fires due schedules).
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleAction,
+    },
     /// Exit 0 when the backend answers.
     Health,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScheduleAction {
+    /// Create a schedule, or change the one of that name.
+    Set {
+        /// Its name.
+        name: String,
+        /// A cron expression (5 fields, or 6 with seconds first), e.g. "0 2 * * *".
+        #[arg(long, required_unless_present = "every", conflicts_with = "every")]
+        cron: Option<String>,
+        /// The cron expression's IANA time zone, e.g. Europe/Berlin.
+        #[arg(long, default_value = "UTC", requires = "cron")]
+        tz: String,
+        /// Or a fixed interval, in seconds.
+        #[arg(long)]
+        every: Option<u64>,
+        /// The task each tick enqueues.
+        #[arg(long)]
+        task: String,
+        /// Its payload, as JSON.
+        #[arg(long, value_parser = parse_payload, default_value = "null")]
+        payload: Payload,
+        /// high, normal or low.
+        #[arg(long, value_parser = parse_priority)]
+        priority: Option<Priority>,
+        /// Retries after the first attempt.
+        #[arg(long)]
+        max_retries: Option<u32>,
+        /// The jobs' group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Missed ticks (due longer ago than --grace): skip, once (the latest of them) or
+        /// each:N (the latest N).
+        #[arg(long, value_parser = parse_missed, default_value = "once")]
+        missed: MissedTicks,
+        /// Seconds a tick may be late and still be on time.
+        #[arg(long, default_value_t = 60)]
+        grace: u64,
+        /// Create it paused.
+        #[arg(long)]
+        paused: bool,
+    },
+    /// Every schedule with its next run.
+    List,
+    /// One schedule.
+    Show {
+        /// Its name.
+        name: String,
+    },
+    /// Stop a schedule ticking until `resume`.
+    Pause {
+        /// Its name.
+        name: String,
+    },
+    /// Resume a schedule from its next tick after now.
+    Resume {
+        /// Its name.
+        name: String,
+    },
+    /// Delete a schedule (the jobs it enqueued stay).
+    Delete {
+        /// Its name.
+        name: String,
+    },
+    /// Fire the due schedules once now (what every worker does each second).
+    RunDue,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -222,6 +295,10 @@ fn parse_child(s: &str) -> Result<(String, Payload), String> {
     Ok((task.to_owned(), parse_payload(payload)?))
 }
 
+fn parse_missed(s: &str) -> Result<MissedTicks, String> {
+    MissedTicks::from_str(s).map_err(|e| e.to_string())
+}
+
 fn parse_policy(s: &str) -> Result<ChildPolicy, String> {
     ChildPolicy::parse(s).map_err(|e| e.to_string())
 }
@@ -241,7 +318,7 @@ fn parse_id(s: &str) -> Result<JobId, String> {
 /// The exit code of an error.
 fn exit_code(err: &Error) -> u8 {
     match err {
-        Error::NotFound { .. } => 3,
+        Error::NotFound { .. } | Error::ScheduleNotFound { .. } => 3,
         Error::AlreadyExists { .. } => 4,
         Error::InvalidTransition { .. } => 5,
         Error::Config { .. } | Error::InvalidArgument { .. } => 2,

@@ -304,3 +304,40 @@ pub(crate) fn group(g: &queue_core::GroupStats) {
     }
     println!("{:<15} {}", "paused", if g.paused { "yes" } else { "no" });
 }
+
+/// Schedules as a table: name, cadence, next run, last tick, ticks run / skipped, state.
+pub(crate) fn schedules(list: &[queue_core::ScheduleRecord]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            vec![
+                r.schedule.name.clone(),
+                r.schedule.cadence.to_string(),
+                r.schedule.job.task.clone(),
+                r.next_run.map_or("-".into(), |t| t.to_rfc3339()),
+                r.last_tick.map_or("-".into(), |t| t.to_rfc3339()),
+                format!("{}/{}", r.ticks_run, r.ticks_skipped),
+                r.schedule.missed.to_string(),
+                if r.schedule.paused {
+                    "paused"
+                } else {
+                    "active"
+                }
+                .into(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "CADENCE",
+            "TASK",
+            "NEXT RUN",
+            "LAST TICK",
+            "RUN/SKIPPED",
+            "MISSED",
+            "STATE",
+        ],
+        &rows,
+    );
+}
