@@ -44,7 +44,8 @@ use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use queue_core::backend::to_millis;
 use queue_core::{
-    Error, EventKind, JobId, JobRecord, JobStatus, NewJob, Priority, QueueConfig, SharedBackend,
+    Error, EventKind, JobId, JobRecord, JobStatus, NewJob, Priority, QueueConfig, Schedule,
+    Schedules, SharedBackend,
 };
 use queue_memory::MemoryBackend;
 use queue_redis::{RedisBackend, RedisConfig};
@@ -278,6 +279,29 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
         Ok(r) => bail!("duplicate was accepted as {}", r.job_id),
         Err(e) => return Err(e.into()),
     }
+
+    // Nightly re-processing: a schedule in the backend, so each night runs it once
+    // whatever number of workers (each fires due schedules).
+    let nightly = Schedule::cron(
+        "nightly-reprocess",
+        "0 2 * * *",
+        NewJob::typed(&ProcessBook {
+            book_id: "book-001".into(),
+            publisher_id: "pub-7".into(),
+            job_type: JobType::Full,
+            source: None,
+        })?
+        .priority(Priority::Low),
+    )?
+    .time_zone("Europe/Berlin");
+    let nightly = backend.put_schedule(nightly).await?;
+    println!(
+        "schedule nightly-reprocess: {}, next run {}",
+        nightly.schedule.cadence,
+        nightly
+            .next_run
+            .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339())
+    );
 
     let stop = CancellationToken::new();
     let running = match with_worker {

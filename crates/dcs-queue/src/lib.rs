@@ -83,12 +83,13 @@ struct ReadmeDoctests;
 #[cfg(feature = "mock")]
 pub use queue_core::MockJobStore;
 pub use queue_core::{
-    Backend, BoxError, CancelOutcome, ChildCounts, ChildPolicy, Clock, Completion, EnqueueOptions,
-    Error, EventKind, EventStream, Flow, FlowTree, GroupList, GroupStats, Job, JobError,
-    JobErrorKind, JobEvent, JobId, JobRecord, JobStatus, JobStore, JobStoreExt, LifetimeTotals,
-    Limits, ListQuery, ManualClock, Metadata, NewJob, Page, Payload, Priority, QueueConfig,
-    QueueConfigBuilder, QueueStats, RateLimit, Result, RetryPolicy, SharedBackend, SharedClock,
-    Stages, SystemClock, WorkerInfo,
+    Backend, BoxError, Cadence, CancelOutcome, ChildCounts, ChildPolicy, Clock, Completion,
+    EnqueueOptions, Error, EventKind, EventStream, Flow, FlowTree, GroupList, GroupStats, Job,
+    JobError, JobErrorKind, JobEvent, JobId, JobRecord, JobStatus, JobStore, JobStoreExt,
+    LifetimeTotals, Limits, ListQuery, ManualClock, Metadata, MissedTicks, NewJob, Page, Payload,
+    Priority, QueueConfig, QueueConfigBuilder, QueueStats, RateLimit, Result, RetryPolicy,
+    Schedule, ScheduleRecord, ScheduledJob, Schedules, SharedBackend, SharedClock, Stages,
+    SystemClock, TickReport, WorkerInfo,
 };
 pub use queue_worker::{
     CancellationToken, JobContext, Worker, WorkerBuilder, WorkerConfig, WorkerReport,
@@ -127,7 +128,7 @@ pub mod prelude {
     pub use crate::redis::RedisBackend;
     pub use queue_core::{
         ChildPolicy, Completion, Flow, Job, JobError, JobId, JobRecord, JobStatus, JobStore,
-        JobStoreExt, NewJob, Priority, QueueConfig, Stages,
+        JobStoreExt, MissedTicks, NewJob, Priority, QueueConfig, Schedule, Schedules, Stages,
     };
     pub use queue_worker::{CancellationToken, JobContext, Worker, WorkerConfig};
 }

@@ -675,3 +675,91 @@ async fn a_flow_survives_a_redis_restart() {
     let kids = backend.children(parent.job_id).await.unwrap();
     assert_eq!(kids.len(), 4);
 }
+
+/// Three workers fire a one-second schedule while one of them is killed (its task dropped
+/// mid-flight) and Redis restarts from its AOF: every tick from the first to the last has
+/// exactly one job, with the tick's id, and the schedule survived the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_tick_once_across_a_worker_kill_and_a_redis_restart() {
+    use queue_core::backend::tick_job_id;
+    use queue_core::{ListQuery, Schedule, Schedules};
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("dcs-schedule-restart-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let aof = ["--appendonly yes", "--appendfsync always"];
+    let mut server = RedisServer::start_in(port, dir.clone(), &aof);
+    let cfg = config(&server.url());
+    let backend = RedisBackend::connect(&cfg).await.unwrap();
+    let schedule = Schedule::every(
+        "heartbeat",
+        Duration::from_secs(1),
+        NewJob::new("sleep", &1).unwrap(),
+    )
+    .unwrap();
+    backend.put_schedule(schedule).await.unwrap();
+    let stop = CancellationToken::new();
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let worker = sleeper(
+            Worker::builder(Arc::new(backend.clone()))
+                .config(&cfg)
+                .concurrency(2)
+                .fetch_wait(Duration::from_millis(300)),
+            10,
+        )
+        .build()
+        .unwrap();
+        runs.push(tokio::spawn(worker.run(stop.clone())));
+    }
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // One scheduler dies without a word, whatever it was doing.
+    runs.remove(0).abort();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let _server = RedisServer::start_in(port, dir, &aof);
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    // Stop ticking, then let the workers finish.
+    loop {
+        match backend.pause_schedule("heartbeat").await {
+            Ok(_) => break,
+            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{}", e.chain()),
+        }
+    }
+    let record = backend.schedule("heartbeat").await.unwrap();
+    let page = backend.list(&ListQuery::new().limit(1000)).await.unwrap();
+    let mut ticks: Vec<i64> = page
+        .jobs
+        .iter()
+        .map(|j| {
+            let tick = j.metadata["tick"].as_str().unwrap();
+            let tick = chrono::DateTime::parse_from_rfc3339(tick).unwrap();
+            let ms = tick.timestamp_millis();
+            assert_eq!(j.job_id, tick_job_id("heartbeat", ms), "the tick's own id");
+            ms
+        })
+        .collect();
+    ticks.sort();
+    assert!(
+        ticks.len() >= 5,
+        "ticks fired before and after the restart: {ticks:?}"
+    );
+    let first = ticks[0];
+    let expected: Vec<i64> = (0..ticks.len() as i64).map(|i| first + i * 1000).collect();
+    assert_eq!(
+        ticks, expected,
+        "one job per tick, none missing, none twice"
+    );
+    assert_eq!(record.ticks_run, ticks.len() as u64);
+    assert_eq!(
+        record.last_tick.map(|t| t.timestamp_millis()),
+        ticks.last().copied()
+    );
+    let ids: Vec<JobId> = page.jobs.iter().map(|j| j.job_id).collect();
+    wait_all_done(&backend, &ids, Duration::from_secs(30)).await;
+    stop.cancel();
+    for run in runs {
+        run.await.unwrap().unwrap();
+    }
+}
