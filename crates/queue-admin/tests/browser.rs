@@ -59,6 +59,18 @@ async fn dashboard_shows_progress_and_cancels() {
     let flow = book_pipeline::chapters_flow(&chapters).await.unwrap();
     let chapter_count = flow.children.len();
     let flow_parent = backend.enqueue_flow(flow).await.unwrap();
+    // A nightly schedule the schedules panel lists with its next run.
+    {
+        use queue_core::{Schedule, Schedules};
+        let nightly = Schedule::cron(
+            "nightly-reprocess",
+            "0 2 * * *",
+            NewJob::new("process_book", &"all").unwrap(),
+        )
+        .unwrap()
+        .time_zone("Europe/Berlin");
+        backend.put_schedule(nightly).await.unwrap();
+    }
     let chapter_settings = settings.clone();
     let worker = Worker::builder(backend.clone())
         .concurrency(2)

@@ -23,6 +23,17 @@ try {
   }, [moving, before], { timeout: 20000 });
   const after = Number(await page.locator(`tr[data-job="${moving}"]`).getAttribute("data-progress"));
 
+  console.error("step: schedules panel");
+  // The nightly schedule is listed with its cadence, time zone and next run.
+  const sched = page.locator('#schedules tr[data-schedule="nightly-reprocess"]');
+  await sched.waitFor({ timeout: 10000 });
+  const schedText = await sched.textContent();
+  if (!schedText.includes("0 2 * * * (Europe/Berlin)") || !schedText.includes("active") || schedText.includes("\u00a0-\u00a0")) {
+    throw new Error(`schedule row is wrong: ${schedText}`);
+  }
+  const nextRun = await sched.locator("td").nth(3).textContent();
+  if (nextRun === "-" || !nextRun) throw new Error(`schedule has no next run: ${schedText}`);
+
   console.error("step: open a flow");
   // The chapters book's row has a Flow button; its tree lists the chapters and follows them
   // until every one is completed.
