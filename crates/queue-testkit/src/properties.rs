@@ -190,6 +190,41 @@ pub enum Op {
         /// Children: (slot, policy).
         kids: Vec<(u8, u8)>,
     },
+    /// An operator creates or changes schedule `s<slot>`: every `SCHEDULE_EVERY[every]`
+    /// seconds, missed ticks 0 skipped / 1 run once / 2 each of the latest 2.
+    PutSchedule {
+        /// Schedule slot.
+        slot: u8,
+        /// Interval choice.
+        every: u8,
+        /// Missed-tick policy.
+        policy: u8,
+    },
+    /// An operator pauses (`true`) or resumes a schedule.
+    PauseSchedule {
+        /// Schedule slot.
+        slot: u8,
+        /// Pause or resume.
+        paused: bool,
+    },
+    /// An operator deletes a schedule.
+    DeleteSchedule {
+        /// Schedule slot.
+        slot: u8,
+    },
+    /// A scheduler fires the due schedules.
+    RunSchedules,
+}
+
+/// The intervals a schedule of the run may have, in seconds.
+const SCHEDULE_EVERY: [u32; 3] = [5, 20, 3600];
+
+fn missed_of(policy: u8) -> queue_core::MissedTicks {
+    match policy % 3 {
+        0 => queue_core::MissedTicks::Skip,
+        1 => queue_core::MissedTicks::RunOnce,
+        _ => queue_core::MissedTicks::RunEach { max: 2 },
+    }
 }
 
 fn policy_of(n: u8) -> queue_core::ChildPolicy {
@@ -344,6 +379,22 @@ impl fmt::Debug for Op {
                 }
                 Ok(())
             }
+            Op::PutSchedule {
+                slot,
+                every,
+                policy,
+            } => write!(
+                f,
+                "schedule s{slot} every {}s, missed {}",
+                SCHEDULE_EVERY[usize::from(*every) % 3],
+                missed_of(*policy)
+            ),
+            Op::PauseSchedule { slot, paused } => {
+                let verb = if *paused { "pause" } else { "resume" };
+                write!(f, "{verb} schedule s{slot}")
+            }
+            Op::DeleteSchedule { slot } => write!(f, "delete schedule s{slot}"),
+            Op::RunSchedules => write!(f, "fire the due schedules"),
         }
     }
 }
@@ -418,6 +469,10 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(root, key, kids, nested)| Op::EnqueueFlow { root, key, kids, nested }),
         1 => (0..JOBS, proptest::collection::vec((0..JOBS, 0u8..3), 1..3))
             .prop_map(|(parent, kids)| Op::AddChildren { parent, kids }),
+        2 => (0u8..2, 0u8..3, 0u8..3).prop_map(|(slot, every, policy)| Op::PutSchedule { slot, every, policy }),
+        1 => (0u8..2, any::<bool>()).prop_map(|(slot, paused)| Op::PauseSchedule { slot, paused }),
+        1 => (0u8..2).prop_map(|slot| Op::DeleteSchedule { slot }),
+        3 => Just(Op::RunSchedules),
     ]
 }
 
@@ -526,6 +581,7 @@ fn norm_err(e: &Error) -> String {
         }
         Error::LeaseLost { id } => format!("LeaseLost({id})"),
         Error::InvalidArgument { .. } => "InvalidArgument".into(),
+        Error::ScheduleNotFound { name } => format!("ScheduleNotFound({name})"),
         other => format!("unexpected: {}", other.chain()),
     }
 }
@@ -850,6 +906,53 @@ impl<'a> Run<'a> {
                 self.clock.advance(Duration::from_secs(u64::from(secs)));
                 Ok(())
             }
+            Op::PutSchedule {
+                slot,
+                every,
+                policy,
+            } => {
+                use queue_core::{Schedule, Schedules};
+                let name = format!("s{slot}");
+                let secs = SCHEDULE_EVERY[usize::from(every) % 3];
+                let job = NewJob::new("model", &json!({ "schedule": name })).expect("encodes");
+                let schedule = Schedule::every(&name, Duration::from_secs(u64::from(secs)), job)
+                    .map_err(|e| e.chain())?
+                    .missed(missed_of(policy));
+                b.put_schedule(schedule).await.map_err(|e| e.chain())?;
+                self.model
+                    .put_schedule(&name, i64::from(secs) * 1000, policy % 3, now);
+                Ok(())
+            }
+            Op::PauseSchedule { slot, paused } => {
+                use queue_core::Schedules;
+                let name = format!("s{slot}");
+                let got = if paused {
+                    b.pause_schedule(&name).await
+                } else {
+                    b.resume_schedule(&name).await
+                };
+                let want = self.model.pause_schedule(&name, paused, now);
+                expect_eq("pause_schedule", norm(&got, |_| ()), norm(&want, |_| ()))
+            }
+            Op::DeleteSchedule { slot } => {
+                use queue_core::Schedules;
+                let name = format!("s{slot}");
+                let got = b.delete_schedule(&name).await;
+                let want = self.model.delete_schedule(&name);
+                expect_eq("delete_schedule", norm(&got, |_| ()), norm(&want, |_| ()))
+            }
+            Op::RunSchedules => {
+                use queue_core::Schedules;
+                let report = b.run_due_schedules().await.map_err(|e| e.chain())?;
+                if let Some((name, e)) = report.errors.first() {
+                    return Err(format!("schedule {name}: {}", e.chain()));
+                }
+                let mut got = report.fired;
+                got.sort();
+                let mut want = self.model.run_schedules(now);
+                want.sort();
+                expect_eq("run_due_schedules", got, want)
+            }
             Op::Reap => {
                 let got = b.reap(100).await.map_err(|e| e.chain())?;
                 let want = self.model.reap(100, now);
@@ -935,7 +1038,9 @@ impl<'a> Run<'a> {
                     let page = b.list(&query).await.map_err(|e| e.chain())?;
                     got.extend(page.jobs.iter().map(|r| r.job_id));
                     match page.next_cursor {
-                        Some(c) if got.len() <= usize::from(JOBS) => query = query.cursor(c),
+                        Some(c) if got.len() <= self.model.ids().len() + 2 => {
+                            query = query.cursor(c)
+                        }
                         _ => break,
                     }
                 }
@@ -1077,7 +1182,57 @@ impl<'a> Run<'a> {
             )?;
         }
         let got = b.workers().await.map_err(|e| e.chain())?;
-        expect_eq("workers", got, self.model.workers(now))
+        expect_eq("workers", got, self.model.workers(now))?;
+        self.compare_schedules().await
+    }
+
+    /// Every schedule (next run, last tick, counts, paused) and every job they created.
+    async fn compare_schedules(&mut self) -> Check {
+        use queue_core::Schedules;
+        let b = self.backend;
+        let got: Vec<_> = b
+            .schedules()
+            .await
+            .map_err(|e| e.chain())?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.schedule.name,
+                    r.next_run.map(to_millis),
+                    r.last_tick.map(to_millis),
+                    r.ticks_run,
+                    r.ticks_skipped,
+                    r.schedule.paused,
+                )
+            })
+            .collect();
+        let want: Vec<_> = self
+            .model
+            .schedules()
+            .iter()
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    s.next,
+                    s.last_tick,
+                    s.ticks_run,
+                    s.ticks_skipped,
+                    s.paused,
+                )
+            })
+            .collect();
+        expect_eq("schedules", got, want)?;
+        for id in self.model.ids() {
+            if self.ids.contains(&id) {
+                continue;
+            }
+            expect_eq(
+                &format!("scheduled job {id}"),
+                norm(&b.get(id).await, Clone::clone),
+                norm(&self.model.get(id), Clone::clone),
+            )?;
+        }
+        Ok(())
     }
 }
 
