@@ -16,9 +16,11 @@ use std::{
 
 use anyhow::Context;
 use noxious::toxic::{StreamDirection, ToxicKind};
+use queue_core::backend::MAX_CATCH_UP;
 use queue_core::{
     ChildPolicy, Error, Flow, JobId, JobStatus, JobStore, ListQuery, NewJob, Priority, QueueConfig,
 };
+use queue_core::{MissedTicks, Schedule, Schedules};
 use queue_redis::RedisBackend;
 use queue_worker::CancellationToken;
 use serde::Serialize;
@@ -91,12 +93,97 @@ pub(crate) struct Report {
     pub(crate) state: StateReport,
     /// Seconds the queue took to drain after the faults stopped.
     pub(crate) drain_seconds: f64,
+    /// The one-second schedule every worker fired throughout.
+    pub(crate) schedule: ScheduleReport,
+}
+
+/// What the schedule's jobs show: one job per tick from the first to the last, none twice.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct ScheduleReport {
+    /// Ticks that enqueued a job, as the schedule counts them.
+    pub(crate) ticks_run: u64,
+    /// Jobs of the schedule found in Redis.
+    pub(crate) jobs: usize,
+    /// A tick missing between the first and the last, a tick with two jobs, a job with an
+    /// id that is not its tick's, a count that does not match.
+    pub(crate) problems: Vec<String>,
+}
+
+/// The drill's schedule: every worker process fires it.
+const SCHEDULE: &str = "chaos-tick";
+
+/// Checks the schedule's jobs in the dump against the schedule's record.
+fn check_schedule(
+    dump: &check::Dump,
+    record: Option<&queue_core::ScheduleRecord>,
+) -> ScheduleReport {
+    let mut report = ScheduleReport::default();
+    let Some(record) = record else {
+        report
+            .problems
+            .push("the schedule could not be read at the end".into());
+        return report;
+    };
+    report.ticks_run = record.ticks_run;
+    let mut ticks: Vec<(i64, String)> = Vec::new();
+    for (id, fields) in &dump.jobs {
+        let Some(meta) = fields
+            .get("metadata")
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        else {
+            continue;
+        };
+        if meta["schedule"] != SCHEDULE {
+            continue;
+        }
+        let tick = meta["tick"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis());
+        match tick {
+            Some(t) => {
+                if queue_core::backend::tick_job_id(SCHEDULE, t).to_string() != *id {
+                    report
+                        .problems
+                        .push(format!("job {id} is not the id of tick {t}"));
+                }
+                ticks.push((t, id.clone()));
+            }
+            None => report
+                .problems
+                .push(format!("job {id} has no readable tick")),
+        }
+    }
+    ticks.sort();
+    report.jobs = ticks.len();
+    for pair in ticks.windows(2) {
+        let step = pair[1].0 - pair[0].0;
+        if step != 1000 {
+            report.problems.push(format!(
+                "ticks {} and {} are {step} ms apart (jobs {} and {})",
+                pair[0].0, pair[1].0, pair[0].1, pair[1].1
+            ));
+        }
+    }
+    if ticks.len() as u64 != record.ticks_run {
+        report.problems.push(format!(
+            "{} jobs for {} ticks run",
+            ticks.len(),
+            record.ticks_run
+        ));
+    }
+    if record.ticks_run < 3 {
+        report
+            .problems
+            .push(format!("only {} ticks ran", record.ticks_run));
+    }
+    report
 }
 
 impl Report {
     /// True when nothing was lost, stranded, run twice at once or left inconsistent.
     pub(crate) fn clean(&self) -> bool {
-        self.double_runs.is_empty() && self.state.clean()
+        self.double_runs.is_empty() && self.state.clean() && self.schedule.problems.is_empty()
     }
 }
 
@@ -289,6 +376,19 @@ impl Drill {
         backend
             .set_group_concurrency(&publisher(0), Some(2))
             .await?;
+        // A one-second schedule that every worker process fires through every fault: each
+        // tick must end up with exactly one job (missed ticks all run: none may be lost).
+        let tick = NewJob::new(
+            "work",
+            &Task {
+                ms: 5,
+                fail: false,
+                progress: false,
+            },
+        )?;
+        let schedule = Schedule::every(SCHEDULE, Duration::from_secs(1), tick)?
+            .missed(MissedTicks::RunEach { max: MAX_CATCH_UP });
+        backend.put_schedule(schedule).await?;
         let stop = CancellationToken::new();
         let enqueued: Arc<Mutex<Vec<JobId>>> = Arc::default();
         let refused = Arc::new(AtomicU64::new(0));
@@ -331,6 +431,17 @@ impl Drill {
         for task in tasks {
             let _ = task.await;
         }
+        // No more ticks: the schedule's jobs so far drain with the rest.
+        let mut schedule = None;
+        for _ in 0..120 {
+            match backend.pause_schedule(SCHEDULE).await {
+                Ok(record) => {
+                    schedule = Some(record);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
         let drained = Instant::now();
         let ids = enqueued.lock().unwrap().clone();
         self.drain(&backend, &ids).await;
@@ -338,8 +449,14 @@ impl Drill {
         for slot in 0..self.slots.len() {
             self.stop_worker(slot).await;
         }
-        self.report(seed, &ids, refused.load(Ordering::Relaxed), drain_seconds)
-            .await
+        self.report(
+            seed,
+            &ids,
+            refused.load(Ordering::Relaxed),
+            drain_seconds,
+            schedule.as_ref(),
+        )
+        .await
     }
 
     /// Faults injected so far (keys moved by a slot migration are not faults of their own).
@@ -506,6 +623,7 @@ impl Drill {
         enqueued: &[JobId],
         refused: u64,
         drain_seconds: f64,
+        schedule: Option<&queue_core::ScheduleRecord>,
     ) -> anyhow::Result<Report> {
         let mut runs: Vec<Run> = Vec::new();
         for slot in &self.slots {
@@ -541,6 +659,7 @@ impl Drill {
         all.sort();
         all.dedup();
         let state = check::check(&dump, &all);
+        let schedule = check_schedule(&dump, schedule);
         let report = Report {
             seed,
             dir: self.dir.display().to_string(),
@@ -554,6 +673,7 @@ impl Drill {
             double_runs,
             state,
             drain_seconds,
+            schedule,
         };
         std::fs::write(
             self.dir.join("report.json"),

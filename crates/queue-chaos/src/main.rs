@@ -69,12 +69,13 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 if !report.clean() {
                     anyhow::bail!(
-                        "the drill found {} lost, {} stranded, {} double runs, {} dangling and {} unindexed entries",
+                        "the drill found {} lost, {} stranded, {} double runs, {} dangling and {} unindexed entries, {} schedule problems",
                         report.state.lost.len(),
                         report.state.stranded.len(),
                         report.double_runs.len(),
                         report.state.dangling.len(),
-                        report.state.unindexed.len()
+                        report.state.unindexed.len(),
+                        report.schedule.problems.len()
                     );
                 }
                 Ok(())
