@@ -146,7 +146,7 @@ pub const ROUTES: [(&str, &str, &str, bool); 31] = [
     (
         "get",
         "/events",
-        "Server-sent job events (transition, progress, cancel_requested)",
+        "Server-sent job events (transition, progress, cancel_requested), each with its log id; `Last-Event-ID` or ?since=ID resumes after it",
         true,
     ),
     ("get", "/openapi.json", "This document", true),
@@ -197,6 +197,12 @@ fn operation(method: &str, path: &str, summary: &str, auth: bool) -> Value {
             { "name": "unique_key", "in": "query", "schema": { "type": "string" } },
             { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } },
             { "name": "cursor", "in": "query", "schema": { "type": "string" } },
+        ]);
+    }
+    if path == "/events" {
+        op["parameters"] = json!([
+            { "name": "since", "in": "query", "schema": { "type": "string", "example": "1796305785755-0" }, "description": "Resume after this event id (the `Last-Event-ID` header wins)" },
+            { "name": "Last-Event-ID", "in": "header", "schema": { "type": "string" } },
         ]);
     }
     if path == "/groups" {

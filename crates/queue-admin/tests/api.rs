@@ -699,7 +699,48 @@ async fn events_stream(backend: SharedBackend) {
         seen.contains("event: transition") && seen.contains("\"to\":\"queued\""),
         "{seen}"
     );
+    // Each event carries its log id; a client that reconnects with the last one gets what
+    // happened while it was away.
+    let last_id = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .next_back()
+        .expect("events have ids")
+        .trim()
+        .to_owned();
     drop(stream);
+    let missed = backend
+        .enqueue(queue_core::NewJob::new("t", &2).unwrap())
+        .await
+        .unwrap();
+    for how in ["header", "query"] {
+        let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let request = match how {
+            "header" => format!(
+                "GET /events?token={TOKEN} HTTP/1.1\r\nHost: {}\r\nLast-Event-ID: {last_id}\r\n\r\n",
+                s.addr
+            ),
+            _ => format!(
+                "GET /events?token={TOKEN}&since={last_id} HTTP/1.1\r\nHost: {}\r\n\r\n",
+                s.addr
+            ),
+        };
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut resumed = String::new();
+        while !resumed.contains(&missed.job_id.to_string()) {
+            let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{how}: the missed event is replayed: {resumed}"))
+                .unwrap();
+            resumed.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert!(
+            !resumed.contains(&job.job_id.to_string()),
+            "{how}: nothing before the last id is sent again: {resumed}"
+        );
+    }
+    let (status, err) = s.json("GET", "/events?since=yesterday", None).await;
+    assert_eq!(status, 400, "{err}");
     s.stop().await;
 }
 

@@ -8,9 +8,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::{JobId, JobStatus};
 
+/// How many events a queue's event log keeps (the oldest go first).
+pub const EVENT_LOG_LEN: usize = 10_000;
+
+/// How long a queue keeps logging events after its last subscriber left: a subscriber that
+/// reconnects within this time resumes where it stopped ([`crate::JobStore::subscribe_from`]).
+pub const EVENT_LOG_LINGER: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// One thing that happened to one job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobEvent {
+    /// Its place in the queue's event log (`<ms>-<n>`, increasing): pass the last one seen
+    /// to [`crate::JobStore::subscribe_from`] to resume after it. `None` only for events
+    /// built by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// The job.
     pub job_id: JobId,
     /// When (backend clock).
@@ -18,6 +30,13 @@ pub struct JobEvent {
     /// What.
     #[serde(flatten)]
     pub kind: EventKind,
+}
+
+/// An event id as `(ms, n)`, ordered as the log orders them; `None` when `id` is not of the
+/// form `<ms>-<n>` (an `<ms>` alone means `<ms>-0`).
+pub fn parse_event_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, n) = id.split_once('-').unwrap_or((id, "0"));
+    Some((ms.parse().ok()?, n.parse().ok()?))
 }
 
 impl JobEvent {
@@ -49,7 +68,10 @@ pub enum EventKind {
     CancelRequested,
 }
 
-/// Events of one queue, in the order the backend applied them. Delivery is best-effort:
-/// a subscriber that falls far behind (or loses its connection) misses events, so treat
-/// the job records as the truth and events as the signal to look.
+/// Events of one queue, in the order the backend applied them. A subscriber that loses its
+/// connection resumes from the last event id it saw with
+/// [`crate::JobStore::subscribe_from`], as far back as the log reaches
+/// ([`EVENT_LOG_LEN`] events, logged while someone follows and [`EVENT_LOG_LINGER`] after);
+/// one that falls far behind a live stream skips events. Treat the job records as the
+/// truth and events as the signal to look.
 pub type EventStream = Pin<Box<dyn Stream<Item = JobEvent> + Send>>;

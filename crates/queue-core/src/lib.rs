@@ -27,7 +27,9 @@ mod umbrella;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{QueueConfig, QueueConfigBuilder, RedisUrl};
 pub use error::{BoxError, Error, Result};
-pub use event::{EventKind, EventStream, JobEvent};
+pub use event::{
+    EVENT_LOG_LEN, EVENT_LOG_LINGER, EventKind, EventStream, JobEvent, parse_event_id,
+};
 pub use flow::{ChildCounts, ChildPolicy, Flow, FlowTree};
 pub use group::{GroupList, GroupStats};
 pub use id::{JobId, LeaseToken, WorkerId};

@@ -156,6 +156,14 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// updates and cancel requests (case `subscriber_sees_every_transition`).
     async fn subscribe(&self) -> Result<EventStream>;
 
+    /// The events the queue's log still holds after the one with id `after` (oldest
+    /// first), then every event from now on, with no gap and none twice between the two
+    /// (case `a_subscriber_resumes_after_the_last_event_it_saw`). The log keeps the last
+    /// [`crate::EVENT_LOG_LEN`] events, logged while someone follows the queue and
+    /// [`crate::EVENT_LOG_LINGER`] after; older ones are gone. A malformed id is
+    /// `Error::InvalidArgument`.
+    async fn subscribe_from(&self, after: &str) -> Result<EventStream>;
+
     /// Waits until job `id` is finished (completed, failed, partial or cancelled) or
     /// `timeout` has passed, and returns its record then: its status says which. Works from
     /// any process and does not poll: it follows the queue's events (a job that ends while

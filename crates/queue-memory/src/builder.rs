@@ -5,7 +5,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use queue_core::backend::TokioClock;
+use queue_core::backend::{TokioClock, duration_ms};
 use queue_core::{JobEvent, JobId, QueueConfig, Result, SharedClock};
 use tokio::sync::{Notify, broadcast};
 
@@ -23,7 +23,7 @@ pub struct MemoryBackend {
 pub(crate) struct Inner {
     tables: Mutex<Tables>,
     pub(crate) work: Notify,
-    pub(crate) events: broadcast::Sender<JobEvent>,
+    pub(crate) events: Events,
     /// Cancel requests only, so a worker listening for them does not make every
     /// transition build an event.
     pub(crate) cancels: broadcast::Sender<JobId>,
@@ -56,8 +56,13 @@ impl MemoryBackendBuilder {
 
     /// The queue.
     pub fn build(self) -> MemoryBackend {
-        let (events, _) = broadcast::channel(16 * 1024);
+        let (tx, _) = broadcast::channel(16 * 1024);
         let (cancels, _) = broadcast::channel(1024);
+        let events = Events {
+            tx,
+            log: Mutex::new(EventLog::default()),
+            linger_until: std::sync::atomic::AtomicI64::new(0),
+        };
         MemoryBackend {
             inner: Arc::new(Inner {
                 tables: Mutex::new(Tables::default()),
@@ -116,8 +121,58 @@ impl MemoryBackend {
         self.inner.clock.now_ms()
     }
 
+    /// Where events go, while anyone follows them or did within
+    /// [`queue_core::EVENT_LOG_LINGER`] (so a subscriber that reconnects finds them in the
+    /// log); `None` otherwise, and no event is built.
     pub(crate) fn events(&self) -> EventSender<'_> {
-        (self.inner.events.receiver_count() > 0).then_some(&self.inner.events)
+        use std::sync::atomic::Ordering::Relaxed;
+        let e = &self.inner.events;
+        let lingers = e.linger_until.load(Relaxed);
+        if e.tx.receiver_count() > 0 {
+            let until = self.now() + duration_ms(queue_core::EVENT_LOG_LINGER);
+            // Renewed at most once a second.
+            if until - lingers > 1_000 {
+                e.linger_until.store(until, Relaxed);
+            }
+            return Some(e);
+        }
+        (lingers != 0 && self.now() < lingers).then_some(e)
+    }
+}
+
+/// The event channel and the log behind it.
+pub(crate) struct Events {
+    pub(crate) tx: broadcast::Sender<JobEvent>,
+    pub(crate) log: Mutex<EventLog>,
+    /// Events are logged until then (ms; renewed while anyone follows).
+    linger_until: std::sync::atomic::AtomicI64,
+}
+
+/// The last [`queue_core::EVENT_LOG_LEN`] events, oldest first.
+#[derive(Default)]
+pub(crate) struct EventLog {
+    pub(crate) entries: std::collections::VecDeque<JobEvent>,
+    /// The last id given: (ms, n).
+    last: (i64, u64),
+}
+
+impl Events {
+    /// Logs the event with the next id, then sends it; both under the log's lock, so a
+    /// subscriber that reads the log and subscribes under it misses nothing and sees
+    /// nothing twice.
+    pub(crate) fn send(&self, mut event: JobEvent, now: i64) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.last = if now > log.last.0 {
+            (now, 0)
+        } else {
+            (log.last.0, log.last.1 + 1)
+        };
+        event.id = Some(format!("{}-{}", log.last.0, log.last.1));
+        if log.entries.len() == queue_core::EVENT_LOG_LEN {
+            log.entries.pop_front();
+        }
+        log.entries.push_back(event.clone());
+        let _ = self.tx.send(event);
     }
 }
 

@@ -6,8 +6,8 @@ use queue_core::backend::{
     check_group_concurrency, check_group_name, check_group_weight, check_groups_limit, flatten_all,
 };
 use queue_core::{
-    CancelOutcome, EventStream, Flow, GroupList, GroupStats, JobId, JobRecord, JobStore, ListQuery,
-    NewJob, Page, Priority, QueueStats, RateLimit, Result, WorkerInfo,
+    CancelOutcome, EventStream, Flow, GroupList, GroupStats, JobEvent, JobId, JobRecord, JobStore,
+    ListQuery, NewJob, Page, Priority, QueueStats, RateLimit, Result, WorkerInfo, parse_event_id,
 };
 
 use crate::MemoryBackend;
@@ -184,9 +184,34 @@ impl JobStore for MemoryBackend {
     }
 
     async fn subscribe(&self) -> Result<EventStream> {
-        let rx = self.inner.events.subscribe();
+        let rx = self.inner.events.tx.subscribe();
         let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
             .filter_map(|item| std::future::ready(item.ok()));
         Ok(Box::pin(stream))
+    }
+
+    async fn subscribe_from(&self, after: &str) -> Result<EventStream> {
+        let after = parse_event_id(after).ok_or_else(|| {
+            queue_core::Error::invalid(format!("event id `{after}` is not of the form <ms>-<n>"))
+        })?;
+        let newer = |e: &JobEvent| {
+            e.id.as_deref()
+                .and_then(parse_event_id)
+                .is_some_and(|id| id > after)
+        };
+        // Read the log and subscribe under its lock: an event is logged and sent under it.
+        let (replay, rx) = {
+            let log = self
+                .inner
+                .events
+                .log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let replay: Vec<JobEvent> = log.entries.iter().filter(|e| newer(e)).cloned().collect();
+            (replay, self.inner.events.tx.subscribe())
+        };
+        let live = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(|item| std::future::ready(item.ok()));
+        Ok(Box::pin(futures_util::stream::iter(replay).chain(live)))
     }
 }

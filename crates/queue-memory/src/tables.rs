@@ -269,7 +269,7 @@ pub(crate) struct Tables {
 }
 
 /// Where `emit` sends events; `None` when nobody listens (no event is built).
-pub(crate) type EventSender<'a> = Option<&'a tokio::sync::broadcast::Sender<JobEvent>>;
+pub(crate) type EventSender<'a> = Option<&'a crate::builder::Events>;
 
 fn status_index(status: JobStatus) -> usize {
     status as usize
@@ -277,11 +277,15 @@ fn status_index(status: JobStatus) -> usize {
 
 fn emit(events: EventSender<'_>, job_id: JobId, now: Millis, kind: EventKind) {
     if let Some(tx) = events {
-        let _ = tx.send(JobEvent {
-            job_id,
-            at: from_millis(now),
-            kind,
-        });
+        tx.send(
+            JobEvent {
+                id: None,
+                job_id,
+                at: from_millis(now),
+                kind,
+            },
+            now,
+        );
     }
 }
 

@@ -74,6 +74,9 @@ pub(crate) enum Static {
     Schedules,
     /// `sdue`: schedules by next run (paused ones and those without a next tick are absent).
     ScheduleDue,
+    /// `log`: the event log (a stream of the last `EVENT_LOG_LEN` events, written while
+    /// someone follows the queue), for subscribers that resume after a disconnect.
+    Log,
 }
 
 impl Static {
@@ -105,6 +108,7 @@ impl Static {
             Self::Waiting => "waiting".into(),
             Self::Schedules => "schedules".into(),
             Self::ScheduleDue => "sdue".into(),
+            Self::Log => "log".into(),
         }
     }
 

@@ -1,8 +1,9 @@
 //! Subscriptions that survive their connection: one background task per channel and
 //! backend, re-subscribing after a dropped connection or a restarted server, shared by
 //! every stream on that channel through a bounded buffer (a subscriber that falls far
-//! behind skips messages instead of growing memory). Messages published while the
-//! connection was down are lost: events are signals, records are the truth.
+//! behind skips messages instead of growing memory). A channel with a log (the queue's
+//! events) passes on what was published while the connection was down, read from the log,
+//! before the live messages; others (cancel pushes, which heartbeats repeat) lose them.
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
@@ -18,8 +19,10 @@ use crate::{
 /// How many messages one channel buffers for its slowest subscriber.
 const BUFFER: usize = 4096;
 
-/// How long a presence key outlives its last renewal, and how often it is renewed.
-const PRESENCE_TTL: Duration = Duration::from_secs(15);
+/// How long a presence key outlives its last renewal (events go on being logged that long
+/// after the last subscriber left, so one that reconnects resumes), and how often it is
+/// renewed.
+const PRESENCE_TTL: Duration = queue_core::EVENT_LOG_LINGER;
 const PRESENCE_RENEW: Duration = Duration::from_secs(5);
 
 /// A key kept alive while a channel is followed, so publishers can skip the work of a
@@ -28,6 +31,38 @@ const PRESENCE_RENEW: Duration = Duration::from_secs(5);
 pub(crate) struct Presence {
     pub(crate) key: String,
     pub(crate) conn: Conn,
+    /// The channel's log (a stream whose entries are the messages without their leading
+    /// `{"id":"<entry id>",`): after a reconnect, what was published meanwhile is read from
+    /// it and passed on before the live messages, none twice.
+    pub(crate) log: Option<String>,
+}
+
+/// The log id a message starts with (`{"id":"<ms>-<n>",...`).
+fn message_id(message: &str) -> Option<(u64, u64)> {
+    let rest = message.strip_prefix("{\"id\":\"")?;
+    queue_core::parse_event_id(&rest[..rest.find('"')?])
+}
+
+impl Presence {
+    /// The log's entries after `after`, as the messages that were published for them.
+    async fn missed(&self, log: &str, after: (u64, u64)) -> redis::RedisResult<Vec<String>> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(log)
+            .arg(format!("({}-{}", after.0, after.1))
+            .arg("+")
+            .arg("COUNT")
+            .arg(queue_core::EVENT_LOG_LEN)
+            .query_async(&mut conn)
+            .await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(id, fields)| {
+                let (_, msg) = fields.into_iter().next()?;
+                Some(format!("{{\"id\":\"{id}\",{}", msg.get(1..)?))
+            })
+            .collect())
+    }
 }
 
 impl Presence {
@@ -134,17 +169,47 @@ impl Subscriptions {
     ) {
         let mut pubsub = Some(first);
         let mut backoff = Duration::from_millis(100);
+        // The id of the last logged message passed on.
+        let mut last: Option<(u64, u64)> = None;
+        let mut reconnected = false;
         loop {
             if let Some(conn) = pubsub.take() {
                 backoff = Duration::from_millis(100);
                 let mut messages = conn.into_on_message();
+                // Subscribed again: what was published while the connection was down
+                // comes from the log, before the live messages.
+                if reconnected
+                    && let (Some(p), Some(after)) = (&presence, last)
+                    && let Some(log) = &p.log
+                {
+                    match p.missed(log, after).await {
+                        Ok(missed) => {
+                            if !missed.is_empty() {
+                                tracing::info!(%channel, count = missed.len(), "passed on the messages published while the subscription was down");
+                            }
+                            for text in missed {
+                                last = message_id(&text).or(last);
+                                let _ = tx.send(text);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%channel, error = %e, "cannot read what was published while the subscription was down")
+                        }
+                    }
+                }
                 let mut idle = tokio::time::interval(PRESENCE_RENEW);
                 loop {
                     tokio::select! {
                         m = messages.next() => match m {
                             Some(m) => {
                                 if let Ok(text) = m.get_payload::<String>() {
-                                    let _ = tx.send(text);
+                                    match message_id(&text) {
+                                        Some(id) if last.is_some_and(|l| id <= l) => {}
+                                        id => {
+                                            last = id.or(last);
+                                            let _ = tx.send(text);
+                                        }
+                                    }
                                 }
                             }
                             None => break,
@@ -175,6 +240,7 @@ impl Subscriptions {
                 Ok(conn) => {
                     tracing::info!(%channel, "subscription re-established");
                     pubsub = Some(conn);
+                    reconnected = true;
                 }
                 Err(err) => {
                     tracing::debug!(%channel, error = %err.chain(), "cannot re-subscribe yet");

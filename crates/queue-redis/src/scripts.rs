@@ -92,7 +92,7 @@ const GROUPS: [Static; 8] = [
 
 /// What a flow's bookkeeping touches when a job ends, is cancelled or is retried: its parent
 /// released (ready or delayed), failed (finished, its unique key released) or held again.
-const FLOW: [Static; 8] = [
+const FLOW: [Static; 9] = [
     S::Waiting,
     S::Seq,
     S::Marker,
@@ -101,6 +101,7 @@ const FLOW: [Static; 8] = [
     S::Dedup,
     S::Stats,
     S::Subs,
+    S::Log,
 ];
 
 const SPECS: [Spec; 25] = [
@@ -125,6 +126,7 @@ const SPECS: [Spec; 25] = [
                 S::Marker,
                 S::Due,
                 S::Subs,
+                S::Log,
                 S::Rate
             ]
         ],
@@ -153,7 +155,7 @@ const SPECS: [Spec; 25] = [
     (
         "progress",
         include_str!("scripts/progress.lua"),
-        keys![[S::Active, S::Leases, S::Subs]],
+        keys![[S::Active, S::Leases, S::Subs, S::Log]],
         false,
     ),
     (
@@ -633,7 +635,10 @@ fn event_unfinished_change(event: Event) -> Option<i64> {
 /// The Lua tables: every rule of `queue_core` (`apply` over every pair, and each function
 /// of `queue_core::backend::rules` over its whole domain). The rules exist once, in Rust.
 fn generated_tables() -> String {
-    let mut lua = String::from("local NEXT = {\n");
+    let mut lua = format!(
+        "local EVENT_LOG_LEN = {}\nlocal NEXT = {{\n",
+        queue_core::EVENT_LOG_LEN
+    );
     for from in JobStatus::ALL {
         let _ = write!(lua, "  {} = {{", from.as_str());
         for event in Event::ALL {

@@ -11,7 +11,7 @@ use queue_core::backend::{
 use queue_core::{
     CancelOutcome, ChildCounts, ChildPolicy, Error, EventKind, EventStream, Flow, GroupList,
     GroupStats, JobEvent, JobId, JobRecord, JobStatus, JobStore, LifetimeTotals, ListQuery, NewJob,
-    Page, Priority, QueueStats, RateLimit, Result, WorkerInfo,
+    Page, Priority, QueueStats, RateLimit, Result, WorkerInfo, parse_event_id,
 };
 use redis::Value;
 use tokio::sync::oneshot;
@@ -936,12 +936,61 @@ impl JobStore for RedisBackend {
                 Some(Presence {
                     key: self.inner.keys.of(Static::Subs),
                     conn: self.conn(),
+                    log: Some(self.inner.keys.of(Static::Log)),
                 }),
             )
             .await?;
         Ok(Box::pin(
             messages.filter_map(|m| std::future::ready(parse_event(&m))),
         ))
+    }
+
+    async fn subscribe_from(&self, after: &str) -> Result<EventStream> {
+        let Some(mut last) = parse_event_id(after) else {
+            return Err(Error::invalid(format!(
+                "event id `{after}` is not of the form <ms>-<n>"
+            )));
+        };
+        // Live first (which keeps the log written), then the log: an event in both is
+        // passed on once, from the log.
+        let live = self.subscribe().await?;
+        let mut conn = self.conn();
+        let entries: Value = redis::cmd("XRANGE")
+            .arg(self.inner.keys.of(Static::Log))
+            .arg(format!("({}-{}", last.0, last.1))
+            .arg("+")
+            .arg("COUNT")
+            .arg(queue_core::EVENT_LOG_LEN)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut replay = Vec::new();
+        for entry in array(entries) {
+            let mut parts = array(entry).into_iter();
+            let (Some(id), Some(fields)) = (parts.next().as_ref().and_then(text), parts.next())
+            else {
+                continue;
+            };
+            let fields = array(fields);
+            let Some(msg) = fields.get(1).and_then(text) else {
+                continue;
+            };
+            if let Some(mut event) = parse_event(&msg) {
+                if let Some(n) = parse_event_id(&id) {
+                    last = last.max(n);
+                }
+                event.id = Some(id);
+                replay.push(event);
+            }
+        }
+        let live = live.filter(move |e| {
+            let newer =
+                e.id.as_deref()
+                    .and_then(parse_event_id)
+                    .is_none_or(|id| id > last);
+            std::future::ready(newer)
+        });
+        Ok(Box::pin(futures_util::stream::iter(replay).chain(live)))
     }
 }
 
@@ -959,10 +1008,13 @@ pub(crate) fn invalid(
     }
 }
 
-/// An event published by a script: `{"job_id", "at", "type", ...}`.
+/// An event published by a script: `{"id", "job_id", "at", "type", ...}` (in the log, the
+/// same without `id`: the entry's id is its id).
 fn parse_event(message: &str) -> Option<JobEvent> {
     #[derive(serde::Deserialize)]
     struct Raw {
+        #[serde(default)]
+        id: Option<String>,
         job_id: JobId,
         at: Millis,
         #[serde(flatten)]
@@ -970,6 +1022,7 @@ fn parse_event(message: &str) -> Option<JobEvent> {
     }
     let raw: Raw = serde_json::from_str(message).ok()?;
     Some(JobEvent {
+        id: raw.id,
         job_id: raw.job_id,
         at: from_millis(raw.at),
         kind: raw.kind,

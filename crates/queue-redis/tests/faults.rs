@@ -763,3 +763,47 @@ async fn schedules_tick_once_across_a_worker_kill_and_a_redis_restart() {
         run.await.unwrap().unwrap();
     }
 }
+
+/// A subscriber whose connection is killed while other clients go on publishing misses
+/// nothing and sees nothing twice: once subscribed again, what was published meanwhile is
+/// read from the event log before the live events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_misses_nothing_across_a_dropped_connection() {
+    use futures_util::StreamExt;
+    use queue_core::{EventKind, JobStatus};
+    let port = free_port();
+    let server = RedisServer::start(port, &[]);
+    let cfg = config(&server.url());
+    let backend = RedisBackend::connect(&cfg).await.unwrap();
+    let mut events = backend.subscribe().await.unwrap();
+    let mut ids = enqueue_n(&backend, 1).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.job_id, ids[0]);
+    // The subscriber's connection goes; the queue does not wait for it.
+    cli(port, &["CLIENT", "KILL", "TYPE", "pubsub"]).expect("killed");
+    for _ in 0..10 {
+        ids.extend(enqueue_n(&backend, 3).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut seen = vec![first.job_id];
+    while seen.len() < ids.len() {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {} events arrived", seen.len(), ids.len()))
+            .unwrap();
+        assert!(matches!(
+            e.kind,
+            EventKind::Transition {
+                to: JobStatus::Queued,
+                ..
+            }
+        ));
+        seen.push(e.job_id);
+    }
+    assert_eq!(seen, ids, "every event once, in order");
+    let extra = tokio::time::timeout(Duration::from_millis(300), events.next()).await;
+    assert!(extra.is_err(), "nothing twice: {extra:?}");
+}

@@ -3225,3 +3225,80 @@ pub async fn schedules_are_managed(h: &Harness) {
         .expect("delete garbage");
     assert_eq!(h.backend.schedules().await.expect("list").len(), 1);
 }
+
+async fn next_event(events: &mut queue_core::EventStream) -> queue_core::JobEvent {
+    tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("an event arrives")
+        .expect("the stream goes on")
+}
+
+/// A subscriber that lost its connection resumes after the last event it saw: every event
+/// in between comes from the log, in order, none twice, then the live ones; ids increase.
+pub async fn a_subscriber_resumes_after_the_last_event_it_saw(h: &Harness) {
+    use queue_core::parse_event_id;
+    let mut first = h.backend.subscribe().await.expect("subscribe");
+    let a = enqueue(h, job(1)).await;
+    let lease = claim_one(h).await;
+    let seen = [next_event(&mut first).await, next_event(&mut first).await];
+    assert!(seen.iter().all(|e| e.job_id == a.job_id));
+    let last = seen[1].id.clone().expect("events carry their log id");
+    assert!(
+        parse_event_id(seen[0].id.as_deref().unwrap()) < parse_event_id(&last),
+        "ids increase"
+    );
+    // The connection drops; the queue goes on.
+    drop(first);
+    h.backend
+        .progress(&lease.to_ref(), 40, None)
+        .await
+        .expect("progress");
+    finish(h, &lease, completed()).await;
+    let b = enqueue(h, job(2)).await;
+    h.backend.cancel(b.job_id).await.expect("cancel");
+
+    let mut resumed = h.backend.subscribe_from(&last).await.expect("resume");
+    use JobStatus::*;
+    let t = |from: Option<JobStatus>, to| EventKind::Transition { from, to };
+    let want = [
+        (
+            a.job_id,
+            EventKind::Progress {
+                progress: 40,
+                step: None,
+            },
+        ),
+        (a.job_id, t(Some(Processing), Completed)),
+        (b.job_id, t(None, Queued)),
+        (b.job_id, t(Some(Queued), Cancelled)),
+    ];
+    let mut ids = vec![parse_event_id(&last).unwrap()];
+    for (job, kind) in want {
+        let e = next_event(&mut resumed).await;
+        assert_eq!(
+            (e.job_id, &e.kind),
+            (job, &kind),
+            "missed while disconnected"
+        );
+        ids.push(parse_event_id(e.id.as_deref().expect("an id")).expect("well formed"));
+    }
+    // Then live, once each.
+    let c = enqueue(h, job(3)).await;
+    let e = next_event(&mut resumed).await;
+    assert_eq!((e.job_id, e.kind), (c.job_id, t(None, Queued)));
+    ids.push(parse_event_id(e.id.as_deref().expect("an id")).expect("well formed"));
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    let extra = tokio::time::timeout(Duration::from_millis(300), resumed.next()).await;
+    assert!(extra.is_err(), "nothing twice: {extra:?}");
+
+    // Resuming from the last id sees only what comes after it.
+    let c_id = e.id.clone().unwrap();
+    let mut again = h.backend.subscribe_from(&c_id).await.expect("resume");
+    let d = enqueue(h, job(4)).await;
+    assert_eq!(next_event(&mut again).await.job_id, d.job_id);
+
+    assert!(matches!(
+        h.backend.subscribe_from("yesterday").await.map(drop),
+        Err(Error::InvalidArgument { .. })
+    ));
+}

@@ -110,7 +110,8 @@ macro_rules! conformance_tests {
             a_tick_enqueues_exactly_once,
             missed_ticks_follow_the_policy,
             cron_schedules_keep_their_time_zone,
-            schedules_are_managed
+            schedules_are_managed,
+            a_subscriber_resumes_after_the_last_event_it_saw
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

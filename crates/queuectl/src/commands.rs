@@ -278,6 +278,23 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         }
         Command::Watch { job_ids } => watch(&backend, job_ids, json).await?,
         Command::Schedule { action } => schedule(&backend, action, json).await?,
+        Command::Events { since, count } => {
+            let mut events = match since {
+                Some(id) => backend.subscribe_from(&id).await?,
+                None => backend.subscribe().await?,
+            };
+            let mut left = count.unwrap_or(usize::MAX);
+            while left > 0 {
+                let Some(event) = events.next().await else {
+                    break;
+                };
+                println!(
+                    "{}",
+                    serde_json::to_string(&event).expect("events serialize")
+                );
+                left -= 1;
+            }
+        }
         Command::Worker { .. } => unreachable!("handled above"),
     }
     Ok(())

@@ -186,6 +186,17 @@ pub(crate) enum Command {
         #[arg(value_parser = parse_id)]
         job_ids: Vec<JobId>,
     },
+    /// Follow the queue's events, one JSON object per line (each with its `id`), until
+    /// interrupted; with --since, first what the event log holds after that id (resume a
+    /// follower that stopped).
+    Events {
+        /// Resume after this event id.
+        #[arg(long)]
+        since: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
     /// Run the book pipeline's handlers until SIGINT/SIGTERM.
     Worker {
         /// Jobs at once (default DCS_QUEUE_MAX_CONCURRENCY).

@@ -626,3 +626,103 @@ fn a_flow_is_enqueued_shown_as_a_tree_and_listed() {
     assert_eq!(code(&missing), 3, "{}", stderr(&missing));
     ctl.cleanup();
 }
+
+#[test]
+fn schedules_are_set_listed_paused_fired_and_deleted() {
+    let ctl = Ctl::new();
+    let set = ctl.json(&[
+        "schedule",
+        "set",
+        "nightly",
+        "--cron",
+        "0 2 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "--task",
+        "process_book",
+        "--payload",
+        r#"{"book_id":"all"}"#,
+        "--missed",
+        "each:3",
+    ]);
+    assert_eq!(set["schedule"]["cadence"]["tz"], "Europe/Berlin");
+    assert_eq!(set["schedule"]["missed"]["max"], 3);
+    assert!(set["next_run"].is_string());
+    let table = ctl.ok(&["schedule", "list"]);
+    assert!(
+        table.contains("nightly") && table.contains("0 2 * * *"),
+        "{table}"
+    );
+    // An every-second schedule fires from `run-due` (what each worker does every second).
+    ctl.ok(&["schedule", "set", "often", "--every", "1", "--task", "t"]);
+    sleep(Duration::from_millis(1200));
+    let fired = ctl.json(&["schedule", "run-due"]);
+    let jobs = fired["fired"][0]["jobs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(fired["fired"][0]["schedule"], "often", "{fired}");
+    assert!(!jobs.is_empty(), "{fired}");
+    let job = ctl.record(jobs[0].as_str().unwrap());
+    assert_eq!(job.metadata["schedule"], "often");
+    assert_eq!(
+        ctl.json(&["schedule", "pause", "often"])["schedule"]["paused"],
+        true
+    );
+    assert_eq!(
+        ctl.json(&["schedule", "show", "often"])["next_run"],
+        Value::Null
+    );
+    // Bad input names the field; an unknown schedule exits 3.
+    let out = ctl.run(&[
+        "schedule",
+        "set",
+        "x",
+        "--cron",
+        "99 * * * *",
+        "--task",
+        "t",
+    ]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("99 * * * *"), "{}", stderr(&out));
+    let out = ctl.run(&["schedule", "show", "nope"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    ctl.ok(&["schedule", "delete", "often"]);
+    ctl.ok(&["schedule", "delete", "nightly"]);
+    assert_eq!(ctl.json(&["schedule", "list"]), serde_json::json!([]));
+    ctl.cleanup();
+}
+
+#[test]
+fn events_resume_after_the_last_id_seen() {
+    let ctl = Ctl::new();
+    // A follower sees one event, stops; two more happen; it resumes after the first.
+    let follower = ctl
+        .command()
+        .args(["events", "--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_millis(500));
+    let a = ctl.ok(&["enqueue", "--task", "t", "--payload", "1"]);
+    let out = follower.wait_with_output().unwrap();
+    let first: Value = serde_json::from_slice(&out.stdout).expect("one JSON event");
+    assert_eq!(first["job_id"], a.trim());
+    let id = first["id"].as_str().expect("an event id").to_owned();
+    let b = ctl.ok(&["enqueue", "--task", "t", "--payload", "2"]);
+    let c = ctl.ok(&["enqueue", "--task", "t", "--payload", "3"]);
+    let out = ctl.ok(&["events", "--since", &id, "--count", "2"]);
+    let resumed: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    let ids: Vec<&str> = resumed
+        .iter()
+        .filter_map(|e| e["job_id"].as_str())
+        .collect();
+    assert_eq!(ids, [b.trim(), c.trim()]);
+    let out = ctl.run(&["events", "--since", "yesterday", "--count", "1"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    ctl.cleanup();
+}

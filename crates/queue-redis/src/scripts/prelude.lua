@@ -128,12 +128,20 @@ local function events_on(KEY)
   return PENDING.events
 end
 
+-- An event (JSON, `{` first) goes into the log (the stream `log`, its last EVENT_LOG_LEN
+-- entries kept), then out to subscribers with its log id, so a subscriber that reconnects
+-- resumes after the last id it saw.
+local function send_event(KEY, msg)
+  local sid = redis.call('XADD', KEY.log, 'MAXLEN', '~', EVENT_LOG_LEN, '*', 'e', msg)
+  redis.call('PUBLISH', PREFIX .. 'events', '{"id":"' .. sid .. '",' .. string.sub(msg, 2))
+end
+
 -- Events: ids and statuses need no escaping, so transitions are built by hand.
 local function emit_transition(KEY, id, from, to)
   if not events_on(KEY) then return end
   local msg = '{"job_id":"' .. id .. '","at":' .. NOW .. ',"type":"transition","to":"' .. to .. '"'
   if from then msg = msg .. ',"from":"' .. from .. '"' end
-  redis.call('PUBLISH', PREFIX .. 'events', msg .. '}')
+  send_event(KEY, msg .. '}')
 end
 
 local function emit(KEY, id, kind, fields)
@@ -141,7 +149,7 @@ local function emit(KEY, id, kind, fields)
   fields.job_id = id
   fields.at = NOW
   fields.type = kind
-  redis.call('PUBLISH', PREFIX .. 'events', cjson.encode(fields))
+  send_event(KEY, cjson.encode(fields))
 end
 
 -- Writes `set` (field -> value) to a job hash; an empty value removes its field (a record

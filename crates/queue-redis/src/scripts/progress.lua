@@ -17,7 +17,9 @@ else
   if current[2] then redis.call('HDEL', key, 'current_step') end
 end
 extend(KEY, id, l, NOW + l.lease_ms)
-if step == '' then step = nil end
+-- A missing field reads as false: no step is no `step` in the event (not `false`, which
+-- no subscriber could read).
+if not step or step == '' then step = nil end
 emit(KEY, id, 'progress', { progress = value, step = step })
 local cancel = 0
 if l.cancel then cancel = 1 end
