@@ -85,6 +85,43 @@ impl Broker for LateClaims {
     ) -> Result<queue_core::backend::ScheduleWritten> {
         self.inner.write_schedule(write).await
     }
+
+    async fn put_webhook(&self, hook: &queue_core::Webhook) -> Result<()> {
+        self.inner.put_webhook(hook).await
+    }
+
+    async fn delete_webhook(&self, name: &str) -> Result<bool> {
+        self.inner.delete_webhook(name).await
+    }
+
+    async fn webhooks(&self) -> Result<Vec<queue_core::Webhook>> {
+        self.inner.webhooks().await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<queue_core::backend::ClaimedDelivery>> {
+        self.inner.claim_deliveries(limit, lease).await
+    }
+
+    async fn settle_delivery(
+        &self,
+        id: &str,
+        claimed: &str,
+        settle: queue_core::backend::Settle,
+    ) -> Result<bool> {
+        self.inner.settle_delivery(id, claimed, settle).await
+    }
+
+    async fn deliveries(&self, parked: bool, limit: usize) -> Result<Vec<queue_core::Delivery>> {
+        self.inner.deliveries(parked, limit).await
+    }
+
+    async fn resend_delivery(&self, id: &str) -> Result<bool> {
+        self.inner.resend_delivery(id).await
+    }
 }
 
 /// A cancel pushed before the worker has even seen its claim still stops the job within

@@ -125,6 +125,44 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
     /// its ticks created in the same atomic step; nothing happens when the stored form is
     /// not `write.expected` (case `a_tick_enqueues_exactly_once`).
     async fn write_schedule(&self, write: ScheduleWrite) -> Result<ScheduleWritten>;
+
+    /// Creates or replaces a webhook (checked first). From then on every job reaching a
+    /// status it wants leaves a delivery in the outbox, written by the same atomic step as
+    /// the transition (case `finished_jobs_leave_a_delivery_per_matching_webhook`).
+    async fn put_webhook(&self, hook: &crate::Webhook) -> Result<()>;
+
+    /// Deletes a webhook; its pending deliveries are dropped when next claimed. False when
+    /// there was none.
+    async fn delete_webhook(&self, name: &str) -> Result<bool>;
+
+    /// Every webhook, by name, secrets included (show them with `Webhook::redacted`).
+    async fn webhooks(&self) -> Result<Vec<crate::Webhook>>;
+
+    /// Takes up to `limit` due deliveries (oldest due first) and hides them from other
+    /// delivery loops for `lease`: what a delivery loop sends next.
+    async fn claim_deliveries(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<crate::backend::ClaimedDelivery>>;
+
+    /// Ends an attempt: removes the delivery, stores it for a retry at a time, or parks it,
+    /// only if its stored form is still `claimed` (another loop that claimed it after this
+    /// one's lease ran out wins). False when it was not.
+    async fn settle_delivery(
+        &self,
+        id: &str,
+        claimed: &str,
+        settle: crate::backend::Settle,
+    ) -> Result<bool>;
+
+    /// Pending (`parked` false, oldest due first) or parked deliveries (oldest parked
+    /// first), at most `limit`.
+    async fn deliveries(&self, parked: bool, limit: usize) -> Result<Vec<crate::Delivery>>;
+
+    /// Sends a parked delivery again: due now, its attempts counted from zero. False when
+    /// no parked delivery has this id.
+    async fn resend_delivery(&self, id: &str) -> Result<bool>;
 }
 
 /// Job ids whose cancel was requested.

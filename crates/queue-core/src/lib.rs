@@ -22,6 +22,7 @@ mod state;
 mod store;
 mod trace;
 mod umbrella;
+mod webhook;
 
 // Producers, operators and handler authors: the job, the store, the errors.
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
@@ -51,6 +52,10 @@ pub use store::{
     CancelOutcome, JobStore, LifetimeTotals, ListQuery, Page, QueueStats, WAIT_RECHECK, WorkerInfo,
 };
 pub use umbrella::{Backend, JobStoreExt, SharedBackend};
+pub use webhook::{
+    DeliveredJob, Delivery, DeliveryBody, Webhook, signature as webhook_signature,
+    verify_signature as verify_webhook_signature,
+};
 
 /// For backend implementers and the worker runtime: the [`Broker`](backend::Broker) trait
 /// a worker drives, the state machine and every other rule about a job (backends call
@@ -87,6 +92,10 @@ pub mod backend {
     pub use crate::state::{Event, InvalidTransition, apply};
     pub use crate::store::encode_cursor;
     pub use crate::trace::{TRACE_CONTEXT_KEY, trace_carrier};
+    pub use crate::webhook::{
+        ClaimedDelivery, DELIVERY_LEASE, DELIVERY_TIMEOUT, MAX_RETRY_DELAY, MAX_WEBHOOK_NAME_BYTES,
+        Settle, check_webhook_name, retry_delay,
+    };
 
     /// Every decision about a job besides the transitions, as pure functions (the Redis
     /// scripts' tables are generated from them).

@@ -127,6 +127,45 @@ impl Broker for MemoryBackend {
         Ok(written)
     }
 
+    async fn put_webhook(&self, hook: &queue_core::Webhook) -> Result<()> {
+        self.lock().put_webhook(hook)
+    }
+
+    async fn delete_webhook(&self, name: &str) -> Result<bool> {
+        Ok(self.lock().delete_webhook(name))
+    }
+
+    async fn webhooks(&self) -> Result<Vec<queue_core::Webhook>> {
+        Ok(self.lock().webhooks())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<queue_core::backend::ClaimedDelivery>> {
+        Ok(self
+            .lock()
+            .claim_deliveries(limit, duration_ms(lease), self.now()))
+    }
+
+    async fn settle_delivery(
+        &self,
+        id: &str,
+        claimed: &str,
+        settle: queue_core::backend::Settle,
+    ) -> Result<bool> {
+        Ok(self.lock().settle_delivery(id, claimed, settle, self.now()))
+    }
+
+    async fn deliveries(&self, parked: bool, limit: usize) -> Result<Vec<queue_core::Delivery>> {
+        Ok(self.lock().deliveries(parked, limit))
+    }
+
+    async fn resend_delivery(&self, id: &str) -> Result<bool> {
+        Ok(self.lock().resend_delivery(id, self.now()))
+    }
+
     async fn cancellations(&self) -> Result<CancelStream> {
         let rx = self.inner.cancels.subscribe();
         let stream = tokio_stream::wrappers::BroadcastStream::new(rx)

@@ -7,18 +7,18 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use queue_core::backend::{
-    ClaimId, ClaimRequest, Event, FlatJob, HeartbeatReply, Lease, LeaseRef, Millis, Outcome,
-    ParentAction, ProgressReply, Reopen, ScheduleRead, ScheduleWrite, ScheduleWritten,
-    StoredSchedules, WorkerBeat, accepts_children, child_failed_message, duration_ms,
-    encode_cursor, from_millis, is_parent_of, on_child_ended, on_child_reopened,
+    ClaimId, ClaimRequest, ClaimedDelivery, Event, FlatJob, HeartbeatReply, Lease, LeaseRef,
+    Millis, Outcome, ParentAction, ProgressReply, Reopen, ScheduleRead, ScheduleWrite,
+    ScheduleWritten, Settle, StoredSchedules, WorkerBeat, accepts_children, child_failed_message,
+    duration_ms, encode_cursor, from_millis, is_parent_of, on_child_ended, on_child_reopened,
     retention_keeps_child,
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
     unfinished_change, weighted_turn,
 };
 use queue_core::{
-    ChildCounts, ChildPolicy, Error, EventKind, GroupList, GroupStats, JobEvent, JobId, JobRecord,
-    JobStatus, LeaseToken, LifetimeTotals, NewJob, Page, Priority, QueueConfig, QueueStats,
-    RateLimit, Result, WorkerInfo,
+    ChildCounts, ChildPolicy, Delivery, Error, EventKind, GroupList, GroupStats, JobEvent, JobId,
+    JobRecord, JobStatus, LeaseToken, LifetimeTotals, NewJob, Page, Priority, QueueConfig,
+    QueueStats, RateLimit, Result, Webhook, WorkerInfo,
 };
 
 /// Index key ordering jobs by creation: (created ms, id).
@@ -266,6 +266,14 @@ pub(crate) struct Tables {
     cancel_requested: Vec<JobId>,
     /// Schedules: name -> (stored form, next run).
     schedules: BTreeMap<String, (String, Option<Millis>)>,
+    /// Webhooks by name.
+    hooks: BTreeMap<String, Webhook>,
+    /// The outbox: delivery id -> (stored form, due ms; `None` when parked).
+    outbox: HashMap<String, (String, Option<Millis>)>,
+    /// Pending deliveries by (due, id).
+    due_deliveries: BTreeSet<(Millis, String)>,
+    /// Parked deliveries by (parked at, id).
+    parked: BTreeSet<(Millis, String)>,
 }
 
 /// Where `emit` sends events; `None` when nobody listens (no event is built).
@@ -372,6 +380,161 @@ impl Tables {
                 .map(|job| self.enqueue(job, cfg, now, events).map(|(r, _)| r.job_id))
                 .collect(),
         )
+    }
+
+    /// The outbox entries of job `id` reaching finished status `to` at `now`: one per
+    /// webhook that wants it, in the same step as the transition.
+    fn leave_deliveries(&mut self, id: JobId, to: JobStatus, now: Millis) {
+        if self.hooks.is_empty() {
+            return;
+        }
+        let record = &self.jobs[&id].record;
+        let wanted: Vec<String> = self
+            .hooks
+            .values()
+            .filter(|h| h.wants(&record.task, record.group.as_deref(), to))
+            .map(|h| h.name.clone())
+            .collect();
+        for hook in wanted {
+            let record = &self.jobs[&id].record;
+            let delivery = Delivery {
+                id: Delivery::id_of(id, to, now, &hook),
+                webhook: hook,
+                job_id: id,
+                event: to,
+                at: now,
+                task: record.task.clone(),
+                group: record.group.clone(),
+                unique_key: record.unique_key.clone(),
+                attempts: 0,
+                last_attempt_at: None,
+                last_error: None,
+                parked: false,
+            };
+            self.due_deliveries.insert((now, delivery.id.clone()));
+            self.outbox
+                .insert(delivery.id.clone(), (delivery.encode(), Some(now)));
+        }
+    }
+
+    pub(crate) fn put_webhook(&mut self, hook: &Webhook) -> Result<()> {
+        hook.check()?;
+        self.hooks.insert(hook.name.clone(), hook.clone());
+        Ok(())
+    }
+
+    pub(crate) fn delete_webhook(&mut self, name: &str) -> bool {
+        self.hooks.remove(name).is_some()
+    }
+
+    pub(crate) fn webhooks(&self) -> Vec<Webhook> {
+        self.hooks.values().cloned().collect()
+    }
+
+    fn set_due(&mut self, id: &str, stored: String, due: Option<Millis>) {
+        match self.outbox.get(id).map(|(_, due)| *due) {
+            Some(Some(t)) => {
+                self.due_deliveries.remove(&(t, id.to_owned()));
+            }
+            Some(None) => self.parked.retain(|(_, p)| p != id),
+            None => {}
+        }
+        match due {
+            Some(t) => {
+                self.due_deliveries.insert((t, id.to_owned()));
+            }
+            None => {
+                self.parked.insert((self.now, id.to_owned()));
+            }
+        }
+        self.outbox.insert(id.to_owned(), (stored, due));
+    }
+
+    pub(crate) fn claim_deliveries(
+        &mut self,
+        limit: usize,
+        lease: Millis,
+        now: Millis,
+    ) -> Vec<ClaimedDelivery> {
+        self.now = now;
+        let due: Vec<String> = self
+            .due_deliveries
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in due {
+            let stored = self.outbox[&id].0.clone();
+            self.set_due(&id, stored.clone(), Some(now + lease));
+            match Delivery::decode(&stored) {
+                Ok(delivery) => out.push(ClaimedDelivery {
+                    webhook: self.hooks.get(&delivery.webhook).cloned(),
+                    stored,
+                    delivery,
+                }),
+                // A record nobody can read cannot be sent: it is parked, as it is.
+                Err(_) => self.set_due(&id, stored, None),
+            }
+        }
+        out
+    }
+
+    pub(crate) fn settle_delivery(
+        &mut self,
+        id: &str,
+        claimed: &str,
+        settle: Settle,
+        now: Millis,
+    ) -> bool {
+        self.now = now;
+        if self.outbox.get(id).map(|(s, _)| s.as_str()) != Some(claimed) {
+            return false;
+        }
+        match settle {
+            Settle::Remove => {
+                if let Some((_, due)) = self.outbox.remove(id) {
+                    match due {
+                        Some(t) => {
+                            self.due_deliveries.remove(&(t, id.to_owned()));
+                        }
+                        None => self.parked.retain(|(_, p)| p != id),
+                    }
+                }
+            }
+            Settle::Retry(stored, wait) => self.set_due(id, stored, Some(now + duration_ms(wait))),
+            Settle::Park(stored) => self.set_due(id, stored, None),
+        }
+        true
+    }
+
+    pub(crate) fn deliveries(&self, parked: bool, limit: usize) -> Vec<Delivery> {
+        let ids: Box<dyn Iterator<Item = &(Millis, String)>> = if parked {
+            Box::new(self.parked.iter())
+        } else {
+            Box::new(self.due_deliveries.iter())
+        };
+        ids.take(limit)
+            .filter_map(|(_, id)| Delivery::decode(&self.outbox[id].0).ok())
+            .collect()
+    }
+
+    pub(crate) fn resend_delivery(&mut self, id: &str, now: Millis) -> bool {
+        self.now = now;
+        match self.outbox.get(id) {
+            Some((stored, None)) => {
+                let mut d = match Delivery::decode(stored) {
+                    Ok(d) => d,
+                    Err(_) => return false,
+                };
+                d.attempts = 0;
+                d.parked = false;
+                self.set_due(id, d.encode(), Some(now));
+                true
+            }
+            _ => false,
+        }
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -706,6 +869,7 @@ impl Tables {
             Placement::Finished => {
                 self.finished.insert((input.now, id));
                 self.jobs.get_mut(&id).expect("exists").finished_ms = Some(input.now);
+                self.leave_deliveries(id, to, input.now);
                 if let Some(key) = &unique_key
                     && self.dedup.get(key) == Some(&id)
                 {

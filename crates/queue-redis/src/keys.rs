@@ -74,6 +74,17 @@ pub(crate) enum Static {
     Schedules,
     /// `sdue`: schedules by next run (paused ones and those without a next tick are absent).
     ScheduleDue,
+    /// `webhooks`: webhook name -> its stored form (JSON, secret included).
+    Webhooks,
+    /// `hooks`: webhook name -> its filter (`<statuses>|<task>|<group>`), read by every
+    /// transition to a finished status.
+    Hooks,
+    /// `dlv`: webhook delivery id -> its stored form (the outbox).
+    Deliveries,
+    /// `dq`: pending deliveries by due ms (a claimed one by the end of its lease).
+    DeliveriesDue,
+    /// `parked`: parked deliveries by when they were parked.
+    Parked,
     /// `log`: the event log (a stream of the last `EVENT_LOG_LEN` events, written while
     /// someone follows the queue), for subscribers that resume after a disconnect.
     Log,
@@ -109,6 +120,11 @@ impl Static {
             Self::Schedules => "schedules".into(),
             Self::ScheduleDue => "sdue".into(),
             Self::Log => "log".into(),
+            Self::Webhooks => "webhooks".into(),
+            Self::Hooks => "hooks".into(),
+            Self::Deliveries => "dlv".into(),
+            Self::DeliveriesDue => "dq".into(),
+            Self::Parked => "parked".into(),
         }
     }
 

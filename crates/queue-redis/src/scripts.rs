@@ -92,7 +92,7 @@ const GROUPS: [Static; 8] = [
 
 /// What a flow's bookkeeping touches when a job ends, is cancelled or is retried: its parent
 /// released (ready or delayed), failed (finished, its unique key released) or held again.
-const FLOW: [Static; 9] = [
+const FLOW: [Static; 12] = [
     S::Waiting,
     S::Seq,
     S::Marker,
@@ -102,9 +102,12 @@ const FLOW: [Static; 9] = [
     S::Stats,
     S::Subs,
     S::Log,
+    S::Hooks,
+    S::Deliveries,
+    S::DeliveriesDue,
 ];
 
-const SPECS: [Spec; 25] = [
+const SPECS: [Spec; 28] = [
     (
         "enqueue",
         include_str!("scripts/enqueue.lua"),
@@ -317,6 +320,24 @@ const SPECS: [Spec; 25] = [
         keys![[S::Schedules, S::ScheduleDue]],
         true,
     ),
+    (
+        "webhook",
+        include_str!("scripts/webhook.lua"),
+        keys![[S::Webhooks, S::Hooks]],
+        false,
+    ),
+    (
+        "delivery",
+        include_str!("scripts/delivery.lua"),
+        keys![[S::Deliveries, S::DeliveriesDue, S::Parked, S::Webhooks]],
+        false,
+    ),
+    (
+        "deliveries",
+        include_str!("scripts/deliveries.lua"),
+        keys![[S::Deliveries, S::DeliveriesDue, S::Parked, S::Webhooks]],
+        true,
+    ),
 ];
 
 impl Script {
@@ -354,6 +375,9 @@ pub(crate) struct Scripts {
     pub(crate) flow: Script,
     pub(crate) schedule: Script,
     pub(crate) schedule_read: Script,
+    pub(crate) webhook: Script,
+    pub(crate) delivery: Script,
+    pub(crate) deliveries: Script,
     library: String,
     library_name: String,
     functions: AtomicBool,
@@ -455,6 +479,9 @@ impl Scripts {
             flow: next(),
             schedule: next(),
             schedule_read: next(),
+            webhook: next(),
+            delivery: next(),
+            deliveries: next(),
             library,
             library_name: lib,
             functions: AtomicBool::new(false),

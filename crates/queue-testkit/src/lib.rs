@@ -111,7 +111,8 @@ macro_rules! conformance_tests {
             missed_ticks_follow_the_policy,
             cron_schedules_keep_their_time_zone,
             schedules_are_managed,
-            a_subscriber_resumes_after_the_last_event_it_saw
+            a_subscriber_resumes_after_the_last_event_it_saw,
+            finished_jobs_leave_a_delivery_per_matching_webhook
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

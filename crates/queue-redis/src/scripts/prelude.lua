@@ -529,6 +529,41 @@ local child_ended, child_reopened
 -- A job's place after `event` (queue_core::rules::placement) and its counters, then what
 -- that does to its parent (a flow). `rec` = facts(); `ctx.run_at` = the due time of a retry.
 -- A queued parent with unfinished children waits in `waiting` instead of being ready.
+-- Webhooks: `hooks` holds per webhook its filter `<statuses>|<task>|<group>` (see
+-- queue_core::Webhook::filter), read once per call and only when a job finishes.
+local function hook_filters(KEY)
+  if PENDING.hooks == nil then
+    PENDING.hooks = {}
+    local all = redis.call('HGETALL', KEY.hooks)
+    for i = 1, #all, 2 do
+      local events, task, group = string.match(all[i + 1], '^([^|]*)|([^|]*)|(.*)$')
+      if events then
+        PENDING.hooks[#PENDING.hooks + 1] = { name = all[i], events = ',' .. events .. ',',
+          task = task, group = group }
+      end
+    end
+  end
+  return PENDING.hooks
+end
+
+-- The outbox entries of job `id` finishing `to`: one per webhook that wants it, in the
+-- same step as the transition (Webhook::wants, the same three comparisons).
+local function leave_deliveries(KEY, id, to, rec)
+  for _, h in ipairs(hook_filters(KEY)) do
+    if string.find(h.events, ',' .. to .. ',', 1, true)
+      and (h.task == '' or h.task == rec.task)
+      and (h.group == '' or h.group == rec.group) then
+      local did = id .. '.' .. to .. '.' .. NOW .. '.' .. h.name
+      local d = { id = did, webhook = h.name, job_id = id, event = to, at = NOW, task = rec.task,
+        attempts = 0, parked = false }
+      if rec.group then d.group = rec.group end
+      if rec.unique_key then d.unique_key = rec.unique_key end
+      redis.call('HSET', KEY.dlv, did, cjson.encode(d))
+      redis.call('ZADD', KEY.dq, NOW, did)
+    end
+  end
+end
+
 local function place(KEY, id, event, to, rec, ctx, seq)
   local where = PLACE[event]
   if where ~= 'finished' and where ~= 'leased' and rec.waiting > 0 then
@@ -536,6 +571,7 @@ local function place(KEY, id, event, to, rec, ctx, seq)
     later_zadd(KEY.st_queued, rec.created, id)
   elseif where == 'finished' then
     later_zadd(KEY.finished, NOW, id)
+    leave_deliveries(KEY, id, to, rec)
     later_zrem(KEY.st_queued, id)
     later_zadd(status_key(KEY, to), rec.created, id)
     if rec.unique_key then later_release(rec.unique_key, id) end
@@ -570,7 +606,8 @@ end
 local function facts(key)
   local fields = clearable()
   local v = redis.pcall('HMGET', key, 'retry_count', 'max_retries', 'created_at', 'unique_key',
-    'priority', 'status', 'group', 'parent', 'policy', 'kids_waiting', 'started_at', unpack(fields))
+    'priority', 'status', 'group', 'parent', 'policy', 'kids_waiting', 'started_at', 'task',
+    unpack(fields))
   if failed(v) then return nil end
   local uk = v[4]
   if uk == '' then uk = nil end
@@ -580,13 +617,13 @@ local function facts(key)
   if parent == '' then parent = nil end
   local present = {}
   for i, f in ipairs(fields) do
-    if v[11 + i] then present[f] = true end
+    if v[12 + i] then present[f] = true end
   end
   return { exists = (v[1] or v[2] or v[3] or v[4] or v[5] or v[6]) and true or false,
     retries = num(v[1], 0), max_retries = num(v[2], 0), created = num(v[3], NOW),
     unique_key = uk, band = band_of(v[5]), status = v[6], group = group, present = present,
     parent = parent, policy = CHILD_POLICY[v[9] or ''] or 'fail_parent', waiting = num(v[10], 0),
-    started = (v[11] or '') ~= '' }
+    started = (v[11] or '') ~= '', task = v[12] or '' }
 end
 
 -- Ends a running job's attempt with `event`: the record (what `start` wrote, then what the
