@@ -6,5 +6,6 @@ mod reporting;
 mod retries;
 mod shutdown;
 mod support;
+mod webhooks;
 mod worker_faults;
 mod worker_lifecycle;

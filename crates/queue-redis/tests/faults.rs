@@ -807,3 +807,84 @@ async fn a_subscriber_misses_nothing_across_a_dropped_connection() {
     let extra = tokio::time::timeout(Duration::from_millis(300), events.next()).await;
     assert!(extra.is_err(), "nothing twice: {extra:?}");
 }
+
+/// Webhook deliveries are written with the transitions, so a Redis restart (AOF) loses none:
+/// every finished job reaches a receiver that also fails its first requests, signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_survive_a_redis_restart() {
+    use queue_core::backend::Broker;
+    use queue_core::{Webhook, verify_webhook_signature};
+    use queue_testkit::receiver::Receiver;
+    const SECRET: &str = "a-shared-secret-of-32-bytes-long";
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("dcs-webhook-restart-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let aof = ["--appendonly yes", "--appendfsync always"];
+    let mut server = RedisServer::start_in(port, dir.clone(), &aof);
+    let cfg = config(&server.url());
+    let backend = RedisBackend::connect(&cfg).await.unwrap();
+    let receiver = Receiver::start(3).await;
+    backend
+        .put_webhook(
+            &Webhook::new("books", receiver.url.as_str(), SECRET)
+                .retries(20, Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let worker = sleeper(
+        Worker::builder(Arc::new(backend.clone()))
+            .config(&cfg)
+            .concurrency(4)
+            .fetch_wait(Duration::from_millis(300)),
+        20,
+    )
+    .build()
+    .unwrap();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    let ids = enqueue_n(&backend, 30).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let _server = RedisServer::start_in(port, dir, &aof);
+    wait_all_done(&backend, &ids, Duration::from_secs(60)).await;
+    let want: std::collections::BTreeSet<String> = ids.iter().map(|i| i.to_string()).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: std::collections::BTreeSet<String> = receiver
+            .received()
+            .iter()
+            .filter(|r| r.status == 200)
+            .map(|r| {
+                let ts: i64 = r.headers["x-dcs-timestamp"].parse().unwrap();
+                assert!(verify_webhook_signature(
+                    SECRET,
+                    ts,
+                    &r.body,
+                    &r.headers["x-dcs-signature"]
+                ));
+                let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                body["job"]["job_id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        if got == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} jobs delivered",
+            got.len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let outbox = loop {
+        match backend.deliveries(false, 100).await {
+            Ok(d) => break d,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    assert!(outbox.is_empty(), "{outbox:?}");
+    stop.cancel();
+    run.await.unwrap().unwrap();
+}

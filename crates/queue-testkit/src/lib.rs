@@ -23,6 +23,7 @@ pub mod cases;
 mod harness;
 pub mod model;
 pub mod properties;
+pub mod receiver;
 
 pub use harness::{Harness, suite_config};
 pub use model::Model;

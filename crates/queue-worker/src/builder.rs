@@ -155,6 +155,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Whether this worker delivers durable webhooks (default true; each delivery is sent
+    /// by one worker at a time).
+    pub fn webhooks(mut self, deliver: bool) -> Self {
+        self.settings.config.webhooks = deliver;
+        self
+    }
+
     /// Names the worker (default `<host>-<pid>-<random>`).
     pub fn worker_id(mut self, id: WorkerId) -> Self {
         self.settings.id = id;

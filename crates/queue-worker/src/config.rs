@@ -47,6 +47,9 @@ pub struct WorkerConfig {
     /// Fires due job schedules (default true): every worker may, and each tick still
     /// enqueues exactly one job (see `queue_core::Schedules`).
     pub schedules: bool,
+    /// Delivers durable webhooks from the backend's outbox (default true): every worker
+    /// may; each delivery is claimed by one at a time.
+    pub webhooks: bool,
 }
 
 impl WorkerConfig {
@@ -102,6 +105,7 @@ impl From<&QueueConfig> for WorkerConfig {
             sweep_interval: (cfg.retention / 10)
                 .clamp(Duration::from_secs(1), Duration::from_secs(60)),
             schedules: true,
+            webhooks: true,
         }
     }
 }

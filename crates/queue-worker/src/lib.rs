@@ -9,6 +9,7 @@ mod reporter;
 mod running;
 mod shutdown;
 mod upkeep;
+mod webhooks;
 mod worker;
 
 pub use builder::WorkerBuilder;

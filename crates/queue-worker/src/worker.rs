@@ -193,6 +193,12 @@ impl Worker {
                 background.clone(),
             ));
         }
+        if shared.settings.config.webhooks {
+            helpers.spawn(crate::webhooks::delivery_loop(
+                Arc::clone(&shared),
+                background.clone(),
+            ));
+        }
         helpers.spawn(upkeep::cancel_listener(
             Arc::clone(&shared),
             background.clone(),

@@ -54,6 +54,8 @@ fn expect_beats_and_maintenance(mock: &mut MockBroker) {
     mock.expect_sweep().returning(|_| Ok(0));
     mock.expect_read_schedules()
         .returning(|_| Ok(Default::default()));
+    mock.expect_claim_deliveries()
+        .returning(|_, _| Ok(Vec::new()));
 }
 
 /// Everything a worker does besides fetching and finishing: beats, maintenance,
