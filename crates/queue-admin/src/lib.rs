@@ -116,6 +116,13 @@ impl Admin {
             )
             .route("/schedules/{name}/pause", post(api::pause_schedule))
             .route("/schedules/{name}/resume", post(api::resume_schedule))
+            .route("/webhooks", get(api::webhooks))
+            .route(
+                "/webhooks/{name}",
+                axum::routing::put(api::put_webhook).delete(api::delete_webhook),
+            )
+            .route("/deliveries", get(api::deliveries))
+            .route("/deliveries/{delivery}/resend", post(api::resend_delivery))
             .route("/events", get(api::events))
             .route("/openapi.json", get(openapi::document))
             .route_layer(axum::middleware::from_fn_with_state(

@@ -4,7 +4,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// Every route: (method, path, summary, authenticated).
-pub const ROUTES: [(&str, &str, &str, bool); 31] = [
+pub const ROUTES: [(&str, &str, &str, bool); 36] = [
     ("get", "/health", "Backend health (no token needed)", false),
     (
         "get",
@@ -141,6 +141,26 @@ pub const ROUTES: [(&str, &str, &str, bool); 31] = [
         "post",
         "/schedules/{name}/resume",
         "Resume a job schedule from its next tick after now",
+        true,
+    ),
+    ("get", "/webhooks", "Every webhook (secrets hidden)", true),
+    (
+        "put",
+        "/webhooks/{name}",
+        "Create or replace a webhook: {url, secret, events?, task?, group?, max_attempts?, retry_ms?}",
+        true,
+    ),
+    ("delete", "/webhooks/{name}", "Delete a webhook", true),
+    (
+        "get",
+        "/deliveries",
+        "Pending webhook deliveries, or parked ones with ?parked=true",
+        true,
+    ),
+    (
+        "post",
+        "/deliveries/{delivery}/resend",
+        "Send a parked delivery again",
         true,
     ),
     (

@@ -12,7 +12,7 @@ use queue_redis::{RedisBackend, RedisConfig};
 use queue_worker::Worker;
 use serde_json::json;
 
-use crate::{Cli, Command, LogFormat, ScheduleAction, output};
+use crate::{Cli, Command, LogFormat, ScheduleAction, WebhookAction, output};
 
 fn config(cli: &Cli) -> Result<QueueConfig> {
     let mut builder = QueueConfig::from_env()?.to_builder();
@@ -278,6 +278,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         }
         Command::Watch { job_ids } => watch(&backend, job_ids, json).await?,
         Command::Schedule { action } => schedule(&backend, action, json).await?,
+        Command::Webhook { action } => webhook(&backend, action, json).await?,
         Command::Events { since, count } => {
             let mut events = match since {
                 Some(id) => backend.subscribe_from(&id).await?,
@@ -631,6 +632,102 @@ async fn schedule(backend: &RedisBackend, action: ScheduleAction, json: bool) ->
             }
             if let Some((_, e)) = report.errors.into_iter().next() {
                 return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn webhook(backend: &RedisBackend, action: WebhookAction, json: bool) -> Result<()> {
+    use queue_core::backend::Broker;
+    match action {
+        WebhookAction::Add {
+            name,
+            url,
+            secret,
+            events,
+            task,
+            group,
+            max_attempts,
+            retry_ms,
+        } => {
+            let mut hook = queue_core::Webhook::new(name, url, secret)
+                .retries(max_attempts, Duration::from_millis(retry_ms));
+            if !events.is_empty() {
+                hook = hook.events(events);
+            }
+            if let Some(t) = task {
+                hook = hook.task(t);
+            }
+            if let Some(g) = group {
+                hook = hook.group(g);
+            }
+            backend.put_webhook(&hook).await?;
+            if json {
+                output::json(&hook.redacted())
+            } else {
+                output::webhooks(&[hook.redacted()])
+            }
+        }
+        WebhookAction::List => {
+            let hooks: Vec<_> = backend
+                .webhooks()
+                .await?
+                .iter()
+                .map(queue_core::Webhook::redacted)
+                .collect();
+            if json {
+                output::json(&hooks)
+            } else {
+                output::webhooks(&hooks)
+            }
+        }
+        WebhookAction::Delete { name } => {
+            if !backend.delete_webhook(&name).await? {
+                return Err(queue_core::Error::invalid(format!(
+                    "no webhook named `{name}`"
+                )));
+            }
+            if json {
+                output::json(&json!({ "deleted": name }))
+            } else {
+                println!("deleted {name}")
+            }
+        }
+        WebhookAction::Deliveries { parked, limit } => {
+            let list = backend.deliveries(parked, limit).await?;
+            if json {
+                output::json(&list)
+            } else {
+                output::deliveries(&list)
+            }
+        }
+        WebhookAction::Resend { ids, all_parked } => {
+            let ids = if all_parked {
+                backend
+                    .deliveries(true, 10_000)
+                    .await?
+                    .into_iter()
+                    .map(|d| d.id)
+                    .collect()
+            } else {
+                ids
+            };
+            let mut resent = Vec::new();
+            for id in ids {
+                if backend.resend_delivery(&id).await? {
+                    resent.push(id);
+                } else {
+                    return Err(queue_core::Error::invalid(format!(
+                        "no parked delivery `{id}` (resent before it: {})",
+                        resent.len()
+                    )));
+                }
+            }
+            if json {
+                output::json(&json!({ "resent": resent }))
+            } else {
+                println!("resent {}", resent.len())
             }
         }
     }

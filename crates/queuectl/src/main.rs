@@ -215,8 +215,68 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: ScheduleAction,
     },
+    /// Durable webhooks: each job reaching a status a webhook wants is POSTed to it,
+    /// signed, retried, parked when it keeps failing.
+    Webhook {
+        #[command(subcommand)]
+        action: WebhookAction,
+    },
     /// Exit 0 when the backend answers.
     Health,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WebhookAction {
+    /// Create a webhook, or replace the one of that name.
+    Add {
+        /// Its name.
+        name: String,
+        /// Where deliveries are POSTed.
+        #[arg(long)]
+        url: String,
+        /// The HMAC-SHA256 key of the X-Dcs-Signature header (at least 16 bytes).
+        #[arg(long, env = "DCS_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        /// A finished status it wants (repeat it; default all four).
+        #[arg(long = "event", value_parser = parse_status)]
+        events: Vec<JobStatus>,
+        /// Only jobs of this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only jobs of this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Attempts before a delivery is parked.
+        #[arg(long, default_value_t = 10)]
+        max_attempts: u32,
+        /// Milliseconds before the first retry (doubled after each).
+        #[arg(long, default_value_t = 5000)]
+        retry_ms: u64,
+    },
+    /// Every webhook (secrets hidden).
+    List,
+    /// Delete a webhook (its pending deliveries are dropped).
+    Delete {
+        /// Its name.
+        name: String,
+    },
+    /// Pending deliveries (oldest due first), or parked ones with --parked.
+    Deliveries {
+        /// Parked deliveries.
+        #[arg(long)]
+        parked: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Send parked deliveries again (their attempts counted from zero).
+    Resend {
+        /// Delivery ids.
+        ids: Vec<String>,
+        /// Every parked delivery.
+        #[arg(long, conflicts_with = "ids")]
+        all_parked: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -341,3 +341,48 @@ pub(crate) fn schedules(list: &[queue_core::ScheduleRecord]) {
         &rows,
     );
 }
+
+/// Webhooks as a table (secrets are never shown).
+pub(crate) fn webhooks(list: &[queue_core::Webhook]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|w| {
+            vec![
+                w.name.clone(),
+                w.url.clone(),
+                w.events
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                w.task.clone().unwrap_or_else(|| "-".into()),
+                w.group.clone().unwrap_or_else(|| "-".into()),
+                format!("{} (first wait {} ms)", w.max_attempts, w.retry_ms),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "URL", "EVENTS", "TASK", "GROUP", "ATTEMPTS"],
+        &rows,
+    );
+}
+
+/// Webhook deliveries as a table.
+pub(crate) fn deliveries(list: &[queue_core::Delivery]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.clone(),
+                d.webhook.clone(),
+                d.event.to_string(),
+                d.attempts.to_string(),
+                d.last_error.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &["DELIVERY", "WEBHOOK", "EVENT", "ATTEMPTS", "LAST ERROR"],
+        &rows,
+    );
+}
