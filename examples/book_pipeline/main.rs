@@ -35,7 +35,7 @@
 use std::{
     collections::HashMap,
     io::IsTerminal,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -44,8 +44,8 @@ use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use queue_core::backend::to_millis;
 use queue_core::{
-    Error, EventKind, JobId, JobRecord, JobStatus, NewJob, Priority, QueueConfig, Schedule,
-    Schedules, SharedBackend,
+    Error, EventKind, Job, JobId, JobRecord, JobStatus, NewJob, Priority, QueueConfig, Schedule,
+    Schedules, SharedBackend, Webhook,
 };
 use queue_memory::MemoryBackend;
 use queue_redis::{RedisBackend, RedisConfig};
@@ -303,6 +303,19 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
             .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339())
     );
 
+    // The publishing platform is told when a book is done: a durable webhook to a local
+    // receiver this demo starts (it checks every signature).
+    let receiver = WebhookReceiver::start().await?;
+    backend
+        .put_webhook(
+            &Webhook::new("publishing-platform", receiver.url.as_str(), WEBHOOK_SECRET)
+                .events([JobStatus::Completed, JobStatus::Partial, JobStatus::Failed])
+                .task(ProcessBook::NAME)
+                .retries(10, Duration::from_millis(500)),
+        )
+        .await?;
+    println!("webhook publishing-platform -> {}", receiver.url);
+
     let stop = CancellationToken::new();
     let running = match with_worker {
         true => Some(tokio::spawn(
@@ -355,13 +368,30 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
             EventKind::CancelRequested => bar.set_message("cancelling"),
         }
     }
+    let mut records = Vec::new();
+    for id in &jobs {
+        records.push(backend.get(*id).await?);
+    }
+    // Every finished book of the webhook's task is delivered (the worker sends them).
+    let expected: usize = records
+        .iter()
+        .filter(|r| r.task == ProcessBook::NAME && r.status != JobStatus::Cancelled)
+        .count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.count() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.cancel();
     if let Some(running) = running {
         running.await??;
     }
-    let mut records = Vec::new();
-    for id in &jobs {
-        records.push(backend.get(*id).await?);
+    backend.delete_webhook("publishing-platform").await?;
+    let (received, valid) = (receiver.count(), receiver.valid());
+    println!(
+        "webhook publishing-platform: {received} of {expected} books delivered, {valid} with a valid signature"
+    );
+    if received < expected || valid != received {
+        bail!("the webhook receiver got {received} of {expected} books ({valid} signed right)");
     }
     // In the order they started (then enqueued): the single uploads of the other
     // publishers start among the first, next to the import.
@@ -415,5 +445,62 @@ fn print_table(records: &[JobRecord]) {
             time,
             note
         );
+    }
+}
+
+const WEBHOOK_SECRET: &str = "demo-secret-shared-with-the-publisher";
+
+/// The publishing platform's side of the webhook: counts the books it was told about and
+/// checks each signature.
+struct WebhookReceiver {
+    url: String,
+    seen: Arc<Mutex<std::collections::BTreeMap<String, bool>>>,
+}
+
+impl WebhookReceiver {
+    async fn start() -> anyhow::Result<Self> {
+        let seen: Arc<Mutex<std::collections::BTreeMap<String, bool>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let app = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let log = Arc::clone(&log);
+                    async move {
+                        let header = |name: &str| {
+                            headers
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned()
+                        };
+                        let ts: i64 = header("x-dcs-timestamp").parse().unwrap_or_default();
+                        let valid = queue_core::verify_webhook_signature(
+                            WEBHOOK_SECRET,
+                            ts,
+                            &body,
+                            &header("x-dcs-signature"),
+                        );
+                        // Deliveries come at least once: the delivery id dedupes.
+                        log.lock().unwrap().insert(header("x-dcs-delivery"), valid);
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hooks", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, seen })
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    fn valid(&self) -> usize {
+        self.seen.lock().unwrap().values().filter(|v| **v).count()
     }
 }

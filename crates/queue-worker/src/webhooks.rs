@@ -23,11 +23,32 @@ const PER_ROUND: usize = 32;
 /// How often an idle loop looks for due deliveries.
 const IDLE: Duration = Duration::from_secs(1);
 
+#[cfg(feature = "tls")]
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+#[cfg(not(feature = "tls"))]
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// An HTTP/1.1 client for `http://` and (with the `tls` feature: rustls, the Mozilla root
+/// certificates) `https://` URLs.
+fn http_client() -> HttpClient {
+    #[cfg(feature = "tls")]
+    {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Client::builder(TokioExecutor::new()).build(connector)
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        Client::builder(TokioExecutor::new()).build_http()
+    }
+}
 
 /// Runs until `stop`.
 pub(crate) async fn delivery_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = http_client();
     let agent = format!("dcs-queue/{}", env!("CARGO_PKG_VERSION"));
     loop {
         let claimed = tokio::select! {
@@ -80,6 +101,9 @@ async fn deliver(shared: &Shared, client: &HttpClient, agent: &str, c: ClaimedDe
         )
         .body(Full::new(Bytes::from(body)));
     let outcome = match request {
+        _ if cfg!(not(feature = "tls")) && hook.url.starts_with("https://") => {
+            Err("this build cannot send to https:// (queue-worker's `tls` feature is off)".into())
+        }
         Err(e) => Err(format!("cannot build the request: {e}")),
         Ok(request) => match tokio::time::timeout(DELIVERY_TIMEOUT, send(client, request)).await {
             Err(_) => Err(format!("no answer within {DELIVERY_TIMEOUT:?}")),

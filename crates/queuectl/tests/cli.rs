@@ -726,3 +726,53 @@ fn events_resume_after_the_last_id_seen() {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     ctl.cleanup();
 }
+
+#[test]
+fn webhooks_are_added_listed_without_secrets_and_deleted() {
+    let ctl = Ctl::new();
+    let out = ctl
+        .command()
+        .args([
+            "--json",
+            "webhook",
+            "add",
+            "publisher",
+            "--url",
+            "http://127.0.0.1:9/hooks",
+            "--event",
+            "completed",
+            "--event",
+            "failed",
+            "--task",
+            "process_book",
+        ])
+        .env("DCS_WEBHOOK_SECRET", "a-shared-secret-of-32-bytes-long")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(added["secret"], "***");
+    assert_eq!(added["events"], serde_json::json!(["completed", "failed"]));
+    let table = ctl.ok(&["webhook", "list"]);
+    assert!(
+        table.contains("publisher") && !table.contains("a-shared-secret"),
+        "{table}"
+    );
+    let bad = ctl.run(&[
+        "webhook",
+        "add",
+        "x",
+        "--url",
+        "ftp://x",
+        "--secret",
+        "a-shared-secret-of-32-bytes-long",
+    ]);
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("url"), "{}", stderr(&bad));
+    assert_eq!(ctl.json(&["webhook", "deliveries"]), serde_json::json!([]));
+    let none = ctl.run(&["webhook", "resend", "no-such-delivery"]);
+    assert_eq!(code(&none), 2, "{}", stderr(&none));
+    ctl.ok(&["webhook", "delete", "publisher"]);
+    assert_eq!(ctl.json(&["webhook", "list"]), serde_json::json!([]));
+    ctl.cleanup();
+}
