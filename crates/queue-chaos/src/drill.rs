@@ -95,6 +95,84 @@ pub(crate) struct Report {
     pub(crate) drain_seconds: f64,
     /// The one-second schedule every worker fired throughout.
     pub(crate) schedule: ScheduleReport,
+    /// The webhook every finished job was delivered to.
+    pub(crate) webhook: WebhookReport,
+}
+
+/// What the drill's webhook receiver got: every finished job's final status, signed.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct WebhookReport {
+    /// Requests received (the first ones answered 500).
+    pub(crate) requests: usize,
+    /// Distinct deliveries answered 200.
+    pub(crate) delivered: usize,
+    /// Requests whose signature did not verify.
+    pub(crate) bad_signatures: usize,
+    /// Deliveries still pending or parked when the drill gave up waiting.
+    pub(crate) outbox_left: usize,
+    /// Finished jobs whose final status was never delivered.
+    pub(crate) missing: Vec<String>,
+}
+
+const WEBHOOK_SECRET: &str = "chaos-drill-webhook-secret";
+
+/// Checks the receiver's log against the finished jobs of the dump.
+fn check_webhook(
+    dump: &check::Dump,
+    received: &[queue_testkit::receiver::Received],
+    outbox_left: usize,
+) -> WebhookReport {
+    let mut report = WebhookReport {
+        requests: received.len(),
+        outbox_left,
+        ..WebhookReport::default()
+    };
+    let mut delivered = std::collections::HashSet::new();
+    let mut ids = std::collections::HashSet::new();
+    for r in received {
+        let ts: i64 = r
+            .headers
+            .get("x-dcs-timestamp")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_default();
+        let signature = r
+            .headers
+            .get("x-dcs-signature")
+            .cloned()
+            .unwrap_or_default();
+        if !queue_core::verify_webhook_signature(WEBHOOK_SECRET, ts, &r.body, &signature) {
+            report.bad_signatures += 1;
+            continue;
+        }
+        if r.status != 200 {
+            continue;
+        }
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&r.body) else {
+            continue;
+        };
+        ids.insert(body["delivery_id"].as_str().unwrap_or_default().to_owned());
+        delivered.insert((
+            body["job"]["job_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            body["event"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    report.delivered = ids.len();
+    for (id, fields) in &dump.jobs {
+        let Some(status) = fields.get("status") else {
+            continue;
+        };
+        let finished = status.parse::<JobStatus>().is_ok_and(|s| s.is_terminal());
+        if finished
+            && !dump.leases.contains_key(id)
+            && !delivered.contains(&(id.clone(), status.clone()))
+        {
+            report.missing.push(format!("{id} {status}"));
+        }
+    }
+    report
 }
 
 /// What the schedule's jobs show: one job per tick from the first to the last, none twice.
@@ -183,7 +261,11 @@ fn check_schedule(
 impl Report {
     /// True when nothing was lost, stranded, run twice at once or left inconsistent.
     pub(crate) fn clean(&self) -> bool {
-        self.double_runs.is_empty() && self.state.clean() && self.schedule.problems.is_empty()
+        self.double_runs.is_empty()
+            && self.state.clean()
+            && self.schedule.problems.is_empty()
+            && self.webhook.missing.is_empty()
+            && self.webhook.bad_signatures == 0
     }
 }
 
@@ -389,6 +471,15 @@ impl Drill {
         let schedule = Schedule::every(SCHEDULE, Duration::from_secs(1), tick)?
             .missed(MissedTicks::RunEach { max: MAX_CATCH_UP });
         backend.put_schedule(schedule).await?;
+        // A webhook for every finished job, to a receiver that fails its first requests:
+        // each job's final status must arrive, signed, through every fault.
+        let receiver = queue_testkit::receiver::Receiver::start(20).await;
+        queue_core::backend::Broker::put_webhook(
+            &backend,
+            &queue_core::Webhook::new("chaos", receiver.url.as_str(), WEBHOOK_SECRET)
+                .retries(30, Duration::from_millis(200)),
+        )
+        .await?;
         let stop = CancellationToken::new();
         let enqueued: Arc<Mutex<Vec<JobId>>> = Arc::default();
         let refused = Arc::new(AtomicU64::new(0));
@@ -446,6 +537,21 @@ impl Drill {
         let ids = enqueued.lock().unwrap().clone();
         self.drain(&backend, &ids).await;
         let drain_seconds = drained.elapsed().as_secs_f64();
+        // Deliveries claimed by killed workers come back after their lease (12 s).
+        let mut outbox_left = usize::MAX;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            use queue_core::backend::Broker;
+            let pending = backend.deliveries(false, 1000).await.map(|d| d.len());
+            let parked = backend.deliveries(true, 1000).await.map(|d| d.len());
+            if let (Ok(p), Ok(k)) = (pending, parked) {
+                outbox_left = p + k;
+                if outbox_left == 0 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         for slot in 0..self.slots.len() {
             self.stop_worker(slot).await;
         }
@@ -455,6 +561,7 @@ impl Drill {
             refused.load(Ordering::Relaxed),
             drain_seconds,
             schedule.as_ref(),
+            (&receiver.received(), outbox_left),
         )
         .await
     }
@@ -624,6 +731,7 @@ impl Drill {
         refused: u64,
         drain_seconds: f64,
         schedule: Option<&queue_core::ScheduleRecord>,
+        webhook: (&[queue_testkit::receiver::Received], usize),
     ) -> anyhow::Result<Report> {
         let mut runs: Vec<Run> = Vec::new();
         for slot in &self.slots {
@@ -660,6 +768,7 @@ impl Drill {
         all.dedup();
         let state = check::check(&dump, &all);
         let schedule = check_schedule(&dump, schedule);
+        let webhook = check_webhook(&dump, webhook.0, webhook.1);
         let report = Report {
             seed,
             dir: self.dir.display().to_string(),
@@ -674,6 +783,7 @@ impl Drill {
             state,
             drain_seconds,
             schedule,
+            webhook,
         };
         std::fs::write(
             self.dir.join("report.json"),

@@ -69,13 +69,15 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 if !report.clean() {
                     anyhow::bail!(
-                        "the drill found {} lost, {} stranded, {} double runs, {} dangling and {} unindexed entries, {} schedule problems",
+                        "the drill found {} lost, {} stranded, {} double runs, {} dangling and {} unindexed entries, {} schedule problems, {} undelivered webhooks, {} bad signatures",
                         report.state.lost.len(),
                         report.state.stranded.len(),
                         report.double_runs.len(),
                         report.state.dangling.len(),
                         report.state.unindexed.len(),
-                        report.schedule.problems.len()
+                        report.schedule.problems.len(),
+                        report.webhook.missing.len(),
+                        report.webhook.bad_signatures
                     );
                 }
                 Ok(())

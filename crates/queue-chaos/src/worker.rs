@@ -84,6 +84,8 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let worker = Worker::builder(Arc::new(backend))
         .config(&cfg)
         .fetch_wait(Duration::from_millis(500))
+        // A killed worker's claimed webhook deliveries are sent again soon.
+        .delivery_lease(Duration::from_secs(12))
         .register("work", move |task: Task, ctx| {
             let history = work.clone();
             async move {

@@ -124,7 +124,13 @@ async fn events_are_published_only_while_someone_follows_them() {
 
     let mut events = backend.subscribe().await.unwrap();
     let ttl: i64 = raw.pttl(format!("{prefix}subs")).await.unwrap();
-    assert!(ttl > 0 && ttl <= 15_000, "presence expiry {ttl} ms");
+    // It outlives the last subscriber by the event log's linger, so one that reconnects
+    // finds what it missed.
+    let linger = queue_core::EVENT_LOG_LINGER.as_millis() as i64;
+    assert!(
+        ttl > linger - 5_000 && ttl <= linger,
+        "presence expiry {ttl} ms"
+    );
     let id = backend
         .enqueue(NewJob::new("t", &2).unwrap())
         .await
@@ -139,11 +145,20 @@ async fn events_are_published_only_while_someone_follows_them() {
         .await
         .expect("the raw listener hears it too")
         .expect("open");
+    let payload = message.get_payload::<String>().unwrap();
+    assert!(payload.contains(&id.to_string()));
+    // The event went to the log too, under the id it was published with.
+    let logged: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{prefix}log"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(logged.len(), 1, "only what was published while followed");
     assert!(
-        message
-            .get_payload::<String>()
-            .unwrap()
-            .contains(&id.to_string())
+        payload.starts_with(&format!("{{\"id\":\"{}\",", logged[0].0)),
+        "{payload}"
     );
     drop(events);
     backend.destroy().await.unwrap();

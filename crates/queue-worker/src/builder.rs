@@ -162,6 +162,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// How long a claimed webhook delivery is hidden from other workers (default 60 s;
+    /// longer than a delivery's 10 s timeout).
+    pub fn delivery_lease(mut self, lease: Duration) -> Self {
+        self.settings.config.delivery_lease = lease;
+        self
+    }
+
     /// Names the worker (default `<host>-<pid>-<random>`).
     pub fn worker_id(mut self, id: WorkerId) -> Self {
         self.settings.id = id;

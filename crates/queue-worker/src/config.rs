@@ -50,6 +50,9 @@ pub struct WorkerConfig {
     /// Delivers durable webhooks from the backend's outbox (default true): every worker
     /// may; each delivery is claimed by one at a time.
     pub webhooks: bool,
+    /// How long a claimed webhook delivery is hidden from other workers (default 60 s): a
+    /// worker that dies mid-delivery leaves it to be sent again after this.
+    pub delivery_lease: Duration,
 }
 
 impl WorkerConfig {
@@ -68,6 +71,13 @@ impl WorkerConfig {
             return Err(Error::config(format!(
                 "heartbeat ({:?}) must be positive and shorter than the lease ({:?})",
                 self.heartbeat, self.lease
+            )));
+        }
+        if self.delivery_lease <= queue_core::backend::DELIVERY_TIMEOUT {
+            return Err(Error::config(format!(
+                "the webhook delivery lease ({:?}) must be longer than a delivery's timeout ({:?})",
+                self.delivery_lease,
+                queue_core::backend::DELIVERY_TIMEOUT
             )));
         }
         if self.job_timeout.is_zero()
@@ -106,6 +116,7 @@ impl From<&QueueConfig> for WorkerConfig {
                 .clamp(Duration::from_secs(1), Duration::from_secs(60)),
             schedules: true,
             webhooks: true,
+            delivery_lease: queue_core::backend::DELIVERY_LEASE,
         }
     }
 }

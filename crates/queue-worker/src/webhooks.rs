@@ -11,7 +11,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use queue_core::backend::{ClaimedDelivery, DELIVERY_LEASE, DELIVERY_TIMEOUT, Settle};
+use queue_core::backend::{ClaimedDelivery, DELIVERY_TIMEOUT, Settle};
 use queue_core::webhook_signature;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -52,7 +52,7 @@ pub(crate) async fn delivery_loop(shared: Arc<Shared>, stop: CancellationToken) 
     let agent = format!("dcs-queue/{}", env!("CARGO_PKG_VERSION"));
     loop {
         let claimed = tokio::select! {
-            r = shared.broker.claim_deliveries(PER_ROUND, DELIVERY_LEASE) => r,
+            r = shared.broker.claim_deliveries(PER_ROUND, shared.settings.config.delivery_lease) => r,
             () = stop.cancelled() => return,
         };
         let claimed = match claimed {
