@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use queue_core::{JobStatus, Webhook};
-//! let hook = Webhook::new("publisher", "http://publisher.internal/hooks/books", "s3cret")
+//! let hook = Webhook::new("publisher", "http://publisher.internal/hooks/books", "a-secret-of-16+-bytes")
 //!     .events([JobStatus::Completed, JobStatus::Partial])
 //!     .task("process_book");
 //! assert!(hook.check().is_ok());
