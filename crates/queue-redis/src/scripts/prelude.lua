@@ -526,9 +526,6 @@ local function kids_key(id) return PREFIX .. 'kids:' .. id end
 -- Defined below (they place the parent, which may be a child too).
 local child_ended, child_reopened
 
--- A job's place after `event` (queue_core::rules::placement) and its counters, then what
--- that does to its parent (a flow). `rec` = facts(); `ctx.run_at` = the due time of a retry.
--- A queued parent with unfinished children waits in `waiting` instead of being ready.
 -- Webhooks: `hooks` holds per webhook its filter `<statuses>|<task>|<group>` (see
 -- queue_core::Webhook::filter), read once per call and only when a job finishes.
 local function hook_filters(KEY)
@@ -564,6 +561,10 @@ local function leave_deliveries(KEY, id, to, rec)
   end
 end
 
+-- A job's place after `event` (queue_core::rules::placement) and its counters, then what
+-- that does to its parent (a flow) and which webhook deliveries it leaves. `rec` = facts();
+-- `ctx.run_at` = the due time of a retry. A queued parent with unfinished children waits in
+-- `waiting` instead of being ready.
 local function place(KEY, id, event, to, rec, ctx, seq)
   local where = PLACE[event]
   if where ~= 'finished' and where ~= 'leased' and rec.waiting > 0 then
