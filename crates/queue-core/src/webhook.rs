@@ -36,8 +36,9 @@ pub const DELIVERY_LEASE: Duration = Duration::from_secs(60);
 /// The longest wait between two attempts.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 
-/// A subscription to finished jobs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A subscription to finished jobs. Its `Debug` hides the secret and the URL's
+/// credentials, so a logged webhook shows neither.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Webhook {
     /// Its name: 1 to [`MAX_WEBHOOK_NAME_BYTES`] bytes, no control character, no `|`.
     pub name: String,
@@ -61,6 +62,21 @@ pub struct Webhook {
     /// an hour).
     #[serde(default = "default_retry_ms")]
     pub retry_ms: u64,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("name", &self.name)
+            .field("url", &redact_url(&self.url))
+            .field("events", &self.events)
+            .field("task", &self.task)
+            .field("group", &self.group)
+            .field("secret", &"***")
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_ms", &self.retry_ms)
+            .finish()
+    }
 }
 
 fn all_finished() -> Vec<JobStatus> {
@@ -516,6 +532,14 @@ mod tests {
         assert!(
             bad(Webhook::new("h", "http://x", "0123456789abcdef").events([JobStatus::Queued]))
                 .contains("queued")
+        );
+        let debug = format!(
+            "{:?}",
+            Webhook::new("h", "http://user:pw@host/x", "0123456789abcdef")
+        );
+        assert!(
+            !debug.contains("0123456789abcdef") && !debug.contains("pw"),
+            "{debug}"
         );
         let shown = Webhook::new("h", "http://user:pw@host/x", "0123456789abcdef").redacted();
         assert_eq!(shown.secret, "***");
