@@ -854,6 +854,28 @@ local function place_new(KEY, ready, created)
   end
 end
 
+-- Creates `count` jobs each on its own (a refused one does not stop the others), their
+-- 14 values of check_new from ARGV[first]; the ready ones take their places in order.
+-- Returns {code, id} per job: ok, or the answer of check_new.
+local function create_each(KEY, KEYS, ARGV, first, count)
+  local out = {}
+  local ready = {}
+  local created = 0
+  for i = 0, count - 1 do
+    local b = first + i * 14
+    local refused = check_new(KEY, KEYS, ARGV, b)
+    if refused then
+      out[#out + 1] = refused
+    else
+      ready[#ready + 1] = create_new(KEY, KEYS, ARGV, b, nil, '', 0)
+      created = created + 1
+      out[#out + 1] = { 'ok', ARGV[b] }
+    end
+  end
+  place_new(KEY, ready, created)
+  return out
+end
+
 -- Cancels job `id` (record `key`) as queue_core::rules::on_cancel decides: {'cancelled'} |
 -- {'requested'} | {'missing'} | {'invalid', status}. A cancelled parent's unfinished
 -- children are cancelled too (theirs as well; running ones are asked to stop).

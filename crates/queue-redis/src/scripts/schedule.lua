@@ -19,20 +19,4 @@ else
     redis.call('ZADD', KEY.sdue, tonumber(ARGV[6]), name)
   end
 end
-local count = tonumber(ARGV[7])
-local out = {}
-local ready = {}
-local created = 0
-for i = 0, count - 1 do
-  local b = 8 + i * 14
-  local refused = check_new(KEY, KEYS, ARGV, b)
-  if refused then
-    out[#out + 1] = refused
-  else
-    ready[#ready + 1] = create_new(KEY, KEYS, ARGV, b, nil, '', 0)
-    created = created + 1
-    out[#out + 1] = { 'ok', ARGV[b] }
-  end
-end
-place_new(KEY, ready, created)
-return { NOW, 'ok', out }
+return { NOW, 'ok', create_each(KEY, KEYS, ARGV, 8, tonumber(ARGV[7])) }
