@@ -51,6 +51,34 @@ fn json_body<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::bad_request(format!("malformed {what}: {e}")))
 }
 
+/// A JSON object body of type `T` named by the path: its `name` may be left out, and must
+/// match the path's when given; `what` names it in errors.
+fn named_body<T: serde::de::DeserializeOwned>(
+    raw: Result<Bytes, BytesRejection>,
+    name: &str,
+    what: &str,
+) -> Result<T, ApiError> {
+    let mut value: Value = json_body(raw, what)?;
+    let Some(fields) = value.as_object_mut() else {
+        return Err(ApiError::bad_request(format!(
+            "malformed {what}: not a JSON object"
+        )));
+    };
+    match fields.get("name") {
+        None => {
+            fields.insert("name".into(), Value::String(name.to_owned()));
+        }
+        Some(Value::String(n)) if n == name => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "{what} name {other} does not match the path's `{name}`"
+            )));
+        }
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("malformed {what}: {e}")))
+}
+
 fn job_id(raw: &str) -> Result<JobId, ApiError> {
     JobId::from_str(raw).map_err(|e| ApiError::bad_request(e.to_string()))
 }
@@ -538,25 +566,7 @@ pub(crate) async fn put_schedule(
     Path(name): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<queue_core::ScheduleRecord>, ApiError> {
-    let mut value: Value = json_body(raw, "schedule")?;
-    let Some(fields) = value.as_object_mut() else {
-        return Err(ApiError::bad_request(
-            "malformed schedule: not a JSON object",
-        ));
-    };
-    match fields.get("name") {
-        None => {
-            fields.insert("name".into(), Value::String(name.clone()));
-        }
-        Some(Value::String(n)) if *n == name => {}
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "schedule name {other} does not match the path's `{name}`"
-            )));
-        }
-    }
-    let schedule: queue_core::Schedule = serde_json::from_value(value)
-        .map_err(|e| ApiError::bad_request(format!("malformed schedule: {e}")))?;
+    let schedule: queue_core::Schedule = named_body(raw, &name, "schedule")?;
     Ok(Json(state.backend.put_schedule(schedule).await?))
 }
 
@@ -602,25 +612,7 @@ pub(crate) async fn put_webhook(
     Path(name): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<queue_core::Webhook>, ApiError> {
-    let mut value: Value = json_body(raw, "webhook")?;
-    let Some(fields) = value.as_object_mut() else {
-        return Err(ApiError::bad_request(
-            "malformed webhook: not a JSON object",
-        ));
-    };
-    match fields.get("name") {
-        None => {
-            fields.insert("name".into(), Value::String(name.clone()));
-        }
-        Some(Value::String(n)) if *n == name => {}
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "webhook name {other} does not match the path's `{name}`"
-            )));
-        }
-    }
-    let hook: queue_core::Webhook = serde_json::from_value(value)
-        .map_err(|e| ApiError::bad_request(format!("malformed webhook: {e}")))?;
+    let hook: queue_core::Webhook = named_body(raw, &name, "webhook")?;
     state.backend.put_webhook(&hook).await?;
     Ok(Json(hook.redacted()))
 }
