@@ -63,8 +63,11 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// `Error::Corrupt` naming the field.
     async fn get(&self, id: JobId) -> Result<JobRecord>;
 
-    /// Records matching `query`, newest first (by `created_at`, then id), paginated by an
-    /// opaque cursor (case `list_by_status_and_unique_key`).
+    /// Records matching `query`, newest first, paginated by an opaque cursor (cases
+    /// `list_by_status_and_unique_key`, `finished_jobs_list_by_when_they_finished`): every
+    /// job or one status by [`listed_at`] (a finished job by when it finished, any other by
+    /// its creation), then id; one unique key's history and the parents waiting on children
+    /// by creation, then id.
     async fn list(&self, query: &ListQuery) -> Result<Page>;
 
     /// Cancels a job. A queued job is removed from the queue and ends `cancelled` at once;
@@ -277,7 +280,7 @@ impl ListQuery {
         self
     }
 
-    /// Checks the limit and decodes the cursor into (created ms, id): the position after
+    /// Checks the limit and decodes the cursor into (listed ms, id): the position after
     /// which the page starts.
     pub fn position(&self) -> Result<Option<(i64, JobId)>> {
         if !(1..=1000).contains(&self.limit) {
@@ -290,7 +293,33 @@ impl ListQuery {
     }
 }
 
-/// The cursor that resumes after the job created at `created_ms` with id `id`.
+/// Where a job stands in a listing of every job or of one status (newest first, ties by
+/// id): a finished job by `finished_ms` (when it finished, or when retention last kept it
+/// for its unfinished parent; it is also its retention clock), any other by its creation.
+/// Backends keep their status indexes by it, so the failures an operator looks at first are
+/// the latest ones.
+///
+/// ```
+/// use queue_core::JobStatus;
+/// use queue_core::backend::listed_at;
+///
+/// assert_eq!(listed_at(JobStatus::Queued, 10, None), 10);
+/// assert_eq!(listed_at(JobStatus::Failed, 10, Some(500)), 500);
+/// assert_eq!(listed_at(JobStatus::Processing, 10, Some(500)), 10, "retried, running again");
+/// ```
+pub fn listed_at(
+    status: JobStatus,
+    created_ms: crate::backend::Millis,
+    finished_ms: Option<crate::backend::Millis>,
+) -> crate::backend::Millis {
+    match finished_ms {
+        Some(at) if status.is_terminal() => at,
+        _ => created_ms,
+    }
+}
+
+/// The cursor that resumes after the job listed at `created_ms` (see [`listed_at`]) with id
+/// `id`.
 pub fn encode_cursor(created_ms: i64, id: JobId) -> String {
     format!("{created_ms}.{}", id.as_uuid().simple())
 }

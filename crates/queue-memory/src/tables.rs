@@ -10,8 +10,8 @@ use queue_core::backend::{
     ClaimId, ClaimRequest, ClaimedDelivery, Event, FlatJob, HeartbeatReply, Lease, LeaseRef,
     Millis, Outcome, ParentAction, ProgressReply, Reopen, ScheduleRead, ScheduleWrite,
     ScheduleWritten, Settle, StoredSchedules, WorkerBeat, accepts_children, child_failed_message,
-    duration_ms, encode_cursor, from_millis, is_parent_of, on_child_ended, on_child_reopened,
-    retention_keeps_child,
+    duration_ms, encode_cursor, from_millis, is_parent_of, listed_at, on_child_ended,
+    on_child_reopened, retention_keeps_child,
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
     unfinished_change, weighted_turn,
 };
@@ -23,6 +23,8 @@ use queue_core::{
 
 /// Index key ordering jobs by creation: (created ms, id).
 type ByCreated = (Millis, JobId);
+/// Index key of the listings of every job and of one status: ([`listed_at`] ms, id).
+type ByListed = (Millis, JobId);
 
 pub(crate) struct Entry {
     record: JobRecord,
@@ -37,6 +39,13 @@ pub(crate) struct Entry {
     /// Its time in `finished` while it is finished (its completion, or when retention last
     /// kept it for its unfinished parent).
     finished_ms: Option<Millis>,
+}
+
+impl Entry {
+    /// Its place in the listings of every job and of its status.
+    fn listed_ms(&self) -> Millis {
+        listed_at(self.record.status, self.created_ms, self.finished_ms)
+    }
 }
 
 struct ActiveLease {
@@ -237,8 +246,8 @@ pub(crate) struct Tables {
     /// Delayed jobs by (due, id): the order in which they join the ready jobs.
     delayed: BTreeSet<(Millis, JobId)>,
     active: BTreeSet<(Millis, JobId)>,
-    by_status: [BTreeSet<ByCreated>; 6],
-    all: BTreeSet<ByCreated>,
+    by_status: [BTreeSet<ByListed>; 6],
+    all: BTreeSet<ByListed>,
     by_key: HashMap<String, BTreeSet<ByCreated>>,
     dedup: HashMap<String, JobId>,
     finished: BTreeSet<(Millis, JobId)>,
@@ -823,6 +832,7 @@ impl Tables {
     ) -> Result<JobStatus> {
         let entry = self.jobs.get_mut(&id).ok_or(Error::NotFound { id })?;
         let from = entry.record.status;
+        let listed_before = (entry.listed_ms(), id);
         entry
             .record
             .apply_event(event, input)
@@ -848,9 +858,8 @@ impl Tables {
         if entry.record.children.is_some() && from == JobStatus::Queued {
             self.waiting.remove(&key);
         }
-        self.by_status[status_index(from)].remove(&key);
-        self.by_status[status_index(to)].insert(key);
-        match rules::placement(event) {
+        let placement = rules::placement(event);
+        match placement {
             Placement::ReadyInPlace | Placement::ReadyAtBack | Placement::Delayed if waits => {
                 self.waiting.insert(key);
             }
@@ -868,7 +877,6 @@ impl Tables {
             }
             Placement::Finished => {
                 self.finished.insert((input.now, id));
-                self.jobs.get_mut(&id).expect("exists").finished_ms = Some(input.now);
                 self.leave_deliveries(id, to, input.now);
                 if let Some(key) = &unique_key
                     && self.dedup.get(key) == Some(&id)
@@ -877,6 +885,13 @@ impl Tables {
                 }
             }
         }
+        let entry = self.jobs.get_mut(&id).expect("exists");
+        entry.finished_ms = (placement == Placement::Finished).then_some(input.now);
+        let listed_after = (entry.listed_ms(), id);
+        self.by_status[status_index(from)].remove(&listed_before);
+        self.by_status[status_index(to)].insert(listed_after);
+        self.all.remove(&listed_before);
+        self.all.insert(listed_after);
         if let Some(counter) = rules::counter(event) {
             bump(&mut self.totals, counter);
         }
@@ -1689,7 +1704,6 @@ impl Tables {
         }
         let completed = entry.finished_ms;
         let entry = self.jobs.get_mut(&id).expect("checked");
-        entry.finished_ms = None;
         if let Some(p) = priority {
             entry.record.priority = p;
         }
@@ -1722,8 +1736,9 @@ impl Tables {
         };
         let mut jobs = Vec::with_capacity(query.limit.min(index.len()));
         let mut next_cursor = None;
-        for (_, id) in iter {
-            let Some(entry) = self.jobs.get(id) else {
+        let mut last = None;
+        for &(at, id) in iter {
+            let Some(entry) = self.jobs.get(&id) else {
                 continue;
             };
             if query.status.is_some_and(|s| s != entry.record.status)
@@ -1735,14 +1750,12 @@ impl Tables {
                 continue;
             }
             if jobs.len() == query.limit {
-                let last: &JobRecord = jobs.last().expect("limit is at least 1");
-                next_cursor = Some(encode_cursor(
-                    queue_core::backend::to_millis(last.created_at),
-                    last.job_id,
-                ));
+                let (at, id) = last.expect("limit is at least 1");
+                next_cursor = Some(encode_cursor(at, id));
                 break;
             }
             jobs.push(shown(&entry.record));
+            last = Some((at, id));
         }
         Ok(Page { jobs, next_cursor })
     }
@@ -1850,14 +1863,15 @@ impl Tables {
             }
             let entry = self.jobs.remove(&id).expect("checked");
             let key = (entry.created_ms, id);
+            let listed = (entry.listed_ms(), id);
             self.kids.remove(&id);
             if let Some(parent) = entry.record.parent
                 && let Some(kids) = self.kids.get_mut(&parent)
             {
                 kids.remove(&key);
             }
-            self.all.remove(&key);
-            self.by_status[status_index(entry.record.status)].remove(&key);
+            self.all.remove(&listed);
+            self.by_status[status_index(entry.record.status)].remove(&listed);
             if let Some(unique) = &entry.record.unique_key {
                 if let Some(set) = self.by_key.get_mut(unique) {
                     set.remove(&key);
@@ -1873,7 +1887,15 @@ impl Tables {
         }
         for id in kept {
             self.finished.insert((now, id));
-            self.jobs.get_mut(&id).expect("kept").finished_ms = Some(now);
+            let entry = self.jobs.get_mut(&id).expect("kept");
+            let before = (entry.listed_ms(), id);
+            entry.finished_ms = Some(now);
+            let after = (entry.listed_ms(), id);
+            let status = status_index(entry.record.status);
+            for index in [&mut self.all, &mut self.by_status[status]] {
+                index.remove(&before);
+                index.insert(after);
+            }
         }
         removed
     }

@@ -24,14 +24,17 @@ pub(crate) enum Static {
     Leases,
     /// `claims`: worker -> the last claim request id it sent.
     Claims,
-    /// `st:<status>`: jobs of a status, by creation time, for the queued and the finished
-    /// statuses; `st:queued` holds every job not finished (running ones too, told apart by
-    /// their lease), so together they list every retained job.
+    /// `st:<status>`: jobs of a status: `st:queued` by creation time, holding every job not
+    /// finished (running ones too, told apart by their lease); one per finished status by
+    /// when the job finished (`queue_core::backend::listed_at`, also the retention clock).
+    /// Together they list every retained job.
     Status(JobStatus),
     /// `jobs`: written by versions before 0.2 (every job by creation time); only the sweep
     /// still removes its entries, so it empties as those jobs go.
     Jobs,
-    /// `finished`: finished jobs by completion time (the retention sweep).
+    /// `finished`: written by versions before 0.3 (finished jobs by completion time, for the
+    /// retention sweep, which now reads the finished status sets); the sweep still reads
+    /// and removes its entries, so it empties as those jobs go.
     Finished,
     /// `dedup`: unique key -> its active job.
     Dedup,

@@ -92,12 +92,11 @@ const GROUPS: [Static; 8] = [
 
 /// What a flow's bookkeeping touches when a job ends, is cancelled or is retried: its parent
 /// released (ready or delayed), failed (finished, its unique key released) or held again.
-const FLOW: [Static; 12] = [
+const FLOW: [Static; 11] = [
     S::Waiting,
     S::Seq,
     S::Marker,
     S::Due,
-    S::Finished,
     S::Dedup,
     S::Stats,
     S::Subs,
@@ -111,7 +110,14 @@ const SPECS: [Spec; 28] = [
     (
         "enqueue",
         include_str!("scripts/enqueue.lua"),
-        keys![READY, DELAYED, GROUPS, FLOW, [ST_QUEUED, S::Leases]],
+        keys![
+            READY,
+            DELAYED,
+            GROUPS,
+            FLOW,
+            [ST_QUEUED, S::Leases],
+            ST_DONE
+        ],
         false,
     ),
     (
@@ -209,7 +215,7 @@ const SPECS: [Spec; 28] = [
     (
         "due",
         include_str!("scripts/due.lua"),
-        keys![[S::Finished]],
+        keys![[S::Finished], ST_DONE],
         true,
     ),
     (
@@ -299,7 +305,14 @@ const SPECS: [Spec; 28] = [
     (
         "flow",
         include_str!("scripts/flow.lua"),
-        keys![READY, DELAYED, GROUPS, FLOW, [ST_QUEUED, S::Leases]],
+        keys![
+            READY,
+            DELAYED,
+            GROUPS,
+            FLOW,
+            [ST_QUEUED, S::Leases],
+            ST_DONE
+        ],
         false,
     ),
     (
@@ -310,7 +323,8 @@ const SPECS: [Spec; 28] = [
             DELAYED,
             GROUPS,
             FLOW,
-            [ST_QUEUED, S::Leases, S::Schedules, S::ScheduleDue]
+            [ST_QUEUED, S::Leases, S::Schedules, S::ScheduleDue],
+            ST_DONE
         ],
         false,
     ),

@@ -621,7 +621,8 @@ impl JobStore for RedisBackend {
                 .collect(),
         };
         let want = query.limit + 1;
-        let mut jobs: Vec<JobRecord> = Vec::with_capacity(want);
+        // Each record with its score in the index it came from (what the cursor holds).
+        let mut jobs: Vec<(Millis, JobRecord)> = Vec::with_capacity(want);
         while jobs.len() < want {
             let asked = (want - jobs.len()).max(16);
             let batch = self.index_page(&indexes, position, asked).await?;
@@ -639,7 +640,7 @@ impl JobStore for RedisBackend {
                             .is_none_or(|k| r.unique_key.as_ref() == Some(k))
                         && (!query.waiting_on_children || r.waits_on_children())
                 }) {
-                    jobs.push(r);
+                    jobs.push((*score, r));
                 }
                 if jobs.len() == want {
                     break;
@@ -651,10 +652,13 @@ impl JobStore for RedisBackend {
         }
         let next_cursor = (jobs.len() > query.limit).then(|| {
             jobs.truncate(query.limit);
-            let last = jobs.last().expect("limit is at least 1");
-            encode_cursor(to_millis(last.created_at), last.job_id)
+            let (at, last) = jobs.last().expect("limit is at least 1");
+            encode_cursor(*at, last.job_id)
         });
-        Ok(Page { jobs, next_cursor })
+        Ok(Page {
+            jobs: jobs.into_iter().map(|(_, r)| r).collect(),
+            next_cursor,
+        })
     }
 
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {

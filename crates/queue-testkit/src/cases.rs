@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use queue_core::backend::{ClaimRequest, Lease, LeaseRef, Outcome, WorkerBeat, to_millis};
 use queue_core::{
     CancelOutcome, ChildPolicy, Clock, Error, EventKind, Flow, JobId, JobRecord, JobStatus,
-    LeaseToken, ListQuery, NewJob, Priority, WorkerId,
+    LeaseToken, ListQuery, NewJob, Page, Priority, WorkerId,
 };
 use serde_json::json;
 
@@ -798,6 +798,89 @@ pub async fn list_pages_through_ties(h: &Harness) {
         }
     }
     assert_eq!(seen, ids);
+}
+
+/// Every job and one finished status list a finished job by when it finished, newest first
+/// (`queue_core::backend::listed_at`): the latest failure comes first however old its job,
+/// pages stay whole; a retried job is listed by its creation again, one unique key's history
+/// stays by creation. Retention counts from the finish too: an old job that finished
+/// recently is kept.
+pub async fn finished_jobs_list_by_when_they_finished(h: &Harness) {
+    let old = enqueue(h, job(1).unique_key("book-f")).await;
+    h.advance(Duration::from_secs(3000));
+    let young = enqueue(h, job(2)).await;
+    h.advance(Duration::from_millis(5));
+    let queued = enqueue(h, job(3).priority(Priority::Low)).await;
+    let leases = fetch(h, 2).await;
+    assert_eq!(leases.len(), 2);
+    let lease_of = |id: JobId| leases.iter().find(|l| l.job.job_id == id).unwrap();
+    h.advance(Duration::from_millis(5));
+    finish(
+        h,
+        lease_of(young.job_id),
+        Outcome::Failed { error: "x".into() },
+    )
+    .await;
+    h.advance(Duration::from_millis(5));
+    finish(
+        h,
+        lease_of(old.job_id),
+        Outcome::Failed { error: "y".into() },
+    )
+    .await;
+    let ids = |page: &Page| page.jobs.iter().map(|r| r.job_id).collect::<Vec<_>>();
+    let failed = h
+        .backend
+        .list(&ListQuery::new().status(JobStatus::Failed))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&failed),
+        [old.job_id, young.job_id],
+        "the latest failure first"
+    );
+    // Every job: the two failures (listed when they failed, after `queued` was created).
+    let mut seen = Vec::new();
+    let mut query = ListQuery::new().limit(1);
+    loop {
+        let page = h.backend.list(&query).await.unwrap();
+        seen.extend(ids(&page));
+        match page.next_cursor {
+            Some(c) => query = query.cursor(c),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [old.job_id, young.job_id, queued.job_id],
+        "pages of one"
+    );
+    // One unique key's history goes by creation.
+    let history = h
+        .backend
+        .list(&ListQuery::new().unique_key("book-f"))
+        .await
+        .unwrap();
+    assert_eq!(ids(&history), [old.job_id]);
+    // Retried, `young` is queued again: listed by its creation, among the queued.
+    h.backend.retry(young.job_id, None).await.unwrap();
+    let all = h.backend.list(&ListQuery::new()).await.unwrap();
+    assert_eq!(ids(&all), [old.job_id, queued.job_id, young.job_id]);
+    // Retention (an hour in the harness) counts from the finish: `old` was created 50
+    // minutes before it failed, so 20 minutes later it is still kept.
+    h.advance(Duration::from_secs(1200));
+    assert_eq!(
+        h.backend.sweep(100).await.unwrap(),
+        0,
+        "finished 20 minutes ago"
+    );
+    h.backend.get(old.job_id).await.unwrap();
+    h.advance(Duration::from_secs(2401));
+    assert_eq!(h.backend.sweep(100).await.unwrap(), 1);
+    assert!(matches!(
+        h.backend.get(old.job_id).await,
+        Err(Error::NotFound { .. })
+    ));
 }
 
 /// Retention removes finished records from every index and leaves live jobs alone.

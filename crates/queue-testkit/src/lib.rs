@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
             stats_after_mixed_run,
             list_by_status_and_unique_key,
             list_pages_through_ties,
+            finished_jobs_list_by_when_they_finished,
             retention_removes_from_every_index,
             manual_retry,
             subscriber_sees_every_transition,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use queue_core::backend::{
     ClaimId, ClaimRequest, HeartbeatReply, LeaseRef, Millis, Outcome, WorkerBeat, duration_ms,
-    encode_cursor, from_millis, to_millis,
+    encode_cursor, from_millis, listed_at, to_millis,
 };
 use queue_core::{
     CancelOutcome, Error, JobId, JobRecord, JobStatus, LeaseToken, LifetimeTotals, ListQuery,
@@ -801,28 +801,43 @@ impl Model {
     /// A page of a listing.
     pub fn list(&self, query: &ListQuery) -> Result<Page> {
         let position = query.position()?;
-        let views: Vec<JobRecord> = (0..self.jobs.len())
+        // One unique key's history and the waiting parents go by creation; every job and
+        // one status by `listed_at` (a finished job by when it finished, or was last kept).
+        let by_creation = query.unique_key.is_some() || query.waiting_on_children;
+        let views: Vec<(Millis, JobRecord)> = (0..self.jobs.len())
             .filter(|i| !query.waiting_on_children || self.waits(*i))
-            .map(|i| self.view(i))
+            .map(|i| {
+                let r = self.view(i);
+                let created = to_millis(r.created_at);
+                let finished = self.jobs[i].kept.or(r.completed_at.map(to_millis));
+                let at = if by_creation {
+                    created
+                } else {
+                    listed_at(r.status, created, finished)
+                };
+                (at, r)
+            })
             .collect();
-        let mut matching: Vec<&JobRecord> = views
+        let mut matching: Vec<(Millis, &JobRecord)> = views
             .iter()
-            .filter(|r| query.status.is_none_or(|s| r.status == s))
-            .filter(|r| {
+            .filter(|(_, r)| query.status.is_none_or(|s| r.status == s))
+            .filter(|(_, r)| {
                 query
                     .unique_key
                     .as_deref()
                     .is_none_or(|k| r.unique_key.as_deref() == Some(k))
             })
-            .filter(|r| position.is_none_or(|p| (to_millis(r.created_at), r.job_id) < p))
+            .filter(|(at, r)| position.is_none_or(|p| (*at, r.job_id) < p))
+            .map(|(at, r)| (*at, r))
             .collect();
-        matching.sort_by_key(|r| std::cmp::Reverse((to_millis(r.created_at), r.job_id)));
+        matching.sort_by_key(|(at, r)| std::cmp::Reverse((*at, r.job_id)));
         let more = matching.len() > query.limit;
         matching.truncate(query.limit);
         let next_cursor = more.then(|| {
-            let last = matching.last().expect("limit is at least 1");
-            encode_cursor(to_millis(last.created_at), last.job_id)
+            let (at, last) = matching.last().expect("limit is at least 1");
+            encode_cursor(*at, last.job_id)
         });
+        let matching: Vec<&JobRecord> = matching.into_iter().map(|(_, r)| r).collect();
         Ok(Page {
             jobs: matching.into_iter().cloned().collect(),
             next_cursor,

@@ -494,10 +494,11 @@ local function release_group_slot(KEY, group)
   if not admitted then refresh_group(KEY, group) end
 end
 
--- Status indexes (scored by creation time), together listing every retained job: one per
--- finished status, and `st_queued` for every job not finished, queued or running (a running
--- job is told apart by its lease: `leases`, and `active` by lease expiry), so a claim moves
--- no index entry. Names are kept, not built per job.
+-- Status indexes, together listing every retained job: one per finished status, scored by
+-- when the job finished (its retention clock: the sweep reads these), and `st_queued`,
+-- scored by creation, for every job not finished, queued or running (a running job is told
+-- apart by its lease: `leases`, and `active` by lease expiry), so a claim moves no index
+-- entry. Names are kept, not built per job.
 local STATUS_NAME = {}
 local function status_key(KEY, status)
   local name = STATUS_NAME[status]
@@ -506,6 +507,15 @@ local function status_key(KEY, status)
     STATUS_NAME[status] = name
   end
   return KEY[name]
+end
+
+-- Whether some status index lists `id` (entries of a deleted job may remain).
+local function listed(KEY, id)
+  if redis.call('ZSCORE', KEY.st_queued, id) then return true end
+  for s, _ in pairs(TERMINAL) do
+    if redis.call('ZSCORE', status_key(KEY, s), id) then return true end
+  end
+  return false
 end
 
 -- Puts a job among the delayed ones (those of a group in `gdelayed`) and lowers the due
@@ -571,10 +581,11 @@ local function place(KEY, id, event, to, rec, ctx, seq)
     later_zadd(KEY.waiting, rec.created, id)
     later_zadd(KEY.st_queued, rec.created, id)
   elseif where == 'finished' then
-    later_zadd(KEY.finished, NOW, id)
     leave_deliveries(KEY, id, to, rec)
     later_zrem(KEY.st_queued, id)
-    later_zadd(status_key(KEY, to), rec.created, id)
+    -- A finished job is listed by when it finished, which is also its retention clock
+    -- (queue_core::backend::listed_at): the sweep reads these sets, no other index.
+    later_zadd(status_key(KEY, to), NOW, id)
     if rec.unique_key then later_release(rec.unique_key, id) end
   elseif where == 'delayed' then
     schedule(KEY, rec.band, ctx.run_at, id, rec.group)
@@ -662,7 +673,6 @@ local function manual_retry(KEY, id, key, rec, status, band)
   end
   apply_effect('manual_retry', set, { now = NOW, retry_count = rec.retries })
   set.status = 'queued'
-  redis.call('ZREM', KEY.finished, id)
   redis.call('ZREM', status_key(KEY, status), id)
   place(KEY, id, 'manual_retry', 'queued', rec, {}, nil)
   if rec.unique_key then redis.call('HSET', KEY.dedup, rec.unique_key, id) end
@@ -776,8 +786,7 @@ local function check_new(KEY, KEYS, ARGV, b)
   local id, uk = ARGV[b], ARGV[b + 3]
   local key = KEYS[tonumber(ARGV[b + 9])]
   if redis.call('EXISTS', key) == 1 then return { 'exists', id } end
-  if ARGV[b + 11] == '1' and (redis.call('ZSCORE', KEY.st_queued, id)
-      or redis.call('ZSCORE', KEY.finished, id) or redis.call('HEXISTS', KEY.leases, id) == 1) then
+  if ARGV[b + 11] == '1' and (listed(KEY, id) or redis.call('HEXISTS', KEY.leases, id) == 1) then
     return { 'stale', id }
   end
   if uk ~= '' then
@@ -799,10 +808,11 @@ local function create_new(KEY, KEYS, ARGV, b, parent, policy, kids)
   local key = KEYS[tonumber(ARGV[b + 9])]
   local group = ARGV[b + 12]
   if group == '' then group = nil end
-  -- The HSET arguments are built directly (this runs for every job).
+  -- The HSET arguments are built directly (this runs for every job). `progress` and
+  -- `retry_count` start absent: an absent one reads as 0 (codec.rs, facts()).
   local fields = { 'task', task, 'payload', payload, 'status', 'queued', 'priority', PNAME[band],
-    'progress', 0, 'retry_count', 0, 'max_retries', ARGV[b + 6], 'created_at', NOW }
-  local n = 16
+    'max_retries', ARGV[b + 6], 'created_at', NOW }
+  local n = 12
   if uk ~= '' then fields[n + 1], fields[n + 2], n = 'unique_key', uk, n + 2 end
   if ARGV[b + 7] ~= '' then fields[n + 1], fields[n + 2], n = 'timeout_ms', ARGV[b + 7], n + 2 end
   if ARGV[b + 8] ~= '' then fields[n + 1], fields[n + 2], n = 'metadata', ARGV[b + 8], n + 2 end
@@ -934,7 +944,6 @@ local function fail_garbage(KEY, id, key, kind, group)
   end
   ended_lease(KEY, id)
   redis.call('ZADD', KEY.st_failed, NOW, id)
-  redis.call('ZADD', KEY.finished, NOW, id)
   bump('failed')
   emit_transition(KEY, id, nil, 'failed')
 end
