@@ -888,10 +888,14 @@ impl Tables {
         let entry = self.jobs.get_mut(&id).expect("exists");
         entry.finished_ms = (placement == Placement::Finished).then_some(input.now);
         let listed_after = (entry.listed_ms(), id);
-        self.by_status[status_index(from)].remove(&listed_before);
-        self.by_status[status_index(to)].insert(listed_after);
-        self.all.remove(&listed_before);
-        self.all.insert(listed_after);
+        if from != to || listed_before != listed_after {
+            self.by_status[status_index(from)].remove(&listed_before);
+            self.by_status[status_index(to)].insert(listed_after);
+        }
+        if listed_before != listed_after {
+            self.all.remove(&listed_before);
+            self.all.insert(listed_after);
+        }
         if let Some(counter) = rules::counter(event) {
             bump(&mut self.totals, counter);
         }

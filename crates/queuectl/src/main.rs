@@ -86,7 +86,7 @@ pub(crate) enum Command {
         #[arg(long)]
         wait: Option<f64>,
     },
-    /// Jobs, newest first.
+    /// Jobs, newest first (a finished job by when it finished; one unique key's history by creation).
     List {
         /// Only jobs with this status.
         #[arg(long, value_parser = parse_status)]
