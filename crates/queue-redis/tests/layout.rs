@@ -178,7 +178,7 @@ async fn finished_jobs_are_indexed_by_when_they_finished() {
         .await
         .unwrap();
     let prefix = format!("dcs-test:{{{}}}:", backend.config().queue_name);
-    let mut finish_one = async |n: u32| {
+    let finish_one = async |n: u32| {
         let record = backend
             .enqueue(NewJob::new("t", &n).unwrap())
             .await
