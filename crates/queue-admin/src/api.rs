@@ -17,8 +17,8 @@ use axum::{
 };
 use futures_util::{Stream, StreamExt};
 use queue_core::{
-    ChildPolicy, Flow, JobId, JobStatus, JobStoreExt, ListQuery, Metadata, NewJob, Payload,
-    Priority, Schedules,
+    BulkActions, BulkRequest, ChildPolicy, Flow, JobId, JobStatus, JobStoreExt, ListQuery,
+    Metadata, NewJob, Payload, Priority, Schedules,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -489,6 +489,29 @@ pub(crate) async fn retry(
     };
     let record = state.backend.retry(id, b.priority).await?;
     Ok(Json(serde_json::to_value(record).expect("serializable")))
+}
+
+/// `POST /jobs/bulk` with `{"action": "retry"|"cancel", "filter": {status, task,
+/// unique_key_prefix, created_after, created_before}, "cursor", "limit" (1..=1000, default
+/// 200), "dry_run"}`: one bounded step of a bulk action. The answer says how many jobs it
+/// looked at, matched and acted on, which were refused and why, and `next_cursor` for the
+/// next step (`null` when done): a client repeats the call until then, and resumes from the
+/// last cursor after an interruption. A dry run counts without acting.
+pub(crate) async fn bulk(
+    Extract(state): Extract<State>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let req: BulkRequest = json_body(raw, "bulk request")?;
+    let step = state.backend.bulk(&req).await?;
+    Ok(Json(json!({
+        "action": req.action.as_str(),
+        "dry_run": req.dry_run,
+        "examined": step.examined,
+        "matched": step.matched,
+        "done": step.done,
+        "refused": step.refused.iter().map(|(id, why)| json!({ "job_id": id, "error": why })).collect::<Vec<_>>(),
+        "next_cursor": step.next_cursor,
+    })))
 }
 
 pub(crate) async fn workers(Extract(state): Extract<State>) -> Result<Json<Value>, ApiError> {

@@ -4,7 +4,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// Every route: (method, path, summary, authenticated).
-pub const ROUTES: [(&str, &str, &str, bool); 36] = [
+pub const ROUTES: [(&str, &str, &str, bool); 37] = [
     ("get", "/health", "Backend health (no token needed)", false),
     (
         "get",
@@ -18,6 +18,12 @@ pub const ROUTES: [(&str, &str, &str, bool); 36] = [
         "post",
         "/jobs",
         "Enqueue a job; with `children` (each with `on_failure`: fail_parent, ignore or continue) a flow, created whole or not at all",
+        true,
+    ),
+    (
+        "post",
+        "/jobs/bulk",
+        "One bounded step of a bulk action ({action: retry|cancel, filter: {status, task, unique_key_prefix, created_after, created_before}, cursor, limit, dry_run}): counts, what was done and refused, next_cursor to resume",
         true,
     ),
     (

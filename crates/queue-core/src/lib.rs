@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod broker;
+mod bulk;
 mod clock;
 mod config;
 mod error;
@@ -25,6 +26,7 @@ mod umbrella;
 mod webhook;
 
 // Producers, operators and handler authors: the job, the store, the errors.
+pub use bulk::{BulkAction, BulkActions, BulkFilter, BulkRequest, BulkStep, MAX_BULK_STEP};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{QueueConfig, QueueConfigBuilder, RedisUrl};
 pub use error::{BoxError, Error, Result};

@@ -883,6 +883,120 @@ pub async fn finished_jobs_list_by_when_they_finished(h: &Harness) {
     ));
 }
 
+/// Bulk actions act on what the filter matches, once each, in bounded steps that resume
+/// from a cursor: a dry run counts, an interrupted pass goes on where it stopped, a job the
+/// action cannot apply to is refused with the reason, a bad filter names what is wrong.
+pub async fn bulk_actions_resume_and_act_once(h: &Harness) {
+    use queue_core::{BulkAction, BulkActions, BulkFilter, BulkRequest, BulkStep};
+    let t0 = h.clock.now();
+    let mut books = Vec::new();
+    for n in 1..=5 {
+        books.push(
+            enqueue(h, job(n).unique_key(format!("book-{n}")))
+                .await
+                .job_id,
+        );
+    }
+    let old9 = enqueue(h, job(9).unique_key("book-9")).await.job_id;
+    h.advance(Duration::from_secs(1));
+    let t1 = h.clock.now();
+    let mut mags = Vec::new();
+    for n in 1..=3 {
+        let j = NewJob::new("other", &json!({ "n": n }))
+            .unwrap()
+            .unique_key(format!("mag-{n}"));
+        mags.push(enqueue(h, j).await.job_id);
+    }
+    let leases = fetch(h, 20).await;
+    assert_eq!(leases.len(), 9);
+    for lease in &leases {
+        finish(h, lease, Outcome::Failed { error: "x".into() }).await;
+    }
+    let new9 = enqueue(h, job(10).unique_key("book-9")).await.job_id;
+    let plain = enqueue(h, job(11)).await.job_id;
+    // Runs a pass to the end, `limit` jobs per step, from `cursor`.
+    let pass = async |mut req: BulkRequest| {
+        let mut total = BulkStep::default();
+        loop {
+            let step = h.backend.bulk(&req).await.expect("bulk step");
+            assert!(step.examined <= req.limit);
+            total.examined += step.examined;
+            total.matched += step.matched;
+            total.done += step.done;
+            total.refused.extend(step.refused);
+            match step.next_cursor {
+                Some(c) => req.cursor = Some(c),
+                None => return total,
+            }
+        }
+    };
+    // A dry run counts the failed jobs created before `mags`, and changes nothing.
+    let filter = BulkFilter::new()
+        .status(JobStatus::Failed)
+        .created(Some(t0), Some(t1));
+    let mut req = BulkRequest::new(BulkAction::Retry, filter);
+    req.limit = 2;
+    req.dry_run = true;
+    let counted = pass(req).await;
+    assert_eq!((counted.matched, counted.done), (6, 0));
+    assert_eq!(h.backend.stats().await.unwrap().failed, 9);
+    // Retry the books: one step, then (as after an interruption) the rest from its cursor.
+    let books_only = BulkFilter::new()
+        .status(JobStatus::Failed)
+        .unique_key_prefix("book-");
+    let mut req = BulkRequest::new(BulkAction::Retry, books_only);
+    req.limit = 2;
+    let first = h.backend.bulk(&req).await.unwrap();
+    assert_eq!(first.examined, 2);
+    req.cursor = first.next_cursor.clone();
+    assert!(req.cursor.is_some());
+    let rest = pass(req).await;
+    assert_eq!(first.done + rest.done, 5, "each book retried once");
+    let refused: Vec<JobId> = first
+        .refused
+        .iter()
+        .chain(&rest.refused)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(refused, [old9], "book-9 is held by a newer job");
+    let why = &rest.refused.iter().chain(&first.refused).next().unwrap().1;
+    assert!(why.contains("book-9"), "{why}");
+    for id in &books {
+        assert_eq!(get(h, *id).await.status, JobStatus::Queued);
+    }
+    for id in &mags {
+        assert_eq!(get(h, *id).await.status, JobStatus::Failed);
+    }
+    assert_eq!(get(h, old9).await.status, JobStatus::Failed);
+    // Cancel every queued book, three per step: the five retried and the new book-9.
+    let mut req = BulkRequest::new(
+        BulkAction::Cancel,
+        BulkFilter::new()
+            .status(JobStatus::Queued)
+            .unique_key_prefix("book-"),
+    );
+    req.limit = 3;
+    let cancelled = pass(req).await;
+    assert_eq!((cancelled.matched, cancelled.done), (6, 6));
+    assert_eq!(get(h, new9).await.status, JobStatus::Cancelled);
+    assert_eq!(
+        get(h, plain).await.status,
+        JobStatus::Queued,
+        "no unique key"
+    );
+    // Bad requests name what is wrong.
+    let mut bad = BulkRequest::new(BulkAction::Retry, BulkFilter::new());
+    bad.limit = 0;
+    let err = h.backend.bulk(&bad).await.unwrap_err().to_string();
+    assert!(err.contains("limit"), "{err}");
+    let backwards = BulkRequest::new(
+        BulkAction::Retry,
+        BulkFilter::new().created(Some(t1), Some(t0)),
+    );
+    let err = h.backend.bulk(&backwards).await.unwrap_err().to_string();
+    assert!(err.contains("created_before"), "{err}");
+}
+
 /// Retention removes finished records from every index and leaves live jobs alone.
 pub async fn retention_removes_from_every_index(h: &Harness) {
     let done = enqueue(h, job(1).unique_key("book-r")).await;

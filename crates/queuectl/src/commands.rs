@@ -5,14 +5,22 @@ use std::{collections::HashMap, io::IsTerminal, sync::Arc, time::Duration};
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use queue_core::{
-    CancelOutcome, EventKind, Flow, JobId, JobStatus, JobStore, JobStoreExt, ListQuery, NewJob,
-    QueueConfig, Result,
+    BulkAction, BulkActions, BulkFilter, BulkRequest, BulkStep, CancelOutcome, EventKind, Flow,
+    JobId, JobStatus, JobStore, JobStoreExt, ListQuery, NewJob, QueueConfig, Result,
 };
 use queue_redis::{RedisBackend, RedisConfig};
 use queue_worker::Worker;
 use serde_json::json;
 
 use crate::{Cli, Command, LogFormat, ScheduleAction, WebhookAction, output};
+
+/// What a bulk action did, for a sentence (`retried`, `cancelled`).
+fn past(action: BulkAction) -> &'static str {
+    match action {
+        BulkAction::Retry => "retried",
+        BulkAction::Cancel => "cancelled",
+    }
+}
 
 fn config(cli: &Cli) -> Result<QueueConfig> {
     let mut builder = QueueConfig::from_env()?.to_builder();
@@ -162,6 +170,72 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 output::json(&record)
             } else {
                 println!("{job_id} queued again at {} priority", record.priority)
+            }
+        }
+        Command::Bulk {
+            action,
+            status,
+            task,
+            unique_key_prefix,
+            created_after,
+            created_before,
+            step,
+            cursor,
+            dry_run,
+        } => {
+            let mut filter = BulkFilter::new().created(created_after, created_before);
+            filter.status = status;
+            filter.task = task;
+            filter.unique_key_prefix = unique_key_prefix;
+            let mut req = BulkRequest::new(action, filter);
+            req.limit = step;
+            req.cursor = cursor;
+            req.dry_run = dry_run;
+            let mut total = BulkStep::default();
+            loop {
+                let s = backend.bulk(&req).await?;
+                total.examined += s.examined;
+                total.matched += s.matched;
+                total.done += s.done;
+                for (id, why) in &s.refused {
+                    eprintln!("{id}: refused: {why}");
+                }
+                total.refused.extend(s.refused);
+                eprintln!(
+                    "{} looked at, {} matched, {} done{}",
+                    total.examined,
+                    total.matched,
+                    total.done,
+                    s.next_cursor
+                        .as_deref()
+                        .map(|c| format!("; resume with --cursor {c}"))
+                        .unwrap_or_default()
+                );
+                match s.next_cursor {
+                    Some(c) => req.cursor = Some(c),
+                    None => break,
+                }
+            }
+            if json {
+                output::json(&json!({
+                    "action": action.as_str(),
+                    "dry_run": dry_run,
+                    "examined": total.examined,
+                    "matched": total.matched,
+                    "done": total.done,
+                    "refused": total.refused.iter()
+                        .map(|(id, why)| json!({ "job_id": id, "error": why }))
+                        .collect::<Vec<_>>(),
+                }));
+            } else if dry_run {
+                println!("{} jobs would be {}", total.matched, past(action));
+            } else {
+                println!(
+                    "{} jobs {}, {} refused",
+                    total.done,
+                    past(action),
+                    total.refused.len()
+                );
             }
         }
         Command::Stats => {

@@ -119,6 +119,38 @@ pub(crate) enum Command {
         #[arg(long, value_parser = parse_priority)]
         priority: Option<Priority>,
     },
+    /// Retry or cancel every job matching a filter, in bounded steps: prints progress per
+    /// step on stderr with the cursor to resume from (`--cursor`) after an interruption;
+    /// `--dry-run` only counts what would be done.
+    Bulk {
+        /// `retry` (failed, partial or cancelled jobs) or `cancel` (queued or running ones).
+        #[arg(value_parser = parse_bulk_action)]
+        action: queue_core::BulkAction,
+        /// Only jobs with this status.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<JobStatus>,
+        /// Only jobs of this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only jobs whose unique key starts with this.
+        #[arg(long)]
+        unique_key_prefix: Option<String>,
+        /// Only jobs created at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only jobs created before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
+        /// Jobs looked at per step (1 to 1000).
+        #[arg(long, default_value_t = 200)]
+        step: usize,
+        /// Resume where an earlier run stopped (the last cursor it printed).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Count what would be done; do nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Queue counts (and whether the queue is paused).
     Stats,
     /// Pause the queue (or one group): no job starts until `resume`; running jobs finish,
@@ -380,6 +412,16 @@ fn parse_priority(s: &str) -> Result<Priority, String> {
 
 fn parse_status(s: &str) -> Result<JobStatus, String> {
     JobStatus::from_str(s).map_err(|e| e.to_string())
+}
+
+fn parse_bulk_action(s: &str) -> Result<queue_core::BulkAction, String> {
+    queue_core::BulkAction::from_str(s).map_err(|e| e.to_string())
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
 }
 
 fn parse_id(s: &str) -> Result<JobId, String> {

@@ -776,3 +776,100 @@ fn webhooks_are_added_listed_without_secrets_and_deleted() {
     assert_eq!(ctl.json(&["webhook", "list"]), serde_json::json!([]));
     ctl.cleanup();
 }
+
+#[test]
+fn bulk_actions_count_act_and_resume() {
+    let ctl = Ctl::new();
+    for n in 1..=6 {
+        let key = format!("b-{n}");
+        ctl.ok(&[
+            "enqueue",
+            "--task",
+            "t",
+            "--payload",
+            "{}",
+            "--unique-key",
+            &key,
+        ]);
+        sleep(Duration::from_millis(2)); // distinct creation times: a stable order
+    }
+    ctl.ok(&["enqueue", "--task", "t", "--payload", "{}"]);
+    // A dry run counts and changes nothing; its first step says where to resume.
+    let out = ctl.run(&[
+        "bulk",
+        "cancel",
+        "--status",
+        "queued",
+        "--unique-key-prefix",
+        "b-",
+        "--step",
+        "4",
+        "--dry-run",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "6 jobs would be cancelled"
+    );
+    let err = stderr(&out);
+    let cursor = err
+        .split("resume with --cursor ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no cursor in {err}"))
+        .to_owned();
+    assert_eq!(ctl.json(&["stats"])["queued"], 7);
+    // Resumed from there: only the jobs after the first step (which looked at the job
+    // without a key and the three newest books): the three oldest books.
+    let done = ctl.json(&[
+        "bulk",
+        "cancel",
+        "--status",
+        "queued",
+        "--unique-key-prefix",
+        "b-",
+        "--step",
+        "4",
+        "--cursor",
+        &cursor,
+    ]);
+    assert_eq!(
+        (done["matched"].as_u64(), done["done"].as_u64()),
+        (Some(3), Some(3))
+    );
+    let done = ctl.json(&["bulk", "cancel", "--unique-key-prefix", "b-"]);
+    assert_eq!(done["done"], 3);
+    let stats = ctl.json(&["stats"]);
+    assert_eq!(
+        (stats["queued"].as_u64(), stats["cancelled"].as_u64()),
+        (Some(1), Some(6))
+    );
+    // Cancelled jobs retried, two per step.
+    let out = ctl.ok(&[
+        "bulk",
+        "retry",
+        "--status",
+        "cancelled",
+        "--task",
+        "t",
+        "--step",
+        "2",
+    ]);
+    assert_eq!(out.trim(), "6 jobs retried, 0 refused");
+    assert_eq!(ctl.json(&["stats"])["queued"], 7);
+    // Bad input names what is wrong.
+    for (args, says) in [
+        (vec!["bulk", "delete"], "delete"),
+        (
+            vec!["bulk", "retry", "--created-after", "yesterday"],
+            "RFC 3339",
+        ),
+        (vec!["bulk", "retry", "--step", "0"], "limit"),
+        (vec!["bulk", "retry", "--cursor", "nonsense"], "cursor"),
+    ] {
+        let out = ctl.run(&args);
+        assert_ne!(code(&out), 0, "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    ctl.cleanup();
+}
