@@ -106,18 +106,22 @@ const FLOW: [Static; 11] = [
     S::DeliveriesDue,
 ];
 
+/// What creating jobs touches (`check_new` and `create_new` in the prelude): `enqueue`,
+/// `flow`, and `schedule` with its own keys besides.
+const CREATE: &[Static] = keys![
+    READY,
+    DELAYED,
+    GROUPS,
+    FLOW,
+    [ST_QUEUED, S::Leases],
+    ST_DONE
+];
+
 const SPECS: [Spec; 28] = [
     (
         "enqueue",
         include_str!("scripts/enqueue.lua"),
-        keys![
-            READY,
-            DELAYED,
-            GROUPS,
-            FLOW,
-            [ST_QUEUED, S::Leases],
-            ST_DONE
-        ],
+        CREATE,
         false,
     ),
     (
@@ -302,30 +306,11 @@ const SPECS: [Spec; 28] = [
         keys![[S::Groups, S::GroupLoad]],
         true,
     ),
-    (
-        "flow",
-        include_str!("scripts/flow.lua"),
-        keys![
-            READY,
-            DELAYED,
-            GROUPS,
-            FLOW,
-            [ST_QUEUED, S::Leases],
-            ST_DONE
-        ],
-        false,
-    ),
+    ("flow", include_str!("scripts/flow.lua"), CREATE, false),
     (
         "schedule",
         include_str!("scripts/schedule.lua"),
-        keys![
-            READY,
-            DELAYED,
-            GROUPS,
-            FLOW,
-            [ST_QUEUED, S::Leases, S::Schedules, S::ScheduleDue],
-            ST_DONE
-        ],
+        keys![CREATE, [S::Schedules, S::ScheduleDue]],
         false,
     ),
     (
