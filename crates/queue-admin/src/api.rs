@@ -491,7 +491,17 @@ pub(crate) async fn retry(
     Ok(Json(serde_json::to_value(record).expect("serializable")))
 }
 
-/// `POST /jobs/bulk` with `{"action": "retry"|"cancel", "filter": {status, task,
+/// `DELETE /jobs/{id}`: deletes a finished job's record (409 for a live job, or a child its
+/// unfinished parent will read); answers the deleted record.
+pub(crate) async fn delete(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = state.backend.delete(job_id(&id)?).await?;
+    Ok(Json(serde_json::to_value(record).expect("serializable")))
+}
+
+/// `POST /jobs/bulk` with `{"action": "retry"|"cancel"|"delete", "filter": {status, task,
 /// unique_key_prefix, created_after, created_before}, "cursor", "limit" (1..=1000, default
 /// 200), "dry_run"}`: one bounded step of a bulk action. The answer says how many jobs it
 /// looked at, matched and acted on, which were refused and why, and `next_cursor` for the

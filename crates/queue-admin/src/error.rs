@@ -46,7 +46,9 @@ impl From<Error> for ApiError {
                 message,
                 job_id: Some(job_id.to_string()),
             },
-            Error::InvalidTransition { .. } => Self::new(StatusCode::CONFLICT, message),
+            Error::InvalidTransition { .. } | Error::NotDeletable { .. } => {
+                Self::new(StatusCode::CONFLICT, message)
+            }
             Error::InvalidArgument { .. } | Error::Config { .. } => Self::bad_request(message),
             Error::Codec { .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, message),
             Error::Unavailable { .. } => Self::new(StatusCode::SERVICE_UNAVAILABLE, message),

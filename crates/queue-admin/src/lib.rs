@@ -89,7 +89,7 @@ impl Admin {
             .route("/stats", get(api::stats))
             .route("/jobs", get(api::list).post(api::enqueue))
             .route("/jobs/bulk", post(api::bulk))
-            .route("/jobs/{id}", get(api::get))
+            .route("/jobs/{id}", get(api::get).delete(api::delete))
             .route("/jobs/{id}/cancel", post(api::cancel))
             .route("/jobs/{id}/retry", post(api::retry))
             .route(

@@ -4,7 +4,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// Every route: (method, path, summary, authenticated).
-pub const ROUTES: [(&str, &str, &str, bool); 37] = [
+pub const ROUTES: [(&str, &str, &str, bool); 38] = [
     ("get", "/health", "Backend health (no token needed)", false),
     (
         "get",
@@ -23,13 +23,19 @@ pub const ROUTES: [(&str, &str, &str, bool); 37] = [
     (
         "post",
         "/jobs/bulk",
-        "One bounded step of a bulk action ({action: retry|cancel, filter: {status, task, unique_key_prefix, created_after, created_before}, cursor, limit, dry_run}): counts, what was done and refused, next_cursor to resume",
+        "One bounded step of a bulk action ({action: retry|cancel|delete, filter: {status, task, unique_key_prefix, created_after, created_before}, cursor, limit, dry_run}): counts, what was done and refused, next_cursor to resume",
         true,
     ),
     (
         "get",
         "/jobs/{id}",
         "One job's record; with ?wait=SECONDS (up to 60) when it is finished or the time has passed",
+        true,
+    ),
+    (
+        "delete",
+        "/jobs/{id}",
+        "Delete a finished job's record (409 while it is live, or while its unfinished parent will read it)",
         true,
     ),
     (
@@ -208,7 +214,11 @@ fn operation(method: &str, path: &str, summary: &str, auth: bool) -> Value {
     if path == "/schedules/{name}" && method == "put" {
         op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Schedule" } } } });
     }
-    if method == "delete" {
+    if method == "delete" && path == "/jobs/{id}" {
+        op["responses"]["200"] = json!({ "description": "The deleted record", "content": { "application/json": { "schema": { "type": "object" } } } });
+        op["responses"]["409"] =
+            json!({ "description": "Not deletable now (live, or kept for its parent)" });
+    } else if method == "delete" {
         op["responses"]["204"] = json!({ "description": "Deleted" });
     }
     if path.ends_with("/weight") {

@@ -1234,8 +1234,48 @@ async fn bulk(backend: SharedBackend) {
     assert_eq!(cancelled["done"], 11);
     assert_eq!(backend.stats().await.unwrap().cancelled, 11);
 
+    // Delete the cancelled records: counted, 5 deleted, interrupted, resumed for the rest.
+    let cancelled_only = json!({"status": "cancelled"});
+    let (_, counted) = step(json!({"action": "delete", "filter": cancelled_only,
+        "dry_run": true}))
+    .await;
+    assert_eq!(counted["matched"], 11, "{counted}");
+    let (status, first) =
+        step(json!({"action": "delete", "filter": cancelled_only, "limit": 5})).await;
+    assert_eq!((status, first["done"].as_u64()), (200, Some(5)), "{first}");
+    let (_, rest) = step(json!({"action": "delete", "filter": cancelled_only,
+        "cursor": first["next_cursor"]}))
+    .await;
+    assert_eq!(
+        (rest["done"].as_u64(), rest["next_cursor"].as_str()),
+        (Some(6), None)
+    );
+    let stats = backend.stats().await.unwrap();
+    assert_eq!((stats.cancelled, stats.total), (0, 89), "each deleted once");
+    // One record: a queued job is refused with 409 naming why; a finished one is deleted.
+    let queued = backend
+        .list(&queue_core::ListQuery::new())
+        .await
+        .unwrap()
+        .jobs[0]
+        .job_id;
+    let (status, refused) = s.json("DELETE", &format!("/jobs/{queued}"), None).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("not finished"),
+        "{refused}"
+    );
+    backend.cancel(queued).await.unwrap();
+    let (status, deleted) = s.json("DELETE", &format!("/jobs/{queued}"), None).await;
+    assert_eq!(
+        (status, deleted["status"].as_str()),
+        (200, Some("cancelled"))
+    );
+    let (status, _) = s.json("GET", &format!("/jobs/{queued}"), None).await;
+    assert_eq!(status, 404);
+
     for (body, names) in [
-        (json!({"action": "delete"}), "delete"),
+        (json!({"action": "purge"}), "purge"),
         (json!({"action": "retry", "limit": 0}), "limit"),
         (json!({"action": "retry", "filter": {"bogus": 1}}), "bogus"),
         (

@@ -1,4 +1,4 @@
-//! Bulk actions: retry or cancel every job that matches a filter, in bounded steps that
+//! Bulk actions: retry, cancel or delete every job that matches a filter, in bounded steps that
 //! resume from a cursor, so no call stalls the server however many jobs there are, and an
 //! operator who stopped half-way (or lost the connection) goes on where it ended.
 //!
@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Event, apply};
+use crate::backend::{DeleteDecision, Event, apply, on_delete};
 use crate::{Error, JobId, JobRecord, JobStatus, JobStore, ListQuery, Result};
 
 /// The most jobs one step looks at (a listing page's limit).
@@ -24,6 +24,9 @@ pub enum BulkAction {
     Retry,
     /// [`JobStore::cancel`]: a queued job is cancelled, a running one asked to stop.
     Cancel,
+    /// [`JobStore::delete`]: a finished job's record is deleted (a child its unfinished
+    /// parent will read is refused).
+    Delete,
 }
 
 impl BulkAction {
@@ -37,20 +40,24 @@ impl BulkAction {
     /// assert!(!BulkAction::Retry.applies_to(JobStatus::Completed));
     /// assert!(BulkAction::Cancel.applies_to(JobStatus::Processing));
     /// assert!(!BulkAction::Cancel.applies_to(JobStatus::Cancelled));
+    /// assert!(BulkAction::Delete.applies_to(JobStatus::Completed));
+    /// assert!(!BulkAction::Delete.applies_to(JobStatus::Queued));
     /// ```
     pub fn applies_to(self, status: JobStatus) -> bool {
         let event = match self {
             Self::Retry => Event::ManualRetry,
             Self::Cancel => Event::Cancel,
+            Self::Delete => return on_delete(status, None) == DeleteDecision::Delete,
         };
         apply(status, event).is_ok()
     }
 
-    /// The wire name (`retry`, `cancel`).
+    /// The wire name (`retry`, `cancel`, `delete`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Retry => "retry",
             Self::Cancel => "cancel",
+            Self::Delete => "delete",
         }
     }
 }
@@ -62,8 +69,9 @@ impl std::str::FromStr for BulkAction {
         match s {
             "retry" => Ok(Self::Retry),
             "cancel" => Ok(Self::Cancel),
+            "delete" => Ok(Self::Delete),
             other => Err(Error::invalid(format!(
-                "bulk action {other:?} is not one of retry, cancel"
+                "bulk action {other:?} is not one of retry, cancel, delete"
             ))),
         }
     }
@@ -249,12 +257,14 @@ pub trait BulkActions: JobStore {
             let acted = match req.action {
                 BulkAction::Retry => self.retry(id, None).await.map(drop),
                 BulkAction::Cancel => self.cancel(id).await.map(drop),
+                BulkAction::Delete => self.delete(id).await.map(drop),
             };
             match acted {
                 Ok(()) => step.done += 1,
                 Err(
                     e @ (Error::AlreadyExists { .. }
                     | Error::InvalidTransition { .. }
+                    | Error::NotDeletable { .. }
                     | Error::NotFound { .. }),
                 ) => step.refused.push((id, e.to_string())),
                 Err(e) => return Err(e),
@@ -282,10 +292,12 @@ mod tests {
                 "{s}"
             );
             assert_eq!(BulkAction::Cancel.applies_to(s), s.is_active(), "{s}");
+            assert_eq!(BulkAction::Delete.applies_to(s), s.is_terminal(), "{s}");
         }
         assert_eq!("retry".parse::<BulkAction>().unwrap(), BulkAction::Retry);
-        let err = "delete".parse::<BulkAction>().unwrap_err().to_string();
-        assert!(err.contains("\"delete\""), "{err}");
+        assert_eq!("delete".parse::<BulkAction>().unwrap(), BulkAction::Delete);
+        let err = "purge".parse::<BulkAction>().unwrap_err().to_string();
+        assert!(err.contains("\"purge\""), "{err}");
     }
 
     #[test]

@@ -46,6 +46,14 @@ pub enum Error {
         /// The refused event.
         event: Event,
     },
+    /// The job's record cannot be deleted now ([`crate::JobStore::delete`]).
+    #[error("job {id} cannot be deleted: {reason}")]
+    NotDeletable {
+        /// The job.
+        id: JobId,
+        /// Why ([`crate::backend::DeleteDecision::refusal`]).
+        reason: String,
+    },
     /// The caller's lease on the job expired or was taken over; it must not touch the job.
     #[error("lease on job {id} was lost")]
     LeaseLost {

@@ -284,6 +284,52 @@ pub fn retention_keeps_child(parent: Option<JobStatus>) -> bool {
     parent.is_some_and(JobStatus::is_active)
 }
 
+/// What deleting a job's record does ([`crate::JobStore::delete`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteDecision {
+    /// The record and every index entry naming it go, as retention would remove them.
+    Delete,
+    /// Refused: the job is queued or running (cancel it first).
+    Active,
+    /// Refused: a finished child of an unfinished parent, whose handler will read it.
+    KeptForParent,
+}
+
+impl DeleteDecision {
+    /// Why a refused delete was refused (`None` for [`DeleteDecision::Delete`]).
+    pub fn refusal(self) -> Option<&'static str> {
+        match self {
+            Self::Delete => None,
+            Self::Active => Some("it is not finished (cancel it first)"),
+            Self::KeptForParent => Some("its parent is unfinished and will read its result"),
+        }
+    }
+}
+
+/// Whether a job in `status` whose parent is in `parent` (`None`: no parent, or it is
+/// gone) may be deleted now: only a finished record, and not one retention keeps.
+///
+/// ```
+/// use queue_core::JobStatus;
+/// use queue_core::backend::{DeleteDecision, on_delete};
+///
+/// assert_eq!(on_delete(JobStatus::Failed, None), DeleteDecision::Delete);
+/// assert_eq!(on_delete(JobStatus::Processing, None), DeleteDecision::Active);
+/// assert_eq!(
+///     on_delete(JobStatus::Completed, Some(JobStatus::Queued)),
+///     DeleteDecision::KeptForParent
+/// );
+/// ```
+pub fn on_delete(status: JobStatus, parent: Option<JobStatus>) -> DeleteDecision {
+    if !status.is_terminal() {
+        DeleteDecision::Active
+    } else if retention_keeps_child(parent) {
+        DeleteDecision::KeptForParent
+    } else {
+        DeleteDecision::Delete
+    }
+}
+
 /// Whether a queued job waits on its children (not claimable).
 pub fn waits_on_children(counts: Option<&ChildCounts>) -> bool {
     counts.is_some_and(|c| c.waiting > 0)

@@ -73,9 +73,10 @@ pub mod backend {
     pub use crate::clock::{Millis, TokioClock, duration_ms, from_millis, to_millis};
     pub use crate::config::validate_queue_name;
     pub use crate::flow::{
-        FlatJob, MAX_FLOW_DEPTH, MAX_FLOW_JOBS, ParentAction, Reopen, accepts_children,
-        child_failed_message, child_failed_template, flatten_all, is_child_failure, is_parent_of,
-        on_child_ended, on_child_reopened, retention_keeps_child, waits_on_children,
+        DeleteDecision, FlatJob, MAX_FLOW_DEPTH, MAX_FLOW_JOBS, ParentAction, Reopen,
+        accepts_children, child_failed_message, child_failed_template, flatten_all,
+        is_child_failure, is_parent_of, on_child_ended, on_child_reopened, on_delete,
+        retention_keeps_child, waits_on_children,
     };
     pub use crate::group::{
         MAX_GROUP_BYTES, MAX_GROUP_WEIGHT, MAX_GROUPS_LISTED, check_group_concurrency,

@@ -83,6 +83,14 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// holds the unique key (case `manual_retry`).
     async fn retry(&self, id: JobId, priority: Option<Priority>) -> Result<JobRecord>;
 
+    /// Deletes a finished job's record and every index entry naming it, as retention
+    /// would (its unique key's history, its place among its parent's children), and
+    /// answers the record deleted. Refused with `Error::NotDeletable` for a queued or
+    /// running job and for a finished child retention keeps for its unfinished parent
+    /// ([`crate::backend::on_delete`]); `Error::NotFound` when there is no such job (case
+    /// `delete_finished_records`).
+    async fn delete(&self, id: JobId) -> Result<JobRecord>;
+
     /// Counts, without scanning jobs (case `stats_after_mixed_run`).
     async fn stats(&self) -> Result<QueueStats>;
 

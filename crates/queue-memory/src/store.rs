@@ -98,6 +98,10 @@ impl JobStore for MemoryBackend {
         Ok(record)
     }
 
+    async fn delete(&self, id: JobId) -> Result<JobRecord> {
+        self.lock().delete(id)
+    }
+
     async fn stats(&self) -> Result<QueueStats> {
         Ok(self.lock().stats(self.now()))
     }

@@ -11,7 +11,7 @@ use queue_core::backend::{
     Millis, Outcome, ParentAction, ProgressReply, Reopen, ScheduleRead, ScheduleWrite,
     ScheduleWritten, Settle, StoredSchedules, WorkerBeat, accepts_children, child_failed_message,
     duration_ms, encode_cursor, from_millis, is_parent_of, listed_at, on_child_ended,
-    on_child_reopened, retention_keeps_child,
+    on_child_reopened, on_delete, retention_keeps_child,
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
     unfinished_change, weighted_turn,
 };
@@ -1832,6 +1832,62 @@ impl Tables {
         self.last_claim.remove(worker);
     }
 
+    /// The status of the job `id` names as its parent, when that job is its parent.
+    fn parent_status(&self, id: JobId) -> Option<JobStatus> {
+        let entry = &self.jobs[&id];
+        entry
+            .record
+            .parent
+            .and_then(|p| self.jobs.get(&p))
+            .filter(|p| is_parent_of(p.created_ms, entry.created_ms))
+            .map(|p| p.record.status)
+    }
+
+    /// Deletes a finished record on request, as [`queue_core::backend::on_delete`] decides.
+    pub(crate) fn delete(&mut self, id: JobId) -> Result<JobRecord> {
+        let entry = self.jobs.get(&id).ok_or(Error::NotFound { id })?;
+        let decision = on_delete(entry.record.status, self.parent_status(id));
+        if let Some(reason) = decision.refusal() {
+            return Err(Error::NotDeletable {
+                id,
+                reason: reason.into(),
+            });
+        }
+        let record = shown(&entry.record);
+        self.remove(id);
+        Ok(record)
+    }
+
+    /// Removes a finished record and every index entry naming it.
+    fn remove(&mut self, id: JobId) {
+        let entry = self.jobs.remove(&id).expect("checked");
+        if let Some(finished) = entry.finished_ms {
+            self.finished.remove(&(finished, id));
+        }
+
+        let key = (entry.created_ms, id);
+        let listed = (entry.listed_ms(), id);
+        self.kids.remove(&id);
+        if let Some(parent) = entry.record.parent
+            && let Some(kids) = self.kids.get_mut(&parent)
+        {
+            kids.remove(&key);
+        }
+        self.all.remove(&listed);
+        self.by_status[status_index(entry.record.status)].remove(&listed);
+        if let Some(unique) = &entry.record.unique_key {
+            if let Some(set) = self.by_key.get_mut(unique) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.by_key.remove(unique);
+                }
+            }
+            if self.dedup.get(unique) == Some(&id) {
+                self.dedup.remove(unique);
+            }
+        }
+    }
+
     /// Deletes up to `limit` finished records whose completion is at or before `cutoff`; a
     /// child whose parent is unfinished is kept, its retention started again at `now`.
     pub(crate) fn sweep(&mut self, limit: usize, cutoff: Millis, now: Millis) -> usize {
@@ -1854,39 +1910,11 @@ impl Tables {
             {
                 continue;
             }
-            let entry = &self.jobs[&id];
-            let parent = entry
-                .record
-                .parent
-                .and_then(|p| self.jobs.get(&p))
-                .filter(|p| is_parent_of(p.created_ms, entry.created_ms))
-                .map(|p| p.record.status);
-            if retention_keeps_child(parent) {
+            if retention_keeps_child(self.parent_status(id)) {
                 kept.push(id);
                 continue;
             }
-            let entry = self.jobs.remove(&id).expect("checked");
-            let key = (entry.created_ms, id);
-            let listed = (entry.listed_ms(), id);
-            self.kids.remove(&id);
-            if let Some(parent) = entry.record.parent
-                && let Some(kids) = self.kids.get_mut(&parent)
-            {
-                kids.remove(&key);
-            }
-            self.all.remove(&listed);
-            self.by_status[status_index(entry.record.status)].remove(&listed);
-            if let Some(unique) = &entry.record.unique_key {
-                if let Some(set) = self.by_key.get_mut(unique) {
-                    set.remove(&key);
-                    if set.is_empty() {
-                        self.by_key.remove(unique);
-                    }
-                }
-                if self.dedup.get(unique) == Some(&id) {
-                    self.dedup.remove(unique);
-                }
-            }
+            self.remove(id);
             removed += 1;
         }
         for id in kept {

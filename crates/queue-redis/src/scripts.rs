@@ -117,7 +117,7 @@ const CREATE: &[Static] = keys![
     ST_DONE
 ];
 
-const SPECS: [Spec; 28] = [
+const SPECS: [Spec; 29] = [
     (
         "enqueue",
         include_str!("scripts/enqueue.lua"),
@@ -337,6 +337,16 @@ const SPECS: [Spec; 28] = [
         keys![[S::Deliveries, S::DeliveriesDue, S::Parked, S::Webhooks]],
         true,
     ),
+    (
+        "delete",
+        include_str!("scripts/delete.lua"),
+        keys![
+            [S::Finished, S::Jobs, ST_QUEUED],
+            ST_DONE,
+            [S::Dedup, S::Leases]
+        ],
+        false,
+    ),
 ];
 
 impl Script {
@@ -377,6 +387,7 @@ pub(crate) struct Scripts {
     pub(crate) webhook: Script,
     pub(crate) delivery: Script,
     pub(crate) deliveries: Script,
+    pub(crate) delete: Script,
     library: String,
     library_name: String,
     functions: AtomicBool,
@@ -481,6 +492,7 @@ impl Scripts {
             webhook: next(),
             delivery: next(),
             deliveries: next(),
+            delete: next(),
             library,
             library_name: lib,
             functions: AtomicBool::new(false),

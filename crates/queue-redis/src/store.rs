@@ -723,6 +723,52 @@ impl JobStore for RedisBackend {
         }
     }
 
+    async fn delete(&self, id: JobId) -> Result<JobRecord> {
+        // The script must declare the unique key's history key: read the key, and read it
+        // again when it changed in between (the id was reused).
+        for _ in 0..3 {
+            let mut conn = self.conn();
+            let uk: Option<String> = redis::cmd("HGET")
+                .arg(self.inner.keys.job(id))
+                .arg("unique_key")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.err(e))?;
+            let uk = uk.unwrap_or_default();
+            let mut keys = vec![self.inner.keys.job(id)];
+            if !uk.is_empty() {
+                keys.push(self.inner.keys.unique(&uk));
+            }
+            let reply = array(
+                self.run(&self.inner.scripts.delete, &keys, vec![id.to_string(), uk])
+                    .await?,
+            );
+            let refused = |decision: queue_core::backend::DeleteDecision| Error::NotDeletable {
+                id,
+                reason: decision.refusal().unwrap_or_default().into(),
+            };
+            return match reply.first().and_then(text).as_deref() {
+                Some("ok") => codec::decode_leased(
+                    Some(id),
+                    &to_fields(reply.into_iter().nth(1).unwrap_or(Value::Nil)),
+                    None,
+                ),
+                Some("missing") => Err(Error::NotFound { id }),
+                Some("active") => Err(refused(queue_core::backend::DeleteDecision::Active)),
+                Some("kept") => Err(refused(queue_core::backend::DeleteDecision::KeptForParent)),
+                Some("changed") => continue,
+                other => Err(Error::backend(
+                    "redis",
+                    format!("unexpected delete reply {other:?}"),
+                )),
+            };
+        }
+        Err(Error::backend(
+            "redis",
+            format!("job {id}: its unique key kept changing while it was deleted"),
+        ))
+    }
+
     async fn stats(&self) -> Result<QueueStats> {
         let reply = array(self.run(&self.inner.scripts.stats, &[], Vec::new()).await?);
         let n = |i: usize| reply.get(i).and_then(int).unwrap_or(0).max(0) as u64;

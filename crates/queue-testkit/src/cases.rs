@@ -997,6 +997,116 @@ pub async fn bulk_actions_resume_and_act_once(h: &Harness) {
     assert!(err.contains("created_before"), "{err}");
 }
 
+/// Deleting finished records on request: each index forgets the job (its status, its
+/// unique key's history, its parent's children), a live job or a child an unfinished parent
+/// will read is refused, and a bulk delete by filter goes step by step.
+pub async fn delete_finished_records(h: &Harness) {
+    use queue_core::{BulkAction, BulkActions, BulkFilter, BulkRequest};
+    let done = enqueue(h, job(1).unique_key("book-d")).await.job_id;
+    let lease = claim_one(h).await;
+    finish(h, &lease, completed()).await;
+    let again = enqueue(h, job(2).unique_key("book-d")).await.job_id;
+    let running = claim_one(h).await;
+    let queued = enqueue(h, job(3)).await.job_id;
+    let root = enqueue_flow(h, flow(10).child(flow(11)).child(flow(12))).await;
+    let first_child = claim_n(h, 11).await;
+    finish(h, &first_child, completed()).await;
+    // Refused: running, queued, a finished child its waiting parent will read.
+    for (id, why) in [
+        (again, "not finished"),
+        (queued, "not finished"),
+        (first_child.job.job_id, "parent"),
+    ] {
+        match h.backend.delete(id).await {
+            Err(Error::NotDeletable {
+                id: refused,
+                reason,
+            }) => {
+                assert_eq!(refused, id);
+                assert!(reason.contains(why), "{reason}");
+            }
+            other => panic!("delete of {id}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        get(h, first_child.job.job_id).await.status,
+        JobStatus::Completed
+    );
+    // The finished record goes from every listing; the live job with its key stays.
+    let deleted = h.backend.delete(done).await.expect("deleted");
+    assert_eq!(
+        (deleted.job_id, deleted.status),
+        (done, JobStatus::Completed)
+    );
+    assert!(matches!(
+        h.backend.get(done).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        h.backend.delete(done).await,
+        Err(Error::NotFound { .. })
+    ));
+    let history = h
+        .backend
+        .list(&ListQuery::new().unique_key("book-d"))
+        .await
+        .unwrap();
+    assert_eq!(
+        history.jobs.iter().map(|j| j.job_id).collect::<Vec<_>>(),
+        [again]
+    );
+    let completed_listed = h
+        .backend
+        .list(&ListQuery::new().status(JobStatus::Completed))
+        .await
+        .unwrap();
+    assert_eq!(
+        completed_listed
+            .jobs
+            .iter()
+            .map(|j| j.job_id)
+            .collect::<Vec<_>>(),
+        [first_child.job.job_id]
+    );
+    let s = h.backend.stats().await.unwrap();
+    assert_eq!(
+        (s.completed, s.totals.completed),
+        (1, 2),
+        "lifetime totals stay"
+    );
+    // The key's holder ends; with no record left, the key is free for a new job.
+    finish(h, &running, Outcome::Failed { error: "x".into() }).await;
+    h.backend.delete(again).await.expect("failed job deleted");
+    enqueue(h, job(4).unique_key("book-d")).await;
+    // The flow ends; then its records go, the parent's children list with them.
+    for n in [12, 10] {
+        let lease = claim_n(h, n).await;
+        finish(h, &lease, completed()).await;
+    }
+    h.backend.delete(root.job_id).await.expect("parent deleted");
+    h.backend
+        .delete(first_child.job.job_id)
+        .await
+        .expect("child deleted");
+    // Bulk: a dry run counts the completed jobs, then they go two per step.
+    let mut req = BulkRequest::new(
+        BulkAction::Delete,
+        BulkFilter::new().status(JobStatus::Completed),
+    );
+    req.limit = 2;
+    req.dry_run = true;
+    let counted = h.backend.bulk(&req).await.unwrap();
+    assert_eq!((counted.matched, counted.done), (1, 0));
+    req.dry_run = false;
+    let step = h.backend.bulk(&req).await.unwrap();
+    assert_eq!((step.matched, step.done, step.next_cursor), (1, 1, None));
+    let left = h.backend.list(&ListQuery::new()).await.unwrap();
+    let mut statuses: Vec<JobStatus> = left.jobs.iter().map(|j| j.status).collect();
+    statuses.sort_by_key(|s| s.as_str());
+    assert_eq!(statuses, [JobStatus::Queued, JobStatus::Queued], "{left:?}");
+    assert_eq!(h.backend.stats().await.unwrap().total, 2);
+}
+
 /// Retention removes finished records from every index and leaves live jobs alone.
 pub async fn retention_removes_from_every_index(h: &Harness) {
     let done = enqueue(h, job(1).unique_key("book-r")).await;

@@ -70,6 +70,7 @@ macro_rules! conformance_tests {
             list_pages_through_ties,
             finished_jobs_list_by_when_they_finished,
             bulk_actions_resume_and_act_once,
+            delete_finished_records,
             retention_removes_from_every_index,
             manual_retry,
             subscriber_sees_every_transition,

@@ -1402,22 +1402,62 @@ impl Model {
             self.find_mut(*id).expect("listed").kept = Some(now);
         }
         for (_, id) in &due {
-            let c = self
-                .jobs
-                .iter()
-                .position(|j| j.record.job_id == *id)
-                .expect("listed");
-            // A deleted child still counts for its parent; a deleted parent's count goes.
-            if let Some(p) = self.parent_of(c) {
-                let parent = self.jobs[p].record.job_id;
-                let status = self.jobs[c].record.status;
-                self.swept_children.entry(parent).or_default().push(status);
-            }
-            self.swept_children.remove(id);
+            self.remove(*id);
         }
-        self.jobs
-            .retain(|j| !due.iter().any(|(_, id)| *id == j.record.job_id));
         due.len()
+    }
+
+    /// Removes a finished record (retention, or a delete).
+    fn remove(&mut self, id: JobId) {
+        let c = self
+            .jobs
+            .iter()
+            .position(|j| j.record.job_id == id)
+            .expect("listed");
+        // A deleted child still counts for its parent; a deleted parent's count goes.
+        if let Some(p) = self.parent_of(c) {
+            let parent = self.jobs[p].record.job_id;
+            let status = self.jobs[c].record.status;
+            self.swept_children.entry(parent).or_default().push(status);
+        }
+        self.swept_children.remove(&id);
+        self.jobs.remove(c);
+    }
+
+    /// Delete a finished record on request (`on_delete` written out: only a finished job,
+    /// not a child whose parent is unfinished).
+    pub fn delete(&mut self, id: JobId, now: Millis) -> Result<JobRecord> {
+        self.now = now;
+        let c = self
+            .jobs
+            .iter()
+            .position(|j| j.record.job_id == id)
+            .ok_or_else(|| not_found(id))?;
+        let status = self.jobs[c].record.status;
+        let reason = if !matches!(
+            status,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Partial | JobStatus::Cancelled
+        ) {
+            Some("it is not finished (cancel it first)")
+        } else if self.parent_of(c).is_some_and(|p| {
+            matches!(
+                self.jobs[p].record.status,
+                JobStatus::Queued | JobStatus::Processing
+            )
+        }) {
+            Some("its parent is unfinished and will read its result")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(Error::NotDeletable {
+                id,
+                reason: reason.into(),
+            });
+        }
+        let record = self.get(id)?;
+        self.remove(id);
+        Ok(record)
     }
 
     /// Cancel.

@@ -45,6 +45,11 @@ pub enum Op {
         /// Retry budget.
         retries: u8,
     },
+    /// Delete a job's record (refused unless it is finished and retention would not keep it).
+    Delete {
+        /// Job slot.
+        job: u8,
+    },
     /// Enqueue several job slots in one call.
     EnqueueMany(Vec<(u8, Option<u8>)>),
     /// A worker claims up to `max` jobs.
@@ -314,6 +319,7 @@ impl fmt::Debug for Op {
             Op::Advance { secs } => write!(f, "advance {secs}s"),
             Op::Reap => write!(f, "reap"),
             Op::Sweep => write!(f, "sweep"),
+            Op::Delete { job } => write!(f, "delete job#{job}"),
             Op::Vanish { worker } => write!(f, "w{worker} vanishes"),
             Op::Deregister { worker } => write!(f, "w{worker} deregisters"),
             Op::Pages => write!(f, "page through every job"),
@@ -455,6 +461,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => prop_oneof![Just(1u32), Just(5), Just(20), Just(31), Just(61), Just(3601)].prop_map(|secs| Op::Advance { secs }),
         2 => Just(Op::Reap),
         1 => Just(Op::Sweep),
+        1 => (0..JOBS).prop_map(|job| Op::Delete { job }),
         1 => (0..WORKERS).prop_map(|worker| Op::Vanish { worker }),
         1 => (0..WORKERS).prop_map(|worker| Op::Deregister { worker }),
         1 => Just(Op::Pages),
@@ -582,6 +589,7 @@ fn norm_err(e: &Error) -> String {
         Error::LeaseLost { id } => format!("LeaseLost({id})"),
         Error::InvalidArgument { .. } => "InvalidArgument".into(),
         Error::ScheduleNotFound { name } => format!("ScheduleNotFound({name})"),
+        Error::NotDeletable { id, reason } => format!("NotDeletable({id}, {reason})"),
         other => format!("unexpected: {}", other.chain()),
     }
 }
@@ -957,6 +965,16 @@ impl<'a> Run<'a> {
                 let got = b.reap(100).await.map_err(|e| e.chain())?;
                 let want = self.model.reap(100, now);
                 expect_eq("reap", got, want)
+            }
+            Op::Delete { job } => {
+                let id = self.ids[usize::from(job)];
+                let got = b.delete(id).await;
+                let want = self.model.delete(id, now);
+                expect_eq(
+                    "delete",
+                    norm(&got, Clone::clone),
+                    norm(&want, Clone::clone),
+                )
             }
             Op::Sweep => {
                 let got = b.sweep(100).await.map_err(|e| e.chain())?;

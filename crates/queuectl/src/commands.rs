@@ -14,11 +14,12 @@ use serde_json::json;
 
 use crate::{Cli, Command, LogFormat, ScheduleAction, WebhookAction, output};
 
-/// What a bulk action did, for a sentence (`retried`, `cancelled`).
+/// What a bulk action did, for a sentence (`retried`, `cancelled`, `deleted`).
 fn past(action: BulkAction) -> &'static str {
     match action {
         BulkAction::Retry => "retried",
         BulkAction::Cancel => "cancelled",
+        BulkAction::Delete => "deleted",
     }
 }
 
@@ -170,6 +171,14 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 output::json(&record)
             } else {
                 println!("{job_id} queued again at {} priority", record.priority)
+            }
+        }
+        Command::Delete { job_id } => {
+            let record = backend.delete(job_id).await?;
+            if json {
+                output::json(&record)
+            } else {
+                println!("{job_id} deleted (it was {})", record.status)
             }
         }
         Command::Bulk {

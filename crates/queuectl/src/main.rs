@@ -119,11 +119,18 @@ pub(crate) enum Command {
         #[arg(long, value_parser = parse_priority)]
         priority: Option<Priority>,
     },
-    /// Retry or cancel every job matching a filter, in bounded steps: prints progress per
+    /// Delete a finished job's record (refused while it is queued or running).
+    Delete {
+        /// The job id.
+        #[arg(value_parser = parse_id)]
+        job_id: JobId,
+    },
+    /// Retry, cancel or delete every job matching a filter, in bounded steps: prints progress per
     /// step on stderr with the cursor to resume from (`--cursor`) after an interruption;
     /// `--dry-run` only counts what would be done.
     Bulk {
-        /// `retry` (failed, partial or cancelled jobs) or `cancel` (queued or running ones).
+        /// `retry` (failed, partial or cancelled jobs), `cancel` (queued or running ones) or
+        /// `delete` (finished records).
         #[arg(value_parser = parse_bulk_action)]
         action: queue_core::BulkAction,
         /// Only jobs with this status.
@@ -433,7 +440,7 @@ fn exit_code(err: &Error) -> u8 {
     match err {
         Error::NotFound { .. } | Error::ScheduleNotFound { .. } => 3,
         Error::AlreadyExists { .. } => 4,
-        Error::InvalidTransition { .. } => 5,
+        Error::InvalidTransition { .. } | Error::NotDeletable { .. } => 5,
         Error::Config { .. } | Error::InvalidArgument { .. } => 2,
         _ => 1,
     }

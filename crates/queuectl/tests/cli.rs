@@ -857,9 +857,24 @@ fn bulk_actions_count_act_and_resume() {
     ]);
     assert_eq!(out.trim(), "6 jobs retried, 0 refused");
     assert_eq!(ctl.json(&["stats"])["queued"], 7);
+    // Finished records deleted: one by id (a live one is refused, exit code 5), then the
+    // rest in bulk.
+    let done = ctl.json(&["bulk", "cancel", "--unique-key-prefix", "b-"]);
+    assert_eq!(done["done"], 6);
+    let live = ctl.json(&["list", "--status", "queued"]);
+    let live_id = live["jobs"][0]["job_id"].as_str().unwrap().to_owned();
+    let out = ctl.run(&["delete", &live_id]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).contains("not finished"), "{}", stderr(&out));
+    let one = ctl.json(&["list", "--status", "cancelled", "--limit", "1"]);
+    let one_id = one["jobs"][0]["job_id"].as_str().unwrap().to_owned();
+    assert!(ctl.ok(&["delete", &one_id]).contains("deleted"));
+    let out = ctl.ok(&["bulk", "delete", "--status", "cancelled", "--step", "2"]);
+    assert_eq!(out.trim(), "5 jobs deleted, 0 refused");
+    assert_eq!(ctl.json(&["stats"])["total"], 1);
     // Bad input names what is wrong.
     for (args, says) in [
-        (vec!["bulk", "delete"], "delete"),
+        (vec!["bulk", "purge"], "purge"),
         (
             vec!["bulk", "retry", "--created-after", "yesterday"],
             "RFC 3339",

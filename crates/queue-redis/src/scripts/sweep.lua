@@ -44,20 +44,9 @@ for i = 0, tonumber(ARGV[4]) - 1 do
     if kept then
       redis.call('ZADD', status_key(KEY, status), NOW, id)
     elseif (stored_uk or '') == uk then
-      redis.call('DEL', key)
-      -- A flow's index entries: its own children's list, its place in its parent's.
-      redis.call('DEL', kids_key(id))
-      if parent and parent ~= '' then redis.call('ZREM', kids_key(parent), id) end
-      -- `jobs` is written no more (before 0.2 it listed every job): emptied as jobs go.
-      redis.call('ZREM', KEY.jobs, id)
-      for s, _ in pairs(VALID) do
-        if s ~= 'processing' then redis.call('ZREM', status_key(KEY, s), id) end
-      end
-      if uk ~= '' then
-        local history = KEYS[tonumber(ARGV[b + 3])]
-        if key_type(history) == 'zset' then redis.call('ZREM', history, id) end
-        if redis.call('HGET', KEY.dedup, uk) == id then redis.call('HDEL', KEY.dedup, uk) end
-      end
+      local history = nil
+      if uk ~= '' then history = KEYS[tonumber(ARGV[b + 3])] end
+      delete_job(KEY, id, key, parent, uk, history)
       removed = removed + 1
       deleted = true
     else
