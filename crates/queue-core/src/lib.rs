@@ -42,7 +42,9 @@ pub use outcome::{Completion, JobError, JobErrorKind};
 pub use priority::Priority;
 pub use progress::Stages;
 pub use rate::RateLimit;
-pub use record::{EnqueueOptions, JobRecord, Metadata, NewJob, Payload};
+pub use record::{
+    Attempt, EnqueueOptions, JobRecord, MAX_ATTEMPTS_KEPT, Metadata, NewJob, Payload,
+};
 pub use retry::RetryPolicy;
 pub use schedule::{
     Cadence, MissedTicks, Schedule, ScheduleRecord, ScheduledJob, Schedules, TickReport,

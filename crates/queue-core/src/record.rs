@@ -149,6 +149,37 @@ pub struct JobRecord {
     /// but does not start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub children: Option<crate::ChildCounts>,
+    /// The attempts that ended without success (an error that is retried or fails the job,
+    /// an expired lease), oldest first; the last [`MAX_ATTEMPTS_KEPT`] of them. A manual
+    /// retry keeps them, so the job's whole story stays in one place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+/// How many unsuccessful attempts a record keeps (the oldest go first).
+pub const MAX_ATTEMPTS_KEPT: usize = 20;
+
+/// One attempt that ended without success ([`JobRecord::attempts`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Which attempt of the job's life it was, from 1 (counting those of earlier manual
+    /// retries too).
+    pub attempt: u32,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended (the worker reported, or its lease was found expired).
+    pub ended_at: DateTime<Utc>,
+    /// The worker that ran it.
+    pub worker_id: Option<String>,
+    /// Its error.
+    pub error: Option<String>,
+}
+
+impl Attempt {
+    /// How long it ran.
+    pub fn duration(&self) -> Option<chrono::Duration> {
+        self.started_at.map(|s| self.ended_at - s)
+    }
 }
 
 impl JobRecord {

@@ -229,6 +229,8 @@ pub fn on_cancel(status: JobStatus, cancel_requested: bool) -> CancelAction {
 /// A field of the record that events change (the status is `apply`'s business).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Field {
+    /// `attempts`: the unsuccessful attempts ([`crate::JobRecord::attempts`]).
+    Attempts,
     /// `progress`.
     Progress,
     /// `current_step`.
@@ -253,7 +255,8 @@ pub enum Field {
 
 impl Field {
     /// Every field.
-    pub const ALL: [Field; 10] = [
+    pub const ALL: [Field; 11] = [
+        Self::Attempts,
         Self::Progress,
         Self::CurrentStep,
         Self::ErrorMessage,
@@ -269,6 +272,7 @@ impl Field {
     /// The field's name on the record (and in a Redis job hash).
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Attempts => "attempts",
             Self::Progress => "progress",
             Self::CurrentStep => "current_step",
             Self::ErrorMessage => "error_message",
@@ -299,6 +303,10 @@ pub enum Change {
     /// What the event carries: the error message, the result, the due time of a retry,
     /// the worker that starts the attempt ([`EffectInput`]).
     Input,
+    /// The attempt that ends, appended (its start, worker and the event's error, as the
+    /// record holds them before the rest of the effect), the oldest dropped beyond
+    /// [`crate::MAX_ATTEMPTS_KEPT`]. Listed first in an effect.
+    Append,
 }
 
 impl Change {
@@ -311,6 +319,7 @@ impl Change {
             Self::Full => "full",
             Self::Increment => "incr",
             Self::Input => "input",
+            Self::Append => "append",
         }
     }
 }
@@ -345,6 +354,7 @@ pub fn effect(event: Event) -> &'static [(Field, Change)] {
             (WorkerId, Clear),
         ],
         Event::Fail => &[
+            (Attempts, Append),
             (ErrorMessage, Input),
             (CompletedAt, Now),
             (RunAt, Clear),
@@ -358,6 +368,7 @@ pub fn effect(event: Event) -> &'static [(Field, Change)] {
             (WorkerId, Clear),
         ],
         Event::Retry => &[
+            (Attempts, Append),
             (ErrorMessage, Input),
             (RetryCount, Increment),
             (Progress, Zero),
@@ -378,6 +389,7 @@ pub fn effect(event: Event) -> &'static [(Field, Change)] {
             (WorkerId, Clear),
         ],
         Event::LeaseExpired => &[
+            (Attempts, Append),
             (ErrorMessage, Input),
             (RetryCount, Increment),
             (Progress, Zero),
@@ -460,6 +472,21 @@ impl JobRecord {
                 (Field::Result, Change::Input) => self.result = input.result.clone(),
                 (Field::Result, _) => self.result = None,
                 (Field::CancelRequested, _) => self.cancel_requested = false,
+                (Field::Attempts, _) => {
+                    let attempt = self
+                        .attempts
+                        .last()
+                        .map_or(1, |a| a.attempt.saturating_add(1));
+                    self.attempts.push(crate::Attempt {
+                        attempt,
+                        started_at: self.started_at,
+                        ended_at: now,
+                        worker_id: self.worker_id.clone(),
+                        error: input.error.clone(),
+                    });
+                    let over = self.attempts.len().saturating_sub(crate::MAX_ATTEMPTS_KEPT);
+                    self.attempts.drain(..over);
+                }
                 (Field::Progress, _) => {}
             }
         }

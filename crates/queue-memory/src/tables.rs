@@ -1100,6 +1100,7 @@ impl Tables {
             parent,
             child_policy: parent.and((policy != ChildPolicy::default()).then_some(policy)),
             children: counts,
+            attempts: Vec::new(),
         };
         let key = (now, id);
         let mut ready_position = (priority.band(), 0);

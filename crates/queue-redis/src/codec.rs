@@ -157,7 +157,36 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
         parent,
         child_policy,
         children,
+        attempts: text("attempts").map(attempts).unwrap_or_default(),
     })
+}
+
+/// One unsuccessful attempt as the scripts store it (`appended_attempt` in the prelude).
+#[derive(serde::Deserialize)]
+struct StoredAttempt {
+    a: u32,
+    s: Option<i64>,
+    e: i64,
+    w: Option<String>,
+    x: Option<String>,
+}
+
+/// The `attempts` field: a history is shown, never acted on, so a damaged one reads as
+/// empty rather than failing the job (the next unsuccessful attempt starts it again).
+fn attempts(v: &str) -> Vec<queue_core::Attempt> {
+    serde_json::from_str::<Vec<StoredAttempt>>(v)
+        .map(|list| {
+            list.into_iter()
+                .map(|a| queue_core::Attempt {
+                    attempt: a.a,
+                    started_at: a.s.map(from_millis),
+                    ended_at: from_millis(a.e),
+                    worker_id: a.w,
+                    error: a.x,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -716,7 +716,12 @@ fn generated_tables() -> String {
             let _ = write!(lua, " {{ '{}', '{}' }},", field.as_str(), change.as_str());
         }
     }
-    lua.push_str(" }\nlocal SETTLE = {\n");
+    let _ = write!(
+        lua,
+        " }}\nlocal MAX_ATTEMPTS_KEPT = {}",
+        queue_core::MAX_ATTEMPTS_KEPT
+    );
+    lua.push_str("\nlocal SETTLE = {\n");
     for kind in OutcomeKind::ALL {
         let _ = write!(lua, "  {} = {{", kind.as_str());
         for cancel in [false, true] {

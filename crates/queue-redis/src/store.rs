@@ -260,6 +260,7 @@ impl RedisBackend {
             parent: None,
             child_policy: None,
             children: None,
+            attempts: Vec::new(),
         }
     }
 

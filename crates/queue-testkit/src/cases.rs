@@ -1107,6 +1107,97 @@ pub async fn delete_finished_records(h: &Harness) {
     assert_eq!(h.backend.stats().await.unwrap().total, 2);
 }
 
+/// Each unsuccessful attempt is kept on the record (when, which worker, what error, how
+/// long), across an expired lease and a manual retry; a success adds none.
+pub async fn attempt_history_is_kept(h: &Harness) {
+    let id = enqueue(h, job(1).max_retries(1)).await.job_id;
+    let t0 = h.clock.now();
+    let lease = h
+        .backend
+        .fetch(&req("w-a", 1), Duration::ZERO)
+        .await
+        .unwrap();
+    h.advance(Duration::from_secs(3));
+    let retry = Outcome::Retry {
+        error: "timeout talking to the printer".into(),
+        delay: Duration::ZERO,
+    };
+    assert_eq!(finish(h, &lease[0], retry).await, JobStatus::Queued);
+    let t1 = h.clock.now();
+    let lease = h
+        .backend
+        .fetch(&req("w-b", 1), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(lease.len(), 1);
+    h.advance(LEASE + Duration::from_secs(1));
+    assert_eq!(h.backend.reap(10).await.unwrap(), [id]);
+    let t2 = h.clock.now();
+    let r = get(h, id).await;
+    assert_eq!(r.status, JobStatus::Failed, "no retries left");
+    let a = &r.attempts;
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert_eq!(
+        (
+            a[0].attempt,
+            a[0].started_at,
+            a[0].ended_at,
+            a[0].worker_id.as_deref()
+        ),
+        (1, Some(t0), t1, Some("w-a"))
+    );
+    assert_eq!(
+        a[0].error.as_deref(),
+        Some("timeout talking to the printer")
+    );
+    assert_eq!(a[0].duration(), Some(chrono::Duration::seconds(3)));
+    assert_eq!(
+        (
+            a[1].attempt,
+            a[1].started_at,
+            a[1].ended_at,
+            a[1].worker_id.as_deref()
+        ),
+        (2, Some(t1), t2, Some("w-b"))
+    );
+    assert!(
+        a[1].error
+            .as_deref()
+            .unwrap_or("")
+            .contains("lease expired"),
+        "{a:?}"
+    );
+    // A manual retry keeps the story; its failure is attempt 3, its success adds nothing.
+    h.backend.retry(id, None).await.unwrap();
+    assert_eq!(get(h, id).await.attempts.len(), 2);
+    let lease = claim_one(h).await;
+    finish(
+        h,
+        &lease,
+        Outcome::Failed {
+            error: "bad page 7".into(),
+        },
+    )
+    .await;
+    h.backend.retry(id, None).await.unwrap();
+    let lease = claim_one(h).await;
+    finish(h, &lease, completed()).await;
+    let r = get(h, id).await;
+    assert_eq!(r.status, JobStatus::Completed);
+    let numbers: Vec<(u32, Option<&str>)> = r
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.error.as_deref()))
+        .collect();
+    assert_eq!(numbers[2], (3, Some("bad page 7")));
+    assert_eq!(numbers.len(), 3);
+    // A job that succeeds at once has no history.
+    let ok = enqueue(h, job(2)).await.job_id;
+    let lease = claim_one(h).await;
+    finish(h, &lease, completed()).await;
+    assert!(get(h, ok).await.attempts.is_empty());
+}
+
 /// Retention removes finished records from every index and leaves live jobs alone.
 pub async fn retention_removes_from_every_index(h: &Harness) {
     let done = enqueue(h, job(1).unique_key("book-r")).await;

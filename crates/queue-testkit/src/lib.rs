@@ -71,6 +71,7 @@ macro_rules! conformance_tests {
             finished_jobs_list_by_when_they_finished,
             bulk_actions_resume_and_act_once,
             delete_finished_records,
+            attempt_history_is_kept,
             retention_removes_from_every_index,
             manual_retry,
             subscriber_sees_every_transition,

@@ -768,6 +768,7 @@ impl Model {
             parent: None,
             child_policy: None,
             children: None,
+            attempts: Vec::new(),
         };
         let place = if due.is_some() { 0 } else { self.place() };
         self.jobs.push(Job {
@@ -1247,7 +1248,7 @@ impl Model {
         }
         let job = &mut self.jobs[i];
         job.lease = None;
-        job.record.worker_id = None;
+        let worker = job.record.worker_id.take().unwrap_or_default();
         if job.record.cancel_requested {
             // The requested cancel wins, whatever the handler reported.
             return self.terminal(i, JobStatus::Cancelled, now);
@@ -1270,6 +1271,7 @@ impl Model {
             Outcome::Retry { error, delay } if retries_left => {
                 r.status = JobStatus::Queued;
                 r.error_message = Some(error);
+                note_attempt(r, &worker, now);
                 r.retry_count += 1;
                 r.progress = 0;
                 r.current_step = None;
@@ -1281,6 +1283,7 @@ impl Model {
             }
             Outcome::Retry { error, .. } | Outcome::Failed { error } => {
                 r.error_message = Some(error);
+                note_attempt(r, &worker, now);
                 JobStatus::Failed
             }
             Outcome::Cancelled => JobStatus::Cancelled,
@@ -1361,10 +1364,12 @@ impl Model {
                 r.error_message = Some(format!(
                     "lease expired: worker {worker} stopped renewing it"
                 ));
+                note_attempt(r, &worker, now);
             } else {
                 r.error_message = Some(format!(
                     "lease expired: worker {worker} was lost and no retries are left"
                 ));
+                note_attempt(r, &worker, now);
                 self.terminal(i, JobStatus::Failed, now);
             }
         }
@@ -1571,5 +1576,21 @@ fn one(req: &ClaimRequest) -> ClaimRequest {
     ClaimRequest {
         max: 1,
         ..req.clone()
+    }
+}
+
+/// Notes the unsuccessful attempt that ends now on `r` (its error already set): numbered
+/// on from the last one kept, the last 20 kept.
+fn note_attempt(r: &mut JobRecord, worker: &str, now: Millis) {
+    let attempt = r.attempts.last().map_or(1, |a| a.attempt + 1);
+    r.attempts.push(queue_core::Attempt {
+        attempt,
+        started_at: r.started_at,
+        ended_at: from_millis(now),
+        worker_id: (!worker.is_empty()).then(|| worker.to_owned()),
+        error: r.error_message.clone(),
+    });
+    if r.attempts.len() > 20 {
+        r.attempts.remove(0);
     }
 }

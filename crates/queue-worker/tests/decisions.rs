@@ -35,6 +35,7 @@ fn record(task: &str, payload: &str, retry_count: u32, max_retries: u32) -> JobR
         parent: None,
         child_policy: None,
         children: None,
+        attempts: Vec::new(),
     }
 }
 

@@ -241,6 +241,29 @@ local function ended_lease(KEY, id)
   later_zrem(KEY.active, id)
 end
 
+-- The `attempts` field with the attempt that ends appended (Change::Append; listed first
+-- in an effect, so `set` still holds the attempt's start and worker from
+-- materialize_start): a JSON list of {a = attempt (from 1), s = started ms, e = ended ms,
+-- w = worker, x = error}, the last MAX_ATTEMPTS_KEPT kept. A damaged list starts again.
+local function appended_attempt(set, ctx)
+  local list = nil
+  local prior = redis.call('HGET', ctx.key, 'attempts')
+  if type(prior) == 'string' and prior ~= '' then
+    local ok, decoded = pcall(cjson.decode, prior)
+    if ok and type(decoded) == 'table' then list = decoded end
+  end
+  list = list or {}
+  local last = list[#list]
+  local n = 1
+  if type(last) == 'table' and tonumber(last.a) then n = tonumber(last.a) + 1 end
+  local worker, err = set.worker_id, ctx.error_message
+  if worker == '' then worker = nil end
+  if err == '' then err = nil end
+  list[#list + 1] = { a = n, s = tonumber(set.started_at), e = ctx.now, w = worker, x = err }
+  while #list > MAX_ATTEMPTS_KEPT do table.remove(list, 1) end
+  return cjson.encode(list)
+end
+
 -- Effects (generated from queue_core::rules::effect): fill `set` (field -> value; '' clears).
 local function apply_effect(event, set, ctx)
   for _, fc in ipairs(EFFECT[event]) do
@@ -251,6 +274,7 @@ local function apply_effect(event, set, ctx)
     elseif c == 'full' then set[f] = 100
     elseif c == 'incr' then set[f] = ctx.retry_count + 1
     elseif c == 'input' then set[f] = ctx[f] or ''
+    elseif c == 'append' then set[f] = appended_attempt(set, ctx)
     end
   end
 end
@@ -646,6 +670,7 @@ local function end_attempt(KEY, id, key, lease, rec, event, ctx)
   materialize_start(set, lease)
   ctx.now = NOW
   ctx.retry_count = rec.retries
+  ctx.key = key
   apply_effect(event, set, ctx)
   set.status = to
   if lease.cancel then set.cancel_requested = '1' end
