@@ -19,6 +19,7 @@ mod record;
 mod retry;
 mod rules;
 mod schedule;
+pub mod series;
 mod state;
 mod store;
 mod trace;
@@ -49,6 +50,7 @@ pub use retry::RetryPolicy;
 pub use schedule::{
     Cadence, MissedTicks, Schedule, ScheduleRecord, ScheduledJob, Schedules, TickReport,
 };
+pub use series::{Series, SeriesPoint, SeriesSpan};
 pub use state::JobStatus;
 #[cfg(feature = "mock")]
 pub use store::MockJobStore;

@@ -91,6 +91,12 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// `delete_finished_records`).
     async fn delete(&self, id: JobId) -> Result<JobRecord>;
 
+    /// The charts' series over `span`: per interval, each lifetime counter's increase, the
+    /// enqueue-to-start and run-time histograms, and the depth workers sampled (case
+    /// `series_count_what_happened`); kept by the backend in bounded buckets
+    /// ([`crate::series`]).
+    async fn series(&self, span: crate::SeriesSpan) -> Result<crate::Series>;
+
     /// Counts, without scanning jobs (case `stats_after_mixed_run`).
     async fn stats(&self) -> Result<QueueStats>;
 

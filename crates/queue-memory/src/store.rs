@@ -102,6 +102,10 @@ impl JobStore for MemoryBackend {
         self.lock().delete(id)
     }
 
+    async fn series(&self, span: queue_core::SeriesSpan) -> Result<queue_core::Series> {
+        Ok(self.lock().series.read(span, self.now()))
+    }
+
     async fn stats(&self) -> Result<QueueStats> {
         Ok(self.lock().stats(self.now()))
     }

@@ -4,6 +4,7 @@
 //! becomes, what each event writes, where the job goes); this file only keeps the indexes
 //! in step with them.
 
+use queue_core::series::{SeriesBook, latency_field};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use queue_core::backend::{
@@ -255,6 +256,8 @@ pub(crate) struct Tables {
     /// The last claim request of each worker: an older or equal one is a replay.
     last_claim: HashMap<String, ClaimId>,
     totals: LifetimeTotals,
+    /// The charts' buckets (`queue_core::series`).
+    pub(crate) series: SeriesBook,
     seq: u64,
     /// No job starts while set (`JobStore::pause`).
     paused: bool,
@@ -313,7 +316,8 @@ fn shown(record: &JobRecord) -> JobRecord {
     out
 }
 
-fn bump(totals: &mut LifetimeTotals, counter: &str) {
+fn bump(totals: &mut LifetimeTotals, series: &mut SeriesBook, now: Millis, counter: &str) {
+    series.add(now, counter, 1);
     let n = match counter {
         "enqueued" => &mut totals.enqueued,
         "completed" => &mut totals.completed,
@@ -833,6 +837,10 @@ impl Tables {
         let entry = self.jobs.get_mut(&id).ok_or(Error::NotFound { id })?;
         let from = entry.record.status;
         let listed_before = (entry.listed_ms(), id);
+        if let Some(field) = latency_field(&entry.record, event, input.now) {
+            self.series.add(input.now, &field, 1);
+        }
+        let entry = self.jobs.get_mut(&id).expect("found above");
         entry
             .record
             .apply_event(event, input)
@@ -897,7 +905,7 @@ impl Tables {
             self.all.insert(listed_after);
         }
         if let Some(counter) = rules::counter(event) {
-            bump(&mut self.totals, counter);
+            bump(&mut self.totals, &mut self.series, input.now, counter);
         }
         emit(
             events,
@@ -1123,7 +1131,7 @@ impl Tables {
         if let Some(p) = parent {
             self.kids.entry(p).or_default().insert(key);
         }
-        bump(&mut self.totals, "enqueued");
+        bump(&mut self.totals, &mut self.series, now, "enqueued");
         if let Some(group) = &record.group {
             self.count_unfinished(group, unfinished_change(None, JobStatus::Queued));
         }
@@ -1466,6 +1474,8 @@ impl Tables {
                 reply.lost.push(lease.clone());
             }
         }
+        let gauges = queue_core::series::gauges(&self.stats(now));
+        self.series.sample(now, &gauges);
         reply
     }
 
@@ -1593,7 +1603,7 @@ impl Tables {
                 error: Some(rules::lease_expired_message(&worker, facts.retries_left)),
                 ..EffectInput::default()
             };
-            bump(&mut self.totals, "recovered");
+            bump(&mut self.totals, &mut self.series, now, "recovered");
             let event = rules::on_lease_expired(facts);
             self.transition(id, event, &input, events)
                 .expect("a processing job accepts what its expired lease becomes");

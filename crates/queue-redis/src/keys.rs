@@ -184,6 +184,10 @@ impl Keys {
     pub(crate) fn job_named(&self, id: &str) -> String {
         self.key(&format!("job:{id}"))
     }
+    /// One bucket of the charts' series (built by the scripts as well: prelude.lua `flush`).
+    pub(crate) fn series(&self, span: queue_core::SeriesSpan, index: i64) -> String {
+        self.key(&format!("series:{}:{index}", span.tag()))
+    }
     pub(crate) fn unique(&self, key: &str) -> String {
         self.key(&format!("uk:{key}"))
     }

@@ -162,7 +162,12 @@ const SPECS: [Spec; 29] = [
     (
         "heartbeat",
         include_str!("scripts/heartbeat.lua"),
-        keys![[S::Active, S::Leases, S::Claims, S::Workers]],
+        keys![
+            [S::Active, S::Leases, S::Claims, S::Workers],
+            DELAYED,
+            READY,
+            [S::Groups, S::GroupDelayed]
+        ],
         false,
     ),
     (
@@ -773,6 +778,21 @@ fn generated_tables() -> String {
             event.as_str(),
             rules::placement(event).as_str()
         );
+    }
+    // queue_core::series: each span's tag, step and keep; the latency bins' bounds.
+    lua.push_str(" }\nlocal SERIES = {");
+    for span in queue_core::SeriesSpan::ALL {
+        let _ = write!(
+            lua,
+            " {{ '{}', {}, {} }},",
+            span.tag(),
+            span.step_ms(),
+            span.keep_ms()
+        );
+    }
+    lua.push_str(" }\nlocal LATENCY_BOUNDS = {");
+    for b in queue_core::series::LATENCY_BOUNDS_MS {
+        let _ = write!(lua, " {b},");
     }
     lua.push_str(" }\nlocal COUNTER = {");
     for event in Event::ALL {

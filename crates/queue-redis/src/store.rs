@@ -770,6 +770,28 @@ impl JobStore for RedisBackend {
         ))
     }
 
+    async fn series(&self, span: queue_core::SeriesSpan) -> Result<queue_core::Series> {
+        let now = self.now_ms();
+        let last = span.bucket(now);
+        let first = last - span.points() as i64 + 1;
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for i in first..=last {
+            pipe.cmd("HGETALL").arg(self.inner.keys.series(span, i));
+        }
+        let mut conn = self.conn();
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|e| self.err(e))?;
+        // A bucket of the wrong type reads as empty (a chart is never worth an error).
+        let buckets: Vec<_> = replies.into_iter().map(to_fields).collect();
+        Ok(queue_core::Series::read(span, now, |i| {
+            buckets
+                .get((i - first) as usize)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.as_str(), v.parse().ok()?)))
+        }))
+    }
+
     async fn stats(&self) -> Result<QueueStats> {
         let reply = array(self.run(&self.inner.scripts.stats, &[], Vec::new()).await?);
         let n = |i: usize| reply.get(i).and_then(int).unwrap_or(0).max(0) as u64;

@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
             bulk_actions_resume_and_act_once,
             delete_finished_records,
             attempt_history_is_kept,
+            series_count_what_happened,
             retention_removes_from_every_index,
             manual_retry,
             subscriber_sees_every_transition,

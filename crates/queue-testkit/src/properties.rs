@@ -45,6 +45,9 @@ pub enum Op {
         /// Retry budget.
         retries: u8,
     },
+    /// Read the charts' series: while the run is younger than a day, the day's buckets add
+    /// up to the lifetime counters.
+    Series,
     /// Delete a job's record (refused unless it is finished and retention would not keep it).
     Delete {
         /// Job slot.
@@ -320,6 +323,7 @@ impl fmt::Debug for Op {
             Op::Reap => write!(f, "reap"),
             Op::Sweep => write!(f, "sweep"),
             Op::Delete { job } => write!(f, "delete job#{job}"),
+            Op::Series => write!(f, "read the series"),
             Op::Vanish { worker } => write!(f, "w{worker} vanishes"),
             Op::Deregister { worker } => write!(f, "w{worker} deregisters"),
             Op::Pages => write!(f, "page through every job"),
@@ -462,6 +466,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Reap),
         1 => Just(Op::Sweep),
         1 => (0..JOBS).prop_map(|job| Op::Delete { job }),
+        1 => Just(Op::Series),
         1 => (0..WORKERS).prop_map(|worker| Op::Vanish { worker }),
         1 => (0..WORKERS).prop_map(|worker| Op::Deregister { worker }),
         1 => Just(Op::Pages),
@@ -550,6 +555,8 @@ struct HeldLease {
 }
 
 struct Run<'a> {
+    /// When the run began (ms).
+    begun: i64,
     backend: &'a SharedBackend,
     clock: &'a ManualClock,
     model: Model,
@@ -612,6 +619,10 @@ impl<'a> Run<'a> {
             last_fetch: None,
             last_finish: None,
             last_finish_many: None,
+            begun: {
+                use queue_core::Clock;
+                h.clock.now_ms()
+            },
         }
     }
 
@@ -965,6 +976,30 @@ impl<'a> Run<'a> {
                 let got = b.reap(100).await.map_err(|e| e.chain())?;
                 let want = self.model.reap(100, now);
                 expect_eq("reap", got, want)
+            }
+            Op::Series => {
+                if now - self.begun >= 23 * 3600 * 1000 {
+                    return Ok(());
+                }
+                let series = b
+                    .series(queue_core::SeriesSpan::Day)
+                    .await
+                    .map_err(|e| e.chain())?;
+                let totals = self.model.stats(now).totals;
+                let want = [
+                    totals.enqueued,
+                    totals.completed,
+                    totals.partial,
+                    totals.failed,
+                    totals.cancelled,
+                    totals.retried,
+                    totals.recovered,
+                ];
+                let got: Vec<u64> = queue_core::series::COUNTERS
+                    .iter()
+                    .map(|c| series.points.iter().map(|p| p.count(c)).sum())
+                    .collect();
+                expect_eq("series counters (day)", got, want.to_vec())
             }
             Op::Delete { job } => {
                 let id = self.ids[usize::from(job)];

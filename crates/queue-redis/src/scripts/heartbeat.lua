@@ -27,4 +27,5 @@ redis.call('ZADD', KEY.workers, NOW + alive_ms, worker)
 redis.call('HSET', wkey, 'worker_id', worker, 'host', ARGV[6], 'pid', ARGV[7],
   'concurrency', ARGV[8], 'started_at', ARGV[9], 'last_seen', NOW)
 redis.call('PEXPIRE', wkey, alive_ms + 60000)
+sample_depth(KEY)
 return { lost, cancel }

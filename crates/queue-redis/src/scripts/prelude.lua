@@ -30,7 +30,7 @@ local function begin(argv)
   TICK = nil
   PREFIX = argv[1]
   PENDING = { zadd = {}, zrem = {}, hdel = {}, counters = {}, release = {}, wake = false,
-    events = nil, gready = {}, gload = {} }
+    events = nil, gready = {}, gload = {}, series = {}, sampled = nil }
   if argv[2] ~= '' then
     NOW = tonumber(argv[2])
   else
@@ -74,7 +74,19 @@ local function later_one(t, key, value)
 end
 local function later_zrem(key, member) later_one(PENDING.zrem, key, member) end
 local function later_hdel(key, field) later_one(PENDING.hdel, key, field) end
-local function bump(counter, by) PENDING.counters[counter] = (PENDING.counters[counter] or 0) + (by or 1) end
+-- The charts' buckets (queue_core::series): fields added in this call, sent by flush.
+local function series_add(field, by) PENDING.series[field] = (PENDING.series[field] or 0) + (by or 1) end
+-- queue_core::series::latency_bin: the first bound at or above `ms` (the last bin beyond).
+local function latency_bin(ms)
+  for i, b in ipairs(LATENCY_BOUNDS) do
+    if ms <= b then return i - 1 end
+  end
+  return #LATENCY_BOUNDS
+end
+local function bump(counter, by)
+  PENDING.counters[counter] = (PENDING.counters[counter] or 0) + (by or 1)
+  series_add(counter, by)
+end
 -- Moves the count of grouped ready jobs of `band` (the `groups` hash, `ready:<band>`).
 local function later_group_ready(band, by) PENDING.gready[band] = (PENDING.gready[band] or 0) + by end
 -- Moves `group`'s count of unfinished jobs (queue_core::backend::unfinished_change; `gload`).
@@ -117,9 +129,22 @@ local function flush(KEY)
       redis.call('HDEL', KEY.groups, 'unfinished')
     end
   end
+  if next(PENDING.series) or PENDING.sampled then
+    -- One bucket per span (keys.rs `series`, same hash tag: built here, as with_records
+    -- builds job keys), dropped SeriesSpan::expires_at after its interval.
+    local args = {}
+    for field, by in pairs(PENDING.series) do args[#args + 1] = { field, by } end
+    for _, span in ipairs(SERIES) do
+      local index = math.floor(NOW / span[2])
+      local key = PREFIX .. 'series:' .. span[1] .. ':' .. index
+      for _, fb in ipairs(args) do redis.pcall('HINCRBY', key, fb[1], fb[2]) end
+      if PENDING.sampled then redis.pcall('HSET', key, unpack(PENDING.sampled)) end
+      redis.pcall('PEXPIREAT', key, (index + 1) * span[2] + span[3])
+    end
+  end
   if PENDING.wake then redis.call('ZADD', KEY.marker, 0, '0') end
   PENDING.zadd, PENDING.zrem, PENDING.hdel, PENDING.counters, PENDING.release, PENDING.wake = {}, {}, {}, {}, {}, false
-  PENDING.gready, PENDING.gload = {}, {}
+  PENDING.gready, PENDING.gload, PENDING.series, PENDING.sampled = {}, {}, {}, nil
 end
 
 -- Events go out only while someone listens: subscribers keep the `subs` key alive.
@@ -555,6 +580,28 @@ local function schedule(KEY, band, due, id, group)
 end
 
 local function job_key(id) return PREFIX .. 'job:' .. id end
+
+-- How many jobs wait: scheduled (delayed, with the delayed jobs of groups) and a function
+-- of the band for the ready ones (ready jobs of groups wait in their groups' sets, counted
+-- per band in `groups`).
+local function depth(KEY)
+  local function card(key) return redis.call('ZCARD', key) end
+  local scheduled = card(KEY.delayed0) + card(KEY.delayed1) + card(KEY.delayed2) + card(KEY.gdelayed)
+  local grouped = redis.call('HMGET', KEY.groups, 'ready:0', 'ready:1', 'ready:2')
+  return scheduled, function(band) return card(ready_key(KEY, band)) + num(grouped[band + 1], 0) end
+end
+
+-- A heartbeat samples the depth into the charts' current buckets (queue_core::series
+-- GAUGES), written by flush.
+local function sample_depth(KEY)
+  local scheduled, ready = depth(KEY)
+  local s = { 'g_scheduled', scheduled, 'g_running', redis.call('ZCARD', KEY.active) }
+  for band = 0, 2 do
+    s[#s + 1] = 'g_' .. PNAME[band]
+    s[#s + 1] = ready(band)
+  end
+  PENDING.sampled = s
+end
 -- A parent's children by creation (keys.rs `kids`).
 local function kids_key(id) return PREFIX .. 'kids:' .. id end
 -- Defined below (they place the parent, which may be a child too).
@@ -671,6 +718,7 @@ local function end_attempt(KEY, id, key, lease, rec, event, ctx)
   ctx.now = NOW
   ctx.retry_count = rec.retries
   ctx.key = key
+  series_add('r' .. latency_bin(NOW - lease.started))
   apply_effect(event, set, ctx)
   set.status = to
   if lease.cancel then set.cancel_requested = '1' end
@@ -1064,10 +1112,21 @@ end
 -- job: no second round trip). Claimed ids are known only here, so this is the one place a
 -- script builds a key: `PREFIX .. 'job:' .. id` (keys.rs `job`), the queue's hash tag and so the
 -- same Cluster slot as every declared key. A key that is not a hash answers 'wrongtype'.
-local function with_records(claimed)
+-- A fresh claim (not a replay) adds each job's wait since it was due (its creation or its
+-- run_at, the later: queue_core::series::latency_field) to the charts.
+local function with_records(claimed, fresh)
   for _, c in ipairs(claimed) do
     local fields = redis.pcall('HGETALL', PREFIX .. 'job:' .. c[1])
-    if failed(fields) then fields = 'wrongtype' end
+    if failed(fields) then
+      fields = 'wrongtype'
+    elseif fresh then
+      local created, run_at = 0, 0
+      for i = 1, #fields, 2 do
+        if fields[i] == 'created_at' then created = tonumber(fields[i + 1]) or 0
+        elseif fields[i] == 'run_at' then run_at = tonumber(fields[i + 1]) or 0 end
+      end
+      series_add('w' .. latency_bin(NOW - math.max(created, run_at)))
+    end
     c[6] = fields
   end
   return claimed
@@ -1277,5 +1336,5 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
   end
   -- All it asked for, and maybe more left: let another fetcher look.
   if chain and #out == want then wake() end
-  return with_records(out)
+  return with_records(out, true)
 end

@@ -1,10 +1,7 @@
 -- Read only. Returns {now, queued, processing, completed, failed, partial, cancelled, total,
 -- scheduled, ready per band (3), live workers, lifetime counters (HGETALL), paused (0/1), rate limit max and window ms (or false), held until ms (or false), parents waiting on children}.
 local function card(key) return redis.call('ZCARD', key) end
-local scheduled = card(KEY.delayed0) + card(KEY.delayed1) + card(KEY.delayed2) + card(KEY.gdelayed)
--- Ready jobs of groups wait in their groups' sets, counted per band in `groups`.
-local grouped = redis.call('HMGET', KEY.groups, 'ready:0', 'ready:1', 'ready:2')
-local function ready(band) return card(ready_key(KEY, band)) + num(grouped[band + 1], 0) end
+local scheduled, ready = depth(KEY)
 -- `st_queued` holds every job not finished: the running ones (a lease each) are not queued.
 local live = card(KEY.st_queued)
 local done = { card(KEY.st_completed), card(KEY.st_failed), card(KEY.st_partial), card(KEY.st_cancelled) }
