@@ -83,15 +83,15 @@ struct ReadmeDoctests;
 #[cfg(feature = "mock")]
 pub use queue_core::MockJobStore;
 pub use queue_core::{
-    Backend, BoxError, BulkAction, BulkActions, BulkFilter, BulkRequest, BulkStep, Cadence,
-    CancelOutcome, ChildCounts, ChildPolicy, Clock, Completion, Delivery, EVENT_LOG_LEN,
+    Attempt, Backend, BoxError, BulkAction, BulkActions, BulkFilter, BulkRequest, BulkStep,
+    Cadence, CancelOutcome, ChildCounts, ChildPolicy, Clock, Completion, Delivery, EVENT_LOG_LEN,
     EVENT_LOG_LINGER, EnqueueOptions, Error, EventKind, EventStream, Flow, FlowTree, GroupList,
     GroupStats, Job, JobError, JobErrorKind, JobEvent, JobId, JobRecord, JobStatus, JobStore,
     JobStoreExt, LifetimeTotals, Limits, ListQuery, ManualClock, Metadata, MissedTicks, NewJob,
     Page, Payload, Priority, QueueConfig, QueueConfigBuilder, QueueStats, RateLimit, Result,
-    RetryPolicy, Schedule, ScheduleRecord, ScheduledJob, Schedules, SharedBackend, SharedClock,
-    Stages, SystemClock, TickReport, Webhook, WorkerInfo, parse_event_id, verify_webhook_signature,
-    webhook_signature,
+    RetryPolicy, Schedule, ScheduleRecord, ScheduledJob, Schedules, Search, Series, SeriesPoint,
+    SeriesSpan, SharedBackend, SharedClock, Stages, SystemClock, TickReport, Webhook, WorkerInfo,
+    parse_event_id, verify_webhook_signature, webhook_signature,
 };
 pub use queue_worker::{
     CancellationToken, JobContext, Worker, WorkerBuilder, WorkerConfig, WorkerReport,

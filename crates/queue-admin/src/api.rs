@@ -18,7 +18,7 @@ use axum::{
 use futures_util::{Stream, StreamExt};
 use queue_core::{
     BulkActions, BulkRequest, ChildPolicy, Flow, JobId, JobStatus, JobStoreExt, ListQuery,
-    Metadata, NewJob, Payload, Priority, Schedules,
+    Metadata, NewJob, Payload, Priority, Schedules, Search,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -99,8 +99,15 @@ pub(crate) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let p = params(q)?;
     let mut query = ListQuery::new();
+    // Filters the listing cannot apply itself (read as a `BulkFilter`: errors name the field).
+    let mut wanted = serde_json::Map::new();
     for (key, value) in &p {
         match key.as_str() {
+            "task" | "unique_key_prefix" | "created_after" | "created_before"
+                if !value.is_empty() =>
+            {
+                wanted.insert(key.clone(), Value::String(value.clone()));
+            }
             "status" if !value.is_empty() => {
                 query.status = Some(
                     JobStatus::from_str(value).map_err(|e| ApiError::bad_request(e.to_string()))?,
@@ -124,7 +131,8 @@ pub(crate) async fn list(
                     ApiError::bad_request(format!("limit `{value}` is not a number"))
                 })?
             }
-            "status" | "unique_key" | "cursor" | "token" => {}
+            "status" | "unique_key" | "cursor" | "token" | "task" | "unique_key_prefix"
+            | "created_after" | "created_before" => {}
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unknown query parameter `{other}`"
@@ -132,8 +140,81 @@ pub(crate) async fn list(
             }
         }
     }
+    if !wanted.is_empty() {
+        let mut filter: queue_core::BulkFilter = serde_json::from_value(Value::Object(wanted))
+            .map_err(|e| ApiError::bad_request(format!("malformed filter: {e}")))?;
+        // A filter the listing cannot apply: a bounded scan (`Search::search`) that says
+        // how far it looked and where to go on.
+        if query.waiting_on_children {
+            return Err(ApiError::bad_request(
+                "waiting_on_children cannot be combined with task, prefix or time filters",
+            ));
+        }
+        filter.status = query.status;
+        let found = state
+            .backend
+            .search(&filter, query.unique_key, query.cursor, query.limit)
+            .await?;
+        return Ok(Json(serde_json::to_value(found).expect("serializable")));
+    }
     let page = state.backend.list(&query).await?;
     Ok(Json(serde_json::to_value(page).expect("serializable")))
+}
+
+/// `GET /series?span=hour|day` (default `hour`): the charts' series, one point per minute
+/// (hour) or quarter hour (day): each lifetime counter's increase, the depth sampled by
+/// heartbeats, and the 50th/95th/99th percentiles (ms, a bin's upper bound) of
+/// enqueue-to-start and run times.
+pub(crate) async fn series(
+    Extract(state): Extract<State>,
+    q: Params,
+) -> Result<Json<Value>, ApiError> {
+    use queue_core::series::percentile;
+    let p = params(q)?;
+    let mut span = queue_core::SeriesSpan::Hour;
+    for (key, value) in &p {
+        match key.as_str() {
+            "span" => {
+                span = value
+                    .parse()
+                    .map_err(|e: queue_core::Error| ApiError::bad_request(e.to_string()))?
+            }
+            "token" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`"
+                )));
+            }
+        }
+    }
+    let series = state.backend.series(span).await?;
+    let quantiles = |h: &[u64]| {
+        json!({
+            "count": h.iter().sum::<u64>(),
+            "p50": percentile(h, 0.5),
+            "p95": percentile(h, 0.95),
+            "p99": percentile(h, 0.99),
+        })
+    };
+    let points: Vec<Value> = series
+        .points
+        .iter()
+        .map(|p| {
+            json!({
+                "at": p.at,
+                "counts": p.counts,
+                "gauges": p.gauges,
+                "wait_ms": quantiles(&p.wait),
+                "run_ms": quantiles(&p.run),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "span": series.span,
+        "step_ms": series.step_ms,
+        "bounds_ms": series.bounds_ms,
+        "points": points,
+    })))
 }
 
 /// The longest `GET /jobs/{id}?wait=` long-poll, in seconds.

@@ -87,6 +87,7 @@ impl Admin {
         let protected = Router::new()
             .route("/", get(dashboard::page))
             .route("/stats", get(api::stats))
+            .route("/series", get(api::series))
             .route("/jobs", get(api::list).post(api::enqueue))
             .route("/jobs/bulk", post(api::bulk))
             .route("/jobs/{id}", get(api::get).delete(api::delete))

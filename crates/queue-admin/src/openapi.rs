@@ -4,7 +4,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// Every route: (method, path, summary, authenticated).
-pub const ROUTES: [(&str, &str, &str, bool); 38] = [
+pub const ROUTES: [(&str, &str, &str, bool); 39] = [
     ("get", "/health", "Backend health (no token needed)", false),
     (
         "get",
@@ -18,6 +18,12 @@ pub const ROUTES: [(&str, &str, &str, bool); 38] = [
         "post",
         "/jobs",
         "Enqueue a job; with `children` (each with `on_failure`: fail_parent, ignore or continue) a flow, created whole or not at all",
+        true,
+    ),
+    (
+        "get",
+        "/series",
+        "The charts' series (?span=hour|day): per minute or quarter hour, each lifetime counter's increase, depth samples, wait and run-time percentiles",
         true,
     ),
     (

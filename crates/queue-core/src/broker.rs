@@ -236,6 +236,10 @@ pub struct WorkerBeat {
     pub concurrency: u32,
     /// When it started.
     pub started_at: DateTime<Utc>,
+    /// The version of the program it runs (the worker crate's, unless the program says).
+    pub version: String,
+    /// The tasks it has handlers for.
+    pub tasks: Vec<String>,
     /// New lease duration for every lease still held.
     pub lease: Duration,
     /// The heartbeat interval: the worker counts as alive for three of them.

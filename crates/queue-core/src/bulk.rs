@@ -276,6 +276,70 @@ pub trait BulkActions: JobStore {
 
 impl<T: JobStore + ?Sized> BulkActions for T {}
 
+/// A page of search results ([`Search::search`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Found {
+    /// The matching jobs, in listing order.
+    pub jobs: Vec<JobRecord>,
+    /// Jobs looked at.
+    pub examined: usize,
+    /// Where to go on (`None`: every job was looked at).
+    pub next_cursor: Option<String>,
+}
+
+/// The most jobs one search call looks at.
+pub const MAX_SEARCH_SCAN: usize = 5000;
+
+/// Searching with a [`BulkFilter`] on any backend (the console's filters): implemented for
+/// every [`JobStore`].
+#[async_trait::async_trait]
+pub trait Search: JobStore {
+    /// Up to `limit` jobs `filter` matches after `cursor`, in listing order (newest first),
+    /// looking at no more than [`MAX_SEARCH_SCAN`] jobs per call: a filter the listing
+    /// cannot apply itself (task, prefix, time range) pages through it, and answers with a
+    /// cursor to go on from when it stopped early. `unique_key` narrows the listing to one
+    /// key's history.
+    async fn search(
+        &self,
+        filter: &BulkFilter,
+        unique_key: Option<String>,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Found> {
+        if !(1..=MAX_BULK_STEP).contains(&limit) {
+            return Err(Error::invalid(format!(
+                "search limit {limit} is not in 1..={MAX_BULK_STEP}"
+            )));
+        }
+        filter.check()?;
+        let mut query = ListQuery::new().limit(limit.max(100));
+        query.status = filter.status;
+        query.unique_key = unique_key;
+        query.cursor = cursor;
+        let mut found = Found::default();
+        loop {
+            let page = self.list(&query).await?;
+            for record in page.jobs {
+                found.examined += 1;
+                let resume = query.cursor_after(&record);
+                if filter.matches(&record) {
+                    found.jobs.push(record);
+                }
+                if found.jobs.len() == limit || found.examined >= MAX_SEARCH_SCAN {
+                    found.next_cursor = Some(resume);
+                    return Ok(found);
+                }
+            }
+            match page.next_cursor {
+                Some(c) => query.cursor = Some(c),
+                None => return Ok(found),
+            }
+        }
+    }
+}
+
+impl<T: JobStore + ?Sized> Search for T {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

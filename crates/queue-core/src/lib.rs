@@ -27,7 +27,10 @@ mod umbrella;
 mod webhook;
 
 // Producers, operators and handler authors: the job, the store, the errors.
-pub use bulk::{BulkAction, BulkActions, BulkFilter, BulkRequest, BulkStep, MAX_BULK_STEP};
+pub use bulk::{
+    BulkAction, BulkActions, BulkFilter, BulkRequest, BulkStep, Found, MAX_BULK_STEP,
+    MAX_SEARCH_SCAN, Search,
+};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{QueueConfig, QueueConfigBuilder, RedisUrl};
 pub use error::{BoxError, Error, Result};

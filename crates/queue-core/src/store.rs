@@ -332,6 +332,24 @@ pub fn listed_at(
     }
 }
 
+impl ListQuery {
+    /// The cursor that resumes this listing after `record` (its place: [`listed_at`], or
+    /// its creation in one unique key's history and among the parents waiting).
+    pub fn cursor_after(&self, record: &crate::JobRecord) -> String {
+        let created = crate::backend::to_millis(record.created_at);
+        let at = if self.unique_key.is_some() || self.waiting_on_children {
+            created
+        } else {
+            listed_at(
+                record.status,
+                created,
+                record.completed_at.map(crate::backend::to_millis),
+            )
+        };
+        encode_cursor(at, record.job_id)
+    }
+}
+
 /// The cursor that resumes after the job listed at `created_ms` (see [`listed_at`]) with id
 /// `id`.
 pub fn encode_cursor(created_ms: i64, id: JobId) -> String {
@@ -441,4 +459,10 @@ pub struct WorkerInfo {
     pub last_seen: DateTime<Utc>,
     /// Jobs it holds.
     pub jobs: Vec<JobId>,
+    /// The version of the program it runs (empty when it did not say).
+    #[serde(default)]
+    pub version: String,
+    /// The tasks it has handlers for.
+    #[serde(default)]
+    pub tasks: Vec<String>,
 }

@@ -1831,6 +1831,8 @@ impl Tables {
                     started_at: beat.started_at,
                     last_seen: from_millis(*seen),
                     jobs,
+                    version: beat.version.clone(),
+                    tasks: beat.tasks.clone(),
                 }
             })
             .collect();

@@ -984,6 +984,11 @@ impl JobStore for RedisBackend {
                     last_seen: from_millis(num("last_seen")),
                     worker_id: id,
                     jobs,
+                    version: f.get("version").cloned().unwrap_or_default(),
+                    tasks: f
+                        .get("tasks")
+                        .and_then(|t| serde_json::from_str(t).ok())
+                        .unwrap_or_default(),
                 }
             })
             .collect();

@@ -359,6 +359,8 @@ pub(crate) fn heartbeat_args(
         beat.pid.to_string(),
         beat.concurrency.to_string(),
         to_millis(beat.started_at).to_string(),
+        beat.version.clone(),
+        serde_json::to_string(&beat.tasks).unwrap_or_default(),
         leases.len().to_string(),
     ];
     for lease in leases {

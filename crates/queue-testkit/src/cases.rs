@@ -28,6 +28,8 @@ fn beat(worker: &str) -> WorkerBeat {
         host: "test-host".into(),
         pid: 42,
         concurrency: 3,
+        version: "1.2.3".into(),
+        tasks: vec!["model".into()],
         started_at: queue_core::backend::from_millis(0),
         lease: LEASE,
         interval: Duration::from_secs(10),
@@ -540,6 +542,11 @@ pub async fn heartbeat_extends_lease(h: &Harness) {
     assert_eq!(workers[0].worker_id, "w1");
     assert_eq!(workers[0].jobs, vec![a.job_id]);
     assert_eq!((workers[0].pid, workers[0].concurrency), (42, 3));
+    assert_eq!(
+        (workers[0].version.as_str(), workers[0].tasks.as_slice()),
+        ("1.2.3", ["model".to_owned()].as_slice()),
+        "what it runs"
+    );
     assert_eq!(h.backend.stats().await.unwrap().active_workers, 1);
     assert_eq!(finish(h, &lease, completed()).await, JobStatus::Completed);
     h.backend.deregister(&WorkerId::new("w1")).await.unwrap();

@@ -917,6 +917,8 @@ impl Model {
                     started_at: beat.started_at,
                     last_seen: from_millis(*seen),
                     jobs,
+                    version: beat.version.clone(),
+                    tasks: beat.tasks.clone(),
                 }
             })
             .collect()

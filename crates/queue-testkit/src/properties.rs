@@ -1322,6 +1322,8 @@ fn beat(worker: u8) -> WorkerBeat {
         host: "model-host".into(),
         pid: 7,
         concurrency: 3,
+        version: "1.2.3".into(),
+        tasks: vec!["model".into()],
         started_at: from_millis(1_700_000_000_000),
         lease: LEASE,
         interval: Duration::from_secs(10),

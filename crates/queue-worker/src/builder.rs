@@ -15,6 +15,7 @@ use crate::{JobContext, Worker, WorkerConfig, registry::Registry};
 pub(crate) struct Settings {
     pub(crate) id: WorkerId,
     pub(crate) config: WorkerConfig,
+    pub(crate) version: String,
 }
 
 /// Builds a [`Worker`]: register handlers by task name, then set limits.
@@ -65,6 +66,7 @@ impl WorkerBuilder {
             settings: Settings {
                 id: WorkerId::generate(),
                 config: WorkerConfig::default(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
             },
         }
     }
@@ -166,6 +168,14 @@ impl WorkerBuilder {
     /// longer than a delivery's 10 s timeout).
     pub fn delivery_lease(mut self, lease: Duration) -> Self {
         self.settings.config.delivery_lease = lease;
+        self
+    }
+
+    /// The version of the program the worker runs, shown to operators (default: this
+    /// crate's version). Set it to your release (`env!("CARGO_PKG_VERSION")` of your
+    /// binary) to see which workers run which release during a deploy.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.settings.version = version.into();
         self
     }
 

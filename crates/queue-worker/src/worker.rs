@@ -132,6 +132,8 @@ impl Worker {
             pid: std::process::id(),
             concurrency: u32::try_from(settings.config.concurrency).unwrap_or(u32::MAX),
             started_at: SystemClock.now(),
+            version: settings.version.clone(),
+            tasks: registry.tasks().into_iter().map(str::to_owned).collect(),
             lease: settings.config.lease,
             interval: settings.config.heartbeat,
         };
