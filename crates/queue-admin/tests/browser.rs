@@ -1,8 +1,12 @@
 //! The dashboard in headless Chromium: a book job's progress bar moves, a running job is
-//! cancelled from its button and ends `cancelled`; a screenshot is saved to
-//! `target/dashboard.png`. Needs Debian's `chromium`, Node.js and `npm install` in
-//! `tests/browser` (`.ci/run` installs them); without them the test fails under CI and
-//! says what is missing elsewhere.
+//! cancelled from its button and ends `cancelled`, the queue and a group pause and resume;
+//! the finished-jobs chart counts a run, a failing job's page shows its attempt history and
+//! grows it after a retry, a deep link restores a filter, 100 failed jobs are retried in
+//! bulk (count, confirm, progress), the workers page shows what each worker runs, and
+//! axe-core finds no serious accessibility violation on any page, light or dark.
+//! Screenshots of each page go to `target/dashboard*.png`. Needs Debian's `chromium`,
+//! Node.js and `npm install` in `tests/browser` (`.ci/run` installs them); without them the
+//! test fails under CI and says what is missing elsewhere.
 
 mod support;
 
@@ -12,6 +16,7 @@ use book_pipeline::{ProcessBook, Settings};
 use queue_core::{JobStore, NewJob, QueueConfig};
 use queue_memory::MemoryBackend;
 use queue_worker::{CancellationToken, Worker};
+use serde_json::json;
 use support::{Server, TOKEN};
 
 fn missing_tools() -> Option<String> {
@@ -23,11 +28,10 @@ fn missing_tools() -> Option<String> {
     if Command::new("node").arg("--version").output().is_err() {
         return Some("node".into());
     }
-    if !dir.join("node_modules/playwright-core").exists() {
-        return Some(format!(
-            "playwright-core (cd {} && npm install)",
-            dir.display()
-        ));
+    for module in ["playwright-core", "axe-core"] {
+        if !dir.join("node_modules").join(module).exists() {
+            return Some(format!("{module} (cd {} && npm install)", dir.display()));
+        }
     }
     None
 }
@@ -71,9 +75,40 @@ async fn dashboard_shows_progress_and_cancels() {
         .time_zone("Europe/Berlin");
         backend.put_schedule(nightly).await.unwrap();
     }
+    // A job that fails each attempt (one retry allowed): its page shows the attempts.
+    let flaky = backend
+        .enqueue(
+            NewJob::new("flaky", &json!({"n": 1}))
+                .unwrap()
+                .max_retries(1),
+        )
+        .await
+        .unwrap()
+        .job_id;
+    // 100 jobs that fail at once, for the bulk retry.
+    let doomed: Vec<NewJob> = (0..100)
+        .map(|n| {
+            NewJob::new("doomed", &json!({"n": n}))
+                .unwrap()
+                .max_retries(0)
+        })
+        .collect();
+    for r in backend.enqueue_many(doomed).await.unwrap() {
+        r.unwrap();
+    }
     let chapter_settings = settings.clone();
     let worker = Worker::builder(backend.clone())
         .concurrency(2)
+        .version("9.9.9-test")
+        .register("flaky", |_: serde_json::Value, _ctx| async move {
+            Err::<(), _>(queue_core::JobError::retry_after(
+                Duration::from_millis(200),
+                "the printer is on fire",
+            ))
+        })
+        .register("doomed", |_: serde_json::Value, _ctx| async move {
+            Err::<(), _>(queue_core::JobError::permanent("no such book"))
+        })
         .register_job(move |job: ProcessBook, ctx| {
             let settings = settings.clone();
             async move { book_pipeline::run(&settings, job, ctx).await }
@@ -114,10 +149,19 @@ async fn dashboard_shows_progress_and_cancels() {
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard.png");
     let url = format!("http://{}/?token={TOKEN}", server.addr);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs");
+    // The failing jobs have failed before the browser looks.
+    for _ in 0..200 {
+        let s = backend.stats().await.unwrap();
+        if s.failed >= 101 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let output = tokio::process::Command::new("node")
         .arg(&script)
         .arg(&url)
         .arg(&shot)
+        .arg(flaky.to_string())
         .output()
         .await
         .unwrap();
@@ -161,6 +205,48 @@ async fn dashboard_shows_progress_and_cancels() {
         "the groups panel pauses and resumes a group: {report}"
     );
     assert!(!backend.group("p").await.unwrap().paused);
+    assert!(
+        report["finishedChart"].as_u64() > Some(0),
+        "the chart counts finished jobs: {report}"
+    );
+    let attempts = report["attemptsBefore"].as_u64().unwrap_or(0);
+    assert_eq!(
+        attempts, 2,
+        "two failed attempts before the retry: {report}"
+    );
+    assert!(
+        report["attemptsAfter"].as_u64() > Some(attempts),
+        "the retry's attempt shows: {report}"
+    );
+    assert!(
+        backend.get(flaky).await.unwrap().attempts.len() > 2,
+        "the retried job failed again and kept its history"
+    );
+    assert_eq!(
+        (report["deepStatus"].as_str(), report["deepTask"].as_str()),
+        (Some("failed"), Some("doomed")),
+        "a deep link restores its filter: {report}"
+    );
+    assert_eq!(
+        (report["bulkCounted"].as_u64(), report["bulkDone"].as_u64()),
+        (Some(100), Some(100)),
+        "100 failed jobs counted, confirmed and retried: {report}"
+    );
+    assert!(
+        backend.stats().await.unwrap().totals.failed >= 101,
+        "they failed again after the retry (the worker ran them)"
+    );
+    assert_eq!(
+        report["workerVersion"].as_str(),
+        Some("9.9.9-test"),
+        "{report}"
+    );
+    let violations = report["axe"].as_array().expect("axe ran on every page");
+    assert!(
+        violations.is_empty(),
+        "serious accessibility violations: {report}"
+    );
+    assert_eq!(report["axePages"].as_u64(), Some(6), "{report}");
     assert!(shot.exists(), "screenshot saved");
     println!("screenshot: {}", shot.display());
     stop.cancel();
