@@ -85,6 +85,22 @@ async fn dashboard_shows_progress_and_cancels() {
         .await
         .unwrap()
         .job_id;
+    // A worker that beat once and was never heard of again: the workers page shows it lost.
+    {
+        use queue_core::backend::{Broker, WorkerBeat};
+        let ghost = WorkerBeat {
+            worker: queue_core::WorkerId::new("ghost-worker"),
+            host: "gone-host".into(),
+            pid: 4242,
+            concurrency: 1,
+            started_at: chrono::Utc::now(),
+            version: "0.0.1".into(),
+            tasks: vec!["process_book".into()],
+            lease: Duration::from_secs(30),
+            interval: Duration::from_secs(1),
+        };
+        backend.heartbeat(&ghost, &[]).await.unwrap();
+    }
     // 100 jobs that fail at once, for the bulk retry.
     let doomed: Vec<NewJob> = (0..100)
         .map(|n| {
@@ -240,6 +256,11 @@ async fn dashboard_shows_progress_and_cancels() {
         report["workerVersion"].as_str(),
         Some("9.9.9-test"),
         "{report}"
+    );
+    assert_eq!(
+        report["lostShown"].as_bool(),
+        Some(true),
+        "the silent worker shows as lost: {report}"
     );
     let violations = report["axe"].as_array().expect("axe ran on every page");
     assert!(

@@ -465,4 +465,36 @@ pub struct WorkerInfo {
     /// The tasks it has handlers for.
     #[serde(default)]
     pub tasks: Vec<String>,
+    /// It stopped beating without saying goodbye (killed, hung, cut off): listed for
+    /// [`LOST_WORKER_KEPT`] after its liveness window ended ([`worker_listing`]).
+    #[serde(default)]
+    pub lost: bool,
+}
+
+/// How long a worker that stopped beating stays listed as lost.
+pub const LOST_WORKER_KEPT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How a worker whose liveness window ends at `alive_until` (its last heartbeat plus three
+/// intervals) is listed at `now`: `Some(false)` alive, `Some(true)` lost, `None` forgotten
+/// (lost for longer than [`LOST_WORKER_KEPT`]). A worker that deregisters is forgotten at
+/// once.
+///
+/// ```
+/// use queue_core::backend::worker_listing;
+///
+/// assert_eq!(worker_listing(1_000, 1_000), Some(false));
+/// assert_eq!(worker_listing(1_000, 1_001), Some(true));
+/// assert_eq!(worker_listing(1_000, 1_000 + 3_600_001), None);
+/// ```
+pub fn worker_listing(
+    alive_until: crate::backend::Millis,
+    now: crate::backend::Millis,
+) -> Option<bool> {
+    if alive_until >= now {
+        Some(false)
+    } else if alive_until + crate::backend::duration_ms(LOST_WORKER_KEPT) >= now {
+        Some(true)
+    } else {
+        None
+    }
 }

@@ -4,6 +4,7 @@
 //! becomes, what each event writes, where the job goes); this file only keeps the indexes
 //! in step with them.
 
+use queue_core::backend::worker_listing;
 use queue_core::series::{SeriesBook, latency_field};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -1452,14 +1453,24 @@ impl Tables {
         leases: &[LeaseRef],
         now: Millis,
     ) -> HeartbeatReply {
-        let dead: Vec<String> = self
+        // Workers silent for three of their intervals are lost: their claim history goes,
+        // they stay listed as lost for a while, then are forgotten (`worker_listing`).
+        let dead: Vec<(String, Option<bool>)> = self
             .workers
             .iter()
             .filter(|(_, (b, seen))| seen + 3 * duration_ms(b.interval) < now)
-            .map(|(w, _)| w.clone())
+            .map(|(w, (b, seen))| {
+                (
+                    w.clone(),
+                    worker_listing(seen + 3 * duration_ms(b.interval), now),
+                )
+            })
             .collect();
-        for w in dead {
-            self.deregister(&w);
+        for (w, listed) in dead {
+            self.last_claim.remove(&w);
+            if listed.is_none() {
+                self.workers.remove(&w);
+            }
         }
         self.workers
             .insert(beat.worker.as_str().to_owned(), (beat.clone(), now));
@@ -1812,8 +1823,13 @@ impl Tables {
 
     pub(crate) fn workers(&self, now: Millis) -> Vec<WorkerInfo> {
         let mut out: Vec<WorkerInfo> = self
-            .live_workers(now)
-            .map(|(beat, seen)| {
+            .workers
+            .values()
+            .filter_map(|(beat, seen)| {
+                let lost = worker_listing(seen + 3 * duration_ms(beat.interval), now)?;
+                Some((beat, seen, lost))
+            })
+            .map(|(beat, seen, lost)| {
                 let mut jobs: Vec<JobId> = self
                     .active
                     .iter()
@@ -1833,6 +1849,7 @@ impl Tables {
                     jobs,
                     version: beat.version.clone(),
                     tasks: beat.tasks.clone(),
+                    lost,
                 }
             })
             .collect();

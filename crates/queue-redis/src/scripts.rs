@@ -726,6 +726,11 @@ fn generated_tables() -> String {
         " }}\nlocal MAX_ATTEMPTS_KEPT = {}",
         queue_core::MAX_ATTEMPTS_KEPT
     );
+    let _ = write!(
+        lua,
+        "\nlocal LOST_WORKER_KEPT_MS = {}",
+        queue_core::backend::duration_ms(queue_core::backend::LOST_WORKER_KEPT)
+    );
     lua.push_str("\nlocal SETTLE = {\n");
     for kind in OutcomeKind::ALL {
         let _ = write!(lua, "  {} = {{", kind.as_str());

@@ -945,14 +945,16 @@ impl JobStore for RedisBackend {
     async fn workers(&self) -> Result<Vec<WorkerInfo>> {
         let mut reply =
             array(self.run(&self.inner.scripts.live, &[], Vec::new()).await?).into_iter();
-        let _now = reply.next();
-        let ids: Vec<String> = reply
-            .next()
-            .map(array)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(text)
+        let now = reply.next().as_ref().and_then(int).unwrap_or(0);
+        // id -> lost (queue_core::backend::worker_listing of its liveness deadline).
+        let listed: HashMap<String, bool> = to_fields(reply.next().unwrap_or(Value::Nil))
+            .into_iter()
+            .filter_map(|(id, until)| {
+                let lost = queue_core::backend::worker_listing(until.parse().ok()?, now)?;
+                Some((id, lost))
+            })
             .collect();
+        let ids: Vec<String> = listed.keys().cloned().collect();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -972,9 +974,9 @@ impl JobStore for RedisBackend {
             .into_iter()
             .zip(infos)
             .filter(|(_, f)| !f.is_empty())
-            .map(|(id, f)| {
+            .map(|(worker_id, f)| {
                 let num = |name: &str| f.get(name).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-                let mut jobs = held.remove(&id).unwrap_or_default();
+                let mut jobs = held.remove(&worker_id).unwrap_or_default();
                 jobs.sort();
                 WorkerInfo {
                     host: f.get("host").cloned().unwrap_or_default(),
@@ -982,13 +984,14 @@ impl JobStore for RedisBackend {
                     concurrency: num("concurrency") as u32,
                     started_at: from_millis(num("started_at")),
                     last_seen: from_millis(num("last_seen")),
-                    worker_id: id,
                     jobs,
                     version: f.get("version").cloned().unwrap_or_default(),
                     tasks: f
                         .get("tasks")
                         .and_then(|t| serde_json::from_str(t).ok())
                         .unwrap_or_default(),
+                    lost: listed.get(&worker_id).copied().unwrap_or(false),
+                    worker_id,
                 }
             })
             .collect();

@@ -551,10 +551,47 @@ pub async fn heartbeat_extends_lease(h: &Harness) {
     assert_eq!(finish(h, &lease, completed()).await, JobStatus::Completed);
     h.backend.deregister(&WorkerId::new("w1")).await.unwrap();
     assert!(h.backend.workers().await.unwrap().is_empty());
-    // A worker that stops beating drops out after three intervals.
-    h.backend.heartbeat(&beat("w2"), &[]).await.unwrap();
+    // A worker that stops beating drops out after three intervals: no longer counted,
+    // listed as lost (with the job it still held) for an hour, then forgotten.
+    let b = enqueue(h, job(2)).await;
+    let held = h
+        .backend
+        .fetch(&req("w2", 1), Duration::ZERO)
+        .await
+        .unwrap();
+    h.backend
+        .heartbeat(&beat("w2"), &[held[0].to_ref()])
+        .await
+        .unwrap();
     h.advance(Duration::from_secs(31));
     assert_eq!(h.backend.stats().await.unwrap().active_workers, 0);
+    h.backend.heartbeat(&beat("w3"), &[]).await.unwrap();
+    let listed: Vec<(String, bool)> = h
+        .backend
+        .workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| (w.worker_id, w.lost))
+        .collect();
+    assert_eq!(listed, [("w2".to_owned(), true), ("w3".to_owned(), false)]);
+    let lost = &h.backend.workers().await.unwrap()[0];
+    assert_eq!(
+        (lost.jobs.as_slice(), lost.version.as_str()),
+        ([b.job_id].as_slice(), "1.2.3")
+    );
+    h.advance(Duration::from_secs(3600));
+    h.backend.heartbeat(&beat("w3"), &[]).await.unwrap();
+    let ids: Vec<String> = h
+        .backend
+        .workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.worker_id)
+        .collect();
+    assert_eq!(ids, ["w3"], "forgotten an hour later");
+    assert_eq!(h.backend.stats().await.unwrap().active_workers, 1);
 }
 
 /// Progress never goes backwards within an attempt; the step is stored (an empty one clears it).

@@ -895,10 +895,14 @@ impl Model {
             .filter(move |(beat, seen)| seen + 3 * duration_ms(beat.interval) >= now)
     }
 
-    /// Live workers with the jobs they hold.
+    /// Workers with the jobs they hold: live ones, and for an hour those that stopped
+    /// beating (lost).
     pub fn workers(&self, now: Millis) -> Vec<WorkerInfo> {
-        self.live_workers(now)
+        self.workers
+            .values()
+            .filter(|(beat, seen)| seen + 3 * duration_ms(beat.interval) + 3_600_000 >= now)
             .map(|(beat, seen)| {
+                let lost = seen + 3 * duration_ms(beat.interval) < now;
                 let mut jobs: Vec<JobId> = self
                     .jobs
                     .iter()
@@ -919,6 +923,7 @@ impl Model {
                     jobs,
                     version: beat.version.clone(),
                     tasks: beat.tasks.clone(),
+                    lost,
                 }
             })
             .collect()
@@ -1130,16 +1135,24 @@ impl Model {
         leases: &[LeaseRef],
         now: Millis,
     ) -> HeartbeatReply {
-        // Workers silent for three of their intervals are dead: forgotten, with their
-        // claim history.
-        let dead: Vec<String> = self
+        // Workers silent for three of their intervals are lost: their claim history goes;
+        // listed as lost for an hour more, then forgotten.
+        let dead: Vec<(String, bool)> = self
             .workers
             .iter()
             .filter(|(_, (b, seen))| seen + 3 * duration_ms(b.interval) < now)
-            .map(|(w, _)| w.clone())
+            .map(|(w, (b, seen))| {
+                (
+                    w.clone(),
+                    seen + 3 * duration_ms(b.interval) + 3_600_000 < now,
+                )
+            })
             .collect();
-        for w in dead {
-            self.deregister(&w);
+        for (w, forgotten) in dead {
+            self.last_claim.remove(&w);
+            if forgotten {
+                self.workers.remove(&w);
+            }
         }
         self.workers
             .insert(beat.worker.as_str().to_owned(), (beat.clone(), now));

@@ -6,7 +6,7 @@
 // - job page: a failing job shows its attempts, and one more after Retry;
 // - a deep link restores a filter; 100 failed jobs are retried in bulk (count, confirm,
 //   progress);
-// - workers page: each worker's version, tasks and running jobs;
+// - workers page: each worker's version, tasks and running jobs, a silent one as lost;
 // - axe-core on every page (and the overview in dark mode): no serious or critical
 //   violation. Screenshots of each page beside SCREENSHOT_PATH.
 // usage: node dashboard.mjs URL SCREENSHOT_PATH FLAKY_JOB_ID
@@ -170,6 +170,8 @@ try {
   const worker = page.locator("#workers tr[data-worker]").first();
   await worker.waitFor({ timeout: 20000 });
   const workerVersion = await worker.locator("td").nth(3).textContent();
+  await page.locator('#workers tr[data-worker="ghost-worker"][data-lost="true"]').waitFor({ timeout: 20000 });
+  const lostShown = (await page.locator('#workers tr[data-worker="ghost-worker"] td').last().textContent()).startsWith("lost");
   await page.screenshot({ path: png("workers"), fullPage: true });
   await audit(page, "workers");
 
@@ -185,7 +187,7 @@ try {
 
   console.log(JSON.stringify({ moving, before, after, flowId, flowChildren, cancelled: victim, status, paused, resumed,
     groupPaused, groupResumed, finishedChart, attemptsBefore, attemptsAfter, deepStatus, deepTask, bulkCounted, bulkDone,
-    workerVersion, axe, axePages }));
+    workerVersion, lostShown, axe, axePages }));
 } finally {
   await browser.close();
 }

@@ -18,15 +18,17 @@ for i = 1, count do
     lost[#lost + 1] = i
   end
 end
--- Workers silent for their liveness window are dead: forgotten, with their claim history.
+-- Workers silent for their liveness window are lost: their claim history goes; they stay
+-- listed as lost for LOST_WORKER_KEPT_MS, then are forgotten (queue_core::backend::
+-- worker_listing).
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEY.workers, '-inf', '(' .. NOW)) do
-  redis.call('ZREM', KEY.workers, dead)
   redis.call('HDEL', KEY.claims, dead)
 end
+redis.call('ZREMRANGEBYSCORE', KEY.workers, '-inf', '(' .. (NOW - LOST_WORKER_KEPT_MS))
 redis.call('ZADD', KEY.workers, NOW + alive_ms, worker)
 redis.call('HSET', wkey, 'worker_id', worker, 'host', ARGV[6], 'pid', ARGV[7],
   'concurrency', ARGV[8], 'started_at', ARGV[9], 'last_seen', NOW, 'version', ARGV[10],
   'tasks', ARGV[11])
-redis.call('PEXPIRE', wkey, alive_ms + 60000)
+redis.call('PEXPIRE', wkey, alive_ms + LOST_WORKER_KEPT_MS + 60000)
 sample_depth(KEY)
 return { lost, cancel }
