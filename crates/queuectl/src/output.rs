@@ -214,7 +214,13 @@ pub(crate) fn workers(list: &[WorkerInfo]) {
                 w.worker_id.clone(),
                 w.host.clone(),
                 w.pid.to_string(),
+                if w.version.is_empty() {
+                    "-".into()
+                } else {
+                    w.version.clone()
+                },
                 w.concurrency.to_string(),
+                if w.lost { "lost" } else { "alive" }.to_owned(),
                 time(Some(w.last_seen)),
                 w.jobs
                     .iter()
@@ -229,7 +235,9 @@ pub(crate) fn workers(list: &[WorkerInfo]) {
             "WORKER_ID",
             "HOST",
             "PID",
+            "VERSION",
             "CONCURRENCY",
+            "STATE",
             "LAST_SEEN",
             "JOBS",
         ],

@@ -346,6 +346,15 @@ fn worker_runs_books_watch_follows_and_running_jobs_cancel() {
     assert!(c.record(&watched).status.is_terminal());
     let workers = c.json(&["workers"]);
     assert_eq!(workers.as_array().map(Vec::len), Some(1), "{workers}");
+    assert_eq!(workers[0]["lost"], false, "{workers}");
+    assert!(
+        workers[0]["tasks"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "process_book")),
+        "{workers}"
+    );
+    assert!(!workers[0]["version"].as_str().unwrap_or("").is_empty(), "{workers}");
+    assert!(c.ok(&["workers"]).contains("alive"));
 
     sigterm(&worker);
     let status = worker.wait().unwrap();

@@ -1,9 +1,11 @@
 -- Shared by every script. The tables generated from queue-core come first (scripts.rs):
--- NEXT (the state machine), VALID, TERMINAL, BAND, PNAME, EFFECT, START_DEFERRED, SETTLE,
--- HOLDS_QUEUE, EXPIRE, CANCEL, PLACE, COUNTER, LEASE_MSG. Each entry point then gets `KEY` (its declared
+-- NEXT (the state machine), VALID, TERMINAL, BAND, PNAME, EFFECT, START_DEFERRED,
+-- MAX_ATTEMPTS_KEPT, LOST_WORKER_KEPT_MS, SETTLE, HOLDS_QUEUE, EXPIRE, CANCEL, PLACE, SERIES,
+-- LATENCY_BOUNDS, COUNTER, LEASE_MSG. Each entry point then gets `KEY` (its declared
 -- static keys by name) and `NSTATIC` (how many there are: its other keys follow in KEYS).
--- Every key a script touches is declared; none is built here but channel names and the
--- records a claim returns (with_records).
+-- Every key a script touches is declared; none is built here but channel names, the
+-- records a claim returns (with_records) and the charts' buckets (flush), all under the
+-- queue's hash tag.
 --
 -- Every entry point starts with begin(ARGV): ARGV[1] = the queue's prefix (for channel
 -- names), ARGV[2] = now in ms ('' = server TIME). Calls run one at a time, so PREFIX, NOW and PENDING
@@ -959,9 +961,6 @@ local function create_each(KEY, KEYS, ARGV, first, count)
   return out
 end
 
--- Cancels job `id` (record `key`) as queue_core::rules::on_cancel decides: {'cancelled'} |
--- {'requested'} | {'missing'} | {'invalid', status}. A cancelled parent's unfinished
--- children are cancelled too (theirs as well; running ones are asked to stop).
 -- Deletes a finished job's record and every index entry naming it (retention, and
 -- queue_core::JobStore::delete). `history` is its unique key's history key (nil: none).
 local function delete_job(KEY, id, key, parent, uk, history)
@@ -980,6 +979,9 @@ local function delete_job(KEY, id, key, parent, uk, history)
   end
 end
 
+-- Cancels job `id` (record `key`) as queue_core::rules::on_cancel decides: {'cancelled'} |
+-- {'requested'} | {'missing'} | {'invalid', status}. A cancelled parent's unfinished
+-- children are cancelled too (theirs as well; running ones are asked to stop).
 local function cancel_job(KEY, id, key)
   if key_type(key) ~= 'hash' then return { 'missing' } end
   local rec = facts(key)
