@@ -60,7 +60,9 @@ fn main() -> anyhow::Result<()> {
                 let report = soak::run(args).await?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 if !report.clean() {
-                    anyhow::bail!("memory or keys did not return to the baseline");
+                    anyhow::bail!(
+                        "memory or keys did not return to the baseline, or the charts' buckets outgrew their bound"
+                    );
                 }
                 Ok(())
             }

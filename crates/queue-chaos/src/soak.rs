@@ -1,5 +1,7 @@
 //! The retention soak: jobs through at full speed with a short retention; once the sweep
 //! has caught up, Redis memory and key count are back at the baseline measured before.
+//! The charts' buckets (`series:*`, one per minute and quarter hour, whatever the load)
+//! are measured apart: they are bounded per queue, not per job, and must stay so.
 
 use std::{sync::Arc, time::Duration};
 
@@ -44,6 +46,9 @@ pub(crate) struct SoakReport {
     pub(crate) keys: [u64; 3],
     /// After / before.
     pub(crate) memory_ratio: f64,
+    /// The charts' buckets after the sweep: keys and bytes (`MEMORY USAGE`), not counted
+    /// in `memory` and `keys`.
+    pub(crate) series: [u64; 2],
     /// The tolerance, percent.
     pub(crate) tolerance: f64,
 }
@@ -52,21 +57,47 @@ impl SoakReport {
     /// True when memory and keys came back to the baseline, within the tolerance.
     pub(crate) fn clean(&self) -> bool {
         let limit = 1.0 + self.tolerance / 100.0;
-        self.memory_ratio <= limit && self.keys[2] <= self.keys[0]
+        self.memory_ratio <= limit && self.keys[2] <= self.keys[0] && self.series_bounded()
+    }
+
+    /// The charts' buckets within their bound: both spans' buckets and a spare each, at
+    /// most 1 KB apiece (every field set is about 520 B).
+    pub(crate) fn series_bounded(&self) -> bool {
+        let most = (62 + 98) as u64;
+        self.series[0] <= most && self.series[1] <= most * 1024
     }
 }
 
+/// The charts' buckets: keys and their bytes.
+fn series(port: u16) -> (u64, u64) {
+    let keys = cli(port, &["--scan", "--pattern", "*:series:*"]).unwrap_or_default();
+    let mut bytes = 0;
+    let mut count = 0;
+    for key in keys.lines().filter(|k| !k.is_empty()) {
+        count += 1;
+        bytes += cli(port, &["MEMORY", "USAGE", key])
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    (count, bytes)
+}
+
 fn info(port: u16) -> (u64, u64) {
-    let memory = cli(port, &["INFO", "memory"])
+    let memory: u64 = cli(port, &["INFO", "memory"])
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    let keys = cli(port, &["DBSIZE"])
+    let keys: u64 = cli(port, &["DBSIZE"])
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    (memory, keys)
+    // The charts' buckets come and go by the minute, not by the job: measured apart.
+    let (series_keys, series_bytes) = series(port);
+    (
+        memory.saturating_sub(series_bytes),
+        keys.saturating_sub(series_keys),
+    )
 }
 
 /// Runs the soak on a private Redis.
@@ -107,6 +138,10 @@ pub(crate) async fn run(args: SoakArgs) -> anyhow::Result<SoakReport> {
         memory: [before.0, peak.0, after.0],
         keys: [before.1, peak.1, after.1],
         memory_ratio: after.0 as f64 / before.0.max(1) as f64,
+        series: {
+            let (keys, bytes) = series(server.port);
+            [keys, bytes]
+        },
         tolerance: args.tolerance,
     })
 }

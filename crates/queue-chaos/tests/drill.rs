@@ -68,5 +68,10 @@ fn retention_gives_memory_back() {
         "{report}"
     );
     assert!(report["memory_ratio"].as_f64().unwrap() <= 1.05, "{report}");
+    // The charts' buckets: at least the minute's and the quarter hour's, bounded.
+    let series = report["series"].as_array().unwrap();
+    let (keys, bytes) = (series[0].as_u64().unwrap(), series[1].as_u64().unwrap());
+    assert!((2..=160).contains(&keys), "{report}");
+    assert!(bytes <= 160 * 1024, "{report}");
     eprintln!("{report}");
 }

@@ -353,7 +353,10 @@ fn worker_runs_books_watch_follows_and_running_jobs_cancel() {
             .is_some_and(|t| t.iter().any(|t| t == "process_book")),
         "{workers}"
     );
-    assert!(!workers[0]["version"].as_str().unwrap_or("").is_empty(), "{workers}");
+    assert!(
+        !workers[0]["version"].as_str().unwrap_or("").is_empty(),
+        "{workers}"
+    );
     assert!(c.ok(&["workers"]).contains("alive"));
 
     sigterm(&worker);
