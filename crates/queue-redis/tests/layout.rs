@@ -240,3 +240,66 @@ async fn finished_jobs_are_indexed_by_when_they_finished() {
     assert!(backend.get(old.job_id).await.is_err());
     backend.destroy().await.unwrap();
 }
+
+/// The charts' buckets are one small hash per minute and per quarter hour, each with an
+/// expiry an interval after its span (so memory stays bounded without a sweep), holding
+/// the counters, the histograms and the depth a heartbeat sampled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_buckets_expire_on_their_own() {
+    use queue_core::SeriesSpan;
+    let url = support::redis_url();
+    let backend = support::backend(&url, None).await;
+    let mut raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    backend
+        .enqueue(NewJob::new("t", &1).unwrap())
+        .await
+        .unwrap();
+    let lease = backend
+        .fetch(&req(), Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
+    backend
+        .finish(&lease.to_ref(), Outcome::Completed { result: None }, None)
+        .await
+        .unwrap();
+    let pattern = format!("dcs-test:{{{}}}:series:*", backend.config().queue_name);
+    let keys: Vec<String> = raw.keys(&pattern).await.unwrap();
+    assert!(
+        (2..=4).contains(&keys.len()),
+        "one bucket per span: {keys:?}"
+    );
+    for key in &keys {
+        let span = if key.contains(":series:m:") {
+            SeriesSpan::Hour
+        } else {
+            SeriesSpan::Day
+        };
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert!(
+            ttl > 0 && ttl <= span.keep_ms() + span.step_ms(),
+            "{key}: {ttl}"
+        );
+        let fields: HashMap<String, i64> = raw.hgetall(key).await.unwrap();
+        assert_eq!(
+            (fields.get("enqueued"), fields.get("completed")),
+            (Some(&1), Some(&1)),
+            "{key}: {fields:?}"
+        );
+        let bins: i64 = fields
+            .iter()
+            .filter(|(k, _)| k.starts_with('w') || k.starts_with('r'))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(bins, 2, "one wait and one run time: {fields:?}");
+    }
+    backend.destroy().await.unwrap();
+}

@@ -139,9 +139,14 @@ local function flush(KEY)
     for _, span in ipairs(SERIES) do
       local index = math.floor(NOW / span[2])
       local key = PREFIX .. 'series:' .. span[1] .. ':' .. index
-      for _, fb in ipairs(args) do redis.pcall('HINCRBY', key, fb[1], fb[2]) end
-      if PENDING.sampled then redis.pcall('HSET', key, unpack(PENDING.sampled)) end
-      redis.pcall('PEXPIREAT', key, (index + 1) * span[2] + span[3])
+      -- The expiry is set when a field is new (so always when the key is): most calls
+      -- only add to fields the bucket has.
+      local fresh = false
+      for _, fb in ipairs(args) do
+        if redis.pcall('HINCRBY', key, fb[1], fb[2]) == fb[2] then fresh = true end
+      end
+      if PENDING.sampled and redis.pcall('HSET', key, unpack(PENDING.sampled)) ~= 0 then fresh = true end
+      if fresh then redis.pcall('PEXPIREAT', key, (index + 1) * span[2] + span[3]) end
     end
   end
   if PENDING.wake then redis.call('ZADD', KEY.marker, 0, '0') end
