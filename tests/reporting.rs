@@ -101,8 +101,8 @@ impl Broker for SlowFinishes {
         self.inner.cancellations().await
     }
 
-    async fn children_of(&self, parent: JobId) -> Result<Vec<queue_core::JobRecord>> {
-        self.inner.children_of(parent).await
+    async fn children_of(&self, parent: JobId, cursor: Option<String>) -> Result<queue_core::Page> {
+        self.inner.children_of(parent, cursor).await
     }
 
     async fn read_schedules(

@@ -344,6 +344,18 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
             }
             continue;
         }
+        if let EventKind::Missed { .. } = event.kind {
+            // Events were lost: read every unfinished book's record instead.
+            for (id, bar) in &by_id {
+                let record = backend.get(*id).await?;
+                if record.status.is_terminal() && !bar.is_finished() {
+                    bar.set_position(u64::from(record.progress));
+                    bar.finish_with_message(record.status.to_string());
+                    open -= 1;
+                }
+            }
+            continue;
+        }
         let Some(bar) = by_id.get(&event.job_id) else {
             continue;
         };
@@ -356,16 +368,17 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
                 if !tty {
                     println!("{:>9} {to}", bar.prefix());
                 }
-                if to.is_terminal() {
+                if to.is_terminal() && !bar.is_finished() {
                     let record = backend.get(event.job_id).await?;
                     bar.set_position(u64::from(record.progress));
                     bar.finish_with_message(to.to_string());
                     open -= 1;
-                } else {
+                } else if !to.is_terminal() {
                     bar.set_message(to.to_string());
                 }
             }
             EventKind::CancelRequested => bar.set_message("cancelling"),
+            EventKind::Missed { .. } => {}
         }
     }
     let mut records = Vec::new();

@@ -621,7 +621,8 @@ pub(crate) struct EventsQuery {
 /// Server-sent events: `transition`, `progress` and `cancel_requested`, each a JSON job
 /// event with its log id as the SSE `id`. A client that reconnects sends `Last-Event-ID`
 /// (browsers do it on their own) or `?since=ID`, and gets what it missed from the event log
-/// first, then live events, none twice.
+/// first, then live events, none twice; `missed` where events were lost (the client fell
+/// behind, or resumed from before the oldest the log holds): reload what it shows.
 pub(crate) async fn events(
     Extract(state): Extract<State>,
     headers: axum::http::HeaderMap,
@@ -645,6 +646,7 @@ pub(crate) async fn events(
             queue_core::EventKind::Transition { .. } => "transition",
             queue_core::EventKind::Progress { .. } => "progress",
             queue_core::EventKind::CancelRequested => "cancel_requested",
+            queue_core::EventKind::Missed { .. } => "missed",
         };
         let mut event = Event::default()
             .event(name)

@@ -19,16 +19,22 @@ use crate::{JobId, JobRecord, JobStatus, LeaseToken, Result, WorkerId};
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
-    /// Leases up to `req.max` due jobs: promotes delayed jobs that are due, then takes
-    /// ready jobs in strict priority order, FIFO within a priority (case `priority_then_fifo`).
+    /// Leases up to `req.size()` due jobs (`req.max`, at most [`crate::backend::MAX_CLAIM`]
+    /// per call: case `a_claim_takes_at_most_its_bound`): promotes delayed jobs that are
+    /// due, then takes ready jobs in strict priority order, FIFO within a priority (case
+    /// `priority_then_fifo`).
     /// Each becomes `processing` with `started_at` set and progress 0. A job is held by
     /// at most one lease (case `claims_are_exclusive`). When nothing is due, waits up to `wait`
     /// for work (without polling) and may return empty (case `fetch_waits_for_work`).
     ///
     /// Idempotent per request: a request sent again with the same `req.id` (its reply was
     /// lost) returns the leases the first one took that are still held (oldest first, at
-    /// most `req.max`), and takes no more (case `claim_sent_twice_takes_nothing_more`). A
-    /// worker's request history is forgotten when it deregisters or is found dead.
+    /// most `req.size()`), and takes no more (case `claim_sent_twice_takes_nothing_more`);
+    /// finding them reads only that request's leases. A request whose earlier sends took
+    /// nothing (or whose leases all ended) claims as new, so a fetch that waited for work
+    /// asks again under the same id, and a worker that got no answer sends the same request
+    /// again until one send is answered. A worker's request history is forgotten when it
+    /// deregisters or is found dead.
     ///
     /// Cancel-safe: dropping the future before it completes loses no lease (a backend
     /// hands back whatever it leased for a caller that went away).
@@ -83,8 +89,9 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
 
     /// Ends several attempts in one round trip, each exactly as [`Broker::finish`] would
     /// (its own answer, `LeaseLost` included, in the order given), then, when `next` is
-    /// given and at least one ending was accepted, leases up to `next.max` due jobs
-    /// (case `finish_many_ends_each_and_claims_next`).
+    /// given and at least one ending was accepted, leases up to `next.size()` due jobs
+    /// (case `finish_many_ends_each_and_claims_next`). More than
+    /// [`crate::backend::MAX_ENDINGS`] endings are stored in steps of that many, each atomic.
     /// Sent again with the same endings and request (its reply was lost), it answers the
     /// same. Workers report outcomes in groups with it; [`Broker::finish`] is one ending.
     async fn finish_many(
@@ -113,9 +120,10 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
     /// path (case `cancel_running_job`).
     async fn cancellations(&self) -> Result<CancelStream>;
 
-    /// A parent's children, oldest first, as [`crate::JobStore::children`] answers: what a
-    /// running parent's handler reads (`JobContext::children`).
-    async fn children_of(&self, parent: JobId) -> Result<Vec<JobRecord>>;
+    /// One page (at most 1,000) of a parent's children, oldest first, after `cursor`, as
+    /// [`crate::JobStore::list`] answers [`crate::ListQuery::children_of`]: what a running
+    /// parent's handler reads (`JobContext::children` pages through them).
+    async fn children_of(&self, parent: JobId, cursor: Option<String>) -> Result<crate::Page>;
 
     /// Stored schedules, with the backend's now: the read half of every schedule change
     /// (see [`crate::Schedules`], which is how to use schedules).
@@ -191,6 +199,22 @@ impl ClaimRequest {
             id: ClaimId::next(),
         }
     }
+
+    /// How many jobs one call of this request may lease: `max`, at most
+    /// [`crate::backend::MAX_CLAIM`] (a worker with more free slots asks again). A replay
+    /// answers at most as many.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use queue_core::WorkerId;
+    /// use queue_core::backend::{ClaimRequest, MAX_CLAIM};
+    ///
+    /// let req = ClaimRequest::new(WorkerId::new("w"), 10_000, Duration::from_secs(30));
+    /// assert_eq!(req.size(), MAX_CLAIM);
+    /// ```
+    pub fn size(&self) -> usize {
+        self.max.min(crate::backend::MAX_CLAIM)
+    }
 }
 
 /// A leased job.
@@ -200,11 +224,39 @@ pub struct Lease {
     pub job: JobRecord,
     /// The fencing token.
     pub token: LeaseToken,
-    /// When the lease expires unless renewed.
+    /// When the lease expires unless renewed (the backend's clock).
     pub expires_at: DateTime<Utc>,
+    /// When the call that took this lease was sent, by this process's monotonic clock:
+    /// the lease runs on the server from no earlier than this, so its holder counts the
+    /// lease from here (the fence, [`crate::backend::fence_margin`]), not from when a
+    /// waiting fetch began or when the answer arrived.
+    pub claimed_at: tokio::time::Instant,
 }
 
 impl Lease {
+    /// [`Lease::claimed_at`] of a lease a claim answered: the call was sent at `sent`
+    /// (local), the backend answered at `now_ms` (its clock) and the lease started at
+    /// `started_ms` (its clock; earlier than `now_ms` when a replay answers a lease an
+    /// earlier send took). The lease started no earlier than `sent - (now - started)` in
+    /// real time, whatever the two clocks read, so that is when its holder counts it from.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use queue_core::backend::Lease;
+    ///
+    /// let sent = tokio::time::Instant::now();
+    /// assert_eq!(Lease::claimed_at_from(sent, 5_000, 5_000), sent);
+    /// assert_eq!(Lease::claimed_at_from(sent, 5_000, 4_000), sent - Duration::from_secs(1));
+    /// ```
+    pub fn claimed_at_from(
+        sent: tokio::time::Instant,
+        now_ms: crate::backend::Millis,
+        started_ms: crate::backend::Millis,
+    ) -> tokio::time::Instant {
+        let age = Duration::from_millis(now_ms.saturating_sub(started_ms).max(0) as u64);
+        sent.checked_sub(age).unwrap_or(sent)
+    }
+
     /// The (id, token) pair used for writes.
     pub fn to_ref(&self) -> LeaseRef {
         LeaseRef {

@@ -12,7 +12,7 @@
 //! | `DCS_QUEUE_RETRY_MAX_DELAY_SECONDS` | `3600` | backoff cap |
 //! | `DCS_QUEUE_RETRY_JITTER` | `0` | backoff jitter fraction, 0-1 |
 //! | `DCS_QUEUE_LEASE_SECONDS` | `30` | lease of a running job; a dead worker's job returns after it |
-//! | `DCS_QUEUE_HEARTBEAT_SECONDS` | `10` | how often a worker renews its leases |
+//! | `DCS_QUEUE_HEARTBEAT_SECONDS` | `10` | how often a worker renews its leases; at most (lease − lease/6) / 2, so one renewal may fail |
 //! | `DCS_QUEUE_SHUTDOWN_GRACE_SECONDS` | `30` | how long running jobs may finish on shutdown |
 //! | `DCS_QUEUE_RETENTION_SECONDS` | `604800` | how long finished records are kept |
 //! | `DCS_QUEUE_LIMIT_PAYLOAD_BYTES` | `1048576` | largest payload a job may carry |
@@ -21,6 +21,8 @@
 //! | `DCS_QUEUE_LIMIT_DELAY_SECONDS` | `31536000` | longest delay (enqueue or retry) |
 //! | `DCS_QUEUE_LIMIT_TIMEOUT_SECONDS` | `604800` | longest per-job timeout |
 //! | `DCS_QUEUE_LIMIT_RETRIES` | `1000` | most retries a job may ask for |
+//! | `DCS_QUEUE_LIMIT_ERROR_BYTES` | `4096` | longest error message stored (a longer one is cut, saying so) |
+//! | `DCS_QUEUE_LIMIT_HOLD_SECONDS` | `3600` | longest hold a handler's `rate_limited` puts on its group or the queue |
 //!
 //! ```
 //! use queue_core::QueueConfig;
@@ -222,6 +224,14 @@ impl QueueConfig {
                     b.cfg.limits.retries = parse_in(value, 0, 1_000_000)
                         .ok_or_else(|| bad("an integer from 0 to 1000000"))?;
                 }
+                "DCS_QUEUE_LIMIT_ERROR_BYTES" => {
+                    b.cfg.limits.error_bytes = parse_in(value, 64, 1024 * 1024)
+                        .ok_or_else(|| bad("a number of bytes from 64 to 1048576"))?;
+                }
+                "DCS_QUEUE_LIMIT_HOLD_SECONDS" => {
+                    b.cfg.limits.hold = secs(value, 1)
+                        .ok_or_else(|| bad("a whole number of seconds, at least 1"))?
+                }
                 _ => {}
             }
         }
@@ -308,8 +318,12 @@ impl QueueConfigBuilder {
     pub fn build(self) -> Result<QueueConfig> {
         let c = self.cfg;
         validate_queue_name(&c.queue_name)?;
-        if c.max_concurrency == 0 {
-            return Err(Error::config("max_concurrency must be at least 1"));
+        if !(1..=crate::backend::MAX_CONCURRENCY).contains(&c.max_concurrency) {
+            return Err(Error::config(format!(
+                "max_concurrency ({}) must be from 1 to {}",
+                c.max_concurrency,
+                crate::backend::MAX_CONCURRENCY
+            )));
         }
         if c.job_timeout.is_zero() {
             return Err(Error::config("job_timeout must be positive"));
@@ -323,12 +337,7 @@ impl QueueConfigBuilder {
         if c.lease < Duration::from_millis(100) {
             return Err(Error::config("lease must be at least 100 ms"));
         }
-        if c.heartbeat.is_zero() || c.heartbeat >= c.lease {
-            return Err(Error::config(format!(
-                "heartbeat ({:?}) must be positive and shorter than the lease ({:?})",
-                c.heartbeat, c.lease
-            )));
-        }
+        crate::backend::check_heartbeat(c.lease, c.heartbeat)?;
         if c.retention.is_zero() {
             return Err(Error::config("retention must be positive"));
         }

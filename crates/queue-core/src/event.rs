@@ -40,6 +40,17 @@ pub fn parse_event_id(id: &str) -> Option<(u64, u64)> {
 }
 
 impl JobEvent {
+    /// The notice that events were missed at `at` (`count` of them, when known): see
+    /// [`EventKind::Missed`].
+    pub fn missed(count: Option<u64>, at: DateTime<Utc>) -> Self {
+        Self {
+            id: None,
+            job_id: JobId::from_uuid(uuid::Uuid::nil()),
+            at,
+            kind: EventKind::Missed { count },
+        }
+    }
+
     /// True for a transition to a finished status (completed, failed, partial, cancelled).
     pub fn ends_a_job(&self) -> bool {
         matches!(self.kind, EventKind::Transition { to, .. } if to.is_terminal())
@@ -66,12 +77,22 @@ pub enum EventKind {
     },
     /// A caller asked to cancel the running job.
     CancelRequested,
+    /// Events were missed here: the subscriber fell behind the live stream (`count` of them
+    /// were dropped), or asked to resume from before the oldest event the log still holds
+    /// (`count` unknown). The `job_id` is the nil id. Re-read what matters (records, stats)
+    /// instead of trusting the events to be complete.
+    Missed {
+        /// How many were dropped, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+    },
 }
 
 /// Events of one queue, in the order the backend applied them. A subscriber that loses its
 /// connection resumes from the last event id it saw with
 /// [`crate::JobStore::subscribe_from`], as far back as the log reaches
 /// ([`EVENT_LOG_LEN`] events, logged while someone follows and [`EVENT_LOG_LINGER`] after);
-/// one that falls far behind a live stream skips events. Treat the job records as the
-/// truth and events as the signal to look.
+/// one that falls far behind a live stream, or resumes from before the oldest event the log
+/// holds, is told so by an [`EventKind::Missed`] event where the gap is. Treat the job
+/// records as the truth and events as the signal to look.
 pub type EventStream = Pin<Box<dyn Stream<Item = JobEvent> + Send>>;

@@ -31,6 +31,14 @@ pub const MAX_FLOW_JOBS: usize = 10_000;
 /// The deepest a flow may nest (a parent with children is depth 2).
 pub const MAX_FLOW_DEPTH: usize = 32;
 
+/// The most children one atomic step of a cancel's cascade visits. A cancelled parent's
+/// descendants (any number: a batch grows with every `add_children`) are cancelled in
+/// steps of this many, each leaving every index consistent; the caller of `cancel` runs
+/// the steps until none is left (a cascade a crash interrupted is finished by the next
+/// `reap`), and while one is under way no descendant of the cancelled job starts: a claim
+/// that meets one cancels it instead ([`is_parent_of`] up to [`MAX_FLOW_DEPTH`] levels).
+pub const CANCEL_STEP: usize = 500;
+
 /// What a child's failure (it ends `failed` or `cancelled`) does to its parent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

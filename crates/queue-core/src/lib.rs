@@ -10,6 +10,7 @@ mod flow;
 mod group;
 mod id;
 mod job;
+mod lease;
 mod limits;
 mod outcome;
 mod priority;
@@ -80,7 +81,7 @@ pub mod backend {
     pub use crate::clock::{Millis, TokioClock, duration_ms, from_millis, to_millis};
     pub use crate::config::validate_queue_name;
     pub use crate::flow::{
-        DeleteDecision, FlatJob, MAX_FLOW_DEPTH, MAX_FLOW_JOBS, ParentAction, Reopen,
+        CANCEL_STEP, DeleteDecision, FlatJob, MAX_FLOW_DEPTH, MAX_FLOW_JOBS, ParentAction, Reopen,
         accepts_children, child_failed_message, child_failed_template, flatten_all,
         is_child_failure, is_parent_of, on_child_ended, on_child_reopened, on_delete,
         retention_keeps_child, waits_on_children,
@@ -91,20 +92,24 @@ pub mod backend {
         unfinished_change, ungrouped_goes_first, weighted_turn,
     };
     pub use crate::id::{ClaimId, hostname};
+    pub use crate::lease::{check_heartbeat, fence_margin, longest_heartbeat};
+    pub use crate::limits::{
+        MAX_CLAIM, MAX_CONCURRENCY, MAX_ENDINGS, MAX_ENQUEUE_STEP, MAX_STEP_BYTES, bound_text,
+    };
     pub use crate::outcome::Outcome;
     pub use crate::progress::{Monotonic, check_progress};
     pub use crate::rate::{MAX_COST, check_cost};
     pub use crate::schedule::{
-        DEFAULT_GRACE, Firing, MAX_CATCH_UP, MAX_SCHEDULE_NAME_BYTES, MIN_INTERVAL, SCHEDULE_POLL,
-        SCHEDULES_PER_READ, ScheduleRead, ScheduleWrite, ScheduleWritten, StoredSchedules,
-        check_schedule_name, tick_job_id,
+        DEFAULT_GRACE, Firing, MAX_CATCH_UP, MAX_SCHEDULE_NAME_BYTES, MAX_SCHEDULES, MIN_INTERVAL,
+        SCHEDULE_POLL, SCHEDULES_PER_READ, ScheduleRead, ScheduleWrite, ScheduleWritten,
+        StoredSchedules, check_schedule_name, tick_job_id,
     };
     pub use crate::state::{Event, InvalidTransition, apply};
     pub use crate::store::{LOST_WORKER_KEPT, encode_cursor, listed_at, worker_listing};
     pub use crate::trace::{TRACE_CONTEXT_KEY, trace_carrier};
     pub use crate::webhook::{
         ClaimedDelivery, DELIVERY_LEASE, DELIVERY_TIMEOUT, MAX_RETRY_DELAY, MAX_WEBHOOK_NAME_BYTES,
-        Settle, check_webhook_name, retry_delay,
+        MAX_WEBHOOKS, Settle, check_webhook_name, retry_delay,
     };
 
     /// Every decision about a job besides the transitions, as pure functions (the Redis

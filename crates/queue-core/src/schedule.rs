@@ -38,6 +38,10 @@ use crate::{Error, JobId, Metadata, NewJob, Payload, Priority, Result};
 
 /// Schedule names are 1 to this many bytes.
 pub const MAX_SCHEDULE_NAME_BYTES: usize = 128;
+
+/// The most schedules one queue may have (listing them reads them all): a new one past it
+/// is refused, saying so; changing or deleting an existing one is not.
+pub const MAX_SCHEDULES: usize = 1_000;
 /// [`MissedTicks::RunEach`] runs at most this many missed ticks; on-time ticks of one
 /// firing are capped at the same number.
 pub const MAX_CATCH_UP: u32 = 1_000;

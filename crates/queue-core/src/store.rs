@@ -51,9 +51,23 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
         children: Vec<crate::Flow>,
     ) -> Result<Vec<JobRecord>>;
 
-    /// A parent's children, oldest first (at most [`crate::backend::MAX_FLOW_JOBS`]); a child
-    /// whose record retention removed is left out. An unknown parent is `Error::NotFound`.
-    async fn children(&self, parent: JobId) -> Result<Vec<JobRecord>>;
+    /// Every child of a parent, oldest first; a child whose record retention removed is
+    /// left out. An unknown parent is `Error::NotFound`. A parent may have any number of
+    /// children (a batch grows with every `add_children`): this reads them page by page
+    /// ([`ListQuery::children_of`], at most 1,000 per call), so no backend call grows with
+    /// the family (case `children_page_past_any_size`).
+    async fn children(&self, parent: JobId) -> Result<Vec<JobRecord>> {
+        let mut out = Vec::new();
+        let mut query = ListQuery::new().children_of(parent).limit(1000);
+        loop {
+            let page = self.list(&query).await?;
+            out.extend(page.jobs);
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => return Ok(out),
+            }
+        }
+    }
 
     /// Enqueues several jobs, in order, each with the semantics of [`JobStore::enqueue`];
     /// one refused job does not stop the others (case `enqueue_many_reports_each_job`).
@@ -67,7 +81,9 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// `list_by_status_and_unique_key`, `finished_jobs_list_by_when_they_finished`): every
     /// job or one status by [`listed_at`] (a finished job by when it finished, any other by
     /// its creation), then id; one unique key's history and the parents waiting on children
-    /// by creation, then id.
+    /// by creation, then id. One parent's children ([`ListQuery::children_of`]) go the other
+    /// way, oldest first (by creation, then id), as a handler reads them; an unknown parent
+    /// is `Error::NotFound` (case `children_page_past_any_size`).
     async fn list(&self, query: &ListQuery) -> Result<Page>;
 
     /// Cancels a job. A queued job is removed from the queue and ends `cancelled` at once;
@@ -240,6 +256,9 @@ pub struct ListQuery {
     /// Only queued jobs waiting on their children (flows, batches).
     #[serde(default)]
     pub waiting_on_children: bool,
+    /// Only this parent's children, oldest first.
+    #[serde(default)]
+    pub parent: Option<crate::JobId>,
     /// Page size, 1 to 1000.
     pub limit: usize,
     /// Where the previous page ended.
@@ -252,6 +271,7 @@ impl Default for ListQuery {
             status: None,
             unique_key: None,
             waiting_on_children: false,
+            parent: None,
             limit: 50,
             cursor: None,
         }
@@ -279,6 +299,13 @@ impl ListQuery {
     /// Only queued jobs waiting on their children.
     pub fn waiting_on_children(mut self) -> Self {
         self.waiting_on_children = true;
+        self
+    }
+
+    /// Only `parent`'s children, oldest first (by creation, then id): a family of any size
+    /// read page by page.
+    pub fn children_of(mut self, parent: crate::JobId) -> Self {
+        self.parent = Some(parent);
         self
     }
 
@@ -334,10 +361,11 @@ pub fn listed_at(
 
 impl ListQuery {
     /// The cursor that resumes this listing after `record` (its place: [`listed_at`], or
-    /// its creation in one unique key's history and among the parents waiting).
+    /// its creation in one unique key's history, among the parents waiting and among a
+    /// parent's children).
     pub fn cursor_after(&self, record: &crate::JobRecord) -> String {
         let created = crate::backend::to_millis(record.created_at);
-        let at = if self.unique_key.is_some() || self.waiting_on_children {
+        let at = if self.unique_key.is_some() || self.waiting_on_children || self.parent.is_some() {
             created
         } else {
             listed_at(

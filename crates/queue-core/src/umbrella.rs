@@ -27,8 +27,8 @@ pub trait JobStoreExt: JobStore {
     }
 
     /// Job `id` with its descendants (a flow's tree, or a batch), each with its status and
-    /// progress; at most `limit` jobs are read (the rest are counted in `truncated`), one
-    /// `children` call per parent.
+    /// progress; at most `limit` jobs are read (the rest are counted in `truncated`, from
+    /// each parent's counts), page by page of each parent's children.
     async fn flow_tree(&self, id: crate::JobId, limit: usize) -> Result<crate::FlowTree> {
         let root = self.get(id).await?;
         let mut read = 1usize;
@@ -36,15 +36,25 @@ pub trait JobStoreExt: JobStore {
         let mut nodes = vec![(root, None::<usize>, 0u32)];
         let mut next = 0;
         while next < nodes.len() {
-            if nodes[next].0.children.is_some() {
+            if let Some(counts) = nodes[next].0.children {
                 let id = nodes[next].0.job_id;
-                for kid in self.children(id).await? {
-                    if read >= limit {
-                        nodes[next].2 += 1;
-                        continue;
+                let mut shown = 0u32;
+                let mut query = crate::ListQuery::new().children_of(id).limit(1000);
+                let mut more = true;
+                while more && read < limit {
+                    query.limit = (limit - read).clamp(1, 1000);
+                    let page = self.list(&query).await?;
+                    for kid in page.jobs {
+                        read += 1;
+                        shown += 1;
+                        nodes.push((kid, Some(next), 0));
                     }
-                    read += 1;
-                    nodes.push((kid, Some(next), 0));
+                    more = page.next_cursor.is_some();
+                    query.cursor = page.next_cursor;
+                }
+                if more {
+                    // Cut short: the rest, as the parent counts them.
+                    nodes[next].2 = counts.total().saturating_sub(shown);
                 }
             }
             next += 1;

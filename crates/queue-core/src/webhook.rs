@@ -29,6 +29,11 @@ use crate::{Error, JobId, JobStatus, Result};
 
 /// Webhook names are 1 to this many bytes.
 pub const MAX_WEBHOOK_NAME_BYTES: usize = 128;
+
+/// The most webhooks one queue may have: every transition to a finished status reads
+/// their filters, so their number bounds the work of every finish. A new one past it is
+/// refused (replacing an existing one is not).
+pub const MAX_WEBHOOKS: usize = 100;
 /// How long one POST may take before it counts as failed.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claimed delivery is hidden from other delivery loops.

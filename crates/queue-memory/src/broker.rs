@@ -4,20 +4,45 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use queue_core::backend::MAX_ENDINGS;
 use queue_core::backend::{
     Broker, CancelStream, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease, LeaseRef,
-    Outcome, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten, StoredSchedules,
-    WorkerBeat, duration_ms,
+    ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten, StoredSchedules, WorkerBeat,
+    duration_ms,
 };
-use queue_core::{JobId, JobRecord, Result, WorkerId};
+use queue_core::{JobId, ListQuery, Page, Result, WorkerId};
 
 use crate::MemoryBackend;
+
+/// Deliveries of a deleted webhook dropped per step.
+const DROP_STEP: usize = 1_000;
 
 impl MemoryBackend {
     fn claim(&self, req: &ClaimRequest) -> (Vec<Lease>, Option<i64>) {
         let mut t = self.lock();
         let leases = t.claim(req, self.now(), self.events());
         (leases, t.next_wake(self.now()))
+    }
+
+    /// Runs cancel cascades to their end, one bounded step per lock, telling the holders
+    /// of running descendants to stop and waking fetchers when a parent was released.
+    pub(crate) fn finish_cascades(&self) {
+        loop {
+            let (more, requested, woken) = {
+                let mut t = self.lock();
+                let more = t.cascade_step(self.now(), self.events());
+                (more, t.take_cancel_requests(), t.take_woken())
+            };
+            for child in requested {
+                let _ = self.inner.cancels.send(child);
+            }
+            if woken {
+                self.inner.work.notify_waiters();
+            }
+            if !more {
+                return;
+            }
+        }
     }
 }
 
@@ -65,35 +90,51 @@ impl Broker for MemoryBackend {
         endings: Vec<Ending>,
         next: Option<ClaimRequest>,
     ) -> Result<FinishedMany> {
-        let requeues = endings
-            .iter()
-            .any(|e| matches!(e.outcome, Outcome::Retry { .. } | Outcome::Released));
-        let done = {
-            let mut t = self.lock();
-            let now = self.now();
-            let statuses: Vec<Result<_>> = endings
-                .into_iter()
-                .map(|e| t.finish(&e.lease, e.outcome, &self.inner.config, now, self.events()))
-                .collect();
-            // Only a call that ended something claims more.
-            let next = next
-                .filter(|_| statuses.iter().any(Result::is_ok))
-                .map(|req| t.claim(&req, now, self.events()))
-                .unwrap_or_default();
-            (FinishedMany { statuses, next }, t.take_lane_opened())
-        };
-        let (done, opened) = done;
-        if requeues || opened {
-            self.inner.work.notify_waiters();
+        // Each step of at most MAX_ENDINGS endings under one lock; the claim goes with the
+        // last step.
+        let mut statuses = Vec::with_capacity(endings.len());
+        let mut endings = endings.into_iter().peekable();
+        let mut leases = Vec::new();
+        loop {
+            let step: Vec<Ending> = endings.by_ref().take(MAX_ENDINGS).collect();
+            let last = endings.peek().is_none();
+            let woken = {
+                let mut t = self.lock();
+                let now = self.now();
+                statuses.extend(step.into_iter().map(|e| {
+                    t.finish(&e.lease, e.outcome, &self.inner.config, now, self.events())
+                }));
+                // Only a call that ended something claims more.
+                if last
+                    && let Some(req) = next.as_ref().filter(|_| statuses.iter().any(Result::is_ok))
+                {
+                    leases = t.claim(req, now, self.events());
+                }
+                t.take_woken()
+            };
+            if woken {
+                self.inner.work.notify_waiters();
+            }
+            if last {
+                return Ok(FinishedMany {
+                    statuses,
+                    next: leases,
+                });
+            }
         }
-        Ok(done)
     }
 
     async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {
-        let ids = self.lock().reap(limit, self.now(), self.events());
-        if !ids.is_empty() {
+        let (ids, woken) = {
+            let mut t = self.lock();
+            let ids = t.reap(limit, self.now(), self.events());
+            (ids, t.take_woken())
+        };
+        if woken {
             self.inner.work.notify_waiters();
         }
+        // A cancel's cascade its caller left unfinished (its future was dropped) goes on.
+        self.finish_cascades();
         Ok(ids)
     }
 
@@ -108,8 +149,10 @@ impl Broker for MemoryBackend {
         Ok(self.lock().sweep(limit, cutoff, now))
     }
 
-    async fn children_of(&self, parent: JobId) -> Result<Vec<JobRecord>> {
-        self.lock().children(parent)
+    async fn children_of(&self, parent: JobId, cursor: Option<String>) -> Result<Page> {
+        let mut query = ListQuery::new().children_of(parent).limit(1000);
+        query.cursor = cursor;
+        self.lock().list(&query)
     }
 
     async fn read_schedules(&self, read: &ScheduleRead) -> Result<StoredSchedules> {
@@ -120,7 +163,7 @@ impl Broker for MemoryBackend {
         let creates = !write.jobs.is_empty();
         let written =
             self.lock()
-                .write_schedule(write, &self.inner.config, self.now(), self.events());
+                .write_schedule(write, &self.inner.config, self.now(), self.events())?;
         if creates {
             self.inner.work.notify_waiters();
         }
@@ -132,7 +175,10 @@ impl Broker for MemoryBackend {
     }
 
     async fn delete_webhook(&self, name: &str) -> Result<bool> {
-        Ok(self.lock().delete_webhook(name))
+        let existed = self.lock().delete_webhook(name);
+        // Its deliveries go with it, a bounded step at a time.
+        while self.lock().drop_deliveries(name, DROP_STEP) {}
+        Ok(existed)
     }
 
     async fn webhooks(&self) -> Result<Vec<queue_core::Webhook>> {

@@ -27,7 +27,7 @@ pub(crate) struct Inner {
     /// Cancel requests only, so a worker listening for them does not make every
     /// transition build an event.
     pub(crate) cancels: broadcast::Sender<JobId>,
-    clock: SharedClock,
+    pub(crate) clock: SharedClock,
     pub(crate) config: QueueConfig,
 }
 
@@ -154,6 +154,8 @@ pub(crate) struct EventLog {
     pub(crate) entries: std::collections::VecDeque<JobEvent>,
     /// The last id given: (ms, n).
     last: (i64, u64),
+    /// The id of the newest event that left the log: a resume from before it missed some.
+    pub(crate) dropped: Option<(u64, u64)>,
 }
 
 impl Events {
@@ -168,8 +170,10 @@ impl Events {
             (log.last.0, log.last.1 + 1)
         };
         event.id = Some(format!("{}-{}", log.last.0, log.last.1));
-        if log.entries.len() == queue_core::EVENT_LOG_LEN {
-            log.entries.pop_front();
+        if log.entries.len() == queue_core::EVENT_LOG_LEN
+            && let Some(gone) = log.entries.pop_front()
+        {
+            log.dropped = gone.id.as_deref().and_then(queue_core::parse_event_id);
         }
         log.entries.push_back(event.clone());
         let _ = self.tx.send(event);

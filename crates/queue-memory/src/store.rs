@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
-    check_group_concurrency, check_group_name, check_group_weight, check_groups_limit, flatten_all,
+    MAX_ENQUEUE_STEP, check_group_concurrency, check_group_name, check_group_weight,
+    check_groups_limit, flatten_all, from_millis,
 };
 use queue_core::{
     CancelOutcome, EventStream, Flow, GroupList, GroupStats, JobEvent, JobId, JobRecord, JobStore,
@@ -25,16 +26,17 @@ impl JobStore for MemoryBackend {
     }
 
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
-        let now = self.now();
-        let out = {
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs.into_iter().peekable();
+        // One lock per step of at most MAX_ENQUEUE_STEP jobs.
+        while jobs.peek().is_some() {
+            let now = self.now();
             let mut t = self.lock();
-            jobs.into_iter()
-                .map(|job| {
-                    t.enqueue(job, &self.inner.config, now, self.events())
-                        .map(|(r, _)| r)
-                })
-                .collect()
-        };
+            out.extend(jobs.by_ref().take(MAX_ENQUEUE_STEP).map(|job| {
+                t.enqueue(job, &self.inner.config, now, self.events())
+                    .map(|(r, _)| r)
+            }));
+        }
         self.inner.work.notify_waiters();
         Ok(out)
     }
@@ -61,10 +63,6 @@ impl JobStore for MemoryBackend {
         Ok(out)
     }
 
-    async fn children(&self, parent: JobId) -> Result<Vec<JobRecord>> {
-        self.lock().children(parent)
-    }
-
     async fn get(&self, id: JobId) -> Result<JobRecord> {
         self.lock().get(id)
     }
@@ -74,21 +72,20 @@ impl JobStore for MemoryBackend {
     }
 
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
-        let (outcome, requested, opened) = {
+        let (outcome, woken) = {
             let mut t = self.lock();
             let outcome = t.cancel(id, self.now(), self.events())?;
-            (outcome, t.take_cancel_requests(), t.take_lane_opened())
+            (outcome, t.take_woken())
         };
         if outcome == CancelOutcome::Requested {
             let _ = self.inner.cancels.send(id);
         }
-        for child in requested {
-            let _ = self.inner.cancels.send(child);
-        }
-        if opened {
+        if woken {
             // A cancelled child released its parent.
             self.inner.work.notify_waiters();
         }
+        // Its descendants, in bounded steps (`queue_core::backend::CANCEL_STEP`).
+        self.finish_cascades();
         Ok(outcome)
     }
 
@@ -193,9 +190,7 @@ impl JobStore for MemoryBackend {
 
     async fn subscribe(&self) -> Result<EventStream> {
         let rx = self.inner.events.tx.subscribe();
-        let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
-            .filter_map(|item| std::future::ready(item.ok()));
-        Ok(Box::pin(stream))
+        Ok(Box::pin(self.live(rx)))
     }
 
     async fn subscribe_from(&self, after: &str) -> Result<EventStream> {
@@ -215,11 +210,32 @@ impl JobStore for MemoryBackend {
                 .log
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let replay: Vec<JobEvent> = log.entries.iter().filter(|e| newer(e)).cloned().collect();
+            let mut replay = Vec::new();
+            if log.dropped.is_some_and(|gone| gone > after) {
+                // Events after `after` have left the log: say so where they were.
+                replay.push(JobEvent::missed(None, from_millis(self.now())));
+            }
+            replay.extend(log.entries.iter().filter(|e| newer(e)).cloned());
             (replay, self.inner.events.tx.subscribe())
         };
-        let live = tokio_stream::wrappers::BroadcastStream::new(rx)
-            .filter_map(|item| std::future::ready(item.ok()));
+        let live = self.live(rx);
         Ok(Box::pin(futures_util::stream::iter(replay).chain(live)))
+    }
+}
+
+impl MemoryBackend {
+    /// The live events of `rx`; a subscriber that fell behind is told how many it missed.
+    fn live(
+        &self,
+        rx: tokio::sync::broadcast::Receiver<JobEvent>,
+    ) -> impl futures_util::Stream<Item = JobEvent> + Send + 'static {
+        // The clock alone: the stream must not keep the backend (and its sender) alive.
+        let clock = self.inner.clock.clone();
+        tokio_stream::wrappers::BroadcastStream::new(rx).map(move |item| match item {
+            Ok(event) => event,
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                JobEvent::missed(Some(n), from_millis(clock.now_ms()))
+            }
+        })
     }
 }

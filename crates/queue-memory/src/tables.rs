@@ -6,20 +6,22 @@
 
 use queue_core::backend::worker_listing;
 use queue_core::series::{SeriesBook, latency_field};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+mod cascade;
 
 use queue_core::backend::{
     ClaimId, ClaimRequest, ClaimedDelivery, Event, FlatJob, HeartbeatReply, Lease, LeaseRef,
-    Millis, Outcome, ParentAction, ProgressReply, Reopen, ScheduleRead, ScheduleWrite,
-    ScheduleWritten, Settle, StoredSchedules, WorkerBeat, accepts_children, child_failed_message,
-    duration_ms, encode_cursor, from_millis, is_parent_of, listed_at, on_child_ended,
-    on_child_reopened, on_delete, retention_keeps_child,
+    MAX_SCHEDULES, MAX_WEBHOOKS, Millis, Outcome, ParentAction, ProgressReply, Reopen,
+    ScheduleRead, ScheduleWrite, ScheduleWritten, Settle, StoredSchedules, WorkerBeat,
+    accepts_children, child_failed_message, duration_ms, encode_cursor, from_millis, is_parent_of,
+    listed_at, on_child_ended, on_child_reopened, on_delete, retention_keeps_child,
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
     unfinished_change, weighted_turn,
 };
 use queue_core::{
     ChildCounts, ChildPolicy, Delivery, Error, EventKind, GroupList, GroupStats, JobEvent, JobId,
-    JobRecord, JobStatus, LeaseToken, LifetimeTotals, NewJob, Page, Priority, QueueConfig,
+    JobRecord, JobStatus, LeaseToken, LifetimeTotals, Limits, NewJob, Page, Priority, QueueConfig,
     QueueStats, RateLimit, Result, Webhook, WorkerInfo,
 };
 
@@ -79,7 +81,7 @@ impl std::hash::Hasher for IdHasher {
 type IdMap<V> = HashMap<JobId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// What `Tables::pop_ready` found.
-enum Pop {
+pub(crate) enum Pop {
     /// This job (with its cost) is taken.
     Job(JobId, u32),
     /// Nothing ready in the band.
@@ -237,9 +239,9 @@ pub(crate) struct Tables {
     tick: u64,
     /// The ticket of the last start of a job without a group, per band.
     ungrouped_ticket: [u64; 3],
-    /// A group's lane opened since the last `take_lane_opened` (waiting fetches may
-    /// start its jobs now).
-    lane_opened: bool,
+    /// A job became ready or delayed, or a group's lane opened, since the last
+    /// `take_woken`: waiting fetches look again (their wait may end sooner now).
+    woken: bool,
     /// Groups held back only by time (a rate window or a hold), by when they may start
     /// again: a claim from then on looks at them again.
     timed_groups: BTreeSet<(Millis, String)>,
@@ -277,12 +279,21 @@ pub(crate) struct Tables {
     /// Running children whose cancel a parent's cancel requested (see
     /// `take_cancel_requests`).
     cancel_requested: Vec<JobId>,
+    /// Cancelled jobs whose descendants are still to be cancelled, oldest first, each with
+    /// where its walk through its children stands (`cascade.rs`).
+    cascade: VecDeque<(JobId, Option<ByCreated>)>,
+    /// The jobs in `cascade`: a claim that meets one of their descendants cancels it.
+    cascading: HashSet<JobId>,
+    /// The leases each claim request took, by (worker, claim): a replay reads only its own.
+    claimed: HashMap<(String, ClaimId), Vec<JobId>>,
+    /// Every delivery of the outbox by (webhook, delivery id): a deleted webhook's go with it.
+    deliveries_by_hook: BTreeSet<(String, String)>,
     /// Schedules: name -> (stored form, next run).
     schedules: BTreeMap<String, (String, Option<Millis>)>,
     /// Webhooks by name.
     hooks: BTreeMap<String, Webhook>,
-    /// The outbox: delivery id -> (stored form, due ms; `None` when parked).
-    outbox: HashMap<String, (String, Option<Millis>)>,
+    /// The outbox: delivery id -> (stored form, due ms; `Err(parked at)` when parked).
+    outbox: HashMap<String, (String, std::result::Result<Millis, Millis>)>,
     /// Pending deliveries by (due, id).
     due_deliveries: BTreeSet<(Millis, String)>,
     /// Parked deliveries by (parked at, id).
@@ -374,10 +385,15 @@ impl Tables {
         cfg: &QueueConfig,
         now: Millis,
         events: EventSender<'_>,
-    ) -> ScheduleWritten {
+    ) -> Result<ScheduleWritten> {
         let held = self.schedules.get(&write.name).map(|(t, _)| t);
         if held != write.expected.as_ref() {
-            return ScheduleWritten::Conflict;
+            return Ok(ScheduleWritten::Conflict);
+        }
+        if held.is_none() && write.new.is_some() && self.schedules.len() >= MAX_SCHEDULES {
+            return Err(Error::invalid(format!(
+                "the queue has {MAX_SCHEDULES} schedules, the most it may have: delete one first"
+            )));
         }
         match write.new {
             Some(new) => {
@@ -387,13 +403,13 @@ impl Tables {
                 self.schedules.remove(&write.name);
             }
         }
-        ScheduleWritten::Applied(
+        Ok(ScheduleWritten::Applied(
             write
                 .jobs
                 .into_iter()
                 .map(|job| self.enqueue(job, cfg, now, events).map(|(r, _)| r.job_id))
                 .collect(),
-        )
+        ))
     }
 
     /// The outbox entries of job `id` reaching finished status `to` at `now`: one per
@@ -426,41 +442,90 @@ impl Tables {
                 parked: false,
             };
             self.due_deliveries.insert((now, delivery.id.clone()));
+            self.deliveries_by_hook
+                .insert((delivery.webhook.clone(), delivery.id.clone()));
             self.outbox
-                .insert(delivery.id.clone(), (delivery.encode(), Some(now)));
+                .insert(delivery.id.clone(), (delivery.encode(), Ok(now)));
         }
     }
 
     pub(crate) fn put_webhook(&mut self, hook: &Webhook) -> Result<()> {
         hook.check()?;
+        if self.hooks.len() >= MAX_WEBHOOKS && !self.hooks.contains_key(&hook.name) {
+            return Err(Error::invalid(format!(
+                "the queue has {MAX_WEBHOOKS} webhooks, the most it may have: delete one first"
+            )));
+        }
         self.hooks.insert(hook.name.clone(), hook.clone());
         Ok(())
     }
 
+    /// Deletes a webhook (true when there was one) and up to `limit` of its deliveries;
+    /// the caller repeats [`Tables::drop_deliveries`] while some are left.
     pub(crate) fn delete_webhook(&mut self, name: &str) -> bool {
         self.hooks.remove(name).is_some()
+    }
+
+    /// Drops up to `limit` deliveries (pending or parked) of a webhook that no longer
+    /// exists; returns whether any are left.
+    pub(crate) fn drop_deliveries(&mut self, name: &str, limit: usize) -> bool {
+        if self.hooks.contains_key(name) {
+            return false;
+        }
+        let ids: Vec<String> = self
+            .deliveries_by_hook
+            .range((name.to_owned(), String::new())..)
+            .take_while(|(hook, _)| hook == name)
+            .take(limit + 1)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let more = ids.len() > limit;
+        for id in ids.into_iter().take(limit) {
+            self.remove_delivery(&id);
+        }
+        more
+    }
+
+    /// Removes a delivery from the outbox and its indexes.
+    fn remove_delivery(&mut self, id: &str) {
+        if let Some((stored, due)) = self.outbox.remove(id) {
+            match due {
+                Ok(t) => self.due_deliveries.remove(&(t, id.to_owned())),
+                Err(at) => self.parked.remove(&(at, id.to_owned())),
+            };
+            if let Ok(d) = Delivery::decode(&stored) {
+                self.deliveries_by_hook.remove(&(d.webhook, id.to_owned()));
+            } else {
+                self.deliveries_by_hook.retain(|(_, i)| i != id);
+            }
+        }
     }
 
     pub(crate) fn webhooks(&self) -> Vec<Webhook> {
         self.hooks.values().cloned().collect()
     }
 
+    /// Stores a delivery due at `due`, or parked (`None`, as of now).
     fn set_due(&mut self, id: &str, stored: String, due: Option<Millis>) {
         match self.outbox.get(id).map(|(_, due)| *due) {
-            Some(Some(t)) => {
+            Some(Ok(t)) => {
                 self.due_deliveries.remove(&(t, id.to_owned()));
             }
-            Some(None) => self.parked.retain(|(_, p)| p != id),
+            Some(Err(at)) => {
+                self.parked.remove(&(at, id.to_owned()));
+            }
             None => {}
         }
-        match due {
+        let due = match due {
             Some(t) => {
                 self.due_deliveries.insert((t, id.to_owned()));
+                Ok(t)
             }
             None => {
                 self.parked.insert((self.now, id.to_owned()));
+                Err(self.now)
             }
-        }
+        };
         self.outbox.insert(id.to_owned(), (stored, due));
     }
 
@@ -507,16 +572,7 @@ impl Tables {
             return false;
         }
         match settle {
-            Settle::Remove => {
-                if let Some((_, due)) = self.outbox.remove(id) {
-                    match due {
-                        Some(t) => {
-                            self.due_deliveries.remove(&(t, id.to_owned()));
-                        }
-                        None => self.parked.retain(|(_, p)| p != id),
-                    }
-                }
-            }
+            Settle::Remove => self.remove_delivery(id),
             Settle::Retry(stored, wait) => self.set_due(id, stored, Some(now + duration_ms(wait))),
             Settle::Park(stored) => self.set_due(id, stored, None),
         }
@@ -537,7 +593,7 @@ impl Tables {
     pub(crate) fn resend_delivery(&mut self, id: &str, now: Millis) -> bool {
         self.now = now;
         match self.outbox.get(id) {
-            Some((stored, None)) => {
+            Some((stored, Err(_))) => {
                 let mut d = match Delivery::decode(stored) {
                     Ok(d) => d,
                     Err(_) => return false,
@@ -557,6 +613,7 @@ impl Tables {
     }
 
     fn push_ready(&mut self, id: JobId, ready_position: (u8, u64)) {
+        self.woken = true;
         self.ready_by_band[usize::from(ready_position.0)] += 1;
         match self.jobs.get(&id).and_then(|e| e.record.group.clone()) {
             None => {
@@ -680,6 +737,10 @@ impl Tables {
         let Some(state) = self.groups.get_mut(group) else {
             return;
         };
+        if state.held_until != 0 && state.held_until <= self.now {
+            // A hold that has passed is forgotten.
+            state.held_until = 0;
+        }
         let admits = state.admits(self.now);
         if !admits
             && !state.ready.is_empty()
@@ -692,7 +753,7 @@ impl Tables {
             let wanted = admits && state.has_ready(band);
             match (state.lane[b], wanted) {
                 (None, true) => {
-                    self.lane_opened = true;
+                    self.woken = true;
                     state.lane[b] = Some(self.tick);
                     self.lanes[b].insert((self.tick, group.to_owned()));
                 }
@@ -708,9 +769,9 @@ impl Tables {
         }
     }
 
-    /// True when a group's lane opened since the last call (a freed slot, for example).
-    pub(crate) fn take_lane_opened(&mut self) -> bool {
-        std::mem::take(&mut self.lane_opened)
+    /// True when a job became ready or delayed, or a lane opened, since the last call.
+    pub(crate) fn take_woken(&mut self) -> bool {
+        std::mem::take(&mut self.woken)
     }
 
     /// Sets the time of the operation under way.
@@ -738,17 +799,22 @@ impl Tables {
         let state = self.groups.entry(group.to_owned()).or_default();
         if limit.is_none() {
             state.starts.clear();
+            state.held_until = 0;
         }
         state.rate = limit;
         self.refresh_group(group);
     }
 
-    /// Pauses or resumes a group.
+    /// Pauses or resumes a group; resuming also lifts a handler's hold on it.
     pub(crate) fn set_group_paused(&mut self, group: &str, paused: bool) {
         if !paused && !self.groups.contains_key(group) {
             return;
         }
-        self.groups.entry(group.to_owned()).or_default().paused = paused;
+        let state = self.groups.entry(group.to_owned()).or_default();
+        state.paused = paused;
+        if !paused {
+            state.held_until = 0;
+        }
         self.refresh_group(group);
     }
 
@@ -883,6 +949,7 @@ impl Tables {
             Placement::Delayed => {
                 let due = input.due.expect("a delayed event carries its due time");
                 self.delayed.insert((due, id));
+                self.woken = true;
             }
             Placement::Finished => {
                 self.finished.insert((input.now, id));
@@ -1118,6 +1185,7 @@ impl Tables {
             false
         } else if let Some(due) = due {
             self.delayed.insert((due, id));
+            self.woken = true;
             false
         } else {
             ready_position.1 = self.next_seq();
@@ -1163,18 +1231,40 @@ impl Tables {
         out
     }
 
-    /// A parent's children, oldest first.
-    pub(crate) fn children(&self, parent: JobId) -> Result<Vec<JobRecord>> {
+    /// A page of a parent's children, oldest first, after `position`.
+    fn children_page(
+        &self,
+        parent: JobId,
+        position: Option<ByCreated>,
+        limit: usize,
+    ) -> Result<Page> {
         if !self.jobs.contains_key(&parent) {
             return Err(Error::NotFound { id: parent });
         }
-        Ok(self
-            .kids
-            .get(&parent)
-            .into_iter()
-            .flatten()
-            .filter_map(|(_, id)| self.jobs.get(id).map(|e| shown(&e.record)))
-            .collect())
+        let empty = BTreeSet::new();
+        let kids = self.kids.get(&parent).unwrap_or(&empty);
+        let iter: Box<dyn Iterator<Item = &ByCreated>> = match position {
+            Some(pos) => {
+                Box::new(kids.range((std::ops::Bound::Excluded(pos), std::ops::Bound::Unbounded)))
+            }
+            None => Box::new(kids.iter()),
+        };
+        let mut jobs = Vec::with_capacity(limit.min(kids.len()));
+        let mut next_cursor = None;
+        let mut last = None;
+        for &(at, id) in iter {
+            let Some(entry) = self.jobs.get(&id) else {
+                continue;
+            };
+            if jobs.len() == limit {
+                let (at, id) = last.expect("limit is at least 1");
+                next_cursor = Some(encode_cursor(at, id));
+                break;
+            }
+            jobs.push(shown(&entry.record));
+            last = Some((at, id));
+        }
+        Ok(Page { jobs, next_cursor })
     }
 
     /// The entry of `parent`, when it is still `child`'s parent (`is_parent_of`: a job
@@ -1220,6 +1310,7 @@ impl Tables {
                 match due {
                     Some(due) => {
                         self.delayed.insert((due, parent));
+                        self.woken = true;
                     }
                     None => {
                         let seq = self.next_seq();
@@ -1227,7 +1318,7 @@ impl Tables {
                         entry.ready_position = (entry.record.priority.band(), seq);
                         let position = entry.ready_position;
                         self.push_ready(parent, position);
-                        self.lane_opened = true;
+                        self.woken = true;
                     }
                 }
             }
@@ -1282,18 +1373,24 @@ impl Tables {
             .ok_or(Error::NotFound { id })
     }
 
-    fn lease_of(entry: &Entry) -> Lease {
+    /// The lease `entry` holds, answered to a claim sent at `sent` and applied at `now`.
+    fn lease_of(entry: &Entry, sent: tokio::time::Instant, now: Millis) -> Lease {
         let held = entry.lease.as_ref().expect("leased");
+        // When the lease was last set: its expiry less its length.
+        let started = held.expires_ms - held.lease_ms;
         Lease {
             job: entry.record.clone(),
             token: held.token.clone(),
             expires_at: from_millis(held.expires_ms),
+            claimed_at: Lease::claimed_at_from(sent, now, started),
         }
     }
 
-    /// Promotes due delayed jobs, then leases up to `req.max` ready jobs. A request seen
+    /// Promotes due delayed jobs, then leases up to `req.size()` ready jobs. A request seen
     /// before (same or older id of the same worker) answers the leases it took that are
-    /// still held instead (oldest first, at most `req.max`).
+    /// still held instead (oldest first, at most `req.size()`), read from its own entry of
+    /// `claimed`; one that took nothing claims as new. A job a cancel's cascade is about to
+    /// reach is cancelled instead of started.
     pub(crate) fn claim(
         &mut self,
         req: &ClaimRequest,
@@ -1301,24 +1398,29 @@ impl Tables {
         events: EventSender<'_>,
     ) -> Vec<Lease> {
         let worker = req.worker.as_str();
+        let size = req.size();
+        let sent = tokio::time::Instant::now();
         match self.last_claim.get(worker) {
             Some(last) if req.id <= *last => {
+                let key = (worker.to_owned(), req.id);
                 let mut replay: Vec<Lease> = self
-                    .active
-                    .iter()
-                    .filter_map(|(_, id)| self.jobs.get(id))
+                    .claimed
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| self.jobs.get(id))
                     .filter(|e| {
                         e.lease
                             .as_ref()
                             .is_some_and(|h| h.claim == req.id && h.expires_ms > now)
                             && e.record.worker_id.as_deref() == Some(worker)
                     })
-                    .map(|e| Self::lease_of(e))
+                    .map(|e| Self::lease_of(e, sent, now))
                     .collect();
                 if !replay.is_empty() {
                     // Oldest first, at most what the request asked for.
                     replay.sort_by_key(|l| (l.job.started_at, l.job.job_id));
-                    replay.truncate(req.max);
+                    replay.truncate(size);
                     return replay;
                 }
             }
@@ -1344,7 +1446,7 @@ impl Tables {
         if self.paused || now < self.held_until {
             return Vec::new();
         }
-        let mut max = req.max;
+        let mut max = size;
         self.rate_blocked = false;
         let mut used = 0;
         if let Some(limit) = self.rate {
@@ -1383,6 +1485,10 @@ impl Tables {
                     break;
                 }
             };
+            if self.doomed(id) {
+                self.cancel_popped(id, now, events);
+                continue;
+            }
             if self.transition(id, Event::Start, &input, events).is_err() {
                 continue;
             }
@@ -1395,9 +1501,25 @@ impl Tables {
                 claim: req.id,
             });
             self.active.insert((expires_ms, id));
-            out.push(Self::lease_of(&self.jobs[&id]));
+            self.claimed
+                .entry((worker.to_owned(), req.id))
+                .or_default()
+                .push(id);
+            out.push(Self::lease_of(&self.jobs[&id], sent, now));
         }
         out
+    }
+
+    /// Forgets the lease `held` of job `id` in its claim's entry of `claimed`.
+    fn forget_claimed(&mut self, id: JobId, held: &ActiveLease) {
+        let worker = self.jobs[&id].record.worker_id.clone().unwrap_or_default();
+        let key = (worker, held.claim);
+        if let Some(ids) = self.claimed.get_mut(&key) {
+            ids.retain(|j| *j != id);
+            if ids.is_empty() {
+                self.claimed.remove(&key);
+            }
+        }
     }
 
     /// When a fetch that took nothing at `now` should look again: the earliest due time of
@@ -1417,10 +1539,12 @@ impl Tables {
             .min()
     }
 
-    /// Sets or removes the rate limit (the start log goes with a removed one).
+    /// Sets or removes the rate limit (the start log and a handler's hold go with a removed
+    /// one).
     pub(crate) fn set_rate_limit(&mut self, limit: Option<RateLimit>) {
         if limit.is_none() {
             self.starts.clear();
+            self.held_until = 0;
         }
         self.rate = limit;
     }
@@ -1505,9 +1629,9 @@ impl Tables {
         self.extend(lease.job_id, now, None);
         let r = &mut self.jobs.get_mut(&lease.job_id).expect("held").record;
         r.progress = r.progress.max(progress);
-        if let Some(s) = step_name {
+        if let Some(s) = Limits::bound_step(step_name.map(str::to_owned)) {
             // An empty step name clears the step.
-            r.current_step = (!s.is_empty()).then(|| s.to_owned());
+            r.current_step = (!s.is_empty()).then_some(s);
         }
         let status = ProgressReply {
             cancel_requested: r.cancel_requested,
@@ -1531,7 +1655,7 @@ impl Tables {
         events: EventSender<'_>,
     ) -> Result<JobStatus> {
         self.now = now;
-        let outcome = cfg.limits.check_result(outcome);
+        let outcome = cfg.limits.bound_outcome(outcome);
         let id = lease.job_id;
         if !self.holds(lease, now) {
             return match self.jobs.get(&id).and_then(|e| e.ended.as_ref()) {
@@ -1542,6 +1666,7 @@ impl Tables {
         let entry = self.jobs.get_mut(&id).expect("held");
         let held = entry.lease.take().expect("held");
         let group = entry.record.group.clone();
+        self.forget_claimed(id, &held);
         self.active.remove(&(held.expires_ms, id));
         self.release_group_slot(group.as_deref());
         let entry = self.jobs.get_mut(&id).expect("held");
@@ -1602,9 +1727,16 @@ impl Tables {
                 break;
             }
             self.active.pop_first();
-            let entry = self.jobs.get_mut(&id).expect("active jobs exist");
-            entry.lease = None;
-            let group = entry.record.group.clone();
+            let held = self
+                .jobs
+                .get_mut(&id)
+                .expect("active jobs exist")
+                .lease
+                .take();
+            if let Some(held) = held {
+                self.forget_claimed(id, &held);
+            }
+            let group = self.jobs[&id].record.group.clone();
             self.release_group_slot(group.as_deref());
             let entry = &self.jobs[&id];
             let facts = AttemptFacts::of(&entry.record);
@@ -1645,7 +1777,7 @@ impl Tables {
                     ..EffectInput::default()
                 };
                 self.transition(id, Event::Cancel, &input, events)?;
-                self.cancel_children(id, now, events);
+                self.start_cascade(id);
                 Ok(queue_core::CancelOutcome::Cancelled)
             }
             CancelAction::Request => {
@@ -1659,28 +1791,6 @@ impl Tables {
                 from: r.status,
                 event: Event::Cancel,
             }),
-        }
-    }
-
-    /// Cancels every unfinished child of `parent` (and theirs): queued ones end
-    /// `cancelled`, running ones are asked to stop (noted for `take_cancel_requests`).
-    fn cancel_children(&mut self, parent: JobId, now: Millis, events: EventSender<'_>) {
-        let kids: Vec<JobId> = self
-            .kids
-            .get(&parent)
-            .into_iter()
-            .flatten()
-            .map(|(_, id)| *id)
-            .collect();
-        for kid in kids {
-            if self
-                .jobs
-                .get(&kid)
-                .is_some_and(|e| e.record.status.is_active())
-                && let Ok(queue_core::CancelOutcome::Requested) = self.cancel(kid, now, events)
-            {
-                self.cancel_requested.push(kid);
-            }
         }
     }
 
@@ -1749,6 +1859,9 @@ impl Tables {
 
     pub(crate) fn list(&self, query: &queue_core::ListQuery) -> Result<Page> {
         let position = query.position()?;
+        if let Some(parent) = query.parent {
+            return self.children_page(parent, position, query.limit);
+        }
         let empty = BTreeSet::new();
         let index = match (&query.unique_key, query.status) {
             _ if query.waiting_on_children => &self.waiting,
@@ -1786,9 +1899,12 @@ impl Tables {
         Ok(Page { jobs, next_cursor })
     }
 
-    /// Pauses (`true`) or resumes the queue.
+    /// Pauses (`true`) or resumes the queue; resuming also lifts a handler's hold.
     pub(crate) fn set_paused(&mut self, paused: bool) {
         self.paused = paused;
+        if !paused {
+            self.held_until = 0;
+        }
     }
 
     pub(crate) fn stats(&self, now: Millis) -> QueueStats {
@@ -1920,7 +2036,18 @@ impl Tables {
 
     /// Deletes up to `limit` finished records whose completion is at or before `cutoff`; a
     /// child whose parent is unfinished is kept, its retention started again at `now`.
+    /// Parked webhook deliveries parked at or before `cutoff` go too (up to `limit`).
     pub(crate) fn sweep(&mut self, limit: usize, cutoff: Millis, now: Millis) -> usize {
+        let old: Vec<String> = self
+            .parked
+            .iter()
+            .take_while(|(at, _)| *at <= cutoff)
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in old {
+            self.remove_delivery(&id);
+        }
         let mut removed = 0;
         let mut kept = Vec::new();
         while removed < limit {

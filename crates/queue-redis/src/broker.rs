@@ -6,13 +6,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
-    Broker, CancelStream, ClaimId, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease,
-    LeaseRef, Millis, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten, StoredSchedules,
-    WorkerBeat, from_millis,
+    Broker, CancelStream, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease, LeaseRef,
+    MAX_ENDINGS, Millis, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten,
+    StoredSchedules, WorkerBeat, duration_ms, from_millis,
 };
-use queue_core::{Error, JobId, JobStatus, LeaseToken, Result, WorkerId};
+use queue_core::{Error, JobId, JobStatus, LeaseToken, ListQuery, Page, Result, WorkerId};
 use redis::Value;
 use tokio::sync::oneshot;
+
+/// Deliveries of a deleted webhook dropped per call.
+const DROP_STEP: usize = 1_000;
 
 use crate::{
     RedisBackend, codec,
@@ -20,11 +23,82 @@ use crate::{
     wire::{self, Claimed, LeaseEntry, array, int, text},
 };
 
+/// When and how a claim was sent, for the leases it answers ([`Lease::claimed_at_from`]).
+#[derive(Clone, Copy)]
+struct Sent {
+    /// When the call that answered was sent (this process's clock).
+    at: tokio::time::Instant,
+    /// The server's now when it answered.
+    now: Millis,
+    /// The lease length asked for.
+    lease_ms: Millis,
+}
+
 impl RedisBackend {
+    /// One step of `finish_many`: `endings` in one script call, then the claim `next` when
+    /// one of them (or of an earlier step: `accepted_before`) was accepted.
+    async fn finish_step(
+        &self,
+        endings: &[Ending],
+        next: Option<&ClaimRequest>,
+        accepted_before: bool,
+    ) -> Result<(Vec<Result<JobStatus>>, Vec<Lease>)> {
+        if endings.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let keys: Vec<String> = endings
+            .iter()
+            .map(|e| self.inner.keys.job(e.lease.job_id))
+            .collect();
+        let args = wire::finish_args(endings, &self.inner.config.limits, next, accepted_before);
+        let at = tokio::time::Instant::now();
+        let (statuses, claimed, now) =
+            wire::finished(self.run(&self.inner.scripts.finish, &keys, args).await?);
+        if statuses.len() != endings.len() {
+            return Err(Error::backend(
+                "redis",
+                format!(
+                    "finish answered {} statuses for {} endings",
+                    statuses.len(),
+                    endings.len()
+                ),
+            ));
+        }
+        let statuses = endings
+            .iter()
+            .zip(statuses)
+            .map(|(e, status)| match status.as_str() {
+                "lost" => Err(Error::LeaseLost { id: e.lease.job_id }),
+                s if s.starts_with('!') => Err(Error::backend(
+                    "redis",
+                    format!("finish of job {}: {}", e.lease.job_id, &s[1..]),
+                )),
+                s => s.parse::<JobStatus>(),
+            })
+            .collect();
+        let leases = match next {
+            Some(req) => {
+                let sent = Sent {
+                    at,
+                    now: now.unwrap_or_else(|| self.now_ms()),
+                    lease_ms: duration_ms(req.lease),
+                };
+                self.leases(claimed, &req.worker, sent).await?
+            }
+            None => Vec::new(),
+        };
+        Ok((statuses, leases))
+    }
+
     /// Leases from a claim reply, with the records the claim read (the lease is the one
     /// the claim just wrote; a cancel arriving meanwhile comes by push or heartbeat); a job
     /// whose record cannot be read is failed at once, saying why.
-    async fn leases(&self, claimed: Vec<Claimed>, worker: &WorkerId) -> Result<Vec<Lease>> {
+    async fn leases(
+        &self,
+        claimed: Vec<Claimed>,
+        worker: &WorkerId,
+        sent: Sent,
+    ) -> Result<Vec<Lease>> {
         let mut out = Vec::with_capacity(claimed.len());
         for c in claimed {
             let problem = match &c.record {
@@ -40,10 +114,13 @@ impl RedisBackend {
                     };
                     match codec::decode_leased(c.id.parse().ok(), fields, Some(&lease)) {
                         Ok(job) => {
+                            // The lease was last set at its expiry less its length.
+                            let set = c.expires - sent.lease_ms;
                             out.push(Lease {
                                 job,
                                 token: c.token,
                                 expires_at: from_millis(c.expires),
+                                claimed_at: Lease::claimed_at_from(sent.at, sent.now, set),
                             });
                             continue;
                         }
@@ -67,8 +144,10 @@ impl RedisBackend {
 
     async fn claim_now(&self, req: &ClaimRequest) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
         let args = wire::claim_args(req).to_vec();
-        let reply = self
-            .run_again_if_unanswered(&self.inner.scripts.claim, &[], args)
+        // Sent again under the same id while no send is answered: a send that was applied
+        // is answered by the next one (a replay), so a lost reply never strands leases.
+        let (reply, at) = self
+            .run_until_answered(&self.inner.scripts.claim, &[], args, req.lease)
             .await?;
         let mut it = array(reply).into_iter();
         let now = it
@@ -78,7 +157,12 @@ impl RedisBackend {
             .unwrap_or_else(|| self.now_ms());
         let next_due = it.next().as_ref().and_then(int);
         let claimed = wire::claimed(it.next().unwrap_or(Value::Nil));
-        let leases = self.leases(claimed, &req.worker).await?;
+        let sent = Sent {
+            at,
+            now,
+            lease_ms: duration_ms(req.lease),
+        };
+        let leases = self.leases(claimed, &req.worker, sent).await?;
         Ok((leases, next_due, now))
     }
 
@@ -147,9 +231,8 @@ impl RedisBackend {
 impl Broker for RedisBackend {
     async fn fetch(&self, req: &ClaimRequest, wait: Duration) -> Result<Vec<Lease>> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut req = req.clone();
         loop {
-            let (leases, next_due, now) = self.claim_detached(&req).await?;
+            let (leases, next_due, now) = self.claim_detached(req).await?;
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !leases.is_empty() || remaining.is_zero() {
                 return Ok(leases);
@@ -159,8 +242,8 @@ impl Broker for RedisBackend {
                 block = block.min(Duration::from_millis((due - now).max(1) as u64));
             }
             self.wait_for_work(block).await?;
-            // The earlier claim took nothing: the next one is a new request.
-            req.id = ClaimId::next();
+            // The earlier sends took nothing, so the same id claims as new: a worker that
+            // sends this request again after an error is answered what any send took.
         }
     }
 
@@ -221,56 +304,43 @@ impl Broker for RedisBackend {
         endings: Vec<Ending>,
         next: Option<ClaimRequest>,
     ) -> Result<FinishedMany> {
-        if endings.is_empty() {
-            return Ok(FinishedMany {
-                statuses: Vec::new(),
-                next: Vec::new(),
-            });
-        }
-        let keys: Vec<String> = endings
-            .iter()
-            .map(|e| self.inner.keys.job(e.lease.job_id))
-            .collect();
-        let args = wire::finish_args(&endings, &self.inner.config.limits, next.as_ref());
-        let (statuses, claimed) =
-            wire::finished(self.run(&self.inner.scripts.finish, &keys, args).await?);
-        if statuses.len() != endings.len() {
-            return Err(Error::backend(
-                "redis",
-                format!(
-                    "finish answered {} statuses for {} endings",
-                    statuses.len(),
-                    endings.len()
-                ),
-            ));
-        }
-        let statuses = endings
-            .iter()
-            .zip(statuses)
-            .map(|(e, status)| match status.as_str() {
-                "lost" => Err(Error::LeaseLost { id: e.lease.job_id }),
-                s if s.starts_with('!') => Err(Error::backend(
-                    "redis",
-                    format!("finish of job {}: {}", e.lease.job_id, &s[1..]),
-                )),
-                s => s.parse::<JobStatus>(),
-            })
-            .collect();
-        let next = match next {
-            Some(req) => self.leases(claimed, &req.worker).await?,
-            None => Vec::new(),
+        // Steps of at most MAX_ENDINGS endings, each one script call; the claim goes with
+        // the last (only when some ending was accepted: the script of the last step cannot
+        // see the earlier ones, so an accepted earlier step is passed on by asking anyway).
+        let mut out = FinishedMany {
+            statuses: Vec::with_capacity(endings.len()),
+            next: Vec::new(),
         };
-        Ok(FinishedMany { statuses, next })
+        let steps: Vec<&[Ending]> = endings.chunks(MAX_ENDINGS).collect();
+        let count = steps.len();
+        for (i, step) in steps.into_iter().enumerate() {
+            let last = i + 1 == count;
+            let accepted_before = out.statuses.iter().any(Result::is_ok);
+            let claim = next.as_ref().filter(|_| last);
+            let (statuses, leases) = self.finish_step(step, claim, accepted_before).await?;
+            out.statuses.extend(statuses);
+            out.next = leases;
+        }
+        Ok(out)
     }
 
     async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {
-        let expired: Vec<String> = array(
+        let mut reply = array(
             self.run(&self.inner.scripts.expired, &[], vec![limit.to_string()])
                 .await?,
         )
-        .iter()
-        .filter_map(text)
-        .collect();
+        .into_iter();
+        let expired: Vec<String> = reply
+            .next()
+            .map(array)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(text)
+            .collect();
+        // A cancel's cascade its caller left unfinished goes on here.
+        if reply.next().as_ref().and_then(int) == Some(1) {
+            self.finish_cascades().await?;
+        }
         if expired.is_empty() {
             return Ok(Vec::new());
         }
@@ -298,6 +368,13 @@ impl Broker for RedisBackend {
     }
 
     async fn sweep(&self, limit: usize) -> Result<usize> {
+        // Parked webhook deliveries expire with the queue's retention too.
+        self.run(
+            &self.inner.scripts.delivery,
+            &[],
+            vec!["prune".into(), self.retention_ms(), limit.to_string()],
+        )
+        .await?;
         let due: Vec<String> = array(
             self.run(
                 &self.inner.scripts.due,
@@ -347,8 +424,10 @@ impl Broker for RedisBackend {
         Ok(int(&reply).unwrap_or(0).max(0) as usize)
     }
 
-    async fn children_of(&self, parent: JobId) -> Result<Vec<queue_core::JobRecord>> {
-        self.children_records(parent).await
+    async fn children_of(&self, parent: JobId, cursor: Option<String>) -> Result<Page> {
+        let mut query = ListQuery::new().children_of(parent).limit(1000);
+        query.cursor = cursor;
+        queue_core::JobStore::list(self, &query).await
     }
 
     async fn read_schedules(&self, read: &ScheduleRead) -> Result<StoredSchedules> {
@@ -428,8 +507,15 @@ impl Broker for RedisBackend {
             .as_ref()
             .and_then(int)
             .unwrap_or_else(|| self.now_ms());
-        if parts.next().as_ref().and_then(text).as_deref() != Some("ok") {
-            return Ok(ScheduleWritten::Conflict);
+        match parts.next().as_ref().and_then(text).as_deref() {
+            Some("ok") => {}
+            Some("full") => {
+                return Err(Error::invalid(format!(
+                    "the queue has {} schedules, the most it may have: delete one first",
+                    queue_core::backend::MAX_SCHEDULES
+                )));
+            }
+            _ => return Ok(ScheduleWritten::Conflict),
         }
         let answers = parts.next().map(array).unwrap_or_default();
         for ((slot, job, id), answer) in sent.iter().zip(answers) {
@@ -458,12 +544,19 @@ impl Broker for RedisBackend {
         hook.check()?;
         let stored = serde_json::to_string(hook)
             .map_err(|e| Error::codec("webhook could not be encoded", e))?;
-        self.run(
-            &self.inner.scripts.webhook,
-            &[],
-            vec![hook.name.clone(), stored, hook.filter()],
-        )
-        .await?;
+        let reply = self
+            .run(
+                &self.inner.scripts.webhook,
+                &[],
+                vec![hook.name.clone(), stored, hook.filter()],
+            )
+            .await?;
+        if int(&reply) == Some(-1) {
+            return Err(Error::invalid(format!(
+                "the queue has {} webhooks, the most it may have: delete one first",
+                queue_core::backend::MAX_WEBHOOKS
+            )));
+        }
         Ok(())
     }
 
@@ -476,6 +569,19 @@ impl Broker for RedisBackend {
                 vec![name.to_owned(), String::new(), String::new()],
             )
             .await?;
+        // Its deliveries (pending and parked) go with it, a bounded step at a time.
+        loop {
+            let more = self
+                .run(
+                    &self.inner.scripts.delivery,
+                    &[],
+                    vec!["drop".into(), name.to_owned(), DROP_STEP.to_string()],
+                )
+                .await?;
+            if int(&more) != Some(1) {
+                break;
+            }
+        }
         Ok(int(&reply) == Some(1))
     }
 

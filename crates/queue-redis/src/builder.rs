@@ -32,6 +32,8 @@ pub(crate) struct Inner {
     pub(crate) keys: Keys,
     pub(crate) scripts: Scripts,
     pub(crate) config: QueueConfig,
+    /// How long one call may wait for its answer (`RedisConfig::response_timeout`).
+    pub(crate) response_timeout: Duration,
     clock: Option<SharedClock>,
     pub(crate) errors: Errors,
     pub(crate) subscriptions: Arc<Subscriptions>,
@@ -124,6 +126,7 @@ impl RedisBackendBuilder {
                 keys,
                 scripts,
                 config: self.config,
+                response_timeout: self.redis.response_timeout,
                 clock: self.clock,
                 errors,
                 coalesced: Default::default(),
@@ -234,21 +237,31 @@ impl RedisBackend {
         self.inner.conn.clone()
     }
 
-    /// Runs `script` like [`RedisBackend::run`], sending it again (up to three tries, 50 ms
-    /// then 200 ms apart) when a try failed without an answer. Only for scripts that answer
-    /// the same when sent again: enqueue (ids chosen by the client), claim (a request id).
+    /// Runs `script` like [`RedisBackend::run`], sending it again (50 ms, then 200 ms
+    /// later) when a try failed without an answer, all within one response timeout: a
+    /// caller hears back in bounded time, a retryable `Unavailable` naming the server when
+    /// Redis is down. Only for scripts that answer the same when sent again: enqueue (ids
+    /// chosen by the client), a new flow.
     pub(crate) async fn run_again_if_unanswered(
         &self,
         script: &Script,
         dynamic: &[String],
         extra: Vec<String>,
     ) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + self.inner.response_timeout;
         let mut delay = Duration::from_millis(50);
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.run(script, dynamic, extra.clone()).await {
-                Err(e) if e.is_retryable() && tries < 3 => {
+            match self
+                .run_until(script, dynamic, extra.clone(), deadline)
+                .await
+            {
+                Err(e)
+                    if e.is_retryable()
+                        && tries < 3
+                        && tokio::time::Instant::now() + delay < deadline =>
+                {
                     tokio::time::sleep(delay).await;
                     delay *= 4;
                 }
@@ -257,23 +270,81 @@ impl RedisBackend {
         }
     }
 
-    /// Runs `script` with its static keys, `dynamic` keys and `extra` arguments.
+    /// Runs a claim (the same id every time) until one send is answered, backing off from
+    /// 50 ms to 1 s, for up to `lease` (past it, whatever an unanswered send leased has
+    /// expired, and the caller sends the request again itself). Returns the answer and
+    /// when the send that got it was sent.
+    pub(crate) async fn run_until_answered(
+        &self,
+        script: &Script,
+        dynamic: &[String],
+        extra: Vec<String>,
+        lease: Duration,
+    ) -> Result<(Value, tokio::time::Instant)> {
+        let give_up = tokio::time::Instant::now() + lease.max(self.inner.response_timeout);
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let sent = tokio::time::Instant::now();
+            let deadline = (sent + self.inner.response_timeout).min(give_up);
+            match self
+                .run_until(script, dynamic, extra.clone(), deadline)
+                .await
+            {
+                Ok(reply) => return Ok((reply, sent)),
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() + delay < give_up => {
+                    tracing::debug!(error = %e.chain(), retry_in = ?delay, "claim unanswered; sending it again under the same id");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs `script` with its static keys, `dynamic` keys and `extra` arguments; a call
+    /// that gets no answer within the response timeout is `Unavailable` (retryable),
+    /// naming the server.
     pub(crate) async fn run(
         &self,
         script: &Script,
         dynamic: &[String],
         extra: Vec<String>,
     ) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + self.inner.response_timeout;
+        self.run_until(script, dynamic, extra, deadline).await
+    }
+
+    /// [`RedisBackend::run`] answered by `deadline` at the latest.
+    async fn run_until(
+        &self,
+        script: &Script,
+        dynamic: &[String],
+        extra: Vec<String>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Value> {
         let mut args = Vec::with_capacity(extra.len() + 2);
         args.push(self.inner.keys.prefix().to_owned());
         args.push(self.now_arg());
         args.extend(extra);
         let mut conn = self.conn();
-        self.inner
-            .scripts
-            .run(script, &mut conn, dynamic, &args)
-            .await
-            .map_err(|e| self.err(e))
+        let call = self.inner.scripts.run(script, &mut conn, dynamic, &args);
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(result) => result.map_err(|e| self.err(e)),
+            Err(_) => Err(self.no_answer()),
+        }
+    }
+
+    /// The error of a call Redis did not answer in time (retryable, naming the server).
+    pub(crate) fn no_answer(&self) -> Error {
+        Error::Unavailable {
+            backend: "redis",
+            source: format!(
+                "{}: no answer within {:?}",
+                self.inner.errors.endpoints(),
+                self.inner.response_timeout
+            )
+            .into(),
+        }
     }
 }
 

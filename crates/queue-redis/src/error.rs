@@ -82,6 +82,11 @@ impl Errors {
         }
     }
 
+    /// The endpoints this deployment talks to (no credentials).
+    pub(crate) fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
     pub(crate) fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for secret in &self.secrets {

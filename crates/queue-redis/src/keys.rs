@@ -24,6 +24,16 @@ pub(crate) enum Static {
     Leases,
     /// `claims`: worker -> the last claim request id it sent.
     Claims,
+    /// `claimed`: the leases of each claim request, one member per running job,
+    /// `<len(worker)>:<worker>|<claim id>|<job id>` (all scores 0, read by lex range): a
+    /// replayed claim reads only its own leases, and a worker's jobs are one range.
+    Claimed,
+    /// `cascade`: cancelled jobs whose descendants a cancel's cascade has still to visit,
+    /// by when they joined (`queue_core::backend::CANCEL_STEP` children per step).
+    Cascade,
+    /// `cascade_at`: per job in `cascade`, where its walk through its children stands
+    /// (`<created ms>|<id>` of the last child visited).
+    CascadeAt,
     /// `st:<status>`: jobs of a status: `st:queued` by creation time, holding every job not
     /// finished (running ones too, told apart by their lease); one per finished status by
     /// when the job finished (`queue_core::backend::listed_at`, also the retention clock).
@@ -88,9 +98,15 @@ pub(crate) enum Static {
     DeliveriesDue,
     /// `parked`: parked deliveries by when they were parked.
     Parked,
+    /// `dlvw`: every delivery of the outbox as `<webhook>|<delivery id>` (all scores 0, read
+    /// by lex range): a deleted webhook's deliveries go with it.
+    HookDeliveries,
     /// `log`: the event log (a stream of the last `EVENT_LOG_LEN` events, written while
     /// someone follows the queue), for subscribers that resume after a disconnect.
     Log,
+    /// `log_gone`: the id of the newest event trimmed from `log` (a subscriber resuming from
+    /// before it has missed events and is told so).
+    LogGone,
 }
 
 impl Static {
@@ -102,6 +118,9 @@ impl Static {
             Self::Active => "active".into(),
             Self::Leases => "leases".into(),
             Self::Claims => "claims".into(),
+            Self::Claimed => "claimed".into(),
+            Self::Cascade => "cascade".into(),
+            Self::CascadeAt => "cascade_at".into(),
             Self::Status(s) => format!("st_{s}"),
             Self::Jobs => "jobs".into(),
             Self::Finished => "finished".into(),
@@ -123,11 +142,13 @@ impl Static {
             Self::Schedules => "schedules".into(),
             Self::ScheduleDue => "sdue".into(),
             Self::Log => "log".into(),
+            Self::LogGone => "log_gone".into(),
             Self::Webhooks => "webhooks".into(),
             Self::Hooks => "hooks".into(),
             Self::Deliveries => "dlv".into(),
             Self::DeliveriesDue => "dq".into(),
             Self::Parked => "parked".into(),
+            Self::HookDeliveries => "dlvw".into(),
         }
     }
 

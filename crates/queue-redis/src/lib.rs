@@ -7,6 +7,7 @@ mod codec;
 mod config;
 mod conn;
 mod error;
+mod flows;
 mod keys;
 mod pubsub;
 mod scripts;

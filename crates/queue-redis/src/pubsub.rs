@@ -19,6 +19,11 @@ use crate::{
 /// How many messages one channel buffers for its slowest subscriber.
 const BUFFER: usize = 4096;
 
+/// What a stream passes on where messages were missed (a subscriber that fell behind, or a
+/// reconnect after the log was trimmed past what it had seen), followed by how many when
+/// known: no real message starts with a NUL (events are JSON, cancels are job ids).
+pub(crate) const MISSED: &str = "\u{0}missed:";
+
 /// How long a presence key outlives its last renewal (events go on being logged that long
 /// after the last subscriber left, so one that reconnects resumes), and how often it is
 /// renewed.
@@ -35,6 +40,22 @@ pub(crate) struct Presence {
     /// `{"id":"<entry id>",`): after a reconnect, what was published meanwhile is read from
     /// it and passed on before the live messages, none twice.
     pub(crate) log: Option<String>,
+    /// The key holding the id of the newest entry trimmed from the log.
+    pub(crate) gone: Option<String>,
+}
+
+/// Whether events after `after` have left the log: the newest trimmed (stored at `gone`)
+/// is later than it.
+pub(crate) async fn trimmed_past(
+    conn: &mut Conn,
+    gone: &str,
+    after: (u64, u64),
+) -> redis::RedisResult<bool> {
+    let newest: Option<String> = redis::cmd("GET").arg(gone).query_async(conn).await?;
+    Ok(newest
+        .as_deref()
+        .and_then(queue_core::parse_event_id)
+        .is_some_and(|g| g > after))
 }
 
 /// The log id a message starts with (`{"id":"<ms>-<n>",...`).
@@ -140,7 +161,7 @@ impl Subscriptions {
                 Ok(message) => Some(message),
                 Err(BroadcastStreamRecvError::Lagged(n)) => {
                     tracing::warn!(skipped = n, "a subscriber fell behind; messages skipped");
-                    None
+                    Some(format!("{MISSED}{n}"))
                 }
             })
         }))
@@ -182,6 +203,13 @@ impl Subscriptions {
                     && let (Some(p), Some(after)) = (&presence, last)
                     && let Some(log) = &p.log
                 {
+                    if let Some(gone) = &p.gone {
+                        let mut conn = p.conn.clone();
+                        if let Ok(true) = trimmed_past(&mut conn, gone, after).await {
+                            tracing::warn!(%channel, "events were trimmed from the log while the subscription was down; subscribers are told they missed some");
+                            let _ = tx.send(MISSED.to_owned());
+                        }
+                    }
                     match p.missed(log, after).await {
                         Ok(missed) => {
                             if !missed.is_empty() {

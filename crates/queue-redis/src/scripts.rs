@@ -92,7 +92,7 @@ const GROUPS: [Static; 8] = [
 
 /// What a flow's bookkeeping touches when a job ends, is cancelled or is retried: its parent
 /// released (ready or delayed), failed (finished, its unique key released) or held again.
-const FLOW: [Static; 11] = [
+const FLOW: [Static; 13] = [
     S::Waiting,
     S::Seq,
     S::Marker,
@@ -101,10 +101,15 @@ const FLOW: [Static; 11] = [
     S::Stats,
     S::Subs,
     S::Log,
+    S::LogGone,
     S::Hooks,
     S::Deliveries,
     S::DeliveriesDue,
+    S::HookDeliveries,
 ];
+
+/// What a cancel's cascade touches besides what a cancel does (`cascade_step`).
+const CASCADE: [Static; 2] = [S::Cascade, S::CascadeAt];
 
 /// What creating jobs touches (`check_new` and `create_new` in the prelude): `enqueue`,
 /// `flow`, and `schedule` with its own keys besides.
@@ -117,7 +122,7 @@ const CREATE: &[Static] = keys![
     ST_DONE
 ];
 
-const SPECS: [Spec; 29] = [
+const SPECS: [Spec; 31] = [
     (
         "enqueue",
         include_str!("scripts/enqueue.lua"),
@@ -131,17 +136,17 @@ const SPECS: [Spec; 29] = [
             READY,
             DELAYED,
             GROUPS,
+            FLOW,
+            CASCADE,
             [
                 S::Active,
                 S::Leases,
                 S::Claims,
-                S::Seq,
-                S::Marker,
-                S::Due,
-                S::Subs,
-                S::Log,
-                S::Rate
-            ]
+                S::Claimed,
+                S::Rate,
+                ST_QUEUED
+            ],
+            ST_DONE
         ],
         false,
     ),
@@ -153,7 +158,8 @@ const SPECS: [Spec; 29] = [
             DELAYED,
             GROUPS,
             FLOW,
-            [S::Active, S::Leases, S::Claims, ST_QUEUED],
+            CASCADE,
+            [S::Active, S::Leases, S::Claims, S::Claimed, ST_QUEUED],
             ST_DONE,
             [S::Rate]
         ],
@@ -163,7 +169,7 @@ const SPECS: [Spec; 29] = [
         "heartbeat",
         include_str!("scripts/heartbeat.lua"),
         keys![
-            [S::Active, S::Leases, S::Claims, S::Workers],
+            [S::Active, S::Leases, S::Claims, S::Workers, S::Meta],
             DELAYED,
             READY,
             [S::Groups, S::GroupDelayed]
@@ -173,7 +179,7 @@ const SPECS: [Spec; 29] = [
     (
         "progress",
         include_str!("scripts/progress.lua"),
-        keys![[S::Active, S::Leases, S::Subs, S::Log]],
+        keys![[S::Active, S::Leases, S::Subs, S::Log, S::LogGone]],
         false,
     ),
     (
@@ -184,6 +190,21 @@ const SPECS: [Spec; 29] = [
             DELAYED,
             GROUPS,
             FLOW,
+            CASCADE,
+            [S::Leases, ST_QUEUED],
+            ST_DONE
+        ],
+        false,
+    ),
+    (
+        "cascade",
+        include_str!("scripts/cascade.lua"),
+        keys![
+            READY,
+            DELAYED,
+            GROUPS,
+            FLOW,
+            CASCADE,
             [S::Leases, ST_QUEUED],
             ST_DONE
         ],
@@ -205,7 +226,7 @@ const SPECS: [Spec; 29] = [
     (
         "expired",
         include_str!("scripts/expired.lua"),
-        keys![[S::Active]],
+        keys![[S::Active, S::Cascade]],
         true,
     ),
     (
@@ -216,7 +237,7 @@ const SPECS: [Spec; 29] = [
             DELAYED,
             GROUPS,
             FLOW,
-            [S::Active, S::Leases, ST_QUEUED],
+            [S::Active, S::Leases, S::Claimed, ST_QUEUED],
             ST_DONE
         ],
         false,
@@ -266,7 +287,7 @@ const SPECS: [Spec; 29] = [
     (
         "live",
         include_str!("scripts/live.lua"),
-        keys![[S::Workers, S::Leases]],
+        keys![[S::Workers, S::Claimed]],
         true,
     ),
     (
@@ -333,13 +354,25 @@ const SPECS: [Spec; 29] = [
     (
         "delivery",
         include_str!("scripts/delivery.lua"),
-        keys![[S::Deliveries, S::DeliveriesDue, S::Parked, S::Webhooks]],
+        keys![[
+            S::Deliveries,
+            S::DeliveriesDue,
+            S::Parked,
+            S::Webhooks,
+            S::HookDeliveries
+        ]],
         false,
     ),
     (
         "deliveries",
         include_str!("scripts/deliveries.lua"),
         keys![[S::Deliveries, S::DeliveriesDue, S::Parked, S::Webhooks]],
+        true,
+    ),
+    (
+        "kids",
+        include_str!("scripts/kids.lua"),
+        keys![NO_KEYS],
         true,
     ),
     (
@@ -370,6 +403,7 @@ pub(crate) struct Scripts {
     pub(crate) heartbeat: Script,
     pub(crate) progress: Script,
     pub(crate) cancel: Script,
+    pub(crate) cascade: Script,
     pub(crate) retry: Script,
     pub(crate) expired: Script,
     pub(crate) reap: Script,
@@ -392,6 +426,7 @@ pub(crate) struct Scripts {
     pub(crate) webhook: Script,
     pub(crate) delivery: Script,
     pub(crate) deliveries: Script,
+    pub(crate) kids: Script,
     pub(crate) delete: Script,
     library: String,
     library_name: String,
@@ -475,6 +510,7 @@ impl Scripts {
             heartbeat: next(),
             progress: next(),
             cancel: next(),
+            cascade: next(),
             retry: next(),
             expired: next(),
             reap: next(),
@@ -497,6 +533,7 @@ impl Scripts {
             webhook: next(),
             delivery: next(),
             deliveries: next(),
+            kids: next(),
             delete: next(),
             library,
             library_name: lib,
@@ -679,8 +716,13 @@ fn event_unfinished_change(event: Event) -> Option<i64> {
 /// of `queue_core::backend::rules` over its whole domain). The rules exist once, in Rust.
 fn generated_tables() -> String {
     let mut lua = format!(
-        "local EVENT_LOG_LEN = {}\nlocal NEXT = {{\n",
-        queue_core::EVENT_LOG_LEN
+        "local EVENT_LOG_LEN = {}\nlocal CANCEL_STEP = {}\nlocal MAX_FLOW_DEPTH = {}\n\
+         local MAX_WEBHOOKS = {}\nlocal MAX_SCHEDULES = {}\nlocal NEXT = {{\n",
+        queue_core::EVENT_LOG_LEN,
+        queue_core::backend::CANCEL_STEP,
+        queue_core::backend::MAX_FLOW_DEPTH,
+        queue_core::backend::MAX_WEBHOOKS,
+        queue_core::backend::MAX_SCHEDULES,
     );
     for from in JobStatus::ALL {
         let _ = write!(lua, "  {} = {{", from.as_str());

@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
-    FlatJob, MAX_FLOW_JOBS, Millis, check_group_concurrency, check_group_name, check_group_weight,
+    FlatJob, Millis, check_group_concurrency, check_group_name, check_group_weight,
     check_groups_limit, encode_cursor, flatten_all, from_millis, to_millis,
 };
 use queue_core::{
@@ -21,7 +21,7 @@ use crate::{
     codec::{self, Fields},
     keys::Static,
     pubsub::Presence,
-    wire::{self, LeaseEntry, array, int, text, to_fields},
+    wire::{self, LeaseEntry, array, int, text, to_fields, to_pairs},
 };
 
 /// Jobs sent per enqueue script call.
@@ -353,7 +353,7 @@ impl RedisBackend {
             .collect())
     }
 
-    fn decoded(id: &str, read: Read) -> Option<JobRecord> {
+    pub(crate) fn decoded(id: &str, read: Read) -> Option<JobRecord> {
         match read {
             Read::Found(fields, lease) => {
                 match codec::decode_leased(id.parse().ok(), &fields, lease.as_ref()) {
@@ -366,30 +366,6 @@ impl RedisBackend {
             }
             Read::Missing | Read::WrongType => None,
         }
-    }
-
-    /// A parent's children, oldest first (`kids:<id>`, then their records).
-    pub(crate) async fn children_records(&self, parent: JobId) -> Result<Vec<JobRecord>> {
-        let mut conn = self.conn();
-        let (exists, ids): (bool, Vec<String>) = redis::pipe()
-            .cmd("EXISTS")
-            .arg(self.inner.keys.job(parent))
-            .cmd("ZRANGE")
-            .arg(self.inner.keys.kids(parent))
-            .arg(0)
-            .arg(MAX_FLOW_JOBS - 1)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        if !exists {
-            return Err(Error::NotFound { id: parent });
-        }
-        let reads = self.records(&ids).await?;
-        Ok(ids
-            .iter()
-            .zip(reads)
-            .filter_map(|(id, read)| Self::decoded(id, read))
-            .collect())
     }
 
     /// Processing jobs are indexed by lease expiry in `active` (bounded by the workers'
@@ -587,10 +563,6 @@ impl JobStore for RedisBackend {
         self.enqueue_flat(jobs, Some(parent)).await
     }
 
-    async fn children(&self, parent: JobId) -> Result<Vec<JobRecord>> {
-        self.children_records(parent).await
-    }
-
     async fn get(&self, id: JobId) -> Result<JobRecord> {
         match self.records(&[id.to_string()]).await?.pop() {
             Some(Read::Found(fields, lease)) => {
@@ -605,6 +577,9 @@ impl JobStore for RedisBackend {
 
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         let mut position = query.position()?;
+        if let Some(parent) = query.parent {
+            return self.children_page(parent, position, query.limit).await;
+        }
         let k = &self.inner.keys;
         if query.status == Some(JobStatus::Processing) && query.unique_key.is_none() {
             return self.list_processing(query.limit, position).await;
@@ -663,7 +638,7 @@ impl JobStore for RedisBackend {
     }
 
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
-        let reply = array(
+        let mut reply = array(
             self.run(
                 &self.inner.scripts.cancel,
                 &[self.inner.keys.job(id)],
@@ -671,6 +646,17 @@ impl JobStore for RedisBackend {
             )
             .await?,
         );
+        // The cascade to its descendants, one bounded step per call
+        // (`queue_core::backend::CANCEL_STEP`); a caller that stops half way leaves the
+        // rest to the next `reap`, and no descendant starts meanwhile.
+        let more = if reply.is_empty() {
+            false
+        } else {
+            int(&reply.remove(0)) == Some(1)
+        };
+        if more {
+            self.finish_cascades().await?;
+        }
         match reply.first().and_then(text).as_deref() {
             Some("cancelled") => Ok(CancelOutcome::Cancelled),
             Some("requested") => Ok(CancelOutcome::Requested),
@@ -946,23 +932,41 @@ impl JobStore for RedisBackend {
         let mut reply =
             array(self.run(&self.inner.scripts.live, &[], Vec::new()).await?).into_iter();
         let now = reply.next().as_ref().and_then(int).unwrap_or(0);
-        // id -> lost (queue_core::backend::worker_listing of its liveness deadline).
-        let listed: HashMap<String, bool> = to_fields(reply.next().unwrap_or(Value::Nil))
+        // (id, lost) per listed worker, in the script's order (queue_core::backend::
+        // worker_listing of its liveness deadline), with the jobs it holds.
+        let listed: Vec<(String, Option<bool>)> = to_pairs(reply.next().unwrap_or(Value::Nil))
             .into_iter()
-            .filter_map(|(id, until)| {
-                let lost = queue_core::backend::worker_listing(until.parse().ok()?, now)?;
-                Some((id, lost))
+            .map(|(id, until)| {
+                let lost = until
+                    .parse()
+                    .ok()
+                    .and_then(|until| queue_core::backend::worker_listing(until, now));
+                (id, lost)
             })
             .collect();
-        let ids: Vec<String> = listed.keys().cloned().collect();
+        let jobs_of: Vec<Vec<JobId>> = reply
+            .next()
+            .map(array)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|ids| {
+                array(ids)
+                    .iter()
+                    .filter_map(|v| text(v)?.parse().ok())
+                    .collect()
+            })
+            .collect();
+        let mut held: HashMap<String, Vec<JobId>> = HashMap::new();
+        let mut lost_of: HashMap<String, bool> = HashMap::new();
+        for ((id, lost), jobs) in listed.into_iter().zip(jobs_of) {
+            if let Some(lost) = lost {
+                lost_of.insert(id.clone(), lost);
+                held.insert(id, jobs);
+            }
+        }
+        let ids: Vec<String> = lost_of.keys().cloned().collect();
         if ids.is_empty() {
             return Ok(Vec::new());
-        }
-        let mut held: HashMap<String, Vec<JobId>> = HashMap::new();
-        for (job, lease) in to_fields(reply.next().unwrap_or(Value::Nil)) {
-            if let (Ok(id), Some(lease)) = (job.parse::<JobId>(), LeaseEntry::parse(&lease)) {
-                held.entry(lease.worker).or_default().push(id);
-            }
         }
         let mut pipe = redis::pipe();
         for id in &ids {
@@ -990,7 +994,7 @@ impl JobStore for RedisBackend {
                         .get("tasks")
                         .and_then(|t| serde_json::from_str(t).ok())
                         .unwrap_or_default(),
-                    lost: listed.get(&worker_id).copied().unwrap_or(false),
+                    lost: lost_of.get(&worker_id).copied().unwrap_or(false),
                     worker_id,
                 }
             })
@@ -1018,6 +1022,7 @@ impl JobStore for RedisBackend {
                     key: self.inner.keys.of(Static::Subs),
                     conn: self.conn(),
                     log: Some(self.inner.keys.of(Static::Log)),
+                    gone: Some(self.inner.keys.of(Static::LogGone)),
                 }),
             )
             .await?;
@@ -1036,6 +1041,15 @@ impl JobStore for RedisBackend {
         // passed on once, from the log.
         let live = self.subscribe().await?;
         let mut conn = self.conn();
+        let mut replay = Vec::new();
+        let trimmed =
+            crate::pubsub::trimmed_past(&mut conn, &self.inner.keys.of(Static::LogGone), last)
+                .await
+                .map_err(|e| self.err(e))?;
+        if trimmed {
+            // Events after `after` have left the log: say so where they were.
+            replay.push(JobEvent::missed(None, from_millis(self.now_ms())));
+        }
         let entries: Value = redis::cmd("XRANGE")
             .arg(self.inner.keys.of(Static::Log))
             .arg(format!("({}-{}", last.0, last.1))
@@ -1045,7 +1059,6 @@ impl JobStore for RedisBackend {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.err(e))?;
-        let mut replay = Vec::new();
         for entry in array(entries) {
             let mut parts = array(entry).into_iter();
             let (Some(id), Some(fields)) = (parts.next().as_ref().and_then(text), parts.next())
@@ -1092,6 +1105,13 @@ pub(crate) fn invalid(
 /// An event published by a script: `{"id", "job_id", "at", "type", ...}` (in the log, the
 /// same without `id`: the entry's id is its id).
 fn parse_event(message: &str) -> Option<JobEvent> {
+    if let Some(count) = message.strip_prefix(crate::pubsub::MISSED) {
+        use queue_core::Clock;
+        return Some(JobEvent::missed(
+            count.parse().ok(),
+            queue_core::SystemClock.now(),
+        ));
+    }
     #[derive(serde::Deserialize)]
     struct Raw {
         #[serde(default)]

@@ -55,6 +55,14 @@ pub(crate) fn to_fields(v: Value) -> Fields {
     }
 }
 
+/// Pairs of a flat reply (`WITHSCORES`), in order (a map would lose the order).
+pub(crate) fn to_pairs(v: Value) -> Vec<(String, String)> {
+    array(v)
+        .chunks(2)
+        .filter_map(|c| Some((text(c.first()?)?, text(c.get(1)?)?)))
+        .collect()
+}
+
 /// A job's lease as the `leases` hash holds it:
 /// `token|expires|lease_ms|started|seq|cancel|claim|worker`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,7 +138,7 @@ pub(crate) fn claim_args(req: &ClaimRequest) -> [String; 5] {
         req.id.to_string(),
         LeaseToken::generate().as_str().to_owned(),
         duration_ms(req.lease).to_string(),
-        req.max.to_string(),
+        req.size().to_string(),
     ]
 }
 
@@ -247,8 +255,9 @@ pub(crate) fn finish_args(
     endings: &[Ending],
     limits: &Limits,
     next: Option<&ClaimRequest>,
+    accepted_before: bool,
 ) -> Vec<String> {
-    finish_args_raw(
+    let mut args = finish_args_raw(
         endings.iter().map(|e| {
             (
                 e.lease.job_id.to_string(),
@@ -257,7 +266,12 @@ pub(crate) fn finish_args(
             )
         }),
         next,
-    )
+    );
+    if accepted_before && next.is_some() {
+        // An earlier step of the same call accepted an ending: claim whatever this one does.
+        args[1] = "2".into();
+    }
+    args
 }
 
 /// The wire form of an outcome: kind, error, result JSON, capped retry or snooze delay in ms.
@@ -269,7 +283,7 @@ pub(crate) struct OutcomeParts {
 }
 
 fn outcome_parts(outcome: Outcome, limits: &Limits) -> OutcomeParts {
-    let outcome = limits.check_result(outcome);
+    let outcome = limits.bound_outcome(outcome);
     let kind = outcome.kind().as_str();
     let (error, result, delay) = match outcome {
         Outcome::Completed { result } => (String::new(), result, Duration::ZERO),
@@ -334,7 +348,7 @@ fn finish_args_raw<'a>(
 
 /// What `finish` answered: each ending's status (`lost`, or `!<why>` for a refusal), and
 /// the leases it claimed.
-pub(crate) fn finished(reply: Value) -> (Vec<String>, Vec<Claimed>) {
+pub(crate) fn finished(reply: Value) -> (Vec<String>, Vec<Claimed>, Option<Millis>) {
     let mut it = array(reply).into_iter();
     let statuses = it
         .next()
@@ -343,7 +357,8 @@ pub(crate) fn finished(reply: Value) -> (Vec<String>, Vec<Claimed>) {
         .iter()
         .map(|v| text(v).unwrap_or_default())
         .collect();
-    (statuses, claimed(it.next().unwrap_or(Value::Nil)))
+    let claimed = claimed(it.next().unwrap_or(Value::Nil));
+    (statuses, claimed, it.next().as_ref().and_then(int))
 }
 
 /// `heartbeat`: the argument list.

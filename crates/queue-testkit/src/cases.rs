@@ -3106,7 +3106,7 @@ pub async fn a_flow_releases_its_parent_once(h: &Harness) {
     let lease = claim_one(h).await;
     assert_eq!(lease.job.job_id, root_id);
     assert!(fetch(h, 10).await.is_empty());
-    let seen = h.backend.children_of(root_id).await.unwrap();
+    let seen = h.backend.children_of(root_id, None).await.unwrap().jobs;
     let outcomes: Vec<(u64, JobStatus)> = seen.iter().map(|k| (n_of(k), k.status)).collect();
     assert_eq!(
         outcomes,
@@ -3391,7 +3391,7 @@ pub async fn retention_keeps_a_waiting_parents_children(h: &Harness) {
     let two = claim_n(h, 2).await;
     finish(h, &two, completed()).await;
     let parent = claim_n(h, 0).await;
-    let seen = h.backend.children_of(root.job_id).await.unwrap();
+    let seen = h.backend.children_of(root.job_id, None).await.unwrap().jobs;
     assert_eq!(seen.len(), 2, "the parent reads both");
     finish(h, &parent, completed()).await;
     // Child 1 was kept at the last sweep, ten minutes before child 2 and the parent ended.
@@ -4033,20 +4033,22 @@ pub async fn finished_jobs_leave_a_delivery_per_matching_webhook(h: &Harness) {
     assert_eq!(resent[0].delivery.attempts, 0, "counted from zero again");
     assert!(!resent[0].delivery.parked);
 
-    // A deleted webhook's deliveries come without it (the loop drops them).
+    // A deleted webhook's deliveries, pending and parked, go with it.
+    let of_books = |ds: &[queue_core::Delivery]| ds.iter().filter(|d| d.webhook == "books").count();
+    assert!(of_books(&h.backend.deliveries(false, 100).await.unwrap()) > 0);
     assert!(h.backend.delete_webhook("books").await.unwrap());
     assert!(!h.backend.delete_webhook("books").await.unwrap());
     h.advance(Duration::from_secs(61));
+    for parked in [false, true] {
+        let left = h.backend.deliveries(parked, 100).await.unwrap();
+        assert_eq!(of_books(&left), 0, "parked {parked}: {left:?}");
+    }
     let last = h
         .backend
         .claim_deliveries(100, Duration::from_secs(60))
         .await
         .expect("claim");
-    let books = last
-        .iter()
-        .find(|c| c.delivery.webhook == "books")
-        .expect("still pending");
-    assert!(books.webhook.is_none());
+    assert!(last.iter().all(|c| c.delivery.webhook != "books"));
     // No webhook: no delivery.
     for name in ["all", "failures", "p7"] {
         h.backend.delete_webhook(name).await.unwrap();

@@ -403,13 +403,14 @@ impl Model {
             .collect())
     }
 
-    /// Pauses or resumes a group.
+    /// Pauses or resumes a group; resuming lifts a handler's hold on it.
     pub fn set_group_paused(&mut self, group: &str, paused: bool, now: Millis) {
         self.now = now;
-        self.group_settings
-            .entry(group.to_owned())
-            .or_default()
-            .paused = paused;
+        let set = self.group_settings.entry(group.to_owned()).or_default();
+        set.paused = paused;
+        if !paused {
+            set.held_until = 0;
+        }
         self.refresh_lanes();
     }
 
@@ -434,7 +435,8 @@ impl Model {
         self.refresh_lanes();
     }
 
-    /// Sets or removes a group's rate limit (a removed one forgets the starts).
+    /// Sets or removes a group's rate limit (a removed one forgets the starts and lifts a
+    /// handler's hold).
     pub fn set_group_rate_limit(
         &mut self,
         group: &str,
@@ -446,6 +448,7 @@ impl Model {
         set.rate = limit;
         if limit.is_none() {
             set.starts.clear();
+            set.held_until = 0;
         }
         self.refresh_lanes();
     }
@@ -589,12 +592,17 @@ impl Model {
         self.rate = limit.map(|l| (u64::from(l.max), duration_ms(l.per)));
         if limit.is_none() {
             self.starts.clear();
+            self.held_until = 0;
         }
     }
 
     /// Pauses (`true`) or resumes the queue: while paused, claims take nothing new.
+    /// Resuming also lifts a handler's hold (`rate_limited`).
     pub fn set_paused(&mut self, paused: bool) {
         self.paused = paused;
+        if !paused {
+            self.held_until = 0;
+        }
     }
 
     /// The active (queued or processing) job holding `key`.
@@ -954,7 +962,7 @@ impl Model {
             if !again.is_empty() {
                 // Oldest first, at most what the request asked for.
                 again.sort_by_key(|j| (j.record.started_at, j.record.job_id));
-                again.truncate(req.max);
+                again.truncate(req.max.min(queue_core::backend::MAX_CLAIM));
                 return again
                     .into_iter()
                     .map(|j| {
@@ -979,7 +987,8 @@ impl Model {
         let mut out = Vec::new();
         // Paused: nothing starts (the replay above still answers). Rate limited: no more
         // than the starts left in the window that ends now.
-        let mut max = req.max;
+        // One claim takes at most MAX_CLAIM jobs, whatever it asks for.
+        let mut max = req.max.min(queue_core::backend::MAX_CLAIM);
         if now < self.held_until {
             max = 0;
         }
@@ -1190,9 +1199,10 @@ impl Model {
         let h = job.lease.as_mut().expect("held");
         h.expires = now + h.lease_ms;
         job.record.progress = job.record.progress.max(progress);
-        if step.is_some() {
-            // An empty step name clears the step.
-            job.record.current_step = step.filter(|s| !s.is_empty());
+        if let Some(step) = step {
+            // An empty step name clears the step; a long one is cut to its bound.
+            let step = queue_core::backend::bound_text(&step, queue_core::backend::MAX_STEP_BYTES);
+            job.record.current_step = Some(step.into_owned()).filter(|s| !s.is_empty());
         }
         Ok(job.record.cancel_requested)
     }
@@ -1249,6 +1259,26 @@ impl Model {
     /// Ends the attempt of the job at `i`; returns its new status.
     fn end(&mut self, i: usize, outcome: Outcome, now: Millis) -> JobStatus {
         let max_delay = self.config.limits.delay;
+        // Error text is stored cut to its bound (saying so); a handler's hold (and its own
+        // snooze) is at most the hold limit.
+        let cut = |e: String| {
+            queue_core::backend::bound_text(&e, self.config.limits.error_bytes).into_owned()
+        };
+        let outcome = match outcome {
+            Outcome::Retry { error, delay } => Outcome::Retry {
+                error: cut(error),
+                delay,
+            },
+            Outcome::Failed { error } => Outcome::Failed { error: cut(error) },
+            Outcome::Partial { result, error } => Outcome::Partial {
+                result,
+                error: cut(error),
+            },
+            Outcome::RateLimited { retry_after } => Outcome::RateLimited {
+                retry_after: retry_after.min(self.config.limits.hold),
+            },
+            other => other,
+        };
         if let Outcome::RateLimited { retry_after } = &outcome {
             // The limit stands, whatever this job becomes: for its group when it has one,
             // else for the whole queue.

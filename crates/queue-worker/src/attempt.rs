@@ -22,14 +22,16 @@ use crate::{
     worker::Shared,
 };
 
-/// Runs one leased job (claimed by a request sent at `sent`) and reports its outcome;
-/// returns the next lease (and when it was asked for) when the report leased one.
+/// Runs one leased job and reports its outcome; returns the next lease when the report
+/// leased one.
 pub(crate) async fn run_one(
     shared: &Arc<Shared>,
     lease: Lease,
-    sent: Instant,
     shutdown: &CancellationToken,
-) -> Option<(Lease, Instant)> {
+) -> Option<Lease> {
+    // The lease runs from when the call that took it was sent (the fence counts from there,
+    // not from when a waiting fetch began: queue_core::backend::fence_margin).
+    let renewed_until = lease.claimed_at + shared.settings.config.lease;
     let record = lease.job;
     let lease_ref = LeaseRef {
         job_id: record.job_id,
@@ -41,9 +43,7 @@ pub(crate) async fn run_one(
     let started = Instant::now();
     // The entry stays until the outcome is stored, so heartbeats keep renewing the lease
     // while a report is retried.
-    let running = shared
-        .running
-        .insert(lease_ref.clone(), sent + shared.settings.config.lease);
+    let running = shared.running.insert(lease_ref.clone(), renewed_until);
     if record.cancel_requested {
         running.stop(StopReason::Cancelled);
     }

@@ -17,8 +17,9 @@ use queue_core::{Error, QueueConfig, Result, RetryPolicy};
 /// config.job_timeout = Duration::from_secs(600);
 /// assert!(config.validate().is_ok());
 ///
-/// config.heartbeat = config.lease;                   // a heartbeat must beat within the lease
-/// assert!(config.validate().unwrap_err().to_string().contains("heartbeat"));
+/// config.heartbeat = Duration::from_secs(20);        // the fence tolerates 12.5 s for 30 s
+/// let err = config.validate().unwrap_err().to_string();
+/// assert!(err.contains("heartbeat (20s)") && err.contains("lease of 30s"), "{err}");
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -30,7 +31,9 @@ pub struct WorkerConfig {
     /// Lease of a running job (`DCS_QUEUE_LEASE_SECONDS`, 30 s): a dead worker's job runs
     /// again after it.
     pub lease: Duration,
-    /// How often leases are renewed (`DCS_QUEUE_HEARTBEAT_SECONDS`, 10 s); below the lease.
+    /// How often leases are renewed (`DCS_QUEUE_HEARTBEAT_SECONDS`, 10 s): at most
+    /// [`longest_heartbeat`](queue_core::backend::longest_heartbeat) of the lease, so one
+    /// renewal may fail before the fence stops the worker's jobs.
     pub heartbeat: Duration,
     /// How long running jobs may finish once shutdown begins
     /// (`DCS_QUEUE_SHUTDOWN_GRACE_SECONDS`, 30 s).
@@ -61,18 +64,18 @@ impl WorkerConfig {
         Ok(Self::from(&QueueConfig::from_env()?))
     }
 
-    /// Checks the settings together: positive durations, at least one job at once, and a
-    /// heartbeat shorter than the lease.
+    /// Checks the settings together: positive durations, 1 to
+    /// [`MAX_CONCURRENCY`](queue_core::backend::MAX_CONCURRENCY) jobs at once, and a
+    /// heartbeat the lease's fence tolerates ([`queue_core::backend::check_heartbeat`]).
     pub fn validate(&self) -> Result<()> {
-        if self.concurrency == 0 {
-            return Err(Error::config("worker concurrency must be at least 1"));
-        }
-        if self.heartbeat.is_zero() || self.heartbeat >= self.lease {
+        let most = queue_core::backend::MAX_CONCURRENCY;
+        if !(1..=most).contains(&self.concurrency) {
             return Err(Error::config(format!(
-                "heartbeat ({:?}) must be positive and shorter than the lease ({:?})",
-                self.heartbeat, self.lease
+                "worker concurrency ({}) must be from 1 to {most}",
+                self.concurrency
             )));
         }
+        queue_core::backend::check_heartbeat(self.lease, self.heartbeat)?;
         if self.delivery_lease <= queue_core::backend::DELIVERY_TIMEOUT {
             return Err(Error::config(format!(
                 "the webhook delivery lease ({:?}) must be longer than a delivery's timeout ({:?})",
@@ -160,9 +163,15 @@ mod tests {
         let ok = WorkerConfig::default();
         assert!(ok.validate().is_ok());
         type Break = fn(&mut WorkerConfig);
-        let cases: [(&str, Break); 4] = [
+        let cases: [(&str, Break); 6] = [
             ("concurrency", |c| c.concurrency = 0),
+            ("concurrency (10001)", |c| c.concurrency = 10_001),
             ("heartbeat", |c| c.heartbeat = c.lease),
+            // 2 s lease: the fence tolerates at most 833 ms (one missed renewal).
+            ("heartbeat (834ms)", |c| {
+                c.lease = Duration::from_secs(2);
+                c.heartbeat = Duration::from_millis(834);
+            }),
             ("heartbeat", |c| c.heartbeat = Duration::ZERO),
             ("job timeout", |c| c.job_timeout = Duration::ZERO),
         ];
@@ -172,5 +181,11 @@ mod tests {
             let err = bad.validate().unwrap_err().to_string();
             assert!(err.contains(named), "{err}");
         }
+        // Each limit at its value is accepted.
+        let mut at = ok.clone();
+        at.concurrency = queue_core::backend::MAX_CONCURRENCY;
+        at.lease = Duration::from_secs(2);
+        at.heartbeat = queue_core::backend::longest_heartbeat(at.lease);
+        assert!(at.validate().is_ok());
     }
 }

@@ -68,13 +68,21 @@ impl JobContext {
     /// A parent's children (a flow, a batch), oldest first, as they ended: their statuses,
     /// results and errors. A child whose failure its policy says to ignore
     /// ([`queue_core::ChildPolicy::Ignore`]) is left out. Empty for a job without children.
+    /// A batch of any size is read a page (1,000 children) per call to the backend.
     pub async fn children(&self) -> queue_core::Result<Vec<JobRecord>> {
         if self.inner.record.children.is_none() {
             return Ok(Vec::new());
         }
-        let mut kids = self.inner.broker.children_of(self.job_id()).await?;
-        kids.retain(|k| k.policy().shows(k.status));
-        Ok(kids)
+        let mut kids = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.inner.broker.children_of(self.job_id(), cursor).await?;
+            kids.extend(page.jobs.into_iter().filter(|k| k.policy().shows(k.status)));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(kids),
+            }
+        }
     }
 
     /// The results of this parent's children that completed (or ended partial), decoded

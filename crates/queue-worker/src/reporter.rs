@@ -25,8 +25,8 @@ const GROUP: usize = 128;
 /// not move beyond noise.
 const IN_FLIGHT: usize = 2;
 
-/// The next lease an attempt's slot got, and when the request that leased it was sent.
-pub(crate) type Next = Option<(Lease, Instant)>;
+/// The next lease an attempt's slot got (it says when the call that took it was sent).
+pub(crate) type Next = Option<Lease>;
 
 /// One outcome to store.
 pub(crate) struct Report {
@@ -141,7 +141,7 @@ async fn send(shared: &Arc<Shared>, group: Vec<Report>) {
             }),
         }
         let next = if r.claim_next { leases.next() } else { None };
-        if let Err(Some((lease, _))) = r.reply.send(next.map(|l| (l, sent))) {
+        if let Err(Some(lease)) = r.reply.send(next) {
             // The attempt is gone: hand its next job back.
             hand_back(shared, vec![lease]).await;
         }

@@ -52,17 +52,11 @@ pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken)
     }
 }
 
-/// How long before the earliest possible server-side expiry a lease that could not be
-/// renewed is given up locally: enough for the handler's future to be dropped.
-pub(crate) fn fence_margin(lease: Duration) -> Duration {
-    (lease / 6).max(Duration::from_millis(50))
-}
-
 /// Stops attempts whose lease may expire on the server soon because no renewal
 /// succeeded (Redis unreachable, a partition): measured from when the last successful
 /// renewal was sent, so the attempt has stopped before another worker can take the job.
 pub(crate) async fn fence_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let margin = fence_margin(shared.settings.config.lease);
+    let margin = queue_core::backend::fence_margin(shared.settings.config.lease);
     let mut ticks = tokio::time::interval(margin / 2);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -9,10 +9,10 @@ use std::{
     time::Duration,
 };
 
-use queue_core::backend::{Broker, ClaimRequest, Outcome, WorkerBeat, hostname};
+use queue_core::backend::{Broker, ClaimRequest, MAX_CLAIM, Outcome, WorkerBeat, hostname};
 use queue_core::{Clock, Result, SystemClock, WorkerId};
 use tokio::{
-    sync::{Semaphore, mpsc},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     time::Instant,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -273,17 +273,32 @@ async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &Cancell
     let s = &shared.settings;
     let permits = Arc::new(Semaphore::new(s.config.concurrency));
     let mut backoff = Duration::from_millis(100);
+    // A request no send of which was answered, with the slots it asked for: it is sent
+    // again, unchanged (same id, same size), until one send is answered, so leases an
+    // unanswered send took come back to this worker instead of expiring.
+    let mut unanswered: Option<(ClaimRequest, Vec<OwnedSemaphorePermit>)> = None;
     loop {
-        let first = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => permit.expect("never closed"),
-            () = shutdown.cancelled() => return,
+        let (req, mut held) = match unanswered.take() {
+            Some(pending) => pending,
+            None => {
+                let first = tokio::select! {
+                    permit = Arc::clone(&permits).acquire_owned() => permit.expect("never closed"),
+                    () = shutdown.cancelled() => return,
+                };
+                let mut held = vec![first];
+                // One claim takes at most MAX_CLAIM jobs: the other slots stay free for the
+                // next one.
+                while held.len() < MAX_CLAIM
+                    && let Ok(permit) = Arc::clone(&permits).try_acquire_owned()
+                {
+                    held.push(permit);
+                }
+                (
+                    ClaimRequest::new(s.id.clone(), held.len(), s.config.lease),
+                    held,
+                )
+            }
         };
-        let mut held = vec![first];
-        while let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
-            held.push(permit);
-        }
-        let req = ClaimRequest::new(s.id.clone(), held.len(), s.config.lease);
-        let sent = Instant::now();
         // `fetch` is cancel-safe: dropping it on shutdown loses no lease.
         let result = tokio::select! {
             result = shared.broker.fetch(&req, s.config.fetch_wait) => result,
@@ -302,23 +317,45 @@ async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &Cancell
                     let shared = Arc::clone(shared);
                     let shutdown = shutdown.clone();
                     jobs.spawn(async move {
-                        let mut next = Some((lease, sent));
-                        while let Some((lease, sent)) = next {
-                            next = attempt::run_one(&shared, lease, sent, &shutdown).await;
+                        let mut next = Some(lease);
+                        while let Some(lease) = next {
+                            next = attempt::run_one(&shared, lease, &shutdown).await;
                         }
                         drop(permit);
                     });
                 }
             }
             Err(err) => {
-                warn!(error = %err.chain(), retry_in = ?backoff, "fetch failed");
-                drop(held);
+                warn!(error = %err.chain(), retry_in = ?backoff, "fetch failed; the same request goes again");
+                if err.is_retryable() {
+                    unanswered = Some((req, held));
+                } else {
+                    drop(held);
+                }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => {
+                        if let Some((req, _)) = unanswered.take() {
+                            hand_back_unanswered(shared, req).await;
+                        }
+                        return;
+                    }
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// Stopping with a request no send of which was answered: one last send (its replay answers
+/// what an earlier send took) and those jobs go back unrun, no attempt used. Bounded: what
+/// cannot be reached in a second is left to lease expiry.
+async fn hand_back_unanswered(shared: &Arc<Shared>, req: ClaimRequest) {
+    let replay = shared.broker.fetch(&req, Duration::ZERO);
+    let Ok(Ok(leases)) = tokio::time::timeout(Duration::from_secs(1), replay).await else {
+        return;
+    };
+    for lease in leases {
+        attempt::report(shared, &lease.to_ref(), Outcome::Released, false).await;
     }
 }

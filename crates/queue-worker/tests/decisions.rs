@@ -76,6 +76,7 @@ fn broker(job: JobRecord, finish_errors: usize) -> (MockBroker, mpsc::UnboundedR
         job,
         token: LeaseToken::new("t"),
         expires_at: from_millis(30_000),
+        claimed_at: tokio::time::Instant::now(),
     });
     mock.expect_fetch()
         .returning(move |_, _| Ok(lease.take().into_iter().collect()));
@@ -312,6 +313,7 @@ async fn fetch_errors_do_not_stop_the_worker() {
                 job: job.clone(),
                 token: LeaseToken::new("t"),
                 expires_at: from_millis(1),
+                claimed_at: tokio::time::Instant::now(),
             }]),
             _ => Ok(vec![]),
         }
@@ -343,11 +345,13 @@ async fn extra_leases_are_handed_back() {
             job: record("echo", "7", 0, 3),
             token: LeaseToken::new("a"),
             expires_at: from_millis(1),
+            claimed_at: tokio::time::Instant::now(),
         },
         Lease {
             job: record("echo", "8", 0, 3),
             token: LeaseToken::new("b"),
             expires_at: from_millis(1),
+            claimed_at: tokio::time::Instant::now(),
         },
     ]);
     mock.expect_fetch().returning(move |req, _| {
@@ -382,6 +386,7 @@ fn cut_off_after_one_lease() -> MockBroker {
         job: record("slow", "1", 0, 3),
         token: LeaseToken::new("t"),
         expires_at: from_millis(30_000),
+        claimed_at: tokio::time::Instant::now(),
     });
     mock.expect_fetch()
         .returning(move |_, _| match lease.take() {

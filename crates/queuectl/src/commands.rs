@@ -433,6 +433,7 @@ async fn watch(backend: &RedisBackend, mut ids: Vec<JobId>, json: bool) -> Resul
                             EventKind::Progress { progress, step } => println!("{} {progress}% {}", e.job_id, step.clone().unwrap_or_default()),
                             EventKind::Transition { to, .. } => println!("{} {to}", e.job_id),
                             EventKind::CancelRequested => println!("{} cancel requested", e.job_id),
+                            EventKind::Missed { .. } => {}
                         }
                     }
                     e.job_id
@@ -593,7 +594,7 @@ async fn draw_running_jobs(mut events: queue_core::EventStream, multi: MultiProg
                     multi.remove(&bar);
                 }
             }
-            EventKind::CancelRequested => {}
+            EventKind::CancelRequested | EventKind::Missed { .. } => {}
         }
     }
 }

@@ -6,6 +6,10 @@
 --     form, 8 the wait in ms (retry): applies only if the stored form is still the claimed
 --     one; 1 or 0
 --   resend, 4 id, 5 new stored form: a parked delivery due now; 1 or 0
+--   prune, 4 retention ms, 5 limit: parked deliveries parked longer ago than the retention
+--     go (at most `limit`); how many
+--   drop, 4 webhook, 5 limit: deliveries of a webhook that no longer exists go (at most
+--     `limit`); 1 while more are left, else 0
 local mode = ARGV[3]
 if mode == 'claim' then
   local ids = redis.call('ZRANGEBYSCORE', KEY.dq, '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[4]))
@@ -21,7 +25,7 @@ if mode == 'claim' then
       end
       out[#out + 1] = { id, stored, hook }
     else
-      redis.call('ZREM', KEY.dq, id)
+      forget_delivery(KEY, id)
     end
   end
   return out
@@ -30,9 +34,7 @@ elseif mode == 'settle' then
   if redis.call('HGET', KEY.dlv, id) ~= ARGV[5] then return 0 end
   local how = ARGV[6]
   if how == 'remove' then
-    redis.call('HDEL', KEY.dlv, id)
-    redis.call('ZREM', KEY.dq, id)
-    redis.call('ZREM', KEY.parked, id)
+    forget_delivery(KEY, id)
   elseif how == 'retry' then
     redis.call('HSET', KEY.dlv, id, ARGV[7])
     redis.call('ZADD', KEY.dq, NOW + tonumber(ARGV[8]), id)
@@ -42,6 +44,20 @@ elseif mode == 'settle' then
     redis.call('ZADD', KEY.parked, NOW, id)
   end
   return 1
+elseif mode == 'prune' then
+  local old = redis.call('ZRANGEBYSCORE', KEY.parked, '-inf', NOW - tonumber(ARGV[4]), 'LIMIT', 0,
+    tonumber(ARGV[5]))
+  for _, id in ipairs(old) do forget_delivery(KEY, id) end
+  return #old
+elseif mode == 'drop' then
+  if redis.call('HEXISTS', KEY.webhooks, ARGV[4]) == 1 then return 0 end
+  local prefix = ARGV[4] .. '|'
+  local limit = tonumber(ARGV[5])
+  local gone = redis.call('ZRANGEBYLEX', KEY.dlvw, '[' .. prefix, '(' .. prefix .. '\255', 'LIMIT', 0,
+    limit + 1)
+  for i = 1, math.min(#gone, limit) do forget_delivery(KEY, string.sub(gone[i], #prefix + 1)) end
+  if #gone > limit then return 1 end
+  return 0
 else
   local id = ARGV[4]
   if not redis.call('ZSCORE', KEY.parked, id) then return 0 end

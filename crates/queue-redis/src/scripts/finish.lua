@@ -1,11 +1,12 @@
 -- Ends attempts, each as queue_core::rules::settle decides, then maybe claims more.
--- KEYS after the statics: each ending's job key. ARGV: 3 count, 4 claim next ('1'/'0'),
+-- KEYS after the statics: each ending's job key. ARGV: 3 count, 4 claim next ('0': no,
+-- '1': when an ending here is accepted, '2': yes, an earlier step of the call was),
 -- 5 worker, 6 claim id, 7 token base, 8 lease_ms, 9 max, then per ending 6 values: id,
 -- token, outcome (completed|partial|retry|failed|cancelled|released|snoozed|rate_limited|
 -- corrupt), error,
 -- result JSON ('' = none), retry or snooze delay ms (already capped).
--- Returns {{status | 'lost' | '!<why>'...}, claimed (as claim)}: the next jobs are claimed
--- only when at least one ending was accepted. Sent again after it was applied (the reply
+-- Returns {{status | 'lost' | '!<why>'...}, claimed (as claim), now}: the next jobs are
+-- claimed only when at least one ending was accepted. Sent again after it was applied (the reply
 -- was lost), each ending answers the status it produced (and the claim the same leases).
 local count = tonumber(ARGV[3])
 local statuses = {}
@@ -28,12 +29,12 @@ local function finish_one(id, token, kind, error_message, result, delay_ms, key)
   ended_here[id] = true
   local rec = facts(key)
   if not rec then
-    fail_garbage(KEY, id, key, key_type(key), lease.group)
+    fail_garbage(KEY, id, key, key_type(key), lease)
     return 'failed'
   elseif not rec.exists then
     -- The record is gone: drop what points at it.
     release_group_slot(KEY, lease.group)
-    ended_lease(KEY, id)
+    ended_lease(KEY, id, lease)
     for s, _ in pairs(VALID) do
       if s ~= 'processing' then redis.call('ZREM', status_key(KEY, s), id) end
     end
@@ -76,9 +77,9 @@ for i = 0, count - 1 do
   statuses[#statuses + 1] = status
 end
 local claimed = {}
-if accepted and ARGV[4] == '1' then
+if (accepted and ARGV[4] == '1') or ARGV[4] == '2' then
   -- What the endings requeued is in place before anything is claimed.
   flush(KEY)
   claimed = claim(KEY, ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), false)
 end
-return { statuses, claimed }
+return { statuses, claimed, NOW }

@@ -20,10 +20,13 @@ for i = 1, count do
 end
 -- Workers silent for their liveness window are lost: their claim history goes; they stay
 -- listed as lost for LOST_WORKER_KEPT_MS, then are forgotten (queue_core::backend::
--- worker_listing).
-for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEY.workers, '-inf', '(' .. NOW)) do
-  redis.call('HDEL', KEY.claims, dead)
-end
+-- worker_listing). Only those lost since the last heartbeat looked (`meta.lost_seen`, at
+-- most 100 per beat) are read: a beat does not walk every worker lost in the last hour.
+local seen = num(redis.call('HGET', KEY.meta, 'lost_seen'), 0)
+local dead = redis.call('ZRANGEBYSCORE', KEY.workers, '(' .. seen, '(' .. NOW, 'WITHSCORES', 'LIMIT', 0, 100)
+for i = 1, #dead, 2 do redis.call('HDEL', KEY.claims, dead[i]) end
+if #dead == 200 then seen = dead[#dead] else seen = NOW - 1 end
+redis.call('HSET', KEY.meta, 'lost_seen', seen)
 redis.call('ZREMRANGEBYSCORE', KEY.workers, '-inf', '(' .. (NOW - LOST_WORKER_KEPT_MS))
 redis.call('ZADD', KEY.workers, NOW + alive_ms, worker)
 redis.call('HSET', wkey, 'worker_id', worker, 'host', ARGV[6], 'pid', ARGV[7],

@@ -32,12 +32,24 @@ local function begin(argv)
   TICK = nil
   PREFIX = argv[1]
   PENDING = { zadd = {}, zrem = {}, hdel = {}, counters = {}, release = {}, wake = false,
-    events = nil, gready = {}, gload = {}, series = {}, sampled = nil }
+    events = nil, log = nil, gready = {}, gload = {}, series = {}, sampled = nil }
   if argv[2] ~= '' then
     NOW = tonumber(argv[2])
   else
     local t = redis.call('TIME')
     NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+end
+
+-- Lua's unpack (and a call's arguments) stop near 8,000 values, so a list of any length
+-- goes out in calls of at most UNPACK_STEP values (a whole number of `width`-value
+-- entries): no script fails half way through its writes however many jobs it handles.
+local UNPACK_STEP = 4000
+local function call_chunked(cmd, key, list, width)
+  local n = #list
+  local step = UNPACK_STEP - UNPACK_STEP % (width or 1)
+  for i = 1, n, step do
+    redis.call(cmd, key, unpack(list, i, math.min(i + step - 1, n)))
   end
 end
 
@@ -96,19 +108,25 @@ local function later_group_load(group, by) PENDING.gload[group] = (PENDING.gload
 -- Releases `unique_key` if `id` still holds it.
 local function later_release(unique_key, id) PENDING.release[#PENDING.release + 1] = { unique_key, id } end
 
+-- Defined with the events below; flush sends them last.
+local flush_events
+
 local function flush(KEY)
-  for key, members in pairs(PENDING.zrem) do redis.call('ZREM', key, unpack(members)) end
-  for key, fields in pairs(PENDING.hdel) do redis.call('HDEL', key, unpack(fields)) end
-  for key, pairs_ in pairs(PENDING.zadd) do redis.call('ZADD', key, unpack(pairs_)) end
+  for key, members in pairs(PENDING.zrem) do call_chunked('ZREM', key, members) end
+  for key, fields in pairs(PENDING.hdel) do call_chunked('HDEL', key, fields) end
+  for key, pairs_ in pairs(PENDING.zadd) do call_chunked('ZADD', key, pairs_, 2) end
   if #PENDING.release > 0 then
-    local keys = {}
-    for i, r in ipairs(PENDING.release) do keys[i] = r[1] end
-    local holders = redis.call('HMGET', KEY.dedup, unpack(keys))
     local gone = {}
-    for i, r in ipairs(PENDING.release) do
-      if holders[i] == r[2] then gone[#gone + 1] = r[1] end
+    local release = PENDING.release
+    for i = 1, #release, UNPACK_STEP do
+      local keys = {}
+      for j = i, math.min(i + UNPACK_STEP - 1, #release) do keys[#keys + 1] = release[j][1] end
+      local holders = redis.call('HMGET', KEY.dedup, unpack(keys))
+      for j, k in ipairs(keys) do
+        if holders[j] == release[i + j - 1][2] then gone[#gone + 1] = k end
+      end
     end
-    if #gone > 0 then redis.call('HDEL', KEY.dedup, unpack(gone)) end
+    if #gone > 0 then call_chunked('HDEL', KEY.dedup, gone) end
   end
   for counter, by in pairs(PENDING.counters) do
     -- A counter at its limit (or a stats key of the wrong type) must not stop a transition.
@@ -149,6 +167,7 @@ local function flush(KEY)
       if fresh then redis.pcall('PEXPIREAT', key, (index + 1) * span[2] + span[3]) end
     end
   end
+  flush_events(KEY)
   if PENDING.wake then redis.call('ZADD', KEY.marker, 0, '0') end
   PENDING.zadd, PENDING.zrem, PENDING.hdel, PENDING.counters, PENDING.release, PENDING.wake = {}, {}, {}, {}, {}, false
   PENDING.gready, PENDING.gload, PENDING.series, PENDING.sampled = {}, {}, {}, nil
@@ -162,10 +181,36 @@ end
 
 -- An event (JSON, `{` first) goes into the log (the stream `log`, its last EVENT_LOG_LEN
 -- entries kept), then out to subscribers with its log id, so a subscriber that reconnects
--- resumes after the last id it saw.
+-- resumes after the last id it saw. Sent by flush, in order, with the call's other writes.
 local function send_event(KEY, msg)
-  local sid = redis.call('XADD', KEY.log, 'MAXLEN', '~', EVENT_LOG_LEN, '*', 'e', msg)
-  redis.call('PUBLISH', PREFIX .. 'events', '{"id":"' .. sid .. '",' .. string.sub(msg, 2))
+  local q = PENDING.log
+  if not q then
+    q = {}
+    PENDING.log = q
+  end
+  q[#q + 1] = msg
+end
+
+-- The events of this call into the log and out to subscribers. The log is trimmed exactly
+-- to EVENT_LOG_LEN, and `log_gone` keeps the id of the newest event trimmed, so a
+-- subscriber resuming from before it is told it missed some (queue_core EventKind::Missed).
+flush_events = function(KEY)
+  local q = PENDING.log
+  if not q then return end
+  PENDING.log = nil
+  local len = redis.call('XLEN', KEY.log)
+  -- Entries of the log this call pushes out, then this call's own that later ones push out.
+  local old = math.min(math.max(len + #q - EVENT_LOG_LEN, 0), len)
+  local own = math.max(#q - EVENT_LOG_LEN, 0)
+  if old > 0 then
+    local gone = redis.call('XRANGE', KEY.log, '-', '+', 'COUNT', old)
+    if #gone > 0 then redis.call('SET', KEY.log_gone, gone[#gone][1]) end
+  end
+  for i, msg in ipairs(q) do
+    local sid = redis.call('XADD', KEY.log, 'MAXLEN', EVENT_LOG_LEN, '*', 'e', msg)
+    if i == own then redis.call('SET', KEY.log_gone, sid) end
+    redis.call('PUBLISH', PREFIX .. 'events', '{"id":"' .. sid .. '",' .. string.sub(msg, 2))
+  end
 end
 
 -- Events: ids and statuses need no escaping, so transitions are built by hand.
@@ -198,8 +243,8 @@ local function hset(key, set, present)
       gone[#gone + 1] = f
     end
   end
-  if #args > 0 then redis.call('HSET', key, unpack(args)) end
-  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  if #args > 0 then call_chunked('HSET', key, args, 2) end
+  if #gone > 0 then call_chunked('HDEL', key, gone) end
 end
 
 -- The fields an effect may empty (generated rules: a `clear`, or an `input` with no value),
@@ -268,9 +313,16 @@ local function extend(KEY, id, l, expires)
   redis.call('ZADD', KEY.active, expires, id)
 end
 
-local function ended_lease(KEY, id)
+-- The prefix of the members of `claimed` for `worker`'s claim `claim` (keys.rs `Claimed`):
+-- the worker's length first, so no worker id (which may hold anything) is a prefix of
+-- another's members.
+local function claimed_prefix(worker, claim) return #worker .. ':' .. worker .. '|' .. claim .. '|' end
+
+-- A lease ended: its entries go (`l`, the lease read, names its claim's member).
+local function ended_lease(KEY, id, l)
   later_hdel(KEY.leases, id)
   later_zrem(KEY.active, id)
+  if l then later_zrem(KEY.claimed, claimed_prefix(l.worker, l.claim) .. id) end
 end
 
 -- The `attempts` field with the attempt that ends appended (Change::Append; listed first
@@ -400,7 +452,7 @@ local function log_add(log, starts, h, field)
       args[#args + 1] = s[1]
     end
   end
-  if #args > 0 then redis.call('ZADD', log, unpack(args)) end
+  if #args > 0 then call_chunked('ZADD', log, args, 2) end
   if extra > 0 then redis.call('HINCRBY', h, field, extra) end
 end
 
@@ -430,6 +482,9 @@ local function group_admits(KEY, group)
   local held = tonumber(v[6])
   if held and NOW < held then
     ok, again = false, held
+  elseif v[6] then
+    -- A hold that has passed is forgotten.
+    redis.call('HDEL', KEY.groups, 'held:' .. group)
   end
   local rmax, rper = tonumber(v[4]), tonumber(v[5])
   if rmax and rper then
@@ -631,6 +686,18 @@ local function hook_filters(KEY)
   return PENDING.hooks
 end
 
+-- The webhook a delivery id names: `<job>.<status>.<ms>.<webhook>`
+-- (queue_core::Delivery::id_of; a job id, a status and a time hold no dot).
+local function delivery_hook(did) return string.match(did, '^[^.]*%.[^.]*%.[^.]*%.(.*)$') or '' end
+
+-- Removes a delivery from the outbox and every index naming it.
+local function forget_delivery(KEY, did)
+  redis.call('HDEL', KEY.dlv, did)
+  redis.call('ZREM', KEY.dq, did)
+  redis.call('ZREM', KEY.parked, did)
+  redis.call('ZREM', KEY.dlvw, delivery_hook(did) .. '|' .. did)
+end
+
 -- The outbox entries of job `id` finishing `to`: one per webhook that wants it, in the
 -- same step as the transition (Webhook::wants, the same three comparisons).
 local function leave_deliveries(KEY, id, to, rec)
@@ -645,6 +712,7 @@ local function leave_deliveries(KEY, id, to, rec)
       if rec.unique_key then d.unique_key = rec.unique_key end
       redis.call('HSET', KEY.dlv, did, cjson.encode(d))
       redis.call('ZADD', KEY.dq, NOW, did)
+      redis.call('ZADD', KEY.dlvw, 0, h.name .. '|' .. did)
     end
   end
 end
@@ -732,7 +800,7 @@ local function end_attempt(KEY, id, key, lease, rec, event, ctx)
   if ctx.ended then set.ended = ctx.ended .. '|' .. to end
   release_group_slot(KEY, lease.group)
   place(KEY, id, event, to, rec, ctx, lease.seq)
-  ended_lease(KEY, id)
+  ended_lease(KEY, id, lease)
   hset(key, set, rec.present)
   emit_transition(KEY, id, 'processing', to)
   return to
@@ -970,8 +1038,9 @@ end
 -- queue_core::JobStore::delete). `history` is its unique key's history key (nil: none).
 local function delete_job(KEY, id, key, parent, uk, history)
   redis.call('DEL', key)
-  -- A flow's index entries: its own children's list, its place in its parent's.
-  redis.call('DEL', kids_key(id))
+  -- A flow's index entries: its own children's list (of any size: freed in the
+  -- background), its place in its parent's.
+  redis.call('UNLINK', kids_key(id))
   if parent and parent ~= '' then redis.call('ZREM', kids_key(parent), id) end
   -- `jobs` is written no more (before 0.2 it listed every job): emptied as jobs go.
   redis.call('ZREM', KEY.jobs, id)
@@ -985,8 +1054,9 @@ local function delete_job(KEY, id, key, parent, uk, history)
 end
 
 -- Cancels job `id` (record `key`) as queue_core::rules::on_cancel decides: {'cancelled'} |
--- {'requested'} | {'missing'} | {'invalid', status}. A cancelled parent's unfinished
--- children are cancelled too (theirs as well; running ones are asked to stop).
+-- {'requested'} | {'missing'} | {'invalid', status}. A cancelled parent joins `cascade`:
+-- its unfinished children are cancelled in the steps that follow (theirs as well; running
+-- ones are asked to stop).
 local function cancel_job(KEY, id, key)
   if key_type(key) ~= 'hash' then return { 'missing' } end
   local rec = facts(key)
@@ -1004,6 +1074,8 @@ local function cancel_job(KEY, id, key)
     place(KEY, id, 'cancel', 'cancelled', rec, {}, nil)
     hset(key, set, rec.present)
     emit_transition(KEY, id, 'queued', 'cancelled')
+    -- Its unfinished descendants are cancelled by the cascade's steps (cascade_step).
+    if redis.call('EXISTS', kids_key(id)) == 1 then redis.call('ZADD', KEY.cascade, 'NX', NOW, id) end
     return { 'cancelled' }
   elseif action == 'request' then
     l.cancel = true
@@ -1017,20 +1089,72 @@ local function cancel_job(KEY, id, key)
   return { 'invalid', status or '' }
 end
 
--- Cancels the unfinished children of a cancelled parent, and theirs.
-local function cancel_children(KEY, id)
-  local stack = { id }
-  while #stack > 0 do
-    local parent = table.remove(stack)
-    for _, kid in ipairs(redis.call('ZRANGE', kids_key(parent), 0, -1)) do
-      if cancel_job(KEY, kid, job_key(kid))[1] == 'cancelled' then stack[#stack + 1] = kid end
+-- The rank of the first member of the zset `key` after (`ms`, `id`) in its order (score,
+-- then member): a binary search of O(log n) single-member reads, so a walk through a
+-- family of any size resumes from its cursor at bounded cost, even when the member at the
+-- cursor is gone.
+local function rank_after(key, ms, id)
+  local lo, hi = 0, redis.call('ZCARD', key)
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local e = redis.call('ZRANGE', key, mid, mid, 'WITHSCORES')
+    local score = tonumber(e[2])
+    if score < ms or (score == ms and e[1] <= id) then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+
+-- One step of the cancels' cascades (queue_core::backend::CANCEL_STEP): visits up to
+-- CANCEL_STEP children of the jobs in `cascade`, oldest first, each from where its walk
+-- stands (`cascade_at`): queued ones are cancelled (their own descendants join the
+-- cascade), running ones asked to stop. Returns 1 while a cascade is left, else 0.
+local function cascade_step(KEY)
+  local budget = CANCEL_STEP
+  while budget > 0 do
+    local head = redis.call('ZRANGE', KEY.cascade, 0, 0)[1]
+    if not head then break end
+    local kids = kids_key(head)
+    local start = 0
+    local at = redis.call('HGET', KEY.cascade_at, head)
+    if at then
+      local ms, last = string.match(at, '^([^|]*)|(.*)$')
+      start = rank_after(kids, tonumber(ms) or 0, last or '')
+    end
+    local want = budget
+    local batch = redis.call('ZRANGE', kids, start, start + want - 1, 'WITHSCORES')
+    local n = #batch / 2
+    budget = budget - n
+    for i = 1, #batch, 2 do cancel_job(KEY, batch[i], job_key(batch[i])) end
+    if n < want then
+      redis.call('ZREM', KEY.cascade, head)
+      redis.call('HDEL', KEY.cascade_at, head)
+    else
+      redis.call('HSET', KEY.cascade_at, head, batch[#batch] .. '|' .. batch[#batch - 1])
     end
   end
+  return redis.call('EXISTS', KEY.cascade)
+end
+
+-- Whether a cascade is under way for an ancestor of `id` (a parent that is still its
+-- parent, queue_core::backend::is_parent_of, up to MAX_FLOW_DEPTH levels).
+local function doomed(KEY, id)
+  local child = id
+  for _ = 1, MAX_FLOW_DEPTH do
+    local v = redis.pcall('HMGET', job_key(child), 'parent', 'created_at')
+    if failed(v) or not v[1] or v[1] == '' then return false end
+    local parent = v[1]
+    local created = redis.pcall('HGET', job_key(parent), 'created_at')
+    if failed(created) or not created or num(created, 0) > num(v[2], 0) then return false end
+    if redis.call('ZSCORE', KEY.cascade, parent) then return true end
+    child = parent
+  end
+  return false
 end
 
 -- A key that is not a hash where a job should be: replace it by a failed record saying so.
--- `group`: the group of its lease, when it was running (its slot comes back).
-local function fail_garbage(KEY, id, key, kind, group)
+-- `lease`: its lease, when it was running (its group's slot comes back).
+local function fail_garbage(KEY, id, key, kind, lease)
+  local group = lease and lease.group
   release_group_slot(KEY, group)
   if group then later_group_load(group, UNFINISHED_CHANGE.fail) end
   redis.call('DEL', key)
@@ -1040,7 +1164,7 @@ local function fail_garbage(KEY, id, key, kind, group)
   for s, _ in pairs(VALID) do
     if s ~= 'processing' then redis.call('ZREM', status_key(KEY, s), id) end
   end
-  ended_lease(KEY, id)
+  ended_lease(KEY, id, lease)
   redis.call('ZADD', KEY.st_failed, NOW, id)
   bump('failed')
   emit_transition(KEY, id, nil, 'failed')
@@ -1148,15 +1272,18 @@ end
 local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
   local id_num = tonumber(claim_id)
   local last = tonumber(redis.call('HGET', KEY.claims, worker) or '0') or 0
+  local prefix = claimed_prefix(worker, claim_id)
   if id_num <= last then
+    -- A replay reads only its own claim's leases (at most MAX_CLAIM members).
     local again = {}
-    local all = redis.call('HGETALL', KEY.leases)
-    for i = 1, #all, 2 do
-      local l = decode_lease(all[i + 1])
+    local mine = redis.call('ZRANGEBYLEX', KEY.claimed, '[' .. prefix, '(' .. prefix .. '\255')
+    for _, m in ipairs(mine) do
+      local id = string.sub(m, #prefix + 1)
+      local l = read_lease(KEY, id)
       if l and l.claim == claim_id and l.worker == worker and l.expires > NOW then
         local cancel = 0
         if l.cancel then cancel = 1 end
-        again[#again + 1] = { all[i], l.token, l.started, l.expires, cancel }
+        again[#again + 1] = { id, l.token, l.started, l.expires, cancel }
       end
     end
     if #again > 0 then
@@ -1216,17 +1343,29 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
     costs[#costs + 1] = c
     return true
   end
-  local out, leases, active = {}, {}, {}
+  local out, leases, active, claimed = {}, {}, {}, {}
   local expires = NOW + lease_ms
+  -- While a cancel's cascade is under way, a job it is about to reach is cancelled here
+  -- instead of started (queue_core::backend::CANCEL_STEP).
+  local cascading = redis.call('EXISTS', KEY.cascade) == 1
+  -- Leases the popped job `id` (false: a cascade's, cancelled instead).
   local function take(id, seq, group)
+    if cascading and doomed(KEY, id) then
+      release_group_slot(KEY, group)
+      cancel_job(KEY, id, job_key(id))
+      return false
+    end
     local token = token_base .. ':' .. (#out + 1)
     leases[#leases + 1] = id
     leases[#leases + 1] = lease_string(token, expires, lease_ms, NOW, seq, false, group,
       claim_id, worker)
     active[#active + 1] = expires
     active[#active + 1] = id
+    claimed[#claimed + 1] = 0
+    claimed[#claimed + 1] = prefix .. id
     emit_transition(KEY, id, 'queued', 'processing')
     out[#out + 1] = { id, token, NOW, expires, 0 }
+    return true
   end
   -- queue_core::backend group rules: per band, the lane with the lowest ticket starts its
   -- first job and takes the next ticket; the jobs without a group win a tie.
@@ -1303,14 +1442,19 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
             TICK = TICK + took
             redis.call('HINCRBY', KEY.groups, 'run:' .. group, took)
             later_group_ready(band, -took)
-            for j = 1, #popped, 2 do take(popped[j], popped[j + 1], group) end
+            local leased, spared = 0, false
+            for j = 1, #popped, 2 do
+              if take(popped[j], popped[j + 1], group) then leased = leased + 1 else spared = true end
+            end
             -- Its lane takes the new ticket, or keeps its own within a weighted turn.
             local stamp = weighted_turn(KEY, group, weight)
             if group_limited then
               -- Its rate log, then its lanes as its next job's cost allows.
               local log, rper = group_rate_key(group), tonumber(redis.call('HGET', KEY.groups, 'rper:' .. group))
               log_prune(log, NOW - rper, KEY.groups, 'rx:' .. group)
-              log_add(log, { { out[#out][2], job_cost(popped[1]) } }, KEY.groups, 'rx:' .. group)
+              if leased > 0 then
+                log_add(log, { { out[#out][2], job_cost(popped[1]) } }, KEY.groups, 'rx:' .. group)
+              end
               if stamp and redis.call('EXISTS', q) == 1 then redis.call('ZADD', lanes, TICK, group) end
               refresh_group(KEY, group)
             elseif limit and running + took >= limit then
@@ -1321,6 +1465,8 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
             elseif stamp then
               redis.call('ZADD', lanes, TICK, group)
             end
+            -- A job a cascade cancelled gave its slot back: the lanes follow what is left.
+            if spared then refresh_group(KEY, group) end
           end
         end
       end
@@ -1333,8 +1479,9 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
   end
   if #out > 0 then redis.call('HSET', KEY.meta, 'tick', TICK, unpack(tickets or {})) end
   if #out > 0 then
-    redis.call('HSET', KEY.leases, unpack(leases))
-    redis.call('ZADD', KEY.active, unpack(active))
+    call_chunked('HSET', KEY.leases, leases, 2)
+    call_chunked('ZADD', KEY.active, active, 2)
+    call_chunked('ZADD', KEY.claimed, claimed, 2)
     if limited then
       local starts = {}
       for i, c in ipairs(out) do starts[i] = { c[2], costs[i] } end

@@ -17,9 +17,9 @@ for i = 1, tonumber(ARGV[3]) do
       end_attempt(KEY, id, key, l, rec, event, { error_message = msg[1] .. l.worker .. msg[2] })
     elseif rec then
       release_group_slot(KEY, l.group)
-      ended_lease(KEY, id)
+      ended_lease(KEY, id, l)
     else
-      fail_garbage(KEY, id, key, key_type(key), l.group)
+      fail_garbage(KEY, id, key, key_type(key), l)
     end
     out[#out + 1] = id
   elseif not l and score then

@@ -1,0 +1,87 @@
+//! Time at the edges of a lease: how long before its earliest possible expiry on the
+//! server a holder that could not renew it gives it up (the fence), and which heartbeat
+//! intervals the fence tolerates.
+//!
+//! A lease runs on the server from the moment its claim was applied, which is no earlier
+//! than when the claim was sent; a renewal likewise. So a holder counts every lease from
+//! the send time of the call that produced or last renewed it (its own monotonic clock,
+//! [`crate::backend::Lease::claimed_at`]), never from when the answer arrived or from when
+//! a waiting fetch began: `renewed_until = sent + lease`, and the attempt stops once
+//! `now + fence_margin(lease)` reaches that, before another worker may take the job.
+
+use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// How long before the earliest possible server-side expiry a lease that could not be
+/// renewed is given up locally: a sixth of the lease, at least 50 ms (enough for the
+/// handler's future to be dropped).
+///
+/// ```
+/// use std::time::Duration;
+/// use queue_core::backend::fence_margin;
+///
+/// assert_eq!(fence_margin(Duration::from_secs(30)), Duration::from_secs(5));
+/// assert_eq!(fence_margin(Duration::from_millis(120)), Duration::from_millis(50));
+/// ```
+pub fn fence_margin(lease: Duration) -> Duration {
+    (lease / 6).max(Duration::from_millis(50))
+}
+
+/// The longest heartbeat interval the fence tolerates for `lease`: one renewal may fail
+/// (or be late by up to an interval) and the next one still lands before the fence stops
+/// the attempt, i.e. two intervals fit in `lease - fence_margin(lease)`.
+///
+/// ```
+/// use std::time::Duration;
+/// use queue_core::backend::longest_heartbeat;
+///
+/// // The defaults: a 30 s lease tolerates heartbeats up to 12.5 s (10 s is the default).
+/// assert_eq!(longest_heartbeat(Duration::from_secs(30)), Duration::from_millis(12_500));
+/// ```
+pub fn longest_heartbeat(lease: Duration) -> Duration {
+    lease.saturating_sub(fence_margin(lease)) / 2
+}
+
+/// Refuses a heartbeat interval the fence cannot tolerate for `lease` (zero, or longer
+/// than [`longest_heartbeat`]), naming both values: with it, a healthy worker would stop
+/// its own jobs as if it had lost them.
+///
+/// ```
+/// use std::time::Duration;
+/// use queue_core::backend::check_heartbeat;
+///
+/// assert!(check_heartbeat(Duration::from_secs(2), Duration::from_millis(500)).is_ok());
+/// let err = check_heartbeat(Duration::from_secs(2), Duration::from_millis(900)).unwrap_err();
+/// assert!(err.to_string().contains("900ms") && err.to_string().contains("2s"), "{err}");
+/// ```
+pub fn check_heartbeat(lease: Duration, heartbeat: Duration) -> Result<()> {
+    let longest = longest_heartbeat(lease);
+    if heartbeat.is_zero() || heartbeat > longest {
+        return Err(Error::config(format!(
+            "heartbeat ({heartbeat:?}) must be positive and at most {longest:?} for a lease of \
+             {lease:?} (two heartbeats within the lease less its fence margin of {:?})",
+            fence_margin(lease)
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_heartbeat_is_accepted_and_one_past_it_refused() {
+        for lease_ms in [100u64, 120, 1_000, 2_000, 30_000, 3_600_000] {
+            let lease = Duration::from_millis(lease_ms);
+            let longest = longest_heartbeat(lease);
+            assert!(check_heartbeat(lease, longest).is_ok(), "{lease:?}");
+            let past = longest + Duration::from_nanos(1);
+            assert!(check_heartbeat(lease, past).is_err(), "{lease:?}");
+            assert!(check_heartbeat(lease, Duration::ZERO).is_err());
+            // Two intervals and the margin fit in the lease.
+            assert!(longest * 2 + fence_margin(lease) <= lease);
+        }
+    }
+}
