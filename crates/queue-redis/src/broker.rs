@@ -276,6 +276,7 @@ impl Broker for RedisBackend {
         step: Option<String>,
     ) -> Result<ProgressReply> {
         queue_core::backend::check_progress(progress)?;
+        let step = queue_core::Limits::bound_step(step);
         let args = vec![
             lease.job_id.to_string(),
             lease.token.as_str().to_owned(),

@@ -12,6 +12,9 @@ use serde_json::json;
 
 use crate::Harness;
 
+mod limits;
+pub use limits::*;
+
 const LEASE: Duration = Duration::from_secs(30);
 
 fn job(n: u32) -> NewJob {

@@ -118,7 +118,16 @@ macro_rules! conformance_tests {
             cron_schedules_keep_their_time_zone,
             schedules_are_managed,
             a_subscriber_resumes_after_the_last_event_it_saw,
-            finished_jobs_leave_a_delivery_per_matching_webhook
+            finished_jobs_leave_a_delivery_per_matching_webhook,
+            a_claim_takes_at_most_its_bound,
+            a_flow_at_its_bound_is_created_and_cancelled_whole,
+            children_page_past_any_size,
+            sizes_at_their_bounds,
+            text_is_cut_at_its_bound,
+            webhooks_and_schedules_at_their_bound,
+            holds_are_bounded_and_lifted,
+            the_event_log_holds_its_length,
+            a_snoozed_job_wakes_a_waiting_fetch
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

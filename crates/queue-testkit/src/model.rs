@@ -789,7 +789,10 @@ impl Model {
             kept: None,
         });
         self.totals.enqueued += 1;
-        self.refresh_lanes();
+        // A job without a group opens or closes no group's lane.
+        if record.group.is_some() {
+            self.refresh_lanes();
+        }
         Ok(record)
     }
 
@@ -810,13 +813,49 @@ impl Model {
     /// A page of a listing.
     pub fn list(&self, query: &ListQuery) -> Result<Page> {
         let position = query.position()?;
+        if let Some(parent) = query.parent {
+            // A parent's children, oldest first, after the cursor.
+            let p = self
+                .jobs
+                .iter()
+                .position(|j| j.record.job_id == parent)
+                .ok_or_else(|| not_found(parent))?;
+            let kids: Vec<usize> = self
+                .children_of(p)
+                .into_iter()
+                .filter(|c| {
+                    let r = &self.jobs[*c].record;
+                    position.is_none_or(|pos| (to_millis(r.created_at), r.job_id) > pos)
+                })
+                .collect();
+            let more = kids.len() > query.limit;
+            let jobs: Vec<JobRecord> = kids
+                .into_iter()
+                .take(query.limit)
+                .map(|c| self.view(c))
+                .collect();
+            let next_cursor = more.then(|| {
+                let last = jobs.last().expect("limit is at least 1");
+                encode_cursor(to_millis(last.created_at), last.job_id)
+            });
+            return Ok(Page { jobs, next_cursor });
+        }
         // One unique key's history and the waiting parents go by creation; every job and
         // one status by `listed_at` (a finished job by when it finished, or was last kept).
+        // The filters read the stored record (a view differs only in progress and counts).
         let by_creation = query.unique_key.is_some() || query.waiting_on_children;
-        let views: Vec<(Millis, JobRecord)> = (0..self.jobs.len())
+        let mut matching: Vec<(Millis, JobId, usize)> = (0..self.jobs.len())
             .filter(|i| !query.waiting_on_children || self.waits(*i))
-            .map(|i| {
-                let r = self.view(i);
+            .filter_map(|i| {
+                let r = &self.jobs[i].record;
+                if query.status.is_some_and(|s| r.status != s)
+                    || query
+                        .unique_key
+                        .as_deref()
+                        .is_some_and(|k| r.unique_key.as_deref() != Some(k))
+                {
+                    return None;
+                }
                 let created = to_millis(r.created_at);
                 let finished = self.jobs[i].kept.or(r.completed_at.map(to_millis));
                 let at = if by_creation {
@@ -824,31 +863,20 @@ impl Model {
                 } else {
                     listed_at(r.status, created, finished)
                 };
-                (at, r)
+                position
+                    .is_none_or(|p| (at, r.job_id) < p)
+                    .then_some((at, r.job_id, i))
             })
             .collect();
-        let mut matching: Vec<(Millis, &JobRecord)> = views
-            .iter()
-            .filter(|(_, r)| query.status.is_none_or(|s| r.status == s))
-            .filter(|(_, r)| {
-                query
-                    .unique_key
-                    .as_deref()
-                    .is_none_or(|k| r.unique_key.as_deref() == Some(k))
-            })
-            .filter(|(at, r)| position.is_none_or(|p| (*at, r.job_id) < p))
-            .map(|(at, r)| (*at, r))
-            .collect();
-        matching.sort_by_key(|(at, r)| std::cmp::Reverse((*at, r.job_id)));
+        matching.sort_by_key(|(at, id, _)| std::cmp::Reverse((*at, *id)));
         let more = matching.len() > query.limit;
         matching.truncate(query.limit);
         let next_cursor = more.then(|| {
-            let (at, last) = matching.last().expect("limit is at least 1");
-            encode_cursor(*at, last.job_id)
+            let (at, last, _) = matching.last().expect("limit is at least 1");
+            encode_cursor(*at, *last)
         });
-        let matching: Vec<&JobRecord> = matching.into_iter().map(|(_, r)| r).collect();
         Ok(Page {
-            jobs: matching.into_iter().cloned().collect(),
+            jobs: matching.into_iter().map(|(_, _, i)| self.view(i)).collect(),
             next_cursor,
         })
     }

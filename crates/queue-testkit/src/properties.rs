@@ -14,7 +14,8 @@ use std::{fmt, future::Future, time::Duration};
 
 use proptest::{prelude::*, test_runner::TestCaseError};
 use queue_core::backend::{
-    ClaimRequest, Ending, LeaseRef, Outcome, WorkerBeat, from_millis, to_millis,
+    CANCEL_STEP, ClaimRequest, Ending, LeaseRef, MAX_CLAIM, MAX_CONCURRENCY, Outcome, WorkerBeat,
+    from_millis, to_millis,
 };
 use queue_core::{
     Error, Flow, JobId, JobRecord, JobStatus, ListQuery, ManualClock, NewJob, Priority,
@@ -222,6 +223,26 @@ pub enum Op {
     },
     /// A scheduler fires the due schedules.
     RunSchedules,
+    /// A big batch: `jobs` anonymous jobs in one `enqueue_many` (around
+    /// [`queue_core::backend::MAX_CLAIM`], so claims meet their bound).
+    Flood {
+        /// How many.
+        jobs: u16,
+    },
+    /// A worker at its most concurrent claims all its slots at once
+    /// ([`queue_core::backend::MAX_CONCURRENCY`]): one call takes at most `MAX_CLAIM`.
+    FetchAll {
+        /// Worker slot.
+        worker: u8,
+    },
+    /// A batch of `members` anonymous jobs under job slot `root` (past
+    /// [`queue_core::backend::CANCEL_STEP`], so cancelling the root cascades in steps).
+    BigFlow {
+        /// The root's slot.
+        root: u8,
+        /// How many members.
+        members: u16,
+    },
 }
 
 /// The intervals a schedule of the run may have, in seconds.
@@ -405,6 +426,9 @@ impl fmt::Debug for Op {
             }
             Op::DeleteSchedule { slot } => write!(f, "delete schedule s{slot}"),
             Op::RunSchedules => write!(f, "fire the due schedules"),
+            Op::Flood { jobs } => write!(f, "enqueue_many of {jobs} jobs"),
+            Op::FetchAll { worker } => write!(f, "w{worker} fetch max=MAX_CONCURRENCY"),
+            Op::BigFlow { root, members } => write!(f, "batch job#{root} of {members} members"),
         }
     }
 }
@@ -421,6 +445,13 @@ impl fmt::Debug for Steps {
         }
         Ok(())
     }
+}
+
+/// A job of a big batch: no slot, no key, its own id (the same for backend and model).
+fn anonymous(n: u16) -> NewJob {
+    NewJob::new("model", &json!({ "big": n }))
+        .expect("encodes")
+        .job_id(JobId::new())
 }
 
 fn outcome_name(n: u8) -> &'static str {
@@ -485,6 +516,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..2, any::<bool>()).prop_map(|(slot, paused)| Op::PauseSchedule { slot, paused }),
         1 => (0u8..2).prop_map(|slot| Op::DeleteSchedule { slot }),
         3 => Just(Op::RunSchedules),
+        1 => ((MAX_CLAIM as u16 - 5)..=(MAX_CLAIM as u16 + 20)).prop_map(|jobs| Op::Flood { jobs }),
+        1 => (0..WORKERS).prop_map(|worker| Op::FetchAll { worker }),
+        1 => (0..JOBS, (CANCEL_STEP as u16)..=(CANCEL_STEP as u16 + 30))
+            .prop_map(|(root, members)| Op::BigFlow { root, members }),
     ]
 }
 
@@ -566,6 +601,9 @@ struct Run<'a> {
     last_fetch: Option<ClaimRequest>,
     last_finish: Option<(usize, Outcome, Option<ClaimRequest>)>,
     last_finish_many: Option<SentGroup>,
+    /// The anonymous jobs of big batches: compared through listings, counts and claims,
+    /// not one by one after every step.
+    big: std::collections::HashSet<JobId>,
 }
 
 /// A `finish_many` as sent: (held lease index, outcome) pairs, the worker, the claim.
@@ -619,6 +657,7 @@ impl<'a> Run<'a> {
             last_fetch: None,
             last_finish: None,
             last_finish_many: None,
+            big: std::collections::HashSet::new(),
             begun: {
                 use queue_core::Clock;
                 h.clock.now_ms()
@@ -793,6 +832,34 @@ impl<'a> Run<'a> {
                     "add_children",
                     norm(&got, Clone::clone),
                     norm(&want, Clone::clone),
+                )
+            }
+            Op::Flood { jobs } => {
+                let jobs: Vec<NewJob> = (0..jobs).map(anonymous).collect();
+                self.big
+                    .extend(jobs.iter().filter_map(|j| j.options.job_id));
+                let got = b.enqueue_many(jobs.clone()).await.map_err(|e| e.chain())?;
+                let want = self.model.enqueue_many(jobs, now);
+                let got: Vec<_> = got.iter().map(|r| norm(r, Clone::clone)).collect();
+                let want: Vec<_> = want.iter().map(|r| norm(r, Clone::clone)).collect();
+                expect_eq("enqueue_many (big)", got, want)
+            }
+            Op::FetchAll { worker } => {
+                let req = ClaimRequest::new(Self::worker(worker), MAX_CONCURRENCY, LEASE);
+                self.fetch(worker, req, false).await
+            }
+            Op::BigFlow { root, members } => {
+                let members: Vec<NewJob> = (0..members).map(anonymous).collect();
+                self.big
+                    .extend(members.iter().filter_map(|j| j.options.job_id));
+                let flow = Flow::batch(self.new_job(root, None), members);
+                let got = b.enqueue_flow(flow.clone()).await;
+                let flat = flow.flatten().map_err(|e| e.chain())?;
+                let want = self.model.enqueue_flow(flat, None, now);
+                expect_eq(
+                    "enqueue_flow (big)",
+                    norm(&got, Clone::clone),
+                    norm(&want, |v| v[0].clone()),
                 )
             }
             Op::EnqueueMany(jobs) => {
@@ -1276,7 +1343,7 @@ impl<'a> Run<'a> {
             .collect();
         expect_eq("schedules", got, want)?;
         for id in self.model.ids() {
-            if self.ids.contains(&id) {
+            if self.ids.contains(&id) || self.big.contains(&id) {
                 continue;
             }
             expect_eq(
