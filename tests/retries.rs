@@ -10,7 +10,7 @@ use queue_core::backend::{Broker, ClaimRequest, to_millis};
 use queue_core::{JobError, JobStatus, JobStore, NewJob, WorkerId};
 use queue_worker::Worker;
 
-use crate::support::{backend, start, wait_status};
+use crate::support::{backend, start, start_waiting, wait_status};
 
 #[tokio::test(start_paused = true)]
 async fn failures_retry_with_exponential_backoff_then_succeed() {
@@ -147,6 +147,41 @@ async fn a_snoozed_job_runs_again_later_without_using_an_attempt() {
         (report.snoozed, report.completed, report.retried),
         (2, 1, 0)
     );
+}
+
+/// A short snooze is kept to: the worker's fetch that is already waiting (for its free
+/// slots) wakes when the job falls due, not at the end of its own wait (a handler working
+/// 100 ms then snoozing 300 ms, twice; a 2 s fetch wait).
+#[tokio::test(start_paused = true)]
+async fn a_short_snooze_runs_again_on_time() {
+    let store = backend();
+    let job = store
+        .enqueue(NewJob::new("not_yet", &1).unwrap())
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c2 = Arc::clone(&calls);
+    let worker = start_waiting(
+        Worker::builder(store.clone()).register("not_yet", move |_: u32, _ctx| {
+            let calls = Arc::clone(&c2);
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    // Meanwhile the fetch loop waits for work with the other slots.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return Err(JobError::snooze(Duration::from_millis(300)));
+                }
+                Ok(())
+            }
+        }),
+        Duration::from_secs(2),
+    );
+    let r = wait_status(&store, job.job_id, JobStatus::Completed).await;
+    let waited = to_millis(r.started_at.unwrap()) - to_millis(r.created_at);
+    assert!(
+        (800..1_100).contains(&waited),
+        "two rounds of 100 ms work and a 300 ms snooze before the last start: {waited} ms"
+    );
+    worker.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -45,11 +45,13 @@ impl Running {
 }
 
 pub(crate) fn start(builder: WorkerBuilder) -> Running {
+    start_waiting(builder, Duration::from_millis(200))
+}
+
+/// [`start`] with an idle fetch waiting up to `fetch_wait`.
+pub(crate) fn start_waiting(builder: WorkerBuilder, fetch_wait: Duration) -> Running {
     let stop = CancellationToken::new();
-    let worker = builder
-        .fetch_wait(Duration::from_millis(200))
-        .build()
-        .unwrap();
+    let worker = builder.fetch_wait(fetch_wait).build().unwrap();
     let handle = tokio::spawn(worker.run(stop.clone()));
     Running { stop, handle }
 }

@@ -3,70 +3,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use queue_core::backend::{Ending, FinishedMany, Lease, MockBroker, Outcome, from_millis};
-use queue_core::{Error, JobError, JobId, JobRecord, JobStatus, LeaseToken, Payload, Priority};
+use queue_core::backend::{Lease, MockBroker, Outcome, from_millis};
+use queue_core::{Error, JobError, JobRecord, LeaseToken};
 use queue_worker::{CancellationToken, Worker};
 use tokio::sync::mpsc;
 
-fn record(task: &str, payload: &str, retry_count: u32, max_retries: u32) -> JobRecord {
-    JobRecord {
-        job_id: JobId::new(),
-        task: task.into(),
-        payload: Payload::from_trusted(payload),
-        unique_key: None,
-        status: JobStatus::Processing,
-        priority: Priority::Normal,
-        progress: 0,
-        current_step: None,
-        error_message: None,
-        retry_count,
-        max_retries,
-        timeout_ms: None,
-        created_at: from_millis(0),
-        started_at: Some(from_millis(0)),
-        completed_at: None,
-        run_at: None,
-        metadata: Default::default(),
-        result: None,
-        worker_id: Some("w".into()),
-        cancel_requested: false,
-        group: None,
-        cost: None,
-        parent: None,
-        child_policy: None,
-        children: None,
-        attempts: Vec::new(),
-    }
-}
-
-/// Every ending of a group accepted as completed; nothing claimed.
-fn completed(endings: &[Ending]) -> FinishedMany {
-    FinishedMany {
-        statuses: endings.iter().map(|_| Ok(JobStatus::Completed)).collect(),
-        next: Vec::new(),
-    }
-}
-
-/// Heartbeats succeed; nothing to reap or sweep.
-fn expect_beats_and_maintenance(mock: &mut MockBroker) {
-    mock.expect_heartbeat()
-        .returning(|_, _| Ok(Default::default()));
-    mock.expect_reap().returning(|_| Ok(vec![]));
-    mock.expect_sweep().returning(|_| Ok(0));
-    mock.expect_read_schedules()
-        .returning(|_| Ok(Default::default()));
-    mock.expect_claim_deliveries()
-        .returning(|_, _| Ok(Vec::new()));
-}
-
-/// Everything a worker does besides fetching and finishing: beats, maintenance,
-/// deregistration, and a cancel stream that stays silent.
-fn expect_housekeeping(mock: &mut MockBroker) {
-    expect_beats_and_maintenance(mock);
-    mock.expect_deregister().returning(|_| Ok(()));
-    mock.expect_cancellations()
-        .returning(|| Ok(Box::pin(futures_util::stream::pending())));
-}
+mod support;
+use support::{completed, expect_beats_and_maintenance, expect_housekeeping, record};
 
 /// A broker that leases `job` once, then has nothing; every `finish` outcome goes to the
 /// returned channel. `finish_errors` leading calls to `finish` fail as unavailable.
