@@ -45,10 +45,13 @@ impl Running {
 }
 
 pub(crate) fn start(builder: WorkerBuilder) -> Running {
-    start_waiting(builder, Duration::from_millis(200))
+    // The tests' webhook receivers listen on loopback, which the default egress refuses.
+    let local = queue_worker::WebhookEgress::from_list("127.0.0.1, ::1").unwrap();
+    start_waiting(builder.webhook_egress(local), Duration::from_millis(200))
 }
 
-/// [`start`] with an idle fetch waiting up to `fetch_wait`.
+/// [`start`] with an idle fetch waiting up to `fetch_wait`, and the webhook egress the
+/// builder says (by default: public addresses only).
 pub(crate) fn start_waiting(builder: WorkerBuilder, fetch_wait: Duration) -> Running {
     let stop = CancellationToken::new();
     let worker = builder.fetch_wait(fetch_wait).build().unwrap();

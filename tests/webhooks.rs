@@ -9,7 +9,7 @@ use queue_testkit::receiver::Receiver;
 use queue_worker::{JobError, Worker};
 use serde_json::Value;
 
-use crate::support::{backend, start, wait_status};
+use crate::support::{backend, start, start_waiting, wait_status};
 
 const SECRET: &str = "a-shared-secret-of-32-bytes-long";
 
@@ -187,11 +187,8 @@ async fn a_receiver_that_stays_down_parks_and_an_operator_resends() {
     parked.sort_by(|a, b| a.webhook.cmp(&b.webhook));
     assert_eq!((parked[0].attempts, parked[1].attempts), (3, 2));
     for p in &parked {
-        let error = p.last_error.as_deref().unwrap_or_default();
-        assert!(
-            error.contains("request failed") && !error.contains("scheme"),
-            "{error}"
-        );
+        // Coarse: whether the port was closed, filtered or not HTTP does not show.
+        assert_eq!(p.last_error.as_deref(), Some("connect failed"));
     }
     // The receiver is back (at a new address): the operator points the webhook at it and
     // sends the parked delivery again.
@@ -208,5 +205,74 @@ async fn a_receiver_that_stays_down_parks_and_an_operator_resends() {
     let body: Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
     assert_eq!(body["delivery_id"], parked[0].id.as_str());
     assert_eq!(body["attempt"], 1);
+    worker.shutdown().await;
+}
+
+/// By default deliveries go to public addresses only: a receiver on loopback (by address or
+/// by a name that resolves there) and the cloud metadata address are refused without a
+/// request being sent, the stored error says so (and nothing about the port); allowing
+/// the range lets the same delivery through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_to_internal_addresses_are_refused_unless_allowed() {
+    let store = backend();
+    let receiver = Receiver::start(0).await;
+    let port = receiver
+        .url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .expect("a port");
+    for (name, url) in [
+        ("by-address", receiver.url.to_string()),
+        ("by-name", format!("http://localhost:{port}/hooks")),
+        (
+            "metadata",
+            "http://169.254.169.254/latest/meta-data".to_owned(),
+        ),
+    ] {
+        store
+            .put_webhook(&Webhook::new(name, url, SECRET).retries(1, Duration::from_millis(100)))
+            .await
+            .unwrap();
+    }
+    let worker = start_waiting(
+        Worker::builder(store.clone()).register("t", |_: u32, _ctx| async move { Ok(()) }),
+        Duration::from_millis(200),
+    );
+    let job = store.enqueue(NewJob::new("t", &1).unwrap()).await.unwrap();
+    wait_status(&store, job.job_id, JobStatus::Completed).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let parked = loop {
+        let parked = store.deliveries(true, 10).await.unwrap();
+        if parked.len() == 3 {
+            break parked;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "parked: {parked:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for p in &parked {
+        assert_eq!(
+            p.last_error.as_deref(),
+            Some("refused by the webhook egress policy"),
+            "{}",
+            p.webhook
+        );
+    }
+    assert!(
+        receiver.received().is_empty(),
+        "nothing reached the receiver"
+    );
+    worker.shutdown().await;
+
+    // Allowed by range: the parked delivery to the receiver goes through.
+    let allowed = queue_worker::WebhookEgress::from_list("127.0.0.0/8").unwrap();
+    let worker = start_waiting(
+        Worker::builder(store.clone())
+            .webhook_egress(allowed)
+            .register("t", |_: u32, _ctx| async move { Ok(()) }),
+        Duration::from_millis(200),
+    );
+    let by_address = parked.iter().find(|p| p.webhook == "by-address").unwrap();
+    assert!(store.resend_delivery(&by_address.id).await.unwrap());
+    until(&receiver, "the allowed delivery", |r| r.len() == 1).await;
     worker.shutdown().await;
 }

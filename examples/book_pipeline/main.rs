@@ -95,8 +95,12 @@ async fn open_backend(cfg: &QueueConfig) -> anyhow::Result<SharedBackend> {
 }
 
 fn worker(backend: SharedBackend, cfg: &QueueConfig) -> anyhow::Result<Worker> {
+    // Deliveries go to public addresses only, unless DCS_WEBHOOK_ALLOW says otherwise; the
+    // demo's own receiver listens on loopback, so the demo allows it.
+    let allow = std::env::var("DCS_WEBHOOK_ALLOW").unwrap_or_else(|_| "127.0.0.1".into());
     Ok(Worker::builder(backend)
         .config(cfg)
+        .webhook_egress(queue_worker::WebhookEgress::from_list(&allow)?)
         .register_job(process_book)
         .register_job(process_chapter)
         .build()?)

@@ -42,6 +42,10 @@ pub(crate) struct WorkerArgs {
     /// Heartbeat interval, ms.
     #[arg(long, default_value_t = 500)]
     pub(crate) heartbeat_ms: u64,
+    /// Where webhook deliveries may go besides public addresses (the drill's receiver
+    /// listens on loopback).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) webhook_allow: String,
 }
 
 impl WorkerArgs {
@@ -83,6 +87,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let work = history.clone();
     let worker = Worker::builder(Arc::new(backend))
         .config(&cfg)
+        .webhook_egress(queue_worker::WebhookEgress::from_list(&args.webhook_allow)?)
         .fetch_wait(Duration::from_millis(500))
         // A killed worker's claimed webhook deliveries are sent again soon.
         .delivery_lease(Duration::from_secs(12))

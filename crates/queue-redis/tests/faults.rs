@@ -836,7 +836,10 @@ async fn webhook_deliveries_survive_a_redis_restart() {
         Worker::builder(Arc::new(backend.clone()))
             .config(&cfg)
             .concurrency(4)
-            .fetch_wait(Duration::from_millis(300)),
+            .fetch_wait(Duration::from_millis(300))
+            // The test's receiver listens on loopback, which deliveries may not reach
+            // unless allowed.
+            .webhook_egress(queue_worker::WebhookEgress::from_list("127.0.0.1").unwrap()),
         20,
     )
     .build()

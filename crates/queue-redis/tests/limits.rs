@@ -49,7 +49,10 @@ async fn a_claim_replay_reads_only_its_own_leases() {
     let lease = Duration::from_secs(30);
     for _ in 0..2 {
         let others = ClaimRequest::new(WorkerId::new("busy"), 1000, lease);
-        assert_eq!(backend.fetch(&others, Duration::ZERO).await.unwrap().len(), 1000);
+        assert_eq!(
+            backend.fetch(&others, Duration::ZERO).await.unwrap().len(),
+            1000
+        );
     }
     let mine = ClaimRequest::new(WorkerId::new("mine"), 1, lease);
     let first = backend.fetch(&mine, Duration::ZERO).await.unwrap();
@@ -114,7 +117,10 @@ async fn an_enqueue_with_redis_gone_answers_in_bounded_time() {
         .build()
         .await
         .unwrap();
-    backend.enqueue(NewJob::new("t", &1).unwrap()).await.unwrap();
+    backend
+        .enqueue(NewJob::new("t", &1).unwrap())
+        .await
+        .unwrap();
     server.kill();
     for _ in 0..3 {
         let asked = std::time::Instant::now();

@@ -164,6 +164,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Where this worker's webhook deliveries may connect besides public addresses (default
+    /// none: loopback, private, link-local and metadata addresses are refused).
+    pub fn webhook_egress(mut self, egress: crate::WebhookEgress) -> Self {
+        self.settings.config.webhook_egress = egress;
+        self
+    }
+
     /// How long a claimed webhook delivery is hidden from other workers (default 60 s;
     /// longer than a delivery's 10 s timeout).
     pub fn delivery_lease(mut self, lease: Duration) -> Self {

@@ -56,12 +56,23 @@ pub struct WorkerConfig {
     /// How long a claimed webhook delivery is hidden from other workers (default 60 s): a
     /// worker that dies mid-delivery leaves it to be sent again after this.
     pub delivery_lease: Duration,
+    /// Where webhook deliveries may connect (`DCS_WEBHOOK_ALLOW`, default: public
+    /// addresses only): loopback, private, link-local and metadata addresses are refused
+    /// unless allowed by name or range.
+    pub webhook_egress: crate::WebhookEgress,
 }
 
 impl WorkerConfig {
-    /// Reads the `DCS_QUEUE_*` variables of the process environment.
+    /// Reads the `DCS_QUEUE_*` variables of the process environment, and
+    /// `DCS_WEBHOOK_ALLOW` (comma-separated addresses, ranges or host names webhook
+    /// deliveries may reach besides public addresses).
     pub fn from_env() -> Result<Self> {
-        Ok(Self::from(&QueueConfig::from_env()?))
+        let mut config = Self::from(&QueueConfig::from_env()?);
+        if let Ok(list) = std::env::var("DCS_WEBHOOK_ALLOW") {
+            config.webhook_egress = crate::WebhookEgress::from_list(&list)
+                .map_err(|e| Error::config(format!("DCS_WEBHOOK_ALLOW: {e}")))?;
+        }
+        Ok(config)
     }
 
     /// Checks the settings together: positive durations, 1 to
@@ -120,6 +131,7 @@ impl From<&QueueConfig> for WorkerConfig {
             schedules: true,
             webhooks: true,
             delivery_lease: queue_core::backend::DELIVERY_LEASE,
+            webhook_egress: crate::WebhookEgress::default(),
         }
     }
 }

@@ -4,6 +4,7 @@ mod attempt;
 mod builder;
 mod config;
 mod context;
+mod egress;
 mod registry;
 mod reporter;
 mod running;
@@ -14,6 +15,7 @@ mod worker;
 
 pub use builder::WorkerBuilder;
 pub use config::WorkerConfig;
+pub use egress::WebhookEgress;
 // Everything a handler author names, so that this crate (or the facade's prelude) is the
 // only import a worker needs.
 pub use context::{JobContext, StageReporter};

@@ -16,39 +16,47 @@ use queue_core::webhook_signature;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::worker::Shared;
+use crate::{
+    egress::{Refused, Resolve, WebhookEgress},
+    worker::Shared,
+};
 
 /// Deliveries claimed per round.
 const PER_ROUND: usize = 32;
 /// How often an idle loop looks for due deliveries.
 const IDLE: Duration = Duration::from_secs(1);
 
+type Connector = HttpConnector<Resolve>;
 #[cfg(feature = "tls")]
-type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<Connector>, Full<Bytes>>;
 #[cfg(not(feature = "tls"))]
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<Connector, Full<Bytes>>;
 
 /// An HTTP/1.1 client for `http://` and (with the `tls` feature: rustls, the Mozilla root
-/// certificates) `https://` URLs.
-fn http_client() -> HttpClient {
+/// certificates) `https://` URLs, connecting only where `egress` permits (its resolver
+/// filters the addresses the connection may use).
+fn http_client(egress: Arc<WebhookEgress>) -> HttpClient {
+    let mut http = HttpConnector::new_with_resolver(Resolve { egress });
+    http.enforce_http(false);
     #[cfg(feature = "tls")]
     {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         Client::builder(TokioExecutor::new()).build(connector)
     }
     #[cfg(not(feature = "tls"))]
     {
-        Client::builder(TokioExecutor::new()).build_http()
+        Client::builder(TokioExecutor::new()).build(http)
     }
 }
 
 /// Runs until `stop`.
 pub(crate) async fn delivery_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let client = http_client();
+    let egress = Arc::new(shared.settings.config.webhook_egress.clone());
+    let client = http_client(Arc::clone(&egress));
     let agent = format!("dcs-queue/{}", env!("CARGO_PKG_VERSION"));
     loop {
         let claimed = tokio::select! {
@@ -65,7 +73,7 @@ pub(crate) async fn delivery_loop(shared: Arc<Shared>, stop: CancellationToken) 
         let full = claimed.len() == PER_ROUND;
         let rounds = claimed
             .into_iter()
-            .map(|c| deliver(&shared, &client, &agent, c));
+            .map(|c| deliver(&shared, &client, &egress, &agent, c));
         tokio::select! {
             _ = futures_util::future::join_all(rounds) => {}
             () = stop.cancelled() => return,
@@ -79,8 +87,15 @@ pub(crate) async fn delivery_loop(shared: Arc<Shared>, stop: CancellationToken) 
     }
 }
 
-/// One attempt of one delivery, then its settle.
-async fn deliver(shared: &Shared, client: &HttpClient, agent: &str, c: ClaimedDelivery) {
+/// One attempt of one delivery, then its settle. What is stored of a failure is coarse
+/// ("connect failed", "HTTP 503"): a receiver's address or port state never shows in it.
+async fn deliver(
+    shared: &Shared,
+    client: &HttpClient,
+    egress: &WebhookEgress,
+    agent: &str,
+    c: ClaimedDelivery,
+) {
     let d = &c.delivery;
     let Some(hook) = &c.webhook else {
         debug!(delivery = %d.id, webhook = %d.webhook, "webhook deleted: delivery dropped");
@@ -104,9 +119,11 @@ async fn deliver(shared: &Shared, client: &HttpClient, agent: &str, c: ClaimedDe
         _ if cfg!(not(feature = "tls")) && hook.url.starts_with("https://") => {
             Err("this build cannot send to https:// (queue-worker's `tls` feature is off)".into())
         }
-        Err(e) => Err(format!("cannot build the request: {e}")),
+        Err(_) => Err("invalid request".to_owned()),
+        // An address in the URL is not resolved: checked here.
+        Ok(request) if !literal_permitted(egress, request.uri()) => Err(Refused.to_string()),
         Ok(request) => match tokio::time::timeout(DELIVERY_TIMEOUT, send(client, request)).await {
-            Err(_) => Err(format!("no answer within {DELIVERY_TIMEOUT:?}")),
+            Err(_) => Err("timed out".to_owned()),
             Ok(result) => result,
         },
     };
@@ -132,31 +149,47 @@ async fn deliver(shared: &Shared, client: &HttpClient, agent: &str, c: ClaimedDe
     }
 }
 
-/// Sends the request; a 2xx answer is success, anything else says why not.
+/// Whether a URL whose host is an address names one the policy permits (a host name is
+/// checked on what it resolves to, by the client's resolver).
+fn literal_permitted(egress: &WebhookEgress, uri: &hyper::Uri) -> bool {
+    let host = uri.host().unwrap_or_default();
+    match host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        Ok(ip) => egress.permits(host, ip),
+        Err(_) => true,
+    }
+}
+
+/// Sends the request; a 2xx answer is success, anything else says why not, coarsely.
 async fn send(client: &HttpClient, request: hyper::Request<Full<Bytes>>) -> Result<(), String> {
-    let response = client
-        .request(request)
-        .await
-        .map_err(|e| format!("request failed: {}", error_chain(&e)))?;
+    let response = client.request(request).await.map_err(|e| {
+        debug!(error = %e, "webhook request failed");
+        coarse(&e)
+    })?;
     let status = response.status();
     // The body is read (bounded by the timeout) so the connection can be reused.
     let _ = response.into_body().collect().await;
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!("the receiver answered {status}"))
+        Err(format!("HTTP {}", status.as_u16()))
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
+/// A failed request as stored: refused by the policy, could not connect (refused, reset,
+/// unreachable or TLS: all one), or failed after connecting.
+fn coarse(e: &hyper_util::client::legacy::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        if s.is::<Refused>() {
+            return Refused.to_string();
+        }
         source = s.source();
     }
-    out
+    if e.is_connect() {
+        "connect failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    }
 }
 
 async fn settle(shared: &Shared, c: &ClaimedDelivery, how: Settle) {
