@@ -382,14 +382,35 @@ pub(crate) async fn flow(
     Ok(Json(serde_json::to_value(tree).expect("serializable")))
 }
 
-/// `GET /jobs/{id}/children`: a parent's children, oldest first.
+/// `GET /jobs/{id}/children?limit=&cursor=`: a page of a parent's children, oldest first
+/// (`limit` 1 to 1000, default 100; `next_cursor` goes on), however many it has.
 pub(crate) async fn children(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
+    q: Params,
 ) -> Result<Json<Value>, ApiError> {
     let id = job_id(&id)?;
-    let kids = state.backend.children(id).await?;
-    Ok(Json(json!({ "children": kids })))
+    let mut query = ListQuery::new().children_of(id).limit(100);
+    for (key, value) in params(q)? {
+        match key.as_str() {
+            "limit" => {
+                query.limit = value.parse().map_err(|_| {
+                    ApiError::bad_request(format!("limit `{value}` is not a number"))
+                })?
+            }
+            "cursor" if !value.is_empty() => query.cursor = Some(value),
+            "cursor" | "token" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`"
+                )));
+            }
+        }
+    }
+    let page = state.backend.list(&query).await?;
+    Ok(Json(
+        json!({ "children": page.jobs, "next_cursor": page.next_cursor }),
+    ))
 }
 
 pub(crate) async fn cancel(

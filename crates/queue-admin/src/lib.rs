@@ -59,7 +59,8 @@ impl std::fmt::Debug for Admin {
 }
 
 impl Admin {
-    /// Every route but `/health` and `/metrics` requires `token` when it is set.
+    /// Every route but `/health` requires `token` when it is set (`/metrics` too: it names
+    /// the busiest groups; Prometheus sends it with `authorization: {credentials: ...}`).
     pub fn new(backend: SharedBackend, token: Option<String>) -> Self {
         Self {
             state: State {
@@ -135,13 +136,24 @@ impl Admin {
                 self.state.clone(),
                 auth::guard,
             ));
+        // Metrics: the token when one is set, but any Host (a scraper names the server as
+        // it reaches it).
+        let metrics = Router::new()
+            .route("/metrics", get(metrics::render))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                auth::require,
+            ));
         Router::new()
             .route("/health", get(api::health))
-            .route("/metrics", get(metrics::render))
+            .merge(metrics)
             .merge(protected)
             .fallback(error::not_found)
             .method_not_allowed_fallback(error::method_not_allowed)
             .layer(DefaultBodyLimit::max(MAX_BODY))
+            // No page of this server may be framed by another site (clickjacking of its
+            // buttons: delete, bulk actions).
+            .layer(axum::middleware::map_response(no_framing))
             .with_state(self.state.clone())
     }
 
@@ -167,6 +179,19 @@ impl Admin {
         observer.abort();
         result
     }
+}
+
+/// Forbids framing (CSP `frame-ancestors 'none'` and, for older browsers,
+/// `X-Frame-Options: DENY`) on every response.
+async fn no_framing(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }
 
 /// Refuses to expose an unprotected admin API: a non-loopback address needs a token.

@@ -143,12 +143,13 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 pub(crate) async fn render(Extract(state): Extract<State>) -> Result<impl IntoResponse, ApiError> {
     let s = state.backend.stats().await?;
     let name = state.backend.to_string();
-    let queue = name
-        .split("queue=")
-        .nth(1)
-        .map(|r| r.trim_end_matches(')'))
-        .unwrap_or("default")
-        .to_owned();
+    // A queue name may hold `"` or `\`: escaped like every label value.
+    let queue = label(
+        name.rsplit("queue=")
+            .next()
+            .map(|r| r.trim_end_matches(')'))
+            .unwrap_or("default"),
+    );
     let mut out = String::new();
     family(
         &mut out,

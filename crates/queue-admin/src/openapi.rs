@@ -59,7 +59,7 @@ pub const ROUTES: [(&str, &str, &str, bool); 39] = [
     (
         "get",
         "/jobs/{id}/children",
-        "A parent's children, oldest first",
+        "A page of a parent's children, oldest first (limit, cursor; next_cursor goes on)",
         true,
     ),
     (

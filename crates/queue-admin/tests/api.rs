@@ -39,6 +39,33 @@ async fn round_trip(backend: SharedBackend) {
         401,
         "stats needs the token"
     );
+    assert_eq!(
+        s.call("GET", "/metrics", None, false).await.0,
+        401,
+        "metrics name the groups: they need the token too"
+    );
+    // No page may be framed by another site.
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n", s.addr)
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let head = raw
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-security-policy: frame-ancestors 'none'")
+            && head.contains("x-frame-options: deny"),
+        "{head}"
+    );
     let (status, stats) = s.json("GET", "/stats", None).await;
     assert_eq!((status, stats["total"].as_u64()), (200, Some(0)));
 
@@ -148,7 +175,7 @@ async fn round_trip(backend: SharedBackend) {
     let (status, paused) = s.json("POST", "/queue/pause", None).await;
     assert_eq!((status, paused["paused"].as_bool()), (200, Some(true)));
     assert_eq!(s.json("GET", "/stats", None).await.1["paused"], true);
-    let (_, metrics) = s.call("GET", "/metrics", None, false).await;
+    let (_, metrics) = s.call("GET", "/metrics", None, true).await;
     let paused_line = |metrics: &str| {
         metrics
             .lines()
@@ -170,7 +197,7 @@ async fn round_trip(backend: SharedBackend) {
         s.json("GET", "/stats", None).await.1["rate_limit"]["max"],
         5
     );
-    let (_, metrics) = s.call("GET", "/metrics", None, false).await;
+    let (_, metrics) = s.call("GET", "/metrics", None, true).await;
     assert!(
         metrics.contains("dcs_queue_rate_limit_window_seconds{"),
         "{metrics}"
@@ -319,7 +346,7 @@ async fn round_trip(backend: SharedBackend) {
         )
         .await;
     assert_eq!(status, 200);
-    let (_, metrics) = s.call("GET", "/metrics", None, false).await;
+    let (_, metrics) = s.call("GET", "/metrics", None, true).await;
     // Each family's samples follow its own `# TYPE` line (the text format).
     let mut family = "";
     for line in metrics.lines() {
@@ -348,7 +375,7 @@ async fn round_trip(backend: SharedBackend) {
     assert_eq!((status, resumed["paused"].as_bool()), (200, Some(false)));
     assert_eq!(s.json("GET", "/stats", None).await.1["paused"], false);
 
-    let (status, metrics) = s.call("GET", "/metrics", None, false).await;
+    let (status, metrics) = s.call("GET", "/metrics", None, true).await;
     assert_eq!(status, 200);
     assert_eq!(paused_line(&metrics).as_deref(), Some("0"), "{metrics}");
     for needle in [
@@ -845,6 +872,29 @@ async fn flows(backend: SharedBackend) {
         (status, listed["children"].as_array().unwrap().len()),
         (200, 2)
     );
+    assert!(listed["next_cursor"].is_null(), "{listed}");
+    // Paged: a family of any size is read a page at a time.
+    let (_, first) = s
+        .json("GET", &format!("/jobs/{id}/children?limit=1"), None)
+        .await;
+    let cursor = first["next_cursor"].as_str().expect("more").to_owned();
+    let (_, second) = s
+        .json(
+            "GET",
+            &format!("/jobs/{id}/children?limit=1&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(second["children"].as_array().unwrap().len(), 1);
+    assert_ne!(
+        second["children"][0]["job_id"],
+        first["children"][0]["job_id"]
+    );
+    assert!(second["next_cursor"].is_null(), "{second}");
+    let (status, _) = s
+        .json("GET", &format!("/jobs/{id}/children?limit=1001"), None)
+        .await;
+    assert_eq!(status, 400, "a page is at most 1000");
     let add = json!({"children": [{"task": "chapter", "payload": 3}]}).to_string();
     let (status, added) = s
         .json("POST", &format!("/jobs/{id}/children"), Some(&add))

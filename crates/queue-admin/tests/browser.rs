@@ -234,6 +234,20 @@ async fn dashboard_shows_progress_and_cancels() {
         report["attemptsAfter"].as_u64() > Some(attempts),
         "the retry's attempt shows: {report}"
     );
+    assert_eq!(
+        report["attemptsCounted"].as_u64(),
+        report["attemptsAfter"].as_u64(),
+        "the details count the attempts the table lists: {report}"
+    );
+    assert_eq!(
+        report["groupCells"]["aligned"].as_bool(),
+        Some(true),
+        "each group value sits under its header: {report}"
+    );
+    assert!(
+        report["jobsShown"].as_u64() >= Some(10),
+        "the jobs screenshot shows jobs: {report}"
+    );
     assert!(
         backend.get(flaky).await.unwrap().attempts.len() > 2,
         "the retried job failed again and kept its history"

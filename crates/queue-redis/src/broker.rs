@@ -54,6 +54,7 @@ impl RedisBackend {
         let at = tokio::time::Instant::now();
         let (statuses, claimed, now) =
             wire::finished(self.run(&self.inner.scripts.finish, &keys, args).await?);
+        self.replicated().await?;
         if statuses.len() != endings.len() {
             return Err(Error::backend(
                 "redis",

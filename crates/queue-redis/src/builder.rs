@@ -34,6 +34,10 @@ pub(crate) struct Inner {
     pub(crate) config: QueueConfig,
     /// How long one call may wait for its answer (`RedisConfig::response_timeout`).
     pub(crate) response_timeout: Duration,
+    /// The server's persistence settings, as read when connecting.
+    durability: crate::durability::Durability,
+    /// Replicas every enqueue and finish waits for, and for how long.
+    wait: Option<(u32, Duration)>,
     clock: Option<SharedClock>,
     pub(crate) errors: Errors,
     pub(crate) subscriptions: Arc<Subscriptions>,
@@ -93,6 +97,26 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// Refuses to connect to a server that can lose acknowledged jobs (`appendonly no`,
+    /// `appendfsync no`, a `maxmemory-policy` other than `noeviction`, or settings that
+    /// cannot be read), naming each setting (default `false`: each is logged as a warning;
+    /// [`RedisBackend::durability`] tells them either way).
+    pub fn require_durability(mut self, require: bool) -> Self {
+        self.redis.require_durability = require;
+        self
+    }
+
+    /// Every enqueue and every finish waits until `replicas` replicas have it (`WAIT`), up to
+    /// `timeout`; fewer in time is a retryable `Unavailable` (sent again, the call answers
+    /// the same). For replicated deployments where a master may die without a coordinated
+    /// failover: without it, jobs acknowledged in the last moments before the crash are
+    /// lost with the master. Default 0: no waiting.
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.redis.wait_replicas = replicas;
+        self.redis.wait_timeout = timeout;
+        self
+    }
+
     /// Connects. An unreachable server is `Error::Unavailable` naming its host and port; a
     /// bad URL or queue name is `Error::Config`. Passwords never appear in either.
     pub async fn build(self) -> Result<RedisBackend> {
@@ -109,6 +133,26 @@ impl RedisBackendBuilder {
             .query_async::<Value>(&mut conn)
             .await
             .map_err(|e| errors.map(e))?;
+        let durability = match &conn {
+            Conn::Cluster(_) => {
+                let mut all = crate::durability::Durability::default();
+                for (client, node) in deployment
+                    .node_clients()
+                    .into_iter()
+                    .zip(self.redis.url.endpoints())
+                {
+                    if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                        all = all.merge(crate::durability::Durability::read(&mut c, &node).await);
+                    }
+                }
+                all
+            }
+            _ => {
+                let node = self.redis.url.endpoints().join(",");
+                crate::durability::Durability::read(&mut conn, &node).await
+            }
+        };
+        durability.enforce(self.redis.require_durability)?;
         let scripts = Scripts::load(&keys);
         scripts
             .prepare(&mut conn, self.redis.functions)
@@ -127,6 +171,9 @@ impl RedisBackendBuilder {
                 scripts,
                 config: self.config,
                 response_timeout: self.redis.response_timeout,
+                durability,
+                wait: (self.redis.wait_replicas > 0)
+                    .then_some((self.redis.wait_replicas, self.redis.wait_timeout)),
                 clock: self.clock,
                 errors,
                 coalesced: Default::default(),
@@ -163,6 +210,41 @@ impl RedisBackend {
     /// The configuration the backend uses.
     pub fn config(&self) -> &QueueConfig {
         &self.inner.config
+    }
+
+    /// The server's persistence settings as read when the backend connected: each one that
+    /// can lose acknowledged jobs, named (see [`RedisBackendBuilder::require_durability`]).
+    pub fn durability(&self) -> &crate::Durability {
+        &self.inner.durability
+    }
+
+    /// Waits until the replicas asked for ([`RedisBackendBuilder::wait_for_replicas`]) have
+    /// every write this backend made so far (nothing to do without).
+    pub(crate) async fn replicated(&self) -> Result<()> {
+        let Some((replicas, timeout)) = self.inner.wait else {
+            return Ok(());
+        };
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(timeout.as_millis() as u64);
+        let slot = crate::keys::slot(self.inner.keys.prefix());
+        let mut conn = self.conn();
+        let call = conn.wait(&wait, slot);
+        let acked = match tokio::time::timeout(timeout + self.inner.response_timeout, call).await {
+            Ok(Ok(v)) => crate::wire::int(&v).unwrap_or(0),
+            Ok(Err(e)) => return Err(self.err(e)),
+            Err(_) => return Err(self.no_answer()),
+        };
+        if acked < i64::from(replicas) {
+            return Err(Error::Unavailable {
+                backend: "redis",
+                source: format!(
+                    "{}: written on the master but acknowledged by {acked} of {replicas} replicas within {timeout:?}",
+                    self.inner.errors.endpoints()
+                )
+                .into(),
+            });
+        }
+        Ok(())
     }
 
     /// True when the scripts run as a Redis Function library, false for EVALSHA.

@@ -12,6 +12,9 @@ use queue_core::{Error, QueueConfig, RedisUrl, Result};
 /// | `DCS_REDIS_URL` | `redis://localhost:6379` | one server, or several comma-separated node URLs (or `redis-cluster://`) for a cluster |
 /// | `DCS_REDIS_KEY_PREFIX` | `dcs` | the first part of every key: `<prefix>:{<queue>}:...` |
 /// | `DCS_REDIS_RESPONSE_TIMEOUT_SECONDS` | `5` | how long a command may take before it fails as unavailable |
+/// | `DCS_REDIS_REQUIRE_DURABILITY` | `false` | refuse a server that can lose acknowledged jobs (`appendonly`, `appendfsync`, `maxmemory-policy`) instead of warning |
+/// | `DCS_REDIS_WAIT_REPLICAS` | `0` | replicas every enqueue and finish waits for (`WAIT`) |
+/// | `DCS_REDIS_WAIT_TIMEOUT_MS` | `1000` | how long it waits for them |
 ///
 /// ```
 /// use queue_redis::RedisConfig;
@@ -39,6 +42,13 @@ pub struct RedisConfig {
     /// Load the scripts as a Redis Function library where the server supports it (`true`),
     /// or use EVALSHA scripts everywhere (for servers that refuse `FUNCTION LOAD`).
     pub functions: bool,
+    /// Refuse a server that can lose acknowledged jobs (`DCS_REDIS_REQUIRE_DURABILITY`,
+    /// default `false`: warn): see `RedisBackendBuilder::require_durability`.
+    pub require_durability: bool,
+    /// Replicas every enqueue and finish waits for (`DCS_REDIS_WAIT_REPLICAS`, default 0).
+    pub wait_replicas: u32,
+    /// How long it waits for them (`DCS_REDIS_WAIT_TIMEOUT_MS`, default 1000).
+    pub wait_timeout: Duration,
 }
 
 impl RedisConfig {
@@ -101,6 +111,38 @@ impl RedisConfig {
                             ))
                         })?;
                 }
+                "DCS_REDIS_REQUIRE_DURABILITY" => {
+                    config.require_durability = match value {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" | "" => false,
+                        _ => {
+                            return Err(Error::config(format!(
+                                "DCS_REDIS_REQUIRE_DURABILITY={value:?}: expected true or false"
+                            )));
+                        }
+                    };
+                }
+                "DCS_REDIS_WAIT_REPLICAS" => {
+                    config.wait_replicas = value.parse().ok().filter(|n| *n <= 100).ok_or_else(
+                        || {
+                            Error::config(format!(
+                                "DCS_REDIS_WAIT_REPLICAS={value:?}: expected an integer from 0 to 100"
+                            ))
+                        },
+                    )?;
+                }
+                "DCS_REDIS_WAIT_TIMEOUT_MS" => {
+                    config.wait_timeout = value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|ms| (1..=60_000).contains(ms))
+                        .map(Duration::from_millis)
+                        .ok_or_else(|| {
+                            Error::config(format!(
+                                "DCS_REDIS_WAIT_TIMEOUT_MS={value:?}: expected an integer from 1 to 60000"
+                            ))
+                        })?;
+                }
                 _ => {}
             }
         }
@@ -122,6 +164,9 @@ impl From<&QueueConfig> for RedisConfig {
             key_prefix: "dcs".into(),
             response_timeout: Duration::from_secs(5),
             functions: true,
+            require_durability: false,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
     }
 }

@@ -53,6 +53,25 @@ impl ConnectionLike for Conn {
     }
 }
 
+impl Conn {
+    /// Sends `WAIT` where this connection's writes to the queue went: the same connection
+    /// on a single server, the master of `slot` on a cluster.
+    pub(crate) async fn wait(&mut self, wait: &Cmd, slot: u16) -> redis::RedisResult<Value> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        match self {
+            Self::Cluster(c) => {
+                let route = Route::new(slot, SlotAddr::Master);
+                c.route_command(
+                    wait.clone(),
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await
+            }
+            other => wait.query_async(other).await,
+        }
+    }
+}
+
 /// How to open connections to one deployment.
 pub(crate) enum Deployment {
     Single(Box<Client>),

@@ -256,6 +256,37 @@ impl Keys {
     }
 }
 
+/// The Cluster slot of a key (`CRC16(tag) mod 16384`, where the tag is the part between the
+/// first `{` and the next `}` when there is one): every key of a queue is in the slot of
+/// its prefix.
+pub(crate) fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tag = bytes
+        .iter()
+        .position(|b| *b == b'{')
+        .and_then(|open| {
+            let rest = &bytes[open + 1..];
+            rest.iter()
+                .position(|b| *b == b'}')
+                .filter(|len| *len > 0)
+                .map(|len| &rest[..len])
+        })
+        .unwrap_or(bytes);
+    // CRC16/XMODEM, as Redis Cluster computes it.
+    let mut crc: u16 = 0;
+    for b in tag {
+        crc ^= u16::from(*b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +308,19 @@ mod tests {
         }
         assert_eq!(k.of(Static::Ready(1)), "dcs:{ai_processing}:ready:1");
         assert_eq!(Static::Status(JobStatus::Queued).lua_name(), "st_queued");
+    }
+
+    #[test]
+    fn slots_are_those_redis_computes() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(slot("123456789"), 12739);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("dcs:{foo}:job:1"), slot("foo"));
+        assert_eq!(
+            slot("{}x"),
+            slot("{}x"),
+            "an empty tag hashes the whole key"
+        );
     }
 
     #[test]

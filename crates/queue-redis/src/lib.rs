@@ -6,6 +6,7 @@ mod builder;
 mod codec;
 mod config;
 mod conn;
+mod durability;
 mod error;
 mod flows;
 mod keys;
@@ -19,4 +20,5 @@ mod wire;
 
 pub use builder::{RedisBackend, RedisBackendBuilder};
 pub use config::RedisConfig;
+pub use durability::Durability;
 pub use error::ServerError;

@@ -82,6 +82,7 @@ impl RedisBackend {
         let reply = self
             .run_again_if_unanswered(&self.inner.scripts.enqueue, &dynamic, args)
             .await?;
+        self.replicated().await?;
         let mut parts = array(reply).into_iter();
         let now = parts
             .next()
@@ -129,6 +130,7 @@ impl RedisBackend {
                 }
                 Some(_) => self.run(&self.inner.scripts.flow, &dynamic, args).await?,
             };
+            self.replicated().await?;
             let mut parts = array(reply).into_iter();
             let now = parts
                 .next()

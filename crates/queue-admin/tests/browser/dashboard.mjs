@@ -2,8 +2,10 @@
 // - jobs view: a running book's progress bar moves; a flow's tree lists its chapters until
 //   they complete; a running job is cancelled from its button;
 // - overview: the schedules panel lists the nightly schedule; the queue pauses and resumes;
-//   a group pauses and resumes; the finished-jobs chart counts the run;
-// - job page: a failing job shows its attempts, and one more after Retry;
+//   the groups table shows the API's numbers, each under its header; a group pauses and
+//   resumes; the finished-jobs chart counts the run;
+// - job page: a failing job shows its attempts, and one more after Retry; the details
+//   count as many attempts as the table lists;
 // - a deep link restores a filter; 100 failed jobs are retried in bulk (count, confirm,
 //   progress);
 // - workers page: each worker's version, tasks and running jobs, a silent one as lost;
@@ -121,9 +123,37 @@ try {
   await page.locator("#paused").waitFor({ state: "hidden", timeout: 10000 });
   const resumed = !(await page.evaluate(() => fetch("/stats").then((r) => r.json()))).paused;
 
-  console.error("step: pause a group");
+  console.error("step: the groups table shows the API's numbers, each under its header");
   const group = page.locator('#groups tr[data-group="p"]');
   await group.waitFor({ timeout: 10000 });
+  // The page and the API are read together until they agree (jobs move meanwhile).
+  const groupCells = await page.evaluate(async () => {
+    const headers = [...document.querySelectorAll("#groups-table thead th")];
+    const textBox = (el) => {
+      const range = document.createRange();
+      range.selectNodeContents(el);
+      return range.getBoundingClientRect();
+    };
+    for (let round = 0; round < 50; round++) {
+      await window.loadGroups();
+      const api = (await fetch("/groups?limit=20").then((r) => r.json())).groups.find((g) => g.group === "p");
+      const tds = [...document.querySelectorAll('#groups tr[data-group="p"] td')];
+      const shown = tds.slice(1, 5).map((td) => Number(td.textContent));
+      const want = [api.unfinished, api.ready, api.running, Math.max(0, api.unfinished - api.ready - api.running)];
+      if (JSON.stringify(shown) !== JSON.stringify(want)) continue;
+      // Each value's text sits under its header's text (columns 0 to 5).
+      const aligned = tds.slice(0, 6).every((td, i) => {
+        if (!td.textContent.trim()) return true;
+        const v = textBox(td), h = textBox(headers[i]);
+        return v.left < h.right && v.right > h.left;
+      });
+      return { shown, want, aligned };
+    }
+    return { shown: null, want: null, aligned: false };
+  });
+  if (!groupCells.shown || !groupCells.aligned) throw new Error(`groups table: ${JSON.stringify(groupCells)}`);
+
+  console.error("step: pause a group");
   await group.locator("button.toggle").click();
   await page.locator('#groups tr[data-group="p"] td.limits', { hasText: "paused" }).waitFor({ timeout: 10000 });
   const groupPaused = (await page.evaluate(() => fetch("/groups/p").then((r) => r.json()))).paused;
@@ -142,8 +172,14 @@ try {
   });
   const attemptsBefore = await page.locator("#d-attempts tbody tr").count();
   await page.locator("#d-retry").click();
-  await page.waitForFunction((n) => document.querySelectorAll("#d-attempts tbody tr").length > n, attemptsBefore, { timeout: 30000 });
+  await page.waitForFunction((n) => document.querySelectorAll("#d-attempts tbody tr").length > n
+    && document.getElementById("view-job").dataset.status === "failed", attemptsBefore, { timeout: 30000 });
   const attemptsAfter = await page.locator("#d-attempts tbody tr").count();
+  // The attempts the details count are the rows listed (every one failed and is kept).
+  const attemptsCounted = await page.evaluate(() => {
+    const dt = [...document.querySelectorAll("#d-meta dt")].find((d) => d.textContent === "attempts");
+    return dt ? Number(dt.nextElementSibling.textContent) : null;
+  });
   await page.screenshot({ path: png("job"), fullPage: true });
   await audit(page, "job");
 
@@ -163,6 +199,10 @@ try {
   await page.locator("#confirm-ok").click();
   await page.waitForFunction(() => document.getElementById("bulk-state").dataset.done !== undefined, null, { timeout: 60000 });
   const bulkDone = Number(await page.locator("#bulk-state").getAttribute("data-done"));
+  // The retried jobs left the failed filter: the screenshot shows every job instead.
+  await go(page, "#/jobs");
+  await page.locator("#jobs tr[data-job]").nth(9).waitFor({ timeout: 20000 });
+  const jobsShown = await page.locator("#jobs tr[data-job]").count();
   await page.screenshot({ path: png("jobs"), fullPage: true });
 
   console.error("step: workers page");
@@ -186,7 +226,8 @@ try {
   await audit(page, "jobs (dark)");
 
   console.log(JSON.stringify({ moving, before, after, flowId, flowChildren, cancelled: victim, status, paused, resumed,
-    groupPaused, groupResumed, finishedChart, attemptsBefore, attemptsAfter, deepStatus, deepTask, bulkCounted, bulkDone,
+    groupPaused, groupResumed, groupCells, finishedChart, attemptsBefore, attemptsAfter, attemptsCounted, deepStatus,
+    deepTask, bulkCounted, bulkDone, jobsShown,
     workerVersion, lostShown, axe, axePages }));
 } finally {
   await browser.close();
