@@ -203,7 +203,7 @@ try {
   await go(page, "#/jobs");
   await page.locator("#jobs tr[data-job]").nth(9).waitFor({ timeout: 20000 });
   const jobsShown = await page.locator("#jobs tr[data-job]").count();
-  await page.screenshot({ path: png("jobs"), fullPage: true });
+  await page.screenshot({ path: png("jobs"), fullPage: false });
 
   console.error("step: workers page");
   await go(page, "#/workers");
