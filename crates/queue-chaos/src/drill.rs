@@ -64,6 +64,10 @@ pub(crate) struct DrillArgs {
     /// machine injects fewer per second: failovers take longer), for at most 3x as long.
     #[arg(long, default_value_t = 0)]
     pub(crate) min_faults: u64,
+    /// Add the big-batch phase: a 10,000-job flow cancelled mid-run, a batch of 20,000
+    /// members, and one worker at the most concurrency (see `big.rs`).
+    #[arg(long)]
+    pub(crate) big: bool,
 }
 
 /// What the drill found.
@@ -97,6 +101,8 @@ pub(crate) struct Report {
     pub(crate) schedule: ScheduleReport,
     /// The webhook every finished job was delivered to.
     pub(crate) webhook: WebhookReport,
+    /// The big-batch phase, when it ran (its jobs are in every count above).
+    pub(crate) big: Option<crate::big::BigReport>,
 }
 
 /// What the drill's webhook receiver got: every finished job's final status, signed.
@@ -401,9 +407,16 @@ impl Drill {
             (None, Deployment::Cluster(c)) => c.url(),
             (None, Deployment::Standalone(r)) => r.url(),
         };
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command
             .arg("worker")
-            .args(["--url", &url, "--queue", &self.queue])
+            .args(["--url", &url, "--queue", &self.queue]);
+        if self.args.big && s.index == 0 {
+            // Its idle claims ask for far more jobs than one call takes.
+            let most = queue_core::backend::MAX_CONCURRENCY.to_string();
+            command.args(["--concurrency", &most]);
+        }
+        let child = command
             .arg("--history")
             .arg(&history)
             .env("RUST_LOG", "warn")
@@ -497,6 +510,10 @@ impl Drill {
             stop.clone(),
             Arc::clone(&enqueued),
         )));
+        let big = self
+            .args
+            .big
+            .then(|| tokio::spawn(crate::big::run(backend.clone())));
 
         let started = Instant::now();
         let until = started + Duration::from_secs(self.args.seconds);
@@ -522,6 +539,14 @@ impl Drill {
         for task in tasks {
             let _ = task.await;
         }
+        let (big, big_ids) = match big {
+            Some(task) => {
+                let (report, ids) = task.await??;
+                (Some(report), ids)
+            }
+            None => (None, Vec::new()),
+        };
+        enqueued.lock().unwrap().extend(big_ids);
         // No more ticks: the schedule's jobs so far drain with the rest.
         let mut schedule = None;
         for _ in 0..120 {
@@ -562,6 +587,7 @@ impl Drill {
             drain_seconds,
             schedule.as_ref(),
             (&receiver.received(), outbox_left),
+            big,
         )
         .await
     }
@@ -732,6 +758,7 @@ impl Drill {
         drain_seconds: f64,
         schedule: Option<&queue_core::ScheduleRecord>,
         webhook: (&[queue_testkit::receiver::Received], usize),
+        big: Option<crate::big::BigReport>,
     ) -> anyhow::Result<Report> {
         let mut runs: Vec<Run> = Vec::new();
         for slot in &self.slots {
@@ -784,6 +811,7 @@ impl Drill {
             drain_seconds,
             schedule,
             webhook,
+            big,
         };
         std::fs::write(
             self.dir.join("report.json"),

@@ -15,6 +15,7 @@
 //! concurrently double-run jobs and index inconsistencies, and the exit code is non-zero
 //! when any is found.
 
+mod big;
 mod check;
 mod drill;
 mod faults;

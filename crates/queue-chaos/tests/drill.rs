@@ -36,7 +36,7 @@ fn faults(report: &serde_json::Value) -> u64 {
 
 #[test]
 fn standalone_redis_under_faults_loses_nothing() {
-    let report = run(&["drill", "--seconds", "40", "--min-faults", "8"]);
+    let report = run(&["drill", "--seconds", "40", "--min-faults", "8", "--big"]);
     assert!(report["enqueued"].as_u64().unwrap() > 1000, "{report}");
     assert!(faults(&report) >= 8, "{report}");
     assert_eq!(report["double_runs"].as_array().unwrap().len(), 0);
