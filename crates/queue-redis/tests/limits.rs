@@ -144,3 +144,49 @@ async fn an_enqueue_with_redis_gone_answers_in_bounded_time() {
         );
     }
 }
+
+/// A group's hold is forgotten once it has passed: its `held:` field goes with the first
+/// claim after, so the `groups` hash does not grow with every tenant ever held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_hold_is_forgotten_once_past() {
+    use queue_core::backend::Outcome;
+    let server = RedisServer::start(free_port(), &["--appendonly no"]);
+    let clock = ManualClock::new();
+    let backend = support::backend(&server.url(), Some(clock.clone())).await;
+    for n in 0..2 {
+        backend
+            .enqueue(NewJob::new("t", &n).unwrap().group("tenant-7"))
+            .await
+            .unwrap();
+    }
+    let lease = ClaimRequest::new(WorkerId::new("w"), 1, Duration::from_secs(30));
+    let leased = backend
+        .fetch(&lease, Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
+    backend
+        .finish(
+            &leased.to_ref(),
+            Outcome::RateLimited {
+                retry_after: Duration::from_secs(60),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let groups = format!(
+        "{}:{{{}}}:groups",
+        support::testing::TEST_KEY_PREFIX,
+        backend.config().queue_name
+    );
+    let held = |port| cli(port, &["HEXISTS", &groups, "held:tenant-7"]).unwrap();
+    assert_eq!(held(server.port).trim(), "1");
+    clock.advance(Duration::from_secs(61));
+    let again = ClaimRequest::new(WorkerId::new("w"), 1, Duration::from_secs(30));
+    assert_eq!(
+        backend.fetch(&again, Duration::ZERO).await.unwrap().len(),
+        1
+    );
+    assert_eq!(held(server.port).trim(), "0", "the passed hold is gone");
+}

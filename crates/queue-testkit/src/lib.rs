@@ -127,6 +127,7 @@ macro_rules! conformance_tests {
             webhooks_and_schedules_at_their_bound,
             holds_are_bounded_and_lifted,
             the_event_log_holds_its_length,
+            a_lagging_subscriber_is_told_what_it_missed,
             a_snoozed_job_wakes_a_waiting_fetch
         );
     };

@@ -10,8 +10,8 @@ use queue_core::backend::{
     MAX_WEBHOOKS, Outcome,
 };
 use queue_core::{
-    Clock, EventKind, Flow, JobId, JobStatus, Limits, ListQuery, NewJob, Schedule, Schedules,
-    Webhook, WorkerId,
+    Clock, EventKind, Flow, JobId, JobStatus, JobStoreExt, Limits, ListQuery, NewJob, Schedule,
+    Schedules, Search, Webhook, WorkerId,
 };
 use serde_json::json;
 
@@ -339,6 +339,30 @@ pub async fn sizes_at_their_bounds(h: &Harness) {
             .await
             .is_err()
     );
+    // A flow as deep as it may nest, and one level more.
+    let deep = |levels: usize| {
+        let mut flow = Flow::new(job(0));
+        for n in 1..levels {
+            flow = Flow::new(job(n as u32)).child(flow);
+        }
+        flow
+    };
+    let depth = queue_core::backend::MAX_FLOW_DEPTH;
+    let err = h.backend.enqueue_flow(deep(depth + 1)).await.unwrap_err();
+    assert!(err.to_string().contains("nests"), "{err}");
+    let root = h.backend.enqueue_flow(deep(depth)).await.unwrap();
+    let tree = h.backend.flow_tree(root.job_id, 100).await.unwrap();
+    assert_eq!(tree.walk().len(), depth, "every level stored");
+    // A search (and a bulk step) looks at most MAX_BULK_STEP jobs.
+    let filter = queue_core::BulkFilter::new().task("conformance");
+    let most = queue_core::MAX_BULK_STEP;
+    assert!(h.backend.search(&filter, None, None, most).await.is_ok());
+    assert!(
+        h.backend
+            .search(&filter, None, None, most + 1)
+            .await
+            .is_err()
+    );
 }
 
 /// An error message and a step name are stored whole up to their bound and cut past it,
@@ -528,6 +552,31 @@ pub async fn the_event_log_holds_its_length(h: &Harness) {
     let mut whole = replay(first.id.clone().unwrap()).await;
     let resumed = next(&mut whole).await;
     assert_eq!(resumed.job_id, ids[1], "{resumed:?}");
+}
+
+/// A subscriber that falls behind the live stream is told how many events it missed where
+/// the gap is, and the events after it go on.
+pub async fn a_lagging_subscriber_is_told_what_it_missed(h: &Harness) {
+    let mut events = h.backend.subscribe().await.unwrap();
+    // More events than any backend buffers for a subscriber, none read meanwhile.
+    enqueue_n(h, 20_000).await;
+    let mut missed = None;
+    for _ in 0..20_000 {
+        let event = next(&mut events).await;
+        if let EventKind::Missed { count } = event.kind {
+            missed = Some(count);
+            break;
+        }
+    }
+    let count = missed.expect("the subscriber is told it missed events");
+    assert!(count.is_some_and(|n| n > 0), "{count:?}");
+    let last = enqueue(h, job(1)).await;
+    loop {
+        let event = next(&mut events).await;
+        if event.job_id == last.job_id {
+            break;
+        }
+    }
 }
 
 async fn next(events: &mut queue_core::EventStream) -> queue_core::JobEvent {
