@@ -328,6 +328,19 @@ struct Drill {
     faults: BTreeMap<String, u64>,
 }
 
+/// What the run's last phase hands to the report.
+struct Ending {
+    seed: u64,
+    enqueued: Vec<JobId>,
+    refused: u64,
+    drain_seconds: f64,
+    schedule: Option<queue_core::ScheduleRecord>,
+    received: Vec<queue_testkit::receiver::Received>,
+    /// Deliveries still in the outbox when the drain ended.
+    outbox_left: usize,
+    big: Option<crate::big::BigReport>,
+}
+
 fn rand_ms(lo: u64, hi: u64) -> Duration {
     Duration::from_millis(fastrand::u64(lo..hi))
 }
@@ -580,15 +593,16 @@ impl Drill {
         for slot in 0..self.slots.len() {
             self.stop_worker(slot).await;
         }
-        self.report(
+        self.report(Ending {
             seed,
-            &ids,
-            refused.load(Ordering::Relaxed),
+            enqueued: ids,
+            refused: refused.load(Ordering::Relaxed),
             drain_seconds,
-            schedule.as_ref(),
-            (&receiver.received(), outbox_left),
+            schedule,
+            received: receiver.received(),
+            outbox_left,
             big,
-        )
+        })
         .await
     }
 
@@ -750,16 +764,17 @@ impl Drill {
         }
     }
 
-    async fn report(
-        &self,
-        seed: u64,
-        enqueued: &[JobId],
-        refused: u64,
-        drain_seconds: f64,
-        schedule: Option<&queue_core::ScheduleRecord>,
-        webhook: (&[queue_testkit::receiver::Received], usize),
-        big: Option<crate::big::BigReport>,
-    ) -> anyhow::Result<Report> {
+    async fn report(&self, ending: Ending) -> anyhow::Result<Report> {
+        let Ending {
+            seed,
+            enqueued,
+            refused,
+            drain_seconds,
+            schedule,
+            received,
+            outbox_left,
+            big,
+        } = ending;
         let mut runs: Vec<Run> = Vec::new();
         for slot in &self.slots {
             for (path, killed) in &slot.histories {
@@ -789,13 +804,13 @@ impl Drill {
         }
         let prefix = format!("dcs:{{{}}}:", self.queue);
         let dump = check::dump(&self.node_urls(), &prefix).await?;
-        let mut all: Vec<JobId> = enqueued.to_vec();
+        let mut all: Vec<JobId> = enqueued.clone();
         all.extend(dump.jobs.keys().filter_map(|k| k.parse::<JobId>().ok()));
         all.sort();
         all.dedup();
         let state = check::check(&dump, &all);
-        let schedule = check_schedule(&dump, schedule);
-        let webhook = check_webhook(&dump, webhook.0, webhook.1);
+        let schedule = check_schedule(&dump, schedule.as_ref());
+        let webhook = check_webhook(&dump, &received, outbox_left);
         let report = Report {
             seed,
             dir: self.dir.display().to_string(),
