@@ -1249,13 +1249,28 @@ impl Tables {
             }
             None => Box::new(kids.iter()),
         };
-        let mut jobs = Vec::with_capacity(limit.min(kids.len()));
+        Ok(self.page(iter, limit.min(kids.len()), limit, |_| true))
+    }
+
+    /// Up to `limit` records from `index` that `keep` keeps, with the cursor after the
+    /// last one shown when more follow.
+    fn page<'a>(
+        &self,
+        index: impl Iterator<Item = &'a ByCreated>,
+        capacity: usize,
+        limit: usize,
+        keep: impl Fn(&JobRecord) -> bool,
+    ) -> Page {
+        let mut jobs = Vec::with_capacity(capacity);
         let mut next_cursor = None;
         let mut last = None;
-        for &(at, id) in iter {
+        for &(at, id) in index {
             let Some(entry) = self.jobs.get(&id) else {
                 continue;
             };
+            if !keep(&entry.record) {
+                continue;
+            }
             if jobs.len() == limit {
                 let (at, id) = last.expect("limit is at least 1");
                 next_cursor = Some(encode_cursor(at, id));
@@ -1264,7 +1279,7 @@ impl Tables {
             jobs.push(shown(&entry.record));
             last = Some((at, id));
         }
-        Ok(Page { jobs, next_cursor })
+        Page { jobs, next_cursor }
     }
 
     /// The entry of `parent`, when it is still `child`'s parent (`is_parent_of`: a job
@@ -1873,30 +1888,14 @@ impl Tables {
             Some(pos) => Box::new(index.range(..pos).rev()),
             None => Box::new(index.iter().rev()),
         };
-        let mut jobs = Vec::with_capacity(query.limit.min(index.len()));
-        let mut next_cursor = None;
-        let mut last = None;
-        for &(at, id) in iter {
-            let Some(entry) = self.jobs.get(&id) else {
-                continue;
-            };
-            if query.status.is_some_and(|s| s != entry.record.status)
-                || query
+        let capacity = query.limit.min(index.len());
+        Ok(self.page(iter, capacity, query.limit, |record| {
+            query.status.is_none_or(|s| s == record.status)
+                && query
                     .unique_key
                     .as_ref()
-                    .is_some_and(|k| entry.record.unique_key.as_ref() != Some(k))
-            {
-                continue;
-            }
-            if jobs.len() == query.limit {
-                let (at, id) = last.expect("limit is at least 1");
-                next_cursor = Some(encode_cursor(at, id));
-                break;
-            }
-            jobs.push(shown(&entry.record));
-            last = Some((at, id));
-        }
-        Ok(Page { jobs, next_cursor })
+                    .is_none_or(|k| record.unique_key.as_ref() == Some(k))
+        }))
     }
 
     /// Pauses (`true`) or resumes the queue; resuming also lifts a handler's hold.
