@@ -12,7 +12,7 @@
 //! | `DCS_QUEUE_RETRY_MAX_DELAY_SECONDS` | `3600` | backoff cap |
 //! | `DCS_QUEUE_RETRY_JITTER` | `0` | backoff jitter fraction, 0-1 |
 //! | `DCS_QUEUE_LEASE_SECONDS` | `30` | lease of a running job; a dead worker's job returns after it |
-//! | `DCS_QUEUE_HEARTBEAT_SECONDS` | `10` | how often a worker renews its leases; at most (lease − lease/6) / 2, so one renewal may fail |
+//! | `DCS_QUEUE_HEARTBEAT_SECONDS` | `10` | how often a worker renews its leases; at most half the lease (`longest_heartbeat`); a failed renewal is retried after a quarter interval |
 //! | `DCS_QUEUE_SHUTDOWN_GRACE_SECONDS` | `30` | how long running jobs may finish on shutdown |
 //! | `DCS_QUEUE_RETENTION_SECONDS` | `604800` | how long finished records are kept |
 //! | `DCS_QUEUE_LIMIT_PAYLOAD_BYTES` | `1048576` | largest payload a job may carry |

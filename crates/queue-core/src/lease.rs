@@ -1,6 +1,6 @@
 //! Time at the edges of a lease: how long before its earliest possible expiry on the
 //! server a holder that could not renew it gives it up (the fence), and which heartbeat
-//! intervals the fence tolerates.
+//! intervals the fence tolerates, and how soon a failed renewal is tried again.
 //!
 //! A lease runs on the server from the moment its claim was applied, which is no earlier
 //! than when the claim was sent; a renewal likewise. So a holder counts every lease from
@@ -28,19 +28,35 @@ pub fn fence_margin(lease: Duration) -> Duration {
     (lease / 6).max(Duration::from_millis(50))
 }
 
-/// The longest heartbeat interval the fence tolerates for `lease`: one renewal may fail
-/// (or be late by up to an interval) and the next one still lands before the fence stops
-/// the attempt, i.e. two intervals fit in `lease - fence_margin(lease)`.
+/// The longest heartbeat interval the fence tolerates for `lease`: three fifths of the
+/// time before the fence (`lease - fence_margin(lease)`), which is half the lease for
+/// leases of 300 ms and more (BullMQ's and asynq's ratio). The first renewal then goes out
+/// with two fifths of that time (a third of the lease) left for it, or for the quicker
+/// retries a worker sends after a failed one ([`heartbeat_retry`]), to land.
 ///
 /// ```
 /// use std::time::Duration;
 /// use queue_core::backend::longest_heartbeat;
 ///
-/// // The defaults: a 30 s lease tolerates heartbeats up to 12.5 s (10 s is the default).
-/// assert_eq!(longest_heartbeat(Duration::from_secs(30)), Duration::from_millis(12_500));
+/// // The defaults: a 30 s lease tolerates heartbeats up to 15 s (10 s is the default).
+/// assert_eq!(longest_heartbeat(Duration::from_secs(30)), Duration::from_secs(15));
 /// ```
 pub fn longest_heartbeat(lease: Duration) -> Duration {
-    lease.saturating_sub(fence_margin(lease)) / 2
+    lease.saturating_sub(fence_margin(lease)) * 3 / 5
+}
+
+/// How soon a worker whose renewal failed tries again: a quarter of its heartbeat
+/// interval, at least 5 ms, so that at the longest interval two more tries fit before
+/// the fence.
+///
+/// ```
+/// use std::time::Duration;
+/// use queue_core::backend::heartbeat_retry;
+///
+/// assert_eq!(heartbeat_retry(Duration::from_secs(10)), Duration::from_millis(2_500));
+/// ```
+pub fn heartbeat_retry(heartbeat: Duration) -> Duration {
+    (heartbeat / 4).max(Duration::from_millis(5))
 }
 
 /// Refuses a heartbeat interval the fence cannot tolerate for `lease` (zero, or longer
@@ -52,15 +68,16 @@ pub fn longest_heartbeat(lease: Duration) -> Duration {
 /// use queue_core::backend::check_heartbeat;
 ///
 /// assert!(check_heartbeat(Duration::from_secs(2), Duration::from_millis(500)).is_ok());
-/// let err = check_heartbeat(Duration::from_secs(2), Duration::from_millis(900)).unwrap_err();
-/// assert!(err.to_string().contains("900ms") && err.to_string().contains("2s"), "{err}");
+/// assert!(check_heartbeat(Duration::from_secs(2), Duration::from_secs(1)).is_ok());
+/// let err = check_heartbeat(Duration::from_secs(2), Duration::from_millis(1100)).unwrap_err();
+/// assert!(err.to_string().contains("1.1s") && err.to_string().contains("2s"), "{err}");
 /// ```
 pub fn check_heartbeat(lease: Duration, heartbeat: Duration) -> Result<()> {
     let longest = longest_heartbeat(lease);
     if heartbeat.is_zero() || heartbeat > longest {
         return Err(Error::config(format!(
             "heartbeat ({heartbeat:?}) must be positive and at most {longest:?} for a lease of \
-             {lease:?} (two heartbeats within the lease less its fence margin of {:?})",
+             {lease:?} (three fifths of the lease less its fence margin of {:?})",
             fence_margin(lease)
         )));
     }
@@ -80,8 +97,12 @@ mod tests {
             let past = longest + Duration::from_nanos(1);
             assert!(check_heartbeat(lease, past).is_err(), "{lease:?}");
             assert!(check_heartbeat(lease, Duration::ZERO).is_err());
-            // Two intervals and the margin fit in the lease.
-            assert!(longest * 2 + fence_margin(lease) <= lease);
+            // After the first renewal, two retries fit before the fence.
+            let fence = lease - fence_margin(lease);
+            assert!(longest + heartbeat_retry(longest) * 2 < fence, "{lease:?}");
+            if lease_ms >= 300 {
+                assert_eq!(longest, lease / 2);
+            }
         }
     }
 }

@@ -12,6 +12,8 @@ use serde_json::json;
 
 use crate::Harness;
 
+mod event_log;
+pub use event_log::*;
 mod limits;
 pub use limits::*;
 

@@ -125,6 +125,7 @@ macro_rules! conformance_tests {
             sizes_at_their_bounds,
             text_is_cut_at_its_bound,
             webhooks_and_schedules_at_their_bound,
+            parked_deliveries_expire_with_retention,
             holds_are_bounded_and_lifted,
             the_event_log_holds_its_length,
             a_lagging_subscriber_is_told_what_it_missed,

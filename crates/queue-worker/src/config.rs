@@ -17,7 +17,7 @@ use queue_core::{Error, QueueConfig, Result, RetryPolicy};
 /// config.job_timeout = Duration::from_secs(600);
 /// assert!(config.validate().is_ok());
 ///
-/// config.heartbeat = Duration::from_secs(20);        // the fence tolerates 12.5 s for 30 s
+/// config.heartbeat = Duration::from_secs(20);        // the fence tolerates 15 s for 30 s
 /// let err = config.validate().unwrap_err().to_string();
 /// assert!(err.contains("heartbeat (20s)") && err.contains("lease of 30s"), "{err}");
 /// ```
@@ -32,8 +32,8 @@ pub struct WorkerConfig {
     /// again after it.
     pub lease: Duration,
     /// How often leases are renewed (`DCS_QUEUE_HEARTBEAT_SECONDS`, 10 s): at most
-    /// [`longest_heartbeat`](queue_core::backend::longest_heartbeat) of the lease, so one
-    /// renewal may fail before the fence stops the worker's jobs.
+    /// [`longest_heartbeat`](queue_core::backend::longest_heartbeat) of the lease (half of
+    /// it), so a renewal and the quicker retries after a failed one land before the fence.
     pub heartbeat: Duration,
     /// How long running jobs may finish once shutdown begins
     /// (`DCS_QUEUE_SHUTDOWN_GRACE_SECONDS`, 30 s).
@@ -179,10 +179,10 @@ mod tests {
             ("concurrency", |c| c.concurrency = 0),
             ("concurrency (10001)", |c| c.concurrency = 10_001),
             ("heartbeat", |c| c.heartbeat = c.lease),
-            // 2 s lease: the fence tolerates at most 833 ms (one missed renewal).
-            ("heartbeat (834ms)", |c| {
+            // 2 s lease: the fence tolerates at most 1 s (half the lease).
+            ("heartbeat (1.001s)", |c| {
                 c.lease = Duration::from_secs(2);
-                c.heartbeat = Duration::from_millis(834);
+                c.heartbeat = Duration::from_millis(1001);
             }),
             ("heartbeat", |c| c.heartbeat = Duration::ZERO),
             ("job timeout", |c| c.job_timeout = Duration::ZERO),

@@ -11,8 +11,9 @@ use tracing::{debug, info, warn};
 use crate::{running::StopReason, worker::Shared};
 
 /// Renews every held lease each heartbeat interval (and at once when a pushed cancel may
-/// concern a job just claimed). A reply names leases by token, so it never touches a later
-/// attempt of the same job.
+/// concern a job just claimed); after a failed renewal, again sooner
+/// ([`queue_core::backend::heartbeat_retry`]) until one succeeds. A reply names leases by
+/// token, so it never touches a later attempt of the same job.
 pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
     let s = &shared.settings;
     let mut ticks = tokio::time::interval(s.config.heartbeat);
@@ -47,7 +48,10 @@ pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken)
                     }
                 }
             }
-            Err(err) => warn!(error = %err.chain(), "heartbeat failed"),
+            Err(err) => {
+                warn!(error = %err.chain(), "heartbeat failed");
+                ticks.reset_after(queue_core::backend::heartbeat_retry(s.config.heartbeat));
+            }
         }
     }
 }

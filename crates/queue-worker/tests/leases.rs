@@ -1,6 +1,7 @@
 //! Time at the edges of the lease protocol, seen from the worker: a lease counts from the
 //! claim that took it, a claim nobody answered is sent again under its own id, and a
-//! worker at its most concurrent claims in bounded calls.
+//! worker at its most concurrent claims in bounded calls, and a failed renewal is tried
+//! again before the fence.
 
 use std::{
     collections::HashMap,
@@ -157,4 +158,88 @@ async fn a_worker_at_its_most_concurrent_runs_every_job_once() {
     let runs = runs.lock().unwrap();
     assert_eq!(runs.len(), total);
     assert!(runs.values().all(|n| *n == 1), "every job ran once");
+}
+
+/// A renewal that fails is tried again after a quarter interval
+/// (`queue_core::backend::heartbeat_retry`), so at the longest heartbeat the fence
+/// tolerates the lease is still renewed in time: a 3 s lease with 1.5 s heartbeats, the
+/// first renewal of the job's lease failing. Without the retry the next renewal would go
+/// out at 3 s, past the fence at 2.5 s, and a healthy job would be stopped as lost.
+#[tokio::test(start_paused = true)]
+async fn a_failed_renewal_is_tried_again_before_the_fence() {
+    use queue_core::backend::{Outcome, from_millis, heartbeat_retry, longest_heartbeat};
+    use tokio::time::Instant;
+    let lease_time = Duration::from_secs(3);
+    let heartbeat = longest_heartbeat(lease_time);
+    assert_eq!(heartbeat, Duration::from_millis(1500));
+    let mut mock = MockBroker::new();
+    let mut lease = Some(Lease {
+        job: record("slow", "1", 0, 0),
+        token: LeaseToken::new("t"),
+        expires_at: from_millis(3_000),
+        claimed_at: Instant::now(),
+    });
+    // Then the backend has nothing: fetches fail and back off, so the paused clock moves.
+    mock.expect_fetch().returning(move |_, _| match lease.take() {
+        Some(lease) => Ok(vec![lease]),
+        None => Err(Error::Unavailable {
+            backend: "mock",
+            source: "down".into(),
+        }),
+    });
+    // Renewals of the job's lease, by when they were sent; the first one fails.
+    let renewals = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&renewals);
+    mock.expect_heartbeat().returning(move |_, leases| {
+        if leases.is_empty() {
+            return Ok(Default::default());
+        }
+        let mut sent = seen.lock().unwrap();
+        sent.push(Instant::now());
+        if sent.len() == 1 {
+            return Err(Error::Unavailable {
+                backend: "mock",
+                source: "connection reset".into(),
+            });
+        }
+        Ok(Default::default())
+    });
+    mock.expect_reap().returning(|_| Ok(vec![]));
+    mock.expect_sweep().returning(|_| Ok(0));
+    mock.expect_read_schedules()
+        .returning(|_| Ok(Default::default()));
+    mock.expect_claim_deliveries()
+        .returning(|_, _| Ok(Vec::new()));
+    mock.expect_deregister().returning(|_| Ok(()));
+    mock.expect_cancellations()
+        .returning(|| Ok(Box::pin(futures_util::stream::pending())));
+    let (tx, mut outcomes) = mpsc::unbounded_channel();
+    mock.expect_finish_many().returning(move |endings, _| {
+        for e in &endings {
+            tx.send(e.outcome.clone()).unwrap();
+        }
+        Ok(completed(&endings))
+    });
+    let worker = Worker::builder(Arc::new(mock))
+        .lease(lease_time, heartbeat)
+        .fetch_wait(Duration::from_millis(5))
+        .register("slow", |_: u32, _ctx| async {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    let outcome = tokio::time::timeout(Duration::from_secs(60), outcomes.recv())
+        .await
+        .expect("the job ends (not stopped by the fence)")
+        .expect("an outcome");
+    assert_eq!(outcome, Outcome::Completed { result: None });
+    stop.cancel();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!((report.completed, report.lost), (1, 0));
+    let sent = renewals.lock().unwrap().clone();
+    assert!(sent.len() >= 2, "{sent:?}");
+    assert_eq!(sent[1] - sent[0], heartbeat_retry(heartbeat));
 }

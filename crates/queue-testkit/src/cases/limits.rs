@@ -4,14 +4,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures_util::StreamExt;
 use queue_core::backend::{
     ClaimRequest, Ending, MAX_CLAIM, MAX_CONCURRENCY, MAX_FLOW_JOBS, MAX_SCHEDULES, MAX_STEP_BYTES,
     MAX_WEBHOOKS, Outcome,
 };
 use queue_core::{
-    Clock, EventKind, Flow, JobId, JobStatus, JobStoreExt, Limits, ListQuery, NewJob, Schedule,
-    Schedules, Search, Webhook, WorkerId,
+    Clock, Flow, JobId, JobStatus, JobStoreExt, Limits, ListQuery, NewJob, Schedule, Schedules,
+    Search, Webhook, WorkerId,
 };
 use serde_json::json;
 
@@ -19,7 +18,7 @@ use super::{LEASE, completed, enqueue, fetch, finish, get, job, req};
 use crate::Harness;
 
 /// Enqueues `n` jobs in calls of 1,000 and returns their ids in order.
-async fn enqueue_n(h: &Harness, n: usize) -> Vec<JobId> {
+pub(super) async fn enqueue_n(h: &Harness, n: usize) -> Vec<JobId> {
     let mut ids = Vec::with_capacity(n);
     for start in (0..n).step_by(1000) {
         let batch: Vec<NewJob> = (start..n.min(start + 1000))
@@ -453,6 +452,42 @@ pub async fn webhooks_and_schedules_at_their_bound(h: &Harness) {
     h.backend.put_schedule(every(MAX_SCHEDULES)).await.unwrap();
 }
 
+/// Parked webhook deliveries expire with the queue's retention (an hour in the harness),
+/// a sweep's `limit` at a time, counted from when they were parked.
+pub async fn parked_deliveries_expire_with_retention(h: &Harness) {
+    use queue_core::backend::Settle;
+    let hook = Webhook::new("parks", "https://example.com/hook", "s".repeat(32));
+    h.backend.put_webhook(&hook).await.unwrap();
+    for n in 0..3 {
+        enqueue(h, job(n)).await;
+    }
+    for lease in fetch(h, 3).await {
+        finish(h, &lease, completed()).await;
+    }
+    let claimed = h
+        .backend
+        .claim_deliveries(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    for c in &claimed {
+        let mut parked = c.delivery.clone();
+        parked.parked = true;
+        let settle = Settle::Park(parked.encode());
+        let settled = h.backend.settle_delivery(&c.delivery.id, &c.stored, settle);
+        assert!(settled.await.unwrap());
+    }
+    let parked = || async { h.backend.deliveries(true, 100).await.unwrap().len() };
+    h.advance(Duration::from_secs(3599));
+    h.backend.sweep(100).await.unwrap();
+    assert_eq!(parked().await, 3, "younger than the retention");
+    h.advance(Duration::from_secs(2));
+    h.backend.sweep(2).await.unwrap();
+    assert_eq!(parked().await, 1, "a sweep prunes at most its limit");
+    h.backend.sweep(2).await.unwrap();
+    assert_eq!(parked().await, 0);
+}
+
 /// A handler's `rate_limited` holds its group (or the queue) for at most the hold limit,
 /// however long it asks; `resume` (`resume_group`) and removing the rate limit lift a hold
 /// at once, and `stats` / `group` show it while it lasts.
@@ -509,81 +544,6 @@ pub async fn holds_are_bounded_and_lifted(h: &Harness) {
     h.backend.resume_group("g").await.unwrap();
     assert_eq!(h.backend.group("g").await.unwrap().held_until, None);
     assert_eq!(fetch(h, 10).await.len(), 1, "the group starts again");
-}
-
-/// The event log holds exactly [`queue_core::EVENT_LOG_LEN`] events: a subscriber resuming
-/// from before the first of that many gets them all, with no gap; one event more, and
-/// resuming from before the oldest is told it missed events (`EventKind::Missed`) where
-/// they were, then gets the rest; resuming from an event the log still follows misses
-/// nothing.
-pub async fn the_event_log_holds_its_length(h: &Harness) {
-    let len = queue_core::EVENT_LOG_LEN;
-    // Someone follows the queue: events are logged.
-    let _live = h.backend.subscribe().await.unwrap();
-    let ids = enqueue_n(h, len).await;
-    let replay = |after: String| {
-        let backend = Arc::clone(&h.backend);
-        async move { backend.subscribe_from(&after).await.unwrap() }
-    };
-    let mut all = replay("0-0".into()).await;
-    let first = next(&mut all).await;
-    assert!(
-        !matches!(first.kind, EventKind::Missed { .. }),
-        "at its length the log holds every event"
-    );
-    assert_eq!(first.job_id, ids[0]);
-    let mut last = first.clone();
-    for id in &ids[1..] {
-        last = next(&mut all).await;
-        assert_eq!(last.job_id, *id);
-    }
-    assert!(last.id.is_some());
-
-    // One more: the oldest leaves the log.
-    enqueue(h, job(0)).await;
-    let mut gap = replay("0-0".into()).await;
-    let missed = next(&mut gap).await;
-    assert!(
-        matches!(missed.kind, EventKind::Missed { .. }),
-        "{missed:?}"
-    );
-    assert_eq!(next(&mut gap).await.job_id, ids[1]);
-    // Resuming after the oldest kept one's predecessor misses nothing.
-    let mut whole = replay(first.id.clone().unwrap()).await;
-    let resumed = next(&mut whole).await;
-    assert_eq!(resumed.job_id, ids[1], "{resumed:?}");
-}
-
-/// A subscriber that falls behind the live stream is told how many events it missed where
-/// the gap is, and the events after it go on.
-pub async fn a_lagging_subscriber_is_told_what_it_missed(h: &Harness) {
-    let mut events = h.backend.subscribe().await.unwrap();
-    // More events than any backend buffers for a subscriber, none read meanwhile.
-    enqueue_n(h, 20_000).await;
-    let mut missed = None;
-    for _ in 0..20_000 {
-        let event = next(&mut events).await;
-        if let EventKind::Missed { count } = event.kind {
-            missed = Some(count);
-            break;
-        }
-    }
-    let count = missed.expect("the subscriber is told it missed events");
-    assert!(count.is_some_and(|n| n > 0), "{count:?}");
-    let last = enqueue(h, job(1)).await;
-    loop {
-        let event = next(&mut events).await;
-        if event.job_id == last.job_id {
-            break;
-        }
-    }
-}
-
-async fn next(events: &mut queue_core::EventStream) -> queue_core::JobEvent {
-    tokio::time::timeout(Duration::from_secs(10), events.next())
-        .await
-        .expect("an event in time")
-        .expect("the stream goes on")
 }
 
 /// A job snoozed while a fetch waits wakes it when it falls due, as a delayed enqueue
