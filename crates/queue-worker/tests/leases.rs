@@ -180,13 +180,14 @@ async fn a_failed_renewal_is_tried_again_before_the_fence() {
         claimed_at: Instant::now(),
     });
     // Then the backend has nothing: fetches fail and back off, so the paused clock moves.
-    mock.expect_fetch().returning(move |_, _| match lease.take() {
-        Some(lease) => Ok(vec![lease]),
-        None => Err(Error::Unavailable {
-            backend: "mock",
-            source: "down".into(),
-        }),
-    });
+    mock.expect_fetch()
+        .returning(move |_, _| match lease.take() {
+            Some(lease) => Ok(vec![lease]),
+            None => Err(Error::Unavailable {
+                backend: "mock",
+                source: "down".into(),
+            }),
+        });
     // Renewals of the job's lease, by when they were sent; the first one fails.
     let renewals = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&renewals);
