@@ -38,7 +38,8 @@ pub const MAX_CONCURRENCY: usize = 10_000;
 /// use queue_core::backend::bound_text;
 ///
 /// assert_eq!(bound_text("short", 100), "short");
-/// let cut = bound_text(&"é".repeat(100), 60);
+/// let long = "é".repeat(100);
+/// let cut = bound_text(&long, 60);
 /// assert!(cut.len() <= 60 && cut.ends_with("(truncated from 200 bytes)"), "{cut}");
 /// ```
 pub fn bound_text(text: &str, max: usize) -> Cow<'_, str> {
