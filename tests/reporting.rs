@@ -101,10 +101,6 @@ impl Broker for SlowFinishes {
         self.inner.cancellations().await
     }
 
-    async fn children_of(&self, parent: JobId, cursor: Option<String>) -> Result<queue_core::Page> {
-        self.inner.children_of(parent, cursor).await
-    }
-
     async fn read_schedules(
         &self,
         read: &queue_core::backend::ScheduleRead,
@@ -117,18 +113,6 @@ impl Broker for SlowFinishes {
         write: queue_core::backend::ScheduleWrite,
     ) -> Result<queue_core::backend::ScheduleWritten> {
         self.inner.write_schedule(write).await
-    }
-
-    async fn put_webhook(&self, hook: &queue_core::Webhook) -> Result<()> {
-        self.inner.put_webhook(hook).await
-    }
-
-    async fn delete_webhook(&self, name: &str) -> Result<bool> {
-        self.inner.delete_webhook(name).await
-    }
-
-    async fn webhooks(&self) -> Result<Vec<queue_core::Webhook>> {
-        self.inner.webhooks().await
     }
 
     async fn claim_deliveries(
@@ -147,14 +131,6 @@ impl Broker for SlowFinishes {
     ) -> Result<bool> {
         self.inner.settle_delivery(id, claimed, settle).await
     }
-
-    async fn deliveries(&self, parked: bool, limit: usize) -> Result<Vec<queue_core::Delivery>> {
-        self.inner.deliveries(parked, limit).await
-    }
-
-    async fn resend_delivery(&self, id: &str) -> Result<bool> {
-        self.inner.resend_delivery(id).await
-    }
 }
 
 async fn enqueue(store: &MemoryBackend, n: usize) -> Vec<JobId> {
@@ -172,18 +148,19 @@ async fn run_all(store: &Arc<MemoryBackend>, broker: Arc<SlowFinishes>, n: usize
     let ids = enqueue(store, n).await;
     let ran = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&ran);
-    let running = start(Worker::builder(broker).concurrency(20).register(
-        "count",
-        move |i: usize, _ctx| {
-            let counter = Arc::clone(&counter);
-            async move {
-                // Jobs end at different times, as real ones do.
-                tokio::time::sleep(Duration::from_millis((i % 13) as u64)).await;
-                counter.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            }
-        },
-    ));
+    let running = start(
+        Worker::with_parts(broker, store.clone())
+            .concurrency(20)
+            .register("count", move |i: usize, _ctx| {
+                let counter = Arc::clone(&counter);
+                async move {
+                    // Jobs end at different times, as real ones do.
+                    tokio::time::sleep(Duration::from_millis((i % 13) as u64)).await;
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }),
+    );
     for id in ids {
         wait_status(store, id, JobStatus::Completed).await;
     }

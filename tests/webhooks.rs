@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use queue_core::{JobStatus, JobStore, NewJob, Webhook, backend::Broker, verify_webhook_signature};
+use queue_core::{JobStatus, JobStore, NewJob, Webhook, verify_webhook_signature};
 use queue_testkit::receiver::Receiver;
 use queue_worker::{JobError, Worker};
 use serde_json::Value;

@@ -68,10 +68,6 @@ impl Broker for LateClaims {
         self.inner.cancellations().await
     }
 
-    async fn children_of(&self, parent: JobId, cursor: Option<String>) -> Result<queue_core::Page> {
-        self.inner.children_of(parent, cursor).await
-    }
-
     async fn read_schedules(
         &self,
         read: &queue_core::backend::ScheduleRead,
@@ -84,18 +80,6 @@ impl Broker for LateClaims {
         write: queue_core::backend::ScheduleWrite,
     ) -> Result<queue_core::backend::ScheduleWritten> {
         self.inner.write_schedule(write).await
-    }
-
-    async fn put_webhook(&self, hook: &queue_core::Webhook) -> Result<()> {
-        self.inner.put_webhook(hook).await
-    }
-
-    async fn delete_webhook(&self, name: &str) -> Result<bool> {
-        self.inner.delete_webhook(name).await
-    }
-
-    async fn webhooks(&self) -> Result<Vec<queue_core::Webhook>> {
-        self.inner.webhooks().await
     }
 
     async fn claim_deliveries(
@@ -114,14 +98,6 @@ impl Broker for LateClaims {
     ) -> Result<bool> {
         self.inner.settle_delivery(id, claimed, settle).await
     }
-
-    async fn deliveries(&self, parked: bool, limit: usize) -> Result<Vec<queue_core::Delivery>> {
-        self.inner.deliveries(parked, limit).await
-    }
-
-    async fn resend_delivery(&self, id: &str) -> Result<bool> {
-        self.inner.resend_delivery(id).await
-    }
 }
 
 /// A cancel pushed before the worker has even seen its claim still stops the job within
@@ -138,7 +114,7 @@ async fn a_cancel_right_after_the_claim_is_not_missed() {
         .enqueue(NewJob::new("long", &1).unwrap())
         .await
         .unwrap();
-    let worker = start(Worker::builder(broker.clone()).register(
+    let worker = start(Worker::with_parts(broker.clone(), store.clone()).register(
         "long",
         |_: u32, ctx| async move {
             ctx.cancelled().await;

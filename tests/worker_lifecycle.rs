@@ -20,7 +20,7 @@ async fn jobs_complete_with_progress_and_results() {
         .enqueue(NewJob::new("count", &json!({"words": ["a", "b", "c"]})).unwrap())
         .await
         .unwrap();
-    let mut events = store.subscribe().await.unwrap();
+    let mut events = store.subscribe(None).await.unwrap();
     let stages = Stages::new([("read", 20), ("count", 80)]).unwrap();
     let worker = start(Worker::builder(store.clone()).register(
         "count",

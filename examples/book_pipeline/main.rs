@@ -206,7 +206,7 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
     if !with_worker && std::env::var_os("DCS_REDIS_URL").is_none() {
         bail!("`produce` needs a worker in another process: set DCS_REDIS_URL");
     }
-    let mut events = backend.subscribe().await?;
+    let mut events = backend.subscribe(None).await?;
     println!(
         "book pipeline on {backend}, queue `{}`, concurrency {}",
         cfg.queue_name, cfg.max_concurrency

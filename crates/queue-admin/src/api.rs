@@ -658,10 +658,8 @@ pub(crate) async fn events(
         ),
         None => q.since,
     };
-    let events = match resume.as_deref().filter(|id| !id.is_empty()) {
-        Some(id) => state.backend.subscribe_from(id).await?,
-        None => state.backend.subscribe().await?,
-    };
+    let after = resume.as_deref().filter(|id| !id.is_empty());
+    let events = state.backend.subscribe(after).await?;
     let stream = events.map(|e| {
         let name = match &e.kind {
             queue_core::EventKind::Transition { .. } => "transition",

@@ -35,7 +35,7 @@ struct Histogram {
 /// Follows the queue's events: start time on `processing`, a sample on the next transition.
 pub(crate) async fn observe(backend: SharedBackend, metrics: Arc<Metrics>) {
     loop {
-        if let Ok(mut events) = backend.subscribe().await {
+        if let Ok(mut events) = backend.subscribe(None).await {
             while let Some(e) = events.next().await {
                 if let EventKind::Transition { to, .. } = e.kind {
                     let at = to_millis(e.at);

@@ -500,12 +500,9 @@ impl Drill {
         // A webhook for every finished job, to a receiver that fails its first requests:
         // each job's final status must arrive, signed, through every fault.
         let receiver = queue_testkit::receiver::Receiver::start(20).await;
-        queue_core::backend::Broker::put_webhook(
-            &backend,
-            &queue_core::Webhook::new("chaos", receiver.url.as_str(), WEBHOOK_SECRET)
-                .retries(30, Duration::from_millis(200)),
-        )
-        .await?;
+        let hook = queue_core::Webhook::new("chaos", receiver.url.as_str(), WEBHOOK_SECRET)
+            .retries(30, Duration::from_millis(200));
+        backend.put_webhook(&hook).await?;
         let stop = CancellationToken::new();
         let enqueued: Arc<Mutex<Vec<JobId>>> = Arc::default();
         let refused = Arc::new(AtomicU64::new(0));
@@ -579,7 +576,6 @@ impl Drill {
         let mut outbox_left = usize::MAX;
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            use queue_core::backend::Broker;
             let pending = backend.deliveries(false, 1000).await.map(|d| d.len());
             let parked = backend.deliveries(true, 1000).await.map(|d| d.len());
             if let (Ok(p), Ok(k)) = (pending, parked) {

@@ -9,7 +9,8 @@ use crate::backend::{ClaimId, Outcome};
 use crate::schedule::{ScheduleRead, ScheduleWrite, ScheduleWritten, StoredSchedules};
 use crate::{JobId, JobRecord, JobStatus, LeaseToken, Result, WorkerId};
 
-/// Hands jobs to workers under leases.
+/// Hands jobs to workers under leases: what a worker, its scheduler and its delivery loop
+/// drive, nothing else. A backend implements the 12 methods without a body.
 ///
 /// # Contract
 /// Every write by a lease holder carries its token; once the lease expired (even before
@@ -120,11 +121,6 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
     /// path (case `cancel_running_job`).
     async fn cancellations(&self) -> Result<CancelStream>;
 
-    /// One page (at most 1,000) of a parent's children, oldest first, after `cursor`, as
-    /// [`crate::JobStore::list`] answers [`crate::ListQuery::children_of`]: what a running
-    /// parent's handler reads (`JobContext::children` pages through them).
-    async fn children_of(&self, parent: JobId, cursor: Option<String>) -> Result<crate::Page>;
-
     /// Stored schedules, with the backend's now: the read half of every schedule change
     /// (see [`crate::Schedules`], which is how to use schedules).
     async fn read_schedules(&self, read: &ScheduleRead) -> Result<StoredSchedules>;
@@ -133,18 +129,6 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
     /// its ticks created in the same atomic step; nothing happens when the stored form is
     /// not `write.expected` (case `a_tick_enqueues_exactly_once`).
     async fn write_schedule(&self, write: ScheduleWrite) -> Result<ScheduleWritten>;
-
-    /// Creates or replaces a webhook (checked first). From then on every job reaching a
-    /// status it wants leaves a delivery in the outbox, written by the same atomic step as
-    /// the transition (case `finished_jobs_leave_a_delivery_per_matching_webhook`).
-    async fn put_webhook(&self, hook: &crate::Webhook) -> Result<()>;
-
-    /// Deletes a webhook; its pending deliveries are dropped when next claimed. False when
-    /// there was none.
-    async fn delete_webhook(&self, name: &str) -> Result<bool>;
-
-    /// Every webhook, by name, secrets included (show them with `Webhook::redacted`).
-    async fn webhooks(&self) -> Result<Vec<crate::Webhook>>;
 
     /// Takes up to `limit` due deliveries (oldest due first) and hides them from other
     /// delivery loops for `lease`: what a delivery loop sends next.
@@ -163,14 +147,6 @@ pub trait Broker: std::fmt::Debug + Send + Sync + 'static {
         claimed: &str,
         settle: crate::backend::Settle,
     ) -> Result<bool>;
-
-    /// Pending (`parked` false, oldest due first) or parked deliveries (oldest parked
-    /// first), at most `limit`.
-    async fn deliveries(&self, parked: bool, limit: usize) -> Result<Vec<crate::Delivery>>;
-
-    /// Sends a parked delivery again: due now, its attempts counted from zero. False when
-    /// no parked delivery has this id.
-    async fn resend_delivery(&self, id: &str) -> Result<bool>;
 }
 
 /// Job ids whose cancel was requested.

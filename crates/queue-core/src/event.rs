@@ -12,14 +12,14 @@ use crate::{JobId, JobStatus};
 pub const EVENT_LOG_LEN: usize = 10_000;
 
 /// How long a queue keeps logging events after its last subscriber left: a subscriber that
-/// reconnects within this time resumes where it stopped ([`crate::JobStore::subscribe_from`]).
+/// reconnects within this time resumes where it stopped ([`crate::JobStore::subscribe`]).
 pub const EVENT_LOG_LINGER: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// One thing that happened to one job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobEvent {
     /// Its place in the queue's event log (`<ms>-<n>`, increasing): pass the last one seen
-    /// to [`crate::JobStore::subscribe_from`] to resume after it. `None` only for events
+    /// to [`crate::JobStore::subscribe`] to resume after it. `None` only for events
     /// built by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -90,7 +90,7 @@ pub enum EventKind {
 
 /// Events of one queue, in the order the backend applied them. A subscriber that loses its
 /// connection resumes from the last event id it saw with
-/// [`crate::JobStore::subscribe_from`], as far back as the log reaches
+/// [`crate::JobStore::subscribe`], as far back as the log reaches
 /// ([`EVENT_LOG_LEN`] events, logged while someone follows and [`EVENT_LOG_LINGER`] after);
 /// one that falls far behind a live stream, or resumes from before the oldest event the log
 /// holds, is told so by an [`EventKind::Missed`] event where the gap is. Treat the job

@@ -4,6 +4,7 @@ mod broker;
 mod bulk;
 mod clock;
 mod config;
+mod control;
 mod error;
 mod event;
 mod flow;
@@ -34,6 +35,7 @@ pub use bulk::{
 };
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{QueueConfig, QueueConfigBuilder, RedisUrl};
+pub use control::{Control, GroupControl};
 pub use error::{BoxError, Error, Result};
 pub use event::{
     EVENT_LOG_LEN, EVENT_LOG_LINGER, EventKind, EventStream, JobEvent, parse_event_id,
@@ -95,6 +97,7 @@ pub mod backend {
     pub use crate::lease::{check_heartbeat, fence_margin, heartbeat_retry, longest_heartbeat};
     pub use crate::limits::{
         MAX_CLAIM, MAX_CONCURRENCY, MAX_ENDINGS, MAX_ENQUEUE_STEP, MAX_STEP_BYTES, bound_text,
+        too_many,
     };
     pub use crate::outcome::Outcome;
     pub use crate::progress::{Monotonic, check_progress};

@@ -29,6 +29,21 @@ pub const MAX_STEP_BYTES: usize = 200;
 /// The most jobs a worker may run at once (`DCS_QUEUE_MAX_CONCURRENCY`).
 pub const MAX_CONCURRENCY: usize = 10_000;
 
+/// The error of a queue that already holds the most `what` it may (webhooks, schedules):
+/// the same words from every backend.
+///
+/// ```
+/// use queue_core::backend::too_many;
+///
+/// let err = too_many("webhooks", 100).to_string();
+/// assert!(err.contains("100 webhooks, the most it may have"), "{err}");
+/// ```
+pub fn too_many(what: &str, max: usize) -> crate::Error {
+    crate::Error::invalid(format!(
+        "the queue has {max} {what}, the most it may have: delete one first"
+    ))
+}
+
 /// `text` when it is at most `max` bytes, else its start cut on a character boundary and
 /// followed by `… (truncated from N bytes)`, all within `max` bytes: what every backend
 /// stores of an error message ([`Limits::error_bytes`]) and a step name

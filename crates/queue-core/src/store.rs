@@ -7,10 +7,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    EventStream, GroupStats, JobId, JobRecord, JobStatus, NewJob, Priority, RateLimit, Result,
+    Control, EventStream, GroupControl, GroupStats, JobId, JobRecord, JobStatus, NewJob, Priority,
+    RateLimit, Result,
 };
 
-/// Stores job records and answers questions about them.
+/// Stores job records and answers questions about them: what producers and operators
+/// call. A backend implements the 18 methods without a body; the others are written once,
+/// here, over them.
 ///
 /// # Contract
 /// Every method is atomic with respect to every other method of [`JobStore`] and
@@ -28,7 +31,14 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     ///   one of many concurrent enqueues of one key wins (case `unique_key_race_has_one_winner`).
     /// - With `job_id` set to an existing job, returns that job unchanged (idempotent
     ///   retry of an enqueue) (case `enqueue_with_same_id_is_idempotent`).
-    async fn enqueue(&self, job: NewJob) -> Result<JobRecord>;
+    async fn enqueue(&self, job: NewJob) -> Result<JobRecord> {
+        let mut answers = self.enqueue_many(vec![job]).await?;
+        answers.pop().expect("one answer per job")
+    }
+
+    /// Enqueues several jobs, in order, each with the semantics of [`JobStore::enqueue`];
+    /// one refused job does not stop the others (case `enqueue_many_reports_each_job`).
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>>;
 
     /// Enqueues a job with its children (any depth) in one atomic step: every job of the
     /// flow is created, or none (a unique key held by an active job, or taken twice in the
@@ -69,10 +79,6 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
         }
     }
 
-    /// Enqueues several jobs, in order, each with the semantics of [`JobStore::enqueue`];
-    /// one refused job does not stop the others (case `enqueue_many_reports_each_job`).
-    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>>;
-
     /// The record, or `Error::NotFound`. A record that cannot be decoded is an
     /// `Error::Corrupt` naming the field.
     async fn get(&self, id: JobId) -> Result<JobRecord>;
@@ -90,7 +96,8 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// a processing job gets `cancel_requested` and its lease holder is told (heartbeat
     /// reply, progress reply and a `CancelRequested` event); it then ends `cancelled` and
     /// is never retried (case `cancel_queued_job`), (case `cancel_running_job`). A finished job
-    /// gives `Error::InvalidTransition`.
+    /// gives `Error::InvalidTransition`. A parent's unfinished descendants are cancelled
+    /// too, in bounded steps ([`crate::backend::CANCEL_STEP`]).
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome>;
 
     /// Re-queues a `failed`, `partial` or `cancelled` job with a fresh retry budget,
@@ -107,64 +114,14 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     /// `delete_finished_records`).
     async fn delete(&self, id: JobId) -> Result<JobRecord>;
 
+    /// Counts, without scanning jobs (case `stats_after_mixed_run`).
+    async fn stats(&self) -> Result<QueueStats>;
+
     /// The charts' series over `span`: per interval, each lifetime counter's increase, the
     /// enqueue-to-start and run-time histograms, and the depth workers sampled (case
     /// `series_count_what_happened`); kept by the backend in bounded buckets
     /// ([`crate::series`]).
     async fn series(&self, span: crate::SeriesSpan) -> Result<crate::Series>;
-
-    /// Counts, without scanning jobs (case `stats_after_mixed_run`).
-    async fn stats(&self) -> Result<QueueStats>;
-
-    /// Pauses the queue: from now on no job starts (claims answer nothing and a waiting
-    /// fetch keeps waiting); queued jobs stay queued, running jobs run on and finish,
-    /// enqueues, cancels and retries work as usual, and an expired lease still returns its
-    /// job to the queue. Idempotent; survives restarts (it is stored with the queue);
-    /// `stats().paused` reports it (case `pause_stops_starts_until_resume`).
-    async fn pause(&self) -> Result<()>;
-
-    /// Resumes a paused queue: waiting fetches wake at once, without polling (case
-    /// `resume_wakes_a_waiting_fetch`). Idempotent.
-    async fn resume(&self) -> Result<()>;
-
-    /// Sets (or with `None` removes) the queue's rate limit: at most `max` jobs start in any
-    /// window of `per`, whatever the number of workers (case
-    /// `rate_limit_holds_over_many_windows`). A held-back job stays queued without using an
-    /// attempt and starts as soon as the window allows: a waiting fetch wakes then, without
-    /// polling (case `a_rate_limited_fetch_wakes_when_the_window_allows`). Stored with the
-    /// queue; `stats().rate_limit` reports it.
-    async fn set_rate_limit(&self, limit: Option<RateLimit>) -> Result<()>;
-
-    /// Pauses one group: none of its jobs starts until [`JobStore::resume_group`]; its
-    /// queued jobs stay queued, its running jobs finish, every other group runs on (case
-    /// `pause_group_stops_only_that_group`). Idempotent; stored with the queue.
-    async fn pause_group(&self, group: &str) -> Result<()>;
-
-    /// Resumes a paused group; waiting fetches wake at once. Idempotent.
-    async fn resume_group(&self, group: &str) -> Result<()>;
-
-    /// Sets (or with `None` removes) a group's concurrency limit: at most `limit` of its
-    /// jobs run at once across all workers, checked inside the claim (case
-    /// `group_concurrency_holds_under_racing_fetches`); a slot is given back on every way
-    /// a job stops running: an outcome, a cancel, an expired lease (case
-    /// `group_slot_comes_back_on_every_ending`). Stored with the queue.
-    async fn set_group_concurrency(&self, group: &str, limit: Option<u32>) -> Result<()>;
-
-    /// Sets (or with `None` removes) a group's weight in the fair share, 1 to 1,000: within
-    /// a priority its lane is served `weight` times in a row per turn, so it gets that many
-    /// starts for each start of a group of weight 1 (case
-    /// `weighted_groups_share_in_proportion`). Stored with the queue.
-    async fn set_group_weight(&self, group: &str, weight: Option<u32>) -> Result<()>;
-
-    /// Sets (or with `None` removes) a group's rate limit: at most `max` of its jobs start
-    /// in any window of `per`, across all workers (case `group_rate_limit_holds_and_wakes`);
-    /// the others run on. A held-back job waits without using an attempt and starts as soon
-    /// as the window allows (a waiting fetch wakes then). Stored with the queue.
-    async fn set_group_rate_limit(
-        &self,
-        group: &str,
-        limit: Option<crate::RateLimit>,
-    ) -> Result<()>;
 
     /// One group's ready and running counts and settings, without scanning jobs (a group
     /// nobody used answers zeros).
@@ -179,23 +136,99 @@ pub trait JobStore: std::fmt::Debug + Send + Sync + 'static {
     async fn groups(&self, limit: usize) -> Result<crate::GroupList>;
 
     /// Workers that sent a heartbeat within the liveness window (three heartbeat
-    /// intervals), with the jobs they hold.
+    /// intervals), with the jobs they hold, and those lost within the last hour.
     async fn workers(&self) -> Result<Vec<WorkerInfo>>;
 
-    /// Ok when the backend answers.
-    async fn health(&self) -> Result<()>;
+    /// Ok when the backend answers a read of the queue.
+    async fn health(&self) -> Result<()> {
+        self.stats().await.map(drop)
+    }
 
-    /// Events of this queue from now on: every transition of every job in order, progress
-    /// updates and cancel requests (case `subscriber_sees_every_transition`).
-    async fn subscribe(&self) -> Result<EventStream>;
+    /// Applies one change to the queue's settings ([`Control`]: pause, resume, rate
+    /// limits, a group's settings, webhooks), checked first ([`Control::check`]). Waiting
+    /// fetches wake at once when the change may let a job start.
+    async fn control(&self, change: Control) -> Result<()>;
 
-    /// The events the queue's log still holds after the one with id `after` (oldest
-    /// first), then every event from now on, with no gap and none twice between the two
-    /// (case `a_subscriber_resumes_after_the_last_event_it_saw`). The log keeps the last
+    /// Pauses the queue ([`Control::Pause`]).
+    async fn pause(&self) -> Result<()> {
+        self.control(Control::Pause).await
+    }
+
+    /// Resumes the queue and lifts a handler's hold ([`Control::Resume`]).
+    async fn resume(&self) -> Result<()> {
+        self.control(Control::Resume).await
+    }
+
+    /// Sets or removes the queue's rate limit ([`Control::RateLimit`]).
+    async fn set_rate_limit(&self, limit: Option<RateLimit>) -> Result<()> {
+        self.control(Control::RateLimit(limit)).await
+    }
+
+    /// Pauses one group ([`GroupControl::Pause`]).
+    async fn pause_group(&self, group: &str) -> Result<()> {
+        self.control(Control::group(group, GroupControl::Pause))
+            .await
+    }
+
+    /// Resumes one group and lifts its hold ([`GroupControl::Resume`]).
+    async fn resume_group(&self, group: &str) -> Result<()> {
+        self.control(Control::group(group, GroupControl::Resume))
+            .await
+    }
+
+    /// Sets or removes a group's concurrency limit ([`GroupControl::Concurrency`]).
+    async fn set_group_concurrency(&self, group: &str, limit: Option<u32>) -> Result<()> {
+        self.control(Control::group(group, GroupControl::Concurrency(limit)))
+            .await
+    }
+
+    /// Sets or removes a group's weight ([`GroupControl::Weight`]).
+    async fn set_group_weight(&self, group: &str, weight: Option<u32>) -> Result<()> {
+        self.control(Control::group(group, GroupControl::Weight(weight)))
+            .await
+    }
+
+    /// Sets or removes a group's rate limit ([`GroupControl::RateLimit`]).
+    async fn set_group_rate_limit(&self, group: &str, limit: Option<RateLimit>) -> Result<()> {
+        self.control(Control::group(group, GroupControl::RateLimit(limit)))
+            .await
+    }
+
+    /// Creates or replaces a webhook ([`Control::PutWebhook`]).
+    async fn put_webhook(&self, hook: &crate::Webhook) -> Result<()> {
+        self.control(Control::PutWebhook(hook.clone())).await
+    }
+
+    /// Deletes a webhook and its deliveries ([`Control::DeleteWebhook`]); false when there
+    /// was none.
+    async fn delete_webhook(&self, name: &str) -> Result<bool> {
+        let existed = self.webhooks().await?.iter().any(|h| h.name == name);
+        self.control(Control::DeleteWebhook(name.to_owned()))
+            .await?;
+        Ok(existed)
+    }
+
+    /// Every webhook, by name, secrets included (show them with `Webhook::redacted`).
+    async fn webhooks(&self) -> Result<Vec<crate::Webhook>>;
+
+    /// Pending (`parked` false, oldest due first) or parked deliveries (oldest parked
+    /// first), at most `limit`.
+    async fn deliveries(&self, parked: bool, limit: usize) -> Result<Vec<crate::Delivery>>;
+
+    /// Sends a parked delivery again: due now, its attempts counted from zero. False when
+    /// no parked delivery has this id.
+    async fn resend_delivery(&self, id: &str) -> Result<bool>;
+
+    /// Events of this queue: every transition of every job in order, progress updates and
+    /// cancel requests (case `subscriber_sees_every_transition`), from now on, or, `after`
+    /// the id of the last event a follower saw, first the events the queue's log still
+    /// holds after it (oldest first), with no gap and none twice between the two (case
+    /// `a_subscriber_resumes_after_the_last_event_it_saw`). The log keeps the last
     /// [`crate::EVENT_LOG_LEN`] events, logged while someone follows the queue and
-    /// [`crate::EVENT_LOG_LINGER`] after; older ones are gone. A malformed id is
-    /// `Error::InvalidArgument`.
-    async fn subscribe_from(&self, after: &str) -> Result<EventStream>;
+    /// [`crate::EVENT_LOG_LINGER`] after; a resume from before the oldest, or a follower
+    /// that falls behind, gets an [`crate::EventKind::Missed`] event where the gap is (case
+    /// `the_event_log_holds_its_length`). A malformed id is `Error::InvalidArgument`.
+    async fn subscribe<'a>(&self, after: Option<&'a str>) -> Result<EventStream>;
 
     /// Waits until job `id` is finished (completed, failed, partial or cancelled) or
     /// `timeout` has passed, and returns its record then: its status says which. Works from
@@ -221,7 +254,7 @@ async fn wait_until_finished<S: JobStore + ?Sized>(
     timeout: std::time::Duration,
 ) -> Result<JobRecord> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut events = store.subscribe().await?;
+    let mut events = store.subscribe(None).await?;
     loop {
         let record = store.get(id).await?;
         let now = tokio::time::Instant::now();
@@ -236,7 +269,7 @@ async fn wait_until_finished<S: JobStore + ?Sized>(
                 Ok(Some(_)) => {}
                 // The event stream ended (a backend shutting down): follow a new one.
                 Ok(None) => {
-                    events = store.subscribe().await?;
+                    events = store.subscribe(None).await?;
                     break;
                 }
                 Err(_) => break,

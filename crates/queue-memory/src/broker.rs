@@ -10,12 +10,9 @@ use queue_core::backend::{
     ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten, StoredSchedules, WorkerBeat,
     duration_ms,
 };
-use queue_core::{JobId, ListQuery, Page, Result, WorkerId};
+use queue_core::{JobId, Result, WorkerId};
 
 use crate::MemoryBackend;
-
-/// Deliveries of a deleted webhook dropped per step.
-const DROP_STEP: usize = 1_000;
 
 impl MemoryBackend {
     fn claim(&self, req: &ClaimRequest) -> (Vec<Lease>, Option<i64>) {
@@ -149,12 +146,6 @@ impl Broker for MemoryBackend {
         Ok(self.lock().sweep(limit, cutoff, now))
     }
 
-    async fn children_of(&self, parent: JobId, cursor: Option<String>) -> Result<Page> {
-        let mut query = ListQuery::new().children_of(parent).limit(1000);
-        query.cursor = cursor;
-        self.lock().list(&query)
-    }
-
     async fn read_schedules(&self, read: &ScheduleRead) -> Result<StoredSchedules> {
         Ok(self.lock().read_schedules(read, self.now()))
     }
@@ -168,21 +159,6 @@ impl Broker for MemoryBackend {
             self.inner.work.notify_waiters();
         }
         Ok(written)
-    }
-
-    async fn put_webhook(&self, hook: &queue_core::Webhook) -> Result<()> {
-        self.lock().put_webhook(hook)
-    }
-
-    async fn delete_webhook(&self, name: &str) -> Result<bool> {
-        let existed = self.lock().delete_webhook(name);
-        // Its deliveries go with it, a bounded step at a time.
-        while self.lock().drop_deliveries(name, DROP_STEP) {}
-        Ok(existed)
-    }
-
-    async fn webhooks(&self) -> Result<Vec<queue_core::Webhook>> {
-        Ok(self.lock().webhooks())
     }
 
     async fn claim_deliveries(
@@ -202,14 +178,6 @@ impl Broker for MemoryBackend {
         settle: queue_core::backend::Settle,
     ) -> Result<bool> {
         Ok(self.lock().settle_delivery(id, claimed, settle, self.now()))
-    }
-
-    async fn deliveries(&self, parked: bool, limit: usize) -> Result<Vec<queue_core::Delivery>> {
-        Ok(self.lock().deliveries(parked, limit))
-    }
-
-    async fn resend_delivery(&self, id: &str) -> Result<bool> {
-        Ok(self.lock().resend_delivery(id, self.now()))
     }
 
     async fn cancellations(&self) -> Result<CancelStream> {

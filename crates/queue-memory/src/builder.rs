@@ -9,7 +9,7 @@ use queue_core::backend::{TokioClock, duration_ms};
 use queue_core::{JobEvent, JobId, QueueConfig, Result, SharedClock};
 use tokio::sync::{Notify, broadcast};
 
-use crate::tables::{EventSender, Tables};
+use crate::engine::{EventSender, Tables};
 
 /// The full queue contract in one process. Clones share the same queue.
 ///

@@ -2,7 +2,7 @@
 
 mod broker;
 mod builder;
+mod engine;
 mod store;
-mod tables;
 
 pub use builder::{MemoryBackend, MemoryBackendBuilder};

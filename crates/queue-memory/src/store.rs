@@ -3,28 +3,21 @@
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
-    MAX_ENQUEUE_STEP, check_group_concurrency, check_group_name, check_group_weight,
-    check_groups_limit, flatten_all, from_millis,
+    MAX_ENQUEUE_STEP, check_group_name, check_groups_limit, flatten_all, from_millis,
 };
 use queue_core::{
-    CancelOutcome, EventStream, Flow, GroupList, GroupStats, JobEvent, JobId, JobRecord, JobStore,
-    ListQuery, NewJob, Page, Priority, QueueStats, RateLimit, Result, WorkerInfo, parse_event_id,
+    CancelOutcome, Control, EventStream, Flow, GroupControl, GroupList, GroupStats, JobEvent,
+    JobId, JobRecord, JobStore, ListQuery, NewJob, Page, Priority, QueueStats, Result, WorkerInfo,
+    parse_event_id,
 };
 
 use crate::MemoryBackend;
 
+/// Deliveries of a deleted webhook dropped per step.
+const DROP_STEP: usize = 1_000;
+
 #[async_trait]
 impl JobStore for MemoryBackend {
-    async fn enqueue(&self, job: NewJob) -> Result<JobRecord> {
-        let (record, created) =
-            self.lock()
-                .enqueue(job, &self.inner.config, self.now(), self.events())?;
-        if created {
-            self.inner.work.notify_waiters();
-        }
-        Ok(record)
-    }
-
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
         let mut out = Vec::with_capacity(jobs.len());
         let mut jobs = jobs.into_iter().peekable();
@@ -107,66 +100,34 @@ impl JobStore for MemoryBackend {
         Ok(self.lock().stats(self.now()))
     }
 
-    async fn pause(&self) -> Result<()> {
-        self.lock().set_paused(true);
-        Ok(())
-    }
-
-    async fn resume(&self) -> Result<()> {
-        self.lock().set_paused(false);
-        self.inner.work.notify_waiters();
-        Ok(())
-    }
-
-    async fn set_rate_limit(&self, limit: Option<RateLimit>) -> Result<()> {
-        if let Some(limit) = &limit {
-            limit.check()?;
+    async fn control(&self, change: Control) -> Result<()> {
+        change.check()?;
+        let wakes = change.may_start_jobs();
+        match change {
+            Control::Pause => self.lock().set_paused(true),
+            Control::Resume => self.lock().set_paused(false),
+            Control::RateLimit(limit) => self.lock().set_rate_limit(limit),
+            Control::Group { group, change } => {
+                let mut t = self.lock();
+                let t = t.at(self.now());
+                match change {
+                    GroupControl::Pause => t.set_group_paused(&group, true),
+                    GroupControl::Resume => t.set_group_paused(&group, false),
+                    GroupControl::Concurrency(limit) => t.set_group_concurrency(&group, limit),
+                    GroupControl::Weight(weight) => t.set_group_weight(&group, weight),
+                    GroupControl::RateLimit(limit) => t.set_group_rate_limit(&group, limit),
+                }
+            }
+            Control::PutWebhook(hook) => self.lock().put_webhook(&hook)?,
+            Control::DeleteWebhook(name) => {
+                self.lock().delete_webhook(&name);
+                // Its deliveries go with it, a bounded step at a time.
+                while self.lock().drop_deliveries(&name, DROP_STEP) {}
+            }
         }
-        self.lock().set_rate_limit(limit);
-        self.inner.work.notify_waiters();
-        Ok(())
-    }
-
-    async fn pause_group(&self, group: &str) -> Result<()> {
-        check_group_name(group)?;
-        self.lock().at(self.now()).set_group_paused(group, true);
-        Ok(())
-    }
-
-    async fn resume_group(&self, group: &str) -> Result<()> {
-        check_group_name(group)?;
-        self.lock().at(self.now()).set_group_paused(group, false);
-        self.inner.work.notify_waiters();
-        Ok(())
-    }
-
-    async fn set_group_weight(&self, group: &str, weight: Option<u32>) -> Result<()> {
-        check_group_name(group)?;
-        check_group_weight(weight)?;
-        self.lock().at(self.now()).set_group_weight(group, weight);
-        self.inner.work.notify_waiters();
-        Ok(())
-    }
-
-    async fn set_group_concurrency(&self, group: &str, limit: Option<u32>) -> Result<()> {
-        check_group_name(group)?;
-        check_group_concurrency(limit)?;
-        self.lock()
-            .at(self.now())
-            .set_group_concurrency(group, limit);
-        self.inner.work.notify_waiters();
-        Ok(())
-    }
-
-    async fn set_group_rate_limit(&self, group: &str, limit: Option<RateLimit>) -> Result<()> {
-        check_group_name(group)?;
-        if let Some(limit) = &limit {
-            limit.check()?;
+        if wakes {
+            self.inner.work.notify_waiters();
         }
-        self.lock()
-            .at(self.now())
-            .set_group_rate_limit(group, limit);
-        self.inner.work.notify_waiters();
         Ok(())
     }
 
@@ -184,16 +145,23 @@ impl JobStore for MemoryBackend {
         Ok(self.lock().workers(self.now()))
     }
 
-    async fn health(&self) -> Result<()> {
-        Ok(())
+    async fn webhooks(&self) -> Result<Vec<queue_core::Webhook>> {
+        Ok(self.lock().webhooks())
     }
 
-    async fn subscribe(&self) -> Result<EventStream> {
-        let rx = self.inner.events.tx.subscribe();
-        Ok(Box::pin(self.live(rx)))
+    async fn deliveries(&self, parked: bool, limit: usize) -> Result<Vec<queue_core::Delivery>> {
+        Ok(self.lock().deliveries(parked, limit))
     }
 
-    async fn subscribe_from(&self, after: &str) -> Result<EventStream> {
+    async fn resend_delivery(&self, id: &str) -> Result<bool> {
+        Ok(self.lock().resend_delivery(id, self.now()))
+    }
+
+    async fn subscribe<'a>(&self, after: Option<&'a str>) -> Result<EventStream> {
+        let Some(after) = after else {
+            let rx = self.inner.events.tx.subscribe();
+            return Ok(Box::pin(self.live(rx)));
+        };
         let after = parse_event_id(after).ok_or_else(|| {
             queue_core::Error::invalid(format!("event id `{after}` is not of the form <ms>-<n>"))
         })?;

@@ -16,6 +16,7 @@ mod store;
 #[cfg(feature = "test-utils")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
 pub mod testing;
+mod webhooks;
 mod wire;
 
 pub use builder::{RedisBackend, RedisBackendBuilder};

@@ -5,13 +5,14 @@ use std::{collections::HashMap, sync::Arc};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use queue_core::backend::{
-    FlatJob, Millis, check_group_concurrency, check_group_name, check_group_weight,
-    check_groups_limit, encode_cursor, flatten_all, from_millis, to_millis,
+    FlatJob, Millis, check_group_name, check_groups_limit, encode_cursor, flatten_all, from_millis,
+    to_millis,
 };
 use queue_core::{
-    CancelOutcome, ChildCounts, ChildPolicy, Error, EventKind, EventStream, Flow, GroupList,
-    GroupStats, JobEvent, JobId, JobRecord, JobStatus, JobStore, LifetimeTotals, ListQuery, NewJob,
-    Page, Priority, QueueStats, RateLimit, Result, WorkerInfo, parse_event_id,
+    CancelOutcome, ChildCounts, ChildPolicy, Control, Error, EventKind, EventStream, Flow,
+    GroupControl, GroupList, GroupStats, JobEvent, JobId, JobRecord, JobStatus, JobStore,
+    LifetimeTotals, ListQuery, NewJob, Page, Priority, QueueStats, RateLimit, Result, WorkerInfo,
+    parse_event_id,
 };
 use redis::Value;
 use tokio::sync::oneshot;
@@ -217,18 +218,6 @@ impl RedisBackend {
                 }
             }
         }
-    }
-
-    /// Changes one group's settings (`scripts/group.lua`).
-    async fn set_group(&self, group: &str, what: &str, value: String) -> Result<()> {
-        check_group_name(group)?;
-        self.run(
-            &self.inner.scripts.group,
-            &[],
-            vec![group.to_owned(), what.to_owned(), value],
-        )
-        .await
-        .map(drop)
     }
 
     fn job_from_new(&self, job: &NewJob, id: JobId, now: Millis) -> JobRecord {
@@ -460,18 +449,9 @@ impl RedisBackend {
                     w.jobs.drain(..n).collect::<Vec<_>>()
                 };
                 let (jobs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                match this.enqueue_many(jobs).await {
-                    Ok(results) => {
-                        for (reply, result) in replies.into_iter().zip(results) {
-                            let _ = reply.send(result);
-                        }
-                    }
-                    Err(e) => {
-                        let e = Arc::new(e);
-                        for reply in replies {
-                            let _ = reply.send(Err(shared_failure(&e, "enqueue failed".into())));
-                        }
-                    }
+                let results = this.enqueue_batches(jobs).await;
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
                 }
             }
         });
@@ -480,77 +460,12 @@ impl RedisBackend {
 
 #[async_trait]
 impl JobStore for RedisBackend {
-    async fn enqueue(&self, job: NewJob) -> Result<JobRecord> {
-        let (reply, answer) = oneshot::channel();
-        let send = {
-            let mut w = self
-                .inner
-                .coalesced
-                .state
-                .lock()
-                .expect("enqueue queue lock");
-            w.jobs.push((job, reply));
-            let free = w.sending < ENQUEUE_SENDS;
-            if free {
-                w.sending += 1;
-            }
-            free
-        };
-        if send {
-            self.spawn_sender();
+    async fn enqueue_many(&self, mut jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
+        if jobs.len() == 1 {
+            let job = jobs.pop().expect("one job");
+            return Ok(vec![self.enqueue_coalesced(job).await]);
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(Error::Unavailable {
-                backend: "redis",
-                source: "the enqueue stopped before Redis answered (its runtime shut down); \
-                         the job may or may not be stored"
-                    .into(),
-            })
-        })
-    }
-
-    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
-        let mut out: Vec<Option<Result<JobRecord>>> = (0..jobs.len()).map(|_| None).collect();
-        let mut valid = Vec::with_capacity(jobs.len());
-        for (slot, job) in jobs.into_iter().enumerate() {
-            match self.inner.config.limits.check(&job) {
-                Ok(()) => {
-                    let id = job.options.job_id.unwrap_or_default();
-                    valid.push((slot, job, id));
-                }
-                Err(e) => out[slot] = Some(Err(e)),
-            }
-        }
-        for chunk in valid.chunks(ENQUEUE_BATCH) {
-            match self.enqueue_batch(chunk).await {
-                Ok((now, results)) => {
-                    for ((slot, job, id), result) in chunk.iter().zip(results) {
-                        let result = array(result);
-                        let code = result.first().and_then(text).unwrap_or_default();
-                        let other = result.get(1).and_then(text).unwrap_or_default();
-                        out[*slot] = Some(
-                            self.enqueue_result(job, *id, now, &code, &other, false)
-                                .await,
-                        );
-                    }
-                }
-                // One batch failing says nothing of the others: each of its jobs gets the
-                // error, naming its id (enqueueing it again with that id is safe).
-                Err(e) => {
-                    let e = Arc::new(e);
-                    for (slot, _, id) in chunk {
-                        let message = format!(
-                            "job {id} may not have been stored; enqueue it again with this job_id"
-                        );
-                        out[*slot] = Some(Err(shared_failure(&e, message)));
-                    }
-                }
-            }
-        }
-        Ok(out
-            .into_iter()
-            .map(|r| r.expect("every job has a result"))
-            .collect())
+        Ok(self.enqueue_batches(jobs).await)
     }
 
     async fn enqueue_flow(&self, flow: Flow) -> Result<JobRecord> {
@@ -834,67 +749,40 @@ impl JobStore for RedisBackend {
         })
     }
 
-    async fn pause(&self) -> Result<()> {
-        self.run(&self.inner.scripts.pause, &[], vec!["1".into()])
-            .await
-            .map(drop)
-    }
-
-    async fn resume(&self) -> Result<()> {
-        self.run(&self.inner.scripts.pause, &[], vec!["0".into()])
-            .await
-            .map(drop)
-    }
-
-    async fn set_rate_limit(&self, limit: Option<RateLimit>) -> Result<()> {
-        let args = match limit {
-            Some(limit) => {
-                limit.check()?;
-                vec![limit.max.to_string(), limit.per_ms().to_string()]
-            }
-            None => vec![String::new(), String::new()],
-        };
-        self.run(&self.inner.scripts.limit, &[], args)
-            .await
-            .map(drop)
-    }
-
-    async fn pause_group(&self, group: &str) -> Result<()> {
-        self.set_group(group, "pause", String::new()).await
-    }
-
-    async fn resume_group(&self, group: &str) -> Result<()> {
-        self.set_group(group, "resume", String::new()).await
-    }
-
-    async fn set_group_weight(&self, group: &str, weight: Option<u32>) -> Result<()> {
-        check_group_weight(weight)?;
-        let weight = weight.map(|n| n.to_string()).unwrap_or_default();
-        self.set_group(group, "weight", weight).await
-    }
-
-    async fn set_group_concurrency(&self, group: &str, limit: Option<u32>) -> Result<()> {
-        check_group_concurrency(limit)?;
-        let limit = limit.map(|n| n.to_string()).unwrap_or_default();
-        self.set_group(group, "limit", limit).await
-    }
-
-    async fn set_group_rate_limit(&self, group: &str, limit: Option<RateLimit>) -> Result<()> {
-        check_group_name(group)?;
-        let (max, per) = match limit {
-            Some(limit) => {
-                limit.check()?;
-                (limit.max.to_string(), limit.per_ms().to_string())
-            }
+    async fn control(&self, change: Control) -> Result<()> {
+        change.check()?;
+        let scripts = &self.inner.scripts;
+        let limit_args = |limit: Option<RateLimit>| match limit {
+            Some(limit) => (limit.max.to_string(), limit.per_ms().to_string()),
             None => (String::new(), String::new()),
         };
-        self.run(
-            &self.inner.scripts.group,
-            &[],
-            vec![group.to_owned(), "rate".into(), max, per],
-        )
-        .await
-        .map(drop)
+        let setting = |n: Option<u32>| n.map(|n| n.to_string()).unwrap_or_default();
+        match change {
+            Control::Pause => self.run(&scripts.pause, &[], vec!["1".into()]).await?,
+            Control::Resume => self.run(&scripts.pause, &[], vec!["0".into()]).await?,
+            Control::RateLimit(limit) => {
+                let (max, per) = limit_args(limit);
+                self.run(&scripts.limit, &[], vec![max, per]).await?
+            }
+            Control::Group { group, change } => {
+                let args = match change {
+                    GroupControl::Pause => vec!["pause".into(), String::new()],
+                    GroupControl::Resume => vec!["resume".into(), String::new()],
+                    GroupControl::Weight(weight) => vec!["weight".into(), setting(weight)],
+                    GroupControl::Concurrency(limit) => vec!["limit".into(), setting(limit)],
+                    GroupControl::RateLimit(limit) => {
+                        let (max, per) = limit_args(limit);
+                        vec!["rate".into(), max, per]
+                    }
+                };
+                let mut argv = vec![group];
+                argv.extend(args);
+                self.run(&scripts.group, &[], argv).await?
+            }
+            Control::PutWebhook(hook) => return self.put_webhook_now(&hook).await,
+            Control::DeleteWebhook(name) => return self.delete_webhook_now(&name).await,
+        };
+        Ok(())
     }
 
     async fn group(&self, group: &str) -> Result<GroupStats> {
@@ -1005,16 +893,104 @@ impl JobStore for RedisBackend {
         Ok(out)
     }
 
-    async fn health(&self) -> Result<()> {
-        let mut conn = self.conn();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+    async fn subscribe<'a>(&self, after: Option<&'a str>) -> Result<EventStream> {
+        match after {
+            None => self.live_events().await,
+            Some(after) => self.events_after(after).await,
+        }
     }
 
-    async fn subscribe(&self) -> Result<EventStream> {
+    async fn webhooks(&self) -> Result<Vec<queue_core::Webhook>> {
+        self.stored_webhooks().await
+    }
+
+    async fn deliveries(&self, parked: bool, limit: usize) -> Result<Vec<queue_core::Delivery>> {
+        self.outbox(parked, limit).await
+    }
+
+    async fn resend_delivery(&self, id: &str) -> Result<bool> {
+        self.resend(id).await
+    }
+}
+
+impl RedisBackend {
+    /// Jobs sent in script calls of [`ENQUEUE_BATCH`], each answered on its own (what the
+    /// coalescing sender and `enqueue_many` send).
+    async fn enqueue_batches(&self, jobs: Vec<NewJob>) -> Vec<Result<JobRecord>> {
+        let mut out: Vec<Option<Result<JobRecord>>> = (0..jobs.len()).map(|_| None).collect();
+        let mut valid = Vec::with_capacity(jobs.len());
+        for (slot, job) in jobs.into_iter().enumerate() {
+            match self.inner.config.limits.check(&job) {
+                Ok(()) => {
+                    let id = job.options.job_id.unwrap_or_default();
+                    valid.push((slot, job, id));
+                }
+                Err(e) => out[slot] = Some(Err(e)),
+            }
+        }
+        for chunk in valid.chunks(ENQUEUE_BATCH) {
+            match self.enqueue_batch(chunk).await {
+                Ok((now, results)) => {
+                    for ((slot, job, id), result) in chunk.iter().zip(results) {
+                        let result = array(result);
+                        let code = result.first().and_then(text).unwrap_or_default();
+                        let other = result.get(1).and_then(text).unwrap_or_default();
+                        out[*slot] = Some(
+                            self.enqueue_result(job, *id, now, &code, &other, false)
+                                .await,
+                        );
+                    }
+                }
+                // One batch failing says nothing of the others: each of its jobs gets the
+                // error, naming its id (enqueueing it again with that id is safe).
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for (slot, _, id) in chunk {
+                        let message = format!(
+                            "job {id} may not have been stored; enqueue it again with this job_id"
+                        );
+                        out[*slot] = Some(Err(shared_failure(&e, message)));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every job has a result"))
+            .collect()
+    }
+
+    /// One job, sent with whatever other single enqueues are waiting (one script call for
+    /// many producers).
+    async fn enqueue_coalesced(&self, job: NewJob) -> Result<JobRecord> {
+        let (reply, answer) = oneshot::channel();
+        let send = {
+            let mut w = self
+                .inner
+                .coalesced
+                .state
+                .lock()
+                .expect("enqueue queue lock");
+            w.jobs.push((job, reply));
+            let free = w.sending < ENQUEUE_SENDS;
+            if free {
+                w.sending += 1;
+            }
+            free
+        };
+        if send {
+            self.spawn_sender();
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::Unavailable {
+                backend: "redis",
+                source: "the enqueue stopped before Redis answered (its runtime shut down); \
+                         the job may or may not be stored"
+                    .into(),
+            })
+        })
+    }
+
+    async fn live_events(&self) -> Result<EventStream> {
         let messages = self
             .inner
             .subscriptions
@@ -1033,7 +1009,7 @@ impl JobStore for RedisBackend {
         ))
     }
 
-    async fn subscribe_from(&self, after: &str) -> Result<EventStream> {
+    async fn events_after(&self, after: &str) -> Result<EventStream> {
         let Some(mut last) = parse_event_id(after) else {
             return Err(Error::invalid(format!(
                 "event id `{after}` is not of the form <ms>-<n>"
@@ -1041,7 +1017,7 @@ impl JobStore for RedisBackend {
         };
         // Live first (which keeps the log written), then the log: an event in both is
         // passed on once, from the log.
-        let live = self.subscribe().await?;
+        let live = self.live_events().await?;
         let mut conn = self.conn();
         let mut replay = Vec::new();
         let trimmed =

@@ -201,7 +201,7 @@ async fn priority_holds_after_a_trillion_enqueues() {
 async fn subscriptions_come_back_after_their_connection_is_killed() {
     let server = RedisServer::start(free_port(), &["--appendonly no"]);
     let backend = support::backend(&server.url(), None).await;
-    let mut events = backend.subscribe().await.unwrap();
+    let mut events = backend.subscribe(None).await.unwrap();
     backend.enqueue(job(0)).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), events.next())
         .await

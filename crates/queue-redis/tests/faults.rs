@@ -775,7 +775,7 @@ async fn a_subscriber_misses_nothing_across_a_dropped_connection() {
     let server = RedisServer::start(port, &[]);
     let cfg = config(&server.url());
     let backend = RedisBackend::connect(&cfg).await.unwrap();
-    let mut events = backend.subscribe().await.unwrap();
+    let mut events = backend.subscribe(None).await.unwrap();
     let mut ids = enqueue_n(&backend, 1).await;
     let first = tokio::time::timeout(Duration::from_secs(5), events.next())
         .await
@@ -812,7 +812,6 @@ async fn a_subscriber_misses_nothing_across_a_dropped_connection() {
 /// every finished job reaches a receiver that also fails its first requests, signed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_deliveries_survive_a_redis_restart() {
-    use queue_core::backend::Broker;
     use queue_core::{Webhook, verify_webhook_signature};
     use queue_testkit::receiver::Receiver;
     const SECRET: &str = "a-shared-secret-of-32-bytes-long";

@@ -122,7 +122,7 @@ async fn events_are_published_only_while_someone_follows_them() {
     let present: bool = raw.exists(format!("{prefix}subs")).await.unwrap();
     assert!(!present);
 
-    let mut events = backend.subscribe().await.unwrap();
+    let mut events = backend.subscribe(None).await.unwrap();
     let ttl: i64 = raw.pttl(format!("{prefix}subs")).await.unwrap();
     // It outlives the last subscriber by the event log's linger, so one that reconnects
     // finds what it missed.

@@ -125,6 +125,7 @@ async fn execute(
         lease.clone(),
         Arc::clone(running),
         Arc::clone(&shared.broker),
+        Arc::clone(&shared.store),
         shared.settings.config.lease,
     );
     // Calling the handler may panic before it returns a future, as polling it may.

@@ -5,7 +5,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 #[cfg(doc)]
 use queue_core::QueueConfig;
 use queue_core::backend::Broker;
-use queue_core::{Completion, Error, Job, JobError, Result, RetryPolicy, WorkerId};
+use queue_core::{Completion, Error, Job, JobError, JobStore, Result, RetryPolicy, WorkerId};
 use serde::de::DeserializeOwned;
 
 use crate::{JobContext, Worker, WorkerConfig, registry::Registry};
@@ -45,6 +45,7 @@ pub(crate) struct Settings {
 #[derive(Clone)]
 pub struct WorkerBuilder {
     broker: Arc<dyn Broker>,
+    store: Arc<dyn JobStore>,
     registry: Registry,
     settings: Settings,
 }
@@ -59,9 +60,10 @@ impl std::fmt::Debug for WorkerBuilder {
 }
 
 impl WorkerBuilder {
-    pub(crate) fn new(broker: Arc<dyn Broker>) -> Self {
+    pub(crate) fn new(broker: Arc<dyn Broker>, store: Arc<dyn JobStore>) -> Self {
         Self {
             broker,
+            store,
             registry: Registry::default(),
             settings: Settings {
                 id: WorkerId::generate(),
@@ -201,6 +203,11 @@ impl WorkerBuilder {
             ));
         }
         self.settings.config.validate()?;
-        Ok(Worker::new(self.broker, self.registry, self.settings))
+        Ok(Worker::new(
+            self.broker,
+            self.store,
+            self.registry,
+            self.settings,
+        ))
     }
 }

@@ -6,7 +6,7 @@ use std::{
 };
 
 use queue_core::backend::{LeaseRef, Monotonic};
-use queue_core::{Error, JobId, JobRecord, Stages};
+use queue_core::{Error, JobId, JobRecord, JobStore, Stages};
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +24,7 @@ struct Inner {
     lease: LeaseRef,
     running: Arc<Running>,
     broker: Arc<dyn queue_core::backend::Broker>,
+    store: Arc<dyn JobStore>,
     /// The lease a progress report renews.
     lease_duration: Duration,
     reported: Mutex<(Monotonic, Option<String>)>,
@@ -35,6 +36,7 @@ impl JobContext {
         lease: LeaseRef,
         running: Arc<Running>,
         broker: Arc<dyn queue_core::backend::Broker>,
+        store: Arc<dyn JobStore>,
         lease_duration: Duration,
     ) -> Self {
         Self {
@@ -43,6 +45,7 @@ impl JobContext {
                 lease,
                 running,
                 broker,
+                store,
                 lease_duration,
                 reported: Mutex::new((Monotonic::default(), None)),
             }),
@@ -73,16 +76,18 @@ impl JobContext {
         if self.inner.record.children.is_none() {
             return Ok(Vec::new());
         }
-        let mut kids = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = self.inner.broker.children_of(self.job_id(), cursor).await?;
-            kids.extend(page.jobs.into_iter().filter(|k| k.policy().shows(k.status)));
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(kids),
-            }
-        }
+        let kids = self.inner.store.children(self.job_id()).await?;
+        Ok(kids
+            .into_iter()
+            .filter(|k| k.policy().shows(k.status))
+            .collect())
+    }
+
+    /// The queue this job runs on, as producers see it: to enqueue follow-up jobs, or to
+    /// add members to the batch this job belongs to
+    /// ([`JobStore::add_children`](queue_core::JobStore::add_children)).
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.inner.store
     }
 
     /// The results of this parent's children that completed (or ended partial), decoded

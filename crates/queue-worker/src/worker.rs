@@ -10,7 +10,7 @@ use std::{
 };
 
 use queue_core::backend::{Broker, ClaimRequest, MAX_CLAIM, Outcome, WorkerBeat, hostname};
-use queue_core::{Clock, Result, SystemClock, WorkerId};
+use queue_core::{Backend, Clock, JobStore, Result, SystemClock, WorkerId};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     time::Instant,
@@ -31,7 +31,8 @@ use crate::{
 /// before the worker stops anyway (their leases then expire on the server).
 pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(2);
 
-/// Runs jobs from a broker. Not generic: it holds `Arc<dyn Broker>`.
+/// Runs jobs from a backend. Not generic: it drives the backend's [`Broker`] side and
+/// hands its handlers the [`JobStore`] side (`JobContext::children`, `JobContext::store`).
 #[derive(Debug)]
 pub struct Worker {
     shared: Arc<Shared>,
@@ -40,6 +41,7 @@ pub struct Worker {
 
 pub(crate) struct Shared {
     pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) store: Arc<dyn JobStore>,
     pub(crate) registry: Registry,
     pub(crate) settings: Settings,
     pub(crate) running: RunningJobs,
@@ -119,13 +121,25 @@ pub struct WorkerReport {
 }
 
 impl Worker {
-    /// Starts building a worker on `broker` (any backend: `Arc<MemoryBackend>`,
+    /// Starts building a worker on `backend` (any backend: `Arc<MemoryBackend>`,
     /// `Arc<RedisBackend>`, a `SharedBackend`).
-    pub fn builder(broker: Arc<dyn Broker>) -> crate::WorkerBuilder {
-        crate::WorkerBuilder::new(broker)
+    pub fn builder(backend: Arc<dyn Backend>) -> crate::WorkerBuilder {
+        let broker: Arc<dyn Broker> = backend.clone();
+        crate::WorkerBuilder::new(broker, backend)
     }
 
-    pub(crate) fn new(broker: Arc<dyn Broker>, registry: Registry, settings: Settings) -> Self {
+    /// Starts building a worker whose jobs come from `broker` and whose handlers read
+    /// through `store`: for test doubles that wrap or mock one side of a backend.
+    pub fn with_parts(broker: Arc<dyn Broker>, store: Arc<dyn JobStore>) -> crate::WorkerBuilder {
+        crate::WorkerBuilder::new(broker, store)
+    }
+
+    pub(crate) fn new(
+        broker: Arc<dyn Broker>,
+        store: Arc<dyn JobStore>,
+        registry: Registry,
+        settings: Settings,
+    ) -> Self {
         let beat = WorkerBeat {
             worker: settings.id.clone(),
             host: hostname(),
@@ -141,6 +155,7 @@ impl Worker {
         Self {
             shared: Arc::new(Shared {
                 broker,
+                store,
                 registry,
                 settings,
                 running: RunningJobs::default(),

@@ -1,11 +1,11 @@
 //! Unit tests of the worker's decisions around a mocked `Broker`: what it reports for
 //! each kind of handler result, and how it rides out backend errors.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use queue_core::backend::{Lease, MockBroker, Outcome, from_millis};
 use queue_core::{Error, JobError, JobRecord, LeaseToken};
-use queue_worker::{CancellationToken, Worker};
+use queue_worker::CancellationToken;
 use tokio::sync::mpsc;
 
 mod support;
@@ -49,7 +49,7 @@ async fn run_with(
     configure: impl FnOnce(queue_worker::WorkerBuilder) -> queue_worker::WorkerBuilder,
 ) -> Vec<Outcome> {
     let stop = CancellationToken::new();
-    let worker = configure(Worker::builder(Arc::new(mock)).fetch_wait(Duration::from_millis(5)))
+    let worker = configure(support::on_mock(mock).fetch_wait(Duration::from_millis(5)))
         .build()
         .unwrap();
     let run = tokio::spawn(worker.run(stop.clone()));
@@ -131,9 +131,7 @@ async fn a_handler_that_panics_when_called_is_a_failed_attempt() {
 
 #[test]
 fn a_worker_without_handlers_is_refused() {
-    let err = Worker::builder(Arc::new(MockBroker::new()))
-        .build()
-        .unwrap_err();
+    let err = support::on_mock(MockBroker::new()).build().unwrap_err();
     assert!(err.to_string().contains("no handlers"), "{err}");
 }
 
@@ -362,7 +360,7 @@ async fn an_unrenewable_lease_is_given_up_before_it_can_expire() {
         }
     }
     let lease_time = Duration::from_secs(3);
-    let worker = Worker::builder(Arc::new(mock))
+    let worker = support::on_mock(mock)
         .lease(lease_time, Duration::from_secs(1))
         .fetch_wait(Duration::from_millis(5))
         .register("slow", move |_: u32, _ctx| {
@@ -408,7 +406,7 @@ async fn shutdown_is_bounded_when_the_backend_hangs() {
         })
     });
     let grace = Duration::from_secs(1);
-    let worker = Worker::builder(Arc::new(mock))
+    let worker = support::on_mock(mock)
         .shutdown_grace(grace)
         .fetch_wait(Duration::from_millis(5))
         .register("slow", |_: u32, _ctx| async {

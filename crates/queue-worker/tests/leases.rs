@@ -91,7 +91,7 @@ async fn an_unanswered_claim_is_sent_again_under_its_id() {
         }
         Ok(completed(&endings))
     });
-    let worker = Worker::builder(Arc::new(mock))
+    let worker = support::on_mock(mock)
         .concurrency(4)
         .fetch_wait(Duration::from_millis(5))
         .register("echo", |_: u32, _ctx| async { Ok(()) })
@@ -221,7 +221,7 @@ async fn a_failed_renewal_is_tried_again_before_the_fence() {
         }
         Ok(completed(&endings))
     });
-    let worker = Worker::builder(Arc::new(mock))
+    let worker = support::on_mock(mock)
         .lease(lease_time, heartbeat)
         .fetch_wait(Duration::from_millis(5))
         .register("slow", |_: u32, _ctx| async {

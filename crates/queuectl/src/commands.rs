@@ -363,10 +363,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Schedule { action } => schedule(&backend, action, json).await?,
         Command::Webhook { action } => webhook(&backend, action, json).await?,
         Command::Events { since, count } => {
-            let mut events = match since {
-                Some(id) => backend.subscribe_from(&id).await?,
-                None => backend.subscribe().await?,
-            };
+            let mut events = backend.subscribe(since.as_deref()).await?;
             let mut left = count.unwrap_or(usize::MAX);
             while left > 0 {
                 let Some(event) = events.next().await else {
@@ -386,7 +383,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
 
 /// Follows jobs to their end: progress bars on a terminal, one line per change otherwise.
 async fn watch(backend: &RedisBackend, mut ids: Vec<JobId>, json: bool) -> Result<()> {
-    let mut events = backend.subscribe().await?;
+    let mut events = backend.subscribe(None).await?;
     if ids.is_empty() {
         let running = backend
             .list(&ListQuery::new().status(JobStatus::Processing).limit(1000))
@@ -440,7 +437,7 @@ async fn watch(backend: &RedisBackend, mut ids: Vec<JobId>, json: bool) -> Resul
                 }
                 Some(_) => continue,
                 None => {
-                    events = backend.subscribe().await?;
+                    events = backend.subscribe(None).await?;
                     continue;
                 }
             },
@@ -522,7 +519,7 @@ async fn worker(
     };
     tracing::info!(backend = %backend, "queuectl worker starting");
     if let Some(multi) = bars {
-        tokio::spawn(draw_running_jobs(backend.subscribe().await?, multi));
+        tokio::spawn(draw_running_jobs(backend.subscribe(None).await?, multi));
     }
     let mut builder = Worker::builder(backend)
         .config(&cfg)
@@ -723,7 +720,6 @@ async fn schedule(backend: &RedisBackend, action: ScheduleAction, json: bool) ->
 }
 
 async fn webhook(backend: &RedisBackend, action: WebhookAction, json: bool) -> Result<()> {
-    use queue_core::backend::Broker;
     match action {
         WebhookAction::Add {
             name,

@@ -65,3 +65,9 @@ pub(crate) fn expect_housekeeping(mock: &mut MockBroker) {
     mock.expect_cancellations()
         .returning(|| Ok(Box::pin(futures_util::stream::pending())));
 }
+
+/// A worker on a mocked broker; its handlers' store is a mock that expects nothing.
+pub(crate) fn on_mock(broker: MockBroker) -> queue_worker::WorkerBuilder {
+    let store = queue_core::MockJobStore::new();
+    queue_worker::Worker::with_parts(std::sync::Arc::new(broker), std::sync::Arc::new(store))
+}
