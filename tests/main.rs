@@ -2,6 +2,7 @@
 //! where time matters (backoffs and leases take no real time).
 
 mod flows;
+mod layout;
 mod reporting;
 mod retries;
 mod shutdown;

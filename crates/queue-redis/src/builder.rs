@@ -41,7 +41,7 @@ pub(crate) struct Inner {
     clock: Option<SharedClock>,
     pub(crate) errors: Errors,
     pub(crate) subscriptions: Arc<Subscriptions>,
-    pub(crate) coalesced: crate::store::Coalesced,
+    pub(crate) coalesced: crate::jobs::Coalesced,
 }
 
 /// Builds a [`RedisBackend`] from a [`QueueConfig`] (the queue: `DCS_QUEUE_*`) and a

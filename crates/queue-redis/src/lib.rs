@@ -8,9 +8,12 @@ mod config;
 mod conn;
 mod durability;
 mod error;
+mod events;
 mod flows;
+mod jobs;
 mod keys;
 mod pubsub;
+mod records;
 mod scripts;
 mod store;
 #[cfg(feature = "test-utils")]

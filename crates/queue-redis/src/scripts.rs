@@ -385,6 +385,54 @@ mod tests {
         assert!(lua.contains(" manual_retry = 1,"));
     }
 
+    /// ARCHITECTURE.md's script list and generated-table list are the code's: every script
+    /// of `SPECS` (and no other name) in the paragraph that lists them, every `.lua` file
+    /// of `scripts/` a script, and every table `generated_tables` writes (and no other) in
+    /// the line that lists them.
+    #[test]
+    fn the_docs_list_every_script_and_table() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let docs = std::fs::read_to_string(dir.join("../../ARCHITECTURE.md")).unwrap();
+        let quoted = |text: &str| -> std::collections::BTreeSet<String> {
+            text.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        let scripts: std::collections::BTreeSet<String> =
+            SPECS.iter().map(|s| s.0.to_owned()).collect();
+        let start = docs
+            .find("One Lua entry point per state change")
+            .expect("the script list");
+        let paragraph = &docs[start..start + docs[start..].find("\n\n").unwrap()];
+        let mut listed = quoted(paragraph);
+        listed.remove("scripts/*.lua");
+        listed.remove("scripts::tests::the_docs_list_every_script_and_table");
+        assert_eq!(listed, scripts, "ARCHITECTURE.md's script list");
+        let files: std::collections::BTreeSet<String> = std::fs::read_dir(dir.join("src/scripts"))
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().into_string().ok())
+            .filter_map(|name| name.strip_suffix(".lua").map(str::to_owned))
+            .collect();
+        assert_eq!(files, scripts, "scripts/*.lua and SPECS");
+        let tables: std::collections::BTreeSet<String> = generated_tables()
+            .lines()
+            .filter_map(|l| l.strip_prefix("local "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_owned)
+            .collect();
+        let line = docs
+            .lines()
+            .find(|l| l.starts_with("The generated tables:"))
+            .expect("the generated-table list");
+        assert_eq!(
+            quoted(line),
+            tables,
+            "ARCHITECTURE.md's generated-table list"
+        );
+    }
+
     #[test]
     fn the_lua_tables_are_the_rules() {
         let lua = generated_tables();

@@ -1,7 +1,7 @@
--- Shared by every script. The tables generated from queue-core come first (scripts.rs):
--- NEXT (the state machine), VALID, TERMINAL, BAND, PNAME, EFFECT, START_DEFERRED,
--- MAX_ATTEMPTS_KEPT, LOST_WORKER_KEPT_MS, SETTLE, HOLDS_QUEUE, EXPIRE, CANCEL, PLACE, SERIES,
--- LATENCY_BOUNDS, COUNTER, LEASE_MSG. Each entry point then gets `KEY` (its declared
+-- The per-call context every script shares: the prefix, the clock, the writes pending
+-- until the entry point returns, and flush. The tables generated from queue-core come
+-- before the prelude (scripts/tables.rs; their list is in ARCHITECTURE.md, "Scripts"), and
+-- every other concept has its file beside this one. Each entry point then gets `KEY` (its declared
 -- static keys by name) and `NSTATIC` (how many there are: its other keys follow in KEYS).
 -- Every key a script touches is declared; none is built here but channel names, the
 -- records a claim returns (with_records) and the charts' buckets (flush), all under the
