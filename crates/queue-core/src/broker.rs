@@ -326,3 +326,34 @@ pub struct Finished {
     /// The next lease, when one was asked for and a job was due.
     pub next: Option<Lease>,
 }
+
+/// The calls now blocked on a backend waiting for work (fetches that found nothing and
+/// wait): a gauge for operators, and the state a test waits for before it asserts that a
+/// fetch keeps waiting (no fixed sleeps). Each backend keeps one and counts its waits with
+/// [`Blocked::enter`].
+#[derive(Debug, Default)]
+pub struct Blocked(std::sync::atomic::AtomicUsize);
+
+impl Blocked {
+    /// Counts one blocked call until the guard is dropped (its wait ended, or the call was
+    /// cancelled).
+    pub fn enter(&self) -> BlockedGuard<'_> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        BlockedGuard(self)
+    }
+
+    /// How many calls are blocked now.
+    pub fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// One blocked call of a [`Blocked`] count; dropping it ends the count.
+#[derive(Debug)]
+pub struct BlockedGuard<'a>(&'a Blocked);
+
+impl Drop for BlockedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}

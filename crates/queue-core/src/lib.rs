@@ -77,8 +77,8 @@ pub mod backend {
     #[cfg(feature = "mock")]
     pub use crate::broker::MockBroker;
     pub use crate::broker::{
-        Broker, CancelStream, ClaimRequest, Ending, Finished, FinishedMany, HeartbeatReply, Lease,
-        LeaseRef, ProgressReply, WorkerBeat,
+        Blocked, BlockedGuard, Broker, CancelStream, ClaimRequest, Ending, Finished, FinishedMany,
+        HeartbeatReply, Lease, LeaseRef, ProgressReply, WorkerBeat,
     };
     pub use crate::clock::{Millis, TokioClock, duration_ms, from_millis, to_millis};
     pub use crate::config::validate_queue_name;

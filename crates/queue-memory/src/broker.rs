@@ -61,6 +61,7 @@ impl Broker for MemoryBackend {
                 let in_ms = (due - self.now()).max(1) as u64;
                 until = until.min(now + Duration::from_millis(in_ms));
             }
+            let _blocked = self.inner.blocked.enter();
             tokio::select! {
                 () = &mut notified => {}
                 () = tokio::time::sleep_until(until) => {}

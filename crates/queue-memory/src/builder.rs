@@ -23,6 +23,8 @@ pub struct MemoryBackend {
 pub(crate) struct Inner {
     tables: Mutex<Tables>,
     pub(crate) work: Notify,
+    /// Fetches waiting for work now.
+    pub(crate) blocked: queue_core::backend::Blocked,
     pub(crate) events: Events,
     /// Cancel requests only, so a worker listening for them does not make every
     /// transition build an event.
@@ -67,6 +69,7 @@ impl MemoryBackendBuilder {
             inner: Arc::new(Inner {
                 tables: Mutex::new(Tables::default()),
                 work: Notify::new(),
+                blocked: queue_core::backend::Blocked::default(),
                 events,
                 cancels,
                 clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
@@ -83,6 +86,17 @@ impl MemoryBackend {
             config,
             clock: None,
         }
+    }
+
+    /// How many fetches are blocked now, waiting for work (a gauge; tests wait for it
+    /// before asserting that a fetch keeps waiting).
+    pub fn blocked_fetches(&self) -> usize {
+        self.inner.blocked.count()
+    }
+
+    /// How many event streams (subscribers, and `wait` calls following a job) are open.
+    pub fn subscribers(&self) -> usize {
+        self.inner.events.tx.receiver_count()
     }
 
     /// A queue with the default configuration.

@@ -8,7 +8,9 @@ use queue_testkit::{Harness, suite_config};
 
 async fn fresh(clock: ManualClock) -> Harness {
     let backend = MemoryBackend::with_clock(suite_config("model"), Arc::new(clock.clone()));
+    let probe = backend.clone();
     Harness::new(Arc::new(backend), clock)
+        .with_blocked(move || probe.blocked_fetches() + probe.subscribers())
 }
 
 queue_testkit::model_tests!(fresh, 256, 60);

@@ -239,7 +239,9 @@ impl Broker for RedisBackend {
             if let Some(due) = next_due {
                 block = block.min(Duration::from_millis((due - now).max(1) as u64));
             }
+            let blocked = self.inner.blocked.enter();
             self.wait_for_work(block).await?;
+            drop(blocked);
             // The earlier sends took nothing, so the same id claims as new: a worker that
             // sends this request again after an error is answered what any send took.
         }

@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     clock: Option<SharedClock>,
     pub(crate) errors: Errors,
     pub(crate) subscriptions: Arc<Subscriptions>,
+    /// Fetches waiting for work now.
+    pub(crate) blocked: queue_core::backend::Blocked,
     pub(crate) coalesced: crate::jobs::Coalesced,
 }
 
@@ -160,6 +162,7 @@ impl RedisBackendBuilder {
             .map_err(|e| errors.map(e))?;
         Ok(RedisBackend {
             inner: Arc::new(Inner {
+                blocked: queue_core::backend::Blocked::default(),
                 subscriptions: Arc::new(Subscriptions::new(
                     Arc::clone(&deployment),
                     errors.clone(),
@@ -183,6 +186,20 @@ impl RedisBackendBuilder {
 }
 
 impl RedisBackend {
+    /// How many fetches of this backend are blocked now, waiting for work (a gauge; tests
+    /// wait for it before asserting that a fetch keeps waiting).
+    pub fn blocked_fetches(&self) -> usize {
+        self.inner.blocked.count()
+    }
+
+    /// How many event streams of this backend (subscribers, and `wait` calls following a
+    /// job) are open.
+    pub fn subscribers(&self) -> usize {
+        self.inner
+            .subscriptions
+            .receivers(&self.inner.keys.events())
+    }
+
     /// A builder for `config`.
     pub fn builder(config: &QueueConfig) -> RedisBackendBuilder {
         RedisBackendBuilder {

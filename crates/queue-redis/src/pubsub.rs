@@ -115,6 +115,15 @@ impl Subscriptions {
         }
     }
 
+    /// How many streams of `channel` are open.
+    pub(crate) fn receivers(&self, channel: &str) -> usize {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(channel)
+            .map_or(0, broadcast::Sender::receiver_count)
+    }
+
     /// Messages of `channel` from now on. The first subscription of a channel connects
     /// (and fails when Redis cannot be reached); the connection is then kept up in the
     /// background for as long as anyone listens, and `presence` (if any) with it: its key

@@ -1,4 +1,10 @@
-use std::{fmt, future::Future, pin::Pin, sync::Mutex, time::Duration};
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use queue_core::{ManualClock, QueueConfig, SharedBackend};
 
@@ -11,7 +17,12 @@ pub struct Harness {
     /// Its clock: cases move time with `advance`.
     pub clock: ManualClock,
     cleanup: Mutex<Option<Cleanup>>,
+    blocked: Option<Blocked>,
 }
+
+/// How many calls are blocked on the backend now: fetches waiting for work plus open event
+/// streams (what a `wait` follows).
+type Blocked = Arc<dyn Fn() -> usize + Send + Sync>;
 
 impl fmt::Debug for Harness {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -28,6 +39,39 @@ impl Harness {
             backend,
             clock,
             cleanup: Mutex::new(None),
+            blocked: None,
+        }
+    }
+
+    /// How the cases see that a fetch or a wait is blocked (see [`Harness::until_blocked`]):
+    /// the backend's blocked fetches plus its open event streams.
+    pub fn with_blocked(mut self, blocked: impl Fn() -> usize + Send + Sync + 'static) -> Self {
+        self.blocked = Some(Arc::new(blocked));
+        self
+    }
+
+    /// How many calls are blocked on the backend now (see [`Harness::until_blocked`]).
+    pub fn blocked(&self) -> usize {
+        self.blocked.as_ref().map_or(0, |blocked| blocked())
+    }
+
+    /// Waits until at least `n` calls are blocked on the backend (fetches waiting for
+    /// work, event streams open): a state, not a time. A fetch counted here found nothing
+    /// and waits, so a case may then assert it keeps waiting and that what should wake it
+    /// does.
+    pub async fn until_blocked(&self, n: usize) {
+        let blocked = self
+            .blocked
+            .as_ref()
+            .expect("this deployment's harness has no blocked probe (Harness::with_blocked)");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while blocked() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} calls blocked after 10 s, {n} expected",
+                blocked()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 

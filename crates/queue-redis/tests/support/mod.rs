@@ -51,9 +51,12 @@ pub async fn harness_with(url: &str, clock: ManualClock, functions: bool) -> Har
         "Redis 7 serves Functions"
     );
     let cleanup = backend.clone();
-    Harness::new(Arc::new(backend), clock).with_cleanup(async move {
-        if let Err(e) = cleanup.destroy().await {
-            eprintln!("cleanup failed: {}", e.chain());
-        }
-    })
+    let probe = backend.clone();
+    Harness::new(Arc::new(backend), clock)
+        .with_blocked(move || probe.blocked_fetches() + probe.subscribers())
+        .with_cleanup(async move {
+            if let Err(e) = cleanup.destroy().await {
+                eprintln!("cleanup failed: {}", e.chain());
+            }
+        })
 }

@@ -492,10 +492,12 @@ pub async fn wait_returns_when_the_job_ends(h: &Harness) {
         let backend = Arc::clone(&h.backend);
         tokio::spawn(async move { backend.wait(id, Duration::from_secs(120)).await })
     };
+    // A wait follows the queue's events: once its stream is open, an ending wakes it. That
+    // it did not return while the job ran shows in what it returns: the completed record.
+    let blocked = h.blocked();
     let waiter = spawn_wait(a.job_id);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.until_blocked(blocked + 1).await;
     let lease = claim_one(h).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!waiter.is_finished(), "running is not finished");
     let result = json!({ "pages": 3 });
     let status = finish(
@@ -528,9 +530,10 @@ pub async fn wait_returns_when_the_job_ends(h: &Harness) {
     // A cancel of a queued job ends it too; waiters of other jobs are not woken by it.
     let b = enqueue(h, job(2)).await;
     let c = enqueue(h, job(3)).await;
+    let blocked = h.blocked();
     let waiter_b = spawn_wait(b.job_id);
     let waiter_c = spawn_wait(c.job_id);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.until_blocked(blocked + 2).await;
     assert_eq!(
         h.backend.cancel(b.job_id).await.unwrap(),
         CancelOutcome::Cancelled
@@ -541,7 +544,20 @@ pub async fn wait_returns_when_the_job_ends(h: &Harness) {
         .unwrap()
         .unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Job 3's waiter was not woken by job 2's ending: it returns only when job 3 ends,
+    // with job 3's record.
     assert!(!waiter_c.is_finished(), "job 3 is still queued");
-    waiter_c.abort();
+    assert_eq!(
+        h.backend.cancel(c.job_id).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let cancelled = tokio::time::timeout(Duration::from_secs(3), waiter_c)
+        .await
+        .expect("job 3's cancel wakes its waiter")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (cancelled.job_id, cancelled.status),
+        (c.job_id, JobStatus::Cancelled)
+    );
 }
