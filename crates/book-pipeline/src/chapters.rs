@@ -8,7 +8,10 @@ use queue_worker::JobContext;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{ProcessBook, Settings, pipeline, text};
+use crate::{
+    book::{self, ProcessBook, Settings},
+    text,
+};
 
 /// The payload of `process_chapter`: one section of a book.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -45,7 +48,7 @@ pub struct ChapterResult {
 /// them. A chapter that fails leaves a gap the merge reports (`ChildPolicy::Continue`):
 /// the book ends `partial`, saying which chapters are missing.
 pub async fn chapters_flow(book: &ProcessBook) -> Result<Flow, queue_core::Error> {
-    let raw = pipeline::read_source(book)
+    let raw = book::read_source(book)
         .await
         .map_err(|e| queue_core::Error::invalid(e.to_string()))?;
     let sections = text::segment(&text::normalise(&raw));
@@ -124,13 +127,13 @@ pub(crate) async fn merge(
         .iter()
         .map(|c| json!({ "index": c.index, "title": c.title, "words": c.words }))
         .collect();
-    pipeline::write(
+    book::write(
         &out_dir.join("chapters.json"),
         &serde_json::to_string_pretty(&outline).expect("serializes"),
     )
     .await?;
     let tsv: String = ranked.iter().map(|(w, c)| format!("{w}\t{c}\n")).collect();
-    pipeline::write(
+    book::write(
         &out_dir.join("vocabulary.tsv"),
         &format!("word\tcount\n{tsv}"),
     )

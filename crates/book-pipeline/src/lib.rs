@@ -8,9 +8,11 @@
 //! `process_chapter` job per chapter; the book's own job runs once they all ended and
 //! merges their results.
 
+mod book;
 mod chapters;
 mod pipeline;
 mod text;
 
+pub use book::{BOOK_STAGES, JobType, ProcessBook, SAMPLES, Settings};
 pub use chapters::{ChapterResult, ProcessChapter, chapters_flow, process_chapter, run_chapter};
-pub use pipeline::{BOOK_STAGES, JobType, ProcessBook, SAMPLES, Settings, process_book, run};
+pub use pipeline::{process_book, run};

@@ -187,7 +187,7 @@ pub(crate) struct Tables {
 }
 
 /// Where `emit` sends events; `None` when nobody listens (no event is built).
-pub(crate) type EventSender<'a> = Option<&'a crate::builder::Events>;
+pub(crate) type EventSender<'a> = Option<&'a crate::events::Events>;
 
 fn status_index(status: JobStatus) -> usize {
     status as usize

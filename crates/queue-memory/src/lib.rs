@@ -3,6 +3,7 @@
 mod broker;
 mod builder;
 mod engine;
+mod events;
 mod store;
 
 pub use builder::{MemoryBackend, MemoryBackendBuilder};

@@ -5,8 +5,6 @@
 //! read together with its lease, and the lease overlays what `Start` wrote (as decided by
 //! `queue_core::backend::rules`, the same rule the scripts apply when the attempt ends).
 
-use std::collections::HashMap;
-
 use queue_core::backend::{
     Event, from_millis,
     rules::{self, EffectInput},
@@ -15,8 +13,7 @@ use queue_core::{Error, JobId, JobRecord, JobStatus, Payload, Priority, Result};
 
 use crate::wire::LeaseEntry;
 
-/// Fields of a job hash, as returned by HGETALL.
-pub(crate) type Fields = HashMap<String, String>;
+pub(crate) use crate::wire::Fields;
 
 /// Decodes a record and, when the job is running, its lease.
 pub(crate) fn decode_leased(

@@ -10,7 +10,10 @@ use queue_core::backend::{
 use queue_core::{ChildPolicy, JobId, LeaseToken, Limits, NewJob, QueueConfig};
 use redis::Value;
 
-use crate::{codec::Fields, keys::Keys};
+use crate::keys::Keys;
+
+/// Fields of a job hash, as returned by HGETALL.
+pub(crate) type Fields = std::collections::HashMap<String, String>;
 
 /// A value as a string (bulk, simple, integer or double).
 pub(crate) fn text(v: &Value) -> Option<String> {

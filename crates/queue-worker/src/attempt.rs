@@ -17,9 +17,9 @@ use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 
 use crate::{
     JobContext,
-    reporter::{Next, Report},
     running::{Running, StopReason},
-    worker::Shared,
+    shared::Shared,
+    shared::{Next, Report},
 };
 
 /// Runs one leased job and reports its outcome; returns the next lease when the report

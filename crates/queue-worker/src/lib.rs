@@ -8,6 +8,7 @@ mod egress;
 mod registry;
 mod reporter;
 mod running;
+mod shared;
 mod shutdown;
 mod upkeep;
 mod webhooks;

@@ -7,15 +7,15 @@
 use std::{sync::Arc, time::Duration};
 
 use queue_core::Error;
-use queue_core::backend::{ClaimRequest, Ending, Lease, LeaseRef, Outcome};
+use queue_core::backend::{ClaimRequest, Ending, Lease};
 use tokio::{
-    sync::{Semaphore, mpsc, oneshot},
+    sync::{Semaphore, mpsc},
     time::Instant,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{Span, error, warn};
+use tracing::{error, warn};
 
-use crate::worker::Shared;
+use crate::shared::{Report, Shared};
 
 /// The most endings one call carries.
 const GROUP: usize = 128;
@@ -24,20 +24,6 @@ const GROUP: usize = 128;
 /// 16.5k-16.9k with 4 (fewer, larger calls cost Redis less per job); concurrency 100 did
 /// not move beyond noise.
 const IN_FLIGHT: usize = 2;
-
-/// The next lease an attempt's slot got (it says when the call that took it was sent).
-pub(crate) type Next = Option<Lease>;
-
-/// One outcome to store.
-pub(crate) struct Report {
-    pub(crate) lease: LeaseRef,
-    pub(crate) outcome: Outcome,
-    /// The slot wants another job.
-    pub(crate) claim_next: bool,
-    /// Where the attempt's messages go.
-    pub(crate) span: Span,
-    pub(crate) reply: oneshot::Sender<Next>,
-}
 
 /// Sends reports until `stop` (the worker stops it once no attempt can report any more).
 pub(crate) async fn reporter_loop(

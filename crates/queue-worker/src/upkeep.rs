@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::{running::StopReason, worker::Shared};
+use crate::{running::StopReason, shared::Shared};
 
 /// Renews every held lease each heartbeat interval (and at once when a pushed cancel may
 /// concern a job just claimed); after a failed renewal, again sooner

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     egress::{Refused, Resolve, WebhookEgress},
-    worker::Shared,
+    shared::Shared,
 };
 
 /// Deliveries claimed per round.

@@ -2,10 +2,7 @@
 //! shutdown within a bounded time.
 
 use std::{
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, OnceLock, atomic::Ordering},
     time::Duration,
 };
 
@@ -22,8 +19,9 @@ use crate::{
     attempt,
     builder::Settings,
     registry::Registry,
-    reporter::{self, Report},
+    reporter,
     running::{RunningJobs, StopReason},
+    shared::{Counts, Report, Shared},
     upkeep,
 };
 
@@ -37,64 +35,6 @@ pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(2);
 pub struct Worker {
     shared: Arc<Shared>,
     reports: mpsc::UnboundedReceiver<Report>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) broker: Arc<dyn Broker>,
-    pub(crate) store: Arc<dyn JobStore>,
-    pub(crate) registry: Registry,
-    pub(crate) settings: Settings,
-    pub(crate) running: RunningJobs,
-    pub(crate) counts: Counts,
-    pub(crate) beat: WorkerBeat,
-    /// Outcomes to store (see `reporter`).
-    pub(crate) reports: mpsc::UnboundedSender<Report>,
-    /// Set when shutdown begins: nothing the worker does may outlast it.
-    stop_by: OnceLock<Instant>,
-}
-
-impl Shared {
-    /// The latest time a backend call may end: `deadline`, or earlier once the worker is
-    /// stopping.
-    pub(crate) fn bounded(&self, deadline: Instant) -> Instant {
-        self.stop_by.get().map_or(deadline, |s| deadline.min(*s))
-    }
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker")
-            .field("id", &self.settings.id)
-            .field("broker", &self.broker)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counts {
-    pub(crate) completed: AtomicU64,
-    pub(crate) partial: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) retried: AtomicU64,
-    pub(crate) cancelled: AtomicU64,
-    pub(crate) released: AtomicU64,
-    pub(crate) snoozed: AtomicU64,
-    pub(crate) lost: AtomicU64,
-}
-
-impl Counts {
-    pub(crate) fn count(&self, outcome: &Outcome) {
-        let counter = match outcome {
-            Outcome::Completed { .. } => &self.completed,
-            Outcome::Partial { .. } => &self.partial,
-            Outcome::Retry { .. } => &self.retried,
-            Outcome::Failed { .. } => &self.failed,
-            Outcome::Cancelled => &self.cancelled,
-            Outcome::Released => &self.released,
-            Outcome::Snoozed { .. } | Outcome::RateLimited { .. } => &self.snoozed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// What a worker did before it stopped.
