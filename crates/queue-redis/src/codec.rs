@@ -43,14 +43,10 @@ pub(crate) fn decode_leased(
     Ok(record)
 }
 
-/// Decodes a hash; `key_id` is the id the key names (the record's id; a hash written by an
-/// older version also holds it as `job_id`).
+/// Decodes a hash; `key_id` is the id the key names (the record's id: a hash holds no
+/// copy of it).
 pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
-    let name = f
-        .get("job_id")
-        .cloned()
-        .or_else(|| key_id.map(|i| i.to_string()))
-        .unwrap_or_else(|| "?".into());
+    let name = key_id.map_or_else(|| "?".into(), |i| i.to_string());
     let bad = |field: &str, why: String| {
         Error::corrupt(format!("job record {name}: field `{field}` {why}"))
     };
@@ -76,14 +72,8 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
             .map(|v| serde_json::from_str(v).map_err(|e| bad(field, format!("is not JSON: {e}"))))
             .transpose()
     };
-    // The id is the key's; a hash may also hold it (records written before 0.2 do).
-    let job_id = match (text("job_id"), key_id) {
-        (Some(v), _) => v
-            .parse::<JobId>()
-            .map_err(|_| bad("job_id", format!("is not a UUID: {v:?}")))?,
-        (None, Some(id)) => id,
-        (None, None) => return Err(bad("job_id", "is missing".into())),
-    };
+    // The id is the key's: a record holds no copy of it.
+    let job_id = key_id.ok_or_else(|| bad("job_id", "is missing".into()))?;
     let payload = required("payload")?;
     serde_json::from_str::<serde::de::IgnoredAny>(payload)
         .map_err(|e| bad("payload", format!("is not JSON: {e}")))?;
@@ -192,7 +182,6 @@ mod tests {
 
     fn good() -> Fields {
         [
-            ("job_id", JobId::new().to_string()),
             ("task", "t".into()),
             ("payload", "{\"a\":1}".into()),
             ("status", "queued".into()),
@@ -209,7 +198,7 @@ mod tests {
 
     #[test]
     fn decodes_a_good_record() {
-        let r = decode(None, &good()).unwrap();
+        let r = decode(Some(JobId::new()), &good()).unwrap();
         assert_eq!(
             (r.status, r.priority, r.progress, r.retry_count),
             (JobStatus::Queued, Priority::High, 5, 1)
@@ -218,16 +207,12 @@ mod tests {
     }
 
     #[test]
-    fn the_id_is_the_keys_when_the_hash_has_none() {
-        let mut f = good();
-        let kept = f.remove("job_id").unwrap().parse::<JobId>().unwrap();
+    fn the_id_is_the_keys() {
+        let f = good();
         let key_id = JobId::new();
         assert_eq!(decode(Some(key_id), &f).unwrap().job_id, key_id);
         let err = decode(None, &f).unwrap_err().to_string();
         assert!(err.contains("field `job_id` is missing"), "{err}");
-        // An older record's own id still reads.
-        f.insert("job_id".into(), kept.to_string());
-        assert_eq!(decode(Some(key_id), &f).unwrap().job_id, kept);
     }
 
     #[test]
@@ -253,7 +238,7 @@ mod tests {
                 Some(v) => f.insert(field.into(), v.into()),
                 None => f.remove(field),
             };
-            let err = decode(None, &f).unwrap_err().to_string();
+            let err = decode(Some(JobId::new()), &f).unwrap_err().to_string();
             assert!(err.contains(expect), "{field}: {err}");
             assert!(err.starts_with("corrupt data: job record "), "{err}");
         }

@@ -39,13 +39,6 @@ pub(crate) enum Static {
     /// when the job finished (`queue_core::backend::listed_at`, also the retention clock).
     /// Together they list every retained job.
     Status(JobStatus),
-    /// `jobs`: written by versions before 0.2 (every job by creation time); only the sweep
-    /// still removes its entries, so it empties as those jobs go.
-    Jobs,
-    /// `finished`: written by versions before 0.3 (finished jobs by completion time, for the
-    /// retention sweep, which now reads the finished status sets); the sweep still reads
-    /// and removes its entries, so it empties as those jobs go.
-    Finished,
     /// `dedup`: unique key -> its active job.
     Dedup,
     /// `stats`: lifetime counters.
@@ -122,8 +115,6 @@ impl Static {
             Self::Cascade => "cascade".into(),
             Self::CascadeAt => "cascade_at".into(),
             Self::Status(s) => format!("st_{s}"),
-            Self::Jobs => "jobs".into(),
-            Self::Finished => "finished".into(),
             Self::Dedup => "dedup".into(),
             Self::Stats => "stats".into(),
             Self::Seq => "seq".into(),

@@ -24,5 +24,4 @@ local fields = redis.call('HGETALL', key)
 local history = nil
 if uk ~= '' then history = KEYS[NSTATIC + 2] end
 delete_job(KEY, id, key, parent, uk, history)
-redis.call('ZREM', KEY.finished, id)
 return { 'ok', fields }

@@ -1,6 +1,6 @@
 -- Read only. ARGV: 3 retention_ms, 4 limit. Returns the ids of finished jobs older than
 -- the retention, oldest first: from the finished status sets (scored by when each job
--- finished) and `finished` (written by versions before 0.3; drained by the sweep).
+-- finished).
 local cutoff, limit = NOW - tonumber(ARGV[3]), tonumber(ARGV[4])
 local all = {}
 for s, _ in pairs(TERMINAL) do
@@ -8,9 +8,6 @@ for s, _ in pairs(TERMINAL) do
     limit, 'WITHSCORES')
   for i = 1, #raw, 2 do all[#all + 1] = { tonumber(raw[i + 1]), raw[i] } end
 end
-local legacy = redis.call('ZRANGE', KEY.finished, '-inf', cutoff, 'BYSCORE', 'LIMIT', 0, limit,
-  'WITHSCORES')
-for i = 1, #legacy, 2 do all[#all + 1] = { tonumber(legacy[i + 1]), legacy[i] } end
 table.sort(all, function(a, b)
   if a[1] ~= b[1] then return a[1] < b[1] end
   return a[2] < b[2]

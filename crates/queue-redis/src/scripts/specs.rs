@@ -202,14 +202,14 @@ pub(super) const SPECS: [Spec; 31] = [
     (
         "due",
         include_str!("due.lua"),
-        keys![[S::Finished], ST_DONE],
+        keys![ST_DONE],
         true,
     ),
     (
         "sweep",
         include_str!("sweep.lua"),
         keys![
-            [S::Finished, S::Jobs, ST_QUEUED],
+            [ST_QUEUED],
             ST_DONE,
             [S::Dedup, S::Leases]
         ],
@@ -321,7 +321,7 @@ pub(super) const SPECS: [Spec; 31] = [
         "delete",
         include_str!("delete.lua"),
         keys![
-            [S::Finished, S::Jobs, ST_QUEUED],
+            [ST_QUEUED],
             ST_DONE,
             [S::Dedup, S::Leases]
         ],

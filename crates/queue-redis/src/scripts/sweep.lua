@@ -2,9 +2,7 @@
 -- statics: per job its key and its unique key's history key (when it has one).
 -- ARGV: 3 retention_ms, 4 count, then per job: id, job key index, unique key ('' = none),
 -- history key index. A finished job's retention clock is its score in its status set
--- (when it finished). Versions before 0.3 scored those sets by creation and kept the
--- finish in `finished`: the later of the two counts, and a job the sweep looks at leaves
--- `finished`, its status set entry moved to when it finished. Only a record that is
+-- (when it finished). Only a record that is
 -- finished and due is deleted; a job that is live again keeps its record and indexes. A
 -- record whose unique key is not the one declared is skipped (read again next time).
 -- Returns how many were deleted.
@@ -22,14 +20,11 @@ for i = 0, tonumber(ARGV[4]) - 1 do
     if parent == '' then parent = nil end
   end
   local live = redis.call('HEXISTS', KEY.leases, id) == 1 or (status and not TERMINAL[status])
-  local legacy = tonumber(redis.call('ZSCORE', KEY.finished, id) or '')
   local at = nil
   if not live then
     if status then at = tonumber(redis.call('ZSCORE', status_key(KEY, status), id) or '') end
-    if at and legacy and legacy > at then at = legacy end
-    -- A record its status set lost track of (or a deleted job's remains) goes by what
-    -- `finished` said, else at once.
-    at = at or legacy or cutoff
+    -- A record its status set lost track of (or a deleted job's remains) goes at once.
+    at = at or cutoff
   end
   local kept, deleted = false, false
   if at and at <= cutoff then
@@ -54,18 +49,14 @@ for i = 0, tonumber(ARGV[4]) - 1 do
     end
   end
   if at and not deleted then
-    -- Kept, or not due: listed by its retention clock, and no stray entry (in `finished`,
-    -- in another status set) names it again. A live job is listed in `st_queued` only.
+    -- Kept, or not due: listed by its retention clock, and no stray entry (in another
+    -- status set) names it again. A live job is listed in `st_queued` only.
     if not kept and status then redis.call('ZADD', status_key(KEY, status), at, id) end
-    if legacy then redis.call('ZREM', KEY.finished, id) end
     for s, _ in pairs(TERMINAL) do
       if s ~= status then redis.call('ZREM', status_key(KEY, s), id) end
     end
   elseif live then
-    if legacy then redis.call('ZREM', KEY.finished, id) end
     for s, _ in pairs(TERMINAL) do redis.call('ZREM', status_key(KEY, s), id) end
-  elseif deleted and legacy then
-    redis.call('ZREM', KEY.finished, id)
   end
 end
 return removed

@@ -6,8 +6,6 @@ local function delete_job(KEY, id, key, parent, uk, history)
   -- background), its place in its parent's.
   redis.call('UNLINK', kids_key(id))
   if parent and parent ~= '' then redis.call('ZREM', kids_key(parent), id) end
-  -- `jobs` is written no more (before 0.2 it listed every job): emptied as jobs go.
-  redis.call('ZREM', KEY.jobs, id)
   for s, _ in pairs(VALID) do
     if s ~= 'processing' then redis.call('ZREM', status_key(KEY, s), id) end
   end
