@@ -84,6 +84,27 @@ pub fn check_heartbeat(lease: Duration, heartbeat: Duration) -> Result<()> {
     Ok(())
 }
 
+/// The lease fence on the server's side: whether a write sent with `token` (a heartbeat,
+/// progress, a finish) is the lease holder's, the job's lease being `held` (its token and
+/// its expiry, ms) at `now`. Only the same, non-empty token before the expiry writes: an
+/// expired holder may not, even before a sweep took the job back.
+///
+/// ```
+/// use queue_core::backend::lease_holds;
+///
+/// assert!(lease_holds(Some(("t1", 2_000)), "t1", 1_999));
+/// assert!(!lease_holds(Some(("t1", 2_000)), "t1", 2_000), "expired");
+/// assert!(!lease_holds(Some(("t1", 2_000)), "t2", 1_000), "another attempt's");
+/// assert!(!lease_holds(None, "t1", 1_000), "not running");
+/// ```
+pub fn lease_holds(
+    held: Option<(&str, crate::backend::Millis)>,
+    token: &str,
+    now: crate::backend::Millis,
+) -> bool {
+    held.is_some_and(|(held, expires)| !token.is_empty() && held == token && expires > now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

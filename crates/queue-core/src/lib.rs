@@ -94,7 +94,9 @@ pub mod backend {
         unfinished_change, ungrouped_goes_first, weighted_turn,
     };
     pub use crate::id::{ClaimId, hostname};
-    pub use crate::lease::{check_heartbeat, fence_margin, heartbeat_retry, longest_heartbeat};
+    pub use crate::lease::{
+        check_heartbeat, fence_margin, heartbeat_retry, lease_holds, longest_heartbeat,
+    };
     pub use crate::limits::{
         MAX_CLAIM, MAX_CONCURRENCY, MAX_ENDINGS, MAX_ENQUEUE_STEP, MAX_STEP_BYTES, bound_text,
         too_many,

@@ -183,6 +183,71 @@ impl Attempt {
 }
 
 impl JobRecord {
+    /// The record `job` is born with, under `id` at `now` (ms): queued, with its options
+    /// or the queue's defaults (`config`), due after its delay (`run_at`), a cost of 1 not
+    /// stored. A flow's child names its parent and policy (`child_of`; the default policy
+    /// is not stored); a parent of `children` waits on them. Every backend creates its
+    /// records with this, so a new record reads the same everywhere.
+    ///
+    /// ```
+    /// use queue_core::{JobId, JobRecord, JobStatus, NewJob, QueueConfig};
+    ///
+    /// let job = NewJob::new("t", &1).unwrap().delay(std::time::Duration::from_secs(2));
+    /// let record = JobRecord::born(job, JobId::new(), 1_000, &QueueConfig::default(), None, 0);
+    /// assert_eq!(record.status, JobStatus::Queued);
+    /// assert_eq!(record.max_retries, QueueConfig::default().max_retries);
+    /// assert_eq!(record.run_at.map(|t| t.timestamp_millis()), Some(3_000));
+    /// ```
+    pub fn born(
+        job: crate::NewJob,
+        id: JobId,
+        now: crate::backend::Millis,
+        config: &crate::QueueConfig,
+        child_of: Option<(JobId, crate::ChildPolicy)>,
+        children: u32,
+    ) -> Self {
+        use crate::backend::{duration_ms, from_millis};
+        let crate::NewJob {
+            task,
+            payload,
+            options,
+        } = job;
+        let delay = options.delay.map(duration_ms).unwrap_or(0);
+        Self {
+            job_id: id,
+            task,
+            payload,
+            unique_key: options.unique_key,
+            status: JobStatus::Queued,
+            priority: options.priority.unwrap_or(config.default_priority),
+            progress: 0,
+            current_step: None,
+            error_message: None,
+            retry_count: 0,
+            max_retries: options.max_retries.unwrap_or(config.max_retries),
+            timeout_ms: options.timeout.map(|t| duration_ms(t) as u64),
+            created_at: from_millis(now),
+            started_at: None,
+            completed_at: None,
+            run_at: (delay > 0).then(|| from_millis(now + delay)),
+            metadata: options.metadata,
+            result: None,
+            worker_id: None,
+            cancel_requested: false,
+            group: options.group,
+            cost: options.cost.filter(|c| *c != 1),
+            parent: child_of.map(|(parent, _)| parent),
+            child_policy: child_of
+                .map(|(_, policy)| policy)
+                .filter(|p| *p != crate::ChildPolicy::default()),
+            children: (children > 0).then(|| crate::ChildCounts {
+                waiting: children,
+                ..crate::ChildCounts::default()
+            }),
+            attempts: Vec::new(),
+        }
+    }
+
     /// Queued and waiting on unfinished children (not claimable yet).
     pub fn waits_on_children(&self) -> bool {
         self.status == JobStatus::Queued && crate::flow::waits_on_children(self.children.as_ref())

@@ -3,10 +3,8 @@
 
 use std::sync::Arc;
 
-use queue_core::backend::{FlatJob, Millis, from_millis};
-use queue_core::{
-    ChildCounts, ChildPolicy, Error, JobId, JobRecord, JobStatus, JobStore, NewJob, Result,
-};
+use queue_core::backend::{FlatJob, Millis};
+use queue_core::{ChildCounts, ChildPolicy, Error, JobId, JobRecord, JobStore, NewJob, Result};
 use redis::Value;
 use tokio::sync::oneshot;
 
@@ -270,38 +268,7 @@ impl RedisBackend {
     }
 
     pub(super) fn job_from_new(&self, job: &NewJob, id: JobId, now: Millis) -> JobRecord {
-        let o = &job.options;
-        let delay = o.delay.map(queue_core::backend::duration_ms).unwrap_or(0);
-        JobRecord {
-            job_id: id,
-            task: job.task.clone(),
-            payload: job.payload.clone(),
-            unique_key: o.unique_key.clone(),
-            status: JobStatus::Queued,
-            priority: o.priority.unwrap_or(self.inner.config.default_priority),
-            progress: 0,
-            current_step: None,
-            error_message: None,
-            retry_count: 0,
-            max_retries: o.max_retries.unwrap_or(self.inner.config.max_retries),
-            timeout_ms: o
-                .timeout
-                .map(|t| queue_core::backend::duration_ms(t) as u64),
-            created_at: from_millis(now),
-            started_at: None,
-            completed_at: None,
-            run_at: (delay > 0).then(|| from_millis(now + delay)),
-            metadata: o.metadata.clone(),
-            result: None,
-            worker_id: None,
-            cancel_requested: false,
-            group: o.group.clone(),
-            cost: o.cost.filter(|c| *c != 1),
-            parent: None,
-            child_policy: None,
-            children: None,
-            attempts: Vec::new(),
-        }
+        JobRecord::born(job.clone(), id, now, &self.inner.config, None, 0)
     }
 
     /// The answer of one job of an enqueue batch. A unique key whose recorded holder is

@@ -43,6 +43,8 @@ pub(crate) struct Script {
 
 use Static as S;
 
+#[cfg(test)]
+mod checks;
 mod prelude;
 mod specs;
 mod tables;

@@ -149,47 +149,10 @@ impl Tables {
         children: u32,
         events: EventSender<'_>,
     ) -> JobRecord {
-        let NewJob {
-            task,
-            payload,
-            options,
-        } = job;
-        let id = options.job_id.unwrap_or_default();
-        let priority = options.priority.unwrap_or(cfg.default_priority);
-        let delay_ms = options.delay.map(duration_ms).unwrap_or(0);
-        let due = (delay_ms > 0).then(|| now + delay_ms);
-        let counts = (children > 0).then(|| ChildCounts {
-            waiting: children,
-            ..ChildCounts::default()
-        });
-        let record = JobRecord {
-            job_id: id,
-            task,
-            payload,
-            unique_key: options.unique_key,
-            status: JobStatus::Queued,
-            priority,
-            progress: 0,
-            current_step: None,
-            error_message: None,
-            retry_count: 0,
-            max_retries: options.max_retries.unwrap_or(cfg.max_retries),
-            timeout_ms: options.timeout.map(|t| duration_ms(t) as u64),
-            created_at: from_millis(now),
-            started_at: None,
-            completed_at: None,
-            run_at: due.map(from_millis),
-            metadata: options.metadata,
-            result: None,
-            worker_id: None,
-            cancel_requested: false,
-            group: options.group,
-            cost: options.cost.filter(|c| *c != 1),
-            parent,
-            child_policy: parent.and((policy != ChildPolicy::default()).then_some(policy)),
-            children: counts,
-            attempts: Vec::new(),
-        };
+        let id = job.options.job_id.unwrap_or_default();
+        let record = JobRecord::born(job, id, now, cfg, parent.map(|p| (p, policy)), children);
+        let priority = record.priority;
+        let due = record.run_at.map(queue_core::backend::to_millis);
         let key = (now, id);
         let mut ready_position = (priority.band(), 0);
         let ready = if children > 0 {

@@ -300,11 +300,12 @@ impl Tables {
 
     /// True when `lease` is current and unexpired.
     pub(super) fn holds(&self, lease: &LeaseRef, now: Millis) -> bool {
-        self.jobs.get(&lease.job_id).is_some_and(|e| {
-            e.lease
-                .as_ref()
-                .is_some_and(|h| h.token == lease.token && h.expires_ms > now)
-        })
+        let held = self.jobs.get(&lease.job_id).and_then(|e| e.lease.as_ref());
+        queue_core::backend::lease_holds(
+            held.map(|h| (h.token.as_str(), h.expires_ms)),
+            lease.token.as_str(),
+            now,
+        )
     }
 
     pub(super) fn extend(&mut self, id: JobId, now: Millis, lease_ms: Option<Millis>) {

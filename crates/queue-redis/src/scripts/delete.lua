@@ -16,7 +16,7 @@ if redis.call('HEXISTS', KEY.leases, id) == 1 or not TERMINAL[status] then
 end
 if parent then
   local p = facts(job_key(parent))
-  if p and p.exists and p.created <= created and KEEPS_CHILD[current_status(KEY, parent, p) or ''] then
+  if p and p.exists and is_parent_of(p.created, created) and KEEPS_CHILD[current_status(KEY, parent, p) or ''] then
     return { 'kept' }
   end
 end

@@ -199,20 +199,11 @@ pub(super) const SPECS: [Spec; 31] = [
         ],
         false,
     ),
-    (
-        "due",
-        include_str!("due.lua"),
-        keys![ST_DONE],
-        true,
-    ),
+    ("due", include_str!("due.lua"), keys![ST_DONE], true),
     (
         "sweep",
         include_str!("sweep.lua"),
-        keys![
-            [ST_QUEUED],
-            ST_DONE,
-            [S::Dedup, S::Leases]
-        ],
+        keys![[ST_QUEUED], ST_DONE, [S::Dedup, S::Leases]],
         false,
     ),
     ("page", include_str!("page.lua"), keys![NO_KEYS], true),
@@ -320,11 +311,7 @@ pub(super) const SPECS: [Spec; 31] = [
     (
         "delete",
         include_str!("delete.lua"),
-        keys![
-            [ST_QUEUED],
-            ST_DONE,
-            [S::Dedup, S::Leases]
-        ],
+        keys![[ST_QUEUED], ST_DONE, [S::Dedup, S::Leases]],
         false,
     ),
 ];

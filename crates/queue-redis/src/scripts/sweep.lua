@@ -32,7 +32,7 @@ for i = 0, tonumber(ARGV[4]) - 1 do
     -- retention started again (queue_core::backend::retention_keeps_child).
     if parent then
       local p = facts(job_key(parent))
-      if p and p.exists and p.created <= created then
+      if p and p.exists and is_parent_of(p.created, created) then
         kept = KEEPS_CHILD[current_status(KEY, parent, p) or ''] or false
       end
     end

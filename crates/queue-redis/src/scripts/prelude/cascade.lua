@@ -53,7 +53,9 @@ local function doomed(KEY, id)
     if failed(v) or not v[1] or v[1] == '' then return false end
     local parent = v[1]
     local created = redis.pcall('HGET', job_key(parent), 'created_at')
-    if failed(created) or not created or num(created, 0) > num(v[2], 0) then return false end
+    if failed(created) or not created or not is_parent_of(num(created, 0), num(v[2], 0)) then
+      return false
+    end
     if redis.call('ZSCORE', KEY.cascade, parent) then return true end
     child = parent
   end

@@ -1,4 +1,8 @@
 -- A parent's children by creation (keys.rs `kids`).
+-- queue_core::backend::is_parent_of: the job created at `parent_created` under the id a
+-- child names is its parent (a job created later under a reused id is not).
+local function is_parent_of(parent_created, child_created) return parent_created <= child_created end
+
 local function kids_key(id) return PREFIX .. 'kids:' .. id end
 
 -- `parent` gets `n` more unfinished children: a queued parent that waited on none leaves
@@ -20,8 +24,8 @@ child_ended = function(KEY, parent, child, to, policy, child_created)
   local prec = facts(pkey)
   -- Gone (retention removed it) or not a job hash: nothing to count.
   if not prec or not prec.exists then return end
-  -- A job created later under the parent's id is not the parent (queue_core is_parent_of).
-  if prec.created > child_created then return end
+  -- A job created later under the parent's id is not the parent.
+  if not is_parent_of(prec.created, child_created) then return end
   local waiting = redis.call('HINCRBY', pkey, 'kids_waiting', -1)
   if waiting < 0 then
     waiting = 0
@@ -62,7 +66,7 @@ end
 child_reopened = function(KEY, parent, was, child_created)
   local pkey = job_key(parent)
   local prec = facts(pkey)
-  if not prec or not prec.exists or prec.created > child_created then return end
+  if not prec or not prec.exists or not is_parent_of(prec.created, child_created) then return end
   if redis.call('HINCRBY', pkey, 'kids_' .. was, -1) < 0 then redis.call('HSET', pkey, 'kids_' .. was, 0) end
   local status = current_status(KEY, parent, prec) or ''
   local action = REOPEN[status] and REOPEN[status][prec.started] or 'count'

@@ -12,6 +12,20 @@ local function current_tick(KEY)
   return TICK
 end
 
+-- queue_core::backend::group_admits: not paused, and fewer running than its concurrency
+-- limit (nil: none).
+local function group_slot_admits(paused, running, max)
+  return not paused and (not max or running < max)
+end
+
+-- queue_core::backend::weighted_turn: the turn after one more start of a group of `weight`
+-- (nil: 1), and whether its lane takes a new ticket now (the turn is over).
+local function turn_after(turn, weight)
+  local next = turn + 1
+  if next >= (weight or 1) then return 0, true end
+  return next, false
+end
+
 -- The first job of a group's highest priority with ready jobs (what it starts next).
 local function group_head(group)
   for band = 0, 2 do
@@ -29,7 +43,7 @@ local function group_admits(KEY, group)
   local v = redis.call('HMGET', KEY.groups, 'run:' .. group, 'max:' .. group, 'pause:' .. group,
     'rmax:' .. group, 'rper:' .. group, 'held:' .. group, 'w:' .. group)
   local running, max = num(v[1], 0), tonumber(v[2])
-  local ok = not v[3] and (not max or running < max)
+  local ok = group_slot_admits(v[3] ~= nil and v[3] ~= false, running, max)
   local limited, again = false, nil
   local held = tonumber(v[6])
   if held and NOW < held then
@@ -59,13 +73,13 @@ end
 -- turn; true when its lane takes a new ticket now (the turn is over).
 local function weighted_turn(KEY, group, weight)
   if not weight then return true end
-  local turn = num(redis.call('HGET', KEY.groups, 'turn:' .. group), 0) + 1
-  if turn >= weight then
+  local turn, fresh = turn_after(num(redis.call('HGET', KEY.groups, 'turn:' .. group), 0), weight)
+  if fresh then
     redis.call('HDEL', KEY.groups, 'turn:' .. group)
-    return true
+  else
+    redis.call('HSET', KEY.groups, 'turn:' .. group, turn)
   end
-  redis.call('HSET', KEY.groups, 'turn:' .. group, turn)
-  return false
+  return fresh
 end
 
 -- One group's counts and settings, for operators: {ready, running, paused (0/1),

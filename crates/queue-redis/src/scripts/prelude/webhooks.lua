@@ -1,14 +1,28 @@
 -- Webhooks: `hooks` holds per webhook its filter `<statuses>|<task>|<group>` (see
 -- queue_core::Webhook::filter), read once per call and only when a job finishes.
+local function parse_hook_filter(filter)
+  local events, task, group = string.match(filter, '^([^|]*)|([^|]*)|(.*)$')
+  if not events then return nil end
+  return { events = ',' .. events .. ',', task = task, group = group }
+end
+
+-- queue_core::Webhook::wants: the webhook `h` (a parsed filter) wants a job of `task` in
+-- `group` (nil: none) that finished `to`.
+local function hook_wants(h, to, task, group)
+  return string.find(h.events, ',' .. to .. ',', 1, true) ~= nil
+    and (h.task == '' or h.task == task)
+    and (h.group == '' or h.group == group)
+end
+
 local function hook_filters(KEY)
   if PENDING.hooks == nil then
     PENDING.hooks = {}
     local all = redis.call('HGETALL', KEY.hooks)
     for i = 1, #all, 2 do
-      local events, task, group = string.match(all[i + 1], '^([^|]*)|([^|]*)|(.*)$')
-      if events then
-        PENDING.hooks[#PENDING.hooks + 1] = { name = all[i], events = ',' .. events .. ',',
-          task = task, group = group }
+      local h = parse_hook_filter(all[i + 1])
+      if h then
+        h.name = all[i]
+        PENDING.hooks[#PENDING.hooks + 1] = h
       end
     end
   end
@@ -31,9 +45,7 @@ end
 -- same step as the transition (Webhook::wants, the same three comparisons).
 local function leave_deliveries(KEY, id, to, rec)
   for _, h in ipairs(hook_filters(KEY)) do
-    if string.find(h.events, ',' .. to .. ',', 1, true)
-      and (h.task == '' or h.task == rec.task)
-      and (h.group == '' or h.group == rec.group) then
+    if hook_wants(h, to, rec.task, rec.group) then
       local did = id .. '.' .. to .. '.' .. NOW .. '.' .. h.name
       local d = { id = did, webhook = h.name, job_id = id, event = to, at = NOW, task = rec.task,
         attempts = 0, parked = false }
