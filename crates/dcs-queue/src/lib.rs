@@ -9,7 +9,8 @@
 //!
 //! | who | where |
 //! |---|---|
-//! | producers and operators | the crate root: [`NewJob`], [`JobStore`], [`JobRecord`], [`Error`], ... |
+//! | producers and operators | the crate root: [`NewJob`], [`JobStore`], [`JobRecord`], [`Error`], ... (about 30 names) |
+//! | the topics | [`schedules`], [`webhooks`], [`bulk`], [`series`], [`events`], [`groups`], [`flows`], [`records`], [`config`] |
 //! | handler authors | [`prelude`], or [`worker`] alone |
 //! | backends | `memory` (feature `memory`, default), `redis` (feature `redis`) |
 //! | backend implementers | [`backend`]: the `Broker` trait, the state machine, the rules and their helpers |
@@ -26,7 +27,7 @@
 //!   `tracing` span, through `tracing-opentelemetry`), and the worker's `job` span continues
 //!   it, so a request and the job it caused show as one trace. Set a global propagator
 //!   (`opentelemetry::global::set_text_map_propagator`) in both processes.
-//! - `mock`: `MockJobStore` and `backend::MockBroker` (mockall) for unit tests.
+//! - `mock`: `backend::MockJobStore` and `backend::MockBroker` (mockall) for unit tests.
 //!
 //! # A producer and a worker
 //!
@@ -80,22 +81,72 @@
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
-#[cfg(feature = "mock")]
-pub use queue_core::MockJobStore;
+// The root: what a producer and an operator name (the topics below hold the rest).
 pub use queue_core::{
-    Attempt, Backend, BoxError, BulkAction, BulkActions, BulkFilter, BulkRequest, BulkStep,
-    Cadence, CancelOutcome, ChildCounts, ChildPolicy, Clock, Completion, Delivery, EVENT_LOG_LEN,
-    EVENT_LOG_LINGER, EnqueueOptions, Error, EventKind, EventStream, Flow, FlowTree, GroupList,
-    GroupStats, Job, JobError, JobErrorKind, JobEvent, JobId, JobRecord, JobStatus, JobStore,
-    JobStoreExt, LifetimeTotals, Limits, ListQuery, ManualClock, Metadata, MissedTicks, NewJob,
-    Page, Payload, Priority, QueueConfig, QueueConfigBuilder, QueueStats, RateLimit, Result,
-    RetryPolicy, Schedule, ScheduleRecord, ScheduledJob, Schedules, Search, Series, SeriesPoint,
-    SeriesSpan, SharedBackend, SharedClock, Stages, SystemClock, TickReport, Webhook, WorkerInfo,
-    parse_event_id, verify_webhook_signature, webhook_signature,
+    Backend, CancelOutcome, ChildPolicy, Completion, Control, EnqueueOptions, Error, Flow, Job,
+    JobError, JobId, JobRecord, JobStatus, JobStore, JobStoreExt, ListQuery, NewJob, Page,
+    Priority, QueueConfig, QueueStats, RateLimit, Result, RetryPolicy, SharedBackend, Stages,
 };
-pub use queue_worker::{
-    CancellationToken, JobContext, Worker, WorkerBuilder, WorkerConfig, WorkerReport,
-};
+pub use queue_worker::{CancellationToken, JobContext, Worker, WorkerConfig};
+
+/// A job's record in detail: its attempts, payload and metadata, error kinds, the queue's
+/// lifetime totals and live workers.
+pub mod records {
+    pub use queue_core::{
+        Attempt, BoxError, JobErrorKind, LifetimeTotals, MAX_ATTEMPTS_KEPT, Metadata, Payload,
+        WorkerInfo,
+    };
+}
+
+/// The queue's configuration beyond [`QueueConfig`]: its builder, the size limits, and
+/// the clocks (a [`config::ManualClock`] drives time in tests).
+pub mod config {
+    pub use queue_core::{
+        Clock, Limits, ManualClock, QueueConfigBuilder, RedisUrl, SharedClock, SystemClock,
+    };
+}
+
+/// Groups: fair share, concurrency, pause and rate limits per group ([`crate::Control`]).
+pub mod groups {
+    pub use queue_core::{GroupControl, GroupList, GroupStats};
+}
+
+/// Flows and batches: a parent released by its children.
+pub mod flows {
+    pub use queue_core::{ChildCounts, ChildPolicy, Flow, FlowTree};
+}
+
+/// The queue's events: every transition, resumable after the last one seen.
+pub mod events {
+    pub use queue_core::{
+        EVENT_LOG_LEN, EVENT_LOG_LINGER, EventKind, EventStream, JobEvent, parse_event_id,
+    };
+}
+
+/// Schedules: cron or interval, each tick enqueued exactly once.
+pub mod schedules {
+    pub use queue_core::{
+        Cadence, MissedTicks, Schedule, ScheduleRecord, ScheduledJob, Schedules, TickReport,
+    };
+}
+
+/// Webhooks: durable deliveries of job endings, signed.
+pub mod webhooks {
+    pub use queue_core::{
+        Delivery, Webhook, verify_webhook_signature as verify_signature,
+        webhook_signature as signature,
+    };
+}
+
+/// Bulk actions and search over a queue's jobs.
+pub mod bulk {
+    pub use queue_core::{BulkAction, BulkActions, BulkFilter, BulkRequest, BulkStep, Search};
+}
+
+/// The charts' series: counters and latencies per interval.
+pub mod series {
+    pub use queue_core::{Series, SeriesPoint, SeriesSpan};
+}
 
 /// The worker runtime: handlers, concurrency, leases, retries, graceful shutdown.
 pub mod worker {
@@ -119,6 +170,8 @@ pub mod redis {
 /// For backend implementers and tools built on the traits: the `Broker` trait a worker
 /// drives, the state machine, every rule about a job, and their helpers.
 pub mod backend {
+    #[cfg(feature = "mock")]
+    pub use queue_core::MockJobStore;
     pub use queue_core::backend::*;
 }
 
