@@ -6,9 +6,11 @@
 //! body that calls the predicate for every point of the grid. They need the Redis of
 //! `REDIS_URL` (default `redis://127.0.0.1:6379`), as every Redis test does.
 
-use queue_core::backend::{Millis, group_admits, is_parent_of, lease_holds, weighted_turn};
+use queue_core::backend::{
+    Millis, group_admits, is_parent_of, lease_holds, ungrouped_goes_first, weighted_turn,
+};
 use queue_core::series::{LATENCY_BOUNDS_MS, latency_bin};
-use queue_core::{JobStatus, RateLimit, Webhook};
+use queue_core::{JobStatus, RateLimit, SeriesSpan, Webhook};
 
 use super::{generated_tables, prelude};
 
@@ -189,4 +191,59 @@ fn the_weighted_turn_is_core_s() {
                 end\n\
                 return out";
     assert_eq!(eval(body, &args), expected);
+}
+
+#[test]
+fn the_lane_choice_is_core_s() {
+    let mut points = Vec::new();
+    let mut expected = Vec::new();
+    for ungrouped in [0u64, 1, 2, 7] {
+        for group in [0u64, 1, 2, 7] {
+            points.push(point(ungrouped, group, "", ""));
+            expected.push(ungrouped_goes_first(ungrouped, group));
+        }
+    }
+    assert_eq!(each("ungrouped_goes_first(n(a), n(b))", &points), expected);
+}
+
+/// A rate window's floor, and the charts' bucket of a time and its expiry, per span.
+#[test]
+fn windows_and_buckets_are_core_s() {
+    let times = [0, 1, 59_999, 60_000, 899_999, 900_000, NOW, NOW + 1];
+    let mut args = Vec::new();
+    let mut expected = Vec::new();
+    for per in [1u64, 1_000, 60_000] {
+        let limit = RateLimit::new(1, std::time::Duration::from_millis(per)).unwrap();
+        for now in times {
+            args.extend([now.to_string(), limit.per_ms().to_string(), "0".into()]);
+            expected.push(limit.window_floor(now));
+        }
+    }
+    for span in SeriesSpan::ALL {
+        for ms in times {
+            args.extend([
+                ms.to_string(),
+                span.step_ms().to_string(),
+                span.keep_ms().to_string(),
+            ]);
+            let bucket = span.bucket(ms);
+            expected.extend([bucket, span.expires_at(bucket)]);
+        }
+    }
+    let windows = 3 * times.len();
+    let body = format!(
+        "local out = {{}}\n\
+         for i = 3, #ARGV, 3 do\n\
+           local a, b, c = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])\n\
+           if (i - 3) / 3 < {windows} then\n\
+             out[#out + 1] = window_floor(a, b)\n\
+           else\n\
+             local index = bucket_of(a, b)\n\
+             out[#out + 1] = index\n\
+             out[#out + 1] = bucket_expiry(index, b, c)\n\
+           end\n\
+         end\n\
+         return out"
+    );
+    assert_eq!(eval(&body, &args), expected);
 }

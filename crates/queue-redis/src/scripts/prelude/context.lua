@@ -153,7 +153,7 @@ local function flush(KEY)
     local args = {}
     for field, by in pairs(PENDING.series) do args[#args + 1] = { field, by } end
     for _, span in ipairs(SERIES) do
-      local index = math.floor(NOW / span[2])
+      local index = bucket_of(NOW, span[2])
       local key = PREFIX .. 'series:' .. span[1] .. ':' .. index
       -- The expiry is set when a field is new (so always when the key is): most calls
       -- only add to fields the bucket has.
@@ -162,7 +162,7 @@ local function flush(KEY)
         if redis.pcall('HINCRBY', key, fb[1], fb[2]) == fb[2] then fresh = true end
       end
       if PENDING.sampled and redis.pcall('HSET', key, unpack(PENDING.sampled)) ~= 0 then fresh = true end
-      if fresh then redis.pcall('PEXPIREAT', key, (index + 1) * span[2] + span[3]) end
+      if fresh then redis.pcall('PEXPIREAT', key, bucket_expiry(index, span[2], span[3])) end
     end
   end
   flush_events(KEY)

@@ -12,6 +12,11 @@ local function current_tick(KEY)
   return TICK
 end
 
+-- queue_core::backend::ungrouped_goes_first: the lane of jobs without a group (last
+-- started at ticket `ungrouped`) serves the next start before the group lane of ticket
+-- `group`: the lower ticket first, the jobs without a group on a tie.
+local function ungrouped_goes_first(ungrouped, group) return ungrouped <= group end
+
 -- queue_core::backend::group_admits: not paused, and fewer running than its concurrency
 -- limit (nil: none).
 local function group_slot_admits(paused, running, max)
@@ -55,7 +60,7 @@ local function group_admits(KEY, group)
   local rmax, rper = tonumber(v[4]), tonumber(v[5])
   if rmax and rper then
     limited = true
-    local floor = NOW - rper
+    local floor = window_floor(NOW, rper)
     local log = group_rate_key(group)
     local used = log_used(log, floor, KEY.groups, 'rx:' .. group)
     local head = used > 0 and group_head(group)

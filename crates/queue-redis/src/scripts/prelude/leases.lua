@@ -163,7 +163,7 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
     if oldest[2] then RATE_NEXT = tonumber(oldest[2]) + rate_per end
   end
   if limited then
-    used = log_prune(KEY.rate, NOW - rate_per, KEY.meta, 'rate_extra')
+    used = log_prune(KEY.rate, window_floor(NOW, rate_per), KEY.meta, 'rate_extra')
     local room = rate_max - used
     if room < max then max = math.max(room, 0) end
     if max == 0 then
@@ -249,7 +249,7 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
         local head = redis.call('ZRANGE', lanes, 0, 1, 'WITHSCORES')
         if #head == 0 and waiting == 0 then break end
         current_tick(KEY)
-        if waiting > 0 and (#head == 0 or ut <= tonumber(head[2])) then
+        if waiting > 0 and (#head == 0 or ungrouped_goes_first(ut, tonumber(head[2]))) then
           local first = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
           if not fits(first[1]) then break end
           redis.call('ZREM', ready, first[1])
@@ -294,7 +294,7 @@ local function claim(KEY, worker, claim_id, token_base, lease_ms, max, chain)
             if group_limited then
               -- Its rate log, then its lanes as its next job's cost allows.
               local log, rper = group_rate_key(group), tonumber(redis.call('HGET', KEY.groups, 'rper:' .. group))
-              log_prune(log, NOW - rper, KEY.groups, 'rx:' .. group)
+              log_prune(log, window_floor(NOW, rper), KEY.groups, 'rx:' .. group)
               if leased > 0 then
                 log_add(log, { { out[#out][2], job_cost(popped[1]) } }, KEY.groups, 'rx:' .. group)
               end

@@ -57,6 +57,10 @@ local function log_add(log, starts, h, field)
   if extra > 0 then redis.call('HINCRBY', h, field, extra) end
 end
 
+-- queue_core::RateLimit::window_floor: the starts after this time count in a window of
+-- `per` ms ending `now`.
+local function window_floor(now, per) return now - per end
+
 -- queue_core::RateLimit::admits: a job of `cost` fits what is left of the window, or the
 -- window is empty.
 local function rate_admits(max, used, cost) return used == 0 or used + cost <= max end

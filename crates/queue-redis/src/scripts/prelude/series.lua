@@ -30,3 +30,8 @@ local function sample_depth(KEY)
   end
   PENDING.sampled = s
 end
+
+-- queue_core::SeriesSpan::{bucket, expires_at}: the bucket of a span of `step` ms holding
+-- time `ms`, and when a bucket is dropped (`keep` ms after its interval ended).
+local function bucket_of(ms, step) return math.floor(ms / step) end
+local function bucket_expiry(index, step, keep) return (index + 1) * step + keep end
