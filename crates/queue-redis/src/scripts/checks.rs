@@ -8,6 +8,7 @@
 
 use queue_core::backend::{
     Millis, group_admits, is_parent_of, lease_holds, ungrouped_goes_first, weighted_turn,
+    worker_listing,
 };
 use queue_core::series::{LATENCY_BOUNDS_MS, latency_bin};
 use queue_core::{JobStatus, RateLimit, SeriesSpan, Webhook};
@@ -246,4 +247,25 @@ fn windows_and_buckets_are_core_s() {
          return out"
     );
     assert_eq!(eval(&body, &args), expected);
+}
+
+/// A worker is listed (alive or lost) exactly when `worker_listing` lists it: the end of its
+/// window at or after `workers_listed_from(now)`.
+#[test]
+fn worker_liveness_is_core_s() {
+    let kept = queue_core::backend::duration_ms(queue_core::backend::LOST_WORKER_KEPT);
+    let mut points = Vec::new();
+    let mut expected = Vec::new();
+    for until in [
+        NOW - kept - 1,
+        NOW - kept,
+        NOW - kept + 1,
+        NOW - 1,
+        NOW,
+        NOW + 1,
+    ] {
+        points.push(point(until, "", "", ""));
+        expected.push(worker_listing(until, NOW).is_some());
+    }
+    assert_eq!(each("n(a) >= workers_listed_from(NOW)", &points), expected);
 }

@@ -27,7 +27,7 @@ local dead = redis.call('ZRANGEBYSCORE', KEY.workers, '(' .. seen, '(' .. NOW, '
 for i = 1, #dead, 2 do redis.call('HDEL', KEY.claims, dead[i]) end
 if #dead == 200 then seen = dead[#dead] else seen = NOW - 1 end
 redis.call('HSET', KEY.meta, 'lost_seen', seen)
-redis.call('ZREMRANGEBYSCORE', KEY.workers, '-inf', '(' .. (NOW - LOST_WORKER_KEPT_MS))
+redis.call('ZREMRANGEBYSCORE', KEY.workers, '-inf', '(' .. workers_listed_from(NOW))
 redis.call('ZADD', KEY.workers, NOW + alive_ms, worker)
 redis.call('HSET', wkey, 'worker_id', worker, 'host', ARGV[6], 'pid', ARGV[7],
   'concurrency', ARGV[8], 'started_at', ARGV[9], 'last_seen', NOW, 'version', ARGV[10],

@@ -1,7 +1,7 @@
 -- Read only. Returns {now, ids and liveness deadlines (WITHSCORES) of workers alive or lost
 -- within LOST_WORKER_KEPT_MS, per listed worker (in that order) the ids of the jobs it
 -- holds}: each worker's jobs are one range of `claimed`, so nothing reads every lease.
-local listed = redis.call('ZRANGEBYSCORE', KEY.workers, NOW - LOST_WORKER_KEPT_MS, '+inf', 'WITHSCORES')
+local listed = redis.call('ZRANGEBYSCORE', KEY.workers, workers_listed_from(NOW), '+inf', 'WITHSCORES')
 local held = {}
 for i = 1, #listed, 2 do
   local w = listed[i]

@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 /// The prelude's files, in load order: `context` (the per-call state: prefix, clock,
 /// pending writes, flush) first, the others by concept.
-pub(crate) const FILES: [(&str, &str); 12] = [
+pub(crate) const FILES: [(&str, &str); 13] = [
     ("context", include_str!("prelude/context.lua")),
     ("series", include_str!("prelude/series.lua")),
     ("events", include_str!("prelude/events.lua")),
@@ -23,6 +23,7 @@ pub(crate) const FILES: [(&str, &str); 12] = [
     ("flows", include_str!("prelude/flows.lua")),
     ("cascade", include_str!("prelude/cascade.lua")),
     ("retention", include_str!("prelude/retention.lua")),
+    ("workers", include_str!("prelude/workers.lua")),
 ];
 
 /// The identifier `s` starts with.
