@@ -103,6 +103,20 @@ async fn get(h: &Harness, id: JobId) -> JobRecord {
     h.backend.get(id).await.expect("get")
 }
 
+/// A fetch spawned to wait for work, handed back once it is blocked (it found nothing and
+/// waits): what should wake it can then be tested, and that it keeps waiting until then.
+async fn waiting_fetch(
+    h: &Harness,
+    req: ClaimRequest,
+    wait: Duration,
+) -> tokio::task::JoinHandle<queue_core::Result<Vec<Lease>>> {
+    let blocked = h.blocked();
+    let backend = Arc::clone(&h.backend);
+    let waiter = tokio::spawn(async move { backend.fetch(&req, wait).await });
+    h.until_blocked(blocked + 1).await;
+    waiter
+}
+
 fn completed() -> Outcome {
     Outcome::Completed { result: None }
 }

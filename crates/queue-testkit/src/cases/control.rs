@@ -64,11 +64,7 @@ pub async fn pause_keeps_recovered_jobs_queued(h: &Harness) {
 pub async fn resume_wakes_a_waiting_fetch(h: &Harness) {
     h.backend.pause().await.unwrap();
     let a = enqueue(h, job(1)).await;
-    let blocked = h.blocked();
-    let backend = Arc::clone(&h.backend);
-    let waiter =
-        tokio::spawn(async move { backend.fetch(&req("w1", 1), Duration::from_secs(30)).await });
-    h.until_blocked(blocked + 1).await;
+    let waiter = waiting_fetch(h, req("w1", 1), Duration::from_secs(30)).await;
     assert!(
         !waiter.is_finished(),
         "a paused queue keeps the fetch waiting"

@@ -117,11 +117,7 @@ pub async fn group_slot_comes_back_on_every_ending(h: &Harness) {
     assert_eq!(a.job.job_id, ids[0]);
     assert!(fetch(h, 5).await.is_empty(), "the slot is taken");
     // A fetch waiting for the slot wakes when the job finishes.
-    let blocked = h.blocked();
-    let backend = Arc::clone(&h.backend);
-    let waiter =
-        tokio::spawn(async move { backend.fetch(&req("w2", 1), Duration::from_secs(30)).await });
-    h.until_blocked(blocked + 1).await;
+    let waiter = waiting_fetch(h, req("w2", 1), Duration::from_secs(30)).await;
     assert!(!waiter.is_finished(), "waits for the slot");
     finish(h, &a, completed()).await;
     let b = tokio::time::timeout(Duration::from_secs(3), waiter)
@@ -184,11 +180,7 @@ pub async fn pause_group_stops_only_that_group(h: &Harness) {
     assert_eq!(ids, vec![u1.job_id, b1.job_id], "only group `a` waits");
     assert_eq!(finish(h, &running, completed()).await, JobStatus::Completed);
     assert!(fetch(h, 10).await.is_empty());
-    let blocked = h.blocked();
-    let backend = Arc::clone(&h.backend);
-    let waiter =
-        tokio::spawn(async move { backend.fetch(&req("w2", 5), Duration::from_secs(30)).await });
-    h.until_blocked(blocked + 1).await;
+    let waiter = waiting_fetch(h, req("w2", 5), Duration::from_secs(30)).await;
     assert!(!waiter.is_finished(), "group `a` is paused");
     h.backend.resume_group("a").await.expect("resume");
     h.backend

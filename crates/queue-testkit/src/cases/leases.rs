@@ -323,11 +323,7 @@ pub async fn finish_many_ends_each_and_claims_next(h: &Harness) {
 
 /// An idle fetch waits for work and returns as soon as a job arrives (no polling delay).
 pub async fn fetch_waits_for_work(h: &Harness) {
-    let blocked = h.blocked();
-    let backend = Arc::clone(&h.backend);
-    let waiter =
-        tokio::spawn(async move { backend.fetch(&req("w1", 1), Duration::from_secs(10)).await });
-    h.until_blocked(blocked + 1).await;
+    let waiter = waiting_fetch(h, req("w1", 1), Duration::from_secs(10)).await;
     let a = enqueue(h, job(1)).await;
     let leases = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await

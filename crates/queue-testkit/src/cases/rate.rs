@@ -57,11 +57,7 @@ pub async fn a_rate_limited_fetch_wakes_when_the_window_allows(h: &Harness) {
     enqueue(h, job(1)).await;
     let b = enqueue(h, job(2)).await;
     assert_eq!(fetch(h, 10).await.len(), 1, "one start per window");
-    let blocked = h.blocked();
-    let backend = Arc::clone(&h.backend);
-    let waiter =
-        tokio::spawn(async move { backend.fetch(&req("w2", 1), Duration::from_secs(20)).await });
-    h.until_blocked(blocked + 1).await;
+    let waiter = waiting_fetch(h, req("w2", 1), Duration::from_secs(20)).await;
     assert!(!waiter.is_finished(), "held back by the limit");
     // The window slides on the backend's clock; the fetch was told when to look again
     // (a fetch that slept for its whole wait would take 20 s).
@@ -171,11 +167,7 @@ pub async fn job_cost_counts_against_rate_limits(h: &Harness) {
         fetch(h, 10).await.is_empty(),
         "25 counted for the whole window"
     );
-    let blocked = h.blocked();
-    let backend = Arc::clone(&h.backend);
-    let waiter =
-        tokio::spawn(async move { backend.fetch(&req("w2", 10), Duration::from_secs(30)).await });
-    h.until_blocked(blocked + 1).await;
+    let waiter = waiting_fetch(h, req("w2", 10), Duration::from_secs(30)).await;
     assert!(!waiter.is_finished(), "held back by the cost in the window");
     h.advance(Duration::from_secs(1));
     let woke = tokio::time::timeout(Duration::from_secs(5), waiter)
@@ -253,11 +245,7 @@ pub async fn group_rate_limit_holds_and_wakes(h: &Harness) {
     assert!(fetch(h, 10).await.is_empty(), "g's window is full");
     h.advance(Duration::from_secs(9));
     assert!(fetch(h, 10).await.is_empty(), "still within the window");
-    let blocked = h.blocked();
-    let backend = Arc::clone(&h.backend);
-    let waiter =
-        tokio::spawn(async move { backend.fetch(&req("w2", 10), Duration::from_secs(30)).await });
-    h.until_blocked(blocked + 1).await;
+    let waiter = waiting_fetch(h, req("w2", 10), Duration::from_secs(30)).await;
     assert!(!waiter.is_finished(), "held back by the group's limit");
     h.advance(Duration::from_secs(1));
     let woke = tokio::time::timeout(Duration::from_secs(5), waiter)
