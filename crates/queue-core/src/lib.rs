@@ -110,7 +110,9 @@ pub mod backend {
         StoredSchedules, check_schedule_name, tick_job_id,
     };
     pub use crate::state::{Event, InvalidTransition, apply};
-    pub use crate::store::{LOST_WORKER_KEPT, encode_cursor, listed_at, worker_listing};
+    pub use crate::store::{
+        LOST_WORKER_KEPT, encode_cursor, listed_at, retention_cutoff, worker_listing,
+    };
     pub use crate::trace::{TRACE_CONTEXT_KEY, trace_carrier};
     pub use crate::webhook::{
         ClaimedDelivery, DELIVERY_LEASE, DELIVERY_TIMEOUT, MAX_RETRY_DELAY, MAX_WEBHOOK_NAME_BYTES,

@@ -392,6 +392,22 @@ pub fn listed_at(
     }
 }
 
+/// The retention's cutoff at `now` for a retention of `retention_ms`: a finished job whose
+/// retention clock ([`listed_at`]: when it finished) is at or before it is due for the
+/// sweep (unless its unfinished parent keeps it).
+///
+/// ```
+/// use queue_core::backend::retention_cutoff;
+///
+/// assert_eq!(retention_cutoff(10_000, 3_000), 7_000);
+/// ```
+pub fn retention_cutoff(
+    now: crate::backend::Millis,
+    retention_ms: crate::backend::Millis,
+) -> crate::backend::Millis {
+    now - retention_ms
+}
+
 impl ListQuery {
     /// The cursor that resumes this listing after `record` (its place: [`listed_at`], or
     /// its creation in one unique key's history, among the parents waiting and among a

@@ -143,7 +143,8 @@ impl Broker for MemoryBackend {
 
     async fn sweep(&self, limit: usize) -> Result<usize> {
         let now = self.now();
-        let cutoff = now - duration_ms(self.inner.config.retention);
+        let cutoff =
+            queue_core::backend::retention_cutoff(now, duration_ms(self.inner.config.retention));
         Ok(self.lock().sweep(limit, cutoff, now))
     }
 

@@ -7,8 +7,8 @@
 //! `REDIS_URL` (default `redis://127.0.0.1:6379`), as every Redis test does.
 
 use queue_core::backend::{
-    Millis, group_admits, is_parent_of, lease_holds, ungrouped_goes_first, weighted_turn,
-    worker_listing,
+    Millis, group_admits, group_rate_admits, is_parent_of, lease_holds, listed_at,
+    retention_cutoff, ungrouped_goes_first, weighted_turn, worker_listing,
 };
 use queue_core::series::{LATENCY_BOUNDS_MS, latency_bin};
 use queue_core::{JobStatus, RateLimit, SeriesSpan, Webhook};
@@ -268,4 +268,68 @@ fn worker_liveness_is_core_s() {
         expected.push(worker_listing(until, NOW).is_some());
     }
     assert_eq!(each("n(a) >= workers_listed_from(NOW)", &points), expected);
+}
+
+/// Retention: a job finished at `at` is due exactly when core says, with the cutoff the
+/// sweep and `due` compare with.
+#[test]
+fn the_retention_cutoff_is_core_s() {
+    let mut args = Vec::new();
+    let mut expected = Vec::new();
+    for retention in [0, 1, 60_000, 3_600_000] {
+        for now in [NOW - 1, NOW, NOW + 1] {
+            args.extend([now.to_string(), retention.to_string()]);
+            expected.push(retention_cutoff(now, retention));
+        }
+    }
+    let body = "local out = {}\n\
+                for i = 3, #ARGV, 2 do\n\
+                  out[#out + 1] = retention_cutoff(tonumber(ARGV[i]), tonumber(ARGV[i + 1]))\n\
+                end\n\
+                return out";
+    assert_eq!(eval(body, &args), expected);
+}
+
+/// A job's place in the listings: when it finished while finished, else its creation.
+#[test]
+fn the_listed_time_is_core_s() {
+    let mut args = Vec::new();
+    let mut expected = Vec::new();
+    for status in JobStatus::ALL {
+        for finished in [None, Some(NOW + 500)] {
+            args.extend([
+                status.to_string(),
+                NOW.to_string(),
+                finished.map_or("-".into(), |f: Millis| f.to_string()),
+            ]);
+            expected.push(listed_at(status, NOW, finished));
+        }
+    }
+    let body = "local out = {}\n\
+                for i = 3, #ARGV, 3 do\n\
+                  local f = ARGV[i + 2] ~= '-' and tonumber(ARGV[i + 2]) or nil\n\
+                  out[#out + 1] = listed_at(ARGV[i], tonumber(ARGV[i + 1]), f)\n\
+                end\n\
+                return out";
+    assert_eq!(eval(body, &args), expected);
+}
+
+/// A group held by a handler's rate-limit report starts nothing until the hold ends.
+#[test]
+fn a_group_s_hold_is_core_s() {
+    let mut points = Vec::new();
+    let mut expected = Vec::new();
+    for held in [None, Some(NOW - 1), Some(NOW), Some(NOW + 1)] {
+        points.push(point(
+            held.map_or("-".into(), |h: Millis| h.to_string()),
+            "",
+            "",
+            "",
+        ));
+        expected.push(!group_rate_admits(None, 0, 1, held, NOW));
+    }
+    assert_eq!(
+        each("held_back(a ~= '-' and n(a) or nil, NOW)", &points),
+        expected
+    );
 }

@@ -45,7 +45,7 @@ elseif mode == 'settle' then
   end
   return 1
 elseif mode == 'prune' then
-  local old = redis.call('ZRANGEBYSCORE', KEY.parked, '-inf', NOW - tonumber(ARGV[4]), 'LIMIT', 0,
+  local old = redis.call('ZRANGEBYSCORE', KEY.parked, '-inf', retention_cutoff(NOW, tonumber(ARGV[4])), 'LIMIT', 0,
     tonumber(ARGV[5]))
   for _, id in ipairs(old) do forget_delivery(KEY, id) end
   return #old

@@ -1,7 +1,7 @@
 -- Read only. ARGV: 3 retention_ms, 4 limit. Returns the ids of finished jobs older than
 -- the retention, oldest first: from the finished status sets (scored by when each job
 -- finished).
-local cutoff, limit = NOW - tonumber(ARGV[3]), tonumber(ARGV[4])
+local cutoff, limit = retention_cutoff(NOW, tonumber(ARGV[3])), tonumber(ARGV[4])
 local all = {}
 for s, _ in pairs(TERMINAL) do
   local raw = redis.call('ZRANGE', status_key(KEY, s), '-inf', cutoff, 'BYSCORE', 'LIMIT', 0,

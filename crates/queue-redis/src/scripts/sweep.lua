@@ -6,7 +6,7 @@
 -- finished and due is deleted; a job that is live again keeps its record and indexes. A
 -- record whose unique key is not the one declared is skipped (read again next time).
 -- Returns how many were deleted.
-local cutoff = NOW - tonumber(ARGV[3])
+local cutoff = retention_cutoff(NOW, tonumber(ARGV[3]))
 local removed = 0
 for i = 0, tonumber(ARGV[4]) - 1 do
   local b = 5 + i * 4

@@ -17,6 +17,10 @@ end
 -- `group`: the lower ticket first, the jobs without a group on a tie.
 local function ungrouped_goes_first(ungrouped, group) return ungrouped <= group end
 
+-- queue_core::backend::group_rate_admits, its hold: a group held by a handler's rate-limit
+-- report until `held` (nil: none) starts nothing before then.
+local function held_back(held, now) return held ~= nil and now < held end
+
 -- queue_core::backend::group_admits: not paused, and fewer running than its concurrency
 -- limit (nil: none).
 local function group_slot_admits(paused, running, max)
@@ -51,7 +55,7 @@ local function group_admits(KEY, group)
   local ok = group_slot_admits(v[3] ~= nil and v[3] ~= false, running, max)
   local limited, again = false, nil
   local held = tonumber(v[6])
-  if held and NOW < held then
+  if held_back(held, NOW) then
     ok, again = false, held
   elseif v[6] then
     -- A hold that has passed is forgotten.

@@ -19,6 +19,13 @@ local function lanes_key(KEY, band) return KEY[LANES_NAME[band] or ('lanes' .. b
 -- entry. Names are kept, not built per job.
 local STATUS_NAME = {}
 
+-- queue_core::backend::listed_at: a job's place in the listings of every job and of its
+-- status: when it finished while finished, else when it was created.
+local function listed_at(status, created, finished)
+  if TERMINAL[status] and finished then return finished end
+  return created
+end
+
 local function status_key(KEY, status)
   local name = STATUS_NAME[status]
   if not name then
@@ -63,7 +70,7 @@ local function place(KEY, id, event, to, rec, ctx, seq)
     later_zrem(KEY.st_queued, id)
     -- A finished job is listed by when it finished, which is also its retention clock
     -- (queue_core::backend::listed_at): the sweep reads these sets, no other index.
-    later_zadd(status_key(KEY, to), NOW, id)
+    later_zadd(status_key(KEY, to), listed_at(to, rec.created, NOW), id)
     if rec.unique_key then later_release(rec.unique_key, id) end
   elseif where == 'delayed' then
     schedule(KEY, rec.band, ctx.run_at, id, rec.group)

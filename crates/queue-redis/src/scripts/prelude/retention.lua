@@ -1,3 +1,7 @@
+-- queue_core::backend::retention_cutoff: a finished job listed at or before this time is
+-- due for the sweep (unless its unfinished parent keeps it).
+local function retention_cutoff(now, retention_ms) return now - retention_ms end
+
 -- Deletes a finished job's record and every index entry naming it (retention, and
 -- queue_core::JobStore::delete). `history` is its unique key's history key (nil: none).
 local function delete_job(KEY, id, key, parent, uk, history)
