@@ -104,6 +104,7 @@ pub mod backend {
     pub use crate::outcome::Outcome;
     pub use crate::progress::{Monotonic, check_progress};
     pub use crate::rate::{MAX_COST, check_cost};
+    pub use crate::record::check_task_name;
     pub use crate::schedule::{
         DEFAULT_GRACE, Firing, MAX_CATCH_UP, MAX_SCHEDULE_NAME_BYTES, MAX_SCHEDULES, MIN_INTERVAL,
         SCHEDULE_POLL, SCHEDULES_PER_READ, ScheduleRead, ScheduleWrite, ScheduleWritten,

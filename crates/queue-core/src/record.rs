@@ -442,12 +442,7 @@ impl NewJob {
     /// Checks the names every backend must refuse: an empty or long task name or unique
     /// key. [`crate::Limits::check`] adds the bounds on sizes and times.
     pub fn validate(&self) -> Result<()> {
-        if self.task.trim().is_empty() {
-            return Err(Error::invalid("task name is empty"));
-        }
-        if self.task.len() > 200 {
-            return Err(Error::invalid("task name is longer than 200 bytes"));
-        }
+        check_task_name(&self.task)?;
         if let Some(key) = &self.options.unique_key {
             if key.is_empty() {
                 return Err(Error::invalid("unique key is empty"));
@@ -464,6 +459,26 @@ impl NewJob {
         }
         Ok(())
     }
+}
+
+/// Checks a task name, as an enqueue and a worker's registration do: not empty or blank,
+/// at most 200 bytes.
+///
+/// ```
+/// use queue_core::backend::check_task_name;
+///
+/// assert!(check_task_name("process_book").is_ok());
+/// assert!(check_task_name(" ").is_err());
+/// assert!(check_task_name(&"x".repeat(201)).is_err());
+/// ```
+pub fn check_task_name(task: &str) -> Result<()> {
+    if task.trim().is_empty() {
+        return Err(Error::invalid("task name is empty"));
+    }
+    if task.len() > 200 {
+        return Err(Error::invalid("task name is longer than 200 bytes"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

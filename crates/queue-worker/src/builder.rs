@@ -194,13 +194,17 @@ impl WorkerBuilder {
         self
     }
 
-    /// Checks the settings. A worker without handlers is refused: it would only fail
-    /// (or bounce) every job it took.
+    /// Checks the settings. A worker without handlers is refused (it would only fail or
+    /// bounce every job it took), and so is one with a task registered twice (by name or
+    /// by two `Job` types of one `Job::NAME`) or under a name no job can carry.
     pub fn build(self) -> Result<Worker> {
         if self.registry.tasks().is_empty() {
             return Err(Error::config(
                 "the worker has no handlers: register at least one task before building it",
             ));
+        }
+        if let Some(why) = self.registry.refused() {
+            return Err(Error::config(why));
         }
         self.settings.config.validate()?;
         Ok(Worker::new(

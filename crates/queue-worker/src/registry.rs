@@ -10,10 +10,12 @@ use crate::JobContext;
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Completion, JobError>> + Send>>;
 pub(crate) type Handler = Arc<dyn Fn(Payload, JobContext) -> HandlerFuture + Send + Sync>;
 
-/// Task name -> handler.
+/// Task name -> handler, and what the builder refuses: a task registered twice, a name no
+/// job can carry.
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
     handlers: HashMap<String, Handler>,
+    refused: Vec<String>,
 }
 
 impl Registry {
@@ -43,7 +45,20 @@ impl Registry {
                     }
                 },
             );
-        self.handlers.insert(task.to_owned(), erased);
+        if let Err(e) = queue_core::backend::check_task_name(task) {
+            self.refused.push(format!("task `{task}`: {e}"));
+        }
+        if self.handlers.insert(task.to_owned(), erased).is_some() {
+            self.refused.push(format!(
+                "task `{task}` is registered twice: one handler per task name (a typed job's \
+                 task name is its `Job::NAME`)"
+            ));
+        }
+    }
+
+    /// Why the worker may not be built with these handlers, if it may not.
+    pub(crate) fn refused(&self) -> Option<String> {
+        (!self.refused.is_empty()).then(|| self.refused.join("; "))
     }
 
     pub(crate) fn get(&self, task: &str) -> Option<&Handler> {

@@ -135,6 +135,63 @@ fn a_worker_without_handlers_is_refused() {
     assert!(err.to_string().contains("no handlers"), "{err}");
 }
 
+/// One handler per task name: a second registration of a name, by the string form or by a
+/// second `Job` type with the same `Job::NAME`, is refused when the worker is built, as is
+/// a name no job can carry; one registration per name builds.
+#[test]
+fn a_task_registered_twice_is_refused() {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Resize {
+        width: u32,
+    }
+    impl queue_core::Job for Resize {
+        const NAME: &'static str = "resize";
+    }
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct ResizeAgain {
+        height: u32,
+    }
+    impl queue_core::Job for ResizeAgain {
+        const NAME: &'static str = "resize";
+    }
+    let ok = |_: u32, _| async { Ok::<_, queue_core::JobError>(()) };
+    let twice = support::on_mock(MockBroker::new())
+        .register("echo", ok)
+        .register("echo", ok)
+        .build()
+        .unwrap_err();
+    assert!(
+        twice
+            .to_string()
+            .contains("task `echo` is registered twice"),
+        "{twice}"
+    );
+    let two_types = support::on_mock(MockBroker::new())
+        .register_job(|_: Resize, _| async { Ok::<_, queue_core::JobError>(()) })
+        .register_job(|_: ResizeAgain, _| async { Ok::<_, queue_core::JobError>(()) })
+        .build()
+        .unwrap_err();
+    assert!(
+        two_types
+            .to_string()
+            .contains("task `resize` is registered twice"),
+        "{two_types}"
+    );
+    let unnamed = support::on_mock(MockBroker::new())
+        .register(" ", ok)
+        .build()
+        .unwrap_err();
+    assert!(
+        unnamed.to_string().contains("task name is empty"),
+        "{unnamed}"
+    );
+    support::on_mock(MockBroker::new())
+        .register("echo", ok)
+        .register_job(|_: Resize, _| async { Ok::<_, queue_core::JobError>(()) })
+        .build()
+        .expect("one handler per name builds");
+}
+
 #[tokio::test]
 async fn undecodable_payload_fails_permanently() {
     let (mock, rx) = broker(record("echo", r#"{"not":"a number"}"#, 0, 3), 0);
