@@ -112,6 +112,7 @@ macro_rules! conformance_tests {
             flow_failure_policies,
             cancel_and_retry_inside_a_flow,
             a_batch_takes_members_while_it_waits,
+            a_parent_and_its_child_ending_in_one_call,
             retention_keeps_a_waiting_parents_children,
             a_tick_enqueues_exactly_once,
             missed_ticks_follow_the_policy,

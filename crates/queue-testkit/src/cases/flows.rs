@@ -377,3 +377,70 @@ pub async fn a_batch_takes_members_while_it_waits(h: &Harness) {
         finish(h, &got[0], completed()).await;
     }
 }
+
+/// A parent and its child ending in one call (the child retried by hand while its parent
+/// ran, then both ending in one `finish_many`), in either order, end as if one after the
+/// other: the parent, retried, is released by its child's ending, never left waiting with
+/// no child unfinished (a Redis finish of many once left it so, and listed it twice).
+pub async fn a_parent_and_its_child_ending_in_one_call(h: &Harness) {
+    for parent_first in [true, false] {
+        let base = if parent_first { 100 } else { 200 };
+        let child = Flow::new(job(base + 1).max_retries(0)).on_failure(ChildPolicy::Continue);
+        let parent = enqueue_flow(h, Flow::new(job(base).max_retries(3)).child(child)).await;
+        let failed = || Outcome::Failed {
+            error: "asked to fail".into(),
+        };
+        let c = claim_n(h, u64::from(base + 1)).await;
+        let child_id = c.job.job_id;
+        assert_eq!(finish(h, &c, failed()).await, JobStatus::Failed);
+        // Released by its only child's ending (policy `continue`): it runs.
+        let p = claim_n(h, u64::from(base)).await;
+        h.backend
+            .retry(child_id, None)
+            .await
+            .expect("retry the child");
+        let c = claim_n(h, u64::from(base + 1)).await;
+        let (p_end, c_end) = (
+            queue_core::backend::Ending {
+                lease: p.to_ref(),
+                outcome: retry(0),
+            },
+            queue_core::backend::Ending {
+                lease: c.to_ref(),
+                outcome: failed(),
+            },
+        );
+        let endings = if parent_first {
+            vec![p_end, c_end]
+        } else {
+            vec![c_end, p_end]
+        };
+        let done = h.backend.finish_many(endings, None).await.unwrap();
+        let statuses: Vec<JobStatus> = done.statuses.into_iter().map(Result::unwrap).collect();
+        let expected = if parent_first {
+            [JobStatus::Queued, JobStatus::Failed]
+        } else {
+            [JobStatus::Failed, JobStatus::Queued]
+        };
+        assert_eq!(statuses, expected, "parent first: {parent_first}");
+        let record = get(h, parent.job_id).await;
+        assert_eq!(record.status, JobStatus::Queued);
+        assert!(
+            !record.waits_on_children(),
+            "parent first: {parent_first}: {:?}",
+            record.children
+        );
+        let waiting = h
+            .backend
+            .list(&ListQuery::default().waiting_on_children())
+            .await
+            .unwrap();
+        assert!(waiting.jobs.is_empty(), "parent first: {parent_first}");
+        assert_eq!(h.backend.stats().await.unwrap().waiting_on_children, 0);
+        // Claimable once, and only once.
+        let again = claim_n(h, u64::from(base)).await;
+        assert_eq!(again.job.job_id, parent.job_id);
+        assert_eq!(finish(h, &again, completed()).await, JobStatus::Completed);
+        assert!(fetch(h, 10).await.is_empty(), "nothing else to run");
+    }
+}

@@ -33,7 +33,7 @@ local function begin(argv)
   RATE_NEXT = nil
   TICK = nil
   PREFIX = argv[1]
-  PENDING = { zadd = {}, zrem = {}, hdel = {}, counters = {}, release = {}, wake = false,
+  PENDING = { zadd = {}, zrem = {}, hdel = {}, counters = {}, release = {}, wake = false, ended = {},
     events = nil, log = nil, gready = {}, gload = {}, series = {}, sampled = nil }
   if argv[2] ~= '' then
     NOW = tonumber(argv[2])
@@ -168,5 +168,6 @@ local function flush(KEY)
   flush_events(KEY)
   if PENDING.wake then redis.call('ZADD', KEY.marker, 0, '0') end
   PENDING.zadd, PENDING.zrem, PENDING.hdel, PENDING.counters, PENDING.release, PENDING.wake = {}, {}, {}, {}, {}, false
+  PENDING.ended = {}
   PENDING.gready, PENDING.gload, PENDING.series, PENDING.sampled = {}, {}, {}, nil
 end

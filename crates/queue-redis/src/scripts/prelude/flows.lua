@@ -20,6 +20,9 @@ end
 -- queue_core::backend::on_child_ended decides (table CHILD_ENDED): release it to the back of
 -- its priority (or its due time), or fail it (`child_failed`, placed like any ending).
 child_ended = function(KEY, parent, child, to, policy, child_created)
+  -- The parent's own attempt ended earlier in this call (a finish of many): its placement
+  -- and lease removal go out first, so what follows sees it queued where it was placed.
+  if PENDING.ended[parent] then flush(KEY) end
   local pkey = job_key(parent)
   local prec = facts(pkey)
   -- Gone (retention removed it) or not a job hash: nothing to count.

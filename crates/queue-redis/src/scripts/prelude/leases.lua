@@ -49,6 +49,7 @@ local function claimed_prefix(worker, claim) return #worker .. ':' .. worker .. 
 
 -- A lease ended: its entries go (`l`, the lease read, names its claim's member).
 local function ended_lease(KEY, id, l)
+  PENDING.ended[id] = true
   later_hdel(KEY.leases, id)
   later_zrem(KEY.active, id)
   if l then later_zrem(KEY.claimed, claimed_prefix(l.worker, l.claim) .. id) end
