@@ -123,11 +123,11 @@ async fn a_chapters_book_is_split_and_merged() {
     let worker = start(
         Worker::builder(store.clone())
             .concurrency(4)
-            .register_job(move |job, ctx| {
+            .handle(move |job, ctx| {
                 let s = s1.clone();
                 async move { book_pipeline::run(&s, job, ctx).await }
             })
-            .register_job(move |job, ctx| {
+            .handle(move |job, ctx| {
                 let s = s2.clone();
                 async move { book_pipeline::run_chapter(&s, job, ctx).await }
             }),

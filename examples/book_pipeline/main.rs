@@ -44,8 +44,8 @@ use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use queue_core::backend::to_millis;
 use queue_core::{
-    Error, EventKind, Job, JobId, JobRecord, JobStatus, NewJob, Priority, QueueConfig, Schedule,
-    Schedules, SharedBackend, Webhook,
+    Error, EventKind, Job, JobId, JobRecord, JobStatus, JobStoreExt, NewJob, Priority, QueueConfig,
+    Schedule, Schedules, SharedBackend, Webhook,
 };
 use queue_memory::MemoryBackend;
 use queue_redis::{RedisBackend, RedisConfig};
@@ -101,8 +101,8 @@ fn worker(backend: SharedBackend, cfg: &QueueConfig) -> anyhow::Result<Worker> {
     Ok(Worker::builder(backend)
         .config(cfg)
         .webhook_egress(queue_worker::WebhookEgress::from_list(&allow)?)
-        .register_job(process_book)
-        .register_job(process_chapter)
+        .handle(process_book)
+        .handle(process_chapter)
         .build()?)
 }
 
@@ -240,9 +240,8 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
             }
             record
         } else {
+            // Its unique key (the book) and group (the publisher) come from its type.
             let job = NewJob::typed(&planned.book)?
-                .unique_key(&planned.book.book_id)
-                .group(&planned.book.publisher_id)
                 .priority(planned.priority)
                 .meta("reason", planned.note);
             backend.enqueue(job).await?
@@ -272,10 +271,7 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
         job_type: JobType::Full,
         source: None,
     };
-    match backend
-        .enqueue(NewJob::typed(&duplicate)?.unique_key("book-001"))
-        .await
-    {
+    match backend.enqueue_job(&duplicate).await {
         Err(Error::AlreadyExists { unique_key, job_id }) => println!(
             "refused  duplicate of {unique_key}: active job {}",
             short(job_id)

@@ -2,10 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What a producer enqueues and the worker's handler decodes.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What a producer enqueues and the worker's handler decodes: its task name, its unique key
+/// (the book) and its three stages are declared once, here.
+#[derive(Clone, Debug, Serialize, Deserialize, dcs_queue::Job)]
+#[job(name = "process_book", stages(read = 1, summarize = 2, index = 1))]
 pub(crate) struct ProcessBook {
     /// The book's id; also the job's unique key (one active job per book).
+    #[job(unique_key)]
     pub(crate) book_id: String,
     /// Its title.
     pub(crate) title: String,
@@ -16,8 +19,4 @@ pub(crate) struct ProcessBook {
 
 fn default_stage_ms() -> u64 {
     200
-}
-
-impl dcs_queue::Job for ProcessBook {
-    const NAME: &'static str = "process_book";
 }

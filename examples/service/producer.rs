@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use book::ProcessBook;
-use dcs_queue::{Error, JobStatus, NewJob, prelude::*};
+use dcs_queue::{Error, JobStatus, prelude::*};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -41,8 +41,7 @@ async fn main() -> anyhow::Result<()> {
             title: format!("Volume {n}"),
             stage_ms,
         };
-        let job = NewJob::typed(&book)?.unique_key(&book.book_id);
-        match backend.enqueue(job).await {
+        match backend.enqueue_job(&book).await {
             Ok(record) => {
                 println!("enqueued {} ({})", record.job_id, book.book_id);
                 ids.push(record.job_id);

@@ -33,7 +33,7 @@ type Queue = Arc<RedisBackend>;
 
 async fn submit(State(queue): State<Queue>, Json(book): Json<ProcessBook>) -> Response {
     let job = match NewJob::typed(&book) {
-        Ok(job) => job.unique_key(&book.book_id),
+        Ok(job) => job,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     match queue.enqueue(job).await {

@@ -17,7 +17,7 @@ mod book;
 use std::time::Duration;
 
 use book::ProcessBook;
-use dcs_queue::{Stages, prelude::*};
+use dcs_queue::prelude::*;
 use tracing::info;
 
 #[tokio::main]
@@ -30,8 +30,8 @@ async fn main() -> anyhow::Result<()> {
     let backend = std::sync::Arc::new(RedisBackend::from_env().await?);
     let worker = Worker::builder(backend)
         .config(WorkerConfig::from_env()?)
-        .register_job(|book: ProcessBook, ctx: JobContext| async move {
-            let stages = ctx.stages(Stages::new([("read", 1), ("summarize", 2), ("index", 1)])?);
+        .handle(|book: ProcessBook, ctx: JobContext| async move {
+            let stages = ctx.stages(book.stages().expect("declared on ProcessBook"));
             for stage in ["read", "summarize", "index"] {
                 stages.start(stage).await;
                 tokio::select! {

@@ -7,15 +7,20 @@ use std::{
     time::Duration,
 };
 
-use queue_core::{Job, JobError, Stages};
+use dcs_queue::{Job, JobError, Stages};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The payload of `process_book`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The payload of `process_book`. Its result is the book's summary (JSON: what it wrote,
+/// its vocabulary size, the stages that failed).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, Job)]
+#[job(name = "process_book", output = serde_json::Value, schema)]
 pub struct ProcessBook {
-    /// The book (also the job's unique key).
+    /// The book: the job's unique key (a book being processed is not queued twice).
+    #[job(unique_key)]
     pub book_id: String,
-    /// Its publisher.
+    /// Its publisher: the job's group (publishers share the workers fairly).
+    #[job(group)]
     pub publisher_id: String,
     /// Which stages run.
     pub job_type: JobType,
@@ -24,12 +29,8 @@ pub struct ProcessBook {
     pub source: Option<String>,
 }
 
-impl Job for ProcessBook {
-    const NAME: &'static str = "process_book";
-}
-
 /// Which stages a job runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobType {
     /// Every stage.

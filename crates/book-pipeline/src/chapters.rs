@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use queue_core::{ChildPolicy, Completion, Flow, Job, JobError, JobStatus, NewJob, Stages};
-use queue_worker::JobContext;
+use dcs_queue::{Completion, Flow, Job, JobContext, JobError, JobStatus, NewJob, Stages};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -13,8 +13,10 @@ use crate::{
     text,
 };
 
-/// The payload of `process_chapter`: one section of a book.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The payload of `process_chapter`: one section of a book. A chapter that fails leaves a
+/// gap its book's merge reports (`on_failure = "continue"`).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, Job)]
+#[job(name = "process_chapter", output = ChapterResult, on_failure = "continue", schema)]
 pub struct ProcessChapter {
     /// The book it belongs to.
     pub book_id: String,
@@ -24,10 +26,6 @@ pub struct ProcessChapter {
     pub title: String,
     /// Its text.
     pub text: String,
-}
-
-impl Job for ProcessChapter {
-    const NAME: &'static str = "process_chapter";
 }
 
 /// What a chapter job returns (the merge reads it).
@@ -47,10 +45,10 @@ pub struct ChapterResult {
 /// the publisher) waits on one `process_chapter` job per section of its text, then merges
 /// them. A chapter that fails leaves a gap the merge reports (`ChildPolicy::Continue`):
 /// the book ends `partial`, saying which chapters are missing.
-pub async fn chapters_flow(book: &ProcessBook) -> Result<Flow, queue_core::Error> {
+pub async fn chapters_flow(book: &ProcessBook) -> Result<Flow, dcs_queue::Error> {
     let raw = book::read_source(book)
         .await
-        .map_err(|e| queue_core::Error::invalid(e.to_string()))?;
+        .map_err(|e| dcs_queue::Error::invalid(e.to_string()))?;
     let sections = text::segment(&text::normalise(&raw));
     let children = sections.into_iter().enumerate().map(|(index, section)| {
         let chapter = ProcessChapter {
@@ -59,17 +57,22 @@ pub async fn chapters_flow(book: &ProcessBook) -> Result<Flow, queue_core::Error
             title: section.title,
             text: section.text,
         };
-        NewJob::typed(&chapter)
-            .map(|job| Flow::new(job.group(&book.publisher_id)).on_failure(ChildPolicy::Continue))
+        // A chapter counts against its book's publisher, as the book does.
+        Flow::of(&chapter).map(|mut flow| {
+            flow.job = flow.job.group(&book.publisher_id);
+            flow
+        })
     });
-    let parent = NewJob::typed(book)?
-        .unique_key(&book.book_id)
-        .group(&book.publisher_id);
+    // Its unique key (the book) and group (the publisher) come from its type.
+    let parent = NewJob::typed(book)?;
     Ok(Flow::new(parent).children(children.collect::<Result<Vec<_>, _>>()?))
 }
 
 /// The handler of `process_chapter`, with [`Settings::from_env`].
-pub async fn process_chapter(job: ProcessChapter, ctx: JobContext) -> Result<Completion, JobError> {
+pub async fn process_chapter(
+    job: ProcessChapter,
+    ctx: JobContext,
+) -> Result<ChapterResult, JobError> {
     run_chapter(&Settings::from_env(), job, ctx).await
 }
 
@@ -78,7 +81,7 @@ pub async fn run_chapter(
     settings: &Settings,
     job: ProcessChapter,
     ctx: JobContext,
-) -> Result<Completion, JobError> {
+) -> Result<ChapterResult, JobError> {
     let stages = Stages::new([("words", 50), ("vocabulary", 50)]).map_err(JobError::permanent)?;
     let report = ctx.stages(stages);
     report.start("words").await;
@@ -88,7 +91,7 @@ pub async fn run_chapter(
     let vocabulary = text::vocabulary(words.iter()).into_iter().collect();
     settings.pace().await;
     report.complete("vocabulary").await;
-    Completion::with(&ChapterResult {
+    Ok(ChapterResult {
         index: job.index,
         title: job.title,
         words: words.len(),

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use queue_core::{Completion, JobError};
-use queue_worker::{JobContext, StageReporter};
+use dcs_queue::{Completion, JobError};
+use dcs_queue::{JobContext, worker::StageReporter};
 use serde_json::json;
 
 use crate::{

@@ -10,7 +10,7 @@
 //! | who | where |
 //! |---|---|
 //! | producers and operators | the crate root: [`NewJob`], [`JobStore`], [`JobRecord`], [`Error`], ... (about 30 names) |
-//! | the topics | [`schedules`], [`webhooks`], [`bulk`], [`series`], [`events`], [`groups`], [`flows`], [`records`], [`config`] |
+//! | the topics | [`typed`], [`schedules`], [`webhooks`], [`bulk`], [`series`], [`events`], [`groups`], [`flows`], [`records`], [`config`] |
 //! | handler authors | [`prelude`], or [`worker`] alone |
 //! | backends | `memory` (feature `memory`, default), `redis` (feature `redis`) |
 //! | backend implementers | [`backend`]: the `Broker` trait, the state machine, the rules and their helpers |
@@ -18,6 +18,9 @@
 //! # Features
 //!
 //! - `memory` (default): `memory::MemoryBackend`.
+//! - `derive` (default): `#[derive(Job)]` (the `queue-macros` crate).
+//! - `schema`: `#[job(schema)]` shares a typed job's payload schema (`schemars`) with
+//!   operators (`queuectl tasks`, the dashboard's workers page).
 //! - `redis`: `redis::RedisBackend`, standalone or Cluster.
 //! - `tls`: `rediss://` URLs (rustls); implies `redis`.
 //! - `test-utils`: `redis::testing`, throwaway `redis-server` processes and a unique,
@@ -87,7 +90,20 @@ pub use queue_core::{
     JobError, JobId, JobRecord, JobStatus, JobStore, JobStoreExt, ListQuery, NewJob, Page,
     Priority, QueueConfig, QueueStats, RateLimit, Result, RetryPolicy, SharedBackend, Stages,
 };
+/// `#[derive(Job)]`: see [`macro@Job`] for its options (feature `derive`, on by default).
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub use queue_macros::Job;
 pub use queue_worker::{CancellationToken, JobContext, Worker, WorkerConfig};
+
+#[doc(hidden)]
+pub use queue_core::__private;
+
+/// Typed jobs beyond the [`Job`] trait: what a typed handler returns, the fields a derived
+/// job takes its key and group from.
+pub mod typed {
+    pub use queue_core::{Done, IntoOutput, KeyField, MAX_TASK_NAME_BYTES};
+}
 
 /// A job's record in detail: its attempts, payload and metadata, error kinds, the queue's
 /// lifetime totals and live workers.
@@ -182,8 +198,10 @@ pub mod prelude {
     #[cfg(feature = "redis")]
     pub use crate::redis::RedisBackend;
     pub use queue_core::{
-        ChildPolicy, Completion, Flow, Job, JobError, JobId, JobRecord, JobStatus, JobStore,
+        ChildPolicy, Completion, Done, Flow, Job, JobError, JobId, JobRecord, JobStatus, JobStore,
         JobStoreExt, MissedTicks, NewJob, Priority, QueueConfig, Schedule, Schedules, Stages,
     };
+    #[cfg(feature = "derive")]
+    pub use queue_macros::Job;
     pub use queue_worker::{CancellationToken, JobContext, Worker, WorkerConfig};
 }

@@ -96,6 +96,7 @@ async fn dashboard_shows_progress_and_cancels() {
             started_at: chrono::Utc::now(),
             version: "0.0.1".into(),
             tasks: vec!["process_book".into()],
+            schemas: Default::default(),
             lease: Duration::from_secs(30),
             interval: Duration::from_secs(1),
         };
@@ -125,11 +126,11 @@ async fn dashboard_shows_progress_and_cancels() {
         .register("doomed", |_: serde_json::Value, _ctx| async move {
             Err::<(), _>(queue_core::JobError::permanent("no such book"))
         })
-        .register_job(move |job: ProcessBook, ctx| {
+        .handle(move |job: ProcessBook, ctx| {
             let settings = settings.clone();
             async move { book_pipeline::run(&settings, job, ctx).await }
         })
-        .register_job(move |job, ctx| {
+        .handle(move |job, ctx| {
             let settings = chapter_settings.clone();
             async move { book_pipeline::run_chapter(&settings, job, ctx).await }
         })
@@ -270,6 +271,12 @@ async fn dashboard_shows_progress_and_cancels() {
         report["workerVersion"].as_str(),
         Some("9.9.9-test"),
         "{report}"
+    );
+    assert!(
+        report["workerTasks"]
+            .as_str()
+            .is_some_and(|t| t.contains("process_book (book_id, job_type, publisher_id, source?)")),
+        "the workers page shows a typed task's fields: {report}"
     );
     assert_eq!(
         report["lostShown"].as_bool(),

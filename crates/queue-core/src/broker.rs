@@ -268,6 +268,9 @@ pub struct WorkerBeat {
     pub version: String,
     /// The tasks it has handlers for.
     pub tasks: Vec<String>,
+    /// The payload schema of each typed task that shares one (`Job::schema`), each at most
+    /// `MAX_TASK_SCHEMA_BYTES` of JSON.
+    pub schemas: std::collections::BTreeMap<String, serde_json::Value>,
     /// New lease duration for every lease still held.
     pub lease: Duration,
     /// The heartbeat interval: the worker counts as alive for three of them.

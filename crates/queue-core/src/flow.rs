@@ -395,6 +395,32 @@ impl Flow {
         }
     }
 
+    /// A typed job without children yet, with the failure policy of its type
+    /// ([`crate::Job::on_failure`]) and the options it starts with.
+    ///
+    /// ```
+    /// use queue_core::{ChildPolicy, Flow, Job};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Chapter { n: u32 }
+    /// impl Job for Chapter {
+    ///     const NAME: &'static str = "chapter";
+    ///     type Output = u32;
+    ///     fn on_failure() -> ChildPolicy { ChildPolicy::Continue }
+    /// }
+    ///
+    /// # fn main() -> queue_core::Result<()> {
+    /// let merge = queue_core::NewJob::new("merge_book", &"b1")?;
+    /// let flow = Flow::new(merge).child(Flow::of(&Chapter { n: 1 })?);
+    /// assert_eq!(flow.children[0].policy, ChildPolicy::Continue);
+    /// assert_eq!(flow.children[0].job.task, "chapter");
+    /// # Ok(()) }
+    /// ```
+    pub fn of<J: crate::Job>(job: &J) -> crate::Result<Self> {
+        Ok(Self::new(crate::NewJob::typed(job)?).on_failure(J::on_failure()))
+    }
+
     /// A batch: `callback` runs once every one of `members` ended, whatever they became
     /// (each member has [`ChildPolicy::Continue`]); the callback reads the counts per
     /// status from its record ([`crate::JobRecord::children`]).

@@ -24,6 +24,7 @@ mod schedule;
 pub mod series;
 mod state;
 mod store;
+mod tasks;
 mod trace;
 mod umbrella;
 mod webhook;
@@ -43,7 +44,7 @@ pub use event::{
 pub use flow::{ChildCounts, ChildPolicy, Flow, FlowTree};
 pub use group::{GroupList, GroupStats};
 pub use id::{JobId, LeaseToken, WorkerId};
-pub use job::Job;
+pub use job::{Done, IntoOutput, Job, KeyField, MAX_TASK_NAME_BYTES};
 pub use limits::Limits;
 pub use outcome::{Completion, JobError, JobErrorKind};
 pub use priority::Priority;
@@ -63,6 +64,7 @@ pub use store::MockJobStore;
 pub use store::{
     CancelOutcome, JobStore, LifetimeTotals, ListQuery, Page, QueueStats, WAIT_RECHECK, WorkerInfo,
 };
+pub use tasks::{TaskEntry, task_catalog};
 pub use umbrella::{Backend, JobStoreExt, SharedBackend};
 pub use webhook::{
     DeliveredJob, Delivery, DeliveryBody, Webhook, signature as webhook_signature,
@@ -94,6 +96,7 @@ pub mod backend {
         unfinished_change, ungrouped_goes_first, weighted_turn,
     };
     pub use crate::id::{ClaimId, hostname};
+    pub use crate::job::{MAX_TASK_SCHEMA_BYTES, check_task_name, task_name_problem};
     pub use crate::lease::{
         check_heartbeat, fence_margin, heartbeat_retry, lease_holds, longest_heartbeat,
     };
@@ -104,7 +107,6 @@ pub mod backend {
     pub use crate::outcome::Outcome;
     pub use crate::progress::{Monotonic, check_progress};
     pub use crate::rate::{MAX_COST, check_cost};
-    pub use crate::record::check_task_name;
     pub use crate::schedule::{
         DEFAULT_GRACE, Firing, MAX_CATCH_UP, MAX_SCHEDULE_NAME_BYTES, MAX_SCHEDULES, MIN_INTERVAL,
         SCHEDULE_POLL, SCHEDULES_PER_READ, ScheduleRead, ScheduleWrite, ScheduleWritten,
@@ -130,4 +132,12 @@ pub mod backend {
     pub mod state {
         pub use crate::state::*;
     }
+}
+
+/// What `#[derive(Job)]` expands to refers to; not a public interface.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::job::{KeyField, schema_of, task_name_problem};
+    pub use crate::{ChildPolicy, EnqueueOptions, Priority, Stages};
+    pub use serde_json::Value;
 }

@@ -303,6 +303,24 @@ impl JobRecord {
     /// # Ok(()) }
     /// ```
     pub fn result_as<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.decode_result()
+    }
+
+    /// The result of a finished job of type `J`, decoded into its [`crate::Job::Output`]
+    /// (`None` while it has none). A job of another task is an error naming both.
+    pub fn output<J: crate::Job>(&self) -> Result<Option<J::Output>> {
+        if self.task != J::NAME {
+            return Err(Error::invalid(format!(
+                "job {} is a `{}` job, not a `{}`",
+                self.job_id,
+                self.task,
+                J::NAME
+            )));
+        }
+        self.decode_result()
+    }
+
+    fn decode_result<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>> {
         self.result
             .clone()
             .map(|r| {
@@ -355,9 +373,18 @@ impl NewJob {
         Ok(Self::with_payload(task, Payload::encode(payload)?))
     }
 
-    /// A typed job under its `Job::NAME`; chain the option setters, then enqueue it.
+    /// A typed job under its `Job::NAME`, with the options its type starts with
+    /// ([`crate::Job::options`]); chain the option setters to override them, then enqueue
+    /// it.
     pub fn typed<J: crate::Job>(job: &J) -> Result<Self> {
-        Self::new(J::NAME, job)
+        let mut new = Self::new(J::NAME, job)?;
+        let mut options = job.options();
+        // Metadata the enqueue itself added (the trace context) stays beside the type's.
+        for (key, value) in std::mem::take(&mut new.options.metadata) {
+            options.metadata.entry(key).or_insert(value);
+        }
+        new.options = options;
+        Ok(new)
     }
 
     /// A job for `task` with an encoded payload. With the `opentelemetry` feature, the
@@ -442,7 +469,7 @@ impl NewJob {
     /// Checks the names every backend must refuse: an empty or long task name or unique
     /// key. [`crate::Limits::check`] adds the bounds on sizes and times.
     pub fn validate(&self) -> Result<()> {
-        check_task_name(&self.task)?;
+        crate::job::check_task_name(&self.task)?;
         if let Some(key) = &self.options.unique_key {
             if key.is_empty() {
                 return Err(Error::invalid("unique key is empty"));
@@ -459,26 +486,6 @@ impl NewJob {
         }
         Ok(())
     }
-}
-
-/// Checks a task name, as an enqueue and a worker's registration do: not empty or blank,
-/// at most 200 bytes.
-///
-/// ```
-/// use queue_core::backend::check_task_name;
-///
-/// assert!(check_task_name("process_book").is_ok());
-/// assert!(check_task_name(" ").is_err());
-/// assert!(check_task_name(&"x".repeat(201)).is_err());
-/// ```
-pub fn check_task_name(task: &str) -> Result<()> {
-    if task.trim().is_empty() {
-        return Err(Error::invalid("task name is empty"));
-    }
-    if task.len() > 200 {
-        return Err(Error::invalid("task name is longer than 200 bytes"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

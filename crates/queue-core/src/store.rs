@@ -542,6 +542,9 @@ pub struct WorkerInfo {
     /// The tasks it has handlers for.
     #[serde(default)]
     pub tasks: Vec<String>,
+    /// The payload schema of each typed task that shares one (`Job::schema`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub schemas: std::collections::BTreeMap<String, serde_json::Value>,
     /// It stopped beating without saying goodbye (killed, hung, cut off): listed for
     /// [`LOST_WORKER_KEPT`] after its liveness window ended ([`worker_listing`]).
     #[serde(default)]

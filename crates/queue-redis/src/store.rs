@@ -447,6 +447,10 @@ impl JobStore for RedisBackend {
                         .get("tasks")
                         .and_then(|t| serde_json::from_str(t).ok())
                         .unwrap_or_default(),
+                    schemas: f
+                        .get("schemas")
+                        .and_then(|t| serde_json::from_str(t).ok())
+                        .unwrap_or_default(),
                     lost: lost_of.get(&worker_id).copied().unwrap_or(false),
                     worker_id,
                 }

@@ -379,6 +379,11 @@ pub(crate) fn heartbeat_args(
         to_millis(beat.started_at).to_string(),
         beat.version.clone(),
         serde_json::to_string(&beat.tasks).unwrap_or_default(),
+        if beat.schemas.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&beat.schemas).unwrap_or_default()
+        },
         leases.len().to_string(),
     ];
     for lease in leases {

@@ -31,6 +31,7 @@ fn beat(worker: &str) -> WorkerBeat {
         started_at: queue_core::backend::from_millis(0),
         version: "1".into(),
         tasks: Vec::new(),
+        schemas: Default::default(),
         lease: Duration::from_secs(30),
         interval: Duration::from_secs(10),
     }

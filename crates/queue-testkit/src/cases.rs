@@ -62,6 +62,11 @@ fn beat(worker: &str) -> WorkerBeat {
         concurrency: 3,
         version: "1.2.3".into(),
         tasks: vec!["model".into()],
+        schemas: [(
+            "model".to_owned(),
+            json!({"type": "object", "properties": {"n": {"type": "integer"}}}),
+        )]
+        .into(),
         started_at: queue_core::backend::from_millis(0),
         lease: LEASE,
         interval: Duration::from_secs(10),

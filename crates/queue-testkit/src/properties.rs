@@ -350,6 +350,7 @@ fn beat(worker: u8) -> WorkerBeat {
         concurrency: 3,
         version: "1.2.3".into(),
         tasks: vec!["model".into()],
+        schemas: [("model".to_owned(), serde_json::json!({"type": "object"}))].into(),
         started_at: from_millis(1_700_000_000_000),
         lease: LEASE,
         interval: Duration::from_secs(10),

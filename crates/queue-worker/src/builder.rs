@@ -6,6 +6,8 @@ use std::{future::Future, sync::Arc, time::Duration};
 use queue_core::QueueConfig;
 use queue_core::backend::Broker;
 use queue_core::{Completion, Error, Job, JobError, JobStore, Result, RetryPolicy, WorkerId};
+
+use crate::Handler;
 use serde::de::DeserializeOwned;
 
 use crate::{JobContext, Worker, WorkerConfig, registry::Registry};
@@ -94,15 +96,34 @@ impl WorkerBuilder {
         self
     }
 
-    /// Registers `handler` for the typed job `J` (task `J::NAME`).
-    pub fn register_job<J, F, Fut, R>(self, handler: F) -> Self
-    where
-        J: Job,
-        F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, JobError>> + Send + 'static,
-        R: Into<Completion>,
-    {
-        self.register(J::NAME, handler)
+    /// Registers `handler` for the typed job `J` (task `J::NAME`): its payload decodes into
+    /// `J`, and what it returns is `J::Output` (or `Done<J::Output>`), stored as the
+    /// job's result. The worker shares `J::schema()`, if any, with operators.
+    ///
+    /// ```
+    /// use queue_core::{Job, JobError};
+    /// use queue_worker::{JobContext, Worker};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Resize { width: u32 }
+    /// impl Job for Resize {
+    ///     const NAME: &'static str = "resize";
+    ///     type Output = u32;
+    /// }
+    ///
+    /// async fn resize(job: Resize, _ctx: JobContext) -> Result<u32, JobError> {
+    ///     Ok(job.width / 2)
+    /// }
+    ///
+    /// let worker = Worker::builder(std::sync::Arc::new(queue_memory::MemoryBackend::new()))
+    ///     .handle::<Resize>(resize)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(worker);
+    /// ```
+    pub fn handle<J: Job>(mut self, handler: impl Handler<J>) -> Self {
+        self.registry.insert_typed::<J, _>(handler);
+        self
     }
 
     /// Jobs run at once (default `DCS_QUEUE_MAX_CONCURRENCY`).

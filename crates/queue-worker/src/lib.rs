@@ -5,6 +5,7 @@ mod builder;
 mod config;
 mod context;
 mod egress;
+mod handler;
 mod registry;
 mod reporter;
 mod running;
@@ -17,12 +18,13 @@ mod worker;
 pub use builder::WorkerBuilder;
 pub use config::WorkerConfig;
 pub use egress::WebhookEgress;
+pub use handler::Handler;
 // Everything a handler author names, so that this crate (or the facade's prelude) is the
 // only import a worker needs.
 pub use context::{JobContext, StageReporter};
 pub use queue_core::{
-    Completion, Error, Job, JobError, JobErrorKind, JobId, JobRecord, LeaseToken, QueueConfig,
-    Result, RetryPolicy, Stages,
+    Completion, Done, Error, Job, JobError, JobErrorKind, JobId, JobRecord, LeaseToken,
+    QueueConfig, Result, RetryPolicy, Stages,
 };
 pub use shutdown::shutdown_signal;
 pub use tokio_util::sync::CancellationToken;

@@ -2,10 +2,10 @@
 
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
 
-use queue_core::{Completion, JobError, Payload};
+use queue_core::{Completion, IntoOutput, Job, JobError, Payload};
 use serde::de::DeserializeOwned;
 
-use crate::JobContext;
+use crate::{Handler as TypedHandler, JobContext};
 
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Completion, JobError>> + Send>>;
 pub(crate) type Handler = Arc<dyn Fn(Payload, JobContext) -> HandlerFuture + Send + Sync>;
@@ -15,10 +15,34 @@ pub(crate) type Handler = Arc<dyn Fn(Payload, JobContext) -> HandlerFuture + Sen
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
     handlers: HashMap<String, Handler>,
+    /// The payload schema of each typed task that shares one.
+    schemas: std::collections::BTreeMap<String, serde_json::Value>,
     refused: Vec<String>,
 }
 
 impl Registry {
+    /// Registers the typed `handler` for `J::NAME`; its output becomes the result.
+    pub(crate) fn insert_typed<J: Job, H: TypedHandler<J>>(&mut self, handler: H) {
+        let handler = Arc::new(handler);
+        self.insert(J::NAME, move |job: J, ctx: JobContext| {
+            let handler = Arc::clone(&handler);
+            async move { handler.call(job, ctx).await?.into_completion() }
+        });
+        if let Some(schema) = J::schema() {
+            let size = serde_json::to_string(&schema).map_or(usize::MAX, |s| s.len());
+            if size <= queue_core::backend::MAX_TASK_SCHEMA_BYTES {
+                self.schemas.insert(J::NAME.to_owned(), schema);
+            } else {
+                tracing::warn!(
+                    task = J::NAME,
+                    size,
+                    "the payload schema is over {} bytes: not shared with operators",
+                    queue_core::backend::MAX_TASK_SCHEMA_BYTES
+                );
+            }
+        }
+    }
+
     /// Registers `handler` for `task`, decoding the payload into `P` first. A payload that
     /// does not decode fails the job permanently, naming the task and the field.
     pub(crate) fn insert<P, F, Fut, R>(&mut self, task: &str, handler: F)
@@ -63,6 +87,11 @@ impl Registry {
 
     pub(crate) fn get(&self, task: &str) -> Option<&Handler> {
         self.handlers.get(task)
+    }
+
+    /// The payload schemas of the typed tasks that share one.
+    pub(crate) fn schemas(&self) -> &std::collections::BTreeMap<String, serde_json::Value> {
+        &self.schemas
     }
 
     pub(crate) fn tasks(&self) -> Vec<&str> {

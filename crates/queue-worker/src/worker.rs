@@ -88,6 +88,7 @@ impl Worker {
             started_at: SystemClock.now(),
             version: settings.version.clone(),
             tasks: registry.tasks().into_iter().map(str::to_owned).collect(),
+            schemas: registry.schemas().clone(),
             lease: settings.config.lease,
             interval: settings.config.heartbeat,
         };

@@ -146,6 +146,7 @@ fn a_task_registered_twice_is_refused() {
     }
     impl queue_core::Job for Resize {
         const NAME: &'static str = "resize";
+        type Output = ();
     }
     #[derive(serde::Serialize, serde::Deserialize)]
     struct ResizeAgain {
@@ -153,6 +154,7 @@ fn a_task_registered_twice_is_refused() {
     }
     impl queue_core::Job for ResizeAgain {
         const NAME: &'static str = "resize";
+        type Output = ();
     }
     let ok = |_: u32, _| async { Ok::<_, queue_core::JobError>(()) };
     let twice = support::on_mock(MockBroker::new())
@@ -167,8 +169,8 @@ fn a_task_registered_twice_is_refused() {
         "{twice}"
     );
     let two_types = support::on_mock(MockBroker::new())
-        .register_job(|_: Resize, _| async { Ok::<_, queue_core::JobError>(()) })
-        .register_job(|_: ResizeAgain, _| async { Ok::<_, queue_core::JobError>(()) })
+        .handle(|_: Resize, _| async { Ok::<_, queue_core::JobError>(()) })
+        .handle(|_: ResizeAgain, _| async { Ok::<_, queue_core::JobError>(()) })
         .build()
         .unwrap_err();
     assert!(
@@ -187,7 +189,7 @@ fn a_task_registered_twice_is_refused() {
     );
     support::on_mock(MockBroker::new())
         .register("echo", ok)
-        .register_job(|_: Resize, _| async { Ok::<_, queue_core::JobError>(()) })
+        .handle(|_: Resize, _| async { Ok::<_, queue_core::JobError>(()) })
         .build()
         .expect("one handler per name builds");
 }

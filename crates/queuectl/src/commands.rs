@@ -351,6 +351,24 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Tasks { task } => {
+            let catalog = queue_core::task_catalog(&backend.workers().await?);
+            match task {
+                None if json => output::json(&catalog),
+                None => output::tasks(&catalog),
+                Some(name) => {
+                    let Some(entry) = catalog.into_iter().find(|t| t.task == name) else {
+                        return Err(queue_core::Error::invalid(format!(
+                            "no live worker runs task `{name}`"
+                        )));
+                    };
+                    match &entry.schema {
+                        Some(schema) if !json => output::json(schema),
+                        _ => output::json(&entry),
+                    }
+                }
+            }
+        }
         Command::Workers => {
             let workers = backend.workers().await?;
             if json {
@@ -419,8 +437,8 @@ async fn worker(
     }
     let mut builder = Worker::builder(backend)
         .config(&cfg)
-        .register_job(book_pipeline::process_book)
-        .register_job(book_pipeline::process_chapter);
+        .handle(book_pipeline::process_book)
+        .handle(book_pipeline::process_chapter);
     if let Some(n) = concurrency {
         builder = builder.concurrency(n);
     }

@@ -219,6 +219,12 @@ pub(crate) enum Command {
     },
     /// Live workers and the jobs they hold.
     Workers,
+    /// The tasks the live workers run, each with its payload's fields when its type shares a
+    /// schema (`#[job(schema)]`); with TASK, that task's whole JSON schema.
+    Tasks {
+        /// One task.
+        task: Option<String>,
+    },
     /// Live progress of jobs until they end (all running jobs if none are named).
     Watch {
         /// Job ids.

@@ -245,6 +245,29 @@ pub(crate) fn workers(list: &[WorkerInfo]) {
     );
 }
 
+pub(crate) fn tasks(list: &[queue_core::TaskEntry]) {
+    if list.is_empty() {
+        println!("no live worker");
+        return;
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|t| {
+            let fields = t.fields();
+            vec![
+                t.task.clone(),
+                t.workers.len().to_string(),
+                if t.schema.is_none() {
+                    "- (no schema shared)".into()
+                } else {
+                    fields.join(", ")
+                },
+            ]
+        })
+        .collect();
+    table(&["TASK", "WORKERS", "FIELDS (? optional)"], &rows);
+}
+
 pub(crate) fn groups(list: &queue_core::GroupList) {
     if list.groups.is_empty() && list.other_groups == 0 {
         println!("no group has unfinished jobs");

@@ -210,6 +210,7 @@ try {
   const worker = page.locator("#workers tr[data-worker]").first();
   await worker.waitFor({ timeout: 20000 });
   const workerVersion = await worker.locator("td").nth(3).textContent();
+  const workerTasks = await worker.locator("td").nth(4).textContent();
   await page.locator('#workers tr[data-worker="ghost-worker"][data-lost="true"]').waitFor({ timeout: 20000 });
   const lostShown = (await page.locator('#workers tr[data-worker="ghost-worker"] td').last().textContent()).startsWith("lost");
   await page.screenshot({ path: png("workers"), fullPage: true });
@@ -228,7 +229,7 @@ try {
   console.log(JSON.stringify({ moving, before, after, flowId, flowChildren, cancelled: victim, status, paused, resumed,
     groupPaused, groupResumed, groupCells, finishedChart, attemptsBefore, attemptsAfter, attemptsCounted, deepStatus,
     deepTask, bulkCounted, bulkDone, jobsShown,
-    workerVersion, lostShown, axe, axePages }));
+    workerVersion, workerTasks, lostShown, axe, axePages }));
 } finally {
   await browser.close();
 }

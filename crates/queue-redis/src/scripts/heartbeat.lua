@@ -1,15 +1,16 @@
 -- Renews leases and registers the worker. KEYS after the statics: the worker's key.
 -- ARGV: 3 worker, 4 lease_ms, 5 alive_ms, 6 host, 7 pid, 8 concurrency, 9 started_at,
--- 10 version, 11 tasks (JSON list), 12 count, then id, token pairs. Returns {positions of lost leases, positions of leases
+-- 10 version, 11 tasks (JSON list), 12 schemas (JSON object, '' for none), 13 count, then
+-- id, token pairs. Returns {positions of lost leases, positions of leases
 -- whose cancel was requested} (1-based, in the order sent).
 local worker, lease_ms, alive_ms = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local count = tonumber(ARGV[12])
+local count = tonumber(ARGV[13])
 local wkey = KEYS[NSTATIC + 1]
 local wtype = key_type(wkey)
 if wtype ~= 'hash' and wtype ~= 'none' then redis.call('DEL', wkey) end
 local lost, cancel = {}, {}
 for i = 1, count do
-  local id, token = ARGV[11 + i * 2], ARGV[12 + i * 2]
+  local id, token = ARGV[12 + i * 2], ARGV[13 + i * 2]
   local l = read_lease(KEY, id)
   if holds(l, token) then
     extend(KEY, id, l, NOW + lease_ms)
@@ -32,6 +33,7 @@ redis.call('ZADD', KEY.workers, NOW + alive_ms, worker)
 redis.call('HSET', wkey, 'worker_id', worker, 'host', ARGV[6], 'pid', ARGV[7],
   'concurrency', ARGV[8], 'started_at', ARGV[9], 'last_seen', NOW, 'version', ARGV[10],
   'tasks', ARGV[11])
+if ARGV[12] == '' then redis.call('HDEL', wkey, 'schemas') else redis.call('HSET', wkey, 'schemas', ARGV[12]) end
 redis.call('PEXPIRE', wkey, alive_ms + LOST_WORKER_KEPT_MS + 60000)
 sample_depth(KEY)
 return { lost, cancel }

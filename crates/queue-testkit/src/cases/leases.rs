@@ -125,6 +125,11 @@ pub async fn heartbeat_extends_lease(h: &Harness) {
         ("1.2.3", ["model".to_owned()].as_slice()),
         "what it runs"
     );
+    assert_eq!(
+        workers[0].schemas,
+        beat("w1").schemas,
+        "the payload schemas it shares with operators"
+    );
     assert_eq!(h.backend.stats().await.unwrap().active_workers, 1);
     assert_eq!(finish(h, &lease, completed()).await, JobStatus::Completed);
     h.backend.deregister(&WorkerId::new("w1")).await.unwrap();

@@ -37,6 +37,7 @@ impl Model {
                     jobs,
                     version: beat.version.clone(),
                     tasks: beat.tasks.clone(),
+                    schemas: beat.schemas.clone(),
                     lost,
                 }
             })

@@ -360,6 +360,21 @@ fn worker_runs_books_watch_follows_and_running_jobs_cancel() {
         "{workers}"
     );
     assert!(c.ok(&["workers"]).contains("alive"));
+    // The tasks it runs, with the fields its typed jobs share (`#[job(schema)]`).
+    let tasks = c.ok(&["tasks"]);
+    assert!(
+        tasks.contains("process_book")
+            && tasks.contains("book_id, job_type, publisher_id, source?"),
+        "{tasks}"
+    );
+    let schema = c.json(&["tasks", "process_book"]);
+    assert_eq!(
+        schema["properties"]["job_type"]["enum"][0], "full",
+        "{schema}"
+    );
+    let unknown = c.run(&["tasks", "no_such_task"]);
+    assert_ne!(code(&unknown), 0);
+    assert!(stderr(&unknown).contains("no live worker runs task `no_such_task`"));
 
     sigterm(&worker);
     let status = worker.wait().unwrap();
