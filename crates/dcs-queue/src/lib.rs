@@ -76,6 +76,34 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # A typed job, end to end
+//!
+//! One definition ties the task name, the payload and the result; the compiler checks the
+//! producer and the handler against it (options: [`macro@Job`]):
+//!
+//! ```
+//! use dcs_queue::prelude::*;
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! #[derive(serde::Serialize, serde::Deserialize, Job)]
+//! #[job(name = "hello", output = String)]
+//! struct Hello { name: String }
+//!
+//! let backend = std::sync::Arc::new(MemoryBackend::new());
+//! let job = backend.enqueue_job(&Hello { name: "world".into() }).await?;
+//! let worker = Worker::builder(backend.clone())
+//!     .handle::<Hello>(|hello: Hello, _| async move { Ok(format!("hello, {}", hello.name)) })
+//!     .build()?;
+//! # let stop = CancellationToken::new();
+//! # let running = tokio::spawn(worker.run(stop.clone()));
+//! let done = backend.wait(job.job_id, std::time::Duration::from_secs(10)).await?;
+//! assert_eq!(done.output::<Hello>()?.as_deref(), Some("hello, world"));
+//! # stop.cancel();
+//! # running.await??;
+//! # Ok(())
+//! # }
+//! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The README's examples are compiled (and run) as tests of this crate (with `test-utils`,

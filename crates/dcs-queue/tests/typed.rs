@@ -26,8 +26,10 @@ struct Counted {
     words: usize,
 }
 
+// `crate = ...` names where the queue's crate is (a re-export, or `queue_core` inside this
+// workspace).
 #[derive(Debug, Serialize, Deserialize, Job)]
-#[job(name = "shout", output = String, on_failure = "ignore")]
+#[job(name = "shout", output = String, on_failure = "ignore", crate = ::dcs_queue)]
 struct Shout(String);
 
 async fn count_words(job: CountWords, ctx: JobContext) -> Result<Done<Counted>, JobError> {
