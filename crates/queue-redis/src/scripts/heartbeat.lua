@@ -32,8 +32,7 @@ redis.call('ZREMRANGEBYSCORE', KEY.workers, '-inf', '(' .. workers_listed_from(N
 redis.call('ZADD', KEY.workers, NOW + alive_ms, worker)
 redis.call('HSET', wkey, 'worker_id', worker, 'host', ARGV[6], 'pid', ARGV[7],
   'concurrency', ARGV[8], 'started_at', ARGV[9], 'last_seen', NOW, 'version', ARGV[10],
-  'tasks', ARGV[11])
-if ARGV[12] == '' then redis.call('HDEL', wkey, 'schemas') else redis.call('HSET', wkey, 'schemas', ARGV[12]) end
+  'tasks', ARGV[11], 'schemas', ARGV[12])
 redis.call('PEXPIRE', wkey, alive_ms + LOST_WORKER_KEPT_MS + 60000)
 sample_depth(KEY)
 return { lost, cancel }

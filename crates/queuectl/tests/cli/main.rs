@@ -367,11 +367,18 @@ fn worker_runs_books_watch_follows_and_running_jobs_cancel() {
             && tasks.contains("book_id, job_type, publisher_id, source?"),
         "{tasks}"
     );
-    let schema = c.json(&["tasks", "process_book"]);
+    let entry = c.json(&["tasks", "process_book"]);
     assert_eq!(
-        schema["properties"]["job_type"]["enum"][0], "full",
-        "{schema}"
+        entry["workers"].as_array().map(Vec::len),
+        Some(1),
+        "{entry}"
     );
+    assert_eq!(
+        entry["schema"]["$defs"]["JobType"]["oneOf"][0]["const"], "full",
+        "{entry}"
+    );
+    let schema: Value = serde_json::from_str(&c.ok(&["tasks", "process_book"])).unwrap();
+    assert_eq!(schema["title"], "ProcessBook", "the schema alone: {schema}");
     let unknown = c.run(&["tasks", "no_such_task"]);
     assert_ne!(code(&unknown), 0);
     assert!(stderr(&unknown).contains("no live worker runs task `no_such_task`"));
