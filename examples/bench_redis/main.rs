@@ -20,7 +20,12 @@
 //! concurrency 10 and 100) supplies the figures the relative targets compare with.
 //! The flows phase (`--flows F`, default 100; 0 skips) enqueues F flows of 1 parent + 100
 //! children and prints their cost per job next to plain jobs.
+//! The profile phase (`--profile 1,3,10`, the default; `--profile 0` skips) runs
+//! `--profile-n` jobs (default 3,000) at each concurrency and prints where a job's time goes
+//! (`profile.rs`): claim -> handler start, handler end -> outcome stored, the share of the
+//! run with a call to Redis in flight, calls per job.
 
+mod profile;
 mod targets;
 
 use targets::*;
@@ -235,6 +240,9 @@ async fn main() -> anyhow::Result<()> {
         "lat_p99_ms".into(),
         serde_json::json!((pct(99.0) * 1000.0).round() / 1000.0),
     );
+    // 3b. Where a job's time goes at low concurrency (`--profile`).
+    profile::low_concurrency(&url, &mut out).await?;
+
     // 4. Flat under backlog: the same work with 1,000 and with `--backlog` jobs queued.
     let backlog: usize = arg("--backlog", "1000000").parse()?;
     if backlog > 1000 {

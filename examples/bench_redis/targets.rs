@@ -86,6 +86,19 @@ pub(super) fn targets(
         ">= 1.5x",
         at_least(r, 1.5),
     );
+    // Issue 28: the concurrency most deployments use, from the profile phase.
+    for c in [1u64, 3] {
+        let r = ratio(
+            mine(&format!("p{c}_process_jobs_s")),
+            peer(c, "process_jobs_s"),
+        );
+        line(
+            &format!("processed/s c{c} vs bullmq-official"),
+            r,
+            ">= 1.5x",
+            at_least(r, 1.5),
+        );
+    }
     let r = ratio(
         mine("c100_redis_cpu_us_per_processed_job"),
         peer(100, "redis_cpu_us_per_processed_job"),
