@@ -291,6 +291,8 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
             job_type: JobType::Full,
             source: None,
         })?
+        // Each night's run is its own job: not held back by the book's unique key.
+        .without_unique_key()
         .priority(Priority::Low),
     )?
     .time_zone("Europe/Berlin");

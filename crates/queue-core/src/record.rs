@@ -411,6 +411,19 @@ impl NewJob {
         self
     }
 
+    /// Clears the unique key (a typed job's comes from its type), for a job that may run
+    /// beside another of the same key: a schedule's ticks, a deliberate second run.
+    pub fn without_unique_key(mut self) -> Self {
+        self.options.unique_key = None;
+        self
+    }
+
+    /// Clears the delay (a typed job's may come from its type).
+    pub fn without_delay(mut self) -> Self {
+        self.options.delay = None;
+        self
+    }
+
     /// Sets the priority.
     pub fn priority(mut self, priority: Priority) -> Self {
         self.options.priority = Some(priority);

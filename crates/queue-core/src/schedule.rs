@@ -153,7 +153,7 @@ impl TryFrom<NewJob> for ScheduledJob {
         let o = job.options;
         let refuse = |field: &str| {
             Err(Error::invalid(format!(
-                "a scheduled job cannot set {field}: each tick's job gets its own id and runs when its tick is due"
+                "a scheduled job cannot set {field}: each tick's job gets its own id and runs when its tick is due (a typed job's {field} comes from its type: clear it with `NewJob::without_{field}`)"
             )))
         };
         if o.unique_key.is_some() {
