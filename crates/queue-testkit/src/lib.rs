@@ -114,6 +114,7 @@ macro_rules! conformance_tests {
             a_batch_takes_members_while_it_waits,
             a_parent_and_its_child_ending_in_one_call,
             retention_keeps_a_waiting_parents_children,
+            a_sweep_counts_kept_children_against_its_limit,
             a_tick_enqueues_exactly_once,
             missed_ticks_follow_the_policy,
             cron_schedules_keep_their_time_zone,

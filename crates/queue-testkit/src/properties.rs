@@ -15,6 +15,7 @@ mod ops;
 mod step;
 
 use compare::*;
+pub use ops::Op;
 use ops::*;
 
 use std::{fmt, future::Future, time::Duration};

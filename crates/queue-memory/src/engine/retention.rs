@@ -48,8 +48,11 @@ impl Tables {
         }
     }
 
-    /// Deletes up to `limit` finished records whose completion is at or before `cutoff`; a
-    /// child whose parent is unfinished is kept, its retention started again at `now`.
+    /// Looks at up to `limit` finished records whose completion is at or before `cutoff`,
+    /// oldest first, and deletes them, except a child whose parent is unfinished: it is
+    /// kept, its retention started again at `now`, and counts against `limit` too (as on
+    /// Redis and in the model), so a parent with a million finished children costs a sweep
+    /// `limit` records, not a million.
     /// Parked webhook deliveries parked at or before `cutoff` go too (up to `limit`).
     pub(crate) fn sweep(&mut self, limit: usize, cutoff: Millis, now: Millis) -> usize {
         let old: Vec<String> = self
@@ -64,7 +67,7 @@ impl Tables {
         }
         let mut removed = 0;
         let mut kept = Vec::new();
-        while removed < limit {
+        while removed + kept.len() < limit {
             let Some(&(finished, id)) = self.finished.first() else {
                 break;
             };

@@ -115,5 +115,51 @@ pub async fn retention_keeps_a_waiting_parents_children(h: &Harness) {
     assert_eq!(h.backend.stats().await.unwrap().total, 0);
 }
 
+/// A sweep looks at no more than `limit` due records, kept children counted too: a parent
+/// waiting on a million finished children costs each sweep `limit` records, not a million.
+/// The records it did not reach keep their clock and go at a later sweep.
+pub async fn a_sweep_counts_kept_children_against_its_limit(h: &Harness) {
+    let root = enqueue_flow(
+        h,
+        flow(0)
+            .child(flow(1))
+            .child(flow(2))
+            .child(flow(3))
+            .child(flow(4)),
+    )
+    .await;
+    // Children 1, 2 and 3 end a second apart; child 4 keeps the parent waiting.
+    for n in [1, 2, 3] {
+        let lease = claim_n(h, n).await;
+        finish(h, &lease, completed()).await;
+        h.advance(Duration::from_secs(1));
+    }
+    h.advance(Duration::from_secs(3600));
+    assert_eq!(
+        h.backend.sweep(2).await.unwrap(),
+        0,
+        "the two oldest are kept (their parent waits), nothing deleted"
+    );
+    // The parent ends: child 3, which the limit left alone, is due and goes; 1 and 2 had
+    // their hour started again by the sweep that kept them.
+    let four = claim_n(h, 4).await;
+    finish(h, &four, completed()).await;
+    let parent = claim_n(h, 0).await;
+    finish(h, &parent, completed()).await;
+    assert_eq!(
+        h.backend.sweep(100).await.unwrap(),
+        1,
+        "child 3 only: the first sweep did not look at it"
+    );
+    let kids = h.backend.children(root.job_id).await.unwrap();
+    let left: Vec<u64> = kids
+        .iter()
+        .map(n_of)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(left, [1, 2, 4]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Job schedulers.
