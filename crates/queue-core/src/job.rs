@@ -229,6 +229,18 @@ pub fn check_task_name(task: &str) -> Result<()> {
     }
 }
 
+/// Checks a payload schema a worker would share with operators: at most
+/// [`MAX_TASK_SCHEMA_BYTES`] of JSON (a larger one is left out of the worker's heartbeat).
+pub fn check_task_schema(schema: &serde_json::Value) -> Result<()> {
+    let size = serde_json::to_string(schema).map_or(usize::MAX, |s| s.len());
+    if size > MAX_TASK_SCHEMA_BYTES {
+        return Err(Error::invalid(format!(
+            "the payload schema is {size} bytes, over {MAX_TASK_SCHEMA_BYTES}: not shared with operators"
+        )));
+    }
+    Ok(())
+}
+
 /// The JSON schema of `T` (feature `schema`), as `#[job(schema)]` shares it.
 #[cfg(feature = "schema")]
 pub fn schema_of<T: schemars::JsonSchema>() -> Option<serde_json::Value> {
@@ -325,6 +337,18 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("200 bytes")
+        );
+    }
+
+    #[test]
+    fn a_schema_is_shared_up_to_its_limit() {
+        // A JSON string of n bytes of text is n + 2 bytes with its quotes.
+        let of = |bytes: usize| serde_json::Value::String("x".repeat(bytes - 2));
+        assert!(check_task_schema(&of(MAX_TASK_SCHEMA_BYTES)).is_ok());
+        let past = check_task_schema(&of(MAX_TASK_SCHEMA_BYTES + 1)).unwrap_err();
+        assert!(
+            past.to_string().contains("16385 bytes, over 16384"),
+            "{past}"
         );
     }
 

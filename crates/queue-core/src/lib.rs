@@ -96,7 +96,9 @@ pub mod backend {
         unfinished_change, ungrouped_goes_first, weighted_turn,
     };
     pub use crate::id::{ClaimId, hostname};
-    pub use crate::job::{MAX_TASK_SCHEMA_BYTES, check_task_name, task_name_problem};
+    pub use crate::job::{
+        MAX_TASK_SCHEMA_BYTES, check_task_name, check_task_schema, task_name_problem,
+    };
     pub use crate::lease::{
         check_heartbeat, fence_margin, heartbeat_retry, lease_holds, longest_heartbeat,
     };

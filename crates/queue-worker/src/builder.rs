@@ -6,11 +6,9 @@ use std::{future::Future, sync::Arc, time::Duration};
 use queue_core::QueueConfig;
 use queue_core::backend::Broker;
 use queue_core::{Completion, Error, Job, JobError, JobStore, Result, RetryPolicy, WorkerId};
-
-use crate::Handler;
 use serde::de::DeserializeOwned;
 
-use crate::{JobContext, Worker, WorkerConfig, registry::Registry};
+use crate::{Handler, JobContext, Worker, WorkerConfig, registry::Registry};
 
 /// What a worker is built with.
 #[derive(Clone, Debug)]

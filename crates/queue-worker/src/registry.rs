@@ -29,16 +29,11 @@ impl Registry {
             async move { handler.call(job, ctx).await?.into_completion() }
         });
         if let Some(schema) = J::schema() {
-            let size = serde_json::to_string(&schema).map_or(usize::MAX, |s| s.len());
-            if size <= queue_core::backend::MAX_TASK_SCHEMA_BYTES {
-                self.schemas.insert(J::NAME.to_owned(), schema);
-            } else {
-                tracing::warn!(
-                    task = J::NAME,
-                    size,
-                    "the payload schema is over {} bytes: not shared with operators",
-                    queue_core::backend::MAX_TASK_SCHEMA_BYTES
-                );
+            match queue_core::backend::check_task_schema(&schema) {
+                Ok(()) => {
+                    self.schemas.insert(J::NAME.to_owned(), schema);
+                }
+                Err(e) => tracing::warn!(task = J::NAME, "{e}"),
             }
         }
     }
