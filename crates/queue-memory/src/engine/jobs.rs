@@ -226,15 +226,18 @@ impl Tables {
             CancelAction::Cancel => {
                 let ready_position = entry.ready_position;
                 let due = r.run_at.map(queue_core::backend::to_millis);
-                self.remove_ready(id, ready_position);
-                if let Some(due) = due {
-                    self.delayed.remove(&(due, id));
-                }
                 let input = EffectInput {
                     now,
                     ..EffectInput::default()
                 };
                 self.transition(id, Event::Cancel, &input, events)?;
+                // Off the ready jobs after its parent (released by this cancel) joined
+                // them: a group that has ready jobs before and after the call keeps its
+                // lane's ticket, as the model's lanes are refreshed once per call.
+                self.remove_ready(id, ready_position);
+                if let Some(due) = due {
+                    self.delayed.remove(&(due, id));
+                }
                 self.start_cascade(id);
                 Ok(queue_core::CancelOutcome::Cancelled)
             }

@@ -349,3 +349,36 @@ pub async fn groups_list_the_busiest_first(h: &Harness) {
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
     assert!(err.to_string().contains("groups limit"), "{err}");
 }
+
+/// A group keeps its turn across one call that takes its last ready job away and gives it
+/// another: cancelling a queued child releases its parent of the same group, and the
+/// group, waiting since before the jobs without a group last started, still goes next.
+pub async fn a_group_keeps_its_turn_when_a_cancel_releases_its_parent(h: &Harness) {
+    enqueue(h, job(1)).await;
+    enqueue(h, job(2)).await;
+    assert_eq!(n_of(&claim_one(h).await.job), 1);
+    let child_id = JobId::new();
+    let child = job(11).group("b").job_id(child_id);
+    let parent = enqueue_flow(
+        h,
+        Flow::new(in_group(10, "b")).child(Flow::new(child).on_failure(ChildPolicy::Ignore)),
+    )
+    .await;
+    assert_eq!(
+        n_of(&claim_one(h).await.job),
+        2,
+        "on a tie the jobs without a group go first"
+    );
+    enqueue(h, job(3)).await;
+    assert_eq!(
+        h.backend.cancel(child_id).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(get(h, parent.job_id).await.status, JobStatus::Queued);
+    let next = claim_one(h).await;
+    assert_eq!(
+        next.job.job_id, parent.job_id,
+        "group b has waited since before job 2 started: its turn comes before job 3"
+    );
+    assert_eq!(n_of(&claim_one(h).await.job), 3);
+}

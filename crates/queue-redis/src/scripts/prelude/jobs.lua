@@ -255,13 +255,17 @@ local function cancel_job(KEY, id, key)
   if l then status = 'processing' end
   local action = CANCEL[status or ''] and CANCEL[status][l ~= nil and l.cancel]
   if action == 'cancel' then
-    unqueue(KEY, id, rec)
+    local queued = { group = rec.group, band = rec.band, waiting = rec.waiting }
     redis.call('ZREM', KEY.st_queued, id)
     rec.waiting = 0
     local set = {}
     apply_effect('cancel', set, { now = NOW, retry_count = rec.retries })
     set.status = 'cancelled'
     place(KEY, id, 'cancel', 'cancelled', rec, {}, nil)
+    -- Off the ready jobs after its parent (released by `place`) joined them: a group
+    -- with ready jobs before and after the call keeps its lane's ticket (the model
+    -- refreshes lanes once per call).
+    unqueue(KEY, id, queued)
     hset(key, set, rec.present)
     emit_transition(KEY, id, 'queued', 'cancelled')
     -- Its unfinished descendants are cancelled by the cascade's steps (cascade_step).
