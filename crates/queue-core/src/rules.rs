@@ -433,6 +433,40 @@ pub struct EffectInput {
     pub worker: Option<String>,
 }
 
+impl EffectInput {
+    /// What an attempt's `outcome` carries into its event's effect at `now`: the result,
+    /// the error, and the due time of a retry, a snooze or a rate limit (capped by
+    /// `limits`). Every backend ends an attempt with it.
+    pub fn of_outcome(
+        outcome: Outcome,
+        now: crate::backend::Millis,
+        limits: &crate::Limits,
+    ) -> Self {
+        let mut input = Self {
+            now,
+            ..Self::default()
+        };
+        match outcome {
+            Outcome::Completed { result } => input.result = result,
+            Outcome::Partial { result, error } => {
+                input.result = result;
+                input.error = Some(error);
+            }
+            Outcome::Retry { error, delay } => {
+                input.error = Some(error);
+                input.due = Some(limits.due(now, delay));
+            }
+            Outcome::Failed { error } => input.error = Some(error),
+            Outcome::Snoozed { delay }
+            | Outcome::RateLimited {
+                retry_after: delay, ..
+            } => input.due = Some(limits.due(now, delay)),
+            Outcome::Cancelled | Outcome::Released => {}
+        }
+        input
+    }
+}
+
 impl JobRecord {
     /// Applies `event`: the status from [`apply`], the fields from [`effect`].
     pub fn apply_event(

@@ -417,27 +417,7 @@ impl Tables {
         let entry = self.jobs.get_mut(&id).expect("held");
         let event = rules::settle(outcome.kind(), AttemptFacts::of(&entry.record));
         let holds_queue = rules::holds_queue(outcome.kind());
-        let mut input = EffectInput {
-            now,
-            ..EffectInput::default()
-        };
-        match outcome {
-            Outcome::Completed { result } => input.result = result,
-            Outcome::Partial { result, error } => {
-                input.result = result;
-                input.error = Some(error);
-            }
-            Outcome::Retry { error, delay } => {
-                input.error = Some(error);
-                input.due = Some(cfg.limits.due(now, delay));
-            }
-            Outcome::Failed { error } => input.error = Some(error),
-            Outcome::Snoozed { delay }
-            | Outcome::RateLimited {
-                retry_after: delay, ..
-            } => input.due = Some(cfg.limits.due(now, delay)),
-            Outcome::Cancelled | Outcome::Released => {}
-        }
+        let input = EffectInput::of_outcome(outcome, now, &cfg.limits);
         if holds_queue {
             // Whatever the job became, the limit it hit stands: for its group when it has
             // one, else for the whole queue.

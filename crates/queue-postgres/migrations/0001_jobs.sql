@@ -1,0 +1,49 @@
+-- Version 1: jobs, their places and leases. `{schema}` is the deployment's schema (quoted
+-- by the migrator). One schema holds any number of queues (the `queue` column).
+--
+-- A row's columns are what the queue's statements select and order by; `state` is the
+-- rest of the record (queue_core::JobRecord without its payload), written by Rust from
+-- the core rules in the same transaction. The payload is its own column, the text the
+-- producer sent: written once, never rewritten by a transition (TOASTed apart when large).
+CREATE TABLE {schema}.jobs (
+    id              uuid PRIMARY KEY,
+    queue           text     NOT NULL,
+    status          text     NOT NULL,
+    -- Priority band (0 high, 1 normal, 2 low) and place within it: a job keeps its place
+    -- while it runs, so a release or an expired lease puts it back where it was.
+    band            smallint NOT NULL,
+    place           bigint   NOT NULL,
+    -- Ready to be claimed now (queued, not delayed, not waiting on children).
+    ready           boolean  NOT NULL,
+    -- Queued until this time (ms since the epoch, the database's clock).
+    due_ms          bigint,
+    unique_key      text,
+    created_ms      bigint   NOT NULL,
+    finished_ms     bigint,
+    -- The lease: its token fences every write of the holder; `claim_*` answer a claim
+    -- request sent again (its reply was lost) with what the first send took.
+    lease_token     text,
+    lease_until_ms  bigint,
+    claim_worker    text,
+    claim_id        bigint,
+    -- The last lease that ended and what it produced: a finish sent again is answered.
+    ended_token     text,
+    payload         text     NOT NULL,
+    state           jsonb    NOT NULL
+);
+
+CREATE SEQUENCE {schema}.places;
+
+-- Claims: strict priority, then FIFO.
+CREATE INDEX jobs_ready ON {schema}.jobs (queue, band, place) WHERE ready;
+-- Promotion of due delayed jobs.
+CREATE INDEX jobs_due ON {schema}.jobs (queue, due_ms) WHERE due_ms IS NOT NULL;
+-- Expired leases, and a claim request's leases.
+CREATE INDEX jobs_leased ON {schema}.jobs (queue, lease_until_ms) WHERE lease_token IS NOT NULL;
+CREATE INDEX jobs_claims ON {schema}.jobs (queue, claim_worker, claim_id) WHERE lease_token IS NOT NULL;
+-- One active job per unique key: held from enqueue until the job finishes. An insert in
+-- a transaction not yet committed holds it too (a second insert waits for that commit).
+CREATE UNIQUE INDEX jobs_unique_key ON {schema}.jobs (queue, unique_key)
+    WHERE unique_key IS NOT NULL AND finished_ms IS NULL;
+-- Retention.
+CREATE INDEX jobs_finished ON {schema}.jobs (queue, finished_ms) WHERE finished_ms IS NOT NULL;

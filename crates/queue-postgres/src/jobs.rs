@@ -1,0 +1,197 @@
+//! Jobs: enqueue (on the backend's pool or inside the application's own transaction) and
+//! reads of one record.
+
+use queue_core::backend::{MAX_ENQUEUE_STEP, Millis, to_millis};
+use queue_core::{Error, JobId, JobRecord, NewJob, Result};
+use sqlx::{Acquire, PgConnection};
+
+use crate::PostgresBackend;
+use crate::rows::{COLUMNS, Row};
+
+impl PostgresBackend {
+    /// Enqueues one job in its own transaction. As
+    /// [`JobStore::enqueue`](queue_core::JobStore::enqueue): an id that exists answers its
+    /// record; a unique key an active job holds is refused with `AlreadyExists`.
+    pub async fn enqueue(&self, job: NewJob) -> Result<JobRecord> {
+        let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
+        let out = self.enqueue_in(&mut tx, job).await?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(out)
+    }
+
+    /// Enqueues one job on a connection or transaction the application owns
+    /// (`&mut *tx` for a `sqlx::Transaction<Postgres>`). The job exists, its unique key is
+    /// held and idle workers are woken only when that transaction commits; a rollback
+    /// leaves nothing behind.
+    ///
+    /// ```no_run
+    /// # async fn demo(queue: queue_postgres::PostgresBackend) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = queue.pool().begin().await?;
+    /// sqlx::query("INSERT INTO orders (id) VALUES ($1)").bind(7_i64).execute(&mut *tx).await?;
+    /// queue.enqueue_in(&mut tx, queue_core::NewJob::new("ship_order", &7)?).await?;
+    /// tx.commit().await?; // the order and its job, or neither
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue_in(&self, conn: &mut PgConnection, job: NewJob) -> Result<JobRecord> {
+        self.enqueue_many_in(conn, vec![job])
+            .await?
+            .pop()
+            .expect("one answer per job")
+    }
+
+    /// Enqueues several jobs in one transaction; each has its own answer (a refused one
+    /// does not stop the others).
+    pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
+        let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
+        let out = self.enqueue_many_in(&mut tx, jobs).await?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(out)
+    }
+
+    /// [`PostgresBackend::enqueue_many`] on the application's connection or transaction
+    /// (see [`PostgresBackend::enqueue_in`]). Written in statements of at most
+    /// [`MAX_ENQUEUE_STEP`] jobs, all inside that transaction.
+    pub async fn enqueue_many_in(
+        &self,
+        conn: &mut PgConnection,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Result<JobRecord>>> {
+        // A savepoint when the caller is inside a transaction: an error here leaves the
+        // caller's transaction usable.
+        let mut tx = conn.begin().await.map_err(|e| self.db(e))?;
+        let now = self.now(&mut tx).await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let step: Vec<NewJob> = jobs.by_ref().take(MAX_ENQUEUE_STEP).collect();
+            out.extend(self.enqueue_step(&mut tx, step, now).await?);
+        }
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(out)
+    }
+
+    async fn enqueue_step(
+        &self,
+        conn: &mut PgConnection,
+        jobs: Vec<NewJob>,
+        now: Millis,
+    ) -> Result<Vec<Result<JobRecord>>> {
+        let cfg = &self.inner.queue;
+        let mut answers: Vec<Option<Result<JobRecord>>> = Vec::with_capacity(jobs.len());
+        let mut rows = Vec::new();
+        for job in jobs {
+            let checked = job
+                .validate()
+                .and_then(|()| cfg.limits.check(&job))
+                .and_then(|()| supported(&job));
+            if let Err(e) = checked {
+                answers.push(Some(Err(e)));
+                continue;
+            }
+            let id = job.options.job_id.unwrap_or_default();
+            let record = JobRecord::born(job, id, now, cfg, None, 0);
+            let due_ms = record.run_at.map(to_millis);
+            rows.push(Row {
+                ready: due_ms.is_none(),
+                due_ms,
+                place: 0,
+                finished_ms: None,
+                lease: None,
+                ended_token: None,
+                record,
+            });
+            answers.push(None);
+        }
+        let inserted = crate::rows::insert(
+            conn,
+            &self.inner.schema,
+            &self.inner.queue.queue_name,
+            &self.inner.channel,
+            &rows,
+            &self.inner.secrets,
+        )
+        .await?;
+        let mut rows = rows.into_iter();
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            if let Some(answer) = answer {
+                out.push(answer);
+                continue;
+            }
+            let mut row = rows.next().expect("one row per accepted job");
+            let id = row.record.job_id;
+            out.push(match inserted.get(&id) {
+                Some(place) => {
+                    row.place = *place;
+                    Ok(row.record)
+                }
+                None => self.not_inserted(conn, &row.record).await,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Why a job was not inserted: its id exists (its record answers) or an active job
+    /// holds its unique key.
+    async fn not_inserted(&self, conn: &mut PgConnection, record: &JobRecord) -> Result<JobRecord> {
+        if let Some(existing) = self.row_in(conn, record.job_id).await? {
+            return Ok(existing.record);
+        }
+        if let Some(key) = &record.unique_key {
+            let holder: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
+                "SELECT id FROM {}.jobs WHERE queue = $1 AND unique_key = $2 \
+                 AND finished_ms IS NULL",
+                self.inner.schema
+            ))
+            .bind(&self.inner.queue.queue_name)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.db(e))?;
+            if let Some(holder) = holder {
+                return Err(Error::AlreadyExists {
+                    unique_key: key.clone(),
+                    job_id: JobId::from_uuid(holder),
+                });
+            }
+        }
+        Err(Error::backend(
+            "postgres",
+            format!("job {} was neither inserted nor found", record.job_id),
+        ))
+    }
+
+    /// The record of job `id`.
+    pub async fn get(&self, id: JobId) -> Result<JobRecord> {
+        let mut conn = self.inner.pool.acquire().await.map_err(|e| self.db(e))?;
+        self.row_in(&mut conn, id)
+            .await?
+            .map(|r| r.record)
+            .ok_or(Error::NotFound { id })
+    }
+
+    /// The row of job `id` in this queue, if any.
+    pub(crate) async fn row_in(&self, conn: &mut PgConnection, id: JobId) -> Result<Option<Row>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {}.jobs WHERE id = $1 AND queue = $2",
+            self.inner.schema
+        ))
+        .bind(id.as_uuid())
+        .bind(&self.inner.queue.queue_name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| self.db(e))?;
+        row.as_ref().map(Row::decode).transpose()
+    }
+}
+
+/// What this backend does not store yet is refused by name, never dropped: a job whose
+/// group would not get its group's guarantees.
+fn supported(job: &NewJob) -> Result<()> {
+    if job.options.group.is_some() {
+        return Err(Error::invalid(
+            "groups are not supported by the Postgres backend yet (enqueue without `group`)",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! A job's row: the columns the statements select and order by, and the record (its
+//! `state` and payload). Every write of a row goes through [`write`], so the columns always
+//! agree with the record the core rules produced.
+
+use queue_core::backend::{Millis, to_millis};
+use queue_core::{Error, JobId, JobRecord, LeaseToken, Payload, Result};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row as _};
+
+use crate::error::db_error;
+
+/// The columns a statement reads to rebuild a [`Row`].
+pub(crate) const COLUMNS: &str = "id, place, ready, due_ms, finished_ms, lease_token, \
+     lease_until_ms, claim_worker, claim_id, ended_token, payload, state";
+
+/// A lease as its row holds it.
+#[derive(Clone, Debug)]
+pub(crate) struct Held {
+    pub(crate) token: LeaseToken,
+    pub(crate) until_ms: Millis,
+    pub(crate) worker: String,
+    pub(crate) claim_id: i64,
+}
+
+/// One job as stored.
+#[derive(Clone, Debug)]
+pub(crate) struct Row {
+    pub(crate) record: JobRecord,
+    pub(crate) place: i64,
+    pub(crate) ready: bool,
+    pub(crate) due_ms: Option<Millis>,
+    pub(crate) finished_ms: Option<Millis>,
+    pub(crate) lease: Option<Held>,
+    pub(crate) ended_token: Option<String>,
+}
+
+impl Row {
+    /// Decodes a row selected with [`COLUMNS`].
+    pub(crate) fn decode(row: &PgRow) -> Result<Self> {
+        let id: uuid::Uuid = row.get("id");
+        let id = JobId::from_uuid(id);
+        let state: serde_json::Value = row.get("state");
+        let mut record: JobRecord = serde_json::from_value(state)
+            .map_err(|e| Error::corrupt(format!("job {id}: its stored record: {e}")))?;
+        record.payload = Payload::from_trusted(row.get::<String, _>("payload"));
+        let lease = row
+            .get::<Option<String>, _>("lease_token")
+            .map(|token| Held {
+                token: LeaseToken::new(token),
+                until_ms: row.get::<Option<i64>, _>("lease_until_ms").unwrap_or(0),
+                worker: row
+                    .get::<Option<String>, _>("claim_worker")
+                    .unwrap_or_default(),
+                claim_id: row.get::<Option<i64>, _>("claim_id").unwrap_or(0),
+            });
+        Ok(Self {
+            record,
+            place: row.get("place"),
+            ready: row.get("ready"),
+            due_ms: row.get("due_ms"),
+            finished_ms: row.get("finished_ms"),
+            lease,
+            ended_token: row.get("ended_token"),
+        })
+    }
+
+    /// The record without its payload, as `state` stores it.
+    fn state(&self) -> Result<serde_json::Value> {
+        let mut r = self.record.clone();
+        r.payload = Payload::default();
+        serde_json::to_value(&r).map_err(|e| Error::Codec {
+            context: format!("job {}: encoding its record: {e}", r.job_id),
+            source: None,
+        })
+    }
+}
+
+/// Inserts new rows in one statement, a ready row taking the next place of the queue; a
+/// row whose id or unique key is taken is skipped (`ON CONFLICT DO NOTHING`). Notifies
+/// `channel` (delivered when the transaction commits, never on a rollback) when any row
+/// was inserted. Returns the inserted ids with their places.
+pub(crate) async fn insert(
+    conn: &mut PgConnection,
+    schema: &str,
+    queue: &str,
+    channel: &str,
+    rows: &[Row],
+    secrets: &[String],
+) -> Result<std::collections::HashMap<JobId, i64>> {
+    if rows.is_empty() {
+        return Ok(Default::default());
+    }
+    let n = rows.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut bands = Vec::with_capacity(n);
+    let mut ready = Vec::with_capacity(n);
+    let mut due = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut states = Vec::with_capacity(n);
+    for row in rows {
+        let r = &row.record;
+        ids.push(*r.job_id.as_uuid());
+        statuses.push(r.status.as_str());
+        bands.push(i16::from(r.priority.band()));
+        ready.push(row.ready);
+        due.push(row.due_ms);
+        keys.push(r.unique_key.clone());
+        created.push(to_millis(r.created_at));
+        payloads.push(r.payload.as_str().to_owned());
+        states.push(row.state()?);
+    }
+    let inserted: Vec<(uuid::Uuid, i64)> = sqlx::query_as(&format!(
+        "WITH ins AS (INSERT INTO {schema}.jobs (id, queue, status, band, place, ready, due_ms, \
+         unique_key, created_ms, payload, state) \
+         SELECT id, $1, status, band, \
+         CASE WHEN ready THEN nextval('{schema}.places') ELSE 0 END, \
+         ready, due_ms, unique_key, created_ms, payload, state \
+         FROM unnest($2::uuid[], $3::text[], $4::int2[], $5::bool[], $6::int8[], $7::text[], \
+         $8::int8[], $9::text[], $10::jsonb[]) WITH ORDINALITY \
+         AS t(id, status, band, ready, due_ms, unique_key, created_ms, payload, state, n) \
+         ORDER BY n \
+         ON CONFLICT DO NOTHING RETURNING id, place), \
+         woke AS (SELECT pg_notify($11, $1) WHERE EXISTS (SELECT 1 FROM ins)) \
+         SELECT ins.id, ins.place FROM ins LEFT JOIN woke ON true"
+    ))
+    .bind(queue)
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&bands)
+    .bind(&ready)
+    .bind(&due)
+    .bind(&keys)
+    .bind(&created)
+    .bind(&payloads)
+    .bind(&states)
+    .bind(channel)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| db_error(e, secrets))?;
+    Ok(inserted
+        .into_iter()
+        .map(|(id, place)| (JobId::from_uuid(id), place))
+        .collect())
+}
+
+/// Writes rows back (their record, place and lease) in one statement.
+pub(crate) async fn write(
+    conn: &mut PgConnection,
+    schema: &str,
+    rows: &[Row],
+    secrets: &[String],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let n = rows.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut bands = Vec::with_capacity(n);
+    let mut places = Vec::with_capacity(n);
+    let mut ready = Vec::with_capacity(n);
+    let mut due = Vec::with_capacity(n);
+    let mut finished = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
+    let mut until = Vec::with_capacity(n);
+    let mut workers = Vec::with_capacity(n);
+    let mut claims = Vec::with_capacity(n);
+    let mut ended = Vec::with_capacity(n);
+    let mut states = Vec::with_capacity(n);
+    for row in rows {
+        let r = &row.record;
+        ids.push(*r.job_id.as_uuid());
+        statuses.push(r.status.as_str());
+        bands.push(i16::from(r.priority.band()));
+        places.push(row.place);
+        ready.push(row.ready);
+        due.push(row.due_ms);
+        finished.push(row.finished_ms);
+        tokens.push(row.lease.as_ref().map(|l| l.token.as_str().to_owned()));
+        until.push(row.lease.as_ref().map(|l| l.until_ms));
+        workers.push(row.lease.as_ref().map(|l| l.worker.clone()));
+        claims.push(row.lease.as_ref().map(|l| l.claim_id));
+        ended.push(row.ended_token.clone());
+        states.push(row.state()?);
+    }
+    sqlx::query(&format!(
+        "UPDATE {schema}.jobs AS j SET status = t.status, band = t.band, place = t.place, \
+         ready = t.ready, due_ms = t.due_ms, finished_ms = t.finished_ms, \
+         lease_token = t.lease_token, lease_until_ms = t.lease_until_ms, \
+         claim_worker = t.claim_worker, claim_id = t.claim_id, ended_token = t.ended_token, \
+         state = t.state \
+         FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::int8[], $5::bool[], $6::int8[], \
+         $7::int8[], $8::text[], $9::int8[], $10::text[], $11::int8[], $12::text[], $13::jsonb[]) \
+         AS t(id, status, band, place, ready, due_ms, finished_ms, lease_token, lease_until_ms, \
+         claim_worker, claim_id, ended_token, state) \
+         WHERE j.id = t.id"
+    ))
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&bands)
+    .bind(&places)
+    .bind(&ready)
+    .bind(&due)
+    .bind(&finished)
+    .bind(&tokens)
+    .bind(&until)
+    .bind(&workers)
+    .bind(&claims)
+    .bind(&ended)
+    .bind(&states)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| db_error(e, secrets))?;
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! A fresh schema per test on the Postgres the machine runs (`DCS_DATABASE_URL`, else
+//! `postgres://postgres@127.0.0.1:5432/postgres`), dropped when the test ends, even by a
+//! panic.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+
+use queue_core::{ManualClock, QueueConfig};
+use queue_postgres::{PostgresBackend, PostgresConfig};
+
+pub fn database_url() -> String {
+    std::env::var("DCS_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A schema of this test's own.
+pub struct TestSchema {
+    pub name: String,
+}
+
+impl TestSchema {
+    pub fn new() -> Self {
+        Self {
+            name: format!("t_{}", uuid::Uuid::now_v7().simple()),
+        }
+    }
+
+    pub fn config(&self) -> PostgresConfig {
+        PostgresConfig::new(database_url())
+            .unwrap()
+            .schema(self.name.clone())
+            .unwrap()
+    }
+
+    /// A migrated backend on this schema, on the database's clock.
+    pub async fn backend(&self) -> PostgresBackend {
+        PostgresBackend::builder(self.config())
+            .queue(queue())
+            .migrate(true)
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// A migrated backend on this schema whose time is `clock`.
+    pub async fn backend_at(&self, clock: &ManualClock) -> PostgresBackend {
+        PostgresBackend::builder(self.config())
+            .queue(queue())
+            .migrate(true)
+            .clock(Arc::new(clock.clone()))
+            .connect()
+            .await
+            .expect("connect")
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // On a thread of its own: a test's runtime may be gone or busy.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&database_url()).await {
+                    // Never wait forever on a lock a leaked transaction holds.
+                    let _ = sqlx::query("SET lock_timeout = '20s'")
+                        .execute(&mut conn)
+                        .await;
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn queue() -> QueueConfig {
+    QueueConfig::builder()
+        .queue_name("pg_test")
+        .build()
+        .expect("valid")
+}
