@@ -24,8 +24,11 @@ CREATE TABLE {schema}.jobs (
     -- request sent again (its reply was lost) with what the first send took.
     lease_token     text,
     lease_until_ms  bigint,
+    -- The lease's length: progress reports renew it by as much.
+    lease_ms        bigint,
     claim_worker    text,
     claim_id        bigint,
+    claimed_ms      bigint,
     -- The last lease that ended and what it produced: a finish sent again is answered.
     ended_token     text,
     payload         text     NOT NULL,
@@ -47,3 +50,34 @@ CREATE UNIQUE INDEX jobs_unique_key ON {schema}.jobs (queue, unique_key)
     WHERE unique_key IS NOT NULL AND finished_ms IS NULL;
 -- Retention.
 CREATE INDEX jobs_finished ON {schema}.jobs (queue, finished_ms) WHERE finished_ms IS NOT NULL;
+
+-- Lifetime counters as deltas, added by the transaction that moved them (an enqueue in the
+-- application's transaction counts only if it commits) and never updated in place, so
+-- concurrent transactions never wait on one counter row; the sweep folds them.
+CREATE TABLE {schema}.counts (
+    queue   text   NOT NULL,
+    name    text   NOT NULL,
+    n       bigint NOT NULL
+);
+CREATE INDEX counts_queue ON {schema}.counts (queue, name);
+
+-- Workers, by their last heartbeat.
+CREATE TABLE {schema}.workers (
+    queue      text   NOT NULL,
+    worker     text   NOT NULL,
+    seen_ms    bigint NOT NULL,
+    -- Alive until seen_ms + alive_ms (three of its heartbeat intervals).
+    alive_ms   bigint NOT NULL,
+    info       jsonb  NOT NULL,
+    PRIMARY KEY (queue, worker)
+);
+
+-- Per worker, the newest claim request seen: a request with an id at or below it is one
+-- sent again (its reply was lost) and answers what it took. Forgotten when the worker
+-- deregisters or is found dead: a request it sends again then claims anew.
+CREATE TABLE {schema}.claims (
+    queue   text   NOT NULL,
+    worker  text   NOT NULL,
+    last_id bigint NOT NULL,
+    PRIMARY KEY (queue, worker)
+);

@@ -33,9 +33,16 @@ pub(crate) struct Inner {
     pub(crate) schema: String,
     /// The NOTIFY channel of the schema (`<schema>_wake`; the payload is the queue name).
     pub(crate) channel: String,
+    /// The cancel channel of the schema (`<schema>_cancel`; the payload is
+    /// `<queue> <job id>`).
+    pub(crate) cancel_channel: String,
+    /// Cancel requests heard on the cancel channel.
+    pub(crate) cancels: tokio::sync::broadcast::Sender<queue_core::JobId>,
     pub(crate) secrets: Vec<String>,
     pub(crate) clock: Option<SharedClock>,
     pub(crate) wake: Arc<Notify>,
+    /// Fetches waiting for work now.
+    pub(crate) blocked: queue_core::backend::Blocked,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -123,12 +130,15 @@ impl PostgresBackendBuilder {
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
         let channel = format!("{schema_name}_wake");
+        let cancel_channel = format!("{schema_name}_cancel");
         let wake = Arc::new(Notify::new());
+        let (cancels, _) = tokio::sync::broadcast::channel(1024);
         let listener = tokio::spawn(listen(
             pool.clone(),
-            channel.clone(),
+            [channel.clone(), cancel_channel.clone()],
             self.queue.queue_name.clone(),
             Arc::clone(&wake),
+            cancels.clone(),
         ));
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
@@ -137,9 +147,12 @@ impl PostgresBackendBuilder {
                 config: self.config,
                 queue: self.queue,
                 channel,
+                cancel_channel,
+                cancels,
                 secrets,
                 clock: self.clock,
                 wake,
+                blocked: Default::default(),
                 listener,
             }),
         })
@@ -174,6 +187,11 @@ impl PostgresBackend {
         &self.inner.pool
     }
 
+    /// How many fetches are waiting for work now (a gauge, and what tests wait for).
+    pub fn blocked_fetches(&self) -> usize {
+        self.inner.blocked.count()
+    }
+
     /// The queue's settings.
     pub fn queue_config(&self) -> &QueueConfig {
         &self.inner.queue
@@ -195,9 +213,17 @@ impl PostgresBackend {
     }
 }
 
-/// Listens on the schema's channel and wakes waiting fetches of `queue`; reconnects after
-/// an error (waiters poll meanwhile, every [`POLL`]).
-async fn listen(pool: PgPool, channel: String, queue: String, wake: Arc<Notify>) {
+/// Listens on the schema's channels: wakes waiting fetches of `queue` on its wake-ups and
+/// passes its cancel requests on; reconnects after an error (waiters poll meanwhile, every
+/// [`POLL`]).
+async fn listen(
+    pool: PgPool,
+    channels: [String; 2],
+    queue: String,
+    wake: Arc<Notify>,
+    cancels: tokio::sync::broadcast::Sender<queue_core::JobId>,
+) {
+    let [wake_channel, _] = &channels;
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -207,15 +233,26 @@ async fn listen(pool: PgPool, channel: String, queue: String, wake: Arc<Notify>)
                 continue;
             }
         };
-        if listener.listen(&channel).await.is_err() {
+        if listener
+            .listen_all(channels.iter().map(String::as_str))
+            .await
+            .is_err()
+        {
             tokio::time::sleep(POLL).await;
             continue;
         }
         // Anything may have happened while it was not listening.
         wake.notify_waiters();
         while let Ok(n) = listener.recv().await {
-            if n.payload() == queue {
-                wake.notify_waiters();
+            if n.channel() == wake_channel.as_str() {
+                if n.payload() == queue {
+                    wake.notify_waiters();
+                }
+            } else if let Some((q, id)) = n.payload().split_once(' ')
+                && q == queue
+                && let Ok(id) = id.parse()
+            {
+                let _ = cancels.send(id);
             }
         }
         tokio::time::sleep(POLL).await;

@@ -195,3 +195,165 @@ fn supported(job: &NewJob) -> Result<()> {
     }
     Ok(())
 }
+
+impl PostgresBackend {
+    /// Cancels a job as `rules::on_cancel` decides: a queued job is cancelled now; a
+    /// running one is asked to stop (its holder hears it on the cancel channel and in its
+    /// heartbeat reply).
+    pub async fn cancel(&self, id: JobId) -> Result<queue_core::CancelOutcome> {
+        use queue_core::backend::rules::{self, CancelAction, EffectInput};
+        let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
+        let now = self.now(&mut tx).await?;
+        let mut row = self
+            .row_locked(&mut tx, id)
+            .await?
+            .ok_or(Error::NotFound { id })?;
+        let out = match rules::on_cancel(row.record.status, row.record.cancel_requested) {
+            CancelAction::Cancel => {
+                let input = EffectInput {
+                    now,
+                    ..EffectInput::default()
+                };
+                crate::leases::settle(&mut row, queue_core::backend::Event::Cancel, &input)?;
+                row.due_ms = None;
+                crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets)
+                    .await?;
+                self.count(&mut tx, &[("cancelled", 1)].into_iter().collect())
+                    .await?;
+                queue_core::CancelOutcome::Cancelled
+            }
+            CancelAction::Request => {
+                row.record.cancel_requested = true;
+                crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets)
+                    .await?;
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(&self.inner.cancel_channel)
+                    .bind(format!("{} {id}", self.inner.queue.queue_name))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                queue_core::CancelOutcome::Requested
+            }
+            CancelAction::AlreadyRequested => queue_core::CancelOutcome::Requested,
+            CancelAction::Refuse => {
+                return Err(Error::InvalidTransition {
+                    id,
+                    from: row.record.status,
+                    event: queue_core::backend::Event::Cancel,
+                });
+            }
+        };
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(out)
+    }
+
+    /// Re-queues a finished, unsuccessful job at the back of its priority (or of
+    /// `priority`), as `Event::ManualRetry` allows; refused while another active job holds
+    /// its unique key.
+    pub async fn retry(
+        &self,
+        id: JobId,
+        priority: Option<queue_core::Priority>,
+    ) -> Result<JobRecord> {
+        use queue_core::backend::rules::EffectInput;
+        use queue_core::backend::{Event, apply};
+        let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
+        let now = self.now(&mut tx).await?;
+        let mut row = self
+            .row_locked(&mut tx, id)
+            .await?
+            .ok_or(Error::NotFound { id })?;
+        apply(row.record.status, Event::ManualRetry).map_err(|e| Error::InvalidTransition {
+            id,
+            from: e.from,
+            event: e.event,
+        })?;
+        if let Some(p) = priority {
+            row.record.priority = p;
+        }
+        let input = EffectInput {
+            now,
+            ..EffectInput::default()
+        };
+        crate::leases::settle(&mut row, Event::ManualRetry, &input)?;
+        row.finished_ms = None;
+        self.place_at_back(&mut tx, std::slice::from_mut(&mut row))
+            .await?;
+        let key = row.record.unique_key.clone();
+        // The unique index refuses the update while another active job holds the key.
+        let written = crate::rows::write(
+            &mut tx,
+            &self.inner.schema,
+            std::slice::from_ref(&row),
+            &self.inner.secrets,
+        )
+        .await;
+        if let (Err(e), Some(key)) = (&written, &key)
+            && e.to_string().contains("jobs_unique_key")
+        {
+            drop(tx);
+            let holder = self.key_holder(key).await?;
+            return Err(Error::AlreadyExists {
+                unique_key: key.clone(),
+                job_id: holder.unwrap_or(id),
+            });
+        }
+        written?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.inner.channel)
+            .bind(&self.inner.queue.queue_name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(row.record)
+    }
+
+    /// The active job holding `key`, if any.
+    async fn key_holder(&self, key: &str) -> Result<Option<JobId>> {
+        let holder: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
+            "SELECT id FROM {}.jobs WHERE queue = $1 AND unique_key = $2 AND finished_ms IS NULL",
+            self.inner.schema
+        ))
+        .bind(&self.inner.queue.queue_name)
+        .bind(key)
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(|e| self.db(e))?;
+        Ok(holder.map(JobId::from_uuid))
+    }
+
+    /// The row of job `id`, locked for this transaction.
+    pub(crate) async fn row_locked(
+        &self,
+        conn: &mut PgConnection,
+        id: JobId,
+    ) -> Result<Option<Row>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {}.jobs WHERE id = $1 AND queue = $2 FOR UPDATE",
+            self.inner.schema
+        ))
+        .bind(id.as_uuid())
+        .bind(&self.inner.queue.queue_name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| self.db(e))?;
+        row.as_ref().map(Row::decode).transpose()
+    }
+
+    /// Adds counter deltas in this transaction.
+    pub(crate) async fn count(
+        &self,
+        conn: &mut PgConnection,
+        deltas: &std::collections::BTreeMap<&'static str, i64>,
+    ) -> Result<()> {
+        crate::rows::count(
+            conn,
+            &self.inner.schema,
+            &self.inner.queue.queue_name,
+            deltas,
+            &self.inner.secrets,
+        )
+        .await
+    }
+}

@@ -9,9 +9,10 @@ use std::time::Duration;
 use queue_core::backend::rules::{self, AttemptFacts, EffectInput, Placement};
 use queue_core::backend::{
     ClaimRequest, Ending, Event, FinishedMany, HeartbeatReply, Lease, LeaseRef, MAX_CLAIM,
-    MAX_ENDINGS, Millis, Outcome, duration_ms, from_millis, lease_holds,
+    MAX_ENDINGS, Millis, Outcome, ProgressReply, WorkerBeat, check_progress, duration_ms,
+    from_millis, lease_holds,
 };
-use queue_core::{Error, JobId, JobStatus, LeaseToken, Result};
+use queue_core::{Error, JobId, JobStatus, LeaseToken, Limits, Result};
 use sqlx::PgConnection;
 
 use crate::PostgresBackend;
@@ -37,6 +38,7 @@ impl PostgresBackend {
             if let Some(due) = next_due {
                 nap = nap.min(Duration::from_millis(due));
             }
+            let _blocked = self.inner.blocked.enter();
             let _ = tokio::time::timeout(nap, woken).await;
         }
     }
@@ -45,12 +47,12 @@ impl PostgresBackend {
     /// long until the earliest delayed job is due (ms).
     async fn claim(&self, req: &ClaimRequest) -> Result<(Vec<Lease>, Option<u64>)> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let again = self.claimed_before(&mut tx, req).await?;
+        let now = self.now(&mut tx).await?;
+        let again = self.claimed_before(&mut tx, req, now).await?;
         if !again.is_empty() {
             tx.commit().await.map_err(|e| self.db(e))?;
             return Ok((again, None));
         }
-        let now = self.now(&mut tx).await?;
         self.promote(&mut tx, now).await?;
         let leases = self.take(&mut tx, req, now).await?;
         let next_due = if leases.is_empty() {
@@ -62,21 +64,41 @@ impl PostgresBackend {
         Ok((leases, next_due))
     }
 
-    /// The leases a request took on an earlier send that are still held.
+    /// A request sent again (its id at or below the newest the worker sent) answers the
+    /// leases it took that are still held, oldest first, at most `req.size()`; a new one is
+    /// recorded as the newest. Empty: claim anew.
     async fn claimed_before(
         &self,
         conn: &mut PgConnection,
         req: &ClaimRequest,
+        now: Millis,
     ) -> Result<Vec<Lease>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND claim_worker = $2 \
-             AND claim_id = $3 AND lease_token IS NOT NULL ORDER BY band, place LIMIT $4",
-            self.inner.schema
+        let s = &self.inner.schema;
+        let q = &self.inner.queue.queue_name;
+        let last: Option<i64> = sqlx::query_scalar(&format!(
+            "INSERT INTO {s}.claims AS c (queue, worker, last_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (queue, worker) DO UPDATE SET last_id = greatest(c.last_id, $3) \
+             RETURNING (SELECT last_id FROM {s}.claims WHERE queue = $1 AND worker = $2)"
         ))
-        .bind(&self.inner.queue.queue_name)
+        .bind(q)
+        .bind(req.worker.as_str())
+        .bind(claim_id(req))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| self.db(e))?;
+        if last.is_none_or(|last| claim_id(req) > last) {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {s}.jobs WHERE queue = $1 AND claim_worker = $2 \
+             AND claim_id = $3 AND lease_token IS NOT NULL AND lease_until_ms > $5 \
+             ORDER BY claimed_ms, id LIMIT $4"
+        ))
+        .bind(q)
         .bind(req.worker.as_str())
         .bind(claim_id(req))
         .bind(req.size() as i64)
+        .bind(now)
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| self.db(e))?;
@@ -141,6 +163,8 @@ impl PostgresBackend {
             row.lease = Some(Held {
                 token: LeaseToken::generate(),
                 until_ms: until,
+                lease_ms: duration_ms(req.lease),
+                claimed_ms: now,
                 worker: req.worker.as_str().to_owned(),
                 claim_id: claim_id(req),
             });
@@ -224,6 +248,7 @@ impl PostgresBackend {
         let limits = self.inner.queue.limits;
         let mut statuses = Vec::with_capacity(endings.len());
         let mut changed: Vec<JobId> = Vec::new();
+        let mut deltas = std::collections::BTreeMap::new();
         for Ending { lease, outcome } in endings {
             let id = lease.job_id;
             let Some(row) = held.get_mut(&id) else {
@@ -246,6 +271,9 @@ impl PostgresBackend {
             let event = rules::settle(outcome.kind(), AttemptFacts::of(&row.record));
             let input = EffectInput::of_outcome(outcome, now, &limits);
             settle(row, event, &input)?;
+            if let Some(name) = rules::counter(event) {
+                *deltas.entry(name).or_insert(0) += 1;
+            }
             row.ended_token = Some(lease.token.as_str().to_owned());
             statuses.push(Ok(row.record.status));
             changed.push(id);
@@ -258,12 +286,17 @@ impl PostgresBackend {
         }
         self.place_at_back(&mut tx, &mut written).await?;
         crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
+        self.count(&mut tx, &deltas).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(statuses)
     }
 
     /// Rows marked for the back of their priority (`place == -1`) take the next places.
-    async fn place_at_back(&self, conn: &mut PgConnection, rows: &mut [Row]) -> Result<()> {
+    pub(crate) async fn place_at_back(
+        &self,
+        conn: &mut PgConnection,
+        rows: &mut [Row],
+    ) -> Result<()> {
         let n = rows.iter().filter(|r| r.place == -1).count();
         if n == 0 {
             return Ok(());
@@ -283,23 +316,29 @@ impl PostgresBackend {
         Ok(())
     }
 
-    /// Renews the leases `worker` still holds (each fenced by its token); answers those
-    /// lost and those whose cancel was requested.
-    pub async fn heartbeat(&self, leases: &[LeaseRef], lease: Duration) -> Result<HeartbeatReply> {
+    /// Renews the leases the worker still holds (each fenced by its token) by `beat.lease`
+    /// and records the worker as alive; answers the leases lost and those whose cancel was
+    /// requested.
+    pub async fn heartbeat(
+        &self,
+        beat: &WorkerBeat,
+        leases: &[LeaseRef],
+    ) -> Result<HeartbeatReply> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
         let now = self.now(&mut tx).await?;
+        self.seen(&mut tx, beat, now).await?;
         let ids: Vec<uuid::Uuid> = leases.iter().map(|l| *l.job_id.as_uuid()).collect();
         let tokens: Vec<String> = leases.iter().map(|l| l.token.as_str().to_owned()).collect();
-        let renewed: Vec<(uuid::Uuid, bool)> = sqlx::query_as(&format!(
+        let renewed: Vec<(uuid::Uuid, String, bool)> = sqlx::query_as(&format!(
             "UPDATE {}.jobs AS j SET lease_until_ms = $3 \
              FROM unnest($1::uuid[], $2::text[]) AS t(id, token) \
              WHERE j.id = t.id AND j.lease_token = t.token AND j.lease_until_ms > $4 \
-             RETURNING j.id, coalesce((j.state->>'cancel_requested')::bool, false)",
+             RETURNING j.id, j.lease_token, coalesce((j.state->>'cancel_requested')::bool, false)",
             self.inner.schema
         ))
         .bind(&ids)
         .bind(&tokens)
-        .bind(now.saturating_add(duration_ms(lease)))
+        .bind(now.saturating_add(duration_ms(beat.lease)))
         .bind(now)
         .fetch_all(&mut *tx)
         .await
@@ -307,12 +346,50 @@ impl PostgresBackend {
         tx.commit().await.map_err(|e| self.db(e))?;
         let mut reply = HeartbeatReply::default();
         for l in leases {
-            match renewed.iter().find(|(id, _)| id == l.job_id.as_uuid()) {
+            let renewal = renewed
+                .iter()
+                .find(|(id, token, _)| id == l.job_id.as_uuid() && token == l.token.as_str());
+            match renewal {
                 None => reply.lost.push(l.clone()),
-                Some((_, true)) => reply.cancel.push(l.clone()),
-                Some((_, false)) => {}
+                Some((_, _, true)) => reply.cancel.push(l.clone()),
+                Some((_, _, false)) => {}
             }
         }
+        Ok(reply)
+    }
+
+    /// Records progress on a held attempt (never backwards, its step bounded; an empty step
+    /// clears it) and renews the lease by its length.
+    pub async fn progress(
+        &self,
+        lease: &LeaseRef,
+        progress: u8,
+        step: Option<String>,
+    ) -> Result<ProgressReply> {
+        check_progress(progress)?;
+        let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
+        let now = self.now(&mut tx).await?;
+        let id = lease.job_id;
+        let Some(mut row) = self.row_locked(&mut tx, id).await? else {
+            return Err(Error::LeaseLost { id });
+        };
+        let held = row.lease.as_ref().map(|l| (l.token.as_str(), l.until_ms));
+        if !lease_holds(held, lease.token.as_str(), now) {
+            return Err(Error::LeaseLost { id });
+        }
+        let r = &mut row.record;
+        r.progress = r.progress.max(progress);
+        if let Some(s) = Limits::bound_step(step) {
+            r.current_step = (!s.is_empty()).then_some(s);
+        }
+        let reply = ProgressReply {
+            cancel_requested: r.cancel_requested,
+        };
+        if let Some(l) = row.lease.as_mut() {
+            l.until_ms = now.saturating_add(l.lease_ms);
+        }
+        crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
+        tx.commit().await.map_err(|e| self.db(e))?;
         Ok(reply)
     }
 
@@ -333,8 +410,10 @@ impl PostgresBackend {
         .await
         .map_err(|e| self.db(e))?;
         let mut written = Vec::with_capacity(rows.len());
+        let mut deltas = std::collections::BTreeMap::new();
         for r in &rows {
             let mut row = Row::decode(r)?;
+            *deltas.entry("recovered").or_insert(0) += 1;
             let facts = AttemptFacts::of(&row.record);
             let worker = row.record.worker_id.clone().unwrap_or_default();
             let input = EffectInput {
@@ -342,11 +421,16 @@ impl PostgresBackend {
                 error: Some(rules::lease_expired_message(&worker, facts.retries_left)),
                 ..EffectInput::default()
             };
-            settle(&mut row, rules::on_lease_expired(facts), &input)?;
+            let event = rules::on_lease_expired(facts);
+            settle(&mut row, event, &input)?;
+            if let Some(name) = rules::counter(event) {
+                *deltas.entry(name).or_insert(0) += 1;
+            }
             written.push(row);
         }
         self.place_at_back(&mut tx, &mut written).await?;
         crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
+        self.count(&mut tx, &deltas).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(written.iter().map(|r| r.record.job_id).collect())
     }
@@ -355,7 +439,7 @@ impl PostgresBackend {
 /// Applies `event` to a leased row and places it where `rules::placement` says; the lease
 /// ends. A row for the back of its priority is marked `place == -1` (the caller numbers
 /// them).
-fn settle(row: &mut Row, event: Event, input: &EffectInput) -> Result<()> {
+pub(crate) fn settle(row: &mut Row, event: Event, input: &EffectInput) -> Result<()> {
     let id = row.record.job_id;
     row.record
         .apply_event(event, input)

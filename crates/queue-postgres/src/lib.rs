@@ -1,12 +1,17 @@
 #![doc = include_str!("../README.md")]
 
 mod backend;
+mod broker;
 mod config;
 mod error;
 mod jobs;
 mod leases;
+mod listing;
 mod migrate;
+mod retention;
 mod rows;
+mod store;
+mod workers;
 
 pub use backend::{POLL, PostgresBackend, PostgresBackendBuilder};
 pub use config::{

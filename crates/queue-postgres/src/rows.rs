@@ -11,15 +11,17 @@ use crate::error::db_error;
 
 /// The columns a statement reads to rebuild a [`Row`].
 pub(crate) const COLUMNS: &str = "id, place, ready, due_ms, finished_ms, lease_token, \
-     lease_until_ms, claim_worker, claim_id, ended_token, payload, state";
+     lease_until_ms, lease_ms, claim_worker, claim_id, claimed_ms, ended_token, payload, state";
 
 /// A lease as its row holds it.
 #[derive(Clone, Debug)]
 pub(crate) struct Held {
     pub(crate) token: LeaseToken,
     pub(crate) until_ms: Millis,
+    pub(crate) lease_ms: Millis,
     pub(crate) worker: String,
     pub(crate) claim_id: i64,
+    pub(crate) claimed_ms: Millis,
 }
 
 /// One job as stored.
@@ -48,10 +50,12 @@ impl Row {
             .map(|token| Held {
                 token: LeaseToken::new(token),
                 until_ms: row.get::<Option<i64>, _>("lease_until_ms").unwrap_or(0),
+                lease_ms: row.get::<Option<i64>, _>("lease_ms").unwrap_or(0),
                 worker: row
                     .get::<Option<String>, _>("claim_worker")
                     .unwrap_or_default(),
                 claim_id: row.get::<Option<i64>, _>("claim_id").unwrap_or(0),
+                claimed_ms: row.get::<Option<i64>, _>("claimed_ms").unwrap_or(0),
             });
         Ok(Self {
             record,
@@ -123,7 +127,9 @@ pub(crate) async fn insert(
          AS t(id, status, band, ready, due_ms, unique_key, created_ms, payload, state, n) \
          ORDER BY n \
          ON CONFLICT DO NOTHING RETURNING id, place), \
-         woke AS (SELECT pg_notify($11, $1) WHERE EXISTS (SELECT 1 FROM ins)) \
+         woke AS (SELECT pg_notify($11, $1) WHERE EXISTS (SELECT 1 FROM ins)), \
+         counted AS (INSERT INTO {schema}.counts (queue, name, n) \
+         SELECT $1, 'enqueued', count(*) FROM ins HAVING count(*) > 0) \
          SELECT ins.id, ins.place FROM ins LEFT JOIN woke ON true"
     ))
     .bind(queue)
@@ -166,6 +172,8 @@ pub(crate) async fn write(
     let mut finished = Vec::with_capacity(n);
     let mut tokens = Vec::with_capacity(n);
     let mut until = Vec::with_capacity(n);
+    let mut lease_ms = Vec::with_capacity(n);
+    let mut claimed_ms = Vec::with_capacity(n);
     let mut workers = Vec::with_capacity(n);
     let mut claims = Vec::with_capacity(n);
     let mut ended = Vec::with_capacity(n);
@@ -181,6 +189,8 @@ pub(crate) async fn write(
         finished.push(row.finished_ms);
         tokens.push(row.lease.as_ref().map(|l| l.token.as_str().to_owned()));
         until.push(row.lease.as_ref().map(|l| l.until_ms));
+        lease_ms.push(row.lease.as_ref().map(|l| l.lease_ms));
+        claimed_ms.push(row.lease.as_ref().map(|l| l.claimed_ms));
         workers.push(row.lease.as_ref().map(|l| l.worker.clone()));
         claims.push(row.lease.as_ref().map(|l| l.claim_id));
         ended.push(row.ended_token.clone());
@@ -191,11 +201,12 @@ pub(crate) async fn write(
          ready = t.ready, due_ms = t.due_ms, finished_ms = t.finished_ms, \
          lease_token = t.lease_token, lease_until_ms = t.lease_until_ms, \
          claim_worker = t.claim_worker, claim_id = t.claim_id, ended_token = t.ended_token, \
-         state = t.state \
+         state = t.state, lease_ms = t.lease_ms, claimed_ms = t.claimed_ms \
          FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::int8[], $5::bool[], $6::int8[], \
-         $7::int8[], $8::text[], $9::int8[], $10::text[], $11::int8[], $12::text[], $13::jsonb[]) \
+         $7::int8[], $8::text[], $9::int8[], $10::text[], $11::int8[], $12::text[], $13::jsonb[], \
+         $14::int8[], $15::int8[]) \
          AS t(id, status, band, place, ready, due_ms, finished_ms, lease_token, lease_until_ms, \
-         claim_worker, claim_id, ended_token, state) \
+         claim_worker, claim_id, ended_token, state, lease_ms, claimed_ms) \
          WHERE j.id = t.id"
     ))
     .bind(&ids)
@@ -211,6 +222,34 @@ pub(crate) async fn write(
     .bind(&claims)
     .bind(&ended)
     .bind(&states)
+    .bind(&lease_ms)
+    .bind(&claimed_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| db_error(e, secrets))?;
+    Ok(())
+}
+
+/// Adds lifetime counter deltas (`queue_core::backend::rules::counter` names), in the
+/// caller's transaction.
+pub(crate) async fn count(
+    conn: &mut PgConnection,
+    schema: &str,
+    queue: &str,
+    deltas: &std::collections::BTreeMap<&'static str, i64>,
+    secrets: &[String],
+) -> Result<()> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = deltas.keys().copied().collect();
+    let ns: Vec<i64> = deltas.values().copied().collect();
+    sqlx::query(&format!(
+        "INSERT INTO {schema}.counts (queue, name, n) SELECT $1, * FROM unnest($2::text[], $3::int8[])"
+    ))
+    .bind(queue)
+    .bind(&names)
+    .bind(&ns)
     .execute(&mut *conn)
     .await
     .map_err(|e| db_error(e, secrets))?;

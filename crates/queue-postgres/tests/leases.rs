@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use queue_core::backend::{ClaimRequest, LeaseRef, Outcome};
+use queue_core::backend::{ClaimRequest, LeaseRef, Outcome, WorkerBeat};
 use queue_core::{Error, JobStatus, LeaseToken, ManualClock, NewJob, Priority, WorkerId};
 use support::TestSchema;
 
@@ -17,6 +17,21 @@ fn job(n: u32) -> NewJob {
 
 fn n_of(job: &queue_core::JobRecord) -> u64 {
     job.payload.to_value()["n"].as_u64().unwrap()
+}
+
+fn beat(worker: &str) -> WorkerBeat {
+    WorkerBeat {
+        worker: WorkerId::new(worker),
+        host: "test-host".into(),
+        pid: 42,
+        concurrency: 3,
+        version: "1.2.3".into(),
+        tasks: vec!["pg".into()],
+        schemas: Default::default(),
+        started_at: queue_core::backend::from_millis(0),
+        lease: Duration::from_secs(30),
+        interval: Duration::from_secs(10),
+    }
 }
 
 fn req(worker: &str, max: usize) -> ClaimRequest {
@@ -70,10 +85,11 @@ async fn priority_then_fifo_and_a_resent_claim_takes_nothing_more() {
     assert!(leases.iter().all(|l| l.job.status == JobStatus::Processing));
     // The reply was lost: the same request answers the same leases, takes no more.
     let again = q.fetch(&first, Duration::ZERO).await.unwrap();
+    // Answered oldest first, by start then id: compared as sets here.
     let ids = |ls: &[queue_core::backend::Lease]| {
-        ls.iter()
-            .map(|l| (l.job.job_id, l.token.clone()))
-            .collect::<Vec<_>>()
+        let mut v: Vec<_> = ls.iter().map(|l| (l.job.job_id, l.token.clone())).collect();
+        v.sort();
+        v
     };
     assert_eq!(ids(&again), ids(&leases));
     let rest = q.fetch(&req("w1", 10), Duration::ZERO).await.unwrap();
@@ -181,10 +197,7 @@ async fn an_expired_lease_is_recovered_in_place_and_its_holder_fenced_out() {
     assert_eq!(n_of(&old.job), 1);
     // Renewed while alive.
     clock.advance(Duration::from_secs(20));
-    let reply = q
-        .heartbeat(&[old.to_ref()], Duration::from_secs(30))
-        .await
-        .unwrap();
+    let reply = q.heartbeat(&beat("w1"), &[old.to_ref()]).await.unwrap();
     assert!(reply.lost.is_empty() && reply.cancel.is_empty());
     clock.advance(Duration::from_secs(20));
     assert!(
@@ -193,10 +206,7 @@ async fn an_expired_lease_is_recovered_in_place_and_its_holder_fenced_out() {
     );
     clock.advance(Duration::from_secs(11));
     assert_eq!(q.reap(100).await.unwrap(), vec![old.job.job_id]);
-    let reply = q
-        .heartbeat(&[old.to_ref()], Duration::from_secs(30))
-        .await
-        .unwrap();
+    let reply = q.heartbeat(&beat("w1"), &[old.to_ref()]).await.unwrap();
     assert_eq!(reply.lost, vec![old.to_ref()]);
     // Back at its old place: before job 2.
     let next = q

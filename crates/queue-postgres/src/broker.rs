@@ -1,0 +1,111 @@
+//! The `Broker` contract on Postgres (see `store.rs` for what is not there yet).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use queue_core::backend::{
+    Broker, CancelStream, ClaimRequest, ClaimedDelivery, Ending, FinishedMany, HeartbeatReply,
+    Lease, LeaseRef, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten, Settle,
+    StoredSchedules, WorkerBeat,
+};
+use queue_core::{JobId, Result, WorkerId};
+
+use crate::PostgresBackend;
+use crate::store::not_yet;
+
+#[async_trait]
+impl Broker for PostgresBackend {
+    async fn fetch(&self, req: &ClaimRequest, wait: Duration) -> Result<Vec<Lease>> {
+        PostgresBackend::fetch(self, req, wait).await
+    }
+
+    async fn heartbeat(&self, beat: &WorkerBeat, leases: &[LeaseRef]) -> Result<HeartbeatReply> {
+        PostgresBackend::heartbeat(self, beat, leases).await
+    }
+
+    async fn progress(
+        &self,
+        lease: &LeaseRef,
+        progress: u8,
+        step: Option<String>,
+    ) -> Result<ProgressReply> {
+        PostgresBackend::progress(self, lease, progress, step).await
+    }
+
+    async fn finish_many(
+        &self,
+        endings: Vec<Ending>,
+        next: Option<ClaimRequest>,
+    ) -> Result<FinishedMany> {
+        PostgresBackend::finish_many(self, endings, next).await
+    }
+
+    async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {
+        PostgresBackend::reap(self, limit).await
+    }
+
+    async fn deregister(&self, worker: &WorkerId) -> Result<()> {
+        PostgresBackend::deregister(self, worker).await
+    }
+
+    async fn sweep(&self, limit: usize) -> Result<usize> {
+        PostgresBackend::sweep(self, limit).await
+    }
+
+    async fn cancellations(&self) -> Result<CancelStream> {
+        let rx = self.inner.cancels.subscribe();
+        Ok(Box::pin(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(id) => return Some((id, rx)),
+                        // Missed requests reach their holders in the heartbeat replies.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            },
+        )))
+    }
+
+    async fn read_schedules(&self, _read: &ScheduleRead) -> Result<StoredSchedules> {
+        // None can be stored yet (`write_schedule` refuses them): the answer is the
+        // database's now and no schedule.
+        let mut conn = self.inner.pool.acquire().await.map_err(|e| self.db(e))?;
+        Ok(StoredSchedules {
+            now_ms: self.now(&mut conn).await?,
+            schedules: Vec::new(),
+            next_due_ms: None,
+        })
+    }
+
+    async fn write_schedule(&self, _write: ScheduleWrite) -> Result<ScheduleWritten> {
+        Err(not_yet("schedules"))
+    }
+
+    async fn claim_deliveries(
+        &self,
+        _limit: usize,
+        _lease: Duration,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        // No webhook can be stored yet, so no delivery is ever due.
+        Ok(Vec::new())
+    }
+
+    async fn settle_delivery(&self, _id: &str, _claimed: &str, _settle: Settle) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+impl std::fmt::Display for PostgresBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "postgres {} schema {} queue {}",
+            self.inner.config.redacted_url(),
+            self.inner.config.schema_name(),
+            self.inner.queue.queue_name
+        )
+    }
+}

@@ -1,0 +1,104 @@
+//! The `JobStore` contract on Postgres. What this backend does not store yet answers
+//! [`not_yet`] by name (issue 26): it never pretends to have stored it.
+
+use async_trait::async_trait;
+use queue_core::{
+    CancelOutcome, Control, EventStream, Flow, GroupList, GroupStats, JobId, JobRecord, JobStore,
+    ListQuery, NewJob, Page, Priority, QueueStats, Result, Series, SeriesSpan, WorkerInfo,
+};
+
+use crate::PostgresBackend;
+
+/// The answer of a part of the contract this backend does not implement yet.
+pub(crate) fn not_yet(what: &str) -> queue_core::Error {
+    queue_core::Error::backend(
+        "postgres",
+        format!("{what} is not supported by the Postgres backend yet"),
+    )
+}
+
+#[async_trait]
+impl JobStore for PostgresBackend {
+    async fn enqueue(&self, job: NewJob) -> Result<JobRecord> {
+        PostgresBackend::enqueue(self, job).await
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
+        PostgresBackend::enqueue_many(self, jobs).await
+    }
+
+    async fn enqueue_flow(&self, _flow: Flow) -> Result<JobRecord> {
+        Err(not_yet("flows"))
+    }
+
+    async fn add_children(&self, _parent: JobId, _children: Vec<Flow>) -> Result<Vec<JobRecord>> {
+        Err(not_yet("flows"))
+    }
+
+    async fn get(&self, id: JobId) -> Result<JobRecord> {
+        PostgresBackend::get(self, id).await
+    }
+
+    async fn list(&self, _query: &ListQuery) -> Result<Page> {
+        Err(not_yet("listing jobs"))
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
+        PostgresBackend::cancel(self, id).await
+    }
+
+    async fn retry(&self, id: JobId, priority: Option<Priority>) -> Result<JobRecord> {
+        PostgresBackend::retry(self, id, priority).await
+    }
+
+    async fn delete(&self, id: JobId) -> Result<JobRecord> {
+        PostgresBackend::delete(self, id).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        PostgresBackend::stats(self).await
+    }
+
+    async fn series(&self, _span: SeriesSpan) -> Result<Series> {
+        Err(not_yet("the charts' series"))
+    }
+
+    async fn group(&self, _group: &str) -> Result<GroupStats> {
+        Err(not_yet("groups"))
+    }
+
+    async fn groups(&self, _limit: usize) -> Result<GroupList> {
+        Err(not_yet("groups"))
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        PostgresBackend::workers(self).await
+    }
+
+    async fn control(&self, change: Control) -> Result<()> {
+        change.check()?;
+        Err(not_yet(match change {
+            Control::Pause | Control::Resume => "pausing the queue",
+            Control::RateLimit(_) => "rate limits",
+            Control::Group { .. } => "groups",
+            Control::PutWebhook(_) | Control::DeleteWebhook(_) => "webhooks",
+        }))
+    }
+
+    async fn webhooks(&self) -> Result<Vec<queue_core::Webhook>> {
+        // None can be stored yet (`control` refuses them), so there are none.
+        Ok(Vec::new())
+    }
+
+    async fn deliveries(&self, _parked: bool, _limit: usize) -> Result<Vec<queue_core::Delivery>> {
+        Ok(Vec::new())
+    }
+
+    async fn resend_delivery(&self, _id: &str) -> Result<bool> {
+        Ok(false)
+    }
+
+    async fn subscribe<'a>(&self, _after: Option<&'a str>) -> Result<EventStream> {
+        Err(not_yet("the event log"))
+    }
+}
