@@ -32,7 +32,10 @@ CREATE TABLE {schema}.jobs (
     -- The last lease that ended and what it produced: a finish sent again is answered.
     ended_token     text,
     payload         text     NOT NULL,
-    state           jsonb    NOT NULL
+    state           jsonb    NOT NULL,
+    -- Where listings show it (queue_core::backend::listed_at): when it finished, else
+    -- when it was created.
+    listed_ms       bigint   GENERATED ALWAYS AS (coalesce(finished_ms, created_ms)) STORED
 );
 
 CREATE SEQUENCE {schema}.places;
@@ -48,6 +51,11 @@ CREATE INDEX jobs_claims ON {schema}.jobs (queue, claim_worker, claim_id) WHERE 
 -- a transaction not yet committed holds it too (a second insert waits for that commit).
 CREATE UNIQUE INDEX jobs_unique_key ON {schema}.jobs (queue, unique_key)
     WHERE unique_key IS NOT NULL AND finished_ms IS NULL;
+-- Listings, newest first: every job, one status, one unique key's history.
+CREATE INDEX jobs_listed ON {schema}.jobs (queue, listed_ms, id);
+CREATE INDEX jobs_by_status ON {schema}.jobs (queue, status, listed_ms, id);
+CREATE INDEX jobs_by_key ON {schema}.jobs (queue, unique_key, created_ms, id)
+    WHERE unique_key IS NOT NULL;
 -- Retention.
 CREATE INDEX jobs_finished ON {schema}.jobs (queue, finished_ms) WHERE finished_ms IS NOT NULL;
 

@@ -1,12 +1,70 @@
-//! Listings and counts: `stats` (counts by status, depth per priority, lifetime totals).
+//! Listings and counts: pages of jobs newest first (`list`), and `stats` (counts by status,
+//! depth per priority, lifetime totals).
 
 use std::collections::BTreeMap;
 
-use queue_core::{LifetimeTotals, Priority, QueueStats, Result};
+use queue_core::backend::encode_cursor;
+use queue_core::{LifetimeTotals, ListQuery, Page, Priority, QueueStats, Result};
+
+use crate::rows::{COLUMNS, Row};
 
 use crate::PostgresBackend;
 
 impl PostgresBackend {
+    /// A page of jobs, newest first (ties by id), as
+    /// [`JobStore::list`](queue_core::JobStore::list): every job or one status by where
+    /// it is listed (`listed_at`), one unique key's history by creation.
+    pub async fn list(&self, query: &ListQuery) -> Result<Page> {
+        let position = query.position()?;
+        if query.parent.is_some() {
+            return Err(crate::store::not_yet("flows"));
+        }
+        if query.waiting_on_children {
+            // No job can have children yet (flows are not stored): none waits on them.
+            return Ok(Page {
+                jobs: Vec::new(),
+                next_cursor: None,
+            });
+        }
+        let by_key = query.unique_key.is_some();
+        let at = if by_key { "created_ms" } else { "listed_ms" };
+        let (after_at, after_id) = match position {
+            Some((ms, id)) => (Some(ms), Some(*id.as_uuid())),
+            None => (None, None),
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS}, {at} AS at FROM {s}.jobs WHERE queue = $1 \
+             AND ($2::text IS NULL OR status = $2) \
+             AND ($3::text IS NULL OR unique_key = $3) \
+             AND ($4::int8 IS NULL OR ({at}, id) < ($4, $5)) \
+             ORDER BY {at} DESC, id DESC LIMIT $6",
+            s = self.inner.schema
+        ))
+        .bind(&self.inner.queue.queue_name)
+        .bind(query.status.map(|s| s.as_str()))
+        .bind(query.unique_key.as_deref())
+        .bind(after_at)
+        .bind(after_id)
+        .bind(query.limit as i64 + 1)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(|e| self.db(e))?;
+        let mut jobs = Vec::with_capacity(rows.len().min(query.limit));
+        let mut next_cursor = None;
+        let mut last = None;
+        for r in &rows {
+            if jobs.len() == query.limit {
+                let (at, id) = last.expect("limit is at least 1");
+                next_cursor = Some(encode_cursor(at, id));
+                break;
+            }
+            let row = Row::decode(r)?;
+            last = Some((sqlx::Row::get::<i64, _>(r, "at"), row.record.job_id));
+            jobs.push(row.record);
+        }
+        Ok(Page { jobs, next_cursor })
+    }
+
     /// The queue's counts, as [`JobStore::stats`](queue_core::JobStore::stats).
     pub async fn stats(&self) -> Result<QueueStats> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;

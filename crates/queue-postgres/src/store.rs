@@ -39,8 +39,8 @@ impl JobStore for PostgresBackend {
         PostgresBackend::get(self, id).await
     }
 
-    async fn list(&self, _query: &ListQuery) -> Result<Page> {
-        Err(not_yet("listing jobs"))
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        PostgresBackend::list(self, query).await
     }
 
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {

@@ -29,6 +29,11 @@ async fn fresh(clock: ManualClock) -> Harness {
 
 queue_testkit::conformance_tests!(@cases fresh;
     priority_then_fifo,
+    bad_input_is_refused,
+    unique_key_race_has_one_winner,
+    list_by_status_and_unique_key,
+    list_pages_through_ties,
+    finished_jobs_list_by_when_they_finished,
     delayed_jobs_wait,
     unique_key_refused_while_active,
     enqueue_with_same_id_is_idempotent,
