@@ -89,3 +89,35 @@ CREATE TABLE {schema}.claims (
     last_id bigint NOT NULL,
     PRIMARY KEY (queue, worker)
 );
+
+-- Events. A transaction that changes a job adds its events to the outbox (they exist only
+-- if it commits); the sequencer (whichever process holds the queue's advisory lock) moves
+-- them, in the order they were added, into the log with the queue's next sequence numbers:
+-- a job's later transition waited for the earlier one's commit, so it was added later and
+-- is logged later. The log keeps the last EVENT_LOG_LEN events of the queue.
+CREATE TABLE {schema}.outbox (
+    n      bigserial PRIMARY KEY,
+    queue  text   NOT NULL,
+    ms     bigint NOT NULL,
+    job    uuid   NOT NULL,
+    kind   jsonb  NOT NULL
+);
+CREATE INDEX outbox_queue ON {schema}.outbox (queue, n);
+CREATE TABLE {schema}.events (
+    queue  text   NOT NULL,
+    seq    bigint NOT NULL,
+    ms     bigint NOT NULL,
+    job    uuid   NOT NULL,
+    kind   jsonb  NOT NULL,
+    PRIMARY KEY (queue, seq)
+);
+-- Per queue: the last sequence number and event time logged, the highest sequence number
+-- trimmed from the log, and until when someone follows the queue (events are logged only
+-- while someone does, and EVENT_LOG_LINGER after).
+CREATE TABLE {schema}.event_heads (
+    queue          text   PRIMARY KEY,
+    last_seq       bigint NOT NULL DEFAULT 0,
+    last_ms        bigint NOT NULL DEFAULT 0,
+    dropped_seq    bigint NOT NULL DEFAULT 0,
+    followed_until bigint NOT NULL DEFAULT 0
+);

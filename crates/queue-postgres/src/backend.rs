@@ -38,6 +38,12 @@ pub(crate) struct Inner {
     pub(crate) cancel_channel: String,
     /// Cancel requests heard on the cancel channel.
     pub(crate) cancels: tokio::sync::broadcast::Sender<queue_core::JobId>,
+    /// The events channel of the schema (`<schema>_events`; the payload is the queue).
+    pub(crate) events_channel: String,
+    /// The queue's events as the log numbers them, to its subscribers.
+    pub(crate) events: tokio::sync::broadcast::Sender<(i64, queue_core::JobEvent)>,
+    /// Wakes the follower task (events were committed, or someone subscribed).
+    pub(crate) follow: Arc<Notify>,
     pub(crate) secrets: Vec<String>,
     pub(crate) clock: Option<SharedClock>,
     pub(crate) wake: Arc<Notify>,
@@ -131,16 +137,23 @@ impl PostgresBackendBuilder {
             .connect_lazy_with(options);
         let channel = format!("{schema_name}_wake");
         let cancel_channel = format!("{schema_name}_cancel");
+        let events_channel = format!("{schema_name}_events");
         let wake = Arc::new(Notify::new());
+        let follow = Arc::new(Notify::new());
         let (cancels, _) = tokio::sync::broadcast::channel(1024);
+        let (events, _) = tokio::sync::broadcast::channel(16 * 1024);
         let listener = tokio::spawn(listen(
             pool.clone(),
-            [channel.clone(), cancel_channel.clone()],
+            [
+                channel.clone(),
+                cancel_channel.clone(),
+                events_channel.clone(),
+            ],
             self.queue.queue_name.clone(),
-            Arc::clone(&wake),
+            [Arc::clone(&wake), Arc::clone(&follow)],
             cancels.clone(),
         ));
-        Ok(PostgresBackend {
+        let backend = PostgresBackend {
             inner: Arc::new(Inner {
                 pool,
                 schema: migrate::quoted(&schema_name),
@@ -149,13 +162,21 @@ impl PostgresBackendBuilder {
                 channel,
                 cancel_channel,
                 cancels,
+                events_channel,
+                events,
+                follow: Arc::clone(&follow),
                 secrets,
                 clock: self.clock,
                 wake,
                 blocked: Default::default(),
                 listener,
             }),
-        })
+        };
+        tokio::spawn(crate::events::follower(
+            Arc::downgrade(&backend.inner),
+            follow,
+        ));
+        Ok(backend)
     }
 }
 
@@ -192,6 +213,11 @@ impl PostgresBackend {
         self.inner.blocked.count()
     }
 
+    /// How many event streams (subscribers, and `wait` calls following a job) are open.
+    pub fn subscribers(&self) -> usize {
+        self.inner.events.receiver_count()
+    }
+
     /// The queue's settings.
     pub fn queue_config(&self) -> &QueueConfig {
         &self.inner.queue
@@ -218,12 +244,12 @@ impl PostgresBackend {
 /// [`POLL`]).
 async fn listen(
     pool: PgPool,
-    channels: [String; 2],
+    channels: [String; 3],
     queue: String,
-    wake: Arc<Notify>,
+    [wake, follow]: [Arc<Notify>; 2],
     cancels: tokio::sync::broadcast::Sender<queue_core::JobId>,
 ) {
-    let [wake_channel, _] = &channels;
+    let [wake_channel, cancel_channel, _] = &channels;
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -243,16 +269,21 @@ async fn listen(
         }
         // Anything may have happened while it was not listening.
         wake.notify_waiters();
+        follow.notify_one();
         while let Ok(n) = listener.recv().await {
-            if n.channel() == wake_channel.as_str() {
-                if n.payload() == queue {
-                    wake.notify_waiters();
+            if n.channel() == cancel_channel.as_str() {
+                if let Some((q, id)) = n.payload().split_once(' ')
+                    && q == queue
+                    && let Ok(id) = id.parse()
+                {
+                    let _ = cancels.send(id);
                 }
-            } else if let Some((q, id)) = n.payload().split_once(' ')
-                && q == queue
-                && let Ok(id) = id.parse()
-            {
-                let _ = cancels.send(id);
+            } else if n.payload() == queue {
+                if n.channel() == wake_channel.as_str() {
+                    wake.notify_waiters();
+                } else {
+                    follow.notify_one();
+                }
             }
         }
         tokio::time::sleep(POLL).await;

@@ -2,7 +2,7 @@
 //! reads of one record.
 
 use queue_core::backend::{MAX_ENQUEUE_STEP, Millis, to_millis};
-use queue_core::{Error, JobId, JobRecord, NewJob, Result};
+use queue_core::{Error, EventKind, JobId, JobRecord, NewJob, Result};
 use sqlx::{Acquire, PgConnection};
 
 use crate::PostgresBackend;
@@ -106,7 +106,8 @@ impl PostgresBackend {
             conn,
             &self.inner.schema,
             &self.inner.queue.queue_name,
-            &self.inner.channel,
+            [&self.inner.channel, &self.inner.events_channel],
+            now,
             &rows,
             &self.inner.secrets,
         )
@@ -214,8 +215,22 @@ impl PostgresBackend {
                     now,
                     ..EffectInput::default()
                 };
+                let from = row.record.status;
                 crate::leases::settle(&mut row, queue_core::backend::Event::Cancel, &input)?;
                 row.due_ms = None;
+                let to = row.record.status;
+                self.emit(
+                    &mut tx,
+                    now,
+                    &[(
+                        id,
+                        EventKind::Transition {
+                            from: Some(from),
+                            to,
+                        },
+                    )],
+                )
+                .await?;
                 crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets)
                     .await?;
                 self.count(&mut tx, &[("cancelled", 1)].into_iter().collect())
@@ -224,6 +239,8 @@ impl PostgresBackend {
             }
             CancelAction::Request => {
                 row.record.cancel_requested = true;
+                self.emit(&mut tx, now, &[(id, EventKind::CancelRequested)])
+                    .await?;
                 crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets)
                     .await?;
                 sqlx::query("SELECT pg_notify($1, $2)")
@@ -275,8 +292,10 @@ impl PostgresBackend {
             now,
             ..EffectInput::default()
         };
+        let from = row.record.status;
         crate::leases::settle(&mut row, Event::ManualRetry, &input)?;
         row.finished_ms = None;
+        let to = row.record.status;
         self.place_at_back(&mut tx, std::slice::from_mut(&mut row))
             .await?;
         let key = row.record.unique_key.clone();
@@ -299,6 +318,18 @@ impl PostgresBackend {
             });
         }
         written?;
+        self.emit(
+            &mut tx,
+            now,
+            &[(
+                id,
+                EventKind::Transition {
+                    from: Some(from),
+                    to,
+                },
+            )],
+        )
+        .await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(&self.inner.channel)
             .bind(&self.inner.queue.queue_name)

@@ -12,7 +12,7 @@ use queue_core::backend::{
     MAX_ENDINGS, Millis, Outcome, ProgressReply, WorkerBeat, check_progress, duration_ms,
     from_millis, lease_holds,
 };
-use queue_core::{Error, JobId, JobStatus, LeaseToken, Limits, Result};
+use queue_core::{Error, EventKind, JobId, JobStatus, LeaseToken, Limits, Result};
 use sqlx::PgConnection;
 
 use crate::PostgresBackend;
@@ -171,6 +171,17 @@ impl PostgresBackend {
             taken.push(row);
         }
         crate::rows::write(conn, &self.inner.schema, &taken, &self.inner.secrets).await?;
+        let started: Vec<(JobId, EventKind)> = taken
+            .iter()
+            .map(|r| {
+                let kind = EventKind::Transition {
+                    from: Some(JobStatus::Queued),
+                    to: JobStatus::Processing,
+                };
+                (r.record.job_id, kind)
+            })
+            .collect();
+        self.emit(conn, now, &started).await?;
         Ok(taken.into_iter().map(lease_of).collect())
     }
 
@@ -249,6 +260,7 @@ impl PostgresBackend {
         let mut statuses = Vec::with_capacity(endings.len());
         let mut changed: Vec<JobId> = Vec::new();
         let mut deltas = std::collections::BTreeMap::new();
+        let mut happened = Vec::new();
         for Ending { lease, outcome } in endings {
             let id = lease.job_id;
             let Some(row) = held.get_mut(&id) else {
@@ -270,7 +282,16 @@ impl PostgresBackend {
             let outcome = limits.bound_outcome(outcome);
             let event = rules::settle(outcome.kind(), AttemptFacts::of(&row.record));
             let input = EffectInput::of_outcome(outcome, now, &limits);
+            let from = row.record.status;
             settle(row, event, &input)?;
+            let to = row.record.status;
+            happened.push((
+                id,
+                EventKind::Transition {
+                    from: Some(from),
+                    to,
+                },
+            ));
             if let Some(name) = rules::counter(event) {
                 *deltas.entry(name).or_insert(0) += 1;
             }
@@ -287,6 +308,7 @@ impl PostgresBackend {
         self.place_at_back(&mut tx, &mut written).await?;
         crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
         self.count(&mut tx, &deltas).await?;
+        self.emit(&mut tx, now, &happened).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(statuses)
     }
@@ -388,6 +410,11 @@ impl PostgresBackend {
         if let Some(l) = row.lease.as_mut() {
             l.until_ms = now.saturating_add(l.lease_ms);
         }
+        let kind = EventKind::Progress {
+            progress: row.record.progress,
+            step: row.record.current_step.clone(),
+        };
+        self.emit(&mut tx, now, &[(id, kind)]).await?;
         crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(reply)
@@ -411,6 +438,7 @@ impl PostgresBackend {
         .map_err(|e| self.db(e))?;
         let mut written = Vec::with_capacity(rows.len());
         let mut deltas = std::collections::BTreeMap::new();
+        let mut happened = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut row = Row::decode(r)?;
             *deltas.entry("recovered").or_insert(0) += 1;
@@ -422,7 +450,16 @@ impl PostgresBackend {
                 ..EffectInput::default()
             };
             let event = rules::on_lease_expired(facts);
+            let from = row.record.status;
             settle(&mut row, event, &input)?;
+            let to = row.record.status;
+            happened.push((
+                row.record.job_id,
+                EventKind::Transition {
+                    from: Some(from),
+                    to,
+                },
+            ));
             if let Some(name) = rules::counter(event) {
                 *deltas.entry(name).or_insert(0) += 1;
             }
@@ -431,6 +468,7 @@ impl PostgresBackend {
         self.place_at_back(&mut tx, &mut written).await?;
         crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
         self.count(&mut tx, &deltas).await?;
+        self.emit(&mut tx, now, &happened).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(written.iter().map(|r| r.record.job_id).collect())
     }

@@ -4,6 +4,7 @@ mod backend;
 mod broker;
 mod config;
 mod error;
+mod events;
 mod jobs;
 mod leases;
 mod listing;

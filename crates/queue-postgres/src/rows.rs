@@ -87,7 +87,8 @@ pub(crate) async fn insert(
     conn: &mut PgConnection,
     schema: &str,
     queue: &str,
-    channel: &str,
+    [channel, events_channel]: [&str; 2],
+    now: Millis,
     rows: &[Row],
     secrets: &[String],
 ) -> Result<std::collections::HashMap<JobId, i64>> {
@@ -127,7 +128,10 @@ pub(crate) async fn insert(
          AS t(id, status, band, ready, due_ms, unique_key, created_ms, payload, state, n) \
          ORDER BY n \
          ON CONFLICT DO NOTHING RETURNING id, place), \
-         woke AS (SELECT pg_notify($11, $1) WHERE EXISTS (SELECT 1 FROM ins)), \
+         added AS (INSERT INTO {schema}.outbox (queue, ms, job, kind) \
+         SELECT $1, $12, id, $14 FROM ins ORDER BY place, id), \
+         woke AS (SELECT pg_notify($11, $1), pg_notify($13, $1) \
+         WHERE EXISTS (SELECT 1 FROM ins)), \
          counted AS (INSERT INTO {schema}.counts (queue, name, n) \
          SELECT $1, 'enqueued', count(*) FROM ins HAVING count(*) > 0) \
          SELECT ins.id, ins.place FROM ins LEFT JOIN woke ON true"
@@ -143,6 +147,15 @@ pub(crate) async fn insert(
     .bind(&payloads)
     .bind(&states)
     .bind(channel)
+    .bind(now)
+    .bind(events_channel)
+    .bind(
+        serde_json::to_value(queue_core::EventKind::Transition {
+            from: None,
+            to: queue_core::JobStatus::Queued,
+        })
+        .expect("an event kind encodes"),
+    )
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| db_error(e, secrets))?;

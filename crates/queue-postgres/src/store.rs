@@ -98,7 +98,7 @@ impl JobStore for PostgresBackend {
         Ok(false)
     }
 
-    async fn subscribe<'a>(&self, _after: Option<&'a str>) -> Result<EventStream> {
-        Err(not_yet("the event log"))
+    async fn subscribe<'a>(&self, after: Option<&'a str>) -> Result<EventStream> {
+        PostgresBackend::subscribe(self, after).await
     }
 }

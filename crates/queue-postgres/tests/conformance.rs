@@ -23,12 +23,18 @@ async fn fresh(clock: ManualClock) -> Harness {
         .expect("connect");
     let probe = backend.clone();
     Harness::new(Arc::new(backend), clock)
-        .with_blocked(move || probe.blocked_fetches())
+        .with_blocked(move || probe.blocked_fetches() + probe.subscribers())
         .with_cleanup(async move { drop(schema) })
 }
 
 queue_testkit::conformance_tests!(@cases fresh;
     priority_then_fifo,
+    subscriber_sees_every_transition,
+    a_subscriber_resumes_after_the_last_event_it_saw,
+    the_event_log_holds_its_length,
+    a_lagging_subscriber_is_told_what_it_missed,
+    repeated_cancel_emits_one_event,
+    wait_returns_when_the_job_ends,
     bad_input_is_refused,
     unique_key_race_has_one_winner,
     list_by_status_and_unique_key,
