@@ -121,3 +121,19 @@ CREATE TABLE {schema}.event_heads (
     dropped_seq    bigint NOT NULL DEFAULT 0,
     followed_until bigint NOT NULL DEFAULT 0
 );
+
+-- Per queue: paused, its rate limit, and a handler's hold (no job starts before it).
+CREATE TABLE {schema}.queues (
+    queue       text    PRIMARY KEY,
+    paused      boolean NOT NULL DEFAULT false,
+    rate_max    integer,
+    rate_per_ms bigint,
+    held_until  bigint  NOT NULL DEFAULT 0
+);
+-- The starts inside a rate limit's window, with their costs (pruned as the window moves).
+CREATE TABLE {schema}.starts (
+    queue  text    NOT NULL,
+    ms     bigint  NOT NULL,
+    cost   integer NOT NULL
+);
+CREATE INDEX starts_queue ON {schema}.starts (queue, ms);

@@ -12,7 +12,7 @@ use queue_core::backend::{
     MAX_ENDINGS, Millis, Outcome, ProgressReply, WorkerBeat, check_progress, duration_ms,
     from_millis, lease_holds,
 };
-use queue_core::{Error, EventKind, JobId, JobStatus, LeaseToken, Limits, Result};
+use queue_core::{Error, EventKind, JobId, JobStatus, LeaseToken, Limits, RateLimit, Result};
 use sqlx::PgConnection;
 
 use crate::PostgresBackend;
@@ -54,9 +54,28 @@ impl PostgresBackend {
             return Ok((again, None));
         }
         self.promote(&mut tx, now).await?;
-        let leases = self.take(&mut tx, req, now).await?;
+        let mut gate = self.gate(&mut tx, false).await?;
+        if gate.paused || now < gate.held_until {
+            // Nothing starts; a resume wakes waiting fetches, a hold ends on its own.
+            tx.commit().await.map_err(|e| self.db(e))?;
+            let hint = (!gate.paused).then(|| (gate.held_until - now) as u64);
+            return Ok((Vec::new(), hint));
+        }
+        let mut window = None;
+        if gate.rate.is_some() {
+            // Claims under a rate limit count their starts against the window one at a time.
+            gate = self.gate(&mut tx, true).await?;
+            if let Some(limit) = gate.rate {
+                window = Some((limit, self.window(&mut tx, limit, now).await?));
+            }
+        }
+        let (leases, blocked) = self.take(&mut tx, req, now, window).await?;
         let next_due = if leases.is_empty() {
-            self.next_due(&mut tx, now).await?
+            let due = self.next_due(&mut tx, now).await?;
+            match (due, blocked) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         } else {
             None
         };
@@ -126,22 +145,37 @@ impl PostgresBackend {
 
     /// Leases the first ready jobs (strict priority, FIFO), skipping rows another claim
     /// holds.
+    /// Under a rate limit (`window`: the limit and the starts inside it), takes only what
+    /// it admits, in order: a job that does not fit holds the ones behind it; then answers
+    /// when the window will admit it (ms from now).
     async fn take(
         &self,
         conn: &mut PgConnection,
         req: &ClaimRequest,
         now: Millis,
-    ) -> Result<Vec<Lease>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND ready \
-             ORDER BY band, place LIMIT $2 FOR UPDATE SKIP LOCKED",
-            self.inner.schema
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .bind(req.size() as i64)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| self.db(e))?;
+        window: Option<(RateLimit, Vec<(Millis, u32)>)>,
+    ) -> Result<(Vec<Lease>, Option<u64>)> {
+        let mut used: u64 = window
+            .as_ref()
+            .map_or(0, |(_, w)| w.iter().map(|(_, c)| u64::from(*c)).sum());
+        let max = match &window {
+            Some((limit, _)) => req.size().min(limit.room(used as usize)),
+            None => req.size(),
+        };
+        let rows = if max == 0 {
+            Vec::new()
+        } else {
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND ready \
+                 ORDER BY band, place LIMIT $2 FOR UPDATE SKIP LOCKED",
+                self.inner.schema
+            ))
+            .bind(&self.inner.queue.queue_name)
+            .bind(max as i64)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| self.db(e))?
+        };
         let until = now.saturating_add(duration_ms(req.lease));
         let input = EffectInput {
             now,
@@ -149,9 +183,21 @@ impl PostgresBackend {
             ..EffectInput::default()
         };
         let mut taken = Vec::with_capacity(rows.len());
+        let mut costs = Vec::new();
+        let mut blocked = None;
         for r in &rows {
             let mut row = Row::decode(r)?;
             let id = row.record.job_id;
+            if let Some((limit, starts)) = &window {
+                let cost = row.record.cost.unwrap_or(1);
+                if !limit.admits(used, cost) {
+                    blocked = crate::control::admits_at(*limit, starts, now, cost)
+                        .map(|at| at.saturating_sub(now).max(0) as u64);
+                    break;
+                }
+                used += u64::from(cost);
+                costs.push(cost as i32);
+            }
             row.record
                 .apply_event(Event::Start, &input)
                 .map_err(|e| Error::InvalidTransition {
@@ -182,7 +228,14 @@ impl PostgresBackend {
             })
             .collect();
         self.emit(conn, now, &started).await?;
-        Ok(taken.into_iter().map(lease_of).collect())
+        self.log_starts(conn, now, &costs).await?;
+        if max == 0
+            && let Some((limit, starts)) = &window
+        {
+            blocked = crate::control::admits_at(*limit, starts, now, 1)
+                .map(|at| at.saturating_sub(now).max(0) as u64);
+        }
+        Ok((taken.into_iter().map(lease_of).collect(), blocked))
     }
 
     /// Milliseconds until the earliest delayed job is due, if any.
@@ -261,6 +314,7 @@ impl PostgresBackend {
         let mut changed: Vec<JobId> = Vec::new();
         let mut deltas = std::collections::BTreeMap::new();
         let mut happened = Vec::new();
+        let mut hold: Option<Millis> = None;
         for Ending { lease, outcome } in endings {
             let id = lease.job_id;
             let Some(row) = held.get_mut(&id) else {
@@ -281,7 +335,12 @@ impl PostgresBackend {
             }
             let outcome = limits.bound_outcome(outcome);
             let event = rules::settle(outcome.kind(), AttemptFacts::of(&row.record));
+            let holds = rules::holds_queue(outcome.kind());
             let input = EffectInput::of_outcome(outcome, now, &limits);
+            if holds {
+                // Whatever the job became, the limit it hit stands for the whole queue.
+                hold = hold.max(Some(input.due.unwrap_or(now)));
+            }
             let from = row.record.status;
             settle(row, event, &input)?;
             let to = row.record.status;
@@ -309,6 +368,9 @@ impl PostgresBackend {
         crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
         self.count(&mut tx, &deltas).await?;
         self.emit(&mut tx, now, &happened).await?;
+        if let Some(until) = hold {
+            self.hold(&mut tx, until).await?;
+        }
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(statuses)
     }

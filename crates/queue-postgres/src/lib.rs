@@ -3,6 +3,7 @@
 mod backend;
 mod broker;
 mod config;
+mod control;
 mod error;
 mod events;
 mod jobs;

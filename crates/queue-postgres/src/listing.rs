@@ -100,6 +100,7 @@ impl PostgresBackend {
         .await
         .map_err(|e| self.db(e))?;
         let active_workers = self.live_workers(&mut tx, now).await?;
+        let gate = self.gate(&mut tx, false).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         let status = |name: &str| {
             by_status
@@ -143,6 +144,10 @@ impl PostgresBackend {
                 })
                 .collect::<BTreeMap<_, _>>(),
             totals,
+            paused: gate.paused,
+            rate_limit: gate.rate,
+            held_until: (gate.held_until > now)
+                .then(|| queue_core::backend::from_millis(gate.held_until)),
             ..QueueStats::default()
         };
         Ok(stats)

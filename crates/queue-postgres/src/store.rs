@@ -77,12 +77,13 @@ impl JobStore for PostgresBackend {
 
     async fn control(&self, change: Control) -> Result<()> {
         change.check()?;
-        Err(not_yet(match change {
-            Control::Pause | Control::Resume => "pausing the queue",
-            Control::RateLimit(_) => "rate limits",
-            Control::Group { .. } => "groups",
-            Control::PutWebhook(_) | Control::DeleteWebhook(_) => "webhooks",
-        }))
+        match change {
+            Control::Pause => self.set_paused(true).await,
+            Control::Resume => self.set_paused(false).await,
+            Control::RateLimit(limit) => PostgresBackend::set_rate_limit(self, limit).await,
+            Control::Group { .. } => Err(not_yet("groups")),
+            Control::PutWebhook(_) | Control::DeleteWebhook(_) => Err(not_yet("webhooks")),
+        }
     }
 
     async fn webhooks(&self) -> Result<Vec<queue_core::Webhook>> {

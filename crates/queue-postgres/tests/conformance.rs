@@ -29,6 +29,15 @@ async fn fresh(clock: ManualClock) -> Harness {
 
 queue_testkit::conformance_tests!(@cases fresh;
     priority_then_fifo,
+    pause_stops_starts_until_resume,
+    pause_keeps_recovered_jobs_queued,
+    resume_wakes_a_waiting_fetch,
+    rate_limit_holds_over_many_windows,
+    a_rate_limited_fetch_wakes_when_the_window_allows,
+    a_rate_limited_job_holds_the_queue,
+    sweep_keeps_up_and_spares_live_jobs,
+    retention_removes_from_every_index,
+    bulk_actions_resume_and_act_once,
     subscriber_sees_every_transition,
     a_subscriber_resumes_after_the_last_event_it_saw,
     the_event_log_holds_its_length,
