@@ -18,6 +18,10 @@ CREATE TABLE {schema}.jobs (
     -- Queued until this time (ms since the epoch, the database's clock).
     due_ms          bigint,
     unique_key      text,
+    -- Its group (fair share, concurrency, pause, rate limits) and its cost against rate
+    -- limits.
+    grp             text,
+    cost            integer  NOT NULL DEFAULT 1,
     created_ms      bigint   NOT NULL,
     finished_ms     bigint,
     -- The lease: its token fences every write of the holder; `claim_*` answer a claim
@@ -40,8 +44,11 @@ CREATE TABLE {schema}.jobs (
 
 CREATE SEQUENCE {schema}.places;
 
--- Claims: strict priority, then FIFO.
-CREATE INDEX jobs_ready ON {schema}.jobs (queue, band, place) WHERE ready;
+-- Claims: strict priority, then FIFO; the jobs without a group, and each group's.
+CREATE INDEX jobs_ready ON {schema}.jobs (queue, band, place) WHERE ready AND grp IS NULL;
+CREATE INDEX jobs_group_ready ON {schema}.jobs (queue, grp, band, place) WHERE ready AND grp IS NOT NULL;
+-- A group's running and unfinished jobs.
+CREATE INDEX jobs_group_open ON {schema}.jobs (queue, grp) WHERE grp IS NOT NULL AND finished_ms IS NULL;
 -- Promotion of due delayed jobs.
 CREATE INDEX jobs_due ON {schema}.jobs (queue, due_ms) WHERE due_ms IS NOT NULL;
 -- Expired leases, and a claim request's leases.
@@ -128,8 +135,44 @@ CREATE TABLE {schema}.queues (
     paused      boolean NOT NULL DEFAULT false,
     rate_max    integer,
     rate_per_ms bigint,
-    held_until  bigint  NOT NULL DEFAULT 0
+    held_until  bigint  NOT NULL DEFAULT 0,
+    -- Fair share (queue_core::backend group rules): the ticket of the last start, and per
+    -- band the ticket of the last start of a job without a group.
+    tick        bigint  NOT NULL DEFAULT 0,
+    ungrouped   bigint[] NOT NULL DEFAULT '{0,0,0}'
 );
+-- Groups' settings and turns (a group without a row has none).
+CREATE TABLE {schema}.groups (
+    queue       text    NOT NULL,
+    grp         text    NOT NULL,
+    paused      boolean NOT NULL DEFAULT false,
+    concurrency integer,
+    weight      integer,
+    turn        integer NOT NULL DEFAULT 0,
+    rate_max    integer,
+    rate_per_ms bigint,
+    held_until  bigint  NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, grp)
+);
+-- Per band, the groups that have ready jobs there and admit a start, by ticket: written by
+-- claims (under the queue's row lock); a change that stops a group admitting or takes its
+-- last ready job of a band away removes its lane at once. A group with ready jobs that
+-- admits and has no lane gets one at the current tick when the next claim looks (ticks
+-- move only in claims, so that is the tick it would have had).
+CREATE TABLE {schema}.lanes (
+    queue   text     NOT NULL,
+    band    smallint NOT NULL,
+    grp     text     NOT NULL,
+    ticket  bigint   NOT NULL,
+    PRIMARY KEY (queue, band, grp)
+);
+CREATE TABLE {schema}.group_starts (
+    queue  text    NOT NULL,
+    grp    text    NOT NULL,
+    ms     bigint  NOT NULL,
+    cost   integer NOT NULL
+);
+CREATE INDEX group_starts_grp ON {schema}.group_starts (queue, grp, ms);
 -- The starts inside a rate limit's window, with their costs (pruned as the window moves).
 CREATE TABLE {schema}.starts (
     queue  text    NOT NULL,

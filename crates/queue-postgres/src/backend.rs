@@ -126,6 +126,15 @@ impl PostgresBackendBuilder {
                     migrate::LATEST
                 )));
             }
+            // The queue's row: claims take turns on it.
+            sqlx::query(&format!(
+                "INSERT INTO {}.queues (queue) VALUES ($1) ON CONFLICT DO NOTHING",
+                migrate::quoted(&schema_name)
+            ))
+            .bind(&self.queue.queue_name)
+            .execute(&mut conn)
+            .await
+            .map_err(err)?;
             Ok(())
         }
         .await;

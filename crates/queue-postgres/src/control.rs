@@ -15,14 +15,21 @@ pub(crate) struct Gate {
     pub(crate) paused: bool,
     pub(crate) held_until: Millis,
     pub(crate) rate: Option<RateLimit>,
+    /// Fair share: the last start's ticket, and per band the last start without a group's.
+    pub(crate) tick: i64,
+    pub(crate) ungrouped: [i64; 3],
 }
+
+/// `queues` as `gate` selects it.
+type GateRow = (bool, i64, Option<i32>, Option<i64>, i64, Vec<i64>);
 
 impl PostgresBackend {
     /// The queue's settings; locked for this transaction when `lock` (a claim under a
     /// rate limit counts its starts against the window alone).
     pub(crate) async fn gate(&self, conn: &mut PgConnection, lock: bool) -> Result<Gate> {
-        let row: Option<(bool, i64, Option<i32>, Option<i64>)> = sqlx::query_as(&format!(
-            "SELECT paused, held_until, rate_max, rate_per_ms FROM {}.queues WHERE queue = $1{}",
+        let row: Option<GateRow> = sqlx::query_as(&format!(
+            "SELECT paused, held_until, rate_max, rate_per_ms, tick, ungrouped FROM {}.queues \
+             WHERE queue = $1{}",
             self.inner.schema,
             if lock { " FOR UPDATE" } else { "" }
         ))
@@ -30,7 +37,7 @@ impl PostgresBackend {
         .fetch_optional(&mut *conn)
         .await
         .map_err(|e| self.db(e))?;
-        let Some((paused, held_until, max, per)) = row else {
+        let Some((paused, held_until, max, per, tick, ungrouped)) = row else {
             return Ok(Gate::default());
         };
         let rate = match (max, per) {
@@ -41,10 +48,13 @@ impl PostgresBackend {
             ),
             _ => None,
         };
+        let band = |b: usize| ungrouped.get(b).copied().unwrap_or(0);
         Ok(Gate {
             paused,
             held_until,
             rate,
+            tick,
+            ungrouped: [band(0), band(1), band(2)],
         })
     }
 

@@ -80,10 +80,7 @@ impl PostgresBackend {
         let mut answers: Vec<Option<Result<JobRecord>>> = Vec::with_capacity(jobs.len());
         let mut rows = Vec::new();
         for job in jobs {
-            let checked = job
-                .validate()
-                .and_then(|()| cfg.limits.check(&job))
-                .and_then(|()| supported(&job));
+            let checked = job.validate().and_then(|()| cfg.limits.check(&job));
             if let Err(e) = checked {
                 answers.push(Some(Err(e)));
                 continue;
@@ -186,17 +183,6 @@ impl PostgresBackend {
     }
 }
 
-/// What this backend does not store yet is refused by name, never dropped: a job whose
-/// group would not get its group's guarantees.
-fn supported(job: &NewJob) -> Result<()> {
-    if job.options.group.is_some() {
-        return Err(Error::invalid(
-            "groups are not supported by the Postgres backend yet (enqueue without `group`)",
-        ));
-    }
-    Ok(())
-}
-
 impl PostgresBackend {
     /// Cancels a job as `rules::on_cancel` decides: a queued job is cancelled now; a
     /// running one is asked to stop (its holder hears it on the cancel channel and in its
@@ -209,6 +195,11 @@ impl PostgresBackend {
             .row_locked(&mut tx, id)
             .await?
             .ok_or(Error::NotFound { id })?;
+        let group = row.record.group.clone().filter(|_| row.ready);
+        if group.is_some() {
+            // Its group's lanes change with it: decided in turn with the claims.
+            self.gate(&mut tx, true).await?;
+        }
         let out = match rules::on_cancel(row.record.status, row.record.cancel_requested) {
             CancelAction::Cancel => {
                 let input = EffectInput {
@@ -235,6 +226,9 @@ impl PostgresBackend {
                     .await?;
                 self.count(&mut tx, &[("cancelled", 1)].into_iter().collect())
                     .await?;
+                if let Some(g) = &group {
+                    self.refresh_lanes(&mut tx, g).await?;
+                }
                 queue_core::CancelOutcome::Cancelled
             }
             CancelAction::Request => {

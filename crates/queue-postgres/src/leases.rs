@@ -54,22 +54,20 @@ impl PostgresBackend {
             return Ok((again, None));
         }
         self.promote(&mut tx, now).await?;
-        let mut gate = self.gate(&mut tx, false).await?;
+        // Claims take turns on the queue's row: fair share and rate windows are decided
+        // one claim at a time.
+        let gate = self.gate(&mut tx, true).await?;
         if gate.paused || now < gate.held_until {
             // Nothing starts; a resume wakes waiting fetches, a hold ends on its own.
             tx.commit().await.map_err(|e| self.db(e))?;
             let hint = (!gate.paused).then(|| (gate.held_until - now) as u64);
             return Ok((Vec::new(), hint));
         }
-        let mut window = None;
-        if gate.rate.is_some() {
-            // Claims under a rate limit count their starts against the window one at a time.
-            gate = self.gate(&mut tx, true).await?;
-            if let Some(limit) = gate.rate {
-                window = Some((limit, self.window(&mut tx, limit, now).await?));
-            }
-        }
-        let (leases, blocked) = self.take(&mut tx, req, now, window).await?;
+        let window = match gate.rate {
+            Some(limit) => Some((limit, self.window(&mut tx, limit, now).await?)),
+            None => None,
+        };
+        let (leases, blocked) = self.take(&mut tx, req, now, &gate, window).await?;
         let next_due = if leases.is_empty() {
             let due = self.next_due(&mut tx, now).await?;
             match (due, blocked) {
@@ -153,28 +151,25 @@ impl PostgresBackend {
         conn: &mut PgConnection,
         req: &ClaimRequest,
         now: Millis,
+        gate: &crate::control::Gate,
         window: Option<(RateLimit, Vec<(Millis, u32)>)>,
     ) -> Result<(Vec<Lease>, Option<u64>)> {
-        let mut used: u64 = window
+        let used: u64 = window
             .as_ref()
             .map_or(0, |(_, w)| w.iter().map(|(_, c)| u64::from(*c)).sum());
         let max = match &window {
             Some((limit, _)) => req.size().min(limit.room(used as usize)),
             None => req.size(),
         };
-        let rows = if max == 0 {
-            Vec::new()
+        let (rows, mut blocked) = if max == 0 {
+            (Vec::new(), None)
         } else {
-            sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND ready \
-                 ORDER BY band, place LIMIT $2 FOR UPDATE SKIP LOCKED",
-                self.inner.schema
-            ))
-            .bind(&self.inner.queue.queue_name)
-            .bind(max as i64)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| self.db(e))?
+            let ask = crate::lanes::Ask {
+                max,
+                now,
+                window: window.as_ref(),
+            };
+            self.pick(conn, gate, ask).await?
         };
         let until = now.saturating_add(duration_ms(req.lease));
         let input = EffectInput {
@@ -184,19 +179,10 @@ impl PostgresBackend {
         };
         let mut taken = Vec::with_capacity(rows.len());
         let mut costs = Vec::new();
-        let mut blocked = None;
-        for r in &rows {
-            let mut row = Row::decode(r)?;
+        for mut row in rows {
             let id = row.record.job_id;
-            if let Some((limit, starts)) = &window {
-                let cost = row.record.cost.unwrap_or(1);
-                if !limit.admits(used, cost) {
-                    blocked = crate::control::admits_at(*limit, starts, now, cost)
-                        .map(|at| at.saturating_sub(now).max(0) as u64);
-                    break;
-                }
-                used += u64::from(cost);
-                costs.push(cost as i32);
+            if window.is_some() {
+                costs.push(row.record.cost.unwrap_or(1) as i32);
             }
             row.record
                 .apply_event(Event::Start, &input)
@@ -315,6 +301,7 @@ impl PostgresBackend {
         let mut deltas = std::collections::BTreeMap::new();
         let mut happened = Vec::new();
         let mut hold: Option<Millis> = None;
+        let mut group_holds: std::collections::BTreeMap<String, Millis> = Default::default();
         for Ending { lease, outcome } in endings {
             let id = lease.job_id;
             let Some(row) = held.get_mut(&id) else {
@@ -338,8 +325,16 @@ impl PostgresBackend {
             let holds = rules::holds_queue(outcome.kind());
             let input = EffectInput::of_outcome(outcome, now, &limits);
             if holds {
-                // Whatever the job became, the limit it hit stands for the whole queue.
-                hold = hold.max(Some(input.due.unwrap_or(now)));
+                // Whatever the job became, the limit it hit stands: for its group when it
+                // has one, else for the whole queue.
+                let until = input.due.unwrap_or(now);
+                match row.record.group.clone() {
+                    Some(g) => {
+                        let held = group_holds.entry(g).or_insert(until);
+                        *held = (*held).max(until);
+                    }
+                    None => hold = hold.max(Some(until)),
+                }
             }
             let from = row.record.status;
             settle(row, event, &input)?;
@@ -370,6 +365,9 @@ impl PostgresBackend {
         self.emit(&mut tx, now, &happened).await?;
         if let Some(until) = hold {
             self.hold(&mut tx, until).await?;
+        }
+        for (group, until) in group_holds {
+            self.hold_group(&mut tx, &group, until).await?;
         }
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(statuses)

@@ -102,6 +102,8 @@ pub(crate) async fn insert(
     let mut ready = Vec::with_capacity(n);
     let mut due = Vec::with_capacity(n);
     let mut keys = Vec::with_capacity(n);
+    let mut groups = Vec::with_capacity(n);
+    let mut costs = Vec::with_capacity(n);
     let mut created = Vec::with_capacity(n);
     let mut payloads = Vec::with_capacity(n);
     let mut states = Vec::with_capacity(n);
@@ -113,19 +115,21 @@ pub(crate) async fn insert(
         ready.push(row.ready);
         due.push(row.due_ms);
         keys.push(r.unique_key.clone());
+        groups.push(r.group.clone());
+        costs.push(r.cost.unwrap_or(1) as i32);
         created.push(to_millis(r.created_at));
         payloads.push(r.payload.as_str().to_owned());
         states.push(row.state()?);
     }
     let inserted: Vec<(uuid::Uuid, i64)> = sqlx::query_as(&format!(
         "WITH ins AS (INSERT INTO {schema}.jobs (id, queue, status, band, place, ready, due_ms, \
-         unique_key, created_ms, payload, state) \
+         unique_key, grp, cost, created_ms, payload, state) \
          SELECT id, $1, status, band, \
          CASE WHEN ready THEN nextval('{schema}.places') ELSE 0 END, \
-         ready, due_ms, unique_key, created_ms, payload, state \
+         ready, due_ms, unique_key, grp, cost, created_ms, payload, state \
          FROM unnest($2::uuid[], $3::text[], $4::int2[], $5::bool[], $6::int8[], $7::text[], \
-         $8::int8[], $9::text[], $10::jsonb[]) WITH ORDINALITY \
-         AS t(id, status, band, ready, due_ms, unique_key, created_ms, payload, state, n) \
+         $8::int8[], $9::text[], $10::jsonb[], $15::text[], $16::int4[]) WITH ORDINALITY \
+         AS t(id, status, band, ready, due_ms, unique_key, created_ms, payload, state, grp, cost, n) \
          ORDER BY n \
          ON CONFLICT DO NOTHING RETURNING id, place), \
          added AS (INSERT INTO {schema}.outbox (queue, ms, job, kind) \
@@ -156,6 +160,8 @@ pub(crate) async fn insert(
         })
         .expect("an event kind encodes"),
     )
+    .bind(&groups)
+    .bind(&costs)
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| db_error(e, secrets))?;

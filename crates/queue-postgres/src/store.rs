@@ -63,12 +63,12 @@ impl JobStore for PostgresBackend {
         Err(not_yet("the charts' series"))
     }
 
-    async fn group(&self, _group: &str) -> Result<GroupStats> {
-        Err(not_yet("groups"))
+    async fn group(&self, group: &str) -> Result<GroupStats> {
+        PostgresBackend::group(self, group).await
     }
 
-    async fn groups(&self, _limit: usize) -> Result<GroupList> {
-        Err(not_yet("groups"))
+    async fn groups(&self, limit: usize) -> Result<GroupList> {
+        PostgresBackend::groups(self, limit).await
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>> {
@@ -81,7 +81,7 @@ impl JobStore for PostgresBackend {
             Control::Pause => self.set_paused(true).await,
             Control::Resume => self.set_paused(false).await,
             Control::RateLimit(limit) => PostgresBackend::set_rate_limit(self, limit).await,
-            Control::Group { .. } => Err(not_yet("groups")),
+            Control::Group { group, change } => self.change_group(&group, change).await,
             Control::PutWebhook(_) | Control::DeleteWebhook(_) => Err(not_yet("webhooks")),
         }
     }

@@ -29,6 +29,16 @@ async fn fresh(clock: ManualClock) -> Harness {
 
 queue_testkit::conformance_tests!(@cases fresh;
     priority_then_fifo,
+    groups_share_fairly,
+    group_concurrency_holds_under_racing_fetches,
+    group_slot_comes_back_on_every_ending,
+    pause_group_stops_only_that_group,
+    groups_list_the_busiest_first,
+    weighted_groups_share_in_proportion,
+    group_rate_limit_holds_and_wakes,
+    a_rate_limited_job_holds_only_its_group,
+    holds_are_bounded_and_lifted,
+    job_cost_counts_against_rate_limits,
     pause_stops_starts_until_resume,
     pause_keeps_recovered_jobs_queued,
     resume_wakes_a_waiting_fetch,
