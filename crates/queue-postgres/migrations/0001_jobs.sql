@@ -22,6 +22,11 @@ CREATE TABLE {schema}.jobs (
     -- limits.
     grp             text,
     cost            integer  NOT NULL DEFAULT 1,
+    -- Flows: its parent; whether it waits on unfinished children (queued, not claimable);
+    -- whether a cancel's cascade is still cancelling its descendants.
+    parent          uuid,
+    waiting         boolean  NOT NULL DEFAULT false,
+    cascading       boolean  NOT NULL DEFAULT false,
     created_ms      bigint   NOT NULL,
     finished_ms     bigint,
     -- The lease: its token fences every write of the holder; `claim_*` answer a claim
@@ -63,6 +68,10 @@ CREATE INDEX jobs_listed ON {schema}.jobs (queue, listed_ms, id);
 CREATE INDEX jobs_by_status ON {schema}.jobs (queue, status, listed_ms, id);
 CREATE INDEX jobs_by_key ON {schema}.jobs (queue, unique_key, created_ms, id)
     WHERE unique_key IS NOT NULL;
+-- A parent's children, oldest first; the parents waiting on theirs; cascades under way.
+CREATE INDEX jobs_children ON {schema}.jobs (parent, created_ms, id) WHERE parent IS NOT NULL;
+CREATE INDEX jobs_waiting ON {schema}.jobs (queue, created_ms, id) WHERE waiting;
+CREATE INDEX jobs_cascading ON {schema}.jobs (queue) WHERE cascading;
 -- Retention.
 CREATE INDEX jobs_finished ON {schema}.jobs (queue, finished_ms) WHERE finished_ms IS NOT NULL;
 

@@ -90,6 +90,9 @@ impl PostgresBackend {
             let due_ms = record.run_at.map(to_millis);
             rows.push(Row {
                 ready: due_ms.is_none(),
+                waiting: false,
+                cascading: false,
+                created_ms: now,
                 due_ms,
                 place: 0,
                 finished_ms: None,
@@ -162,10 +165,13 @@ impl PostgresBackend {
     /// The record of job `id`.
     pub async fn get(&self, id: JobId) -> Result<JobRecord> {
         let mut conn = self.inner.pool.acquire().await.map_err(|e| self.db(e))?;
-        self.row_in(&mut conn, id)
+        let mut record = self
+            .row_in(&mut conn, id)
             .await?
             .map(|r| r.record)
-            .ok_or(Error::NotFound { id })
+            .ok_or(Error::NotFound { id })?;
+        record.show_flow_progress();
+        Ok(record)
     }
 
     /// The row of job `id` in this queue, if any.
@@ -188,74 +194,96 @@ impl PostgresBackend {
     /// running one is asked to stop (its holder hears it on the cancel channel and in its
     /// heartbeat reply).
     pub async fn cancel(&self, id: JobId) -> Result<queue_core::CancelOutcome> {
-        use queue_core::backend::rules::{self, CancelAction, EffectInput};
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
         let now = self.now(&mut tx).await?;
+        let out = self.cancel_in(&mut tx, id, now).await?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        // Its descendants, in bounded steps (`queue_core::backend::CANCEL_STEP`).
+        self.finish_cascades().await?;
+        Ok(out)
+    }
+
+    /// [`PostgresBackend::cancel`] in the caller's transaction; a cancelled job with
+    /// children starts a cascade (`cascading`), continued by `finish_cascades`.
+    pub(crate) async fn cancel_in(
+        &self,
+        tx: &mut PgConnection,
+        id: JobId,
+        now: queue_core::backend::Millis,
+    ) -> Result<queue_core::CancelOutcome> {
+        use queue_core::backend::rules::{self, CancelAction, EffectInput};
         let mut row = self
-            .row_locked(&mut tx, id)
+            .row_locked(tx, id)
             .await?
             .ok_or(Error::NotFound { id })?;
         let group = row.record.group.clone().filter(|_| row.ready);
         if group.is_some() {
             // Its group's lanes change with it: decided in turn with the claims.
-            self.gate(&mut tx, true).await?;
+            self.gate(tx, true).await?;
         }
-        let out = match rules::on_cancel(row.record.status, row.record.cancel_requested) {
-            CancelAction::Cancel => {
-                let input = EffectInput {
-                    now,
-                    ..EffectInput::default()
-                };
-                let from = row.record.status;
-                crate::leases::settle(&mut row, queue_core::backend::Event::Cancel, &input)?;
-                row.due_ms = None;
-                let to = row.record.status;
-                self.emit(
-                    &mut tx,
-                    now,
-                    &[(
-                        id,
-                        EventKind::Transition {
-                            from: Some(from),
-                            to,
-                        },
-                    )],
-                )
-                .await?;
-                crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets)
-                    .await?;
-                self.count(&mut tx, &[("cancelled", 1)].into_iter().collect())
-                    .await?;
-                if let Some(g) = &group {
-                    self.refresh_lanes(&mut tx, g).await?;
+        Ok(
+            match rules::on_cancel(row.record.status, row.record.cancel_requested) {
+                CancelAction::Cancel => {
+                    let input = EffectInput {
+                        now,
+                        ..EffectInput::default()
+                    };
+                    let from = row.record.status;
+                    crate::leases::settle(&mut row, queue_core::backend::Event::Cancel, &input)?;
+                    let to = row.record.status;
+                    row.cascading = self.has_children(tx, id).await?;
+                    let moved = crate::flows::Moved::of(from, &row);
+                    let kind = EventKind::Transition {
+                        from: Some(from),
+                        to,
+                    };
+                    self.emit(tx, now, &[(id, kind)]).await?;
+                    crate::rows::write(tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
+                    self.count(tx, &[("cancelled", 1)].into_iter().collect())
+                        .await?;
+                    // Its parent hears of it before it leaves its group's lane: a group with
+                    // ready jobs before and after the call keeps its lane.
+                    self.propagate(tx, now, moved.into_iter().collect()).await?;
+                    if let Some(g) = &group {
+                        self.refresh_lanes(tx, g).await?;
+                    }
+                    queue_core::CancelOutcome::Cancelled
                 }
-                queue_core::CancelOutcome::Cancelled
-            }
-            CancelAction::Request => {
-                row.record.cancel_requested = true;
-                self.emit(&mut tx, now, &[(id, EventKind::CancelRequested)])
-                    .await?;
-                crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets)
-                    .await?;
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(&self.inner.cancel_channel)
-                    .bind(format!("{} {id}", self.inner.queue.queue_name))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                queue_core::CancelOutcome::Requested
-            }
-            CancelAction::AlreadyRequested => queue_core::CancelOutcome::Requested,
-            CancelAction::Refuse => {
-                return Err(Error::InvalidTransition {
-                    id,
-                    from: row.record.status,
-                    event: queue_core::backend::Event::Cancel,
-                });
-            }
-        };
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(out)
+                CancelAction::Request => {
+                    row.record.cancel_requested = true;
+                    self.emit(tx, now, &[(id, EventKind::CancelRequested)])
+                        .await?;
+                    crate::rows::write(tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(&self.inner.cancel_channel)
+                        .bind(format!("{} {id}", self.inner.queue.queue_name))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db(e))?;
+                    queue_core::CancelOutcome::Requested
+                }
+                CancelAction::AlreadyRequested => queue_core::CancelOutcome::Requested,
+                CancelAction::Refuse => {
+                    return Err(Error::InvalidTransition {
+                        id,
+                        from: row.record.status,
+                        event: queue_core::backend::Event::Cancel,
+                    });
+                }
+            },
+        )
+    }
+
+    /// Whether job `id` has children.
+    async fn has_children(&self, conn: &mut PgConnection, id: JobId) -> Result<bool> {
+        sqlx::query_scalar(&format!(
+            "SELECT EXISTS (SELECT 1 FROM {}.jobs WHERE parent = $1)",
+            self.inner.schema
+        ))
+        .bind(id.as_uuid())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| self.db(e))
     }
 
     /// Re-queues a finished, unsuccessful job at the back of its priority (or of
@@ -312,6 +340,9 @@ impl PostgresBackend {
             });
         }
         written?;
+        let moved = crate::flows::Moved::of(from, &row);
+        self.propagate(&mut tx, now, moved.into_iter().collect())
+            .await?;
         self.emit(
             &mut tx,
             now,

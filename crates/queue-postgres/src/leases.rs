@@ -1,242 +1,21 @@
-//! Claims and leases: promotion of due jobs, claims of many jobs per statement
-//! (`FOR UPDATE SKIP LOCKED`), fenced finishes, heartbeats and the reap of expired leases.
+//! Leases: fenced finishes (answered once when sent again), heartbeats, progress and the
+//! reap of expired leases (claims are `claims.rs`).
 //! Every decision is core's (`JobRecord::apply_event`, `rules::settle`,
 //! `rules::on_lease_expired`, `lease_holds`, `rules::placement`), made in Rust inside the
 //! transaction that holds the rows.
 
-use std::time::Duration;
-
 use queue_core::backend::rules::{self, AttemptFacts, EffectInput, Placement};
 use queue_core::backend::{
-    ClaimRequest, Ending, Event, FinishedMany, HeartbeatReply, Lease, LeaseRef, MAX_CLAIM,
-    MAX_ENDINGS, Millis, Outcome, ProgressReply, WorkerBeat, check_progress, duration_ms,
-    from_millis, lease_holds,
+    ClaimRequest, Ending, Event, FinishedMany, HeartbeatReply, LeaseRef, MAX_CLAIM, MAX_ENDINGS,
+    Millis, Outcome, ProgressReply, WorkerBeat, check_progress, duration_ms, lease_holds,
 };
-use queue_core::{Error, EventKind, JobId, JobStatus, LeaseToken, Limits, RateLimit, Result};
+use queue_core::{Error, EventKind, JobId, JobStatus, Limits, Result};
 use sqlx::PgConnection;
 
 use crate::PostgresBackend;
-use crate::rows::{COLUMNS, Held, Row};
+use crate::rows::{COLUMNS, Row};
 
 impl PostgresBackend {
-    /// Leases up to `req.size()` due jobs, as [`Broker::fetch`](queue_core::backend::Broker::fetch):
-    /// strict priority then FIFO; a request sent again answers what its first send took.
-    /// When nothing is due, waits up to `wait`, woken by a commit that adds work (LISTEN/
-    /// NOTIFY) and looking again at least every [`crate::POLL`].
-    pub async fn fetch(&self, req: &ClaimRequest, wait: Duration) -> Result<Vec<Lease>> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let woken = self.inner.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let (leases, next_due) = self.claim(req).await?;
-            let now = tokio::time::Instant::now();
-            if !leases.is_empty() || now >= deadline {
-                return Ok(leases);
-            }
-            let mut nap = (deadline - now).min(crate::POLL);
-            if let Some(due) = next_due {
-                nap = nap.min(Duration::from_millis(due));
-            }
-            let _blocked = self.inner.blocked.enter();
-            let _ = tokio::time::timeout(nap, woken).await;
-        }
-    }
-
-    /// One claim in one transaction. Returns the leases and, when nothing was taken, how
-    /// long until the earliest delayed job is due (ms).
-    async fn claim(&self, req: &ClaimRequest) -> Result<(Vec<Lease>, Option<u64>)> {
-        let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        let again = self.claimed_before(&mut tx, req, now).await?;
-        if !again.is_empty() {
-            tx.commit().await.map_err(|e| self.db(e))?;
-            return Ok((again, None));
-        }
-        self.promote(&mut tx, now).await?;
-        // Claims take turns on the queue's row: fair share and rate windows are decided
-        // one claim at a time.
-        let gate = self.gate(&mut tx, true).await?;
-        if gate.paused || now < gate.held_until {
-            // Nothing starts; a resume wakes waiting fetches, a hold ends on its own.
-            tx.commit().await.map_err(|e| self.db(e))?;
-            let hint = (!gate.paused).then(|| (gate.held_until - now) as u64);
-            return Ok((Vec::new(), hint));
-        }
-        let window = match gate.rate {
-            Some(limit) => Some((limit, self.window(&mut tx, limit, now).await?)),
-            None => None,
-        };
-        let (leases, blocked) = self.take(&mut tx, req, now, &gate, window).await?;
-        let next_due = if leases.is_empty() {
-            let due = self.next_due(&mut tx, now).await?;
-            match (due, blocked) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        } else {
-            None
-        };
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok((leases, next_due))
-    }
-
-    /// A request sent again (its id at or below the newest the worker sent) answers the
-    /// leases it took that are still held, oldest first, at most `req.size()`; a new one is
-    /// recorded as the newest. Empty: claim anew.
-    async fn claimed_before(
-        &self,
-        conn: &mut PgConnection,
-        req: &ClaimRequest,
-        now: Millis,
-    ) -> Result<Vec<Lease>> {
-        let s = &self.inner.schema;
-        let q = &self.inner.queue.queue_name;
-        let last: Option<i64> = sqlx::query_scalar(&format!(
-            "INSERT INTO {s}.claims AS c (queue, worker, last_id) VALUES ($1, $2, $3) \
-             ON CONFLICT (queue, worker) DO UPDATE SET last_id = greatest(c.last_id, $3) \
-             RETURNING (SELECT last_id FROM {s}.claims WHERE queue = $1 AND worker = $2)"
-        ))
-        .bind(q)
-        .bind(req.worker.as_str())
-        .bind(claim_id(req))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| self.db(e))?;
-        if last.is_none_or(|last| claim_id(req) > last) {
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {s}.jobs WHERE queue = $1 AND claim_worker = $2 \
-             AND claim_id = $3 AND lease_token IS NOT NULL AND lease_until_ms > $5 \
-             ORDER BY claimed_ms, id LIMIT $4"
-        ))
-        .bind(q)
-        .bind(req.worker.as_str())
-        .bind(claim_id(req))
-        .bind(req.size() as i64)
-        .bind(now)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| self.db(e))?;
-        rows.iter().map(|r| Row::decode(r).map(lease_of)).collect()
-    }
-
-    /// Due delayed jobs join the back of their priority, in order of due time, then id.
-    async fn promote(&self, conn: &mut PgConnection, now: Millis) -> Result<()> {
-        let schema = &self.inner.schema;
-        sqlx::query(&format!(
-            "WITH due AS (SELECT id, due_ms FROM {schema}.jobs WHERE queue = $1 AND due_ms <= $2 \
-             ORDER BY due_ms, id LIMIT {MAX_CLAIM} FOR UPDATE SKIP LOCKED), \
-             placed AS (SELECT id, nextval('{schema}.places') AS place \
-             FROM (SELECT id FROM due ORDER BY due_ms, id) d) \
-             UPDATE {schema}.jobs AS j SET ready = true, due_ms = NULL, place = placed.place \
-             FROM placed WHERE j.id = placed.id"
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| self.db(e))?;
-        Ok(())
-    }
-
-    /// Leases the first ready jobs (strict priority, FIFO), skipping rows another claim
-    /// holds.
-    /// Under a rate limit (`window`: the limit and the starts inside it), takes only what
-    /// it admits, in order: a job that does not fit holds the ones behind it; then answers
-    /// when the window will admit it (ms from now).
-    async fn take(
-        &self,
-        conn: &mut PgConnection,
-        req: &ClaimRequest,
-        now: Millis,
-        gate: &crate::control::Gate,
-        window: Option<(RateLimit, Vec<(Millis, u32)>)>,
-    ) -> Result<(Vec<Lease>, Option<u64>)> {
-        let used: u64 = window
-            .as_ref()
-            .map_or(0, |(_, w)| w.iter().map(|(_, c)| u64::from(*c)).sum());
-        let max = match &window {
-            Some((limit, _)) => req.size().min(limit.room(used as usize)),
-            None => req.size(),
-        };
-        let (rows, mut blocked) = if max == 0 {
-            (Vec::new(), None)
-        } else {
-            let ask = crate::lanes::Ask {
-                max,
-                now,
-                window: window.as_ref(),
-            };
-            self.pick(conn, gate, ask).await?
-        };
-        let until = now.saturating_add(duration_ms(req.lease));
-        let input = EffectInput {
-            now,
-            worker: Some(req.worker.as_str().to_owned()),
-            ..EffectInput::default()
-        };
-        let mut taken = Vec::with_capacity(rows.len());
-        let mut costs = Vec::new();
-        for mut row in rows {
-            let id = row.record.job_id;
-            if window.is_some() {
-                costs.push(row.record.cost.unwrap_or(1) as i32);
-            }
-            row.record
-                .apply_event(Event::Start, &input)
-                .map_err(|e| Error::InvalidTransition {
-                    id,
-                    from: e.from,
-                    event: e.event,
-                })?;
-            row.ready = false;
-            row.lease = Some(Held {
-                token: LeaseToken::generate(),
-                until_ms: until,
-                lease_ms: duration_ms(req.lease),
-                claimed_ms: now,
-                worker: req.worker.as_str().to_owned(),
-                claim_id: claim_id(req),
-            });
-            taken.push(row);
-        }
-        crate::rows::write(conn, &self.inner.schema, &taken, &self.inner.secrets).await?;
-        let started: Vec<(JobId, EventKind)> = taken
-            .iter()
-            .map(|r| {
-                let kind = EventKind::Transition {
-                    from: Some(JobStatus::Queued),
-                    to: JobStatus::Processing,
-                };
-                (r.record.job_id, kind)
-            })
-            .collect();
-        self.emit(conn, now, &started).await?;
-        self.log_starts(conn, now, &costs).await?;
-        if max == 0
-            && let Some((limit, starts)) = &window
-        {
-            blocked = crate::control::admits_at(*limit, starts, now, 1)
-                .map(|at| at.saturating_sub(now).max(0) as u64);
-        }
-        Ok((taken.into_iter().map(lease_of).collect(), blocked))
-    }
-
-    /// Milliseconds until the earliest delayed job is due, if any.
-    async fn next_due(&self, conn: &mut PgConnection, now: Millis) -> Result<Option<u64>> {
-        let due: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT min(due_ms) FROM {}.jobs WHERE queue = $1 AND due_ms IS NOT NULL",
-            self.inner.schema
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| self.db(e))?;
-        Ok(due.map(|d| d.saturating_sub(now).max(0) as u64))
-    }
-
     /// Ends one attempt, as [`Broker::finish`](queue_core::backend::Broker::finish).
     pub async fn finish(&self, lease: &LeaseRef, outcome: Outcome) -> Result<JobStatus> {
         let mut done = self
@@ -301,6 +80,7 @@ impl PostgresBackend {
         let mut deltas = std::collections::BTreeMap::new();
         let mut happened = Vec::new();
         let mut hold: Option<Millis> = None;
+        let mut moved = Vec::new();
         let mut group_holds: std::collections::BTreeMap<String, Millis> = Default::default();
         for Ending { lease, outcome } in endings {
             let id = lease.job_id;
@@ -339,6 +119,7 @@ impl PostgresBackend {
             let from = row.record.status;
             settle(row, event, &input)?;
             let to = row.record.status;
+            moved.extend(crate::flows::Moved::of(from, row));
             happened.push((
                 id,
                 EventKind::Transition {
@@ -369,6 +150,7 @@ impl PostgresBackend {
         for (group, until) in group_holds {
             self.hold_group(&mut tx, &group, until).await?;
         }
+        self.propagate(&mut tx, now, moved).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(statuses)
     }
@@ -499,6 +281,7 @@ impl PostgresBackend {
         let mut written = Vec::with_capacity(rows.len());
         let mut deltas = std::collections::BTreeMap::new();
         let mut happened = Vec::with_capacity(rows.len());
+        let mut moved = Vec::new();
         for r in &rows {
             let mut row = Row::decode(r)?;
             *deltas.entry("recovered").or_insert(0) += 1;
@@ -513,6 +296,7 @@ impl PostgresBackend {
             let from = row.record.status;
             settle(&mut row, event, &input)?;
             let to = row.record.status;
+            moved.extend(crate::flows::Moved::of(from, &row));
             happened.push((
                 row.record.job_id,
                 EventKind::Transition {
@@ -529,6 +313,7 @@ impl PostgresBackend {
         crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
         self.count(&mut tx, &deltas).await?;
         self.emit(&mut tx, now, &happened).await?;
+        self.propagate(&mut tx, now, moved).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(written.iter().map(|r| r.record.job_id).collect())
     }
@@ -547,7 +332,16 @@ pub(crate) fn settle(row: &mut Row, event: Event, input: &EffectInput) -> Result
             event: e.event,
         })?;
     row.lease = None;
-    match rules::placement(event) {
+    let placement = rules::placement(event);
+    match placement {
+        Placement::ReadyInPlace | Placement::ReadyAtBack | Placement::Delayed
+            if row.record.waits_on_children() =>
+        {
+            // Queued again with unfinished children: it waits on them.
+            row.ready = false;
+            row.due_ms = None;
+            row.waiting = true;
+        }
         Placement::Leased => {}
         Placement::ReadyInPlace => row.ready = true,
         Placement::ReadyAtBack => {
@@ -560,22 +354,10 @@ pub(crate) fn settle(row: &mut Row, event: Event, input: &EffectInput) -> Result
         }
         Placement::Finished => {
             row.ready = false;
+            row.waiting = false;
+            row.due_ms = None;
             row.finished_ms = Some(input.now);
         }
     }
     Ok(())
-}
-
-fn lease_of(row: Row) -> Lease {
-    let held = row.lease.expect("a leased row");
-    Lease {
-        job: row.record,
-        token: held.token,
-        expires_at: from_millis(held.until_ms),
-        claimed_at: tokio::time::Instant::now(),
-    }
-}
-
-fn claim_id(req: &ClaimRequest) -> i64 {
-    req.id.get() as i64
 }

@@ -2,10 +2,12 @@
 
 mod backend;
 mod broker;
+mod claims;
 mod config;
 mod control;
 mod error;
 mod events;
+mod flows;
 mod groups;
 mod jobs;
 mod lanes;

@@ -10,24 +10,48 @@ use crate::rows::{COLUMNS, Row};
 
 use crate::PostgresBackend;
 
+/// A page of `limit` records from `rows` (selected with one more than `limit`), with the
+/// cursor after the last one shown when more follow: its place is the row's `at` column
+/// when selected, else `at_of(row)`.
+pub(crate) fn page_of(
+    rows: &[sqlx::postgres::PgRow],
+    limit: usize,
+    at_of: impl Fn(&Row) -> i64,
+) -> Result<Page> {
+    let mut jobs = Vec::with_capacity(rows.len().min(limit));
+    let mut next_cursor = None;
+    let mut last = None;
+    for r in rows {
+        if jobs.len() == limit {
+            let (at, id) = last.expect("limit is at least 1");
+            next_cursor = Some(encode_cursor(at, id));
+            break;
+        }
+        let row = Row::decode(r)?;
+        let at = sqlx::Row::try_get::<i64, _>(r, "at").unwrap_or_else(|_| at_of(&row));
+        last = Some((at, row.record.job_id));
+        let mut record = row.record;
+        record.show_flow_progress();
+        jobs.push(record);
+    }
+    Ok(Page { jobs, next_cursor })
+}
+
 impl PostgresBackend {
     /// A page of jobs, newest first (ties by id), as
     /// [`JobStore::list`](queue_core::JobStore::list): every job or one status by where
     /// it is listed (`listed_at`), one unique key's history by creation.
     pub async fn list(&self, query: &ListQuery) -> Result<Page> {
         let position = query.position()?;
-        if query.parent.is_some() {
-            return Err(crate::store::not_yet("flows"));
+        if let Some(parent) = query.parent {
+            return self.children_page(parent, position, query.limit).await;
         }
-        if query.waiting_on_children {
-            // No job can have children yet (flows are not stored): none waits on them.
-            return Ok(Page {
-                jobs: Vec::new(),
-                next_cursor: None,
-            });
-        }
-        let by_key = query.unique_key.is_some();
-        let at = if by_key { "created_ms" } else { "listed_ms" };
+        let by_created = query.unique_key.is_some() || query.waiting_on_children;
+        let at = if by_created {
+            "created_ms"
+        } else {
+            "listed_ms"
+        };
         let (after_at, after_id) = match position {
             Some((ms, id)) => (Some(ms), Some(*id.as_uuid())),
             None => (None, None),
@@ -37,6 +61,7 @@ impl PostgresBackend {
              AND ($2::text IS NULL OR status = $2) \
              AND ($3::text IS NULL OR unique_key = $3) \
              AND ($4::int8 IS NULL OR ({at}, id) < ($4, $5)) \
+             AND (NOT $7 OR waiting) \
              ORDER BY {at} DESC, id DESC LIMIT $6",
             s = self.inner.schema
         ))
@@ -46,23 +71,11 @@ impl PostgresBackend {
         .bind(after_at)
         .bind(after_id)
         .bind(query.limit as i64 + 1)
+        .bind(query.waiting_on_children)
         .fetch_all(&self.inner.pool)
         .await
         .map_err(|e| self.db(e))?;
-        let mut jobs = Vec::with_capacity(rows.len().min(query.limit));
-        let mut next_cursor = None;
-        let mut last = None;
-        for r in &rows {
-            if jobs.len() == query.limit {
-                let (at, id) = last.expect("limit is at least 1");
-                next_cursor = Some(encode_cursor(at, id));
-                break;
-            }
-            let row = Row::decode(r)?;
-            last = Some((sqlx::Row::get::<i64, _>(r, "at"), row.record.job_id));
-            jobs.push(row.record);
-        }
-        Ok(Page { jobs, next_cursor })
+        page_of(&rows, query.limit, |_| 0)
     }
 
     /// The queue's counts, as [`JobStore::stats`](queue_core::JobStore::stats).
@@ -85,8 +98,9 @@ impl PostgresBackend {
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| self.db(e))?;
-        let scheduled: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM {s}.jobs WHERE queue = $1 AND due_ms IS NOT NULL"
+        let (scheduled, waiting): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT count(*) FILTER (WHERE due_ms IS NOT NULL), count(*) FILTER (WHERE waiting) \
+             FROM {s}.jobs WHERE queue = $1 AND (due_ms IS NOT NULL OR waiting)"
         ))
         .bind(q)
         .fetch_one(&mut *tx)
@@ -132,6 +146,7 @@ impl PostgresBackend {
             partial: status("partial"),
             cancelled: status("cancelled"),
             scheduled: scheduled as u64,
+            waiting_on_children: waiting as u64,
             active_workers,
             depth: Priority::ALL
                 .into_iter()
@@ -148,7 +163,6 @@ impl PostgresBackend {
             rate_limit: gate.rate,
             held_until: (gate.held_until > now)
                 .then(|| queue_core::backend::from_millis(gate.held_until)),
-            ..QueueStats::default()
         };
         Ok(stats)
     }

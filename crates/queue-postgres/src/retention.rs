@@ -14,7 +14,8 @@ impl PostgresBackend {
             .row_locked(&mut tx, id)
             .await?
             .ok_or(Error::NotFound { id })?;
-        let decision: DeleteDecision = on_delete(row.record.status, None);
+        let parent = self.parent_status(&mut tx, &row).await?;
+        let decision: DeleteDecision = on_delete(row.record.status, parent);
         if let Some(reason) = decision.refusal() {
             return Err(Error::NotDeletable {
                 id,
@@ -40,17 +41,27 @@ impl PostgresBackend {
         let now = self.now(&mut tx).await?;
         let cutoff = retention_cutoff(now, duration_ms(self.inner.queue.retention));
         let s = &self.inner.schema;
-        let gone = sqlx::query(&format!(
-            "DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM {s}.jobs WHERE queue = $1 \
-             AND finished_ms <= $2 ORDER BY finished_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+        // A finished child whose parent is unfinished is kept, its retention started again,
+        // and counts against `limit` too: a sweep's work is bounded by `limit`.
+        let (gone, _kept): (i64, i64) = sqlx::query_as(&format!(
+            "WITH due AS (SELECT j.id, (p.id IS NOT NULL AND p.finished_ms IS NULL \
+             AND p.created_ms <= j.created_ms) AS keep FROM {s}.jobs j \
+             LEFT JOIN {s}.jobs p ON p.id = j.parent \
+             WHERE j.queue = $1 AND j.finished_ms <= $2 ORDER BY j.finished_ms, j.id LIMIT $3 \
+             FOR UPDATE OF j SKIP LOCKED), \
+             gone AS (DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM due WHERE NOT keep) \
+             RETURNING 1), \
+             kept AS (UPDATE {s}.jobs SET finished_ms = $4 WHERE id IN (SELECT id FROM due \
+             WHERE keep) RETURNING 1) \
+             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept)"
         ))
         .bind(&self.inner.queue.queue_name)
         .bind(cutoff)
         .bind(limit as i64)
-        .execute(&mut *tx)
+        .bind(now)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(|e| self.db(e))?
-        .rows_affected();
+        .map_err(|e| self.db(e))?;
         sqlx::query(&format!(
             "WITH folded AS (DELETE FROM {s}.counts WHERE queue = $1 RETURNING name, n) \
              INSERT INTO {s}.counts (queue, name, n) \
@@ -61,6 +72,24 @@ impl PostgresBackend {
         .await
         .map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))?;
+        // Cascades a crash left unfinished go on.
+        self.finish_cascades().await?;
         Ok(gone as usize)
+    }
+
+    /// The status of the job `row` names as its parent, when that job is its parent.
+    pub(crate) async fn parent_status(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        row: &crate::rows::Row,
+    ) -> Result<Option<queue_core::JobStatus>> {
+        let Some(parent) = row.record.parent else {
+            return Ok(None);
+        };
+        Ok(self
+            .row_in(conn, parent)
+            .await?
+            .filter(|p| queue_core::backend::is_parent_of(p.created_ms, row.created_ms))
+            .map(|p| p.record.status))
     }
 }

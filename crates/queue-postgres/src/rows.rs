@@ -10,7 +10,8 @@ use sqlx::{PgConnection, Row as _};
 use crate::error::db_error;
 
 /// The columns a statement reads to rebuild a [`Row`].
-pub(crate) const COLUMNS: &str = "id, place, ready, due_ms, finished_ms, lease_token, \
+pub(crate) const COLUMNS: &str = "id, place, ready, waiting, cascading, created_ms, due_ms, \
+     finished_ms, lease_token, \
      lease_until_ms, lease_ms, claim_worker, claim_id, claimed_ms, ended_token, payload, state";
 
 /// A lease as its row holds it.
@@ -30,6 +31,11 @@ pub(crate) struct Row {
     pub(crate) record: JobRecord,
     pub(crate) place: i64,
     pub(crate) ready: bool,
+    /// Queued and waiting on unfinished children.
+    pub(crate) waiting: bool,
+    /// A cancel's cascade is still cancelling its descendants.
+    pub(crate) cascading: bool,
+    pub(crate) created_ms: Millis,
     pub(crate) due_ms: Option<Millis>,
     pub(crate) finished_ms: Option<Millis>,
     pub(crate) lease: Option<Held>,
@@ -61,6 +67,9 @@ impl Row {
             record,
             place: row.get("place"),
             ready: row.get("ready"),
+            waiting: row.get("waiting"),
+            cascading: row.get("cascading"),
+            created_ms: row.get("created_ms"),
             due_ms: row.get("due_ms"),
             finished_ms: row.get("finished_ms"),
             lease,
@@ -104,6 +113,8 @@ pub(crate) async fn insert(
     let mut keys = Vec::with_capacity(n);
     let mut groups = Vec::with_capacity(n);
     let mut costs = Vec::with_capacity(n);
+    let mut parents = Vec::with_capacity(n);
+    let mut waiting = Vec::with_capacity(n);
     let mut created = Vec::with_capacity(n);
     let mut payloads = Vec::with_capacity(n);
     let mut states = Vec::with_capacity(n);
@@ -117,19 +128,23 @@ pub(crate) async fn insert(
         keys.push(r.unique_key.clone());
         groups.push(r.group.clone());
         costs.push(r.cost.unwrap_or(1) as i32);
+        parents.push(r.parent.map(|p| *p.as_uuid()));
+        waiting.push(row.waiting);
         created.push(to_millis(r.created_at));
         payloads.push(r.payload.as_str().to_owned());
         states.push(row.state()?);
     }
     let inserted: Vec<(uuid::Uuid, i64)> = sqlx::query_as(&format!(
         "WITH ins AS (INSERT INTO {schema}.jobs (id, queue, status, band, place, ready, due_ms, \
-         unique_key, grp, cost, created_ms, payload, state) \
+         unique_key, grp, cost, parent, waiting, created_ms, payload, state) \
          SELECT id, $1, status, band, \
          CASE WHEN ready THEN nextval('{schema}.places') ELSE 0 END, \
-         ready, due_ms, unique_key, grp, cost, created_ms, payload, state \
+         ready, due_ms, unique_key, grp, cost, parent, waiting, created_ms, payload, state \
          FROM unnest($2::uuid[], $3::text[], $4::int2[], $5::bool[], $6::int8[], $7::text[], \
-         $8::int8[], $9::text[], $10::jsonb[], $15::text[], $16::int4[]) WITH ORDINALITY \
-         AS t(id, status, band, ready, due_ms, unique_key, created_ms, payload, state, grp, cost, n) \
+         $8::int8[], $9::text[], $10::jsonb[], $15::text[], $16::int4[], $17::uuid[], \
+         $18::bool[]) WITH ORDINALITY \
+         AS t(id, status, band, ready, due_ms, unique_key, created_ms, payload, state, grp, cost, \
+         parent, waiting, n) \
          ORDER BY n \
          ON CONFLICT DO NOTHING RETURNING id, place), \
          added AS (INSERT INTO {schema}.outbox (queue, ms, job, kind) \
@@ -162,6 +177,8 @@ pub(crate) async fn insert(
     )
     .bind(&groups)
     .bind(&costs)
+    .bind(&parents)
+    .bind(&waiting)
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| db_error(e, secrets))?;
@@ -187,6 +204,8 @@ pub(crate) async fn write(
     let mut bands = Vec::with_capacity(n);
     let mut places = Vec::with_capacity(n);
     let mut ready = Vec::with_capacity(n);
+    let mut waiting = Vec::with_capacity(n);
+    let mut cascading = Vec::with_capacity(n);
     let mut due = Vec::with_capacity(n);
     let mut finished = Vec::with_capacity(n);
     let mut tokens = Vec::with_capacity(n);
@@ -204,6 +223,8 @@ pub(crate) async fn write(
         bands.push(i16::from(r.priority.band()));
         places.push(row.place);
         ready.push(row.ready);
+        waiting.push(row.waiting);
+        cascading.push(row.cascading);
         due.push(row.due_ms);
         finished.push(row.finished_ms);
         tokens.push(row.lease.as_ref().map(|l| l.token.as_str().to_owned()));
@@ -220,12 +241,13 @@ pub(crate) async fn write(
          ready = t.ready, due_ms = t.due_ms, finished_ms = t.finished_ms, \
          lease_token = t.lease_token, lease_until_ms = t.lease_until_ms, \
          claim_worker = t.claim_worker, claim_id = t.claim_id, ended_token = t.ended_token, \
-         state = t.state, lease_ms = t.lease_ms, claimed_ms = t.claimed_ms \
+         state = t.state, lease_ms = t.lease_ms, claimed_ms = t.claimed_ms, \
+         waiting = t.waiting, cascading = t.cascading \
          FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::int8[], $5::bool[], $6::int8[], \
          $7::int8[], $8::text[], $9::int8[], $10::text[], $11::int8[], $12::text[], $13::jsonb[], \
-         $14::int8[], $15::int8[]) \
+         $14::int8[], $15::int8[], $16::bool[], $17::bool[]) \
          AS t(id, status, band, place, ready, due_ms, finished_ms, lease_token, lease_until_ms, \
-         claim_worker, claim_id, ended_token, state, lease_ms, claimed_ms) \
+         claim_worker, claim_id, ended_token, state, lease_ms, claimed_ms, waiting, cascading) \
          WHERE j.id = t.id"
     ))
     .bind(&ids)
@@ -243,6 +265,8 @@ pub(crate) async fn write(
     .bind(&states)
     .bind(&lease_ms)
     .bind(&claimed_ms)
+    .bind(&waiting)
+    .bind(&cascading)
     .execute(&mut *conn)
     .await
     .map_err(|e| db_error(e, secrets))?;

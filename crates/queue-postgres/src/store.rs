@@ -27,12 +27,12 @@ impl JobStore for PostgresBackend {
         PostgresBackend::enqueue_many(self, jobs).await
     }
 
-    async fn enqueue_flow(&self, _flow: Flow) -> Result<JobRecord> {
-        Err(not_yet("flows"))
+    async fn enqueue_flow(&self, flow: Flow) -> Result<JobRecord> {
+        PostgresBackend::enqueue_flow(self, flow).await
     }
 
-    async fn add_children(&self, _parent: JobId, _children: Vec<Flow>) -> Result<Vec<JobRecord>> {
-        Err(not_yet("flows"))
+    async fn add_children(&self, parent: JobId, children: Vec<Flow>) -> Result<Vec<JobRecord>> {
+        PostgresBackend::add_children(self, parent, children).await
     }
 
     async fn get(&self, id: JobId) -> Result<JobRecord> {

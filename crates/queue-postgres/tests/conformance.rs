@@ -29,6 +29,18 @@ async fn fresh(clock: ManualClock) -> Harness {
 
 queue_testkit::conformance_tests!(@cases fresh;
     priority_then_fifo,
+    a_group_keeps_its_turn_when_a_cancel_releases_its_parent,
+    sizes_at_their_bounds,
+    delete_finished_records,
+    a_flow_releases_its_parent_once,
+    flow_failure_policies,
+    cancel_and_retry_inside_a_flow,
+    a_batch_takes_members_while_it_waits,
+    a_parent_and_its_child_ending_in_one_call,
+    retention_keeps_a_waiting_parents_children,
+    a_sweep_counts_kept_children_against_its_limit,
+    a_flow_at_its_bound_is_created_and_cancelled_whole,
+    children_page_past_any_size,
     groups_share_fairly,
     group_concurrency_holds_under_racing_fetches,
     group_slot_comes_back_on_every_ending,
