@@ -189,3 +189,35 @@ CREATE TABLE {schema}.starts (
     cost   integer NOT NULL
 );
 CREATE INDEX starts_queue ON {schema}.starts (queue, ms);
+
+-- Schedules: stored forms (compared byte for byte by the next write) and next runs.
+CREATE TABLE {schema}.schedules (
+    queue   text   NOT NULL,
+    name    text   NOT NULL,
+    stored  text   NOT NULL,
+    next_ms bigint,
+    PRIMARY KEY (queue, name)
+);
+CREATE INDEX schedules_next ON {schema}.schedules (queue, next_ms) WHERE next_ms IS NOT NULL;
+
+-- Webhooks, and their outbox: a delivery is written by the transaction that finished the
+-- job; due at `due_ms` (claimed ones: when their claim runs out), or parked since
+-- `parked_ms`.
+CREATE TABLE {schema}.webhooks (
+    queue  text  NOT NULL,
+    name   text  NOT NULL,
+    hook   jsonb NOT NULL,
+    PRIMARY KEY (queue, name)
+);
+CREATE TABLE {schema}.deliveries (
+    queue     text   NOT NULL,
+    id        text   NOT NULL,
+    hook      text   NOT NULL,
+    stored    text   NOT NULL,
+    due_ms    bigint,
+    parked_ms bigint,
+    PRIMARY KEY (queue, id)
+);
+CREATE INDEX deliveries_due ON {schema}.deliveries (queue, due_ms, id) WHERE due_ms IS NOT NULL;
+CREATE INDEX deliveries_parked ON {schema}.deliveries (queue, parked_ms, id) WHERE parked_ms IS NOT NULL;
+CREATE INDEX deliveries_hook ON {schema}.deliveries (queue, hook);

@@ -243,6 +243,25 @@ impl PostgresBackend {
             .map_err(|e| self.db(e))
     }
 
+    /// Ends a transaction: committed when `out` is a success, else rolled back at once
+    /// (never left to the pool, holding its row locks meanwhile).
+    pub(crate) async fn close<T>(
+        &self,
+        tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        out: Result<T>,
+    ) -> Result<T> {
+        match out {
+            Ok(v) => {
+                tx.commit().await.map_err(|e| self.db(e))?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
     pub(crate) fn db(&self, e: sqlx::Error) -> queue_core::Error {
         db_error(e, &self.inner.secrets)
     }

@@ -11,7 +11,6 @@ use queue_core::backend::{
 use queue_core::{JobId, Result, WorkerId};
 
 use crate::PostgresBackend;
-use crate::store::not_yet;
 
 #[async_trait]
 impl Broker for PostgresBackend {
@@ -69,32 +68,24 @@ impl Broker for PostgresBackend {
         )))
     }
 
-    async fn read_schedules(&self, _read: &ScheduleRead) -> Result<StoredSchedules> {
-        // None can be stored yet (`write_schedule` refuses them): the answer is the
-        // database's now and no schedule.
-        let mut conn = self.inner.pool.acquire().await.map_err(|e| self.db(e))?;
-        Ok(StoredSchedules {
-            now_ms: self.now(&mut conn).await?,
-            schedules: Vec::new(),
-            next_due_ms: None,
-        })
+    async fn read_schedules(&self, read: &ScheduleRead) -> Result<StoredSchedules> {
+        PostgresBackend::read_schedules(self, read).await
     }
 
-    async fn write_schedule(&self, _write: ScheduleWrite) -> Result<ScheduleWritten> {
-        Err(not_yet("schedules"))
+    async fn write_schedule(&self, write: ScheduleWrite) -> Result<ScheduleWritten> {
+        PostgresBackend::write_schedule(self, write).await
     }
 
     async fn claim_deliveries(
         &self,
-        _limit: usize,
-        _lease: Duration,
+        limit: usize,
+        lease: Duration,
     ) -> Result<Vec<ClaimedDelivery>> {
-        // No webhook can be stored yet, so no delivery is ever due.
-        Ok(Vec::new())
+        PostgresBackend::claim_deliveries(self, limit, lease).await
     }
 
-    async fn settle_delivery(&self, _id: &str, _claimed: &str, _settle: Settle) -> Result<bool> {
-        Ok(false)
+    async fn settle_delivery(&self, id: &str, claimed: &str, settle: Settle) -> Result<bool> {
+        PostgresBackend::settle_delivery(self, id, claimed, settle).await
     }
 }
 

@@ -44,38 +44,39 @@ impl PostgresBackend {
     /// long until the earliest delayed job is due (ms).
     pub(crate) async fn claim(&self, req: &ClaimRequest) -> Result<(Vec<Lease>, Option<u64>)> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        let again = self.claimed_before(&mut tx, req, now).await?;
-        if !again.is_empty() {
-            tx.commit().await.map_err(|e| self.db(e))?;
-            return Ok((again, None));
-        }
-        self.promote(&mut tx, now).await?;
-        // Claims take turns on the queue's row: fair share and rate windows are decided
-        // one claim at a time.
-        let gate = self.gate(&mut tx, true).await?;
-        if gate.paused || now < gate.held_until {
-            // Nothing starts; a resume wakes waiting fetches, a hold ends on its own.
-            tx.commit().await.map_err(|e| self.db(e))?;
-            let hint = (!gate.paused).then(|| (gate.held_until - now) as u64);
-            return Ok((Vec::new(), hint));
-        }
-        let window = match gate.rate {
-            Some(limit) => Some((limit, self.window(&mut tx, limit, now).await?)),
-            None => None,
-        };
-        let (leases, blocked) = self.take(&mut tx, req, now, &gate, window).await?;
-        let next_due = if leases.is_empty() {
-            let due = self.next_due(&mut tx, now).await?;
-            match (due, blocked) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+        let out: Result<_> = async {
+            let now = self.now(&mut tx).await?;
+            let again = self.claimed_before(&mut tx, req, now).await?;
+            if !again.is_empty() {
+                return Ok((again, None));
             }
-        } else {
-            None
-        };
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok((leases, next_due))
+            self.promote(&mut tx, now).await?;
+            // Claims take turns on the queue's row: fair share and rate windows are decided
+            // one claim at a time.
+            let gate = self.gate(&mut tx, true).await?;
+            if gate.paused || now < gate.held_until {
+                // Nothing starts; a resume wakes waiting fetches, a hold ends on its own.
+                let hint = (!gate.paused).then(|| (gate.held_until - now) as u64);
+                return Ok((Vec::new(), hint));
+            }
+            let window = match gate.rate {
+                Some(limit) => Some((limit, self.window(&mut tx, limit, now).await?)),
+                None => None,
+            };
+            let (leases, blocked) = self.take(&mut tx, req, now, &gate, window).await?;
+            let next_due = if leases.is_empty() {
+                let due = self.next_due(&mut tx, now).await?;
+                match (due, blocked) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            } else {
+                None
+            };
+            Ok((leases, next_due))
+        }
+        .await;
+        self.close(tx, out).await
     }
 
     /// A request sent again (its id at or below the newest the worker sent) answers the

@@ -139,43 +139,49 @@ impl PostgresBackend {
     pub async fn set_rate_limit(&self, limit: Option<RateLimit>) -> Result<()> {
         let s = &self.inner.schema;
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let (max, per) = match limit {
-            Some(l) => (Some(l.max as i32), Some(duration_ms(l.per))),
-            None => (None, None),
-        };
-        sqlx::query(&format!(
-            "INSERT INTO {s}.queues AS q (queue, rate_max, rate_per_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (queue) DO UPDATE SET rate_max = $2, rate_per_ms = $3, \
-             held_until = CASE WHEN $2 IS NULL THEN 0 ELSE q.held_until END"
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .bind(max)
-        .bind(per)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        if limit.is_none() {
-            sqlx::query(&format!("DELETE FROM {s}.starts WHERE queue = $1"))
-                .bind(&self.inner.queue.queue_name)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.db(e))?;
+        let out: Result<_> = async {
+            let (max, per) = match limit {
+                Some(l) => (Some(l.max as i32), Some(duration_ms(l.per))),
+                None => (None, None),
+            };
+            sqlx::query(&format!(
+                "INSERT INTO {s}.queues AS q (queue, rate_max, rate_per_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (queue) DO UPDATE SET rate_max = $2, rate_per_ms = $3, \
+                 held_until = CASE WHEN $2 IS NULL THEN 0 ELSE q.held_until END"
+            ))
+            .bind(&self.inner.queue.queue_name)
+            .bind(max)
+            .bind(per)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            if limit.is_none() {
+                sqlx::query(&format!("DELETE FROM {s}.starts WHERE queue = $1"))
+                    .bind(&self.inner.queue.queue_name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+            }
+            self.wake(&mut tx).await?;
+            Ok(())
         }
-        self.wake(&mut tx).await?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(())
+        .await;
+        self.close(tx, out).await
     }
 
     async fn change_queue(&self, sql: &str) -> Result<()> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        sqlx::query(sql)
-            .bind(&self.inner.queue.queue_name)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.db(e))?;
-        self.wake(&mut tx).await?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(())
+        let out: Result<_> = async {
+            sqlx::query(sql)
+                .bind(&self.inner.queue.queue_name)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+            self.wake(&mut tx).await?;
+            Ok(())
+        }
+        .await;
+        self.close(tx, out).await
     }
 
     /// Wakes waiting fetches when this transaction commits.

@@ -61,82 +61,85 @@ impl PostgresBackend {
         let s = &self.inner.schema;
         let q = &self.inner.queue.queue_name;
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        let lock = if follow {
-            "SELECT pg_advisory_xact_lock(hashtext('dcs-queue-events:' || $1 || ':' || $2)) IS NOT NULL"
-        } else {
-            "SELECT pg_try_advisory_xact_lock(hashtext('dcs-queue-events:' || $1 || ':' || $2))"
-        };
-        let locked: bool = sqlx::query_scalar(lock)
-            .bind(s)
+        let out: Result<_> = async {
+            let now = self.now(&mut tx).await?;
+            let lock = if follow {
+                "SELECT pg_advisory_xact_lock(hashtext('dcs-queue-events:' || $1 || ':' || $2)) IS NOT NULL"
+            } else {
+                "SELECT pg_try_advisory_xact_lock(hashtext('dcs-queue-events:' || $1 || ':' || $2))"
+            };
+            let locked: bool = sqlx::query_scalar(lock)
+                .bind(s)
+                .bind(q)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+            if !locked {
+                return Ok(());
+            }
+            let until = if follow {
+                now.saturating_add(duration_ms(EVENT_LOG_LINGER))
+            } else {
+                0
+            };
+            let (last_seq, last_ms, followed_until): (i64, i64, i64) = sqlx::query_as(&format!(
+                "INSERT INTO {s}.event_heads AS h (queue, followed_until) VALUES ($1, $2) \
+                 ON CONFLICT (queue) DO UPDATE SET followed_until = greatest(h.followed_until, $2) \
+                 RETURNING last_seq, last_ms, followed_until"
+            ))
             .bind(q)
+            .bind(until)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.db(e))?;
-        if !locked {
-            return Ok(());
-        }
-        let until = if follow {
-            now.saturating_add(duration_ms(EVENT_LOG_LINGER))
-        } else {
-            0
-        };
-        let (last_seq, last_ms, followed_until): (i64, i64, i64) = sqlx::query_as(&format!(
-            "INSERT INTO {s}.event_heads AS h (queue, followed_until) VALUES ($1, $2) \
-             ON CONFLICT (queue) DO UPDATE SET followed_until = greatest(h.followed_until, $2) \
-             RETURNING last_seq, last_ms, followed_until"
-        ))
-        .bind(q)
-        .bind(until)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        if followed_until < now {
-            // Nobody follows: nothing is logged.
-            sqlx::query(&format!(
-                "DELETE FROM {s}.outbox WHERE n IN (SELECT n FROM {s}.outbox WHERE queue = $1 \
-                 ORDER BY n LIMIT {MOVE})"
-            ))
-            .bind(q)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.db(e))?;
-        } else {
-            // In the order added; times never go backwards in the log, so ids (ms-seq)
-            // increase with the sequence.
-            let head: Option<(i64, i64)> = sqlx::query_as(&format!(
-                "WITH moved AS (DELETE FROM {s}.outbox WHERE n IN (SELECT n FROM {s}.outbox \
-                 WHERE queue = $1 ORDER BY n LIMIT {MOVE}) RETURNING n, ms, job, kind), \
-                 numbered AS (SELECT $2 + row_number() OVER (ORDER BY n) AS seq, \
-                 greatest($3, max(ms) OVER (ORDER BY n)) AS ms, job, kind FROM moved), \
-                 logged AS (INSERT INTO {s}.events (queue, seq, ms, job, kind) \
-                 SELECT $1, seq, ms, job, kind FROM numbered) \
-                 SELECT max(seq)::int8, max(ms)::int8 FROM numbered HAVING count(*) > 0"
-            ))
-            .bind(q)
-            .bind(last_seq)
-            .bind(last_ms)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| self.db(e))?;
-            if let Some((seq, ms)) = head {
-                let dropped = seq - EVENT_LOG_LEN as i64;
+            if followed_until < now {
+                // Nobody follows: nothing is logged.
                 sqlx::query(&format!(
-                    "WITH trimmed AS (DELETE FROM {s}.events WHERE queue = $1 AND seq <= $3) \
-                     UPDATE {s}.event_heads SET last_seq = $2, last_ms = $4, \
-                     dropped_seq = greatest(dropped_seq, $3) WHERE queue = $1"
+                    "DELETE FROM {s}.outbox WHERE n IN (SELECT n FROM {s}.outbox WHERE queue = $1 \
+                     ORDER BY n LIMIT {MOVE})"
                 ))
                 .bind(q)
-                .bind(seq)
-                .bind(dropped.max(0))
-                .bind(ms)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.db(e))?;
+            } else {
+                // In the order added; times never go backwards in the log, so ids (ms-seq)
+                // increase with the sequence.
+                let head: Option<(i64, i64)> = sqlx::query_as(&format!(
+                    "WITH moved AS (DELETE FROM {s}.outbox WHERE n IN (SELECT n FROM {s}.outbox \
+                     WHERE queue = $1 ORDER BY n LIMIT {MOVE}) RETURNING n, ms, job, kind), \
+                     numbered AS (SELECT $2 + row_number() OVER (ORDER BY n) AS seq, \
+                     greatest($3, max(ms) OVER (ORDER BY n)) AS ms, job, kind FROM moved), \
+                     logged AS (INSERT INTO {s}.events (queue, seq, ms, job, kind) \
+                     SELECT $1, seq, ms, job, kind FROM numbered) \
+                     SELECT max(seq)::int8, max(ms)::int8 FROM numbered HAVING count(*) > 0"
+                ))
+                .bind(q)
+                .bind(last_seq)
+                .bind(last_ms)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+                if let Some((seq, ms)) = head {
+                    let dropped = seq - EVENT_LOG_LEN as i64;
+                    sqlx::query(&format!(
+                        "WITH trimmed AS (DELETE FROM {s}.events WHERE queue = $1 AND seq <= $3) \
+                         UPDATE {s}.event_heads SET last_seq = $2, last_ms = $4, \
+                         dropped_seq = greatest(dropped_seq, $3) WHERE queue = $1"
+                    ))
+                    .bind(q)
+                    .bind(seq)
+                    .bind(dropped.max(0))
+                    .bind(ms)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                }
             }
+            Ok(())
         }
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(())
+        .await;
+        self.close(tx, out).await
     }
 
     /// Log entries after `after` (oldest first, at most [`READ`]), and the highest
@@ -144,38 +147,41 @@ impl PostgresBackend {
     async fn read_log(&self, after: i64) -> Result<(Vec<(i64, JobEvent)>, i64)> {
         let s = &self.inner.schema;
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let rows: Vec<(i64, i64, uuid::Uuid, serde_json::Value)> = sqlx::query_as(&format!(
-            "SELECT seq, ms, job, kind FROM {s}.events WHERE queue = $1 AND seq > $2 \
-             ORDER BY seq LIMIT {READ}"
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .bind(after)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        let dropped: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT dropped_seq FROM {s}.event_heads WHERE queue = $1"
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (seq, ms, job, kind) in rows {
-            let kind: EventKind = serde_json::from_value(kind)
-                .map_err(|e| Error::corrupt(format!("event {ms}-{seq}: {e}")))?;
-            out.push((
-                seq,
-                JobEvent {
-                    id: Some(format!("{ms}-{seq}")),
-                    job_id: JobId::from_uuid(job),
-                    at: from_millis(ms),
-                    kind,
-                },
-            ));
+        let out: Result<_> = async {
+            let rows: Vec<(i64, i64, uuid::Uuid, serde_json::Value)> = sqlx::query_as(&format!(
+                "SELECT seq, ms, job, kind FROM {s}.events WHERE queue = $1 AND seq > $2 \
+                 ORDER BY seq LIMIT {READ}"
+            ))
+            .bind(&self.inner.queue.queue_name)
+            .bind(after)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            let dropped: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT dropped_seq FROM {s}.event_heads WHERE queue = $1"
+            ))
+            .bind(&self.inner.queue.queue_name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (seq, ms, job, kind) in rows {
+                let kind: EventKind = serde_json::from_value(kind)
+                    .map_err(|e| Error::corrupt(format!("event {ms}-{seq}: {e}")))?;
+                out.push((
+                    seq,
+                    JobEvent {
+                        id: Some(format!("{ms}-{seq}")),
+                        job_id: JobId::from_uuid(job),
+                        at: from_millis(ms),
+                        kind,
+                    },
+                ));
+            }
+            Ok((out, dropped.unwrap_or(0)))
         }
-        Ok((out, dropped.unwrap_or(0)))
+        .await;
+        self.close(tx, out).await
     }
 
     /// The newest sequence number logged.

@@ -54,9 +54,12 @@ impl PostgresBackend {
             return Ok(existing);
         }
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let mut out = self.insert_flow(&mut tx, jobs, None).await?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(out.remove(0))
+        let out: Result<_> = async {
+            let mut out = self.insert_flow(&mut tx, jobs, None).await?;
+            Ok(out.remove(0))
+        }
+        .await;
+        self.close(tx, out).await
     }
 
     /// Adds children to a queued parent (it waits on them): as
@@ -64,35 +67,38 @@ impl PostgresBackend {
     pub async fn add_children(&self, parent: JobId, children: Vec<Flow>) -> Result<Vec<JobRecord>> {
         let jobs = queue_core::backend::flatten_all(children)?;
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let row = self
-            .row_locked(&mut tx, parent)
-            .await?
-            .ok_or(Error::NotFound { id: parent })?;
-        if !accepts_children(row.record.status) {
-            return Err(Error::invalid(format!(
-                "job {parent} is {}: children can be added only while it is queued",
-                row.record.status
-            )));
+        let out: Result<_> = async {
+            let row = self
+                .row_locked(&mut tx, parent)
+                .await?
+                .ok_or(Error::NotFound { id: parent })?;
+            if !accepts_children(row.record.status) {
+                return Err(Error::invalid(format!(
+                    "job {parent} is {}: children can be added only while it is queued",
+                    row.record.status
+                )));
+            }
+            let group = row.record.group.clone().filter(|_| row.ready);
+            if group.is_some() {
+                self.gate(&mut tx, true).await?;
+            }
+            let added = jobs.iter().filter(|f| f.parent.is_none()).count() as u32;
+            let out = self.insert_flow(&mut tx, jobs, Some(parent)).await?;
+            let mut row = self
+                .row_locked(&mut tx, parent)
+                .await?
+                .ok_or(Error::NotFound { id: parent })?;
+            hold_for_children(&mut row, added);
+            crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
+            if let Some(g) = &group {
+                // Held once its new children are ready: its group keeps its lane if one of
+                // them is ready in it, as if in one step.
+                self.refresh_lanes(&mut tx, g).await?;
+            }
+            Ok(out)
         }
-        let group = row.record.group.clone().filter(|_| row.ready);
-        if group.is_some() {
-            self.gate(&mut tx, true).await?;
-        }
-        let added = jobs.iter().filter(|f| f.parent.is_none()).count() as u32;
-        let out = self.insert_flow(&mut tx, jobs, Some(parent)).await?;
-        let mut row = self
-            .row_locked(&mut tx, parent)
-            .await?
-            .ok_or(Error::NotFound { id: parent })?;
-        hold_for_children(&mut row, added);
-        crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
-        if let Some(g) = &group {
-            // Held once its new children are ready: its group keeps its lane if one of
-            // them is ready in it, as if in one step.
-            self.refresh_lanes(&mut tx, g).await?;
-        }
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(out)
+        .await;
+        self.close(tx, out).await
     }
 
     /// Inserts every job of a flattened flow, parents before children; `parent` is the
@@ -233,6 +239,7 @@ impl PostgresBackend {
                             ..EffectInput::default()
                         };
                         crate::leases::settle(&mut parent, Event::ChildFailed, &input)?;
+                        self.leave_deliveries(conn, now, &[&parent]).await?;
                         self.count(conn, &[("failed", 1)].into_iter().collect())
                             .await?;
                         let to = parent.record.status;
@@ -356,42 +363,45 @@ impl PostgresBackend {
         let s = &self.inner.schema;
         let q = &self.inner.queue.queue_name;
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        let head: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
-            "SELECT id FROM {s}.jobs WHERE queue = $1 AND cascading LIMIT 1 FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(q)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        let Some(head) = head else {
-            return Ok(false);
-        };
-        let head = JobId::from_uuid(head);
-        let kids: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
-            "SELECT id FROM {s}.jobs WHERE parent = $1 AND queue = $2 AND (status = 'queued' \
-             OR (status = 'processing' AND NOT coalesce((state->>'cancel_requested')::bool, false))) \
-             ORDER BY created_ms, id LIMIT {CANCEL_STEP}"
-        ))
-        .bind(head.as_uuid())
-        .bind(q)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        for kid in &kids {
-            self.cancel_in(&mut tx, JobId::from_uuid(*kid), now).await?;
-        }
-        if kids.len() < CANCEL_STEP {
-            sqlx::query(&format!(
-                "UPDATE {s}.jobs SET cascading = false WHERE id = $1"
+        let out: Result<_> = async {
+            let now = self.now(&mut tx).await?;
+            let head: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
+                "SELECT id FROM {s}.jobs WHERE queue = $1 AND cascading LIMIT 1 FOR UPDATE SKIP LOCKED"
             ))
-            .bind(head.as_uuid())
-            .execute(&mut *tx)
+            .bind(q)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(|e| self.db(e))?;
+            let Some(head) = head else {
+                return Ok(false);
+            };
+            let head = JobId::from_uuid(head);
+            let kids: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
+                "SELECT id FROM {s}.jobs WHERE parent = $1 AND queue = $2 AND (status = 'queued' \
+                 OR (status = 'processing' AND NOT coalesce((state->>'cancel_requested')::bool, false))) \
+                 ORDER BY created_ms, id LIMIT {CANCEL_STEP}"
+            ))
+            .bind(head.as_uuid())
+            .bind(q)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            for kid in &kids {
+                self.cancel_in(&mut tx, JobId::from_uuid(*kid), now).await?;
+            }
+            if kids.len() < CANCEL_STEP {
+                sqlx::query(&format!(
+                    "UPDATE {s}.jobs SET cascading = false WHERE id = $1"
+                ))
+                .bind(head.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+            }
+            Ok(true)
         }
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(true)
+        .await;
+        self.close(tx, out).await
     }
 
     /// Runs the cancels' cascades to their end, a bounded step per transaction.

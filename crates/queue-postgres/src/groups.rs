@@ -185,11 +185,8 @@ impl PostgresBackend {
     pub(crate) async fn refresh_lanes(&self, conn: &mut PgConnection, group: &str) -> Result<()> {
         let s = &self.inner.schema;
         let q = &self.inner.queue.queue_name;
-        let mut tx = sqlx::Acquire::begin(&mut *conn)
-            .await
-            .map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        let groups = self.load_groups(&mut tx, &[group.to_owned()], now).await?;
+        let now = self.now(conn).await?;
+        let groups = self.load_groups(conn, &[group.to_owned()], now).await?;
         let admits = groups.get(group).is_some_and(|g| g.admits(now));
         sqlx::query(&format!(
             "DELETE FROM {s}.lanes AS l WHERE queue = $1 AND grp = $2 AND (NOT $3 OR NOT EXISTS \
@@ -198,10 +195,9 @@ impl PostgresBackend {
         .bind(q)
         .bind(group)
         .bind(admits)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))?;
         Ok(())
     }
 
@@ -211,60 +207,63 @@ impl PostgresBackend {
         let s = &self.inner.schema;
         let q = &self.inner.queue.queue_name;
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        self.gate(&mut tx, true).await?;
-        let set = match change {
-            GroupControl::Pause => "paused = true".to_owned(),
-            GroupControl::Resume => "paused = false, held_until = 0".to_owned(),
-            GroupControl::Concurrency(limit) => {
-                queue_core::backend::check_group_concurrency(limit)?;
-                format!("concurrency = {}", sql_opt(limit))
-            }
-            GroupControl::Weight(weight) => {
-                queue_core::backend::check_group_weight(weight)?;
-                match weight {
-                    Some(w) => format!("weight = {w}"),
-                    None => "weight = NULL, turn = 0".to_owned(),
+        let out: Result<_> = async {
+            self.gate(&mut tx, true).await?;
+            let set = match change {
+                GroupControl::Pause => "paused = true".to_owned(),
+                GroupControl::Resume => "paused = false, held_until = 0".to_owned(),
+                GroupControl::Concurrency(limit) => {
+                    queue_core::backend::check_group_concurrency(limit)?;
+                    format!("concurrency = {}", sql_opt(limit))
                 }
-            }
-            GroupControl::RateLimit(limit) => match limit {
-                Some(l) => format!(
-                    "rate_max = {}, rate_per_ms = {}",
-                    l.max,
-                    queue_core::backend::duration_ms(l.per)
-                ),
-                None => "rate_max = NULL, rate_per_ms = NULL, held_until = 0".to_owned(),
-            },
-        };
-        sqlx::query(&format!(
-            "INSERT INTO {s}.groups (queue, grp) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-        ))
-        .bind(q)
-        .bind(group)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        sqlx::query(&format!(
-            "UPDATE {s}.groups SET {set} WHERE queue = $1 AND grp = $2"
-        ))
-        .bind(q)
-        .bind(group)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        if matches!(change, GroupControl::RateLimit(None)) {
+                GroupControl::Weight(weight) => {
+                    queue_core::backend::check_group_weight(weight)?;
+                    match weight {
+                        Some(w) => format!("weight = {w}"),
+                        None => "weight = NULL, turn = 0".to_owned(),
+                    }
+                }
+                GroupControl::RateLimit(limit) => match limit {
+                    Some(l) => format!(
+                        "rate_max = {}, rate_per_ms = {}",
+                        l.max,
+                        queue_core::backend::duration_ms(l.per)
+                    ),
+                    None => "rate_max = NULL, rate_per_ms = NULL, held_until = 0".to_owned(),
+                },
+            };
             sqlx::query(&format!(
-                "DELETE FROM {s}.group_starts WHERE queue = $1 AND grp = $2"
+                "INSERT INTO {s}.groups (queue, grp) VALUES ($1, $2) ON CONFLICT DO NOTHING"
             ))
             .bind(q)
             .bind(group)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.db(e))?;
+            sqlx::query(&format!(
+                "UPDATE {s}.groups SET {set} WHERE queue = $1 AND grp = $2"
+            ))
+            .bind(q)
+            .bind(group)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            if matches!(change, GroupControl::RateLimit(None)) {
+                sqlx::query(&format!(
+                    "DELETE FROM {s}.group_starts WHERE queue = $1 AND grp = $2"
+                ))
+                .bind(q)
+                .bind(group)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+            }
+            self.refresh_lanes(&mut tx, group).await?;
+            self.wake(&mut tx).await?;
+            Ok(())
         }
-        self.refresh_lanes(&mut tx, group).await?;
-        self.wake(&mut tx).await?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(())
+        .await;
+        self.close(tx, out).await
     }
 
     /// Holds `group`'s starts until `until` (a rate-limited outcome of one of its jobs).
@@ -297,38 +296,41 @@ impl PostgresBackend {
     async fn group_stats(&self, names: &[String]) -> Result<Vec<GroupStats>> {
         let s = &self.inner.schema;
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        let groups = self.load_groups(&mut tx, names, now).await?;
-        let counts: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
-            "SELECT grp, count(*) FILTER (WHERE ready), count(*) FROM {s}.jobs \
-             WHERE queue = $1 AND grp = ANY($2) AND finished_ms IS NULL GROUP BY grp"
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .bind(names)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(names
-            .iter()
-            .map(|name| {
-                let g = groups.get(name).cloned().unwrap_or_default();
-                let (ready, unfinished) = counts
-                    .iter()
-                    .find(|(n, _, _)| n == name)
-                    .map_or((0, 0), |(_, r, u)| (*r as u64, *u as u64));
-                let mut stats = GroupStats::new(name.clone());
-                stats.ready = ready;
-                stats.running = g.running;
-                stats.unfinished = unfinished;
-                stats.paused = g.paused;
-                stats.concurrency = g.concurrency;
-                stats.weight = g.weight;
-                stats.rate_limit = g.rate;
-                stats.held_until = (g.held_until > now).then(|| from_millis(g.held_until));
-                stats
-            })
-            .collect())
+        let out: Result<_> = async {
+            let now = self.now(&mut tx).await?;
+            let groups = self.load_groups(&mut tx, names, now).await?;
+            let counts: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
+                "SELECT grp, count(*) FILTER (WHERE ready), count(*) FROM {s}.jobs \
+                 WHERE queue = $1 AND grp = ANY($2) AND finished_ms IS NULL GROUP BY grp"
+            ))
+            .bind(&self.inner.queue.queue_name)
+            .bind(names)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            Ok(names
+                .iter()
+                .map(|name| {
+                    let g = groups.get(name).cloned().unwrap_or_default();
+                    let (ready, unfinished) = counts
+                        .iter()
+                        .find(|(n, _, _)| n == name)
+                        .map_or((0, 0), |(_, r, u)| (*r as u64, *u as u64));
+                    let mut stats = GroupStats::new(name.clone());
+                    stats.ready = ready;
+                    stats.running = g.running;
+                    stats.unfinished = unfinished;
+                    stats.paused = g.paused;
+                    stats.concurrency = g.concurrency;
+                    stats.weight = g.weight;
+                    stats.rate_limit = g.rate;
+                    stats.held_until = (g.held_until > now).then(|| from_millis(g.held_until));
+                    stats
+                })
+                .collect())
+        }
+        .await;
+        self.close(tx, out).await
     }
 
     /// The groups with unfinished jobs, the `limit` busiest in full (most unfinished

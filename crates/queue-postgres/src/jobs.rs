@@ -14,9 +14,12 @@ impl PostgresBackend {
     /// record; a unique key an active job holds is refused with `AlreadyExists`.
     pub async fn enqueue(&self, job: NewJob) -> Result<JobRecord> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let out = self.enqueue_in(&mut tx, job).await?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(out)
+        let out: Result<_> = async {
+            let out = self.enqueue_in(&mut tx, job).await?;
+            Ok(out)
+        }
+        .await;
+        self.close(tx, out).await
     }
 
     /// Enqueues one job on a connection or transaction the application owns
@@ -43,9 +46,12 @@ impl PostgresBackend {
     /// does not stop the others).
     pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let out = self.enqueue_many_in(&mut tx, jobs).await?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(out)
+        let out: Result<_> = async {
+            let out = self.enqueue_many_in(&mut tx, jobs).await?;
+            Ok(out)
+        }
+        .await;
+        self.close(tx, out).await
     }
 
     /// [`PostgresBackend::enqueue_many`] on the application's connection or transaction
@@ -59,15 +65,18 @@ impl PostgresBackend {
         // A savepoint when the caller is inside a transaction: an error here leaves the
         // caller's transaction usable.
         let mut tx = conn.begin().await.map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        let mut out = Vec::with_capacity(jobs.len());
-        let mut jobs = jobs.into_iter().peekable();
-        while jobs.peek().is_some() {
-            let step: Vec<NewJob> = jobs.by_ref().take(MAX_ENQUEUE_STEP).collect();
-            out.extend(self.enqueue_step(&mut tx, step, now).await?);
+        let out: Result<_> = async {
+            let now = self.now(&mut tx).await?;
+            let mut out = Vec::with_capacity(jobs.len());
+            let mut jobs = jobs.into_iter().peekable();
+            while jobs.peek().is_some() {
+                let step: Vec<NewJob> = jobs.by_ref().take(MAX_ENQUEUE_STEP).collect();
+                out.extend(self.enqueue_step(&mut tx, step, now).await?);
+            }
+            Ok(out)
         }
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(out)
+        .await;
+        self.close(tx, out).await
     }
 
     async fn enqueue_step(
@@ -195,9 +204,12 @@ impl PostgresBackend {
     /// heartbeat reply).
     pub async fn cancel(&self, id: JobId) -> Result<queue_core::CancelOutcome> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        let out = self.cancel_in(&mut tx, id, now).await?;
-        tx.commit().await.map_err(|e| self.db(e))?;
+        let out: Result<_> = async {
+            let now = self.now(&mut tx).await?;
+            self.cancel_in(&mut tx, id, now).await
+        }
+        .await;
+        let out = self.close(tx, out).await?;
         // Its descendants, in bounded steps (`queue_core::backend::CANCEL_STEP`).
         self.finish_cascades().await?;
         Ok(out)
@@ -238,6 +250,7 @@ impl PostgresBackend {
                         to,
                     };
                     self.emit(tx, now, &[(id, kind)]).await?;
+                    self.leave_deliveries(tx, now, &[&row]).await?;
                     crate::rows::write(tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
                     self.count(tx, &[("cancelled", 1)].into_iter().collect())
                         .await?;
@@ -297,72 +310,74 @@ impl PostgresBackend {
         use queue_core::backend::rules::EffectInput;
         use queue_core::backend::{Event, apply};
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        let mut row = self
-            .row_locked(&mut tx, id)
-            .await?
-            .ok_or(Error::NotFound { id })?;
-        apply(row.record.status, Event::ManualRetry).map_err(|e| Error::InvalidTransition {
-            id,
-            from: e.from,
-            event: e.event,
-        })?;
-        if let Some(p) = priority {
-            row.record.priority = p;
-        }
-        let input = EffectInput {
-            now,
-            ..EffectInput::default()
-        };
-        let from = row.record.status;
-        crate::leases::settle(&mut row, Event::ManualRetry, &input)?;
-        row.finished_ms = None;
-        let to = row.record.status;
-        self.place_at_back(&mut tx, std::slice::from_mut(&mut row))
-            .await?;
-        let key = row.record.unique_key.clone();
-        // The unique index refuses the update while another active job holds the key.
-        let written = crate::rows::write(
-            &mut tx,
-            &self.inner.schema,
-            std::slice::from_ref(&row),
-            &self.inner.secrets,
-        )
-        .await;
-        if let (Err(e), Some(key)) = (&written, &key)
-            && e.to_string().contains("jobs_unique_key")
-        {
-            drop(tx);
-            let holder = self.key_holder(key).await?;
-            return Err(Error::AlreadyExists {
-                unique_key: key.clone(),
-                job_id: holder.unwrap_or(id),
-            });
-        }
-        written?;
-        let moved = crate::flows::Moved::of(from, &row);
-        self.propagate(&mut tx, now, moved.into_iter().collect())
-            .await?;
-        self.emit(
-            &mut tx,
-            now,
-            &[(
+        let out: Result<_> = async {
+            let now = self.now(&mut tx).await?;
+            let mut row = self
+                .row_locked(&mut tx, id)
+                .await?
+                .ok_or(Error::NotFound { id })?;
+            apply(row.record.status, Event::ManualRetry).map_err(|e| Error::InvalidTransition {
                 id,
-                EventKind::Transition {
-                    from: Some(from),
-                    to,
-                },
-            )],
-        )
-        .await?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&self.inner.channel)
-            .bind(&self.inner.queue.queue_name)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(row.record)
+                from: e.from,
+                event: e.event,
+            })?;
+            if let Some(p) = priority {
+                row.record.priority = p;
+            }
+            let input = EffectInput {
+                now,
+                ..EffectInput::default()
+            };
+            let from = row.record.status;
+            crate::leases::settle(&mut row, Event::ManualRetry, &input)?;
+            row.finished_ms = None;
+            let to = row.record.status;
+            self.place_at_back(&mut tx, std::slice::from_mut(&mut row))
+                .await?;
+            let key = row.record.unique_key.clone();
+            // The unique index refuses the update while another active job holds the key.
+            let written = crate::rows::write(
+                &mut tx,
+                &self.inner.schema,
+                std::slice::from_ref(&row),
+                &self.inner.secrets,
+            )
+            .await;
+            if let (Err(e), Some(key)) = (&written, &key)
+                && e.to_string().contains("jobs_unique_key")
+            {
+                let holder = self.key_holder(key).await?;
+                return Err(Error::AlreadyExists {
+                    unique_key: key.clone(),
+                    job_id: holder.unwrap_or(id),
+                });
+            }
+            written?;
+            let moved = crate::flows::Moved::of(from, &row);
+            self.propagate(&mut tx, now, moved.into_iter().collect())
+                .await?;
+            self.emit(
+                &mut tx,
+                now,
+                &[(
+                    id,
+                    EventKind::Transition {
+                        from: Some(from),
+                        to,
+                    },
+                )],
+            )
+            .await?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(&self.inner.channel)
+                .bind(&self.inner.queue.queue_name)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+            Ok(row.record)
+        }
+        .await;
+        self.close(tx, out).await
     }
 
     /// The active job holding `key`, if any.

@@ -58,101 +58,105 @@ impl PostgresBackend {
 
     async fn finish_step(&self, endings: Vec<Ending>) -> Result<Vec<Result<JobStatus>>> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        let ids: Vec<uuid::Uuid> = endings.iter().map(|e| *e.lease.job_id.as_uuid()).collect();
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
-            self.inner.schema
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        let mut held: std::collections::HashMap<JobId, Row> = std::collections::HashMap::new();
-        for r in &rows {
-            let row = Row::decode(r)?;
-            held.insert(row.record.job_id, row);
-        }
-        let limits = self.inner.queue.limits;
-        let mut statuses = Vec::with_capacity(endings.len());
-        let mut changed: Vec<JobId> = Vec::new();
-        let mut deltas = std::collections::BTreeMap::new();
-        let mut happened = Vec::new();
-        let mut hold: Option<Millis> = None;
-        let mut moved = Vec::new();
-        let mut group_holds: std::collections::BTreeMap<String, Millis> = Default::default();
-        for Ending { lease, outcome } in endings {
-            let id = lease.job_id;
-            let Some(row) = held.get_mut(&id) else {
-                statuses.push(Err(Error::LeaseLost { id }));
-                continue;
-            };
-            let holds = lease_holds(
-                row.lease.as_ref().map(|l| (l.token.as_str(), l.until_ms)),
-                lease.token.as_str(),
-                now,
-            );
-            if !holds {
-                statuses.push(match &row.ended_token {
-                    Some(t) if t == lease.token.as_str() => Ok(row.record.status),
-                    _ => Err(Error::LeaseLost { id }),
-                });
-                continue;
+        let out: Result<_> = async {
+            let now = self.now(&mut tx).await?;
+            let ids: Vec<uuid::Uuid> = endings.iter().map(|e| *e.lease.job_id.as_uuid()).collect();
+            let rows = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
+                self.inner.schema
+            ))
+            .bind(&self.inner.queue.queue_name)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            let mut held: std::collections::HashMap<JobId, Row> = std::collections::HashMap::new();
+            for r in &rows {
+                let row = Row::decode(r)?;
+                held.insert(row.record.job_id, row);
             }
-            let outcome = limits.bound_outcome(outcome);
-            let event = rules::settle(outcome.kind(), AttemptFacts::of(&row.record));
-            let holds = rules::holds_queue(outcome.kind());
-            let input = EffectInput::of_outcome(outcome, now, &limits);
-            if holds {
-                // Whatever the job became, the limit it hit stands: for its group when it
-                // has one, else for the whole queue.
-                let until = input.due.unwrap_or(now);
-                match row.record.group.clone() {
-                    Some(g) => {
-                        let held = group_holds.entry(g).or_insert(until);
-                        *held = (*held).max(until);
+            let limits = self.inner.queue.limits;
+            let mut statuses = Vec::with_capacity(endings.len());
+            let mut changed: Vec<JobId> = Vec::new();
+            let mut deltas = std::collections::BTreeMap::new();
+            let mut happened = Vec::new();
+            let mut hold: Option<Millis> = None;
+            let mut moved = Vec::new();
+            let mut group_holds: std::collections::BTreeMap<String, Millis> = Default::default();
+            for Ending { lease, outcome } in endings {
+                let id = lease.job_id;
+                let Some(row) = held.get_mut(&id) else {
+                    statuses.push(Err(Error::LeaseLost { id }));
+                    continue;
+                };
+                let holds = lease_holds(
+                    row.lease.as_ref().map(|l| (l.token.as_str(), l.until_ms)),
+                    lease.token.as_str(),
+                    now,
+                );
+                if !holds {
+                    statuses.push(match &row.ended_token {
+                        Some(t) if t == lease.token.as_str() => Ok(row.record.status),
+                        _ => Err(Error::LeaseLost { id }),
+                    });
+                    continue;
+                }
+                let outcome = limits.bound_outcome(outcome);
+                let event = rules::settle(outcome.kind(), AttemptFacts::of(&row.record));
+                let holds = rules::holds_queue(outcome.kind());
+                let input = EffectInput::of_outcome(outcome, now, &limits);
+                if holds {
+                    // Whatever the job became, the limit it hit stands: for its group when it
+                    // has one, else for the whole queue.
+                    let until = input.due.unwrap_or(now);
+                    match row.record.group.clone() {
+                        Some(g) => {
+                            let held = group_holds.entry(g).or_insert(until);
+                            *held = (*held).max(until);
+                        }
+                        None => hold = hold.max(Some(until)),
                     }
-                    None => hold = hold.max(Some(until)),
+                }
+                let from = row.record.status;
+                settle(row, event, &input)?;
+                let to = row.record.status;
+                moved.extend(crate::flows::Moved::of(from, row));
+                happened.push((
+                    id,
+                    EventKind::Transition {
+                        from: Some(from),
+                        to,
+                    },
+                ));
+                if let Some(name) = rules::counter(event) {
+                    *deltas.entry(name).or_insert(0) += 1;
+                }
+                row.ended_token = Some(lease.token.as_str().to_owned());
+                statuses.push(Ok(row.record.status));
+                changed.push(id);
+            }
+            let mut written: Vec<Row> = Vec::with_capacity(changed.len());
+            for id in changed {
+                if let Some(row) = held.remove(&id) {
+                    written.push(row);
                 }
             }
-            let from = row.record.status;
-            settle(row, event, &input)?;
-            let to = row.record.status;
-            moved.extend(crate::flows::Moved::of(from, row));
-            happened.push((
-                id,
-                EventKind::Transition {
-                    from: Some(from),
-                    to,
-                },
-            ));
-            if let Some(name) = rules::counter(event) {
-                *deltas.entry(name).or_insert(0) += 1;
+            self.place_at_back(&mut tx, &mut written).await?;
+            crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
+            self.leave_deliveries(&mut tx, now, &written.iter().collect::<Vec<_>>()).await?;
+            self.count(&mut tx, &deltas).await?;
+            self.emit(&mut tx, now, &happened).await?;
+            if let Some(until) = hold {
+                self.hold(&mut tx, until).await?;
             }
-            row.ended_token = Some(lease.token.as_str().to_owned());
-            statuses.push(Ok(row.record.status));
-            changed.push(id);
-        }
-        let mut written: Vec<Row> = Vec::with_capacity(changed.len());
-        for id in changed {
-            if let Some(row) = held.remove(&id) {
-                written.push(row);
+            for (group, until) in group_holds {
+                self.hold_group(&mut tx, &group, until).await?;
             }
+            self.propagate(&mut tx, now, moved).await?;
+            Ok(statuses)
         }
-        self.place_at_back(&mut tx, &mut written).await?;
-        crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
-        self.count(&mut tx, &deltas).await?;
-        self.emit(&mut tx, now, &happened).await?;
-        if let Some(until) = hold {
-            self.hold(&mut tx, until).await?;
-        }
-        for (group, until) in group_holds {
-            self.hold_group(&mut tx, &group, until).await?;
-        }
-        self.propagate(&mut tx, now, moved).await?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(statuses)
+        .await;
+        self.close(tx, out).await
     }
 
     /// Rows marked for the back of their priority (`place == -1`) take the next places.
@@ -189,37 +193,40 @@ impl PostgresBackend {
         leases: &[LeaseRef],
     ) -> Result<HeartbeatReply> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        self.seen(&mut tx, beat, now).await?;
-        let ids: Vec<uuid::Uuid> = leases.iter().map(|l| *l.job_id.as_uuid()).collect();
-        let tokens: Vec<String> = leases.iter().map(|l| l.token.as_str().to_owned()).collect();
-        let renewed: Vec<(uuid::Uuid, String, bool)> = sqlx::query_as(&format!(
-            "UPDATE {}.jobs AS j SET lease_until_ms = $3 \
-             FROM unnest($1::uuid[], $2::text[]) AS t(id, token) \
-             WHERE j.id = t.id AND j.lease_token = t.token AND j.lease_until_ms > $4 \
-             RETURNING j.id, j.lease_token, coalesce((j.state->>'cancel_requested')::bool, false)",
-            self.inner.schema
-        ))
-        .bind(&ids)
-        .bind(&tokens)
-        .bind(now.saturating_add(duration_ms(beat.lease)))
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        let mut reply = HeartbeatReply::default();
-        for l in leases {
-            let renewal = renewed
-                .iter()
-                .find(|(id, token, _)| id == l.job_id.as_uuid() && token == l.token.as_str());
-            match renewal {
-                None => reply.lost.push(l.clone()),
-                Some((_, _, true)) => reply.cancel.push(l.clone()),
-                Some((_, _, false)) => {}
+        let out: Result<_> = async {
+            let now = self.now(&mut tx).await?;
+            self.seen(&mut tx, beat, now).await?;
+            let ids: Vec<uuid::Uuid> = leases.iter().map(|l| *l.job_id.as_uuid()).collect();
+            let tokens: Vec<String> = leases.iter().map(|l| l.token.as_str().to_owned()).collect();
+            let renewed: Vec<(uuid::Uuid, String, bool)> = sqlx::query_as(&format!(
+                "UPDATE {}.jobs AS j SET lease_until_ms = $3 \
+                 FROM unnest($1::uuid[], $2::text[]) AS t(id, token) \
+                 WHERE j.id = t.id AND j.lease_token = t.token AND j.lease_until_ms > $4 \
+                 RETURNING j.id, j.lease_token, coalesce((j.state->>'cancel_requested')::bool, false)",
+                self.inner.schema
+            ))
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(now.saturating_add(duration_ms(beat.lease)))
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            let mut reply = HeartbeatReply::default();
+            for l in leases {
+                let renewal = renewed
+                    .iter()
+                    .find(|(id, token, _)| id == l.job_id.as_uuid() && token == l.token.as_str());
+                match renewal {
+                    None => reply.lost.push(l.clone()),
+                    Some((_, _, true)) => reply.cancel.push(l.clone()),
+                    Some((_, _, false)) => {}
+                }
             }
+            Ok(reply)
         }
-        Ok(reply)
+        .await;
+        self.close(tx, out).await
     }
 
     /// Records progress on a held attempt (never backwards, its step bounded; an empty step
@@ -232,90 +239,98 @@ impl PostgresBackend {
     ) -> Result<ProgressReply> {
         check_progress(progress)?;
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        let id = lease.job_id;
-        let Some(mut row) = self.row_locked(&mut tx, id).await? else {
-            return Err(Error::LeaseLost { id });
-        };
-        let held = row.lease.as_ref().map(|l| (l.token.as_str(), l.until_ms));
-        if !lease_holds(held, lease.token.as_str(), now) {
-            return Err(Error::LeaseLost { id });
+        let out: Result<_> = async {
+            let now = self.now(&mut tx).await?;
+            let id = lease.job_id;
+            let Some(mut row) = self.row_locked(&mut tx, id).await? else {
+                return Err(Error::LeaseLost { id });
+            };
+            let held = row.lease.as_ref().map(|l| (l.token.as_str(), l.until_ms));
+            if !lease_holds(held, lease.token.as_str(), now) {
+                return Err(Error::LeaseLost { id });
+            }
+            let r = &mut row.record;
+            r.progress = r.progress.max(progress);
+            if let Some(s) = Limits::bound_step(step) {
+                r.current_step = (!s.is_empty()).then_some(s);
+            }
+            let reply = ProgressReply {
+                cancel_requested: r.cancel_requested,
+            };
+            if let Some(l) = row.lease.as_mut() {
+                l.until_ms = now.saturating_add(l.lease_ms);
+            }
+            let kind = EventKind::Progress {
+                progress: row.record.progress,
+                step: row.record.current_step.clone(),
+            };
+            self.emit(&mut tx, now, &[(id, kind)]).await?;
+            crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
+            Ok(reply)
         }
-        let r = &mut row.record;
-        r.progress = r.progress.max(progress);
-        if let Some(s) = Limits::bound_step(step) {
-            r.current_step = (!s.is_empty()).then_some(s);
-        }
-        let reply = ProgressReply {
-            cancel_requested: r.cancel_requested,
-        };
-        if let Some(l) = row.lease.as_mut() {
-            l.until_ms = now.saturating_add(l.lease_ms);
-        }
-        let kind = EventKind::Progress {
-            progress: row.record.progress,
-            step: row.record.current_step.clone(),
-        };
-        self.emit(&mut tx, now, &[(id, kind)]).await?;
-        crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(reply)
+        .await;
+        self.close(tx, out).await
     }
 
     /// Recovers up to `limit` jobs whose lease expired, as `rules::on_lease_expired`
     /// decides.
     pub async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND lease_token IS NOT NULL \
-             AND lease_until_ms <= $2 ORDER BY lease_until_ms LIMIT $3 FOR UPDATE SKIP LOCKED",
-            self.inner.schema
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .bind(now)
-        .bind(limit.min(MAX_CLAIM) as i64)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        let mut written = Vec::with_capacity(rows.len());
-        let mut deltas = std::collections::BTreeMap::new();
-        let mut happened = Vec::with_capacity(rows.len());
-        let mut moved = Vec::new();
-        for r in &rows {
-            let mut row = Row::decode(r)?;
-            *deltas.entry("recovered").or_insert(0) += 1;
-            let facts = AttemptFacts::of(&row.record);
-            let worker = row.record.worker_id.clone().unwrap_or_default();
-            let input = EffectInput {
-                now,
-                error: Some(rules::lease_expired_message(&worker, facts.retries_left)),
-                ..EffectInput::default()
-            };
-            let event = rules::on_lease_expired(facts);
-            let from = row.record.status;
-            settle(&mut row, event, &input)?;
-            let to = row.record.status;
-            moved.extend(crate::flows::Moved::of(from, &row));
-            happened.push((
-                row.record.job_id,
-                EventKind::Transition {
-                    from: Some(from),
-                    to,
-                },
-            ));
-            if let Some(name) = rules::counter(event) {
-                *deltas.entry(name).or_insert(0) += 1;
+        let out: Result<_> = async {
+            let now = self.now(&mut tx).await?;
+            let rows = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND lease_token IS NOT NULL \
+                 AND lease_until_ms <= $2 ORDER BY lease_until_ms LIMIT $3 FOR UPDATE SKIP LOCKED",
+                self.inner.schema
+            ))
+            .bind(&self.inner.queue.queue_name)
+            .bind(now)
+            .bind(limit.min(MAX_CLAIM) as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            let mut written = Vec::with_capacity(rows.len());
+            let mut deltas = std::collections::BTreeMap::new();
+            let mut happened = Vec::with_capacity(rows.len());
+            let mut moved = Vec::new();
+            for r in &rows {
+                let mut row = Row::decode(r)?;
+                *deltas.entry("recovered").or_insert(0) += 1;
+                let facts = AttemptFacts::of(&row.record);
+                let worker = row.record.worker_id.clone().unwrap_or_default();
+                let input = EffectInput {
+                    now,
+                    error: Some(rules::lease_expired_message(&worker, facts.retries_left)),
+                    ..EffectInput::default()
+                };
+                let event = rules::on_lease_expired(facts);
+                let from = row.record.status;
+                settle(&mut row, event, &input)?;
+                let to = row.record.status;
+                moved.extend(crate::flows::Moved::of(from, &row));
+                happened.push((
+                    row.record.job_id,
+                    EventKind::Transition {
+                        from: Some(from),
+                        to,
+                    },
+                ));
+                if let Some(name) = rules::counter(event) {
+                    *deltas.entry(name).or_insert(0) += 1;
+                }
+                written.push(row);
             }
-            written.push(row);
+            self.place_at_back(&mut tx, &mut written).await?;
+            crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
+            self.leave_deliveries(&mut tx, now, &written.iter().collect::<Vec<_>>())
+                .await?;
+            self.count(&mut tx, &deltas).await?;
+            self.emit(&mut tx, now, &happened).await?;
+            self.propagate(&mut tx, now, moved).await?;
+            Ok(written.iter().map(|r| r.record.job_id).collect())
         }
-        self.place_at_back(&mut tx, &mut written).await?;
-        crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
-        self.count(&mut tx, &deltas).await?;
-        self.emit(&mut tx, now, &happened).await?;
-        self.propagate(&mut tx, now, moved).await?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(written.iter().map(|r| r.record.job_id).collect())
+        .await;
+        self.close(tx, out).await
     }
 }
 

@@ -16,7 +16,9 @@ mod listing;
 mod migrate;
 mod retention;
 mod rows;
+mod schedules;
 mod store;
+mod webhooks;
 mod workers;
 
 pub use backend::{POLL, PostgresBackend, PostgresBackendBuilder};

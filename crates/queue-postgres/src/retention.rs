@@ -10,71 +10,79 @@ impl PostgresBackend {
     /// Deletes a finished record, as `on_delete` decides.
     pub async fn delete(&self, id: JobId) -> Result<JobRecord> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let row = self
-            .row_locked(&mut tx, id)
-            .await?
-            .ok_or(Error::NotFound { id })?;
-        let parent = self.parent_status(&mut tx, &row).await?;
-        let decision: DeleteDecision = on_delete(row.record.status, parent);
-        if let Some(reason) = decision.refusal() {
-            return Err(Error::NotDeletable {
-                id,
-                reason: reason.into(),
-            });
+        let out: Result<_> = async {
+            let row = self
+                .row_locked(&mut tx, id)
+                .await?
+                .ok_or(Error::NotFound { id })?;
+            let parent = self.parent_status(&mut tx, &row).await?;
+            let decision: DeleteDecision = on_delete(row.record.status, parent);
+            if let Some(reason) = decision.refusal() {
+                return Err(Error::NotDeletable {
+                    id,
+                    reason: reason.into(),
+                });
+            }
+            sqlx::query(&format!(
+                "DELETE FROM {}.jobs WHERE id = $1",
+                self.inner.schema
+            ))
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            Ok(row.record)
         }
-        sqlx::query(&format!(
-            "DELETE FROM {}.jobs WHERE id = $1",
-            self.inner.schema
-        ))
-        .bind(id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(row.record)
+        .await;
+        self.close(tx, out).await
     }
 
     /// Deletes up to `limit` finished records older than the retention period, oldest
     /// first; returns how many. Folds the counters' deltas into one row per counter.
     pub async fn sweep(&self, limit: usize) -> Result<usize> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let now = self.now(&mut tx).await?;
-        let cutoff = retention_cutoff(now, duration_ms(self.inner.queue.retention));
-        let s = &self.inner.schema;
-        // A finished child whose parent is unfinished is kept, its retention started again,
-        // and counts against `limit` too: a sweep's work is bounded by `limit`.
-        let (gone, _kept): (i64, i64) = sqlx::query_as(&format!(
-            "WITH due AS (SELECT j.id, (p.id IS NOT NULL AND p.finished_ms IS NULL \
-             AND p.created_ms <= j.created_ms) AS keep FROM {s}.jobs j \
-             LEFT JOIN {s}.jobs p ON p.id = j.parent \
-             WHERE j.queue = $1 AND j.finished_ms <= $2 ORDER BY j.finished_ms, j.id LIMIT $3 \
-             FOR UPDATE OF j SKIP LOCKED), \
-             gone AS (DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM due WHERE NOT keep) \
-             RETURNING 1), \
-             kept AS (UPDATE {s}.jobs SET finished_ms = $4 WHERE id IN (SELECT id FROM due \
-             WHERE keep) RETURNING 1) \
-             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept)"
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .bind(cutoff)
-        .bind(limit as i64)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        sqlx::query(&format!(
-            "WITH folded AS (DELETE FROM {s}.counts WHERE queue = $1 RETURNING name, n) \
-             INSERT INTO {s}.counts (queue, name, n) \
-             SELECT $1, name, sum(n) FROM folded GROUP BY name"
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))?;
+        let out: Result<_> = async {
+            let now = self.now(&mut tx).await?;
+            let cutoff = retention_cutoff(now, duration_ms(self.inner.queue.retention));
+            let s = &self.inner.schema;
+            // A finished child whose parent is unfinished is kept, its retention started again,
+            // and counts against `limit` too: a sweep's work is bounded by `limit`.
+            let (gone, _kept): (i64, i64) = sqlx::query_as(&format!(
+                "WITH due AS (SELECT j.id, (p.id IS NOT NULL AND p.finished_ms IS NULL \
+                 AND p.created_ms <= j.created_ms) AS keep FROM {s}.jobs j \
+                 LEFT JOIN {s}.jobs p ON p.id = j.parent \
+                 WHERE j.queue = $1 AND j.finished_ms <= $2 ORDER BY j.finished_ms, j.id LIMIT $3 \
+                 FOR UPDATE OF j SKIP LOCKED), \
+                 gone AS (DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM due WHERE NOT keep) \
+                 RETURNING 1), \
+                 kept AS (UPDATE {s}.jobs SET finished_ms = $4 WHERE id IN (SELECT id FROM due \
+                 WHERE keep) RETURNING 1) \
+                 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept)"
+            ))
+            .bind(&self.inner.queue.queue_name)
+            .bind(cutoff)
+            .bind(limit as i64)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            self.sweep_parked(&mut tx, cutoff, limit).await?;
+            sqlx::query(&format!(
+                "WITH folded AS (DELETE FROM {s}.counts WHERE queue = $1 RETURNING name, n) \
+                 INSERT INTO {s}.counts (queue, name, n) \
+                 SELECT $1, name, sum(n) FROM folded GROUP BY name"
+            ))
+            .bind(&self.inner.queue.queue_name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            Ok(gone as usize)
+        }
+        .await;
+        let gone = self.close(tx, out).await?;
         // Cascades a crash left unfinished go on.
         self.finish_cascades().await?;
-        Ok(gone as usize)
+        Ok(gone)
     }
 
     /// The status of the job `row` names as its parent, when that job is its parent.

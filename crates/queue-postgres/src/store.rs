@@ -82,21 +82,21 @@ impl JobStore for PostgresBackend {
             Control::Resume => self.set_paused(false).await,
             Control::RateLimit(limit) => PostgresBackend::set_rate_limit(self, limit).await,
             Control::Group { group, change } => self.change_group(&group, change).await,
-            Control::PutWebhook(_) | Control::DeleteWebhook(_) => Err(not_yet("webhooks")),
+            Control::PutWebhook(hook) => self.put_webhook(&hook).await,
+            Control::DeleteWebhook(name) => self.delete_webhook(&name).await.map(drop),
         }
     }
 
     async fn webhooks(&self) -> Result<Vec<queue_core::Webhook>> {
-        // None can be stored yet (`control` refuses them), so there are none.
-        Ok(Vec::new())
+        PostgresBackend::webhooks(self).await
     }
 
-    async fn deliveries(&self, _parked: bool, _limit: usize) -> Result<Vec<queue_core::Delivery>> {
-        Ok(Vec::new())
+    async fn deliveries(&self, parked: bool, limit: usize) -> Result<Vec<queue_core::Delivery>> {
+        PostgresBackend::deliveries(self, parked, limit).await
     }
 
-    async fn resend_delivery(&self, _id: &str) -> Result<bool> {
-        Ok(false)
+    async fn resend_delivery(&self, id: &str) -> Result<bool> {
+        PostgresBackend::resend_delivery(self, id).await
     }
 
     async fn subscribe<'a>(&self, after: Option<&'a str>) -> Result<EventStream> {

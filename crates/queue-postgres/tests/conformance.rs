@@ -29,6 +29,13 @@ async fn fresh(clock: ManualClock) -> Harness {
 
 queue_testkit::conformance_tests!(@cases fresh;
     priority_then_fifo,
+    a_tick_enqueues_exactly_once,
+    cron_schedules_keep_their_time_zone,
+    finished_jobs_leave_a_delivery_per_matching_webhook,
+    missed_ticks_follow_the_policy,
+    parked_deliveries_expire_with_retention,
+    schedules_are_managed,
+    webhooks_and_schedules_at_their_bound,
     a_group_keeps_its_turn_when_a_cancel_releases_its_parent,
     sizes_at_their_bounds,
     delete_finished_records,
