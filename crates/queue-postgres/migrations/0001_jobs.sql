@@ -221,3 +221,23 @@ CREATE TABLE {schema}.deliveries (
 CREATE INDEX deliveries_due ON {schema}.deliveries (queue, due_ms, id) WHERE due_ms IS NOT NULL;
 CREATE INDEX deliveries_parked ON {schema}.deliveries (queue, parked_ms, id) WHERE parked_ms IS NOT NULL;
 CREATE INDEX deliveries_hook ON {schema}.deliveries (queue, hook);
+
+-- The charts' series: per span ('m' per minute, 'q' per quarter hour) and bucket, counter
+-- and latency deltas added by the transactions that moved them (folded by the sweep), and
+-- the gauges a heartbeat sampled (the last one stands).
+CREATE TABLE {schema}.series (
+    queue  text     NOT NULL,
+    span   text     NOT NULL,
+    bucket bigint   NOT NULL,
+    field  text     NOT NULL,
+    n      bigint   NOT NULL
+);
+CREATE INDEX series_bucket ON {schema}.series (queue, span, bucket);
+CREATE TABLE {schema}.gauges (
+    queue  text     NOT NULL,
+    span   text     NOT NULL,
+    bucket bigint   NOT NULL,
+    field  text     NOT NULL,
+    value  bigint   NOT NULL,
+    PRIMARY KEY (queue, span, bucket, field)
+);

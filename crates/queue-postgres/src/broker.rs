@@ -1,4 +1,4 @@
-//! The `Broker` contract on Postgres (see `store.rs` for what is not there yet).
+//! The `Broker` contract on Postgres: each method is the engine's, in its concept file.
 
 use std::time::Duration;
 

@@ -177,6 +177,7 @@ impl PostgresBackend {
         };
         let mut taken = Vec::with_capacity(rows.len());
         let mut costs = Vec::new();
+        let mut waits: std::collections::BTreeMap<String, i64> = Default::default();
         let cascades = self.cascades_under_way(conn).await?;
         for mut row in rows {
             let id = row.record.job_id;
@@ -187,6 +188,9 @@ impl PostgresBackend {
             }
             if window.is_some() {
                 costs.push(row.record.cost.unwrap_or(1) as i32);
+            }
+            if let Some(field) = queue_core::series::latency_field(&row.record, Event::Start, now) {
+                *waits.entry(field).or_insert(0) += 1;
             }
             row.record
                 .apply_event(Event::Start, &input)
@@ -219,6 +223,7 @@ impl PostgresBackend {
             .collect();
         self.emit(conn, now, &started).await?;
         self.log_starts(conn, now, &costs).await?;
+        self.add_series(conn, now, &waits).await?;
         if max == 0
             && let Some((limit, starts)) = &window
         {

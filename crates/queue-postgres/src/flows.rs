@@ -173,6 +173,8 @@ impl PostgresBackend {
             &self.inner.secrets,
         )
         .await?;
+        let fields = [("enqueued".to_owned(), inserted.len() as i64)].into();
+        self.add_series(conn, now, &fields).await?;
         if inserted.len() != rows.len() {
             // Another transaction took an id or a unique key meanwhile: nothing is kept.
             return Err(Error::invalid(
@@ -240,7 +242,7 @@ impl PostgresBackend {
                         };
                         crate::leases::settle(&mut parent, Event::ChildFailed, &input)?;
                         self.leave_deliveries(conn, now, &[&parent]).await?;
-                        self.count(conn, &[("failed", 1)].into_iter().collect())
+                        self.count(conn, now, &[("failed", 1)].into_iter().collect())
                             .await?;
                         let to = parent.record.status;
                         self.emit(

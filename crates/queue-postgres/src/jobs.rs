@@ -121,6 +121,10 @@ impl PostgresBackend {
             &self.inner.secrets,
         )
         .await?;
+        if !inserted.is_empty() {
+            let fields = [("enqueued".to_owned(), inserted.len() as i64)].into();
+            self.add_series(conn, now, &fields).await?;
+        }
         let mut rows = rows.into_iter();
         let mut out = Vec::with_capacity(answers.len());
         for answer in answers {
@@ -252,7 +256,7 @@ impl PostgresBackend {
                     self.emit(tx, now, &[(id, kind)]).await?;
                     self.leave_deliveries(tx, now, &[&row]).await?;
                     crate::rows::write(tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
-                    self.count(tx, &[("cancelled", 1)].into_iter().collect())
+                    self.count(tx, now, &[("cancelled", 1)].into_iter().collect())
                         .await?;
                     // Its parent hears of it before it leaves its group's lane: a group with
                     // ready jobs before and after the call keeps its lane.
@@ -412,12 +416,16 @@ impl PostgresBackend {
         row.as_ref().map(Row::decode).transpose()
     }
 
-    /// Adds counter deltas in this transaction.
+    /// Adds lifetime counter deltas in this transaction, and the same to the charts'
+    /// series at `now`.
     pub(crate) async fn count(
         &self,
         conn: &mut PgConnection,
+        now: queue_core::backend::Millis,
         deltas: &std::collections::BTreeMap<&'static str, i64>,
     ) -> Result<()> {
+        let fields = deltas.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+        self.add_series(conn, now, &fields).await?;
         crate::rows::count(
             conn,
             &self.inner.schema,

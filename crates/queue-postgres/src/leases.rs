@@ -9,6 +9,7 @@ use queue_core::backend::{
     ClaimRequest, Ending, Event, FinishedMany, HeartbeatReply, LeaseRef, MAX_CLAIM, MAX_ENDINGS,
     Millis, Outcome, ProgressReply, WorkerBeat, check_progress, duration_ms, lease_holds,
 };
+use queue_core::series::latency_field;
 use queue_core::{Error, EventKind, JobId, JobStatus, Limits, Result};
 use sqlx::PgConnection;
 
@@ -79,6 +80,7 @@ impl PostgresBackend {
             let mut statuses = Vec::with_capacity(endings.len());
             let mut changed: Vec<JobId> = Vec::new();
             let mut deltas = std::collections::BTreeMap::new();
+            let mut latencies: std::collections::BTreeMap<String, i64> = Default::default();
             let mut happened = Vec::new();
             let mut hold: Option<Millis> = None;
             let mut moved = Vec::new();
@@ -117,6 +119,9 @@ impl PostgresBackend {
                         None => hold = hold.max(Some(until)),
                     }
                 }
+                if let Some(field) = latency_field(&row.record, event, now) {
+                    *latencies.entry(field).or_insert(0) += 1;
+                }
                 let from = row.record.status;
                 settle(row, event, &input)?;
                 let to = row.record.status;
@@ -144,7 +149,8 @@ impl PostgresBackend {
             self.place_at_back(&mut tx, &mut written).await?;
             crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
             self.leave_deliveries(&mut tx, now, &written.iter().collect::<Vec<_>>()).await?;
-            self.count(&mut tx, &deltas).await?;
+            self.count(&mut tx, now, &deltas).await?;
+            self.add_series(&mut tx, now, &latencies).await?;
             self.emit(&mut tx, now, &happened).await?;
             if let Some(until) = hold {
                 self.hold(&mut tx, until).await?;
@@ -226,7 +232,10 @@ impl PostgresBackend {
             Ok(reply)
         }
         .await;
-        self.close(tx, out).await
+        let reply = self.close(tx, out).await?;
+        // The heartbeat samples the gauges of the charts' series.
+        self.sample().await?;
+        Ok(reply)
     }
 
     /// Records progress on a held attempt (never backwards, its step bounded; an empty step
@@ -291,6 +300,7 @@ impl PostgresBackend {
             .map_err(|e| self.db(e))?;
             let mut written = Vec::with_capacity(rows.len());
             let mut deltas = std::collections::BTreeMap::new();
+            let mut latencies: std::collections::BTreeMap<String, i64> = Default::default();
             let mut happened = Vec::with_capacity(rows.len());
             let mut moved = Vec::new();
             for r in &rows {
@@ -304,6 +314,9 @@ impl PostgresBackend {
                     ..EffectInput::default()
                 };
                 let event = rules::on_lease_expired(facts);
+                if let Some(field) = latency_field(&row.record, event, now) {
+                    *latencies.entry(field).or_insert(0) += 1;
+                }
                 let from = row.record.status;
                 settle(&mut row, event, &input)?;
                 let to = row.record.status;
@@ -324,7 +337,8 @@ impl PostgresBackend {
             crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
             self.leave_deliveries(&mut tx, now, &written.iter().collect::<Vec<_>>())
                 .await?;
-            self.count(&mut tx, &deltas).await?;
+            self.count(&mut tx, now, &deltas).await?;
+            self.add_series(&mut tx, now, &latencies).await?;
             self.emit(&mut tx, now, &happened).await?;
             self.propagate(&mut tx, now, moved).await?;
             Ok(written.iter().map(|r| r.record.job_id).collect())

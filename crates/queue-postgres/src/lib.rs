@@ -17,6 +17,7 @@ mod migrate;
 mod retention;
 mod rows;
 mod schedules;
+mod series;
 mod store;
 mod webhooks;
 mod workers;

@@ -67,6 +67,7 @@ impl PostgresBackend {
             .await
             .map_err(|e| self.db(e))?;
             self.sweep_parked(&mut tx, cutoff, limit).await?;
+            self.fold_series(&mut tx, now).await?;
             sqlx::query(&format!(
                 "WITH folded AS (DELETE FROM {s}.counts WHERE queue = $1 RETURNING name, n) \
                  INSERT INTO {s}.counts (queue, name, n) \

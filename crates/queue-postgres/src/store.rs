@@ -1,5 +1,4 @@
-//! The `JobStore` contract on Postgres. What this backend does not store yet answers
-//! [`not_yet`] by name (issue 26): it never pretends to have stored it.
+//! The `JobStore` contract on Postgres: each method is the engine's, in its concept file.
 
 use async_trait::async_trait;
 use queue_core::{
@@ -8,14 +7,6 @@ use queue_core::{
 };
 
 use crate::PostgresBackend;
-
-/// The answer of a part of the contract this backend does not implement yet.
-pub(crate) fn not_yet(what: &str) -> queue_core::Error {
-    queue_core::Error::backend(
-        "postgres",
-        format!("{what} is not supported by the Postgres backend yet"),
-    )
-}
 
 #[async_trait]
 impl JobStore for PostgresBackend {
@@ -59,8 +50,8 @@ impl JobStore for PostgresBackend {
         PostgresBackend::stats(self).await
     }
 
-    async fn series(&self, _span: SeriesSpan) -> Result<Series> {
-        Err(not_yet("the charts' series"))
+    async fn series(&self, span: SeriesSpan) -> Result<Series> {
+        PostgresBackend::series(self, span).await
     }
 
     async fn group(&self, group: &str) -> Result<GroupStats> {
