@@ -38,7 +38,8 @@ CREATE TABLE {schema}.jobs (
     claim_worker    text,
     claim_id        bigint,
     claimed_ms      bigint,
-    -- The last lease that ended and what it produced: a finish sent again is answered.
+    -- The last lease that ended and the status it produced (`<token> <status>`): a finish
+    -- sent again is answered with it.
     ended_token     text,
     payload         text     NOT NULL,
     state           jsonb    NOT NULL,

@@ -127,6 +127,8 @@ impl PostgresBackend {
         }
         let mut rows = rows.into_iter();
         let mut out = Vec::with_capacity(answers.len());
+        // A batch naming one id twice inserts the first; the other is answered with it.
+        let mut inserted = inserted;
         for answer in answers {
             if let Some(answer) = answer {
                 out.push(answer);
@@ -134,9 +136,9 @@ impl PostgresBackend {
             }
             let mut row = rows.next().expect("one row per accepted job");
             let id = row.record.job_id;
-            out.push(match inserted.get(&id) {
+            out.push(match inserted.remove(&id) {
                 Some(place) => {
-                    row.place = *place;
+                    row.place = place;
                     Ok(row.record)
                 }
                 None => self.not_inserted(conn, &row.record).await,
@@ -149,7 +151,9 @@ impl PostgresBackend {
     /// holds its unique key.
     async fn not_inserted(&self, conn: &mut PgConnection, record: &JobRecord) -> Result<JobRecord> {
         if let Some(existing) = self.row_in(conn, record.job_id).await? {
-            return Ok(existing.record);
+            let mut record = existing.record;
+            record.show_flow_progress();
+            return Ok(record);
         }
         if let Some(key) = &record.unique_key {
             let holder: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
@@ -378,7 +382,9 @@ impl PostgresBackend {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.db(e))?;
-            Ok(row.record)
+            let mut record = row.record;
+            record.show_flow_progress();
+            Ok(record)
         }
         .await;
         self.close(tx, out).await

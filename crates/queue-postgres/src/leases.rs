@@ -97,10 +97,14 @@ impl PostgresBackend {
                     now,
                 );
                 if !holds {
-                    statuses.push(match &row.ended_token {
-                        Some(t) if t == lease.token.as_str() => Ok(row.record.status),
-                        _ => Err(Error::LeaseLost { id }),
-                    });
+                    // Sent again after it was applied: the status it produced.
+                    let produced = row
+                        .ended_token
+                        .as_deref()
+                        .and_then(|e| e.split_once(' '))
+                        .filter(|(t, _)| *t == lease.token.as_str())
+                        .and_then(|(_, status)| status.parse::<JobStatus>().ok());
+                    statuses.push(produced.ok_or(Error::LeaseLost { id }));
                     continue;
                 }
                 let outcome = limits.bound_outcome(outcome);
@@ -136,7 +140,7 @@ impl PostgresBackend {
                 if let Some(name) = rules::counter(event) {
                     *deltas.entry(name).or_insert(0) += 1;
                 }
-                row.ended_token = Some(lease.token.as_str().to_owned());
+                row.ended_token = Some(format!("{} {}", lease.token.as_str(), row.record.status));
                 statuses.push(Ok(row.record.status));
                 changed.push(id);
             }
@@ -289,7 +293,7 @@ impl PostgresBackend {
             let now = self.now(&mut tx).await?;
             let rows = sqlx::query(&format!(
                 "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND lease_token IS NOT NULL \
-                 AND lease_until_ms <= $2 ORDER BY lease_until_ms LIMIT $3 FOR UPDATE SKIP LOCKED",
+                 AND lease_until_ms <= $2 ORDER BY lease_until_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED",
                 self.inner.schema
             ))
             .bind(&self.inner.queue.queue_name)
