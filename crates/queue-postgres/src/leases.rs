@@ -59,114 +59,161 @@ impl PostgresBackend {
 
     async fn finish_step(&self, endings: Vec<Ending>) -> Result<Vec<Result<JobStatus>>> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let out: Result<_> = async {
-            let now = self.now(&mut tx).await?;
-            let ids: Vec<uuid::Uuid> = endings.iter().map(|e| *e.lease.job_id.as_uuid()).collect();
-            let rows = sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
-                self.inner.schema
-            ))
-            .bind(&self.inner.queue.queue_name)
-            .bind(&ids)
-            .fetch_all(&mut *tx)
+        let out = self.finish_step_in(&mut tx, endings).await;
+        self.close(tx, out).await
+    }
+
+    /// Ends a held attempt inside a transaction the application owns (`&mut *tx` of a
+    /// `sqlx::Transaction<Postgres>`): a handler that writes to this database commits its
+    /// own writes and its job's outcome together. Once that transaction commits the job
+    /// never runs again (the worker's own report of the attempt is then answered with the
+    /// status this one produced); if it rolls back, the attempt is still held and ends as
+    /// the worker reports it (a handler that failed: a failed attempt, retried by policy).
+    ///
+    /// ```no_run
+    /// # async fn demo(queue: queue_postgres::PostgresBackend, ctx: queue_worker::JobContext) -> Result<(), Box<dyn std::error::Error>> {
+    /// use queue_core::backend::{LeaseRef, Outcome};
+    /// let lease = LeaseRef { job_id: ctx.job_id(), token: ctx.lease_token().clone() };
+    /// let mut tx = queue.pool().begin().await?;
+    /// sqlx::query("UPDATE orders SET shipped = true WHERE id = $1").bind(7_i64).execute(&mut *tx).await?;
+    /// queue.finish_in(&mut tx, &lease, Outcome::Completed { result: None }).await?;
+    /// tx.commit().await?; // the order is shipped and the job completed, or neither
+    /// # Ok(()) }
+    /// ```
+    pub async fn finish_in(
+        &self,
+        conn: &mut PgConnection,
+        lease: &LeaseRef,
+        outcome: Outcome,
+    ) -> Result<JobStatus> {
+        let mut tx = sqlx::Connection::begin(&mut *conn)
             .await
             .map_err(|e| self.db(e))?;
-            let mut held: std::collections::HashMap<JobId, Row> = std::collections::HashMap::new();
-            for r in &rows {
-                let row = Row::decode(r)?;
-                held.insert(row.record.job_id, row);
-            }
-            let limits = self.inner.queue.limits;
-            let mut statuses = Vec::with_capacity(endings.len());
-            let mut changed: Vec<JobId> = Vec::new();
-            let mut deltas = std::collections::BTreeMap::new();
-            let mut latencies: std::collections::BTreeMap<String, i64> = Default::default();
-            let mut happened = Vec::new();
-            let mut hold: Option<Millis> = None;
-            let mut moved = Vec::new();
-            let mut group_holds: std::collections::BTreeMap<String, Millis> = Default::default();
-            for Ending { lease, outcome } in endings {
-                let id = lease.job_id;
-                let Some(row) = held.get_mut(&id) else {
-                    statuses.push(Err(Error::LeaseLost { id }));
-                    continue;
-                };
-                let holds = lease_holds(
-                    row.lease.as_ref().map(|l| (l.token.as_str(), l.until_ms)),
-                    lease.token.as_str(),
-                    now,
-                );
-                if !holds {
-                    // Sent again after it was applied: the status it produced.
-                    let produced = row
-                        .ended_token
-                        .as_deref()
-                        .and_then(|e| e.split_once(' '))
-                        .filter(|(t, _)| *t == lease.token.as_str())
-                        .and_then(|(_, status)| status.parse::<JobStatus>().ok());
-                    statuses.push(produced.ok_or(Error::LeaseLost { id }));
-                    continue;
-                }
-                let outcome = limits.bound_outcome(outcome);
-                let event = rules::settle(outcome.kind(), AttemptFacts::of(&row.record));
-                let holds = rules::holds_queue(outcome.kind());
-                let input = EffectInput::of_outcome(outcome, now, &limits);
-                if holds {
-                    // Whatever the job became, the limit it hit stands: for its group when it
-                    // has one, else for the whole queue.
-                    let until = input.due.unwrap_or(now);
-                    match row.record.group.clone() {
-                        Some(g) => {
-                            let held = group_holds.entry(g).or_insert(until);
-                            *held = (*held).max(until);
-                        }
-                        None => hold = hold.max(Some(until)),
-                    }
-                }
-                if let Some(field) = latency_field(&row.record, event, now) {
-                    *latencies.entry(field).or_insert(0) += 1;
-                }
-                let from = row.record.status;
-                settle(row, event, &input)?;
-                let to = row.record.status;
-                moved.extend(crate::flows::Moved::of(from, row));
-                happened.push((
-                    id,
-                    EventKind::Transition {
-                        from: Some(from),
-                        to,
-                    },
-                ));
-                if let Some(name) = rules::counter(event) {
-                    *deltas.entry(name).or_insert(0) += 1;
-                }
-                row.ended_token = Some(format!("{} {}", lease.token.as_str(), row.record.status));
-                statuses.push(Ok(row.record.status));
-                changed.push(id);
-            }
-            let mut written: Vec<Row> = Vec::with_capacity(changed.len());
-            for id in changed {
-                if let Some(row) = held.remove(&id) {
-                    written.push(row);
-                }
-            }
-            self.place_at_back(&mut tx, &mut written).await?;
-            crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
-            self.leave_deliveries(&mut tx, now, &written.iter().collect::<Vec<_>>()).await?;
-            self.count(&mut tx, now, &deltas).await?;
-            self.add_series(&mut tx, now, &latencies).await?;
-            self.emit(&mut tx, now, &happened).await?;
-            if let Some(until) = hold {
-                self.hold(&mut tx, until).await?;
-            }
-            for (group, until) in group_holds {
-                self.hold_group(&mut tx, &group, until).await?;
-            }
-            self.propagate(&mut tx, now, moved).await?;
-            Ok(statuses)
+        let ending = Ending {
+            lease: lease.clone(),
+            outcome,
+        };
+        let out = self.finish_step_in(&mut tx, vec![ending]).await;
+        let mut statuses = self.close(tx, out).await?;
+        statuses.pop().expect("one status per ending")
+    }
+
+    async fn finish_step_in(
+        &self,
+        conn: &mut PgConnection,
+        endings: Vec<Ending>,
+    ) -> Result<Vec<Result<JobStatus>>> {
+        let now = self.now(&mut *conn).await?;
+        let ids: Vec<uuid::Uuid> = endings.iter().map(|e| *e.lease.job_id.as_uuid()).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
+            self.inner.schema
+        ))
+        .bind(&self.inner.queue.queue_name)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| self.db(e))?;
+        let mut held: std::collections::HashMap<JobId, Row> = std::collections::HashMap::new();
+        for r in &rows {
+            let row = Row::decode(r)?;
+            held.insert(row.record.job_id, row);
         }
-        .await;
-        self.close(tx, out).await
+        let limits = self.inner.queue.limits;
+        let mut statuses = Vec::with_capacity(endings.len());
+        let mut changed: Vec<JobId> = Vec::new();
+        let mut deltas = std::collections::BTreeMap::new();
+        let mut latencies: std::collections::BTreeMap<String, i64> = Default::default();
+        let mut happened = Vec::new();
+        let mut hold: Option<Millis> = None;
+        let mut moved = Vec::new();
+        let mut group_holds: std::collections::BTreeMap<String, Millis> = Default::default();
+        for Ending { lease, outcome } in endings {
+            let id = lease.job_id;
+            let Some(row) = held.get_mut(&id) else {
+                statuses.push(Err(Error::LeaseLost { id }));
+                continue;
+            };
+            let holds = lease_holds(
+                row.lease.as_ref().map(|l| (l.token.as_str(), l.until_ms)),
+                lease.token.as_str(),
+                now,
+            );
+            if !holds {
+                // Sent again after it was applied: the status it produced.
+                let produced = row
+                    .ended_token
+                    .as_deref()
+                    .and_then(|e| e.split_once(' '))
+                    .filter(|(t, _)| *t == lease.token.as_str())
+                    .and_then(|(_, status)| status.parse::<JobStatus>().ok());
+                statuses.push(produced.ok_or(Error::LeaseLost { id }));
+                continue;
+            }
+            let outcome = limits.bound_outcome(outcome);
+            let event = rules::settle(outcome.kind(), AttemptFacts::of(&row.record));
+            let holds = rules::holds_queue(outcome.kind());
+            let input = EffectInput::of_outcome(outcome, now, &limits);
+            if holds {
+                // Whatever the job became, the limit it hit stands: for its group when it
+                // has one, else for the whole queue.
+                let until = input.due.unwrap_or(now);
+                match row.record.group.clone() {
+                    Some(g) => {
+                        let held = group_holds.entry(g).or_insert(until);
+                        *held = (*held).max(until);
+                    }
+                    None => hold = hold.max(Some(until)),
+                }
+            }
+            if let Some(field) = latency_field(&row.record, event, now) {
+                *latencies.entry(field).or_insert(0) += 1;
+            }
+            let from = row.record.status;
+            settle(row, event, &input)?;
+            let to = row.record.status;
+            moved.extend(crate::flows::Moved::of(from, row));
+            happened.push((
+                id,
+                EventKind::Transition {
+                    from: Some(from),
+                    to,
+                },
+            ));
+            if let Some(name) = rules::counter(event) {
+                *deltas.entry(name).or_insert(0) += 1;
+            }
+            row.ended_token = Some(format!("{} {}", lease.token.as_str(), row.record.status));
+            statuses.push(Ok(row.record.status));
+            changed.push(id);
+        }
+        let mut written: Vec<Row> = Vec::with_capacity(changed.len());
+        for id in changed {
+            if let Some(row) = held.remove(&id) {
+                written.push(row);
+            }
+        }
+        self.place_at_back(&mut *conn, &mut written).await?;
+        crate::rows::write(
+            &mut *conn,
+            &self.inner.schema,
+            &written,
+            &self.inner.secrets,
+        )
+        .await?;
+        self.leave_deliveries(&mut *conn, now, &written.iter().collect::<Vec<_>>())
+            .await?;
+        self.count(&mut *conn, now, &deltas).await?;
+        self.add_series(&mut *conn, now, &latencies).await?;
+        self.emit(&mut *conn, now, &happened).await?;
+        if let Some(until) = hold {
+            self.hold(&mut *conn, until).await?;
+        }
+        for (group, until) in group_holds {
+            self.hold_group(&mut *conn, &group, until).await?;
+        }
+        self.propagate(&mut *conn, now, moved).await?;
+        Ok(statuses)
     }
 
     /// Rows marked for the back of their priority (`place == -1`) take the next places.
