@@ -23,8 +23,10 @@
 //! `DCS_BOOK_PUBLISHER_RATE_PER_MINUTE` how many of one publisher. Outputs go to
 //! `target/book-output/<book_id>/`.
 //!
-//! With `DCS_REDIS_URL` set, every mode runs on Redis, so the worker and the producer can
-//! be separate processes:
+//! With `DCS_DATABASE_URL` set (`postgres://postgres@127.0.0.1:5432/postgres`; schema
+//! `DCS_DATABASE_SCHEMA`, default `dcs_queue`, migrated on connect) every mode runs on
+//! Postgres. With `DCS_REDIS_URL` set, every mode runs on Redis, so the worker and the
+//! producer can be separate processes:
 //!
 //! ```text
 //! export DCS_REDIS_URL=redis://127.0.0.1:6379
@@ -48,6 +50,7 @@ use queue_core::{
     Schedule, Schedules, SharedBackend, Webhook,
 };
 use queue_memory::MemoryBackend;
+use queue_postgres::{PostgresBackend, PostgresConfig};
 use queue_redis::{RedisBackend, RedisConfig};
 use queue_worker::{CancellationToken, Worker};
 
@@ -80,9 +83,18 @@ fn init_tracing(default: &str) {
         .init();
 }
 
-/// Redis when `DCS_REDIS_URL` is set, else the in-memory backend.
+/// Postgres when `DCS_DATABASE_URL` is set, Redis when `DCS_REDIS_URL` is, else the
+/// in-memory backend.
 async fn open_backend(cfg: &QueueConfig) -> anyhow::Result<SharedBackend> {
-    if std::env::var_os("DCS_REDIS_URL").is_some() {
+    if std::env::var_os("DCS_DATABASE_URL").is_some() {
+        Ok(Arc::new(
+            PostgresBackend::builder(PostgresConfig::from_env()?)
+                .queue(cfg.clone())
+                .migrate(true)
+                .connect()
+                .await?,
+        ))
+    } else if std::env::var_os("DCS_REDIS_URL").is_some() {
         Ok(Arc::new(
             RedisBackend::builder(cfg)
                 .redis(RedisConfig::from_env()?.with_url(cfg.redis_url.clone()))
@@ -203,8 +215,11 @@ async fn apply_limits(backend: &SharedBackend, publishers: &[String]) -> anyhow:
 async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let backend = open_backend(&cfg).await?;
-    if !with_worker && std::env::var_os("DCS_REDIS_URL").is_none() {
-        bail!("`produce` needs a worker in another process: set DCS_REDIS_URL");
+    if !with_worker
+        && std::env::var_os("DCS_REDIS_URL").is_none()
+        && std::env::var_os("DCS_DATABASE_URL").is_none()
+    {
+        bail!("`produce` needs a worker in another process: set DCS_REDIS_URL or DCS_DATABASE_URL");
     }
     let mut events = backend.subscribe(None).await?;
     println!(

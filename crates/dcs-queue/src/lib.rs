@@ -12,7 +12,7 @@
 //! | producers and operators | the crate root: [`NewJob`], [`JobStore`], [`JobRecord`], [`Error`], ... (about 30 names) |
 //! | the topics | [`typed`], [`schedules`], [`webhooks`], [`bulk`], [`series`], [`events`], [`groups`], [`flows`], [`records`], [`config`] |
 //! | handler authors | [`prelude`], or [`worker`] alone |
-//! | backends | `memory` (feature `memory`, default), `redis` (feature `redis`) |
+//! | backends | `memory` (feature `memory`, default), `redis` (feature `redis`), `postgres` (feature `postgres`) |
 //! | backend implementers | [`backend`]: the `Broker` trait, the state machine, the rules and their helpers |
 //!
 //! # Features
@@ -22,6 +22,8 @@
 //! - `schema`: `#[job(schema)]` shares a typed job's payload schema (`schemars`) with
 //!   operators (`queuectl tasks`, the dashboard's workers page).
 //! - `redis`: `redis::RedisBackend`, standalone or Cluster.
+//! - `postgres`: `postgres::PostgresBackend`, with enqueue and completion inside the
+//!   application's own transaction (sqlx).
 //! - `tls`: `rediss://` URLs (rustls); implies `redis`.
 //! - `test-utils`: `redis::testing`, throwaway `redis-server` processes and a unique,
 //!   self-cleaning queue per test, for your own integration tests; implies `redis`.
@@ -211,6 +213,14 @@ pub mod redis {
     pub use queue_redis::*;
 }
 
+/// The PostgreSQL backend: enqueue and complete jobs inside your own transaction
+/// (`PostgresBackend::enqueue_in`, `finish_in`).
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres {
+    pub use queue_postgres::*;
+}
+
 /// For backend implementers and tools built on the traits: the `Broker` trait a worker
 /// drives, the state machine, every rule about a job, and their helpers.
 pub mod backend {
@@ -223,6 +233,8 @@ pub mod backend {
 pub mod prelude {
     #[cfg(feature = "memory")]
     pub use crate::memory::MemoryBackend;
+    #[cfg(feature = "postgres")]
+    pub use crate::postgres::PostgresBackend;
     #[cfg(feature = "redis")]
     pub use crate::redis::RedisBackend;
     pub use queue_core::{
