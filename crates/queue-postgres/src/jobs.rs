@@ -111,40 +111,70 @@ impl PostgresBackend {
             });
             answers.push(None);
         }
-        let inserted = crate::rows::insert(
+        // Distinct ids go in one statement; a batch naming one id more than once goes a row
+        // at a time, each answered before the next (as one enqueue after another would).
+        let distinct: std::collections::HashSet<JobId> =
+            rows.iter().map(|r| r.record.job_id).collect();
+        let mut results: Vec<Result<JobRecord>> = Vec::with_capacity(rows.len());
+        let mut created = 0;
+        if distinct.len() == rows.len() {
+            let inserted = self.insert_rows(conn, now, &rows).await?;
+            created = inserted.len();
+            for mut row in rows {
+                results.push(match inserted.get(&row.record.job_id) {
+                    Some(place) => {
+                        row.place = *place;
+                        Ok(row.record)
+                    }
+                    None => self.not_inserted(conn, &row.record).await,
+                });
+            }
+        } else {
+            for mut row in rows {
+                let inserted = self
+                    .insert_rows(conn, now, std::slice::from_ref(&row))
+                    .await?;
+                created += inserted.len();
+                results.push(match inserted.get(&row.record.job_id) {
+                    Some(place) => {
+                        row.place = *place;
+                        Ok(row.record)
+                    }
+                    None => self.not_inserted(conn, &row.record).await,
+                });
+            }
+        }
+        if created > 0 {
+            let fields = [("enqueued".to_owned(), created as i64)].into();
+            self.add_series(conn, now, &fields).await?;
+        }
+        let mut results = results.into_iter();
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            out.push(match answer {
+                Some(answer) => answer,
+                None => results.next().expect("one result per accepted job"),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn insert_rows(
+        &self,
+        conn: &mut PgConnection,
+        now: queue_core::backend::Millis,
+        rows: &[Row],
+    ) -> Result<std::collections::HashMap<JobId, i64>> {
+        crate::rows::insert(
             conn,
             &self.inner.schema,
             &self.inner.queue.queue_name,
             [&self.inner.channel, &self.inner.events_channel],
             now,
-            &rows,
+            rows,
             &self.inner.secrets,
         )
-        .await?;
-        if !inserted.is_empty() {
-            let fields = [("enqueued".to_owned(), inserted.len() as i64)].into();
-            self.add_series(conn, now, &fields).await?;
-        }
-        let mut rows = rows.into_iter();
-        let mut out = Vec::with_capacity(answers.len());
-        // A batch naming one id twice inserts the first; the other is answered with it.
-        let mut inserted = inserted;
-        for answer in answers {
-            if let Some(answer) = answer {
-                out.push(answer);
-                continue;
-            }
-            let mut row = rows.next().expect("one row per accepted job");
-            let id = row.record.job_id;
-            out.push(match inserted.remove(&id) {
-                Some(place) => {
-                    row.place = place;
-                    Ok(row.record)
-                }
-                None => self.not_inserted(conn, &row.record).await,
-            });
-        }
-        Ok(out)
+        .await
     }
 
     /// Why a job was not inserted: its id exists (its record answers) or an active job

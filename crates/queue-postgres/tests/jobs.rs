@@ -203,3 +203,36 @@ async fn a_password_never_shows_in_an_error() {
     let missing = queue_core::Error::NotFound { id: JobId::new() };
     assert!(missing.to_string().contains("not found"));
 }
+
+#[tokio::test]
+async fn a_batch_naming_one_id_twice_answers_each_as_one_enqueue_after_another() {
+    let s = TestSchema::new();
+    let q = s.backend().await;
+    let holder = q.enqueue(job(1).unique_key("k1")).await.unwrap();
+    let id = JobId::new();
+    let out = q
+        .enqueue_many(vec![job(2).job_id(id).unique_key("k1"), job(2).job_id(id)])
+        .await
+        .unwrap();
+    match &out[0] {
+        Err(Error::AlreadyExists { job_id, .. }) => assert_eq!(*job_id, holder.job_id),
+        other => panic!("the first is refused by the key: {other:?}"),
+    }
+    let second = out[1].as_ref().unwrap();
+    assert_eq!((second.job_id, second.unique_key.as_deref()), (id, None));
+    // And the other way round: the second is answered with the first.
+    let other = JobId::new();
+    let out = q
+        .enqueue_many(vec![
+            job(3).job_id(other),
+            job(4).job_id(other).unique_key("k9"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[1].as_ref().unwrap().unique_key,
+        None,
+        "the record the first created"
+    );
+    assert_eq!(q.get(other).await.unwrap().payload.to_value()["n"], 3);
+}
