@@ -27,3 +27,6 @@ pub use config::{
     DATABASE_URL_VAR, DEFAULT_SCHEMA, MAX_SCHEMA_BYTES, PostgresConfig, SCHEMA_VAR, check_schema,
 };
 pub use migrate::{LATEST as LATEST_MIGRATION, MIGRATIONS};
+/// The sqlx this backend is built on: its `Transaction<Postgres>` and `PgConnection` are what
+/// `enqueue_in` and `finish_in` take.
+pub use sqlx;
