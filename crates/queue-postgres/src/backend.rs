@@ -212,6 +212,19 @@ impl PostgresBackend {
             .await
     }
 
+    /// Applies the migrations `config`'s schema lacks (creating it when missing), under an
+    /// advisory lock; returns the versions applied now (`queuectl migrate`).
+    pub async fn migrate(config: &PostgresConfig) -> Result<Vec<i32>> {
+        let secrets = secrets_of(config.url());
+        let options: PgConnectOptions = config.url().parse().map_err(|e| db_error(e, &secrets))?;
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| db_error(e, &secrets))?;
+        let applied = migrate::migrate(&mut conn, config.schema_name(), &secrets).await;
+        let _ = conn.close().await;
+        applied
+    }
+
     /// The pool (for the application's own statements and transactions).
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool

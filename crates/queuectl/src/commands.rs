@@ -12,10 +12,12 @@ use std::{collections::HashMap, io::IsTerminal, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use queue_core::SharedBackend;
 use queue_core::{
     BulkAction, BulkActions, BulkFilter, BulkRequest, BulkStep, CancelOutcome, EventKind, Flow,
-    JobId, JobStatus, JobStore, JobStoreExt, ListQuery, NewJob, QueueConfig, Result,
+    JobId, JobStatus, JobStoreExt, ListQuery, NewJob, QueueConfig, Result,
 };
+use queue_postgres::{PostgresBackend, PostgresConfig};
 use queue_redis::{RedisBackend, RedisConfig};
 use queue_worker::Worker;
 use serde_json::json;
@@ -50,9 +52,13 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         log_format,
     } = &cli.command
     {
-        return worker(cfg, *concurrency, *shutdown_grace, *log_format).await;
+        let url = cli.database_url.clone();
+        return worker(cfg, url, *concurrency, *shutdown_grace, *log_format).await;
     }
-    let backend = redis_backend(&cfg).await?;
+    if let Command::Migrate = &cli.command {
+        return migrate(&cli).await;
+    }
+    let backend = open_backend(&cli, &cfg).await?;
     let json = cli.json;
     match cli.command {
         Command::Enqueue {
@@ -402,13 +408,14 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 left -= 1;
             }
         }
-        Command::Worker { .. } => unreachable!("handled above"),
+        Command::Worker { .. } | Command::Migrate => unreachable!("handled above"),
     }
     Ok(())
 }
 
 async fn worker(
     cfg: QueueConfig,
+    cli_url: Option<String>,
     concurrency: Option<usize>,
     grace: Option<u64>,
     format: LogFormat,
@@ -428,7 +435,7 @@ async fn worker(
             .init(),
     }
     let backend = tokio::select! {
-        backend = connect_patiently(&cfg) => Arc::new(backend?),
+        backend = connect_patiently(&cli_url, &cfg) => backend?,
         () = queue_worker::shutdown_signal() => return Ok(()),
     };
     tracing::info!(backend = %backend, "queuectl worker starting");
@@ -449,8 +456,61 @@ async fn worker(
     Ok(())
 }
 
-/// The backend on `cfg`'s queue and URL (`--redis-url` or `DCS_REDIS_URL`), with the other
-/// `DCS_REDIS_*` settings (key prefix, timeout) of the environment.
+/// Postgres when a database URL is given (`--database-url` or `DCS_DATABASE_URL`; its
+/// schema must be migrated: `queuectl migrate`), else Redis.
+async fn open_backend(cli: &Cli, cfg: &QueueConfig) -> Result<SharedBackend> {
+    match &cli.database_url {
+        Some(url) => Ok(Arc::new(
+            PostgresBackend::builder(postgres_config(url)?)
+                .queue(cfg.clone())
+                .connect()
+                .await?,
+        )),
+        None => Ok(Arc::new(redis_backend(cfg).await?)),
+    }
+}
+
+fn postgres_config(url: &str) -> Result<PostgresConfig> {
+    let cfg = PostgresConfig::new(url)?;
+    match std::env::var(queue_postgres::SCHEMA_VAR) {
+        Ok(schema) => cfg.schema(schema),
+        Err(_) => Ok(cfg),
+    }
+}
+
+/// `queuectl migrate`: the Postgres schema's missing migrations.
+async fn migrate(cli: &Cli) -> Result<()> {
+    let Some(url) = &cli.database_url else {
+        return Err(queue_core::Error::config(
+            "migrate needs a PostgreSQL URL: --database-url or DCS_DATABASE_URL",
+        ));
+    };
+    let cfg = postgres_config(url)?;
+    let applied = PostgresBackend::migrate(&cfg).await?;
+    if cli.json {
+        println!(
+            "{}",
+            json!({ "schema": cfg.schema_name(), "applied": applied, "version": queue_postgres::LATEST_MIGRATION })
+        );
+    } else if applied.is_empty() {
+        println!(
+            "schema {} is up to date (version {})",
+            cfg.schema_name(),
+            queue_postgres::LATEST_MIGRATION
+        );
+    } else {
+        println!(
+            "schema {}: applied {:?}, now at version {}",
+            cfg.schema_name(),
+            applied,
+            queue_postgres::LATEST_MIGRATION
+        );
+    }
+    Ok(())
+}
+
+/// The Redis backend on `cfg`'s queue and URL (`--redis-url` or `DCS_REDIS_URL`), with the
+/// other `DCS_REDIS_*` settings (key prefix, timeout) of the environment.
 async fn redis_backend(cfg: &QueueConfig) -> Result<RedisBackend> {
     RedisBackend::builder(cfg)
         .redis(RedisConfig::from_env()?.with_url(cfg.redis_url.clone()))
@@ -458,14 +518,30 @@ async fn redis_backend(cfg: &QueueConfig) -> Result<RedisBackend> {
         .await
 }
 
-/// A worker waits for Redis instead of exiting: it may start before Redis (or during a
-/// restart). Configuration errors still stop it at once.
-async fn connect_patiently(cfg: &QueueConfig) -> Result<RedisBackend> {
+/// A worker waits for its store instead of exiting: it may start before Redis or Postgres
+/// (or during a restart). Configuration errors still stop it at once.
+async fn connect_patiently(
+    database_url: &Option<String>,
+    cfg: &QueueConfig,
+) -> Result<SharedBackend> {
     let mut delay = Duration::from_millis(250);
     loop {
-        match redis_backend(cfg).await {
+        let connected: Result<SharedBackend> = match database_url {
+            Some(url) => match postgres_config(url) {
+                Ok(pg) => PostgresBackend::builder(pg)
+                    .queue(cfg.clone())
+                    .connect()
+                    .await
+                    .map(|b| Arc::new(b) as SharedBackend),
+                Err(e) => Err(e),
+            },
+            None => redis_backend(cfg)
+                .await
+                .map(|b| Arc::new(b) as SharedBackend),
+        };
+        match connected {
             Err(err) if err.is_retryable() => {
-                tracing::warn!(error = %err.chain(), retry_in = ?delay, "Redis is not reachable yet");
+                tracing::warn!(error = %err.chain(), retry_in = ?delay, "the store is not reachable yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

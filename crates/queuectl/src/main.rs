@@ -13,13 +13,17 @@ use std::{process::ExitCode, str::FromStr};
 use clap::{Parser, Subcommand, ValueEnum};
 use queue_core::{ChildPolicy, Error, JobId, JobStatus, MissedTicks, Payload, Priority};
 
-/// Operate a dcs job queue on Redis.
+/// Operate a dcs job queue on Redis or PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(name = "queuectl", version)]
 pub(crate) struct Cli {
     /// Redis URL (default: DCS_REDIS_URL, else redis://localhost:6379).
     #[arg(long, global = true, env = "DCS_REDIS_URL", hide_env_values = true)]
     pub(crate) redis_url: Option<String>,
+    /// PostgreSQL URL (default: DCS_DATABASE_URL): when given, the queue is on Postgres
+    /// (schema DCS_DATABASE_SCHEMA, else dcs_queue), not Redis.
+    #[arg(long, global = true, env = "DCS_DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
     /// Queue name (default: DCS_QUEUE_NAME, else ai_processing).
     #[arg(long, global = true, env = "DCS_QUEUE_NAME")]
     pub(crate) queue: Option<String>,
@@ -32,6 +36,9 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Create or upgrade the Postgres schema (`--database-url`): applies the migrations it
+    /// lacks; prints the versions applied.
+    Migrate,
     /// Enqueue a job; prints its id.
     Enqueue {
         /// The task (handler name), e.g. process_book.

@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) async fn schedule(
-    backend: &RedisBackend,
+    backend: &SharedBackend,
     action: ScheduleAction,
     json: bool,
 ) -> Result<()> {

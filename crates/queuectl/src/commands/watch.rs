@@ -3,7 +3,7 @@
 use super::*;
 
 /// Follows jobs to their end: progress bars on a terminal, one line per change otherwise.
-pub(super) async fn watch(backend: &RedisBackend, mut ids: Vec<JobId>, json: bool) -> Result<()> {
+pub(super) async fn watch(backend: &SharedBackend, mut ids: Vec<JobId>, json: bool) -> Result<()> {
     let mut events = backend.subscribe(None).await?;
     if ids.is_empty() {
         let running = backend
@@ -102,7 +102,7 @@ pub(super) fn show(bar: &ProgressBar, r: &queue_core::JobRecord) -> bool {
 }
 
 pub(super) async fn refresh(
-    backend: &RedisBackend,
+    backend: &SharedBackend,
     id: JobId,
     bar: &ProgressBar,
     open: &mut usize,

@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) async fn webhook(
-    backend: &RedisBackend,
+    backend: &SharedBackend,
     action: WebhookAction,
     json: bool,
 ) -> Result<()> {

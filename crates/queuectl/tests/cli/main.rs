@@ -2,6 +2,7 @@
 //! and workers killed in the middle of a batch.
 
 mod operate;
+mod postgres;
 
 use std::{
     process::{Child, Command, Output, Stdio},
@@ -36,7 +37,9 @@ impl Ctl {
             .arg(&self.url)
             .arg("--queue")
             .arg(&self.queue);
-        cmd.env_remove("DCS_REDIS_URL").env_remove("DCS_QUEUE_NAME");
+        cmd.env_remove("DCS_REDIS_URL")
+            .env_remove("DCS_QUEUE_NAME")
+            .env_remove("DCS_DATABASE_URL");
         cmd.env("DCS_BOOK_OUTPUT_DIR", &self.out_dir)
             .env("DCS_BOOK_STEP_DELAY_MS", "40");
         cmd.env("DCS_QUEUE_LEASE_SECONDS", "2")
