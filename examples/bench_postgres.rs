@@ -1,0 +1,212 @@
+//! No-op jobs through the Postgres backend, measured like `../shared/bench/peers-pg`
+//! measures River, BullMQ 6 on Postgres and pg-limits, so the figures sit side by side.
+//!
+//! ```text
+//! cargo run --release -p queue-examples --example bench_postgres -- \
+//!     --url postgres://postgres@127.0.0.1:5432/postgres --n 20000
+//! ```
+//!
+//! Each phase runs in a schema of its own (`bench_<pid>_<phase>`), dropped afterwards.
+//! Phases: enqueue with 50 in flight and in batches of 100; processing at concurrency 10
+//! and 100 with records retained (jobs/s, and the jobs table's bytes per finished job);
+//! enqueue-to-start with an idle worker (p50, p99). Prints a table and one JSON line.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use queue_core::{NewJob, QueueConfig};
+use queue_postgres::{PostgresBackend, PostgresConfig, sqlx};
+use queue_worker::{CancellationToken, Worker};
+use tokio::sync::mpsc;
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn noop(i: usize) -> NewJob {
+    NewJob::new("noop", &i).expect("encodes")
+}
+
+struct Bench {
+    url: String,
+    phase: String,
+}
+
+impl Bench {
+    fn schema(&self) -> String {
+        format!("bench_{}_{}", std::process::id(), self.phase)
+    }
+
+    async fn backend(&self) -> anyhow::Result<PostgresBackend> {
+        let cfg = QueueConfig::builder().queue_name("bench").build()?;
+        Ok(
+            PostgresBackend::builder(PostgresConfig::new(&self.url)?.schema(self.schema())?)
+                .queue(cfg)
+                .max_connections(40)
+                .migrate(true)
+                .connect()
+                .await?,
+        )
+    }
+
+    async fn drop_schema(&self, b: &PostgresBackend) -> anyhow::Result<()> {
+        sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema()))
+            .execute(b.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Processes `n` queued no-op jobs at `concurrency`; jobs/s and bytes per finished job.
+async fn process(url: &str, n: usize, concurrency: usize) -> anyhow::Result<(f64, f64)> {
+    let bench = Bench {
+        url: url.to_owned(),
+        phase: format!("c{concurrency}"),
+    };
+    let b = bench.backend().await?;
+    for start in (0..n).step_by(1000) {
+        let batch: Vec<NewJob> = (start..(start + 1000).min(n)).map(noop).collect();
+        for r in b.enqueue_many(batch).await? {
+            r?;
+        }
+    }
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(Arc::new(b.clone()))
+        .concurrency(concurrency)
+        .register("noop", |_: serde_json::Value, _ctx| async { Ok(()) })
+        .build()?;
+    let t = Instant::now();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    loop {
+        let stats = b.stats().await?;
+        if stats.completed as usize >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    stop.cancel();
+    run.await??;
+    let bytes: i64 = sqlx::query_scalar(&format!(
+        "SELECT pg_total_relation_size('\"{}\".jobs')",
+        bench.schema()
+    ))
+    .fetch_one(b.pool())
+    .await?;
+    bench.drop_schema(&b).await?;
+    Ok((rate, bytes as f64 / n as f64))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let url = arg("--url", "postgres://postgres@127.0.0.1:5432/postgres");
+    let n: usize = arg("--n", "20000").parse()?;
+    let samples: usize = arg("--samples", "300").parse()?;
+    let mut out = serde_json::Map::new();
+
+    // Enqueue: 50 in flight, then batches of 100.
+    let bench = Bench {
+        url: url.clone(),
+        phase: "enq".into(),
+    };
+    let b = bench.backend().await?;
+    let t = Instant::now();
+    futures_util::stream::iter(0..n)
+        .for_each_concurrent(50, |i| {
+            let b = b.clone();
+            async move {
+                b.enqueue(noop(i)).await.expect("enqueue");
+            }
+        })
+        .await;
+    let conc = n as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for start in (0..n).step_by(100) {
+        let batch: Vec<NewJob> = (start..(start + 100).min(n)).map(noop).collect();
+        for r in b.enqueue_many(batch).await? {
+            r?;
+        }
+    }
+    let bulk = n as f64 / t.elapsed().as_secs_f64();
+    bench.drop_schema(&b).await?;
+    println!("enqueue: {conc:.0}/s with 50 in flight, {bulk:.0}/s in batches of 100");
+    out.insert(
+        "enqueue_conc50_jobs_s".into(),
+        serde_json::json!(conc.round()),
+    );
+    out.insert(
+        "enqueue_bulk100_jobs_s".into(),
+        serde_json::json!(bulk.round()),
+    );
+
+    // Processing, records retained.
+    for c in [10, 100] {
+        let (rate, bytes) = process(&url, n, c).await?;
+        println!(
+            "processed at concurrency {c}: {rate:.0} jobs/s, {bytes:.0} B of jobs table per finished job"
+        );
+        out.insert(
+            format!("processed_c{c}_jobs_s"),
+            serde_json::json!(rate.round()),
+        );
+        out.insert(
+            format!("bytes_per_job_c{c}"),
+            serde_json::json!(bytes.round()),
+        );
+    }
+
+    // Enqueue-to-start with an idle worker.
+    let bench = Bench {
+        url: url.clone(),
+        phase: "lat".into(),
+    };
+    let b = bench.backend().await?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(Arc::new(b.clone()))
+        .concurrency(10)
+        .register("noop", move |_: serde_json::Value, _ctx| {
+            let _ = tx.send(Instant::now());
+            async { Ok(()) }
+        })
+        .build()?;
+    let run = tokio::spawn(worker.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut lat = Vec::with_capacity(samples);
+    for i in 0..samples {
+        tokio::time::sleep(Duration::from_millis(2 + (i as u64 * 7) % 15)).await;
+        let t = Instant::now();
+        b.enqueue(noop(i)).await?;
+        let started = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await?
+            .expect("the worker runs");
+        lat.push(started.duration_since(t).as_secs_f64() * 1000.0);
+    }
+    stop.cancel();
+    run.await??;
+    bench.drop_schema(&b).await?;
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "enqueue to start, idle worker: p50 {:.2} ms, p99 {:.2} ms",
+        q(0.5),
+        q(0.99)
+    );
+    out.insert(
+        "pickup_p50_ms".into(),
+        serde_json::json!((q(0.5) * 100.0).round() / 100.0),
+    );
+    out.insert(
+        "pickup_p99_ms".into(),
+        serde_json::json!((q(0.99) * 100.0).round() / 100.0),
+    );
+    println!("{}", serde_json::Value::Object(out));
+    Ok(())
+}
