@@ -144,24 +144,11 @@ impl PostgresBackend {
                 up.map(|p| (p, flat.policy)),
                 flat.children as u32,
             );
-            let waiting = flat.children > 0;
-            let due_ms = record.run_at.map(to_millis).filter(|_| !waiting);
             ids.push(id);
             if flat.parent.is_none() {
                 tops.push(rows.len());
             }
-            rows.push(Row {
-                ready: !waiting && due_ms.is_none(),
-                waiting,
-                cascading: false,
-                created_ms: now,
-                due_ms,
-                place: 0,
-                finished_ms: None,
-                lease: None,
-                ended_token: None,
-                record,
-            });
+            rows.push(Row::born(record, now));
         }
         let inserted = crate::rows::insert(
             conn,
@@ -338,24 +325,6 @@ impl PostgresBackend {
         .await
         .map_err(|e| self.db(e))?;
         crate::listing::page_of(&rows, limit, |row| row.created_ms)
-    }
-
-    /// The active job holding `key`, if any (in this transaction).
-    pub(crate) async fn key_holder_in(
-        &self,
-        conn: &mut PgConnection,
-        key: &str,
-    ) -> Result<Option<JobId>> {
-        let holder: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
-            "SELECT id FROM {}.jobs WHERE queue = $1 AND unique_key = $2 AND finished_ms IS NULL",
-            self.inner.schema
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| self.db(e))?;
-        Ok(holder.map(JobId::from_uuid))
     }
 
     /// One step of the cancels' cascades: up to [`CANCEL_STEP`] unfinished children of a

@@ -1,7 +1,7 @@
 //! Jobs: enqueue (on the backend's pool or inside the application's own transaction) and
 //! reads of one record.
 
-use queue_core::backend::{MAX_ENQUEUE_STEP, Millis, to_millis};
+use queue_core::backend::{MAX_ENQUEUE_STEP, Millis};
 use queue_core::{Error, EventKind, JobId, JobRecord, NewJob, Result};
 use sqlx::{Acquire, PgConnection};
 
@@ -96,19 +96,7 @@ impl PostgresBackend {
             }
             let id = job.options.job_id.unwrap_or_default();
             let record = JobRecord::born(job, id, now, cfg, None, 0);
-            let due_ms = record.run_at.map(to_millis);
-            rows.push(Row {
-                ready: due_ms.is_none(),
-                waiting: false,
-                cascading: false,
-                created_ms: now,
-                due_ms,
-                place: 0,
-                finished_ms: None,
-                lease: None,
-                ended_token: None,
-                record,
-            });
+            rows.push(Row::born(record, now));
             answers.push(None);
         }
         // Distinct ids go in one statement; a batch naming one id more than once goes a row
@@ -186,20 +174,11 @@ impl PostgresBackend {
             return Ok(record);
         }
         if let Some(key) = &record.unique_key {
-            let holder: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
-                "SELECT id FROM {}.jobs WHERE queue = $1 AND unique_key = $2 \
-                 AND finished_ms IS NULL",
-                self.inner.schema
-            ))
-            .bind(&self.inner.queue.queue_name)
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| self.db(e))?;
+            let holder = self.key_holder_in(conn, key).await?;
             if let Some(holder) = holder {
                 return Err(Error::AlreadyExists {
                     unique_key: key.clone(),
-                    job_id: JobId::from_uuid(holder),
+                    job_id: holder,
                 });
             }
         }
@@ -223,8 +202,26 @@ impl PostgresBackend {
 
     /// The row of job `id` in this queue, if any.
     pub(crate) async fn row_in(&self, conn: &mut PgConnection, id: JobId) -> Result<Option<Row>> {
+        self.select_row(conn, id, "").await
+    }
+
+    /// The row of job `id`, locked for this transaction.
+    pub(crate) async fn row_locked(
+        &self,
+        conn: &mut PgConnection,
+        id: JobId,
+    ) -> Result<Option<Row>> {
+        self.select_row(conn, id, " FOR UPDATE").await
+    }
+
+    async fn select_row(
+        &self,
+        conn: &mut PgConnection,
+        id: JobId,
+        lock: &str,
+    ) -> Result<Option<Row>> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {}.jobs WHERE id = $1 AND queue = $2",
+            "SELECT {COLUMNS} FROM {}.jobs WHERE id = $1 AND queue = $2{lock}",
             self.inner.schema
         ))
         .bind(id.as_uuid())
@@ -233,6 +230,24 @@ impl PostgresBackend {
         .await
         .map_err(|e| self.db(e))?;
         row.as_ref().map(Row::decode).transpose()
+    }
+
+    /// The active job holding unique key `key`, if any (in this transaction).
+    pub(crate) async fn key_holder_in(
+        &self,
+        conn: &mut PgConnection,
+        key: &str,
+    ) -> Result<Option<JobId>> {
+        let holder: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
+            "SELECT id FROM {}.jobs WHERE queue = $1 AND unique_key = $2 AND finished_ms IS NULL",
+            self.inner.schema
+        ))
+        .bind(&self.inner.queue.queue_name)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| self.db(e))?;
+        Ok(holder.map(JobId::from_uuid))
     }
 }
 
@@ -372,25 +387,24 @@ impl PostgresBackend {
             let to = row.record.status;
             self.place_at_back(&mut tx, std::slice::from_mut(&mut row))
                 .await?;
-            let key = row.record.unique_key.clone();
-            // The unique index refuses the update while another active job holds the key.
-            let written = crate::rows::write(
+            // Refused while another active job holds its unique key (the unique index
+            // guards the race with a concurrent enqueue).
+            if let Some(key) = &row.record.unique_key
+                && let Some(holder) = self.key_holder_in(&mut tx, key).await?
+                && holder != id
+            {
+                return Err(Error::AlreadyExists {
+                    unique_key: key.clone(),
+                    job_id: holder,
+                });
+            }
+            crate::rows::write(
                 &mut tx,
                 &self.inner.schema,
                 std::slice::from_ref(&row),
                 &self.inner.secrets,
             )
-            .await;
-            if let (Err(e), Some(key)) = (&written, &key)
-                && e.to_string().contains("jobs_unique_key")
-            {
-                let holder = self.key_holder(key).await?;
-                return Err(Error::AlreadyExists {
-                    unique_key: key.clone(),
-                    job_id: holder.unwrap_or(id),
-                });
-            }
-            written?;
+            .await?;
             let moved = crate::flows::Moved::of(from, &row);
             self.propagate(&mut tx, now, moved.into_iter().collect())
                 .await?;
@@ -418,38 +432,6 @@ impl PostgresBackend {
         }
         .await;
         self.close(tx, out).await
-    }
-
-    /// The active job holding `key`, if any.
-    async fn key_holder(&self, key: &str) -> Result<Option<JobId>> {
-        let holder: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
-            "SELECT id FROM {}.jobs WHERE queue = $1 AND unique_key = $2 AND finished_ms IS NULL",
-            self.inner.schema
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .bind(key)
-        .fetch_optional(&self.inner.pool)
-        .await
-        .map_err(|e| self.db(e))?;
-        Ok(holder.map(JobId::from_uuid))
-    }
-
-    /// The row of job `id`, locked for this transaction.
-    pub(crate) async fn row_locked(
-        &self,
-        conn: &mut PgConnection,
-        id: JobId,
-    ) -> Result<Option<Row>> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {}.jobs WHERE id = $1 AND queue = $2 FOR UPDATE",
-            self.inner.schema
-        ))
-        .bind(id.as_uuid())
-        .bind(&self.inner.queue.queue_name)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| self.db(e))?;
-        row.as_ref().map(Row::decode).transpose()
     }
 
     /// Adds lifetime counter deltas in this transaction, and the same to the charts'

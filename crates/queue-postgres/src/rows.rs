@@ -43,6 +43,25 @@ pub(crate) struct Row {
 }
 
 impl Row {
+    /// The row of a job born at `now` (`JobRecord::born`): waiting when it has children,
+    /// else delayed until its `run_at`, else ready (its place given by the insert).
+    pub(crate) fn born(record: JobRecord, now: Millis) -> Self {
+        let waiting = record.waits_on_children();
+        let due_ms = record.run_at.map(to_millis).filter(|_| !waiting);
+        Self {
+            ready: !waiting && due_ms.is_none(),
+            waiting,
+            cascading: false,
+            created_ms: now,
+            due_ms,
+            place: 0,
+            finished_ms: None,
+            lease: None,
+            ended_token: None,
+            record,
+        }
+    }
+
     /// Decodes a row selected with [`COLUMNS`].
     pub(crate) fn decode(row: &PgRow) -> Result<Self> {
         let id: uuid::Uuid = row.get("id");

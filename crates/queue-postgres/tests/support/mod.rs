@@ -81,6 +81,23 @@ impl Drop for TestSchema {
     }
 }
 
+/// A harness for the shared suites: a migrated backend on a schema of its own, built with
+/// `suite_config(queue)` and `clock`; the schema is dropped after the case.
+pub async fn harness(queue: &str, clock: ManualClock) -> queue_testkit::Harness {
+    let schema = TestSchema::new();
+    let backend = PostgresBackend::builder(schema.config())
+        .queue(queue_testkit::suite_config(queue))
+        .migrate(true)
+        .clock(Arc::new(clock.clone()))
+        .connect()
+        .await
+        .expect("connect");
+    let probe = backend.clone();
+    queue_testkit::Harness::new(Arc::new(backend), clock)
+        .with_blocked(move || probe.blocked_fetches() + probe.subscribers())
+        .with_cleanup(async move { drop(schema) })
+}
+
 pub fn queue() -> QueueConfig {
     QueueConfig::builder()
         .queue_name("pg_test")
