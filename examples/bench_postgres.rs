@@ -8,7 +8,8 @@
 //!
 //! Each phase runs in a schema of its own (`bench_<pid>_<phase>`), dropped afterwards.
 //! Phases: enqueue with 50 in flight and in batches of 100; processing at concurrency 10
-//! and 100 with records retained (jobs/s, and the jobs table's bytes per finished job);
+//! and 100 with records retained (jobs/s, the jobs table's bytes per finished job and
+//! commits per processed job);
 //! enqueue-to-start with an idle worker (p50, p99). Prints a table and one JSON line.
 
 use std::{
@@ -64,19 +65,39 @@ impl Bench {
     }
 }
 
-/// Processes `n` queued no-op jobs at `concurrency`; jobs/s and bytes per finished job.
-async fn process(url: &str, n: usize, concurrency: usize) -> anyhow::Result<(f64, f64)> {
+/// Transactions committed in the database so far (`pg_stat_database`). A backend reports
+/// its own lazily (up to 10 s late when idle) and at the latest when it exits: read this
+/// once the pools whose work it measures are closed.
+async fn commits(url: &str) -> anyhow::Result<i64> {
+    use sqlx::Connection;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let n = sqlx::query_scalar(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(n)
+}
+
+/// Processes `n` queued no-op jobs at `concurrency`: jobs/s, bytes of the jobs table per
+/// finished job, and commits per processed job.
+async fn process(url: &str, n: usize, concurrency: usize) -> anyhow::Result<(f64, f64, f64)> {
     let bench = Bench {
         url: url.to_owned(),
         phase: format!("c{concurrency}"),
     };
-    let b = bench.backend().await?;
+    let filler = bench.backend().await?;
     for start in (0..n).step_by(1000) {
         let batch: Vec<NewJob> = (start..(start + 1000).min(n)).map(noop).collect();
-        for r in b.enqueue_many(batch).await? {
+        for r in filler.enqueue_many(batch).await? {
             r?;
         }
     }
+    filler.pool().close().await;
+    let before = commits(url).await?;
+    let b = bench.backend().await?;
     let stop = CancellationToken::new();
     let worker = Worker::builder(Arc::new(b.clone()))
         .concurrency(concurrency)
@@ -84,8 +105,10 @@ async fn process(url: &str, n: usize, concurrency: usize) -> anyhow::Result<(f64
         .build()?;
     let t = Instant::now();
     let run = tokio::spawn(worker.run(stop.clone()));
+    let mut polls = 0;
     loop {
         let stats = b.stats().await?;
+        polls += 1;
         if stats.completed as usize >= n {
             break;
         }
@@ -94,6 +117,10 @@ async fn process(url: &str, n: usize, concurrency: usize) -> anyhow::Result<(f64
     let rate = n as f64 / t.elapsed().as_secs_f64();
     stop.cancel();
     run.await??;
+    b.pool().close().await;
+    // The polls of `stats` above are transactions too (connecting adds a few).
+    let per_job = (commits(url).await? - before - polls) as f64 / n as f64;
+    let b = bench.backend().await?;
     let bytes: i64 = sqlx::query_scalar(&format!(
         "SELECT pg_total_relation_size('\"{}\".jobs')",
         bench.schema()
@@ -101,7 +128,7 @@ async fn process(url: &str, n: usize, concurrency: usize) -> anyhow::Result<(f64
     .fetch_one(b.pool())
     .await?;
     bench.drop_schema(&b).await?;
-    Ok((rate, bytes as f64 / n as f64))
+    Ok((rate, bytes as f64 / n as f64, per_job))
 }
 
 #[tokio::main]
@@ -136,6 +163,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let bulk = n as f64 / t.elapsed().as_secs_f64();
     bench.drop_schema(&b).await?;
+    // Its connections report their commits when they close, not in the next phase.
+    b.pool().close().await;
     println!("enqueue: {conc:.0}/s with 50 in flight, {bulk:.0}/s in batches of 100");
     out.insert(
         "enqueue_conc50_jobs_s".into(),
@@ -148,9 +177,13 @@ async fn main() -> anyhow::Result<()> {
 
     // Processing, records retained.
     for c in [10, 100] {
-        let (rate, bytes) = process(&url, n, c).await?;
+        let (rate, bytes, per_job) = process(&url, n, c).await?;
         println!(
-            "processed at concurrency {c}: {rate:.0} jobs/s, {bytes:.0} B of jobs table per finished job"
+            "processed at concurrency {c}: {rate:.0} jobs/s, {bytes:.0} B of jobs table per finished job, {per_job:.3} commits per job"
+        );
+        out.insert(
+            format!("commits_per_job_c{c}"),
+            serde_json::json!((per_job * 1000.0).round() / 1000.0),
         );
         out.insert(
             format!("processed_c{c}_jobs_s"),

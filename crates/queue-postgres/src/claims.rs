@@ -13,7 +13,7 @@ use queue_core::{Error, EventKind, JobId, JobStatus, LeaseToken, RateLimit, Resu
 use sqlx::PgConnection;
 
 use crate::PostgresBackend;
-use crate::rows::{COLUMNS, Held, Row};
+use crate::rows::{COLUMNS, Held, Row, TALLY_COLUMNS, tallied};
 
 impl PostgresBackend {
     /// Leases up to `req.size()` due jobs, as [`Broker::fetch`](queue_core::backend::Broker::fetch):
@@ -44,28 +44,40 @@ impl PostgresBackend {
     /// long until the earliest delayed job is due (ms).
     pub(crate) async fn claim(&self, req: &ClaimRequest) -> Result<(Vec<Lease>, Option<u64>)> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let out: Result<_> = async {
-            let now = self.now(&mut tx).await?;
-            let again = self.claimed_before(&mut tx, req, now).await?;
+        let out = self.claim_in(&mut tx, req).await;
+        self.close(tx, out).await
+    }
+
+    /// A claim inside the caller's transaction (a worker's finishes and its next claim
+    /// commit together: one WAL flush for both).
+    pub(crate) async fn claim_in(
+        &self,
+        tx: &mut PgConnection,
+        req: &ClaimRequest,
+    ) -> Result<(Vec<Lease>, Option<u64>)> {
+        let tx = &mut *tx;
+        {
+            let now = self.now(&mut *tx).await?;
+            let again = self.claimed_before(tx, req, now).await?;
             if !again.is_empty() {
                 return Ok((again, None));
             }
-            self.promote(&mut tx, now).await?;
+            self.promote(tx, now).await?;
             // Claims take turns on the queue's row: fair share and rate windows are decided
             // one claim at a time.
-            let gate = self.gate(&mut tx, true).await?;
+            let gate = self.gate(tx, true).await?;
             if gate.paused || now < gate.held_until {
                 // Nothing starts; a resume wakes waiting fetches, a hold ends on its own.
                 let hint = (!gate.paused).then(|| (gate.held_until - now) as u64);
                 return Ok((Vec::new(), hint));
             }
             let window = match gate.rate {
-                Some(limit) => Some((limit, self.window(&mut tx, limit, now).await?)),
+                Some(limit) => Some((limit, self.window(tx, limit, now).await?)),
                 None => None,
             };
-            let (leases, blocked) = self.take(&mut tx, req, now, &gate, window).await?;
+            let (leases, blocked) = self.take(tx, req, now, &gate, window).await?;
             let next_due = if leases.is_empty() {
-                let due = self.next_due(&mut tx, now).await?;
+                let due = self.next_due(tx, now).await?;
                 match (due, blocked) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -75,8 +87,6 @@ impl PostgresBackend {
             };
             Ok((leases, next_due))
         }
-        .await;
-        self.close(tx, out).await
     }
 
     /// A request sent again (its id at or below the newest the worker sent) answers the
@@ -124,12 +134,15 @@ impl PostgresBackend {
     async fn promote(&self, conn: &mut PgConnection, now: Millis) -> Result<()> {
         let schema = &self.inner.schema;
         sqlx::query(&format!(
-            "WITH due AS (SELECT id, due_ms FROM {schema}.jobs WHERE queue = $1 AND due_ms <= $2 \
-             ORDER BY due_ms, id LIMIT {MAX_CLAIM} FOR UPDATE SKIP LOCKED), \
+            "WITH due AS (SELECT id, {TALLY_COLUMNS} FROM {schema}.jobs WHERE queue = $1 \
+             AND due_ms <= $2 ORDER BY due_ms, id LIMIT {MAX_CLAIM} FOR UPDATE SKIP LOCKED), \
              placed AS (SELECT id, nextval('{schema}.places') AS place \
-             FROM (SELECT id FROM due ORDER BY due_ms, id) d) \
-             UPDATE {schema}.jobs AS j SET ready = true, due_ms = NULL, place = placed.place \
-             FROM placed WHERE j.id = placed.id"
+             FROM (SELECT id FROM due ORDER BY due_ms, id) d), \
+             promoted AS (UPDATE {schema}.jobs AS j SET ready = true, due_ms = NULL, \
+             place = placed.place FROM placed WHERE j.id = placed.id \
+             RETURNING j.queue, j.status, j.band, j.ready, j.due_ms, j.waiting) \
+             {}",
+            tallied(schema, &["due"], &["promoted"])
         ))
         .bind(&self.inner.queue.queue_name)
         .bind(now)

@@ -17,10 +17,15 @@ use crate::PostgresBackend;
 const READ: i64 = 1_000;
 /// How many outbox entries one sequencer pass moves.
 const MOVE: i64 = 10_000;
+/// How long a new subscriber waits for transactions under way to end (see
+/// `await_emitters`); one still open after that (an application's long transaction) may
+/// commit events nobody logs.
+const EMITTERS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl PostgresBackend {
     /// Adds `events` (job, what happened) at `now` to the outbox in this transaction and
-    /// tells followers at commit.
+    /// tells followers at commit, when someone follows the queue (nothing otherwise: see
+    /// [`PostgresBackend::subscribe`] for why none is missed).
     pub(crate) async fn emit(
         &self,
         conn: &mut PgConnection,
@@ -35,11 +40,14 @@ impl PostgresBackend {
             .iter()
             .map(|(_, k)| serde_json::to_value(k).expect("an event kind encodes"))
             .collect();
+        let s = &self.inner.schema;
         sqlx::query(&format!(
-            "WITH added AS (INSERT INTO {}.outbox (queue, ms, job, kind) \
-             SELECT $1, $2, * FROM unnest($3::uuid[], $4::jsonb[])) \
-             SELECT pg_notify($5, $1)",
-            self.inner.schema
+            "WITH followed AS ({}), \
+             added AS (INSERT INTO {s}.outbox (queue, ms, job, kind) \
+             SELECT $1, $2, * FROM unnest($3::uuid[], $4::jsonb[]) \
+             WHERE EXISTS (SELECT 1 FROM followed)) \
+             SELECT pg_notify($5, $1) FROM followed",
+            crate::rows::followed(s, "$1", "$2")
         ))
         .bind(&self.inner.queue.queue_name)
         .bind(now)
@@ -208,6 +216,7 @@ impl PostgresBackend {
         };
         // Following first: from here on the queue's events are logged.
         self.sequence(true).await?;
+        self.await_emitters().await?;
         let rx = self.inner.events.subscribe();
         self.inner.follow.notify_one();
         let Some((_, after_seq)) = after else {
@@ -233,6 +242,35 @@ impl PostgresBackend {
         }
         let live = live(rx, at, self.clock_ms());
         Ok(Box::pin(futures_util::stream::iter(replay).chain(live)))
+    }
+
+    /// Waits until the transactions that held the jobs table when the queue became
+    /// followed have ended (for at most [`EMITTERS_WAIT`]). An emitter reads whether the
+    /// queue is followed when it emits and writes nothing when it is not; one that read
+    /// that before the mark committed and commits after it would otherwise lose its events
+    /// for a subscriber already listening.
+    async fn await_emitters(&self) -> Result<()> {
+        let jobs = format!("{}.jobs", self.inner.schema);
+        let held = |sql: &'static str| {
+            let jobs = jobs.clone();
+            async move {
+                sqlx::query_scalar::<_, String>(sql)
+                    .bind(jobs)
+                    .fetch_all(&self.inner.pool)
+                    .await
+                    .map_err(|e| self.db(e))
+            }
+        };
+        let sql = "SELECT DISTINCT virtualtransaction FROM pg_locks \
+                   WHERE relation = $1::regclass AND pid <> pg_backend_pid()";
+        let mut waiting = held(sql).await?;
+        let deadline = tokio::time::Instant::now() + EMITTERS_WAIT;
+        while !waiting.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let now = held(sql).await?;
+            waiting.retain(|t| now.contains(t));
+        }
+        Ok(())
     }
 
     fn clock_ms(&self) -> Millis {

@@ -157,6 +157,7 @@ impl PostgresBackend {
             [&self.inner.channel, &self.inner.events_channel],
             now,
             &rows,
+            true,
             &self.inner.secrets,
         )
         .await?;

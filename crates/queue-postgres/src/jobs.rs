@@ -13,13 +13,10 @@ impl PostgresBackend {
     /// [`JobStore::enqueue`](queue_core::JobStore::enqueue): an id that exists answers its
     /// record; a unique key an active job holds is refused with `AlreadyExists`.
     pub async fn enqueue(&self, job: NewJob) -> Result<JobRecord> {
-        let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let out: Result<_> = async {
-            let out = self.enqueue_in(&mut tx, job).await?;
-            Ok(out)
-        }
-        .await;
-        self.close(tx, out).await
+        self.enqueue_many(vec![job])
+            .await?
+            .pop()
+            .expect("one answer per job")
     }
 
     /// Enqueues one job on a connection or transaction the application owns
@@ -44,14 +41,24 @@ impl PostgresBackend {
 
     /// Enqueues several jobs in one transaction; each has its own answer (a refused one
     /// does not stop the others).
+    ///
+    /// Workers are woken after the commit, by a statement of its own: a transaction that
+    /// notifies holds the server's notify lock through its commit, so enqueues that
+    /// notified inside their transactions would commit one at a time.
     pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let out: Result<_> = async {
-            let out = self.enqueue_many_in(&mut tx, jobs).await?;
-            Ok(out)
+        let out = self.enqueue_jobs(&mut tx, jobs, false).await;
+        let (out, created) = self.close(tx, out).await?;
+        if created > 0 {
+            // The jobs are committed: a wake-up that fails is not the enqueue's failure
+            // (waiting workers look again within `POLL`).
+            if let Ok(mut conn) = self.inner.pool.acquire().await
+                && let Err(e) = self.wake(&mut conn).await
+            {
+                tracing::debug!(error = %e, "postgres: waking workers after an enqueue failed");
+            }
         }
-        .await;
-        self.close(tx, out).await
+        Ok(out)
     }
 
     /// [`PostgresBackend::enqueue_many`] on the application's connection or transaction
@@ -65,18 +72,29 @@ impl PostgresBackend {
         // A savepoint when the caller is inside a transaction: an error here leaves the
         // caller's transaction usable.
         let mut tx = conn.begin().await.map_err(|e| self.db(e))?;
-        let out: Result<_> = async {
-            let now = self.now(&mut tx).await?;
-            let mut out = Vec::with_capacity(jobs.len());
-            let mut jobs = jobs.into_iter().peekable();
-            while jobs.peek().is_some() {
-                let step: Vec<NewJob> = jobs.by_ref().take(MAX_ENQUEUE_STEP).collect();
-                out.extend(self.enqueue_step(&mut tx, step, now).await?);
-            }
-            Ok(out)
+        let out = self.enqueue_jobs(&mut tx, jobs, true).await;
+        Ok(self.close(tx, out).await?.0)
+    }
+
+    /// The enqueue of `jobs` in statements of at most [`MAX_ENQUEUE_STEP`]; with `wake`,
+    /// workers are woken when the transaction commits. Answers, and how many were created.
+    async fn enqueue_jobs(
+        &self,
+        conn: &mut PgConnection,
+        jobs: Vec<NewJob>,
+        wake: bool,
+    ) -> Result<(Vec<Result<JobRecord>>, usize)> {
+        let now = self.now(&mut *conn).await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut created = 0;
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let step: Vec<NewJob> = jobs.by_ref().take(MAX_ENQUEUE_STEP).collect();
+            let answers = self.enqueue_step(&mut *conn, step, now, wake).await?;
+            created += answers.1;
+            out.extend(answers.0);
         }
-        .await;
-        self.close(tx, out).await
+        Ok((out, created))
     }
 
     async fn enqueue_step(
@@ -84,7 +102,8 @@ impl PostgresBackend {
         conn: &mut PgConnection,
         jobs: Vec<NewJob>,
         now: Millis,
-    ) -> Result<Vec<Result<JobRecord>>> {
+        wake: bool,
+    ) -> Result<(Vec<Result<JobRecord>>, usize)> {
         let cfg = &self.inner.queue;
         let mut answers: Vec<Option<Result<JobRecord>>> = Vec::with_capacity(jobs.len());
         let mut rows = Vec::new();
@@ -106,7 +125,7 @@ impl PostgresBackend {
         let mut results: Vec<Result<JobRecord>> = Vec::with_capacity(rows.len());
         let mut created = 0;
         if distinct.len() == rows.len() {
-            let inserted = self.insert_rows(conn, now, &rows).await?;
+            let inserted = self.insert_rows(conn, now, &rows, wake).await?;
             created = inserted.len();
             for mut row in rows {
                 results.push(match inserted.get(&row.record.job_id) {
@@ -120,7 +139,7 @@ impl PostgresBackend {
         } else {
             for mut row in rows {
                 let inserted = self
-                    .insert_rows(conn, now, std::slice::from_ref(&row))
+                    .insert_rows(conn, now, std::slice::from_ref(&row), wake)
                     .await?;
                 created += inserted.len();
                 results.push(match inserted.get(&row.record.job_id) {
@@ -144,7 +163,7 @@ impl PostgresBackend {
                 None => results.next().expect("one result per accepted job"),
             });
         }
-        Ok(out)
+        Ok((out, created))
     }
 
     async fn insert_rows(
@@ -152,6 +171,7 @@ impl PostgresBackend {
         conn: &mut PgConnection,
         now: queue_core::backend::Millis,
         rows: &[Row],
+        wake: bool,
     ) -> Result<std::collections::HashMap<JobId, i64>> {
         crate::rows::insert(
             conn,
@@ -160,6 +180,7 @@ impl PostgresBackend {
             [&self.inner.channel, &self.inner.events_channel],
             now,
             rows,
+            wake,
             &self.inner.secrets,
         )
         .await

@@ -193,9 +193,16 @@ impl PostgresBackend {
         if buffer.rows.is_empty() && !buffer.exhausted {
             // One page per lane per claim: a claim takes at most `want` more from it.
             buffer.exhausted = true;
+            // `grp IS NULL` and `grp = $3` spelled apart: each matches its partial index
+            // (`IS NOT DISTINCT FROM` matches neither and scans the queue's every row).
+            let of_group = if group.is_some() {
+                "grp = $3"
+            } else {
+                "grp IS NULL AND $3::text IS NULL"
+            };
             let rows = sqlx::query(&format!(
                 "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND ready AND band = $2 \
-                 AND grp IS NOT DISTINCT FROM $3 ORDER BY place LIMIT $4 FOR UPDATE SKIP LOCKED",
+                 AND {of_group} ORDER BY place LIMIT $4 FOR UPDATE SKIP LOCKED",
                 self.inner.schema
             ))
             .bind(&self.inner.queue.queue_name)

@@ -39,28 +39,33 @@ impl PostgresBackend {
         endings: Vec<Ending>,
         next: Option<ClaimRequest>,
     ) -> Result<FinishedMany> {
-        let mut statuses = Vec::with_capacity(endings.len());
-        let mut endings = endings.into_iter().peekable();
-        while endings.peek().is_some() {
-            let step: Vec<Ending> = endings.by_ref().take(MAX_ENDINGS).collect();
-            statuses.extend(self.finish_step(step).await?);
-        }
         let mut out = FinishedMany {
-            statuses,
+            statuses: Vec::with_capacity(endings.len()),
             next: Vec::new(),
         };
-        if let Some(req) = next
-            && out.statuses.iter().any(Result::is_ok)
-        {
-            out.next = self.claim(&req).await?.0;
+        let mut endings = endings.into_iter().peekable();
+        let mut accepted = false;
+        while endings.peek().is_some() {
+            let step: Vec<Ending> = endings.by_ref().take(MAX_ENDINGS).collect();
+            // The last step's transaction also claims the next jobs: one commit for both.
+            let last = endings.peek().is_none();
+            let next = next.as_ref().filter(|_| last);
+            let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
+            let done: Result<_> = async {
+                let statuses = self.finish_step_in(&mut tx, step).await?;
+                accepted |= statuses.iter().any(Result::is_ok);
+                let leases = match next {
+                    Some(req) if accepted => self.claim_in(&mut tx, req).await?.0,
+                    _ => Vec::new(),
+                };
+                Ok((statuses, leases))
+            }
+            .await;
+            let (statuses, leases) = self.close(tx, done).await?;
+            out.statuses.extend(statuses);
+            out.next = leases;
         }
         Ok(out)
-    }
-
-    async fn finish_step(&self, endings: Vec<Ending>) -> Result<Vec<Result<JobStatus>>> {
-        let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let out = self.finish_step_in(&mut tx, endings).await;
-        self.close(tx, out).await
     }
 
     /// Ends a held attempt inside a transaction the application owns (`&mut *tx` of a
@@ -256,11 +261,15 @@ impl PostgresBackend {
             let ids: Vec<uuid::Uuid> = leases.iter().map(|l| *l.job_id.as_uuid()).collect();
             let tokens: Vec<String> = leases.iter().map(|l| l.token.as_str().to_owned()).collect();
             let renewed: Vec<(uuid::Uuid, String, bool)> = sqlx::query_as(&format!(
-                "UPDATE {}.jobs AS j SET lease_until_ms = $3 \
+                // Rows locked in id order, as finishes lock them: the two never deadlock.
+                "WITH locked AS (SELECT id FROM {s}.jobs WHERE id = ANY($1) ORDER BY id \
+                 FOR UPDATE) \
+                 UPDATE {s}.jobs AS j SET lease_until_ms = $3 \
                  FROM unnest($1::uuid[], $2::text[]) AS t(id, token) \
-                 WHERE j.id = t.id AND j.lease_token = t.token AND j.lease_until_ms > $4 \
+                 WHERE j.id = t.id AND j.id IN (SELECT id FROM locked) \
+                 AND j.lease_token = t.token AND j.lease_until_ms > $4 \
                  RETURNING j.id, j.lease_token, coalesce((j.state->>'cancel_requested')::bool, false)",
-                self.inner.schema
+                s = self.inner.schema
             ))
             .bind(&ids)
             .bind(&tokens)

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use queue_core::backend::encode_cursor;
-use queue_core::{LifetimeTotals, ListQuery, Page, Priority, QueueStats, Result};
+use queue_core::{JobStatus, LifetimeTotals, ListQuery, Page, Priority, QueueStats, Result};
 
 use crate::rows::{COLUMNS, Row};
 
@@ -85,28 +85,8 @@ impl PostgresBackend {
             let now = self.now(&mut tx).await?;
             let s = &self.inner.schema;
             let q = &self.inner.queue.queue_name;
-            let by_status: Vec<(String, i64)> = sqlx::query_as(&format!(
-                "SELECT status, count(*) FROM {s}.jobs WHERE queue = $1 GROUP BY status"
-            ))
-            .bind(q)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.db(e))?;
-            let depth: Vec<(i16, i64)> = sqlx::query_as(&format!(
-                "SELECT band, count(*) FROM {s}.jobs WHERE queue = $1 AND ready GROUP BY band"
-            ))
-            .bind(q)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.db(e))?;
-            let (scheduled, waiting): (i64, i64) = sqlx::query_as(&format!(
-                "SELECT count(*) FILTER (WHERE due_ms IS NOT NULL), count(*) FILTER (WHERE waiting) \
-                 FROM {s}.jobs WHERE queue = $1 AND (due_ms IS NOT NULL OR waiting)"
-            ))
-            .bind(q)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| self.db(e))?;
+            // Every figure is a sum of deltas (lifetime counters, and the `now:` tallies
+            // each write of a row adds, `rows::tally_names`): no row of `jobs` is read.
             let counts: Vec<(String, i64)> = sqlx::query_as(&format!(
                 "SELECT name, sum(n)::int8 FROM {s}.counts WHERE queue = $1 GROUP BY name"
             ))
@@ -116,18 +96,13 @@ impl PostgresBackend {
             .map_err(|e| self.db(e))?;
             let active_workers = self.live_workers(&mut tx, now).await?;
             let gate = self.gate(&mut tx, false).await?;
-            let status = |name: &str| {
-                by_status
-                    .iter()
-                    .find(|(s, _)| s == name)
-                    .map_or(0, |(_, n)| *n as u64)
-            };
             let counter = |name: &str| {
                 counts
                     .iter()
                     .find(|(s, _)| s == name)
                     .map_or(0, |(_, n)| *n as u64)
             };
+            let status = |name: &str| counter(&format!("now:{name}"));
             let totals = LifetimeTotals {
                 enqueued: counter("enqueued"),
                 completed: counter("completed"),
@@ -138,25 +113,19 @@ impl PostgresBackend {
                 recovered: counter("recovered"),
             };
             let stats = QueueStats {
-                total: by_status.iter().map(|(_, n)| *n as u64).sum(),
+                total: JobStatus::ALL.iter().map(|st| status(st.as_str())).sum(),
                 queued: status("queued"),
                 processing: status("processing"),
                 completed: status("completed"),
                 failed: status("failed"),
                 partial: status("partial"),
                 cancelled: status("cancelled"),
-                scheduled: scheduled as u64,
-                waiting_on_children: waiting as u64,
+                scheduled: counter("now:scheduled"),
+                waiting_on_children: counter("now:waiting"),
                 active_workers,
                 depth: Priority::ALL
                     .into_iter()
-                    .map(|p| {
-                        let n = depth
-                            .iter()
-                            .find(|(b, _)| *b == i16::from(p.band()))
-                            .map_or(0, |(_, n)| *n as u64);
-                        (p, n)
-                    })
+                    .map(|p| (p, counter(&format!("now:ready:{}", p.band()))))
                     .collect::<BTreeMap<_, _>>(),
                 totals,
                 paused: gate.paused,

@@ -9,8 +9,10 @@ use queue_core::Result;
 use crate::error::db_error;
 
 /// The migrations, by version. `{schema}` stands for the deployment's (quoted) schema.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "jobs", include_str!("../migrations/0001_jobs.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "jobs", include_str!("../migrations/0001_jobs.sql")),
+    (2, "tallies", include_str!("../migrations/0002_tallies.sql")),
+];
 
 /// The version the code expects.
 pub const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -62,10 +64,10 @@ pub(crate) async fn migrate(
     }
     let mut applied = Vec::new();
     for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > have) {
-        sqlx::raw_sql(&sql.replace("{schema}", &q))
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+        let sql = sql
+            .replace("{schema}", &q)
+            .replace("{tally_names}", &crate::rows::tally_names("j"));
+        sqlx::raw_sql(&sql).execute(&mut *tx).await.map_err(err)?;
         sqlx::query(&format!(
             "INSERT INTO {q}.migrations (version, name) VALUES ($1, $2)"
         ))

@@ -5,6 +5,7 @@ use queue_core::backend::{DeleteDecision, duration_ms, on_delete, retention_cuto
 use queue_core::{Error, JobId, JobRecord, Result};
 
 use crate::PostgresBackend;
+use crate::rows::{TALLY_COLUMNS, tallied};
 
 impl PostgresBackend {
     /// Deletes a finished record, as `on_delete` decides.
@@ -23,9 +24,10 @@ impl PostgresBackend {
                     reason: reason.into(),
                 });
             }
+            let s = &self.inner.schema;
             sqlx::query(&format!(
-                "DELETE FROM {}.jobs WHERE id = $1",
-                self.inner.schema
+                "WITH gone AS (DELETE FROM {s}.jobs WHERE id = $1 RETURNING {TALLY_COLUMNS}) {}",
+                tallied(s, &["gone"], &[])
             ))
             .bind(id.as_uuid())
             .execute(&mut *tx)
@@ -54,10 +56,12 @@ impl PostgresBackend {
                  WHERE j.queue = $1 AND j.finished_ms <= $2 ORDER BY j.finished_ms, j.id LIMIT $3 \
                  FOR UPDATE OF j SKIP LOCKED), \
                  gone AS (DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM due WHERE NOT keep) \
-                 RETURNING 1), \
+                 RETURNING {TALLY_COLUMNS}), \
                  kept AS (UPDATE {s}.jobs SET finished_ms = $4 WHERE id IN (SELECT id FROM due \
-                 WHERE keep) RETURNING 1) \
-                 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept)"
+                 WHERE keep) RETURNING 1), \
+                 tallies AS ({}) \
+                 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept)",
+                tallied(s, &["gone"], &[])
             ))
             .bind(&self.inner.queue.queue_name)
             .bind(cutoff)

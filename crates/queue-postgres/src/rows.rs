@@ -107,10 +107,55 @@ impl Row {
     }
 }
 
+/// The columns [`tallied`] reads from a row: a statement that moves rows returns them
+/// (or selects them before the move).
+pub(crate) const TALLY_COLUMNS: &str = "queue, status, band, ready, due_ms, waiting";
+
+/// The names a row counts under while it exists, as a SQL array over `r`'s
+/// [`TALLY_COLUMNS`] (a NULL where it does not count): its status, its priority while
+/// ready, delayed, waiting on children. `stats` sums these deltas instead of counting rows,
+/// so it costs the same at a thousand jobs as at a million.
+pub(crate) fn tally_names(r: &str) -> String {
+    format!(
+        "ARRAY['now:' || {r}.status, CASE WHEN {r}.ready THEN 'now:ready:' || {r}.band END, \
+         CASE WHEN {r}.due_ms IS NOT NULL THEN 'now:scheduled' END, \
+         CASE WHEN {r}.waiting THEN 'now:waiting' END]"
+    )
+}
+
+/// A CTE body adding the tally deltas of rows that left (`gone`, each counting -1) and
+/// rows that arrived (`came`, +1): CTE names exposing [`TALLY_COLUMNS`].
+pub(crate) fn tallied(schema: &str, gone: &[&str], came: &[&str]) -> String {
+    let side = |cte: &&str, sign: i32| {
+        format!(
+            "SELECT r.queue, t.name, {sign} AS d FROM {cte} r, unnest({}) AS t(name)",
+            tally_names("r")
+        )
+    };
+    let parts: Vec<String> = gone
+        .iter()
+        .map(|c| side(c, -1))
+        .chain(came.iter().map(|c| side(c, 1)))
+        .collect();
+    format!(
+        "INSERT INTO {schema}.counts (queue, name, n) SELECT queue, name, sum(d) FROM ({}) x \
+         WHERE name IS NOT NULL GROUP BY queue, name HAVING sum(d) <> 0",
+        parts.join(" UNION ALL ")
+    )
+}
+
+/// A query yielding one row when someone follows `queue` at `now` (SQL expressions): only
+/// then are events added to the outbox and followers told (`events.rs`).
+pub(crate) fn followed(schema: &str, queue: &str, now: &str) -> String {
+    format!("SELECT 1 FROM {schema}.event_heads WHERE queue = {queue} AND followed_until >= {now}")
+}
+
 /// Inserts new rows in one statement, a ready row taking the next place of the queue; a
-/// row whose id or unique key is taken is skipped (`ON CONFLICT DO NOTHING`). Notifies
-/// `channel` (delivered when the transaction commits, never on a rollback) when any row
-/// was inserted. Returns the inserted ids with their places.
+/// row whose id or unique key is taken is skipped (`ON CONFLICT DO NOTHING`). With `wake`,
+/// notifies `channel` (delivered when the transaction commits, never on a rollback) when
+/// any row was inserted; without, the caller wakes workers after its commit (a transaction
+/// that notifies holds the server's notify lock through its commit's flush, so commits
+/// that notify never share a flush). Returns the inserted ids with their places.
 pub(crate) async fn insert(
     conn: &mut PgConnection,
     schema: &str,
@@ -118,6 +163,7 @@ pub(crate) async fn insert(
     [channel, events_channel]: [&str; 2],
     now: Millis,
     rows: &[Row],
+    wake: bool,
     secrets: &[String],
 ) -> Result<std::collections::HashMap<JobId, i64>> {
     if rows.is_empty() {
@@ -165,14 +211,19 @@ pub(crate) async fn insert(
          AS t(id, status, band, ready, due_ms, unique_key, created_ms, payload, state, grp, cost, \
          parent, waiting, n) \
          ORDER BY n \
-         ON CONFLICT DO NOTHING RETURNING id, place), \
+         ON CONFLICT DO NOTHING RETURNING id, place, {TALLY_COLUMNS}), \
+         followed AS ({FOLLOWED}), \
          added AS (INSERT INTO {schema}.outbox (queue, ms, job, kind) \
-         SELECT $1, $12, id, $14 FROM ins ORDER BY place, id), \
-         woke AS (SELECT pg_notify($11, $1), pg_notify($13, $1) \
-         WHERE EXISTS (SELECT 1 FROM ins)), \
+         SELECT $1, $12, id, $14 FROM ins WHERE EXISTS (SELECT 1 FROM followed) \
+         ORDER BY place, id), \
+         woke AS (SELECT pg_notify($11, $1) WHERE $19 AND EXISTS (SELECT 1 FROM ins)), \
+         told AS (SELECT pg_notify($13, $1) FROM followed WHERE EXISTS (SELECT 1 FROM ins)), \
          counted AS (INSERT INTO {schema}.counts (queue, name, n) \
-         SELECT $1, 'enqueued', count(*) FROM ins HAVING count(*) > 0) \
-         SELECT ins.id, ins.place FROM ins LEFT JOIN woke ON true"
+         SELECT $1, 'enqueued', count(*) FROM ins HAVING count(*) > 0), \
+         tallies AS ({}) \
+         SELECT ins.id, ins.place FROM ins LEFT JOIN woke ON true LEFT JOIN told ON true",
+        tallied(schema, &[], &["ins"]),
+        FOLLOWED = followed(schema, "$1", "$12"),
     ))
     .bind(queue)
     .bind(&ids)
@@ -198,6 +249,7 @@ pub(crate) async fn insert(
     .bind(&costs)
     .bind(&parents)
     .bind(&waiting)
+    .bind(wake)
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| db_error(e, secrets))?;
@@ -256,7 +308,8 @@ pub(crate) async fn write(
         states.push(row.state()?);
     }
     sqlx::query(&format!(
-        "UPDATE {schema}.jobs AS j SET status = t.status, band = t.band, place = t.place, \
+        "WITH old AS (SELECT {TALLY_COLUMNS} FROM {schema}.jobs WHERE id = ANY($1)), \
+         new AS (UPDATE {schema}.jobs AS j SET status = t.status, band = t.band, place = t.place, \
          ready = t.ready, due_ms = t.due_ms, finished_ms = t.finished_ms, \
          lease_token = t.lease_token, lease_until_ms = t.lease_until_ms, \
          claim_worker = t.claim_worker, claim_id = t.claim_id, ended_token = t.ended_token, \
@@ -267,7 +320,9 @@ pub(crate) async fn write(
          $14::int8[], $15::int8[], $16::bool[], $17::bool[]) \
          AS t(id, status, band, place, ready, due_ms, finished_ms, lease_token, lease_until_ms, \
          claim_worker, claim_id, ended_token, state, lease_ms, claimed_ms, waiting, cascading) \
-         WHERE j.id = t.id"
+         WHERE j.id = t.id RETURNING j.queue, j.status, j.band, j.ready, j.due_ms, j.waiting) \
+         {}",
+        tallied(schema, &["old"], &["new"])
     ))
     .bind(&ids)
     .bind(&statuses)

@@ -195,6 +195,89 @@ async fn migrations_apply_once_and_a_missing_schema_is_named() {
 }
 
 #[tokio::test]
+async fn stats_sum_tallies_and_migration_2_backfills_them_for_rows_already_stored() {
+    let s = TestSchema::new();
+    let q = s.backend().await;
+    for n in 0..4 {
+        q.enqueue(job(n)).await.unwrap();
+    }
+    q.enqueue(job(9).priority(queue_core::Priority::High))
+        .await
+        .unwrap();
+    q.enqueue(job(10).delay(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let leases = q.fetch(&req(2), Duration::ZERO).await.unwrap();
+    q.finish(
+        &leases[0].to_ref(),
+        queue_core::backend::Outcome::Completed { result: None },
+    )
+    .await
+    .unwrap();
+    let before = q.stats().await.unwrap();
+    assert_eq!(
+        (
+            before.total,
+            before.queued,
+            before.processing,
+            before.completed
+        ),
+        (6, 4, 1, 1)
+    );
+    assert_eq!(before.scheduled, 1);
+    assert_eq!(before.depth[&queue_core::Priority::Normal], 3);
+    assert_eq!(before.depth[&queue_core::Priority::High], 0);
+    // A version-1 schema: rows and lifetime counters, no tallies. Migrating again counts
+    // the rows once.
+    sqlx::raw_sql(&format!(
+        "DELETE FROM \"{0}\".counts WHERE name LIKE 'now:%'; \
+         DELETE FROM \"{0}\".migrations WHERE version = 2",
+        s.name
+    ))
+    .execute(q.pool())
+    .await
+    .unwrap();
+    assert_eq!(q.stats().await.unwrap().total, 0);
+    let again = s.backend().await;
+    let after = again.stats().await.unwrap();
+    assert_eq!(format!("{after:?}"), format!("{before:?}"));
+}
+
+#[tokio::test]
+async fn events_are_kept_only_while_someone_follows_the_queue() {
+    use futures_util::StreamExt;
+    let s = TestSchema::new();
+    let q = s.backend().await;
+    let outbox = |q: PostgresBackend| {
+        let sql = format!("SELECT count(*) FROM \"{}\".outbox", s.name);
+        async move {
+            sqlx::query_scalar::<_, i64>(&sql)
+                .fetch_one(q.pool())
+                .await
+                .unwrap()
+        }
+    };
+    // Nobody follows: work leaves nothing behind in the outbox.
+    q.enqueue(job(1)).await.unwrap();
+    let lease = q.fetch(&req(1), Duration::ZERO).await.unwrap().remove(0);
+    q.finish(
+        &lease.to_ref(),
+        queue_core::backend::Outcome::Completed { result: None },
+    )
+    .await
+    .unwrap();
+    assert_eq!(outbox(q.clone()).await, 0);
+    // A subscriber sees what happens after it subscribed.
+    let mut events = q.subscribe(None).await.unwrap();
+    let rec = q.enqueue(job(2)).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.job_id, rec.job_id);
+}
+
+#[tokio::test]
 async fn a_password_never_shows_in_an_error() {
     let cfg = PostgresConfig::new("postgres://postgres:hunter2-secret@127.0.0.1:1/none").unwrap();
     let err = PostgresBackend::builder(cfg).connect().await.unwrap_err();

@@ -66,7 +66,7 @@ fn migrate_then_operate_a_queue_on_postgres() {
     );
 
     let first: serde_json::Value = serde_json::from_str(&pg.ok(&["--json", "migrate"])).unwrap();
-    assert_eq!(first["applied"], serde_json::json!([1]));
+    assert_eq!(first["applied"], serde_json::json!([1, 2]));
     let again: serde_json::Value = serde_json::from_str(&pg.ok(&["--json", "migrate"])).unwrap();
     assert_eq!(again["applied"], serde_json::json!([]));
 
