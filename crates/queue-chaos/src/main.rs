@@ -5,6 +5,7 @@
 //! cargo run --release -p queue-chaos -- drill --seconds 600           # a soak on standalone Redis
 //! cargo run --release -p queue-chaos -- drill --cluster --seconds 300 # failovers and resharding
 //! cargo run --release -p queue-chaos -- soak --jobs 200000            # retention returns memory
+//! cargo run --release -p queue-chaos -- pg-drill --seconds 300         # on a private PostgreSQL
 //! ```
 //!
 //! `drill` starts a private Redis (AOF, fsync always), worker processes behind TCP proxies,
@@ -20,6 +21,7 @@ mod check;
 mod drill;
 mod faults;
 mod history;
+mod pg_drill;
 mod soak;
 mod worker;
 
@@ -38,6 +40,8 @@ enum Command {
     Drill(drill::DrillArgs),
     /// Jobs through at full speed with a short retention; memory must come back.
     Soak(soak::SoakArgs),
+    /// The drill on a private PostgreSQL server: its crashes, proxies, locks and timeouts.
+    PgDrill(pg_drill::PgDrillArgs),
     /// One worker process (started by the drill).
     Worker(worker::WorkerArgs),
 }
@@ -63,6 +67,20 @@ fn main() -> anyhow::Result<()> {
                 if !report.clean() {
                     anyhow::bail!(
                         "memory or keys did not return to the baseline, or the charts' buckets outgrew their bound"
+                    );
+                }
+                Ok(())
+            }
+            Command::PgDrill(args) => {
+                let report = pg_drill::run(args).await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                if !report.clean() {
+                    anyhow::bail!(
+                        "the Postgres drill found {} lost, {} stranded, {} double runs and {} miscounted figures",
+                        report.lost.len(),
+                        report.stranded.len(),
+                        report.double_runs.len(),
+                        report.tallies_off.len()
                     );
                 }
                 Ok(())

@@ -24,9 +24,13 @@ pub(crate) struct Task {
 /// The worker process's settings.
 #[derive(Clone, Debug, clap::Args)]
 pub(crate) struct WorkerArgs {
-    /// Redis URL (the worker's proxy, or the cluster's nodes).
+    /// Redis URL (the worker's proxy, or the cluster's nodes), or a PostgreSQL URL with
+    /// `--schema`.
     #[arg(long)]
     pub(crate) url: String,
+    /// The PostgreSQL schema of the queue (`pg-drill`): the worker runs on Postgres.
+    #[arg(long)]
+    pub(crate) schema: Option<String>,
     /// Queue name.
     #[arg(long)]
     pub(crate) queue: String,
@@ -51,8 +55,11 @@ pub(crate) struct WorkerArgs {
 impl WorkerArgs {
     /// The queue configuration of the drill.
     pub(crate) fn config(&self) -> anyhow::Result<QueueConfig> {
-        Ok(QueueConfig::builder()
-            .redis_url(&self.url)?
+        let mut builder = QueueConfig::builder();
+        if self.schema.is_none() {
+            builder = builder.redis_url(&self.url)?;
+        }
+        Ok(builder
             .queue_name(&self.queue)
             .lease(Duration::from_millis(self.lease_ms))
             .heartbeat(Duration::from_millis(self.heartbeat_ms))
@@ -70,6 +77,26 @@ impl WorkerArgs {
 pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
     let history = HistoryFile::open(&args.history)?;
+    if let Some(schema) = &args.schema {
+        let backend = loop {
+            let pg = queue_postgres::PostgresConfig::new(&args.url)?.schema(schema.clone())?;
+            match queue_postgres::PostgresBackend::builder(pg)
+                .queue(cfg.clone())
+                // Fewer connections than jobs at once: the pool runs out under load.
+                .max_connections(4)
+                .connect()
+                .await
+            {
+                Ok(b) => break b,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e.chain(), "Postgres not reachable yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        return work(Arc::new(backend), &cfg, &args, history).await;
+    }
     let backend = loop {
         match RedisBackend::builder(&cfg)
             .response_timeout(Duration::from_secs(2))
@@ -84,9 +111,19 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     };
+    work(Arc::new(backend), &cfg, &args, history).await
+}
+
+/// The worker on `backend` until a signal.
+async fn work(
+    backend: Arc<dyn queue_core::Backend>,
+    cfg: &QueueConfig,
+    args: &WorkerArgs,
+    history: HistoryFile,
+) -> anyhow::Result<()> {
     let work = history.clone();
-    let worker = Worker::builder(Arc::new(backend))
-        .config(&cfg)
+    let worker = Worker::builder(backend)
+        .config(cfg)
         .webhook_egress(queue_worker::WebhookEgress::from_list(&args.webhook_allow)?)
         .fetch_wait(Duration::from_millis(500))
         // A killed worker's claimed webhook deliveries are sent again soon.

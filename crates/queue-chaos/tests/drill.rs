@@ -1,7 +1,8 @@
-//! The chaos drill and the retention soak, short versions for CI (the same binary runs
+//! The chaos drills and the retention soak, short versions for CI (the same binary runs
 //! the long ones: see the README). Each runs the real `queue-chaos` binary, which starts
-//! its own Redis servers, worker processes and proxies, and fails on any lost, stranded or
-//! concurrently double-run job, any index inconsistency, or memory not returning.
+//! its own Redis or PostgreSQL servers, worker processes and proxies, and fails on any
+//! lost, stranded or concurrently double-run job, any index or tally inconsistency, or
+//! memory not returning.
 
 use std::{process::Command, sync::Mutex};
 
@@ -52,6 +53,24 @@ fn cluster_failovers_and_resharding_lose_nothing() {
     assert!(faults(&report) >= 5, "{report}");
     assert_eq!(report["double_runs"].as_array().unwrap().len(), 0);
     assert_eq!(report["state"]["lost"].as_array().unwrap().len(), 0);
+    eprintln!("{report}");
+}
+
+#[test]
+fn postgres_under_crashes_locks_and_timeouts_loses_nothing() {
+    let report = run(&["pg-drill", "--seconds", "25", "--min-faults", "8"]);
+    assert!(report["enqueued"].as_u64().unwrap() > 500, "{report}");
+    let faults: u64 = report["faults"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(faults >= 8, "{report}");
+    assert_eq!(report["double_runs"].as_array().unwrap().len(), 0);
+    assert_eq!(report["lost"].as_array().unwrap().len(), 0);
+    assert_eq!(report["stranded"].as_array().unwrap().len(), 0);
+    assert_eq!(report["tallies_off"].as_array().unwrap().len(), 0);
     eprintln!("{report}");
 }
 

@@ -26,7 +26,7 @@ impl PostgresBackend {
             let woken = self.inner.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let (leases, next_due) = self.claim(req).await?;
+            let (leases, next_due) = self.claim(req, tokio::time::Instant::now()).await?;
             let now = tokio::time::Instant::now();
             if !leases.is_empty() || now >= deadline {
                 return Ok(leases);
@@ -42,9 +42,15 @@ impl PostgresBackend {
 
     /// One claim in one transaction. Returns the leases and, when nothing was taken, how
     /// long until the earliest delayed job is due (ms).
-    pub(crate) async fn claim(&self, req: &ClaimRequest) -> Result<(Vec<Lease>, Option<u64>)> {
+    /// `sent`: when the call was sent (this process's clock): each lease's holder counts
+    /// it from there ([`Lease::claimed_at`]).
+    pub(crate) async fn claim(
+        &self,
+        req: &ClaimRequest,
+        sent: tokio::time::Instant,
+    ) -> Result<(Vec<Lease>, Option<u64>)> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
-        let out = self.claim_in(&mut tx, req).await;
+        let out = self.claim_in(&mut tx, req, sent).await;
         self.close(tx, out).await
     }
 
@@ -54,18 +60,21 @@ impl PostgresBackend {
         &self,
         tx: &mut PgConnection,
         req: &ClaimRequest,
+        sent: tokio::time::Instant,
     ) -> Result<(Vec<Lease>, Option<u64>)> {
         let tx = &mut *tx;
         {
             let now = self.now(&mut *tx).await?;
-            let again = self.claimed_before(tx, req, now).await?;
+            let again = self.claimed_before(tx, req, now, sent).await?;
             if !again.is_empty() {
                 return Ok((again, None));
             }
-            self.promote(tx, now).await?;
             // Claims take turns on the queue's row: fair share and rate windows are decided
             // one claim at a time.
             let gate = self.gate(tx, true).await?;
+            // Leases start when the claim decides, after any wait for that row.
+            let now = self.now(&mut *tx).await?;
+            self.promote(tx, now).await?;
             if gate.paused || now < gate.held_until {
                 // Nothing starts; a resume wakes waiting fetches, a hold ends on its own.
                 let hint = (!gate.paused).then(|| (gate.held_until - now) as u64);
@@ -75,7 +84,7 @@ impl PostgresBackend {
                 Some(limit) => Some((limit, self.window(tx, limit, now).await?)),
                 None => None,
             };
-            let (leases, blocked) = self.take(tx, req, now, &gate, window).await?;
+            let (leases, blocked) = self.take(tx, req, (now, sent), &gate, window).await?;
             let next_due = if leases.is_empty() {
                 let due = self.next_due(tx, now).await?;
                 match (due, blocked) {
@@ -97,6 +106,7 @@ impl PostgresBackend {
         conn: &mut PgConnection,
         req: &ClaimRequest,
         now: Millis,
+        sent: tokio::time::Instant,
     ) -> Result<Vec<Lease>> {
         let s = &self.inner.schema;
         let q = &self.inner.queue.queue_name;
@@ -127,7 +137,9 @@ impl PostgresBackend {
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| self.db(e))?;
-        rows.iter().map(|r| Row::decode(r).map(lease_of)).collect()
+        rows.iter()
+            .map(|r| Row::decode(r).map(|row| lease_of(row, sent, now)))
+            .collect()
     }
 
     /// Due delayed jobs join the back of their priority, in order of due time, then id.
@@ -161,7 +173,7 @@ impl PostgresBackend {
         &self,
         conn: &mut PgConnection,
         req: &ClaimRequest,
-        now: Millis,
+        (now, sent): (Millis, tokio::time::Instant),
         gate: &crate::control::Gate,
         window: Option<(RateLimit, Vec<(Millis, u32)>)>,
     ) -> Result<(Vec<Lease>, Option<u64>)> {
@@ -243,7 +255,8 @@ impl PostgresBackend {
             blocked = crate::control::admits_at(*limit, starts, now, 1)
                 .map(|at| at.saturating_sub(now).max(0) as u64);
         }
-        Ok((taken.into_iter().map(lease_of).collect(), blocked))
+        let leases = taken.into_iter().map(|r| lease_of(r, sent, now)).collect();
+        Ok((leases, blocked))
     }
 
     /// Whether any cancel's cascade is under way in this queue.
@@ -272,13 +285,16 @@ impl PostgresBackend {
     }
 }
 
-pub(crate) fn lease_of(row: Row) -> Lease {
+/// The lease a leased row holds, answered to a call sent at `sent` (local) and decided at
+/// `now` (the database's clock): its holder counts it from no later than it began
+/// ([`Lease::claimed_at_from`]), never from when the answer arrived.
+pub(crate) fn lease_of(row: Row, sent: tokio::time::Instant, now: Millis) -> Lease {
     let held = row.lease.expect("a leased row");
     Lease {
         job: row.record,
         token: held.token,
         expires_at: from_millis(held.until_ms),
-        claimed_at: tokio::time::Instant::now(),
+        claimed_at: Lease::claimed_at_from(sent, now, held.claimed_ms),
     }
 }
 

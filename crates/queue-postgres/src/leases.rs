@@ -39,6 +39,7 @@ impl PostgresBackend {
         endings: Vec<Ending>,
         next: Option<ClaimRequest>,
     ) -> Result<FinishedMany> {
+        let sent = tokio::time::Instant::now();
         let mut out = FinishedMany {
             statuses: Vec::with_capacity(endings.len()),
             next: Vec::new(),
@@ -55,7 +56,7 @@ impl PostgresBackend {
                 let statuses = self.finish_step_in(&mut tx, step).await?;
                 accepted |= statuses.iter().any(Result::is_ok);
                 let leases = match next {
-                    Some(req) if accepted => self.claim_in(&mut tx, req).await?.0,
+                    Some(req) if accepted => self.claim_in(&mut tx, req, sent).await?.0,
                     _ => Vec::new(),
                 };
                 Ok((statuses, leases))

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 mod broker;
@@ -19,6 +20,9 @@ mod rows;
 mod schedules;
 mod series;
 mod store;
+#[cfg(feature = "test-utils")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-utils")))]
+pub mod testing;
 mod webhooks;
 mod workers;
 
