@@ -26,8 +26,11 @@
 //!   application's own transaction (sqlx).
 //! - `tls`: `rediss://` URLs (rustls); implies `redis`.
 //! - `test-utils`: `redis::testing`, throwaway `redis-server` processes and a unique,
-//!   self-cleaning queue per test, for your own integration tests; implies `redis`.
-//! - `testcontainers`: `redis::testing::RedisContainer` (Redis in Docker); implies `test-utils`.
+//!   self-cleaning queue per test, for your own integration tests; implies `redis`. With
+//!   `postgres`, also `postgres::testing`: a schema per test, dropped after it, on
+//!   `DCS_DATABASE_URL` or a private server started from the installed binaries.
+//! - `testcontainers`: `redis::testing::RedisContainer` (Redis in Docker), and with
+//!   `postgres` `postgres::testing::PostgresContainer`; implies `test-utils`.
 //! - `opentelemetry`: a job carries the trace context it was enqueued in (the current
 //!   `tracing` span, through `tracing-opentelemetry`), and the worker's `job` span continues
 //!   it, so a request and the job it caused show as one trace. Set a global propagator

@@ -185,6 +185,7 @@ impl PostgresBackendBuilder {
             Arc::downgrade(&backend.inner),
             follow,
         ));
+        tokio::spawn(crate::retention::folder(Arc::downgrade(&backend.inner)));
         Ok(backend)
     }
 }

@@ -64,16 +64,16 @@ impl PostgresBackend {
     ) -> Result<(Vec<Lease>, Option<u64>)> {
         let tx = &mut *tx;
         {
+            // Claims take turns on the queue's row: fair share and rate windows are decided
+            // one claim at a time. Taken first, so the worker's own row in `claims` (the
+            // next lock) is never waited on while another claim holds the queue's.
+            let gate = self.gate(tx, true).await?;
+            // Leases start when the claim decides, after any wait for that row.
             let now = self.now(&mut *tx).await?;
             let again = self.claimed_before(tx, req, now, sent).await?;
             if !again.is_empty() {
                 return Ok((again, None));
             }
-            // Claims take turns on the queue's row: fair share and rate windows are decided
-            // one claim at a time.
-            let gate = self.gate(tx, true).await?;
-            // Leases start when the claim decides, after any wait for that row.
-            let now = self.now(&mut *tx).await?;
             self.promote(tx, now).await?;
             if gate.paused || now < gate.held_until {
                 // Nothing starts; a resume wakes waiting fetches, a hold ends on its own.

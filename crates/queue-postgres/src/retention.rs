@@ -1,5 +1,6 @@
 //! Retention: deleting a finished record, and the sweep of records older than the
-//! retention period (which also folds the counters' deltas).
+//! retention period; and the folding of the counters' deltas (by the sweep, and by a folder
+//! task whenever many wait).
 
 use queue_core::backend::{DeleteDecision, duration_ms, on_delete, retention_cutoff};
 use queue_core::{Error, JobId, JobRecord, Result};
@@ -72,15 +73,7 @@ impl PostgresBackend {
             .map_err(|e| self.db(e))?;
             self.sweep_parked(&mut tx, cutoff, limit).await?;
             self.fold_series(&mut tx, now).await?;
-            sqlx::query(&format!(
-                "WITH folded AS (DELETE FROM {s}.counts WHERE queue = $1 RETURNING name, n) \
-                 INSERT INTO {s}.counts (queue, name, n) \
-                 SELECT $1, name, sum(n) FROM folded GROUP BY name"
-            ))
-            .bind(&self.inner.queue.queue_name)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.db(e))?;
+            self.fold_counts(&mut tx).await?;
             Ok(gone as usize)
         }
         .await;
@@ -88,6 +81,56 @@ impl PostgresBackend {
         // Cascades a crash left unfinished go on.
         self.finish_cascades().await?;
         Ok(gone)
+    }
+
+    /// Folds the queue's counter and tally deltas into one row per name.
+    async fn fold_counts(&self, conn: &mut sqlx::PgConnection) -> Result<()> {
+        let s = &self.inner.schema;
+        sqlx::query(&format!(
+            "WITH folded AS (DELETE FROM {s}.counts WHERE queue = $1 RETURNING name, n) \
+             INSERT INTO {s}.counts (queue, name, n) \
+             SELECT $1, name, sum(n) FROM folded GROUP BY name"
+        ))
+        .bind(&self.inner.queue.queue_name)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    /// One pass of the folder: when more than [`FOLD_AT`] deltas wait, folds them (one
+    /// process at a time), so `stats` sums a bounded number of rows whatever the rate.
+    async fn fold_step(&self) -> Result<()> {
+        let s = &self.inner.schema;
+        let q = &self.inner.queue.queue_name;
+        let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
+        let out: Result<()> = async {
+            let due: bool = sqlx::query_scalar(&format!(
+                "SELECT count(*) > {FOLD_AT} FROM (SELECT 1 FROM {s}.counts WHERE queue = $1 \
+                 LIMIT {FOLD_AT} + 1) d"
+            ))
+            .bind(q)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            if !due {
+                return Ok(());
+            }
+            let mine: bool = sqlx::query_scalar(
+                "SELECT pg_try_advisory_xact_lock(hashtext('dcs-queue-fold:' || $1 || ':' || $2))",
+            )
+            .bind(s)
+            .bind(q)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            if mine {
+                self.fold_counts(&mut tx).await?;
+            }
+            Ok(())
+        }
+        .await;
+        self.close(tx, out).await
     }
 
     /// The status of the job `row` names as its parent, when that job is its parent.
@@ -104,5 +147,25 @@ impl PostgresBackend {
             .await?
             .filter(|p| queue_core::backend::is_parent_of(p.created_ms, row.created_ms))
             .map(|p| p.record.status))
+    }
+}
+
+/// Deltas of one queue's counters past which the folder folds them.
+const FOLD_AT: i64 = 256;
+/// How often the folder looks.
+const FOLD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The folder task: every [`FOLD_EVERY`], folds the queue's counter deltas when many wait.
+/// Holds the backend weakly: it ends once the backend is dropped.
+pub(crate) async fn folder(inner: std::sync::Weak<crate::backend::Inner>) {
+    loop {
+        tokio::time::sleep(FOLD_EVERY).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let backend = PostgresBackend { inner };
+        if let Err(e) = backend.fold_step().await {
+            tracing::debug!(error = %e, "postgres: folding counters failed; the sweep folds them");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Fixtures for tests against PostgreSQL (feature `test-utils`): a schema of the test's
 //! own, dropped when it ends, on the server `DCS_DATABASE_URL` names, else on a private
-//! server started from the installed binaries; and that private server itself, which a
-//! drill can crash (`pg_ctl stop -m immediate`) and start again.
+//! server started from the installed binaries; that private server itself, which a drill
+//! can crash (`pg_ctl stop -m immediate`) and start again; and, with the feature
+//! `testcontainers`, a server in Docker (`PostgresContainer`).
 //!
 //! ```no_run
 //! # async fn demo() -> queue_core::Result<()> {
@@ -23,6 +24,12 @@ use std::{
 use queue_core::{Error, QueueConfig, Result};
 
 use crate::{PostgresBackend, PostgresConfig};
+
+#[cfg(feature = "testcontainers")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testcontainers")))]
+mod container;
+#[cfg(feature = "testcontainers")]
+pub use container::PostgresContainer;
 
 /// Where the server binaries are: `PG_BIN` when set, else the newest
 /// `/usr/lib/postgresql/<version>/bin` (Debian's layout), else `pg_config --bindir`.
