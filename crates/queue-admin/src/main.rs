@@ -1,8 +1,12 @@
-//! `queue-admin`: the admin API, dashboard and metrics of a queue on Redis.
+//! `queue-admin`: the admin API, dashboard and metrics of a queue on Redis or PostgreSQL.
 //!
 //! ```text
 //! DCS_REDIS_URL=redis://127.0.0.1:6379 DCS_ADMIN_TOKEN=s3cret cargo run -p queue-admin -- --bind 127.0.0.1:8080
+//! DCS_DATABASE_URL=postgres://app@db/app DCS_ADMIN_TOKEN=s3cret cargo run -p queue-admin
 //! ```
+//!
+//! With `DCS_DATABASE_URL` set the queue is on PostgreSQL (schema `DCS_DATABASE_SCHEMA`,
+//! migrated beforehand: `queuectl migrate`), else on Redis.
 //!
 //! Every `DCS_*` setting applies; `DCS_ADMIN_TOKEN` protects every route but `/health` and
 //! `/metrics`, and is required to listen on a non-loopback address;
@@ -12,7 +16,8 @@
 use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, sync::Arc};
 
 use queue_admin::{Admin, check_bind};
-use queue_core::QueueConfig;
+use queue_core::{QueueConfig, SharedBackend};
+use queue_postgres::{DATABASE_URL_VAR, PostgresBackend, PostgresConfig};
 use queue_redis::RedisBackend;
 
 fn bind_arg() -> Result<SocketAddr, String> {
@@ -78,7 +83,7 @@ async fn main() -> ExitCode {
         .filter(|h| !h.is_empty())
         .map(str::to_owned)
         .collect();
-    let admin = Admin::new(Arc::new(backend), token).allowed_hosts(hosts);
+    let admin = Admin::new(backend, token).allowed_hosts(hosts);
     match admin.serve(listener, queue_worker::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -88,11 +93,20 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The backend on `cfg`'s queue and URL, with the other `DCS_REDIS_*` settings (key prefix,
-/// timeout) of the environment.
-async fn connect(cfg: &queue_core::QueueConfig) -> queue_core::Result<RedisBackend> {
-    RedisBackend::builder(cfg)
+/// PostgreSQL when `DCS_DATABASE_URL` is set (its schema `DCS_DATABASE_SCHEMA`, which
+/// must be migrated), else Redis on `cfg`'s URL with the other `DCS_REDIS_*` settings (key
+/// prefix, timeout) of the environment.
+async fn connect(cfg: &QueueConfig) -> queue_core::Result<SharedBackend> {
+    if std::env::var_os(DATABASE_URL_VAR).is_some() {
+        let backend = PostgresBackend::builder(PostgresConfig::from_env()?)
+            .queue(cfg.clone())
+            .connect()
+            .await?;
+        return Ok(Arc::new(backend));
+    }
+    let backend = RedisBackend::builder(cfg)
         .redis(queue_redis::RedisConfig::from_env()?.with_url(cfg.redis_url.clone()))
         .build()
-        .await
+        .await?;
+    Ok(Arc::new(backend))
 }

@@ -154,10 +154,9 @@ impl PostgresBackend {
             conn,
             &self.inner.schema,
             &self.inner.queue.queue_name,
-            [&self.inner.channel, &self.inner.events_channel],
+            (Some(&self.inner.channel), &self.inner.events_channel),
             now,
             &rows,
-            true,
             &self.inner.secrets,
         )
         .await?;

@@ -289,6 +289,7 @@ impl PostgresBackend {
 
     /// One group's counts and settings.
     pub async fn group(&self, group: &str) -> Result<GroupStats> {
+        queue_core::backend::check_group_name(group)?;
         let mut list = self.group_stats(&[group.to_owned()]).await?;
         Ok(list.pop().unwrap_or_else(|| GroupStats::new(group)))
     }

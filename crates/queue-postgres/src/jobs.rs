@@ -177,10 +177,12 @@ impl PostgresBackend {
             conn,
             &self.inner.schema,
             &self.inner.queue.queue_name,
-            [&self.inner.channel, &self.inner.events_channel],
+            (
+                Some(self.inner.channel.as_str()).filter(|_| wake),
+                &self.inner.events_channel,
+            ),
             now,
             rows,
-            wake,
             &self.inner.secrets,
         )
         .await

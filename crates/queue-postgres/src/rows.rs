@@ -151,19 +151,18 @@ pub(crate) fn followed(schema: &str, queue: &str, now: &str) -> String {
 }
 
 /// Inserts new rows in one statement, a ready row taking the next place of the queue; a
-/// row whose id or unique key is taken is skipped (`ON CONFLICT DO NOTHING`). With `wake`,
-/// notifies `channel` (delivered when the transaction commits, never on a rollback) when
-/// any row was inserted; without, the caller wakes workers after its commit (a transaction
+/// row whose id or unique key is taken is skipped (`ON CONFLICT DO NOTHING`). With a wake
+/// `channel`, notifies it (delivered when the transaction commits, never on a rollback)
+/// when any row was inserted; without, the caller wakes workers after its commit (a transaction
 /// that notifies holds the server's notify lock through its commit's flush, so commits
 /// that notify never share a flush). Returns the inserted ids with their places.
 pub(crate) async fn insert(
     conn: &mut PgConnection,
     schema: &str,
     queue: &str,
-    [channel, events_channel]: [&str; 2],
+    (channel, events_channel): (Option<&str>, &str),
     now: Millis,
     rows: &[Row],
-    wake: bool,
     secrets: &[String],
 ) -> Result<std::collections::HashMap<JobId, i64>> {
     if rows.is_empty() {
@@ -216,7 +215,8 @@ pub(crate) async fn insert(
          added AS (INSERT INTO {schema}.outbox (queue, ms, job, kind) \
          SELECT $1, $12, id, $14 FROM ins WHERE EXISTS (SELECT 1 FROM followed) \
          ORDER BY place, id), \
-         woke AS (SELECT pg_notify($11, $1) WHERE $19 AND EXISTS (SELECT 1 FROM ins)), \
+         woke AS (SELECT pg_notify($11, $1) WHERE $11::text IS NOT NULL \
+         AND EXISTS (SELECT 1 FROM ins)), \
          told AS (SELECT pg_notify($13, $1) FROM followed WHERE EXISTS (SELECT 1 FROM ins)), \
          counted AS (INSERT INTO {schema}.counts (queue, name, n) \
          SELECT $1, 'enqueued', count(*) FROM ins HAVING count(*) > 0), \
@@ -249,7 +249,6 @@ pub(crate) async fn insert(
     .bind(&costs)
     .bind(&parents)
     .bind(&waiting)
-    .bind(wake)
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| db_error(e, secrets))?;

@@ -99,6 +99,7 @@ macro_rules! conformance_tests {
             a_rate_limited_job_holds_the_queue,
             groups_share_fairly,
             a_group_keeps_its_turn_when_a_cancel_releases_its_parent,
+            a_group_is_read_only_by_a_name_a_job_could_carry,
             group_concurrency_holds_under_racing_fetches,
             group_slot_comes_back_on_every_ending,
             pause_group_stops_only_that_group,

@@ -154,3 +154,9 @@ async fn bulk_redis() {
     bulk(shared(b.clone())).await;
     b.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_postgres() {
+    let (b, _schema) = crate::postgres().await;
+    bulk(shared(b)).await;
+}

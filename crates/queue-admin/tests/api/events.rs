@@ -93,3 +93,9 @@ async fn events_redis() {
     events_stream(shared(b.clone())).await;
     b.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_postgres() {
+    let (b, _schema) = crate::postgres().await;
+    events_stream(shared(b)).await;
+}

@@ -135,3 +135,9 @@ async fn flows_redis() {
     flows(shared(b.clone())).await;
     b.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_postgres() {
+    let (b, _schema) = crate::postgres().await;
+    flows(shared(b)).await;
+}

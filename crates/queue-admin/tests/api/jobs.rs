@@ -163,6 +163,12 @@ async fn round_trip_redis() {
     b.destroy().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_postgres() {
+    let (b, _schema) = crate::postgres().await;
+    round_trip(shared(b)).await;
+}
+
 /// Every kind of bad input is a 4xx with a JSON error naming the problem.
 async fn bad_input(backend: SharedBackend) {
     let s = Server::start(backend, Some(TOKEN)).await;
@@ -317,4 +323,10 @@ async fn bad_input_redis() {
     let b = redis().await;
     bad_input(shared(b.clone())).await;
     b.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_postgres() {
+    let (b, _schema) = crate::postgres().await;
+    bad_input(shared(b)).await;
 }

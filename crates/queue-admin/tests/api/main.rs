@@ -1,4 +1,4 @@
-//! The admin API over real HTTP, on the memory backend and on Redis.
+//! The admin API over real HTTP, on the memory backend, on Redis and on PostgreSQL.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -38,4 +38,17 @@ pub(crate) async fn redis() -> RedisBackend {
         .build()
         .await
         .unwrap()
+}
+
+/// A backend on a schema of its own (dropped with the returned guard).
+pub(crate) async fn postgres() -> (
+    queue_postgres::PostgresBackend,
+    queue_postgres::testing::TestSchema,
+) {
+    let schema = queue_postgres::testing::TestSchema::new();
+    let cfg = QueueConfig::builder()
+        .queue_name(format!("admin-{}", uuid::Uuid::new_v4().simple()))
+        .build()
+        .unwrap();
+    (schema.backend(cfg).await.unwrap(), schema)
 }

@@ -114,3 +114,9 @@ async fn schedules_redis() {
     schedules(shared(b.clone())).await;
     b.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_postgres() {
+    let (b, _schema) = crate::postgres().await;
+    schedules(shared(b)).await;
+}

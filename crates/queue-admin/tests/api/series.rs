@@ -124,3 +124,9 @@ async fn series_and_search_redis() {
     series_and_search(shared(b.clone())).await;
     b.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_and_search_postgres() {
+    let (b, _schema) = crate::postgres().await;
+    series_and_search(shared(b)).await;
+}

@@ -128,3 +128,9 @@ async fn webhooks_redis() {
     webhooks(shared(b.clone())).await;
     b.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_postgres() {
+    let (b, _schema) = crate::postgres().await;
+    webhooks(shared(b)).await;
+}

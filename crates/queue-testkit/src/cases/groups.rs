@@ -382,3 +382,26 @@ pub async fn a_group_keeps_its_turn_when_a_cancel_releases_its_parent(h: &Harnes
     );
     assert_eq!(n_of(&claim_one(h).await.job), 3);
 }
+
+/// A group is read by a name a job could carry: an empty name, one past
+/// `MAX_GROUP_BYTES` or one holding `|` or a control character is refused by name; one at
+/// the limit is read (an unknown group reads as empty).
+pub async fn a_group_is_read_only_by_a_name_a_job_could_carry(h: &Harness) {
+    let most = queue_core::backend::MAX_GROUP_BYTES;
+    let long = "g".repeat(most);
+    let stats = h.backend.group(&long).await.unwrap();
+    assert_eq!((stats.ready, stats.running, stats.unfinished), (0, 0, 0));
+    for bad in [
+        String::new(),
+        "g".repeat(most + 1),
+        "a|b".into(),
+        "a\nb".into(),
+    ] {
+        let err = h.backend.group(&bad).await.unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument { .. }),
+            "{bad:?}: {err}"
+        );
+        assert!(err.to_string().contains("group"), "{err}");
+    }
+}
