@@ -22,7 +22,7 @@ use std::{
 };
 
 use anyhow::Context;
-use noxious::toxic::{StreamDirection, ToxicKind};
+use noxious::toxic::ToxicKind;
 use queue_core::backend::MAX_CATCH_UP;
 use queue_core::{
     ChildPolicy, Error, Flow, JobId, JobStatus, JobStore, ListQuery, NewJob, Priority, QueueConfig,

@@ -97,6 +97,23 @@ impl Proxy {
         .await
     }
 
+    /// A toxic on both directions, or on replies only, for `period`; it ends with the
+    /// proxy's connections reset, as a real network fault would.
+    pub(crate) async fn toxic(
+        &mut self,
+        kind: ToxicKind,
+        both: bool,
+        period: Duration,
+    ) -> anyhow::Result<()> {
+        self.add("down", kind, StreamDirection::Downstream).await?;
+        if both {
+            self.add("up", kind, StreamDirection::Upstream).await?;
+        }
+        tokio::time::sleep(period).await;
+        self.reset(Duration::from_millis(fastrand::u64(0..300)))
+            .await
+    }
+
     /// Drops every connection through the proxy and refuses new ones for `pause`.
     pub(crate) async fn reset(&mut self, pause: Duration) -> anyhow::Result<()> {
         if let Some((_, stopper)) = self.control.take() {

@@ -19,7 +19,7 @@ use std::{
 };
 
 use anyhow::Context;
-use noxious::toxic::{StreamDirection, ToxicKind};
+use noxious::toxic::ToxicKind;
 use queue_core::{JobId, NewJob, QueueConfig};
 use queue_postgres::{PostgresBackend, PostgresConfig, sqlx, testing::PostgresServer};
 use serde::Serialize;
@@ -318,17 +318,26 @@ impl PgDrill {
                     latency: 300,
                     jitter: 200,
                 };
-                self.toxic(slot, kind, true, rand_ms(1000, 3000)).await?;
+                self.slots[slot]
+                    .proxy
+                    .toxic(kind, true, rand_ms(1000, 3000))
+                    .await?;
                 "latency, then reset"
             }
             46..=57 => {
                 let kind = ToxicKind::Timeout { timeout: 600_000 };
-                self.toxic(slot, kind, true, rand_ms(2500, 5000)).await?;
+                self.slots[slot]
+                    .proxy
+                    .toxic(kind, true, rand_ms(2500, 5000))
+                    .await?;
                 "black hole longer than the lease, then reset"
             }
             58..=67 => {
                 let kind = ToxicKind::Timeout { timeout: 600_000 };
-                self.toxic(slot, kind, false, rand_ms(500, 2500)).await?;
+                self.slots[slot]
+                    .proxy
+                    .toxic(kind, false, rand_ms(500, 2500))
+                    .await?;
                 "replies dropped, then reset"
             }
             68..=79 => {
@@ -346,23 +355,6 @@ impl PgDrill {
         };
         *self.faults.entry(name.to_owned()).or_default() += 1;
         Ok(())
-    }
-
-    /// A toxic on one worker's proxy for `period`, ended by resetting its connections.
-    async fn toxic(
-        &mut self,
-        slot: usize,
-        kind: ToxicKind,
-        both: bool,
-        period: Duration,
-    ) -> anyhow::Result<()> {
-        let proxy = &mut self.slots[slot].proxy;
-        proxy.add("down", kind, StreamDirection::Downstream).await?;
-        if both {
-            proxy.add("up", kind, StreamDirection::Upstream).await?;
-        }
-        tokio::time::sleep(period).await;
-        proxy.reset(rand_ms(0, 300)).await
     }
 
     /// Every new session gets a 3 ms statement timeout for `period`; the workers'

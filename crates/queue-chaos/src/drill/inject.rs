@@ -92,11 +92,6 @@ impl Drill {
         let Some(proxy) = self.slots[slot].proxy.as_mut() else {
             return Ok(());
         };
-        proxy.add("down", kind, StreamDirection::Downstream).await?;
-        if both {
-            proxy.add("up", kind, StreamDirection::Upstream).await?;
-        }
-        tokio::time::sleep(period).await;
-        proxy.reset(rand_ms(0, 300)).await
+        proxy.toxic(kind, both, period).await
     }
 }

@@ -57,27 +57,7 @@ impl TestSchema {
 
 impl Drop for TestSchema {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // On a thread of its own: a test's runtime may be gone or busy.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                use sqlx::Connection;
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&database_url()).await {
-                    // Never wait forever on a lock a leaked transaction holds.
-                    let _ = sqlx::query("SET lock_timeout = '20s'")
-                        .execute(&mut conn)
-                        .await;
-                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        })
-        .join();
+        queue_postgres::testing::drop_schema(&database_url(), &self.name);
     }
 }
 
