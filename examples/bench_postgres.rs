@@ -10,7 +10,10 @@
 //! Phases: enqueue with 50 in flight and in batches of 100; processing at concurrency 10
 //! and 100 with records retained (jobs/s, the jobs table's bytes per finished job and
 //! commits per processed job);
-//! enqueue-to-start with an idle worker (p50, p99). Prints a table and one JSON line.
+//! enqueue-to-start with an idle worker (p50, p99). With `--horizon`: processing while an
+//! open transaction holds the xmin horizon, against without; with `--backlog N`:
+//! processing and `stats` above N queued jobs, against above 1,000. Prints a table and
+//! one JSON line. `--extra-only` runs only those two.
 
 use std::{
     sync::Arc,
@@ -131,14 +134,120 @@ async fn process(url: &str, n: usize, concurrency: usize) -> anyhow::Result<(f64
     Ok((rate, bytes as f64 / n as f64, per_job))
 }
 
+/// Processes `n` no-op jobs at concurrency 10 above `backlog` low-priority jobs that stay
+/// queued, while another session holds the xmin horizon when `horizon`: jobs/s, and the
+/// median time of `stats` at that depth (ms).
+async fn steady(url: &str, n: usize, backlog: usize, horizon: bool) -> anyhow::Result<(f64, f64)> {
+    use sqlx::Connection;
+    let bench = Bench {
+        url: url.to_owned(),
+        phase: format!("s{backlog}{}", if horizon { "h" } else { "" }),
+    };
+    let b = bench.backend().await?;
+    for start in (0..backlog).step_by(1000) {
+        let batch: Vec<NewJob> = (start..(start + 1000).min(backlog))
+            .map(|i| noop(i).priority(queue_core::Priority::Low))
+            .collect();
+        for r in b.enqueue_many(batch).await? {
+            r?;
+        }
+    }
+    for start in (0..n).step_by(1000) {
+        let batch: Vec<NewJob> = (start..(start + 1000).min(n)).map(noop).collect();
+        for r in b.enqueue_many(batch).await? {
+            r?;
+        }
+    }
+    // A transaction that keeps its snapshot: no row version it could see is removed.
+    let mut holder = sqlx::PgConnection::connect(url).await?;
+    if horizon {
+        sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class")
+            .execute(&mut holder)
+            .await?;
+    }
+    let mut took = Vec::new();
+    for _ in 0..21 {
+        let t = Instant::now();
+        b.stats().await?;
+        took.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    took.sort_by(f64::total_cmp);
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(Arc::new(b.clone()))
+        .concurrency(10)
+        .register("noop", |_: serde_json::Value, _ctx| async { Ok(()) })
+        .build()?;
+    let t = Instant::now();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    while (b.stats().await?.completed as usize) < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    stop.cancel();
+    run.await??;
+    if horizon {
+        sqlx::raw_sql("ROLLBACK").execute(&mut holder).await?;
+    }
+    holder.close().await?;
+    bench.drop_schema(&b).await?;
+    b.pool().close().await;
+    Ok((rate, took[took.len() / 2]))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let url = arg("--url", "postgres://postgres@127.0.0.1:5432/postgres");
     let n: usize = arg("--n", "20000").parse()?;
     let samples: usize = arg("--samples", "300").parse()?;
     let mut out = serde_json::Map::new();
+    if !std::env::args().any(|a| a == "--extra-only") {
+        standard(&url, n, samples, &mut out).await?;
+    }
 
+    // Optional: processing with the xmin horizon held, and above a deep backlog.
+    if std::env::args().any(|a| a == "--horizon") {
+        let (free, _) = steady(&url, n, 0, false).await?;
+        let (held, _) = steady(&url, n, 0, true).await?;
+        println!(
+            "horizon held by an open transaction: {held:.0} jobs/s against {free:.0} without ({:.2}x)",
+            held / free
+        );
+        out.insert(
+            "horizon_ratio".into(),
+            serde_json::json!((held / free * 100.0).round() / 100.0),
+        );
+    }
+    let deep: usize = arg("--backlog", "0").parse()?;
+    if deep > 0 {
+        let (small_rate, small_stats) = steady(&url, n, 1000, false).await?;
+        let (deep_rate, deep_stats) = steady(&url, n, deep, false).await?;
+        println!(
+            "backlog {deep} against 1000: processing {deep_rate:.0} against {small_rate:.0} jobs/s ({:.2}x), stats {deep_stats:.2} against {small_stats:.2} ms",
+            deep_rate / small_rate
+        );
+        out.insert(
+            "backlog_rate_ratio".into(),
+            serde_json::json!((deep_rate / small_rate * 100.0).round() / 100.0),
+        );
+        out.insert(
+            "backlog_stats_ms".into(),
+            serde_json::json!([small_stats, deep_stats]),
+        );
+    }
+    println!("{}", serde_json::Value::Object(out));
+    Ok(())
+}
+
+/// The phases every run has: enqueue, processing at concurrency 10 and 100, pickup.
+async fn standard(
+    url: &str,
+    n: usize,
+    samples: usize,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    let url = url.to_owned();
     // Enqueue: 50 in flight, then batches of 100.
+
     let bench = Bench {
         url: url.clone(),
         phase: "enq".into(),
@@ -240,6 +349,5 @@ async fn main() -> anyhow::Result<()> {
         "pickup_p99_ms".into(),
         serde_json::json!((q(0.99) * 100.0).round() / 100.0),
     );
-    println!("{}", serde_json::Value::Object(out));
     Ok(())
 }

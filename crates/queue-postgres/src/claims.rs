@@ -62,40 +62,37 @@ impl PostgresBackend {
         req: &ClaimRequest,
         sent: tokio::time::Instant,
     ) -> Result<(Vec<Lease>, Option<u64>)> {
-        let tx = &mut *tx;
-        {
-            // Claims take turns on the queue's row: fair share and rate windows are decided
-            // one claim at a time. Taken first, so the worker's own row in `claims` (the
-            // next lock) is never waited on while another claim holds the queue's.
-            let gate = self.gate(tx, true).await?;
-            // Leases start when the claim decides, after any wait for that row.
-            let now = self.now(&mut *tx).await?;
-            let again = self.claimed_before(tx, req, now, sent).await?;
-            if !again.is_empty() {
-                return Ok((again, None));
-            }
-            self.promote(tx, now).await?;
-            if gate.paused || now < gate.held_until {
-                // Nothing starts; a resume wakes waiting fetches, a hold ends on its own.
-                let hint = (!gate.paused).then(|| (gate.held_until - now) as u64);
-                return Ok((Vec::new(), hint));
-            }
-            let window = match gate.rate {
-                Some(limit) => Some((limit, self.window(tx, limit, now).await?)),
-                None => None,
-            };
-            let (leases, blocked) = self.take(tx, req, (now, sent), &gate, window).await?;
-            let next_due = if leases.is_empty() {
-                let due = self.next_due(tx, now).await?;
-                match (due, blocked) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
-            } else {
-                None
-            };
-            Ok((leases, next_due))
+        // Claims take turns on the queue's row: fair share and rate windows are decided
+        // one claim at a time. Taken first, so the worker's own row in `claims` (the
+        // next lock) is never waited on while another claim holds the queue's.
+        let gate = self.gate(tx, true).await?;
+        // Leases start when the claim decides, after any wait for that row.
+        let now = self.now(&mut *tx).await?;
+        let again = self.claimed_before(tx, req, now, sent).await?;
+        if !again.is_empty() {
+            return Ok((again, None));
         }
+        self.promote(tx, now).await?;
+        if gate.paused || now < gate.held_until {
+            // Nothing starts; a resume wakes waiting fetches, a hold ends on its own.
+            let hint = (!gate.paused).then(|| (gate.held_until - now) as u64);
+            return Ok((Vec::new(), hint));
+        }
+        let window = match gate.rate {
+            Some(limit) => Some((limit, self.window(tx, limit, now).await?)),
+            None => None,
+        };
+        let (leases, blocked) = self.take(tx, req, (now, sent), &gate, window).await?;
+        let next_due = if leases.is_empty() {
+            let due = self.next_due(tx, now).await?;
+            match (due, blocked) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        } else {
+            None
+        };
+        Ok((leases, next_due))
     }
 
     /// A request sent again (its id at or below the newest the worker sent) answers the
