@@ -181,11 +181,11 @@ impl PostgresBackendBuilder {
                 listener,
             }),
         };
-        tokio::spawn(crate::events::follower(
-            Arc::downgrade(&backend.inner),
-            follow,
-        ));
-        tokio::spawn(crate::retention::folder(Arc::downgrade(&backend.inner)));
+        // Background tasks hold the backend weakly: they end once it is dropped.
+        let weak = Arc::downgrade(&backend.inner);
+        let upgrade = move || weak.upgrade().map(|inner| PostgresBackend { inner });
+        tokio::spawn(crate::events::follower(upgrade.clone(), follow));
+        tokio::spawn(crate::retention::folder(upgrade));
         Ok(backend)
     }
 }

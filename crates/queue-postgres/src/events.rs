@@ -300,10 +300,10 @@ impl PostgresBackend {
 }
 
 /// The follower task: on a commit that added events (or every poll) while someone
-/// follows, sequences the outbox and sends what the log gained. Holds the backend weakly:
-/// it ends once the backend is dropped.
+/// follows, sequences the outbox and sends what the log gained. `backend` upgrades a weak
+/// handle: the task ends once the backend is dropped.
 pub(crate) async fn follower(
-    inner: std::sync::Weak<crate::backend::Inner>,
+    backend: impl Fn() -> Option<PostgresBackend>,
     follow: std::sync::Arc<tokio::sync::Notify>,
 ) {
     let mut sent: Option<i64> = None;
@@ -313,10 +313,9 @@ pub(crate) async fn follower(
             () = follow.notified() => {}
             () = tokio::time::sleep(crate::POLL) => {}
         }
-        let Some(inner) = inner.upgrade() else {
+        let Some(backend) = backend() else {
             return;
         };
-        let backend = PostgresBackend { inner };
         if backend.inner.events.receiver_count() == 0 {
             sent = None;
             continue;

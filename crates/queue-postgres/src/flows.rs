@@ -227,7 +227,7 @@ impl PostgresBackend {
                             error: Some(child_failed_message(m.child, m.to)),
                             ..EffectInput::default()
                         };
-                        crate::leases::settle(&mut parent, Event::ChildFailed, &input)?;
+                        crate::rows::settle(&mut parent, Event::ChildFailed, &input)?;
                         self.leave_deliveries(conn, now, &[&parent]).await?;
                         self.count(conn, now, &[("failed", 1)].into_iter().collect())
                             .await?;
@@ -266,7 +266,7 @@ impl PostgresBackend {
                                 now,
                                 ..EffectInput::default()
                             };
-                            crate::leases::settle(&mut parent, Event::ManualRetry, &input)?;
+                            crate::rows::settle(&mut parent, Event::ManualRetry, &input)?;
                             parent.finished_ms = None;
                             let to = parent.record.status;
                             self.emit(

@@ -317,7 +317,7 @@ impl PostgresBackend {
                         ..EffectInput::default()
                     };
                     let from = row.record.status;
-                    crate::leases::settle(&mut row, queue_core::backend::Event::Cancel, &input)?;
+                    crate::rows::settle(&mut row, queue_core::backend::Event::Cancel, &input)?;
                     let to = row.record.status;
                     row.cascading = self.has_children(tx, id).await?;
                     let moved = crate::flows::Moved::of(from, &row);
@@ -405,7 +405,7 @@ impl PostgresBackend {
                 ..EffectInput::default()
             };
             let from = row.record.status;
-            crate::leases::settle(&mut row, Event::ManualRetry, &input)?;
+            crate::rows::settle(&mut row, Event::ManualRetry, &input)?;
             row.finished_ms = None;
             let to = row.record.status;
             self.place_at_back(&mut tx, std::slice::from_mut(&mut row))

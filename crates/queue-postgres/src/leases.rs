@@ -4,17 +4,17 @@
 //! `rules::on_lease_expired`, `lease_holds`, `rules::placement`), made in Rust inside the
 //! transaction that holds the rows.
 
-use queue_core::backend::rules::{self, AttemptFacts, EffectInput, Placement};
+use queue_core::backend::rules::{self, AttemptFacts, EffectInput};
 use queue_core::backend::{
-    ClaimRequest, Ending, Event, FinishedMany, HeartbeatReply, LeaseRef, MAX_CLAIM, MAX_ENDINGS,
-    Millis, Outcome, ProgressReply, WorkerBeat, check_progress, duration_ms, lease_holds,
+    ClaimRequest, Ending, FinishedMany, HeartbeatReply, LeaseRef, MAX_CLAIM, MAX_ENDINGS, Millis,
+    Outcome, ProgressReply, WorkerBeat, check_progress, duration_ms, lease_holds,
 };
 use queue_core::series::latency_field;
 use queue_core::{Error, EventKind, JobId, JobStatus, Limits, Result};
 use sqlx::PgConnection;
 
 use crate::PostgresBackend;
-use crate::rows::{COLUMNS, Row};
+use crate::rows::{COLUMNS, Row, settle};
 
 impl PostgresBackend {
     /// Ends one attempt, as [`Broker::finish`](queue_core::backend::Broker::finish).
@@ -411,47 +411,4 @@ impl PostgresBackend {
         .await;
         self.close(tx, out).await
     }
-}
-
-/// Applies `event` to a leased row and places it where `rules::placement` says; the lease
-/// ends. A row for the back of its priority is marked `place == -1` (the caller numbers
-/// them).
-pub(crate) fn settle(row: &mut Row, event: Event, input: &EffectInput) -> Result<()> {
-    let id = row.record.job_id;
-    row.record
-        .apply_event(event, input)
-        .map_err(|e| Error::InvalidTransition {
-            id,
-            from: e.from,
-            event: e.event,
-        })?;
-    row.lease = None;
-    let placement = rules::placement(event);
-    match placement {
-        Placement::ReadyInPlace | Placement::ReadyAtBack | Placement::Delayed
-            if row.record.waits_on_children() =>
-        {
-            // Queued again with unfinished children: it waits on them.
-            row.ready = false;
-            row.due_ms = None;
-            row.waiting = true;
-        }
-        Placement::Leased => {}
-        Placement::ReadyInPlace => row.ready = true,
-        Placement::ReadyAtBack => {
-            row.ready = true;
-            row.place = -1;
-        }
-        Placement::Delayed => {
-            row.ready = false;
-            row.due_ms = input.due;
-        }
-        Placement::Finished => {
-            row.ready = false;
-            row.waiting = false;
-            row.due_ms = None;
-            row.finished_ms = Some(input.now);
-        }
-    }
-    Ok(())
 }

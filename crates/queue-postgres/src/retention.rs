@@ -156,14 +156,13 @@ const FOLD_AT: i64 = 256;
 const FOLD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The folder task: every [`FOLD_EVERY`], folds the queue's counter deltas when many wait.
-/// Holds the backend weakly: it ends once the backend is dropped.
-pub(crate) async fn folder(inner: std::sync::Weak<crate::backend::Inner>) {
+/// `backend` upgrades a weak handle: the task ends once the backend is dropped.
+pub(crate) async fn folder(backend: impl Fn() -> Option<PostgresBackend>) {
     loop {
         tokio::time::sleep(FOLD_EVERY).await;
-        let Some(inner) = inner.upgrade() else {
+        let Some(backend) = backend() else {
             return;
         };
-        let backend = PostgresBackend { inner };
         if let Err(e) = backend.fold_step().await {
             tracing::debug!(error = %e, "postgres: folding counters failed; the sweep folds them");
         }

@@ -2,7 +2,8 @@
 //! `state` and payload). Every write of a row goes through [`write`], so the columns always
 //! agree with the record the core rules produced.
 
-use queue_core::backend::{Millis, to_millis};
+use queue_core::backend::rules::{self, EffectInput, Placement};
+use queue_core::backend::{Event, Millis, to_millis};
 use queue_core::{Error, JobId, JobRecord, LeaseToken, Payload, Result};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row as _};
@@ -369,5 +370,48 @@ pub(crate) async fn count(
     .execute(&mut *conn)
     .await
     .map_err(|e| db_error(e, secrets))?;
+    Ok(())
+}
+
+/// Applies `event` to a leased row and places it where `rules::placement` says; the lease
+/// ends. A row for the back of its priority is marked `place == -1` (the caller numbers
+/// them).
+pub(crate) fn settle(row: &mut Row, event: Event, input: &EffectInput) -> Result<()> {
+    let id = row.record.job_id;
+    row.record
+        .apply_event(event, input)
+        .map_err(|e| Error::InvalidTransition {
+            id,
+            from: e.from,
+            event: e.event,
+        })?;
+    row.lease = None;
+    let placement = rules::placement(event);
+    match placement {
+        Placement::ReadyInPlace | Placement::ReadyAtBack | Placement::Delayed
+            if row.record.waits_on_children() =>
+        {
+            // Queued again with unfinished children: it waits on them.
+            row.ready = false;
+            row.due_ms = None;
+            row.waiting = true;
+        }
+        Placement::Leased => {}
+        Placement::ReadyInPlace => row.ready = true,
+        Placement::ReadyAtBack => {
+            row.ready = true;
+            row.place = -1;
+        }
+        Placement::Delayed => {
+            row.ready = false;
+            row.due_ms = input.due;
+        }
+        Placement::Finished => {
+            row.ready = false;
+            row.waiting = false;
+            row.due_ms = None;
+            row.finished_ms = Some(input.now);
+        }
+    }
     Ok(())
 }
