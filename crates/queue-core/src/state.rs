@@ -187,6 +187,17 @@ pub struct InvalidTransition {
     pub event: Event,
 }
 
+impl InvalidTransition {
+    /// The refusal as the queue's error, naming the job.
+    pub fn of(self, id: crate::JobId) -> Error {
+        Error::InvalidTransition {
+            id,
+            from: self.from,
+            event: self.event,
+        }
+    }
+}
+
 /// The state machine: the next status after `event`, or the refusal.
 pub fn apply(from: JobStatus, event: Event) -> Result<JobStatus, InvalidTransition> {
     use Event as E;

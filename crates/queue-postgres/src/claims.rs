@@ -9,7 +9,7 @@ use queue_core::backend::rules::EffectInput;
 use queue_core::backend::{
     ClaimRequest, Event, Lease, MAX_CLAIM, Millis, duration_ms, from_millis,
 };
-use queue_core::{Error, EventKind, JobId, JobStatus, LeaseToken, RateLimit, Result};
+use queue_core::{EventKind, JobId, JobStatus, LeaseToken, RateLimit, Result};
 use sqlx::PgConnection;
 
 use crate::PostgresBackend;
@@ -216,11 +216,7 @@ impl PostgresBackend {
             }
             row.record
                 .apply_event(Event::Start, &input)
-                .map_err(|e| Error::InvalidTransition {
-                    id,
-                    from: e.from,
-                    event: e.event,
-                })?;
+                .map_err(|e| e.of(id))?;
             row.ready = false;
             row.lease = Some(Held {
                 token: LeaseToken::generate(),

@@ -378,13 +378,7 @@ pub(crate) async fn count(
 /// them).
 pub(crate) fn settle(row: &mut Row, event: Event, input: &EffectInput) -> Result<()> {
     let id = row.record.job_id;
-    row.record
-        .apply_event(event, input)
-        .map_err(|e| Error::InvalidTransition {
-            id,
-            from: e.from,
-            event: e.event,
-        })?;
+    row.record.apply_event(event, input).map_err(|e| e.of(id))?;
     row.lease = None;
     let placement = rules::placement(event);
     match placement {

@@ -22,11 +22,7 @@ impl Tables {
         entry
             .record
             .apply_event(event, input)
-            .map_err(|e| Error::InvalidTransition {
-                id,
-                from: e.from,
-                event: e.event,
-            })?;
+            .map_err(|e| e.of(id))?;
         let to = entry.record.status;
         let change = unfinished_change(Some(from), to);
         if change != 0
