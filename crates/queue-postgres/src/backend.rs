@@ -31,7 +31,8 @@ pub(crate) struct Inner {
     pub(crate) queue: QueueConfig,
     /// The schema as SQL (quoted).
     pub(crate) schema: String,
-    /// The NOTIFY channel of the schema (`<schema>_wake`; the payload is the queue name).
+    /// The NOTIFY channel of the schema (`<schema>_wake`; the payload is the queue name,
+    /// and the lowest place a transaction made ready, if any: `floors::payload`).
     pub(crate) channel: String,
     /// The cancel channel of the schema (`<schema>_cancel`; the payload is
     /// `<queue> <job id>`).
@@ -47,6 +48,8 @@ pub(crate) struct Inner {
     pub(crate) secrets: Vec<String>,
     pub(crate) clock: Option<SharedClock>,
     pub(crate) wake: Arc<Notify>,
+    /// The lowest place wake-ups announced since a claim last took it (`floors.rs`).
+    pub(crate) hint: Arc<crate::floors::Hint>,
     /// Fetches waiting for work now.
     pub(crate) blocked: queue_core::backend::Blocked,
     listener: tokio::task::JoinHandle<()>,
@@ -148,6 +151,7 @@ impl PostgresBackendBuilder {
         let cancel_channel = format!("{schema_name}_cancel");
         let events_channel = format!("{schema_name}_events");
         let wake = Arc::new(Notify::new());
+        let hint = Arc::new(crate::floors::Hint::default());
         let follow = Arc::new(Notify::new());
         let (cancels, _) = tokio::sync::broadcast::channel(1024);
         let (events, _) = tokio::sync::broadcast::channel(16 * 1024);
@@ -160,6 +164,7 @@ impl PostgresBackendBuilder {
             ],
             self.queue.queue_name.clone(),
             [Arc::clone(&wake), Arc::clone(&follow)],
+            Arc::clone(&hint),
             cancels.clone(),
         ));
         let backend = PostgresBackend {
@@ -177,6 +182,7 @@ impl PostgresBackendBuilder {
                 secrets,
                 clock: self.clock,
                 wake,
+                hint,
                 blocked: Default::default(),
                 listener,
             }),
@@ -289,6 +295,7 @@ async fn listen(
     channels: [String; 3],
     queue: String,
     [wake, follow]: [Arc<Notify>; 2],
+    hint: Arc<crate::floors::Hint>,
     cancels: tokio::sync::broadcast::Sender<queue_core::JobId>,
 ) {
     let [wake_channel, cancel_channel, _] = &channels;
@@ -309,7 +316,8 @@ async fn listen(
             tokio::time::sleep(POLL).await;
             continue;
         }
-        // Anything may have happened while it was not listening.
+        // Anything may have happened while it was not listening (a place announced then
+        // is found by the next sweep, `floors::SWEEP`).
         wake.notify_waiters();
         follow.notify_one();
         while let Ok(n) = listener.recv().await {
@@ -320,12 +328,15 @@ async fn listen(
                 {
                     let _ = cancels.send(id);
                 }
-            } else if n.payload() == queue {
-                if n.channel() == wake_channel.as_str() {
+            } else if n.channel() == wake_channel.as_str() {
+                if let Some(place) = crate::floors::read_payload(&queue, n.payload()) {
+                    if let Some(place) = place {
+                        hint.announce(place);
+                    }
                     wake.notify_waiters();
-                } else {
-                    follow.notify_one();
                 }
+            } else if n.payload() == queue {
+                follow.notify_one();
             }
         }
         tokio::time::sleep(POLL).await;

@@ -72,19 +72,43 @@ impl PostgresBackend {
         if !again.is_empty() {
             return Ok((again, None));
         }
-        self.promote(tx, now).await?;
+        // The places wake-ups announced since the last claim lower the floors; put back
+        // unless this claim writes them (`floors.rs`).
+        let floors = crate::floors::Floors::start(&gate, self.inner.hint.take(), now);
+        let out = self.start(tx, req, (now, sent), &gate, floors).await;
+        if out.is_err() {
+            self.inner.hint.restore(floors.hint);
+        }
+        out
+    }
+
+    /// The claim's decisions under the queue's row: promotes due jobs, then starts what
+    /// the queue's pause, hold and rate window let it (`take`).
+    async fn start(
+        &self,
+        tx: &mut PgConnection,
+        req: &ClaimRequest,
+        (now, sent): (Millis, tokio::time::Instant),
+        gate: &crate::control::Gate,
+        floors: crate::floors::Floors,
+    ) -> Result<(Vec<Lease>, Option<u64>)> {
+        let due_floor = self.promote(tx, now, &floors).await?;
         if gate.paused || now < gate.held_until {
             // Nothing starts; a resume wakes waiting fetches, a hold ends on its own.
-            let hint = (!gate.paused).then(|| (gate.held_until - now) as u64);
-            return Ok((Vec::new(), hint));
+            self.inner.hint.restore(floors.hint);
+            let wait = (!gate.paused).then(|| (gate.held_until - now) as u64);
+            return Ok((Vec::new(), wait));
         }
         let window = match gate.rate {
             Some(limit) => Some((limit, self.window(tx, limit, now).await?)),
             None => None,
         };
-        let (leases, blocked) = self.take(tx, req, (now, sent), &gate, window).await?;
+        let floors = (floors, due_floor);
+        let (leases, blocked) = self
+            .take(tx, req, (now, sent), gate, window, floors)
+            .await?;
         let next_due = if leases.is_empty() {
-            let due = self.next_due(tx, now).await?;
+            let due = self.next_due(tx, now, due_floor).await?;
             match (due, blocked) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -139,26 +163,35 @@ impl PostgresBackend {
             .collect()
     }
 
-    /// Due delayed jobs join the back of their priority, in order of due time, then id.
-    async fn promote(&self, conn: &mut PgConnection, now: Millis) -> Result<()> {
+    /// Due delayed jobs join the back of their priority, in order of due time, then id,
+    /// scanning from the due floor. Answers the due floor after it.
+    async fn promote(
+        &self,
+        conn: &mut PgConnection,
+        now: Millis,
+        floors: &crate::floors::Floors,
+    ) -> Result<Millis> {
         let schema = &self.inner.schema;
-        sqlx::query(&format!(
+        let (promoted, last): (i64, Option<i64>) = sqlx::query_as(&format!(
             "WITH due AS (SELECT id, {TALLY_COLUMNS} FROM {schema}.jobs WHERE queue = $1 \
-             AND due_ms <= $2 ORDER BY due_ms, id LIMIT {MAX_CLAIM} FOR UPDATE SKIP LOCKED), \
+             AND due_ms <= $2 AND due_ms >= $3 ORDER BY due_ms, id LIMIT {MAX_CLAIM} \
+             FOR UPDATE SKIP LOCKED), \
              placed AS (SELECT id, nextval('{schema}.places') AS place \
              FROM (SELECT id FROM due ORDER BY due_ms, id) d), \
              promoted AS (UPDATE {schema}.jobs AS j SET ready = true, due_ms = NULL, \
              place = placed.place FROM placed WHERE j.id = placed.id \
-             RETURNING j.queue, j.status, j.band, j.ready, j.due_ms, j.waiting) \
-             {}",
+             RETURNING j.queue, j.status, j.band, j.ready, j.due_ms, j.waiting), \
+             tallies AS ({}) \
+             SELECT count(*), max(due_ms) FROM due",
             tallied(schema, &["due"], &["promoted"])
         ))
         .bind(&self.inner.queue.queue_name)
         .bind(now)
-        .execute(&mut *conn)
+        .bind(floors.due_from())
+        .fetch_one(&mut *conn)
         .await
         .map_err(|e| self.db(e))?;
-        Ok(())
+        Ok(floors.due_after(promoted as usize, MAX_CLAIM, last, now))
     }
 
     /// Leases the first ready jobs (strict priority, FIFO), skipping rows another claim
@@ -173,6 +206,7 @@ impl PostgresBackend {
         (now, sent): (Millis, tokio::time::Instant),
         gate: &crate::control::Gate,
         window: Option<(RateLimit, Vec<(Millis, u32)>)>,
+        (floors, due_floor): (crate::floors::Floors, Millis),
     ) -> Result<(Vec<Lease>, Option<u64>)> {
         let used: u64 = window
             .as_ref()
@@ -182,12 +216,16 @@ impl PostgresBackend {
             None => req.size(),
         };
         let (rows, mut blocked) = if max == 0 {
+            // No scan: the floors stay as they were.
+            self.inner.hint.restore(floors.hint);
             (Vec::new(), None)
         } else {
             let ask = crate::lanes::Ask {
                 max,
                 now,
                 window: window.as_ref(),
+                floors,
+                due_floor,
             };
             self.pick(conn, gate, ask).await?
         };
@@ -228,7 +266,7 @@ impl PostgresBackend {
             });
             taken.push(row);
         }
-        crate::rows::write(conn, &self.inner.schema, &taken, &self.inner.secrets).await?;
+        self.write_rows(conn, &taken).await?;
         let started: Vec<(JobId, EventKind)> = taken
             .iter()
             .map(|r| {
@@ -264,13 +302,20 @@ impl PostgresBackend {
         .map_err(|e| self.db(e))
     }
 
-    /// Milliseconds until the earliest delayed job is due, if any.
-    async fn next_due(&self, conn: &mut PgConnection, now: Millis) -> Result<Option<u64>> {
+    /// Milliseconds until the earliest delayed job at or above the due floor is due, if
+    /// any.
+    async fn next_due(
+        &self,
+        conn: &mut PgConnection,
+        now: Millis,
+        floor: Millis,
+    ) -> Result<Option<u64>> {
         let due: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT min(due_ms) FROM {}.jobs WHERE queue = $1 AND due_ms IS NOT NULL",
+            "SELECT min(due_ms) FROM {}.jobs WHERE queue = $1 AND due_ms >= $2",
             self.inner.schema
         ))
         .bind(&self.inner.queue.queue_name)
+        .bind(floor)
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| self.db(e))?;

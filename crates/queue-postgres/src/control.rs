@@ -18,17 +18,34 @@ pub(crate) struct Gate {
     /// Fair share: the last start's ticket, and per band the last start without a group's.
     pub(crate) tick: i64,
     pub(crate) ungrouped: [i64; 3],
+    /// Per band, where claims scan the ready jobs without a group from, and when a claim
+    /// last scanned from the start (`claims::floors`).
+    pub(crate) floors: [i64; 3],
+    pub(crate) due_floor: Millis,
+    pub(crate) swept_ms: Millis,
 }
 
 /// `queues` as `gate` selects it.
-type GateRow = (bool, i64, Option<i32>, Option<i64>, i64, Vec<i64>);
+type GateRow = (
+    bool,
+    i64,
+    Option<i32>,
+    Option<i64>,
+    i64,
+    Vec<i64>,
+    Vec<i64>,
+    i64,
+    i64,
+);
 
 impl PostgresBackend {
     /// The queue's settings; locked for this transaction when `lock` (a claim under a
     /// rate limit counts its starts against the window alone).
     pub(crate) async fn gate(&self, conn: &mut PgConnection, lock: bool) -> Result<Gate> {
         let row: Option<GateRow> = sqlx::query_as(&format!(
-            "SELECT paused, held_until, rate_max, rate_per_ms, tick, ungrouped FROM {}.queues \
+            "SELECT paused, held_until, rate_max, rate_per_ms, tick, ungrouped, floors, \
+             due_floor, swept_ms \
+             FROM {}.queues \
              WHERE queue = $1{}",
             self.inner.schema,
             if lock { " FOR UPDATE" } else { "" }
@@ -37,7 +54,9 @@ impl PostgresBackend {
         .fetch_optional(&mut *conn)
         .await
         .map_err(|e| self.db(e))?;
-        let Some((paused, held_until, max, per, tick, ungrouped)) = row else {
+        let Some((paused, held_until, max, per, tick, ungrouped, floors, due_floor, swept_ms)) =
+            row
+        else {
             return Ok(Gate::default());
         };
         let rate = match (max, per) {
@@ -48,13 +67,20 @@ impl PostgresBackend {
             ),
             _ => None,
         };
-        let band = |b: usize| ungrouped.get(b).copied().unwrap_or(0);
+        let band = |v: &[i64], b: usize| v.get(b).copied().unwrap_or(0);
         Ok(Gate {
             paused,
             held_until,
             rate,
             tick,
-            ungrouped: [band(0), band(1), band(2)],
+            ungrouped: [
+                band(&ungrouped, 0),
+                band(&ungrouped, 1),
+                band(&ungrouped, 2),
+            ],
+            floors: [band(&floors, 0), band(&floors, 1), band(&floors, 2)],
+            due_floor,
+            swept_ms,
         })
     }
 
@@ -162,7 +188,7 @@ impl PostgresBackend {
                     .await
                     .map_err(|e| self.db(e))?;
             }
-            self.wake(&mut tx).await?;
+            self.wake(&mut tx, None).await?;
             Ok(())
         }
         .await;
@@ -177,18 +203,19 @@ impl PostgresBackend {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.db(e))?;
-            self.wake(&mut tx).await?;
+            self.wake(&mut tx, None).await?;
             Ok(())
         }
         .await;
         self.close(tx, out).await
     }
 
-    /// Wakes waiting fetches when this transaction commits.
-    pub(crate) async fn wake(&self, conn: &mut PgConnection) -> Result<()> {
+    /// Wakes waiting fetches when this transaction commits, announcing `place` (the
+    /// lowest place of a row it made ready, `floors.rs`) when given.
+    pub(crate) async fn wake(&self, conn: &mut PgConnection, place: Option<i64>) -> Result<()> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(&self.inner.channel)
-            .bind(&self.inner.queue.queue_name)
+            .bind(crate::floors::payload(&self.inner.queue.queue_name, place))
             .execute(&mut *conn)
             .await
             .map_err(|e| self.db(e))?;

@@ -89,7 +89,7 @@ impl PostgresBackend {
                 .await?
                 .ok_or(Error::NotFound { id: parent })?;
             hold_for_children(&mut row, added);
-            crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
+            self.write_rows(&mut tx, &[row]).await?;
             if let Some(g) = &group {
                 // Held once its new children are ready: its group keeps its lane if one of
                 // them is ready in it, as if in one step.
@@ -150,16 +150,7 @@ impl PostgresBackend {
             }
             rows.push(Row::born(record, now));
         }
-        let inserted = crate::rows::insert(
-            conn,
-            &self.inner.schema,
-            &self.inner.queue.queue_name,
-            (Some(&self.inner.channel), &self.inner.events_channel),
-            now,
-            &rows,
-            &self.inner.secrets,
-        )
-        .await?;
+        let inserted = self.insert_rows(conn, now, &rows, true).await?;
         let fields = [("enqueued".to_owned(), inserted.len() as i64)].into();
         self.add_series(conn, now, &fields).await?;
         if inserted.len() != rows.len() {
@@ -219,7 +210,7 @@ impl PostgresBackend {
                                 parent.place = -1;
                             }
                         }
-                        self.wake(conn).await?;
+                        self.wake(conn, None).await?;
                     }
                     ParentAction::Fail => {
                         let input = EffectInput {
@@ -289,7 +280,7 @@ impl PostgresBackend {
             let group = parent.record.group.clone().filter(|_| parent.ready);
             self.place_at_back(conn, std::slice::from_mut(&mut parent))
                 .await?;
-            crate::rows::write(conn, &self.inner.schema, &[parent], &self.inner.secrets).await?;
+            self.write_rows(conn, &[parent]).await?;
             let _ = group;
         }
         Ok(())

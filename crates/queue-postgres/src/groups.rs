@@ -259,7 +259,7 @@ impl PostgresBackend {
                 .map_err(|e| self.db(e))?;
             }
             self.refresh_lanes(&mut tx, group).await?;
-            self.wake(&mut tx).await?;
+            self.wake(&mut tx, None).await?;
             Ok(())
         }
         .await;

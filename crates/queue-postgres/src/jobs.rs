@@ -48,12 +48,12 @@ impl PostgresBackend {
     pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
         let out = self.enqueue_jobs(&mut tx, jobs, false).await;
-        let (out, created) = self.close(tx, out).await?;
-        if created > 0 {
+        let (out, added) = self.close(tx, out).await?;
+        if added.created > 0 {
             // The jobs are committed: a wake-up that fails is not the enqueue's failure
-            // (waiting workers look again within `POLL`).
+            // (waiting workers look again within `POLL`, claims sweep within `SWEEP`).
             if let Ok(mut conn) = self.inner.pool.acquire().await
-                && let Err(e) = self.wake(&mut conn).await
+                && let Err(e) = self.wake(&mut conn, added.lowest).await
             {
                 tracing::debug!(error = %e, "postgres: waking workers after an enqueue failed");
             }
@@ -77,24 +77,25 @@ impl PostgresBackend {
     }
 
     /// The enqueue of `jobs` in statements of at most [`MAX_ENQUEUE_STEP`]; with `wake`,
-    /// workers are woken when the transaction commits. Answers, and how many were created.
+    /// workers are woken when the transaction commits. Answers, and what was added.
     async fn enqueue_jobs(
         &self,
         conn: &mut PgConnection,
         jobs: Vec<NewJob>,
         wake: bool,
-    ) -> Result<(Vec<Result<JobRecord>>, usize)> {
+    ) -> Result<(Vec<Result<JobRecord>>, Added)> {
         let now = self.now(&mut *conn).await?;
         let mut out = Vec::with_capacity(jobs.len());
-        let mut created = 0;
+        let mut added = Added::default();
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             let step: Vec<NewJob> = jobs.by_ref().take(MAX_ENQUEUE_STEP).collect();
             let answers = self.enqueue_step(&mut *conn, step, now, wake).await?;
-            created += answers.1;
+            added.created += answers.1.created;
+            added.lowest = added.lowest.into_iter().chain(answers.1.lowest).min();
             out.extend(answers.0);
         }
-        Ok((out, created))
+        Ok((out, added))
     }
 
     async fn enqueue_step(
@@ -103,7 +104,7 @@ impl PostgresBackend {
         jobs: Vec<NewJob>,
         now: Millis,
         wake: bool,
-    ) -> Result<(Vec<Result<JobRecord>>, usize)> {
+    ) -> Result<(Vec<Result<JobRecord>>, Added)> {
         let cfg = &self.inner.queue;
         let mut answers: Vec<Option<Result<JobRecord>>> = Vec::with_capacity(jobs.len());
         let mut rows = Vec::new();
@@ -123,10 +124,10 @@ impl PostgresBackend {
         let distinct: std::collections::HashSet<JobId> =
             rows.iter().map(|r| r.record.job_id).collect();
         let mut results: Vec<Result<JobRecord>> = Vec::with_capacity(rows.len());
-        let mut created = 0;
+        let mut added = Added::default();
         if distinct.len() == rows.len() {
             let inserted = self.insert_rows(conn, now, &rows, wake).await?;
-            created = inserted.len();
+            added.count(&inserted);
             for mut row in rows {
                 results.push(match inserted.get(&row.record.job_id) {
                     Some(place) => {
@@ -141,7 +142,7 @@ impl PostgresBackend {
                 let inserted = self
                     .insert_rows(conn, now, std::slice::from_ref(&row), wake)
                     .await?;
-                created += inserted.len();
+                added.count(&inserted);
                 results.push(match inserted.get(&row.record.job_id) {
                     Some(place) => {
                         row.place = *place;
@@ -151,8 +152,8 @@ impl PostgresBackend {
                 });
             }
         }
-        if created > 0 {
-            let fields = [("enqueued".to_owned(), created as i64)].into();
+        if added.created > 0 {
+            let fields = [("enqueued".to_owned(), added.created as i64)].into();
             self.add_series(conn, now, &fields).await?;
         }
         let mut results = results.into_iter();
@@ -163,17 +164,20 @@ impl PostgresBackend {
                 None => results.next().expect("one result per accepted job"),
             });
         }
-        Ok((out, created))
+        Ok((out, added))
     }
 
-    async fn insert_rows(
+    /// Inserts `rows` ([`crate::rows::insert`]; with `wake`, workers are woken at commit).
+    /// The lowest place of a ready one is announced to this process's claims at once
+    /// (before the commit: at worst one scan more) and to others' by the wake-up.
+    pub(crate) async fn insert_rows(
         &self,
         conn: &mut PgConnection,
         now: queue_core::backend::Millis,
         rows: &[Row],
         wake: bool,
     ) -> Result<std::collections::HashMap<JobId, i64>> {
-        crate::rows::insert(
+        let inserted = crate::rows::insert(
             conn,
             &self.inner.schema,
             &self.inner.queue.queue_name,
@@ -185,7 +189,11 @@ impl PostgresBackend {
             rows,
             &self.inner.secrets,
         )
-        .await
+        .await?;
+        if let Some(place) = inserted.values().copied().filter(|p| *p > 0).min() {
+            self.inner.hint.announce(place);
+        }
+        Ok(inserted)
     }
 
     /// Why a job was not inserted: its id exists (its record answers) or an active job
@@ -327,7 +335,7 @@ impl PostgresBackend {
                     };
                     self.emit(tx, now, &[(id, kind)]).await?;
                     self.leave_deliveries(tx, now, &[&row]).await?;
-                    crate::rows::write(tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
+                    self.write_rows(tx, &[row]).await?;
                     self.count(tx, now, &[("cancelled", 1)].into_iter().collect())
                         .await?;
                     // Its parent hears of it before it leaves its group's lane: a group with
@@ -342,7 +350,7 @@ impl PostgresBackend {
                     row.record.cancel_requested = true;
                     self.emit(tx, now, &[(id, EventKind::CancelRequested)])
                         .await?;
-                    crate::rows::write(tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
+                    self.write_rows(tx, &[row]).await?;
                     sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(&self.inner.cancel_channel)
                         .bind(format!("{} {id}", self.inner.queue.queue_name))
@@ -421,13 +429,7 @@ impl PostgresBackend {
                     job_id: holder,
                 });
             }
-            crate::rows::write(
-                &mut tx,
-                &self.inner.schema,
-                std::slice::from_ref(&row),
-                &self.inner.secrets,
-            )
-            .await?;
+            self.write_rows(&mut tx, std::slice::from_ref(&row)).await?;
             let moved = crate::flows::Moved::of(from, &row);
             self.propagate(&mut tx, now, moved.into_iter().collect())
                 .await?;
@@ -443,12 +445,7 @@ impl PostgresBackend {
                 )],
             )
             .await?;
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(&self.inner.channel)
-                .bind(&self.inner.queue.queue_name)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.db(e))?;
+            // (`write_rows` wakes the workers when the row is ready.)
             let mut record = row.record;
             record.show_flow_progress();
             Ok(record)
@@ -475,5 +472,22 @@ impl PostgresBackend {
             &self.inner.secrets,
         )
         .await
+    }
+}
+
+/// What an enqueue inserted: how many rows, and the lowest place of a ready one (announced
+/// in the wake-up, `floors.rs`).
+#[derive(Default)]
+struct Added {
+    created: usize,
+    lowest: Option<i64>,
+}
+
+impl Added {
+    /// Adds the rows of one insert (`rows::insert`'s answer: a row not ready has place 0).
+    fn count(&mut self, inserted: &std::collections::HashMap<JobId, i64>) {
+        self.created += inserted.len();
+        let lowest = inserted.values().copied().filter(|p| *p > 0).min();
+        self.lowest = self.lowest.into_iter().chain(lowest).min();
     }
 }

@@ -13,14 +13,19 @@ use sqlx::PgConnection;
 
 use crate::PostgresBackend;
 use crate::control::Gate;
+use crate::floors::Floors;
 use crate::groups::Group;
 use crate::rows::{COLUMNS, Row};
 
-/// What a claim may start: at most `max`, under the queue's rate `window`.
+/// What a claim may start: at most `max`, under the queue's rate `window`, scanning the
+/// jobs without a group from `floors`.
 pub(crate) struct Ask<'a> {
     pub(crate) max: usize,
     pub(crate) now: Millis,
     pub(crate) window: Option<&'a (RateLimit, Vec<(Millis, u32)>)>,
+    pub(crate) floors: Floors,
+    /// The due floor the promotion left.
+    pub(crate) due_floor: Millis,
 }
 
 /// A band's ready rows, fetched a page at a time (locked, skipping rows others hold).
@@ -28,6 +33,17 @@ pub(crate) struct Ask<'a> {
 struct Buffer {
     rows: VecDeque<Row>,
     exhausted: bool,
+    /// The place of the last row fetched.
+    last: Option<i64>,
+}
+
+impl Buffer {
+    /// What the scan saw, for its floor (`Floors::after`): the first row fetched and left,
+    /// the last fetched; `None` when it did not scan.
+    fn scanned(&self) -> Option<(Option<i64>, Option<i64>)> {
+        self.exhausted
+            .then(|| (self.rows.front().map(|r| r.place), self.last))
+    }
 }
 
 impl PostgresBackend {
@@ -91,7 +107,10 @@ impl PostgresBackend {
         'bands: while out.len() < ask.max && band < 3 {
             let b = usize::from(band);
             let want = (ask.max - out.len()) as i64;
-            let head = self.peek(conn, &mut free[b], None, band, want).await?;
+            let from = ask.floors.from(band);
+            let head = self
+                .peek(conn, &mut free[b], (None, from), band, want)
+                .await?;
             let lane = lanes[b].first().cloned();
             let take_free = match (head, &lane) {
                 (false, None) => {
@@ -119,7 +138,7 @@ impl PostgresBackend {
             let (ticket, g) = lane.expect("checked");
             let key = (g.clone(), band);
             let buffer = of_group.entry(key.clone()).or_default();
-            if !self.peek(conn, buffer, Some(&g), band, want).await? {
+            if !self.peek(conn, buffer, (Some(&g), 0), band, want).await? {
                 // Its ready rows are held by others now: no lane for it in this claim.
                 lanes[b].remove(&(ticket, g.clone()));
                 lane_of.remove(&key);
@@ -162,17 +181,19 @@ impl PostgresBackend {
             .filter_map(|g| g.admits_again_at(now))
             .min()
             .map(|at| at.saturating_sub(now).max(0) as u64);
-        self.save_lanes(
-            conn,
+        let floors = [0u8, 1, 2].map(|b| ask.floors.after(b, free[usize::from(b)].scanned()));
+        let lanes = Lanes {
             tick,
             ungrouped,
-            &lane_of,
-            &groups,
-            &turned,
-            &group_starts,
-            now,
-        )
-        .await?;
+            floors,
+            due_floor: ask.due_floor,
+            swept: ask.floors.sweeping,
+            lane_of: &lane_of,
+            groups: &groups,
+            turned: &turned,
+            group_starts: &group_starts,
+        };
+        self.save_lanes(conn, lanes, now).await?;
         let hint = match (blocked, held_again) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -181,12 +202,12 @@ impl PostgresBackend {
     }
 
     /// Whether `buffer` (the jobs without a group of `band`, or `group`'s) has a row,
-    /// fetching the next page when it is empty.
+    /// fetching the next page (from place `floor` on) when it is empty.
     async fn peek(
         &self,
         conn: &mut PgConnection,
         buffer: &mut Buffer,
-        group: Option<&str>,
+        (group, floor): (Option<&str>, i64),
         band: u8,
         want: i64,
     ) -> Result<bool> {
@@ -202,18 +223,22 @@ impl PostgresBackend {
             };
             let rows = sqlx::query(&format!(
                 "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND ready AND band = $2 \
-                 AND {of_group} ORDER BY place LIMIT $4 FOR UPDATE SKIP LOCKED",
+                 AND {of_group} AND place >= $5 ORDER BY place LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED",
                 self.inner.schema
             ))
             .bind(&self.inner.queue.queue_name)
             .bind(i16::from(band))
             .bind(group)
             .bind(want)
+            .bind(floor)
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| self.db(e))?;
             for r in &rows {
-                buffer.rows.push_back(Row::decode(r)?);
+                let row = Row::decode(r)?;
+                buffer.last = Some(row.place);
+                buffer.rows.push_back(row);
             }
         }
         Ok(!buffer.rows.is_empty())
@@ -234,25 +259,28 @@ impl PostgresBackend {
                 continue;
             }
             let buffer = of_group.entry(key).or_default();
-            if self.peek(conn, buffer, Some(group), band, want).await? {
+            if self
+                .peek(conn, buffer, (Some(group), 0), band, want)
+                .await?
+            {
                 return Ok(buffer.rows.front().map(|r| r.record.cost.unwrap_or(1)));
             }
         }
         Ok(None)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn save_lanes(
-        &self,
-        conn: &mut PgConnection,
-        tick: i64,
-        ungrouped: [i64; 3],
-        lane_of: &BTreeMap<(String, u8), i64>,
-        groups: &BTreeMap<String, Group>,
-        turned: &BTreeSet<String>,
-        group_starts: &[(String, i32)],
-        now: Millis,
-    ) -> Result<()> {
+    async fn save_lanes(&self, conn: &mut PgConnection, l: Lanes<'_>, now: Millis) -> Result<()> {
+        let Lanes {
+            tick,
+            ungrouped,
+            floors,
+            due_floor,
+            swept,
+            lane_of,
+            groups,
+            turned,
+            group_starts,
+        } = l;
         let s = &self.inner.schema;
         let q = &self.inner.queue.queue_name;
         let bands: Vec<i16> = lane_of.keys().map(|(_, b)| i16::from(*b)).collect();
@@ -266,7 +294,9 @@ impl PostgresBackend {
         let start_names: Vec<&str> = group_starts.iter().map(|(g, _)| g.as_str()).collect();
         let start_costs: Vec<i32> = group_starts.iter().map(|(_, c)| *c).collect();
         sqlx::query(&format!(
-            "WITH q AS (UPDATE {s}.queues SET tick = $2, ungrouped = $3 WHERE queue = $1), \
+            "WITH q AS (UPDATE {s}.queues SET tick = $2, ungrouped = $3, floors = $12, \
+                   due_floor = $14, swept_ms = CASE WHEN $13 THEN $11 ELSE swept_ms END \
+                   WHERE queue = $1), \
              gone AS (DELETE FROM {s}.lanes WHERE queue = $1), \
              t AS (UPDATE {s}.groups AS g SET turn = t.turn \
                    FROM unnest($7::text[], $8::int4[]) AS t(grp, turn) \
@@ -286,6 +316,9 @@ impl PostgresBackend {
         .bind(&start_names)
         .bind(&start_costs)
         .bind(now)
+        .bind(&floors[..])
+        .bind(swept)
+        .bind(due_floor)
         .execute(&mut *conn)
         .await
         .map_err(|e| self.db(e))?;
@@ -302,6 +335,19 @@ impl PostgresBackend {
         .map_err(|e| self.db(e))?;
         Ok(())
     }
+}
+
+/// What a claim writes back to the queue's row and its groups' (`save_lanes`).
+struct Lanes<'a> {
+    tick: i64,
+    ungrouped: [i64; 3],
+    floors: [i64; 3],
+    due_floor: Millis,
+    swept: bool,
+    lane_of: &'a BTreeMap<(String, u8), i64>,
+    groups: &'a BTreeMap<String, Group>,
+    turned: &'a BTreeSet<String>,
+    group_starts: &'a [(String, i32)],
 }
 
 /// Gives `group` a lane (at `tick`) in each band where it has ready jobs and admits a

@@ -204,13 +204,7 @@ impl PostgresBackend {
             }
         }
         self.place_at_back(&mut *conn, &mut written).await?;
-        crate::rows::write(
-            &mut *conn,
-            &self.inner.schema,
-            &written,
-            &self.inner.secrets,
-        )
-        .await?;
+        self.write_rows(&mut *conn, &written).await?;
         self.leave_deliveries(&mut *conn, now, &written.iter().collect::<Vec<_>>())
             .await?;
         self.count(&mut *conn, now, &deltas).await?;
@@ -339,7 +333,7 @@ impl PostgresBackend {
                 step: row.record.current_step.clone(),
             };
             self.emit(&mut tx, now, &[(id, kind)]).await?;
-            crate::rows::write(&mut tx, &self.inner.schema, &[row], &self.inner.secrets).await?;
+            self.write_rows(&mut tx, &[row]).await?;
             Ok(reply)
         }
         .await;
@@ -399,7 +393,7 @@ impl PostgresBackend {
                 written.push(row);
             }
             self.place_at_back(&mut tx, &mut written).await?;
-            crate::rows::write(&mut tx, &self.inner.schema, &written, &self.inner.secrets).await?;
+            self.write_rows(&mut tx, &written).await?;
             self.leave_deliveries(&mut tx, now, &written.iter().collect::<Vec<_>>())
                 .await?;
             self.count(&mut tx, now, &deltas).await?;

@@ -8,6 +8,7 @@ mod config;
 mod control;
 mod error;
 mod events;
+mod floors;
 mod flows;
 mod groups;
 mod jobs;
@@ -30,6 +31,7 @@ pub use backend::{POLL, PostgresBackend, PostgresBackendBuilder};
 pub use config::{
     DATABASE_URL_VAR, DEFAULT_SCHEMA, MAX_SCHEMA_BYTES, PostgresConfig, SCHEMA_VAR, check_schema,
 };
+pub use floors::SWEEP;
 pub use migrate::{LATEST as LATEST_MIGRATION, MIGRATIONS};
 /// The sqlx this backend is built on: its `Transaction<Postgres>` and `PgConnection` are what
 /// `enqueue_in` and `finish_in` take.

@@ -12,6 +12,7 @@ use crate::error::db_error;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "jobs", include_str!("../migrations/0001_jobs.sql")),
     (2, "tallies", include_str!("../migrations/0002_tallies.sql")),
+    (3, "floors", include_str!("../migrations/0003_floors.sql")),
 ];
 
 /// The version the code expects.

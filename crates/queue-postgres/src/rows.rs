@@ -216,7 +216,7 @@ pub(crate) async fn insert(
          added AS (INSERT INTO {schema}.outbox (queue, ms, job, kind) \
          SELECT $1, $12, id, $14 FROM ins WHERE EXISTS (SELECT 1 FROM followed) \
          ORDER BY place, id), \
-         woke AS (SELECT pg_notify($11, $1) WHERE $11::text IS NOT NULL \
+         woke AS (SELECT pg_notify($11, {woke}) WHERE $11::text IS NOT NULL \
          AND EXISTS (SELECT 1 FROM ins)), \
          told AS (SELECT pg_notify($13, $1) FROM followed WHERE EXISTS (SELECT 1 FROM ins)), \
          counted AS (INSERT INTO {schema}.counts (queue, name, n) \
@@ -225,6 +225,7 @@ pub(crate) async fn insert(
          SELECT ins.id, ins.place FROM ins LEFT JOIN woke ON true LEFT JOIN told ON true",
         tallied(schema, &[], &["ins"]),
         FOLLOWED = followed(schema, "$1", "$12"),
+        woke = crate::floors::payload_sql("$1", "(SELECT min(place) FROM ins WHERE ready)"),
     ))
     .bind(queue)
     .bind(&ids)
@@ -371,6 +372,23 @@ pub(crate) async fn count(
     .await
     .map_err(|e| db_error(e, secrets))?;
     Ok(())
+}
+
+impl crate::PostgresBackend {
+    /// Writes rows back ([`write`]). When any is left ready, its place is announced: a row
+    /// given back at its place, or placed at the back by a transaction that commits after
+    /// a claim moved past it, lies below a claim's floor (`floors.rs`). To this process's
+    /// claims at once (before the commit: at worst one scan more), to others' by a wake-up
+    /// at commit.
+    pub(crate) async fn write_rows(&self, conn: &mut PgConnection, rows: &[Row]) -> Result<()> {
+        write(conn, &self.inner.schema, rows, &self.inner.secrets).await?;
+        let lowest = rows.iter().filter(|r| r.ready).map(|r| r.place).min();
+        if let Some(place) = lowest {
+            self.inner.hint.announce(place);
+            self.wake(conn, lowest).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Applies `event` to a leased row and places it where `rules::placement` says; the lease
