@@ -151,8 +151,6 @@ impl PostgresBackend {
             rows.push(Row::born(record, now));
         }
         let inserted = self.insert_rows(conn, now, &rows, true).await?;
-        let fields = [("enqueued".to_owned(), inserted.len() as i64)].into();
-        self.add_series(conn, now, &fields).await?;
         if inserted.len() != rows.len() {
             // Another transaction took an id or a unique key meanwhile: nothing is kept.
             return Err(Error::invalid(

@@ -152,10 +152,6 @@ impl PostgresBackend {
                 });
             }
         }
-        if added.created > 0 {
-            let fields = [("enqueued".to_owned(), added.created as i64)].into();
-            self.add_series(conn, now, &fields).await?;
-        }
         let mut results = results.into_iter();
         let mut out = Vec::with_capacity(answers.len());
         for answer in answers {

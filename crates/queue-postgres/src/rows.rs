@@ -151,8 +151,9 @@ pub(crate) fn followed(schema: &str, queue: &str, now: &str) -> String {
     format!("SELECT 1 FROM {schema}.event_heads WHERE queue = {queue} AND followed_until >= {now}")
 }
 
-/// Inserts new rows in one statement, a ready row taking the next place of the queue; a
-/// row whose id or unique key is taken is skipped (`ON CONFLICT DO NOTHING`). With a wake
+/// Inserts new rows in one statement, a ready row taking the next place of the queue, and
+/// counts them (the `enqueued` counter and series); a row whose id or unique key is taken
+/// is skipped (`ON CONFLICT DO NOTHING`). With a wake
 /// `channel`, notifies it (delivered when the transaction commits, never on a rollback)
 /// when any row was inserted; without, the caller wakes workers after its commit (a transaction
 /// that notifies holds the server's notify lock through its commit's flush, so commits
@@ -183,6 +184,11 @@ pub(crate) async fn insert(
     let mut created = Vec::with_capacity(n);
     let mut payloads = Vec::with_capacity(n);
     let mut states = Vec::with_capacity(n);
+    // The charts count the jobs enqueued in the buckets of `now`, one per span.
+    let (spans, buckets): (Vec<&str>, Vec<i64>) = queue_core::SeriesSpan::ALL
+        .iter()
+        .map(|span| (span.tag(), span.bucket(now)))
+        .unzip();
     for row in rows {
         let r = &row.record;
         ids.push(*r.job_id.as_uuid());
@@ -221,6 +227,10 @@ pub(crate) async fn insert(
          told AS (SELECT pg_notify($13, $1) FROM followed WHERE EXISTS (SELECT 1 FROM ins)), \
          counted AS (INSERT INTO {schema}.counts (queue, name, n) \
          SELECT $1, 'enqueued', count(*) FROM ins HAVING count(*) > 0), \
+         charted AS (INSERT INTO {schema}.series (queue, span, bucket, field, n) \
+         SELECT $1, span, bucket, 'enqueued', (SELECT count(*) FROM ins) \
+         FROM unnest($19::text[], $20::int8[]) AS b(span, bucket) \
+         WHERE EXISTS (SELECT 1 FROM ins)), \
          tallies AS ({}) \
          SELECT ins.id, ins.place FROM ins LEFT JOIN woke ON true LEFT JOIN told ON true",
         tallied(schema, &[], &["ins"]),
@@ -251,6 +261,8 @@ pub(crate) async fn insert(
     .bind(&costs)
     .bind(&parents)
     .bind(&waiting)
+    .bind(&spans)
+    .bind(&buckets)
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| db_error(e, secrets))?;
