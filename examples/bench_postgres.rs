@@ -173,12 +173,22 @@ async fn steady(url: &str, n: usize, backlog: usize, horizon: bool) -> anyhow::R
     }
     took.sort_by(f64::total_cmp);
     let stop = CancellationToken::new();
+    // Counted by the handlers, not by polling `stats`: the rate is the worker's alone.
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&done);
     let worker = Worker::builder(Arc::new(b.clone()))
         .concurrency(10)
-        .register("noop", |_: serde_json::Value, _ctx| async { Ok(()) })
+        .register("noop", move |_: serde_json::Value, _ctx| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { Ok(()) }
+        })
         .build()?;
     let t = Instant::now();
     let run = tokio::spawn(worker.run(stop.clone()));
+    while done.load(std::sync::atomic::Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The last outcomes are stored.
     while (b.stats().await?.completed as usize) < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -65,9 +65,9 @@ impl PostgresBackend {
         // Claims take turns on the queue's row: fair share and rate windows are decided
         // one claim at a time. Taken first, so the worker's own row in `claims` (the
         // next lock) is never waited on while another claim holds the queue's.
-        let gate = self.gate(tx, true).await?;
+        let mut gate = self.gate(tx, true).await?;
         // Leases start when the claim decides, after any wait for that row.
-        let now = self.now(&mut *tx).await?;
+        let now = self.cursor(tx, &mut gate).await?;
         let again = self.claimed_before(tx, req, now, sent).await?;
         if !again.is_empty() {
             return Ok((again, None));
@@ -131,10 +131,14 @@ impl PostgresBackend {
     ) -> Result<Vec<Lease>> {
         let s = &self.inner.schema;
         let q = &self.inner.queue.queue_name;
+        // A row per request, the newest read first (never one row updated per claim:
+        // `migrations/0003_floors.sql`); the folder deletes the older ones.
         let last: Option<i64> = sqlx::query_scalar(&format!(
-            "INSERT INTO {s}.claims AS c (queue, worker, last_id) VALUES ($1, $2, $3) \
-             ON CONFLICT (queue, worker) DO UPDATE SET last_id = greatest(c.last_id, $3) \
-             RETURNING (SELECT last_id FROM {s}.claims WHERE queue = $1 AND worker = $2)"
+            "WITH prev AS (SELECT max(last_id) AS last FROM {s}.claims \
+             WHERE queue = $1 AND worker = $2), \
+             added AS (INSERT INTO {s}.claims (queue, worker, last_id) \
+             SELECT $1, $2, $3 FROM prev WHERE prev.last IS NULL OR prev.last < $3) \
+             SELECT last FROM prev"
         ))
         .bind(q)
         .bind(req.worker.as_str())
@@ -161,6 +165,24 @@ impl PostgresBackend {
         rows.iter()
             .map(|r| Row::decode(r).map(|row| lease_of(row, sent, now)))
             .collect()
+    }
+
+    /// Deletes the cursors older than the queue's newest and the claim requests older
+    /// than each worker's newest (claims add one of each instead of updating a row).
+    pub(crate) async fn forget_old(&self) -> Result<()> {
+        let s = &self.inner.schema;
+        sqlx::query(&format!(
+            "WITH cursors AS (DELETE FROM {s}.cursors WHERE queue = $1 \
+             AND n < (SELECT max(n) FROM {s}.cursors WHERE queue = $1)), \
+             requests AS (DELETE FROM {s}.claims c WHERE queue = $1 AND last_id < \
+             (SELECT max(last_id) FROM {s}.claims d WHERE d.queue = $1 AND d.worker = c.worker)) \
+             SELECT 1"
+        ))
+        .bind(&self.inner.queue.queue_name)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(|e| self.db(e))?;
+        Ok(())
     }
 
     /// Due delayed jobs join the back of their priority, in order of due time, then id,

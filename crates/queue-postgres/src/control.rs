@@ -18,35 +18,29 @@ pub(crate) struct Gate {
     /// Fair share: the last start's ticket, and per band the last start without a group's.
     pub(crate) tick: i64,
     pub(crate) ungrouped: [i64; 3],
-    /// Per band, where claims scan the ready jobs without a group from, and when a claim
-    /// last scanned from the start (`claims::floors`).
+    /// Per band, where claims scan the ready jobs without a group from, the delayed jobs'
+    /// due floor, and when a claim last scanned from the start (`floors.rs`).
     pub(crate) floors: [i64; 3],
     pub(crate) due_floor: Millis,
     pub(crate) swept_ms: Millis,
+    /// The number of the newest row of `cursors` (these fields but the first three);
+    /// a claim adds the next.
+    pub(crate) cursor: i64,
 }
 
 /// `queues` as `gate` selects it.
-type GateRow = (
-    bool,
-    i64,
-    Option<i32>,
-    Option<i64>,
-    i64,
-    Vec<i64>,
-    Vec<i64>,
-    i64,
-    i64,
-);
+type GateRow = (bool, i64, Option<i32>, Option<i64>);
+
+/// The newest `cursors` row and the database's clock, as `cursor` selects them.
+type CursorRow = (i64, (i64, Vec<i64>, Vec<i64>), (i64, i64, i64));
 
 impl PostgresBackend {
     /// The queue's settings; locked for this transaction when `lock` (a claim under a
-    /// rate limit counts its starts against the window alone).
+    /// rate limit counts its starts against the window alone). The cursor's fields are
+    /// left at their defaults: a claim reads them after the lock (`cursor`).
     pub(crate) async fn gate(&self, conn: &mut PgConnection, lock: bool) -> Result<Gate> {
         let row: Option<GateRow> = sqlx::query_as(&format!(
-            "SELECT paused, held_until, rate_max, rate_per_ms, tick, ungrouped, floors, \
-             due_floor, swept_ms \
-             FROM {}.queues \
-             WHERE queue = $1{}",
+            "SELECT paused, held_until, rate_max, rate_per_ms FROM {}.queues WHERE queue = $1{}",
             self.inner.schema,
             if lock { " FOR UPDATE" } else { "" }
         ))
@@ -54,9 +48,7 @@ impl PostgresBackend {
         .fetch_optional(&mut *conn)
         .await
         .map_err(|e| self.db(e))?;
-        let Some((paused, held_until, max, per, tick, ungrouped, floors, due_floor, swept_ms)) =
-            row
-        else {
+        let Some((paused, held_until, max, per)) = row else {
             return Ok(Gate::default());
         };
         let rate = match (max, per) {
@@ -67,20 +59,43 @@ impl PostgresBackend {
             ),
             _ => None,
         };
-        let band = |v: &[i64], b: usize| v.get(b).copied().unwrap_or(0);
         Ok(Gate {
             paused,
             held_until,
             rate,
-            tick,
-            ungrouped: [
-                band(&ungrouped, 0),
-                band(&ungrouped, 1),
-                band(&ungrouped, 2),
-            ],
-            floors: [band(&floors, 0), band(&floors, 1), band(&floors, 2)],
-            due_floor,
-            swept_ms,
+            ..Gate::default()
+        })
+    }
+
+    /// Reads the newest cursor into `gate` and answers now (one statement: a claim reads
+    /// both after it holds the queue's row, so no other claim's cursor is newer).
+    /// The newest is the first entry of a backward scan of its index, however many older
+    /// ones wait for the folder (or, behind a held horizon, for vacuum).
+    pub(crate) async fn cursor(&self, conn: &mut PgConnection, gate: &mut Gate) -> Result<Millis> {
+        let (db_now, (tick, ungrouped, floors), (due_floor, swept_ms, n)): CursorRow =
+            sqlx::query_as(&format!(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::int8, \
+                 (coalesce(c.tick, 0), coalesce(c.ungrouped, '{{0,0,0}}'), \
+                  coalesce(c.floors, '{{0,0,0}}')), \
+                 (coalesce(c.due_floor, 0), coalesce(c.swept_ms, 0), coalesce(c.n, 0)) \
+                 FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT * FROM {}.cursors \
+                 WHERE queue = $1 ORDER BY n DESC LIMIT 1) c ON true",
+                self.inner.schema
+            ))
+            .bind(&self.inner.queue.queue_name)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| self.db(e))?;
+        let band = |v: &[i64], b: usize| v.get(b).copied().unwrap_or(0);
+        gate.tick = tick;
+        gate.ungrouped = [0, 1, 2].map(|b| band(&ungrouped, b));
+        gate.floors = [0, 1, 2].map(|b| band(&floors, b));
+        gate.due_floor = due_floor;
+        gate.swept_ms = swept_ms;
+        gate.cursor = n;
+        Ok(match &self.inner.clock {
+            Some(clock) => clock.now_ms(),
+            None => db_now,
         })
     }
 

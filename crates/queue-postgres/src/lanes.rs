@@ -183,6 +183,7 @@ impl PostgresBackend {
             .map(|at| at.saturating_sub(now).max(0) as u64);
         let floors = [0u8, 1, 2].map(|b| ask.floors.after(b, free[usize::from(b)].scanned()));
         let lanes = Lanes {
+            cursor: (gate.cursor, gate.swept_ms),
             tick,
             ungrouped,
             floors,
@@ -271,6 +272,7 @@ impl PostgresBackend {
 
     async fn save_lanes(&self, conn: &mut PgConnection, l: Lanes<'_>, now: Millis) -> Result<()> {
         let Lanes {
+            cursor,
             tick,
             ungrouped,
             floors,
@@ -294,9 +296,9 @@ impl PostgresBackend {
         let start_names: Vec<&str> = group_starts.iter().map(|(g, _)| g.as_str()).collect();
         let start_costs: Vec<i32> = group_starts.iter().map(|(_, c)| *c).collect();
         sqlx::query(&format!(
-            "WITH q AS (UPDATE {s}.queues SET tick = $2, ungrouped = $3, floors = $12, \
-                   due_floor = $14, swept_ms = CASE WHEN $13 THEN $11 ELSE swept_ms END \
-                   WHERE queue = $1), \
+            "WITH q AS (INSERT INTO {s}.cursors (queue, n, tick, ungrouped, floors, due_floor, \
+                   swept_ms) VALUES ($1, $15, $2, $3, $12, $14, \
+                   CASE WHEN $13 THEN $11 ELSE $16 END) ON CONFLICT DO NOTHING), \
              gone AS (DELETE FROM {s}.lanes WHERE queue = $1), \
              t AS (UPDATE {s}.groups AS g SET turn = t.turn \
                    FROM unnest($7::text[], $8::int4[]) AS t(grp, turn) \
@@ -319,6 +321,8 @@ impl PostgresBackend {
         .bind(&floors[..])
         .bind(swept)
         .bind(due_floor)
+        .bind(cursor.0 + 1)
+        .bind(cursor.1)
         .execute(&mut *conn)
         .await
         .map_err(|e| self.db(e))?;
@@ -337,8 +341,10 @@ impl PostgresBackend {
     }
 }
 
-/// What a claim writes back to the queue's row and its groups' (`save_lanes`).
+/// What a claim writes back: a new cursor (after `cursor`: the newest's number and its
+/// sweep time), the lanes and its groups' turns and starts (`save_lanes`).
 struct Lanes<'a> {
+    cursor: (i64, Millis),
     tick: i64,
     ungrouped: [i64; 3],
     floors: [i64; 3],

@@ -155,7 +155,8 @@ const FOLD_AT: i64 = 256;
 /// How often the folder looks.
 const FOLD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The folder task: every [`FOLD_EVERY`], folds the queue's counter deltas when many wait.
+/// The folder task: every [`FOLD_EVERY`], folds the queue's counter deltas when many
+/// wait, and deletes the claims' older cursors and requests (`claims::forget_old`).
 /// `backend` upgrades a weak handle: the task ends once the backend is dropped.
 pub(crate) async fn folder(backend: impl Fn() -> Option<PostgresBackend>) {
     loop {
@@ -165,6 +166,9 @@ pub(crate) async fn folder(backend: impl Fn() -> Option<PostgresBackend>) {
         };
         if let Err(e) = backend.fold_step().await {
             tracing::debug!(error = %e, "postgres: folding counters failed; the sweep folds them");
+        }
+        if let Err(e) = backend.forget_old().await {
+            tracing::debug!(error = %e, "postgres: deleting old cursors failed; tried again");
         }
     }
 }

@@ -122,3 +122,45 @@ async fn a_delayed_job_committed_long_after_it_fell_due_is_promoted_by_the_sweep
     clock.advance(queue_postgres::SWEEP);
     assert_eq!(claim(&q, "w1", 10, Duration::ZERO).await, [late.job_id]);
 }
+
+#[tokio::test]
+async fn claims_add_cursors_and_requests_and_the_folder_keeps_only_the_newest() {
+    let s = TestSchema::new();
+    let q = s.backend().await;
+    for n in 0..6 {
+        q.enqueue(job(n)).await.unwrap();
+    }
+    let mut last = None;
+    for worker in ["w1", "w2"] {
+        for _ in 0..3 {
+            let request = req(worker, 1);
+            let leases = q.fetch(&request, Duration::ZERO).await.unwrap();
+            assert_eq!(leases.len(), 1);
+            last = Some((request, leases[0].job.job_id));
+        }
+    }
+    let count = |table: &'static str| {
+        let sql = format!("SELECT count(*) FROM \"{}\".{table}", s.name);
+        let pool = q.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    // Nothing claims any more: the folder (every 2 s) deletes all but the newest cursor
+    // and each worker's newest request.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while (count("cursors").await, count("claims").await) != (1, 2) {
+        assert!(tokio::time::Instant::now() < deadline, "old cursors kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The newest request still answers when sent again: what it took, nothing more.
+    let (request, took) = last.unwrap();
+    let again = q.fetch(&request, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        again.iter().map(|l| l.job.job_id).collect::<Vec<_>>(),
+        [took]
+    );
+}

@@ -227,10 +227,16 @@ async fn stats_sum_tallies_and_migration_2_backfills_them_for_rows_already_store
     assert_eq!(before.scheduled, 1);
     assert_eq!(before.depth[&queue_core::Priority::Normal], 3);
     assert_eq!(before.depth[&queue_core::Priority::High], 0);
-    // A version-1 schema: rows and lifetime counters, no tallies (version 3, floors, is
-    // applied again). Migrating again counts the rows once.
+    // A version-1 schema: rows and lifetime counters, no tallies, the ticks on the
+    // queue's row and one claim request per worker (no cursors: version 3). Migrating
+    // again counts the rows once.
     sqlx::raw_sql(&format!(
         "DELETE FROM \"{0}\".counts WHERE name LIKE 'now:%'; \
+         DROP TABLE \"{0}\".cursors; \
+         ALTER TABLE \"{0}\".queues ADD COLUMN tick bigint NOT NULL DEFAULT 0, \
+         ADD COLUMN ungrouped bigint[] NOT NULL DEFAULT '{{0,0,0}}'; \
+         DELETE FROM \"{0}\".claims; \
+         ALTER TABLE \"{0}\".claims DROP CONSTRAINT claims_pkey, ADD PRIMARY KEY (queue, worker); \
          DELETE FROM \"{0}\".migrations WHERE version >= 2",
         s.name
     ))
