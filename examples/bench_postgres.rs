@@ -8,8 +8,10 @@
 //!
 //! Each phase runs in a schema of its own (`bench_<pid>_<phase>`), dropped afterwards.
 //! Phases: enqueue with 50 in flight and in batches of 100; processing at concurrency 10
-//! and 100 with records retained (jobs/s, the jobs table's bytes per finished job and
-//! commits per processed job);
+//! and 100 with records retained (jobs/s, the jobs table's bytes per finished job,
+//! commits and database CPU per processed job: the backends' CPU time from
+//! `/proc/<pid>/schedstat`, as the peers measure it, so the server must run on this
+//! machine);
 //! enqueue-to-start with an idle worker (p50, p99). With `--horizon`: processing while an
 //! open transaction holds the xmin horizon, against without; with `--backlog N`:
 //! processing and `stats` above N queued jobs, against above 1,000. Prints a table and
@@ -84,9 +86,38 @@ async fn commits(url: &str) -> anyhow::Result<i64> {
     Ok(n)
 }
 
+/// CPU time (ns) of each backend connected to the database but `mon`'s own, from
+/// `/proc/<pid>/schedstat` (the server runs on this machine; empty when it cannot be read).
+async fn backend_cpu(
+    mon: &mut sqlx::PgConnection,
+) -> anyhow::Result<std::collections::HashMap<i32, u64>> {
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut *mon)
+    .await?;
+    Ok(pids
+        .into_iter()
+        .filter_map(|pid| {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+            Some((pid, s.split(' ').next()?.parse().ok()?))
+        })
+        .collect())
+}
+
+/// What processing `n` jobs measured.
+struct Processed {
+    rate: f64,
+    bytes_per_job: f64,
+    commits_per_job: f64,
+    db_cpu_us_per_job: f64,
+}
+
 /// Processes `n` queued no-op jobs at `concurrency`: jobs/s, bytes of the jobs table per
-/// finished job, and commits per processed job.
-async fn process(url: &str, n: usize, concurrency: usize) -> anyhow::Result<(f64, f64, f64)> {
+/// finished job, commits and database CPU (its backends') per processed job.
+async fn process(url: &str, n: usize, concurrency: usize) -> anyhow::Result<Processed> {
+    use sqlx::Connection;
     let bench = Bench {
         url: url.to_owned(),
         phase: format!("c{concurrency}"),
@@ -100,30 +131,40 @@ async fn process(url: &str, n: usize, concurrency: usize) -> anyhow::Result<(f64
     }
     filler.pool().close().await;
     let before = commits(url).await?;
+    let mut mon = sqlx::PgConnection::connect(url).await?;
     let b = bench.backend().await?;
+    let cpu_before = backend_cpu(&mut mon).await?;
     let stop = CancellationToken::new();
+    // Counted by the handlers, not by polling `stats`: the work measured is the worker's.
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&done);
     let worker = Worker::builder(Arc::new(b.clone()))
         .concurrency(concurrency)
-        .register("noop", |_: serde_json::Value, _ctx| async { Ok(()) })
+        .register("noop", move |_: serde_json::Value, _ctx| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { Ok(()) }
+        })
         .build()?;
     let t = Instant::now();
     let run = tokio::spawn(worker.run(stop.clone()));
-    let mut polls = 0;
-    loop {
-        let stats = b.stats().await?;
-        polls += 1;
-        if stats.completed as usize >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    while done.load(std::sync::atomic::Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
     stop.cancel();
     run.await??;
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    let cpu_after = backend_cpu(&mut mon).await?;
+    let cpu_ns: u64 = cpu_after
+        .iter()
+        .map(|(pid, ns)| ns.saturating_sub(cpu_before.get(pid).copied().unwrap_or(0)))
+        .sum();
+    mon.close().await?;
     b.pool().close().await;
-    // The polls of `stats` above are transactions too (connecting adds a few).
-    let per_job = (commits(url).await? - before - polls) as f64 / n as f64;
+    // The monitor's connection is a transaction or two.
+    let commits_per_job = (commits(url).await? - before) as f64 / n as f64;
     let b = bench.backend().await?;
+    let completed = b.stats().await?.completed as usize;
+    anyhow::ensure!(completed == n, "{completed} of {n} jobs completed");
     let bytes: i64 = sqlx::query_scalar(&format!(
         "SELECT pg_total_relation_size('\"{}\".jobs')",
         bench.schema()
@@ -131,7 +172,12 @@ async fn process(url: &str, n: usize, concurrency: usize) -> anyhow::Result<(f64
     .fetch_one(b.pool())
     .await?;
     bench.drop_schema(&b).await?;
-    Ok((rate, bytes as f64 / n as f64, per_job))
+    Ok(Processed {
+        rate,
+        bytes_per_job: bytes as f64 / n as f64,
+        commits_per_job,
+        db_cpu_us_per_job: cpu_ns as f64 / 1000.0 / n as f64,
+    })
 }
 
 /// Processes `n` no-op jobs at concurrency 10 above `backlog` low-priority jobs that stay
@@ -296,13 +342,23 @@ async fn standard(
 
     // Processing, records retained.
     for c in [10, 100] {
-        let (rate, bytes, per_job) = process(&url, n, c).await?;
+        let p = process(&url, n, c).await?;
+        let (rate, bytes, per_job, cpu) = (
+            p.rate,
+            p.bytes_per_job,
+            p.commits_per_job,
+            p.db_cpu_us_per_job,
+        );
         println!(
-            "processed at concurrency {c}: {rate:.0} jobs/s, {bytes:.0} B of jobs table per finished job, {per_job:.3} commits per job"
+            "processed at concurrency {c}: {rate:.0} jobs/s, {bytes:.0} B of jobs table per finished job, {per_job:.3} commits and {cpu:.0} us of database CPU per job"
         );
         out.insert(
             format!("commits_per_job_c{c}"),
             serde_json::json!((per_job * 1000.0).round() / 1000.0),
+        );
+        out.insert(
+            format!("db_cpu_us_per_job_c{c}"),
+            serde_json::json!((cpu * 10.0).round() / 10.0),
         );
         out.insert(
             format!("processed_c{c}_jobs_s"),
