@@ -74,7 +74,7 @@ impl PostgresBackend {
         }
         // The places wake-ups announced since the last claim lower the floors; put back
         // unless this claim writes them (`floors.rs`).
-        let floors = crate::floors::Floors::start(&gate, self.inner.hint.take(), now);
+        let floors = crate::floors::Floors::start(&gate.stored, self.inner.hint.take(), now);
         let out = self.start(tx, req, (now, sent), &gate, floors).await;
         if out.is_err() {
             self.inner.hint.restore(floors.hint);

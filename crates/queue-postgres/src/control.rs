@@ -18,11 +18,8 @@ pub(crate) struct Gate {
     /// Fair share: the last start's ticket, and per band the last start without a group's.
     pub(crate) tick: i64,
     pub(crate) ungrouped: [i64; 3],
-    /// Per band, where claims scan the ready jobs without a group from, the delayed jobs'
-    /// due floor, and when a claim last scanned from the start (`floors.rs`).
-    pub(crate) floors: [i64; 3],
-    pub(crate) due_floor: Millis,
-    pub(crate) swept_ms: Millis,
+    /// The floors claims scan from (`floors.rs`).
+    pub(crate) stored: crate::floors::Stored,
     /// The number of the newest row of `cursors` (these fields but the first three);
     /// a claim adds the next.
     pub(crate) cursor: i64,
@@ -89,9 +86,11 @@ impl PostgresBackend {
         let band = |v: &[i64], b: usize| v.get(b).copied().unwrap_or(0);
         gate.tick = tick;
         gate.ungrouped = [0, 1, 2].map(|b| band(&ungrouped, b));
-        gate.floors = [0, 1, 2].map(|b| band(&floors, b));
-        gate.due_floor = due_floor;
-        gate.swept_ms = swept_ms;
+        gate.stored = crate::floors::Stored {
+            floors: [0, 1, 2].map(|b| band(&floors, b)),
+            due_floor,
+            swept_ms,
+        };
         gate.cursor = n;
         Ok(match &self.inner.clock {
             Some(clock) => clock.now_ms(),

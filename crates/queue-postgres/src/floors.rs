@@ -25,8 +25,6 @@ use std::time::Duration;
 
 use queue_core::backend::Millis;
 
-use crate::control::Gate;
-
 /// The longest a ready job without a group can wait below a claim's floor when no wake-up
 /// announced it (a claim skipped it while another transaction held its row, or the
 /// wake-up was lost with a connection): at least this often, a claim scans every band from
@@ -84,6 +82,17 @@ pub(crate) fn read_payload(queue: &str, payload: &str) -> Option<Option<i64>> {
     (q == queue).then(|| place.parse().ok())
 }
 
+/// The floors as the newest cursor holds them (`cursors`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stored {
+    /// Per band, where claims scan the ready jobs without a group from.
+    pub(crate) floors: [i64; 3],
+    /// Where the promotion of delayed jobs scans from (their due time).
+    pub(crate) due_floor: Millis,
+    /// When a claim last scanned from the start.
+    pub(crate) swept_ms: Millis,
+}
+
 /// Where one claim scans each band from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Floors {
@@ -104,12 +113,12 @@ impl Floors {
     /// The floors a claim at `now` uses: the stored ones lowered to the announced `hint`;
     /// the start of every band when the last sweep is [`SWEEP`] old (or the clock went
     /// back past it).
-    pub(crate) fn start(gate: &Gate, hint: i64, now: Millis) -> Floors {
-        let since = now - gate.swept_ms;
+    pub(crate) fn start(stored: &Stored, hint: i64, now: Millis) -> Floors {
+        let since = now - stored.swept_ms;
         Floors {
-            stored: gate.floors,
-            kept: gate.floors.map(|f| f.min(hint)),
-            due: gate.due_floor,
+            stored: stored.floors,
+            kept: stored.floors.map(|f| f.min(hint)),
+            due: stored.due_floor,
             hint,
             sweeping: since < 0 || since >= SWEEP.as_millis() as i64,
         }
@@ -170,27 +179,27 @@ impl Floors {
 mod tests {
     use super::*;
 
-    fn gate(floors: [i64; 3], swept_ms: Millis) -> Gate {
-        Gate {
+    fn stored(floors: [i64; 3], swept_ms: Millis) -> Stored {
+        Stored {
             floors,
             swept_ms,
-            ..Gate::default()
+            ..Stored::default()
         }
     }
 
     #[test]
     fn a_claim_starts_at_the_stored_floors_lowered_by_announcements() {
-        let f = Floors::start(&gate([10, 20, 30], 1_000), 25, 1_500);
+        let f = Floors::start(&stored([10, 20, 30], 1_000), 25, 1_500);
         assert_eq!([f.from(0), f.from(1), f.from(2)], [10, 20, 25]);
         assert!(!f.sweeping);
-        let f = Floors::start(&gate([10, 20, 30], 1_000), i64::MAX, 1_999);
+        let f = Floors::start(&stored([10, 20, 30], 1_000), i64::MAX, 1_999);
         assert_eq!([f.from(0), f.from(1), f.from(2)], [10, 20, 30]);
     }
 
     #[test]
     fn a_claim_sweeps_from_the_start_once_a_sweep_is_old_or_the_clock_went_back() {
         for now in [2_000, 999] {
-            let f = Floors::start(&gate([10, 20, 30], 1_000), i64::MAX, now);
+            let f = Floors::start(&stored([10, 20, 30], 1_000), i64::MAX, now);
             assert!(f.sweeping);
             assert_eq!([f.from(0), f.from(1), f.from(2)], [0, 0, 0]);
             // A band the sweep did not reach keeps its floor.
@@ -200,12 +209,12 @@ mod tests {
 
     #[test]
     fn the_floor_stops_at_the_first_row_left_or_passes_the_last_leased() {
-        let f = Floors::start(&gate([5, 5, 20], 1_000), i64::MAX, 1_100);
+        let f = Floors::start(&stored([5, 5, 20], 1_000), i64::MAX, 1_100);
         assert_eq!(f.after(0, Some((Some(12), Some(15)))), 12);
         assert_eq!(f.after(0, Some((None, Some(15)))), 16);
         assert_eq!(f.after(0, Some((None, None))), 5);
         // Nothing found from an announced place: back where it was.
-        let f = Floors::start(&gate([50, 5, 20], 1_000), 30, 1_100);
+        let f = Floors::start(&stored([50, 5, 20], 1_000), 30, 1_100);
         assert_eq!(f.from(0), 30);
         assert_eq!(f.after(0, Some((None, None))), 50);
         assert_eq!(f.after(2, Some((None, Some(15)))), 20);
@@ -214,10 +223,10 @@ mod tests {
 
     #[test]
     fn the_due_floor_trails_the_claim_by_a_sweep_and_stops_where_a_full_promotion_did() {
-        let g = Gate {
+        let g = Stored {
             due_floor: 5_000,
             swept_ms: 9_500,
-            ..Gate::default()
+            ..Stored::default()
         };
         let f = Floors::start(&g, i64::MAX, 10_000);
         assert_eq!(f.due_from(), 5_000);

@@ -183,7 +183,7 @@ impl PostgresBackend {
             .map(|at| at.saturating_sub(now).max(0) as u64);
         let floors = [0u8, 1, 2].map(|b| ask.floors.after(b, free[usize::from(b)].scanned()));
         let lanes = Lanes {
-            cursor: (gate.cursor, gate.swept_ms),
+            cursor: (gate.cursor, gate.stored.swept_ms),
             tick,
             ungrouped,
             floors,
