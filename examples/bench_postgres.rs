@@ -106,6 +106,31 @@ async fn backend_cpu(
         .collect())
 }
 
+/// Runs a worker of `concurrency` no-op handlers on `b` until `n` jobs have run, then stops
+/// it (its last outcomes stored): jobs/s. Counted by the handlers, not by polling `stats`
+/// (load of its own): the work measured is the worker's alone.
+async fn drain(b: &PostgresBackend, n: usize, concurrency: usize) -> anyhow::Result<f64> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let stop = CancellationToken::new();
+    let done = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&done);
+    let worker = Worker::builder(Arc::new(b.clone()))
+        .concurrency(concurrency)
+        .register("noop", move |_: serde_json::Value, _ctx| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async { Ok(()) }
+        })
+        .build()?;
+    let t = Instant::now();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    while done.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    run.await??;
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
 /// What processing `n` jobs measured.
 struct Processed {
     rate: f64,
@@ -134,25 +159,7 @@ async fn process(url: &str, n: usize, concurrency: usize) -> anyhow::Result<Proc
     let mut mon = sqlx::PgConnection::connect(url).await?;
     let b = bench.backend().await?;
     let cpu_before = backend_cpu(&mut mon).await?;
-    let stop = CancellationToken::new();
-    // Counted by the handlers, not by polling `stats`: the work measured is the worker's.
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = Arc::clone(&done);
-    let worker = Worker::builder(Arc::new(b.clone()))
-        .concurrency(concurrency)
-        .register("noop", move |_: serde_json::Value, _ctx| {
-            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            async { Ok(()) }
-        })
-        .build()?;
-    let t = Instant::now();
-    let run = tokio::spawn(worker.run(stop.clone()));
-    while done.load(std::sync::atomic::Ordering::Relaxed) < n {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    stop.cancel();
-    run.await??;
-    let rate = n as f64 / t.elapsed().as_secs_f64();
+    let rate = drain(&b, n, concurrency).await?;
     let cpu_after = backend_cpu(&mut mon).await?;
     let cpu_ns: u64 = cpu_after
         .iter()
@@ -218,29 +225,7 @@ async fn steady(url: &str, n: usize, backlog: usize, horizon: bool) -> anyhow::R
         took.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     took.sort_by(f64::total_cmp);
-    let stop = CancellationToken::new();
-    // Counted by the handlers, not by polling `stats`: the rate is the worker's alone.
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = Arc::clone(&done);
-    let worker = Worker::builder(Arc::new(b.clone()))
-        .concurrency(10)
-        .register("noop", move |_: serde_json::Value, _ctx| {
-            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            async { Ok(()) }
-        })
-        .build()?;
-    let t = Instant::now();
-    let run = tokio::spawn(worker.run(stop.clone()));
-    while done.load(std::sync::atomic::Ordering::Relaxed) < n {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // The last outcomes are stored.
-    while (b.stats().await?.completed as usize) < n {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
-    stop.cancel();
-    run.await??;
+    let rate = drain(&b, n, 10).await?;
     if horizon {
         sqlx::raw_sql("ROLLBACK").execute(&mut holder).await?;
     }
