@@ -7,7 +7,11 @@
 //!   next) to its handler's start;
 //! - end -> stored: the handler's end to the reply of the finish that stored its outcome;
 //! - Redis share: the part of the run with at least one call to Redis in flight;
-//! - cycle: what one slot spends per job (concurrency / rate), against the three above.
+//! - cycle: what one slot spends per job (concurrency / rate), against the three above;
+//! - call: how long a call to Redis took (sent to answered), and calls per job.
+//!
+//! `--claim-ahead-us` sets the worker's budget for jobs claimed ahead (default 1000, the
+//! worker's default; 0 turns it off, so both can be compared in one run).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -184,6 +188,9 @@ pub(super) async fn low_concurrency(
 ) -> anyhow::Result<()> {
     let list = arg("--profile", "1,3,10");
     let count: usize = arg("--profile-n", "3000").parse()?;
+    // The worker's budget for jobs claimed ahead (`--claim-ahead-us`, default the worker's
+    // 1 ms; 0 claims none ahead, one job per slot per call as before).
+    let ahead = Duration::from_micros(arg("--claim-ahead-us", "1000").parse()?);
     for c in list.split(',') {
         let concurrency: usize = c.trim().parse().context("--profile: a list of numbers")?;
         if concurrency == 0 {
@@ -203,6 +210,7 @@ pub(super) async fn low_concurrency(
         let stop = CancellationToken::new();
         let worker = Worker::with_parts(timed, Arc::new(b.clone()) as Arc<dyn JobStore>)
             .concurrency(concurrency)
+            .claim_ahead(ahead)
             .register("noop", move |_: serde_json::Value, ctx: JobContext| {
                 let started = Instant::now();
                 let id = ctx.job_id();
@@ -253,12 +261,14 @@ pub(super) async fn low_concurrency(
         let (handler, _) = spread(gaps(&notes.started, &notes.ended));
         let (to_stored, to_stored_99) = spread(gaps(&notes.ended, &notes.stored));
         let calls = notes.calls.len() as f64 / count as f64;
+        let (call, call_99) = spread(notes.calls.iter().map(|(s, a)| us(*a - *s)).collect());
         let share = covered(notes.calls, first, last);
         let cycle = concurrency as f64 / rate * 1e6;
         println!(
-            "profile c{concurrency:<3}: {rate:>7.0} jobs/s  cycle/slot {cycle:>6.0} µs  \
+            "profile c{concurrency:<3} (ahead {ahead:?}): {rate:>7.0} jobs/s  cycle/slot {cycle:>6.0} µs  \
              claim->start p50 {to_start:.0} p99 {to_start_99:.0} µs  handler {handler:.0} µs  \
              end->stored p50 {to_stored:.0} p99 {to_stored_99:.0} µs  \
+             call p50 {call:.0} p99 {call_99:.0} µs  \
              Redis in flight {:.0}% of the run  calls/job {calls:.2}",
             share * 100.0
         );
@@ -272,6 +282,8 @@ pub(super) async fn low_concurrency(
             ("end_to_stored_us_p99", to_stored_99),
             ("redis_in_flight_share", share),
             ("calls_per_job", calls),
+            ("call_us_p50", call),
+            ("call_us_p99", call_99),
         ] {
             out.insert(
                 format!("{p}{k}"),

@@ -18,17 +18,17 @@ use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 use crate::{
     JobContext,
     running::{Running, StopReason},
-    shared::Shared,
-    shared::{Next, Report},
+    shared::{Report, Shared},
 };
 
-/// Runs one leased job and reports its outcome; returns the next lease when the report
-/// leased one.
+/// Runs one leased job and sends its outcome to be stored (claiming the slot's next job
+/// with it, unless shutdown began); returns what answers once the outcome is stored. The
+/// slot goes on meanwhile: its next job comes from what is claimed ahead (`ahead`).
 pub(crate) async fn run_one(
     shared: &Arc<Shared>,
     lease: Lease,
     shutdown: &CancellationToken,
-) -> Option<Lease> {
+) -> Option<Stored> {
     // The lease runs from when the call that took it was sent (the fence counts from there,
     // not from when a waiting fetch began: queue_core::backend::fence_margin).
     let renewed_until = lease.claimed_at + shared.settings.config.lease;
@@ -53,25 +53,23 @@ pub(crate) async fn run_one(
     // Blocking work started through the context holds the slot until it has ended.
     running.blocking.close();
     running.blocking.wait().await;
-    let next = match outcome {
+    shared.ahead.ran(started.elapsed());
+    match outcome {
         None => {
             shared.counts.lost.fetch_add(1, Ordering::Relaxed);
             span.in_scope(|| {
                 warn!("lease lost or not renewed in time: the outcome is not reported")
             });
+            shared.running.remove(&lease_ref);
             None
         }
         Some(outcome) => {
             shared.counts.count(&outcome);
             span.in_scope(|| log(&outcome, started.elapsed()));
             let claim_next = !shutdown.is_cancelled();
-            report(shared, &lease_ref, outcome, claim_next)
-                .instrument(span)
-                .await
+            span.in_scope(|| send_report(shared, &lease_ref, outcome, claim_next))
         }
-    };
-    shared.running.remove(&lease_ref);
-    next
+    }
 }
 
 fn log(outcome: &Outcome, elapsed: Duration) {
@@ -164,32 +162,40 @@ async fn execute(
     }
 }
 
-/// Reports an outcome through the worker's reporter (which groups it with others and
-/// retries while the backend is unreachable); returns the slot's next lease when
-/// `claim_next` and one was due.
-pub(crate) async fn report(
+/// Answers once an outcome is stored (or could not be: the reporter has logged why).
+pub(crate) type Stored = oneshot::Receiver<()>;
+
+/// Sends an outcome to the worker's reporter (which groups it with others and retries
+/// while the backend is unreachable), with a claim for the slot's next job (and for jobs
+/// ahead, `ahead::Ahead::reserve`) when `claim_next`.
+fn send_report(
     shared: &Arc<Shared>,
     lease: &LeaseRef,
     outcome: Outcome,
     claim_next: bool,
-) -> Next {
-    let (reply, answer) = oneshot::channel();
+) -> Option<Stored> {
+    let (reply, stored) = oneshot::channel();
+    let want = if claim_next {
+        shared.ahead.reserve(1, true)
+    } else {
+        0
+    };
     let report = Report {
         lease: lease.clone(),
         outcome,
-        claim_next,
+        want,
         span: Span::current(),
         reply,
     };
-    if shared.reports.send(report).is_err() {
+    if let Err(unsent) = shared.reports.send(report) {
         error!(
             "the worker no longer reports outcomes; the lease will expire and the job run again"
         );
+        shared.ahead.answered(unsent.0.want, Vec::new());
+        shared.running.remove(lease);
         return None;
     }
-    // A reporter that stopped without answering (the worker's stop deadline passed) has
-    // logged why.
-    answer.await.unwrap_or(None)
+    Some(stored)
 }
 
 /// Makes `span` a child of the trace the job was enqueued in, when it carries one.

@@ -156,6 +156,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// How long a job claimed ahead may expect to wait in this worker (default 1 ms; zero
+    /// turns claiming ahead off): see [`WorkerConfig::claim_ahead`](crate::WorkerConfig).
+    pub fn claim_ahead(mut self, budget: Duration) -> Self {
+        self.settings.config.claim_ahead = budget;
+        self
+    }
+
     /// The longest an idle fetch blocks before looking again (default 2 s); also bounds how
     /// long an idle worker takes to stop fetching on shutdown.
     pub fn fetch_wait(mut self, wait: Duration) -> Self {

@@ -40,6 +40,14 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Backoff of failed attempts (`DCS_QUEUE_RETRY_*`).
     pub retry: RetryPolicy,
+    /// How long a job claimed ahead may expect to wait in this worker (default 1 ms; zero
+    /// claims no job ahead). While handlers run shorter than this, each call that stores
+    /// outcomes also claims jobs for later, up to `concurrency × claim_ahead / run time`
+    /// (at most [`MOST_AHEAD`](crate::MOST_AHEAD)): a slot starts its next job without
+    /// waiting a round trip, and one call stores and claims many. A job held longer than
+    /// [`GIVE_BACK`](crate::GIVE_BACK) times this (a handler ran long) is handed back in
+    /// its place, no attempt used.
+    pub claim_ahead: Duration,
     /// The longest an idle fetch blocks before looking again (2 s); also bounds how long an
     /// idle worker takes to stop fetching on shutdown.
     pub fetch_wait: Duration,
@@ -122,6 +130,7 @@ impl From<&QueueConfig> for WorkerConfig {
             heartbeat: cfg.heartbeat,
             shutdown_grace: cfg.shutdown_grace,
             retry: cfg.retry_policy(),
+            claim_ahead: Duration::from_millis(1),
             fetch_wait: Duration::from_secs(2),
             reap_interval: cfg.lease / 2,
             // Often enough that a short retention is honoured; the sweep then catches up in

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod ahead;
 mod attempt;
 mod builder;
 mod config;
@@ -15,6 +16,7 @@ mod upkeep;
 mod webhooks;
 mod worker;
 
+pub use ahead::{GIVE_BACK, MOST_AHEAD};
 pub use builder::WorkerBuilder;
 pub use config::WorkerConfig;
 pub use egress::WebhookEgress;

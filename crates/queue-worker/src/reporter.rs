@@ -2,12 +2,13 @@
 //! [`Broker::finish_many`], a few calls in flight at once. While every call is in flight,
 //! the outcomes that arrive meanwhile wait and leave together in the next call, so a busy
 //! worker sends one call for many jobs and an idle one sends each outcome at once.
-//! Each call also claims one job for every attempt whose slot wants another.
+//! Each call also claims what its reports want (a slot's next job and jobs ahead); the
+//! leases it brings are held by `ahead` for whichever slot is free first.
 
 use std::{sync::Arc, time::Duration};
 
 use queue_core::Error;
-use queue_core::backend::{ClaimRequest, Ending, Lease};
+use queue_core::backend::{ClaimRequest, Ending, FinishedMany, MAX_CLAIM};
 use tokio::{
     sync::{Semaphore, mpsc},
     time::Instant,
@@ -15,7 +16,10 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{error, warn};
 
-use crate::shared::{Report, Shared};
+use crate::{
+    ahead,
+    shared::{Report, Shared},
+};
 
 /// The most endings one call carries.
 const GROUP: usize = 128;
@@ -68,8 +72,9 @@ pub(crate) async fn reporter_loop(
 /// unreachable: for up to one lease, and never past the worker's stop deadline.
 async fn send(shared: &Arc<Shared>, group: Vec<Report>) {
     let s = &shared.settings;
-    let wanted = group.iter().filter(|r| r.claim_next).count();
-    let next = (wanted > 0).then(|| ClaimRequest::new(s.id.clone(), wanted, s.config.lease));
+    let wanted: usize = group.iter().map(|r| r.want).sum();
+    let next = (wanted > 0)
+        .then(|| ClaimRequest::new(s.id.clone(), wanted.min(MAX_CLAIM), s.config.lease));
     let endings: Vec<Ending> = group
         .iter()
         .map(|r| Ending {
@@ -78,16 +83,48 @@ async fn send(shared: &Arc<Shared>, group: Vec<Report>) {
         })
         .collect();
     // Leases the call takes expire one lease after the first try was sent at the latest.
-    let sent = Instant::now();
-    let deadline = sent + s.config.lease;
+    let deadline = Instant::now() + s.config.lease;
+    let leases = match store(shared, &group, endings, next, deadline).await {
+        Some(done) => {
+            settled(&group, done.statuses);
+            done.next
+        }
+        None => Vec::new(),
+    };
+    let mut leases = leases;
+    let extra = leases.split_off(leases.len().min(wanted.min(MAX_CLAIM)));
+    // The slots waiting for these leases take them at once.
+    let back = shared.ahead.answered(wanted, leases);
+    for r in group {
+        shared.running.remove(&r.lease);
+        let _ = r.reply.send(());
+    }
+    if !extra.is_empty() {
+        warn!(
+            count = extra.len(),
+            "backend leased more jobs than asked for; handing them back"
+        );
+    }
+    ahead::hand_back(shared, back.into_iter().chain(extra).collect()).await;
+}
+
+/// The call that stores `endings` (and claims `next`), sent again while the backend is
+/// unreachable; `None` when it could not be stored in time (logged per outcome).
+async fn store(
+    shared: &Arc<Shared>,
+    group: &[Report],
+    endings: Vec<Ending>,
+    next: Option<ClaimRequest>,
+    deadline: Instant,
+) -> Option<FinishedMany> {
     let mut delay = Duration::from_millis(100);
-    let done = loop {
+    loop {
         let until = shared.bounded(deadline);
         let call = shared.broker.finish_many(endings.clone(), next.clone());
         let result = match tokio::time::timeout_at(until, call).await {
             Ok(result) => result,
             Err(_) => {
-                for r in &group {
+                for r in group {
                     r.span.in_scope(|| {
                         error!(
                             outcome = r.outcome.name(),
@@ -95,28 +132,31 @@ async fn send(shared: &Arc<Shared>, group: Vec<Report>) {
                         )
                     });
                 }
-                return;
+                return None;
             }
         };
         match result {
-            Ok(done) => break done,
+            Ok(done) => return Some(done),
             Err(err) if err.is_retryable() && Instant::now() + delay < shared.bounded(deadline) => {
                 warn!(error = %err.chain(), outcomes = group.len(), retry_in = ?delay, "could not store outcomes yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
             Err(err) => {
-                for r in &group {
+                for r in group {
                     r.span.in_scope(|| {
                         error!(error = %err.chain(), outcome = r.outcome.name(), "could not store the outcome; the lease will expire and the job run again")
                     });
                 }
-                return;
+                return None;
             }
         }
-    };
-    let mut leases = done.next.into_iter();
-    for (r, status) in group.into_iter().zip(done.statuses) {
+    }
+}
+
+/// Logs the outcomes the backend refused.
+fn settled(group: &[Report], statuses: Vec<queue_core::Result<queue_core::JobStatus>>) {
+    for (r, status) in group.iter().zip(statuses) {
         match status {
             Ok(_) => {}
             Err(Error::LeaseLost { .. }) => r.span.in_scope(|| {
@@ -126,31 +166,5 @@ async fn send(shared: &Arc<Shared>, group: Vec<Report>) {
                 error!(error = %err.chain(), outcome = r.outcome.name(), "the outcome was refused; the lease will expire and the job run again")
             }),
         }
-        let next = if r.claim_next { leases.next() } else { None };
-        if let Err(Some(lease)) = r.reply.send(next) {
-            // The attempt is gone: hand its next job back.
-            hand_back(shared, vec![lease]).await;
-        }
-    }
-    let extra: Vec<Lease> = leases.collect();
-    if !extra.is_empty() {
-        warn!(
-            count = extra.len(),
-            "backend leased more jobs than asked for; handing them back"
-        );
-        hand_back(shared, extra).await;
-    }
-}
-
-/// Hands leased jobs back unrun (no attempt used).
-async fn hand_back(shared: &Arc<Shared>, leases: Vec<Lease>) {
-    let endings = leases.iter().map(Ending::handed_back).collect();
-    let until = shared.bounded(Instant::now() + shared.settings.config.lease);
-    match tokio::time::timeout_at(until, shared.broker.finish_many(endings, None)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => {
-            warn!(error = %err.chain(), "could not hand jobs back; their leases will expire")
-        }
-        Err(_) => warn!("could not hand jobs back in time; their leases will expire"),
     }
 }

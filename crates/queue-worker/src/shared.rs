@@ -11,11 +11,11 @@ use queue_core::backend::{Broker, Outcome, WorkerBeat};
 use std::sync::Arc;
 use tokio::{sync::mpsc, time::Instant};
 
-use queue_core::backend::{Lease, LeaseRef};
+use queue_core::backend::LeaseRef;
 use tokio::sync::oneshot;
 use tracing::Span;
 
-use crate::{builder::Settings, registry::Registry, running::RunningJobs};
+use crate::{ahead::Ahead, builder::Settings, registry::Registry, running::RunningJobs};
 
 pub(crate) struct Shared {
     pub(crate) broker: Arc<dyn Broker>,
@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) settings: Settings,
     pub(crate) running: RunningJobs,
+    /// Jobs claimed ahead of the slots (see `ahead`).
+    pub(crate) ahead: Ahead,
     pub(crate) counts: Counts,
     pub(crate) beat: WorkerBeat,
     /// Outcomes to store (see `reporter`).
@@ -75,16 +77,15 @@ impl Counts {
     }
 }
 
-/// The next lease an attempt's slot got (it says when the call that took it was sent).
-pub(crate) type Next = Option<Lease>;
-
 /// One outcome to store.
 pub(crate) struct Report {
     pub(crate) lease: LeaseRef,
     pub(crate) outcome: Outcome,
-    /// The slot wants another job.
-    pub(crate) claim_next: bool,
+    /// Jobs to claim with it (the slot's next and jobs ahead), counted as expected by
+    /// `shared.ahead` until the call is answered.
+    pub(crate) want: usize,
     /// Where the attempt's messages go.
     pub(crate) span: Span,
-    pub(crate) reply: oneshot::Sender<Next>,
+    /// Answered once the outcome is stored (or could not be).
+    pub(crate) reply: oneshot::Sender<()>,
 }

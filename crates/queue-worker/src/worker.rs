@@ -6,16 +6,17 @@ use std::{
     time::Duration,
 };
 
-use queue_core::backend::{Broker, ClaimRequest, MAX_CLAIM, Outcome, WorkerBeat, hostname};
+use queue_core::backend::{Broker, ClaimRequest, Lease, MAX_CLAIM, WorkerBeat, hostname};
 use queue_core::{Backend, Clock, JobStore, Result, SystemClock, WorkerId};
 use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot::error::TryRecvError},
     time::Instant,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
 use crate::{
+    ahead::{self, Ahead},
     attempt,
     builder::Settings,
     registry::Registry,
@@ -93,6 +94,7 @@ impl Worker {
             interval: settings.config.heartbeat,
         };
         let (tx, reports) = mpsc::unbounded_channel();
+        let ahead = Ahead::new(settings.config.claim_ahead, settings.config.concurrency);
         Self {
             shared: Arc::new(Shared {
                 broker,
@@ -100,6 +102,7 @@ impl Worker {
                 registry,
                 settings,
                 running: RunningJobs::default(),
+                ahead,
                 counts: Counts::default(),
                 beat,
                 reports: tx,
@@ -161,6 +164,9 @@ impl Worker {
             Arc::clone(&shared),
             background.clone(),
         ));
+        if !s.config.claim_ahead.is_zero() {
+            helpers.spawn(ahead::keeper_loop(Arc::clone(&shared), background.clone()));
+        }
         helpers.spawn(reporter::reporter_loop(
             Arc::clone(&shared),
             self.reports,
@@ -170,6 +176,8 @@ impl Worker {
 
         let jobs = TaskTracker::new();
         fetch_loop(&shared, &jobs, &shutdown).await;
+        // Jobs held ahead go back at once (calls still in flight hand theirs back too).
+        ahead::hand_back(&shared, shared.ahead.stop()).await;
 
         jobs.close();
         let grace_end = Instant::now() + s.config.shutdown_grace;
@@ -249,10 +257,9 @@ async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &Cancell
                 {
                     held.push(permit);
                 }
-                (
-                    ClaimRequest::new(s.id.clone(), held.len(), s.config.lease),
-                    held,
-                )
+                // Jobs for the free slots, and jobs to hold ahead while handlers run short.
+                let n = shared.ahead.reserve(held.len(), false);
+                (ClaimRequest::new(s.id.clone(), n, s.config.lease), held)
             }
         };
         // `fetch` is cancel-safe: dropping it on shutdown loses no lease.
@@ -263,23 +270,23 @@ async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &Cancell
         match result {
             Ok(leases) => {
                 backoff = Duration::from_millis(100);
-                for lease in leases {
-                    let Some(permit) = held.pop() else {
-                        // A backend that leased more than asked: hand the extra job back.
-                        warn!(job_id = %lease.job.job_id, "backend leased more jobs than asked for; releasing one");
-                        attempt::report(shared, &lease.to_ref(), Outcome::Released, false).await;
-                        continue;
-                    };
-                    let shared = Arc::clone(shared);
-                    let shutdown = shutdown.clone();
-                    jobs.spawn(async move {
-                        let mut next = Some(lease);
-                        while let Some(lease) = next {
-                            next = attempt::run_one(&shared, lease, &shutdown).await;
-                        }
-                        drop(permit);
-                    });
+                let mut leases = leases;
+                let extra = leases.split_off(leases.len().min(req.max));
+                if !extra.is_empty() {
+                    warn!(
+                        count = extra.len(),
+                        "backend leased more jobs than asked for; handing them back"
+                    );
                 }
+                let mut leases = leases.into_iter();
+                // The permits first: zip asks its first iterator before the second, so a
+                // lease is never taken out for a slot that is not there.
+                for (permit, lease) in held.drain(..).zip(leases.by_ref()) {
+                    jobs.spawn(slot(Arc::clone(shared), lease, permit, shutdown.clone()));
+                }
+                // Beyond the free slots: held ahead for the slots just started.
+                let back = shared.ahead.add(leases.collect());
+                ahead::hand_back(shared, back.into_iter().chain(extra).collect()).await;
             }
             Err(err) => {
                 warn!(error = %err.chain(), retry_in = ?backoff, "fetch failed; the same request goes again");
@@ -303,6 +310,27 @@ async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &Cancell
     }
 }
 
+/// One slot: runs `lease`, then jobs claimed ahead while there are (or are on their way),
+/// then waits until its outcomes are stored and frees its permit.
+async fn slot(
+    shared: Arc<Shared>,
+    lease: Lease,
+    permit: OwnedSemaphorePermit,
+    shutdown: CancellationToken,
+) {
+    let mut stored = Vec::new();
+    let mut next = Some(lease);
+    while let Some(lease) = next {
+        stored.extend(attempt::run_one(&shared, lease, &shutdown).await);
+        stored.retain_mut(|s| matches!(s.try_recv(), Err(TryRecvError::Empty)));
+        next = shared.ahead.next(&shutdown).await;
+    }
+    for s in stored {
+        let _ = s.await;
+    }
+    drop(permit);
+}
+
 /// Stopping with a request no send of which was answered: one last send (its replay answers
 /// what an earlier send took) and those jobs go back unrun, no attempt used. Bounded: what
 /// cannot be reached in a second is left to lease expiry.
@@ -311,7 +339,5 @@ async fn hand_back_unanswered(shared: &Arc<Shared>, req: ClaimRequest) {
     let Ok(Ok(leases)) = tokio::time::timeout(Duration::from_secs(1), replay).await else {
         return;
     };
-    for lease in leases {
-        attempt::report(shared, &lease.to_ref(), Outcome::Released, false).await;
-    }
+    ahead::hand_back(shared, leases).await;
 }

@@ -366,7 +366,11 @@ async fn extra_leases_are_handed_back() {
         }
         Ok(completed(&endings))
     });
-    let mut got = run_with(mock, rx, 2, |b| echo(b.concurrency(1))).await;
+    // Claiming nothing ahead, so every fetch asks for one job.
+    let mut got = run_with(mock, rx, 2, |b| {
+        echo(b.concurrency(1).claim_ahead(Duration::ZERO))
+    })
+    .await;
     got.sort_by_key(|o| o.name());
     assert_eq!(
         got,
