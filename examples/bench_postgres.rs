@@ -15,7 +15,8 @@
 //! enqueue-to-start with an idle worker (p50, p99). With `--horizon`: processing while an
 //! open transaction holds the xmin horizon, against without; with `--backlog N`:
 //! processing and `stats` above N queued jobs, against above 1,000. Prints a table and
-//! one JSON line. `--extra-only` runs only those two.
+//! one JSON line. `--extra-only` runs only those two. `--claim-ahead-us` sets the workers'
+//! budget for jobs claimed ahead (default 1000, the worker's; 0 turns it off).
 
 use std::{
     sync::Arc,
@@ -114,8 +115,12 @@ async fn drain(b: &PostgresBackend, n: usize, concurrency: usize) -> anyhow::Res
     let stop = CancellationToken::new();
     let done = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&done);
+    // The worker's budget for jobs claimed ahead (`--claim-ahead-us`, default its 1 ms; 0
+    // claims none ahead).
+    let ahead = Duration::from_micros(arg("--claim-ahead-us", "1000").parse()?);
     let worker = Worker::builder(Arc::new(b.clone()))
         .concurrency(concurrency)
+        .claim_ahead(ahead)
         .register("noop", move |_: serde_json::Value, _ctx| {
             counted.fetch_add(1, Ordering::Relaxed);
             async { Ok(()) }

@@ -37,7 +37,7 @@ pub(super) async fn rate_limited_starts(
     Ok(starts)
 }
 
-/// Prints a line per target of issue 9, met or not. Targets relative to a peer need its
+/// Prints a line per target of issues 9 and 28, met or not. Targets relative to a peer need its
 /// figures: `--peer FILE` with the JSON lines of `shared/bench/peers`' bullmq-rs benchmark
 /// (one at concurrency 10 and one at 100, records kept).
 pub(super) fn targets(
@@ -72,12 +72,13 @@ pub(super) fn targets(
     let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
     let at_least = |v: Option<f64>, goal: f64| v.map(|v| v >= goal);
     let at_most = |v: Option<f64>, goal: f64| v.map(|v| v <= goal);
+    // Issue 28 asks 1.5x at every concurrency (issue 9 asked 2x at c100).
     let r = ratio(mine("c100_process_jobs_s"), peer(100, "process_jobs_s"));
     line(
         "processed/s c100 vs bullmq-official",
         r,
-        ">= 2x",
-        at_least(r, 2.0),
+        ">= 1.5x",
+        at_least(r, 1.5),
     );
     let r = ratio(mine("c10_process_jobs_s"), peer(10, "process_jobs_s"));
     line(
