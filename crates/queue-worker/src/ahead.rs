@@ -15,6 +15,9 @@
 //! - a job held longer than [`GIVE_BACK`] budgets (a handler ran long after short ones) is
 //!   handed back in its place, no attempt used, for any worker to take.
 //!
+//! The run time is a slot's whole turn per job (handler, bookkeeping, sending its outcome),
+//! which is what a held job waits behind.
+//!
 //! A held job has its lease (it is `processing` on the backend, its claim counted by group
 //! limits and rate limits); its renewal and fence begin when its attempt starts, which is
 //! long before the lease could expire. A cancel pushed for it is remembered and applies
@@ -36,8 +39,10 @@ use crate::shared::Shared;
 /// The most jobs a worker holds ahead.
 pub const MOST_AHEAD: usize = 32;
 
-/// A job held ahead longer than this many budgets is handed back.
-pub const GIVE_BACK: u32 = 10;
+/// A job held ahead longer than this many budgets is handed back (50 ms at the default 1 ms:
+/// long next to what held jobs wait while handlers stay short, so a loaded machine's
+/// scheduling delays hand little back; short next to a handler that runs long).
+pub const GIVE_BACK: u32 = 50;
 
 /// The jobs held ahead and the claims that may still bring some.
 #[derive(Debug)]
@@ -75,15 +80,16 @@ impl Ahead {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Notes how long a handler ran.
-    pub(crate) fn ran(&self, elapsed: Duration) {
+    /// Notes how long a slot's turn with one job took, `handler` of it in the handler.
+    pub(crate) fn ran(&self, turn: Duration, handler: Duration) {
         let mut state = self.lock();
-        // A quarter of the newest: a long handler after short ones stops claiming ahead at
-        // once; short ones bring it back after a few.
+        // A handler that ran longer than the average stops claiming ahead at once; other
+        // turns move it by a quarter (a turn a loaded machine slowed moves it a little,
+        // short turns bring it back after a few).
         state.run_time = Some(match state.run_time {
-            None => elapsed,
-            Some(avg) if elapsed > avg => elapsed,
-            Some(avg) => (avg * 3 + elapsed) / 4,
+            None => turn,
+            Some(avg) if handler > avg => handler,
+            Some(avg) => (avg * 3 + turn) / 4,
         });
     }
 

@@ -29,6 +29,7 @@ pub(crate) async fn run_one(
     lease: Lease,
     shutdown: &CancellationToken,
 ) -> Option<Stored> {
+    let started = Instant::now();
     // The lease runs from when the call that took it was sent (the fence counts from there,
     // not from when a waiting fetch began: queue_core::backend::fence_margin).
     let renewed_until = lease.claimed_at + shared.settings.config.lease;
@@ -40,21 +41,21 @@ pub(crate) async fn run_one(
     let span = info_span!("job", job_id = %record.job_id, task = %record.task, attempt = record.retry_count);
     #[cfg(feature = "opentelemetry")]
     continue_trace(&span, &record.metadata);
-    let started = Instant::now();
     // The entry stays until the outcome is stored, so heartbeats keep renewing the lease
     // while a report is retried.
     let running = shared.running.insert(lease_ref.clone(), renewed_until);
     if record.cancel_requested {
         running.stop(StopReason::Cancelled);
     }
+    let handling = Instant::now();
     let outcome = execute(shared, &record, &lease_ref, &running)
         .instrument(span.clone())
         .await;
+    let handled = handling.elapsed();
     // Blocking work started through the context holds the slot until it has ended.
     running.blocking.close();
     running.blocking.wait().await;
-    shared.ahead.ran(started.elapsed());
-    match outcome {
+    let turn = match outcome {
         None => {
             shared.counts.lost.fetch_add(1, Ordering::Relaxed);
             span.in_scope(|| {
@@ -69,7 +70,10 @@ pub(crate) async fn run_one(
             let claim_next = !shutdown.is_cancelled();
             span.in_scope(|| send_report(shared, &lease_ref, outcome, claim_next))
         }
-    }
+    };
+    // What a job held ahead waits behind: this whole turn, not the handler alone.
+    shared.ahead.ran(started.elapsed(), handled);
+    turn
 }
 
 fn log(outcome: &Outcome, elapsed: Duration) {

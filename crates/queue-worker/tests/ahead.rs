@@ -12,7 +12,7 @@ use std::{
 };
 
 use queue_core::WorkerId;
-use queue_core::backend::{FinishedMany, Lease, MockBroker, from_millis};
+use queue_core::backend::{FinishedMany, Lease, MockBroker, Outcome, from_millis};
 use queue_core::{JobId, JobStatus, JobStore, LeaseToken, NewJob};
 use queue_memory::MemoryBackend;
 use queue_worker::{CancellationToken, JobContext, MOST_AHEAD, Worker};
@@ -26,12 +26,14 @@ use support::{expect_housekeeping, record};
 struct Seen {
     /// Jobs it still has to hand out.
     left: usize,
-    /// Calls that stored outcomes or claimed.
-    calls: usize,
     /// The largest claim asked for.
     most_asked: usize,
+    /// The most a claim asked beyond one job per slot (concurrency 1) or per ending.
+    most_ahead: usize,
     /// Jobs leased and not yet ended.
     out: usize,
+    /// Outcomes stored (hand-backs not counted).
+    stored: usize,
 }
 
 fn leases(seen: &mut Seen, max: usize) -> Vec<Lease> {
@@ -49,71 +51,148 @@ fn leases(seen: &mut Seen, max: usize) -> Vec<Lease> {
         .collect()
 }
 
-/// At concurrency 1, instant handlers: jobs come several per call (the calls that store
-/// outcomes claim ahead), one handler at a time, each claim within MOST_AHEAD + 1.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_jobs_are_claimed_ahead_and_stored_many_per_call() {
-    const JOBS: usize = 2_000;
+/// A fake backend handing out `jobs` jobs: fetches claim what they ask; finishes complete
+/// every ending and claim what they ask when `finish_claims`, else nothing. Each ending but
+/// a hand-back (which queues the job again) is sent on the channel.
+fn fake(
+    jobs: usize,
+    finish_claims: bool,
+) -> (MockBroker, Arc<Mutex<Seen>>, mpsc::UnboundedReceiver<()>) {
     let seen = Arc::new(Mutex::new(Seen {
-        left: JOBS,
+        left: jobs,
         ..Seen::default()
     }));
     let mut mock = MockBroker::new();
     let s = Arc::clone(&seen);
     mock.expect_fetch().returning(move |req, _| {
         let mut seen = s.lock().unwrap();
-        seen.calls += 1;
+        seen.most_ahead = seen.most_ahead.max(req.max - 1);
         Ok(leases(&mut seen, req.max))
     });
     let s = Arc::clone(&seen);
-    let (tx, mut ended) = mpsc::unbounded_channel();
+    let (tx, ended) = mpsc::unbounded_channel();
     mock.expect_finish_many().returning(move |endings, next| {
         let mut seen = s.lock().unwrap();
-        seen.calls += 1;
         seen.out -= endings.len();
-        for _ in &endings {
-            tx.send(()).unwrap();
+        for e in &endings {
+            if e.outcome == Outcome::Released {
+                // Handed back unrun (held too long on a loaded machine): queued again.
+                seen.left += 1;
+            } else {
+                seen.stored += 1;
+                tx.send(()).unwrap();
+            }
         }
+        if let Some(n) = &next {
+            seen.most_ahead = seen.most_ahead.max(n.max.saturating_sub(endings.len()));
+        }
+        let next = next.filter(|_| finish_claims);
         Ok(FinishedMany {
             statuses: endings.iter().map(|_| Ok(JobStatus::Completed)).collect(),
             next: next.map(|n| leases(&mut seen, n.max)).unwrap_or_default(),
         })
     });
     expect_housekeeping(&mut mock);
-    let running = Arc::new(AtomicUsize::new(0));
-    let most = Arc::new(AtomicUsize::new(0));
-    let (r, m) = (Arc::clone(&running), Arc::clone(&most));
+    (mock, seen, ended)
+}
+
+/// Runs a worker at concurrency 1 claiming ahead within `budget` on `mock` until `jobs`
+/// jobs ended, then stops it.
+async fn run_until_ended(
+    mock: MockBroker,
+    mut ended: mpsc::UnboundedReceiver<()>,
+    jobs: usize,
+    budget: Duration,
+    handler: impl Fn(u32, JobContext) -> std::future::Ready<Result<(), queue_worker::JobError>>
+    + Send
+    + Sync
+    + 'static,
+) -> queue_worker::WorkerReport {
     let worker = support::on_mock(mock)
         .concurrency(1)
+        .claim_ahead(budget)
         .fetch_wait(Duration::from_millis(5))
-        .register("echo", move |_: u32, _ctx| {
-            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
-            m.fetch_max(now, Ordering::SeqCst);
-            r.fetch_sub(1, Ordering::SeqCst);
-            async { Ok(()) }
-        })
+        .register("echo", handler)
         .build()
         .unwrap();
     let stop = CancellationToken::new();
     let run = tokio::spawn(worker.run(stop.clone()));
-    for _ in 0..JOBS {
+    for _ in 0..jobs {
         tokio::time::timeout(Duration::from_secs(30), ended.recv())
             .await
             .expect("every job ends")
             .unwrap();
     }
     stop.cancel();
-    let report = run.await.unwrap().unwrap();
+    run.await.unwrap().unwrap()
+}
+
+/// Runs `jobs` instant jobs at concurrency 1 with a claim-ahead `budget`: the worker's
+/// report, how far handler starts ran ahead of stored outcomes at most, what the backend saw.
+async fn instant_jobs(jobs: usize, budget: Duration) -> (queue_worker::WorkerReport, usize, Seen) {
+    let (mock, seen, ended) = fake(jobs, true);
+    let (started, ahead) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (s, a, st) = (Arc::clone(&seen), Arc::clone(&ahead), Arc::clone(&started));
+    let report = run_until_ended(mock, ended, jobs, budget, move |_, _| {
+        let n = st.fetch_add(1, Ordering::SeqCst) + 1;
+        a.fetch_max(n - s.lock().unwrap().stored, Ordering::SeqCst);
+        std::future::ready(Ok(()))
+    })
+    .await;
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    (report, ahead.load(Ordering::SeqCst), seen)
+}
+
+/// At concurrency 1, instant handlers: a slot starts its next job before the outcome of
+/// the last is stored (the calls that store outcomes claim ahead), which it never does
+/// with claiming ahead off; no claim asks more than MOST_AHEAD beyond one job per ending
+/// (or per free slot). One thread, so the order is the same every run.
+#[tokio::test(flavor = "current_thread")]
+async fn short_jobs_start_before_the_last_outcome_is_stored() {
+    const JOBS: usize = 2_000;
+    let (report, ran_ahead, seen) = instant_jobs(JOBS, Duration::from_secs(10)).await;
     assert_eq!(report.completed, JOBS as u64);
-    assert_eq!(most.load(Ordering::SeqCst), 1, "one handler at a time");
-    let seen = seen.lock().unwrap();
     assert!(
-        seen.calls * 4 < JOBS,
-        "{} calls for {JOBS} jobs: jobs should come several per call",
-        seen.calls
+        ran_ahead >= 2,
+        "started {ran_ahead} jobs beyond the stored outcomes"
     );
-    assert!(seen.most_asked <= MOST_AHEAD + 1, "{}", seen.most_asked);
+    assert!(ran_ahead <= MOST_AHEAD + 1, "{ran_ahead}");
+    assert!(seen.most_ahead <= MOST_AHEAD, "{}", seen.most_ahead);
     assert_eq!(seen.out, 0, "every leased job ended or was handed back");
+    // Off: each job starts once the outcome before it is stored (it came with that call).
+    let (report, ran_ahead, seen) = instant_jobs(JOBS, Duration::ZERO).await;
+    assert_eq!(report.completed, JOBS as u64);
+    assert_eq!((ran_ahead, seen.most_ahead), (1, 0));
+}
+
+/// Fifty short jobs (they teach a worker that its handlers are short), one long job, five
+/// short ones behind it: the long job's id and those of the five.
+async fn short_long_short(backend: &MemoryBackend) -> (JobId, Vec<JobId>) {
+    let mut ids = Vec::new();
+    for (task, n) in [("short", 50u32), ("long", 1), ("short", 5)] {
+        for i in 0..n {
+            let job = NewJob::new(task, &i).unwrap();
+            ids.push(backend.enqueue(job).await.unwrap().job_id);
+        }
+    }
+    (ids[50], ids[51..].to_vec())
+}
+
+type Handled = std::pin::Pin<Box<dyn Future<Output = Result<(), queue_worker::JobError>> + Send>>;
+
+/// A handler that says it started, then runs until released.
+fn runs_until_released(
+    started: Arc<Notify>,
+    release: Arc<Notify>,
+) -> impl Fn(u32, JobContext) -> Handled + Send + Sync + 'static {
+    move |_, _| {
+        let (started, release) = (Arc::clone(&started), Arc::clone(&release));
+        Box::pin(async move {
+            started.notify_one();
+            release.notified().await;
+            Ok(())
+        })
+    }
 }
 
 /// A job claimed ahead behind a handler that runs long is handed back (its place kept, no
@@ -121,26 +200,7 @@ async fn short_jobs_are_claimed_ahead_and_stored_many_per_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_held_behind_a_long_handler_goes_to_another_worker() {
     let backend = Arc::new(MemoryBackend::new());
-    // Short jobs teach the worker that handlers are short, then the long one, then more.
-    for i in 0..50u32 {
-        backend
-            .enqueue(NewJob::new("short", &i).unwrap())
-            .await
-            .unwrap();
-    }
-    let long = backend
-        .enqueue(NewJob::new("long", &0).unwrap())
-        .await
-        .unwrap();
-    let mut behind = Vec::new();
-    for i in 0..5u32 {
-        behind.push(
-            backend
-                .enqueue(NewJob::new("short", &i).unwrap())
-                .await
-                .unwrap(),
-        );
-    }
+    let (long, behind) = short_long_short(&backend).await;
     let release = Arc::new(Notify::new());
     let long_started = Arc::new(Notify::new());
     // Which worker ran each job.
@@ -155,14 +215,7 @@ async fn a_job_held_behind_a_long_handler_goes_to_another_worker() {
                 ran_by.lock().unwrap().insert(ctx.job_id(), name);
                 async { Ok(()) }
             })
-            .register("long", move |_: u32, _ctx| {
-                let (release, started) = (Arc::clone(&release), Arc::clone(&started));
-                async move {
-                    started.notify_one();
-                    release.notified().await;
-                    Ok(())
-                }
-            })
+            .register("long", runs_until_released(started, release))
             .build()
             .unwrap()
     };
@@ -173,30 +226,29 @@ async fn a_job_held_behind_a_long_handler_goes_to_another_worker() {
     tokio::time::timeout(Duration::from_secs(10), long_started.notified())
         .await
         .expect("the long job starts");
+    let held = backend.stats().await.unwrap().processing;
+    assert!(
+        held > 1,
+        "a holds jobs claimed ahead behind the long one ({held} leased)"
+    );
     // Worker b starts once a holds whatever it claimed ahead behind the long job.
     let b =
         tokio::spawn(worker("b", Arc::clone(&release), Arc::new(Notify::new())).run(stop.clone()));
-    for job in &behind {
-        let done = backend
-            .wait(job.job_id, Duration::from_secs(10))
-            .await
-            .unwrap();
+    for id in &behind {
+        let done = backend.wait(*id, Duration::from_secs(10)).await.unwrap();
         assert_eq!(done.status, JobStatus::Completed, "{done:?}");
-        let by = ran_by.lock().unwrap().get(&job.job_id).copied();
+        let by = ran_by.lock().unwrap().get(id).copied();
         assert_eq!(by, Some("b"), "run by the free worker");
         assert_eq!(done.retry_count, 0, "handing back used no attempt");
     }
-    let still = backend.get(long.job_id).await.unwrap();
+    let still = backend.get(long).await.unwrap();
     assert_eq!(
         still.status,
         JobStatus::Processing,
         "the long job still runs"
     );
     release.notify_one();
-    let done = backend
-        .wait(long.job_id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let done = backend.wait(long, Duration::from_secs(10)).await.unwrap();
     assert_eq!(done.status, JobStatus::Completed);
     stop.cancel();
     a.await.unwrap().unwrap();
@@ -208,26 +260,7 @@ async fn a_job_held_behind_a_long_handler_goes_to_another_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_hands_held_jobs_back_unrun() {
     let backend = Arc::new(MemoryBackend::new());
-    for i in 0..50u32 {
-        backend
-            .enqueue(NewJob::new("short", &i).unwrap())
-            .await
-            .unwrap();
-    }
-    backend
-        .enqueue(NewJob::new("long", &0).unwrap())
-        .await
-        .unwrap();
-    let mut behind: Vec<JobId> = Vec::new();
-    for i in 0..5u32 {
-        behind.push(
-            backend
-                .enqueue(NewJob::new("short", &i).unwrap())
-                .await
-                .unwrap()
-                .job_id,
-        );
-    }
+    let (_, behind) = short_long_short(&backend).await;
     let started = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
     let (s, r) = (Arc::clone(&started), Arc::clone(&release));
@@ -241,14 +274,7 @@ async fn shutdown_hands_held_jobs_back_unrun() {
             ran2.lock().unwrap().push(n);
             async { Ok(()) }
         })
-        .register("long", move |_: u32, _ctx| {
-            let (s, r) = (Arc::clone(&s), Arc::clone(&r));
-            async move {
-                s.notify_one();
-                r.notified().await;
-                Ok(())
-            }
-        })
+        .register("long", runs_until_released(s, r))
         .build()
         .unwrap();
     let stop = CancellationToken::new();
@@ -287,48 +313,15 @@ async fn shutdown_hands_held_jobs_back_unrun() {
 
 /// A fetch answered with more jobs than free slots (the rest held ahead) runs every one:
 /// none is dropped between the slots and the jobs held.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 async fn a_fetch_beyond_the_free_slots_runs_every_job() {
     const JOBS: usize = 6;
-    let seen = Arc::new(Mutex::new(Seen {
-        left: JOBS,
-        ..Seen::default()
-    }));
-    let mut mock = MockBroker::new();
-    let s = Arc::clone(&seen);
-    // The first fetch asks for one (no handler has run yet); the next for more.
-    mock.expect_fetch()
-        .returning(move |req, _| Ok(leases(&mut s.lock().unwrap(), req.max)));
-    let s = Arc::clone(&seen);
-    let (tx, mut ended) = mpsc::unbounded_channel();
-    // Finishes claim nothing: every job after the first comes from a fetch.
-    mock.expect_finish_many().returning(move |endings, _| {
-        s.lock().unwrap().out -= endings.len();
-        for _ in &endings {
-            tx.send(()).unwrap();
-        }
-        Ok(FinishedMany {
-            statuses: endings.iter().map(|_| Ok(JobStatus::Completed)).collect(),
-            next: Vec::new(),
-        })
-    });
-    expect_housekeeping(&mut mock);
-    let worker = support::on_mock(mock)
-        .concurrency(1)
-        .fetch_wait(Duration::from_millis(5))
-        .register("echo", |_: u32, _ctx| async { Ok(()) })
-        .build()
-        .unwrap();
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(worker.run(stop.clone()));
-    for _ in 0..JOBS {
-        tokio::time::timeout(Duration::from_secs(10), ended.recv())
-            .await
-            .expect("every job ends")
-            .unwrap();
-    }
-    stop.cancel();
-    let report = run.await.unwrap().unwrap();
+    // Finishes claim nothing: every job after the first comes from a fetch, the first
+    // asking for one (no handler has run yet), the next for more.
+    let (mock, seen, ended) = fake(JOBS, false);
+    let budget = Duration::from_secs(10);
+    let report =
+        run_until_ended(mock, ended, JOBS, budget, |_, _| std::future::ready(Ok(()))).await;
     assert_eq!(report.completed, JOBS as u64);
     assert!(
         seen.lock().unwrap().most_asked > 1,
