@@ -13,7 +13,7 @@
 //!   about one budget to reach a slot; none before a handler has run, none once handlers
 //!   run longer than the budget (the worker then claims a job per free slot, as without);
 //! - a job held longer than [`GIVE_BACK`] budgets (a handler ran long after short ones) is
-//!   handed back in its place, no attempt used, for any worker to take.
+//!   handed back in its place, no attempt used, for any worker to take (`upkeep`'s keeper).
 //!
 //! The run time is a slot's whole turn per job (handler, bookkeeping, sending its outcome),
 //! which is what a held job waits behind.
@@ -23,18 +23,11 @@
 //! long before the lease could expire. A cancel pushed for it is remembered and applies
 //! when it starts. On shutdown the held jobs are handed back at once.
 
-use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::VecDeque, sync::Mutex, time::Duration};
 
-use queue_core::backend::{Ending, Lease, MAX_CLAIM};
+use queue_core::backend::{Lease, MAX_CLAIM};
 use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
-
-use crate::shared::Shared;
 
 /// The most jobs a worker holds ahead.
 pub const MOST_AHEAD: usize = 32;
@@ -180,49 +173,25 @@ impl Ahead {
         held
     }
 
-    /// The jobs held since before `before`, taken out; and when the oldest left falls due.
-    fn overdue(&self, before: Instant) -> (Vec<Lease>, Option<Instant>) {
+    /// How long a job may be held before it is handed back: [`GIVE_BACK`] budgets.
+    pub(crate) fn patience(&self) -> Duration {
+        self.budget * GIVE_BACK
+    }
+
+    /// Resolves when jobs arrive or a claim is answered (created before looking, so no
+    /// change between the look and the wait is missed).
+    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
+    /// The jobs held since before `before`, taken out; and since when the oldest left is
+    /// held.
+    pub(crate) fn overdue(&self, before: Instant) -> (Vec<Lease>, Option<Instant>) {
         let mut state = self.lock();
         let mut out = Vec::new();
         while state.jobs.front().is_some_and(|(_, at)| *at <= before) {
             out.extend(state.jobs.pop_front().map(|(l, _)| l));
         }
         (out, state.jobs.front().map(|(_, at)| *at))
-    }
-}
-
-/// Hands back jobs held ahead longer than [`GIVE_BACK`] budgets (a handler in front of them
-/// ran long), until `stop`.
-pub(crate) async fn keeper_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let ahead = &shared.ahead;
-    let patience = ahead.budget * GIVE_BACK;
-    loop {
-        let changed = ahead.changed.notified();
-        let (overdue, oldest) = ahead.overdue(Instant::now() - patience);
-        if !overdue.is_empty() {
-            hand_back(&shared, overdue).await;
-            continue;
-        }
-        tokio::select! {
-            () = changed, if oldest.is_none() => {}
-            () = tokio::time::sleep_until(oldest.unwrap_or_else(Instant::now) + patience), if oldest.is_some() => {}
-            () = stop.cancelled() => return,
-        }
-    }
-}
-
-/// Hands leased jobs back unrun (no attempt used): they keep their place.
-pub(crate) async fn hand_back(shared: &Shared, leases: Vec<Lease>) {
-    if leases.is_empty() {
-        return;
-    }
-    let endings = leases.iter().map(Ending::handed_back).collect();
-    let until = shared.bounded(Instant::now() + shared.settings.config.lease);
-    match tokio::time::timeout_at(until, shared.broker.finish_many(endings, None)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => {
-            warn!(error = %err.chain(), "could not hand jobs back; their leases will expire")
-        }
-        Err(_) => warn!("could not hand jobs back in time; their leases will expire"),
     }
 }

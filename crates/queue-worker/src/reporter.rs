@@ -8,7 +8,7 @@
 use std::{sync::Arc, time::Duration};
 
 use queue_core::Error;
-use queue_core::backend::{ClaimRequest, Ending, FinishedMany, MAX_CLAIM};
+use queue_core::backend::{ClaimRequest, Ending, FinishedMany, Lease, MAX_CLAIM};
 use tokio::{
     sync::{Semaphore, mpsc},
     time::Instant,
@@ -16,10 +16,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{error, warn};
 
-use crate::{
-    ahead,
-    shared::{Report, Shared},
-};
+use crate::shared::{Report, Shared};
 
 /// The most endings one call carries.
 const GROUP: usize = 128;
@@ -105,7 +102,7 @@ async fn send(shared: &Arc<Shared>, group: Vec<Report>) {
             "backend leased more jobs than asked for; handing them back"
         );
     }
-    ahead::hand_back(shared, back.into_iter().chain(extra).collect()).await;
+    hand_back(shared, back.into_iter().chain(extra).collect()).await;
 }
 
 /// The call that stores `endings` (and claims `next`), sent again while the backend is
@@ -166,5 +163,21 @@ fn settled(group: &[Report], statuses: Vec<queue_core::Result<queue_core::JobSta
                 error!(error = %err.chain(), outcome = r.outcome.name(), "the outcome was refused; the lease will expire and the job run again")
             }),
         }
+    }
+}
+
+/// Hands leased jobs back unrun (no attempt used): they keep their place.
+pub(crate) async fn hand_back(shared: &Shared, leases: Vec<Lease>) {
+    if leases.is_empty() {
+        return;
+    }
+    let endings = leases.iter().map(Ending::handed_back).collect();
+    let until = shared.bounded(Instant::now() + shared.settings.config.lease);
+    match tokio::time::timeout_at(until, shared.broker.finish_many(endings, None)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => {
+            warn!(error = %err.chain(), "could not hand jobs back; their leases will expire")
+        }
+        Err(_) => warn!("could not hand jobs back in time; their leases will expire"),
     }
 }

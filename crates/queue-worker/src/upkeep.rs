@@ -204,3 +204,23 @@ pub(crate) async fn cancel_listener(shared: Arc<Shared>, stop: CancellationToken
         }
     }
 }
+
+/// Hands back jobs held ahead longer than their patience (`ahead::GIVE_BACK` budgets: a
+/// handler in front of them ran long), until `stop`.
+pub(crate) async fn keeper_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let ahead = &shared.ahead;
+    let patience = ahead.patience();
+    loop {
+        let changed = ahead.changed();
+        let (overdue, oldest) = ahead.overdue(Instant::now() - patience);
+        if !overdue.is_empty() {
+            crate::reporter::hand_back(&shared, overdue).await;
+            continue;
+        }
+        tokio::select! {
+            () = changed, if oldest.is_none() => {}
+            () = tokio::time::sleep_until(oldest.unwrap_or_else(Instant::now) + patience), if oldest.is_some() => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}

@@ -16,7 +16,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
 use crate::{
-    ahead::{self, Ahead},
+    ahead::Ahead,
     attempt,
     builder::Settings,
     registry::Registry,
@@ -165,7 +165,7 @@ impl Worker {
             background.clone(),
         ));
         if !s.config.claim_ahead.is_zero() {
-            helpers.spawn(ahead::keeper_loop(Arc::clone(&shared), background.clone()));
+            helpers.spawn(upkeep::keeper_loop(Arc::clone(&shared), background.clone()));
         }
         helpers.spawn(reporter::reporter_loop(
             Arc::clone(&shared),
@@ -177,7 +177,7 @@ impl Worker {
         let jobs = TaskTracker::new();
         fetch_loop(&shared, &jobs, &shutdown).await;
         // Jobs held ahead go back at once (calls still in flight hand theirs back too).
-        ahead::hand_back(&shared, shared.ahead.stop()).await;
+        reporter::hand_back(&shared, shared.ahead.stop()).await;
 
         jobs.close();
         let grace_end = Instant::now() + s.config.shutdown_grace;
@@ -286,7 +286,7 @@ async fn fetch_loop(shared: &Arc<Shared>, jobs: &TaskTracker, shutdown: &Cancell
                 }
                 // Beyond the free slots: held ahead for the slots just started.
                 let back = shared.ahead.add(leases.collect());
-                ahead::hand_back(shared, back.into_iter().chain(extra).collect()).await;
+                reporter::hand_back(shared, back.into_iter().chain(extra).collect()).await;
             }
             Err(err) => {
                 warn!(error = %err.chain(), retry_in = ?backoff, "fetch failed; the same request goes again");
@@ -339,5 +339,5 @@ async fn hand_back_unanswered(shared: &Arc<Shared>, req: ClaimRequest) {
     let Ok(Ok(leases)) = tokio::time::timeout(Duration::from_secs(1), replay).await else {
         return;
     };
-    ahead::hand_back(shared, leases).await;
+    reporter::hand_back(shared, leases).await;
 }
