@@ -12,8 +12,9 @@
 //!   `concurrency × budget / run time` (and [`MOST_AHEAD`]), so the jobs held ahead take
 //!   about one budget to reach a slot; none before a handler has run, none once handlers
 //!   run longer than the budget (the worker then claims a job per free slot, as without);
-//! - a job held longer than [`GIVE_BACK`] budgets (a handler ran long after short ones) is
-//!   handed back in its place, no attempt used, for any worker to take (`upkeep`'s keeper).
+//! - a job held longer than [`GIVE_BACK`] budgets (a handler ran long after short ones), or
+//!   a quarter of the lease if that is shorter, is handed back in its place, no attempt
+//!   used, for any worker to take (`upkeep`'s keeper).
 //!
 //! The run time is a slot's whole turn per job (handler, bookkeeping, sending its outcome),
 //! which is what a held job waits behind.
@@ -41,6 +42,8 @@ pub const GIVE_BACK: u32 = 50;
 #[derive(Debug)]
 pub(crate) struct Ahead {
     budget: Duration,
+    /// How long a job may be held before it is handed back.
+    patience: Duration,
     concurrency: usize,
     state: Mutex<State>,
     /// Jobs arrived, or a claim was answered.
@@ -60,9 +63,12 @@ struct State {
 }
 
 impl Ahead {
-    pub(crate) fn new(budget: Duration, concurrency: usize) -> Self {
+    /// Holds jobs for `concurrency` slots within `budget`, each leased for `lease`.
+    pub(crate) fn new(budget: Duration, concurrency: usize, lease: Duration) -> Self {
         Self {
             budget,
+            // A held job's lease is not renewed: it goes back long before the lease ends.
+            patience: (budget * GIVE_BACK).min(lease / 4),
             concurrency,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
@@ -173,9 +179,10 @@ impl Ahead {
         held
     }
 
-    /// How long a job may be held before it is handed back: [`GIVE_BACK`] budgets.
+    /// How long a job may be held before it is handed back: [`GIVE_BACK`] budgets, and at
+    /// most a quarter of the lease (a held job's lease is not renewed).
     pub(crate) fn patience(&self) -> Duration {
-        self.budget * GIVE_BACK
+        self.patience
     }
 
     /// Resolves when jobs arrive or a claim is answered (created before looking, so no

@@ -45,8 +45,8 @@ pub struct WorkerConfig {
     /// outcomes also claims jobs for later, up to `concurrency × claim_ahead / run time`
     /// (at most [`MOST_AHEAD`](crate::MOST_AHEAD)): a slot starts its next job without
     /// waiting a round trip, and one call stores and claims many. A job held longer than
-    /// [`GIVE_BACK`](crate::GIVE_BACK) times this (a handler ran long) is handed back in
-    /// its place, no attempt used.
+    /// [`GIVE_BACK`](crate::GIVE_BACK) times this (a handler ran long), or a quarter of the
+    /// lease if that is shorter, is handed back in its place, no attempt used.
     pub claim_ahead: Duration,
     /// The longest an idle fetch blocks before looking again (2 s); also bounds how long an
     /// idle worker takes to stop fetching on shutdown.

@@ -94,7 +94,8 @@ impl Worker {
             interval: settings.config.heartbeat,
         };
         let (tx, reports) = mpsc::unbounded_channel();
-        let ahead = Ahead::new(settings.config.claim_ahead, settings.config.concurrency);
+        let c = &settings.config;
+        let ahead = Ahead::new(c.claim_ahead, c.concurrency, c.lease);
         Self {
             shared: Arc::new(Shared {
                 broker,

@@ -328,3 +328,42 @@ async fn a_fetch_beyond_the_free_slots_runs_every_job() {
         "the second fetch claimed ahead"
     );
 }
+
+/// However large the budget, a held job goes back within a quarter of the lease (its lease
+/// is not renewed while it is held): another worker runs it on its first attempt, before
+/// the lease could expire and be reaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_job_goes_back_before_its_lease_could_expire() {
+    let backend = Arc::new(MemoryBackend::new());
+    let (long, behind) = short_long_short(&backend).await;
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let worker = |budget: Duration, started: Arc<Notify>| {
+        Worker::builder(backend.clone())
+            .concurrency(1)
+            .lease(Duration::from_secs(2), Duration::from_millis(500))
+            .claim_ahead(budget)
+            .fetch_wait(Duration::from_millis(20))
+            .register("short", |_: u32, _ctx| async { Ok(()) })
+            .register("long", runs_until_released(started, Arc::clone(&release)))
+            .build()
+            .unwrap()
+    };
+    let stop = CancellationToken::new();
+    // Fifty budgets would be 500 s.
+    let a = tokio::spawn(worker(Duration::from_secs(10), Arc::clone(&started)).run(stop.clone()));
+    tokio::time::timeout(Duration::from_secs(10), started.notified())
+        .await
+        .expect("the long job starts");
+    let b = tokio::spawn(worker(Duration::ZERO, Arc::new(Notify::new())).run(stop.clone()));
+    for id in &behind {
+        let done = backend.wait(*id, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(done.status, JobStatus::Completed, "{done:?}");
+        assert_eq!(done.retry_count, 0, "handed back, not reaped: {done:?}");
+    }
+    release.notify_one();
+    let done = backend.wait(long, Duration::from_secs(10)).await.unwrap();
+    assert_eq!((done.status, done.retry_count), (JobStatus::Completed, 0));
+    stop.cancel();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+}
