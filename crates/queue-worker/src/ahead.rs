@@ -42,7 +42,8 @@ pub const GIVE_BACK: u32 = 50;
 #[derive(Debug)]
 pub(crate) struct Ahead {
     budget: Duration,
-    /// How long a job may be held before it is handed back.
+    /// How long a job may be held before it is handed back: [`GIVE_BACK`] budgets, and at
+    /// most a quarter of the lease (a held job's lease is not renewed).
     patience: Duration,
     concurrency: usize,
     state: Mutex<State>,
@@ -179,26 +180,24 @@ impl Ahead {
         held
     }
 
-    /// How long a job may be held before it is handed back: [`GIVE_BACK`] budgets, and at
-    /// most a quarter of the lease (a held job's lease is not renewed).
-    pub(crate) fn patience(&self) -> Duration {
-        self.patience
-    }
-
     /// Resolves when jobs arrive or a claim is answered (created before looking, so no
     /// change between the look and the wait is missed).
     pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.changed.notified()
     }
 
-    /// The jobs held since before `before`, taken out; and since when the oldest left is
-    /// held.
-    pub(crate) fn overdue(&self, before: Instant) -> (Vec<Lease>, Option<Instant>) {
+    /// The jobs held past their patience at `now`, taken out; and when the oldest left
+    /// will be.
+    pub(crate) fn overdue(&self, now: Instant) -> (Vec<Lease>, Option<Instant>) {
         let mut state = self.lock();
         let mut out = Vec::new();
-        while state.jobs.front().is_some_and(|(_, at)| *at <= before) {
+        while state
+            .jobs
+            .front()
+            .is_some_and(|(_, at)| *at + self.patience <= now)
+        {
             out.extend(state.jobs.pop_front().map(|(l, _)| l));
         }
-        (out, state.jobs.front().map(|(_, at)| *at))
+        (out, state.jobs.front().map(|(_, at)| *at + self.patience))
     }
 }

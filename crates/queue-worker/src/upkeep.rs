@@ -209,17 +209,16 @@ pub(crate) async fn cancel_listener(shared: Arc<Shared>, stop: CancellationToken
 /// handler in front of them ran long), until `stop`.
 pub(crate) async fn keeper_loop(shared: Arc<Shared>, stop: CancellationToken) {
     let ahead = &shared.ahead;
-    let patience = ahead.patience();
     loop {
         let changed = ahead.changed();
-        let (overdue, oldest) = ahead.overdue(Instant::now() - patience);
+        let (overdue, next) = ahead.overdue(Instant::now());
         if !overdue.is_empty() {
             crate::reporter::hand_back(&shared, overdue).await;
             continue;
         }
         tokio::select! {
-            () = changed, if oldest.is_none() => {}
-            () = tokio::time::sleep_until(oldest.unwrap_or_else(Instant::now) + patience), if oldest.is_some() => {}
+            () = changed, if next.is_none() => {}
+            () = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {}
             () = stop.cancelled() => return,
         }
     }
