@@ -57,7 +57,7 @@ struct State {
     jobs: VecDeque<(Lease, Instant)>,
     /// Leases asked for by calls still in flight (slots wait for them).
     expected: usize,
-    /// The handlers' run time, averaged (none before the first has ended).
+    /// A slot's turn per job, averaged (`ran`; none before the first turn has ended).
     run_time: Option<Duration>,
     /// Shutdown began: nothing more is held.
     stopped: bool,
