@@ -145,8 +145,8 @@ async fn instant_jobs(jobs: usize, budget: Duration) -> (queue_worker::WorkerRep
 
 /// At concurrency 1, instant handlers: a slot starts its next job before the outcome of
 /// the last is stored (the calls that store outcomes claim ahead), which it never does
-/// with claiming ahead off; no claim asks more than MOST_AHEAD beyond one job per ending
-/// (or per free slot). One thread, so the order is the same every run.
+/// with claiming ahead off; claims reach MOST_AHEAD beyond one job per ending (or per free
+/// slot) and never ask more. One thread, so the order is the same every run.
 #[tokio::test(flavor = "current_thread")]
 async fn short_jobs_start_before_the_last_outcome_is_stored() {
     const JOBS: usize = 2_000;
@@ -157,7 +157,9 @@ async fn short_jobs_start_before_the_last_outcome_is_stored() {
         "started {ran_ahead} jobs beyond the stored outcomes"
     );
     assert!(ran_ahead <= MOST_AHEAD + 1, "{ran_ahead}");
-    assert!(seen.most_ahead <= MOST_AHEAD, "{}", seen.most_ahead);
+    // The limit is reached (handlers this short fit far more in the budget) and never
+    // passed.
+    assert_eq!(seen.most_ahead, MOST_AHEAD);
     assert_eq!(seen.out, 0, "every leased job ended or was handed back");
     // Off: each job starts once the outcome before it is stored (it came with that call).
     let (report, ran_ahead, seen) = instant_jobs(JOBS, Duration::ZERO).await;
