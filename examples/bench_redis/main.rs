@@ -24,7 +24,10 @@
 //! `--profile-n` jobs (default 3,000) at each concurrency and prints where a job's time goes
 //! (`profile.rs`): claim -> handler start, handler end -> outcome stored, the share of the
 //! run with a call to Redis in flight, calls per job.
+//! The batch phase (`--batch N`, default 10,000 jobs; 0 skips) runs 1 ms handlers one job
+//! per call and in batches of 100 (`batch.rs`).
 
+mod batch;
 mod profile;
 mod targets;
 
@@ -42,7 +45,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use queue_core::{JobStatus, JobStore, ListQuery, NewJob, Payload, QueueConfig};
 use queue_redis::RedisBackend;
-use queue_worker::{CancellationToken, JobContext, Worker};
+use queue_worker::{CancellationToken, JobContext, Worker, WorkerBuilder};
 use tokio::sync::{Notify, mpsc};
 
 fn arg(name: &str, default: &str) -> String {
@@ -413,6 +416,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
+    batch::phase(&url, &mut info, &mut out).await?;
     targets(&out, &arg("--peer", ""))?;
     println!("{}", serde_json::Value::Object(out));
     Ok(())
@@ -459,7 +463,7 @@ struct Processed {
     cpu_us: f64,
 }
 
-/// Runs a worker until `count` jobs completed.
+/// Runs a worker with a no-op handler until `count` jobs completed.
 async fn run_worker(
     b: &RedisBackend,
     info: &mut Info,
@@ -467,17 +471,36 @@ async fn run_worker(
     count: usize,
     concurrency: usize,
 ) -> anyhow::Result<Processed> {
-    let (cpu0, cmd0) = (info.cpu().await?, info.commands().await?);
-    let first: Arc<std::sync::OnceLock<Instant>> = Arc::default();
-    let f2 = Arc::clone(&first);
-    let stop = CancellationToken::new();
-    let worker = Worker::builder(Arc::new(b.clone()))
-        .concurrency(concurrency)
-        .register("noop", move |_: serde_json::Value, _ctx| {
-            f2.get_or_init(Instant::now);
+    run_worker_with(b, info, queue, count, concurrency, |builder, first| {
+        builder.register("noop", move |_: serde_json::Value, _ctx| {
+            first.get_or_init(Instant::now);
             async { Ok(()) }
         })
-        .build()?;
+    })
+    .await
+}
+
+/// When a run's first job started.
+type First = Arc<std::sync::OnceLock<Instant>>;
+
+/// Runs a worker with the handlers `handlers` registers until `count` jobs completed; the
+/// handlers note when the first job started in the `First` they are given.
+async fn run_worker_with(
+    b: &RedisBackend,
+    info: &mut Info,
+    queue: &str,
+    count: usize,
+    concurrency: usize,
+    handlers: impl FnOnce(WorkerBuilder, First) -> WorkerBuilder,
+) -> anyhow::Result<Processed> {
+    let (cpu0, cmd0) = (info.cpu().await?, info.commands().await?);
+    let first: First = Arc::default();
+    let stop = CancellationToken::new();
+    let worker = handlers(
+        Worker::builder(Arc::new(b.clone())).concurrency(concurrency),
+        Arc::clone(&first),
+    )
+    .build()?;
     let run = tokio::spawn(worker.run(stop.clone()));
     let done_key = format!("dcs:{{{queue}}}:st:completed");
     let mut polls = 0.0;

@@ -8,7 +8,7 @@ use queue_core::backend::Broker;
 use queue_core::{Completion, Error, Job, JobError, JobStore, Result, RetryPolicy, WorkerId};
 use serde::de::DeserializeOwned;
 
-use crate::{Handler, JobContext, Worker, WorkerConfig, registry::Registry};
+use crate::{Batch, BatchJob, Handler, JobContext, Worker, WorkerConfig, registry::Registry};
 
 /// What a worker is built with.
 #[derive(Clone, Debug)]
@@ -124,6 +124,55 @@ impl WorkerBuilder {
         self
     }
 
+    /// Registers a batch handler for `task`: it is called once for up to `batch.size()` of
+    /// the task's jobs running on this worker at once (or what arrived within the batch's
+    /// wait), each decoded into `P`, and returns one outcome per job, in order. Each job
+    /// stays its own attempt (its lease, timeout, cancel and outcome), so a failing member
+    /// retries alone. The worker's concurrency must be at least the batch size.
+    ///
+    /// ```
+    /// use queue_worker::{Batch, BatchJob, JobError, Worker};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Row { id: u64 }
+    ///
+    /// let worker = Worker::builder(std::sync::Arc::new(queue_memory::MemoryBackend::new()))
+    ///     .concurrency(100)
+    ///     .register_batch("index", Batch::of(100), |rows: Vec<BatchJob<Row>>| async move {
+    ///         // One bulk write for the whole batch, then an outcome per row.
+    ///         rows.iter().map(|row| Ok::<_, JobError>(row.input.id)).collect::<Vec<_>>()
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(worker);
+    /// ```
+    pub fn register_batch<P, F, Fut, R>(mut self, task: &str, batch: Batch, handler: F) -> Self
+    where
+        P: DeserializeOwned + Send + 'static,
+        F: Fn(Vec<BatchJob<P>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Result<R, JobError>>> + Send + 'static,
+        R: Into<Completion> + Send + 'static,
+    {
+        self.registry
+            .insert_batch(task, batch, handler, |r: R| Ok(r.into()));
+        self
+    }
+
+    /// Registers a batch handler for the typed job `J` (task `J::NAME`), as
+    /// [`WorkerBuilder::register_batch`]: each job decodes into `J`, and each outcome is
+    /// `J::Output` (or `Done<J::Output>`), stored as that job's result.
+    pub fn handle_batch<J, F, Fut, R>(mut self, batch: Batch, handler: F) -> Self
+    where
+        J: Job,
+        F: Fn(Vec<BatchJob<J>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Result<R, JobError>>> + Send + 'static,
+        R: queue_core::IntoOutput<J::Output> + Send + 'static,
+    {
+        self.registry
+            .insert_batch(J::NAME, batch, handler, R::into_completion);
+        self
+    }
+
     /// Jobs run at once (default `DCS_QUEUE_MAX_CONCURRENCY`).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.settings.config.concurrency = n;
@@ -233,6 +282,12 @@ impl WorkerBuilder {
             return Err(Error::config(why));
         }
         self.settings.config.validate()?;
+        if let Some(why) = self
+            .registry
+            .batch_problem(self.settings.config.concurrency)
+        {
+            return Err(Error::config(why));
+        }
         Ok(Worker::new(
             self.broker,
             self.store,

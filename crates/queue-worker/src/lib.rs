@@ -2,6 +2,7 @@
 
 mod ahead;
 mod attempt;
+mod batch;
 mod builder;
 mod config;
 mod context;
@@ -17,6 +18,7 @@ mod webhooks;
 mod worker;
 
 pub use ahead::{GIVE_BACK, MOST_AHEAD};
+pub use batch::{Batch, BatchJob, MAX_BATCH};
 pub use builder::WorkerBuilder;
 pub use config::WorkerConfig;
 pub use egress::WebhookEgress;

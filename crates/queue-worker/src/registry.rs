@@ -5,7 +5,10 @@ use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
 use queue_core::{Completion, IntoOutput, Job, JobError, Payload};
 use serde::de::DeserializeOwned;
 
-use crate::{Handler as TypedHandler, JobContext};
+use crate::{
+    Handler as TypedHandler, JobContext,
+    batch::{Batch, BatchJob, Batcher},
+};
 
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Completion, JobError>> + Send>>;
 pub(crate) type Handler = Arc<dyn Fn(Payload, JobContext) -> HandlerFuture + Send + Sync>;
@@ -18,6 +21,8 @@ pub(crate) struct Registry {
     /// The payload schema of each typed task that shares one.
     schemas: std::collections::BTreeMap<String, serde_json::Value>,
     refused: Vec<String>,
+    /// The batch handlers' tasks and batches (checked against the concurrency at build).
+    batches: Vec<(String, Batch)>,
 }
 
 impl Registry {
@@ -36,6 +41,35 @@ impl Registry {
                 Err(e) => tracing::warn!(task = J::NAME, "{e}"),
             }
         }
+    }
+
+    /// Registers the batch handler `handler` for `task`: each job decodes into `P` and
+    /// joins the batch forming; `done` turns one job's output into its completion.
+    pub(crate) fn insert_batch<P, F, Fut, R>(
+        &mut self,
+        task: &str,
+        batch: Batch,
+        handler: F,
+        done: fn(R) -> Result<Completion, JobError>,
+    ) where
+        P: DeserializeOwned + Send + 'static,
+        F: Fn(Vec<BatchJob<P>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Result<R, JobError>>> + Send + 'static,
+        R: Send + 'static,
+    {
+        let batcher = Batcher::new(batch, handler);
+        self.batches.push((task.to_owned(), batch));
+        self.insert(task, move |input: P, ctx: JobContext| {
+            let batcher = Arc::clone(&batcher);
+            async move { batcher.run(BatchJob { input, ctx }, done).await }
+        });
+    }
+
+    /// Why a batch cannot form on a worker running `concurrency` jobs at once, if so.
+    pub(crate) fn batch_problem(&self, concurrency: usize) -> Option<String> {
+        self.batches
+            .iter()
+            .find_map(|(task, batch)| batch.problem(task, concurrency))
     }
 
     /// Registers `handler` for `task`, decoding the payload into `P` first. A payload that
