@@ -140,7 +140,7 @@ impl WorkerBuilder {
     ///     .concurrency(100)
     ///     .register_batch("index", Batch::of(100), |rows: Vec<BatchJob<Row>>| async move {
     ///         // One bulk write for the whole batch, then an outcome per row.
-    ///         rows.iter().map(|row| Ok::<_, JobError>(row.input.id)).collect::<Vec<_>>()
+    ///         rows.iter().map(|_row| Ok::<_, JobError>(())).collect::<Vec<_>>()
     ///     })
     ///     .build()
     ///     .unwrap();
