@@ -520,6 +520,11 @@ pub fn flatten_all(flows: Vec<Flow>) -> Result<Vec<FlatJob>> {
     let mut keys = std::collections::HashSet::new();
     let mut ids = std::collections::HashSet::new();
     for flat in &out {
+        if flat.job.options.key_mode != crate::KeyMode::Refuse {
+            return Err(Error::invalid(
+                "a flow's jobs take no key mode (debounce, throttle)",
+            ));
+        }
         if let Some(key) = &flat.job.options.unique_key
             && !keys.insert(key.as_str())
         {

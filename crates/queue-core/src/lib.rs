@@ -11,6 +11,7 @@ mod flow;
 mod group;
 mod id;
 mod job;
+mod keys;
 mod lease;
 mod limits;
 mod outcome;
@@ -45,6 +46,7 @@ pub use flow::{ChildCounts, ChildPolicy, Flow, FlowTree};
 pub use group::{GroupList, GroupStats};
 pub use id::{JobId, LeaseToken, WorkerId};
 pub use job::{Done, IntoOutput, Job, KeyField, MAX_TASK_NAME_BYTES};
+pub use keys::{KeyMode, KeyModeKind};
 pub use limits::Limits;
 pub use outcome::{Completion, JobError, JobErrorKind};
 pub use priority::Priority;
@@ -99,6 +101,7 @@ pub mod backend {
     pub use crate::job::{
         MAX_TASK_SCHEMA_BYTES, check_task_name, check_task_schema, task_name_problem,
     };
+    pub use crate::keys::{Holder, KeyAction, on_key_held};
     pub use crate::lease::{
         check_heartbeat, fence_margin, heartbeat_retry, lease_holds, longest_heartbeat,
     };

@@ -190,6 +190,7 @@ impl Limits {
     /// Checks everything a backend must refuse in a new job; the error names the field.
     pub fn check(&self, job: &NewJob) -> Result<()> {
         job.validate()?;
+        crate::keys::check_key_mode(job, self.delay)?;
         let o = &job.options;
         let payload = job.payload.as_str().len();
         if payload > self.payload_bytes {

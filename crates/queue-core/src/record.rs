@@ -138,6 +138,10 @@ pub struct JobRecord {
     /// tokens an LLM call will use: see [`NewJob::cost`].
     #[serde(default)]
     pub cost: Option<u32>,
+    /// How many debounced enqueues replaced its payload while it waited to start
+    /// ([`NewJob::debounce`]).
+    #[serde(default)]
+    pub replaced: u32,
     /// The job's parent in a flow (a child ends before its parent starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<JobId>,
@@ -236,6 +240,7 @@ impl JobRecord {
             cancel_requested: false,
             group: options.group,
             cost: options.cost.filter(|c| *c != 1),
+            replaced: 0,
             parent: child_of.map(|(parent, _)| parent),
             child_policy: child_of
                 .map(|(_, policy)| policy)
@@ -354,6 +359,9 @@ pub struct EnqueueOptions {
     pub group: Option<String>,
     /// What a start counts against the rate limits (see [`NewJob::cost`]; default 1).
     pub cost: Option<u32>,
+    /// What the enqueue does when another job holds the unique key (default: refused; see
+    /// [`NewJob::debounce`], [`NewJob::throttle`]).
+    pub key_mode: crate::KeyMode,
 }
 
 /// A job to enqueue: task name, payload and options.

@@ -17,6 +17,7 @@ mod control;
 mod flows;
 mod groups;
 mod jobs;
+mod keys;
 mod leases;
 mod listing;
 mod rate;
@@ -35,7 +36,7 @@ use queue_core::backend::{
     accepts_children, child_failed_message, duration_ms, encode_cursor, from_millis, is_parent_of,
     listed_at, on_child_ended, on_child_reopened, on_delete, retention_keeps_child,
     rules::{self, AttemptFacts, CancelAction, EffectInput, Placement},
-    unfinished_change, weighted_turn,
+    to_millis, unfinished_change, weighted_turn,
 };
 use queue_core::{
     ChildCounts, ChildPolicy, Delivery, Error, EventKind, GroupList, GroupStats, JobEvent, JobId,

@@ -14,6 +14,7 @@ mod control;
 mod flows;
 mod groups;
 mod jobs;
+mod keys;
 mod leases;
 mod listing;
 mod rate;

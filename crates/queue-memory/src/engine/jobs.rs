@@ -1,5 +1,6 @@
 //! Jobs: enqueue, every transition's index writes, cancel, manual retry and reopening.
 
+use super::keys;
 use super::*;
 
 impl Tables {
@@ -115,7 +116,9 @@ impl Tables {
         {
             return Ok((shown(&existing.record), false));
         }
-        self.check_key_free(&job)?;
+        if let keys::Keyed::Done(answer) = self.keyed(&job, now) {
+            return answer;
+        }
         let record = self.insert_job(job, cfg, now, None, ChildPolicy::default(), 0, events);
         Ok((record, true))
     }

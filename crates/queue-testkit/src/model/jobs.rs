@@ -1,5 +1,6 @@
 //! Jobs in the model: enqueue, unique keys, cancel, manual retry, and the record as read.
 
+use super::keys;
 use super::*;
 
 impl Model {
@@ -16,35 +17,19 @@ impl Model {
         self.next_place
     }
 
-    /// The active (queued or processing) job holding `key`.
-    pub(super) fn holder(&self, key: &str) -> Option<JobId> {
-        self.jobs
-            .iter()
-            .find(|j| {
-                j.record.unique_key.as_deref() == Some(key)
-                    && matches!(j.record.status, JobStatus::Queued | JobStatus::Processing)
-            })
-            .map(|j| j.record.job_id)
-    }
-
     /// Enqueue one job.
     pub fn enqueue(&mut self, job: NewJob, now: Millis) -> Result<JobRecord> {
         self.now = now;
         self.config.limits.check(&job)?;
-        let o = job.options;
-        if let Some(id) = o.job_id
+        if let Some(id) = job.options.job_id
             && let Some(i) = self.jobs.iter().position(|j| j.record.job_id == id)
         {
             return Ok(self.view(i));
         }
-        if let Some(key) = &o.unique_key
-            && let Some(holder) = self.holder(key)
-        {
-            return Err(Error::AlreadyExists {
-                unique_key: key.clone(),
-                job_id: holder,
-            });
+        if let keys::Keyed::Done(answer) = self.keyed(&job, now) {
+            return answer;
         }
+        let o = job.options;
         let delay = o.delay.map(duration_ms).unwrap_or(0);
         let due = (delay > 0).then_some(now + delay);
         let record = JobRecord {
@@ -70,6 +55,7 @@ impl Model {
             cancel_requested: false,
             group: o.group,
             cost: o.cost.filter(|c| *c != 1),
+            replaced: 0,
             parent: None,
             child_policy: None,
             children: None,

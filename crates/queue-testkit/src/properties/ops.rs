@@ -28,6 +28,20 @@ pub enum Op {
     },
     /// Enqueue several job slots in one call.
     EnqueueMany(Vec<(u8, Option<u8>)>),
+    /// Enqueue job slot `job` with unique key slot `key` in a key mode: debounced (`secs`
+    /// of quiet) or throttled (a window of `secs`), with payload version `v`.
+    EnqueueKeyed {
+        /// Job slot.
+        job: u8,
+        /// Unique key slot.
+        key: u8,
+        /// Throttled, else debounced.
+        throttle: bool,
+        /// The debounce's delay or the throttle's window, in seconds.
+        secs: u16,
+        /// Payload version (a debounce's replacement shows).
+        v: u8,
+    },
     /// A worker claims up to `max` jobs.
     Fetch {
         /// Worker slot.
@@ -286,6 +300,16 @@ impl fmt::Debug for Op {
             Op::Sweep => write!(f, "sweep"),
             Op::Delete { job } => write!(f, "delete job#{job}"),
             Op::Series => write!(f, "read the series"),
+            Op::EnqueueKeyed {
+                job,
+                key,
+                throttle,
+                secs,
+                v,
+            } => {
+                let mode = if *throttle { "throttle" } else { "debounce" };
+                write!(f, "enqueue job#{job} key=k{key} {mode} {secs}s v{v}")
+            }
             Op::Vanish { worker } => write!(f, "w{worker} vanishes"),
             Op::Deregister { worker } => write!(f, "w{worker} deregisters"),
             Op::Pages => write!(f, "page through every job"),
@@ -439,6 +463,8 @@ pub(super) fn op() -> impl Strategy<Value = Op> {
         6 => (0..JOBS, key.clone(), priority(), prop_oneof![3 => Just(0u16), 1 => 1u16..90], 0u8..3)
             .prop_map(|(job, key, priority, delay, retries)| Op::Enqueue { job, key, priority, delay, retries }),
         1 => proptest::collection::vec((0..JOBS, key), 1..4).prop_map(Op::EnqueueMany),
+        3 => (0..JOBS, 0..KEYS, any::<bool>(), prop_oneof![Just(1u16), Just(10), Just(60)], any::<u8>())
+            .prop_map(|(job, key, throttle, secs, v)| Op::EnqueueKeyed { job, key, throttle, secs, v }),
         6 => (0..WORKERS, 1u8..4, any::<bool>()).prop_map(|(worker, max, long)| Op::Fetch { worker, max, long }),
         1 => Just(Op::FetchAgain),
         2 => (0..WORKERS).prop_map(|worker| Op::Heartbeat { worker }),

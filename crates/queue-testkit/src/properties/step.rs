@@ -296,6 +296,30 @@ impl<'a> Run<'a> {
                 let want = self.model.reap(100, now);
                 expect_eq("reap", got, want)
             }
+            Op::EnqueueKeyed {
+                job,
+                key,
+                throttle,
+                secs,
+                v,
+            } => {
+                let mut j = self.new_job(job, Some(key));
+                j.payload =
+                    queue_core::Payload::encode(&json!({ "job": job, "v": v })).expect("encodes");
+                let span = Duration::from_secs(u64::from(secs));
+                j = if throttle {
+                    j.throttle(span)
+                } else {
+                    j.debounce(span)
+                };
+                let got = b.enqueue(j.clone()).await;
+                let want = self.model.enqueue(j, now);
+                expect_eq(
+                    "keyed enqueue",
+                    norm(&got, Clone::clone),
+                    norm(&want, Clone::clone),
+                )
+            }
             Op::Series => {
                 if now - self.begun >= 23 * 3600 * 1000 {
                     return Ok(());

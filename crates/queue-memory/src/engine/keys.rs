@@ -1,0 +1,65 @@
+//! Unique keys and their modes: what an enqueue does when another job holds its key
+//! (`queue_core::backend::on_key_held` decides; this keeps the tables in step).
+
+use queue_core::backend::{Holder, KeyAction, on_key_held};
+
+use super::*;
+
+/// What an enqueue of a held key comes to: go on and create it, or this answer.
+pub(super) enum Keyed {
+    Create,
+    Done(Result<(JobRecord, bool)>),
+}
+
+impl Tables {
+    /// Applies the new job's key mode to its key's holder, if any.
+    pub(super) fn keyed(&mut self, job: &NewJob, now: Millis) -> Keyed {
+        let Some(key) = &job.options.unique_key else {
+            return Keyed::Create;
+        };
+        let mode = job.options.key_mode;
+        let active = self.dedup.get(key).map(|id| {
+            let entry = &self.jobs[id];
+            (*id, Holder::of(&entry.record, entry.lease.is_some()))
+        });
+        let held = active.or_else(|| {
+            let window = duration_ms(mode.window()?);
+            let &(created, id) = self.by_key.get(key)?.iter().next_back()?;
+            (now - created < window).then_some((id, Holder::Recent))
+        });
+        let Some((holder, state)) = held else {
+            return Keyed::Create;
+        };
+        Keyed::Done(match on_key_held(mode.kind(), state) {
+            KeyAction::Create => return Keyed::Create,
+            KeyAction::Refuse => Err(Error::AlreadyExists {
+                unique_key: key.clone(),
+                job_id: holder,
+            }),
+            KeyAction::Answer => Ok((shown(&self.jobs[&holder].record), false)),
+            KeyAction::Replace => Ok((self.replace(holder, job, now), false)),
+        })
+    }
+
+    /// A debounce: the pending `holder` takes `job`'s payload and starts `job`'s delay from
+    /// now.
+    fn replace(&mut self, holder: JobId, job: &NewJob, now: Millis) -> JobRecord {
+        let entry = self.jobs.get_mut(&holder).expect("the key's holder exists");
+        let (ready_position, due) = (entry.ready_position, entry.record.run_at.map(to_millis));
+        let delay = job.options.delay.map(duration_ms).unwrap_or(0);
+        entry.record.payload = job.payload.clone();
+        entry.record.replaced += 1;
+        entry.record.run_at = (delay > 0).then(|| from_millis(now + delay));
+        // A job keeps its `run_at` after it became ready: the delayed set says where it is.
+        if !due.is_some_and(|due| self.delayed.remove(&(due, holder))) {
+            self.remove_ready(holder, ready_position);
+        }
+        if delay > 0 {
+            self.delayed.insert((now + delay, holder));
+            self.woken = true;
+        } else {
+            self.push_ready(holder, ready_position);
+        }
+        shown(&self.jobs[&holder].record)
+    }
+}

@@ -1,0 +1,148 @@
+//! Key modes: what an enqueue does when another job holds its unique key (debounce,
+//! throttle), beside the default refusal (`jobs.rs`).
+
+use super::*;
+
+const QUIET: Duration = Duration::from_secs(5);
+
+fn debounced(n: u32, key: &str) -> NewJob {
+    job(n).unique_key(key).debounce(QUIET)
+}
+
+/// A burst of debounced enqueues of one key is one job, run once the burst has been quiet
+/// for the delay, with the last payload; each answer names that job and counts the
+/// replacements. Once it runs, the next enqueue is a new job that takes the key (the
+/// running one keeps running), and the running one's end does not free the new one's key.
+pub async fn a_debounced_burst_runs_once_with_the_last_payload(h: &Harness) {
+    let first = enqueue(h, debounced(1, "doc-1")).await;
+    assert_eq!(first.replaced, 0);
+    let t0 = to_millis(first.run_at.expect("a debounced job waits its delay"));
+    for n in 2..=4 {
+        h.advance(Duration::from_secs(1));
+        let answer = enqueue(h, debounced(n, "doc-1")).await;
+        assert_eq!(answer.job_id, first.job_id, "the burst is one job");
+        assert_eq!(
+            answer.replaced,
+            n - 1,
+            "each answer counts the replacements"
+        );
+        assert_eq!(n_of(&answer), u64::from(n), "the last payload wins");
+    }
+    let record = get(h, first.job_id).await;
+    assert_eq!(
+        to_millis(record.run_at.unwrap()),
+        t0 + 3_000,
+        "moved with each enqueue"
+    );
+    assert!(
+        fetch(h, 10).await.is_empty(),
+        "not before the burst is quiet"
+    );
+    h.advance(QUIET);
+    let lease = claim_one(h).await;
+    assert_eq!(lease.job.job_id, first.job_id);
+    assert_eq!(n_of(&lease.job), 4);
+    assert_eq!(h.backend.stats().await.unwrap().totals.enqueued, 1);
+    // While it runs, the next enqueue is the next run: a new job, which takes the key.
+    let next = enqueue(h, debounced(5, "doc-1")).await;
+    assert_ne!(next.job_id, first.job_id);
+    assert_eq!(next.replaced, 0);
+    let again = enqueue(h, debounced(6, "doc-1")).await;
+    assert_eq!((again.job_id, again.replaced), (next.job_id, 1));
+    assert_eq!(finish(h, &lease, completed()).await, JobStatus::Completed);
+    // The first one's end left the key with the next run.
+    let refused = h
+        .backend
+        .enqueue(job(7).unique_key("doc-1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::AlreadyExists { job_id, .. } if job_id == next.job_id),
+        "{refused:?}"
+    );
+    h.advance(QUIET);
+    let lease = claim_one(h).await;
+    assert_eq!((lease.job.job_id, n_of(&lease.job)), (next.job_id, 6));
+    finish(h, &lease, completed()).await;
+    // Free again: a debounce creates.
+    let fresh = enqueue(h, debounced(8, "doc-1")).await;
+    assert!(![first.job_id, next.job_id].contains(&fresh.job_id));
+}
+
+/// A throttled enqueue creates at most one job of its key per window: within it, it is
+/// answered with that job (running or finished), creating nothing; after it, a new job.
+/// The window counts from the job's creation.
+pub async fn a_throttle_creates_one_job_per_window(h: &Harness) {
+    let window = Duration::from_secs(60);
+    let throttled = |n: u32| job(n).unique_key("feed-1").throttle(window);
+    let first = enqueue(h, throttled(1)).await;
+    let answer = enqueue(h, throttled(2)).await;
+    assert_eq!(
+        answer.job_id, first.job_id,
+        "answered with the job of the window"
+    );
+    assert_eq!(n_of(&answer), 1, "nothing replaced");
+    let lease = claim_one(h).await;
+    finish(h, &lease, completed()).await;
+    h.advance(Duration::from_secs(59));
+    let answer = enqueue(h, throttled(3)).await;
+    assert_eq!(
+        answer.job_id, first.job_id,
+        "finished, but within the window"
+    );
+    assert_eq!(answer.status, JobStatus::Completed);
+    // Another key is throttled on its own.
+    let other = enqueue(h, job(4).unique_key("feed-2").throttle(window)).await;
+    assert_ne!(other.job_id, first.job_id);
+    h.advance(Duration::from_secs(1));
+    let second = enqueue(h, throttled(5)).await;
+    assert_ne!(second.job_id, first.job_id, "a new window");
+    assert_eq!(second.status, JobStatus::Queued);
+    assert_eq!(h.backend.stats().await.unwrap().totals.enqueued, 3);
+    // The default mode still refuses while the key is held.
+    let refused = h.backend.enqueue(job(6).unique_key("feed-1")).await;
+    assert!(
+        matches!(refused, Err(Error::AlreadyExists { .. })),
+        "{refused:?}"
+    );
+}
+
+/// Key modes are refused where they cannot apply, naming why: without a unique key, with a
+/// debounce and another delay, in a flow, past the longest delay; at the longest delay they
+/// are accepted.
+pub async fn key_modes_are_checked(h: &Harness) {
+    let longest = queue_core::Limits::default().delay;
+    let invalid = |r: queue_core::Result<JobRecord>, words: &str| match r {
+        Err(Error::InvalidArgument { message }) => assert!(message.contains(words), "{message}"),
+        other => panic!("expected InvalidArgument ({words}), got {other:?}"),
+    };
+    invalid(
+        h.backend.enqueue(job(1).debounce(QUIET)).await,
+        "needs a unique key",
+    );
+    invalid(
+        h.backend
+            .enqueue(debounced(2, "k").delay(Duration::from_secs(1)))
+            .await,
+        "set no other delay",
+    );
+    invalid(
+        h.backend
+            .enqueue(
+                job(3)
+                    .unique_key("k")
+                    .throttle(longest + Duration::from_millis(1)),
+            )
+            .await,
+        "key mode `throttle`",
+    );
+    invalid(
+        h.backend
+            .enqueue_flow(Flow::new(job(4)).children([Flow::new(debounced(5, "k"))]))
+            .await,
+        "take no key mode",
+    );
+    enqueue(h, job(6).unique_key("k1").throttle(longest)).await;
+    enqueue(h, job(7).unique_key("k2").debounce(longest)).await;
+    assert_eq!(h.backend.stats().await.unwrap().totals.enqueued, 2);
+}

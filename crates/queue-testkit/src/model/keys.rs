@@ -1,0 +1,83 @@
+//! Unique keys and their modes in the model: what an enqueue does when another job holds
+//! its key (`on_key_held`, as every backend).
+
+use queue_core::backend::{Holder, KeyAction, on_key_held};
+
+use super::*;
+
+/// What an enqueue of a held key comes to: go on and create it, or this answer.
+pub(super) enum Keyed {
+    Create,
+    Done(Result<JobRecord>),
+}
+
+impl Model {
+    /// The job holding `key`: the newest active (queued or processing) job with it (a
+    /// debounce's new run takes the key from the one that runs).
+    pub(super) fn holder(&self, key: &str) -> Option<JobId> {
+        self.jobs
+            .iter()
+            .rev()
+            .find(|j| {
+                j.record.unique_key.as_deref() == Some(key)
+                    && matches!(j.record.status, JobStatus::Queued | JobStatus::Processing)
+            })
+            .map(|j| j.record.job_id)
+    }
+
+    /// Applies the new job's key mode to its key's holder, if any.
+    pub(super) fn keyed(&mut self, job: &NewJob, now: Millis) -> Keyed {
+        let Some(key) = &job.options.unique_key else {
+            return Keyed::Create;
+        };
+        let mode = job.options.key_mode;
+        let active = self.holder(key).map(|id| {
+            let i = self.index(id);
+            (id, Holder::of(&self.view(i), self.jobs[i].lease.is_some()))
+        });
+        let held = active.or_else(|| {
+            let window = duration_ms(mode.window()?);
+            let newest = self
+                .jobs
+                .iter()
+                .rev()
+                .find(|j| j.record.unique_key.as_deref() == Some(key))?;
+            let created = to_millis(newest.record.created_at);
+            (now - created < window).then_some((newest.record.job_id, Holder::Recent))
+        });
+        let Some((holder, state)) = held else {
+            return Keyed::Create;
+        };
+        let i = self.index(holder);
+        Keyed::Done(match on_key_held(mode.kind(), state) {
+            KeyAction::Create => return Keyed::Create,
+            KeyAction::Refuse => Err(Error::AlreadyExists {
+                unique_key: key.clone(),
+                job_id: holder,
+            }),
+            KeyAction::Answer => Ok(self.view(i)),
+            KeyAction::Replace => {
+                let delay = job.options.delay.map(duration_ms).unwrap_or(0);
+                let j = &mut self.jobs[i];
+                j.record.payload = job.payload.clone();
+                j.record.replaced += 1;
+                j.record.run_at = (delay > 0).then(|| from_millis(now + delay));
+                if delay > 0 {
+                    j.due = Some(now + delay);
+                    j.place = 0;
+                }
+                if j.record.group.is_some() {
+                    self.refresh_lanes();
+                }
+                Ok(self.view(i))
+            }
+        })
+    }
+
+    fn index(&self, id: JobId) -> usize {
+        self.jobs
+            .iter()
+            .position(|j| j.record.job_id == id)
+            .expect("the holder exists")
+    }
+}
