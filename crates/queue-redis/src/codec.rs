@@ -141,6 +141,7 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
         cost: uint("cost", u64::from(queue_core::backend::MAX_COST))?
             .filter(|c| *c > 1)
             .map(|c| c as u32),
+        replaced: count("replaced")?,
         parent,
         child_policy,
         children,

@@ -286,6 +286,8 @@ impl RedisBackend {
         match code {
             "ok" => Ok(self.job_from_new(job, id, now)),
             "exists" => self.get(id).await,
+            // The key's holder answers (a throttle), or took the payload (a debounce).
+            "held" => self.get(other.parse()?).await,
             "stale" => Err(Error::invalid(format!(
                 "job id {id} is still in use by a deleted job's index entries; use another id"
             ))),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use queue_core::backend::{
     ClaimRequest, Ending, FlatJob, Millis, Outcome, WorkerBeat, duration_ms, to_millis,
 };
-use queue_core::{ChildPolicy, JobId, LeaseToken, Limits, NewJob, QueueConfig};
+use queue_core::{ChildPolicy, JobId, KeyMode, LeaseToken, Limits, NewJob, QueueConfig};
 use redis::Value;
 
 use crate::keys::Keys;
@@ -153,7 +153,7 @@ pub(crate) fn enqueue_args(
     first_key: usize,
 ) -> (Vec<String>, Vec<String>) {
     let mut dynamic = Vec::with_capacity(jobs.len() * 2);
-    let mut args = Vec::with_capacity(1 + jobs.len() * 14);
+    let mut args = Vec::with_capacity(1 + jobs.len() * JOB_ARGS);
     args.push(jobs.len().to_string());
     for (_, job, id) in jobs {
         job_args(keys, config, job, *id, first_key, &mut dynamic, &mut args);
@@ -162,7 +162,7 @@ pub(crate) fn enqueue_args(
 }
 
 /// `flow`: the arguments of a flow (`target` None) or of children added to `target`: per
-/// job the 14 values of an enqueue, then its parent's 1-based number in `jobs` ('' for a
+/// job the `JOB_ARGS` values of an enqueue, then its parent's 1-based number in `jobs` ('' for a
 /// top job), its policy ('' for the default) and how many children it has.
 pub(crate) fn flow_args(
     keys: &Keys,
@@ -172,7 +172,7 @@ pub(crate) fn flow_args(
     first_key: usize,
 ) -> (Vec<String>, Vec<String>) {
     let mut dynamic = Vec::with_capacity(1 + jobs.len() * 2);
-    let mut args = Vec::with_capacity(2 + jobs.len() * 17);
+    let mut args = Vec::with_capacity(2 + jobs.len() * (JOB_ARGS + 3));
     args.push(jobs.len().to_string());
     args.push(target.map(|t| t.to_string()).unwrap_or_default());
     if let Some(t) = target {
@@ -201,8 +201,12 @@ pub(crate) fn flow_args(
     (dynamic, args)
 }
 
-/// The 14 values `check_new` and `create_new` (prelude.lua) read for one job; its keys are
-/// pushed on `dynamic` (which starts at KEYS[first_key + 1]).
+/// How many values `check_new` and `create_new` (prelude `jobs.lua`, `JOB_ARGS`) read for
+/// one job.
+const JOB_ARGS: usize = 15;
+
+/// The `JOB_ARGS` values `check_new` and `create_new` (prelude.lua) read for one job; its
+/// keys are pushed on `dynamic` (which starts at KEYS[first_key + 1]).
 fn job_args(
     keys: &Keys,
     config: &QueueConfig,
@@ -249,6 +253,11 @@ fn job_args(
             .filter(|c| *c != 1)
             .map(|c| c.to_string())
             .unwrap_or_default(),
+        match o.key_mode {
+            KeyMode::Refuse => String::new(),
+            KeyMode::Debounce(_) => "debounce".to_owned(),
+            KeyMode::Throttle(window) => format!("throttle:{}", duration_ms(window)),
+        },
     ]);
 }
 

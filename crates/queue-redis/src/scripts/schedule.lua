@@ -1,7 +1,7 @@
 -- One compare-and-set of a schedule, with the jobs of its ticks (queue_core::Schedules
 -- decides both). ARGV: 3 name, 4 the stored form the writer read ('' = absent), 5 the new
 -- stored form ('' = delete), 6 its next run in ms ('' = none), 7 job count, then per job
--- the 14 values of check_new (keys as in enqueue.lua). Returns {now, 'conflict'} when the
+-- the JOB_ARGS values of check_new (keys as in enqueue.lua). Returns {now, 'conflict'} when the
 -- schedule is not what the writer read (nothing written), else {now, 'ok', {code, id}...}
 -- with each job's answer as enqueue.lua gives it; {now, 'full'} when it would create a
 -- schedule past MAX_SCHEDULES (nothing written).

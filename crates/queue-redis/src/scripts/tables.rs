@@ -121,6 +121,16 @@ pub(super) fn generated_tables() -> String {
         }
         lua.push_str(" },\n");
     }
+    // queue_core::backend::on_key_held: KEY_ACTION[mode][holder].
+    lua.push_str("}\nlocal KEY_ACTION = {\n");
+    for mode in queue_core::KeyModeKind::ALL {
+        let _ = write!(lua, "  {} = {{", mode.as_str());
+        for holder in queue_core::backend::Holder::ALL {
+            let action = queue_core::backend::on_key_held(mode, holder);
+            let _ = write!(lua, " {} = '{}',", holder.as_str(), action.as_str());
+        }
+        lua.push_str(" },\n");
+    }
     lua.push_str("}\nlocal PLACE = {");
     for event in Event::ALL {
         let _ = write!(

@@ -132,13 +132,30 @@ local function unqueue(KEY, id, rec)
   if rec.waiting > 0 then redis.call('ZREM', KEY.waiting, id) end
 end
 
+-- How many values of ARGV describe one new job (queue-redis `wire.rs`, `JOB_ARGS`).
+local JOB_ARGS = 15
+
+-- What the job holding a key is doing (queue_core::backend::Holder): 'pending' (queued, not
+-- leased, not waiting on children), 'started', or nil when its record is gone.
+local function holder_state(KEY, id)
+  local v = redis.pcall('HMGET', job_key(id), 'status', 'kids_waiting')
+  if failed(v) or not v[1] then return nil end
+  if v[1] ~= 'queued' or num(v[2], 0) > 0 or redis.call('HEXISTS', KEY.leases, id) == 1 then
+    return 'started'
+  end
+  return 'pending'
+end
+
 -- One job of an enqueue (`enqueue.lua`, `flow.lua`): ARGV from `b` holds id, task, payload,
 -- unique_key, band, delay_ms, max_retries, timeout_ms, metadata, job key index, history key
--- index, '1' when the caller chose the id, group ('' without), cost ('' for 1).
+-- index, '1' when the caller chose the id, group ('' without), cost ('' for 1), key mode
+-- ('' = refuse, 'debounce', 'throttle:<window ms>').
 -- Returns nil when it may be created, else its answer: {'exists', id} (the id is taken:
 -- that record is kept) | {'stale', id} (entries of a deleted job with this id remain) |
--- {'dup', holder} (the unique key's holder) | {'badkey', id} (the unique key's history key
--- holds something else).
+-- {'dup', holder} (the unique key's holder refuses it, or is gone) | {'badkey', id} (the
+-- unique key's history key holds something else) | {'held', holder} (answered with the
+-- key's holder) | {'replace', holder} (a debounce: the caller replaces the holder's payload).
+-- The key mode's decision is queue_core::backend::on_key_held (KEY_ACTION).
 local function check_new(KEY, KEYS, ARGV, b)
   local id, uk = ARGV[b], ARGV[b + 3]
   local key = KEYS[tonumber(ARGV[b + 9])]
@@ -147,12 +164,42 @@ local function check_new(KEY, KEYS, ARGV, b)
     return { 'stale', id }
   end
   if uk ~= '' then
-    local holder = redis.call('HGET', KEY.dedup, uk)
-    if holder then return { 'dup', holder } end
-    local t = key_type(KEYS[tonumber(ARGV[b + 10])])
+    local history = KEYS[tonumber(ARGV[b + 10])]
+    local t = key_type(history)
     if t ~= 'none' and t ~= 'zset' then return { 'badkey', id } end
+    local mode, window = ARGV[b + 14], nil
+    if mode == '' then mode = 'refuse' end
+    if string.sub(mode, 1, 9) == 'throttle:' then mode, window = 'throttle', tonumber(string.sub(mode, 10)) end
+    local holder = redis.call('HGET', KEY.dedup, uk)
+    local state = nil
+    if holder then
+      state = holder_state(KEY, holder)
+      -- Gone behind the queue's back: the caller heals the key (`heal`) and tries again.
+      if not state then return { 'dup', holder } end
+    elseif window then
+      local newest = redis.call('ZREVRANGE', history, 0, 0, 'WITHSCORES')
+      if newest[1] and NOW - tonumber(newest[2]) < window then holder, state = newest[1], 'recent' end
+    end
+    if state then
+      local action = KEY_ACTION[mode][state]
+      if action == 'refuse' then return { 'dup', holder } end
+      if action == 'answer' then return { 'held', holder } end
+      if action == 'replace' then return { 'replace', holder } end
+    end
   end
   return nil
+end
+
+-- A debounce (queue_core::backend::KeyAction::Replace): the pending job `id` takes `payload`
+-- and waits `delay` ms from now, wherever it waited before.
+local function replace_payload(KEY, id, payload, delay)
+  local key = job_key(id)
+  local rec = facts(key)
+  unqueue(KEY, id, rec)
+  redis.call('HSET', key, 'payload', payload, 'run_at', NOW + delay)
+  redis.call('HINCRBY', key, 'replaced', 1)
+  schedule(KEY, rec.band, NOW + delay, id, rec.group)
+  wake()
 end
 
 -- Creates the job of ARGV from `b` (checked by check_new). `parent`: its parent's id (nil
@@ -222,16 +269,22 @@ local function place_new(KEY, ready, created)
 end
 
 -- Creates `count` jobs each on its own (a refused one does not stop the others), their
--- 14 values of check_new from ARGV[first]; the ready ones take their places in order.
--- Returns {code, id} per job: ok, or the answer of check_new.
+-- JOB_ARGS values of check_new from ARGV[first]; the ready ones take their places in order.
+-- Returns {code, id} per job: ok, or the answer of check_new ('held' for a replacement).
 local function create_each(KEY, KEYS, ARGV, first, count)
   local out = {}
   local ready = {}
   local created = 0
   for i = 0, count - 1 do
-    local b = first + i * 14
+    local b = first + i * JOB_ARGS
     local refused = check_new(KEY, KEYS, ARGV, b)
-    if refused then
+    if refused and refused[1] == 'replace' then
+      -- The holder may be a job of this call still to be placed: place those first.
+      place_new(KEY, ready, created)
+      ready, created = {}, 0
+      replace_payload(KEY, refused[2], ARGV[b + 2], tonumber(ARGV[b + 5]))
+      out[#out + 1] = { 'held', refused[2] }
+    elseif refused then
       out[#out + 1] = refused
     else
       ready[#ready + 1] = create_new(KEY, KEYS, ARGV, b, nil, '', 0)
