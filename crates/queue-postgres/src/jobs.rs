@@ -2,10 +2,11 @@
 //! reads of one record.
 
 use queue_core::backend::{MAX_ENQUEUE_STEP, Millis};
-use queue_core::{Error, EventKind, JobId, JobRecord, NewJob, Result};
+use queue_core::{Error, EventKind, JobId, JobRecord, KeyMode, NewJob, Result};
 use sqlx::{Acquire, PgConnection};
 
 use crate::PostgresBackend;
+use crate::keys::Keyed;
 use crate::rows::{COLUMNS, Row};
 
 impl PostgresBackend {
@@ -108,6 +109,7 @@ impl PostgresBackend {
         let cfg = &self.inner.queue;
         let mut answers: Vec<Option<Result<JobRecord>>> = Vec::with_capacity(jobs.len());
         let mut rows = Vec::new();
+        let mut modes = Vec::new();
         for job in jobs {
             let checked = job.validate().and_then(|()| cfg.limits.check(&job));
             if let Err(e) = checked {
@@ -115,17 +117,20 @@ impl PostgresBackend {
                 continue;
             }
             let id = job.options.job_id.unwrap_or_default();
+            modes.push(job.options.key_mode);
             let record = JobRecord::born(job, id, now, cfg, None, 0);
             rows.push(Row::born(record, now));
             answers.push(None);
         }
+        // A keyed job decides on what the jobs before it in the batch did: one at a time.
+        let keyed = modes.iter().any(|m| *m != KeyMode::Refuse);
         // Distinct ids go in one statement; a batch naming one id more than once goes a row
         // at a time, each answered before the next (as one enqueue after another would).
         let distinct: std::collections::HashSet<JobId> =
             rows.iter().map(|r| r.record.job_id).collect();
         let mut results: Vec<Result<JobRecord>> = Vec::with_capacity(rows.len());
         let mut added = Added::default();
-        if distinct.len() == rows.len() {
+        if distinct.len() == rows.len() && !keyed {
             let inserted = self.insert_rows(conn, now, &rows, wake).await?;
             added.count(&inserted);
             for mut row in rows {
@@ -138,7 +143,20 @@ impl PostgresBackend {
                 });
             }
         } else {
-            for mut row in rows {
+            for (mut row, mode) in rows.into_iter().zip(modes) {
+                if mode != KeyMode::Refuse {
+                    if let Some(existing) = self.row_in(conn, row.record.job_id).await? {
+                        let mut record = existing.record;
+                        record.show_flow_progress();
+                        results.push(Ok(record));
+                        continue;
+                    }
+                    if let Keyed::Done(answer) = self.keyed_in(conn, &row.record, mode, now).await?
+                    {
+                        results.push(answer);
+                        continue;
+                    }
+                }
                 let inserted = self
                     .insert_rows(conn, now, std::slice::from_ref(&row), wake)
                     .await?;
@@ -266,7 +284,8 @@ impl PostgresBackend {
         key: &str,
     ) -> Result<Option<JobId>> {
         let holder: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
-            "SELECT id FROM {}.jobs WHERE queue = $1 AND unique_key = $2 AND finished_ms IS NULL",
+            "SELECT id FROM {}.jobs WHERE queue = $1 AND unique_key = $2 AND finished_ms IS NULL \
+             AND key_held",
             self.inner.schema
         ))
         .bind(&self.inner.queue.queue_name)
@@ -426,6 +445,10 @@ impl PostgresBackend {
                 });
             }
             self.write_rows(&mut tx, std::slice::from_ref(&row)).await?;
+            if row.record.unique_key.is_some() {
+                // It may have let its key go to a debounce's next run: it holds it again.
+                self.set_key_held(&mut tx, id, true).await?;
+            }
             let moved = crate::flows::Moved::of(from, &row);
             self.propagate(&mut tx, now, moved.into_iter().collect())
                 .await?;

@@ -12,6 +12,7 @@ mod floors;
 mod flows;
 mod groups;
 mod jobs;
+mod keys;
 mod lanes;
 mod leases;
 mod listing;

@@ -13,6 +13,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "jobs", include_str!("../migrations/0001_jobs.sql")),
     (2, "tallies", include_str!("../migrations/0002_tallies.sql")),
     (3, "floors", include_str!("../migrations/0003_floors.sql")),
+    (
+        4,
+        "key_modes",
+        include_str!("../migrations/0004_key_modes.sql"),
+    ),
 ];
 
 /// The version the code expects.

@@ -37,11 +37,12 @@ impl Model {
         });
         let held = active.or_else(|| {
             let window = duration_ms(mode.window()?);
+            // The newest job of the key, by creation then id (as every backend).
             let newest = self
                 .jobs
                 .iter()
-                .rev()
-                .find(|j| j.record.unique_key.as_deref() == Some(key))?;
+                .filter(|j| j.record.unique_key.as_deref() == Some(key))
+                .max_by_key(|j| (j.record.created_at, j.record.job_id))?;
             let created = to_millis(newest.record.created_at);
             (now - created < window).then_some((newest.record.job_id, Holder::Recent))
         });
