@@ -54,6 +54,8 @@ macro_rules! conformance_tests {
             a_debounced_burst_runs_once_with_the_last_payload,
             a_throttle_creates_one_job_per_window,
             key_modes_are_checked,
+            a_debounced_burst_from_many_tasks_is_one_job,
+            a_throttled_burst_from_many_tasks_is_one_job,
             enqueue_with_same_id_is_idempotent,
             concurrent_enqueues_each_get_their_own_answer,
             enqueue_many_reports_each_job,

@@ -146,3 +146,78 @@ pub async fn key_modes_are_checked(h: &Harness) {
     enqueue(h, job(7).unique_key("k2").debounce(longest)).await;
     assert_eq!(h.backend.stats().await.unwrap().totals.enqueued, 2);
 }
+
+/// How many enqueues a burst case sends, from [`BURST_TASKS`] tasks at once.
+pub const BURST: u32 = 10_000;
+/// The tasks a burst comes from.
+pub const BURST_TASKS: u32 = 50;
+
+/// `BURST` enqueues of one key from `BURST_TASKS` tasks at once, each made by `new(n)`:
+/// every answer, in the order each task got them.
+async fn burst(h: &Harness, new: fn(u32) -> NewJob) -> Vec<JobRecord> {
+    let per = BURST / BURST_TASKS;
+    let tasks: Vec<_> = (0..BURST_TASKS)
+        .map(|t| {
+            let backend = Arc::clone(&h.backend);
+            tokio::spawn(async move {
+                let mut answers = Vec::with_capacity(per as usize);
+                for i in 0..per {
+                    answers.push(backend.enqueue(new(t * per + i)).await.expect("enqueue"));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(BURST as usize);
+    for task in tasks {
+        out.extend(task.await.expect("the task ran"));
+    }
+    out
+}
+
+/// A burst of debounced enqueues of one key from many tasks at once is one job: every
+/// answer names it, each payload but the first replaced the one before (no replacement is
+/// lost), and it runs once, with the payload the last replacement wrote.
+pub async fn a_debounced_burst_from_many_tasks_is_one_job(h: &Harness) {
+    let answers = burst(h, |n| debounced(n, "burst")).await;
+    let id = answers[0].job_id;
+    assert!(
+        answers.iter().all(|a| a.job_id == id),
+        "every answer names the one job"
+    );
+    let record = get(h, id).await;
+    assert_eq!(record.replaced, BURST - 1, "no replacement is lost");
+    let last: Vec<u64> = answers
+        .iter()
+        .filter(|a| a.replaced == BURST - 1)
+        .map(n_of)
+        .collect();
+    assert!(
+        last.contains(&n_of(&record)),
+        "the stored payload is the last replacement's ({} not in {last:?})",
+        n_of(&record)
+    );
+    assert_eq!(h.backend.stats().await.unwrap().totals.enqueued, 1);
+    h.advance(QUIET);
+    let leases = fetch(h, 10).await;
+    assert_eq!(leases.len(), 1, "one run");
+    assert_eq!(n_of(&leases[0].job), n_of(&record));
+    finish(h, &leases[0], completed()).await;
+    assert!(fetch(h, 10).await.is_empty());
+}
+
+/// A burst of throttled enqueues of one key from many tasks at once creates one job, and
+/// every answer names it.
+pub async fn a_throttled_burst_from_many_tasks_is_one_job(h: &Harness) {
+    let answers = burst(h, |n| {
+        job(n).unique_key("burst").throttle(Duration::from_secs(60))
+    })
+    .await;
+    let id = answers[0].job_id;
+    assert!(
+        answers.iter().all(|a| a.job_id == id),
+        "every answer names the one job"
+    );
+    let stats = h.backend.stats().await.unwrap();
+    assert_eq!((stats.totals.enqueued, stats.total), (1, 1));
+}
