@@ -288,6 +288,10 @@ struct EnqueueBody {
     metadata: Metadata,
     group: Option<String>,
     cost: Option<u32>,
+    /// Debounce on the unique key: a burst becomes one run this long after its last enqueue.
+    debounce_ms: Option<u64>,
+    /// Throttle on the unique key: at most one job of the key per this window.
+    throttle_ms: Option<u64>,
     /// Children: the job becomes a flow's parent, created with them in one step.
     #[serde(default)]
     children: Vec<EnqueueBody>,
@@ -307,6 +311,16 @@ impl EnqueueBody {
         job.options.metadata = self.metadata;
         job.options.group = self.group;
         job.options.cost = self.cost;
+        match (self.debounce_ms, self.throttle_ms) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "`debounce_ms` and `throttle_ms`: a job takes one key mode",
+                ));
+            }
+            (Some(ms), None) => job = job.debounce(Duration::from_millis(ms)),
+            (None, Some(ms)) => job = job.throttle(Duration::from_millis(ms)),
+            (None, None) => {}
+        }
         let children = self
             .children
             .into_iter()
@@ -324,13 +338,21 @@ pub(crate) async fn enqueue(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let b: EnqueueBody = json_body(raw, "job")?;
-    let flow = b.into_flow()?;
+    let mut flow = b.into_flow()?;
+    // A keyed job may be answered with the job that holds its key: 200 then, 201 when
+    // this enqueue created it.
+    let id = *flow.job.options.job_id.get_or_insert_with(JobId::new);
     let record = if flow.children.is_empty() {
         state.backend.enqueue(flow.job).await?
     } else {
         state.backend.enqueue_flow(flow).await?
     };
-    Ok((StatusCode::CREATED, Json(record)).into_response())
+    let status = if record.job_id == id {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(record)).into_response())
 }
 
 pub(crate) async fn cancel(

@@ -313,7 +313,9 @@ pub(crate) fn build() -> Value {
                         "delay_seconds": { "type": "integer", "minimum": 0 }, "max_retries": { "type": "integer", "minimum": 0 },
                         "timeout_seconds": { "type": "integer", "minimum": 1 }, "metadata": { "type": "object" },
                         "group": { "type": "string", "maxLength": 128 },
-                        "cost": { "type": "integer", "minimum": 1, "maximum": 1000000, "description": "What a start counts against rate limits (default 1)" }
+                        "cost": { "type": "integer", "minimum": 1, "maximum": 1000000, "description": "What a start counts against rate limits (default 1)" },
+                        "debounce_ms": { "type": "integer", "minimum": 1, "description": "With unique_key: a burst of enqueues becomes one run this long after the last, with the last payload (answered 200 with the pending job whose payload it replaced)" },
+                        "throttle_ms": { "type": "integer", "minimum": 1, "description": "With unique_key: at most one job of the key per window (answered 200 with the window's job)" }
                     }
                 }
             }

@@ -57,7 +57,7 @@ impl KeyModeKind {
     /// Every kind.
     pub const ALL: [KeyModeKind; 3] = [Self::Refuse, Self::Debounce, Self::Throttle];
 
-    /// The wire name (`POST /jobs`' `key_mode`, `queuectl enqueue --key-mode`, the scripts).
+    /// The name the scripts use.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Refuse => "refuse",
@@ -82,26 +82,6 @@ impl KeyMode {
         match self {
             Self::Throttle(window) => Some(*window),
             _ => None,
-        }
-    }
-
-    /// A mode from its wire name and duration in milliseconds (`refuse` takes none), as
-    /// the admin API and `queuectl` read it; an unknown name is refused, naming it.
-    pub fn parse(name: &str, ms: Option<u64>) -> Result<Self> {
-        let within = |what: &str| {
-            ms.map(Duration::from_millis).ok_or_else(|| {
-                Error::invalid(format!(
-                    "key mode `{name}` needs its {what} in milliseconds"
-                ))
-            })
-        };
-        match name {
-            "refuse" => Ok(Self::Refuse),
-            "debounce" => Ok(Self::Debounce(within("delay")?)),
-            "throttle" => Ok(Self::Throttle(within("window")?)),
-            other => Err(Error::invalid(format!(
-                "key mode `{other}` is not one of refuse, debounce, throttle"
-            ))),
         }
     }
 }
@@ -291,21 +271,5 @@ mod tests {
         });
         let err = ok(&delayed).unwrap_err().to_string();
         assert!(err.contains("set no other delay"), "{err}");
-    }
-
-    #[test]
-    fn modes_parse_from_their_wire_names() {
-        assert_eq!(
-            KeyMode::parse("debounce", Some(1500)).unwrap(),
-            KeyMode::Debounce(Duration::from_millis(1500))
-        );
-        assert_eq!(KeyMode::parse("refuse", None).unwrap(), KeyMode::Refuse);
-        assert!(KeyMode::parse("throttle", None).is_err());
-        let err = KeyMode::parse("latest", None).unwrap_err().to_string();
-        assert!(err.contains("`latest` is not one of"), "{err}");
-        for kind in KeyModeKind::ALL {
-            let mode = KeyMode::parse(kind.as_str(), Some(1)).unwrap();
-            assert_eq!(mode.kind(), kind);
-        }
     }
 }

@@ -70,10 +70,18 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             max_retries,
             group,
             cost,
+            debounce_ms,
+            throttle_ms,
             children,
             on_child_failure,
         } => {
             let mut job = NewJob::with_payload(task, payload);
+            if let Some(ms) = debounce_ms {
+                job = job.debounce(Duration::from_millis(ms));
+            }
+            if let Some(ms) = throttle_ms {
+                job = job.throttle(Duration::from_millis(ms));
+            }
             if let Some(g) = group {
                 job = job.group(g);
             }

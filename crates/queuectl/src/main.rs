@@ -65,6 +65,14 @@ pub(crate) enum Command {
         /// What a start counts against rate limits (default 1), e.g. an LLM call's tokens.
         #[arg(long)]
         cost: Option<u32>,
+        /// With --unique-key: debounce, a burst of enqueues of the key becomes one run this
+        /// many milliseconds after the last, with the last payload.
+        #[arg(long, conflicts_with = "throttle_ms")]
+        debounce_ms: Option<u64>,
+        /// With --unique-key: throttle, at most one job of the key per this many
+        /// milliseconds; an enqueue within it prints the window's job.
+        #[arg(long)]
+        throttle_ms: Option<u64>,
         /// A child, as TASK:JSON (repeat it): the job then runs once every child ended,
         /// all created in one step (a flow).
         #[arg(long = "child", value_parser = parse_child)]

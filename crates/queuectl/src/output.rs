@@ -32,6 +32,7 @@ pub(crate) fn record(r: &JobRecord) {
             r.unique_key.clone().unwrap_or_else(|| "-".into()),
         ),
         ("group", r.group.clone().unwrap_or_else(|| "-".into())),
+        ("replaced", r.replaced.to_string()),
         (
             "retry_count",
             format!("{} of {}", r.retry_count, r.max_retries),

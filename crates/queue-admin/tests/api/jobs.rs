@@ -330,3 +330,48 @@ async fn bad_input_postgres() {
     let (b, _schema) = crate::postgres().await;
     bad_input(shared(b)).await;
 }
+
+/// Key modes over HTTP: a debounced enqueue is created (201), the next is answered with the
+/// pending job whose payload it replaced (200); a throttled one within its window with
+/// the window's job (200); both modes at once are refused (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_modes_answer_the_job_holding_the_key() {
+    let s = Server::start(shared(MemoryBackend::new()), Some(TOKEN)).await;
+    let post = |body: serde_json::Value| {
+        let s = &s;
+        async move { s.json("POST", "/jobs", Some(&body.to_string())).await }
+    };
+    let debounced = |n: u32| json!({"task": "t", "payload": {"n": n}, "unique_key": "doc", "debounce_ms": 5000});
+    let (status, first) = post(debounced(1)).await;
+    assert_eq!(
+        (status, first["replaced"].as_u64()),
+        (201, Some(0)),
+        "{first}"
+    );
+    let (status, again) = post(debounced(2)).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["job_id"], first["job_id"]);
+    assert_eq!(
+        (again["replaced"].as_u64(), &again["payload"]),
+        (Some(1), &json!({"n": 2}))
+    );
+    let throttled = json!({"task": "t", "payload": {}, "unique_key": "feed", "throttle_ms": 60000});
+    let (status, window) = post(throttled.clone()).await;
+    assert_eq!(status, 201, "{window}");
+    let (status, answer) = post(throttled).await;
+    assert_eq!(
+        (status, &answer["job_id"]),
+        (200, &window["job_id"]),
+        "{answer}"
+    );
+    let both = json!({"task": "t", "unique_key": "k", "debounce_ms": 1, "throttle_ms": 1});
+    let (status, body) = post(both).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("one key mode"),
+        "{body}"
+    );
+}
