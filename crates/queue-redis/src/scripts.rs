@@ -466,6 +466,11 @@ mod tests {
             "local ACCEPTS_CHILDREN = { queued = true, }",
             "local KEEPS_CHILD = { queued = true, processing = true, }",
             "local CHILD_MSG = { 'child ', ' ended ' }",
+            // Key modes: a debounce replaces a pending holder's payload and takes the key
+            // from a running one; a throttle answers with the holder, even a recent one.
+            "debounce = { pending = 'replace', started = 'create', recent = 'create', }",
+            "throttle = { pending = 'answer', started = 'answer', recent = 'answer', }",
+            "refuse = { pending = 'refuse', started = 'refuse', recent = 'create', }",
         ] {
             assert!(lua.contains(expected), "missing {expected}\n{lua}");
         }

@@ -10,13 +10,14 @@ use std::fmt::Write;
 
 /// The prelude's files, in load order: `context` (the per-call state: prefix, clock,
 /// pending writes, flush) first, the others by concept.
-pub(crate) const FILES: [(&str, &str); 13] = [
+pub(crate) const FILES: [(&str, &str); 14] = [
     ("context", include_str!("prelude/context.lua")),
     ("series", include_str!("prelude/series.lua")),
     ("events", include_str!("prelude/events.lua")),
     ("records", include_str!("prelude/records.lua")),
     ("leases", include_str!("prelude/leases.lua")),
     ("jobs", include_str!("prelude/jobs.lua")),
+    ("keys", include_str!("prelude/keys.lua")),
     ("rate", include_str!("prelude/rate.lua")),
     ("groups", include_str!("prelude/groups.lua")),
     ("webhooks", include_str!("prelude/webhooks.lua")),

@@ -135,17 +135,6 @@ end
 -- How many values of ARGV describe one new job (queue-redis `wire.rs`, `JOB_ARGS`).
 local JOB_ARGS = 15
 
--- What the job holding a key is doing (queue_core::backend::Holder): 'pending' (queued, not
--- leased, not waiting on children), 'started', or nil when its record is gone.
-local function holder_state(KEY, id)
-  local v = redis.pcall('HMGET', job_key(id), 'status', 'kids_waiting')
-  if failed(v) or not v[1] then return nil end
-  if v[1] ~= 'queued' or num(v[2], 0) > 0 or redis.call('HEXISTS', KEY.leases, id) == 1 then
-    return 'started'
-  end
-  return 'pending'
-end
-
 -- One job of an enqueue (`enqueue.lua`, `flow.lua`): ARGV from `b` holds id, task, payload,
 -- unique_key, band, delay_ms, max_retries, timeout_ms, metadata, job key index, history key
 -- index, '1' when the caller chose the id, group ('' without), cost ('' for 1), key mode
@@ -167,39 +156,10 @@ local function check_new(KEY, KEYS, ARGV, b)
     local history = KEYS[tonumber(ARGV[b + 10])]
     local t = key_type(history)
     if t ~= 'none' and t ~= 'zset' then return { 'badkey', id } end
-    local mode, window = ARGV[b + 14], nil
-    if mode == '' then mode = 'refuse' end
-    if string.sub(mode, 1, 9) == 'throttle:' then mode, window = 'throttle', tonumber(string.sub(mode, 10)) end
-    local holder = redis.call('HGET', KEY.dedup, uk)
-    local state = nil
-    if holder then
-      state = holder_state(KEY, holder)
-      -- Gone behind the queue's back: the caller heals the key (`heal`) and tries again.
-      if not state then return { 'dup', holder } end
-    elseif window then
-      local newest = redis.call('ZREVRANGE', history, 0, 0, 'WITHSCORES')
-      if newest[1] and NOW - tonumber(newest[2]) < window then holder, state = newest[1], 'recent' end
-    end
-    if state then
-      local action = KEY_ACTION[mode][state]
-      if action == 'refuse' then return { 'dup', holder } end
-      if action == 'answer' then return { 'held', holder } end
-      if action == 'replace' then return { 'replace', holder } end
-    end
+    local decided = key_decision(KEY, uk, ARGV[b + 14], history)
+    if decided then return decided end
   end
   return nil
-end
-
--- A debounce (queue_core::backend::KeyAction::Replace): the pending job `id` takes `payload`
--- and waits `delay` ms from now, wherever it waited before.
-local function replace_payload(KEY, id, payload, delay)
-  local key = job_key(id)
-  local rec = facts(key)
-  unqueue(KEY, id, rec)
-  redis.call('HSET', key, 'payload', payload, 'run_at', NOW + delay)
-  redis.call('HINCRBY', key, 'replaced', 1)
-  schedule(KEY, rec.band, NOW + delay, id, rec.group)
-  wake()
 end
 
 -- Creates the job of ARGV from `b` (checked by check_new). `parent`: its parent's id (nil

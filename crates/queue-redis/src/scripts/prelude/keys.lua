@@ -1,0 +1,52 @@
+-- Unique keys and their modes: what an enqueue does when another job holds its key
+-- (queue_core::backend::on_key_held, generated as KEY_ACTION).
+
+-- What the job holding a key is doing (queue_core::backend::Holder): 'pending' (queued, not
+-- leased, not waiting on children), 'started', or nil when its record is gone.
+local function holder_state(KEY, id)
+  local v = redis.pcall('HMGET', job_key(id), 'status', 'kids_waiting')
+  if failed(v) or not v[1] then return nil end
+  if v[1] ~= 'queued' or num(v[2], 0) > 0 or redis.call('HEXISTS', KEY.leases, id) == 1 then
+    return 'started'
+  end
+  return 'pending'
+end
+
+-- The key mode's answer for a new job of unique key `uk` (`history`: the key's history
+-- set), as check_new returns it: nil (create it) | {'dup', holder} (refused, or the
+-- holder is gone: the caller heals the key) | {'held', holder} | {'replace', holder}.
+-- `mode`: '' (refuse), 'debounce' or 'throttle:<window ms>'.
+local function key_decision(KEY, uk, mode, history)
+  local window = nil
+  if mode == '' then mode = 'refuse' end
+  if string.sub(mode, 1, 9) == 'throttle:' then mode, window = 'throttle', tonumber(string.sub(mode, 10)) end
+  local holder = redis.call('HGET', KEY.dedup, uk)
+  local state = nil
+  if holder then
+    state = holder_state(KEY, holder)
+    -- Gone behind the queue's back: the caller heals the key (`heal`) and tries again.
+    if not state then return { 'dup', holder } end
+  elseif window then
+    -- The newest job of the key, by creation then id (as every backend).
+    local newest = redis.call('ZREVRANGE', history, 0, 0, 'WITHSCORES')
+    if newest[1] and NOW - tonumber(newest[2]) < window then holder, state = newest[1], 'recent' end
+  end
+  if not state then return nil end
+  local action = KEY_ACTION[mode][state]
+  if action == 'refuse' then return { 'dup', holder } end
+  if action == 'answer' then return { 'held', holder } end
+  if action == 'replace' then return { 'replace', holder } end
+  return nil
+end
+
+-- A debounce (queue_core::backend::KeyAction::Replace): the pending job `id` takes `payload`
+-- and waits `delay` ms from now, wherever it waited before.
+local function replace_payload(KEY, id, payload, delay)
+  local key = job_key(id)
+  local rec = facts(key)
+  unqueue(KEY, id, rec)
+  redis.call('HSET', key, 'payload', payload, 'run_at', NOW + delay)
+  redis.call('HINCRBY', key, 'replaced', 1)
+  schedule(KEY, rec.band, NOW + delay, id, rec.group)
+  wake()
+end
