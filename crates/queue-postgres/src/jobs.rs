@@ -6,7 +6,6 @@ use queue_core::{Error, EventKind, JobId, JobRecord, KeyMode, NewJob, Result};
 use sqlx::{Acquire, PgConnection};
 
 use crate::PostgresBackend;
-use crate::keys::Keyed;
 use crate::rows::{COLUMNS, Row};
 
 impl PostgresBackend {
@@ -151,8 +150,7 @@ impl PostgresBackend {
                         results.push(Ok(record));
                         continue;
                     }
-                    if let Keyed::Done(answer) = self.keyed_in(conn, &row.record, mode, now).await?
-                    {
+                    if let Some(answer) = self.keyed_in(conn, &row.record, mode, now).await? {
                         results.push(answer);
                         continue;
                     }

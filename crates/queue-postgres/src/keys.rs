@@ -12,24 +12,19 @@ use sqlx::PgConnection;
 use crate::PostgresBackend;
 use crate::rows::{COLUMNS, Row};
 
-/// What a keyed enqueue comes to: insert the job, or this answer.
-pub(crate) enum Keyed {
-    Create,
-    Done(Result<JobRecord>),
-}
-
 impl PostgresBackend {
     /// Applies `mode` to the holder of `record`'s key (the record of the job to enqueue,
-    /// born at `now`), in the caller's transaction.
+    /// born at `now`), in the caller's transaction: `None` when the job is to be inserted,
+    /// else its answer.
     pub(crate) async fn keyed_in(
         &self,
         conn: &mut PgConnection,
         record: &JobRecord,
         mode: KeyMode,
         now: Millis,
-    ) -> Result<Keyed> {
+    ) -> Result<Option<Result<JobRecord>>> {
         let Some(key) = record.unique_key.as_deref() else {
-            return Ok(Keyed::Create);
+            return Ok(None);
         };
         let (schema, queue) = (&self.inner.schema, &self.inner.queue.queue_name);
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dcs-key:' || $1), hashtext($2))")
@@ -70,16 +65,16 @@ impl PostgresBackend {
             }
         }
         let (Some(mut holder), Some(state)) = (holder, state) else {
-            return Ok(Keyed::Create);
+            return Ok(None);
         };
         let id = holder.record.job_id;
-        Ok(Keyed::Done(match on_key_held(mode.kind(), state) {
+        Ok(Some(match on_key_held(mode.kind(), state) {
             KeyAction::Create => {
                 if state != Holder::Recent {
                     // The running holder goes on without the key; the new job takes it.
                     self.let_key_go(conn, id).await?;
                 }
-                return Ok(Keyed::Create);
+                return Ok(None);
             }
             KeyAction::Refuse => Err(Error::AlreadyExists {
                 unique_key: key.to_owned(),

@@ -1,6 +1,5 @@
 //! Jobs: enqueue, every transition's index writes, cancel, manual retry and reopening.
 
-use super::keys;
 use super::*;
 
 impl Tables {
@@ -116,7 +115,7 @@ impl Tables {
         {
             return Ok((shown(&existing.record), false));
         }
-        if let keys::Keyed::Done(answer) = self.keyed(&job, now) {
+        if let Some(answer) = self.keyed(&job, now) {
             return answer;
         }
         let record = self.insert_job(job, cfg, now, None, ChildPolicy::default(), 0, events);

@@ -5,17 +5,12 @@ use queue_core::backend::{Holder, KeyAction, on_key_held};
 
 use super::*;
 
-/// What an enqueue of a held key comes to: go on and create it, or this answer.
-pub(super) enum Keyed {
-    Create,
-    Done(Result<(JobRecord, bool)>),
-}
-
 impl Tables {
-    /// Applies the new job's key mode to its key's holder, if any.
-    pub(super) fn keyed(&mut self, job: &NewJob, now: Millis) -> Keyed {
+    /// Applies the new job's key mode to its key's holder, if any: `None` when the job is
+    /// to be created, else its answer.
+    pub(super) fn keyed(&mut self, job: &NewJob, now: Millis) -> Option<Result<(JobRecord, bool)>> {
         let Some(key) = &job.options.unique_key else {
-            return Keyed::Create;
+            return None;
         };
         let mode = job.options.key_mode;
         let active = self.dedup.get(key).map(|id| {
@@ -27,11 +22,9 @@ impl Tables {
             let &(created, id) = self.by_key.get(key)?.iter().next_back()?;
             (now - created < window).then_some((id, Holder::Recent))
         });
-        let Some((holder, state)) = held else {
-            return Keyed::Create;
-        };
-        Keyed::Done(match on_key_held(mode.kind(), state) {
-            KeyAction::Create => return Keyed::Create,
+        let (holder, state) = held?;
+        Some(match on_key_held(mode.kind(), state) {
+            KeyAction::Create => return None,
             KeyAction::Refuse => Err(Error::AlreadyExists {
                 unique_key: key.clone(),
                 job_id: holder,

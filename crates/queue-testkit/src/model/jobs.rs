@@ -1,6 +1,5 @@
 //! Jobs in the model: enqueue, unique keys, cancel, manual retry, and the record as read.
 
-use super::keys;
 use super::*;
 
 impl Model {
@@ -26,7 +25,7 @@ impl Model {
         {
             return Ok(self.view(i));
         }
-        if let keys::Keyed::Done(answer) = self.keyed(&job, now) {
+        if let Some(answer) = self.keyed(&job, now) {
             return answer;
         }
         let o = job.options;

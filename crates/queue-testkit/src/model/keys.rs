@@ -5,12 +5,6 @@ use queue_core::backend::{Holder, KeyAction, on_key_held};
 
 use super::*;
 
-/// What an enqueue of a held key comes to: go on and create it, or this answer.
-pub(super) enum Keyed {
-    Create,
-    Done(Result<JobRecord>),
-}
-
 impl Model {
     /// The job holding `key`: the newest active (queued or processing) job with it (a
     /// debounce's new run takes the key from the one that runs).
@@ -25,10 +19,11 @@ impl Model {
             .map(|j| j.record.job_id)
     }
 
-    /// Applies the new job's key mode to its key's holder, if any.
-    pub(super) fn keyed(&mut self, job: &NewJob, now: Millis) -> Keyed {
+    /// Applies the new job's key mode to its key's holder, if any: `None` when the job is
+    /// to be created, else its answer.
+    pub(super) fn keyed(&mut self, job: &NewJob, now: Millis) -> Option<Result<JobRecord>> {
         let Some(key) = &job.options.unique_key else {
-            return Keyed::Create;
+            return None;
         };
         let mode = job.options.key_mode;
         let active = self.holder(key).map(|id| {
@@ -46,12 +41,10 @@ impl Model {
             let created = to_millis(newest.record.created_at);
             (now - created < window).then_some((newest.record.job_id, Holder::Recent))
         });
-        let Some((holder, state)) = held else {
-            return Keyed::Create;
-        };
+        let (holder, state) = held?;
         let i = self.index(holder);
-        Keyed::Done(match on_key_held(mode.kind(), state) {
-            KeyAction::Create => return Keyed::Create,
+        Some(match on_key_held(mode.kind(), state) {
+            KeyAction::Create => return None,
             KeyAction::Refuse => Err(Error::AlreadyExists {
                 unique_key: key.clone(),
                 job_id: holder,

@@ -30,6 +30,7 @@ pub(crate) fn record(task: &str, payload: &str, retry_count: u32, max_retries: u
         cancel_requested: false,
         group: None,
         cost: None,
+        replaced: 0,
         parent: None,
         child_policy: None,
         children: None,
