@@ -120,7 +120,7 @@ struct ReadmeDoctests;
 // The root: what a producer and an operator name (the topics below hold the rest).
 pub use queue_core::{
     Backend, CancelOutcome, ChildPolicy, Completion, Control, EnqueueOptions, Error, Flow, Job,
-    JobError, JobId, JobRecord, JobStatus, JobStore, JobStoreExt, ListQuery, NewJob, Page,
+    JobError, JobId, JobRecord, JobStatus, JobStore, JobStoreExt, KeyMode, ListQuery, NewJob, Page,
     Priority, QueueConfig, QueueStats, RateLimit, Result, RetryPolicy, SharedBackend, Stages,
 };
 /// `#[derive(Job)]`: see [`macro@Job`] for its options (feature `derive`, on by default).

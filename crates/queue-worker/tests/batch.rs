@@ -22,11 +22,20 @@ async fn enqueue(backend: &MemoryBackend, n: u32) -> Vec<JobId> {
     ids
 }
 
-async fn finished(backend: &MemoryBackend, ids: &[JobId]) -> Vec<queue_core::JobRecord> {
+/// Runs `worker` until every job of `ids` finished; their records, in order.
+async fn run_until_finished(
+    backend: &MemoryBackend,
+    worker: Worker,
+    ids: &[JobId],
+) -> Vec<queue_core::JobRecord> {
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(worker.run(stop.clone()));
     let mut out = Vec::new();
     for id in ids {
         out.push(backend.wait(*id, Duration::from_secs(20)).await.unwrap());
     }
+    stop.cancel();
+    run.await.unwrap().unwrap();
     out
 }
 
@@ -60,15 +69,15 @@ async fn batches_run_each_job_once_with_its_own_result() {
         )
         .build()
         .unwrap();
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(worker.run(stop.clone()));
-    for (i, done) in finished(&backend, &ids).await.into_iter().enumerate() {
+    for (i, done) in run_until_finished(&backend, worker, &ids)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(done.status, JobStatus::Completed, "{done:?}");
         assert_eq!(done.result, Some(serde_json::json!(i as u32 * 2)));
         assert_eq!(done.retry_count, 0);
     }
-    stop.cancel();
-    run.await.unwrap().unwrap();
     let calls = calls.lock().unwrap();
     let mut inputs: Vec<u32> = calls.iter().flatten().copied().collect();
     inputs.sort_unstable();
@@ -123,14 +132,14 @@ async fn a_failing_member_retries_alone() {
         )
         .build()
         .unwrap();
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(worker.run(stop.clone()));
-    for (i, done) in finished(&backend, &ids).await.into_iter().enumerate() {
+    for (i, done) in run_until_finished(&backend, worker, &ids)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(done.status, JobStatus::Completed, "{done:?}");
         assert_eq!(done.retry_count, u32::from(i == 3), "job {i}");
     }
-    stop.cancel();
-    run.await.unwrap().unwrap();
     let calls = calls.lock().unwrap();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(calls[0].len(), 10);
@@ -160,20 +169,16 @@ async fn a_wrong_answer_or_a_panic_fails_each_member() {
             )
             .build()
             .unwrap();
-        let stop = CancellationToken::new();
-        let run = tokio::spawn(worker.run(stop.clone()));
         let why = if panics {
             "batch handler panicked: the bulk endpoint is down"
         } else {
             "returned 1 outcomes for 4 jobs"
         };
-        for done in finished(&backend, &ids).await {
+        for done in run_until_finished(&backend, worker, &ids).await {
             assert_eq!(done.status, JobStatus::Failed, "{done:?}");
             let error = done.error_message.unwrap_or_default();
             assert!(error.contains(why), "{error}");
         }
-        stop.cancel();
-        run.await.unwrap().unwrap();
     }
 }
 
@@ -211,13 +216,13 @@ async fn a_typed_batch_stores_each_output() {
         })
         .build()
         .unwrap();
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(worker.run(stop.clone()));
-    for (id, done) in finished(&backend, &ids).await.into_iter().enumerate() {
+    for (id, done) in run_until_finished(&backend, worker, &ids)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(done.result, Some(serde_json::json!(id + 100)), "{done:?}");
     }
-    stop.cancel();
-    run.await.unwrap().unwrap();
 }
 
 /// The batch size is checked when the worker is built: 1 to MAX_BATCH, and no more than the
