@@ -2,7 +2,6 @@
 //! report it.
 
 use std::{
-    any::Any,
     panic::AssertUnwindSafe,
     sync::{Arc, atomic::Ordering},
     time::Duration,
@@ -17,6 +16,7 @@ use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 
 use crate::{
     JobContext,
+    handler::panic_message,
     running::{Running, StopReason},
     shared::{Report, Shared},
 };
@@ -93,14 +93,6 @@ fn log(outcome: &Outcome, elapsed: Duration) {
         }
         other => debug!(outcome = other.name(), ?elapsed, "job finished"),
     }
-}
-
-pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 /// The handler's outcome, or `None` when the lease was lost (nothing must be reported).

@@ -199,7 +199,7 @@ fn outcomes<R>(
         ),
         Err(panic) => format!(
             "batch handler panicked: {}",
-            crate::attempt::panic_message(&*panic)
+            crate::handler::panic_message(&*panic)
         ),
     };
     (0..count)
