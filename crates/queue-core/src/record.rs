@@ -539,7 +539,7 @@ mod tests {
             "error_message": null, "retry_count": 0, "max_retries": 3, "timeout_ms": null,
             "created_at": "2026-01-01T00:00:00Z", "started_at": null, "completed_at": null,
             "run_at": null, "metadata": {}, "result": null, "worker_id": null,
-            "cancel_requested": false, "group": "p1", "cost": 7
+            "cancel_requested": false, "group": "p1", "cost": 7, "replaced": 2
         });
         let record: JobRecord = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(record.payload.as_str(), r#"{"a":[1,2]}"#);
