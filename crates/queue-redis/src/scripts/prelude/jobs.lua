@@ -154,10 +154,10 @@ local function check_new(KEY, KEYS, ARGV, b)
   end
   if uk ~= '' then
     local history = KEYS[tonumber(ARGV[b + 10])]
+    local decided = key_decision(KEY, id, uk, ARGV[b + 14], history)
+    if decided then return decided end
     local t = key_type(history)
     if t ~= 'none' and t ~= 'zset' then return { 'badkey', id } end
-    local decided = key_decision(KEY, uk, ARGV[b + 14], history)
-    if decided then return decided end
   end
   return nil
 end

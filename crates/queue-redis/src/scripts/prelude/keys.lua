@@ -12,27 +12,37 @@ local function holder_state(KEY, id)
   return 'pending'
 end
 
--- The key mode's answer for a new job of unique key `uk` (`history`: the key's history
+-- The key mode's answer for new job `id` of unique key `uk` (`history`: the key's history
 -- set), as check_new returns it: nil (create it) | {'dup', holder} (refused, or the
--- holder is gone: the caller heals the key) | {'held', holder} | {'replace', holder}.
--- `mode`: '' (refuse), 'debounce' or 'throttle:<window ms>'.
-local function key_decision(KEY, uk, mode, history)
+-- holder is gone: the caller heals the key) | {'held', holder} | {'replace', holder} |
+-- {'badkey', id} (the history key holds something else).
+-- `mode`: '' (refuse), 'debounce' or 'throttle:<window ms>'. The holder's case is read
+-- only when the answer depends on it: a plain refusal reads no more than before.
+local function key_decision(KEY, id, uk, mode, history)
   local window = nil
   if mode == '' then mode = 'refuse' end
   if string.sub(mode, 1, 9) == 'throttle:' then mode, window = 'throttle', tonumber(string.sub(mode, 10)) end
+  local actions = KEY_ACTION[mode]
   local holder = redis.call('HGET', KEY.dedup, uk)
   local state = nil
   if holder then
-    state = holder_state(KEY, holder)
-    -- Gone behind the queue's back: the caller heals the key (`heal`) and tries again.
-    if not state then return { 'dup', holder } end
+    if actions.pending == 'refuse' and actions.started == 'refuse' then
+      -- A refusal whatever the holder does (a gone holder is healed by the caller too).
+      return { 'dup', holder }
+    else
+      state = holder_state(KEY, holder)
+      -- Gone behind the queue's back: the caller heals the key (`heal`) and tries again.
+      if not state then return { 'dup', holder } end
+    end
   elseif window then
+    local t = key_type(history)
+    if t ~= 'none' and t ~= 'zset' then return { 'badkey', id } end
     -- The newest job of the key, by creation then id (as every backend).
     local newest = redis.call('ZREVRANGE', history, 0, 0, 'WITHSCORES')
     if newest[1] and NOW - tonumber(newest[2]) < window then holder, state = newest[1], 'recent' end
   end
   if not state then return nil end
-  local action = KEY_ACTION[mode][state]
+  local action = actions[state]
   if action == 'refuse' then return { 'dup', holder } end
   if action == 'answer' then return { 'held', holder } end
   if action == 'replace' then return { 'replace', holder } end
