@@ -40,6 +40,11 @@ pub enum KeyMode {
     /// was created less than this long ago, the enqueue is answered with that job and
     /// creates nothing.
     Throttle(Duration),
+    /// At most one running and one waiting job per key, the waiting one with the last
+    /// payload: while the holder has not started, an enqueue replaces its payload (it keeps
+    /// its place); while the holder runs, the enqueue creates a job that waits for it to end
+    /// (then it is placed) and takes the key.
+    KeepLatest,
 }
 
 /// A [`KeyMode`] without its duration: the rule's domain.
@@ -51,11 +56,18 @@ pub enum KeyModeKind {
     Debounce,
     /// [`KeyMode::Throttle`].
     Throttle,
+    /// [`KeyMode::KeepLatest`].
+    KeepLatest,
 }
 
 impl KeyModeKind {
     /// Every kind.
-    pub const ALL: [KeyModeKind; 3] = [Self::Refuse, Self::Debounce, Self::Throttle];
+    pub const ALL: [KeyModeKind; 4] = [
+        Self::Refuse,
+        Self::Debounce,
+        Self::Throttle,
+        Self::KeepLatest,
+    ];
 
     /// The name the scripts use.
     pub fn as_str(self) -> &'static str {
@@ -63,6 +75,7 @@ impl KeyModeKind {
             Self::Refuse => "refuse",
             Self::Debounce => "debounce",
             Self::Throttle => "throttle",
+            Self::KeepLatest => "keep_latest",
         }
     }
 }
@@ -74,6 +87,16 @@ impl KeyMode {
             Self::Refuse => KeyModeKind::Refuse,
             Self::Debounce(_) => KeyModeKind::Debounce,
             Self::Throttle(_) => KeyModeKind::Throttle,
+            Self::KeepLatest => KeyModeKind::KeepLatest,
+        }
+    }
+
+    /// Where a replacement ([`KeyAction::Replace`]) moves the holder's start: this long from
+    /// now for a debounce; `None` (keep-latest): the holder keeps its place.
+    pub fn restart_delay(&self) -> Option<Duration> {
+        match self {
+            Self::Debounce(delay) => Some(*delay),
+            _ => None,
         }
     }
 
@@ -89,7 +112,8 @@ impl KeyMode {
 /// What the job holding a key is doing, as an enqueue of that key finds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Holder {
-    /// Queued and free to change: not started, not a parent waiting on its children.
+    /// Queued and free to change: not started, not a parent waiting on its children (it
+    /// may wait for another job to end).
     Pending,
     /// Running (leased), or a parent waiting on its children.
     Started,
@@ -131,8 +155,12 @@ pub enum KeyAction {
     /// Creates nothing and answers the holder's record.
     Answer,
     /// Replaces the holder's payload with the new one and moves its start to the new job's
-    /// delay from now; answers the holder's record (its `replaced` count went up by one).
+    /// delay from now (a holder waiting for another job to end keeps waiting); answers the
+    /// holder's record (its `replaced` count went up by one).
     Replace,
+    /// Creates the job chained behind the (running) holder: placed when that one ends
+    /// ([`crate::backend::released_due`]); it takes the key.
+    Chain,
 }
 
 impl KeyAction {
@@ -143,6 +171,7 @@ impl KeyAction {
             Self::Refuse => "refuse",
             Self::Answer => "answer",
             Self::Replace => "replace",
+            Self::Chain => "chain",
         }
     }
 }
@@ -156,8 +185,10 @@ pub fn on_key_held(mode: KeyModeKind, holder: Holder) -> KeyAction {
         (M::Debounce, Pending) => Replace,
         (M::Debounce, Started) => Create,
         (M::Throttle, _) => Answer,
+        (M::KeepLatest, Pending) => Replace,
+        (M::KeepLatest, Started) => Chain,
         // Only a throttled enqueue looks for a recent job: a finished one holds no key.
-        (M::Refuse | M::Debounce, Recent) => Create,
+        (M::Refuse | M::Debounce | M::KeepLatest, Recent) => Create,
     }
 }
 
@@ -183,6 +214,24 @@ impl NewJob {
         self
     }
 
+    /// Keeps at most one running and one waiting job of its unique key, the waiting one
+    /// with the last payload ([`KeyMode::KeepLatest`]): a re-upload of a book while it is
+    /// being processed runs once after the running one, with the newest upload.
+    ///
+    /// ```
+    /// # use queue_core::{JobStore, NewJob};
+    /// # async fn demo(queue: &impl JobStore) -> queue_core::Result<()> {
+    /// let first = queue.enqueue(NewJob::new("process", &1)?.unique_key("book-7").keep_latest()).await?;
+    /// // Not started yet: the next upload replaces its payload.
+    /// let again = queue.enqueue(NewJob::new("process", &2)?.unique_key("book-7").keep_latest()).await?;
+    /// assert_eq!((again.job_id, again.replaced), (first.job_id, 1));
+    /// # Ok(()) }
+    /// ```
+    pub fn keep_latest(mut self) -> Self {
+        self.options.key_mode = KeyMode::KeepLatest;
+        self
+    }
+
     /// Throttles the job on its unique key: at most one job of the key is created per
     /// `window` ([`KeyMode::Throttle`]); an enqueue within it is answered with that job.
     pub fn throttle(mut self, window: Duration) -> Self {
@@ -197,6 +246,7 @@ pub(crate) fn check_key_mode(job: &NewJob, longest: Duration) -> Result<()> {
     let o = &job.options;
     let (name, span) = match o.key_mode {
         KeyMode::Refuse => return Ok(()),
+        KeyMode::KeepLatest => ("keep_latest", Duration::from_millis(1)),
         KeyMode::Debounce(delay) => ("debounce", delay),
         KeyMode::Throttle(window) => ("throttle", window),
     };
@@ -238,6 +288,9 @@ mod tests {
             (M::Throttle, Pending, Answer),
             (M::Throttle, Started, Answer),
             (M::Throttle, Recent, Answer),
+            (M::KeepLatest, Pending, Replace),
+            (M::KeepLatest, Started, Chain),
+            (M::KeepLatest, Recent, Create),
         ];
         assert_eq!(table.len(), KeyModeKind::ALL.len() * Holder::ALL.len());
         for (mode, holder, action) in table {

@@ -15,6 +15,8 @@ mod keys;
 mod lease;
 mod limits;
 mod outcome;
+mod chains;
+mod payload;
 mod priority;
 mod progress;
 mod rate;
@@ -52,9 +54,8 @@ pub use outcome::{Completion, JobError, JobErrorKind};
 pub use priority::Priority;
 pub use progress::Stages;
 pub use rate::RateLimit;
-pub use record::{
-    Attempt, EnqueueOptions, JobRecord, MAX_ATTEMPTS_KEPT, Metadata, NewJob, Payload,
-};
+pub use payload::Payload;
+pub use record::{Attempt, EnqueueOptions, JobRecord, MAX_ATTEMPTS_KEPT, Metadata, NewJob};
 pub use retry::RetryPolicy;
 pub use schedule::{
     Cadence, MissedTicks, Schedule, ScheduleRecord, ScheduledJob, Schedules, TickReport,
@@ -102,6 +103,7 @@ pub mod backend {
         MAX_TASK_SCHEMA_BYTES, check_task_name, check_task_schema, task_name_problem,
     };
     pub use crate::keys::{Holder, KeyAction, on_key_held};
+    pub use crate::chains::released_due;
     pub use crate::lease::{
         check_heartbeat, fence_margin, heartbeat_retry, lease_holds, longest_heartbeat,
     };

@@ -20,6 +20,7 @@ mod jobs;
 mod keys;
 mod leases;
 mod listing;
+mod chains;
 mod rate;
 mod retention;
 mod schedules;
@@ -145,6 +146,11 @@ pub(crate) struct Tables {
     workers: HashMap<String, (WorkerBeat, Millis)>,
     /// The last claim request of each worker: an older or equal one is a replay.
     last_claim: HashMap<String, ClaimId>,
+    /// Chains: the job waiting for each job to end (`chains.rs`).
+    chained: HashMap<JobId, JobId>,
+    /// The time of the last heartbeat: a worker's claim history goes at the first beat
+    /// after its liveness ended (those that ended since this time).
+    lost_seen: Millis,
     totals: LifetimeTotals,
     /// The charts' buckets (`queue_core::series`).
     pub(crate) series: SeriesBook,

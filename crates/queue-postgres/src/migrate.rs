@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "key_modes",
         include_str!("../migrations/0004_key_modes.sql"),
     ),
+    (
+        5,
+        "lost_seen",
+        include_str!("../migrations/0005_lost_seen.sql"),
+    ),
 ];
 
 /// The version the code expects.

@@ -40,10 +40,16 @@ impl PostgresBackend {
         // A worker is alive for three of its intervals after a beat (as every backend).
         let alive_ms = 3 * duration_ms(beat.interval);
         // Workers silent for three of their intervals are lost: their request history goes
-        // (a request they send again claims anew), as on every backend.
+        // (a request they send again claims anew), once, at the first beat after their
+        // liveness ended (those that ended since the queue's last beat, `lost_seen`), as on
+        // every backend: a lost worker that claims again keeps that claim's history.
         sqlx::query(&format!(
-            "DELETE FROM {s}.claims WHERE queue = $1 AND worker IN (SELECT worker \
-             FROM {s}.workers WHERE queue = $1 AND seen_ms + alive_ms < $2)",
+            "WITH beat AS (UPDATE {s}.queues q SET lost_seen = greatest(q.lost_seen, $2) \
+             FROM (SELECT lost_seen FROM {s}.queues WHERE queue = $1 FOR UPDATE) prev \
+             WHERE q.queue = $1 RETURNING prev.lost_seen AS since) \
+             DELETE FROM {s}.claims WHERE queue = $1 AND worker IN (SELECT worker \
+             FROM {s}.workers, beat WHERE queue = $1 AND seen_ms + alive_ms < $2 \
+             AND seen_ms + alive_ms >= beat.since)",
             s = self.inner.schema
         ))
         .bind(&self.inner.queue.queue_name)

@@ -108,6 +108,12 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
                 .map_err(|_| bad("parent", format!("is not a UUID: {v:?}")))
         })
         .transpose()?;
+    let after = text("after")
+        .map(|v| {
+            v.parse::<JobId>()
+                .map_err(|_| bad("after", format!("is not a UUID: {v:?}")))
+        })
+        .transpose()?;
     let child_policy = text("policy")
         .map(|v| {
             queue_core::ChildPolicy::parse(v)
@@ -142,6 +148,7 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
             .filter(|c| *c > 1)
             .map(|c| c as u32),
         replaced: count("replaced")?,
+        after,
         parent,
         child_policy,
         children,

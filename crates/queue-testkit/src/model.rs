@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+mod chains;
 mod control;
 mod flows;
 mod groups;
@@ -97,6 +98,9 @@ pub struct Model {
     totals: LifetimeTotals,
     workers: BTreeMap<String, (WorkerBeat, Millis)>,
     last_claim: BTreeMap<String, ClaimId>,
+    /// The time of the last heartbeat: a worker's claim history goes at the first beat
+    /// after its liveness ended (those that ended since this time).
+    lost_seen: Millis,
     paused: bool,
     /// The rate limit (max, window ms) and every start since it was set, with its cost.
     rate: Option<(u64, Millis)>,
@@ -160,6 +164,7 @@ impl Model {
             totals: LifetimeTotals::default(),
             workers: BTreeMap::new(),
             last_claim: BTreeMap::new(),
+            lost_seen: 0,
             paused: false,
             rate: None,
             starts: Vec::new(),

@@ -15,6 +15,8 @@ impl Tables {
         let entry = self.jobs.get_mut(&id).ok_or(Error::NotFound { id })?;
         let from = entry.record.status;
         let listed_before = (entry.listed_ms(), id);
+        // The job it waited for, when it ends while waiting (its ending clears `after`).
+        let waited = entry.record.after;
         if let Some(field) = latency_field(&entry.record, event, input.now) {
             self.series.add(input.now, &field, 1);
         }
@@ -66,6 +68,7 @@ impl Tables {
                 {
                     self.dedup.remove(key);
                 }
+                self.unchain(id, waited, input.now);
             }
         }
         let entry = self.jobs.get_mut(&id).expect("exists");
@@ -115,10 +118,15 @@ impl Tables {
         {
             return Ok((shown(&existing.record), false));
         }
-        if let Some(answer) = self.keyed(&job, now) {
-            return answer;
+        let after = match self.keyed(&job, now) {
+            keys::Keyed::Create { after } => after,
+            keys::Keyed::Answer(answer) => return answer,
+        };
+        let mut record = self.insert_job(job, cfg, now, None, ChildPolicy::default(), 0, events);
+        if let Some(ahead) = after {
+            self.chain(record.job_id, ahead);
+            record.after = Some(ahead);
         }
-        let record = self.insert_job(job, cfg, now, None, ChildPolicy::default(), 0, events);
         Ok((record, true))
     }
 

@@ -6,9 +6,23 @@ use queue_core::backend::{Holder, KeyAction, on_key_held};
 use super::*;
 
 impl Tables {
-    /// Applies the new job's key mode to its key's holder, if any: `None` when the job is
-    /// to be created, else its answer.
-    pub(super) fn keyed(&mut self, job: &NewJob, now: Millis) -> Option<Result<(JobRecord, bool)>> {
+    /// Applies the new job's key mode to its key's holder, if any: whether the job is to be
+    /// created (and waits for another job to end), else its answer.
+    pub(super) fn keyed(&mut self, job: &NewJob, now: Millis) -> Keyed {
+        match self.key_answer(job, now) {
+            None => Keyed::Create { after: None },
+            Some(Err(Chain(holder))) => Keyed::Create {
+                after: Some(holder),
+            },
+            Some(Ok(answer)) => Keyed::Answer(answer),
+        }
+    }
+
+    fn key_answer(
+        &mut self,
+        job: &NewJob,
+        now: Millis,
+    ) -> Option<std::result::Result<Result<(JobRecord, bool)>, Chain>> {
         let Some(key) = &job.options.unique_key else {
             return None;
         };
@@ -23,26 +37,32 @@ impl Tables {
             (now - created < window).then_some((id, Holder::Recent))
         });
         let (holder, state) = held?;
-        Some(match on_key_held(mode.kind(), state) {
+        Some(Ok(match on_key_held(mode.kind(), state) {
             KeyAction::Create => return None,
+            KeyAction::Chain => return Some(Err(Chain(holder))),
             KeyAction::Refuse => Err(Error::AlreadyExists {
                 unique_key: key.clone(),
                 job_id: holder,
             }),
             KeyAction::Answer => Ok((shown(&self.jobs[&holder].record), false)),
             KeyAction::Replace => Ok((self.replace(holder, job, now), false)),
-        })
+        }))
     }
 
-    /// A debounce: the pending `holder` takes `job`'s payload and starts `job`'s delay from
-    /// now.
+    /// A replacement: the pending `holder` takes `job`'s payload; a debounce moves its start
+    /// to its delay from now (one waiting for another job to end keeps waiting).
     fn replace(&mut self, holder: JobId, job: &NewJob, now: Millis) -> JobRecord {
         let entry = self.jobs.get_mut(&holder).expect("the key's holder exists");
         let (ready_position, due) = (entry.ready_position, entry.record.run_at.map(to_millis));
-        let delay = job.options.delay.map(duration_ms).unwrap_or(0);
         entry.record.payload = job.payload.clone();
         entry.record.replaced += 1;
+        let Some(delay) = job.options.key_mode.restart_delay().map(duration_ms) else {
+            return shown(&entry.record);
+        };
         entry.record.run_at = (delay > 0).then(|| from_millis(now + delay));
+        if entry.record.after.is_some() {
+            return shown(&entry.record);
+        }
         // A job keeps its `run_at` after it became ready: the delayed set says where it is.
         if !due.is_some_and(|due| self.delayed.remove(&(due, holder))) {
             self.remove_ready(holder, ready_position);
@@ -56,3 +76,12 @@ impl Tables {
         shown(&self.jobs[&holder].record)
     }
 }
+
+/// What a keyed enqueue does: create the job (`after`: the job it waits for), or answer.
+pub(super) enum Keyed {
+    Create { after: Option<JobId> },
+    Answer(Result<(JobRecord, bool)>),
+}
+
+/// The key's running holder the new job waits for.
+struct Chain(JobId);

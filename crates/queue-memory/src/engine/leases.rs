@@ -323,24 +323,24 @@ impl Tables {
         now: Millis,
     ) -> HeartbeatReply {
         // Workers silent for three of their intervals are lost: their claim history goes,
-        // they stay listed as lost for a while, then are forgotten (`worker_listing`).
-        let dead: Vec<(String, Option<bool>)> = self
+        // once, at the first beat after their liveness ended (a lost worker that claims
+        // again keeps that claim's history); they stay listed as lost for a while, then
+        // are forgotten (`worker_listing`).
+        let dead: Vec<(String, Millis)> = self
             .workers
             .iter()
-            .filter(|(_, (b, seen))| seen + 3 * duration_ms(b.interval) < now)
-            .map(|(w, (b, seen))| {
-                (
-                    w.clone(),
-                    worker_listing(seen + 3 * duration_ms(b.interval), now),
-                )
-            })
+            .map(|(w, (b, seen))| (w.clone(), seen + 3 * duration_ms(b.interval)))
+            .filter(|(_, alive_until)| *alive_until < now)
             .collect();
-        for (w, listed) in dead {
-            self.last_claim.remove(&w);
-            if listed.is_none() {
+        for (w, alive_until) in dead {
+            if alive_until >= self.lost_seen {
+                self.last_claim.remove(&w);
+            }
+            if worker_listing(alive_until, now).is_none() {
                 self.workers.remove(&w);
             }
         }
+        self.lost_seen = self.lost_seen.max(now);
         self.workers
             .insert(beat.worker.as_str().to_owned(), (beat.clone(), now));
         let mut reply = HeartbeatReply::default();

@@ -1,5 +1,5 @@
 //! Key modes: what an enqueue does when another job holds its unique key (debounce,
-//! throttle), beside the default refusal (`jobs.rs`).
+//! throttle, keep-latest), beside the default refusal (`jobs.rs`).
 
 use super::*;
 
@@ -121,6 +121,10 @@ pub async fn key_modes_are_checked(h: &Harness) {
         "needs a unique key",
     );
     invalid(
+        h.backend.enqueue(job(1).keep_latest()).await,
+        "key mode `keep_latest` needs a unique key",
+    );
+    invalid(
         h.backend
             .enqueue(debounced(2, "k").delay(Duration::from_secs(1)))
             .await,
@@ -220,4 +224,105 @@ pub async fn a_throttled_burst_from_many_tasks_is_one_job(h: &Harness) {
     );
     let stats = h.backend.stats().await.unwrap();
     assert_eq!((stats.totals.enqueued, stats.total), (1, 1));
+}
+
+fn latest(n: u32, key: &str) -> NewJob {
+    job(n).unique_key(key).keep_latest()
+}
+
+/// Keep-latest: while the key's job has not started, an enqueue replaces its payload in
+/// place; while it runs, the enqueue creates one job that waits for it to end (and takes
+/// the key), whose payload later enqueues replace. The waiting job never starts beside the
+/// running one, also while that one is retried; once it ends for good, the waiting one runs
+/// with the last payload.
+pub async fn keep_latest_keeps_one_running_and_one_waiting(h: &Harness) {
+    let first = enqueue(h, latest(1, "book-1")).await;
+    let again = enqueue(h, latest(2, "book-1")).await;
+    assert_eq!(
+        (again.job_id, again.replaced, n_of(&again)),
+        (first.job_id, 1, 2),
+        "not started: replaced in place"
+    );
+    let running = claim_one(h).await;
+    assert_eq!((running.job.job_id, n_of(&running.job)), (first.job_id, 2));
+    let next = enqueue(h, latest(3, "book-1")).await;
+    assert_ne!(next.job_id, first.job_id, "a new job while the first runs");
+    assert_eq!((next.after, next.status), (Some(first.job_id), JobStatus::Queued));
+    for n in 4..=6 {
+        let answer = enqueue(h, latest(n, "book-1")).await;
+        assert_eq!(
+            (answer.job_id, answer.replaced, n_of(&answer)),
+            (next.job_id, n - 3, u64::from(n)),
+            "the waiting job takes the newest payload"
+        );
+    }
+    assert!(fetch(h, 10).await.is_empty(), "it waits for the running one");
+    let stats = h.backend.stats().await.unwrap();
+    assert_eq!((stats.total, stats.processing, stats.queued), (2, 1, 1));
+    assert_eq!(stats.depth.values().sum::<u64>(), 0, "the waiting job is not ready");
+    // A retry of the running one keeps the waiting one waiting.
+    assert_eq!(finish(h, &running, retry(1)).await, JobStatus::Queued);
+    h.advance(Duration::from_secs(1));
+    let retried = claim_one(h).await;
+    assert_eq!(retried.job.job_id, first.job_id, "the retry runs first");
+    assert!(fetch(h, 10).await.is_empty());
+    assert_eq!(finish(h, &retried, completed()).await, JobStatus::Completed);
+    let last = claim_one(h).await;
+    assert_eq!((last.job.job_id, n_of(&last.job)), (next.job_id, 6));
+    assert_eq!(last.job.after, None, "placed: it waits for nothing");
+    finish(h, &last, completed()).await;
+    assert!(fetch(h, 10).await.is_empty());
+}
+
+/// Cancelling the job that waits for the running one gives the key back to the running
+/// one: a plain enqueue of the key is refused naming it, and the next keep-latest enqueue
+/// waits for it again.
+pub async fn keep_latest_cancel_of_the_waiting_job_gives_the_key_back(h: &Harness) {
+    enqueue(h, latest(1, "book-2")).await;
+    let running = claim_one(h).await;
+    let waiting = enqueue(h, latest(2, "book-2")).await;
+    assert_eq!(waiting.after, Some(running.job.job_id));
+    assert_eq!(
+        h.backend.cancel(waiting.job_id).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let cancelled = get(h, waiting.job_id).await;
+    assert_eq!((cancelled.status, cancelled.after), (JobStatus::Cancelled, None));
+    let refused = h.backend.enqueue(job(3).unique_key("book-2")).await;
+    assert!(
+        matches!(refused, Err(Error::AlreadyExists { job_id, .. }) if job_id == running.job.job_id),
+        "{refused:?}"
+    );
+    let next = enqueue(h, latest(4, "book-2")).await;
+    assert_eq!(next.after, Some(running.job.job_id));
+    assert!(fetch(h, 10).await.is_empty());
+    finish(h, &running, completed()).await;
+    let last = claim_one(h).await;
+    assert_eq!((last.job.job_id, n_of(&last.job)), (next.job_id, 4));
+}
+
+/// A burst of keep-latest enqueues of one key from many tasks at once while its job runs
+/// leaves one running and one waiting job: every answer names the waiting one, no
+/// replacement is lost, and it runs once after the running one, with the last payload.
+pub async fn a_keep_latest_burst_leaves_one_running_and_one_waiting(h: &Harness) {
+    enqueue(h, latest(0, "burst")).await;
+    let running = claim_one(h).await;
+    let answers = burst(h, |n| latest(n + 1, "burst")).await;
+    let id = answers[0].job_id;
+    assert_ne!(id, running.job.job_id);
+    assert!(
+        answers.iter().all(|a| a.job_id == id),
+        "every answer names the one waiting job"
+    );
+    let record = get(h, id).await;
+    assert_eq!(record.replaced, BURST - 1, "no replacement is lost");
+    let stats = h.backend.stats().await.unwrap();
+    assert_eq!((stats.total, stats.processing, stats.queued), (2, 1, 1));
+    assert!(fetch(h, 10).await.is_empty(), "never two at once");
+    finish(h, &running, completed()).await;
+    let leases = fetch(h, 10).await;
+    assert_eq!(leases.len(), 1, "one run");
+    assert_eq!((leases[0].job.job_id, n_of(&leases[0].job)), (id, n_of(&record)));
+    finish(h, &leases[0], completed()).await;
+    assert!(fetch(h, 10).await.is_empty());
 }

@@ -402,6 +402,30 @@ pub async fn claim_replay_answers_oldest_first(h: &Harness) {
     }
 }
 
+/// A lost worker's request history goes once, at the first heartbeat after its liveness
+/// ended; a claim it makes after that (it is alive, only not beating) keeps its history
+/// through later beats of other workers, so sending that claim again answers the lease it
+/// took (found by the model check).
+pub async fn lost_worker_keeps_a_later_claim(h: &Harness) {
+    let a = enqueue(h, job(1)).await;
+    enqueue(h, job(2)).await;
+    h.backend.heartbeat(&beat("w1"), &[]).await.unwrap();
+    h.advance(Duration::from_secs(31));
+    h.backend.heartbeat(&beat("w0"), &[]).await.unwrap();
+    let request = req("w1", 1);
+    let first = h.backend.fetch(&request, Duration::ZERO).await.unwrap();
+    assert_eq!(first[0].job.job_id, a.job_id);
+    h.advance(Duration::from_secs(1));
+    h.backend.heartbeat(&beat("w0"), &[]).await.unwrap();
+    let again = h.backend.fetch(&request, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        (again.len(), again[0].token.clone()),
+        (1, first[0].token.clone()),
+        "the claim made while lost is still answered"
+    );
+    assert_eq!(h.backend.stats().await.unwrap().processing, 1);
+}
+
 /// A finish sent again after it was applied answers the same status (and the same next
 /// lease) instead of `LeaseLost`; a different token still gets `LeaseLost`.
 pub async fn finish_sent_twice_is_answered_once(h: &Harness) {

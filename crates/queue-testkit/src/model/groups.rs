@@ -59,7 +59,8 @@ impl Model {
                 && j.due.is_none()
                 && j.record.group.as_deref() == group
                 && j.record.priority.band() == band
-                && !self.waits(i))
+                && !self.waits(i)
+                && !self.chained(i))
             .then_some(j)
         })
     }

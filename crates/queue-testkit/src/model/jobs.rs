@@ -25,9 +25,10 @@ impl Model {
         {
             return Ok(self.view(i));
         }
-        if let Some(answer) = self.keyed(&job, now) {
-            return answer;
-        }
+        let after = match self.keyed(&job, now) {
+            Ok(after) => after,
+            Err(answer) => return answer,
+        };
         let o = job.options;
         let delay = o.delay.map(duration_ms).unwrap_or(0);
         let due = (delay > 0).then_some(now + delay);
@@ -55,6 +56,7 @@ impl Model {
             group: o.group,
             cost: o.cost.filter(|c| *c != 1),
             replaced: 0,
+            after: None,
             parent: None,
             child_policy: None,
             children: None,
@@ -71,6 +73,12 @@ impl Model {
             kept: None,
         });
         self.totals.enqueued += 1;
+        let mut record = record;
+        if let Some(ahead) = after {
+            let i = self.jobs.len() - 1;
+            self.chain(i, ahead);
+            record.after = Some(ahead);
+        }
         // A job without a group opens or closes no group's lane.
         if record.group.is_some() {
             self.refresh_lanes();

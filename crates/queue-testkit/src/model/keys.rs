@@ -19,9 +19,25 @@ impl Model {
             .map(|j| j.record.job_id)
     }
 
-    /// Applies the new job's key mode to its key's holder, if any: `None` when the job is
-    /// to be created, else its answer.
-    pub(super) fn keyed(&mut self, job: &NewJob, now: Millis) -> Option<Result<JobRecord>> {
+    /// Applies the new job's key mode to its key's holder, if any: `Ok(after)` when the job
+    /// is to be created (chained behind `after`), else its answer.
+    pub(super) fn keyed(
+        &mut self,
+        job: &NewJob,
+        now: Millis,
+    ) -> std::result::Result<Option<JobId>, Result<JobRecord>> {
+        match self.key_answer(job, now) {
+            None => Ok(None),
+            Some(Ok(ahead)) => Ok(Some(ahead)),
+            Some(Err(answer)) => Err(answer),
+        }
+    }
+
+    fn key_answer(
+        &mut self,
+        job: &NewJob,
+        now: Millis,
+    ) -> Option<std::result::Result<JobId, Result<JobRecord>>> {
         let Some(key) = &job.options.unique_key else {
             return None;
         };
@@ -43,20 +59,23 @@ impl Model {
         });
         let (holder, state) = held?;
         let i = self.index(holder);
-        Some(match on_key_held(mode.kind(), state) {
+        Some(Err(match on_key_held(mode.kind(), state) {
             KeyAction::Create => return None,
+            KeyAction::Chain => return Some(Ok(holder)),
             KeyAction::Refuse => Err(Error::AlreadyExists {
                 unique_key: key.clone(),
                 job_id: holder,
             }),
             KeyAction::Answer => Ok(self.view(i)),
             KeyAction::Replace => {
-                let delay = job.options.delay.map(duration_ms).unwrap_or(0);
                 let j = &mut self.jobs[i];
                 j.record.payload = job.payload.clone();
                 j.record.replaced += 1;
+                let Some(delay) = job.options.key_mode.restart_delay().map(duration_ms) else {
+                    return Some(Err(Ok(self.view(i))));
+                };
                 j.record.run_at = (delay > 0).then(|| from_millis(now + delay));
-                if delay > 0 {
+                if delay > 0 && j.record.after.is_none() {
                     j.due = Some(now + delay);
                     j.place = 0;
                 }
@@ -65,7 +84,7 @@ impl Model {
                 }
                 Ok(self.view(i))
             }
-        })
+        }))
     }
 
     fn index(&self, id: JobId) -> usize {

@@ -139,6 +139,7 @@ impl Model {
                         && j.record.group == lane
                         && j.record.priority.band() == band
                         && !self.waits(*i)
+                        && !self.chained(*i)
                 })
                 .min_by_key(|(_, j)| j.place)
                 .map(|(i, _)| i)
@@ -164,25 +165,25 @@ impl Model {
         leases: &[LeaseRef],
         now: Millis,
     ) -> HeartbeatReply {
-        // Workers silent for three of their intervals are lost: their claim history goes;
-        // listed as lost for an hour more, then forgotten.
-        let dead: Vec<(String, bool)> = self
+        // Workers silent for three of their intervals are lost: their claim history goes,
+        // once, at the first beat after their liveness ended (a lost worker that claims
+        // again keeps that claim's history); listed as lost for an hour more, then
+        // forgotten.
+        let dead: Vec<(String, Millis)> = self
             .workers
             .iter()
-            .filter(|(_, (b, seen))| seen + 3 * duration_ms(b.interval) < now)
-            .map(|(w, (b, seen))| {
-                (
-                    w.clone(),
-                    seen + 3 * duration_ms(b.interval) + 3_600_000 < now,
-                )
-            })
+            .map(|(w, (b, seen))| (w.clone(), seen + 3 * duration_ms(b.interval)))
+            .filter(|(_, alive_until)| *alive_until < now)
             .collect();
-        for (w, forgotten) in dead {
-            self.last_claim.remove(&w);
-            if forgotten {
+        for (w, alive_until) in dead {
+            if alive_until >= self.lost_seen {
+                self.last_claim.remove(&w);
+            }
+            if alive_until + 3_600_000 < now {
                 self.workers.remove(&w);
             }
         }
+        self.lost_seen = self.lost_seen.max(now);
         self.workers
             .insert(beat.worker.as_str().to_owned(), (beat.clone(), now));
         let mut reply = HeartbeatReply::default();
@@ -389,6 +390,7 @@ impl Model {
             _ => unreachable!("not terminal"),
         }
         self.child_ended(i, status, now);
+        self.unchain(i, now);
         status
     }
 

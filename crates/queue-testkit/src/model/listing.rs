@@ -102,7 +102,7 @@ impl Model {
                         .jobs
                         .iter()
                         .enumerate()
-                        .filter(|(i, j)| queued(j) && !self.waits(*i))
+                        .filter(|(i, j)| queued(j) && !self.waits(*i) && !self.chained(*i))
                         .filter(|(_, j)| j.due.is_none() && j.record.priority == p)
                         .count() as u64;
                     (p, n)
