@@ -285,6 +285,12 @@ impl RedisBackend {
     ) -> Result<JobRecord> {
         match code {
             "ok" => Ok(self.job_from_new(job, id, now)),
+            // Created waiting for the key's running holder to end (keep-latest).
+            "chained" => {
+                let mut record = self.job_from_new(job, id, now);
+                record.after = Some(other.parse()?);
+                Ok(record)
+            }
             "exists" => self.get(id).await,
             // The key's holder answers (a throttle), or took the payload (a debounce).
             "held" => self.get(other.parse()?).await,

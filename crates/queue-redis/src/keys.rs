@@ -41,6 +41,8 @@ pub(crate) enum Static {
     Status(JobStatus),
     /// `dedup`: unique key -> its active job.
     Dedup,
+    /// `chained`: job -> the job waiting for it to end before it is placed (chains).
+    Chained,
     /// `stats`: lifetime counters.
     Stats,
     /// `seq`: the place counter of ready jobs.
@@ -116,6 +118,7 @@ impl Static {
             Self::CascadeAt => "cascade_at".into(),
             Self::Status(s) => format!("st_{s}"),
             Self::Dedup => "dedup".into(),
+            Self::Chained => "chained".into(),
             Self::Stats => "stats".into(),
             Self::Seq => "seq".into(),
             Self::Marker => "marker".into(),

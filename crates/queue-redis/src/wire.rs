@@ -257,6 +257,7 @@ fn job_args(
             KeyMode::Refuse => String::new(),
             KeyMode::Debounce(_) => "debounce".to_owned(),
             KeyMode::Throttle(window) => format!("throttle:{}", duration_ms(window)),
+            KeyMode::KeepLatest => "keep_latest".to_owned(),
         },
     ]);
 }

@@ -50,6 +50,12 @@ struct Job {
     /// When retention last kept it (a finished child of an unfinished parent): its
     /// retention counts from then.
     kept: Option<Millis>,
+    /// It let its unique key go to a newer job while it ran (a debounce's next run, a
+    /// keep-latest's waiting job): no longer the key's holder.
+    key_let_go: bool,
+    /// Its parent was deleted: it is no longer anyone's child (a new job given the deleted
+    /// one's id has none of its children; its record still names the parent).
+    orphan: bool,
 }
 
 /// Who holds a running job in the model: the lease's token, expiry and claim.

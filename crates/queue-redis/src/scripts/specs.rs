@@ -54,8 +54,9 @@ pub(super) const GROUPS: [Static; 8] = [
 
 /// What a flow's bookkeeping touches when a job ends, is cancelled or is retried: its parent
 /// released (ready or delayed), failed (finished, its unique key released) or held again.
-pub(super) const FLOW: [Static; 13] = [
+pub(super) const FLOW: [Static; 14] = [
     S::Waiting,
+    S::Chained,
     S::Seq,
     S::Marker,
     S::Due,

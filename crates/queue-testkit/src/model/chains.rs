@@ -19,11 +19,19 @@ impl Model {
         job.place = 0;
     }
 
-    /// The job at `i` ended: it no longer waits, and the job waiting for it is placed (its
-    /// unique key's holder is the newest unfinished job of the key: the one it waited for,
-    /// when it ended while waiting).
+    /// The job at `i` ended: one that ended while waiting no longer waits, and its unique
+    /// key goes back to the job it waited for while that one is unfinished and the key is
+    /// free; the job waiting for it is placed.
     pub(super) fn unchain(&mut self, i: usize, now: Millis) {
-        self.jobs[i].record.after = None;
+        if let Some(ahead) = self.jobs[i].record.after.take()
+            && let Some(key) = self.jobs[i].record.unique_key.clone()
+            && self.holder(&key).is_none()
+            && let Some(a) = self.jobs.iter_mut().find(|j| j.record.job_id == ahead)
+            && a.record.status.is_active()
+            && a.record.unique_key.as_deref() == Some(key.as_str())
+        {
+            a.key_let_go = false;
+        }
         let id = self.jobs[i].record.job_id;
         let Some(w) = self
             .jobs

@@ -7,7 +7,9 @@ impl Model {
     /// earlier (a job created later under a reused id is not the parent).
     pub(super) fn is_child_of(&self, c: usize, p: usize) -> bool {
         let (child, parent) = (&self.jobs[c].record, &self.jobs[p].record);
-        child.parent == Some(parent.job_id) && child.created_at >= parent.created_at
+        child.parent == Some(parent.job_id)
+            && child.created_at >= parent.created_at
+            && !self.jobs[c].orphan
     }
 
     /// The children of the job at `p`, oldest first.

@@ -71,6 +71,8 @@ impl Model {
             ended: None,
             is_parent: false,
             kept: None,
+            key_let_go: false,
+            orphan: false,
         });
         self.totals.enqueued += 1;
         let mut record = record;
@@ -240,6 +242,7 @@ impl Model {
         let job = self.find_mut(id).expect("found");
         job.place = place;
         job.due = None;
+        job.key_let_go = false;
         let r = &mut job.record;
         if let Some(p) = priority {
             r.priority = p;

@@ -6,14 +6,16 @@ use queue_core::backend::{Holder, KeyAction, on_key_held};
 use super::*;
 
 impl Model {
-    /// The job holding `key`: the newest active (queued or processing) job with it (a
-    /// debounce's new run takes the key from the one that runs).
+    /// The job holding `key`: the active (queued or processing) job with it that did not
+    /// let it go (a debounce's next run and a keep-latest's waiting job take the key from
+    /// the one that runs).
     pub(super) fn holder(&self, key: &str) -> Option<JobId> {
         self.jobs
             .iter()
             .rev()
             .find(|j| {
                 j.record.unique_key.as_deref() == Some(key)
+                    && !j.key_let_go
                     && matches!(j.record.status, JobStatus::Queued | JobStatus::Processing)
             })
             .map(|j| j.record.job_id)
@@ -59,7 +61,12 @@ impl Model {
         });
         let (holder, state) = held?;
         let i = self.index(holder);
-        Some(Err(match on_key_held(mode.kind(), state) {
+        let action = on_key_held(mode.kind(), state);
+        if matches!(action, KeyAction::Create | KeyAction::Chain) && state == Holder::Started {
+            // The running holder goes on without the key; the new job takes it.
+            self.jobs[i].key_let_go = true;
+        }
+        Some(Err(match action {
             KeyAction::Create => return None,
             KeyAction::Chain => return Some(Ok(holder)),
             KeyAction::Refuse => Err(Error::AlreadyExists {

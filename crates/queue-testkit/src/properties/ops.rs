@@ -35,8 +35,8 @@ pub enum Op {
         job: u8,
         /// Unique key slot.
         key: u8,
-        /// Throttled, else debounced.
-        throttle: bool,
+        /// The key mode: 0 debounce, 1 throttle, 2 keep-latest.
+        mode: u8,
         /// The debounce's delay or the throttle's window, in seconds.
         secs: u16,
         /// Payload version (a debounce's replacement shows).
@@ -303,11 +303,11 @@ impl fmt::Debug for Op {
             Op::EnqueueKeyed {
                 job,
                 key,
-                throttle,
+                mode,
                 secs,
                 v,
             } => {
-                let mode = if *throttle { "throttle" } else { "debounce" };
+                let mode = ["debounce", "throttle", "keep-latest"][usize::from(*mode % 3)];
                 write!(f, "enqueue job#{job} key=k{key} {mode} {secs}s v{v}")
             }
             Op::Vanish { worker } => write!(f, "w{worker} vanishes"),
@@ -463,8 +463,8 @@ pub(super) fn op() -> impl Strategy<Value = Op> {
         6 => (0..JOBS, key.clone(), priority(), prop_oneof![3 => Just(0u16), 1 => 1u16..90], 0u8..3)
             .prop_map(|(job, key, priority, delay, retries)| Op::Enqueue { job, key, priority, delay, retries }),
         1 => proptest::collection::vec((0..JOBS, key), 1..4).prop_map(Op::EnqueueMany),
-        3 => (0..JOBS, 0..KEYS, any::<bool>(), prop_oneof![Just(1u16), Just(10), Just(60)], any::<u8>())
-            .prop_map(|(job, key, throttle, secs, v)| Op::EnqueueKeyed { job, key, throttle, secs, v }),
+        4 => (0..JOBS, 0..KEYS, 0u8..3, prop_oneof![Just(1u16), Just(10), Just(60)], any::<u8>())
+            .prop_map(|(job, key, mode, secs, v)| Op::EnqueueKeyed { job, key, mode, secs, v }),
         6 => (0..WORKERS, 1u8..4, any::<bool>()).prop_map(|(worker, max, long)| Op::Fetch { worker, max, long }),
         1 => Just(Op::FetchAgain),
         2 => (0..WORKERS).prop_map(|worker| Op::Heartbeat { worker }),

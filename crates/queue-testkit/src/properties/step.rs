@@ -299,7 +299,7 @@ impl<'a> Run<'a> {
             Op::EnqueueKeyed {
                 job,
                 key,
-                throttle,
+                mode,
                 secs,
                 v,
             } => {
@@ -307,10 +307,10 @@ impl<'a> Run<'a> {
                 j.payload =
                     queue_core::Payload::encode(&json!({ "job": job, "v": v })).expect("encodes");
                 let span = Duration::from_secs(u64::from(secs));
-                j = if throttle {
-                    j.throttle(span)
-                } else {
-                    j.debounce(span)
+                j = match mode % 3 {
+                    0 => j.debounce(span),
+                    1 => j.throttle(span),
+                    _ => j.keep_latest(),
                 };
                 let got = b.enqueue(j.clone()).await;
                 let want = self.model.enqueue(j, now);

@@ -72,6 +72,7 @@ local function place(KEY, id, event, to, rec, ctx, seq)
     -- (queue_core::backend::listed_at): the sweep reads these sets, no other index.
     later_zadd(status_key(KEY, to), listed_at(to, rec.created, NOW), id)
     if rec.unique_key then later_release(rec.unique_key, id) end
+    unchain(KEY, id, rec)
   elseif where == 'delayed' then
     schedule(KEY, rec.band, ctx.run_at, id, rec.group)
     later_zadd(KEY.st_queued, rec.created, id)
@@ -164,9 +165,10 @@ end
 
 -- Creates the job of ARGV from `b` (checked by check_new). `parent`: its parent's id (nil
 -- without), `policy`: what its failure does to the parent ('' = fail_parent), `kids`: how
--- many children it waits on (it waits in `waiting`, not ready). Returns {band, id, group}
--- when it is ready now (the caller gives the ready jobs their places), else nil.
-local function create_new(KEY, KEYS, ARGV, b, parent, policy, kids)
+-- many children it waits on (it waits in `waiting`, not ready), `after`: the job it waits
+-- for (chains; nil without). Returns {band, id, group} when it is ready now (the caller
+-- gives the ready jobs their places), else nil.
+local function create_new(KEY, KEYS, ARGV, b, parent, policy, kids, after)
   local id, task, payload, uk = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local band, delay = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   local key = KEYS[tonumber(ARGV[b + 9])]
@@ -195,6 +197,9 @@ local function create_new(KEY, KEYS, ARGV, b, parent, policy, kids)
   if kids and kids > 0 then
     fields[n + 1], fields[n + 2], n = 'kids_waiting', kids, n + 2
     later_zadd(KEY.waiting, NOW, id)
+  elseif after then
+    fields[n + 1], fields[n + 2], n = 'after', after, n + 2
+    chain(KEY, id, after)
   elseif delay > 0 then
     schedule(KEY, band, NOW + delay, id, group)
   else
@@ -242,8 +247,14 @@ local function create_each(KEY, KEYS, ARGV, first, count)
       -- The holder may be a job of this call still to be placed: place those first.
       place_new(KEY, ready, created)
       ready, created = {}, 0
-      replace_payload(KEY, refused[2], ARGV[b + 2], tonumber(ARGV[b + 5]))
+      local restart = nil
+      if ARGV[b + 14] == 'debounce' then restart = tonumber(ARGV[b + 5]) end
+      replace_payload(KEY, refused[2], ARGV[b + 2], restart)
       out[#out + 1] = { 'held', refused[2] }
+    elseif refused and refused[1] == 'chain' then
+      create_new(KEY, KEYS, ARGV, b, nil, '', 0, refused[2])
+      created = created + 1
+      out[#out + 1] = { 'chained', refused[2] }
     elseif refused then
       out[#out + 1] = refused
     else

@@ -15,8 +15,9 @@ end
 -- The key mode's answer for new job `id` of unique key `uk` (`history`: the key's history
 -- set), as check_new returns it: nil (create it) | {'dup', holder} (refused, or the
 -- holder is gone: the caller heals the key) | {'held', holder} | {'replace', holder} |
--- {'badkey', id} (the history key holds something else).
--- `mode`: '' (refuse), 'debounce' or 'throttle:<window ms>'. The holder's case is read
+-- {'badkey', id} (the history key holds something else) | {'chain', holder} (created
+-- waiting for the running holder to end).
+-- `mode`: '' (refuse), 'debounce', 'throttle:<window ms>' or 'keep_latest'. The holder's case is read
 -- only when the answer depends on it: a plain refusal reads no more than before.
 local function key_decision(KEY, id, uk, mode, history)
   local window = nil
@@ -46,17 +47,23 @@ local function key_decision(KEY, id, uk, mode, history)
   if action == 'refuse' then return { 'dup', holder } end
   if action == 'answer' then return { 'held', holder } end
   if action == 'replace' then return { 'replace', holder } end
+  if action == 'chain' then return { 'chain', holder } end
   return nil
 end
 
--- A debounce (queue_core::backend::KeyAction::Replace): the pending job `id` takes `payload`
--- and waits `delay` ms from now, wherever it waited before.
+-- A replacement (queue_core::backend::KeyAction::Replace): the pending job `id` takes
+-- `payload`; a debounce (`delay` ms, nil for keep-latest, which keeps its place) moves its
+-- start to `delay` from now, wherever it waited before (one waiting for another job to end
+-- keeps waiting: queue_core::KeyMode::restart_delay).
 local function replace_payload(KEY, id, payload, delay)
   local key = job_key(id)
-  local rec = facts(key)
-  unqueue(KEY, id, rec)
-  redis.call('HSET', key, 'payload', payload, 'run_at', NOW + delay)
+  redis.call('HSET', key, 'payload', payload)
   redis.call('HINCRBY', key, 'replaced', 1)
+  if not delay then return end
+  redis.call('HSET', key, 'run_at', NOW + delay)
+  local rec = facts(key)
+  if rec.after then return end
+  unqueue(KEY, id, rec)
   schedule(KEY, rec.band, NOW + delay, id, rec.group)
   wake()
 end
