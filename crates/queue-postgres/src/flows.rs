@@ -218,6 +218,7 @@ impl PostgresBackend {
                         };
                         crate::rows::settle(&mut parent, Event::ChildFailed, &input)?;
                         self.leave_deliveries(conn, now, &[&parent]).await?;
+                        self.unchain(conn, now, &[&parent]).await?;
                         self.count(conn, now, &[("failed", 1)].into_iter().collect())
                             .await?;
                         let to = parent.record.status;

@@ -150,7 +150,7 @@ impl PostgresBackend {
                         results.push(Ok(record));
                         continue;
                     }
-                    if let Some(answer) = self.keyed_in(conn, &row.record, mode, now).await? {
+                    if let Some(answer) = self.keyed_in(conn, &mut row, mode, now).await? {
                         results.push(answer);
                         continue;
                     }
@@ -338,6 +338,8 @@ impl PostgresBackend {
                         ..EffectInput::default()
                     };
                     let from = row.record.status;
+                    // The job it waited for, when it is cancelled while waiting.
+                    let waited = row.record.after;
                     crate::rows::settle(&mut row, queue_core::backend::Event::Cancel, &input)?;
                     let to = row.record.status;
                     row.cascading = self.has_children(tx, id).await?;
@@ -348,7 +350,11 @@ impl PostgresBackend {
                     };
                     self.emit(tx, now, &[(id, kind)]).await?;
                     self.leave_deliveries(tx, now, &[&row]).await?;
-                    self.write_rows(tx, &[row]).await?;
+                    self.write_rows(tx, std::slice::from_ref(&row)).await?;
+                    self.unchain(tx, now, &[&row]).await?;
+                    if let (Some(ahead), Some(key)) = (waited, &row.record.unique_key) {
+                        self.key_back(tx, ahead, key).await?;
+                    }
                     self.count(tx, now, &[("cancelled", 1)].into_iter().collect())
                         .await?;
                     // Its parent hears of it before it leaves its group's lane: a group with

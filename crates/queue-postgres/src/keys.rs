@@ -13,16 +13,17 @@ use crate::PostgresBackend;
 use crate::rows::{COLUMNS, Row};
 
 impl PostgresBackend {
-    /// Applies `mode` to the holder of `record`'s key (the record of the job to enqueue,
-    /// born at `now`), in the caller's transaction: `None` when the job is to be inserted,
-    /// else its answer.
+    /// Applies `mode` to the holder of the key of `new` (the row of the job to enqueue, born
+    /// at `now`), in the caller's transaction: `None` when the job is to be inserted (a job
+    /// to wait for the running holder is made so: chained), else its answer.
     pub(crate) async fn keyed_in(
         &self,
         conn: &mut PgConnection,
-        record: &JobRecord,
+        new: &mut Row,
         mode: KeyMode,
         now: Millis,
     ) -> Result<Option<Result<JobRecord>>> {
+        let record = &new.record;
         let Some(key) = record.unique_key.as_deref() else {
             return Ok(None);
         };
@@ -76,6 +77,14 @@ impl PostgresBackend {
                 }
                 return Ok(None);
             }
+            KeyAction::Chain => {
+                // The new job waits for the running holder to end, and takes the key.
+                self.let_key_go(conn, id).await?;
+                new.record.after = Some(id);
+                new.ready = false;
+                new.due_ms = None;
+                return Ok(None);
+            }
             KeyAction::Refuse => Err(Error::AlreadyExists {
                 unique_key: key.to_owned(),
                 job_id: id,
@@ -85,22 +94,31 @@ impl PostgresBackend {
                 Ok(holder.record)
             }
             KeyAction::Replace => {
-                self.replace(conn, &mut holder, record, now).await?;
+                let new = new.record.clone();
+                self.replace(conn, &mut holder, &new, mode, now).await?;
                 Ok(holder.record)
             }
         }))
     }
 
-    /// A debounce: the pending `holder` takes `new`'s payload and waits until `new`'s
-    /// `run_at` (its delay from now), wherever it waited before.
+    /// A replacement: the pending `holder` takes `new`'s payload; a debounce moves its start
+    /// to `new`'s `run_at` (its delay from now), wherever it waited before (one waiting for
+    /// another job to end keeps waiting); keep-latest keeps its place.
     async fn replace(
         &self,
         conn: &mut PgConnection,
         holder: &mut Row,
         new: &JobRecord,
+        mode: KeyMode,
         now: Millis,
     ) -> Result<()> {
-        let group = holder.record.group.clone().filter(|_| holder.ready);
+        let restart = mode.restart_delay().is_some();
+        let chained = holder.record.after.is_some();
+        let group = holder
+            .record
+            .group
+            .clone()
+            .filter(|_| holder.ready && restart && !chained);
         if group.is_some() {
             // Its group's lanes change with it: decided in turn with the claims.
             self.gate(conn, true).await?;
@@ -121,9 +139,13 @@ impl PostgresBackend {
             .unwrap_or(now);
         holder.record.payload = new.payload.clone();
         holder.record.replaced += 1;
-        holder.record.run_at = Some(from_millis(due));
-        holder.ready = false;
-        holder.due_ms = Some(due);
+        if restart {
+            holder.record.run_at = Some(from_millis(due));
+            if !chained {
+                holder.ready = false;
+                holder.due_ms = Some(due);
+            }
+        }
         self.write_rows(conn, std::slice::from_ref(holder)).await?;
         if let Some(g) = &group {
             self.refresh_lanes(conn, g).await?;

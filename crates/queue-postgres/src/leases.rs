@@ -205,8 +205,9 @@ impl PostgresBackend {
         }
         self.place_at_back(&mut *conn, &mut written).await?;
         self.write_rows(&mut *conn, &written).await?;
-        self.leave_deliveries(&mut *conn, now, &written.iter().collect::<Vec<_>>())
-            .await?;
+        let ended: Vec<&Row> = written.iter().collect();
+        self.leave_deliveries(&mut *conn, now, &ended).await?;
+        self.unchain(&mut *conn, now, &ended).await?;
         self.count(&mut *conn, now, &deltas).await?;
         self.add_series(&mut *conn, now, &latencies).await?;
         self.emit(&mut *conn, now, &happened).await?;
@@ -394,8 +395,9 @@ impl PostgresBackend {
             }
             self.place_at_back(&mut tx, &mut written).await?;
             self.write_rows(&mut tx, &written).await?;
-            self.leave_deliveries(&mut tx, now, &written.iter().collect::<Vec<_>>())
-                .await?;
+            let ended: Vec<&Row> = written.iter().collect();
+            self.leave_deliveries(&mut tx, now, &ended).await?;
+            self.unchain(&mut tx, now, &ended).await?;
             self.count(&mut tx, now, &deltas).await?;
             self.add_series(&mut tx, now, &latencies).await?;
             self.emit(&mut tx, now, &happened).await?;

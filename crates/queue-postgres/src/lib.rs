@@ -3,6 +3,7 @@
 
 mod backend;
 mod broker;
+mod chains;
 mod claims;
 mod config;
 mod control;

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "lost_seen",
         include_str!("../migrations/0005_lost_seen.sql"),
     ),
+    (6, "chains", include_str!("../migrations/0006_chains.sql")),
 ];
 
 /// The version the code expects.
