@@ -294,6 +294,36 @@ async fn demo(cfg: QueueConfig, with_worker: bool) -> anyhow::Result<()> {
         Ok(r) => bail!("duplicate was accepted as {}", r.job_id),
         Err(e) => return Err(e.into()),
     }
+    // A re-upload of the book keeps only the newest file (keep-latest): it replaces the
+    // payload of the queued job, or, once that one runs, waits for it to end and runs after
+    // it (never beside it), taking the payload of any later re-upload.
+    let reupload = backend
+        .enqueue(NewJob::typed(&duplicate)?.keep_latest())
+        .await?;
+    match reupload.after {
+        None => println!(
+            "re-upload {}: replaced the payload of queued job {} ({} time)",
+            duplicate.book_id,
+            short(reupload.job_id),
+            reupload.replaced
+        ),
+        Some(running) => {
+            println!(
+                "re-upload {}: job {} waits for running job {} to end",
+                duplicate.book_id,
+                short(reupload.job_id),
+                short(running)
+            );
+            let bar = bars.add(
+                ProgressBar::new(100)
+                    .with_style(style.clone())
+                    .with_prefix(format!("{}+", duplicate.book_id))
+                    .with_message("waiting"),
+            );
+            by_id.insert(reupload.job_id, bar);
+            jobs.push(reupload.job_id);
+        }
+    }
 
     // Nightly re-processing: a schedule in the backend, so each night runs it once
     // whatever number of workers (each fires due schedules).

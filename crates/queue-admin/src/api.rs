@@ -292,6 +292,9 @@ struct EnqueueBody {
     debounce_ms: Option<u64>,
     /// Throttle on the unique key: at most one job of the key per this window.
     throttle_ms: Option<u64>,
+    /// Keep-latest on the unique key: at most one running and one waiting job of the key.
+    #[serde(default)]
+    keep_latest: bool,
     /// Children: the job becomes a flow's parent, created with them in one step.
     #[serde(default)]
     children: Vec<EnqueueBody>,
@@ -311,15 +314,16 @@ impl EnqueueBody {
         job.options.metadata = self.metadata;
         job.options.group = self.group;
         job.options.cost = self.cost;
-        match (self.debounce_ms, self.throttle_ms) {
-            (Some(_), Some(_)) => {
+        match (self.debounce_ms, self.throttle_ms, self.keep_latest) {
+            (Some(_), Some(_), _) | (Some(_), _, true) | (_, Some(_), true) => {
                 return Err(ApiError::bad_request(
-                    "`debounce_ms` and `throttle_ms`: a job takes one key mode",
+                    "`debounce_ms`, `throttle_ms` and `keep_latest`: a job takes one key mode",
                 ));
             }
-            (Some(ms), None) => job = job.debounce(Duration::from_millis(ms)),
-            (None, Some(ms)) => job = job.throttle(Duration::from_millis(ms)),
-            (None, None) => {}
+            (Some(ms), None, false) => job = job.debounce(Duration::from_millis(ms)),
+            (None, Some(ms), false) => job = job.throttle(Duration::from_millis(ms)),
+            (None, None, true) => job = job.keep_latest(),
+            (None, None, false) => {}
         }
         let children = self
             .children

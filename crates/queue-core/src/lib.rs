@@ -2,6 +2,7 @@
 
 mod broker;
 mod bulk;
+mod chains;
 mod clock;
 mod config;
 mod control;
@@ -15,7 +16,6 @@ mod keys;
 mod lease;
 mod limits;
 mod outcome;
-mod chains;
 mod payload;
 mod priority;
 mod progress;
@@ -51,10 +51,10 @@ pub use job::{Done, IntoOutput, Job, KeyField, MAX_TASK_NAME_BYTES};
 pub use keys::{KeyMode, KeyModeKind};
 pub use limits::Limits;
 pub use outcome::{Completion, JobError, JobErrorKind};
+pub use payload::Payload;
 pub use priority::Priority;
 pub use progress::Stages;
 pub use rate::RateLimit;
-pub use payload::Payload;
 pub use record::{Attempt, EnqueueOptions, JobRecord, MAX_ATTEMPTS_KEPT, Metadata, NewJob};
 pub use retry::RetryPolicy;
 pub use schedule::{
@@ -85,6 +85,7 @@ pub mod backend {
         Blocked, BlockedGuard, Broker, CancelStream, ClaimRequest, Ending, Finished, FinishedMany,
         HeartbeatReply, Lease, LeaseRef, ProgressReply, WorkerBeat,
     };
+    pub use crate::chains::released_due;
     pub use crate::clock::{Millis, TokioClock, duration_ms, from_millis, to_millis};
     pub use crate::config::validate_queue_name;
     pub use crate::flow::{
@@ -103,7 +104,6 @@ pub mod backend {
         MAX_TASK_SCHEMA_BYTES, check_task_name, check_task_schema, task_name_problem,
     };
     pub use crate::keys::{Holder, KeyAction, on_key_held};
-    pub use crate::chains::released_due;
     pub use crate::lease::{
         check_heartbeat, fence_margin, heartbeat_retry, lease_holds, longest_heartbeat,
     };

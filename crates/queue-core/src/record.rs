@@ -62,8 +62,8 @@ pub struct JobRecord {
     /// tokens an LLM call will use: see [`NewJob::cost`].
     #[serde(default)]
     pub cost: Option<u32>,
-    /// How many debounced enqueues replaced its payload while it waited to start
-    /// ([`NewJob::debounce`]).
+    /// How many enqueues of its key replaced its payload while it waited to start
+    /// ([`NewJob::debounce`], [`NewJob::keep_latest`]).
     #[serde(default)]
     pub replaced: u32,
     /// The job this one waits for ([`KeyMode::KeepLatest`](crate::KeyMode::KeepLatest)):

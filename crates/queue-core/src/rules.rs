@@ -20,8 +20,8 @@
 
 use std::fmt;
 
-use crate::{JobRecord, JobStatus};
 use crate::backend::{Event, Outcome, apply};
+use crate::{JobRecord, JobStatus};
 
 mod effects;
 pub use effects::*;
@@ -228,7 +228,6 @@ pub fn on_cancel(status: JobStatus, cancel_requested: bool) -> CancelAction {
         _ => CancelAction::Refuse,
     }
 }
-
 
 /// Where a job goes after an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -13,6 +13,7 @@ use queue_core::series::{SeriesBook, latency_field};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 mod cascade;
+mod chains;
 mod control;
 mod flows;
 mod groups;
@@ -20,7 +21,6 @@ mod jobs;
 mod keys;
 mod leases;
 mod listing;
-mod chains;
 mod rate;
 mod retention;
 mod schedules;

@@ -62,7 +62,10 @@ impl PostgresBackend {
         self.place_at_back(conn, &mut waiters).await?;
         self.write_rows(conn, &waiters).await?;
         self.wake(conn, None).await?;
-        let mut groups: Vec<String> = waiters.iter().filter_map(|w| w.record.group.clone()).collect();
+        let mut groups: Vec<String> = waiters
+            .iter()
+            .filter_map(|w| w.record.group.clone())
+            .collect();
         groups.sort();
         groups.dedup();
         for g in &groups {

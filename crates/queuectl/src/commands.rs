@@ -72,6 +72,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             cost,
             debounce_ms,
             throttle_ms,
+            keep_latest,
             children,
             on_child_failure,
         } => {
@@ -81,6 +82,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             }
             if let Some(ms) = throttle_ms {
                 job = job.throttle(Duration::from_millis(ms));
+            }
+            if keep_latest {
+                job = job.keep_latest();
             }
             if let Some(g) = group {
                 job = job.group(g);

@@ -67,12 +67,17 @@ pub(crate) enum Command {
         cost: Option<u32>,
         /// With --unique-key: debounce, a burst of enqueues of the key becomes one run this
         /// many milliseconds after the last, with the last payload.
-        #[arg(long, conflicts_with = "throttle_ms")]
+        #[arg(long, conflicts_with_all = ["throttle_ms", "keep_latest"])]
         debounce_ms: Option<u64>,
         /// With --unique-key: throttle, at most one job of the key per this many
         /// milliseconds; an enqueue within it prints the window's job.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "keep_latest")]
         throttle_ms: Option<u64>,
+        /// With --unique-key: keep-latest, at most one running and one waiting job of the
+        /// key; while one runs, the enqueue waits for it to end (or replaces the payload of
+        /// the one already waiting).
+        #[arg(long)]
+        keep_latest: bool,
         /// A child, as TASK:JSON (repeat it): the job then runs once every child ended,
         /// all created in one step (a flow).
         #[arg(long = "child", value_parser = parse_child)]

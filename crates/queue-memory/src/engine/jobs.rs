@@ -120,7 +120,7 @@ impl Tables {
         }
         let after = match self.keyed(&job, now) {
             keys::Keyed::Create { after } => after,
-            keys::Keyed::Answer(answer) => return answer,
+            keys::Keyed::Answer(answer) => return *answer,
         };
         let mut record = self.insert_job(job, cfg, now, None, ChildPolicy::default(), 0, events);
         if let Some(ahead) = after {

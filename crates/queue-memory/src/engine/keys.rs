@@ -14,7 +14,7 @@ impl Tables {
             Some(Err(Chain(holder))) => Keyed::Create {
                 after: Some(holder),
             },
-            Some(Ok(answer)) => Keyed::Answer(answer),
+            Some(Ok(answer)) => Keyed::Answer(Box::new(answer)),
         }
     }
 
@@ -80,7 +80,7 @@ impl Tables {
 /// What a keyed enqueue does: create the job (`after`: the job it waits for), or answer.
 pub(super) enum Keyed {
     Create { after: Option<JobId> },
-    Answer(Result<(JobRecord, bool)>),
+    Answer(Box<Result<(JobRecord, bool)>>),
 }
 
 /// The key's running holder the new job waits for.

@@ -247,7 +247,10 @@ pub async fn keep_latest_keeps_one_running_and_one_waiting(h: &Harness) {
     assert_eq!((running.job.job_id, n_of(&running.job)), (first.job_id, 2));
     let next = enqueue(h, latest(3, "book-1")).await;
     assert_ne!(next.job_id, first.job_id, "a new job while the first runs");
-    assert_eq!((next.after, next.status), (Some(first.job_id), JobStatus::Queued));
+    assert_eq!(
+        (next.after, next.status),
+        (Some(first.job_id), JobStatus::Queued)
+    );
     for n in 4..=6 {
         let answer = enqueue(h, latest(n, "book-1")).await;
         assert_eq!(
@@ -256,10 +259,17 @@ pub async fn keep_latest_keeps_one_running_and_one_waiting(h: &Harness) {
             "the waiting job takes the newest payload"
         );
     }
-    assert!(fetch(h, 10).await.is_empty(), "it waits for the running one");
+    assert!(
+        fetch(h, 10).await.is_empty(),
+        "it waits for the running one"
+    );
     let stats = h.backend.stats().await.unwrap();
     assert_eq!((stats.total, stats.processing, stats.queued), (2, 1, 1));
-    assert_eq!(stats.depth.values().sum::<u64>(), 0, "the waiting job is not ready");
+    assert_eq!(
+        stats.depth.values().sum::<u64>(),
+        0,
+        "the waiting job is not ready"
+    );
     // A retry of the running one keeps the waiting one waiting.
     assert_eq!(finish(h, &running, retry(1)).await, JobStatus::Queued);
     h.advance(Duration::from_secs(1));
@@ -287,7 +297,10 @@ pub async fn keep_latest_cancel_of_the_waiting_job_gives_the_key_back(h: &Harnes
         CancelOutcome::Cancelled
     );
     let cancelled = get(h, waiting.job_id).await;
-    assert_eq!((cancelled.status, cancelled.after), (JobStatus::Cancelled, None));
+    assert_eq!(
+        (cancelled.status, cancelled.after),
+        (JobStatus::Cancelled, None)
+    );
     let refused = h.backend.enqueue(job(3).unique_key("book-2")).await;
     assert!(
         matches!(refused, Err(Error::AlreadyExists { job_id, .. }) if job_id == running.job.job_id),
@@ -322,7 +335,10 @@ pub async fn a_keep_latest_burst_leaves_one_running_and_one_waiting(h: &Harness)
     finish(h, &running, completed()).await;
     let leases = fetch(h, 10).await;
     assert_eq!(leases.len(), 1, "one run");
-    assert_eq!((leases[0].job.job_id, n_of(&leases[0].job)), (id, n_of(&record)));
+    assert_eq!(
+        (leases[0].job.job_id, n_of(&leases[0].job)),
+        (id, n_of(&record))
+    );
     finish(h, &leases[0], completed()).await;
     assert!(fetch(h, 10).await.is_empty());
 }

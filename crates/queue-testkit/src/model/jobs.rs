@@ -27,7 +27,7 @@ impl Model {
         }
         let after = match self.keyed(&job, now) {
             Ok(after) => after,
-            Err(answer) => return answer,
+            Err(answer) => return *answer,
         };
         let o = job.options;
         let delay = o.delay.map(duration_ms).unwrap_or(0);

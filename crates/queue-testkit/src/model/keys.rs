@@ -27,11 +27,11 @@ impl Model {
         &mut self,
         job: &NewJob,
         now: Millis,
-    ) -> std::result::Result<Option<JobId>, Result<JobRecord>> {
+    ) -> std::result::Result<Option<JobId>, Box<Result<JobRecord>>> {
         match self.key_answer(job, now) {
             None => Ok(None),
             Some(Ok(ahead)) => Ok(Some(ahead)),
-            Some(Err(answer)) => Err(answer),
+            Some(Err(answer)) => Err(Box::new(answer)),
         }
     }
 
