@@ -520,9 +520,10 @@ pub fn flatten_all(flows: Vec<Flow>) -> Result<Vec<FlatJob>> {
     let mut keys = std::collections::HashSet::new();
     let mut ids = std::collections::HashSet::new();
     for flat in &out {
-        if flat.job.options.key_mode != crate::KeyMode::Refuse {
+        let o = &flat.job.options;
+        if o.key_mode != crate::KeyMode::Refuse || o.sequence.is_some() {
             return Err(Error::invalid(
-                "a flow's jobs take no key mode (debounce, throttle)",
+                "a flow's jobs take no key mode (debounce, throttle, keep-latest) and no sequence",
             ));
         }
         if let Some(key) = &flat.job.options.unique_key

@@ -66,9 +66,13 @@ pub struct JobRecord {
     /// ([`NewJob::debounce`], [`NewJob::keep_latest`]).
     #[serde(default)]
     pub replaced: u32,
-    /// The job this one waits for ([`KeyMode::KeepLatest`](crate::KeyMode::KeepLatest)):
-    /// it is placed (ready, or delayed until its `run_at`) when that job ends; `None` once
-    /// placed.
+    /// The ordered sequence the job belongs to ([`NewJob::sequence`]): its members start
+    /// one at a time, in enqueue order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<String>,
+    /// The job this one waits for ([`KeyMode::KeepLatest`](crate::KeyMode::KeepLatest), a
+    /// sequence's member before it): it is placed (ready, or delayed until its `run_at`)
+    /// when that job ends; `None` once placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<JobId>,
     /// The job's parent in a flow (a child ends before its parent starts).
@@ -170,6 +174,7 @@ impl JobRecord {
             group: options.group,
             cost: options.cost.filter(|c| *c != 1),
             replaced: 0,
+            sequence: options.sequence,
             after: None,
             parent: child_of.map(|(parent, _)| parent),
             child_policy: child_of
@@ -292,6 +297,8 @@ pub struct EnqueueOptions {
     /// What the enqueue does when another job holds the unique key (default: refused; see
     /// [`NewJob::debounce`], [`NewJob::throttle`]).
     pub key_mode: crate::KeyMode,
+    /// The ordered sequence the job joins (see [`NewJob::sequence`]).
+    pub sequence: Option<String>,
 }
 
 /// A job to enqueue: task name, payload and options.
@@ -435,6 +442,7 @@ impl NewJob {
         if let Some(cost) = self.options.cost {
             crate::rate::check_cost(cost)?;
         }
+        crate::sequences::check_sequence(self)?;
         Ok(())
     }
 }

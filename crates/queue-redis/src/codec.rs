@@ -148,6 +148,7 @@ pub(crate) fn decode(key_id: Option<JobId>, f: &Fields) -> Result<JobRecord> {
             .filter(|c| *c > 1)
             .map(|c| c as u32),
         replaced: count("replaced")?,
+        sequence: text("sequence").map(str::to_owned),
         after,
         parent,
         child_policy,

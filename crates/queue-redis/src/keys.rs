@@ -43,6 +43,8 @@ pub(crate) enum Static {
     Dedup,
     /// `chained`: job -> the job waiting for it to end before it is placed (chains).
     Chained,
+    /// `tails`: sequence name -> its newest unfinished member (sequences).
+    Tails,
     /// `stats`: lifetime counters.
     Stats,
     /// `seq`: the place counter of ready jobs.
@@ -119,6 +121,7 @@ impl Static {
             Self::Status(s) => format!("st_{s}"),
             Self::Dedup => "dedup".into(),
             Self::Chained => "chained".into(),
+            Self::Tails => "tails".into(),
             Self::Stats => "stats".into(),
             Self::Seq => "seq".into(),
             Self::Marker => "marker".into(),

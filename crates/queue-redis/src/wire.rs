@@ -203,7 +203,7 @@ pub(crate) fn flow_args(
 
 /// How many values `check_new` and `create_new` (prelude `jobs.lua`, `JOB_ARGS`) read for
 /// one job.
-const JOB_ARGS: usize = 15;
+const JOB_ARGS: usize = 16;
 
 /// The `JOB_ARGS` values `check_new` and `create_new` (prelude.lua) read for one job; its
 /// keys are pushed on `dynamic` (which starts at KEYS[first_key + 1]).
@@ -259,6 +259,7 @@ fn job_args(
             KeyMode::Throttle(window) => format!("throttle:{}", duration_ms(window)),
             KeyMode::KeepLatest => "keep_latest".to_owned(),
         },
+        o.sequence.clone().unwrap_or_default(),
     ]);
 }
 

@@ -26,6 +26,7 @@ mod outcomes;
 mod rate;
 mod retention;
 mod schedules;
+mod sequences;
 mod series;
 mod webhooks;
 
@@ -43,6 +44,7 @@ pub use outcomes::*;
 pub use rate::*;
 pub use retention::*;
 pub use schedules::*;
+pub use sequences::*;
 pub use series::*;
 pub use webhooks::*;
 

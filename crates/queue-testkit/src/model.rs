@@ -56,6 +56,8 @@ struct Job {
     /// Its parent was deleted: it is no longer anyone's child (a new job given the deleted
     /// one's id has none of its children; its record still names the parent).
     orphan: bool,
+    /// When it joined its sequence (the newest unfinished member is the tail).
+    joined: u64,
 }
 
 /// Who holds a running job in the model: the lease's token, expiry and claim.
@@ -107,6 +109,8 @@ pub struct Model {
     /// The time of the last heartbeat: a worker's claim history goes at the first beat
     /// after its liveness ended (those that ended since this time).
     lost_seen: Millis,
+    /// The last `joined` given.
+    next_join: u64,
     paused: bool,
     /// The rate limit (max, window ms) and every start since it was set, with its cost.
     rate: Option<(u64, Millis)>,
@@ -171,6 +175,7 @@ impl Model {
             workers: BTreeMap::new(),
             last_claim: BTreeMap::new(),
             lost_seen: 0,
+            next_join: 0,
             paused: false,
             rate: None,
             starts: Vec::new(),

@@ -122,7 +122,12 @@ impl Tables {
             keys::Keyed::Create { after } => after,
             keys::Keyed::Answer(answer) => return *answer,
         };
+        let sequence = job.options.sequence.clone();
+        let after = after.or_else(|| self.tails.get(sequence.as_ref()?).copied());
         let mut record = self.insert_job(job, cfg, now, None, ChildPolicy::default(), 0, events);
+        if let Some(s) = sequence {
+            self.tails.insert(s, record.job_id);
+        }
         if let Some(ahead) = after {
             self.chain(record.job_id, ahead);
             record.after = Some(ahead);
@@ -321,6 +326,7 @@ impl Tables {
             ..EffectInput::default()
         };
         self.transition(id, Event::ManualRetry, &input, events)?;
+        self.rejoin_sequence(id);
         Ok(())
     }
 }

@@ -54,9 +54,10 @@ pub(super) const GROUPS: [Static; 8] = [
 
 /// What a flow's bookkeeping touches when a job ends, is cancelled or is retried: its parent
 /// released (ready or delayed), failed (finished, its unique key released) or held again.
-pub(super) const FLOW: [Static; 14] = [
+pub(super) const FLOW: [Static; 15] = [
     S::Waiting,
     S::Chained,
+    S::Tails,
     S::Seq,
     S::Marker,
     S::Due,

@@ -19,11 +19,36 @@ impl Model {
         job.place = 0;
     }
 
-    /// The job at `i` ended: one that ended while waiting no longer waits, and its unique
-    /// key goes back to the job it waited for while that one is unfinished and the key is
-    /// free; the job waiting for it is placed.
+    /// The unfinished member of sequence `s` that joined it last (its tail), but `but`.
+    pub(super) fn tail(&self, s: &str, but: Option<JobId>) -> Option<usize> {
+        (0..self.jobs.len())
+            .filter(|i| {
+                let r = &self.jobs[*i].record;
+                r.sequence.as_deref() == Some(s)
+                    && r.status.is_active()
+                    && Some(r.job_id) != but
+            })
+            .max_by_key(|i| self.jobs[*i].joined)
+    }
+
+    /// The job at `i` joins its sequence, if it has one: chained behind the tail.
+    pub(super) fn join_sequence(&mut self, i: usize) -> Option<JobId> {
+        let s = self.jobs[i].record.sequence.clone()?;
+        let tail = self.tail(&s, Some(self.jobs[i].record.job_id));
+        self.next_join += 1;
+        self.jobs[i].joined = self.next_join;
+        let ahead = self.jobs[tail?].record.job_id;
+        self.chain(i, ahead);
+        Some(ahead)
+    }
+
+    /// The job at `i` ended: one that ended while waiting no longer waits, the job waiting
+    /// for it now waits for the one it waited for, and its unique key goes back to that
+    /// one while it is unfinished and the key is free; else the job waiting for it is
+    /// placed.
     pub(super) fn unchain(&mut self, i: usize, now: Millis) {
-        if let Some(ahead) = self.jobs[i].record.after.take()
+        let waited = self.jobs[i].record.after.take();
+        if let Some(ahead) = waited
             && let Some(key) = self.jobs[i].record.unique_key.clone()
             && self.holder(&key).is_none()
             && let Some(a) = self.jobs.iter_mut().find(|j| j.record.job_id == ahead)
@@ -40,6 +65,10 @@ impl Model {
         else {
             return;
         };
+        if let Some(ahead) = waited {
+            self.jobs[w].record.after = Some(ahead);
+            return;
+        }
         let place = self.place();
         let job = &mut self.jobs[w];
         job.record.after = None;

@@ -56,6 +56,7 @@ impl Model {
             group: o.group,
             cost: o.cost.filter(|c| *c != 1),
             replaced: 0,
+            sequence: o.sequence.clone(),
             after: None,
             parent: None,
             child_policy: None,
@@ -73,12 +74,16 @@ impl Model {
             kept: None,
             key_let_go: false,
             orphan: false,
+            joined: 0,
         });
         self.totals.enqueued += 1;
         let mut record = record;
+        let i = self.jobs.len() - 1;
         if let Some(ahead) = after {
-            let i = self.jobs.len() - 1;
             self.chain(i, ahead);
+            record.after = Some(ahead);
+        }
+        if let Some(ahead) = self.join_sequence(i) {
             record.after = Some(ahead);
         }
         // A job without a group opens or closes no group's lane.
@@ -264,6 +269,7 @@ impl Model {
             .position(|j| j.record.job_id == id)
             .expect("found");
         self.child_reopened(i, now);
+        self.join_sequence(i);
         self.refresh_lanes();
         Ok(self.view(i))
     }

@@ -31,6 +31,7 @@ pub(crate) fn record(task: &str, payload: &str, retry_count: u32, max_retries: u
         group: None,
         cost: None,
         replaced: 0,
+        sequence: None,
         after: None,
         parent: None,
         child_policy: None,

@@ -9,10 +9,19 @@ local function chain(KEY, id, ahead)
 end
 
 -- Job `id` ended (`rec` = facts before the ending; `rec.after`: the job it still waited
--- for): one that ended while waiting no longer waits, and its unique key goes back to the
--- job it waited for while that one is unfinished; the job waiting for `id` is placed: among
--- the delayed jobs while its `run_at` is ahead, else ready at the back of its priority.
+-- for): one that ended while waiting no longer waits, the job waiting for it now waits for
+-- `rec.after`, and its unique key goes back to `rec.after` while that one is unfinished;
+-- else the job waiting for `id` is placed: among the delayed jobs while its `run_at` is
+-- ahead, else ready at the back of its priority. A sequence's tail that ended leaves the
+-- tail to `rec.after` (queue_core::sequences).
 local function unchain(KEY, id, rec)
+  if rec.sequence and redis.call('HGET', KEY.tails, rec.sequence) == id then
+    if rec.after then
+      redis.call('HSET', KEY.tails, rec.sequence, rec.after)
+    else
+      redis.call('HDEL', KEY.tails, rec.sequence)
+    end
+  end
   if rec.after then
     if redis.call('HGET', KEY.chained, rec.after) == id then redis.call('HDEL', KEY.chained, rec.after) end
     if rec.unique_key then
@@ -24,13 +33,18 @@ local function unchain(KEY, id, rec)
       end
     end
   end
-  -- Only a job with a unique key has a job waiting for it (keep-latest): others cost no
-  -- lookup.
-  if not rec.unique_key then return end
+  -- Only a job with a unique key (keep-latest) or a sequence has a job waiting for it:
+  -- others cost no lookup.
+  if not rec.unique_key and not rec.sequence then return end
   local waiter = redis.call('HGET', KEY.chained, id)
   if not waiter then return end
   redis.call('HDEL', KEY.chained, id)
   local wkey = job_key(waiter)
+  if rec.after then
+    redis.call('HSET', KEY.chained, rec.after, waiter)
+    redis.call('HSET', wkey, 'after', rec.after)
+    return
+  end
   local v = redis.pcall('HMGET', wkey, 'status', 'run_at', 'priority', 'group')
   if failed(v) or v[1] ~= 'queued' then return end
   redis.call('HDEL', wkey, 'after')

@@ -77,6 +77,11 @@ local function place(KEY, id, event, to, rec, ctx, seq)
     schedule(KEY, rec.band, ctx.run_at, id, rec.group)
     later_zadd(KEY.st_queued, rec.created, id)
     wake()
+  elseif ctx.after then
+    -- Queued again behind another job (a sequence's member retried by hand): in no ready
+    -- set until that one ends.
+    chain(KEY, id, ctx.after)
+    later_zadd(KEY.st_queued, rec.created, id)
   elseif where == 'ready_in_place' or where == 'ready_at_back' then
     if where == 'ready_at_back' then seq = redis.call('INCR', KEY.seq) end
     if rec.group then
@@ -114,7 +119,15 @@ local function manual_retry(KEY, id, key, rec, status, band)
   apply_effect('manual_retry', set, { now = NOW, retry_count = rec.retries })
   set.status = 'queued'
   redis.call('ZREM', status_key(KEY, status), id)
-  place(KEY, id, 'manual_retry', 'queued', rec, {}, nil)
+  -- A member of a sequence joins its back (queue_core::sequences).
+  local tail = nil
+  if rec.sequence then
+    tail = redis.call('HGET', KEY.tails, rec.sequence)
+    if tail == id then tail = nil end
+    redis.call('HSET', KEY.tails, rec.sequence, id)
+    if tail then set.after = tail end
+  end
+  place(KEY, id, 'manual_retry', 'queued', rec, { after = tail or nil }, nil)
   if rec.unique_key then redis.call('HSET', KEY.dedup, rec.unique_key, id) end
   hset(key, set, rec.present)
   emit_transition(KEY, id, status, 'queued')
@@ -134,12 +147,12 @@ local function unqueue(KEY, id, rec)
 end
 
 -- How many values of ARGV describe one new job (queue-redis `wire.rs`, `JOB_ARGS`).
-local JOB_ARGS = 15
+local JOB_ARGS = 16
 
 -- One job of an enqueue (`enqueue.lua`, `flow.lua`): ARGV from `b` holds id, task, payload,
 -- unique_key, band, delay_ms, max_retries, timeout_ms, metadata, job key index, history key
 -- index, '1' when the caller chose the id, group ('' without), cost ('' for 1), key mode
--- ('' = refuse, 'debounce', 'throttle:<window ms>').
+-- ('' = refuse, 'debounce', 'throttle:<window ms>', 'keep_latest'), sequence ('' without).
 -- Returns nil when it may be created, else its answer: {'exists', id} (the id is taken:
 -- that record is kept) | {'stale', id} (entries of a deleted job with this id remain) |
 -- {'dup', holder} (the unique key's holder refuses it, or is gone) | {'badkey', id} (the
@@ -166,8 +179,9 @@ end
 -- Creates the job of ARGV from `b` (checked by check_new). `parent`: its parent's id (nil
 -- without), `policy`: what its failure does to the parent ('' = fail_parent), `kids`: how
 -- many children it waits on (it waits in `waiting`, not ready), `after`: the job it waits
--- for (chains; nil without). Returns {band, id, group} when it is ready now (the caller
--- gives the ready jobs their places), else nil.
+-- for (chains; nil without). A job of a sequence joins it: chained behind its tail, and
+-- becomes the tail. Returns {band, id, group} when it is ready now (the caller gives the
+-- ready jobs their places), else nil; then the job it waits for, if any.
 local function create_new(KEY, KEYS, ARGV, b, parent, policy, kids, after)
   local id, task, payload, uk = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local band, delay = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
@@ -194,6 +208,12 @@ local function create_new(KEY, KEYS, ARGV, b, parent, policy, kids, after)
   end
   local ready = nil
   if delay > 0 then fields[n + 1], fields[n + 2], n = 'run_at', NOW + delay, n + 2 end
+  local sequence = ARGV[b + 15]
+  if sequence ~= '' then
+    fields[n + 1], fields[n + 2], n = 'sequence', sequence, n + 2
+    after = after or redis.call('HGET', KEY.tails, sequence) or nil
+    redis.call('HSET', KEY.tails, sequence, id)
+  end
   if kids and kids > 0 then
     fields[n + 1], fields[n + 2], n = 'kids_waiting', kids, n + 2
     later_zadd(KEY.waiting, NOW, id)
@@ -212,7 +232,7 @@ local function create_new(KEY, KEYS, ARGV, b, parent, policy, kids, after)
     redis.call('HSET', KEY.dedup, uk, id)
   end
   emit_transition(KEY, id, nil, 'queued')
-  return ready
+  return ready, after
 end
 
 -- Gives the ready jobs of one enqueue their places (one INCRBY, in order) and counts them.
@@ -258,9 +278,10 @@ local function create_each(KEY, KEYS, ARGV, first, count)
     elseif refused then
       out[#out + 1] = refused
     else
-      ready[#ready + 1] = create_new(KEY, KEYS, ARGV, b, nil, '', 0)
+      local r, behind = create_new(KEY, KEYS, ARGV, b, nil, '', 0)
+      ready[#ready + 1] = r
       created = created + 1
-      out[#out + 1] = { 'ok', ARGV[b] }
+      if behind then out[#out + 1] = { 'chained', behind } else out[#out + 1] = { 'ok', ARGV[b] } end
     end
   end
   place_new(KEY, ready, created)

@@ -96,7 +96,7 @@ local function facts(key)
   local fields = clearable()
   local v = redis.pcall('HMGET', key, 'retry_count', 'max_retries', 'created_at', 'unique_key',
     'priority', 'status', 'group', 'parent', 'policy', 'kids_waiting', 'started_at', 'task',
-    'after', unpack(fields))
+    'after', 'sequence', unpack(fields))
   if failed(v) then return nil end
   local uk = v[4]
   if uk == '' then uk = nil end
@@ -106,13 +106,14 @@ local function facts(key)
   if parent == '' then parent = nil end
   local present = {}
   for i, f in ipairs(fields) do
-    if v[13 + i] then present[f] = true end
+    if v[14 + i] then present[f] = true end
   end
   return { exists = (v[1] or v[2] or v[3] or v[4] or v[5] or v[6]) and true or false,
     retries = num(v[1], 0), max_retries = num(v[2], 0), created = num(v[3], NOW),
     unique_key = uk, band = band_of(v[5]), status = v[6], group = group, present = present,
     parent = parent, policy = CHILD_POLICY[v[9] or ''] or 'fail_parent', waiting = num(v[10], 0),
-    started = (v[11] or '') ~= '', task = v[12] or '', after = v[13] or nil }
+    started = (v[11] or '') ~= '', task = v[12] or '', after = v[13] or nil,
+    sequence = v[14] or nil }
 end
 
 -- A key that is not a hash where a job should be: replace it by a failed record saying so.
