@@ -20,30 +20,31 @@ impl PostgresBackend {
         now: Millis,
         rows: &[&Row],
     ) -> Result<()> {
-        // Only a job with a unique key has a job waiting for it (keep-latest): others cost
-        // no statement.
-        let ended: Vec<String> = rows
+        // Only a job with a unique key (keep-latest) or a sequence has a job waiting for
+        // it: others cost no statement.
+        let ended: Vec<&Row> = rows
             .iter()
-            .filter(|r| r.record.status.is_terminal() && r.record.unique_key.is_some())
-            .map(|r| r.record.job_id.to_string())
+            .copied()
+            .filter(|r| {
+                r.record.status.is_terminal()
+                    && (r.record.unique_key.is_some() || r.record.sequence.is_some())
+            })
             .collect();
         if ended.is_empty() {
             return Ok(());
         }
-        let found = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND state ? 'after' \
-             AND state->>'after' = ANY($2) AND finished_ms IS NULL ORDER BY id FOR UPDATE",
-            self.inner.schema
-        ))
-        .bind(&self.inner.queue.queue_name)
-        .bind(&ended)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| self.db(e))?;
-        if found.is_empty() {
+        let tails: Vec<JobId> = ended
+            .iter()
+            .filter(|r| r.record.sequence.is_some())
+            .map(|r| r.record.job_id)
+            .collect();
+        if !tails.is_empty() {
+            self.tails_ended(conn, &tails, None).await?;
+        }
+        let mut waiters = self.waiting_for(conn, &ended).await?;
+        if waiters.is_empty() {
             return Ok(());
         }
-        let mut waiters = found.iter().map(Row::decode).collect::<Result<Vec<_>>>()?;
         let grouped = waiters.iter().any(|w| w.record.group.is_some());
         if grouped {
             // Their groups' lanes change with them: decided in turn with the claims.
@@ -74,9 +75,48 @@ impl PostgresBackend {
         Ok(())
     }
 
+    /// The unfinished jobs waiting for `ended`, locked.
+    async fn waiting_for(&self, conn: &mut PgConnection, ended: &[&Row]) -> Result<Vec<Row>> {
+        let ids: Vec<String> = ended.iter().map(|r| r.record.job_id.to_string()).collect();
+        let found = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {}.jobs WHERE queue = $1 AND state ? 'after' \
+             AND state->>'after' = ANY($2) AND finished_ms IS NULL ORDER BY id FOR UPDATE",
+            self.inner.schema
+        ))
+        .bind(&self.inner.queue.queue_name)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| self.db(e))?;
+        found.iter().map(Row::decode).collect()
+    }
+
+    /// `row` was cancelled while it waited for `ahead`: the job waiting for it now waits
+    /// for `ahead`, a sequence whose tail it was has `ahead` as its tail, and its unique key
+    /// goes back to `ahead` (`key_back`).
+    pub(crate) async fn unchain_waiting(
+        &self,
+        conn: &mut PgConnection,
+        row: &Row,
+        ahead: JobId,
+    ) -> Result<()> {
+        if row.record.sequence.is_some() {
+            self.tails_ended(conn, &[row.record.job_id], Some(ahead))
+                .await?;
+        }
+        if let Some(key) = &row.record.unique_key {
+            self.key_back(conn, ahead, key).await?;
+        }
+        let mut waiters = self.waiting_for(conn, &[row]).await?;
+        for w in &mut waiters {
+            w.record.after = Some(ahead);
+        }
+        self.write_rows(conn, &waiters).await
+    }
+
     /// A job of unique key `key` ended while it waited for `ahead`: the key goes back to
     /// `ahead` while that one is unfinished and no other job holds the key.
-    pub(crate) async fn key_back(
+    async fn key_back(
         &self,
         conn: &mut PgConnection,
         ahead: JobId,

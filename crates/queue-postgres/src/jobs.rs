@@ -121,8 +121,10 @@ impl PostgresBackend {
             rows.push(Row::born(record, now));
             answers.push(None);
         }
-        // A keyed job decides on what the jobs before it in the batch did: one at a time.
-        let keyed = modes.iter().any(|m| *m != KeyMode::Refuse);
+        // A keyed or sequenced job decides on what the jobs before it in the batch did: one
+        // at a time.
+        let keyed = modes.iter().any(|m| *m != KeyMode::Refuse)
+            || rows.iter().any(|r| r.record.sequence.is_some());
         // Distinct ids go in one statement; a batch naming one id more than once goes a row
         // at a time, each answered before the next (as one enqueue after another would).
         let distinct: std::collections::HashSet<JobId> =
@@ -155,10 +157,17 @@ impl PostgresBackend {
                         continue;
                     }
                 }
+                self.join_sequence(conn, &mut row).await?;
                 let inserted = self
                     .insert_rows(conn, now, std::slice::from_ref(&row), wake)
                     .await?;
                 added.count(&inserted);
+                if let (Some(name), true) = (
+                    &row.record.sequence,
+                    inserted.contains_key(&row.record.job_id),
+                ) {
+                    self.set_tail(conn, name, row.record.job_id).await?;
+                }
                 results.push(match inserted.get(&row.record.job_id) {
                     Some(place) => {
                         row.place = *place;
@@ -351,9 +360,9 @@ impl PostgresBackend {
                     self.emit(tx, now, &[(id, kind)]).await?;
                     self.leave_deliveries(tx, now, &[&row]).await?;
                     self.write_rows(tx, std::slice::from_ref(&row)).await?;
-                    self.unchain(tx, now, &[&row]).await?;
-                    if let (Some(ahead), Some(key)) = (waited, &row.record.unique_key) {
-                        self.key_back(tx, ahead, key).await?;
+                    match waited {
+                        Some(ahead) => self.unchain_waiting(tx, &row, ahead).await?,
+                        None => self.unchain(tx, now, &[&row]).await?,
                     }
                     self.count(tx, now, &[("cancelled", 1)].into_iter().collect())
                         .await?;
@@ -448,7 +457,12 @@ impl PostgresBackend {
                     job_id: holder,
                 });
             }
+            // A member of a sequence joins its back.
+            self.join_sequence(&mut tx, &mut row).await?;
             self.write_rows(&mut tx, std::slice::from_ref(&row)).await?;
+            if let Some(name) = &row.record.sequence {
+                self.set_tail(&mut tx, name, id).await?;
+            }
             if row.record.unique_key.is_some() {
                 // It may have let its key go to a debounce's next run: it holds it again.
                 self.set_key_held(&mut tx, id, true).await?;

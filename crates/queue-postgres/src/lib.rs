@@ -21,6 +21,7 @@ mod migrate;
 mod retention;
 mod rows;
 mod schedules;
+mod sequences;
 mod series;
 mod store;
 #[cfg(feature = "test-utils")]
