@@ -19,10 +19,24 @@
 //! ```
 
 use crate::clock::Millis;
+use crate::{Error, JobId, Result};
 
 /// Where a job that waited for another to end is placed when that one ended at `now`:
 /// `Some(due)` while its `run_at` is still ahead (it waits among the delayed jobs), else
 /// `None` (ready, at the back of its priority).
 pub fn released_due(run_at: Option<Millis>, now: Millis) -> Option<Millis> {
     run_at.filter(|due| *due > now)
+}
+
+/// Refuses children for job `id` while it waits for `after` to end
+/// ([`crate::JobStore::add_children`]): a chained job is placed when that one ends, while a
+/// parent waits for its children instead; the two do not mix.
+pub fn check_takes_children(id: JobId, after: Option<JobId>) -> Result<()> {
+    match after {
+        Some(ahead) => Err(Error::invalid(format!(
+            "job {id} waits for job {ahead} to end (a sequence's member, or a keep-latest \
+             key's waiting job): it takes no children"
+        ))),
+        None => Ok(()),
+    }
 }

@@ -87,7 +87,7 @@ pub mod backend {
         Blocked, BlockedGuard, Broker, CancelStream, ClaimRequest, Ending, Finished, FinishedMany,
         HeartbeatReply, Lease, LeaseRef, ProgressReply, WorkerBeat,
     };
-    pub use crate::chains::released_due;
+    pub use crate::chains::{check_takes_children, released_due};
     pub use crate::clock::{Millis, TokioClock, duration_ms, from_millis, to_millis};
     pub use crate::config::validate_queue_name;
     pub use crate::flow::{

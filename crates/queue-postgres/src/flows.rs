@@ -78,6 +78,7 @@ impl PostgresBackend {
                     row.record.status
                 )));
             }
+            queue_core::backend::check_takes_children(parent, row.record.after)?;
             let group = row.record.group.clone().filter(|_| row.ready);
             if group.is_some() {
                 self.gate(&mut tx, true).await?;

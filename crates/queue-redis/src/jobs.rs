@@ -212,6 +212,14 @@ impl RedisBackend {
                         id: target.expect("only a target can be missing"),
                     });
                 }
+                "chained" => {
+                    let target = target.expect("only a target waits");
+                    let after = answer.get(1).and_then(text).unwrap_or_default();
+                    return Err(
+                        queue_core::backend::check_takes_children(target, Some(after.parse()?))
+                            .expect_err("a waiting target is refused"),
+                    );
+                }
                 "refused" => {
                     let status = answer.get(1).and_then(text).unwrap_or_default();
                     return Err(Error::invalid(format!(

@@ -53,9 +53,6 @@ struct Job {
     /// It let its unique key go to a newer job while it ran (a debounce's next run, a
     /// keep-latest's waiting job): no longer the key's holder.
     key_let_go: bool,
-    /// Its parent was deleted: it is no longer anyone's child (a new job given the deleted
-    /// one's id has none of its children; its record still names the parent).
-    orphan: bool,
     /// When it joined its sequence (the newest unfinished member is the tail).
     joined: u64,
 }

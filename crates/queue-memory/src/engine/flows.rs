@@ -46,6 +46,7 @@ impl Tables {
                     entry.record.status
                 )));
             }
+            queue_core::backend::check_takes_children(p, entry.record.after)?;
         }
         self.check_flow(&jobs, cfg)?;
         let added = jobs.iter().filter(|f| f.parent.is_none()).count() as u32;

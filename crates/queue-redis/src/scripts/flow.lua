@@ -6,7 +6,8 @@
 -- 1-based number of its parent in this call, which comes before it), its policy ('' =
 -- fail_parent), how many children it has.
 -- Returns {now, answer}: {'ok'} | {'exists', id} (the root's id is taken: nothing created) |
--- {'missing'} | {'refused', status} (the target is not queued) | {i, check_new's answer}
+-- {'missing'} | {'refused', status} (the target is not queued) | {'chained', after} (the
+-- target waits for job `after`) | {i, check_new's answer}
 -- (job i was refused).
 local count = tonumber(ARGV[3])
 local target = ARGV[4]
@@ -19,6 +20,9 @@ if target then
   trec = facts(tkey)
   local status = current_status(KEY, target, trec) or ''
   if not ACCEPTS_CHILDREN[status] then return { NOW, { 'refused', status } } end
+  -- A job waiting for another to end takes no children (queue_core::backend::
+  -- check_takes_children).
+  if trec.after then return { NOW, { 'chained', trec.after } } end
 elseif redis.call('EXISTS', KEYS[tonumber(ARGV[base(0) + 9])]) == 1 then
   return { NOW, { 'exists', ARGV[base(0)] } }
 end

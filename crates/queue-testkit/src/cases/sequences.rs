@@ -55,13 +55,18 @@ pub async fn a_sequence_starts_in_order_retries_included(h: &Harness) {
 }
 
 /// A member cancelled while it waits keeps the order around the gap: the one behind it
-/// now waits for the one before it. A cancelled tail leaves the tail to the member
+/// now waits for the one before it (a waiting member takes no children). A cancelled tail leaves the tail to the member
 /// before it, so the next member waits for that one.
 pub async fn a_cancelled_member_keeps_the_order(h: &Harness) {
     let s1 = enqueue(h, member(1, "acct-1")).await;
     let s2 = enqueue(h, member(2, "acct-1")).await;
     let s3 = enqueue(h, member(3, "acct-1")).await;
     let running = claim_n(h, 1).await;
+    let refused = h.backend.add_children(s2.job_id, vec![flow(9)]).await;
+    assert!(
+        matches!(&refused, Err(Error::InvalidArgument { message }) if message.contains("takes no children")),
+        "a waiting member takes no children: {refused:?}"
+    );
     assert_eq!(
         h.backend.cancel(s2.job_id).await.unwrap(),
         CancelOutcome::Cancelled

@@ -7,9 +7,7 @@ impl Model {
     /// earlier (a job created later under a reused id is not the parent).
     pub(super) fn is_child_of(&self, c: usize, p: usize) -> bool {
         let (child, parent) = (&self.jobs[c].record, &self.jobs[p].record);
-        child.parent == Some(parent.job_id)
-            && child.created_at >= parent.created_at
-            && !self.jobs[c].orphan
+        child.parent == Some(parent.job_id) && child.created_at >= parent.created_at
     }
 
     /// The children of the job at `p`, oldest first.
@@ -133,6 +131,7 @@ impl Model {
                         "children can be added only while it is queued",
                     ));
                 }
+                queue_core::backend::check_takes_children(t, job.record.after)?;
             }
         }
         for flat in &jobs {

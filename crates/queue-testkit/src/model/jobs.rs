@@ -73,7 +73,6 @@ impl Model {
             is_parent: false,
             kept: None,
             key_let_go: false,
-            orphan: false,
             joined: 0,
         });
         self.totals.enqueued += 1;

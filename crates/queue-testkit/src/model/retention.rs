@@ -52,9 +52,6 @@ impl Model {
             self.swept_children.entry(parent).or_default().push(status);
         }
         self.swept_children.remove(&id);
-        for kid in self.children_of(c) {
-            self.jobs[kid].orphan = true;
-        }
         self.jobs.remove(c);
     }
 

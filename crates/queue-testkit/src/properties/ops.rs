@@ -26,6 +26,15 @@ pub enum Op {
         /// Job slot.
         job: u8,
     },
+    /// Enqueue job slot `job` into ordered sequence `s<seq>`, delayed `delay` seconds.
+    EnqueueSequenced {
+        /// Job slot.
+        job: u8,
+        /// Sequence slot.
+        seq: u8,
+        /// Its delay, in seconds (0: none).
+        delay: u16,
+    },
     /// Enqueue several job slots in one call.
     EnqueueMany(Vec<(u8, Option<u8>)>),
     /// Enqueue job slot `job` with unique key slot `key` in a key mode: debounced (`secs`
@@ -310,6 +319,9 @@ impl fmt::Debug for Op {
                 let mode = ["debounce", "throttle", "keep-latest"][usize::from(*mode % 3)];
                 write!(f, "enqueue job#{job} key=k{key} {mode} {secs}s v{v}")
             }
+            Op::EnqueueSequenced { job, seq, delay } => {
+                write!(f, "enqueue job#{job} in sequence s{seq} delay={delay}s")
+            }
             Op::Vanish { worker } => write!(f, "w{worker} vanishes"),
             Op::Deregister { worker } => write!(f, "w{worker} deregisters"),
             Op::Pages => write!(f, "page through every job"),
@@ -465,6 +477,8 @@ pub(super) fn op() -> impl Strategy<Value = Op> {
         1 => proptest::collection::vec((0..JOBS, key), 1..4).prop_map(Op::EnqueueMany),
         4 => (0..JOBS, 0..KEYS, 0u8..3, prop_oneof![Just(1u16), Just(10), Just(60)], any::<u8>())
             .prop_map(|(job, key, mode, secs, v)| Op::EnqueueKeyed { job, key, mode, secs, v }),
+        3 => (0..JOBS, 0u8..2, prop_oneof![3 => Just(0u16), 1 => 1u16..30])
+            .prop_map(|(job, seq, delay)| Op::EnqueueSequenced { job, seq, delay }),
         6 => (0..WORKERS, 1u8..4, any::<bool>()).prop_map(|(worker, max, long)| Op::Fetch { worker, max, long }),
         1 => Just(Op::FetchAgain),
         2 => (0..WORKERS).prop_map(|worker| Op::Heartbeat { worker }),
