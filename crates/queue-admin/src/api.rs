@@ -295,6 +295,8 @@ struct EnqueueBody {
     /// Keep-latest on the unique key: at most one running and one waiting job of the key.
     #[serde(default)]
     keep_latest: bool,
+    /// The ordered sequence the job joins.
+    sequence: Option<String>,
     /// Children: the job becomes a flow's parent, created with them in one step.
     #[serde(default)]
     children: Vec<EnqueueBody>,
@@ -314,6 +316,7 @@ impl EnqueueBody {
         job.options.metadata = self.metadata;
         job.options.group = self.group;
         job.options.cost = self.cost;
+        job.options.sequence = self.sequence;
         match (self.debounce_ms, self.throttle_ms, self.keep_latest) {
             (Some(_), Some(_), _) | (Some(_), _, true) | (_, Some(_), true) => {
                 return Err(ApiError::bad_request(

@@ -50,7 +50,6 @@ pub use group::{GroupList, GroupStats};
 pub use id::{JobId, LeaseToken, WorkerId};
 pub use job::{Done, IntoOutput, Job, KeyField, MAX_TASK_NAME_BYTES};
 pub use keys::{KeyMode, KeyModeKind};
-pub use sequences::MAX_SEQUENCE_BYTES;
 pub use limits::Limits;
 pub use outcome::{Completion, JobError, JobErrorKind};
 pub use payload::Payload;
@@ -62,6 +61,7 @@ pub use retry::RetryPolicy;
 pub use schedule::{
     Cadence, MissedTicks, Schedule, ScheduleRecord, ScheduledJob, Schedules, TickReport,
 };
+pub use sequences::MAX_SEQUENCE_BYTES;
 pub use series::{Series, SeriesPoint, SeriesSpan};
 pub use state::JobStatus;
 #[cfg(feature = "mock")]

@@ -75,7 +75,11 @@ mod tests {
             .unwrap_err();
         assert!(past.to_string().contains("longer than 128 bytes"), "{past}");
         assert!(job("").validate().is_err());
-        let keyed = job("s").unique_key("k").keep_latest().validate().unwrap_err();
+        let keyed = job("s")
+            .unique_key("k")
+            .keep_latest()
+            .validate()
+            .unwrap_err();
         assert!(keyed.to_string().contains("takes no key mode"), "{keyed}");
     }
 }

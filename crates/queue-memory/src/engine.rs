@@ -24,6 +24,7 @@ mod listing;
 mod rate;
 mod retention;
 mod schedules;
+mod sequences;
 mod webhooks;
 mod workers;
 
@@ -148,7 +149,7 @@ pub(crate) struct Tables {
     last_claim: HashMap<String, ClaimId>,
     /// Chains: the job waiting for each job to end (`chains.rs`).
     chained: HashMap<JobId, JobId>,
-    /// Sequences: each one's newest unfinished member (`chains.rs`).
+    /// Sequences: each one's newest unfinished member (`sequences.rs`).
     tails: HashMap<String, JobId>,
     /// The time of the last heartbeat: a worker's claim history goes at the first beat
     /// after its liveness ended (those that ended since this time).

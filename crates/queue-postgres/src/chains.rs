@@ -116,12 +116,7 @@ impl PostgresBackend {
 
     /// A job of unique key `key` ended while it waited for `ahead`: the key goes back to
     /// `ahead` while that one is unfinished and no other job holds the key.
-    async fn key_back(
-        &self,
-        conn: &mut PgConnection,
-        ahead: JobId,
-        key: &str,
-    ) -> Result<()> {
+    async fn key_back(&self, conn: &mut PgConnection, ahead: JobId, key: &str) -> Result<()> {
         sqlx::query(&format!(
             "UPDATE {s}.jobs SET key_held = true WHERE id = $1 AND unique_key = $2 \
              AND finished_ms IS NULL AND NOT key_held AND NOT EXISTS (SELECT 1 FROM {s}.jobs \

@@ -74,9 +74,9 @@ impl PostgresBackend {
         let ids: Vec<uuid::Uuid> = ended.iter().map(|id| *id.as_uuid()).collect();
         let s = &self.inner.schema;
         let sql = match waited {
-            Some(_) => format!(
-                "UPDATE {s}.sequences SET tail = $3 WHERE queue = $1 AND tail = ANY($2)"
-            ),
+            Some(_) => {
+                format!("UPDATE {s}.sequences SET tail = $3 WHERE queue = $1 AND tail = ANY($2)")
+            }
             None => format!("DELETE FROM {s}.sequences WHERE queue = $1 AND tail = ANY($2)"),
         };
         let mut query = sqlx::query(&sql)
@@ -85,10 +85,7 @@ impl PostgresBackend {
         if let Some(w) = waited {
             query = query.bind(*w.as_uuid());
         }
-        query
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| self.db(e))?;
+        query.execute(&mut *conn).await.map_err(|e| self.db(e))?;
         Ok(())
     }
 }

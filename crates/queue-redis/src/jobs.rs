@@ -215,10 +215,11 @@ impl RedisBackend {
                 "chained" => {
                     let target = target.expect("only a target waits");
                     let after = answer.get(1).and_then(text).unwrap_or_default();
-                    return Err(
-                        queue_core::backend::check_takes_children(target, Some(after.parse()?))
-                            .expect_err("a waiting target is refused"),
-                    );
+                    return Err(queue_core::backend::check_takes_children(
+                        target,
+                        Some(after.parse()?),
+                    )
+                    .expect_err("a waiting target is refused"));
                 }
                 "refused" => {
                     let status = answer.get(1).and_then(text).unwrap_or_default();

@@ -21,6 +21,7 @@ mod listing;
 mod rate;
 mod retention;
 mod schedules;
+mod sequences;
 mod workers;
 
 use schedules::ModelSchedule;

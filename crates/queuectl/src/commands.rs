@@ -73,6 +73,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             debounce_ms,
             throttle_ms,
             keep_latest,
+            sequence,
             children,
             on_child_failure,
         } => {
@@ -85,6 +86,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             }
             if keep_latest {
                 job = job.keep_latest();
+            }
+            if let Some(name) = sequence {
+                job = job.sequence(name);
             }
             if let Some(g) = group {
                 job = job.group(g);

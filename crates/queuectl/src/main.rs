@@ -78,6 +78,10 @@ pub(crate) enum Command {
         /// the one already waiting).
         #[arg(long)]
         keep_latest: bool,
+        /// The ordered sequence the job joins: it starts after every job of the sequence
+        /// enqueued before it has ended, one at a time.
+        #[arg(long)]
+        sequence: Option<String>,
         /// A child, as TASK:JSON (repeat it): the job then runs once every child ended,
         /// all created in one step (a flow).
         #[arg(long = "child", value_parser = parse_child)]

@@ -33,6 +33,11 @@ pub(crate) fn record(r: &JobRecord) {
         ),
         ("group", r.group.clone().unwrap_or_else(|| "-".into())),
         ("replaced", r.replaced.to_string()),
+        ("sequence", r.sequence.clone().unwrap_or_else(|| "-".into())),
+        (
+            "waits_for",
+            r.after.map_or_else(|| "-".into(), |a| a.to_string()),
+        ),
         (
             "retry_count",
             format!("{} of {}", r.retry_count, r.max_retries),

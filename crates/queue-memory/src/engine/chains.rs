@@ -17,32 +17,12 @@ impl Tables {
         self.chained.insert(ahead, id);
     }
 
-    /// Job `id`, retried by hand, joins the back of its sequence (`queue_core::sequences`).
-    pub(super) fn rejoin_sequence(&mut self, id: JobId) {
-        let Some(s) = self.jobs[&id].record.sequence.clone() else {
-            return;
-        };
-        if let Some(&tail) = self.tails.get(&s)
-            && tail != id
-        {
-            self.chain(id, tail);
-        }
-        self.tails.insert(s, id);
-    }
-
     /// Job `id` ended (`waited`: the job it waited for, if it still did): one that ended
     /// while waiting is no longer chained, the job waiting for it now waits for `waited`,
     /// and its unique key goes back to `waited` while that one is unfinished; else the job
-    /// waiting for it is placed. A sequence's tail that ended leaves the tail to `waited`.
+    /// waiting for it is placed (a sequence's tail: `sequences.rs`).
     pub(super) fn unchain(&mut self, id: JobId, waited: Option<JobId>, now: Millis) {
-        if let Some(s) = self.jobs[&id].record.sequence.clone()
-            && self.tails.get(&s) == Some(&id)
-        {
-            match waited {
-                Some(ahead) => self.tails.insert(s, ahead),
-                None => self.tails.remove(&s),
-            };
-        }
+        self.tail_ended(id, waited);
         if let Some(ahead) = waited {
             if self.chained.get(&ahead) == Some(&id) {
                 self.chained.remove(&ahead);
@@ -60,7 +40,11 @@ impl Tables {
             return;
         };
         if let Some(ahead) = waited {
-            self.jobs.get_mut(&waiter).expect("a chained job exists").record.after = Some(ahead);
+            self.jobs
+                .get_mut(&waiter)
+                .expect("a chained job exists")
+                .record
+                .after = Some(ahead);
             self.chained.insert(ahead, waiter);
             return;
         }

@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 /// The prelude's files, in load order: `context` (the per-call state: prefix, clock,
 /// pending writes, flush) first, the others by concept.
-pub(crate) const FILES: [(&str, &str); 15] = [
+pub(crate) const FILES: [(&str, &str); 16] = [
     ("context", include_str!("prelude/context.lua")),
     ("series", include_str!("prelude/series.lua")),
     ("events", include_str!("prelude/events.lua")),
@@ -19,6 +19,7 @@ pub(crate) const FILES: [(&str, &str); 15] = [
     ("jobs", include_str!("prelude/jobs.lua")),
     ("keys", include_str!("prelude/keys.lua")),
     ("chains", include_str!("prelude/chains.lua")),
+    ("sequences", include_str!("prelude/sequences.lua")),
     ("rate", include_str!("prelude/rate.lua")),
     ("groups", include_str!("prelude/groups.lua")),
     ("webhooks", include_str!("prelude/webhooks.lua")),

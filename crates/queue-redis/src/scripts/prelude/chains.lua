@@ -12,16 +12,9 @@ end
 -- for): one that ended while waiting no longer waits, the job waiting for it now waits for
 -- `rec.after`, and its unique key goes back to `rec.after` while that one is unfinished;
 -- else the job waiting for `id` is placed: among the delayed jobs while its `run_at` is
--- ahead, else ready at the back of its priority. A sequence's tail that ended leaves the
--- tail to `rec.after` (queue_core::sequences).
+-- ahead, else ready at the back of its priority (a sequence's tail: `sequences.lua`).
 local function unchain(KEY, id, rec)
-  if rec.sequence and redis.call('HGET', KEY.tails, rec.sequence) == id then
-    if rec.after then
-      redis.call('HSET', KEY.tails, rec.sequence, rec.after)
-    else
-      redis.call('HDEL', KEY.tails, rec.sequence)
-    end
-  end
+  tail_ended(KEY, id, rec)
   if rec.after then
     if redis.call('HGET', KEY.chained, rec.after) == id then redis.call('HDEL', KEY.chained, rec.after) end
     if rec.unique_key then

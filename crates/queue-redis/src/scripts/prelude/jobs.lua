@@ -122,9 +122,7 @@ local function manual_retry(KEY, id, key, rec, status, band)
   -- A member of a sequence joins its back (queue_core::sequences).
   local tail = nil
   if rec.sequence then
-    tail = redis.call('HGET', KEY.tails, rec.sequence)
-    if tail == id then tail = nil end
-    redis.call('HSET', KEY.tails, rec.sequence, id)
+    tail = join_sequence(KEY, rec.sequence, id)
     if tail then set.after = tail end
   end
   place(KEY, id, 'manual_retry', 'queued', rec, { after = tail or nil }, nil)
@@ -211,8 +209,7 @@ local function create_new(KEY, KEYS, ARGV, b, parent, policy, kids, after)
   local sequence = ARGV[b + 15]
   if sequence ~= '' then
     fields[n + 1], fields[n + 2], n = 'sequence', sequence, n + 2
-    after = after or redis.call('HGET', KEY.tails, sequence) or nil
-    redis.call('HSET', KEY.tails, sequence, id)
+    after = after or join_sequence(KEY, sequence, id)
   end
   if kids and kids > 0 then
     fields[n + 1], fields[n + 2], n = 'kids_waiting', kids, n + 2
