@@ -45,6 +45,11 @@ pub enum KeyMode {
     /// its place); while the holder runs, the enqueue creates a job that waits for it to end
     /// (then it is placed) and takes the key.
     KeepLatest,
+    /// A new enqueue stops the key's running job and takes its place: while the holder has
+    /// not started, the enqueue replaces its payload (it keeps its place); while it runs, it
+    /// is asked to stop (a cancel) and the enqueue creates a job that waits for its attempt
+    /// to end (then it is placed), which takes the key. The two never run at once.
+    ReplaceRunning,
 }
 
 /// A [`KeyMode`] without its duration: the rule's domain.
@@ -58,15 +63,18 @@ pub enum KeyModeKind {
     Throttle,
     /// [`KeyMode::KeepLatest`].
     KeepLatest,
+    /// [`KeyMode::ReplaceRunning`].
+    ReplaceRunning,
 }
 
 impl KeyModeKind {
     /// Every kind.
-    pub const ALL: [KeyModeKind; 4] = [
+    pub const ALL: [KeyModeKind; 5] = [
         Self::Refuse,
         Self::Debounce,
         Self::Throttle,
         Self::KeepLatest,
+        Self::ReplaceRunning,
     ];
 
     /// The name the scripts use.
@@ -76,6 +84,7 @@ impl KeyModeKind {
             Self::Debounce => "debounce",
             Self::Throttle => "throttle",
             Self::KeepLatest => "keep_latest",
+            Self::ReplaceRunning => "replace_running",
         }
     }
 }
@@ -88,6 +97,7 @@ impl KeyMode {
             Self::Debounce(_) => KeyModeKind::Debounce,
             Self::Throttle(_) => KeyModeKind::Throttle,
             Self::KeepLatest => KeyModeKind::KeepLatest,
+            Self::ReplaceRunning => KeyModeKind::ReplaceRunning,
         }
     }
 
@@ -161,6 +171,9 @@ pub enum KeyAction {
     /// Creates the job chained behind the (running) holder: placed when that one ends
     /// ([`crate::backend::released_due`]); it takes the key.
     Chain,
+    /// Cancels the holder (a running one is asked to stop) and creates the job: chained
+    /// behind the holder while that one still runs, else placed at once; it takes the key.
+    Supersede,
 }
 
 impl KeyAction {
@@ -172,6 +185,7 @@ impl KeyAction {
             Self::Answer => "answer",
             Self::Replace => "replace",
             Self::Chain => "chain",
+            Self::Supersede => "supersede",
         }
     }
 }
@@ -187,8 +201,10 @@ pub fn on_key_held(mode: KeyModeKind, holder: Holder) -> KeyAction {
         (M::Throttle, _) => Answer,
         (M::KeepLatest, Pending) => Replace,
         (M::KeepLatest, Started) => Chain,
+        (M::ReplaceRunning, Pending) => Replace,
+        (M::ReplaceRunning, Started) => Supersede,
         // Only a throttled enqueue looks for a recent job: a finished one holds no key.
-        (M::Refuse | M::Debounce | M::KeepLatest, Recent) => Create,
+        (M::Refuse | M::Debounce | M::KeepLatest | M::ReplaceRunning, Recent) => Create,
     }
 }
 
@@ -232,6 +248,14 @@ impl NewJob {
         self
     }
 
+    /// Replaces the running job of its unique key ([`KeyMode::ReplaceRunning`]): the running
+    /// one is asked to stop (a cancel) and this one starts once its attempt ended; an
+    /// enqueue while the replacement waits replaces its payload.
+    pub fn replace_running(mut self) -> Self {
+        self.options.key_mode = KeyMode::ReplaceRunning;
+        self
+    }
+
     /// Throttles the job on its unique key: at most one job of the key is created per
     /// `window` ([`KeyMode::Throttle`]); an enqueue within it is answered with that job.
     pub fn throttle(mut self, window: Duration) -> Self {
@@ -247,6 +271,7 @@ pub(crate) fn check_key_mode(job: &NewJob, longest: Duration) -> Result<()> {
     let (name, span) = match o.key_mode {
         KeyMode::Refuse => return Ok(()),
         KeyMode::KeepLatest => ("keep_latest", Duration::from_millis(1)),
+        KeyMode::ReplaceRunning => ("replace_running", Duration::from_millis(1)),
         KeyMode::Debounce(delay) => ("debounce", delay),
         KeyMode::Throttle(window) => ("throttle", window),
     };
@@ -291,6 +316,9 @@ mod tests {
             (M::KeepLatest, Pending, Replace),
             (M::KeepLatest, Started, Chain),
             (M::KeepLatest, Recent, Create),
+            (M::ReplaceRunning, Pending, Replace),
+            (M::ReplaceRunning, Started, Supersede),
+            (M::ReplaceRunning, Recent, Create),
         ];
         assert_eq!(table.len(), KeyModeKind::ALL.len() * Holder::ALL.len());
         for (mode, holder, action) in table {

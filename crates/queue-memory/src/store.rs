@@ -19,6 +19,11 @@ const DROP_STEP: usize = 1_000;
 #[async_trait]
 impl JobStore for MemoryBackend {
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
+        // Replace-running cancels the key's holder: its worker is told, and a parent's
+        // descendants are cancelled by the cascade, finished here.
+        let supersedes = jobs
+            .iter()
+            .any(|j| j.options.key_mode == queue_core::KeyMode::ReplaceRunning);
         let mut out = Vec::with_capacity(jobs.len());
         let mut jobs = jobs.into_iter().peekable();
         // One lock per step of at most MAX_ENQUEUE_STEP jobs.
@@ -31,6 +36,9 @@ impl JobStore for MemoryBackend {
             }));
         }
         self.inner.work.notify_waiters();
+        if supersedes {
+            self.finish_cascades();
+        }
         Ok(out)
     }
 

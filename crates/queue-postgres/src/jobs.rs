@@ -46,9 +46,17 @@ impl PostgresBackend {
     /// notifies holds the server's notify lock through its commit, so enqueues that
     /// notified inside their transactions would commit one at a time.
     pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
+        // Replace-running cancels the key's holder: a parent's descendants are cancelled by
+        // the cascade, finished after the commit.
+        let supersedes = jobs
+            .iter()
+            .any(|j| j.options.key_mode == KeyMode::ReplaceRunning);
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
         let out = self.enqueue_jobs(&mut tx, jobs, false).await;
         let (out, added) = self.close(tx, out).await?;
+        if supersedes {
+            self.finish_cascades().await?;
+        }
         if added.created > 0 {
             // The jobs are committed: a wake-up that fails is not the enqueue's failure
             // (waiting workers look again within `POLL`, claims sweep within `SWEEP`).

@@ -79,10 +79,15 @@ impl PostgresBackend {
             }
             KeyAction::Chain => {
                 // The new job waits for the running holder to end, and takes the key.
-                self.let_key_go(conn, id).await?;
-                new.record.after = Some(id);
-                new.ready = false;
-                new.due_ms = None;
+                self.chain_behind(conn, new, id).await?;
+                return Ok(None);
+            }
+            KeyAction::Supersede => {
+                // The holder is asked to stop (a parent waiting on children ends at once);
+                // the new job waits for it while it still runs.
+                if self.cancel_in(conn, id, now).await? != queue_core::CancelOutcome::Cancelled {
+                    self.chain_behind(conn, new, id).await?;
+                }
                 return Ok(None);
             }
             KeyAction::Refuse => Err(Error::AlreadyExists {
@@ -150,6 +155,15 @@ impl PostgresBackend {
         if let Some(g) = &group {
             self.refresh_lanes(conn, g).await?;
         }
+        Ok(())
+    }
+
+    /// `new` waits for the running holder `id` to end, and takes its key.
+    async fn chain_behind(&self, conn: &mut PgConnection, new: &mut Row, id: JobId) -> Result<()> {
+        self.let_key_go(conn, id).await?;
+        new.record.after = Some(id);
+        new.ready = false;
+        new.due_ms = None;
         Ok(())
     }
 

@@ -24,11 +24,21 @@ use crate::{
 #[async_trait]
 impl JobStore for RedisBackend {
     async fn enqueue_many(&self, mut jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
-        if jobs.len() == 1 {
+        // Replace-running cancels the key's holder: a parent waiting on its children is
+        // cancelled at once, and its descendants by the cascade, finished here.
+        let supersedes = jobs
+            .iter()
+            .any(|j| j.options.key_mode == queue_core::KeyMode::ReplaceRunning);
+        let out = if jobs.len() == 1 {
             let job = jobs.pop().expect("one job");
-            return Ok(vec![self.enqueue_coalesced(job).await]);
+            vec![self.enqueue_coalesced(job).await]
+        } else {
+            self.enqueue_batches(jobs).await
+        };
+        if supersedes {
+            self.finish_cascades().await?;
         }
-        Ok(self.enqueue_batches(jobs).await)
+        Ok(out)
     }
 
     async fn enqueue_flow(&self, flow: Flow) -> Result<JobRecord> {

@@ -258,6 +258,7 @@ fn job_args(
             KeyMode::Debounce(_) => "debounce".to_owned(),
             KeyMode::Throttle(window) => format!("throttle:{}", duration_ms(window)),
             KeyMode::KeepLatest => "keep_latest".to_owned(),
+            KeyMode::ReplaceRunning => "replace_running".to_owned(),
         },
         o.sequence.clone().unwrap_or_default(),
     ]);

@@ -59,6 +59,7 @@ macro_rules! conformance_tests {
             keep_latest_keeps_one_running_and_one_waiting,
             keep_latest_cancel_of_the_waiting_job_gives_the_key_back,
             a_keep_latest_burst_leaves_one_running_and_one_waiting,
+            replace_running_stops_the_running_job,
             a_sequence_starts_in_order_retries_included,
             a_cancelled_member_keeps_the_order,
             a_retried_member_joins_the_back,

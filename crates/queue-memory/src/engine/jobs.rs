@@ -120,6 +120,16 @@ impl Tables {
         }
         let after = match self.keyed(&job, now) {
             keys::Keyed::Create { after } => after,
+            keys::Keyed::Supersede(holder) => {
+                if self.cancel(holder, now, events)? == queue_core::CancelOutcome::Requested {
+                    self.cancel_requested.push(holder);
+                }
+                self.jobs[&holder]
+                    .record
+                    .status
+                    .is_active()
+                    .then_some(holder)
+            }
             keys::Keyed::Answer(answer) => return *answer,
         };
         let sequence = job.options.sequence.clone();

@@ -11,9 +11,10 @@ impl Tables {
     pub(super) fn keyed(&mut self, job: &NewJob, now: Millis) -> Keyed {
         match self.key_answer(job, now) {
             None => Keyed::Create { after: None },
-            Some(Err(Chain(holder))) => Keyed::Create {
+            Some(Err(Chain(holder, false))) => Keyed::Create {
                 after: Some(holder),
             },
+            Some(Err(Chain(holder, true))) => Keyed::Supersede(holder),
             Some(Ok(answer)) => Keyed::Answer(Box::new(answer)),
         }
     }
@@ -39,7 +40,8 @@ impl Tables {
         let (holder, state) = held?;
         Some(Ok(match on_key_held(mode.kind(), state) {
             KeyAction::Create => return None,
-            KeyAction::Chain => return Some(Err(Chain(holder))),
+            KeyAction::Chain => return Some(Err(Chain(holder, false))),
+            KeyAction::Supersede => return Some(Err(Chain(holder, true))),
             KeyAction::Refuse => Err(Error::AlreadyExists {
                 unique_key: key.clone(),
                 job_id: holder,
@@ -77,11 +79,13 @@ impl Tables {
     }
 }
 
-/// What a keyed enqueue does: create the job (`after`: the job it waits for), or answer.
+/// What a keyed enqueue does: create the job (`after`: the job it waits for), cancel the
+/// holder and then create it (behind the holder while that one still runs), or answer.
 pub(super) enum Keyed {
     Create { after: Option<JobId> },
+    Supersede(JobId),
     Answer(Box<Result<(JobRecord, bool)>>),
 }
 
-/// The key's running holder the new job waits for.
-struct Chain(JobId);
+/// The key's running holder the new job waits for (cancelled first when `.1`).
+struct Chain(JobId, bool);

@@ -82,6 +82,7 @@ pub(super) const CREATE: &[Static] = keys![
     DELAYED,
     GROUPS,
     FLOW,
+    CASCADE,
     [ST_QUEUED, S::Leases],
     ST_DONE
 ];

@@ -62,13 +62,23 @@ impl Model {
         let (holder, state) = held?;
         let i = self.index(holder);
         let action = on_key_held(mode.kind(), state);
-        if matches!(action, KeyAction::Create | KeyAction::Chain) && state == Holder::Started {
+        if matches!(
+            action,
+            KeyAction::Create | KeyAction::Chain | KeyAction::Supersede
+        ) && state == Holder::Started
+        {
             // The running holder goes on without the key; the new job takes it.
             self.jobs[i].key_let_go = true;
         }
         Some(Err(match action {
             KeyAction::Create => return None,
             KeyAction::Chain => return Some(Ok(holder)),
+            KeyAction::Supersede => {
+                // The holder is asked to stop (a parent waiting on children ends at once).
+                self.cancel(holder, now).expect("the holder exists");
+                let i = self.index(holder);
+                return self.jobs[i].record.status.is_active().then_some(Ok(holder));
+            }
             KeyAction::Refuse => Err(Error::AlreadyExists {
                 unique_key: key.clone(),
                 job_id: holder,

@@ -44,7 +44,7 @@ pub enum Op {
         job: u8,
         /// Unique key slot.
         key: u8,
-        /// The key mode: 0 debounce, 1 throttle, 2 keep-latest.
+        /// The key mode: 0 debounce, 1 throttle, 2 keep-latest, 3 replace-running.
         mode: u8,
         /// The debounce's delay or the throttle's window, in seconds.
         secs: u16,
@@ -316,7 +316,8 @@ impl fmt::Debug for Op {
                 secs,
                 v,
             } => {
-                let mode = ["debounce", "throttle", "keep-latest"][usize::from(*mode % 3)];
+                let mode =
+                    ["debounce", "throttle", "keep-latest", "replace-running"][usize::from(*mode % 4)];
                 write!(f, "enqueue job#{job} key=k{key} {mode} {secs}s v{v}")
             }
             Op::EnqueueSequenced { job, seq, delay } => {
@@ -475,7 +476,7 @@ pub(super) fn op() -> impl Strategy<Value = Op> {
         6 => (0..JOBS, key.clone(), priority(), prop_oneof![3 => Just(0u16), 1 => 1u16..90], 0u8..3)
             .prop_map(|(job, key, priority, delay, retries)| Op::Enqueue { job, key, priority, delay, retries }),
         1 => proptest::collection::vec((0..JOBS, key), 1..4).prop_map(Op::EnqueueMany),
-        4 => (0..JOBS, 0..KEYS, 0u8..3, prop_oneof![Just(1u16), Just(10), Just(60)], any::<u8>())
+        4 => (0..JOBS, 0..KEYS, 0u8..4, prop_oneof![Just(1u16), Just(10), Just(60)], any::<u8>())
             .prop_map(|(job, key, mode, secs, v)| Op::EnqueueKeyed { job, key, mode, secs, v }),
         3 => (0..JOBS, 0u8..2, prop_oneof![3 => Just(0u16), 1 => 1u16..30])
             .prop_map(|(job, seq, delay)| Op::EnqueueSequenced { job, seq, delay }),

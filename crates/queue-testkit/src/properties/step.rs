@@ -307,10 +307,11 @@ impl<'a> Run<'a> {
                 j.payload =
                     queue_core::Payload::encode(&json!({ "job": job, "v": v })).expect("encodes");
                 let span = Duration::from_secs(u64::from(secs));
-                j = match mode % 3 {
+                j = match mode % 4 {
                     0 => j.debounce(span),
                     1 => j.throttle(span),
-                    _ => j.keep_latest(),
+                    2 => j.keep_latest(),
+                    _ => j.replace_running(),
                 };
                 let got = b.enqueue(j.clone()).await;
                 let want = self.model.enqueue(j, now);

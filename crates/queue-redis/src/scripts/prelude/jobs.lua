@@ -272,6 +272,17 @@ local function create_each(KEY, KEYS, ARGV, first, count)
       create_new(KEY, KEYS, ARGV, b, nil, '', 0, refused[2])
       created = created + 1
       out[#out + 1] = { 'chained', refused[2] }
+    elseif refused and refused[1] == 'supersede' then
+      -- Replace-running: the holder is cancelled (a running one asked to stop); the job
+      -- waits for it while it still runs.
+      place_new(KEY, ready, created)
+      ready, created = {}, 0
+      local holder = refused[2]
+      local behind = nil
+      if cancel_job(KEY, holder, job_key(holder))[1] == 'requested' then behind = holder end
+      ready[#ready + 1] = create_new(KEY, KEYS, ARGV, b, nil, '', 0, behind)
+      created = created + 1
+      if behind then out[#out + 1] = { 'chained', behind } else out[#out + 1] = { 'ok', ARGV[b] } end
     elseif refused then
       out[#out + 1] = refused
     else

@@ -16,8 +16,10 @@ end
 -- set), as check_new returns it: nil (create it) | {'dup', holder} (refused, or the
 -- holder is gone: the caller heals the key) | {'held', holder} | {'replace', holder} |
 -- {'badkey', id} (the history key holds something else) | {'chain', holder} (created
--- waiting for the running holder to end).
--- `mode`: '' (refuse), 'debounce', 'throttle:<window ms>' or 'keep_latest'. The holder's case is read
+-- waiting for the running holder to end) | {'supersede', holder} (the holder is cancelled,
+-- then the job created).
+-- `mode`: '' (refuse), 'debounce', 'throttle:<window ms>', 'keep_latest' or
+-- 'replace_running'. The holder's case is read
 -- only when the answer depends on it: a plain refusal reads no more than before.
 local function key_decision(KEY, id, uk, mode, history)
   local window = nil
@@ -48,6 +50,7 @@ local function key_decision(KEY, id, uk, mode, history)
   if action == 'answer' then return { 'held', holder } end
   if action == 'replace' then return { 'replace', holder } end
   if action == 'chain' then return { 'chain', holder } end
+  if action == 'supersede' then return { 'supersede', holder } end
   return nil
 end
 
