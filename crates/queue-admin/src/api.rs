@@ -295,6 +295,9 @@ struct EnqueueBody {
     /// Keep-latest on the unique key: at most one running and one waiting job of the key.
     #[serde(default)]
     keep_latest: bool,
+    /// Replace-running on the unique key: the key's running job is asked to stop.
+    #[serde(default)]
+    replace_running: bool,
     /// The ordered sequence the job joins.
     sequence: Option<String>,
     /// Children: the job becomes a flow's parent, created with them in one step.
@@ -317,16 +320,29 @@ impl EnqueueBody {
         job.options.group = self.group;
         job.options.cost = self.cost;
         job.options.sequence = self.sequence;
-        match (self.debounce_ms, self.throttle_ms, self.keep_latest) {
-            (Some(_), Some(_), _) | (Some(_), _, true) | (_, Some(_), true) => {
-                return Err(ApiError::bad_request(
-                    "`debounce_ms`, `throttle_ms` and `keep_latest`: a job takes one key mode",
-                ));
-            }
-            (Some(ms), None, false) => job = job.debounce(Duration::from_millis(ms)),
-            (None, Some(ms), false) => job = job.throttle(Duration::from_millis(ms)),
-            (None, None, true) => job = job.keep_latest(),
-            (None, None, false) => {}
+        let modes = [
+            self.debounce_ms.is_some(),
+            self.throttle_ms.is_some(),
+            self.keep_latest,
+            self.replace_running,
+        ];
+        if modes.iter().filter(|m| **m).count() > 1 {
+            return Err(ApiError::bad_request(
+                "`debounce_ms`, `throttle_ms`, `keep_latest` and `replace_running`: a job takes \
+                 one key mode",
+            ));
+        }
+        if let Some(ms) = self.debounce_ms {
+            job = job.debounce(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.throttle_ms {
+            job = job.throttle(Duration::from_millis(ms));
+        }
+        if self.keep_latest {
+            job = job.keep_latest();
+        }
+        if self.replace_running {
+            job = job.replace_running();
         }
         let children = self
             .children

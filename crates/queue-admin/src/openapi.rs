@@ -317,6 +317,7 @@ pub(crate) fn build() -> Value {
                         "debounce_ms": { "type": "integer", "minimum": 1, "description": "With unique_key: a burst of enqueues becomes one run this long after the last, with the last payload (answered 200 with the pending job whose payload it replaced)" },
                         "throttle_ms": { "type": "integer", "minimum": 1, "description": "With unique_key: at most one job of the key per window (answered 200 with the window's job)" },
                         "sequence": { "type": "string", "maxLength": 128, "description": "The ordered sequence the job joins: it starts after every job of the sequence enqueued before it has ended, one at a time (its `after` names the one it waits for)" },
+                        "replace_running": { "type": "boolean", "description": "With unique_key: the key's running job is asked to stop (a cancel) and this one runs once its attempt ended (its `after`); later enqueues replace its payload (answered 200 with it)" },
                         "keep_latest": { "type": "boolean", "description": "With unique_key: at most one running and one waiting job of the key; while one runs the new job waits for it to end (its `after`), and later enqueues replace the waiting one's payload (answered 200 with it)" }
                     }
                 }

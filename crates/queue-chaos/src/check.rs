@@ -49,6 +49,10 @@ pub(crate) struct Dump {
     pub(crate) groups: HashMap<String, String>,
     /// `gload`: group -> its count of unfinished jobs (stored as minus the count).
     pub(crate) unfinished: HashMap<String, i64>,
+    /// `chained`: job -> the job waiting for it to end.
+    pub(crate) chained: HashMap<String, String>,
+    /// `tails`: sequence -> its newest unfinished member.
+    pub(crate) tails: HashMap<String, String>,
 }
 
 /// Reads every key of the queue whose keys start with `prefix`, from every node.
@@ -103,6 +107,17 @@ pub(crate) async fn dump(node_urls: &[String], prefix: &str) -> anyhow::Result<D
                             .arg(&key)
                             .query_async(&mut conn)
                             .await?;
+                    }
+                    "hash" if name == "chained" || name == "tails" => {
+                        let map: HashMap<String, String> = redis::cmd("HGETALL")
+                            .arg(&key)
+                            .query_async(&mut conn)
+                            .await?;
+                        if name == "chained" {
+                            out.chained = map;
+                        } else {
+                            out.tails = map;
+                        }
                     }
                     "zset" if name == "gload" => {
                         let scored: Vec<(String, i64)> = redis::cmd("ZRANGE")
@@ -217,7 +232,17 @@ pub(crate) fn check(dump: &Dump, enqueued: &[JobId]) -> StateReport {
                     .get("kids_waiting")
                     .and_then(|w| w.parse::<i64>().ok())
                     .is_some_and(|w| w > 0);
+                let after = fields.get("after").filter(|a| !a.is_empty());
                 let claimable = match fields.get("group").filter(|g| !g.is_empty()) {
+                    // A job waiting for another to end is its entry in `chained`, and that
+                    // one is unfinished (else nothing will place it).
+                    _ if after.is_some() => {
+                        let ahead = after.expect("checked");
+                        dump.chained.get(ahead) == Some(id)
+                            && status_of(ahead)
+                                .and_then(|s| s.parse::<JobStatus>().ok())
+                                .is_some_and(|s| s.is_active())
+                    }
                     // A parent waiting on its children is in `waiting` (and nowhere else).
                     _ if waits => zset("waiting").contains(id),
                     // A group's ready set, and its lane unless the group does not admit
@@ -370,9 +395,94 @@ pub(crate) fn check(dump: &Dump, enqueued: &[JobId]) -> StateReport {
                 .push(format!("leases[{id}] without an active entry"));
         }
     }
+    // Every chain and sequence tail points at an unfinished job: a tail that ended would
+    // chain the next member behind nothing.
+    let active = |id: &str| {
+        status_of(id)
+            .and_then(|s| s.parse::<JobStatus>().ok())
+            .is_some_and(|s| s.is_active())
+    };
+    for (ahead, waiter) in &dump.chained {
+        let waits = dump.jobs.get(waiter).and_then(|f| f.get("after"));
+        if waits != Some(ahead) || !active(waiter) {
+            report.dangling.push(format!(
+                "chained {ahead} -> {waiter}: it does not wait for it"
+            ));
+        }
+    }
+    for (sequence, tail) in &dump.tails {
+        if !active(tail) {
+            report
+                .stranded
+                .push(format!("sequence {sequence}: its tail {tail} has ended"));
+        }
+    }
     report.lost.sort();
     report.stranded.sort();
     report.dangling.sort();
     report.unindexed.sort();
     report
+}
+
+/// The ordered sequences' problems in the executions: members of one sequence (in creation
+/// order: each sequence is one producer's, which enqueues one job after the other) whose
+/// first starts are out of that order, or whose executions overlapped in time (a second
+/// execution of one job is `history::overlaps`' business).
+pub(crate) fn sequence_order(dump: &Dump, runs: &[crate::history::Run]) -> Vec<String> {
+    let mut members: HashMap<&str, Vec<(u64, &str)>> = HashMap::new();
+    for (id, fields) in &dump.jobs {
+        if let Some(sequence) = fields.get("sequence") {
+            let created = fields
+                .get("created_at")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            members
+                .entry(sequence)
+                .or_default()
+                .push((created, id.as_str()));
+        }
+    }
+    let mut by_job: HashMap<&str, Vec<&crate::history::Run>> = HashMap::new();
+    for run in runs {
+        by_job.entry(run.job.as_str()).or_default().push(run);
+    }
+    let mut out = Vec::new();
+    for (sequence, mut list) in members {
+        list.sort();
+        let mut last_first: Option<(u64, &str)> = None;
+        let mut spans: Vec<(u64, u64, &str)> = Vec::new();
+        for (_, id) in list {
+            let Some(runs) = by_job.get(id) else {
+                continue; // cancelled before it ever started
+            };
+            let first = runs.iter().map(|r| r.start).min().unwrap_or(0);
+            if let Some((before, earlier)) = last_first
+                && first < before
+            {
+                out.push(format!(
+                    "sequence {sequence}: {id} first started at {first}, before {earlier} \
+                     (enqueued earlier) at {before}"
+                ));
+            }
+            last_first = Some((first, id));
+            spans.extend(runs.iter().map(|r| (r.start, r.end, id)));
+        }
+        spans.sort();
+        let mut reach: Option<(u64, &str)> = None;
+        for (start, end, id) in spans {
+            if let Some((until, other)) = reach
+                && start < until
+                && other != id
+            {
+                out.push(format!(
+                    "sequence {sequence}: {id} started at {start} while {other} ran until {until}"
+                ));
+            }
+            if reach.is_none_or(|(until, _)| end > until) {
+                reach = Some((end, id));
+            }
+        }
+    }
+    out.sort();
+    out
 }

@@ -100,6 +100,10 @@ pub(crate) struct Report {
     pub(crate) killed_executions: usize,
     /// Pairs of executions of one job that overlapped in time.
     pub(crate) double_runs: Vec<String>,
+    /// Jobs enqueued into ordered sequences, and the sequences' members that started out
+    /// of order or ran at once.
+    pub(crate) sequenced: usize,
+    pub(crate) sequence_problems: Vec<String>,
     /// The final state.
     pub(crate) state: StateReport,
     /// Seconds the queue took to drain after the faults stopped.
@@ -116,6 +120,7 @@ impl Report {
     /// True when nothing was lost, stranded, run twice at once or left inconsistent.
     pub(crate) fn clean(&self) -> bool {
         self.double_runs.is_empty()
+            && self.sequence_problems.is_empty()
             && self.state.clean()
             && self.schedule.problems.is_empty()
             && self.webhook.missing.is_empty()
@@ -556,6 +561,7 @@ impl Drill {
         all.sort();
         all.dedup();
         let state = check::check(&dump, &all);
+        let sequence_problems = check::sequence_order(&dump, &runs);
         let schedule = check_schedule(&dump, schedule.as_ref());
         let webhook = check_webhook(&dump, &received, outbox_left);
         let report = Report {
@@ -569,6 +575,12 @@ impl Drill {
             rerun_jobs: per_job.values().filter(|n| **n > 1).count(),
             killed_executions: runs.iter().filter(|r| !r.finished).count(),
             double_runs,
+            sequenced: dump
+                .jobs
+                .values()
+                .filter(|f| f.contains_key("sequence"))
+                .count(),
+            sequence_problems,
             state,
             drain_seconds,
             schedule,

@@ -41,6 +41,7 @@ fn standalone_redis_under_faults_loses_nothing() {
     assert!(report["enqueued"].as_u64().unwrap() > 1000, "{report}");
     assert!(faults(&report) >= 8, "{report}");
     assert_eq!(report["double_runs"].as_array().unwrap().len(), 0);
+    assert_eq!(report["sequence_problems"].as_array().unwrap().len(), 0);
     assert_eq!(report["state"]["lost"].as_array().unwrap().len(), 0);
     assert_eq!(report["state"]["stranded"].as_array().unwrap().len(), 0);
     eprintln!("{report}");

@@ -73,6 +73,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             debounce_ms,
             throttle_ms,
             keep_latest,
+            replace_running,
             sequence,
             children,
             on_child_failure,
@@ -86,6 +87,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             }
             if keep_latest {
                 job = job.keep_latest();
+            }
+            if replace_running {
+                job = job.replace_running();
             }
             if let Some(name) = sequence {
                 job = job.sequence(name);

@@ -67,17 +67,21 @@ pub(crate) enum Command {
         cost: Option<u32>,
         /// With --unique-key: debounce, a burst of enqueues of the key becomes one run this
         /// many milliseconds after the last, with the last payload.
-        #[arg(long, conflicts_with_all = ["throttle_ms", "keep_latest"])]
+        #[arg(long, conflicts_with_all = ["throttle_ms", "keep_latest", "replace_running"])]
         debounce_ms: Option<u64>,
         /// With --unique-key: throttle, at most one job of the key per this many
         /// milliseconds; an enqueue within it prints the window's job.
-        #[arg(long, conflicts_with = "keep_latest")]
+        #[arg(long, conflicts_with_all = ["keep_latest", "replace_running"])]
         throttle_ms: Option<u64>,
         /// With --unique-key: keep-latest, at most one running and one waiting job of the
         /// key; while one runs, the enqueue waits for it to end (or replaces the payload of
         /// the one already waiting).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "replace_running")]
         keep_latest: bool,
+        /// With --unique-key: replace-running, the key's running job is asked to stop and
+        /// this one runs once its attempt ended.
+        #[arg(long)]
+        replace_running: bool,
         /// The ordered sequence the job joins: it starts after every job of the sequence
         /// enqueued before it has ended, one at a time.
         #[arg(long)]

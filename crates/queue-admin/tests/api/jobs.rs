@@ -333,7 +333,8 @@ async fn bad_input_postgres() {
 
 /// Key modes over HTTP: a debounced enqueue is created (201), the next is answered with the
 /// pending job whose payload it replaced (200); a throttled one within its window with
-/// the window's job (200); both modes at once are refused (400).
+/// the window's job (200); keep-latest likewise; a sequence's member names the one it waits
+/// for; two modes at once are refused (400).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_modes_answer_the_job_holding_the_key() {
     let s = Server::start(shared(MemoryBackend::new()), Some(TOKEN)).await;
@@ -364,14 +365,37 @@ async fn key_modes_answer_the_job_holding_the_key() {
         (200, &window["job_id"]),
         "{answer}"
     );
-    let both = json!({"task": "t", "unique_key": "k", "debounce_ms": 1, "throttle_ms": 1});
-    let (status, body) = post(both).await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap_or("")
-            .contains("one key mode"),
-        "{body}"
+    let latest = |n: u32| json!({"task": "t", "payload": {"n": n}, "unique_key": "book", "keep_latest": true});
+    let (status, first) = post(latest(1)).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = post(latest(2)).await;
+    assert_eq!(
+        (status, &again["job_id"], again["replaced"].as_u64()),
+        (200, &first["job_id"], Some(1)),
+        "{again}"
     );
+    // A sequence's second member names the first as the job it waits for.
+    let member = |n: u32| json!({"task": "t", "payload": {"n": n}, "sequence": "acct-7"});
+    let (status, head) = post(member(1)).await;
+    assert_eq!(
+        (status, &head["after"]),
+        (201, &serde_json::Value::Null),
+        "{head}"
+    );
+    let (status, next) = post(member(2)).await;
+    assert_eq!((status, &next["after"]), (201, &head["job_id"]), "{next}");
+    for both in [
+        json!({"task": "t", "unique_key": "k", "debounce_ms": 1, "throttle_ms": 1}),
+        json!({"task": "t", "unique_key": "k", "keep_latest": true, "replace_running": true}),
+    ] {
+        let (status, body) = post(both).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("one key mode"),
+            "{body}"
+        );
+    }
 }

@@ -4,7 +4,7 @@ use super::*;
 
 /// Enqueues a mix of jobs until stopped: quick ones (some failing), slow ones (3 %, longer
 /// than a lease), hanging ones (2 %, past their timeout), some unique, delayed or
-/// prioritised. Each
+/// prioritised, some quick ones in one of this producer's three ordered sequences. Each
 /// job is sent again with its id until it is stored or refused, so every stored job is
 /// known.
 pub(super) async fn produce(
@@ -13,6 +13,8 @@ pub(super) async fn produce(
     enqueued: Arc<Mutex<Vec<JobId>>>,
     refused: Arc<AtomicU64>,
 ) {
+    // This producer's sequences: its enqueues of one are in order, one after the other.
+    let tag = fastrand::u32(..);
     while !stop.is_cancelled() {
         let roll = fastrand::u32(..100);
         let task = match roll {
@@ -90,6 +92,9 @@ pub(super) async fn produce(
             }
             tokio::time::sleep(rand_ms(3, 10)).await;
             continue;
+        }
+        if roll < 95 && fastrand::u32(..10) == 0 {
+            job = job.sequence(format!("seq-{tag}-{}", fastrand::u32(..3)));
         }
         loop {
             match backend.enqueue(job.clone()).await {

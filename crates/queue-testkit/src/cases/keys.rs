@@ -358,26 +358,39 @@ pub async fn replace_running_stops_the_running_job(h: &Harness) {
     let running = claim_one(h).await;
     let next = enqueue(h, job(3).unique_key("feed").replace_running()).await;
     assert_eq!(next.after, Some(running_job.job_id));
-    assert!(get(h, running_job.job_id).await.cancel_requested, "asked to stop");
+    assert!(
+        get(h, running_job.job_id).await.cancel_requested,
+        "asked to stop"
+    );
     let reply = h
         .backend
         .heartbeat(&beat("w1"), &[running.to_ref()])
         .await
         .unwrap();
-    assert_eq!(reply.cancel, vec![running.to_ref()], "its heartbeat says stop");
+    assert_eq!(
+        reply.cancel,
+        vec![running.to_ref()],
+        "its heartbeat says stop"
+    );
     let latest = enqueue(h, job(4).unique_key("feed").replace_running()).await;
     assert_eq!(
         (latest.job_id, latest.replaced, n_of(&latest)),
         (next.job_id, 1, 4)
     );
-    assert!(fetch(h, 10).await.is_empty(), "never beside the running one");
+    assert!(
+        fetch(h, 10).await.is_empty(),
+        "never beside the running one"
+    );
     assert_eq!(
         finish(h, &running, completed()).await,
         JobStatus::Cancelled,
         "the stop wins over a late success"
     );
     let replacement = claim_one(h).await;
-    assert_eq!((replacement.job.job_id, n_of(&replacement.job)), (next.job_id, 4));
+    assert_eq!(
+        (replacement.job.job_id, n_of(&replacement.job)),
+        (next.job_id, 4)
+    );
     finish(h, &replacement, completed()).await;
     assert!(fetch(h, 10).await.is_empty());
 }

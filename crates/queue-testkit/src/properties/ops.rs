@@ -316,8 +316,8 @@ impl fmt::Debug for Op {
                 secs,
                 v,
             } => {
-                let mode =
-                    ["debounce", "throttle", "keep-latest", "replace-running"][usize::from(*mode % 4)];
+                let mode = ["debounce", "throttle", "keep-latest", "replace-running"]
+                    [usize::from(*mode % 4)];
                 write!(f, "enqueue job#{job} key=k{key} {mode} {secs}s v{v}")
             }
             Op::EnqueueSequenced { job, seq, delay } => {
