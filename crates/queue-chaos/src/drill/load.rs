@@ -94,7 +94,10 @@ pub(super) async fn produce(
             continue;
         }
         if roll < 95 && fastrand::u32(..10) == 0 {
-            job = job.sequence(format!("seq-{tag}-{}", fastrand::u32(..3)));
+            // At most one retry: a member's backoff holds its whole sequence up.
+            job = job
+                .sequence(format!("seq-{tag}-{}", fastrand::u32(..3)))
+                .max_retries(fastrand::u32(0..2));
         }
         loop {
             match backend.enqueue(job.clone()).await {
