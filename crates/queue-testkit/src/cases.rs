@@ -126,6 +126,14 @@ async fn waiting_fetch(
     waiter
 }
 
+/// Asserts `r` is refused as invalid, with a message containing `words`.
+fn invalid<T: std::fmt::Debug>(r: queue_core::Result<T>, words: &str) {
+    match r {
+        Err(Error::InvalidArgument { message }) => assert!(message.contains(words), "{message}"),
+        other => panic!("expected InvalidArgument ({words}), got {other:?}"),
+    }
+}
+
 fn completed() -> Outcome {
     Outcome::Completed { result: None }
 }

@@ -112,10 +112,6 @@ pub async fn a_throttle_creates_one_job_per_window(h: &Harness) {
 /// are accepted.
 pub async fn key_modes_are_checked(h: &Harness) {
     let longest = queue_core::Limits::default().delay;
-    let invalid = |r: queue_core::Result<JobRecord>, words: &str| match r {
-        Err(Error::InvalidArgument { message }) => assert!(message.contains(words), "{message}"),
-        other => panic!("expected InvalidArgument ({words}), got {other:?}"),
-    };
     invalid(
         h.backend.enqueue(job(1).debounce(QUIET)).await,
         "needs a unique key",
