@@ -93,7 +93,7 @@ pub(super) async fn produce(
             tokio::time::sleep(rand_ms(3, 10)).await;
             continue;
         }
-        if roll < 95 && fastrand::u32(..10) == 0 {
+        if roll < 95 && fastrand::u32(..20) == 0 {
             // At most one retry: a member's backoff holds its whole sequence up.
             job = job
                 .sequence(format!("seq-{tag}-{}", fastrand::u32(..3)))
