@@ -7,25 +7,11 @@ use super::*;
 
 impl Tables {
     /// Applies the new job's key mode to its key's holder, if any: whether the job is to be
-    /// created (and waits for another job to end), else its answer.
+    /// created (and waits for another job to end), the holder cancelled first, or answered.
     pub(super) fn keyed(&mut self, job: &NewJob, now: Millis) -> Keyed {
-        match self.key_answer(job, now) {
-            None => Keyed::Create { after: None },
-            Some(Err(Chain(holder, false))) => Keyed::Create {
-                after: Some(holder),
-            },
-            Some(Err(Chain(holder, true))) => Keyed::Supersede(holder),
-            Some(Ok(answer)) => Keyed::Answer(Box::new(answer)),
-        }
-    }
-
-    fn key_answer(
-        &mut self,
-        job: &NewJob,
-        now: Millis,
-    ) -> Option<std::result::Result<Result<(JobRecord, bool)>, Chain>> {
+        let create = Keyed::Create { after: None };
         let Some(key) = &job.options.unique_key else {
-            return None;
+            return create;
         };
         let mode = job.options.key_mode;
         let active = self.dedup.get(key).map(|id| {
@@ -37,18 +23,25 @@ impl Tables {
             let &(created, id) = self.by_key.get(key)?.iter().next_back()?;
             (now - created < window).then_some((id, Holder::Recent))
         });
-        let (holder, state) = held?;
-        Some(Ok(match on_key_held(mode.kind(), state) {
-            KeyAction::Create => return None,
-            KeyAction::Chain => return Some(Err(Chain(holder, false))),
-            KeyAction::Supersede => return Some(Err(Chain(holder, true))),
+        let Some((holder, state)) = held else {
+            return create;
+        };
+        let answer = match on_key_held(mode.kind(), state) {
+            KeyAction::Create => return create,
+            KeyAction::Chain => {
+                return Keyed::Create {
+                    after: Some(holder),
+                };
+            }
+            KeyAction::Supersede => return Keyed::Supersede(holder),
             KeyAction::Refuse => Err(Error::AlreadyExists {
                 unique_key: key.clone(),
                 job_id: holder,
             }),
             KeyAction::Answer => Ok((shown(&self.jobs[&holder].record), false)),
             KeyAction::Replace => Ok((self.replace(holder, job, now), false)),
-        }))
+        };
+        Keyed::Answer(Box::new(answer))
     }
 
     /// A replacement: the pending `holder` takes `job`'s payload; a debounce moves its start
@@ -86,6 +79,3 @@ pub(super) enum Keyed {
     Supersede(JobId),
     Answer(Box<Result<(JobRecord, bool)>>),
 }
-
-/// The key's running holder the new job waits for (cancelled first when `.1`).
-struct Chain(JobId, bool);

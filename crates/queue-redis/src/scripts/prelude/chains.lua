@@ -3,7 +3,7 @@
 -- waiting job's record names the one it waits for (`after`), and it is in no ready or
 -- delayed set, so claims never see it.
 
--- Job `id` (its hash `key`), being created, waits for `ahead` to end.
+-- Job `id`, being created, waits for `ahead` to end.
 local function chain(KEY, id, ahead)
   redis.call('HSET', KEY.chained, ahead, id)
 end
