@@ -33,8 +33,18 @@ pub struct JobEvent {
 }
 
 /// An event id as `(ms, n)`, ordered as the log orders them; `None` when `id` is not of the
-/// form `<ms>-<n>` (an `<ms>` alone means `<ms>-0`).
+/// form `<ms>-<n>` (an `<ms>` alone means `<ms>-0`). What follows a `~` is ignored: a
+/// partitioned queue's events carry every partition's place there (README "Partitions").
+///
+/// ```
+/// use queue_core::parse_event_id;
+///
+/// assert_eq!(parse_event_id("1700000000000-3"), Some((1_700_000_000_000, 3)));
+/// assert_eq!(parse_event_id("17-3~17-3,0,15-1"), Some((17, 3)));
+/// assert_eq!(parse_event_id("yesterday"), None);
+/// ```
 pub fn parse_event_id(id: &str) -> Option<(u64, u64)> {
+    let id = id.split_once('~').map_or(id, |(own, _)| own);
     let (ms, n) = id.split_once('-').unwrap_or((id, "0"));
     Some((ms.parse().ok()?, n.parse().ok()?))
 }

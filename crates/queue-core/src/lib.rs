@@ -16,6 +16,7 @@ mod keys;
 mod lease;
 mod limits;
 mod outcome;
+mod partitions;
 mod payload;
 mod priority;
 mod progress;
@@ -114,6 +115,10 @@ pub mod backend {
         too_many,
     };
     pub use crate::outcome::Outcome;
+    pub use crate::partitions::{
+        MAX_PARTITION_KEY_BYTES, MAX_PARTITIONS, Route, check_partitions, partition_of, route,
+        route_children, route_flow, route_together, routing_key, split_rate,
+    };
     pub use crate::progress::{Monotonic, check_progress};
     pub use crate::rate::{MAX_COST, check_cost};
     pub use crate::schedule::{

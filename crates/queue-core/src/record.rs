@@ -299,6 +299,9 @@ pub struct EnqueueOptions {
     pub key_mode: crate::KeyMode,
     /// The ordered sequence the job joins (see [`NewJob::sequence`]).
     pub sequence: Option<String>,
+    /// Where the job goes on a partitioned queue (see [`NewJob::partition_key`]); not
+    /// stored.
+    pub partition_key: Option<String>,
 }
 
 /// A job to enqueue: task name, payload and options.
@@ -443,6 +446,7 @@ impl NewJob {
             crate::rate::check_cost(cost)?;
         }
         crate::sequences::check_sequence(self)?;
+        crate::partitions::check_partition_key(self)?;
         Ok(())
     }
 }

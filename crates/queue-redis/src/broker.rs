@@ -166,7 +166,7 @@ impl RedisBackend {
 
     /// Runs a claim on its own task, so a caller that goes away (a dropped `fetch`) cannot
     /// lose leased jobs: they are handed back instead.
-    async fn claim_detached(
+    pub(crate) async fn claim_detached(
         &self,
         req: &ClaimRequest,
     ) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
@@ -185,7 +185,7 @@ impl RedisBackend {
     }
 
     /// Blocks on the wake-up marker for up to `timeout`, on a dedicated connection.
-    async fn wait_for_work(&self, timeout: Duration) -> Result<()> {
+    pub(crate) async fn wait_for_work(&self, timeout: Duration) -> Result<()> {
         let pooled = self
             .inner
             .blocking

@@ -186,6 +186,32 @@ impl RedisBackendBuilder {
 }
 
 impl RedisBackend {
+    /// The same server, connections and settings for the queue whose keys are `keys` (a
+    /// partition of a partitioned queue): its own script keys, blocked fetches and
+    /// coalescing; connections and subscriptions shared.
+    pub(crate) fn sibling(&self, keys: Keys) -> RedisBackend {
+        let i = &self.inner;
+        let scripts = i.scripts.for_keys(&keys);
+        RedisBackend {
+            inner: Arc::new(Inner {
+                blocked: queue_core::backend::Blocked::default(),
+                subscriptions: Arc::clone(&i.subscriptions),
+                deployment: Arc::clone(&i.deployment),
+                conn: i.conn.clone(),
+                blocking: Mutex::new(Vec::new()),
+                keys,
+                scripts,
+                config: i.config.clone(),
+                response_timeout: i.response_timeout,
+                durability: i.durability.clone(),
+                wait: i.wait,
+                clock: i.clock.clone(),
+                errors: i.errors.clone(),
+                coalesced: Default::default(),
+            }),
+        }
+    }
+
     /// How many fetches of this backend are blocked now, waiting for work (a gauge; tests
     /// wait for it before asserting that a fetch keeps waiting).
     pub fn blocked_fetches(&self) -> usize {

@@ -116,3 +116,27 @@ impl RedisBackend {
         Ok(Box::pin(futures_util::stream::iter(replay).chain(live)))
     }
 }
+
+impl RedisBackend {
+    /// The id of the newest event in the log (`0` when it is empty): where a merged
+    /// stream of a partitioned queue starts this partition (`crate::partitions`).
+    pub(crate) async fn log_end(&self) -> Result<String> {
+        let mut conn = self.conn();
+        let entries: Value = redis::cmd("XREVRANGE")
+            .arg(self.inner.keys.of(Static::Log))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(array(entries)
+            .into_iter()
+            .next()
+            .and_then(|entry| array(entry).into_iter().next())
+            .as_ref()
+            .and_then(text)
+            .unwrap_or_else(|| "0".to_owned()))
+    }
+}

@@ -182,6 +182,25 @@ impl Keys {
         })
     }
 
+    /// The keys of partition `index` of `queue` under `root`: partition 0 is the queue
+    /// itself (so a queue of one partition is an unpartitioned queue); partition `i > 0`
+    /// has the hash tag `<queue>:p<i>` followed by `salt` when one is given (a user's
+    /// queue name holds no `:`, so no queue's tag is another's partition's).
+    pub(crate) fn partition(
+        root: &str,
+        queue: &str,
+        index: u32,
+        salt: Option<u32>,
+    ) -> Result<Self> {
+        let keys = Self::new(root, queue)?;
+        if index == 0 {
+            return Ok(keys);
+        }
+        Ok(Self {
+            prefix: format!("{root}:{{{}}}:", partition_tag(queue, index, salt)),
+        })
+    }
+
     /// The common prefix (scripts build channel names from it).
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
@@ -223,6 +242,11 @@ impl Keys {
     pub(crate) fn worker(&self, id: &str) -> String {
         self.key(&format!("worker:{id}"))
     }
+    /// `layout`: a partitioned queue's layout (partition 0 only; `crate::partitions`).
+    pub(crate) fn layout(&self) -> String {
+        self.key("layout")
+    }
+
     pub(crate) fn marker(&self) -> String {
         self.of(Static::Marker)
     }
@@ -328,5 +352,35 @@ mod tests {
         }
         assert!(Keys::new("x{", "q").is_err());
         assert_eq!(Keys::new("dcs", "q*1").unwrap().pattern(), "dcs:{q\\*1}:*");
+    }
+}
+
+/// The hash tag of partition `index > 0` of `queue` (see [`Keys::partition`]).
+pub(crate) fn partition_tag(queue: &str, index: u32, salt: Option<u32>) -> String {
+    match salt {
+        Some(salt) => format!("{queue}:p{index}.{salt}"),
+        None => format!("{queue}:p{index}"),
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_redis_cluster_keyslots() {
+        // `CLUSTER KEYSLOT` answers, Redis 7.0.
+        assert_eq!(slot("foo"), 12_182);
+        assert_eq!(slot("somekey"), 11_058);
+        assert_eq!(slot("123456789"), 12_739);
+    }
+
+    #[test]
+    fn partition_zero_is_the_queue_itself() {
+        let zero = Keys::partition("dcs", "q", 0, Some(5)).unwrap();
+        assert_eq!(zero, Keys::new("dcs", "q").unwrap());
+        let two = Keys::partition("dcs", "q", 2, Some(5)).unwrap();
+        assert_eq!(two.prefix(), "dcs:{q:p2.5}:");
+        assert!(Keys::partition("dcs", "a:b", 1, None).is_err());
     }
 }

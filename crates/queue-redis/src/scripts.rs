@@ -202,6 +202,15 @@ impl Scripts {
         }
     }
 
+    /// The same entry points for another queue's keys, called the same way.
+    pub(crate) fn for_keys(&self, keys: &Keys) -> Self {
+        let scripts = Self::load(keys);
+        scripts
+            .functions
+            .store(self.uses_functions(), Ordering::Relaxed);
+        scripts
+    }
+
     /// Loads the function library (and deletes this crate's older ones); without
     /// Functions (Redis < 7, or `allowed` false), scripts are used.
     pub(crate) async fn prepare<C: ConnectionLike + Send>(

@@ -145,6 +145,12 @@ fn retry(delay_secs: u64) -> Outcome {
     }
 }
 
+/// Job `n`, in the case's one partition on a partitioned backend: for cases that check
+/// start order, which holds per partition ([`Harness::in_order`]).
+fn ordered(h: &Harness, n: u32) -> NewJob {
+    h.in_order(job(n))
+}
+
 fn in_group(n: u32, group: &str) -> NewJob {
     job(n).group(group)
 }

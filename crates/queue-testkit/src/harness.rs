@@ -18,6 +18,7 @@ pub struct Harness {
     pub clock: ManualClock,
     cleanup: Mutex<Option<Cleanup>>,
     blocked: Option<Blocked>,
+    partitions: u32,
 }
 
 /// How many calls are blocked on the backend now: fetches waiting for work plus open event
@@ -40,7 +41,49 @@ impl Harness {
             clock,
             cleanup: Mutex::new(None),
             blocked: None,
+            partitions: 1,
         }
+    }
+
+    /// A backend of `partitions` partitions (README "Partitions"): the cases that check
+    /// start order, or fair share between groups, keep their jobs in one partition (see
+    /// [`Harness::in_order`], [`Harness::group_name`]), since those hold per partition.
+    pub fn with_partitions(mut self, partitions: u32) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// How many partitions the backend has (1 for an unpartitioned one).
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// `job` routed to the case's one partition on a partitioned backend: start order
+    /// (priority, then FIFO) holds among the jobs of one partition, so a case that checks
+    /// it gives its jobs one partition key. Unchanged on one partition, and for a job with
+    /// a group or a sequence (routed by it; see [`Harness::group_name`]).
+    pub fn in_order(&self, job: queue_core::NewJob) -> queue_core::NewJob {
+        let o = &job.options;
+        if self.partitions > 1 && o.group.is_none() && o.sequence.is_none() {
+            job.partition_key(ORDER_KEY)
+        } else {
+            job
+        }
+    }
+
+    /// A group name that routes to the partition of [`Harness::in_order`]'s jobs: `name`
+    /// itself on one partition, else `name` followed by `~` and the first number that
+    /// does (fair share between groups holds among the groups of one partition).
+    pub fn group_name(&self, name: &str) -> String {
+        use queue_core::backend::partition_of;
+        if self.partitions <= 1 {
+            return name.to_owned();
+        }
+        let at = partition_of(&format!("p:{ORDER_KEY}"), self.partitions);
+        (0..)
+            .map(|i| format!("{name}~{i}"))
+            .find(|g| partition_of(&format!("g:{g}"), self.partitions) == at)
+            .expect("some suffix routes there")
     }
 
     /// How the cases see that a fetch or a wait is blocked (see [`Harness::until_blocked`]):
@@ -94,6 +137,9 @@ impl Harness {
         self.clock.advance(by);
     }
 }
+
+/// The partition key of the jobs whose order a case checks ([`Harness::in_order`]).
+const ORDER_KEY: &str = "conformance-order";
 
 /// The configuration every suite backend is built with (the cases rely on it): the
 /// defaults of the story (3 retries, `normal` priority) and one hour of retention.

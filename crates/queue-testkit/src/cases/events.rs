@@ -70,7 +70,7 @@ async fn next_event(events: &mut queue_core::EventStream) -> queue_core::JobEven
 pub async fn a_subscriber_resumes_after_the_last_event_it_saw(h: &Harness) {
     use queue_core::parse_event_id;
     let mut first = h.backend.subscribe(None).await.expect("subscribe");
-    let a = enqueue(h, job(1)).await;
+    let a = enqueue(h, ordered(h, 1)).await;
     let lease = claim_one(h).await;
     let seen = [next_event(&mut first).await, next_event(&mut first).await];
     assert!(seen.iter().all(|e| e.job_id == a.job_id));
@@ -86,7 +86,7 @@ pub async fn a_subscriber_resumes_after_the_last_event_it_saw(h: &Harness) {
         .await
         .expect("progress");
     finish(h, &lease, completed()).await;
-    let b = enqueue(h, job(2)).await;
+    let b = enqueue(h, ordered(h, 2)).await;
     h.backend.cancel(b.job_id).await.expect("cancel");
 
     let mut resumed = h
@@ -119,7 +119,7 @@ pub async fn a_subscriber_resumes_after_the_last_event_it_saw(h: &Harness) {
         ids.push(parse_event_id(e.id.as_deref().expect("an id")).expect("well formed"));
     }
     // Then live, once each.
-    let c = enqueue(h, job(3)).await;
+    let c = enqueue(h, ordered(h, 3)).await;
     let e = next_event(&mut resumed).await;
     assert_eq!((e.job_id, e.kind), (c.job_id, t(None, Queued)));
     ids.push(parse_event_id(e.id.as_deref().expect("an id")).expect("well formed"));
@@ -134,7 +134,7 @@ pub async fn a_subscriber_resumes_after_the_last_event_it_saw(h: &Harness) {
         .subscribe(Some(c_id.as_str()))
         .await
         .expect("resume");
-    let d = enqueue(h, job(4)).await;
+    let d = enqueue(h, ordered(h, 4)).await;
     assert_eq!(next_event(&mut again).await.job_id, d.job_id);
 
     assert!(matches!(
@@ -172,7 +172,7 @@ pub async fn the_event_log_holds_its_length(h: &Harness) {
     assert!(last.id.is_some());
 
     // One more: the oldest leaves the log.
-    enqueue(h, job(0)).await;
+    enqueue(h, ordered(h, 0)).await;
     let mut gap = replay("0-0".into()).await;
     let missed = next(&mut gap).await;
     assert!(

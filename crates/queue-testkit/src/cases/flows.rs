@@ -294,7 +294,11 @@ pub async fn cancel_and_retry_inside_a_flow(h: &Harness) {
 /// once it started. When its last two members end at the same instant on two workers the
 /// callback is released exactly once (repeated).
 pub async fn a_batch_takes_members_while_it_waits(h: &Harness) {
-    let batch = enqueue_flow(h, Flow::batch(job(0), [job(1), job(2)])).await;
+    let batch = enqueue_flow(
+        h,
+        Flow::batch(ordered(h, 0), [ordered(h, 1), ordered(h, 2)]),
+    )
+    .await;
     let one = claim_n(h, 1).await;
     // A running member adds a member.
     let added = h
@@ -305,8 +309,10 @@ pub async fn a_batch_takes_members_while_it_waits(h: &Harness) {
     assert_eq!(added.len(), 1);
     assert_eq!(added[0].parent, Some(batch.job_id));
     assert_eq!(get(h, batch.job_id).await.children.unwrap().waiting, 3);
-    // Children added together are checked together: one unique key twice refuses them all.
-    let twice = |n: u32| Flow::new(job(n).unique_key("page-9"));
+    // Children added together are checked together: one unique key twice refuses them all
+    // (on a partitioned queue a member joins its batch's partition, so keyed members share
+    // its partition key: `ordered`).
+    let twice = |n: u32| Flow::new(ordered(h, n).unique_key("page-9"));
     let err = h
         .backend
         .add_children(batch.job_id, vec![twice(7), twice(8)])
@@ -338,7 +344,7 @@ pub async fn a_batch_takes_members_while_it_waits(h: &Harness) {
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     finish(h, &callback, completed()).await;
     // A ready job becomes a parent when children are added to it.
-    let plain = enqueue(h, job(5)).await;
+    let plain = enqueue(h, ordered(h, 5)).await;
     h.backend
         .add_children(plain.job_id, vec![flow(6)])
         .await
@@ -353,7 +359,10 @@ pub async fn a_batch_takes_members_while_it_waits(h: &Harness) {
     for round in 0..20u32 {
         let b = enqueue_flow(
             h,
-            Flow::batch(job(100 + round), [job(1000 + round), job(2000 + round)]),
+            Flow::batch(
+                ordered(h, 100 + round),
+                [ordered(h, 1000 + round), ordered(h, 2000 + round)],
+            ),
         )
         .await;
         let leases = fetch(h, 2).await;

@@ -7,18 +7,20 @@ use super::*;
 /// queued jobs does not hold back a group with 3; batch fetches follow the same order;
 /// priorities stay strict.
 pub async fn groups_share_fairly(h: &Harness) {
-    let big: Vec<NewJob> = (0..1000).map(|n| in_group(n, "big")).collect();
-    for r in h.backend.enqueue_many(big).await.unwrap() {
-        assert_eq!(r.unwrap().group.as_deref(), Some("big"));
+    let big = h.group_name("big");
+    let small = h.group_name("small");
+    let big_jobs: Vec<NewJob> = (0..1000).map(|n| in_group(n, &big)).collect();
+    for r in h.backend.enqueue_many(big_jobs).await.unwrap() {
+        assert_eq!(r.unwrap().group.as_deref(), Some(big.as_str()));
     }
     for n in 1000..1003 {
-        enqueue(h, in_group(n, "small")).await;
+        enqueue(h, in_group(n, &small)).await;
     }
-    enqueue(h, job(2000)).await;
-    enqueue(h, job(2001)).await;
+    enqueue(h, ordered(h, 2000)).await;
+    enqueue(h, ordered(h, 2001)).await;
     let stats = h.backend.stats().await.unwrap();
     assert_eq!(stats.depth[&Priority::Normal], 1005);
-    let big_stats = h.backend.group("big").await.unwrap();
+    let big_stats = h.backend.group(&big).await.unwrap();
     assert_eq!((big_stats.ready, big_stats.running), (1000, 0));
 
     let mut order: Vec<u64> = Vec::new();
@@ -33,15 +35,18 @@ pub async fn groups_share_fairly(h: &Harness) {
     let rest: Vec<u64> = fetch(h, 5).await.iter().map(|l| n_of(&l.job)).collect();
     assert_eq!(rest, [3, 4, 5, 6, 7], "one lane left: FIFO");
     let lease = &fetch(h, 1).await[0];
-    assert_eq!(lease.job.group.as_deref(), Some("big"));
-    assert_eq!(get(h, lease.job.job_id).await.group.as_deref(), Some("big"));
+    assert_eq!(lease.job.group.as_deref(), Some(big.as_str()));
+    assert_eq!(
+        get(h, lease.job.job_id).await.group.as_deref(),
+        Some(big.as_str())
+    );
 
     // Strict priority between bands, whatever the groups.
-    let urgent = enqueue(h, in_group(3000, "small").priority(Priority::High)).await;
+    let urgent = enqueue(h, in_group(3000, &small).priority(Priority::High)).await;
     assert_eq!(claim_one(h).await.job.job_id, urgent.job_id);
-    let big_stats = h.backend.group("big").await.unwrap();
+    let big_stats = h.backend.group(&big).await.unwrap();
     assert_eq!((big_stats.ready, big_stats.running), (991, 9));
-    let small = h.backend.group("small").await.unwrap();
+    let small = h.backend.group(&small).await.unwrap();
     assert_eq!((small.ready, small.running), (0, 4));
 }
 
@@ -162,19 +167,21 @@ pub async fn group_slot_comes_back_on_every_ending(h: &Harness) {
 /// Pausing a group stops its starts only; its jobs stay queued, its running jobs finish,
 /// and resuming lets them start, in order, waking a waiting fetch.
 pub async fn pause_group_stops_only_that_group(h: &Harness) {
-    let a1 = enqueue(h, in_group(1, "a")).await;
+    let ga = h.group_name("a");
+    let gb = h.group_name("b");
+    let a1 = enqueue(h, in_group(1, &ga)).await;
     let running = claim_one(h).await;
     assert_eq!(running.job.job_id, a1.job_id);
-    let a2 = enqueue(h, in_group(2, "a")).await;
-    let a3 = enqueue(h, in_group(3, "a")).await;
-    let b1 = enqueue(h, in_group(4, "b")).await;
-    let u1 = enqueue(h, job(5)).await;
-    h.backend.pause_group("a").await.expect("pause a group");
+    let a2 = enqueue(h, in_group(2, &ga)).await;
+    let a3 = enqueue(h, in_group(3, &ga)).await;
+    let b1 = enqueue(h, in_group(4, &gb)).await;
+    let u1 = enqueue(h, ordered(h, 5)).await;
+    h.backend.pause_group(&ga).await.expect("pause a group");
     h.backend
-        .pause_group("a")
+        .pause_group(&ga)
         .await
         .expect("pausing twice is fine");
-    let a = h.backend.group("a").await.unwrap();
+    let a = h.backend.group(&ga).await.unwrap();
     assert_eq!((a.paused, a.ready, a.running), (true, 2, 1));
     let ids: Vec<JobId> = fetch(h, 10).await.iter().map(|l| l.job.job_id).collect();
     assert_eq!(ids, vec![u1.job_id, b1.job_id], "only group `a` waits");
@@ -182,9 +189,9 @@ pub async fn pause_group_stops_only_that_group(h: &Harness) {
     assert!(fetch(h, 10).await.is_empty());
     let waiter = waiting_fetch(h, req("w2", 5), Duration::from_secs(30)).await;
     assert!(!waiter.is_finished(), "group `a` is paused");
-    h.backend.resume_group("a").await.expect("resume");
+    h.backend.resume_group(&ga).await.expect("resume");
     h.backend
-        .resume_group("a")
+        .resume_group(&ga)
         .await
         .expect("resuming twice is fine");
     let ids: Vec<JobId> = tokio::time::timeout(Duration::from_secs(3), waiter)
@@ -196,7 +203,7 @@ pub async fn pause_group_stops_only_that_group(h: &Harness) {
         .map(|l| l.job.job_id)
         .collect();
     assert_eq!(ids, vec![a2.job_id, a3.job_id]);
-    assert!(!h.backend.group("a").await.unwrap().paused);
+    assert!(!h.backend.group(&ga).await.unwrap().paused);
     // Bad group keys are refused, naming the problem.
     for bad in ["", "a|b", "tab\there"] {
         let err = h.backend.pause_group(bad).await.unwrap_err();
@@ -213,24 +220,27 @@ pub async fn pause_group_stops_only_that_group(h: &Harness) {
 /// turn, so a group of weight 3 gets three starts for each start of a group of weight 1,
 /// in one batch fetch as in single ones; without the weight they alternate again.
 pub async fn weighted_groups_share_in_proportion(h: &Harness) {
+    let ga = h.group_name("a");
+    let gb = h.group_name("b");
     for bad in [0, queue_core::backend::MAX_GROUP_WEIGHT + 1] {
         let err = h
             .backend
-            .set_group_weight("a", Some(bad))
+            .set_group_weight(&ga, Some(bad))
             .await
             .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
         assert!(err.to_string().contains("weight"), "{err}");
     }
-    h.backend.set_group_weight("a", Some(3)).await.unwrap();
-    assert_eq!(h.backend.group("a").await.unwrap().weight, Some(3));
+    h.backend.set_group_weight(&ga, Some(3)).await.unwrap();
+    assert_eq!(h.backend.group(&ga).await.unwrap().weight, Some(3));
     for n in 0..12 {
-        enqueue(h, in_group(n, "a")).await;
+        enqueue(h, in_group(n, &ga)).await;
     }
     for n in 100..106 {
-        enqueue(h, in_group(n, "b")).await;
+        enqueue(h, in_group(n, &gb)).await;
     }
-    let group_of = |l: &Lease| l.job.group.clone().unwrap_or_default();
+    // Each group by its first letter (its name may carry a suffix: `Harness::group_name`).
+    let group_of = |l: &Lease| l.job.group.clone().unwrap_or_default()[..1].to_owned();
     let mut singles = String::new();
     for _ in 0..8 {
         singles += &group_of(&claim_one(h).await);
@@ -238,8 +248,8 @@ pub async fn weighted_groups_share_in_proportion(h: &Harness) {
     assert_eq!(singles, "aaabaaab", "three of a for each of b");
     let batch: String = fetch(h, 4).await.iter().map(group_of).collect();
     assert_eq!(batch, "aaab", "a batch follows the same turns");
-    h.backend.set_group_weight("a", None).await.unwrap();
-    assert_eq!(h.backend.group("a").await.unwrap().weight, None);
+    h.backend.set_group_weight(&ga, None).await.unwrap();
+    assert_eq!(h.backend.group(&ga).await.unwrap().weight, None);
     let rest: String = fetch(h, 10).await.iter().map(group_of).collect();
     assert_eq!(rest, "ababab", "without the weight, turns of one each");
 }
@@ -354,14 +364,15 @@ pub async fn groups_list_the_busiest_first(h: &Harness) {
 /// another: cancelling a queued child releases its parent of the same group, and the
 /// group, waiting since before the jobs without a group last started, still goes next.
 pub async fn a_group_keeps_its_turn_when_a_cancel_releases_its_parent(h: &Harness) {
-    enqueue(h, job(1)).await;
-    enqueue(h, job(2)).await;
+    let gb = h.group_name("b");
+    enqueue(h, ordered(h, 1)).await;
+    enqueue(h, ordered(h, 2)).await;
     assert_eq!(n_of(&claim_one(h).await.job), 1);
     let child_id = JobId::new();
-    let child = job(11).group("b").job_id(child_id);
+    let child = job(11).group(&gb).job_id(child_id);
     let parent = enqueue_flow(
         h,
-        Flow::new(in_group(10, "b")).child(Flow::new(child).on_failure(ChildPolicy::Ignore)),
+        Flow::new(in_group(10, &gb)).child(Flow::new(child).on_failure(ChildPolicy::Ignore)),
     )
     .await;
     assert_eq!(
@@ -369,7 +380,7 @@ pub async fn a_group_keeps_its_turn_when_a_cancel_releases_its_parent(h: &Harnes
         2,
         "on a tie the jobs without a group go first"
     );
-    enqueue(h, job(3)).await;
+    enqueue(h, ordered(h, 3)).await;
     assert_eq!(
         h.backend.cancel(child_id).await.unwrap(),
         CancelOutcome::Cancelled

@@ -14,7 +14,7 @@ pub async fn priority_then_fifo(h: &Harness) {
         (7, Priority::Normal),
     ];
     for (n, p) in plan {
-        enqueue(h, job(n).priority(p)).await;
+        enqueue(h, ordered(h, n).priority(p)).await;
     }
     let mut order = Vec::new();
     for lease in fetch(h, 3).await.into_iter().chain(fetch(h, 10).await) {
@@ -23,7 +23,7 @@ pub async fn priority_then_fifo(h: &Harness) {
     }
     assert_eq!(order, [3, 5, 2, 4, 7, 1, 6]);
     // A default-priority job is `normal`.
-    let r = enqueue(h, job(8)).await;
+    let r = enqueue(h, ordered(h, 8)).await;
     assert_eq!(r.priority, Priority::Normal);
 }
 
@@ -51,7 +51,7 @@ pub async fn delayed_jobs_wait(h: &Harness) {
 /// A unique key is refused while its job is queued or processing (the error names that
 /// job) and accepted again once it ended.
 pub async fn unique_key_refused_while_active(h: &Harness) {
-    let first = enqueue(h, job(1).unique_key("book-1")).await;
+    let first = enqueue(h, ordered(h, 1).unique_key("book-1")).await;
     assert_eq!(first.unique_key.as_deref(), Some("book-1"));
     let refused = |e: Error| match e {
         Error::AlreadyExists { unique_key, job_id } => {
@@ -62,21 +62,21 @@ pub async fn unique_key_refused_while_active(h: &Harness) {
     };
     refused(
         h.backend
-            .enqueue(job(2).unique_key("book-1"))
+            .enqueue(ordered(h, 2).unique_key("book-1"))
             .await
             .unwrap_err(),
     );
-    enqueue(h, job(3).unique_key("book-2")).await;
+    enqueue(h, ordered(h, 3).unique_key("book-2")).await;
     let lease = claim_one(h).await;
     assert_eq!(lease.job.job_id, first.job_id);
     refused(
         h.backend
-            .enqueue(job(4).unique_key("book-1"))
+            .enqueue(ordered(h, 4).unique_key("book-1"))
             .await
             .unwrap_err(),
     );
     finish(h, &lease, completed()).await;
-    let second = enqueue(h, job(5).unique_key("book-1")).await;
+    let second = enqueue(h, ordered(h, 5).unique_key("book-1")).await;
     assert_ne!(second.job_id, first.job_id);
     let totals = h.backend.stats().await.unwrap().totals;
     assert_eq!(
@@ -88,7 +88,7 @@ pub async fn unique_key_refused_while_active(h: &Harness) {
         h.backend.cancel(second.job_id).await.unwrap(),
         CancelOutcome::Cancelled
     );
-    enqueue(h, job(6).unique_key("book-1")).await;
+    enqueue(h, ordered(h, 6).unique_key("book-1")).await;
 }
 
 /// Of 50 concurrent enqueues of one key, exactly one wins; the others name the winner.
@@ -186,9 +186,9 @@ pub async fn enqueue_many_reports_each_job(h: &Harness) {
     let results = h
         .backend
         .enqueue_many(vec![
-            job(1).unique_key("k"),
-            job(2).unique_key("k"),
-            job(3).priority(Priority::High),
+            ordered(h, 1).unique_key("k"),
+            ordered(h, 2).unique_key("k"),
+            ordered(h, 3).priority(Priority::High),
         ])
         .await
         .unwrap();
@@ -282,11 +282,11 @@ pub async fn cancel_running_job(h: &Harness) {
 /// Manual retry of failed, partial and cancelled jobs, with a new priority; refused for
 /// completed and active jobs, and while another job holds the unique key.
 pub async fn manual_retry(h: &Harness) {
-    let a = enqueue(h, job(1).unique_key("book-m").max_retries(0)).await;
+    let a = enqueue(h, ordered(h, 1).unique_key("book-m").max_retries(0)).await;
     let lease = claim_one(h).await;
     finish(h, &lease, retry(1)).await;
     assert_eq!(get(h, a.job_id).await.status, JobStatus::Failed);
-    enqueue(h, job(2)).await; // normal, queued before the retry
+    enqueue(h, ordered(h, 2)).await; // normal, queued before the retry
     let r = h
         .backend
         .retry(a.job_id, Some(Priority::High))
@@ -333,10 +333,10 @@ pub async fn manual_retry(h: &Harness) {
             .priority,
         Priority::Normal
     );
-    let c = enqueue(h, job(3).unique_key("book-c")).await;
+    let c = enqueue(h, ordered(h, 3).unique_key("book-c")).await;
     h.backend.cancel(c.job_id).await.unwrap();
     // Someone else took the key meanwhile: refused, naming them.
-    let taker = enqueue(h, job(4).unique_key("book-c")).await;
+    let taker = enqueue(h, ordered(h, 4).unique_key("book-c")).await;
     match h.backend.retry(c.job_id, None).await.unwrap_err() {
         Error::AlreadyExists { job_id, .. } => assert_eq!(job_id, taker.job_id),
         other => panic!("expected AlreadyExists, got {other:?}"),

@@ -5,9 +5,9 @@ use super::*;
 /// An expired lease puts the job back in its old place (counting an attempt), fails it
 /// when no retries are left, and cancels it when a cancel was requested.
 pub async fn expired_lease_requeues_in_place(h: &Harness) {
-    let a = enqueue(h, job(1)).await;
-    enqueue(h, job(2)).await;
-    enqueue(h, job(3)).await;
+    let a = enqueue(h, ordered(h, 1)).await;
+    enqueue(h, ordered(h, 2)).await;
+    enqueue(h, ordered(h, 3)).await;
     let lease = claim_one(h).await;
     assert_eq!(lease.job.job_id, a.job_id);
     h.advance(LEASE - Duration::from_secs(1));
@@ -31,8 +31,8 @@ pub async fn expired_lease_requeues_in_place(h: &Harness) {
     assert_eq!(h.backend.stats().await.unwrap().totals.recovered, 1);
 
     // No retries left: failed. Cancel requested: cancelled.
-    let b = enqueue(h, job(4).max_retries(0)).await;
-    let c = enqueue(h, job(5)).await;
+    let b = enqueue(h, ordered(h, 4).max_retries(0)).await;
+    let c = enqueue(h, ordered(h, 5)).await;
     let held = fetch(h, 2).await;
     assert_eq!(held.len(), 2);
     h.backend.cancel(c.job_id).await.unwrap();
@@ -270,7 +270,7 @@ pub async fn finish_claims_next(h: &Harness) {
 /// are leased; sent again, the call answers the same.
 pub async fn finish_many_ends_each_and_claims_next(h: &Harness) {
     for n in 0..6 {
-        enqueue(h, job(n)).await;
+        enqueue(h, ordered(h, n)).await;
     }
     let leases = fetch(h, 3).await;
     let forged = LeaseRef {
@@ -383,8 +383,8 @@ pub async fn claim_sent_twice_takes_nothing_more(h: &Harness) {
 /// sends again may have claimed twice. Sent again once more, it answers deterministically:
 /// what it holds, oldest first, at most what it asks for (found by the model check).
 pub async fn claim_replay_answers_oldest_first(h: &Harness) {
-    let a = enqueue(h, job(1)).await;
-    let b = enqueue(h, job(2)).await;
+    let a = enqueue(h, ordered(h, 1)).await;
+    let b = enqueue(h, ordered(h, 2)).await;
     let request = req("w1", 1);
     let first = h.backend.fetch(&request, Duration::ZERO).await.unwrap();
     assert_eq!(first[0].job.job_id, a.job_id);

@@ -14,7 +14,7 @@ use queue_core::{
 };
 use serde_json::json;
 
-use super::{LEASE, completed, enqueue, fetch, finish, get, job, req};
+use super::{LEASE, completed, enqueue, fetch, finish, get, job, ordered, req};
 use crate::Harness;
 
 /// Enqueues `n` jobs in calls of 1,000 and returns their ids in order.
@@ -22,7 +22,7 @@ pub(super) async fn enqueue_n(h: &Harness, n: usize) -> Vec<JobId> {
     let mut ids = Vec::with_capacity(n);
     for start in (0..n).step_by(1000) {
         let batch: Vec<NewJob> = (start..n.min(start + 1000))
-            .map(|i| job(i as u32))
+            .map(|i| ordered(h, i as u32))
             .collect();
         for r in h.backend.enqueue_many(batch).await.unwrap() {
             ids.push(r.unwrap().job_id);

@@ -182,11 +182,11 @@ pub async fn list_pages_through_ties(h: &Harness) {
 /// stays by creation. Retention counts from the finish too: an old job that finished
 /// recently is kept.
 pub async fn finished_jobs_list_by_when_they_finished(h: &Harness) {
-    let old = enqueue(h, job(1).unique_key("book-f")).await;
+    let old = enqueue(h, ordered(h, 1).unique_key("book-f")).await;
     h.advance(Duration::from_secs(3000));
-    let young = enqueue(h, job(2)).await;
+    let young = enqueue(h, ordered(h, 2)).await;
     h.advance(Duration::from_millis(5));
-    let queued = enqueue(h, job(3).priority(Priority::Low)).await;
+    let queued = enqueue(h, ordered(h, 3).priority(Priority::Low)).await;
     let leases = fetch(h, 2).await;
     assert_eq!(leases.len(), 2);
     let lease_of = |id: JobId| leases.iter().find(|l| l.job.job_id == id).unwrap();

@@ -93,8 +93,8 @@ pub async fn partial_outcome_keeps_details(h: &Harness) {
 
 /// A job handed back by a stopping worker keeps its place and uses no attempt.
 pub async fn release_uses_no_attempt(h: &Harness) {
-    let a = enqueue(h, job(1)).await;
-    enqueue(h, job(2)).await;
+    let a = enqueue(h, ordered(h, 1)).await;
+    enqueue(h, ordered(h, 2)).await;
     let lease = claim_one(h).await;
     assert_eq!(
         finish(h, &lease, Outcome::Released).await,

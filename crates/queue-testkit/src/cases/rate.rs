@@ -6,11 +6,14 @@ use super::*;
 /// fetch or a finish's next claim); held-back jobs start as the window slides; removing
 /// the limit lets everything start.
 pub async fn rate_limit_holds_over_many_windows(h: &Harness) {
-    let limit = queue_core::RateLimit::new(3, Duration::from_secs(10)).unwrap();
+    // On a partitioned queue the limit is split evenly among the partitions (README
+    // "Partitions"): the case sets P times its limit, so the one partition its jobs share
+    // (`ordered`) starts at most the limit below.
+    let limit = queue_core::RateLimit::new(3 * h.partitions(), Duration::from_secs(10)).unwrap();
     h.backend.set_rate_limit(Some(limit)).await.unwrap();
     assert_eq!(h.backend.stats().await.unwrap().rate_limit, Some(limit));
     for n in 0..40 {
-        enqueue(h, job(n)).await;
+        enqueue(h, ordered(h, n)).await;
     }
     let mut starts: Vec<i64> = Vec::new();
     let mut held: Vec<Lease> = Vec::new();
@@ -52,10 +55,13 @@ pub async fn rate_limit_holds_over_many_windows(h: &Harness) {
 
 /// A fetch held back by the limit wakes as soon as the window allows, without polling.
 pub async fn a_rate_limited_fetch_wakes_when_the_window_allows(h: &Harness) {
-    let limit = queue_core::RateLimit::new(1, Duration::from_millis(400)).unwrap();
+    // On a partitioned queue the limit is split evenly among the partitions (README
+    // "Partitions"): the case sets P times its limit, so the one partition its jobs share
+    // (`ordered`) starts at most the limit below.
+    let limit = queue_core::RateLimit::new(h.partitions(), Duration::from_millis(400)).unwrap();
     h.backend.set_rate_limit(Some(limit)).await.unwrap();
-    enqueue(h, job(1)).await;
-    let b = enqueue(h, job(2)).await;
+    enqueue(h, ordered(h, 1)).await;
+    let b = enqueue(h, ordered(h, 2)).await;
     assert_eq!(fetch(h, 10).await.len(), 1, "one start per window");
     let waiter = waiting_fetch(h, req("w2", 1), Duration::from_secs(20)).await;
     assert!(!waiter.is_finished(), "held back by the limit");
@@ -74,9 +80,9 @@ pub async fn a_rate_limited_fetch_wakes_when_the_window_allows(h: &Harness) {
 /// A handler that hit a limit outside the queue (a provider's 429) snoozes its job and
 /// holds every start of the queue until the delay has passed, for every worker.
 pub async fn a_rate_limited_job_holds_the_queue(h: &Harness) {
-    let a = enqueue(h, job(1)).await;
-    enqueue(h, job(2)).await;
-    let c = enqueue(h, job(3)).await;
+    let a = enqueue(h, ordered(h, 1)).await;
+    enqueue(h, ordered(h, 2)).await;
+    let c = enqueue(h, ordered(h, 3)).await;
     let leases = fetch(h, 2).await;
     assert_eq!(leases.len(), 2);
     let t0 = h.clock.now_ms();
@@ -125,17 +131,24 @@ pub async fn a_rate_limited_job_holds_the_queue(h: &Harness) {
 pub async fn job_cost_counts_against_rate_limits(h: &Harness) {
     let ids = |leases: &[Lease]| -> Vec<u64> { leases.iter().map(|l| n_of(&l.job)).collect() };
     for bad in [0, queue_core::backend::MAX_COST + 1] {
-        let err = h.backend.enqueue(job(0).cost(bad)).await.unwrap_err();
+        let err = h
+            .backend
+            .enqueue(ordered(h, 0).cost(bad))
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
         assert!(err.to_string().contains("cost"), "{err}");
     }
-    let limit = queue_core::RateLimit::new(10, Duration::from_secs(10)).unwrap();
+    // On a partitioned queue the limit is split evenly among the partitions (README
+    // "Partitions"): the case sets P times its limit, so the one partition its jobs share
+    // (`ordered`) starts at most the limit below.
+    let limit = queue_core::RateLimit::new(10 * h.partitions(), Duration::from_secs(10)).unwrap();
     h.backend.set_rate_limit(Some(limit)).await.unwrap();
-    let a = enqueue(h, job(1).cost(6)).await;
+    let a = enqueue(h, ordered(h, 1).cost(6)).await;
     assert_eq!(a.cost, Some(6));
     assert_eq!(get(h, a.job_id).await.cost, Some(6));
-    enqueue(h, job(2).cost(5)).await;
-    let c = enqueue(h, job(3)).await;
+    enqueue(h, ordered(h, 2).cost(5)).await;
+    let c = enqueue(h, ordered(h, 3)).await;
     assert_eq!(c.cost, None, "cost 1 is the default");
     assert_eq!(
         ids(&fetch(h, 10).await),
@@ -153,8 +166,8 @@ pub async fn job_cost_counts_against_rate_limits(h: &Harness) {
         "5 + 1 fit a fresh window"
     );
     // More than a whole window: it waits for an empty window, then starts alone.
-    enqueue(h, job(4).cost(25)).await;
-    enqueue(h, job(5)).await;
+    enqueue(h, ordered(h, 4).cost(25)).await;
+    enqueue(h, ordered(h, 5)).await;
     assert!(fetch(h, 10).await.is_empty());
     h.advance(Duration::from_secs(10));
     assert_eq!(
@@ -186,7 +199,7 @@ pub async fn job_cost_counts_against_rate_limits(h: &Harness) {
     enqueue(h, in_group(6, "g").cost(3)).await;
     enqueue(h, in_group(7, "g").cost(2)).await;
     enqueue(h, in_group(8, "g")).await;
-    enqueue(h, job(9)).await;
+    enqueue(h, ordered(h, 9)).await;
     let mut first = ids(&fetch(h, 10).await);
     first.sort_unstable();
     assert_eq!(first, vec![6, 9], "3 + 2 > 4: job 7 waits, job 8 behind it");

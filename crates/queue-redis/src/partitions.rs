@@ -1,0 +1,266 @@
+//! A queue of P partitions ([`PartitionedBackend`]): P ordinary queues under one name,
+//! each with its own hash tag (so on Redis Cluster each in its own slot, spread over the
+//! masters), routed by the rules of `queue_core::backend::route` and shown to operators
+//! as one queue. Partition 0 is the queue itself: a queue of one partition is an ordinary
+//! queue, and growing one keeps its jobs where they are.
+//!
+//! The layout (`layout` hash of partition 0: `partitions`, `span`, `salt:<i>`) is the one
+//! shared truth: `partitions` is where new jobs go, `span` every partition that may still
+//! hold a job (the most there ever were), so claims, listings and counts cover `span`
+//! and a resize loses nothing: new jobs follow the new layout, old partitions drain.
+
+mod broker;
+mod layout;
+mod merge;
+mod store;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use queue_core::backend::{Blocked, check_partitions};
+use queue_core::{Error, JobId, QueueStats, Result};
+
+pub use layout::Layout;
+
+use crate::RedisBackend;
+
+/// How often a process reads the layout again (a resize reaches every process within it).
+pub const LAYOUT_REFRESH: Duration = Duration::from_secs(1);
+
+/// One queue over P partitions (see the module docs and README "Partitions"). Clones
+/// share connections.
+#[derive(Clone)]
+pub struct PartitionedBackend {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    /// Partition 0: owns the connections the others share.
+    base: RedisBackend,
+    root: String,
+    parts: RwLock<Parts>,
+    /// The next partition a job without a routing key goes to.
+    turn: AtomicU32,
+    /// The partition a claim tries first.
+    claim_turn: AtomicU32,
+    /// Where the leases this process holds live (a job with a chosen id may live
+    /// elsewhere than its id names).
+    leases: Mutex<HashMap<JobId, Held>>,
+    /// The last claims answered, so a claim sent again asks the same partitions.
+    rounds: Mutex<std::collections::VecDeque<broker::Round>>,
+    /// Where the deliveries this process claimed live.
+    deliveries: Mutex<HashMap<String, u32>>,
+    blocked: Blocked,
+}
+
+/// A lease this process holds: where, and whether its job has a group (a handler's hold
+/// of a job without one holds the whole queue).
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    partition: u32,
+    grouped: bool,
+}
+
+struct Parts {
+    layout: Layout,
+    backends: Vec<RedisBackend>,
+    read_at: tokio::time::Instant,
+}
+
+impl RedisBackend {
+    /// This queue as a queue of `partitions` partitions (created with that many when it
+    /// has no layout yet; an existing layout is kept: change it with
+    /// [`PartitionedBackend::resize`]).
+    pub async fn partitioned(self, partitions: u32) -> Result<PartitionedBackend> {
+        check_partitions(partitions)?;
+        let root = self.root_prefix();
+        let layout = layout::create(&self, partitions).await?;
+        let backends = layout::backends(&self, &root, &layout, &[])?;
+        // Processes start their turns at different partitions.
+        let start = u32::from(JobId::new().as_uuid().as_bytes()[15]);
+        Ok(PartitionedBackend {
+            inner: Arc::new(Shared {
+                base: self,
+                root,
+                parts: RwLock::new(Parts {
+                    layout,
+                    backends,
+                    read_at: tokio::time::Instant::now(),
+                }),
+                turn: AtomicU32::new(start),
+                claim_turn: AtomicU32::new(start),
+                leases: Mutex::default(),
+                rounds: Mutex::default(),
+                deliveries: Mutex::default(),
+                blocked: Blocked::default(),
+            }),
+        })
+    }
+}
+
+impl PartitionedBackend {
+    /// The layout as this process last read it.
+    pub fn layout(&self) -> Layout {
+        self.parts().layout.clone()
+    }
+
+    /// Where new jobs go from now on: `partitions` partitions (1 to
+    /// [`queue_core::backend::MAX_PARTITIONS`]). Nothing moves: jobs stay in the partition
+    /// they were enqueued to and are claimed, listed and counted there until they are
+    /// gone (the layout's `span` keeps every partition there ever was). Every process
+    /// follows within [`LAYOUT_REFRESH`].
+    pub async fn resize(&self, partitions: u32) -> Result<Layout> {
+        check_partitions(partitions)?;
+        let layout = layout::resize(&self.inner.base, partitions).await?;
+        self.install(layout.clone())?;
+        Ok(layout)
+    }
+
+    /// Each partition's counts, in partition order (the per-partition view for diagnosis;
+    /// `stats` adds them up).
+    pub async fn partition_stats(&self) -> Result<Vec<QueueStats>> {
+        use queue_core::JobStore;
+        let backends = self.all().await?;
+        futures_util::future::try_join_all(backends.iter().map(|b| b.stats())).await
+    }
+
+    /// Deletes every key of every partition and the layout. Returns how many.
+    pub async fn destroy(&self) -> Result<u64> {
+        let mut removed = 0;
+        for backend in self.all().await? {
+            removed += backend.destroy().await?;
+        }
+        Ok(removed)
+    }
+
+    /// How many fetches are blocked now, waiting for work.
+    pub fn blocked_fetches(&self) -> usize {
+        self.inner.blocked.count()
+    }
+
+    /// How many event streams are open (one per partition per stream).
+    pub fn subscribers(&self) -> usize {
+        self.parts()
+            .backends
+            .first()
+            .map_or(0, RedisBackend::subscribers)
+    }
+
+    /// Partition `index` as an ordinary backend (diagnosis, tests).
+    pub async fn partition(&self, index: u32) -> Result<RedisBackend> {
+        self.all()
+            .await?
+            .get(index as usize)
+            .cloned()
+            .ok_or_else(|| Error::invalid(format!("no partition {index}")))
+    }
+
+    fn parts(&self) -> std::sync::RwLockReadGuard<'_, Parts> {
+        self.inner.parts.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn install(&self, layout: Layout) -> Result<()> {
+        let mut parts = self.inner.parts.write().unwrap_or_else(|p| p.into_inner());
+        if layout != parts.layout {
+            let backends =
+                layout::backends(&self.inner.base, &self.inner.root, &layout, &parts.backends)?;
+            parts.backends = backends;
+            parts.layout = layout;
+        }
+        parts.read_at = tokio::time::Instant::now();
+        Ok(())
+    }
+
+    /// The layout and every partition's backend, read again when older than
+    /// [`LAYOUT_REFRESH`].
+    async fn current(&self) -> Result<(u32, Vec<RedisBackend>)> {
+        let stale = self.parts().read_at.elapsed() >= LAYOUT_REFRESH;
+        if stale {
+            let layout = layout::read(&self.inner.base).await?;
+            self.install(layout)?;
+        }
+        let parts = self.parts();
+        Ok((parts.layout.partitions, parts.backends.clone()))
+    }
+
+    /// Every partition's backend (`span` of them).
+    async fn all(&self) -> Result<Vec<RedisBackend>> {
+        Ok(self.current().await?.1)
+    }
+
+    fn next_turn(&self) -> u32 {
+        self.inner.turn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The partitions in the order to look for job `id`: the one its id names first.
+    async fn candidates(&self, id: JobId) -> Result<Vec<(u32, RedisBackend)>> {
+        let backends = self.all().await?;
+        let known = self
+            .inner
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|held| held.partition);
+        let first = known.unwrap_or_else(|| id.home() % backends.len().max(1) as u32);
+        let mut out: Vec<(u32, RedisBackend)> = backends
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| (i as u32, b))
+            .collect();
+        out.sort_by_key(|(i, _)| *i != first);
+        Ok(out)
+    }
+
+    /// Runs `call` on the partition that holds job `id`: the one its id names, else each
+    /// other in turn while the answer is `NotFound`.
+    async fn on_job<T, F, Fut>(&self, id: JobId, call: F) -> Result<(u32, T)>
+    where
+        F: Fn(RedisBackend) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut last = Error::NotFound { id };
+        for (i, backend) in self.candidates(id).await? {
+            match call(backend).await {
+                Err(e @ Error::NotFound { .. }) => last = e,
+                other => return other.map(|v| (i, v)),
+            }
+        }
+        Err(last)
+    }
+}
+
+impl RedisBackend {
+    /// The key root this backend was built with (`dcs` by default).
+    fn root_prefix(&self) -> String {
+        let prefix = self.inner.keys.prefix();
+        prefix
+            .split_once(":{")
+            .map_or(prefix, |(root, _)| root)
+            .to_owned()
+    }
+}
+
+impl fmt::Debug for PartitionedBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for PartitionedBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let layout = self.layout();
+        write!(
+            f,
+            "{}, partitions={} (span {})",
+            self.inner.base, layout.partitions, layout.span
+        )
+    }
+}

@@ -1,0 +1,390 @@
+//! `Broker` for a partitioned queue: claims serve the partitions in turn and wait on all
+//! of them at once; every call about a lease goes to the partition that granted it.
+
+use std::{collections::HashMap, sync::atomic::Ordering, time::Duration};
+
+use async_trait::async_trait;
+use futures_util::future::{select_all, try_join_all};
+use queue_core::backend::{
+    Broker, CancelStream, ClaimRequest, ClaimedDelivery, Ending, FinishedMany, HeartbeatReply,
+    Lease, LeaseRef, Millis, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten, Settle,
+    StoredSchedules, WorkerBeat, partition_of, routing_key,
+};
+use queue_core::{Error, JobId, Result, WorkerId};
+
+use super::{Held, PartitionedBackend};
+use crate::{RedisBackend, conn::MAX_BLOCK};
+
+/// A claim answered: which partitions gave it jobs, asked for how many, in order. The same
+/// request sent again asks exactly those (each answers what it took: a replay), so it
+/// takes nothing more; a partition that took nothing takes as new, as on one partition.
+pub(super) struct Round {
+    worker: WorkerId,
+    id: queue_core::backend::ClaimId,
+    gave: Vec<(usize, usize)>,
+}
+
+/// Claims remembered for replays (a worker re-sends only its latest).
+const ROUNDS_KEPT: usize = 256;
+
+impl PartitionedBackend {
+    /// One claim of up to `req.max` jobs: each partition in turn (the first one moves on by
+    /// one every round, so no partition waits behind the others), until the request is
+    /// filled; a request sent again asks the partitions that answered it (see [`Round`]).
+    /// Answers the leases and the earliest due time of a delayed job seen.
+    async fn claim_round(
+        &self,
+        req: &ClaimRequest,
+    ) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
+        let backends = self.all().await?;
+        let n = backends.len();
+        let replay = self
+            .rounds()
+            .iter()
+            .find(|r| r.id == req.id && r.worker == req.worker)
+            .map(|r| r.gave.clone())
+            .filter(|gave| !gave.is_empty());
+        let first = self.inner.claim_turn.fetch_add(1, Ordering::Relaxed) as usize % n;
+        let plan: Vec<(usize, Option<usize>)> = match &replay {
+            Some(gave) => gave.iter().map(|(at, max)| (*at, Some(*max))).collect(),
+            None => (0..n).map(|step| ((first + step) % n, None)).collect(),
+        };
+        let mut leases = Vec::new();
+        let mut next_due: Option<Millis> = None;
+        let mut now = 0;
+        let mut gave = Vec::new();
+        for (at, max) in plan {
+            if leases.len() >= req.max || at >= n {
+                break;
+            }
+            let mut part = req.clone();
+            part.max = max.unwrap_or(req.max - leases.len());
+            let (got, due, at_now) = backends[at].claim_detached(&part).await?;
+            now = at_now;
+            next_due = match (next_due, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if !got.is_empty() {
+                gave.push((at, part.max));
+            }
+            self.remember(at as u32, &got);
+            leases.extend(got);
+        }
+        if replay.is_none() {
+            let mut rounds = self.rounds();
+            rounds.retain(|r| !(r.id == req.id && r.worker == req.worker));
+            rounds.push_front(Round {
+                worker: req.worker.clone(),
+                id: req.id,
+                gave,
+            });
+            rounds.truncate(ROUNDS_KEPT);
+        }
+        Ok((leases, next_due, now))
+    }
+
+    fn rounds(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Round>> {
+        self.inner.rounds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember(&self, partition: u32, leases: &[Lease]) {
+        if leases.is_empty() {
+            return;
+        }
+        let mut map = self.inner.leases.lock().unwrap_or_else(|p| p.into_inner());
+        for lease in leases {
+            let grouped = lease.job.group.is_some();
+            map.insert(lease.job.job_id, Held { partition, grouped });
+        }
+    }
+
+    fn held(&self, id: JobId) -> Option<Held> {
+        self.inner
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    /// A handler's hold of a job without a group holds the whole queue: its own partition
+    /// set it with the ending; the others get the same until (bounded the same way).
+    async fn hold_others(&self, backends: &[RedisBackend], from: usize, retry_after: Duration) {
+        let base = &backends[from];
+        let hold = retry_after.min(base.inner.config.limits.hold);
+        let until = base.now_ms() + queue_core::backend::duration_ms(hold);
+        for (i, backend) in backends.iter().enumerate() {
+            if i != from {
+                if let Err(e) = backend.hold_until(until).await {
+                    tracing::warn!(partition = i, error = %e.chain(), "could not hold a partition");
+                }
+            }
+        }
+    }
+
+    fn forget(&self, ids: impl IntoIterator<Item = JobId>) {
+        let mut map = self.inner.leases.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            map.remove(&id);
+        }
+    }
+
+    /// The partition of a job this process holds a lease of (else the one its id names).
+    fn lease_partition(&self, id: JobId, span: usize) -> usize {
+        self.held(id)
+            .map_or(id.home() as usize % span.max(1), |h| h.partition as usize)
+    }
+
+    /// Blocks until any partition's wake-up marker is set, or `timeout`.
+    async fn wait_any(&self, backends: &[RedisBackend], timeout: Duration) -> Result<()> {
+        let waits = backends.iter().map(|b| Box::pin(b.wait_for_work(timeout)));
+        select_all(waits).await.0
+    }
+}
+
+#[async_trait]
+impl Broker for PartitionedBackend {
+    async fn fetch(&self, req: &ClaimRequest, wait: Duration) -> Result<Vec<Lease>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let (leases, next_due, now) = self.claim_round(req).await?;
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !leases.is_empty() || remaining.is_zero() {
+                return Ok(leases);
+            }
+            let mut block = remaining.min(MAX_BLOCK);
+            if let Some(due) = next_due {
+                block = block.min(Duration::from_millis((due - now).max(1) as u64));
+            }
+            let backends = self.all().await?;
+            let blocked = self.inner.blocked.enter();
+            self.wait_any(&backends, block).await?;
+            drop(blocked);
+        }
+    }
+
+    async fn heartbeat(&self, beat: &WorkerBeat, leases: &[LeaseRef]) -> Result<HeartbeatReply> {
+        let backends = self.all().await?;
+        let mut parts: Vec<Vec<LeaseRef>> = vec![Vec::new(); backends.len()];
+        for lease in leases {
+            parts[self.lease_partition(lease.job_id, backends.len())].push(lease.clone());
+        }
+        let replies = try_join_all(
+            backends
+                .iter()
+                .zip(&parts)
+                .map(|(b, mine)| b.heartbeat(beat, mine)),
+        )
+        .await?;
+        let mut out = HeartbeatReply::default();
+        for reply in replies {
+            out.lost.extend(reply.lost);
+            out.cancel.extend(reply.cancel);
+        }
+        self.forget(out.lost.iter().map(|l| l.job_id));
+        Ok(out)
+    }
+
+    async fn progress(
+        &self,
+        lease: &LeaseRef,
+        progress: u8,
+        step: Option<String>,
+    ) -> Result<ProgressReply> {
+        let backends = self.all().await?;
+        let at = self.lease_partition(lease.job_id, backends.len());
+        backends[at].progress(lease, progress, step).await
+    }
+
+    async fn finish_many(
+        &self,
+        endings: Vec<Ending>,
+        next: Option<ClaimRequest>,
+    ) -> Result<FinishedMany> {
+        let backends = self.all().await?;
+        let count = endings.len();
+        let mut parts: Vec<(Vec<usize>, Vec<Ending>)> =
+            (0..backends.len()).map(|_| Default::default()).collect();
+        let mut holds = Vec::new();
+        for (i, ending) in endings.into_iter().enumerate() {
+            let at = self.lease_partition(ending.lease.job_id, backends.len());
+            if let queue_core::backend::Outcome::RateLimited { retry_after } = &ending.outcome {
+                if self.held(ending.lease.job_id).is_some_and(|h| !h.grouped) {
+                    holds.push((at, *retry_after));
+                }
+            }
+            parts[at].0.push(i);
+            parts[at].1.push(ending);
+        }
+        let calls = parts
+            .into_iter()
+            .zip(&backends)
+            .filter(|((at, _), _)| !at.is_empty())
+            .map(|((at, endings), backend)| async move {
+                let ids: Vec<JobId> = endings.iter().map(|e| e.lease.job_id).collect();
+                let done = backend.finish_many(endings, None).await?;
+                Ok::<_, Error>((at, ids, done.statuses))
+            });
+        let mut statuses: Vec<Option<Result<queue_core::JobStatus>>> =
+            (0..count).map(|_| None).collect();
+        for (at, ids, done) in try_join_all(calls).await? {
+            self.forget(ids);
+            for (i, status) in at.into_iter().zip(done) {
+                statuses[i] = Some(status);
+            }
+        }
+        let statuses: Vec<Result<queue_core::JobStatus>> = statuses
+            .into_iter()
+            .map(|s| s.unwrap_or_else(|| Err(Error::backend("redis", "no answer"))))
+            .collect();
+        for (at, retry_after) in holds {
+            self.hold_others(&backends, at, retry_after).await;
+        }
+        let next = match next {
+            Some(req) if statuses.iter().any(Result::is_ok) => self.claim_round(&req).await?.0,
+            _ => Vec::new(),
+        };
+        Ok(FinishedMany { statuses, next })
+    }
+
+    async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {
+        // At most `limit` in all: the partitions in turn, each with what is left.
+        let backends = self.all().await?;
+        let first = self.next_turn() as usize;
+        let mut out = Vec::new();
+        for step in 0..backends.len() {
+            if out.len() >= limit {
+                break;
+            }
+            let at = (first + step) % backends.len();
+            out.extend(backends[at].reap(limit - out.len()).await?);
+        }
+        Ok(out)
+    }
+
+    async fn deregister(&self, worker: &WorkerId) -> Result<()> {
+        // Its request history goes, here as in every partition.
+        self.rounds().retain(|r| r.worker != *worker);
+        let backends = self.all().await?;
+        try_join_all(backends.iter().map(|b| b.deregister(worker))).await?;
+        Ok(())
+    }
+
+    async fn sweep(&self, limit: usize) -> Result<usize> {
+        // At most `limit` in all: the partitions in turn, each with what is left.
+        let backends = self.all().await?;
+        let first = self.next_turn() as usize;
+        let mut swept = 0;
+        for step in 0..backends.len() {
+            if swept >= limit {
+                break;
+            }
+            let at = (first + step) % backends.len();
+            swept += backends[at].sweep(limit - swept).await?;
+        }
+        Ok(swept)
+    }
+
+    async fn cancellations(&self) -> Result<CancelStream> {
+        let backends = self.all().await?;
+        let streams = try_join_all(backends.iter().map(|b| b.cancellations())).await?;
+        Ok(Box::pin(futures_util::stream::select_all(streams)))
+    }
+
+    async fn read_schedules(&self, read: &ScheduleRead) -> Result<StoredSchedules> {
+        self.all().await?[0].read_schedules(read).await
+    }
+
+    async fn write_schedule(&self, write: ScheduleWrite) -> Result<ScheduleWritten> {
+        // Schedules and their ticks live in partition 0: a tick whose group, sequence or
+        // key routes elsewhere would break that key's guarantees there.
+        let (partitions, backends) = self.current().await?;
+        for job in &write.jobs {
+            if let Some(key) = routing_key(job) {
+                let at = partition_of(&key, partitions);
+                if at != 0 {
+                    return Err(Error::invalid(format!(
+                        "schedule `{}`: its job's group, sequence or key routes to partition \
+                         {at}, and a schedule's ticks are created in partition 0 of a \
+                         partitioned queue: give its jobs none, or one that routes to 0",
+                        write.name
+                    )));
+                }
+            }
+        }
+        backends[0].write_schedule(write).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let backends = self.all().await?;
+        let mut out = Vec::new();
+        let mut claimed: HashMap<String, u32> = HashMap::new();
+        for (i, backend) in backends.iter().enumerate() {
+            if out.len() >= limit {
+                break;
+            }
+            let got = backend.claim_deliveries(limit - out.len(), lease).await?;
+            for d in &got {
+                claimed.insert(d.delivery.id.clone(), i as u32);
+            }
+            out.extend(got);
+        }
+        self.inner
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(claimed);
+        Ok(out)
+    }
+
+    async fn settle_delivery(&self, id: &str, claimed: &str, settle: Settle) -> Result<bool> {
+        let backends = self.all().await?;
+        let known = self
+            .inner
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        match known {
+            Some(at) => {
+                backends[at as usize]
+                    .settle_delivery(id, claimed, settle)
+                    .await
+            }
+            None => {
+                for backend in &backends {
+                    if backend.settle_delivery(id, claimed, settle.clone()).await? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Raises a partition's queue-wide hold to `until` (never lowers it).
+const HOLD: &str = r"
+local held = tonumber(redis.call('HGET', KEYS[1], 'held_until') or '0') or 0
+if tonumber(ARGV[1]) > held then redis.call('HSET', KEYS[1], 'held_until', ARGV[1]) end
+return 1
+";
+
+impl RedisBackend {
+    async fn hold_until(&self, until: Millis) -> Result<()> {
+        let script = redis::Script::new(HOLD);
+        let mut conn = self.conn();
+        script
+            .key(self.inner.keys.of(crate::keys::Static::Meta))
+            .arg(until)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+}
