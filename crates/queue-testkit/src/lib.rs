@@ -148,7 +148,13 @@ macro_rules! conformance_tests {
             holds_are_bounded_and_lifted,
             the_event_log_holds_its_length,
             a_lagging_subscriber_is_told_what_it_missed,
-            a_snoozed_job_wakes_a_waiting_fetch
+            a_snoozed_job_wakes_a_waiting_fetch,
+            claims_serve_every_partition_in_turn,
+            the_rate_limit_is_never_exceeded_across_partitions,
+            a_hold_holds_every_partition,
+            a_chosen_id_names_one_job_whatever_its_routing,
+            a_flow_lives_in_one_partition,
+            a_partition_key_at_its_bound
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

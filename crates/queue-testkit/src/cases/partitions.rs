@@ -1,0 +1,157 @@
+//! Partitions (README "Partitions"): what holds across the partitions of one queue, and
+//! how the guarantees that hold per partition are scoped. On a queue of one partition each
+//! case checks the same behaviour, which there holds for the whole queue.
+
+use queue_core::backend::{MAX_PARTITION_KEY_BYTES, partition_of};
+
+use super::*;
+
+/// The partition a spread job (no routing key, no chosen id) went to: the one its id
+/// names.
+fn partition(h: &Harness, id: JobId) -> u32 {
+    id.home() % h.partitions()
+}
+
+/// A claim serves the partitions in turn: with work in every partition, `P` claims of one
+/// job each take one from each partition (none starved), and a `high` job waits at most
+/// `P - 1` claims behind lower-priority jobs of other partitions (on one partition it goes
+/// first).
+pub async fn claims_serve_every_partition_in_turn(h: &Harness) {
+    let p = h.partitions();
+    for n in 0..4 * p {
+        enqueue(h, job(n)).await;
+    }
+    let mut served = HashSet::new();
+    for _ in 0..p {
+        served.insert(partition(h, claim_one(h).await.job.job_id));
+    }
+    assert_eq!(served.len() as u32, p, "one claim per partition, in turn");
+
+    let urgent = enqueue(h, job(100).priority(Priority::High)).await;
+    let mut claims = 0;
+    loop {
+        let lease = claim_one(h).await;
+        claims += 1;
+        if lease.job.job_id == urgent.job_id {
+            break;
+        }
+        assert_eq!(lease.job.priority, Priority::Normal);
+        assert!(
+            claims < p,
+            "the high job waited {claims} claims, bound {}",
+            p - 1
+        );
+    }
+}
+
+/// The queue's rate limit is split among the partitions, their shares adding up to it: it
+/// is never exceeded whatever partition the jobs are in, and a limit below one start per
+/// partition per window is refused, saying so.
+pub async fn the_rate_limit_is_never_exceeded_across_partitions(h: &Harness) {
+    let p = h.partitions();
+    if p > 1 {
+        let low = queue_core::RateLimit::new(p - 1, Duration::from_secs(10)).unwrap();
+        invalid(h.backend.set_rate_limit(Some(low)).await, "partition");
+    }
+    let limit = queue_core::RateLimit::new(2 * p, Duration::from_secs(10)).unwrap();
+    h.backend.set_rate_limit(Some(limit)).await.unwrap();
+    assert_eq!(h.backend.stats().await.unwrap().rate_limit, Some(limit));
+    for n in 0..4 * p {
+        enqueue(h, job(n)).await;
+    }
+    let mut started = fetch(h, 100).await.len();
+    started += fetch(h, 100).await.len();
+    assert_eq!(started as u32, 2 * p, "the whole limit, no more");
+    h.advance(Duration::from_secs(10));
+    assert_eq!(fetch(h, 100).await.len() as u32, 2 * p, "the next window");
+}
+
+/// A handler's hold of a job without a group holds every partition: nothing starts
+/// anywhere until it has passed.
+pub async fn a_hold_holds_every_partition(h: &Harness) {
+    for n in 0..3 * h.partitions() {
+        enqueue(h, job(n)).await;
+    }
+    let lease = claim_one(h).await;
+    let held = Outcome::RateLimited {
+        retry_after: Duration::from_secs(60),
+    };
+    assert_eq!(finish(h, &lease, held).await, JobStatus::Queued);
+    assert!(fetch(h, 100).await.is_empty(), "held in every partition");
+    h.advance(Duration::from_secs(60));
+    assert_eq!(
+        fetch(h, 100).await.len() as u32,
+        3 * h.partitions(),
+        "every job starts once the hold has passed"
+    );
+}
+
+/// A chosen id names one job on the whole queue: enqueued again with another group (so on
+/// a partitioned queue routed elsewhere), it answers the job it names.
+pub async fn a_chosen_id_names_one_job_whatever_its_routing(h: &Harness) {
+    let id = JobId::new();
+    let first = enqueue(h, job(1).job_id(id).group("route-a")).await;
+    let again = enqueue(h, job(2).job_id(id).group("route-b")).await;
+    assert_eq!((again.job_id, n_of(&again)), (first.job_id, 1));
+    let plain = enqueue(h, job(3).job_id(id)).await;
+    assert_eq!(n_of(&plain), 1);
+    assert_eq!(h.backend.stats().await.unwrap().total, 1);
+    assert_eq!(n_of(&get(h, id).await), 1);
+}
+
+/// A flow lives in one partition: on a partitioned queue a flow whose jobs' groups route
+/// to two partitions is refused, naming the job and its group, and nothing is created; a
+/// flow whose groups share a partition (or a queue of one partition) takes it.
+pub async fn a_flow_lives_in_one_partition(h: &Harness) {
+    let p = h.partitions();
+    let home = h.group_name("parent");
+    let away = (0..)
+        .map(|i| format!("away-{i}"))
+        .find(|g| {
+            p == 1 || partition_of(&format!("g:{g}"), p) != partition_of(&format!("g:{home}"), p)
+        })
+        .expect("a group routed elsewhere");
+    let mixed = Flow::new(in_group(1, &home)).child(Flow::new(in_group(2, &away)));
+    if p > 1 {
+        let err = h.backend.enqueue_flow(mixed).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("share a partition") && text.contains(&away),
+            "{text}"
+        );
+        assert_eq!(h.backend.stats().await.unwrap().total, 0, "nothing created");
+    } else {
+        enqueue_flow(h, mixed).await;
+        assert_eq!(h.backend.stats().await.unwrap().total, 2);
+    }
+    let together = Flow::new(in_group(3, &home)).child(flow(4)).child(flow(5));
+    let root = enqueue_flow(h, together).await;
+    let kids = h.backend.children(root.job_id).await.unwrap();
+    assert_eq!(kids.len(), 2);
+    let added = h
+        .backend
+        .add_children(root.job_id, vec![flow(6)])
+        .await
+        .unwrap();
+    assert_eq!(added[0].parent, Some(root.job_id));
+}
+
+/// A partition key at its bound is taken; one byte past it, or with a group, is refused by
+/// name (on every backend: a queue of one partition ignores the key, not its bound).
+pub async fn a_partition_key_at_its_bound(h: &Harness) {
+    let most = "k".repeat(MAX_PARTITION_KEY_BYTES);
+    let r = enqueue(h, job(1).partition_key(most)).await;
+    assert_eq!(n_of(&get(h, r.job_id).await), 1);
+    let past = "k".repeat(MAX_PARTITION_KEY_BYTES + 1);
+    invalid(
+        h.backend.enqueue(job(2).partition_key(past)).await,
+        "partition key",
+    );
+    invalid(
+        h.backend
+            .enqueue(job(3).group("g").partition_key("k"))
+            .await,
+        "no partition key",
+    );
+    assert_eq!(h.backend.stats().await.unwrap().total, 1);
+}
