@@ -201,6 +201,13 @@ impl Keys {
         })
     }
 
+    /// The hash tag: what is between the braces of the prefix.
+    pub(crate) fn tag(&self) -> &str {
+        let start = self.prefix.find('{').map_or(0, |i| i + 1);
+        let end = self.prefix.rfind('}').unwrap_or(self.prefix.len());
+        &self.prefix[start..end]
+    }
+
     /// The common prefix (scripts build channel names from it).
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix

@@ -131,6 +131,16 @@ impl PartitionedBackend {
         futures_util::future::try_join_all(backends.iter().map(|b| b.stats())).await
     }
 
+    /// Each partition's hash tag, in partition order (`CLUSTER KEYSLOT <tag>` names its
+    /// slot, so its master): the per-partition view of where the queue lives.
+    pub fn partition_tags(&self) -> Vec<String> {
+        self.parts()
+            .backends
+            .iter()
+            .map(|b| b.inner.keys.tag().to_owned())
+            .collect()
+    }
+
     /// Deletes every key of every partition and the layout. Returns how many.
     pub async fn destroy(&self) -> Result<u64> {
         let mut removed = 0;

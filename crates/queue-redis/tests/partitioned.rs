@@ -27,3 +27,214 @@ async fn fresh(clock: queue_core::ManualClock) -> queue_testkit::Harness {
 }
 
 queue_testkit::conformance_tests!(fresh);
+
+/// The layout tests: a queue of its own on the cluster.
+async fn partitioned(partitions: u32) -> queue_redis::PartitionedBackend {
+    let url = tokio::task::spawn_blocking(support::cluster_url)
+        .await
+        .unwrap();
+    support::backend(&url, None)
+        .await
+        .partitioned(partitions)
+        .await
+        .expect("a partitioned queue")
+}
+
+/// Which master owns each of `tags` (by `CLUSTER SLOTS` on the first node).
+async fn masters_of(tags: &[String]) -> Vec<String> {
+    let url = tokio::task::spawn_blocking(support::cluster_url)
+        .await
+        .unwrap();
+    let first = url.split(',').next().unwrap().to_owned();
+    let client = redis::Client::open(first).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let slots: Vec<(i64, i64, Vec<redis::Value>)> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async::<Vec<redis::Value>>(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|range| match range {
+            redis::Value::Array(parts) => {
+                let int = |v: &redis::Value| match v {
+                    redis::Value::Int(i) => *i,
+                    _ => -1,
+                };
+                let node = match &parts[2] {
+                    redis::Value::Array(node) => node.clone(),
+                    _ => Vec::new(),
+                };
+                (int(&parts[0]), int(&parts[1]), node)
+            }
+            _ => (0, -1, Vec::new()),
+        })
+        .collect();
+    let mut out = Vec::new();
+    for tag in tags {
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(format!("{{{tag}}}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let (_, _, node) = slots
+            .iter()
+            .find(|(a, b, _)| (*a..=*b).contains(&slot))
+            .expect("every slot is served");
+        out.push(format!("{node:?}"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_spread_over_the_masters() {
+    let queue = partitioned(3).await;
+    let tags = queue.partition_tags();
+    assert_eq!(tags.len(), 3);
+    let masters = masters_of(&tags).await;
+    let distinct: std::collections::HashSet<_> = masters.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "one partition per master: {tags:?} on {masters:?}"
+    );
+    queue.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_partition_count_is_bounded() {
+    use queue_core::backend::MAX_PARTITIONS;
+    let at_most = partitioned(MAX_PARTITIONS).await;
+    assert_eq!(at_most.layout().partitions, MAX_PARTITIONS);
+    assert_eq!(at_most.partition_tags().len(), MAX_PARTITIONS as usize);
+    let err = at_most.resize(MAX_PARTITIONS + 1).await.unwrap_err();
+    assert!(err.to_string().contains("1..=64"), "{err}");
+    let url = tokio::task::spawn_blocking(support::cluster_url)
+        .await
+        .unwrap();
+    let err = support::backend(&url, None)
+        .await
+        .partitioned(MAX_PARTITIONS + 1)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("65"), "{err}");
+    at_most.destroy().await.unwrap();
+}
+
+/// Growing and shrinking while jobs are queued and running loses nothing: new jobs follow
+/// the new layout, old partitions drain, and every process reads the stored layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resizing_loses_nothing() {
+    use queue_core::backend::{Broker, ClaimRequest, Ending, Outcome};
+    use queue_core::{JobStore, NewJob, WorkerId};
+    use std::time::Duration;
+    let queue = partitioned(2).await;
+    let enqueue = |n: u32| {
+        let queue = queue.clone();
+        async move {
+            let mut ids = Vec::new();
+            for i in 0..n {
+                ids.push(
+                    queue
+                        .enqueue(NewJob::new("t", &i).unwrap())
+                        .await
+                        .unwrap()
+                        .job_id,
+                );
+            }
+            ids
+        }
+    };
+    let homes = |ids: &[queue_core::JobId]| -> std::collections::BTreeSet<u32> {
+        ids.iter().map(|id| id.home()).collect()
+    };
+    let first = enqueue(20).await;
+    assert_eq!(homes(&first), [0, 1].into());
+    let req = ClaimRequest::new(WorkerId::new("w"), 5, Duration::from_secs(60));
+    let running = queue.fetch(&req, Duration::ZERO).await.unwrap();
+    assert_eq!(running.len(), 5);
+
+    let grown = queue.resize(4).await.unwrap();
+    assert_eq!((grown.partitions, grown.span), (4, 4));
+    let second = enqueue(20).await;
+    assert_eq!(homes(&second), [0, 1, 2, 3].into());
+
+    let shrunk = queue.resize(1).await.unwrap();
+    assert_eq!(
+        (shrunk.partitions, shrunk.span),
+        (1, 4),
+        "old partitions drain"
+    );
+    let third = enqueue(10).await;
+    assert_eq!(homes(&third), [0].into());
+
+    // Another process, built asking for 3 partitions, follows the stored layout.
+    let other = {
+        let url = tokio::task::spawn_blocking(support::cluster_url)
+            .await
+            .unwrap();
+        let config = queue_testkit::suite_config(&queue_name(&queue))
+            .to_builder()
+            .redis_url(&url)
+            .unwrap()
+            .build()
+            .unwrap();
+        queue_redis::RedisBackend::builder(&config)
+            .key_prefix(support::testing::TEST_KEY_PREFIX)
+            .build()
+            .await
+            .unwrap()
+            .partitioned(3)
+            .await
+            .unwrap()
+    };
+    assert_eq!(other.layout(), shrunk);
+    let stats = other.stats().await.unwrap();
+    assert_eq!((stats.total, stats.processing), (50, 5));
+    let per: u64 = other
+        .partition_stats()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.total)
+        .sum();
+    assert_eq!(per, 50);
+
+    // The running jobs finish; the other process drains the rest from every partition.
+    let endings = running
+        .iter()
+        .map(|l| Ending {
+            lease: l.to_ref(),
+            outcome: Outcome::Completed { result: None },
+        })
+        .collect();
+    queue.finish_many(endings, None).await.unwrap();
+    let mut done = 5;
+    loop {
+        let req = ClaimRequest::new(WorkerId::new("w2"), 10, Duration::from_secs(60));
+        let leases = other.fetch(&req, Duration::ZERO).await.unwrap();
+        if leases.is_empty() {
+            break;
+        }
+        done += leases.len();
+        let endings = leases
+            .iter()
+            .map(|l| Ending {
+                lease: l.to_ref(),
+                outcome: Outcome::Completed { result: None },
+            })
+            .collect();
+        other.finish_many(endings, None).await.unwrap();
+    }
+    assert_eq!(done, 50, "every job ran once");
+    let stats = other.stats().await.unwrap();
+    assert_eq!(
+        (stats.completed, stats.queued, stats.processing),
+        (50, 0, 0)
+    );
+    queue.destroy().await.unwrap();
+}
+
+fn queue_name(queue: &queue_redis::PartitionedBackend) -> String {
+    queue.partition_tags()[0].clone()
+}
