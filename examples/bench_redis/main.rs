@@ -26,8 +26,12 @@
 //! run with a call to Redis in flight, calls per job.
 //! The batch phase (`--batch N`, default 10,000 jobs; 0 skips) runs 1 ms handlers one job
 //! per call and in batches of 100 (`batch.rs`).
+//! `--partitions 1,4` runs only the partitions phase (`partitions.rs`): processed jobs/s
+//! and each master's Redis CPU per job for a queue of each P, on `--url` or on the
+//! masters of `--cluster`.
 
 mod batch;
+mod partitions;
 mod profile;
 mod targets;
 
@@ -108,6 +112,11 @@ async fn main() -> anyhow::Result<()> {
     let client = redis::Client::open(url.as_str())?;
     let mut info = Info(client.get_connection_manager().await?);
     let mut out = serde_json::Map::new();
+    // `--partitions 1,4`: that phase alone (`partitions.rs`).
+    if partitions::phase(&mut out).await? {
+        println!("{}", serde_json::Value::Object(out));
+        return Ok(());
+    }
     println!(
         "Redis backend on {}, {n} no-op jobs per phase",
         queue_core::RedisUrl::redact(&url)

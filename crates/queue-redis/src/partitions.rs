@@ -55,6 +55,8 @@ struct Shared {
     leases: Mutex<HashMap<JobId, Held>>,
     /// The last claims answered, so a claim sent again asks the same partitions.
     rounds: Mutex<std::collections::VecDeque<broker::Round>>,
+    /// Per partition, what this process's claims took from it (see `broker::Served`).
+    served: Mutex<Vec<broker::Served>>,
     /// Where the deliveries this process claimed live.
     deliveries: Mutex<HashMap<String, u32>>,
     blocked: Blocked,
@@ -98,6 +100,7 @@ impl RedisBackend {
                 claim_turn: AtomicU32::new(start),
                 leases: Mutex::default(),
                 rounds: Mutex::default(),
+                served: Mutex::default(),
                 deliveries: Mutex::default(),
                 blocked: Blocked::default(),
             }),

@@ -27,6 +27,26 @@ pub(super) struct Round {
 /// Claims remembered for replays (a worker re-sends only its latest).
 const ROUNDS_KEPT: usize = 256;
 
+/// What this process's claims took from one partition: the finish of attempts claims the
+/// next jobs from the partition most of them came from (one call, as on one partition),
+/// so a worker's jobs come from one partition at a time, while that partition is not ahead
+/// of the others that may have work by more than [`SLACK`] jobs; else the next claim
+/// serves the partitions in turn. So no partition waits behind another for long, and
+/// most claims ride on a finish.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Served {
+    taken: u64,
+    /// Its last claim took fewer jobs than it asked for: until then it is not counted as
+    /// having work (after it, it is again: new work there is found within [`DRY_FOR`]).
+    dry_until: Option<tokio::time::Instant>,
+}
+
+/// How many more jobs one partition may have given this process than another with work.
+const SLACK: u64 = 500;
+
+/// How long a partition whose claim came back short is taken to have no work.
+const DRY_FOR: Duration = Duration::from_millis(50);
+
 impl PartitionedBackend {
     /// One claim of up to `req.max` jobs: each partition in turn (the first one moves on by
     /// one every round, so no partition waits behind the others), until the request is
@@ -68,6 +88,7 @@ impl PartitionedBackend {
             if !got.is_empty() {
                 gave.push((at, part.max));
             }
+            self.note_claim(at, part.max, got.len());
             self.remember(at as u32, &got);
             leases.extend(got);
         }
@@ -82,6 +103,33 @@ impl PartitionedBackend {
             rounds.truncate(ROUNDS_KEPT);
         }
         Ok((leases, next_due, now))
+    }
+
+    fn note_claim(&self, at: usize, asked: usize, got: usize) {
+        let mut served = self.inner.served.lock().unwrap_or_else(|p| p.into_inner());
+        if served.len() <= at {
+            served.resize(at + 1, Served::default());
+        }
+        served[at].taken += got as u64;
+        served[at].dry_until = (got < asked).then(|| tokio::time::Instant::now() + DRY_FOR);
+    }
+
+    /// Of `candidates` (partitions with the number of attempts ending there), the one the
+    /// next claim may ride on: the one most of them came from, unless it is more than
+    /// [`SLACK`] ahead of a partition that may have work.
+    fn ride_on(&self, candidates: &[(usize, usize)], span: usize) -> Option<usize> {
+        let served = self.inner.served.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = |at: usize| served.get(at).map_or(0, |s| s.taken);
+        let now = tokio::time::Instant::now();
+        let best = candidates.iter().max_by_key(|(_, n)| *n)?.0;
+        let floor = (0..span)
+            .filter(|j| *j != best)
+            .filter(|j| served.get(*j).and_then(|s| s.dry_until).is_none_or(|t| t <= now))
+            .map(taken)
+            .min();
+        floor
+            .is_none_or(|floor| taken(best) <= floor + SLACK)
+            .then_some(best)
     }
 
     fn rounds(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Round>> {
@@ -217,21 +265,39 @@ impl Broker for PartitionedBackend {
             parts[at].0.push(i);
             parts[at].1.push(ending);
         }
+        let ending: Vec<(usize, usize)> = (0..parts.len())
+            .map(|at| (at, parts[at].0.len()))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let ride = next
+            .as_ref()
+            .and_then(|_| self.ride_on(&ending, backends.len()));
         let calls = parts
             .into_iter()
             .zip(&backends)
-            .filter(|((at, _), _)| !at.is_empty())
-            .map(|((at, endings), backend)| async move {
-                let ids: Vec<JobId> = endings.iter().map(|e| e.lease.job_id).collect();
-                let done = backend.finish_many(endings, None).await?;
-                Ok::<_, Error>((at, ids, done.statuses))
+            .enumerate()
+            .filter(|(_, ((at, _), _))| !at.is_empty())
+            .map(|(p, ((at, endings), backend))| {
+                let next = next.clone().filter(|_| ride == Some(p));
+                async move {
+                    let ids: Vec<JobId> = endings.iter().map(|e| e.lease.job_id).collect();
+                    let asked = next.as_ref().map(|n| n.max);
+                    let done = backend.finish_many(endings, next).await?;
+                    Ok::<_, Error>((p, at, ids, done, asked))
+                }
             });
         let mut statuses: Vec<Option<Result<queue_core::JobStatus>>> =
             (0..count).map(|_| None).collect();
-        for (at, ids, done) in try_join_all(calls).await? {
+        let mut rode: Option<Vec<Lease>> = None;
+        for (p, at, ids, done, asked) in try_join_all(calls).await? {
             self.forget(ids);
-            for (i, status) in at.into_iter().zip(done) {
+            for (i, status) in at.into_iter().zip(done.statuses) {
                 statuses[i] = Some(status);
+            }
+            if let Some(asked) = asked {
+                self.note_claim(p, asked, done.next.len());
+                self.remember(p as u32, &done.next);
+                rode = Some(done.next);
             }
         }
         let statuses: Vec<Result<queue_core::JobStatus>> = statuses
@@ -241,8 +307,11 @@ impl Broker for PartitionedBackend {
         for (at, retry_after) in holds {
             self.hold_others(&backends, at, retry_after).await;
         }
-        let next = match next {
-            Some(req) if statuses.iter().any(Result::is_ok) => self.claim_round(&req).await?.0,
+        let next = match (rode, next) {
+            (Some(leases), _) => leases,
+            (None, Some(req)) if statuses.iter().any(Result::is_ok) => {
+                self.claim_round(&req).await?.0
+            }
             _ => Vec::new(),
         };
         Ok(FinishedMany { statuses, next })
