@@ -30,7 +30,9 @@ struct Run {
 }
 
 /// Runs the phase when `--partitions` is given; answers whether it ran.
-pub(crate) async fn phase(out: &mut serde_json::Map<String, serde_json::Value>) -> anyhow::Result<bool> {
+pub(crate) async fn phase(
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<bool> {
     let list = arg("--partitions", "");
     if list.is_empty() {
         return Ok(false);
@@ -54,7 +56,10 @@ pub(crate) async fn phase(out: &mut serde_json::Map<String, serde_json::Value>) 
     );
     let mut base: Option<f64> = None;
     for p in list.split(',') {
-        let p: u32 = p.trim().parse().context("--partitions: a list of numbers")?;
+        let p: u32 = p
+            .trim()
+            .parse()
+            .context("--partitions: a list of numbers")?;
         let run = run(&url, p, n, &mut infos).await?;
         let busiest = run.cpu_us.iter().copied().fold(0.0, f64::max);
         let total: f64 = run.cpu_us.iter().sum();
@@ -69,8 +74,14 @@ pub(crate) async fn phase(out: &mut serde_json::Map<String, serde_json::Value>) 
             list.split(',').next().unwrap_or("1").trim(),
         );
         out.insert(format!("partitions{p}_processed_per_sec"), json(run.rate));
-        out.insert(format!("partitions{p}_busiest_master_cpu_us_per_job"), json(busiest));
-        out.insert(format!("partitions{p}_all_masters_cpu_us_per_job"), json(total));
+        out.insert(
+            format!("partitions{p}_busiest_master_cpu_us_per_job"),
+            json(busiest),
+        );
+        out.insert(
+            format!("partitions{p}_all_masters_cpu_us_per_job"),
+            json(total),
+        );
     }
     Ok(true)
 }

@@ -104,9 +104,9 @@ async fn connect(cfg: &QueueConfig) -> queue_core::Result<SharedBackend> {
             .await?;
         return Ok(Arc::new(backend));
     }
-    let backend = RedisBackend::builder(cfg)
+    // A partitioned queue is opened as one (README "Partitions").
+    RedisBackend::builder(cfg)
         .redis(queue_redis::RedisConfig::from_env()?.with_url(cfg.redis_url.clone()))
-        .build()
-        .await?;
-    Ok(Arc::new(backend))
+        .open()
+        .await
 }

@@ -228,6 +228,7 @@ impl RedisBackend {
 #[async_trait]
 impl Broker for RedisBackend {
     async fn fetch(&self, req: &ClaimRequest, wait: Duration) -> Result<Vec<Lease>> {
+        self.check_whole()?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let (leases, next_due, now) = self.claim_detached(req).await?;

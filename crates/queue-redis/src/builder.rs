@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     /// Fetches waiting for work now.
     pub(crate) blocked: queue_core::backend::Blocked,
     pub(crate) coalesced: crate::jobs::Coalesced,
+    /// What this backend is to a partitioned queue (`crate::partitions::Role`).
+    pub(crate) role: std::sync::atomic::AtomicU8,
 }
 
 /// Builds a [`RedisBackend`] from a [`QueueConfig`] (the queue: `DCS_QUEUE_*`) and a
@@ -119,6 +121,11 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// The partitions [`RedisConfig::partitions`] asks a new queue to have (1 when unset).
+    pub(crate) fn partitions_asked(&self) -> u32 {
+        self.redis.partitions.unwrap_or(1)
+    }
+
     /// Connects. An unreachable server is `Error::Unavailable` naming its host and port; a
     /// bad URL or queue name is `Error::Config`. Passwords never appear in either.
     pub async fn build(self) -> Result<RedisBackend> {
@@ -160,7 +167,7 @@ impl RedisBackendBuilder {
             .prepare(&mut conn, self.redis.functions)
             .await
             .map_err(|e| errors.map(e))?;
-        Ok(RedisBackend {
+        let backend = RedisBackend {
             inner: Arc::new(Inner {
                 blocked: queue_core::backend::Blocked::default(),
                 subscriptions: Arc::new(Subscriptions::new(
@@ -180,8 +187,11 @@ impl RedisBackendBuilder {
                 clock: self.clock,
                 errors,
                 coalesced: Default::default(),
+                role: std::sync::atomic::AtomicU8::new(crate::partitions::Role::Whole as u8),
             }),
-        })
+        };
+        backend.note_layout().await?;
+        Ok(backend)
     }
 }
 
@@ -208,6 +218,7 @@ impl RedisBackend {
                 clock: i.clock.clone(),
                 errors: i.errors.clone(),
                 coalesced: Default::default(),
+                role: std::sync::atomic::AtomicU8::new(crate::partitions::Role::Partition as u8),
             }),
         }
     }

@@ -15,6 +15,7 @@ use queue_core::{Error, QueueConfig, RedisUrl, Result};
 /// | `DCS_REDIS_REQUIRE_DURABILITY` | `false` | refuse a server that can lose acknowledged jobs (`appendonly`, `appendfsync`, `maxmemory-policy`) instead of warning |
 /// | `DCS_REDIS_WAIT_REPLICAS` | `0` | replicas every enqueue and finish waits for (`WAIT`) |
 /// | `DCS_REDIS_WAIT_TIMEOUT_MS` | `1000` | how long it waits for them |
+/// | `DCS_REDIS_PARTITIONS` | unset | create the queue with this many partitions, 1 to 64 (README "Partitions"; a stored layout wins: resize with `queuectl partitions --resize N`) |
 ///
 /// ```
 /// use queue_redis::RedisConfig;
@@ -49,6 +50,10 @@ pub struct RedisConfig {
     pub wait_replicas: u32,
     /// How long it waits for them (`DCS_REDIS_WAIT_TIMEOUT_MS`, default 1000).
     pub wait_timeout: Duration,
+    /// Partitions a queue without a stored layout is created with
+    /// (`DCS_REDIS_PARTITIONS`; `None`: one, an unpartitioned queue). See
+    /// `RedisBackendBuilder::open`.
+    pub partitions: Option<u32>,
 }
 
 impl RedisConfig {
@@ -131,6 +136,18 @@ impl RedisConfig {
                         },
                     )?;
                 }
+                "DCS_REDIS_PARTITIONS" => {
+                    let p = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|p| queue_core::backend::check_partitions(*p).is_ok());
+                    config.partitions = Some(p.ok_or_else(|| {
+                        Error::config(format!(
+                            "DCS_REDIS_PARTITIONS={value:?}: expected an integer from 1 to {}",
+                            queue_core::backend::MAX_PARTITIONS
+                        ))
+                    })?);
+                }
                 "DCS_REDIS_WAIT_TIMEOUT_MS" => {
                     config.wait_timeout = value
                         .parse::<u64>()
@@ -167,6 +184,7 @@ impl From<&QueueConfig> for RedisConfig {
             require_durability: false,
             wait_replicas: 0,
             wait_timeout: Duration::from_secs(1),
+            partitions: None,
         }
     }
 }
@@ -184,9 +202,11 @@ mod tests {
             ),
             ("DCS_REDIS_KEY_PREFIX", "tenant-a"),
             ("DCS_REDIS_RESPONSE_TIMEOUT_SECONDS", "12"),
+            ("DCS_REDIS_PARTITIONS", "64"),
             ("DCS_QUEUE_NAME", "ignored here"),
         ])
         .unwrap();
+        assert_eq!(config.partitions, Some(64));
         assert_eq!(config.url.nodes().len(), 2);
         assert_eq!(config.key_prefix, "tenant-a");
         assert_eq!(config.response_timeout, Duration::from_secs(12));
@@ -200,6 +220,8 @@ mod tests {
             ("DCS_REDIS_KEY_PREFIX", ""),
             ("DCS_REDIS_RESPONSE_TIMEOUT_SECONDS", "0"),
             ("DCS_REDIS_RESPONSE_TIMEOUT_SECONDS", "soon"),
+            ("DCS_REDIS_PARTITIONS", "0"),
+            ("DCS_REDIS_PARTITIONS", "65"),
         ] {
             let err = RedisConfig::from_vars([(key, value)])
                 .unwrap_err()

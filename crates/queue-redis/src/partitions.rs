@@ -31,6 +31,46 @@ pub use layout::Layout;
 
 use crate::RedisBackend;
 
+/// What a [`RedisBackend`] is to a partitioned queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Role {
+    /// Its queue has one partition: it is the whole queue.
+    Whole = 0,
+    /// Its queue has more (a stored layout): opened plainly, it would see and feed
+    /// partition 0 only, so it refuses to enqueue and to claim, naming the fix.
+    Stray = 1,
+    /// One partition of a [`PartitionedBackend`], which routes to it.
+    Partition = 2,
+}
+
+impl RedisBackend {
+    /// Reads the layout when connecting: a backend built plainly on a partitioned queue
+    /// is a [`Role::Stray`].
+    pub(crate) async fn note_layout(&self) -> Result<()> {
+        if layout::read(self).await?.span > 1 {
+            self.set_role(Role::Stray);
+        }
+        Ok(())
+    }
+
+    fn set_role(&self, role: Role) {
+        self.inner.role.store(role as u8, Ordering::Relaxed);
+    }
+
+    /// Refuses a producer's or a worker's call on a [`Role::Stray`] backend.
+    pub(crate) fn check_whole(&self) -> Result<()> {
+        if self.inner.role.load(Ordering::Relaxed) == Role::Stray as u8 {
+            return Err(Error::config(format!(
+                "queue {} has partitions: open it with RedisBackendBuilder::open (or \
+                 RedisBackend::partitioned), not as one partition",
+                self.inner.config.queue_name
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// How often a process reads the layout again (a resize reaches every process within it).
 pub const LAYOUT_REFRESH: Duration = Duration::from_secs(1);
 
@@ -76,12 +116,33 @@ struct Parts {
     read_at: tokio::time::Instant,
 }
 
+impl crate::RedisBackendBuilder {
+    /// Connects to the queue as it is laid out: a queue with a stored layout of more than
+    /// one partition, or one created now with [`RedisConfig::partitions`] above one
+    /// (`DCS_REDIS_PARTITIONS`), as a [`PartitionedBackend`]; any other as the plain
+    /// [`RedisBackend`]. What operators and workers that may meet a partitioned queue use
+    /// (a plain backend on one would see partition 0 only).
+    ///
+    /// [`RedisConfig::partitions`]: crate::RedisConfig::partitions
+    pub async fn open(self) -> Result<queue_core::SharedBackend> {
+        let asked = self.partitions_asked();
+        let plain = self.build().await?;
+        let stored = layout::read(&plain).await?;
+        if stored.span > 1 || asked > 1 {
+            Ok(Arc::new(plain.partitioned(asked).await?))
+        } else {
+            Ok(Arc::new(plain))
+        }
+    }
+}
+
 impl RedisBackend {
     /// This queue as a queue of `partitions` partitions (created with that many when it
     /// has no layout yet; an existing layout is kept: change it with
     /// [`PartitionedBackend::resize`]).
     pub async fn partitioned(self, partitions: u32) -> Result<PartitionedBackend> {
         check_partitions(partitions)?;
+        self.set_role(Role::Partition);
         let root = self.root_prefix();
         let layout = layout::create(&self, partitions).await?;
         let backends = layout::backends(&self, &root, &layout, &[])?;

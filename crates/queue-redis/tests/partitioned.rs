@@ -238,3 +238,41 @@ async fn resizing_loses_nothing() {
 fn queue_name(queue: &queue_redis::PartitionedBackend) -> String {
     queue.partition_tags()[0].clone()
 }
+
+/// A partitioned queue opened plainly would see and feed partition 0 only: it refuses to
+/// enqueue and to claim, naming the fix; `open` opens it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_queue_is_opened_whole() {
+    use queue_core::backend::{Broker, ClaimRequest};
+    use queue_core::{JobStore, NewJob, WorkerId};
+    use std::time::Duration;
+    let queue = partitioned(4).await;
+    let url = tokio::task::spawn_blocking(support::cluster_url)
+        .await
+        .unwrap();
+    let config = queue_testkit::suite_config(&queue_name(&queue))
+        .to_builder()
+        .redis_url(&url)
+        .unwrap()
+        .build()
+        .unwrap();
+    let builder =
+        queue_redis::RedisBackend::builder(&config).key_prefix(support::testing::TEST_KEY_PREFIX);
+    let plain = builder.clone().build().await.unwrap();
+    let err = plain
+        .enqueue(NewJob::new("t", &1).unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has partitions") && err.contains("open"),
+        "{err}"
+    );
+    let req = ClaimRequest::new(WorkerId::new("w"), 1, Duration::from_secs(30));
+    assert!(plain.fetch(&req, Duration::ZERO).await.is_err());
+    let whole = builder.open().await.unwrap();
+    assert!(whole.to_string().contains("partitions=4"), "{whole}");
+    whole.enqueue(NewJob::new("t", &1).unwrap()).await.unwrap();
+    assert_eq!(queue.stats().await.unwrap().total, 1);
+    queue.destroy().await.unwrap();
+}

@@ -1,5 +1,6 @@
 //! One function per command, all on the library calls the other binaries use.
 
+mod partitions;
 mod schedules;
 mod watch;
 mod webhooks;
@@ -57,6 +58,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     }
     if let Command::Migrate = &cli.command {
         return migrate(&cli).await;
+    }
+    if let Command::Partitions { resize } = &cli.command {
+        return partitions::partitions(&cli, &cfg, *resize).await;
     }
     let backend = open_backend(&cli, &cfg).await?;
     let json = cli.json;
@@ -428,7 +432,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 left -= 1;
             }
         }
-        Command::Worker { .. } | Command::Migrate => unreachable!("handled above"),
+        Command::Worker { .. } | Command::Migrate | Command::Partitions { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }
@@ -486,7 +492,7 @@ async fn open_backend(cli: &Cli, cfg: &QueueConfig) -> Result<SharedBackend> {
                 .connect()
                 .await?,
         )),
-        None => Ok(Arc::new(redis_backend(cfg).await?)),
+        None => redis_builder(cfg)?.open().await,
     }
 }
 
@@ -532,10 +538,12 @@ async fn migrate(cli: &Cli) -> Result<()> {
 /// The Redis backend on `cfg`'s queue and URL (`--redis-url` or `DCS_REDIS_URL`), with the
 /// other `DCS_REDIS_*` settings (key prefix, timeout) of the environment.
 async fn redis_backend(cfg: &QueueConfig) -> Result<RedisBackend> {
-    RedisBackend::builder(cfg)
-        .redis(RedisConfig::from_env()?.with_url(cfg.redis_url.clone()))
-        .build()
-        .await
+    redis_builder(cfg)?.build().await
+}
+
+/// As [`redis_backend`], not connected yet: `open` connects to a partitioned queue as one.
+fn redis_builder(cfg: &QueueConfig) -> Result<queue_redis::RedisBackendBuilder> {
+    Ok(RedisBackend::builder(cfg).redis(RedisConfig::from_env()?.with_url(cfg.redis_url.clone())))
 }
 
 /// A worker waits for its store instead of exiting: it may start before Redis or Postgres
@@ -555,9 +563,10 @@ async fn connect_patiently(
                     .map(|b| Arc::new(b) as SharedBackend),
                 Err(e) => Err(e),
             },
-            None => redis_backend(cfg)
-                .await
-                .map(|b| Arc::new(b) as SharedBackend),
+            None => match redis_builder(cfg) {
+                Ok(builder) => builder.open().await,
+                Err(e) => Err(e),
+            },
         };
         match connected {
             Err(err) if err.is_retryable() => {

@@ -188,6 +188,14 @@ pub(crate) enum Command {
     },
     /// Queue counts (and whether the queue is paused).
     Stats,
+    /// A Redis queue's partitions (README "Partitions"): the layout and each partition's
+    /// hash tag and counts; --resize N sets where new jobs go (nothing moves: older
+    /// partitions drain).
+    Partitions {
+        /// New jobs go to this many partitions from now on (1 to 64).
+        #[arg(long, value_name = "N")]
+        resize: Option<u32>,
+    },
     /// Pause the queue (or one group): no job starts until `resume`; running jobs finish,
     /// enqueues go on.
     Pause {

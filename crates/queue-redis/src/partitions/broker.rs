@@ -56,6 +56,16 @@ impl PartitionedBackend {
         &self,
         req: &ClaimRequest,
     ) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
+        self.claim_round_skipping(req, None).await
+    }
+
+    /// [`Self::claim_round`] leaving out partition `skip` (one a finish's claim rode on
+    /// already, under the same request id).
+    async fn claim_round_skipping(
+        &self,
+        req: &ClaimRequest,
+        skip: Option<usize>,
+    ) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
         let backends = self.all().await?;
         let n = backends.len();
         let replay = self
@@ -76,6 +86,9 @@ impl PartitionedBackend {
         for (at, max) in plan {
             if leases.len() >= req.max || at >= n {
                 break;
+            }
+            if skip == Some(at) {
+                continue;
             }
             let mut part = req.clone();
             part.max = max.unwrap_or(req.max - leases.len());
@@ -124,7 +137,12 @@ impl PartitionedBackend {
         let best = candidates.iter().max_by_key(|(_, n)| *n)?.0;
         let floor = (0..span)
             .filter(|j| *j != best)
-            .filter(|j| served.get(*j).and_then(|s| s.dry_until).is_none_or(|t| t <= now))
+            .filter(|j| {
+                served
+                    .get(*j)
+                    .and_then(|s| s.dry_until)
+                    .is_none_or(|t| t <= now)
+            })
             .map(taken)
             .min();
         floor
@@ -288,7 +306,7 @@ impl Broker for PartitionedBackend {
             });
         let mut statuses: Vec<Option<Result<queue_core::JobStatus>>> =
             (0..count).map(|_| None).collect();
-        let mut rode: Option<Vec<Lease>> = None;
+        let mut rode: Option<(usize, Vec<Lease>)> = None;
         for (p, at, ids, done, asked) in try_join_all(calls).await? {
             self.forget(ids);
             for (i, status) in at.into_iter().zip(done.statuses) {
@@ -297,7 +315,7 @@ impl Broker for PartitionedBackend {
             if let Some(asked) = asked {
                 self.note_claim(p, asked, done.next.len());
                 self.remember(p as u32, &done.next);
-                rode = Some(done.next);
+                rode = Some((p, done.next));
             }
         }
         let statuses: Vec<Result<queue_core::JobStatus>> = statuses
@@ -307,11 +325,17 @@ impl Broker for PartitionedBackend {
         for (at, retry_after) in holds {
             self.hold_others(&backends, at, retry_after).await;
         }
+        let accepted = statuses.iter().any(Result::is_ok);
         let next = match (rode, next) {
-            (Some(leases), _) => leases,
-            (None, Some(req)) if statuses.iter().any(Result::is_ok) => {
-                self.claim_round(&req).await?.0
+            // The partition it rode on had fewer: the others in turn for the rest, as one
+            // claim of the whole queue would.
+            (Some((at, mut leases)), Some(mut req)) if accepted && leases.len() < req.max => {
+                req.max -= leases.len();
+                leases.extend(self.claim_round_skipping(&req, Some(at)).await?.0);
+                leases
             }
+            (Some((_, leases)), _) => leases,
+            (None, Some(req)) if accepted => self.claim_round(&req).await?.0,
             _ => Vec::new(),
         };
         Ok(FinishedMany { statuses, next })

@@ -5,10 +5,10 @@ use super::*;
 /// A paused queue starts nothing: claims (also the next claim of a finish) answer nothing,
 /// while enqueue, cancel, finish and lease expiry go on; resume lets jobs start again.
 pub async fn pause_stops_starts_until_resume(h: &Harness) {
-    let running = enqueue(h, job(1)).await;
+    let running = enqueue(h, ordered(h, 1)).await;
     let lease = claim_one(h).await;
     assert_eq!(lease.job.job_id, running.job_id);
-    let queued = enqueue(h, job(2)).await;
+    let queued = enqueue(h, ordered(h, 2)).await;
     assert!(!h.backend.stats().await.unwrap().paused);
 
     h.backend.pause().await.expect("pause");
@@ -19,8 +19,8 @@ pub async fn pause_stops_starts_until_resume(h: &Harness) {
         "a paused queue starts nothing"
     );
     // Enqueues and cancels work while paused.
-    let later = enqueue(h, job(3)).await;
-    let cancelled = enqueue(h, job(4)).await;
+    let later = enqueue(h, ordered(h, 3)).await;
+    let cancelled = enqueue(h, ordered(h, 4)).await;
     assert_eq!(
         h.backend.cancel(cancelled.job_id).await.unwrap(),
         CancelOutcome::Cancelled
