@@ -130,10 +130,22 @@ async fn run(url: &str, p: u32, n: usize, infos: &mut [Info]) -> anyhow::Result<
         })
         .build()?;
     let run = tokio::spawn(worker.run(stop.clone()));
+    // Which master serves each key (the others answer `MOVED`): found once.
+    let mut serves = Vec::new();
+    for key in &done_keys {
+        let mut at = 0;
+        for (i, info) in infos.iter_mut().enumerate() {
+            if info.zcard(key).await.is_ok() {
+                at = i;
+                break;
+            }
+        }
+        serves.push(at);
+    }
     let end = loop {
         let mut done = 0;
-        for key in &done_keys {
-            done += completed(infos, key).await;
+        for (key, at) in done_keys.iter().zip(&serves) {
+            done += infos[*at].zcard(key).await.unwrap_or(0);
         }
         if done >= n {
             break Instant::now();
@@ -149,14 +161,4 @@ async fn run(url: &str, p: u32, n: usize, infos: &mut [Info]) -> anyhow::Result<
     let rate = n as f64 / (end - *first.get().context("no job ran")?).as_secs_f64();
     b.destroy().await?;
     Ok(Run { rate, cpu_us })
-}
-
-/// `ZCARD key` on the master that serves it (the others answer `MOVED`).
-async fn completed(infos: &mut [Info], key: &str) -> usize {
-    for info in infos.iter_mut() {
-        if let Ok(n) = info.zcard(key).await {
-            return n;
-        }
-    }
-    0
 }

@@ -42,7 +42,7 @@ pub(super) struct Served {
 }
 
 /// How many more jobs one partition may have given this process than another with work.
-const SLACK: u64 = 500;
+const SLACK: u64 = 2000;
 
 /// How long a partition whose claim came back short is taken to have no work.
 const DRY_FOR: Duration = Duration::from_millis(50);
@@ -181,10 +181,10 @@ impl PartitionedBackend {
         let hold = retry_after.min(base.inner.config.limits.hold);
         let until = base.now_ms() + queue_core::backend::duration_ms(hold);
         for (i, backend) in backends.iter().enumerate() {
-            if i != from {
-                if let Err(e) = backend.hold_until(until).await {
-                    tracing::warn!(partition = i, error = %e.chain(), "could not hold a partition");
-                }
+            if i != from
+                && let Err(e) = backend.hold_until(until).await
+            {
+                tracing::warn!(partition = i, error = %e.chain(), "could not hold a partition");
             }
         }
     }
@@ -275,10 +275,10 @@ impl Broker for PartitionedBackend {
         let mut holds = Vec::new();
         for (i, ending) in endings.into_iter().enumerate() {
             let at = self.lease_partition(ending.lease.job_id, backends.len());
-            if let queue_core::backend::Outcome::RateLimited { retry_after } = &ending.outcome {
-                if self.held(ending.lease.job_id).is_some_and(|h| !h.grouped) {
-                    holds.push((at, *retry_after));
-                }
+            if let queue_core::backend::Outcome::RateLimited { retry_after } = &ending.outcome
+                && self.held(ending.lease.job_id).is_some_and(|h| !h.grouped)
+            {
+                holds.push((at, *retry_after));
             }
             parts[at].0.push(i);
             parts[at].1.push(ending);

@@ -98,10 +98,10 @@ fn parse(fields: Vec<(String, String)>) -> Layout {
             "partitions" => layout.partitions = value.parse().unwrap_or(1),
             "span" => layout.span = value.parse().unwrap_or(1),
             f => {
-                if let (Some(i), Ok(salt)) = (f.strip_prefix("salt:"), value.parse::<u32>()) {
-                    if let Ok(i) = i.parse::<u32>() {
-                        salts.push((i, salt));
-                    }
+                if let (Some(i), Ok(salt)) = (f.strip_prefix("salt:"), value.parse::<u32>())
+                    && let Ok(i) = i.parse::<u32>()
+                {
+                    salts.push((i, salt));
                 }
             }
         }

@@ -77,13 +77,12 @@ impl JobStore for PartitionedBackend {
             match route(&job, partitions, self.next_turn()) {
                 Ok(at) => {
                     let p = at.partition();
-                    if let Some(id) = job.options.job_id.filter(|_| backends.len() > 1) {
-                        if let Some(found) =
+                    if let Some(id) = job.options.job_id.filter(|_| backends.len() > 1)
+                        && let Some(found) =
                             Self::chosen_elsewhere(&backends, id, p as usize).await?
-                        {
-                            out[i] = Some(Ok(found));
-                            continue;
-                        }
+                    {
+                        out[i] = Some(Ok(found));
+                        continue;
                     }
                     job.options
                         .job_id
@@ -115,10 +114,10 @@ impl JobStore for PartitionedBackend {
     async fn enqueue_flow(&self, mut flow: Flow) -> Result<JobRecord> {
         let (partitions, backends) = self.current().await?;
         let p = route_flow(&flow, partitions, self.next_turn())?.partition();
-        if let Some(id) = flow.job.options.job_id.filter(|_| backends.len() > 1) {
-            if let Some(found) = Self::chosen_elsewhere(&backends, id, p as usize).await? {
-                return Ok(found);
-            }
+        if let Some(id) = flow.job.options.job_id.filter(|_| backends.len() > 1)
+            && let Some(found) = Self::chosen_elsewhere(&backends, id, p as usize).await?
+        {
+            return Ok(found);
         }
         name_ids(&mut flow, p);
         backends[p as usize].enqueue_flow(flow).await
