@@ -8,8 +8,7 @@
 use std::time::{Duration, Instant};
 
 use queue_core::backend::MAX_FLOW_JOBS;
-use queue_core::{Error, Flow, JobId, JobStore, NewJob};
-use queue_redis::RedisBackend;
+use queue_core::{Error, Flow, JobId, NewJob};
 use serde::Serialize;
 
 use crate::worker::Task;
@@ -45,7 +44,7 @@ fn quick(n: usize) -> NewJob {
 }
 
 /// Runs the phase; returns its report and the ids of every job it created.
-pub(crate) async fn run(backend: RedisBackend) -> anyhow::Result<(BigReport, Vec<JobId>)> {
+pub(crate) async fn run(backend: queue_core::SharedBackend) -> anyhow::Result<(BigReport, Vec<JobId>)> {
     let mut report = BigReport::default();
     let mut ids = Vec::new();
 

@@ -55,6 +55,24 @@ pub(crate) struct Dump {
     pub(crate) tails: HashMap<String, String>,
 }
 
+impl Dump {
+    /// Adds another partition's keys (a partitioned queue: README "Partitions"). Job ids
+    /// are unique across partitions and a group or key lives in one, so the union is the
+    /// queue; a set of one name in two partitions (`st:queued`, `ready:1`) is one set.
+    pub(crate) fn merge(&mut self, other: Dump) {
+        self.jobs.extend(other.jobs);
+        for (name, members) in other.zsets {
+            self.zsets.entry(name).or_default().extend(members);
+        }
+        self.leases.extend(other.leases);
+        self.dedup.extend(other.dedup);
+        self.groups.extend(other.groups);
+        self.unfinished.extend(other.unfinished);
+        self.chained.extend(other.chained);
+        self.tails.extend(other.tails);
+    }
+}
+
 /// Reads every key of the queue whose keys start with `prefix`, from every node.
 pub(crate) async fn dump(node_urls: &[String], prefix: &str) -> anyhow::Result<Dump> {
     let mut out = Dump::default();

@@ -25,7 +25,8 @@ use anyhow::Context;
 use noxious::toxic::ToxicKind;
 use queue_core::backend::MAX_CATCH_UP;
 use queue_core::{
-    ChildPolicy, Error, Flow, JobId, JobStatus, JobStore, ListQuery, NewJob, Priority, QueueConfig,
+    ChildPolicy, Error, Flow, JobId, JobStatus, ListQuery, NewJob, Priority, QueueConfig,
+    SharedBackend,
 };
 use queue_core::{MissedTicks, Schedule, Schedules};
 use queue_redis::RedisBackend;
@@ -75,6 +76,10 @@ pub(crate) struct DrillArgs {
     /// members, and one worker at the most concurrency (see `big.rs`).
     #[arg(long)]
     pub(crate) big: bool,
+    /// Run on a queue of this many partitions (README "Partitions"); resizing it (to 1 up
+    /// to this + 2) is then one of the faults.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) partitions: u32,
 }
 
 /// What the drill found.
@@ -128,35 +133,6 @@ impl Report {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    KillWorker,
-    RestartRedis,
-    FlushScripts,
-    Latency,
-    BlackHole,
-    DropReplies,
-    Reset,
-    Failover,
-    Migrate,
-}
-
-impl Fault {
-    fn name(self) -> &'static str {
-        match self {
-            Self::KillWorker => "worker SIGKILL",
-            Self::RestartRedis => "redis crash and restart",
-            Self::FlushScripts => "scripts and functions flushed",
-            Self::Latency => "latency, then reset",
-            Self::BlackHole => "black hole longer than the lease, then reset",
-            Self::DropReplies => "replies dropped, then reset",
-            Self::Reset => "connections reset",
-            Self::Failover => "master failover",
-            Self::Migrate => "slot migration",
-        }
-    }
-}
-
 enum Deployment {
     Standalone(Standalone),
     Cluster(Cluster),
@@ -179,6 +155,8 @@ struct Drill {
     exe: PathBuf,
     slots: Vec<WorkerSlot>,
     faults: BTreeMap<String, u64>,
+    /// The queue when it has partitions (`--partitions`).
+    partitioned: Option<queue_redis::PartitionedBackend>,
 }
 
 /// What the run's last phase hands to the report.
@@ -224,6 +202,7 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<Report> {
         exe: std::env::current_exe()?,
         slots: Vec::new(),
         faults: BTreeMap::new(),
+        partitioned: None,
         deployment,
         dir,
         args,
@@ -236,6 +215,14 @@ impl Drill {
         match &self.deployment {
             Deployment::Standalone(s) => s.url(),
             Deployment::Cluster(c) => c.url(),
+        }
+    }
+
+    /// The hash tag of every partition of the queue (its name alone without partitions).
+    fn tags(&self) -> Vec<String> {
+        match &self.partitioned {
+            Some(queue) => queue.partition_tags(),
+            None => vec![self.queue.clone()],
         }
     }
 
@@ -331,7 +318,14 @@ impl Drill {
             self.spawn_worker(index).await?;
         }
         let cfg = self.config()?;
-        let backend = RedisBackend::connect(&cfg).await?;
+        let plain = RedisBackend::connect(&cfg).await?;
+        let backend: SharedBackend = if self.args.partitions > 1 {
+            let queue = plain.partitioned(self.args.partitions).await?;
+            self.partitioned = Some(queue.clone());
+            Arc::new(queue)
+        } else {
+            Arc::new(plain)
+        };
         // Half the jobs belong to a publisher (a group); the first may run only two at
         // once: a lost slot or lane would leave its jobs unfinished, which the check sees.
         backend
@@ -460,7 +454,7 @@ impl Drill {
     /// has not gone down for `--drain-seconds`. A long run leaves a long backlog (the
     /// first publisher runs two jobs at a time), so a fixed limit would call a slow drain
     /// a loss; a stalled one is what the drill is looking for.
-    async fn drain(&self, backend: &RedisBackend, ids: &[JobId]) {
+    async fn drain(&self, backend: &SharedBackend, ids: &[JobId]) {
         let stall = Duration::from_secs(self.args.drain_seconds);
         let mut fewest = u64::MAX;
         let mut progressed = Instant::now();
@@ -554,8 +548,11 @@ impl Drill {
         for r in &runs {
             *per_job.entry(r.job.as_str()).or_default() += 1;
         }
-        let prefix = format!("dcs:{{{}}}:", self.queue);
-        let dump = check::dump(&self.node_urls(), &prefix).await?;
+        let mut dump = check::Dump::default();
+        for tag in self.tags() {
+            let prefix = format!("dcs:{{{tag}}}:");
+            dump.merge(check::dump(&self.node_urls(), &prefix).await?);
+        }
         let mut all: Vec<JobId> = enqueued.clone();
         all.extend(dump.jobs.keys().filter_map(|k| k.parse::<JobId>().ok()));
         all.sort();

@@ -98,9 +98,10 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         return work(Arc::new(backend), &cfg, &args, history).await;
     }
     let backend = loop {
+        // `open`: a queue with partitions is opened whole.
         match RedisBackend::builder(&cfg)
             .response_timeout(Duration::from_secs(2))
-            .build()
+            .open()
             .await
         {
             Ok(b) => break b,
@@ -111,7 +112,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     };
-    work(Arc::new(backend), &cfg, &args, history).await
+    work(backend, &cfg, &args, history).await
 }
 
 /// The worker on `backend` until a signal.

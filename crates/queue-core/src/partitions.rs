@@ -161,10 +161,16 @@ pub fn route_children(jobs: &[&NewJob], partitions: u32, partition: u32) -> Resu
 
 fn route_into(jobs: &[&NewJob], partitions: u32, fixed: Option<u32>, turn: u32) -> Result<Route> {
     let mut chosen = fixed.map(Route::Key);
+    // A chosen id routes a flow only when no job of it has a routing key: the first one's
+    // (the root's, when it has one), so its id names where the flow is.
+    let mut by_id = None;
     for job in jobs {
         let own = route(job, partitions, turn)?;
         match (chosen, own) {
             (_, Route::Spread(_)) => {}
+            (_, Route::Id(_)) => {
+                by_id.get_or_insert(own);
+            }
             (None, own) => chosen = Some(own),
             (Some(at), own) if at.partition() == own.partition() => {}
             (Some(at), own) => {
@@ -180,7 +186,9 @@ fn route_into(jobs: &[&NewJob], partitions: u32, fixed: Option<u32>, turn: u32) 
             }
         }
     }
-    Ok(chosen.unwrap_or(Route::Spread(turn % partitions.max(1))))
+    Ok(chosen
+        .or(by_id)
+        .unwrap_or(Route::Spread(turn % partitions.max(1))))
 }
 
 fn routed_by(job: &NewJob) -> String {
@@ -361,6 +369,15 @@ mod tests {
         assert_eq!(route_children(&kids, p, at).unwrap(), Route::Key(at));
         let plain_kids = [&flow.children[0].job];
         assert_eq!(route_children(&plain_kids, p, 3).unwrap(), Route::Key(3));
+        // Chosen ids follow the flow's routing key; without one, the root's id decides.
+        let chosen = |j: NewJob| Flow::new(j.job_id(JobId::in_partition(5)));
+        let mut grouped = Flow::new(job().group("g"));
+        grouped.children.push(chosen(job()));
+        assert_eq!(route_flow(&grouped, p, 0).unwrap(), Route::Key(at));
+        let mut by_id = chosen(job());
+        by_id.children.push(chosen(job()));
+        by_id.children.push(Flow::new(job()));
+        assert_eq!(route_flow(&by_id, p, 0).unwrap(), Route::Id(5));
     }
 
     #[test]

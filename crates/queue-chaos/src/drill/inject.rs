@@ -2,6 +2,38 @@
 
 use super::*;
 
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Fault {
+    KillWorker,
+    RestartRedis,
+    FlushScripts,
+    Latency,
+    BlackHole,
+    DropReplies,
+    Reset,
+    Failover,
+    Migrate,
+    Resize,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Self::KillWorker => "worker SIGKILL",
+            Self::RestartRedis => "redis crash and restart",
+            Self::FlushScripts => "scripts and functions flushed",
+            Self::Latency => "latency, then reset",
+            Self::BlackHole => "black hole longer than the lease, then reset",
+            Self::DropReplies => "replies dropped, then reset",
+            Self::Reset => "connections reset",
+            Self::Failover => "master failover",
+            Self::Migrate => "slot migration",
+            Self::Resize => "partitions resized",
+        }
+    }
+}
+
+
 impl Drill {
     /// Faults injected so far (keys moved by a slot migration are not faults of their own).
     pub(super) fn injected(&self) -> u64 {
@@ -24,12 +56,15 @@ impl Drill {
             (Deployment::Standalone(_), 55..=69) => Fault::BlackHole,
             (Deployment::Standalone(_), 70..=84) => Fault::DropReplies,
             (Deployment::Standalone(_), _) => Fault::Reset,
+            (Deployment::Cluster(_), 20..=29) if self.partitioned.is_some() => Fault::Resize,
             (Deployment::Cluster(_), 20..=49) => Fault::Failover,
             (Deployment::Cluster(_), 50..=84) => Fault::Migrate,
             (Deployment::Cluster(_), _) => Fault::FlushScripts,
         };
         self.count(fault.name());
-        let queue_key = format!("dcs:{{{}}}:st:queued", self.queue);
+        // One partition's slot (the queue's own without partitions).
+        let tags = self.tags();
+        let queue_key = format!("dcs:{{{}}}:st:queued", tags[fastrand::usize(..tags.len())]);
         match fault {
             Fault::KillWorker => {
                 self.kill_worker(slot).await;
@@ -74,6 +109,11 @@ impl Drill {
                 if let Deployment::Cluster(cluster) = &self.deployment {
                     let moved = cluster.migrate(cluster.slot(&queue_key)?).await?;
                     *self.faults.entry("keys migrated".into()).or_default() += moved as u64;
+                }
+            }
+            Fault::Resize => {
+                if let Some(queue) = &self.partitioned {
+                    queue.resize(fastrand::u32(1..=self.args.partitions + 2)).await?;
                 }
             }
         }

@@ -8,7 +8,7 @@ use super::*;
 /// job is sent again with its id until it is stored or refused, so every stored job is
 /// known.
 pub(super) async fn produce(
-    backend: RedisBackend,
+    backend: SharedBackend,
     stop: CancellationToken,
     enqueued: Arc<Mutex<Vec<JobId>>>,
     refused: Arc<AtomicU64>,
@@ -123,7 +123,7 @@ pub(super) fn publisher(n: u32) -> String {
 
 /// An operator: cancels recent jobs and retries failed ones, racing the workers.
 pub(super) async fn operate(
-    backend: RedisBackend,
+    backend: SharedBackend,
     stop: CancellationToken,
     enqueued: Arc<Mutex<Vec<JobId>>>,
 ) {
