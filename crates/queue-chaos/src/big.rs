@@ -44,7 +44,9 @@ fn quick(n: usize) -> NewJob {
 }
 
 /// Runs the phase; returns its report and the ids of every job it created.
-pub(crate) async fn run(backend: queue_core::SharedBackend) -> anyhow::Result<(BigReport, Vec<JobId>)> {
+pub(crate) async fn run(
+    backend: queue_core::SharedBackend,
+) -> anyhow::Result<(BigReport, Vec<JobId>)> {
     let mut report = BigReport::default();
     let mut ids = Vec::new();
 

@@ -360,6 +360,7 @@ impl Drill {
                 stop.clone(),
                 Arc::clone(&enqueued),
                 Arc::clone(&refused),
+                self.partitioned.is_some(),
             )));
         }
         tasks.push(tokio::spawn(operate(

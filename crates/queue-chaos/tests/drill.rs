@@ -47,13 +47,26 @@ fn standalone_redis_under_faults_loses_nothing() {
     eprintln!("{report}");
 }
 
+/// On a queue of four partitions (README "Partitions"; partition 0 is an ordinary queue,
+/// so the unpartitioned cluster path runs too): failovers and migrations of partition
+/// slots, worker SIGKILLs and resizes.
 #[test]
-fn cluster_failovers_and_resharding_lose_nothing() {
-    let report = run(&["drill", "--cluster", "--seconds", "25", "--min-faults", "5"]);
+fn cluster_failovers_resharding_and_resizing_lose_nothing() {
+    let report = run(&[
+        "drill",
+        "--cluster",
+        "--partitions",
+        "4",
+        "--seconds",
+        "25",
+        "--min-faults",
+        "5",
+    ]);
     assert!(report["enqueued"].as_u64().unwrap() > 500, "{report}");
     assert!(faults(&report) >= 5, "{report}");
     assert_eq!(report["double_runs"].as_array().unwrap().len(), 0);
     assert_eq!(report["state"]["lost"].as_array().unwrap().len(), 0);
+    assert_eq!(report["sequence_problems"].as_array().unwrap().len(), 0);
     eprintln!("{report}");
 }
 

@@ -14,7 +14,8 @@
 //! concurrency, a group's rate limit, pause and weight, a sequence's order, and one active
 //! job per unique key among jobs that route by it (no group, sequence or partition key).
 //! A unique key of jobs with a group (sequence, partition key) is unique among the jobs of
-//! that group: two jobs with one key in two groups may both be active. Start order (priority,
+//! that group: two jobs with one key in two groups may both be active. A job with both a
+//! group and a sequence is refused ([`route`]). Start order (priority,
 //! then FIFO) holds within a partition, so among the jobs of one routing key; across
 //! partitions a claim serves the partitions in turn, so a `high` job waits at most
 //! `P - 1` claims of one worker behind lower-priority jobs of other partitions. Pause,
@@ -128,9 +129,18 @@ pub fn routing_key(job: &NewJob) -> Option<String> {
 }
 
 /// Where `job` goes among `partitions`, `turn` being the caller's next spread partition
-/// (with one partition everything goes to partition 0).
+/// (with one partition everything goes to partition 0). On a partitioned queue a job with
+/// both a group and a sequence is refused: each must live in one partition, and the two
+/// may hash to different ones (members of one sequence in two groups would start out of
+/// order).
 pub fn route(job: &NewJob, partitions: u32, turn: u32) -> Result<Route> {
     let partitions = partitions.max(1);
+    if partitions > 1 && job.options.group.is_some() && job.options.sequence.is_some() {
+        return Err(Error::invalid(
+            "on a partitioned queue a job in a sequence takes no group: the sequence routes \
+             it, and its members must share one partition",
+        ));
+    }
     Ok(match (job.options.job_id, routing_key(job)) {
         (_, Some(key)) => Route::Key(partition_of(&key, partitions)),
         (Some(id), None) => Route::Id(id.home() % partitions),
@@ -286,7 +296,14 @@ mod tests {
             route(&seq, p, 0).unwrap(),
             Route::Key(partition_of("s:s", p))
         );
-        let grouped = job().unique_key("k").sequence("s").group("g");
+        let both = job().sequence("s").group("g");
+        let e = route(&both, p, 0).unwrap_err().to_string();
+        assert!(e.contains("sequence takes no group"), "{e}");
+        assert!(
+            route(&both, 1, 0).is_ok(),
+            "one partition: both hold anyway"
+        );
+        let grouped = job().unique_key("k").group("g");
         assert_eq!(
             route(&grouped, p, 0).unwrap(),
             Route::Key(partition_of("g:g", p))

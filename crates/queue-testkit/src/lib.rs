@@ -154,7 +154,8 @@ macro_rules! conformance_tests {
             a_hold_holds_every_partition,
             a_chosen_id_names_one_job_whatever_its_routing,
             a_flow_lives_in_one_partition,
-            a_partition_key_at_its_bound
+            a_partition_key_at_its_bound,
+            a_sequenced_job_takes_no_group_when_partitioned
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -33,7 +33,6 @@ impl Fault {
     }
 }
 
-
 impl Drill {
     /// Faults injected so far (keys moved by a slot migration are not faults of their own).
     pub(super) fn injected(&self) -> u64 {
@@ -113,7 +112,9 @@ impl Drill {
             }
             Fault::Resize => {
                 if let Some(queue) = &self.partitioned {
-                    queue.resize(fastrand::u32(1..=self.args.partitions + 2)).await?;
+                    queue
+                        .resize(fastrand::u32(1..=self.args.partitions + 2))
+                        .await?;
                 }
             }
         }

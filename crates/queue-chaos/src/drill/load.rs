@@ -12,6 +12,7 @@ pub(super) async fn produce(
     stop: CancellationToken,
     enqueued: Arc<Mutex<Vec<JobId>>>,
     refused: Arc<AtomicU64>,
+    partitioned: bool,
 ) {
     // This producer's sequences: its enqueues of one are in order, one after the other.
     let tag = fastrand::u32(..);
@@ -94,7 +95,11 @@ pub(super) async fn produce(
             continue;
         }
         if roll < 95 && fastrand::u32(..20) == 0 {
-            // At most one retry: a member's backoff holds its whole sequence up.
+            // At most one retry: a member's backoff holds its whole sequence up. On a
+            // partitioned queue a sequenced job takes no group (README "Partitions").
+            if partitioned {
+                job.options.group = None;
+            }
             job = job
                 .sequence(format!("seq-{tag}-{}", fastrand::u32(..3)))
                 .max_retries(fastrand::u32(0..2));

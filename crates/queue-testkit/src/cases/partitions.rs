@@ -155,3 +155,17 @@ pub async fn a_partition_key_at_its_bound(h: &Harness) {
     );
     assert_eq!(h.backend.stats().await.unwrap().total, 1);
 }
+
+/// A sequence and a group each live in one partition, and the two may hash to different
+/// ones: on a partitioned queue a sequenced job with a group is refused, saying so (a
+/// queue of one partition takes it).
+pub async fn a_sequenced_job_takes_no_group_when_partitioned(h: &Harness) {
+    let both = job(1).sequence("s").group("g");
+    if h.partitions() > 1 {
+        invalid(h.backend.enqueue(both).await, "sequence takes no group");
+        assert_eq!(h.backend.stats().await.unwrap().total, 0);
+    } else {
+        enqueue(h, both).await;
+    }
+    enqueue(h, job(2).sequence("s")).await;
+}
