@@ -225,6 +225,16 @@ impl RedisBackend {
     }
 }
 
+/// How long a fetch that found nothing blocks: what is left of its wait, at most
+/// [`MAX_BLOCK`], and no later than the earliest delayed job falls due.
+pub(crate) fn block_for(remaining: Duration, next_due: Option<Millis>, now: Millis) -> Duration {
+    let block = remaining.min(MAX_BLOCK);
+    match next_due {
+        Some(due) => block.min(Duration::from_millis((due - now).max(1) as u64)),
+        None => block,
+    }
+}
+
 #[async_trait]
 impl Broker for RedisBackend {
     async fn fetch(&self, req: &ClaimRequest, wait: Duration) -> Result<Vec<Lease>> {
@@ -236,10 +246,7 @@ impl Broker for RedisBackend {
             if !leases.is_empty() || remaining.is_zero() {
                 return Ok(leases);
             }
-            let mut block = remaining.min(MAX_BLOCK);
-            if let Some(due) = next_due {
-                block = block.min(Duration::from_millis((due - now).max(1) as u64));
-            }
+            let block = block_for(remaining, next_due, now);
             let blocked = self.inner.blocked.enter();
             self.wait_for_work(block).await?;
             drop(blocked);

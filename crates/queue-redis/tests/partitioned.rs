@@ -170,17 +170,8 @@ async fn resizing_loses_nothing() {
 
     // Another process, built asking for 3 partitions, follows the stored layout.
     let other = {
-        let url = tokio::task::spawn_blocking(support::cluster_url)
+        builder_for(&queue)
             .await
-            .unwrap();
-        let config = queue_testkit::suite_config(&queue_name(&queue))
-            .to_builder()
-            .redis_url(&url)
-            .unwrap()
-            .build()
-            .unwrap();
-        queue_redis::RedisBackend::builder(&config)
-            .key_prefix(support::testing::TEST_KEY_PREFIX)
             .build()
             .await
             .unwrap()
@@ -235,8 +226,19 @@ async fn resizing_loses_nothing() {
     queue.destroy().await.unwrap();
 }
 
-fn queue_name(queue: &queue_redis::PartitionedBackend) -> String {
-    queue.partition_tags()[0].clone()
+/// A builder of a plain backend on `queue` (what another process would build).
+async fn builder_for(queue: &queue_redis::PartitionedBackend) -> queue_redis::RedisBackendBuilder {
+    let url = tokio::task::spawn_blocking(support::cluster_url)
+        .await
+        .unwrap();
+    let name = queue.partition_tags()[0].clone();
+    let config = queue_testkit::suite_config(&name)
+        .to_builder()
+        .redis_url(&url)
+        .unwrap()
+        .build()
+        .unwrap();
+    queue_redis::RedisBackend::builder(&config).key_prefix(support::testing::TEST_KEY_PREFIX)
 }
 
 /// A partitioned queue opened plainly would see and feed partition 0 only: it refuses to
@@ -247,17 +249,7 @@ async fn a_partitioned_queue_is_opened_whole() {
     use queue_core::{JobStore, NewJob, WorkerId};
     use std::time::Duration;
     let queue = partitioned(4).await;
-    let url = tokio::task::spawn_blocking(support::cluster_url)
-        .await
-        .unwrap();
-    let config = queue_testkit::suite_config(&queue_name(&queue))
-        .to_builder()
-        .redis_url(&url)
-        .unwrap()
-        .build()
-        .unwrap();
-    let builder =
-        queue_redis::RedisBackend::builder(&config).key_prefix(support::testing::TEST_KEY_PREFIX);
+    let builder = builder_for(&queue).await;
     let plain = builder.clone().build().await.unwrap();
     let err = plain
         .enqueue(NewJob::new("t", &1).unwrap())

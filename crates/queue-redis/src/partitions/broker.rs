@@ -13,7 +13,7 @@ use queue_core::backend::{
 use queue_core::{Error, JobId, Result, WorkerId};
 
 use super::{Held, PartitionedBackend};
-use crate::{RedisBackend, conn::MAX_BLOCK};
+use crate::RedisBackend;
 
 /// A claim answered: which partitions gave it jobs, asked for how many, in order. The same
 /// request sent again asks exactly those (each answers what it took: a replay), so it
@@ -219,10 +219,7 @@ impl Broker for PartitionedBackend {
             if !leases.is_empty() || remaining.is_zero() {
                 return Ok(leases);
             }
-            let mut block = remaining.min(MAX_BLOCK);
-            if let Some(due) = next_due {
-                block = block.min(Duration::from_millis((due - now).max(1) as u64));
-            }
+            let block = crate::broker::block_for(remaining, next_due, now);
             let backends = self.all().await?;
             let blocked = self.inner.blocked.enter();
             self.wait_any(&backends, block).await?;
