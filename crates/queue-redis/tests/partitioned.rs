@@ -268,3 +268,53 @@ async fn a_partitioned_queue_is_opened_whole() {
     assert_eq!(queue.stats().await.unwrap().total, 1);
     queue.destroy().await.unwrap();
 }
+
+/// A fetch dropped part way through its round (a worker stopping) strands nothing: what
+/// the round took from the partitions it asked first is handed back, using no attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_fetch_strands_nothing() {
+    use queue_core::backend::{Broker, ClaimRequest, Ending};
+    use queue_core::{JobStore, ListQuery, NewJob, WorkerId};
+    use std::time::Duration;
+    let queue = partitioned(4).await;
+    for i in 0..40 {
+        queue.enqueue(NewJob::new("t", &i).unwrap()).await.unwrap();
+    }
+    for round in 0..20u64 {
+        let q = queue.clone();
+        let task = tokio::spawn(async move {
+            let req = ClaimRequest::new(WorkerId::new("w"), 40, Duration::from_secs(60));
+            q.fetch(&req, Duration::ZERO).await
+        });
+        tokio::time::sleep(Duration::from_micros(150 * round)).await;
+        task.abort();
+        if let Ok(Ok(leases)) = task.await {
+            // It finished before the abort: what it took is ours to hand back.
+            let endings = leases.iter().map(Ending::handed_back).collect();
+            queue.finish_many(endings, None).await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = queue.stats().await.unwrap();
+            if stats.processing == 0 {
+                assert_eq!(stats.queued, 40, "round {round}: every job queued again");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: {} leases stranded",
+                stats.processing
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let page = queue.list(&ListQuery::new().limit(100)).await.unwrap();
+    assert_eq!(page.jobs.len(), 40);
+    assert!(
+        page.jobs
+            .iter()
+            .all(|j| j.retry_count == 0 && j.attempts.is_empty()),
+        "a handed-back job used no attempt"
+    );
+    queue.destroy().await.unwrap();
+}

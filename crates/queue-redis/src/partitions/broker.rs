@@ -51,17 +51,9 @@ impl PartitionedBackend {
     /// One claim of up to `req.max` jobs: each partition in turn (the first one moves on by
     /// one every round, so no partition waits behind the others), until the request is
     /// filled; a request sent again asks the partitions that answered it (see [`Round`]).
-    /// Answers the leases and the earliest due time of a delayed job seen.
+    /// Answers the leases and the earliest due time of a delayed job seen. `skip` leaves
+    /// out a partition a finish's claim rode on already, under the same request id.
     async fn claim_round(
-        &self,
-        req: &ClaimRequest,
-    ) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
-        self.claim_round_skipping(req, None).await
-    }
-
-    /// [`Self::claim_round`] leaving out partition `skip` (one a finish's claim rode on
-    /// already, under the same request id).
-    async fn claim_round_skipping(
         &self,
         req: &ClaimRequest,
         skip: Option<usize>,
@@ -150,6 +142,28 @@ impl PartitionedBackend {
             .then_some(best)
     }
 
+    /// A claim round on its own task, so a caller that goes away (a dropped `fetch`)
+    /// cannot strand what the round took from the partitions it asked first: those leases
+    /// are handed back (no attempt used), as one partition's claim does.
+    async fn claim_round_detached(
+        &self,
+        req: &ClaimRequest,
+        skip: Option<usize>,
+    ) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
+        let this = self.clone();
+        let req = req.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let result = this.claim_round(&req, skip).await;
+            if let Err(Ok((leases, _, _))) = tx.send(result) {
+                let endings = leases.iter().map(Ending::handed_back).collect();
+                let _ = this.finish_many(endings, None).await;
+            }
+        });
+        rx.await
+            .map_err(|_| Error::backend("redis", "claim task stopped"))?
+    }
+
     fn rounds(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Round>> {
         self.inner.rounds.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -214,7 +228,7 @@ impl Broker for PartitionedBackend {
     async fn fetch(&self, req: &ClaimRequest, wait: Duration) -> Result<Vec<Lease>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let (leases, next_due, now) = self.claim_round(req).await?;
+            let (leases, next_due, now) = self.claim_round_detached(req, None).await?;
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !leases.is_empty() || remaining.is_zero() {
                 return Ok(leases);
@@ -328,11 +342,11 @@ impl Broker for PartitionedBackend {
             // claim of the whole queue would.
             (Some((at, mut leases)), Some(mut req)) if accepted && leases.len() < req.max => {
                 req.max -= leases.len();
-                leases.extend(self.claim_round_skipping(&req, Some(at)).await?.0);
+                leases.extend(self.claim_round_detached(&req, Some(at)).await?.0);
                 leases
             }
             (Some((_, leases)), _) => leases,
-            (None, Some(req)) if accepted => self.claim_round(&req).await?.0,
+            (None, Some(req)) if accepted => self.claim_round_detached(&req, None).await?.0,
             _ => Vec::new(),
         };
         Ok(FinishedMany { statuses, next })
