@@ -179,11 +179,47 @@ impl PartitionedBackend {
     /// [`queue_core::backend::MAX_PARTITIONS`]). Nothing moves: jobs stay in the partition
     /// they were enqueued to and are claimed, listed and counted there until they are
     /// gone (the layout's `span` keeps every partition there ever was). Every process
-    /// follows within [`LAYOUT_REFRESH`].
+    /// follows within [`LAYOUT_REFRESH`]. Partitions new to the span get the queue's
+    /// settings before any job can go there: its webhooks, its pause, and the rate limit,
+    /// split again over every partition (a limit below one start per partition refuses the
+    /// resize).
     pub async fn resize(&self, partitions: u32) -> Result<Layout> {
+        use queue_core::{Control, JobStore};
         check_partitions(partitions)?;
-        let layout = layout::resize(&self.inner.base, partitions).await?;
+        let stats = self.stats().await?;
+        let span = self.all().await?.len() as u32;
+        if let Some(limit) = stats.rate_limit {
+            queue_core::backend::split_rate(limit, span.max(partitions))?;
+        }
+        let base = self.inner.base.clone();
+        let hooks = base.webhooks().await?;
+        let shares = match stats.rate_limit {
+            Some(limit) => Some(queue_core::backend::split_rate(
+                limit,
+                span.max(partitions),
+            )?),
+            None => None,
+        };
+        let layout = layout::resize(&base, &self.inner.root, partitions, |new| async move {
+            for (i, backend) in new.iter().enumerate() {
+                if let Some(shares) = &shares {
+                    let share = shares[span as usize + i];
+                    backend.control(Control::RateLimit(Some(share))).await?;
+                }
+                for hook in &hooks {
+                    backend.put_webhook(hook).await?;
+                }
+                if stats.paused {
+                    backend.control(Control::Pause).await?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
         self.install(layout.clone())?;
+        if let Some(limit) = stats.rate_limit.filter(|_| layout.span > span) {
+            self.control(Control::RateLimit(Some(limit))).await?;
+        }
         Ok(layout)
     }
 

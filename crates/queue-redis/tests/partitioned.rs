@@ -153,9 +153,34 @@ async fn resizing_loses_nothing() {
     let req = ClaimRequest::new(WorkerId::new("w"), 5, Duration::from_secs(60));
     let running = queue.fetch(&req, Duration::ZERO).await.unwrap();
     assert_eq!(running.len(), 5);
+    // Settings of the whole queue reach the partitions a resize adds.
+    let hook = queue_core::Webhook::new(
+        "h",
+        "https://example.com/hook",
+        "a-secret-of-16-bytes-or-more",
+    );
+    queue.put_webhook(&hook).await.unwrap();
+    let limit = queue_core::RateLimit::new(1000, Duration::from_secs(1)).unwrap();
+    queue.set_rate_limit(Some(limit)).await.unwrap();
 
     let grown = queue.resize(4).await.unwrap();
     assert_eq!((grown.partitions, grown.span), (4, 4));
+    let added = queue.partition(3).await.unwrap();
+    assert_eq!(
+        added.webhooks().await.unwrap().len(),
+        1,
+        "the webhook is there"
+    );
+    let shares: Vec<u32> = queue
+        .partition_stats()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.rate_limit.map_or(0, |r| r.max))
+        .collect();
+    assert_eq!(shares, [250, 250, 250, 250], "the limit split again");
+    assert_eq!(queue.stats().await.unwrap().rate_limit, Some(limit));
+    queue.set_rate_limit(None).await.unwrap();
     let second = enqueue(20).await;
     assert_eq!(homes(&second), [0, 1, 2, 3].into());
 

@@ -50,9 +50,28 @@ pub(super) async fn create(base: &RedisBackend, partitions: u32) -> Result<Layou
     write(base, CREATE, partitions, &salts).await
 }
 
-pub(super) async fn resize(base: &RedisBackend, partitions: u32) -> Result<Layout> {
+/// Resizes to `partitions`; `prepare` gets the partitions new to the span (their keys as
+/// they will be) before any job can be routed to them, to give them the queue's settings.
+pub(super) async fn resize<F, Fut>(
+    base: &RedisBackend,
+    root: &str,
+    partitions: u32,
+    prepare: F,
+) -> Result<Layout>
+where
+    F: FnOnce(Vec<RedisBackend>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     let stored = read(base).await?;
     let salts = choose_salts(base, &stored, partitions).await?;
+    let queue = &base.inner.config.queue_name;
+    let new = (stored.span..partitions)
+        .map(|i| {
+            let salt = salts.iter().find(|(at, _)| *at == i).map(|(_, s)| *s);
+            Ok(base.sibling(Keys::partition(root, queue, i, salt)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    prepare(new).await?;
     write(base, RESIZE, partitions, &salts).await
 }
 
