@@ -76,10 +76,14 @@ pub(crate) struct DrillArgs {
     /// members, and one worker at the most concurrency (see `big.rs`).
     #[arg(long)]
     pub(crate) big: bool,
-    /// Run on a queue of this many partitions (README "Partitions"); resizing it (to 1 up
-    /// to this + 2) is then one of the faults.
+    /// Run on a queue of this many partitions (README "Partitions").
     #[arg(long, default_value_t = 1)]
     pub(crate) partitions: u32,
+    /// With `--partitions`: resizing the queue (to 1 up to P + 2) is one of the faults. A
+    /// sequence (or a key, or a group) that the new layout routes elsewhere is split
+    /// while its older members drain (README "Resizing"), which the checker reports.
+    #[arg(long)]
+    pub(crate) resize: bool,
 }
 
 /// What the drill found.

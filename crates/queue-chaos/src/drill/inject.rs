@@ -55,7 +55,9 @@ impl Drill {
             (Deployment::Standalone(_), 55..=69) => Fault::BlackHole,
             (Deployment::Standalone(_), 70..=84) => Fault::DropReplies,
             (Deployment::Standalone(_), _) => Fault::Reset,
-            (Deployment::Cluster(_), 20..=29) if self.partitioned.is_some() => Fault::Resize,
+            (Deployment::Cluster(_), 20..=29) if self.partitioned.is_some() && self.args.resize => {
+                Fault::Resize
+            }
             (Deployment::Cluster(_), 20..=49) => Fault::Failover,
             (Deployment::Cluster(_), 50..=84) => Fault::Migrate,
             (Deployment::Cluster(_), _) => Fault::FlushScripts,
