@@ -309,17 +309,26 @@ impl PartitionedBackend {
         self.inner.turn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The partitions in the order to look for job `id`: the one its id names first.
-    async fn candidates(&self, id: JobId) -> Result<Vec<(u32, RedisBackend)>> {
-        let backends = self.all().await?;
-        let known = self
-            .inner
+    fn held(&self, id: JobId) -> Option<Held> {
+        self.inner
             .leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
-            .map(|held| held.partition);
-        let first = known.unwrap_or_else(|| id.home() % backends.len().max(1) as u32);
+            .copied()
+    }
+
+    /// The partition of a job this process holds a lease of (else the one its id names).
+    fn lease_partition(&self, id: JobId, span: usize) -> usize {
+        self.held(id)
+            .map_or(id.home() as usize % span.max(1), |h| h.partition as usize)
+    }
+
+    /// The partitions in the order to look for job `id`: the one it is known or named to
+    /// be in first.
+    async fn candidates(&self, id: JobId) -> Result<Vec<(u32, RedisBackend)>> {
+        let backends = self.all().await?;
+        let first = self.lease_partition(id, backends.len()) as u32;
         let mut out: Vec<(u32, RedisBackend)> = backends
             .into_iter()
             .enumerate()

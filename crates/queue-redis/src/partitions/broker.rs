@@ -179,15 +179,6 @@ impl PartitionedBackend {
         }
     }
 
-    fn held(&self, id: JobId) -> Option<Held> {
-        self.inner
-            .leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .copied()
-    }
-
     /// A handler's hold of a job without a group holds the whole queue: its own partition
     /// set it with the ending; the others get the same until (bounded the same way).
     async fn hold_others(&self, backends: &[RedisBackend], from: usize, retry_after: Duration) {
@@ -208,12 +199,6 @@ impl PartitionedBackend {
         for id in ids {
             map.remove(&id);
         }
-    }
-
-    /// The partition of a job this process holds a lease of (else the one its id names).
-    fn lease_partition(&self, id: JobId, span: usize) -> usize {
-        self.held(id)
-            .map_or(id.home() as usize % span.max(1), |h| h.partition as usize)
     }
 
     /// Blocks until any partition's wake-up marker is set, or `timeout`.
