@@ -32,35 +32,24 @@ impl PartitionedBackend {
         Ok(backends[at as usize].clone())
     }
 
-    /// The jobs chosen ids already name in a partition other than the one each routes to
-    /// now (`chosen`: id and its partition): enqueuing a chosen id again answers that job,
-    /// as on a queue of one partition. One read per other partition for the whole batch.
+    /// The job a chosen id already names in a partition other than `except` (its route
+    /// now): enqueuing a chosen id again answers that job, as on a queue of one partition.
     async fn chosen_elsewhere(
         backends: &[RedisBackend],
-        chosen: &[(JobId, usize)],
-    ) -> Result<std::collections::HashMap<JobId, JobRecord>> {
-        let mut out = std::collections::HashMap::new();
-        if backends.len() < 2 || chosen.is_empty() {
-            return Ok(out);
-        }
-        let reads = backends.iter().enumerate().map(|(i, backend)| {
-            let ids: Vec<JobId> = chosen
-                .iter()
-                .filter(|(_, at)| *at != i)
-                .map(|(id, _)| *id)
-                .collect();
-            async move {
-                if ids.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    backend.found(&ids).await
-                }
+        id: JobId,
+        except: usize,
+    ) -> Result<Option<JobRecord>> {
+        for (i, backend) in backends.iter().enumerate() {
+            if i == except {
+                continue;
             }
-        });
-        for record in try_join_all(reads).await?.into_iter().flatten() {
-            out.entry(record.job_id).or_insert(record);
+            match backend.get(id).await {
+                Ok(record) => return Ok(Some(record)),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(out)
+        Ok(None)
     }
 
     /// A change every partition takes (pause, resume, webhooks, the rate limit's shares).
@@ -84,21 +73,15 @@ impl JobStore for PartitionedBackend {
         let mut out: Vec<Option<Result<JobRecord>>> = (0..jobs.len()).map(|_| None).collect();
         let mut batches: Vec<(Vec<usize>, Vec<NewJob>)> =
             (0..backends.len()).map(|_| Default::default()).collect();
-        let routes: Vec<Result<u32>> = jobs
-            .iter()
-            .map(|job| route(job, partitions, self.next_turn()).map(|at| at.partition()))
-            .collect();
-        let chosen: Vec<(JobId, usize)> = jobs
-            .iter()
-            .zip(&routes)
-            .filter_map(|(job, at)| Some((job.options.job_id?, *at.as_ref().ok()? as usize)))
-            .collect();
-        let elsewhere = Self::chosen_elsewhere(&backends, &chosen).await?;
-        for ((i, mut job), at) in jobs.into_iter().enumerate().zip(routes) {
-            match at {
-                Ok(p) => {
-                    if let Some(found) = job.options.job_id.and_then(|id| elsewhere.get(&id)) {
-                        out[i] = Some(Ok(found.clone()));
+        for (i, mut job) in jobs.into_iter().enumerate() {
+            match route(&job, partitions, self.next_turn()) {
+                Ok(at) => {
+                    let p = at.partition();
+                    if let Some(id) = job.options.job_id.filter(|_| backends.len() > 1)
+                        && let Some(found) =
+                            Self::chosen_elsewhere(&backends, id, p as usize).await?
+                    {
+                        out[i] = Some(Ok(found));
                         continue;
                     }
                     job.options
@@ -131,10 +114,8 @@ impl JobStore for PartitionedBackend {
     async fn enqueue_flow(&self, mut flow: Flow) -> Result<JobRecord> {
         let (partitions, backends) = self.current().await?;
         let p = route_flow(&flow, partitions, self.next_turn())?.partition();
-        if let Some(id) = flow.job.options.job_id
-            && let Some(found) = Self::chosen_elsewhere(&backends, &[(id, p as usize)])
-                .await?
-                .remove(&id)
+        if let Some(id) = flow.job.options.job_id.filter(|_| backends.len() > 1)
+            && let Some(found) = Self::chosen_elsewhere(&backends, id, p as usize).await?
         {
             return Ok(found);
         }
