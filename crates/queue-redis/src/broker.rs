@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use crate::{
     RedisBackend, codec,
     conn::MAX_BLOCK,
+    handoff::Handoff,
     wire::{self, Claimed, LeaseEntry, array, int, text},
 };
 
@@ -165,20 +166,19 @@ impl RedisBackend {
     }
 
     /// Runs a claim on its own task, so a caller that goes away (a dropped `fetch`) cannot
-    /// lose leased jobs: they are handed back instead.
+    /// lose leased jobs: they come in a [`Handoff`], handed back unless taken.
     pub(crate) async fn claim_detached(
         &self,
         req: &ClaimRequest,
-    ) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
+    ) -> Result<(Handoff<RedisBackend>, Option<Millis>, Millis)> {
         let this = self.clone();
         let req = req.clone();
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
             let result = this.claim_now(&req).await;
-            if let Err(Ok((leases, _, _))) = tx.send(result) {
-                let endings = leases.iter().map(Ending::handed_back).collect();
-                let _ = this.finish_many(endings, None).await;
-            }
+            // Unsent or unread (the caller went away), the handoff hands the leases back.
+            let _ =
+                tx.send(result.map(|(leases, due, now)| (Handoff::new(this, leases), due, now)));
         });
         rx.await
             .map_err(|_| Error::backend("redis", "claim task stopped"))?
@@ -242,6 +242,7 @@ impl Broker for RedisBackend {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let (leases, next_due, now) = self.claim_detached(req).await?;
+            let leases = leases.take();
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !leases.is_empty() || remaining.is_zero() {
                 return Ok(leases);

@@ -10,6 +10,7 @@ mod durability;
 mod error;
 mod events;
 mod flows;
+mod handoff;
 mod jobs;
 mod keys;
 mod partitions;

@@ -13,7 +13,7 @@ use queue_core::backend::{
 use queue_core::{Error, JobId, Result, WorkerId};
 
 use super::{Held, PartitionedBackend};
-use crate::RedisBackend;
+use crate::{RedisBackend, handoff::Handoff};
 
 /// A claim answered: which partitions gave it jobs, asked for how many, in order. The same
 /// request sent again asks exactly those (each answers what it took: a replay), so it
@@ -57,7 +57,7 @@ impl PartitionedBackend {
         &self,
         req: &ClaimRequest,
         skip: Option<usize>,
-    ) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
+    ) -> Result<(Handoff<PartitionedBackend>, Option<Millis>, Millis)> {
         let backends = self.all().await?;
         let n = backends.len();
         let replay = self
@@ -71,7 +71,9 @@ impl PartitionedBackend {
             Some(gave) => gave.iter().map(|(at, max)| (*at, Some(*max))).collect(),
             None => (0..n).map(|step| ((first + step) % n, None)).collect(),
         };
-        let mut leases = Vec::new();
+        // What the partitions asked first gave travels in a handoff: a later partition's
+        // error hands it back (the request sent again claims anew there).
+        let mut leases = Handoff::new(self.clone(), Vec::new());
         let mut next_due: Option<Millis> = None;
         let mut now = 0;
         let mut gave = Vec::new();
@@ -85,6 +87,7 @@ impl PartitionedBackend {
             let mut part = req.clone();
             part.max = max.unwrap_or(req.max - leases.len());
             let (got, due, at_now) = backends[at].claim_detached(&part).await?;
+            let got = got.take();
             now = at_now;
             next_due = match (next_due, due) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -143,22 +146,18 @@ impl PartitionedBackend {
     }
 
     /// A claim round on its own task, so a caller that goes away (a dropped `fetch`)
-    /// cannot strand what the round took from the partitions it asked first: those leases
-    /// are handed back (no attempt used), as one partition's claim does.
+    /// cannot strand what the round took from the partitions it asked first: the leases
+    /// come in a [`Handoff`], handed back (no attempt used) unless taken.
     async fn claim_round_detached(
         &self,
         req: &ClaimRequest,
         skip: Option<usize>,
-    ) -> Result<(Vec<Lease>, Option<Millis>, Millis)> {
+    ) -> Result<(Handoff<PartitionedBackend>, Option<Millis>, Millis)> {
         let this = self.clone();
         let req = req.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let result = this.claim_round(&req, skip).await;
-            if let Err(Ok((leases, _, _))) = tx.send(result) {
-                let endings = leases.iter().map(Ending::handed_back).collect();
-                let _ = this.finish_many(endings, None).await;
-            }
+            let _ = tx.send(this.claim_round(&req, skip).await);
         });
         rx.await
             .map_err(|_| Error::backend("redis", "claim task stopped"))?
@@ -214,6 +213,7 @@ impl Broker for PartitionedBackend {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let (leases, next_due, now) = self.claim_round_detached(req, None).await?;
+            let leases = leases.take();
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !leases.is_empty() || remaining.is_zero() {
                 return Ok(leases);
@@ -297,21 +297,23 @@ impl Broker for PartitionedBackend {
                     let ids: Vec<JobId> = endings.iter().map(|e| e.lease.job_id).collect();
                     let asked = next.as_ref().map(|n| n.max);
                     let done = backend.finish_many(endings, next).await?;
-                    Ok::<_, Error>((p, at, ids, done, asked))
+                    // Dropped with the batch if another partition fails: handed back.
+                    let next = Handoff::new(self.clone(), done.next);
+                    Ok::<_, Error>((p, at, ids, done.statuses, next, asked))
                 }
             });
         let mut statuses: Vec<Option<Result<queue_core::JobStatus>>> =
             (0..count).map(|_| None).collect();
-        let mut rode: Option<(usize, Vec<Lease>)> = None;
-        for (p, at, ids, done, asked) in try_join_all(calls).await? {
+        let mut rode: Option<(usize, Handoff<PartitionedBackend>)> = None;
+        for (p, at, ids, done, next, asked) in try_join_all(calls).await? {
             self.forget(ids);
-            for (i, status) in at.into_iter().zip(done.statuses) {
+            for (i, status) in at.into_iter().zip(done) {
                 statuses[i] = Some(status);
             }
             if let Some(asked) = asked {
-                self.note_claim(p, asked, done.next.len());
-                self.remember(p as u32, &done.next);
-                rode = Some((p, done.next));
+                self.note_claim(p, asked, next.len());
+                self.remember(p as u32, next.leases());
+                rode = Some((p, next));
             }
         }
         let statuses: Vec<Result<queue_core::JobStatus>> = statuses
@@ -327,11 +329,12 @@ impl Broker for PartitionedBackend {
             // claim of the whole queue would.
             (Some((at, mut leases)), Some(mut req)) if accepted && leases.len() < req.max => {
                 req.max -= leases.len();
-                leases.extend(self.claim_round_detached(&req, Some(at)).await?.0);
-                leases
+                let more = self.claim_round_detached(&req, Some(at)).await?.0;
+                leases.extend(more.take());
+                leases.take()
             }
-            (Some((_, leases)), _) => leases,
-            (None, Some(req)) if accepted => self.claim_round_detached(&req, None).await?.0,
+            (Some((_, leases)), _) => leases.take(),
+            (None, Some(req)) if accepted => self.claim_round_detached(&req, None).await?.0.take(),
             _ => Vec::new(),
         };
         Ok(FinishedMany { statuses, next })
