@@ -276,6 +276,12 @@ impl PartitionedBackend {
         self.inner.parts.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The known layout serves until the next refresh.
+    fn keep_layout(&self) {
+        let mut parts = self.inner.parts.write().unwrap_or_else(|p| p.into_inner());
+        parts.read_at = tokio::time::Instant::now();
+    }
+
     fn install(&self, layout: Layout) -> Result<()> {
         let mut parts = self.inner.parts.write().unwrap_or_else(|p| p.into_inner());
         if layout != parts.layout {
@@ -289,12 +295,28 @@ impl PartitionedBackend {
     }
 
     /// The layout and every partition's backend, read again when older than
-    /// [`LAYOUT_REFRESH`].
+    /// [`LAYOUT_REFRESH`]. A read that fails (partition 0 failing over) keeps the known
+    /// layout until the next refresh: the other partitions serve on meanwhile. So does a
+    /// stored span below the known one (a span never shrinks: that layout was lost).
     async fn current(&self) -> Result<(u32, Vec<RedisBackend>)> {
         let stale = self.parts().read_at.elapsed() >= LAYOUT_REFRESH;
         if stale {
-            let layout = layout::read(&self.inner.base).await?;
-            self.install(layout)?;
+            let known = self.parts().layout.span;
+            match layout::read(&self.inner.base).await {
+                Ok(layout) if layout.span >= known => self.install(layout)?,
+                Ok(layout) => {
+                    tracing::error!(
+                        stored = layout.span,
+                        known,
+                        "the stored layout spans fewer partitions than this process knows; keeping the known one"
+                    );
+                    self.keep_layout();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.chain(), "could not read the layout; keeping the known one");
+                    self.keep_layout();
+                }
+            }
         }
         let parts = self.parts();
         Ok((parts.layout.partitions, parts.backends.clone()))

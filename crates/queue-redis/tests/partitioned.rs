@@ -343,3 +343,47 @@ async fn a_dropped_fetch_strands_nothing() {
     );
     queue.destroy().await.unwrap();
 }
+
+/// The layout lost (deleted here; a failover that lost its write, an operator's mistake):
+/// a process that knows the queue's partitions keeps serving all of them, since a span
+/// never shrinks. Without that, the next refresh would see one partition and strand the
+/// jobs of the other three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_layout_strands_nothing() {
+    use queue_core::backend::{Broker, ClaimRequest};
+    use queue_core::{JobStore, NewJob, WorkerId};
+    use std::time::Duration;
+    let queue = partitioned(4).await;
+    for i in 0..40 {
+        queue.enqueue(NewJob::new("t", &i).unwrap()).await.unwrap();
+    }
+    let url = tokio::task::spawn_blocking(support::cluster_url)
+        .await
+        .unwrap();
+    let nodes: Vec<String> = url.split(',').map(str::to_owned).collect();
+    let mut conn = redis::cluster::ClusterClient::new(nodes)
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap();
+    let key = format!(
+        "{}:{{{}}}:layout",
+        queue_redis::testing::TEST_KEY_PREFIX,
+        queue.partition_tags()[0]
+    );
+    let deleted: u64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1, "{key} was the layout");
+    // Past two refreshes, every call still sees the four partitions.
+    let until = tokio::time::Instant::now() + queue_redis::LAYOUT_REFRESH * 2;
+    while tokio::time::Instant::now() < until {
+        assert_eq!(queue.stats().await.unwrap().queued, 40);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let req = ClaimRequest::new(WorkerId::new("w"), 40, Duration::from_secs(60));
+    assert_eq!(queue.fetch(&req, Duration::ZERO).await.unwrap().len(), 40);
+    queue.destroy().await.unwrap();
+}
