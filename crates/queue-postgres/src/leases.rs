@@ -257,11 +257,12 @@ impl PostgresBackend {
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.db(e))?;
         let out: Result<_> = async {
             let now = self.now(&mut tx).await?;
-            self.seen(&mut tx, beat, now).await?;
             let ids: Vec<uuid::Uuid> = leases.iter().map(|l| *l.job_id.as_uuid()).collect();
             let tokens: Vec<String> = leases.iter().map(|l| l.token.as_str().to_owned()).collect();
             let renewed: Vec<(uuid::Uuid, String, bool)> = sqlx::query_as(&format!(
-                // Rows locked in id order, as finishes lock them: the two never deadlock.
+                // Rows locked in id order, as finishes lock them, and before the queue's
+                // row (`seen`), as a finish that claims takes it after its jobs': the two
+                // never deadlock.
                 "WITH locked AS (SELECT id FROM {s}.jobs WHERE id = ANY($1) ORDER BY id \
                  FOR UPDATE) \
                  UPDATE {s}.jobs AS j SET lease_until_ms = $3 \
@@ -278,6 +279,7 @@ impl PostgresBackend {
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| self.db(e))?;
+            self.seen(&mut tx, beat, now).await?;
             let mut reply = HeartbeatReply::default();
             for l in leases {
                 let renewal = renewed
