@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use queue_core::backend::rules::EffectInput;
 use queue_core::backend::{
-    ClaimRequest, Event, Lease, MAX_CLAIM, Millis, duration_ms, from_millis,
+    ClaimRequest, Event, Handoff, Lease, MAX_CLAIM, Millis, duration_ms, from_millis,
 };
 use queue_core::{EventKind, JobId, JobStatus, LeaseToken, RateLimit, Result};
 use sqlx::PgConnection;
@@ -26,7 +26,8 @@ impl PostgresBackend {
             let woken = self.inner.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let (leases, next_due) = self.claim(req, tokio::time::Instant::now()).await?;
+            let (leases, next_due) = self.claim_detached(req).await?;
+            let leases = leases.take();
             let now = tokio::time::Instant::now();
             if !leases.is_empty() || now >= deadline {
                 return Ok(leases);
@@ -38,6 +39,25 @@ impl PostgresBackend {
             let _blocked = self.inner.blocked.enter();
             let _ = tokio::time::timeout(nap, woken).await;
         }
+    }
+
+    /// [`PostgresBackend::claim`] on its own task, so a caller that goes away (a dropped
+    /// `fetch`, mid-commit) cannot strand what it took: the leases come in a [`Handoff`],
+    /// handed back (no attempt used) unless taken.
+    async fn claim_detached(
+        &self,
+        req: &ClaimRequest,
+    ) -> Result<(Handoff<PostgresBackend>, Option<u64>)> {
+        let (this, req) = (self.clone(), req.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            let result = this.claim(&req, sent).await;
+            // Unsent or unread (the caller went away), the handoff hands the leases back.
+            let _ = tx.send(result.map(|(leases, due)| (Handoff::new(this, leases), due)));
+        });
+        rx.await
+            .map_err(|_| queue_core::Error::backend("postgres", "claim task stopped"))?
     }
 
     /// One claim in one transaction. Returns the leases and, when nothing was taken, how

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use queue_core::backend::Handoff;
 use queue_core::backend::{
     Broker, CancelStream, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease, LeaseRef,
     MAX_ENDINGS, Millis, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten,
@@ -17,7 +18,6 @@ use tokio::sync::oneshot;
 use crate::{
     RedisBackend, codec,
     conn::MAX_BLOCK,
-    handoff::Handoff,
     wire::{self, Claimed, LeaseEntry, array, int, text},
 };
 
@@ -238,7 +238,7 @@ pub(crate) fn block_for(remaining: Duration, next_due: Option<Millis>, now: Mill
 #[async_trait]
 impl Broker for RedisBackend {
     async fn fetch(&self, req: &ClaimRequest, wait: Duration) -> Result<Vec<Lease>> {
-        self.check_whole()?;
+        self.check_whole().await?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let (leases, next_due, now) = self.claim_detached(req).await?;

@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub(crate) coalesced: crate::jobs::Coalesced,
     /// What this backend is to a partitioned queue (`crate::partitions::Role`).
     pub(crate) role: std::sync::atomic::AtomicU8,
+    /// When its role was last checked against the stored layout.
+    pub(crate) role_read: Mutex<tokio::time::Instant>,
 }
 
 /// Builds a [`RedisBackend`] from a [`QueueConfig`] (the queue: `DCS_QUEUE_*`) and a
@@ -188,6 +190,7 @@ impl RedisBackendBuilder {
                 errors,
                 coalesced: Default::default(),
                 role: std::sync::atomic::AtomicU8::new(crate::partitions::Role::Whole as u8),
+                role_read: Mutex::new(tokio::time::Instant::now()),
             }),
         };
         backend.note_layout().await?;
@@ -219,6 +222,7 @@ impl RedisBackend {
                 errors: i.errors.clone(),
                 coalesced: Default::default(),
                 role: std::sync::atomic::AtomicU8::new(crate::partitions::Role::Partition as u8),
+                role_read: Mutex::new(tokio::time::Instant::now()),
             }),
         }
     }

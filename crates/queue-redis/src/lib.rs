@@ -10,7 +10,8 @@ mod durability;
 mod error;
 mod events;
 mod flows;
-mod handoff;
+#[cfg(test)]
+mod handoff_tests;
 mod jobs;
 mod keys;
 mod partitions;

@@ -54,12 +54,38 @@ impl RedisBackend {
         Ok(())
     }
 
+    /// Whether the role was checked longer than [`LAYOUT_REFRESH`] ago (then it counts as
+    /// checked now).
+    fn role_stale(&self) -> bool {
+        let mut read = self
+            .inner
+            .role_read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let stale = read.elapsed() >= LAYOUT_REFRESH;
+        if stale {
+            *read = tokio::time::Instant::now();
+        }
+        stale
+    }
+
     fn set_role(&self, role: Role) {
         self.inner.role.store(role as u8, Ordering::Relaxed);
     }
 
-    /// Refuses a producer's or a worker's call on a [`Role::Stray`] backend.
-    pub(crate) fn check_whole(&self) -> Result<()> {
+    /// Refuses a producer's or a worker's call on a [`Role::Stray`] backend. One that is
+    /// the whole queue reads the layout again every [`LAYOUT_REFRESH`]: a queue given
+    /// partitions after it connected makes it a stray then (serving partition 0 only, it
+    /// would leave the other partitions' jobs unclaimed).
+    pub(crate) async fn check_whole(&self) -> Result<()> {
+        if self.inner.role.load(Ordering::Relaxed) == Role::Whole as u8 && self.role_stale() {
+            // Unreadable now (the call itself will say why): read again next time.
+            if let Ok(layout) = layout::read(self).await
+                && layout.span > 1
+            {
+                self.set_role(Role::Stray);
+            }
+        }
         if self.inner.role.load(Ordering::Relaxed) == Role::Stray as u8 {
             return Err(Error::config(format!(
                 "queue {} has partitions: open it with RedisBackendBuilder::open (or \
@@ -117,22 +143,18 @@ struct Parts {
 }
 
 impl crate::RedisBackendBuilder {
-    /// Connects to the queue as it is laid out: a queue with a stored layout of more than
-    /// one partition, or one created now with [`RedisConfig::partitions`] above one
-    /// (`DCS_REDIS_PARTITIONS`), as a [`PartitionedBackend`]; any other as the plain
-    /// [`RedisBackend`]. What operators and workers that may meet a partitioned queue use
-    /// (a plain backend on one would see partition 0 only).
+    /// Connects to the queue as it is laid out, and follows it: a [`PartitionedBackend`]
+    /// of the stored layout, or of one created now with [`RedisConfig::partitions`]
+    /// (`DCS_REDIS_PARTITIONS`, default one partition: today's queue). A later resize,
+    /// from one partition too, reaches it within [`LAYOUT_REFRESH`]. What operators and
+    /// workers use (a plain backend serves partition 0 only: on a queue with partitions
+    /// it refuses to enqueue and to claim).
     ///
     /// [`RedisConfig::partitions`]: crate::RedisConfig::partitions
     pub async fn open(self) -> Result<queue_core::SharedBackend> {
         let asked = self.partitions_asked();
         let plain = self.build().await?;
-        let stored = layout::read(&plain).await?;
-        if stored.span > 1 || asked > 1 {
-            Ok(Arc::new(plain.partitioned(asked).await?))
-        } else {
-            Ok(Arc::new(plain))
-        }
+        Ok(Arc::new(plain.partitioned(asked).await?))
     }
 }
 

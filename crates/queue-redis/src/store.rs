@@ -24,7 +24,7 @@ use crate::{
 #[async_trait]
 impl JobStore for RedisBackend {
     async fn enqueue_many(&self, mut jobs: Vec<NewJob>) -> Result<Vec<Result<JobRecord>>> {
-        self.check_whole()?;
+        self.check_whole().await?;
         // Replace-running cancels the key's holder: a parent waiting on its children is
         // cancelled at once, and its descendants by the cascade, finished here.
         let supersedes = jobs
@@ -43,7 +43,7 @@ impl JobStore for RedisBackend {
     }
 
     async fn enqueue_flow(&self, flow: Flow) -> Result<JobRecord> {
-        self.check_whole()?;
+        self.check_whole().await?;
         let jobs = flow.flatten()?;
         let mut top = self.enqueue_flat(jobs, None).await?;
         top.pop()
@@ -51,7 +51,7 @@ impl JobStore for RedisBackend {
     }
 
     async fn add_children(&self, parent: JobId, children: Vec<Flow>) -> Result<Vec<JobRecord>> {
-        self.check_whole()?;
+        self.check_whole().await?;
         let jobs = flatten_all(children)?;
         self.enqueue_flat(jobs, Some(parent)).await
     }

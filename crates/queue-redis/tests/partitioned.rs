@@ -294,56 +294,6 @@ async fn a_partitioned_queue_is_opened_whole() {
     queue.destroy().await.unwrap();
 }
 
-/// A fetch dropped part way through its round (a worker stopping) strands nothing: what
-/// the round took from the partitions it asked first is handed back, using no attempt.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_fetch_strands_nothing() {
-    use queue_core::backend::{Broker, ClaimRequest, Ending};
-    use queue_core::{JobStore, ListQuery, NewJob, WorkerId};
-    use std::time::Duration;
-    let queue = partitioned(4).await;
-    for i in 0..40 {
-        queue.enqueue(NewJob::new("t", &i).unwrap()).await.unwrap();
-    }
-    for round in 0..20u64 {
-        let q = queue.clone();
-        let task = tokio::spawn(async move {
-            let req = ClaimRequest::new(WorkerId::new("w"), 40, Duration::from_secs(60));
-            q.fetch(&req, Duration::ZERO).await
-        });
-        tokio::time::sleep(Duration::from_micros(150 * round)).await;
-        task.abort();
-        if let Ok(Ok(leases)) = task.await {
-            // It finished before the abort: what it took is ours to hand back.
-            let endings = leases.iter().map(Ending::handed_back).collect();
-            queue.finish_many(endings, None).await.unwrap();
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let stats = queue.stats().await.unwrap();
-            if stats.processing == 0 {
-                assert_eq!(stats.queued, 40, "round {round}: every job queued again");
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "round {round}: {} leases stranded",
-                stats.processing
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    let page = queue.list(&ListQuery::new().limit(100)).await.unwrap();
-    assert_eq!(page.jobs.len(), 40);
-    assert!(
-        page.jobs
-            .iter()
-            .all(|j| j.retry_count == 0 && j.attempts.is_empty()),
-        "a handed-back job used no attempt"
-    );
-    queue.destroy().await.unwrap();
-}
-
 /// The layout lost (deleted here; a failover that lost its write, an operator's mistake):
 /// a process that knows the queue's partitions keeps serving all of them, since a span
 /// never shrinks. Without that, the next refresh would see one partition and strand the
@@ -386,4 +336,65 @@ async fn a_lost_layout_strands_nothing() {
     let req = ClaimRequest::new(WorkerId::new("w"), 40, Duration::from_secs(60));
     assert_eq!(queue.fetch(&req, Duration::ZERO).await.unwrap().len(), 40);
     queue.destroy().await.unwrap();
+}
+
+/// Processes connected before the queue had partitions (a queue grown from one with
+/// `queuectl partitions --resize`): one opened with `open` follows the new layout and
+/// claims from every partition; a plain one stops enqueuing and claiming, naming the fix,
+/// instead of serving partition 0 only and leaving the others' jobs unclaimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_follow_a_queue_given_partitions_later() {
+    use queue_core::backend::{Broker, ClaimRequest};
+    use queue_core::{JobStore, NewJob, WorkerId};
+    use std::collections::HashSet;
+    use std::time::Duration;
+    let url = tokio::task::spawn_blocking(support::cluster_url)
+        .await
+        .unwrap();
+    let config = queue_testkit::suite_config(&support::unique_queue())
+        .to_builder()
+        .redis_url(&url)
+        .unwrap()
+        .build()
+        .unwrap();
+    let builder =
+        queue_redis::RedisBackend::builder(&config).key_prefix(support::testing::TEST_KEY_PREFIX);
+    let opened = builder.clone().open().await.unwrap();
+    let plain = builder.clone().build().await.unwrap();
+    plain.enqueue(NewJob::new("t", &0).unwrap()).await.unwrap();
+    let grower = builder.build().await.unwrap().partitioned(1).await.unwrap();
+    grower.resize(4).await.unwrap();
+    for i in 1..40 {
+        grower.enqueue(NewJob::new("t", &i).unwrap()).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut claimed = HashSet::new();
+    while claimed.len() < 40 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "claimed {} of 40",
+            claimed.len()
+        );
+        let req = ClaimRequest::new(WorkerId::new("w"), 40, Duration::from_secs(60));
+        let leases = opened
+            .fetch(&req, Duration::from_millis(200))
+            .await
+            .unwrap();
+        claimed.extend(leases.into_iter().map(|l| l.job.job_id));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match plain.enqueue(NewJob::new("t", &99).unwrap()).await {
+            Err(e) => {
+                assert!(e.to_string().contains("has partitions"), "{e}");
+                break;
+            }
+            Ok(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "a plain backend still enqueues to partition 0"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    grower.destroy().await.unwrap();
 }

@@ -3,7 +3,7 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
-use queue_core::backend::{ClaimRequest, Lease, LeaseRef, Outcome, WorkerBeat, to_millis};
+use queue_core::backend::{ClaimRequest, Ending, Lease, LeaseRef, Outcome, WorkerBeat, to_millis};
 use queue_core::{
     CancelOutcome, ChildPolicy, Clock, Error, EventKind, Flow, JobId, JobRecord, JobStatus,
     LeaseToken, ListQuery, NewJob, Page, Priority, WorkerId,

@@ -13,7 +13,8 @@ use queue_core::backend::{
 use queue_core::{Error, JobId, Result, WorkerId};
 
 use super::{Held, PartitionedBackend};
-use crate::{RedisBackend, handoff::Handoff};
+use crate::RedisBackend;
+use queue_core::backend::Handoff;
 
 /// A claim answered: which partitions gave it jobs, asked for how many, in order. The same
 /// request sent again asks exactly those (each answers what it took: a replay), so it

@@ -77,11 +77,14 @@ where
 
 pub(super) async fn read(base: &RedisBackend) -> Result<Layout> {
     let mut conn = base.conn();
-    let fields: Vec<(String, String)> = redis::cmd("HGETALL")
-        .arg(base.inner.keys.layout())
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| base.err(e))?;
+    let mut cmd = redis::cmd("HGETALL");
+    cmd.arg(base.inner.keys.layout());
+    // Answered within the response timeout, as every call (Redis gone: `no_answer`).
+    let fields: Vec<(String, String)> =
+        tokio::time::timeout(base.inner.response_timeout, cmd.query_async(&mut conn))
+            .await
+            .map_err(|_| base.no_answer())?
+            .map_err(|e| base.err(e))?;
     Ok(parse(fields))
 }
 

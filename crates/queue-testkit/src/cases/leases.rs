@@ -346,6 +346,50 @@ pub async fn fetch_waits_for_work(h: &Harness) {
     assert!(empty.is_empty());
 }
 
+/// A fetch dropped at any point (a worker stopping, a task aborted) strands nothing: what
+/// its claim took is either returned or handed back, using no attempt. The abort lands
+/// further into the call each round.
+pub async fn a_dropped_fetch_strands_nothing(h: &Harness) {
+    for n in 0..40 {
+        enqueue(h, job(n)).await;
+    }
+    for round in 0..20u64 {
+        let backend = Arc::clone(&h.backend);
+        let task = tokio::spawn(async move { backend.fetch(&req("w1", 40), Duration::ZERO).await });
+        tokio::time::sleep(Duration::from_micros(150 * round)).await;
+        task.abort();
+        if let Ok(Ok(leases)) = task.await {
+            // It returned before the abort: what it took is this caller's to hand back.
+            let endings = leases.iter().map(Ending::handed_back).collect();
+            h.backend.finish_many(endings, None).await.unwrap();
+        }
+        // Handing back runs on its own task: wait for it (the clock stands still, so a
+        // stranded lease never expires).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = h.backend.stats().await.unwrap();
+            if stats.processing == 0 {
+                assert_eq!(stats.queued, 40, "round {round}: every job queued again");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: {} leases stranded",
+                stats.processing
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let page = h.backend.list(&ListQuery::new().limit(100)).await.unwrap();
+    assert_eq!(page.jobs.len(), 40);
+    assert!(
+        page.jobs
+            .iter()
+            .all(|j| j.retry_count == 0 && j.attempts.is_empty()),
+        "a handed-back job used no attempt"
+    );
+}
+
 /// A claim sent again with the same request id (its reply was lost, or a client re-sent
 /// it) answers the leases the first one took and still held, and takes nothing more.
 pub async fn claim_sent_twice_takes_nothing_more(h: &Harness) {

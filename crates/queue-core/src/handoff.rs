@@ -4,38 +4,55 @@
 //! used) if it is dropped before the caller takes them: unread in a channel whose receiver
 //! went away, or held across a later await that was cancelled.
 
-use queue_core::backend::{Broker, Ending, Lease};
+use crate::broker::{Broker, Ending, Lease};
 
 /// Leases not yet in their caller's hands: dropped untaken, they are handed back.
-pub(crate) struct Handoff<B: Broker + Clone + 'static> {
+///
+/// A claim task sends its leases in one; the caller takes them where no await follows
+/// before it returns them:
+///
+/// ```
+/// # use queue_core::backend::{Broker, Handoff, Lease};
+/// # fn claimed<B: Broker + Clone>(backend: B, leases: Vec<Lease>) -> Vec<Lease> {
+/// let on_the_way = Handoff::new(backend, leases); // dropped now, they would go back
+/// on_the_way.take() // the caller's: nothing is handed back
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Handoff<B: Broker + Clone + 'static> {
     leases: Vec<Lease>,
     owner: B,
 }
 
 impl<B: Broker + Clone + 'static> Handoff<B> {
     /// `leases`, handed back through `owner` unless taken.
-    pub(crate) fn new(owner: B, leases: Vec<Lease>) -> Self {
+    pub fn new(owner: B, leases: Vec<Lease>) -> Self {
         Self { leases, owner }
     }
 
     /// How many leases it carries.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.leases.len()
     }
 
     /// The leases it carries.
-    pub(crate) fn leases(&self) -> &[Lease] {
+    pub fn leases(&self) -> &[Lease] {
         &self.leases
     }
 
+    /// Whether it carries none.
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
     /// Adds `more`, to be handed back with the rest unless taken.
-    pub(crate) fn extend(&mut self, more: Vec<Lease>) {
+    pub fn extend(&mut self, more: Vec<Lease>) {
         self.leases.extend(more);
     }
 
     /// The leases, now the caller's. Call it where no await follows before they are
     /// returned.
-    pub(crate) fn take(mut self) -> Vec<Lease> {
+    pub fn take(mut self) -> Vec<Lease> {
         std::mem::take(&mut self.leases)
     }
 }
@@ -62,40 +79,5 @@ impl<B: Broker + Clone + 'static> Drop for Handoff<B> {
                 "no runtime to hand back an unread claim: its leases will expire"
             ),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use queue_core::backend::ClaimRequest;
-    use queue_core::{JobStore, ListQuery, NewJob, WorkerId};
-
-    use crate::testing::{TestQueue, redis_url};
-
-    /// The race a dropped fetch can lose: the claim task sent its leases, the caller went
-    /// away before reading them. Dropped untaken, the handoff hands them back.
-    #[tokio::test]
-    async fn an_untaken_handoff_hands_its_leases_back() {
-        let queue = TestQueue::start(&redis_url()).await;
-        for i in 0..3 {
-            queue.enqueue(NewJob::new("t", &i).unwrap()).await.unwrap();
-        }
-        let req = ClaimRequest::new(WorkerId::new("w"), 3, Duration::from_secs(60));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let (handoff, _, _) = queue.claim_detached(&req).await.unwrap();
-        assert_eq!(handoff.len(), 3);
-        tx.send(handoff).map_err(|_| "receiver alive").unwrap();
-        drop(rx); // the caller went away with the leases unread
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while queue.stats().await.unwrap().processing > 0 {
-            assert!(tokio::time::Instant::now() < deadline, "leases stranded");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let page = queue.list(&ListQuery::new()).await.unwrap();
-        assert_eq!(page.jobs.len(), 3);
-        assert!(page.jobs.iter().all(|j| j.attempts.is_empty()));
-        queue.cleanup().await;
     }
 }
