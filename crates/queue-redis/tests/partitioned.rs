@@ -344,7 +344,7 @@ async fn a_lost_layout_strands_nothing() {
 /// instead of serving partition 0 only and leaving the others' jobs unclaimed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_follow_a_queue_given_partitions_later() {
-    use queue_core::backend::{Broker, ClaimRequest};
+    use queue_core::backend::ClaimRequest;
     use queue_core::{JobStore, NewJob, WorkerId};
     use std::collections::HashSet;
     use std::time::Duration;
