@@ -1,5 +1,8 @@
-//! The model-checked suite on standalone Redis (Functions), through EVALSHA scripts, and on
-//! a 3-master cluster: random runs compared step by step with the reference model.
+//! The model-checked suite on standalone Redis (Functions), through EVALSHA scripts, on a
+//! 3-master cluster, and through the partitioned backend of one partition (what `open`
+//! gives every worker and operator): random runs compared step by step with the reference
+//! model. (A queue of several partitions orders claims per partition, which the model does
+//! not: its order and fair-share cases are the conformance suite's.)
 //! `DCS_MODEL_CASES=500 cargo test -p queue-redis --test model` runs a longer budget.
 
 mod support;
@@ -22,6 +25,26 @@ async fn cluster(clock: ManualClock) -> Harness {
     support::harness(&url, clock).await
 }
 
+async fn partitioned(clock: ManualClock) -> Harness {
+    let url = tokio::task::spawn_blocking(support::cluster_url)
+        .await
+        .unwrap();
+    let backend = support::backend(&url, Some(clock.clone()))
+        .await
+        .partitioned(1)
+        .await
+        .expect("a queue of one partition");
+    let cleanup = backend.clone();
+    let probe = backend.clone();
+    Harness::new(std::sync::Arc::new(backend), clock)
+        .with_blocked(move || probe.blocked_fetches() + probe.subscribers())
+        .with_cleanup(async move {
+            if let Err(e) = cleanup.destroy().await {
+                eprintln!("cleanup failed: {}", e.chain());
+            }
+        })
+}
+
 mod on_standalone {
     queue_testkit::model_tests!(super::standalone, 64, 40);
 }
@@ -32,4 +55,8 @@ mod on_scripts {
 
 mod on_cluster {
     queue_testkit::model_tests!(super::cluster, 24, 40);
+}
+
+mod on_partitioned {
+    queue_testkit::model_tests!(super::partitioned, 16, 40);
 }
