@@ -319,19 +319,23 @@ impl PartitionedBackend {
     /// The layout and every partition's backend, read again when older than
     /// [`LAYOUT_REFRESH`]. A read that fails (partition 0 failing over) keeps the known
     /// layout until the next refresh: the other partitions serve on meanwhile. So does a
-    /// stored span below the known one (a span never shrinks: that layout was lost).
+    /// stored span below the known one (a span never shrinks: that layout was lost), which
+    /// is written back, so processes opened later find it.
     async fn current(&self) -> Result<(u32, Vec<RedisBackend>)> {
         let stale = self.parts().read_at.elapsed() >= LAYOUT_REFRESH;
         if stale {
-            let known = self.parts().layout.span;
+            let known = self.parts().layout.clone();
             match layout::read(&self.inner.base).await {
-                Ok(layout) if layout.span >= known => self.install(layout)?,
+                Ok(layout) if layout.span >= known.span => self.install(layout)?,
                 Ok(layout) => {
                     tracing::error!(
                         stored = layout.span,
-                        known,
-                        "the stored layout spans fewer partitions than this process knows; keeping the known one"
+                        known = known.span,
+                        "the stored layout spans fewer partitions than this process knows; writing the known one back"
                     );
+                    if let Err(e) = layout::restore(&self.inner.base, &known).await {
+                        tracing::warn!(error = %e.chain(), "could not write the layout back");
+                    }
                     self.keep_layout();
                 }
                 Err(e) => {

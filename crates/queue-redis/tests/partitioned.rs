@@ -296,11 +296,11 @@ async fn a_partitioned_queue_is_opened_whole() {
 
 /// The layout lost (deleted here; a failover that lost its write, an operator's mistake):
 /// a process that knows the queue's partitions keeps serving all of them, since a span
-/// never shrinks. Without that, the next refresh would see one partition and strand the
-/// jobs of the other three.
+/// never shrinks, and writes the layout back for processes opened later. Without that, the
+/// next refresh would see one partition and strand the jobs of the other three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_layout_strands_nothing() {
-    use queue_core::backend::{Broker, ClaimRequest};
+    use queue_core::backend::ClaimRequest;
     use queue_core::{JobStore, NewJob, WorkerId};
     use std::time::Duration;
     let queue = partitioned(4).await;
@@ -333,8 +333,17 @@ async fn a_lost_layout_strands_nothing() {
         assert_eq!(queue.stats().await.unwrap().queued, 40);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // It was written back: a process opened now finds the four partitions and their tags.
+    let stored: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(stored.contains(&("span".into(), "4".into())), "{stored:?}");
+    let later = builder_for(&queue).await.open().await.unwrap();
+    assert_eq!(later.stats().await.unwrap().queued, 40);
     let req = ClaimRequest::new(WorkerId::new("w"), 40, Duration::from_secs(60));
-    assert_eq!(queue.fetch(&req, Duration::ZERO).await.unwrap().len(), 40);
+    assert_eq!(later.fetch(&req, Duration::ZERO).await.unwrap().len(), 40);
     queue.destroy().await.unwrap();
 }
 

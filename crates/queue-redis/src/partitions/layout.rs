@@ -41,6 +41,39 @@ for i = 2, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return redis.call('HGETALL', KEYS[1])
 ";
 
+/// Writes back the layout a process knows when the stored one spans fewer partitions (it
+/// was lost: a span never shrinks). Only ever raises the span, so processes that know
+/// different layouts (one saw a resize the other has not yet) settle on the larger.
+const RESTORE: &str = r"
+local span = tonumber(redis.call('HGET', KEYS[1], 'span') or '0')
+if span < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'partitions', ARGV[1], 'span', ARGV[2])
+  for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return redis.call('HGETALL', KEYS[1])
+";
+
+/// Writes `known` back if the stored layout spans fewer partitions (see [`RESTORE`]).
+pub(super) async fn restore(base: &RedisBackend, known: &Layout) -> Result<Layout> {
+    let script = redis::Script::new(RESTORE);
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(base.inner.keys.layout())
+        .arg(known.partitions)
+        .arg(known.span);
+    for (i, salt) in known.salts.iter().enumerate() {
+        if let Some(salt) = salt {
+            invocation.arg(format!("salt:{i}")).arg(salt);
+        }
+    }
+    let mut conn = base.conn();
+    let fields: Vec<(String, String)> = invocation
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| base.err(e))?;
+    Ok(parse(fields))
+}
+
 pub(super) async fn create(base: &RedisBackend, partitions: u32) -> Result<Layout> {
     let stored = read(base).await?;
     if stored.span > 1 || partitions == 1 {
