@@ -29,20 +29,7 @@ async fn partitioned(clock: ManualClock) -> Harness {
     let url = tokio::task::spawn_blocking(support::cluster_url)
         .await
         .unwrap();
-    let backend = support::backend(&url, Some(clock.clone()))
-        .await
-        .partitioned(1)
-        .await
-        .expect("a queue of one partition");
-    let cleanup = backend.clone();
-    let probe = backend.clone();
-    Harness::new(std::sync::Arc::new(backend), clock)
-        .with_blocked(move || probe.blocked_fetches() + probe.subscribers())
-        .with_cleanup(async move {
-            if let Err(e) = cleanup.destroy().await {
-                eprintln!("cleanup failed: {}", e.chain());
-            }
-        })
+    support::partitioned_harness(&url, clock, 1).await
 }
 
 mod on_standalone {

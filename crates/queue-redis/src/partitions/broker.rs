@@ -298,7 +298,9 @@ impl Broker for PartitionedBackend {
                     let ids: Vec<JobId> = endings.iter().map(|e| e.lease.job_id).collect();
                     let asked = next.as_ref().map(|n| n.max);
                     let done = backend.finish_many(endings, next).await?;
-                    // Dropped with the batch if another partition fails: handed back.
+                    // Known to come from `p` at once, then dropped with the batch if
+                    // another partition fails: handed back there.
+                    self.remember(p as u32, &done.next);
                     let next = Handoff::new(self.clone(), done.next);
                     Ok::<_, Error>((p, at, ids, done.statuses, next, asked))
                 }
@@ -313,7 +315,6 @@ impl Broker for PartitionedBackend {
             }
             if let Some(asked) = asked {
                 self.note_claim(p, asked, next.len());
-                self.remember(p as u32, next.leases());
                 rode = Some((p, next));
             }
         }

@@ -55,23 +55,11 @@ return redis.call('HGETALL', KEYS[1])
 
 /// Writes `known` back if the stored layout spans fewer partitions (see [`RESTORE`]).
 pub(super) async fn restore(base: &RedisBackend, known: &Layout) -> Result<Layout> {
-    let script = redis::Script::new(RESTORE);
-    let mut invocation = script.prepare_invoke();
-    invocation
-        .key(base.inner.keys.layout())
-        .arg(known.partitions)
-        .arg(known.span);
-    for (i, salt) in known.salts.iter().enumerate() {
-        if let Some(salt) = salt {
-            invocation.arg(format!("salt:{i}")).arg(salt);
-        }
-    }
-    let mut conn = base.conn();
-    let fields: Vec<(String, String)> = invocation
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| base.err(e))?;
-    Ok(parse(fields))
+    let salts: Vec<(u32, u32)> = (0..)
+        .zip(&known.salts)
+        .filter_map(|(i, salt)| salt.map(|s| (i, s)))
+        .collect();
+    write(base, RESTORE, &[known.partitions, known.span], &salts).await
 }
 
 pub(super) async fn create(base: &RedisBackend, partitions: u32) -> Result<Layout> {
@@ -80,7 +68,7 @@ pub(super) async fn create(base: &RedisBackend, partitions: u32) -> Result<Layou
         return Ok(stored);
     }
     let salts = choose_salts(base, &stored, partitions).await?;
-    write(base, CREATE, partitions, &salts).await
+    write(base, CREATE, &[partitions], &salts).await
 }
 
 /// Resizes to `partitions`; `prepare` gets the partitions new to the span (their keys as
@@ -105,7 +93,7 @@ where
         })
         .collect::<Result<Vec<_>>>()?;
     prepare(new).await?;
-    write(base, RESIZE, partitions, &salts).await
+    write(base, RESIZE, &[partitions], &salts).await
 }
 
 pub(super) async fn read(base: &RedisBackend) -> Result<Layout> {
@@ -121,15 +109,17 @@ pub(super) async fn read(base: &RedisBackend) -> Result<Layout> {
     Ok(parse(fields))
 }
 
+/// Runs a layout `script`: ARGV the `counts` (partitions; then the span, for [`RESTORE`]),
+/// then `salt:<i>`, salt pairs. Answers the stored layout.
 async fn write(
     base: &RedisBackend,
     script: &str,
-    partitions: u32,
+    counts: &[u32],
     salts: &[(u32, u32)],
 ) -> Result<Layout> {
     let script = redis::Script::new(script);
     let mut invocation = script.prepare_invoke();
-    invocation.key(base.inner.keys.layout()).arg(partitions);
+    invocation.key(base.inner.keys.layout()).arg(counts);
     for (index, salt) in salts {
         invocation.arg(format!("salt:{index}")).arg(salt);
     }

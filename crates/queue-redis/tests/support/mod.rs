@@ -60,3 +60,23 @@ pub async fn harness_with(url: &str, clock: ManualClock, functions: bool) -> Har
             }
         })
 }
+
+/// A conformance harness on a queue of `partitions` partitions over the cluster at `url`;
+/// its cleanup deletes every partition's keys and the layout.
+pub async fn partitioned_harness(url: &str, clock: ManualClock, partitions: u32) -> Harness {
+    let backend = backend(url, Some(clock.clone()))
+        .await
+        .partitioned(partitions)
+        .await
+        .expect("a partitioned queue");
+    let cleanup = backend.clone();
+    let probe = backend.clone();
+    Harness::new(Arc::new(backend), clock)
+        .with_partitions(partitions)
+        .with_blocked(move || probe.blocked_fetches() + probe.subscribers())
+        .with_cleanup(async move {
+            if let Err(e) = cleanup.destroy().await {
+                eprintln!("cleanup failed: {}", e.chain());
+            }
+        })
+}
