@@ -35,11 +35,6 @@ impl<B: Broker + Clone + 'static> Handoff<B> {
         self.leases.len()
     }
 
-    /// The leases it carries.
-    pub fn leases(&self) -> &[Lease] {
-        &self.leases
-    }
-
     /// Whether it carries none.
     pub fn is_empty(&self) -> bool {
         self.leases.is_empty()
