@@ -29,4 +29,4 @@ pub use builder::{RedisBackend, RedisBackendBuilder};
 pub use config::RedisConfig;
 pub use durability::Durability;
 pub use error::ServerError;
-pub use partitions::{LAYOUT_REFRESH, Layout, PartitionedBackend};
+pub use partitions::{ClaimStep, LAYOUT_REFRESH, Layout, PartitionedBackend};

@@ -116,9 +116,9 @@ struct Shared {
     turn: AtomicU32,
     /// The partition a claim tries first.
     claim_turn: AtomicU32,
-    /// Where the leases this process holds live (a job with a chosen id may live
-    /// elsewhere than its id names).
-    leases: Mutex<HashMap<JobId, Held>>,
+    /// Where the leases this process holds, or held lately, live (a job with a chosen id
+    /// may live elsewhere than its id names).
+    leases: Mutex<Leases>,
     /// The last claims answered, so a claim sent again asks the same partitions.
     rounds: Mutex<std::collections::VecDeque<broker::Round>>,
     /// Per partition, what this process's claims took from it (see `broker::Served`).
@@ -126,6 +126,20 @@ struct Shared {
     /// Where the deliveries this process claimed live.
     deliveries: Mutex<HashMap<String, u32>>,
     blocked: Blocked,
+    /// The partition claims made since the trace was last read, when traced.
+    claims: Mutex<Option<Vec<ClaimStep>>>,
+}
+
+/// One partition's part of a claim: which partition was asked, for how many jobs, and how
+/// many it gave (see [`PartitionedBackend::claim_trace`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClaimStep {
+    /// The partition asked.
+    pub partition: u32,
+    /// How many jobs it was asked for.
+    pub asked: usize,
+    /// How many it gave.
+    pub gave: usize,
 }
 
 /// A lease this process holds: where, and whether its job has a group (a handler's hold
@@ -134,6 +148,48 @@ struct Shared {
 struct Held {
     partition: u32,
     grouped: bool,
+    /// Its attempt ended (kept a while, so an ending sent again finds its partition).
+    ended: bool,
+}
+
+/// The leases this process holds, and the latest [`ENDED_KEPT`] that ended.
+#[derive(Default)]
+struct Leases {
+    held: HashMap<JobId, Held>,
+    ended: std::collections::VecDeque<JobId>,
+}
+
+/// How many ended leases a process keeps the partition of: an ending sent again after a
+/// lost reply (the worker's reporter resends within seconds) goes where the first one went,
+/// also for a job that lives elsewhere than its id names.
+const ENDED_KEPT: usize = 4096;
+
+impl Leases {
+    fn hold(&mut self, id: JobId, partition: u32, grouped: bool) {
+        let ended = false;
+        self.held.insert(
+            id,
+            Held {
+                partition,
+                grouped,
+                ended,
+            },
+        );
+    }
+
+    fn end(&mut self, id: JobId) {
+        let Some(h) = self.held.get_mut(&id).filter(|h| !h.ended) else {
+            return;
+        };
+        h.ended = true;
+        self.ended.push_back(id);
+        while self.ended.len() > ENDED_KEPT {
+            let old = self.ended.pop_front().expect("longer than kept");
+            if self.held.get(&old).is_some_and(|h| h.ended) {
+                self.held.remove(&old);
+            }
+        }
+    }
 }
 
 struct Parts {
@@ -186,6 +242,7 @@ impl RedisBackend {
                 served: Mutex::default(),
                 deliveries: Mutex::default(),
                 blocked: Blocked::default(),
+                claims: Mutex::default(),
             }),
         })
     }
@@ -270,6 +327,14 @@ impl PartitionedBackend {
             removed += backend.destroy().await?;
         }
         Ok(removed)
+    }
+
+    /// Every partition claim since the last call, in order (a fetch's round, the claim a
+    /// finish rode on and its top-up), for tests and diagnosis: the first call starts the
+    /// trace, so a process that never asks keeps none.
+    pub fn claim_trace(&self) -> Vec<ClaimStep> {
+        let mut trace = self.inner.claims.lock().unwrap_or_else(|p| p.into_inner());
+        trace.replace(Vec::new()).unwrap_or_default()
     }
 
     /// How many fetches are blocked now, waiting for work.
@@ -362,6 +427,7 @@ impl PartitionedBackend {
             .leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .held
             .get(&id)
             .copied()
     }

@@ -71,6 +71,23 @@ impl RedisBackend {
         Ok(out)
     }
 
+    /// The records of those of `ids` that exist, read in `READ_BATCH` calls (a record not
+    /// stored as a hash is left out, as a missing one).
+    pub(crate) async fn found(&self, ids: &[JobId]) -> Result<Vec<JobRecord>> {
+        let names: Vec<String> = ids.iter().map(JobId::to_string).collect();
+        let mut out = Vec::new();
+        for (id, read) in ids.iter().zip(self.records(&names).await?) {
+            if let Read::Found(fields, lease) = read {
+                out.push(crate::codec::decode_leased(
+                    Some(*id),
+                    &fields,
+                    lease.as_ref(),
+                )?);
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) async fn is_active(&self, id: JobId) -> Result<bool> {
         match self.get(id).await {
             Ok(r) => Ok(r.status.is_active()),

@@ -32,6 +32,13 @@ async fn partitioned(clock: ManualClock) -> Harness {
     support::partitioned_harness(&url, clock, 1).await
 }
 
+async fn four_partitions(clock: ManualClock) -> Harness {
+    let url = tokio::task::spawn_blocking(support::cluster_url)
+        .await
+        .unwrap();
+    support::partitioned_harness(&url, clock, 4).await
+}
+
 mod on_standalone {
     queue_testkit::model_tests!(super::standalone, 64, 40);
 }
@@ -46,4 +53,8 @@ mod on_cluster {
 
 mod on_partitioned {
     queue_testkit::model_tests!(super::partitioned, 16, 40);
+}
+
+mod on_four_partitions {
+    queue_testkit::model_tests!(super::four_partitions, 24, 40);
 }

@@ -19,7 +19,12 @@ pub struct Harness {
     cleanup: Mutex<Option<Cleanup>>,
     blocked: Option<Blocked>,
     partitions: u32,
+    claims: Option<ClaimTrace>,
 }
+
+/// The partition claims a partitioned backend made since the last call: (partition, jobs
+/// asked, jobs given), in order.
+pub type ClaimTrace = Arc<dyn Fn() -> Vec<(u32, usize, usize)> + Send + Sync>;
 
 /// How many calls are blocked on the backend now: fetches waiting for work plus open event
 /// streams (what a `wait` follows).
@@ -42,7 +47,20 @@ impl Harness {
             cleanup: Mutex::new(None),
             blocked: None,
             partitions: 1,
+            claims: None,
         }
+    }
+
+    /// How to read a partitioned backend's claims (the model suite follows how it split
+    /// each claim among its partitions: see `Model::follow`).
+    pub fn with_claim_trace(mut self, trace: impl Fn() -> Vec<(u32, usize, usize)> + Send + Sync + 'static) -> Self {
+        self.claims = Some(Arc::new(trace));
+        self
+    }
+
+    /// How to read the backend's partition claims, if it is partitioned.
+    pub fn claim_trace(&self) -> Option<ClaimTrace> {
+        self.claims.clone()
     }
 
     /// A backend of `partitions` partitions (README "Partitions"): the cases that check

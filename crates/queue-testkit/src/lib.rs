@@ -25,7 +25,7 @@ pub mod model;
 pub mod properties;
 pub mod receiver;
 
-pub use harness::{Harness, suite_config};
+pub use harness::{ClaimTrace, Harness, suite_config};
 pub use model::Model;
 
 /// Stamps the model-checked suite into a backend's tests: one `#[test]` that runs

@@ -18,6 +18,7 @@ mod jobs;
 mod keys;
 mod leases;
 mod listing;
+mod partitions;
 mod rate;
 mod retention;
 mod schedules;
@@ -56,6 +57,8 @@ struct Job {
     key_let_go: bool,
     /// When it joined its sequence (the newest unfinished member is the tail).
     joined: u64,
+    /// The partition it lives in (0 on a queue of one partition).
+    partition: u32,
 }
 
 /// Who holds a running job in the model: the lease's token, expiry and claim.
@@ -95,9 +98,21 @@ pub struct ModelLease {
 }
 
 /// The queue of the spec.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Model {
     config: QueueConfig,
+    /// How many partitions the queue has (README "Partitions"): each partition orders its
+    /// own starts (its tick and lanes), and a unique key is unique within its partition.
+    partitions: u32,
+    /// The partition the jobs being created go to whatever their routes (a flow's, a
+    /// schedule's ticks').
+    placing: Option<u32>,
+    /// How the backend under comparison split the claim under way among the partitions
+    /// (partition, jobs, in order): a claim of several partitions may take from them in
+    /// any order, each in its own start order ([`Model::follow`]).
+    plan: Option<Vec<(u32, usize, usize)>>,
+    /// The partitions that gave the claim under way fewer jobs than it asked them for.
+    short: Vec<u32>,
     jobs: Vec<Job>,
     next_place: u64,
     next_token: u64,
@@ -122,10 +137,10 @@ pub struct Model {
     /// The lanes of groups, by (band, group), with their tickets: a group has a lane in a
     /// band while it has ready jobs there and admits a start.
     lanes: BTreeMap<(u8, String), u64>,
-    /// Raised by every start.
-    tick: u64,
-    /// The ticket of the last start of a job without a group, per band.
-    ungrouped_ticket: [u64; 3],
+    /// Raised by every start, per partition.
+    tick: Vec<u64>,
+    /// The ticket of the last start of a job without a group, per partition and band.
+    ungrouped_ticket: Vec<[u64; 3]>,
     /// Per parent, the final statuses of its children that retention deleted (they still
     /// count).
     swept_children: BTreeMap<JobId, Vec<JobStatus>>,
@@ -166,6 +181,10 @@ impl Model {
     pub fn new(config: QueueConfig) -> Self {
         Self {
             config,
+            partitions: 1,
+            placing: None,
+            plan: None,
+            short: Vec::new(),
             jobs: Vec::new(),
             next_place: 0,
             next_token: 0,
@@ -181,8 +200,8 @@ impl Model {
             group_settings: BTreeMap::new(),
             now: 0,
             lanes: BTreeMap::new(),
-            tick: 0,
-            ungrouped_ticket: [0; 3],
+            tick: vec![0],
+            ungrouped_ticket: vec![[0; 3]],
             swept_children: BTreeMap::new(),
             schedules: BTreeMap::new(),
         }

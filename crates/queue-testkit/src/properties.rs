@@ -125,6 +125,8 @@ struct Run<'a> {
     clock: &'a ManualClock,
     model: Model,
     ids: Vec<JobId>,
+    /// A partitioned backend's claims (see [`Model::follow`]).
+    trace: Option<crate::ClaimTrace>,
     leases: Vec<HeldLease>,
     vanished: [bool; WORKERS as usize],
     last_fetch: Option<ClaimRequest>,
@@ -147,8 +149,9 @@ impl<'a> Run<'a> {
         Self {
             backend: &h.backend,
             clock: &h.clock,
-            model: Model::new(suite_config("model")),
+            model: Model::new(suite_config("model")).with_partitions(h.partitions()),
             ids,
+            trace: h.claim_trace(),
             leases: Vec::new(),
             vanished: [false; WORKERS as usize],
             last_fetch: None,
@@ -259,9 +262,35 @@ impl<'a> Run<'a> {
             .fetch(&req, Duration::ZERO)
             .await
             .map_err(|e| e.chain())?;
+        self.follow();
         let want = self.model.fetch(&req, now);
-        self.last_fetch = Some(req);
-        self.adopt(worker, &got, &want, replay)
+        self.last_fetch = Some(req.clone());
+        self.adopt(worker, &got, &want, replay)?;
+        self.filled(got.len(), &req)
+    }
+
+    /// Tells the model how the backend split the claim it just answered among its
+    /// partitions (a backend of one partition has no trace: nothing to tell).
+    fn follow(&mut self) {
+        if let Some(trace) = &self.trace {
+            self.model.follow(trace());
+        }
+    }
+
+    /// A claim that took `taken` jobs left no partition that gave it fewer than asked with
+    /// a job to start.
+    fn filled(&self, taken: usize, req: &ClaimRequest) -> Check {
+        if self.trace.is_none() {
+            return Ok(());
+        }
+        match self.model.claimable(req) {
+            Some((id, p)) => Err(format!(
+                "a claim of up to {} took {taken} jobs while job {id} could start in partition \
+                 {p}, which gave fewer than asked",
+                req.max,
+            )),
+            None => Ok(()),
+        }
     }
 
     async fn finish(&mut self, i: usize, outcome: Outcome, next: Option<ClaimRequest>) -> Check {
@@ -270,18 +299,23 @@ impl<'a> Run<'a> {
             .backend
             .finish(&self.leases[i].backend, outcome.clone(), next.clone())
             .await;
+        let taken = got.as_ref().map_or(0, |f| usize::from(f.next.is_some()));
+        self.follow();
         let want = self
             .model
             .finish(&self.leases[i].model, outcome.clone(), next.as_ref(), now);
         let worker = self.leases[i].worker;
-        self.last_finish = Some((i, outcome, next));
+        self.last_finish = Some((i, outcome, next.clone()));
         expect_eq("finish", norm(&got, |f| f.status), norm(&want, |(s, _)| *s))?;
         if let (Ok(f), Ok((_, m))) = (&got, &want) {
             let b: Vec<queue_core::backend::Lease> = f.next.iter().cloned().collect();
             let m: Vec<ModelLease> = m.iter().cloned().collect();
             self.adopt(worker, &b, &m, false)?;
         }
-        Ok(())
+        match &next {
+            Some(req) => self.filled(taken, req),
+            None => Ok(()),
+        }
     }
 
     async fn finish_many(
@@ -307,12 +341,17 @@ impl<'a> Run<'a> {
             .finish_many(backend_endings, next.clone())
             .await
             .map_err(|e| e.chain())?;
+        self.follow();
         let (want, leases) = self.model.finish_many(&model_endings, next.as_ref(), now);
-        self.last_finish_many = Some((endings, worker, next));
+        self.last_finish_many = Some((endings, worker, next.clone()));
         let got_statuses: Vec<_> = got.statuses.iter().map(|r| norm(r, |s| *s)).collect();
         let want_statuses: Vec<_> = want.iter().map(|r| norm(r, |s| *s)).collect();
         expect_eq("finish_many", got_statuses, want_statuses)?;
-        self.adopt(worker, &got.next, &leases, false)
+        self.adopt(worker, &got.next, &leases, false)?;
+        match &next {
+            Some(req) => self.filled(got.next.len(), req),
+            None => Ok(()),
+        }
     }
 }
 

@@ -7,12 +7,12 @@ use async_trait::async_trait;
 use futures_util::future::{select_all, try_join_all};
 use queue_core::backend::{
     Broker, CancelStream, ClaimRequest, ClaimedDelivery, Ending, FinishedMany, HeartbeatReply,
-    Lease, LeaseRef, Millis, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten, Settle,
+    Lease, LeaseRef, MAX_CLAIM, Millis, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten, Settle,
     StoredSchedules, WorkerBeat, partition_of, routing_key,
 };
 use queue_core::{Error, JobId, Result, WorkerId};
 
-use super::{Held, PartitionedBackend};
+use super::PartitionedBackend;
 use crate::RedisBackend;
 use queue_core::backend::Handoff;
 
@@ -44,6 +44,9 @@ pub(super) struct Served {
 
 /// How many more jobs one partition may have given this process than another with work.
 const SLACK: u64 = 2000;
+
+/// The most partition claims a trace keeps between two reads.
+const TRACE_KEPT: usize = 4096;
 
 /// How long a partition whose claim came back short is taken to have no work.
 const DRY_FOR: Duration = Duration::from_millis(50);
@@ -78,15 +81,17 @@ impl PartitionedBackend {
         let mut next_due: Option<Millis> = None;
         let mut now = 0;
         let mut gave = Vec::new();
+        // One claim takes at most MAX_CLAIM jobs in all, however many partitions give.
+        let want = req.max.min(MAX_CLAIM);
         for (at, max) in plan {
-            if leases.len() >= req.max || at >= n {
+            if leases.len() >= want || at >= n {
                 break;
             }
             if skip == Some(at) {
                 continue;
             }
             let mut part = req.clone();
-            part.max = max.unwrap_or(req.max - leases.len());
+            part.max = max.unwrap_or(want - leases.len());
             let (got, due, at_now) = backends[at].claim_detached(&part).await?;
             let got = got.take();
             now = at_now;
@@ -121,6 +126,15 @@ impl PartitionedBackend {
         }
         served[at].taken += got as u64;
         served[at].dry_until = (got < asked).then(|| tokio::time::Instant::now() + DRY_FOR);
+        drop(served);
+        let mut trace = self.inner.claims.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(trace) = trace.as_mut().filter(|t| t.len() < TRACE_KEPT) {
+            trace.push(super::ClaimStep {
+                partition: at as u32,
+                asked: asked.min(MAX_CLAIM),
+                gave: got,
+            });
+        }
     }
 
     /// Of `candidates` (partitions with the number of attempts ending there), the one the
@@ -174,8 +188,7 @@ impl PartitionedBackend {
         }
         let mut map = self.inner.leases.lock().unwrap_or_else(|p| p.into_inner());
         for lease in leases {
-            let grouped = lease.job.group.is_some();
-            map.insert(lease.job.job_id, Held { partition, grouped });
+            map.hold(lease.job.job_id, partition, lease.job.group.is_some());
         }
     }
 
@@ -197,7 +210,7 @@ impl PartitionedBackend {
     fn forget(&self, ids: impl IntoIterator<Item = JobId>) {
         let mut map = self.inner.leases.lock().unwrap_or_else(|p| p.into_inner());
         for id in ids {
-            map.remove(&id);
+            map.end(id);
         }
     }
 
@@ -273,8 +286,11 @@ impl Broker for PartitionedBackend {
         for (i, ending) in endings.into_iter().enumerate() {
             let at = self.lease_partition(ending.lease.job_id, backends.len());
             if let queue_core::backend::Outcome::RateLimited { retry_after } = &ending.outcome
-                && self.held(ending.lease.job_id).is_some_and(|h| !h.grouped)
+                && self
+                    .held(ending.lease.job_id)
+                    .is_some_and(|h| !h.grouped && !h.ended)
             {
+                // (An ending sent again holds nothing more: the first one held the queue.)
                 holds.push((at, *retry_after));
             }
             parts[at].0.push(i);
@@ -329,8 +345,10 @@ impl Broker for PartitionedBackend {
         let next = match (rode, next) {
             // The partition it rode on had fewer: the others in turn for the rest, as one
             // claim of the whole queue would.
-            (Some((at, mut leases)), Some(mut req)) if accepted && leases.len() < req.max => {
-                req.max -= leases.len();
+            (Some((at, mut leases)), Some(mut req))
+                if accepted && leases.len() < req.max.min(MAX_CLAIM) =>
+            {
+                req.max = req.max.min(MAX_CLAIM) - leases.len();
                 let more = self.claim_round_detached(&req, Some(at)).await?.0;
                 leases.extend(more.take());
                 leases.take()

@@ -162,6 +162,11 @@ pub(super) fn workers(all: Vec<Vec<WorkerInfo>>) -> Vec<WorkerInfo> {
             None => out.push(info),
         }
     }
+    // As one partition answers: by worker, each one's jobs in id order.
+    for w in &mut out {
+        w.jobs.sort();
+    }
+    out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
     out
 }
 

@@ -32,24 +32,51 @@ impl PartitionedBackend {
         Ok(backends[at as usize].clone())
     }
 
-    /// The job a chosen id already names in a partition other than `except` (its route
-    /// now): enqueuing a chosen id again answers that job, as on a queue of one partition.
+    /// The jobs chosen ids already name in a partition other than the one each routes to
+    /// now (`chosen`: id and its partition): enqueuing a chosen id again answers that job,
+    /// as on a queue of one partition. One read per other partition for the whole batch.
     async fn chosen_elsewhere(
         backends: &[RedisBackend],
-        id: JobId,
-        except: usize,
-    ) -> Result<Option<JobRecord>> {
-        for (i, backend) in backends.iter().enumerate() {
-            if i == except {
-                continue;
-            }
-            match backend.get(id).await {
-                Ok(record) => return Ok(Some(record)),
-                Err(Error::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
+        chosen: &[(JobId, usize)],
+    ) -> Result<std::collections::HashMap<JobId, JobRecord>> {
+        let mut out = std::collections::HashMap::new();
+        if backends.len() < 2 || chosen.is_empty() {
+            return Ok(out);
         }
-        Ok(None)
+        let reads = backends.iter().enumerate().map(|(i, backend)| {
+            let ids: Vec<JobId> = chosen
+                .iter()
+                .filter(|(_, at)| *at != i)
+                .map(|(id, _)| *id)
+                .collect();
+            async move {
+                if ids.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    backend.found(&ids).await
+                }
+            }
+        });
+        for record in try_join_all(reads).await?.into_iter().flatten() {
+            out.entry(record.job_id).or_insert(record);
+        }
+        Ok(out)
+    }
+
+    /// Refuses `jobs` joining a flow in partition `p` when a chosen id of one is taken in
+    /// another partition (as one partition refuses an id it holds: one job per id across
+    /// the queue).
+    async fn taken_elsewhere(backends: &[RedisBackend], jobs: &[&NewJob], p: u32) -> Result<()> {
+        let chosen: Vec<(JobId, usize)> = jobs
+            .iter()
+            .filter_map(|j| Some((j.options.job_id?, p as usize)))
+            .collect();
+        match Self::chosen_elsewhere(backends, &chosen).await?.keys().min() {
+            Some(id) => Err(Error::invalid(format!(
+                "job id {id} of the flow is taken by an existing job"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// A change every partition takes (pause, resume, webhooks, the rate limit's shares).
@@ -73,17 +100,30 @@ impl JobStore for PartitionedBackend {
         let mut out: Vec<Option<Result<JobRecord>>> = (0..jobs.len()).map(|_| None).collect();
         let mut batches: Vec<(Vec<usize>, Vec<NewJob>)> =
             (0..backends.len()).map(|_| Default::default()).collect();
-        for (i, mut job) in jobs.into_iter().enumerate() {
-            match route(&job, partitions, self.next_turn()) {
-                Ok(at) => {
-                    let p = at.partition();
-                    if let Some(id) = job.options.job_id.filter(|_| backends.len() > 1)
-                        && let Some(found) =
-                            Self::chosen_elsewhere(&backends, id, p as usize).await?
-                    {
-                        out[i] = Some(Ok(found));
+        let routes: Vec<Result<u32>> = jobs
+            .iter()
+            .map(|job| route(job, partitions, self.next_turn()).map(|at| at.partition()))
+            .collect();
+        let chosen: Vec<(JobId, usize)> = jobs
+            .iter()
+            .zip(&routes)
+            .filter_map(|(job, at)| Some((job.options.job_id?, *at.as_ref().ok()? as usize)))
+            .collect();
+        let elsewhere = Self::chosen_elsewhere(&backends, &chosen).await?;
+        // A chosen id given twice in the batch goes where it went first, so that partition
+        // answers the job it just created (one job per id across the queue).
+        let mut placed: std::collections::HashMap<JobId, u32> = Default::default();
+        for ((i, mut job), at) in jobs.into_iter().enumerate().zip(routes) {
+            match at {
+                Ok(p) => {
+                    if let Some(found) = job.options.job_id.and_then(|id| elsewhere.get(&id)) {
+                        out[i] = Some(Ok(found.clone()));
                         continue;
                     }
+                    let p = match job.options.job_id {
+                        Some(id) => *placed.entry(id).or_insert(p),
+                        None => p,
+                    };
                     job.options
                         .job_id
                         .get_or_insert_with(|| JobId::in_partition(p));
@@ -114,11 +154,20 @@ impl JobStore for PartitionedBackend {
     async fn enqueue_flow(&self, mut flow: Flow) -> Result<JobRecord> {
         let (partitions, backends) = self.current().await?;
         let p = route_flow(&flow, partitions, self.next_turn())?.partition();
-        if let Some(id) = flow.job.options.job_id.filter(|_| backends.len() > 1)
-            && let Some(found) = Self::chosen_elsewhere(&backends, id, p as usize).await?
+        // A root whose id is taken anywhere answers its job (as one partition does, before
+        // it looks at the children).
+        if let Some(id) = flow.job.options.job_id
+            && let Some(found) = Self::chosen_elsewhere(&backends, &[(id, usize::MAX)])
+                .await?
+                .remove(&id)
         {
             return Ok(found);
         }
+        let mut jobs = Vec::new();
+        for child in &flow.children {
+            collect(child, &mut jobs);
+        }
+        Self::taken_elsewhere(&backends, &jobs, p).await?;
         name_ids(&mut flow, p);
         backends[p as usize].enqueue_flow(flow).await
     }
@@ -135,6 +184,7 @@ impl JobStore for PartitionedBackend {
             jobs.extend(all);
         }
         route_children(&jobs, partitions.max(p + 1), p)?;
+        Self::taken_elsewhere(&self.all().await?, &jobs, p).await?;
         for child in &mut children {
             name_ids(child, p);
         }

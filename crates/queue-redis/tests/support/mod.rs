@@ -71,9 +71,18 @@ pub async fn partitioned_harness(url: &str, clock: ManualClock, partitions: u32)
         .expect("a partitioned queue");
     let cleanup = backend.clone();
     let probe = backend.clone();
+    let trace = backend.clone();
+    trace.claim_trace();
     Harness::new(Arc::new(backend), clock)
         .with_partitions(partitions)
         .with_blocked(move || probe.blocked_fetches() + probe.subscribers())
+        .with_claim_trace(move || {
+            trace
+                .claim_trace()
+                .into_iter()
+                .map(|s| (s.partition, s.asked, s.gave))
+                .collect()
+        })
         .with_cleanup(async move {
             if let Err(e) = cleanup.destroy().await {
                 eprintln!("cleanup failed: {}", e.chain());

@@ -27,7 +27,7 @@ impl Model {
         let waited = self.jobs[i].record.after.take();
         if let Some(ahead) = waited
             && let Some(key) = self.jobs[i].record.unique_key.clone()
-            && self.holder(&key).is_none()
+            && self.holder(&key, self.jobs[i].partition).is_none()
             && let Some(a) = self.jobs.iter_mut().find(|j| j.record.job_id == ahead)
             && a.record.status.is_active()
             && a.record.unique_key.as_deref() == Some(key.as_str())

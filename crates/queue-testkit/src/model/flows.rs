@@ -114,6 +114,13 @@ impl Model {
         now: Millis,
     ) -> Result<Vec<JobRecord>> {
         self.now = now;
+        let partition = match target {
+            None => self.route_flow(&jobs, None)?,
+            Some(t) => {
+                let at = self.find(t).ok_or_else(|| not_found(t))?.partition;
+                self.route_flow(&jobs, Some(at))?
+            }
+        };
         match target {
             None => {
                 if let Some(i) = jobs
@@ -142,7 +149,7 @@ impl Model {
                 return Err(Error::invalid(format!("job id {id} is taken")));
             }
             if let Some(key) = &flat.job.options.unique_key
-                && let Some(holder) = self.holder(key)
+                && let Some(holder) = self.holder(key, partition)
             {
                 return Err(Error::AlreadyExists {
                     unique_key: key.clone(),
@@ -159,7 +166,10 @@ impl Model {
         let mut top = Vec::new();
         for flat in jobs {
             let parent = flat.parent.map(|i| ids[i]).or(target);
-            let mut record = self.enqueue(flat.job, now)?;
+            self.placing = Some(partition);
+            let made = self.enqueue(flat.job, now);
+            self.placing = None;
+            let mut record = made?;
             let i = self.jobs.len() - 1;
             record.parent = parent;
             record.child_policy = parent

@@ -113,7 +113,8 @@ impl Model {
                 if !wanted {
                     self.lanes.remove(&key);
                 } else if !self.lanes.contains_key(&key) {
-                    self.lanes.insert(key, self.tick);
+                    let ticket = self.tick[self.group_partition(&g) as usize];
+                    self.lanes.insert(key, ticket);
                 }
             }
         }

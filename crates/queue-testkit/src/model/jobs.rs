@@ -19,13 +19,14 @@ impl Model {
     /// Enqueue one job.
     pub fn enqueue(&mut self, job: NewJob, now: Millis) -> Result<JobRecord> {
         self.now = now;
+        let partition = self.route_of(&job)?;
         self.config.limits.check(&job)?;
         if let Some(id) = job.options.job_id
             && let Some(i) = self.jobs.iter().position(|j| j.record.job_id == id)
         {
             return Ok(self.view(i));
         }
-        let after = match self.keyed(&job, now) {
+        let after = match self.keyed(&job, partition, now) {
             Ok(after) => after,
             Err(answer) => return *answer,
         };
@@ -74,6 +75,7 @@ impl Model {
             kept: None,
             key_let_go: false,
             joined: 0,
+            partition,
         });
         self.totals.enqueued += 1;
         let mut record = record;
@@ -132,10 +134,11 @@ impl Model {
 
     /// A start from `lane` of `band` (of `cost`): the lane takes the next ticket, a
     /// group's rate log the start.
-    pub(super) fn stamp(&mut self, band: u8, lane: Option<String>, cost: u32) {
-        self.tick += 1;
+    pub(super) fn stamp(&mut self, band: u8, lane: Option<String>, cost: u32, partition: u32) {
+        let p = partition as usize;
+        self.tick[p] += 1;
         match lane {
-            None => self.ungrouped_ticket[usize::from(band)] = self.tick,
+            None => self.ungrouped_ticket[p][usize::from(band)] = self.tick[p],
             Some(g) => {
                 let now = self.now;
                 let mut turn_over = true;
@@ -159,11 +162,13 @@ impl Model {
         }
     }
 
-    pub(super) fn promote(&mut self, now: Millis) {
+    /// Due delayed jobs (of `partition` only, when given) join the back of their priority.
+    pub(super) fn promote(&mut self, now: Millis, partition: Option<u32>) {
         let mut due: Vec<(Millis, JobId)> = self
             .jobs
             .iter()
             .enumerate()
+            .filter(|(_, j)| partition.is_none_or(|p| j.partition == p))
             .filter(|(i, j)| j.record.status == JobStatus::Queued && !self.waits(*i))
             .filter_map(|(_, j)| j.due.filter(|d| *d <= now).map(|d| (d, j.record.job_id)))
             .collect();
@@ -235,7 +240,7 @@ impl Model {
             });
         }
         if let Some(key) = job.record.unique_key.clone()
-            && let Some(holder) = self.holder(&key)
+            && let Some(holder) = self.holder(&key, job.partition)
         {
             return Err(Error::AlreadyExists {
                 unique_key: key,

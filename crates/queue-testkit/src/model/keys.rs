@@ -6,15 +6,16 @@ use queue_core::backend::{Holder, KeyAction, on_key_held};
 use super::*;
 
 impl Model {
-    /// The job holding `key`: the active (queued or processing) job with it that did not
-    /// let it go (a debounce's next run and a keep-latest's waiting job take the key from
-    /// the one that runs).
-    pub(super) fn holder(&self, key: &str) -> Option<JobId> {
+    /// The job holding `key` in `partition`: the active (queued or processing) job with it
+    /// that did not let it go (a debounce's next run and a keep-latest's waiting job take
+    /// the key from the one that runs).
+    pub(super) fn holder(&self, key: &str, partition: u32) -> Option<JobId> {
         self.jobs
             .iter()
             .rev()
             .find(|j| {
                 j.record.unique_key.as_deref() == Some(key)
+                    && j.partition == partition
                     && !j.key_let_go
                     && matches!(j.record.status, JobStatus::Queued | JobStatus::Processing)
             })
@@ -26,9 +27,10 @@ impl Model {
     pub(super) fn keyed(
         &mut self,
         job: &NewJob,
+        partition: u32,
         now: Millis,
     ) -> std::result::Result<Option<JobId>, Box<Result<JobRecord>>> {
-        match self.key_answer(job, now) {
+        match self.key_answer(job, partition, now) {
             None => Ok(None),
             Some(Ok(ahead)) => Ok(Some(ahead)),
             Some(Err(answer)) => Err(Box::new(answer)),
@@ -38,13 +40,14 @@ impl Model {
     fn key_answer(
         &mut self,
         job: &NewJob,
+        partition: u32,
         now: Millis,
     ) -> Option<std::result::Result<JobId, Result<JobRecord>>> {
         let Some(key) = &job.options.unique_key else {
             return None;
         };
         let mode = job.options.key_mode;
-        let active = self.holder(key).map(|id| {
+        let active = self.holder(key, partition).map(|id| {
             let i = self.index(id);
             (id, Holder::of(&self.view(i), self.jobs[i].lease.is_some()))
         });
@@ -54,7 +57,7 @@ impl Model {
             let newest = self
                 .jobs
                 .iter()
-                .filter(|j| j.record.unique_key.as_deref() == Some(key))
+                .filter(|j| j.record.unique_key.as_deref() == Some(key) && j.partition == partition)
                 .max_by_key(|j| (j.record.created_at, j.record.job_id))?;
             let created = to_millis(newest.record.created_at);
             (now - created < window).then_some((newest.record.job_id, Holder::Recent))

@@ -26,6 +26,7 @@ impl Model {
                 })
                 .collect();
             if !again.is_empty() {
+                self.plan = None;
                 // Oldest first, at most what the request asked for.
                 again.sort_by_key(|j| (j.record.started_at, j.record.job_id));
                 again.truncate(req.max.min(queue_core::backend::MAX_CLAIM));
@@ -49,7 +50,9 @@ impl Model {
         } else {
             self.last_claim.insert(worker.clone(), req.id);
         }
-        self.promote(now);
+        if self.partitions == 1 {
+            self.promote(now, None);
+        }
         let mut out = Vec::new();
         // Paused: nothing starts (the replay above still answers). Rate limited: no more
         // than the starts left in the window that ends now.
@@ -69,21 +72,53 @@ impl Model {
             max = max.min(limit.saturating_sub(used) as usize);
         }
         self.refresh_lanes();
+        match (self.partitions > 1, self.plan.take()) {
+            (false, _) => self.take(req, None, max, &mut used, &mut out),
+            // Told nothing of the backend's split: the completeness check
+            // (`Model::claimable`) says whether it should have taken something.
+            (true, None) => {}
+            (true, Some(plan)) => {
+                // Each partition asked promotes its due jobs and starts what it gave.
+                for (p, asked, gave) in plan {
+                    self.promote(now, Some(p));
+                    self.refresh_lanes();
+                    let until = (out.len() + gave).min(max);
+                    self.take(req, Some(p), until, &mut used, &mut out);
+                    if gave < asked.min(queue_core::backend::MAX_CLAIM) {
+                        self.short.push(p);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Starts jobs (of `partition` only, when given) until `out` holds `max` leases.
+    pub(super) fn take(
+        &mut self,
+        req: &ClaimRequest,
+        partition: Option<u32>,
+        max: usize,
+        used: &mut u64,
+        out: &mut Vec<ModelLease>,
+    ) {
+        let now = self.now;
+        let worker = req.worker.as_str().to_owned();
         while !self.paused && out.len() < max {
-            let Some((i, band, lane)) = self.next_job() else {
+            let Some((i, band, lane)) = self.next_job(partition) else {
                 break;
             };
             // Under the queue's rate limit the next job's cost must fit; else nothing more
             // starts (a cheaper job behind it does not overtake it).
             let cost = cost_of(&self.jobs[i]);
             if let Some((limit, _)) = self.rate {
-                if !fits(limit, used, cost) {
+                if !fits(limit, *used, cost) {
                     break;
                 }
-                used += u64::from(cost);
+                *used += u64::from(cost);
                 self.starts.push((now, cost));
             }
-            self.stamp(band, lane, cost);
+            self.stamp(band, lane, cost, self.jobs[i].partition);
             self.next_token += 1;
             let token = LeaseToken::new(format!("model-{}", self.next_token));
             let lease_ms = duration_ms(req.lease);
@@ -108,22 +143,25 @@ impl Model {
             });
             self.refresh_lanes();
         }
-        out
     }
 
-    /// The next job to start, with its band and lane: in the highest band with ready jobs,
-    /// the lane with the lowest ticket (jobs without a group first on a tie, then groups by
-    /// name), then that lane's first job.
-    pub(super) fn next_job(&self) -> Option<(usize, u8, Option<String>)> {
+    /// The next job to start (of `partition` only, when given), with its band and lane: in
+    /// the highest band with ready jobs, the lane with the lowest ticket (jobs without a
+    /// group first on a tie, then groups by name), then that lane's first job.
+    pub(super) fn next_job(&self, partition: Option<u32>) -> Option<(usize, u8, Option<String>)> {
+        let p = partition.unwrap_or(0);
+        let here = |j: &Job| partition.is_none_or(|p| j.partition == p);
         for band in 0..3u8 {
             let mut lanes: Vec<(u64, Option<String>)> = self
                 .lanes
                 .iter()
-                .filter(|((b, _), _)| *b == band)
+                .filter(|((b, g), _)| {
+                    *b == band && partition.is_none_or(|p| self.group_partition(g) == p)
+                })
                 .map(|((_, g), t)| (*t, Some(g.clone())))
                 .collect();
-            if self.ready_in(None, band).next().is_some() {
-                lanes.push((self.ungrouped_ticket[usize::from(band)], None));
+            if self.ready_in(None, band).any(here) {
+                lanes.push((self.ungrouped_ticket[p as usize][usize::from(band)], None));
             }
             // `None` sorts before every group name.
             let Some((_, lane)) = lanes.into_iter().min() else {
@@ -135,6 +173,7 @@ impl Model {
                 .enumerate()
                 .filter(|(i, j)| {
                     j.record.status == JobStatus::Queued
+                        && here(j)
                         && j.due.is_none()
                         && j.record.group == lane
                         && j.record.priority.band() == band

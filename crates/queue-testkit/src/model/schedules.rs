@@ -134,7 +134,11 @@ impl Model {
                 );
                 let id = queue_core::backend::tick_job_id(&name, tick);
                 job.options.job_id = Some(id);
-                if let Ok(r) = self.enqueue(job, now) {
+                // A schedule's ticks are created in partition 0.
+                self.placing = Some(0);
+                let made = self.enqueue(job, now);
+                self.placing = None;
+                if let Ok(r) = made {
                     ids.push(r.job_id);
                 }
             }

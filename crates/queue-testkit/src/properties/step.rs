@@ -397,9 +397,9 @@ impl<'a> Run<'a> {
                     max: u32::from(max),
                     per: Duration::from_secs(u64::from(secs)),
                 });
-                b.set_rate_limit(limit).await.map_err(|e| e.chain())?;
-                self.model.set_rate_limit(limit);
-                Ok(())
+                let got = b.set_rate_limit(limit).await;
+                let want = self.model.set_rate_limit(limit);
+                expect_eq("set_rate_limit", norm(&got, |_| ()), norm(&want, |_| ()))
             }
             Op::PauseGroup { group, paused } => {
                 let g = GROUPS[usize::from(group)];
