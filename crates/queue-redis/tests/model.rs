@@ -1,8 +1,10 @@
 //! The model-checked suite on standalone Redis (Functions), through EVALSHA scripts, on a
-//! 3-master cluster, and through the partitioned backend of one partition (what `open`
-//! gives every worker and operator): random runs compared step by step with the reference
-//! model. (A queue of several partitions orders claims per partition, which the model does
-//! not: its order and fair-share cases are the conformance suite's.)
+//! 3-master cluster, through the partitioned backend of one partition (what `open` gives
+//! every worker and operator), and on a queue of four partitions over the cluster: random
+//! runs compared step by step with the reference model. On four partitions the model knows
+//! where each job lives and follows the backend's split of each claim among the partitions
+//! (its claim trace): each partition must start what the model's partition would, and one
+//! that gave fewer jobs than asked must have none left to start.
 //! `DCS_MODEL_CASES=500 cargo test -p queue-redis --test model` runs a longer budget.
 
 mod support;

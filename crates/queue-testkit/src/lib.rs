@@ -154,6 +154,8 @@ macro_rules! conformance_tests {
             the_rate_limit_is_never_exceeded_across_partitions,
             a_hold_holds_every_partition,
             a_chosen_id_names_one_job_whatever_its_routing,
+            a_claim_takes_at_most_its_bound_from_every_partition,
+            an_ending_sent_again_answers_the_same_wherever_its_job_lives,
             a_flow_lives_in_one_partition,
             a_partition_key_at_its_bound,
             a_sequenced_job_takes_no_group_when_partitioned

@@ -127,6 +127,8 @@ struct Run<'a> {
     ids: Vec<JobId>,
     /// A partitioned backend's claims (see [`Model::follow`]).
     trace: Option<crate::ClaimTrace>,
+    /// The last claim's split, as the trace gave it (for failure messages).
+    plan: String,
     leases: Vec<HeldLease>,
     vanished: [bool; WORKERS as usize],
     last_fetch: Option<ClaimRequest>,
@@ -152,6 +154,7 @@ impl<'a> Run<'a> {
             model: Model::new(suite_config("model")).with_partitions(h.partitions()),
             ids,
             trace: h.claim_trace(),
+            plan: String::new(),
             leases: Vec::new(),
             vanished: [false; WORKERS as usize],
             last_fetch: None,
@@ -273,7 +276,9 @@ impl<'a> Run<'a> {
     /// partitions (a backend of one partition has no trace: nothing to tell).
     fn follow(&mut self) {
         if let Some(trace) = &self.trace {
-            self.model.follow(trace());
+            let plan = trace();
+            self.plan = format!("{plan:?}");
+            self.model.follow(plan);
         }
     }
 
@@ -286,8 +291,8 @@ impl<'a> Run<'a> {
         match self.model.claimable(req) {
             Some((id, p)) => Err(format!(
                 "a claim of up to {} took {taken} jobs while job {id} could start in partition \
-                 {p}, which gave fewer than asked",
-                req.max,
+                 {p}, which gave fewer than asked (partition, asked, gave: {})",
+                req.max, self.plan,
             )),
             None => Ok(()),
         }

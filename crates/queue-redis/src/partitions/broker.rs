@@ -107,16 +107,21 @@ impl PartitionedBackend {
             leases.extend(got);
         }
         if replay.is_none() {
-            let mut rounds = self.rounds();
-            rounds.retain(|r| !(r.id == req.id && r.worker == req.worker));
-            rounds.push_front(Round {
-                worker: req.worker.clone(),
-                id: req.id,
-                gave,
-            });
-            rounds.truncate(ROUNDS_KEPT);
+            self.note_round(req, gave);
         }
         Ok((leases, next_due, now))
+    }
+
+    /// Remembers which partitions gave claim `req` jobs, for a replay (see [`Round`]).
+    fn note_round(&self, req: &ClaimRequest, gave: Vec<(usize, usize)>) {
+        let mut rounds = self.rounds();
+        rounds.retain(|r| !(r.id == req.id && r.worker == req.worker));
+        rounds.push_front(Round {
+            worker: req.worker.clone(),
+            id: req.id,
+            gave,
+        });
+        rounds.truncate(ROUNDS_KEPT);
     }
 
     fn note_claim(&self, at: usize, asked: usize, got: usize) {
@@ -283,15 +288,19 @@ impl Broker for PartitionedBackend {
         let mut parts: Vec<(Vec<usize>, Vec<Ending>)> =
             (0..backends.len()).map(|_| Default::default()).collect();
         let mut holds = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (i, ending) in endings.into_iter().enumerate() {
             let at = self.lease_partition(ending.lease.job_id, backends.len());
+            let first = seen.insert(ending.lease.token.clone());
             if let queue_core::backend::Outcome::RateLimited { retry_after } = &ending.outcome
+                && first
                 && self
                     .held(ending.lease.job_id)
                     .is_some_and(|h| !h.grouped && !h.ended)
             {
-                // (An ending sent again holds nothing more: the first one held the queue.)
-                holds.push((at, *retry_after));
+                // (An ending sent again, in this batch or after it, holds nothing more: the
+                // attempt ended with the first.)
+                holds.push((i, at, *retry_after));
             }
             parts[at].0.push(i);
             parts[at].1.push(ending);
@@ -300,8 +309,11 @@ impl Broker for PartitionedBackend {
             .map(|at| (at, parts[at].0.len()))
             .filter(|(_, n)| *n > 0)
             .collect();
+        // An ending that holds the whole queue stops the claim from riding on a partition
+        // (it would start jobs before the hold reaches it): the claim comes after the hold.
         let ride = next
             .as_ref()
+            .filter(|_| holds.is_empty())
             .and_then(|_| self.ride_on(&ending, backends.len()));
         let calls = parts
             .into_iter()
@@ -338,8 +350,12 @@ impl Broker for PartitionedBackend {
             .into_iter()
             .map(|s| s.unwrap_or_else(|| Err(Error::backend("redis", "no answer"))))
             .collect();
-        for (at, retry_after) in holds {
-            self.hold_others(&backends, at, retry_after).await;
+        // Only an ending its partition applied as a hold (not one of an attempt already
+        // ended) holds the others.
+        for (i, at, retry_after) in holds {
+            if matches!(statuses[i], Ok(queue_core::JobStatus::Queued)) {
+                self.hold_others(&backends, at, retry_after).await;
+            }
         }
         let accepted = statuses.iter().any(Result::is_ok);
         let next = match (rode, next) {
@@ -353,7 +369,13 @@ impl Broker for PartitionedBackend {
                 leases.extend(more.take());
                 leases.take()
             }
-            (Some((_, leases)), _) => leases.take(),
+            // The partition it rode on filled it: sent again, it asks that one only (which
+            // answers what it took), and the others nothing.
+            (Some((at, leases)), Some(req)) => {
+                self.note_round(&req, vec![(at, req.max)]);
+                leases.take()
+            }
+            (Some((_, leases)), None) => leases.take(),
             (None, Some(req)) if accepted => self.claim_round_detached(&req, None).await?.0.take(),
             _ => Vec::new(),
         };

@@ -2,7 +2,7 @@
 //! how the guarantees that hold per partition are scoped. On a queue of one partition each
 //! case checks the same behaviour, which there holds for the whole queue.
 
-use queue_core::backend::{MAX_PARTITION_KEY_BYTES, partition_of};
+use queue_core::backend::{MAX_CLAIM, MAX_CONCURRENCY, MAX_PARTITION_KEY_BYTES, partition_of};
 
 use super::*;
 
@@ -97,6 +97,84 @@ pub async fn a_chosen_id_names_one_job_whatever_its_routing(h: &Harness) {
     assert_eq!(n_of(&plain), 1);
     assert_eq!(h.backend.stats().await.unwrap().total, 1);
     assert_eq!(n_of(&get(h, id).await), 1);
+
+    // A flow (in another partition) whose child takes that id is refused: nothing created.
+    let taken = Flow::new(in_group(4, "route-c")).child(Flow::new(job(5).job_id(id)));
+    invalid(h.backend.enqueue_flow(taken).await, "is taken");
+    assert_eq!(h.backend.stats().await.unwrap().total, 1, "nothing created");
+
+    // One new id twice in a batch, routed two ways: one job, both answers name it.
+    let twice = JobId::new();
+    let answers = h
+        .backend
+        .enqueue_many(vec![
+            job(6).job_id(twice),
+            job(7).job_id(twice).group("route-d"),
+        ])
+        .await
+        .unwrap();
+    let answers: Vec<(JobId, u64)> = answers
+        .into_iter()
+        .map(|r| r.map(|r| (r.job_id, n_of(&r))).unwrap())
+        .collect();
+    assert_eq!(answers, [(twice, 6), (twice, 6)]);
+    assert_eq!(h.backend.stats().await.unwrap().total, 2);
+}
+
+/// One claim takes at most [`MAX_CLAIM`] jobs however many partitions have work: a fetch
+/// and the claim of a `finish_many` asking for [`MAX_CONCURRENCY`] each get exactly
+/// `MAX_CLAIM`, and the rest stays ready.
+pub async fn a_claim_takes_at_most_its_bound_from_every_partition(h: &Harness) {
+    let extra = 2 * h.partitions() as usize;
+    let jobs: Vec<NewJob> = (0..MAX_CLAIM + extra).map(|n| job(n as u32)).collect();
+    for r in h.backend.enqueue_many(jobs).await.unwrap() {
+        r.unwrap();
+    }
+    let wide = req("w-wide", MAX_CONCURRENCY);
+    let first = h.backend.fetch(&wide, Duration::ZERO).await.unwrap();
+    assert_eq!(first.len(), MAX_CLAIM, "one fetch takes MAX_CLAIM");
+    let endings: Vec<Ending> = first.iter().map(Ending::handed_back).collect();
+    let done = h
+        .backend
+        .finish_many(endings, Some(req("w-wide", MAX_CONCURRENCY)))
+        .await
+        .unwrap();
+    assert_eq!(done.next.len(), MAX_CLAIM, "one finish's claim takes MAX_CLAIM");
+    let stats = h.backend.stats().await.unwrap();
+    assert_eq!(
+        (stats.processing, stats.queued),
+        (MAX_CLAIM as u64, extra as u64),
+        "the rest stays ready"
+    );
+}
+
+/// An ending sent again (its reply was lost) answers as the first did, also for a job that
+/// lives elsewhere than its chosen id names (its group routes it).
+pub async fn an_ending_sent_again_answers_the_same_wherever_its_job_lives(h: &Harness) {
+    let p = h.partitions();
+    let id = JobId::new();
+    let group = (0..)
+        .map(|i| format!("elsewhere-{i}"))
+        .find(|g| p == 1 || partition_of(&format!("g:{g}"), p) != id.home() % p)
+        .expect("a group routed away from the id");
+    enqueue(h, job(1).job_id(id).group(group)).await;
+    let lease = claim_one(h).await;
+    assert_eq!(lease.job.job_id, id);
+    assert_eq!(finish(h, &lease, completed()).await, JobStatus::Completed);
+    assert_eq!(finish(h, &lease, completed()).await, JobStatus::Completed);
+    let again = h
+        .backend
+        .finish_many(
+            vec![Ending {
+                lease: lease.to_ref(),
+                outcome: completed(),
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(again.statuses[..], [Ok(JobStatus::Completed)]), "{again:?}");
+    assert_eq!(get(h, id).await.status, JobStatus::Completed);
 }
 
 /// A flow lives in one partition: on a partitioned queue a flow whose jobs' groups route

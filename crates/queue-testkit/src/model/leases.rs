@@ -448,7 +448,14 @@ impl Model {
             .collect();
         expired.sort();
         expired.truncate(limit);
-        for (_, id) in &expired {
+        let ids: Vec<JobId> = expired.into_iter().map(|(_, id)| id).collect();
+        self.recover(&ids, now);
+        ids
+    }
+
+    /// Recovers the expired leases of `ids`, as the reap does.
+    pub(super) fn recover(&mut self, ids: &[JobId], now: Millis) {
+        for id in ids {
             let i = self
                 .jobs
                 .iter()
@@ -480,6 +487,5 @@ impl Model {
             }
         }
         self.refresh_lanes();
-        expired.into_iter().map(|(_, id)| id).collect()
     }
 }

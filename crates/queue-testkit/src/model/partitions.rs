@@ -80,6 +80,50 @@ impl Model {
         })
     }
 
+    /// A reap of up to `limit` that recovered `ids` (in any order: the partitions are
+    /// reaped in turn): it recovered the limit or every expired lease, each partition's
+    /// earliest expired first. Recovers them, or says what is wrong.
+    pub fn reap_these(&mut self, ids: &[JobId], limit: usize, now: Millis) -> std::result::Result<(), String> {
+        self.now = now;
+        let mut expired: Vec<(u32, Millis, JobId)> = self
+            .jobs
+            .iter()
+            .filter_map(|j| {
+                let h = j.lease.as_ref().filter(|h| h.expires <= now)?;
+                Some((j.partition, h.expires, j.record.job_id))
+            })
+            .collect();
+        expired.sort();
+        if ids.len() != limit.min(expired.len()) {
+            return Err(format!(
+                "reaped {} of {} expired leases, limit {limit}",
+                ids.len(),
+                expired.len()
+            ));
+        }
+        for p in 0..self.partitions {
+            let mine: Vec<JobId> = expired
+                .iter()
+                .filter(|(at, _, _)| *at == p)
+                .map(|(_, _, id)| *id)
+                .collect();
+            let mut got: Vec<JobId> = ids.iter().copied().filter(|id| mine.contains(id)).collect();
+            let mut first: Vec<JobId> = mine[..got.len()].to_vec();
+            got.sort();
+            first.sort();
+            if got != first {
+                return Err(format!(
+                    "partition {p} reaped {got:?}, not its earliest expired {first:?}"
+                ));
+            }
+        }
+        if let Some(id) = ids.iter().find(|id| !expired.iter().any(|(_, _, e)| e == *id)) {
+            return Err(format!("reaped {id}, whose lease has not expired"));
+        }
+        self.recover(ids, now);
+        Ok(())
+    }
+
     /// Checks a queue's rate limit against the partitions: refused below one start per
     /// partition per window. The model does not split a limit among partitions, so a run
     /// on several partitions must not set one it accepts.
