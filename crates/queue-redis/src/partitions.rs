@@ -144,10 +144,12 @@ pub struct ClaimStep {
 
 /// A lease this process holds: where, and whether its job has a group (a handler's hold
 /// of a job without one holds the whole queue).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Held {
     partition: u32,
     grouped: bool,
+    /// The lease's token: only its own ending ends it.
+    token: queue_core::LeaseToken,
     /// Its attempt ended (kept a while, so an ending sent again finds its partition).
     ended: bool,
 }
@@ -165,20 +167,25 @@ struct Leases {
 const ENDED_KEPT: usize = 4096;
 
 impl Leases {
-    fn hold(&mut self, id: JobId, partition: u32, grouped: bool) {
-        let ended = false;
+    fn hold(&mut self, lease: &queue_core::backend::Lease, partition: u32) {
         self.held.insert(
-            id,
+            lease.job.job_id,
             Held {
                 partition,
-                grouped,
-                ended,
+                grouped: lease.job.group.is_some(),
+                token: lease.token.clone(),
+                ended: false,
             },
         );
     }
 
-    fn end(&mut self, id: JobId) {
-        let Some(h) = self.held.get_mut(&id).filter(|h| !h.ended) else {
+    /// The attempt of `token` on job `id` ended (a later lease of the job stays held).
+    fn end(&mut self, id: JobId, token: &queue_core::LeaseToken) {
+        let Some(h) = self
+            .held
+            .get_mut(&id)
+            .filter(|h| !h.ended && h.token == *token)
+        else {
             return;
         };
         h.ended = true;
@@ -429,7 +436,7 @@ impl PartitionedBackend {
             .unwrap_or_else(|p| p.into_inner())
             .held
             .get(&id)
-            .copied()
+            .cloned()
     }
 
     /// The partition of a job this process holds a lease of (else the one its id names).

@@ -193,7 +193,7 @@ impl PartitionedBackend {
         }
         let mut map = self.inner.leases.lock().unwrap_or_else(|p| p.into_inner());
         for lease in leases {
-            map.hold(lease.job.job_id, partition, lease.job.group.is_some());
+            map.hold(lease, partition);
         }
     }
 
@@ -212,10 +212,11 @@ impl PartitionedBackend {
         }
     }
 
-    fn forget(&self, ids: impl IntoIterator<Item = JobId>) {
+    /// The attempts of `leases` ended (a lease of the same job claimed since stays held).
+    fn forget(&self, leases: impl IntoIterator<Item = LeaseRef>) {
         let mut map = self.inner.leases.lock().unwrap_or_else(|p| p.into_inner());
-        for id in ids {
-            map.end(id);
+        for lease in leases {
+            map.end(lease.job_id, &lease.token);
         }
     }
 
@@ -263,7 +264,7 @@ impl Broker for PartitionedBackend {
             out.lost.extend(reply.lost);
             out.cancel.extend(reply.cancel);
         }
-        self.forget(out.lost.iter().map(|l| l.job_id));
+        self.forget(out.lost.iter().cloned());
         Ok(out)
     }
 
@@ -296,7 +297,7 @@ impl Broker for PartitionedBackend {
                 && first
                 && self
                     .held(ending.lease.job_id)
-                    .is_some_and(|h| !h.grouped && !h.ended)
+                    .is_some_and(|h| !h.grouped && !h.ended && h.token == ending.lease.token)
             {
                 // (An ending sent again, in this batch or after it, holds nothing more: the
                 // attempt ended with the first.)
@@ -323,7 +324,7 @@ impl Broker for PartitionedBackend {
             .map(|(p, ((at, endings), backend))| {
                 let next = next.clone().filter(|_| ride == Some(p));
                 async move {
-                    let ids: Vec<JobId> = endings.iter().map(|e| e.lease.job_id).collect();
+                    let ids: Vec<LeaseRef> = endings.iter().map(|e| e.lease.clone()).collect();
                     let asked = next.as_ref().map(|n| n.max);
                     let done = backend.finish_many(endings, next).await?;
                     // Known to come from `p` at once, then dropped with the batch if

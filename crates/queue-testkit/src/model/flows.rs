@@ -141,6 +141,18 @@ impl Model {
                 queue_core::backend::check_takes_children(t, job.record.after)?;
             }
         }
+        // On several partitions a child's chosen id taken in another partition is refused
+        // first (looked for there before the flow's partition checks its jobs in order).
+        let children = usize::from(target.is_none());
+        for flat in jobs.iter().skip(children) {
+            if let Some(id) = flat.job.options.job_id
+                && self.find(id).is_some_and(|j| j.partition != partition)
+            {
+                return Err(Error::invalid(format!(
+                    "job id {id} of the flow is taken by an existing job"
+                )));
+            }
+        }
         for flat in &jobs {
             self.config.limits.check(&flat.job)?;
             if let Some(id) = flat.job.options.job_id

@@ -10,45 +10,18 @@ impl Model {
     pub fn fetch(&mut self, req: &ClaimRequest, now: Millis) -> Vec<ModelLease> {
         self.now = now;
         let worker = req.worker.as_str().to_owned();
-        if self
+        let replay = self
             .last_claim
             .get(&worker)
-            .is_some_and(|last| req.id <= *last)
-        {
-            let mut again: Vec<&Job> = self
-                .jobs
-                .iter()
-                .filter(|j| {
-                    j.lease
-                        .as_ref()
-                        .is_some_and(|h| h.claim == req.id && h.expires > now)
-                        && j.record.worker_id.as_deref() == Some(worker.as_str())
-                })
-                .collect();
+            .is_some_and(|last| req.id <= *last);
+        if !replay {
+            self.last_claim.insert(worker.clone(), req.id);
+        } else if self.partitions == 1 {
+            let again = self.replayed(req, None, req.max, now);
             if !again.is_empty() {
                 self.plan = None;
-                // Oldest first, at most what the request asked for.
-                again.sort_by_key(|j| (j.record.started_at, j.record.job_id));
-                again.truncate(req.max.min(queue_core::backend::MAX_CLAIM));
-                return again
-                    .into_iter()
-                    .map(|j| {
-                        let h = j.lease.as_ref().expect("filtered");
-                        let i = self
-                            .jobs
-                            .iter()
-                            .position(|k| k.record.job_id == j.record.job_id)
-                            .expect("held");
-                        ModelLease {
-                            job: self.view(i),
-                            token: h.token.clone(),
-                            expires_at: h.expires,
-                        }
-                    })
-                    .collect();
+                return again;
             }
-        } else {
-            self.last_claim.insert(worker.clone(), req.id);
         }
         if self.partitions == 1 {
             self.promote(now, None);
@@ -78,8 +51,17 @@ impl Model {
             // (`Model::claimable`) says whether it should have taken something.
             (true, None) => {}
             (true, Some(plan)) => {
-                // Each partition asked promotes its due jobs and starts what it gave.
+                // Each partition asked answers what it took for this request that is still
+                // held (a request sent again), or promotes its due jobs and starts what it
+                // gave.
                 for (p, asked, gave) in plan {
+                    if replay {
+                        let again = self.replayed(req, Some(p), asked, now);
+                        if !again.is_empty() {
+                            out.extend(again);
+                            continue;
+                        }
+                    }
                     self.promote(now, Some(p));
                     self.refresh_lanes();
                     let until = (out.len() + gave).min(max);
@@ -91,6 +73,41 @@ impl Model {
             }
         }
         out
+    }
+
+    /// What request `req` took (in `partition` only, when given) that its worker still
+    /// holds: oldest first, at most `max`.
+    fn replayed(
+        &self,
+        req: &ClaimRequest,
+        partition: Option<u32>,
+        max: usize,
+        now: Millis,
+    ) -> Vec<ModelLease> {
+        let worker = req.worker.as_str();
+        let mut again: Vec<usize> = (0..self.jobs.len())
+            .filter(|i| {
+                let j = &self.jobs[*i];
+                partition.is_none_or(|p| j.partition == p)
+                    && j.lease
+                        .as_ref()
+                        .is_some_and(|h| h.claim == req.id && h.expires > now)
+                    && j.record.worker_id.as_deref() == Some(worker)
+            })
+            .collect();
+        again.sort_by_key(|i| (self.jobs[*i].record.started_at, self.jobs[*i].record.job_id));
+        again.truncate(max.min(queue_core::backend::MAX_CLAIM));
+        again
+            .into_iter()
+            .map(|i| {
+                let h = self.jobs[i].lease.as_ref().expect("filtered");
+                ModelLease {
+                    job: self.view(i),
+                    token: h.token.clone(),
+                    expires_at: h.expires,
+                }
+            })
+            .collect()
     }
 
     /// Starts jobs (of `partition` only, when given) until `out` holds `max` leases.
