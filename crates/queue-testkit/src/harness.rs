@@ -53,7 +53,10 @@ impl Harness {
 
     /// How to read a partitioned backend's claims (the model suite follows how it split
     /// each claim among its partitions: see `Model::follow`).
-    pub fn with_claim_trace(mut self, trace: impl Fn() -> Vec<(u32, usize, usize)> + Send + Sync + 'static) -> Self {
+    pub fn with_claim_trace(
+        mut self,
+        trace: impl Fn() -> Vec<(u32, usize, usize)> + Send + Sync + 'static,
+    ) -> Self {
         self.claims = Some(Arc::new(trace));
         self
     }

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use futures_util::future::{select_all, try_join_all};
 use queue_core::backend::{
     Broker, CancelStream, ClaimRequest, ClaimedDelivery, Ending, FinishedMany, HeartbeatReply,
-    Lease, LeaseRef, MAX_CLAIM, Millis, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten, Settle,
-    StoredSchedules, WorkerBeat, partition_of, routing_key,
+    Lease, LeaseRef, MAX_CLAIM, Millis, ProgressReply, ScheduleRead, ScheduleWrite,
+    ScheduleWritten, Settle, StoredSchedules, WorkerBeat, partition_of, routing_key,
 };
 use queue_core::{Error, JobId, Result, WorkerId};
 

@@ -71,7 +71,11 @@ impl PartitionedBackend {
             .iter()
             .filter_map(|j| Some((j.options.job_id?, p as usize)))
             .collect();
-        match Self::chosen_elsewhere(backends, &chosen).await?.keys().min() {
+        match Self::chosen_elsewhere(backends, &chosen)
+            .await?
+            .keys()
+            .min()
+        {
             Some(id) => Err(Error::invalid(format!(
                 "job id {id} of the flow is taken by an existing job"
             ))),

@@ -139,7 +139,11 @@ pub async fn a_claim_takes_at_most_its_bound_from_every_partition(h: &Harness) {
         .finish_many(endings, Some(req("w-wide", MAX_CONCURRENCY)))
         .await
         .unwrap();
-    assert_eq!(done.next.len(), MAX_CLAIM, "one finish's claim takes MAX_CLAIM");
+    assert_eq!(
+        done.next.len(),
+        MAX_CLAIM,
+        "one finish's claim takes MAX_CLAIM"
+    );
     let stats = h.backend.stats().await.unwrap();
     assert_eq!(
         (stats.processing, stats.queued),
@@ -173,7 +177,10 @@ pub async fn an_ending_sent_again_answers_the_same_wherever_its_job_lives(h: &Ha
         )
         .await
         .unwrap();
-    assert!(matches!(again.statuses[..], [Ok(JobStatus::Completed)]), "{again:?}");
+    assert!(
+        matches!(again.statuses[..], [Ok(JobStatus::Completed)]),
+        "{again:?}"
+    );
     assert_eq!(get(h, id).await.status, JobStatus::Completed);
 }
 

@@ -83,7 +83,12 @@ impl Model {
     /// A reap of up to `limit` that recovered `ids` (in any order: the partitions are
     /// reaped in turn): it recovered the limit or every expired lease, each partition's
     /// earliest expired first. Recovers them, or says what is wrong.
-    pub fn reap_these(&mut self, ids: &[JobId], limit: usize, now: Millis) -> std::result::Result<(), String> {
+    pub fn reap_these(
+        &mut self,
+        ids: &[JobId],
+        limit: usize,
+        now: Millis,
+    ) -> std::result::Result<(), String> {
         self.now = now;
         let mut expired: Vec<(u32, Millis, JobId)> = self
             .jobs
@@ -117,7 +122,10 @@ impl Model {
                 ));
             }
         }
-        if let Some(id) = ids.iter().find(|id| !expired.iter().any(|(_, _, e)| e == *id)) {
+        if let Some(id) = ids
+            .iter()
+            .find(|id| !expired.iter().any(|(_, _, e)| e == *id))
+        {
             return Err(format!("reaped {id}, whose lease has not expired"));
         }
         self.recover(ids, now);
