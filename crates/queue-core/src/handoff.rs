@@ -4,7 +4,52 @@
 //! used) if it is dropped before the caller takes them: unread in a channel whose receiver
 //! went away, or held across a later await that was cancelled.
 
-use crate::broker::{Broker, Ending, Lease};
+use std::future::Future;
+
+use crate::broker::{Broker, Ending, FinishedMany, Lease};
+use crate::{Error, Result};
+
+/// Runs `work` (a claim, or endings with the claim that rides on them) on its own task
+/// and waits for its answer: the caller going away cannot cancel it half-applied. The
+/// leases it takes travel in a [`Handoff`] inside `T`, so an answer nobody reads hands
+/// them back. `backend` names the backend in the error when the task itself stopped.
+pub async fn detached<T: Send + 'static>(
+    backend: &'static str,
+    work: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        // Unsent or unread (the caller went away), a handoff in it hands its leases back.
+        let _ = tx.send(work.await);
+    });
+    rx.await
+        .map_err(|_| Error::backend(backend, "its task stopped before it answered"))?
+}
+
+/// Endings, with the claim that rides on them, run by `finish` on its own task
+/// ([`detached`]): a caller that gives up (a reporter's deadline) can neither stop it
+/// between steps nor strand the jobs its claim took (handed back unless read).
+pub async fn finish_detached<B, F, Fut>(
+    owner: &B,
+    backend: &'static str,
+    finish: F,
+) -> Result<FinishedMany>
+where
+    B: Broker + Clone + 'static,
+    F: FnOnce(B) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<FinishedMany>> + Send + 'static,
+{
+    let this = owner.clone();
+    let (statuses, next) = detached(backend, async move {
+        let done = finish(this.clone()).await?;
+        Ok((done.statuses, Handoff::new(this, done.next)))
+    })
+    .await?;
+    Ok(FinishedMany {
+        statuses,
+        next: next.take(),
+    })
+}
 
 /// Leases not yet in their caller's hands: dropped untaken, they are handed back.
 ///

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use queue_core::backend::rules::EffectInput;
 use queue_core::backend::{
-    ClaimRequest, Event, Handoff, Lease, MAX_CLAIM, Millis, duration_ms, from_millis,
+    ClaimRequest, Event, Handoff, Lease, MAX_CLAIM, Millis, detached, duration_ms, from_millis,
 };
 use queue_core::{EventKind, JobId, JobStatus, LeaseToken, RateLimit, Result};
 use sqlx::PgConnection;
@@ -49,15 +49,12 @@ impl PostgresBackend {
         req: &ClaimRequest,
     ) -> Result<(Handoff<PostgresBackend>, Option<u64>)> {
         let (this, req) = (self.clone(), req.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = tokio::time::Instant::now();
-        tokio::spawn(async move {
-            let result = this.claim(&req, sent).await;
-            // Unsent or unread (the caller went away), the handoff hands the leases back.
-            let _ = tx.send(result.map(|(leases, due)| (Handoff::new(this, leases), due)));
-        });
-        rx.await
-            .map_err(|_| queue_core::Error::backend("postgres", "claim task stopped"))?
+        detached("postgres", async move {
+            let (leases, due) = this.claim(&req, sent).await?;
+            Ok((Handoff::new(this, leases), due))
+        })
+        .await
     }
 
     /// One claim in one transaction. Returns the leases and, when nothing was taken, how

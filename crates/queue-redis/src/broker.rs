@@ -5,15 +5,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use queue_core::backend::Handoff;
 use queue_core::backend::{
     Broker, CancelStream, ClaimRequest, Ending, FinishedMany, HeartbeatReply, Lease, LeaseRef,
     MAX_ENDINGS, Millis, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten,
     StoredSchedules, WorkerBeat, duration_ms, from_millis,
 };
+use queue_core::backend::{Handoff, detached, finish_detached};
 use queue_core::{Error, JobId, JobStatus, LeaseToken, Result, WorkerId};
 use redis::Value;
-use tokio::sync::oneshot;
 
 use crate::{
     RedisBackend, codec,
@@ -171,17 +170,38 @@ impl RedisBackend {
         &self,
         req: &ClaimRequest,
     ) -> Result<(Handoff<RedisBackend>, Option<Millis>, Millis)> {
-        let this = self.clone();
-        let req = req.clone();
-        let (tx, rx) = oneshot::channel();
-        tokio::spawn(async move {
-            let result = this.claim_now(&req).await;
-            // Unsent or unread (the caller went away), the handoff hands the leases back.
-            let _ =
-                tx.send(result.map(|(leases, due, now)| (Handoff::new(this, leases), due, now)));
-        });
-        rx.await
-            .map_err(|_| Error::backend("redis", "claim task stopped"))?
+        let (this, req) = (self.clone(), req.clone());
+        detached("redis", async move {
+            let (leases, due, now) = this.claim_now(&req).await?;
+            Ok((Handoff::new(this, leases), due, now))
+        })
+        .await
+    }
+
+    /// Ends `endings` in steps of at most `MAX_ENDINGS`, each one script call; the claim
+    /// goes with the last (only when some ending was accepted: the script of the last step
+    /// cannot see the earlier ones, so an accepted earlier step is passed on by asking
+    /// anyway).
+    async fn finish_now(
+        &self,
+        endings: Vec<Ending>,
+        next: Option<ClaimRequest>,
+    ) -> Result<FinishedMany> {
+        let mut out = FinishedMany {
+            statuses: Vec::with_capacity(endings.len()),
+            next: Vec::new(),
+        };
+        let steps: Vec<&[Ending]> = endings.chunks(MAX_ENDINGS).collect();
+        let count = steps.len();
+        for (i, step) in steps.into_iter().enumerate() {
+            let last = i + 1 == count;
+            let accepted_before = out.statuses.iter().any(Result::is_ok);
+            let claim = next.as_ref().filter(|_| last);
+            let (statuses, leases) = self.finish_step(step, claim, accepted_before).await?;
+            out.statuses.extend(statuses);
+            out.next = leases;
+        }
+        Ok(out)
     }
 
     /// Blocks on the wake-up marker for up to `timeout`, on a dedicated connection.
@@ -314,24 +334,10 @@ impl Broker for RedisBackend {
         endings: Vec<Ending>,
         next: Option<ClaimRequest>,
     ) -> Result<FinishedMany> {
-        // Steps of at most MAX_ENDINGS endings, each one script call; the claim goes with
-        // the last (only when some ending was accepted: the script of the last step cannot
-        // see the earlier ones, so an accepted earlier step is passed on by asking anyway).
-        let mut out = FinishedMany {
-            statuses: Vec::with_capacity(endings.len()),
-            next: Vec::new(),
-        };
-        let steps: Vec<&[Ending]> = endings.chunks(MAX_ENDINGS).collect();
-        let count = steps.len();
-        for (i, step) in steps.into_iter().enumerate() {
-            let last = i + 1 == count;
-            let accepted_before = out.statuses.iter().any(Result::is_ok);
-            let claim = next.as_ref().filter(|_| last);
-            let (statuses, leases) = self.finish_step(step, claim, accepted_before).await?;
-            out.statuses.extend(statuses);
-            out.next = leases;
-        }
-        Ok(out)
+        finish_detached(self, "redis", move |b| async move {
+            b.finish_now(endings, next).await
+        })
+        .await
     }
 
     async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {

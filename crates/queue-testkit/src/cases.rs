@@ -110,6 +110,28 @@ async fn finish(h: &Harness, lease: &Lease, outcome: Outcome) -> JobStatus {
         .status
 }
 
+/// Waits until no job is leased and `queued` are queued: what a dropped call took was handed
+/// back (on its own task; the clock stands still, so a stranded lease never expires).
+async fn all_queued_again(h: &Harness, round: u64, queued: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = h.backend.stats().await.unwrap();
+        if stats.processing == 0 {
+            assert_eq!(
+                stats.queued, queued,
+                "round {round}: every job queued again"
+            );
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "round {round}: {} leases stranded",
+            stats.processing
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn get(h: &Harness, id: JobId) -> JobRecord {
     h.backend.get(id).await.expect("get")
 }

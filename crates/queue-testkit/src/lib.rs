@@ -99,6 +99,7 @@ macro_rules! conformance_tests {
             claim_sent_twice_takes_nothing_more,
             claim_replay_answers_oldest_first,
             a_dropped_fetch_strands_nothing,
+            a_dropped_finish_strands_nothing,
             lost_worker_keeps_a_later_claim,
             finish_sent_twice_is_answered_once,
             cancel_wins_over_a_late_success,

@@ -125,7 +125,7 @@ async fn store(
                     r.span.in_scope(|| {
                         error!(
                             outcome = r.outcome.name(),
-                            "could not store the outcome in time; the lease will expire and the job run again"
+                            "could not confirm the outcome in time (the call goes on and may still store it, and any jobs it claims are handed back); if it is not stored, the lease will expire and the job run again"
                         )
                     });
                 }

@@ -14,7 +14,7 @@ use queue_core::{Error, JobId, Result, WorkerId};
 
 use super::PartitionedBackend;
 use crate::RedisBackend;
-use queue_core::backend::Handoff;
+use queue_core::backend::{Handoff, detached};
 
 /// A claim answered: which partitions gave it jobs, asked for how many, in order. The same
 /// request sent again asks exactly those (each answers what it took: a replay), so it
@@ -173,14 +173,8 @@ impl PartitionedBackend {
         req: &ClaimRequest,
         skip: Option<usize>,
     ) -> Result<(Handoff<PartitionedBackend>, Option<Millis>, Millis)> {
-        let this = self.clone();
-        let req = req.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let _ = tx.send(this.claim_round(&req, skip).await);
-        });
-        rx.await
-            .map_err(|_| Error::backend("redis", "claim task stopped"))?
+        let (this, req) = (self.clone(), req.clone());
+        detached("redis", async move { this.claim_round(&req, skip).await }).await
     }
 
     fn rounds(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Round>> {

@@ -363,22 +363,7 @@ pub async fn a_dropped_fetch_strands_nothing(h: &Harness) {
             let endings = leases.iter().map(Ending::handed_back).collect();
             h.backend.finish_many(endings, None).await.unwrap();
         }
-        // Handing back runs on its own task: wait for it (the clock stands still, so a
-        // stranded lease never expires).
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let stats = h.backend.stats().await.unwrap();
-            if stats.processing == 0 {
-                assert_eq!(stats.queued, 40, "round {round}: every job queued again");
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "round {round}: {} leases stranded",
-                stats.processing
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        all_queued_again(h, round, 40).await;
     }
     let page = h.backend.list(&ListQuery::new().limit(100)).await.unwrap();
     assert_eq!(page.jobs.len(), 40);

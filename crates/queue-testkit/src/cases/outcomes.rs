@@ -365,3 +365,63 @@ pub async fn attempt_history_is_kept(h: &Harness) {
     finish(h, &lease, completed()).await;
     assert!(get(h, ok).await.attempts.is_empty());
 }
+
+/// A finish dropped at any point (a reporter giving up at its deadline, a task aborted)
+/// strands nothing: its endings apply whole, and the jobs its claim took are either
+/// returned or handed back, using no attempt. The abort lands further into the call each
+/// round.
+pub async fn a_dropped_finish_strands_nothing(h: &Harness) {
+    for n in 0..40 {
+        enqueue(h, job(n)).await;
+    }
+    for round in 0..20u64 {
+        // A finish given up on goes on, on its own task, and may claim (and hand back) after
+        // its caller moved on: wait for a job to be free.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let lease = loop {
+            if let Some(lease) = fetch(h, 1).await.pop() {
+                break lease;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: no job free"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let ending = Ending::handed_back(&lease);
+        let (backend, sent) = (Arc::clone(&h.backend), ending.clone());
+        let task =
+            tokio::spawn(async move { backend.finish_many(vec![sent], Some(req("w1", 40))).await });
+        tokio::time::sleep(Duration::from_micros(150 * round)).await;
+        task.abort();
+        match task.await {
+            // It returned before the abort: what it took is this caller's to hand back.
+            Ok(Ok(done)) => {
+                let endings = done.next.iter().map(Ending::handed_back).collect();
+                h.backend.finish_many(endings, None).await.unwrap();
+            }
+            // No answer: the caller sends its ending again, without a claim. Applied
+            // before, it answers the same, or that the attempt is over when its claim took
+            // the job again and handed it back since.
+            _ => {
+                let again = h.backend.finish_many(vec![ending], None).await.unwrap();
+                assert!(
+                    matches!(
+                        again.statuses[..],
+                        [Ok(JobStatus::Queued) | Err(Error::LeaseLost { .. })]
+                    ),
+                    "round {round}: {:?}",
+                    again.statuses
+                );
+            }
+        }
+        all_queued_again(h, round, 40).await;
+    }
+    let page = h.backend.list(&ListQuery::new().limit(100)).await.unwrap();
+    assert!(
+        page.jobs
+            .iter()
+            .all(|j| j.retry_count == 0 && j.attempts.is_empty()),
+        "a handed-back job used no attempt"
+    );
+}
