@@ -6,10 +6,10 @@
 
 use std::future::Future;
 
-use crate::broker::{Broker, Ending, FinishedMany, Lease};
+use crate::broker::{Broker, ClaimRequest, Ending, FinishedMany, Lease};
 use crate::{Error, Result};
 
-/// Runs `work` (a claim, or endings with the claim that rides on them) on its own task
+/// Runs `work` (a claim) on its own task
 /// and waits for its answer: the caller going away cannot cancel it half-applied. The
 /// leases it takes travel in a [`Handoff`] inside `T`, so an answer nobody reads hands
 /// them back. `backend` names the backend in the error when the task itself stopped.
@@ -26,29 +26,64 @@ pub async fn detached<T: Send + 'static>(
         .map_err(|_| Error::backend(backend, "its task stopped before it answered"))?
 }
 
-/// Endings, with the claim that rides on them, run by `finish` on its own task
-/// ([`detached`]): a caller that gives up (a reporter's deadline) can neither stop it
-/// between steps nor strand the jobs its claim took (handed back unless read).
-pub async fn finish_detached<B, F, Fut>(
+/// Endings with the claim that rides on them (`next`), run by `finish` in the caller's
+/// task, at no extra cost on the way. If the caller gives up before it has the answer (a
+/// reporter's deadline, an aborted task) or the call fails (its reply may be what was
+/// lost), the claim is sent again on its own task: a claim sent again answers what the
+/// first one took (or, if that one never arrived, claims anew), and what it answers is
+/// handed back. So the jobs a lost finish claimed are queued again at once instead of
+/// waiting out their leases.
+pub async fn finish_guarded<B, Fut>(
     owner: &B,
-    backend: &'static str,
-    finish: F,
+    next: Option<&ClaimRequest>,
+    finish: Fut,
 ) -> Result<FinishedMany>
 where
     B: Broker + Clone + 'static,
-    F: FnOnce(B) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<FinishedMany>> + Send + 'static,
+    Fut: Future<Output = Result<FinishedMany>>,
 {
-    let this = owner.clone();
-    let (statuses, next) = detached(backend, async move {
-        let done = finish(this.clone()).await?;
-        Ok((done.statuses, Handoff::new(this, done.next)))
-    })
-    .await?;
-    Ok(FinishedMany {
-        statuses,
-        next: next.take(),
-    })
+    let guard = ClaimGuard { owner, req: next };
+    let done = finish.await;
+    if done.is_ok() {
+        guard.disarm();
+    }
+    done
+}
+
+/// A finish's claim whose answer has not reached its caller (see [`finish_guarded`]).
+struct ClaimGuard<'a, B: Broker + Clone + 'static> {
+    owner: &'a B,
+    req: Option<&'a ClaimRequest>,
+}
+
+impl<B: Broker + Clone + 'static> ClaimGuard<'_, B> {
+    fn disarm(mut self) {
+        self.req = None;
+    }
+}
+
+impl<B: Broker + Clone + 'static> Drop for ClaimGuard<'_, B> {
+    fn drop(&mut self) {
+        // Nothing is copied unless it fires.
+        let Some(req) = self.req.take().cloned() else {
+            return;
+        };
+        let owner = self.owner.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no runtime to recover a lost finish's claim: its leases will expire");
+            return;
+        };
+        runtime.spawn(async move {
+            match owner.fetch(&req, std::time::Duration::ZERO).await {
+                // Dropped here, the handoff hands them back.
+                Ok(leases) => drop(Handoff::new(owner, leases)),
+                Err(e) => tracing::warn!(
+                    error = %e.chain(),
+                    "could not recover a lost finish's claim: its leases will expire"
+                ),
+            }
+        });
+    }
 }
 
 /// Leases not yet in their caller's hands: dropped untaken, they are handed back.

@@ -103,7 +103,7 @@ pub mod backend {
         check_group_name, check_group_weight, check_groups_limit, group_admits, group_rate_admits,
         unfinished_change, ungrouped_goes_first, weighted_turn,
     };
-    pub use crate::handoff::{Handoff, detached, finish_detached};
+    pub use crate::handoff::{Handoff, detached, finish_guarded};
     pub use crate::id::{ClaimId, hostname};
     pub use crate::job::{
         MAX_TASK_SCHEMA_BYTES, check_task_name, check_task_schema, task_name_problem,

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use queue_core::backend::{
     Broker, CancelStream, ClaimRequest, ClaimedDelivery, Ending, FinishedMany, HeartbeatReply,
     Lease, LeaseRef, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten, Settle,
-    StoredSchedules, WorkerBeat, finish_detached,
+    StoredSchedules, WorkerBeat, finish_guarded,
 };
 use queue_core::{JobId, Result, WorkerId};
 
@@ -36,10 +36,8 @@ impl Broker for PostgresBackend {
         endings: Vec<Ending>,
         next: Option<ClaimRequest>,
     ) -> Result<FinishedMany> {
-        finish_detached(self, "postgres", move |b| async move {
-            PostgresBackend::finish_many(&b, endings, next).await
-        })
-        .await
+        let call = PostgresBackend::finish_many(self, endings, next.clone());
+        finish_guarded(self, next.as_ref(), call).await
     }
 
     async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {

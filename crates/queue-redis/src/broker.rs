@@ -10,7 +10,7 @@ use queue_core::backend::{
     MAX_ENDINGS, Millis, ProgressReply, ScheduleRead, ScheduleWrite, ScheduleWritten,
     StoredSchedules, WorkerBeat, duration_ms, from_millis,
 };
-use queue_core::backend::{Handoff, detached, finish_detached};
+use queue_core::backend::{Handoff, detached, finish_guarded};
 use queue_core::{Error, JobId, JobStatus, LeaseToken, Result, WorkerId};
 use redis::Value;
 
@@ -185,7 +185,7 @@ impl RedisBackend {
     async fn finish_now(
         &self,
         endings: Vec<Ending>,
-        next: Option<ClaimRequest>,
+        next: Option<&ClaimRequest>,
     ) -> Result<FinishedMany> {
         let mut out = FinishedMany {
             statuses: Vec::with_capacity(endings.len()),
@@ -196,7 +196,7 @@ impl RedisBackend {
         for (i, step) in steps.into_iter().enumerate() {
             let last = i + 1 == count;
             let accepted_before = out.statuses.iter().any(Result::is_ok);
-            let claim = next.as_ref().filter(|_| last);
+            let claim = next.filter(|_| last);
             let (statuses, leases) = self.finish_step(step, claim, accepted_before).await?;
             out.statuses.extend(statuses);
             out.next = leases;
@@ -334,10 +334,7 @@ impl Broker for RedisBackend {
         endings: Vec<Ending>,
         next: Option<ClaimRequest>,
     ) -> Result<FinishedMany> {
-        finish_detached(self, "redis", move |b| async move {
-            b.finish_now(endings, next).await
-        })
-        .await
+        finish_guarded(self, next.as_ref(), self.finish_now(endings, next.as_ref())).await
     }
 
     async fn reap(&self, limit: usize) -> Result<Vec<JobId>> {
