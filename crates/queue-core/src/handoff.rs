@@ -28,11 +28,12 @@ pub async fn detached<T: Send + 'static>(
 
 /// Endings with the claim that rides on them (`next`), run by `finish` in the caller's
 /// task, at no extra cost on the way. If the caller gives up before it has the answer (a
-/// reporter's deadline, an aborted task) or the call fails (its reply may be what was
-/// lost), the claim is sent again on its own task: a claim sent again answers what the
-/// first one took (or, if that one never arrived, claims anew), and what it answers is
-/// handed back. So the jobs a lost finish claimed are queued again at once instead of
-/// waiting out their leases.
+/// reporter's deadline, an aborted task), the claim is sent again on its own task: a claim
+/// sent again answers what the first one took (or, if that one never arrived, claims
+/// anew), and what it answers is handed back. So the jobs a lost finish claimed are queued
+/// again at once instead of waiting out their leases. A call that answers, even with an
+/// error, leaves the claim to its caller, which may send it again: handing its leases back
+/// then could take jobs from under the caller's retry (the chaos drills' double runs).
 pub async fn finish_guarded<B, Fut>(
     owner: &B,
     next: Option<&ClaimRequest>,
@@ -44,9 +45,7 @@ where
 {
     let guard = ClaimGuard { owner, req: next };
     let done = finish.await;
-    if done.is_ok() {
-        guard.disarm();
-    }
+    guard.disarm();
     done
 }
 
