@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::atomic::Ordering, time::Duration};
 
 use async_trait::async_trait;
-use futures_util::future::{select_all, try_join_all};
+use futures_util::future::{join_all, select_all, try_join_all};
 use queue_core::backend::{
     Broker, CancelStream, ClaimRequest, ClaimedDelivery, Ending, FinishedMany, HeartbeatReply,
     Lease, LeaseRef, MAX_CLAIM, Millis, ProgressReply, ScheduleRead, ScheduleWrite,
@@ -75,8 +75,8 @@ impl PartitionedBackend {
             Some(gave) => gave.iter().map(|(at, max)| (*at, Some(*max))).collect(),
             None => (0..n).map(|step| ((first + step) % n, None)).collect(),
         };
-        // What the partitions asked first gave travels in a handoff: a later partition's
-        // error hands it back (the request sent again claims anew there).
+        // What the partitions asked first gave travels in a handoff: the round dropped half
+        // way hands it back; a later partition's error keeps it leased (below).
         let mut leases = Handoff::new(self.clone(), Vec::new());
         let mut next_due: Option<Millis> = None;
         let mut now = 0;
@@ -92,7 +92,20 @@ impl PartitionedBackend {
             }
             let mut part = req.clone();
             part.max = max.unwrap_or(want - leases.len());
-            let (got, due, at_now) = backends[at].claim_detached(&part).await?;
+            let (got, due, at_now) = match backends[at].claim_detached(&part).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    // The caller sends the request again (a worker does, on an error that
+                    // may pass): what the partitions asked first gave stays leased for
+                    // that replay to answer; handed back now, it could be taken from
+                    // under the replay's caller. Else it expires.
+                    if replay.is_none() {
+                        self.note_round(req, gave);
+                    }
+                    leases.take();
+                    return Err(e);
+                }
+            };
             let got = got.take();
             now = at_now;
             next_due = match (next_due, due) {
@@ -331,7 +344,25 @@ impl Broker for PartitionedBackend {
         let mut statuses: Vec<Option<Result<queue_core::JobStatus>>> =
             (0..count).map(|_| None).collect();
         let mut rode: Option<(usize, Handoff<PartitionedBackend>)> = None;
-        for (p, at, ids, done, next, asked) in try_join_all(calls).await? {
+        // Every partition's call runs to its end (none is dropped half-way when another
+        // fails). If one failed, the caller sends the whole request again: what the others
+        // claimed stays leased for that replay to answer (handed back now, it could be
+        // taken from under the replay's caller), else it expires.
+        let mut answers = Vec::new();
+        let mut failed = None;
+        for answer in join_all(calls).await {
+            match answer {
+                Ok(answer) => answers.push(answer),
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            for (_, _, _, _, next, _) in answers {
+                next.take();
+            }
+            return Err(e);
+        }
+        for (p, at, ids, done, next, asked) in answers {
             self.forget(ids);
             for (i, status) in at.into_iter().zip(done) {
                 statuses[i] = Some(status);
