@@ -334,8 +334,8 @@ impl Broker for PartitionedBackend {
                     let ids: Vec<LeaseRef> = endings.iter().map(|e| e.lease.clone()).collect();
                     let asked = next.as_ref().map(|n| n.max);
                     let done = backend.finish_many(endings, next).await?;
-                    // Known to come from `p` at once, then dropped with the batch if
-                    // another partition fails: handed back there.
+                    // Known to come from `p` at once (a later hand-back or replay goes
+                    // there, not where the id points).
                     self.remember(p as u32, &done.next);
                     let next = Handoff::new(self.clone(), done.next);
                     Ok::<_, Error>((p, at, ids, done.statuses, next, asked))

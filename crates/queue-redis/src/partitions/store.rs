@@ -71,11 +71,12 @@ impl PartitionedBackend {
             .iter()
             .filter_map(|j| Some((j.options.job_id?, p as usize)))
             .collect();
-        match Self::chosen_elsewhere(backends, &chosen)
-            .await?
-            .keys()
-            .min()
-        {
+        Self::refuse_taken(Self::chosen_elsewhere(backends, &chosen).await?)
+    }
+
+    /// The refusal of a flow some of whose chosen ids are taken (`found`), if any is.
+    fn refuse_taken(found: std::collections::HashMap<JobId, JobRecord>) -> Result<()> {
+        match found.keys().min() {
             Some(id) => Err(Error::invalid(format!(
                 "job id {id} of the flow is taken by an existing job"
             ))),
@@ -158,20 +159,27 @@ impl JobStore for PartitionedBackend {
     async fn enqueue_flow(&self, mut flow: Flow) -> Result<JobRecord> {
         let (partitions, backends) = self.current().await?;
         let p = route_flow(&flow, partitions, self.next_turn())?.partition();
-        // A root whose id is taken anywhere answers its job (as one partition does, before
-        // it looks at the children).
-        if let Some(id) = flow.job.options.job_id
-            && let Some(found) = Self::chosen_elsewhere(&backends, &[(id, usize::MAX)])
-                .await?
-                .remove(&id)
-        {
-            return Ok(found);
-        }
+        // One read per partition for the whole flow: a root whose id is taken anywhere
+        // answers its job (as one partition does, before it looks at the children); a
+        // child's taken in another partition refuses the flow.
         let mut jobs = Vec::new();
         for child in &flow.children {
             collect(child, &mut jobs);
         }
-        Self::taken_elsewhere(&backends, &jobs, p).await?;
+        let root = flow.job.options.job_id;
+        let chosen: Vec<(JobId, usize)> = root
+            .map(|id| (id, usize::MAX))
+            .into_iter()
+            .chain(
+                jobs.iter()
+                    .filter_map(|j| Some((j.options.job_id?, p as usize))),
+            )
+            .collect();
+        let mut found = Self::chosen_elsewhere(&backends, &chosen).await?;
+        if let Some(record) = root.and_then(|id| found.remove(&id)) {
+            return Ok(record);
+        }
+        Self::refuse_taken(found)?;
         name_ids(&mut flow, p);
         backends[p as usize].enqueue_flow(flow).await
     }
